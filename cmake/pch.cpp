@@ -1,0 +1,2 @@
+// Translation unit that builds the shared precompiled header for <torch/torch.h>.
+#include <torch/torch.h>

@@ -1,0 +1,24 @@
+// Small file-system helpers with the project's durability rules: a file is written to a
+// temporary name, fsynced and renamed, so readers see either the old or the new content.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "cairn/core/status.h"
+
+namespace cairn::core {
+
+Result<std::string> read_file(const std::string& path);
+// Writes `data` to `path` atomically and durably (temp file, fsync, rename, fsync dir).
+Status write_file_atomic(const std::string& path, std::string_view data);
+// fsync a directory so that a rename inside it is durable.
+Status fsync_dir(const std::string& dir);
+// mkdir -p.
+Status make_dirs(const std::string& dir);
+// Appends one line (a '\n' is added) with O_APPEND; safe across processes for short lines.
+Status append_line(const std::string& path, std::string_view line);
+// Current wall-clock time in unix seconds with sub-second precision.
+double unix_time();
+
+}  // namespace cairn::core

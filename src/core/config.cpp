@@ -1,0 +1,281 @@
+// Config loading and validation against a ConfigSpec.
+#include "cairn/core/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <sstream>
+#include <stdexcept>
+
+#include "cairn/core/fs.h"
+
+namespace cairn::core {
+namespace {
+
+const char* type_name(FieldType t) {
+  switch (t) {
+    case FieldType::kInt: return "an integer";
+    case FieldType::kFloat: return "a number";
+    case FieldType::kBool: return "true or false";
+    case FieldType::kString: return "a string";
+  }
+  return "?";
+}
+
+std::string fmt_num(double v) {
+  std::ostringstream os;
+  os.precision(17);
+  os << v;
+  return os.str();
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+// Parses `text` as the field's type and checks its range; returns the canonical form.
+Result<std::string> canonical(const Field& f, const std::string& text) {
+  auto bad = [&](const std::string& why) {
+    return Status::InvalidArgument(f.key + ": '" + text + "' " + why);
+  };
+  switch (f.type) {
+    case FieldType::kInt: {
+      int64_t v = 0;
+      const char* b = text.data();
+      const char* e = b + text.size();
+      auto r = std::from_chars(b, e, v);
+      if (text.empty() || r.ec != std::errc() || r.ptr != e)
+        return bad("is not " + std::string(type_name(f.type)));
+      if (v < f.min || v > f.max)
+        return bad("is out of range: allowed " + fmt_num(f.min) + " to " + fmt_num(f.max));
+      return std::to_string(v);
+    }
+    case FieldType::kFloat: {
+      char* end = nullptr;
+      double v = std::strtod(text.c_str(), &end);
+      if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v))
+        return bad("is not " + std::string(type_name(f.type)));
+      if (v < f.min || v > f.max)
+        return bad("is out of range: allowed " + fmt_num(f.min) + " to " + fmt_num(f.max));
+      return fmt_num(v);
+    }
+    case FieldType::kBool: {
+      std::string t = text;
+      std::transform(t.begin(), t.end(), t.begin(), ::tolower);
+      if (t == "true" || t == "yes" || t == "on" || t == "1") return std::string("true");
+      if (t == "false" || t == "no" || t == "off" || t == "0") return std::string("false");
+      return bad("is not true or false");
+    }
+    case FieldType::kString: {
+      if (!f.choices.empty() &&
+          std::find(f.choices.begin(), f.choices.end(), text) == f.choices.end()) {
+        std::string allowed;
+        for (auto& c : f.choices) allowed += (allowed.empty() ? "" : " | ") + c;
+        return bad("is not allowed: choose one of " + allowed);
+      }
+      return text;
+    }
+  }
+  return Status::Internal("unknown field type");
+}
+
+Status unknown_key(const ConfigSpec& spec, const std::string& key, const std::string& origin) {
+  std::string best;
+  size_t best_d = 4;
+  std::string known;
+  for (auto& f : spec.fields()) {
+    known += "\n  " + f.key;
+    size_t d = edit_distance(key, f.key);
+    if (d < best_d) best_d = d, best = f.key;
+  }
+  std::string msg = origin + ": unknown key '" + key + "'";
+  if (!best.empty()) msg += " (did you mean '" + best + "'?)";
+  return Status::InvalidArgument(msg + "; known keys:" + known);
+}
+
+Status flatten(const YAML::Node& node, const std::string& prefix, const std::string& origin,
+               std::vector<std::pair<std::string, std::string>>* out) {
+  if (node.IsMap()) {
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      std::string k = it->first.as<std::string>();
+      CAIRN_RETURN_IF_ERROR(flatten(it->second, prefix.empty() ? k : prefix + "." + k, origin, out));
+    }
+    return Status::Ok();
+  }
+  if (node.IsScalar()) {
+    out->emplace_back(prefix, node.Scalar());
+    return Status::Ok();
+  }
+  if (node.IsNull()) {
+    if (prefix.empty()) return Status::Ok();  // empty document
+    return Status::InvalidArgument(origin + ": key '" + prefix + "' has no value");
+  }
+  return Status::InvalidArgument(origin + ": key '" + prefix +
+                                 "' must be a single value, not a list");
+}
+
+}  // namespace
+
+ConfigSpec& ConfigSpec::add(Field f) {
+  if (find(f.key)) throw std::logic_error("config key declared twice: " + f.key);
+  fields_.push_back(std::move(f));
+  return *this;
+}
+
+ConfigSpec& ConfigSpec::add_int(const std::string& key, int64_t def, int64_t min, int64_t max,
+                                const std::string& doc) {
+  return add({key, FieldType::kInt, std::to_string(def), false, double(min), double(max), {}, doc});
+}
+ConfigSpec& ConfigSpec::add_float(const std::string& key, double def, double min, double max,
+                                  const std::string& doc) {
+  return add({key, FieldType::kFloat, fmt_num(def), false, min, max, {}, doc});
+}
+ConfigSpec& ConfigSpec::add_bool(const std::string& key, bool def, const std::string& doc) {
+  return add({key, FieldType::kBool, def ? "true" : "false", false, 0, 0, {}, doc});
+}
+ConfigSpec& ConfigSpec::add_string(const std::string& key, const std::string& def,
+                                   std::vector<std::string> choices, const std::string& doc) {
+  return add({key, FieldType::kString, def, false, 0, 0, std::move(choices), doc});
+}
+ConfigSpec& ConfigSpec::add_required_string(const std::string& key, const std::string& doc) {
+  return add({key, FieldType::kString, "", true, 0, 0, {}, doc});
+}
+ConfigSpec& ConfigSpec::merge(const ConfigSpec& other) {
+  for (auto& f : other.fields_) add(f);
+  return *this;
+}
+
+const Field* ConfigSpec::find(const std::string& key) const {
+  for (auto& f : fields_)
+    if (f.key == key) return &f;
+  return nullptr;
+}
+
+std::string ConfigSpec::describe() const {
+  std::string s;
+  for (auto& f : fields_) {
+    s += "  " + f.key + " (" + type_name(f.type);
+    if (f.required) {
+      s += ", required";
+    } else {
+      s += ", default " + (f.default_value.empty() ? "\"\"" : f.default_value);
+    }
+    if (!f.choices.empty()) {
+      std::string c;
+      for (auto& x : f.choices) c += (c.empty() ? "" : "|") + x;
+      s += ", one of " + c;
+    }
+    s += ")\n      " + f.doc + "\n";
+  }
+  return s;
+}
+
+int64_t Config::get_int(const std::string& key) const {
+  if (types_.at(key) != FieldType::kInt) throw std::out_of_range(key + " is not an int key");
+  return std::stoll(values_.at(key));
+}
+double Config::get_float(const std::string& key) const {
+  auto t = types_.at(key);
+  if (t != FieldType::kFloat && t != FieldType::kInt)
+    throw std::out_of_range(key + " is not a numeric key");
+  return std::strtod(values_.at(key).c_str(), nullptr);
+}
+bool Config::get_bool(const std::string& key) const {
+  if (types_.at(key) != FieldType::kBool) throw std::out_of_range(key + " is not a bool key");
+  return values_.at(key) == "true";
+}
+const std::string& Config::get_string(const std::string& key) const {
+  if (types_.at(key) != FieldType::kString) throw std::out_of_range(key + " is not a string key");
+  return values_.at(key);
+}
+
+Status Config::set(const ConfigSpec& spec, const std::string& key, const std::string& text) {
+  const Field* f = spec.find(key);
+  if (!f) return unknown_key(spec, key, "override");
+  CAIRN_ASSIGN_OR_RETURN(std::string v, canonical(*f, text));
+  values_[key] = v;
+  types_[key] = f->type;
+  return Status::Ok();
+}
+
+std::string Config::to_yaml() const {
+  YAML::Node root;
+  for (auto& [key, value] : values_) {
+    std::vector<std::string> parts;
+    std::stringstream ss(key);
+    for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+    YAML::Node n = root;
+    for (size_t i = 0; i + 1 < parts.size(); ++i) {
+      YAML::Node child = n[parts[i]];
+      n.reset(child);
+    }
+    switch (types_.at(key)) {
+      case FieldType::kInt: n[parts.back()] = std::stoll(value); break;
+      case FieldType::kFloat: n[parts.back()] = std::strtod(value.c_str(), nullptr); break;
+      case FieldType::kBool: n[parts.back()] = value == "true"; break;
+      case FieldType::kString: n[parts.back()] = value; break;
+    }
+  }
+  YAML::Emitter out;
+  out.SetDoublePrecision(17);
+  out << root;
+  return std::string(out.c_str()) + "\n";
+}
+
+Result<Config> load_config_text(const std::string& yaml_text, const ConfigSpec& spec,
+                                const std::vector<std::string>& overrides,
+                                const std::string& origin) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    return Status::InvalidArgument(origin + ": not valid YAML: " + e.what());
+  }
+  if (!root.IsMap() && !root.IsNull())
+    return Status::InvalidArgument(origin + ": top level must be a mapping of sections");
+  std::vector<std::pair<std::string, std::string>> flat;
+  CAIRN_RETURN_IF_ERROR(flatten(root, "", origin, &flat));
+
+  Config cfg;
+  for (auto& f : spec.fields())
+    if (!f.required) {
+      cfg.values_[f.key] = f.default_value;
+      cfg.types_[f.key] = f.type;
+    }
+  for (auto& [k, v] : flat) {
+    if (!spec.find(k)) return unknown_key(spec, k, origin);
+    CAIRN_RETURN_IF_ERROR(cfg.set(spec, k, v).WithContext(origin));
+  }
+  for (auto& o : overrides) {
+    auto eq = o.find('=');
+    if (eq == std::string::npos || eq == 0)
+      return Status::InvalidArgument("override '" + o + "' must look like key=value, e.g. " +
+                                     "train.lr=3e-4");
+    CAIRN_RETURN_IF_ERROR(cfg.set(spec, o.substr(0, eq), o.substr(eq + 1)));
+  }
+  for (auto& f : spec.fields())
+    if (f.required && !cfg.has(f.key))
+      return Status::InvalidArgument(origin + ": required key '" + f.key + "' is missing (" +
+                                     f.doc + ")");
+  return cfg;
+}
+
+Result<Config> load_config_file(const std::string& path, const ConfigSpec& spec,
+                                const std::vector<std::string>& overrides) {
+  auto text = read_file(path);
+  if (!text.ok()) return text.status();
+  return load_config_text(*text, spec, overrides, path);
+}
+
+}  // namespace cairn::core

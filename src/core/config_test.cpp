@@ -1,0 +1,91 @@
+#include "cairn/core/config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace cairn::core {
+namespace {
+
+using ::testing::HasSubstr;
+
+ConfigSpec TestSpec() {
+  ConfigSpec s;
+  s.add_string("model.arch", "gpt2", {"gpt2", "llama"}, "architecture")
+      .add_int("model.n_layer", 4, 1, 1024, "layers")
+      .add_float("train.lr", 1e-3, 0, 10, "learning rate")
+      .add_bool("train.activation_checkpointing", false, "recompute blocks")
+      .add_required_string("data.path", "token directory");
+  return s;
+}
+
+TEST(Config, LoadsValuesAndDefaults) {
+  auto cfg = load_config_text("model:\n  n_layer: 6\ndata:\n  path: d\n", TestSpec(), {});
+  ASSERT_TRUE(cfg.ok()) << cfg.status().ToString();
+  EXPECT_EQ(cfg->get_int("model.n_layer"), 6);
+  EXPECT_EQ(cfg->get_string("model.arch"), "gpt2");
+  EXPECT_DOUBLE_EQ(cfg->get_float("train.lr"), 1e-3);
+  EXPECT_FALSE(cfg->get_bool("train.activation_checkpointing"));
+  EXPECT_EQ(cfg->get_string("data.path"), "d");
+}
+
+TEST(Config, OverridesWin) {
+  auto cfg = load_config_text("data: {path: d}\n", TestSpec(),
+                              {"train.lr=3e-4", "train.activation_checkpointing=yes"});
+  ASSERT_TRUE(cfg.ok()) << cfg.status().ToString();
+  EXPECT_DOUBLE_EQ(cfg->get_float("train.lr"), 3e-4);
+  EXPECT_TRUE(cfg->get_bool("train.activation_checkpointing"));
+}
+
+TEST(Config, UnknownKeyListsKnownKeysAndSuggests) {
+  auto cfg = load_config_text("model: {n_layers: 3}\ndata: {path: d}\n", TestSpec(), {}, "x.yaml");
+  ASSERT_FALSE(cfg.ok());
+  EXPECT_EQ(cfg.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(cfg.status().message(), HasSubstr("x.yaml: unknown key 'model.n_layers'"));
+  EXPECT_THAT(cfg.status().message(), HasSubstr("did you mean 'model.n_layer'"));
+  EXPECT_THAT(cfg.status().message(), HasSubstr("train.lr"));
+}
+
+TEST(Config, WrongTypeNamesKeyAndValue) {
+  auto cfg = load_config_text("model: {n_layer: four}\ndata: {path: d}\n", TestSpec(), {});
+  ASSERT_FALSE(cfg.ok());
+  EXPECT_THAT(cfg.status().message(), HasSubstr("model.n_layer: 'four' is not an integer"));
+}
+
+TEST(Config, OutOfRangeNamesAllowedRange) {
+  auto cfg = load_config_text("data: {path: d}\n", TestSpec(), {"model.n_layer=0"});
+  ASSERT_FALSE(cfg.ok());
+  EXPECT_THAT(cfg.status().message(), HasSubstr("'0' is out of range: allowed 1 to 1024"));
+}
+
+TEST(Config, ChoiceListsAllowedValues) {
+  auto cfg = load_config_text("model: {arch: bert}\ndata: {path: d}\n", TestSpec(), {});
+  ASSERT_FALSE(cfg.ok());
+  EXPECT_THAT(cfg.status().message(), HasSubstr("choose one of gpt2 | llama"));
+}
+
+TEST(Config, MissingRequiredKey) {
+  auto cfg = load_config_text("model: {n_layer: 2}\n", TestSpec(), {});
+  ASSERT_FALSE(cfg.ok());
+  EXPECT_THAT(cfg.status().message(), HasSubstr("required key 'data.path' is missing"));
+}
+
+TEST(Config, BadOverrideSyntaxAndBadYaml) {
+  EXPECT_FALSE(load_config_text("data: {path: d}\n", TestSpec(), {"train.lr"}).ok());
+  auto bad = load_config_text("model: [1, 2\n", TestSpec(), {});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("not valid YAML"));
+  auto list = load_config_text("model: {n_layer: [1, 2]}\n", TestSpec(), {});
+  ASSERT_FALSE(list.ok());
+  EXPECT_THAT(list.status().message(), HasSubstr("must be a single value"));
+}
+
+TEST(Config, YamlRoundTrip) {
+  auto cfg = load_config_text("data: {path: 'my dir'}\n", TestSpec(), {"train.lr=0.1"});
+  ASSERT_TRUE(cfg.ok());
+  auto again = load_config_text(cfg->to_yaml(), TestSpec(), {});
+  ASSERT_TRUE(again.ok()) << again.status().ToString() << "\n" << cfg->to_yaml();
+  EXPECT_EQ(again->values(), cfg->values());
+}
+
+}  // namespace
+}  // namespace cairn::core
