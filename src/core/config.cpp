@@ -209,27 +209,40 @@ Status Config::set(const ConfigSpec& spec, const std::string& key, const std::st
   return Status::Ok();
 }
 
-std::string Config::to_yaml() const {
-  YAML::Node root;
-  for (auto& [key, value] : values_) {
-    std::vector<std::string> parts;
-    std::stringstream ss(key);
-    for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
-    YAML::Node n = root;
-    for (size_t i = 0; i + 1 < parts.size(); ++i) {
-      YAML::Node child = n[parts[i]];
-      n.reset(child);
-    }
-    switch (types_.at(key)) {
-      case FieldType::kInt: n[parts.back()] = std::stoll(value); break;
-      case FieldType::kFloat: n[parts.back()] = std::strtod(value.c_str(), nullptr); break;
-      case FieldType::kBool: n[parts.back()] = value == "true"; break;
-      case FieldType::kString: n[parts.back()] = value; break;
+namespace {
+struct YamlTree {
+  std::map<std::string, YamlTree> children;
+  const std::string* value = nullptr;
+  FieldType type = FieldType::kString;
+};
+
+void emit(YAML::Emitter& out, const YamlTree& t) {
+  out << YAML::BeginMap;
+  for (auto& [k, c] : t.children) {
+    out << YAML::Key << k << YAML::Value;
+    if (!c.value) {
+      emit(out, c);
+    } else if (c.type == FieldType::kString) {
+      out << YAML::DoubleQuoted << *c.value;
+    } else {
+      out << *c.value;  // canonical numbers and booleans are valid YAML scalars
     }
   }
+  out << YAML::EndMap;
+}
+}  // namespace
+
+std::string Config::to_yaml() const {
+  YamlTree root;
+  for (auto& [key, value] : values_) {
+    YamlTree* n = &root;
+    std::stringstream ss(key);
+    for (std::string p; std::getline(ss, p, '.');) n = &n->children[p];
+    n->value = &value;
+    n->type = types_.at(key);
+  }
   YAML::Emitter out;
-  out.SetDoublePrecision(17);
-  out << root;
+  emit(out, root);
   return std::string(out.c_str()) + "\n";
 }
 

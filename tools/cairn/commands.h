@@ -1,0 +1,14 @@
+// The cairn CLI's subcommands. Each file cmd_<name>.cpp registers one command on the app;
+// a command's callback reports failure by throwing cairn::StatusError (exit code 2 for
+// invalid input, 1 for other failures), never by calling exit().
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace cairn::cli {
+
+void register_data_command(CLI::App& app);      // cmd_data.cpp: encode, decode, prepare
+void register_train_command(CLI::App& app);     // cmd_train.cpp
+void register_generate_command(CLI::App& app);  // cmd_generate.cpp
+
+}  // namespace cairn::cli

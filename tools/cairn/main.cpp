@@ -1,0 +1,41 @@
+// cairn: one binary for launching, training, data preparation and checkpoints.
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "cairn/core/log.h"
+#include "cairn/core/status.h"
+#include "commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "cairn: elastic, fault-tolerant, automatically parallelized training of transformer "
+      "language models.\n\nExample:\n  make demo    # or step by step:\n"
+      "  cairn data prepare --input kjv.txt --out data/kjv\n"
+      "  cairn train configs/gpt-kjv.yaml\n"
+      "  cairn generate --ckpt runs/<time>/ckpt --prompt 'In the beginning'\n"};
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace | debug | info | warn | error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app.parse_complete_callback([&] { cairn::core::init_logging({log_level, "", ""}); });
+  cairn::cli::register_data_command(app);
+  cairn::cli::register_train_command(app);
+  cairn::cli::register_generate_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const cairn::StatusError& e) {
+    std::fprintf(stderr, "cairn: error: %s\n", e.what());
+    return e.status.code() == cairn::StatusCode::kInvalidArgument ||
+                   e.status.code() == cairn::StatusCode::kNotFound
+               ? 2
+               : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cairn: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
