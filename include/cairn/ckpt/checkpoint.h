@@ -1,0 +1,71 @@
+// Checkpoints on storage in cairn's manifest format (DESIGN.md section 4):
+//
+//   <root>/step-<N>/manifest.json   format version, step, mesh, every tensor's name, dtype,
+//                                   global shape and shards (slice, file, offset, bytes, xxh3)
+//   <root>/step-<N>/rank-<R>.bin    magic + version header, then raw little-endian tensor bytes
+//   <root>/latest                   "step-<N>", moved only after the step directory is durable
+//
+// A checkpoint is written into a temporary directory, fsynced and renamed, so it is either
+// complete and verified or ignored. Loading verifies every checksum before returning anything,
+// so a caller never sees a half-loaded state.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cairn/core/status.h"
+
+namespace cairn::ckpt {
+
+inline constexpr int kManifestVersion = 1;
+
+struct NamedTensor {
+  std::string name;
+  torch::Tensor tensor;  // any dtype; saved contiguous on CPU
+};
+
+struct SaveInfo {
+  std::string path;   // the step directory
+  int64_t bytes = 0;  // data bytes written
+  double seconds = 0;
+};
+
+// Writes step `step` under `root` (created if missing) and then moves `latest` to it.
+// `state` is free-form JSON stored in the manifest (trainer position, config, ...).
+Result<SaveInfo> save_checkpoint(const std::string& root, int64_t step,
+                                 const std::vector<NamedTensor>& tensors,
+                                 const nlohmann::json& state);
+
+struct LoadedCheckpoint {
+  std::string path;
+  int64_t step = 0;
+  int64_t bytes = 0;
+  double seconds = 0;
+  std::map<std::string, torch::Tensor> tensors;
+  nlohmann::json state;
+  nlohmann::json manifest;
+};
+
+// Reads and validates a manifest (format, version, structure) without reading data files.
+Result<nlohmann::json> read_manifest(const std::string& step_dir);
+// Loads and verifies one step directory.
+Result<LoadedCheckpoint> load_checkpoint(const std::string& step_dir);
+// Loads the newest complete, verified checkpoint under `root`: the one `latest` names, else
+// the highest step-<N>. Broken ones are skipped; their reasons are appended to `skipped`.
+// NotFound when there is none.
+Result<LoadedCheckpoint> load_latest(const std::string& root, std::vector<std::string>* skipped);
+// Accepts either a root (with step-* directories) or a step directory.
+Result<LoadedCheckpoint> load_any(const std::string& path, std::vector<std::string>* skipped);
+// Removes all but the newest `keep_last` step directories (0 keeps all). Never removes the
+// one `latest` names.
+Status prune_checkpoints(const std::string& root, int keep_last);
+
+// Step numbers of the step-<N> directories under root, ascending.
+std::vector<int64_t> list_steps(const std::string& root);
+
+}  // namespace cairn::ckpt

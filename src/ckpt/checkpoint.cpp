@@ -1,0 +1,279 @@
+// Checkpoint writer and verifying loader for the manifest format.
+#include "cairn/ckpt/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+
+#include "cairn/core/fs.h"
+#include "ckpt/format_impl.h"
+
+namespace fs = std::filesystem;
+
+namespace cairn::ckpt {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+Status errno_status(const std::string& what, const std::string& path) {
+  return Status::IoError(what + " " + path + ": " + std::strerror(errno));
+}
+
+Status write_all(int fd, const void* data, size_t n, const std::string& path) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno_status("cannot write", path);
+    }
+    p += w;
+    n -= size_t(w);
+  }
+  return Status::Ok();
+}
+
+Status pread_all(int fd, void* data, size_t n, int64_t offset, const std::string& path) {
+  char* p = static_cast<char*>(data);
+  while (n > 0) {
+    ssize_t r = ::pread(fd, p, n, offset);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return errno_status("cannot read", path);
+    }
+    if (r == 0) return Status::Corrupt(path + ": file ends before the data the manifest lists");
+    p += r;
+    n -= size_t(r);
+    offset += r;
+  }
+  return Status::Ok();
+}
+
+// Writes one rank's data file; fills each tensor's shard entry.
+Status write_data_file(const std::string& path, int rank, const std::vector<NamedTensor>& tensors,
+                       nlohmann::json* entries, int64_t* bytes) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return errno_status("cannot create", path);
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+
+  int64_t offset = kDataHeaderBytes;
+  std::vector<torch::Tensor> contiguous;
+  for (auto& nt : tensors) {
+    contiguous.push_back(nt.tensor.detach().to(torch::kCPU).contiguous());
+    offset = align_up(offset);
+    int64_t nbytes = int64_t(contiguous.back().nbytes());
+    offset += nbytes;
+  }
+  DataHeader h = make_data_header(rank, offset - kDataHeaderBytes);
+  CAIRN_RETURN_IF_ERROR(write_all(fd, &h, sizeof(h), path));
+  static const char kZeros[kAlign] = {};
+  int64_t pos = kDataHeaderBytes;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const torch::Tensor& t = contiguous[i];
+    int64_t start = align_up(pos);
+    CAIRN_RETURN_IF_ERROR(write_all(fd, kZeros, size_t(start - pos), path));
+    size_t nbytes = t.nbytes();
+    CAIRN_RETURN_IF_ERROR(write_all(fd, t.data_ptr(), nbytes, path));
+    pos = start + int64_t(nbytes);
+    nlohmann::json slice = nlohmann::json::array();
+    for (int64_t d : t.sizes()) slice.push_back({0, d});
+    nlohmann::json shard = {{"slice", slice},
+                            {"file", fs::path(path).filename().string()},
+                            {"offset", start},
+                            {"bytes", int64_t(nbytes)},
+                            {"xxh3", hex64(XXH3_64bits(t.data_ptr(), nbytes))}};
+    nlohmann::json shape = t.sizes().vec();
+    entries->push_back({{"name", tensors[i].name},
+                        {"dtype", dtype_name(t.scalar_type())},
+                        {"shape", shape},
+                        {"shards", nlohmann::json::array({shard})}});
+  }
+  if (::fsync(fd) != 0) return errno_status("cannot fsync", path);
+  *bytes = pos;
+  return Status::Ok();
+}
+
+// Reads one tensor from its shards, verifying each checksum. `fds` caches open files.
+Result<torch::Tensor> read_tensor(const std::string& dir, const TensorEntry& e,
+                                  std::map<std::string, int>* fds) {
+  auto opts = torch::TensorOptions().dtype(e.dtype);
+  torch::Tensor global = torch::empty(e.shape, opts);
+  for (auto& s : e.shards) {
+    auto it = fds->find(s.file);
+    if (it == fds->end()) {
+      std::string p = dir + "/" + s.file;
+      int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return Status::Corrupt(p + ": data file is missing (" + std::strerror(errno) + ")");
+      CAIRN_RETURN_IF_ERROR(check_data_header(fd, p));
+      it = fds->emplace(s.file, fd).first;
+    }
+    torch::Tensor piece = global;
+    for (size_t d = 0; d < s.slice.size(); ++d)
+      piece = piece.slice(int64_t(d), s.slice[d].first, s.slice[d].second);
+    bool direct = piece.is_contiguous();
+    torch::Tensor dst = direct ? piece : torch::empty(piece.sizes(), opts);
+    std::string p = dir + "/" + s.file;
+    CAIRN_RETURN_IF_ERROR(pread_all(it->second, dst.data_ptr(), size_t(s.bytes), s.offset, p));
+    if (hex64(XXH3_64bits(dst.data_ptr(), size_t(s.bytes))) != s.xxh3)
+      return Status::Corrupt(p + ": checksum mismatch in tensor '" + e.name + "'");
+    if (!direct) piece.copy_(dst);
+  }
+  return global;
+}
+
+}  // namespace
+
+Result<SaveInfo> save_checkpoint(const std::string& root, int64_t step,
+                                 const std::vector<NamedTensor>& tensors,
+                                 const nlohmann::json& state) {
+  auto t0 = Clock::now();
+  CAIRN_RETURN_IF_ERROR(core::make_dirs(root));
+  std::string name = step_dir_name(step);
+  std::string final_dir = root + "/" + name;
+  std::string tmp = root + "/.tmp-" + name + "-" + std::to_string(::getpid());
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  CAIRN_RETURN_IF_ERROR(core::make_dirs(tmp));
+
+  nlohmann::json entries = nlohmann::json::array();
+  int64_t bytes = 0;
+  Status s = write_data_file(tmp + "/" + data_file_name(0), 0, tensors, &entries, &bytes);
+  if (!s.ok()) {
+    fs::remove_all(tmp, ec);
+    return s;
+  }
+  nlohmann::json manifest = {{"format", kFormatName},
+                             {"format_version", kManifestVersion},
+                             {"step", step},
+                             {"created", core::unix_time()},
+                             {"mesh", {{"world_size", 1}, {"dp", 1}, {"tp", 1}, {"pp", 1}}},
+                             {"files", {data_file_name(0)}},
+                             {"tensors", entries},
+                             {"state", state}};
+  s = core::write_file_atomic(tmp + "/manifest.json", manifest.dump(1));
+  if (s.ok()) s = core::fsync_dir(tmp);
+  if (s.ok() && fs::exists(final_dir)) fs::remove_all(final_dir, ec);
+  if (s.ok() && ::rename(tmp.c_str(), final_dir.c_str()) != 0)
+    s = errno_status("cannot rename to", final_dir);
+  if (s.ok()) s = core::fsync_dir(root);
+  if (s.ok()) s = core::write_file_atomic(root + "/latest", name + "\n");
+  if (!s.ok()) {
+    fs::remove_all(tmp, ec);
+    return s;
+  }
+  return SaveInfo{final_dir, bytes, since(t0)};
+}
+
+Result<nlohmann::json> read_manifest(const std::string& step_dir) {
+  auto text = core::read_file(step_dir + "/manifest.json");
+  if (!text.ok()) {
+    if (text.status().code() == StatusCode::kNotFound)
+      return Status::Corrupt(step_dir + ": no manifest.json (incomplete checkpoint)");
+    return text.status();
+  }
+  auto j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status::Corrupt(step_dir + "/manifest.json: not valid JSON");
+  CAIRN_RETURN_IF_ERROR(validate_manifest(j, step_dir));
+  return j;
+}
+
+Result<LoadedCheckpoint> load_checkpoint(const std::string& step_dir) {
+  auto t0 = Clock::now();
+  CAIRN_ASSIGN_OR_RETURN(nlohmann::json manifest, read_manifest(step_dir));
+  CAIRN_ASSIGN_OR_RETURN(std::vector<TensorEntry> entries, parse_entries(manifest, step_dir));
+  LoadedCheckpoint out;
+  out.path = step_dir;
+  out.step = manifest["step"].get<int64_t>();
+  std::map<std::string, int> fds;
+  Status status;
+  for (auto& e : entries) {
+    auto t = read_tensor(step_dir, e, &fds);
+    if (!t.ok()) {
+      status = t.status();
+      break;
+    }
+    out.bytes += int64_t(t->nbytes());
+    out.tensors.emplace(e.name, std::move(t).value());
+  }
+  for (auto& [f, fd] : fds) ::close(fd);
+  if (!status.ok()) return status;
+  out.state = manifest["state"];
+  out.manifest = std::move(manifest);
+  out.seconds = since(t0);
+  return out;
+}
+
+std::vector<int64_t> list_steps(const std::string& root) {
+  std::vector<int64_t> steps;
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(root, ec)) {
+    int64_t step = 0;
+    if (e.is_directory() && parse_step_dir_name(e.path().filename().string(), &step))
+      steps.push_back(step);
+  }
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
+Result<LoadedCheckpoint> load_latest(const std::string& root, std::vector<std::string>* skipped) {
+  if (!fs::is_directory(root)) return Status::NotFound(root + ": no checkpoint directory");
+  std::vector<std::string> candidates;
+  auto latest = core::read_file(root + "/latest");
+  int64_t latest_step = -1;
+  if (latest.ok()) {
+    std::string name = *latest;
+    while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+    if (parse_step_dir_name(name, &latest_step)) {
+      candidates.push_back(root + "/" + name);
+    } else if (skipped) {
+      skipped->push_back(root + "/latest: does not name a step directory");
+    }
+  }
+  auto steps = list_steps(root);
+  for (auto it = steps.rbegin(); it != steps.rend(); ++it)
+    if (*it != latest_step) candidates.push_back(root + "/" + step_dir_name(*it));
+  for (auto& c : candidates) {
+    auto r = load_checkpoint(c);
+    if (r.ok()) return r;
+    if (skipped) skipped->push_back(r.status().ToString());
+  }
+  return Status::NotFound(root + ": no complete checkpoint");
+}
+
+Result<LoadedCheckpoint> load_any(const std::string& path, std::vector<std::string>* skipped) {
+  if (fs::exists(path + "/manifest.json")) return load_checkpoint(path);
+  return load_latest(path, skipped);
+}
+
+Status prune_checkpoints(const std::string& root, int keep_last) {
+  if (keep_last <= 0) return Status::Ok();
+  auto steps = list_steps(root);
+  int64_t latest_step = -1;
+  if (auto latest = core::read_file(root + "/latest"); latest.ok()) {
+    std::string name = *latest;
+    while (!name.empty() && name.back() == '\n') name.pop_back();
+    parse_step_dir_name(name, &latest_step);
+  }
+  int64_t n = int64_t(steps.size());
+  for (int64_t i = 0; i + keep_last < n; ++i) {
+    if (steps[size_t(i)] == latest_step) continue;
+    std::error_code ec;
+    fs::remove_all(root + "/" + step_dir_name(steps[size_t(i)]), ec);
+    if (ec) return Status::IoError("cannot remove old checkpoint: " + ec.message());
+  }
+  return Status::Ok();
+}
+
+}  // namespace cairn::ckpt

@@ -1,0 +1,171 @@
+#include "cairn/ckpt/checkpoint.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "cairn/core/fs.h"
+
+namespace fs = std::filesystem;
+
+namespace cairn::ckpt {
+namespace {
+
+using ::testing::HasSubstr;
+
+class CheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = (fs::temp_directory_path() /
+             ("cairn_ckpt_" + std::to_string(getpid()) + "_" +
+              ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+                .string();
+    fs::remove_all(root_);
+  }
+  void TearDown() override { fs::remove_all(root_); }
+
+  std::vector<NamedTensor> State(float v) {
+    return {{"w", torch::full({3, 5}, v)},
+            {"b", torch::arange(7, torch::kLong)},
+            {"h", torch::ones({4}, torch::kBFloat16) * v}};
+  }
+  std::string Save(int64_t step, float v) {
+    auto r = save_checkpoint(root_, step, State(v), {{"tag", v}});
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? r->path : "";
+  }
+  // Flips one bit of a file at `offset`.
+  static void FlipBit(const std::string& path, int64_t offset) {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(offset);
+    char c;
+    f.read(&c, 1);
+    c ^= 0x10;
+    f.seekp(offset);
+    f.write(&c, 1);
+  }
+  std::string root_;
+};
+
+TEST_F(CheckpointTest, RoundTripIsExact) {
+  std::string dir = Save(7, 1.5f);
+  auto r = load_checkpoint(dir);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->step, 7);
+  EXPECT_EQ(r->state["tag"].get<float>(), 1.5f);
+  auto want = State(1.5f);
+  ASSERT_EQ(r->tensors.size(), want.size());
+  for (auto& nt : want) {
+    ASSERT_TRUE(r->tensors.count(nt.name));
+    EXPECT_TRUE(torch::equal(r->tensors[nt.name], nt.tensor)) << nt.name;
+    EXPECT_EQ(r->tensors[nt.name].scalar_type(), nt.tensor.scalar_type());
+  }
+  auto latest = core::read_file(root_ + "/latest");
+  ASSERT_TRUE(latest.ok());
+  EXPECT_EQ(*latest, "step-00000007\n");
+}
+
+TEST_F(CheckpointTest, LatestFollowsNewestAndPruneKeepsLast) {
+  Save(1, 1);
+  Save(2, 2);
+  Save(3, 3);
+  auto r = load_latest(root_, nullptr);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->step, 3);
+  ASSERT_TRUE(prune_checkpoints(root_, 2).ok());
+  EXPECT_EQ(list_steps(root_), (std::vector<int64_t>{2, 3}));
+}
+
+TEST_F(CheckpointTest, FlippedBitIsDetectedAndPreviousUsed) {
+  Save(1, 1);
+  std::string dir = Save(2, 2);
+  FlipBit(dir + "/rank-00000.bin", 64 + 3);
+  auto r = load_checkpoint(dir);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kCorrupt);
+  EXPECT_THAT(r.status().message(), HasSubstr("checksum mismatch in tensor 'w'"));
+  std::vector<std::string> skipped;
+  auto prev = load_latest(root_, &skipped);
+  ASSERT_TRUE(prev.ok());
+  EXPECT_EQ(prev->step, 1);
+  ASSERT_EQ(skipped.size(), 1u);
+  EXPECT_THAT(skipped[0], HasSubstr("checksum"));
+}
+
+TEST_F(CheckpointTest, TruncatedDataFile) {
+  Save(1, 1);
+  std::string dir = Save(2, 2);
+  fs::resize_file(dir + "/rank-00000.bin", 100);
+  auto r = load_checkpoint(dir);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("truncated"));
+  EXPECT_EQ(load_latest(root_, nullptr)->step, 1);
+}
+
+TEST_F(CheckpointTest, MissingShardFile) {
+  std::string dir = Save(2, 2);
+  fs::remove(dir + "/rank-00000.bin");
+  auto r = load_checkpoint(dir);
+  ASSERT_FALSE(r.ok());
+  EXPECT_THAT(r.status().message(), HasSubstr("data file is missing"));
+  EXPECT_EQ(load_latest(root_, nullptr).status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(CheckpointTest, HalfWrittenDirectoryIsIgnored) {
+  Save(1, 1);
+  // A step directory without a manifest (as if the writer died before renaming it into place
+  // on a file system without atomic rename), and a leftover temporary directory.
+  fs::create_directories(root_ + "/step-00000005");
+  std::ofstream(root_ + "/step-00000005/rank-00000.bin") << "partial";
+  fs::create_directories(root_ + "/.tmp-step-00000006-1");
+  std::vector<std::string> skipped;
+  auto r = load_latest(root_, &skipped);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->step, 1);  // `latest` names step 1: the uncommitted step 5 is not even tried
+  EXPECT_TRUE(skipped.empty());
+  // Without `latest` the newest directory is tried first and rejected.
+  fs::remove(root_ + "/latest");
+  r = load_latest(root_, &skipped);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->step, 1);
+  ASSERT_EQ(skipped.size(), 1u);
+  EXPECT_THAT(skipped[0], HasSubstr("incomplete checkpoint"));
+}
+
+TEST_F(CheckpointTest, NewerManifestVersionIsRefused) {
+  std::string dir = Save(1, 1);
+  auto text = *core::read_file(dir + "/manifest.json");
+  auto j = nlohmann::json::parse(text);
+  j["format_version"] = kManifestVersion + 1;
+  ASSERT_TRUE(core::write_file_atomic(dir + "/manifest.json", j.dump()).ok());
+  auto r = load_checkpoint(dir);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnsupported);
+  EXPECT_THAT(r.status().message(), HasSubstr("newer than this cairn reads"));
+}
+
+TEST_F(CheckpointTest, GarbageManifestAndBadMagic) {
+  std::string dir = Save(1, 1);
+  ASSERT_TRUE(core::write_file_atomic(dir + "/manifest.json", "{not json").ok());
+  EXPECT_THAT(load_checkpoint(dir).status().message(), HasSubstr("not valid JSON"));
+  std::string dir2 = Save(2, 2);
+  FlipBit(dir2 + "/rank-00000.bin", 0);
+  EXPECT_THAT(load_checkpoint(dir2).status().message(), HasSubstr("bad magic"));
+}
+
+TEST_F(CheckpointTest, ManifestLyingAboutSizesIsCorrupt) {
+  std::string dir = Save(1, 1);
+  auto j = nlohmann::json::parse(*core::read_file(dir + "/manifest.json"));
+  j["tensors"][0]["shards"][0]["bytes"] = 4;
+  ASSERT_TRUE(core::write_file_atomic(dir + "/manifest.json", j.dump()).ok());
+  EXPECT_THAT(load_checkpoint(dir).status().message(), HasSubstr("shard size or offset is wrong"));
+  j["tensors"][0]["shards"][0]["file"] = "../../etc/passwd";
+  ASSERT_TRUE(core::write_file_atomic(dir + "/manifest.json", j.dump()).ok());
+  EXPECT_THAT(load_checkpoint(dir).status().message(), HasSubstr("bad file name"));
+}
+
+}  // namespace
+}  // namespace cairn::ckpt

@@ -1,0 +1,158 @@
+// Checkpoint format helpers: header, names, manifest validation.
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "ckpt/format_impl.h"
+
+namespace cairn::ckpt {
+
+DataHeader make_data_header(int rank, int64_t payload_bytes) {
+  DataHeader h;
+  std::memset(&h, 0, sizeof(h));
+  std::memcpy(h.magic, kDataMagic, sizeof(h.magic));
+  h.version = kDataVersion;
+  h.rank = uint32_t(rank);
+  h.payload_bytes = uint64_t(payload_bytes);
+  return h;
+}
+
+Status check_data_header(int fd, const std::string& path) {
+  DataHeader h;
+  ssize_t n = ::pread(fd, &h, sizeof(h), 0);
+  if (n != ssize_t(sizeof(h))) return Status::Corrupt(path + ": data file is shorter than its header");
+  if (std::memcmp(h.magic, kDataMagic, sizeof(h.magic)) != 0)
+    return Status::Corrupt(path + ": not a cairn checkpoint data file (bad magic)");
+  if (h.version > kDataVersion)
+    return Status::Unsupported(path + ": data file version " + std::to_string(h.version) +
+                               " is newer than this cairn reads (" +
+                               std::to_string(kDataVersion) + ")");
+  off_t size = ::lseek(fd, 0, SEEK_END);
+  if (size < 0 || uint64_t(size) < kDataHeaderBytes + h.payload_bytes)
+    return Status::Corrupt(path + ": truncated: " + std::to_string(size) + " bytes, header says " +
+                           std::to_string(kDataHeaderBytes + h.payload_bytes));
+  return Status::Ok();
+}
+
+std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+namespace {
+const std::pair<torch::ScalarType, const char*> kDtypes[] = {
+    {torch::kFloat, "float32"}, {torch::kDouble, "float64"}, {torch::kHalf, "float16"},
+    {torch::kBFloat16, "bfloat16"}, {torch::kLong, "int64"},  {torch::kInt, "int32"},
+    {torch::kShort, "int16"},   {torch::kByte, "uint8"},     {torch::kChar, "int8"},
+    {torch::kBool, "bool"},
+};
+}  // namespace
+
+std::string dtype_name(torch::ScalarType t) {
+  for (auto& [k, n] : kDtypes)
+    if (k == t) return n;
+  TORCH_CHECK(false, "checkpoint: unsupported dtype ", t);
+}
+
+bool parse_dtype(const std::string& name, torch::ScalarType* out) {
+  for (auto& [k, n] : kDtypes)
+    if (name == n) {
+      *out = k;
+      return true;
+    }
+  return false;
+}
+
+std::string step_dir_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "step-%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+bool parse_step_dir_name(const std::string& name, int64_t* step) {
+  if (name.size() < 6 || name.compare(0, 5, "step-") != 0) return false;
+  int64_t v = 0;
+  for (size_t i = 5; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9' || v > (int64_t(1) << 55)) return false;
+    v = v * 10 + (name[i] - '0');
+  }
+  *step = v;
+  return true;
+}
+
+std::string data_file_name(int rank) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "rank-%05d.bin", rank);
+  return buf;
+}
+
+Status validate_manifest(const nlohmann::json& j, const std::string& where) {
+  auto bad = [&](const std::string& why) { return Status::Corrupt(where + "/manifest.json: " + why); };
+  if (!j.is_object()) return bad("not a JSON object");
+  if (!j.contains("format") || j["format"] != kFormatName) return bad("not a cairn checkpoint");
+  if (!j.contains("format_version") || !j["format_version"].is_number_integer())
+    return bad("missing format_version");
+  int v = j["format_version"].get<int>();
+  if (v > kManifestVersion)
+    return Status::Unsupported(where + "/manifest.json: format version " + std::to_string(v) +
+                               " is newer than this cairn reads (" +
+                               std::to_string(kManifestVersion) + "); upgrade cairn");
+  if (v < 1) return bad("format_version " + std::to_string(v) + " is not valid");
+  if (!j.contains("step") || !j["step"].is_number_integer() || j["step"].get<int64_t>() < 0)
+    return bad("missing or negative step");
+  if (!j.contains("tensors") || !j["tensors"].is_array()) return bad("missing tensor list");
+  if (!j.contains("state") || !j["state"].is_object()) return bad("missing state object");
+  return Status::Ok();
+}
+
+Result<std::vector<TensorEntry>> parse_entries(const nlohmann::json& j, const std::string& where) {
+  std::vector<TensorEntry> out;
+  std::string ctx = where + "/manifest.json";
+  try {
+    for (auto& t : j["tensors"]) {
+      TensorEntry e;
+      e.name = t.at("name").get<std::string>();
+      auto bad = [&](const std::string& why) { return Status::Corrupt(ctx + ": tensor '" + e.name + "': " + why); };
+      if (!parse_dtype(t.at("dtype").get<std::string>(), &e.dtype)) return bad("unknown dtype");
+      e.shape = t.at("shape").get<std::vector<int64_t>>();
+      int64_t numel = 1;
+      for (int64_t d : e.shape) {
+        if (d < 0 || d > (int64_t(1) << 40)) return bad("bad dimension");
+        numel *= d;
+      }
+      int64_t covered = 0;
+      int64_t item = int64_t(c10::elementSize(e.dtype));
+      for (auto& s : t.at("shards")) {
+        ShardEntry sh;
+        sh.file = s.at("file").get<std::string>();
+        if (sh.file.empty() || sh.file.find('/') != std::string::npos || sh.file[0] == '.')
+          return bad("bad file name '" + sh.file + "'");
+        sh.offset = s.at("offset").get<int64_t>();
+        sh.bytes = s.at("bytes").get<int64_t>();
+        sh.xxh3 = s.at("xxh3").get<std::string>();
+        auto slice = s.at("slice");
+        if (!slice.is_array() || slice.size() != e.shape.size()) return bad("slice rank differs from shape");
+        int64_t n = 1;
+        for (size_t d = 0; d < slice.size(); ++d) {
+          int64_t b = slice[d].at(0).get<int64_t>(), en = slice[d].at(1).get<int64_t>();
+          if (b < 0 || en < b || en > e.shape[d]) return bad("slice outside the shape");
+          sh.slice.emplace_back(b, en);
+          n *= en - b;
+        }
+        if (sh.offset < kDataHeaderBytes || n * item != sh.bytes) return bad("shard size or offset is wrong");
+        covered += n;
+        e.shards.push_back(std::move(sh));
+      }
+      if (covered != numel) return bad("shards do not cover the tensor");
+      out.push_back(std::move(e));
+    }
+  } catch (const nlohmann::json::exception& ex) {
+    return Status::Corrupt(ctx + ": malformed tensor entry: " + ex.what());
+  }
+  return out;
+}
+
+}  // namespace cairn::ckpt

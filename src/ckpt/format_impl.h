@@ -1,0 +1,68 @@
+// Private pieces of the checkpoint format: data-file header, names, manifest validation.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cairn/ckpt/checkpoint.h"
+#include "cairn/core/status.h"
+
+namespace cairn::ckpt {
+
+inline constexpr char kFormatName[] = "cairn-checkpoint";
+inline constexpr char kDataMagic[8] = {'C', 'A', 'I', 'R', 'N', 'C', 'K', 'D'};
+inline constexpr uint32_t kDataVersion = 1;
+inline constexpr int64_t kDataHeaderBytes = 64;
+inline constexpr int64_t kAlign = 64;
+
+// First 64 bytes of every rank-<R>.bin (little-endian).
+struct DataHeader {
+  char magic[8];
+  uint32_t version;
+  uint32_t rank;
+  uint64_t payload_bytes;
+  char reserved[40];
+};
+static_assert(sizeof(DataHeader) == kDataHeaderBytes);
+
+inline int64_t align_up(int64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
+
+DataHeader make_data_header(int rank, int64_t payload_bytes);
+// Reads and checks the header of an open data file.
+Status check_data_header(int fd, const std::string& path);
+
+std::string hex64(uint64_t v);
+std::string dtype_name(torch::ScalarType t);
+bool parse_dtype(const std::string& name, torch::ScalarType* out);
+
+std::string step_dir_name(int64_t step);  // "step-00000042"
+bool parse_step_dir_name(const std::string& name, int64_t* step);
+std::string data_file_name(int rank);     // "rank-00000.bin"
+
+struct ShardEntry {
+  std::vector<std::pair<int64_t, int64_t>> slice;  // [begin, end) per dimension
+  std::string file;
+  int64_t offset = 0;
+  int64_t bytes = 0;
+  std::string xxh3;
+};
+
+struct TensorEntry {
+  std::string name;
+  torch::ScalarType dtype = torch::kFloat;
+  std::vector<int64_t> shape;
+  std::vector<ShardEntry> shards;
+};
+
+// Checks format name, version and the presence of the top-level fields.
+Status validate_manifest(const nlohmann::json& j, const std::string& where);
+// Parses and checks the tensor list: known dtypes, slices inside shapes, bytes matching
+// slice sizes, shards covering each tensor exactly, file names without path separators.
+Result<std::vector<TensorEntry>> parse_entries(const nlohmann::json& j, const std::string& where);
+
+}  // namespace cairn::ckpt
