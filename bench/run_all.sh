@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every benchmark against its peer. Usage: bench/run_all.sh BUILD_DIR DATA_DIR
+set -euo pipefail
+build=${1:-build}
+data=${2:-data/kjv}
+cd "$(dirname "$0")/.."
+echo "== training throughput (bench/train_throughput.py)"
+/usr/bin/python3 bench/train_throughput.py --cairn "$build/bin/cairn" --data "$data"
+for b in "$build"/bench/*_bench; do
+  [ -x "$b" ] || continue
+  echo "== $(basename "$b")"
+  "$b"
+done
