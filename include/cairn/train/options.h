@@ -1,0 +1,42 @@
+// Training options (train.*, data.*, ckpt.* keys) and the spec of a whole job's config.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "cairn/core/config.h"
+#include "cairn/core/status.h"
+
+namespace cairn::train {
+
+struct TrainOptions {
+  int64_t micro_batch_size = 8;    // sequences per forward/backward on one rank
+  int64_t global_batch_size = 8;   // sequences per optimizer step over the whole job
+  int64_t seq_len = 128;
+  int64_t max_steps = 1000;
+  double lr = 1e-3, min_lr = 1e-4;
+  int64_t warmup_steps = 100;
+  int64_t lr_decay_steps = 0;      // cosine reaches min_lr here; 0 = max_steps
+  double weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  double grad_clip = 1.0;          // 0 = off
+  uint64_t seed = 1337;
+  int64_t eval_interval = 100;     // 0 = only at the end
+  int64_t eval_batches = 20;
+  int64_t ckpt_interval = 0;       // 0 = only at the end
+  int64_t keep_last = 3;           // checkpoints kept on storage; 0 = all
+  bool activation_checkpointing = false;
+  std::string precision = "fp32";  // fp32 | bf16
+  int64_t threads = 0;             // intra-op threads; 0 = all cores
+  int64_t log_interval = 10;       // steps between progress lines when not on a terminal
+  std::string data_path;           // directory with train.bin / val.bin (cairn data prepare)
+  std::string tokenizer = "gpt2";
+};
+
+// train.*, data.* and ckpt.* keys.
+core::ConfigSpec train_spec();
+// Every key a job config may hold: model_spec() + train_spec().
+core::ConfigSpec job_spec();
+// Reads and cross-checks the options (e.g. global batch divisible by micro batch).
+Result<TrainOptions> train_options_from(const core::Config& config);
+
+}  // namespace cairn::train

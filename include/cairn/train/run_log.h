@@ -1,0 +1,39 @@
+// A run directory's machine-readable logs: events.jsonl (one object per event with "event"
+// and "time" in unix seconds) and metrics.jsonl (one object per step). Written by rank 0.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "cairn/core/status.h"
+
+namespace cairn::train {
+
+class RunLog {
+ public:
+  // Creates `run_dir` if needed. Thread-safe after opening.
+  static Result<std::unique_ptr<RunLog>> Open(const std::string& run_dir);
+
+  // Appends {"event": kind, "time": now, ...fields}. Failures are logged, not returned: losing
+  // a log line must never stop training.
+  void event(const std::string& kind, nlohmann::json fields = nlohmann::json::object());
+  // Appends one metrics row; "time" is added when missing.
+  void metrics(nlohmann::json row);
+
+  const std::string& dir() const { return dir_; }
+
+ private:
+  explicit RunLog(std::string dir) : dir_(std::move(dir)) {}
+  void append(const std::string& file, const nlohmann::json& j);
+  std::string dir_;
+  std::mutex mu_;
+};
+
+// Achieved fp32 GEMM rate of this process (FLOP/s) with torch's current thread count: square
+// matmuls of size n for about `seconds`. The denominator of MFU.
+double measure_gemm_flops(int64_t n = 1024, double seconds = 0.5);
+
+}  // namespace cairn::train

@@ -1,0 +1,63 @@
+// The single-process trainer: data, model, AdamW, schedule, clipping, accumulation,
+// validation, checkpoints, metrics and progress. Later layers (DDP, ZeRO, ...) wrap the same
+// loop; the loop itself knows nothing of parallelism.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cairn/core/config.h"
+#include "cairn/core/status.h"
+
+namespace cairn::model {
+class LanguageModel;
+}
+
+namespace cairn::train {
+
+struct RunOptions {
+  std::string run_dir;                         // required: logs, config.yaml, ckpt/
+  bool resume = false;                         // continue from run_dir/ckpt when it has one
+  int64_t max_steps = 0;                       // > 0 overrides train.max_steps
+  const std::atomic<bool>* stop = nullptr;     // set => save a checkpoint and return
+  bool progress = true;                        // print the progress line
+  bool measure_peak = true;                    // measure GEMM peak for MFU (off in tests)
+};
+
+struct RunSummary {
+  int64_t first_step = 0;   // step the run started from (> 0 when resumed)
+  int64_t last_step = 0;    // steps done when it returned
+  bool interrupted = false;
+  double final_loss = 0;
+  double final_val_loss = -1;  // < 0 when never evaluated
+  double tokens_per_s = 0;     // mean over the run
+  std::vector<double> losses;  // training loss per step of this run
+};
+
+class Trainer {
+ public:
+  // Validates the config, opens the data, builds the model and optimizer, restores the
+  // newest checkpoint when run.resume. Errors name what is wrong.
+  static Result<std::unique_ptr<Trainer>> Create(const core::Config& config, const RunOptions& run);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // Trains to max_steps (or until *stop), checkpointing and evaluating on schedule.
+  Result<RunSummary> run();
+  // Mean validation loss over train.eval_batches micro-batches of val.bin.
+  double evaluate();
+
+  model::LanguageModel& model();
+  int64_t step() const;
+
+  struct Impl;
+
+ private:
+  explicit Trainer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cairn::train

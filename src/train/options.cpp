@@ -1,0 +1,91 @@
+// The train.*, data.* and ckpt.* config keys.
+#include "cairn/train/options.h"
+
+#include "cairn/model/config.h"
+
+namespace cairn::train {
+
+core::ConfigSpec train_spec() {
+  const int64_t kBig = int64_t(1) << 40;
+  core::ConfigSpec s;
+  s.add_int("train.micro_batch_size", 8, 1, 1 << 20, "sequences per forward/backward on one rank")
+      .add_int("train.global_batch_size", 8, 1, 1 << 24,
+               "sequences per optimizer step over the whole job (fixed whatever the world size)")
+      .add_int("train.seq_len", 128, 1, 1 << 20, "tokens per sequence (<= model.block_size)")
+      .add_int("train.max_steps", 1000, 1, kBig, "optimizer steps to train")
+      .add_float("train.lr", 1e-3, 0, 10, "peak learning rate")
+      .add_float("train.min_lr", 1e-4, 0, 10, "learning rate at the end of the cosine decay")
+      .add_int("train.warmup_steps", 100, 0, kBig, "linear warmup steps")
+      .add_int("train.lr_decay_steps", 0, 0, kBig, "cosine decay length; 0 = max_steps")
+      .add_float("train.weight_decay", 0.1, 0, 10, "AdamW decoupled weight decay")
+      .add_float("train.beta1", 0.9, 0, 0.999999, "AdamW beta1")
+      .add_float("train.beta2", 0.95, 0, 0.999999999, "AdamW beta2")
+      .add_float("train.eps", 1e-8, 1e-30, 1, "AdamW epsilon")
+      .add_float("train.grad_clip", 1.0, 0, 1e9, "max global gradient norm; 0 = no clipping")
+      .add_int("train.seed", 1337, 0, kBig, "seed for initialization and sample order")
+      .add_int("train.eval_interval", 100, 0, kBig, "steps between validation; 0 = at the end")
+      .add_int("train.eval_batches", 20, 1, 1 << 20, "micro-batches per validation")
+      .add_int("train.ckpt_interval", 0, 0, kBig, "steps between checkpoints; 0 = at the end")
+      .add_bool("train.activation_checkpointing", false,
+                "recompute each block in backward instead of keeping its activations")
+      .add_string("train.precision", "fp32", {"fp32", "bf16"},
+                  "fp32, or bf16 autocast for matmuls (fp32 master weights)")
+      .add_int("train.threads", 0, 0, 4096, "intra-op threads per process; 0 = all cores")
+      .add_int("train.log_interval", 10, 1, kBig, "steps between log lines off a terminal")
+      .add_required_string("data.path",
+                           "directory from `cairn data prepare` holding train.bin and val.bin")
+      .add_string("data.tokenizer", "gpt2", {},
+                  "tokenizer directory (encoder.json + vocab.bpe); gpt2 = the installed files")
+      .add_int("ckpt.keep_last", 3, 0, 1 << 20, "checkpoints kept on storage; 0 = all");
+  return s;
+}
+
+core::ConfigSpec job_spec() {
+  core::ConfigSpec s = model::model_spec();
+  s.merge(train_spec());
+  return s;
+}
+
+Result<TrainOptions> train_options_from(const core::Config& c) {
+  TrainOptions o;
+  o.micro_batch_size = c.get_int("train.micro_batch_size");
+  o.global_batch_size = c.get_int("train.global_batch_size");
+  o.seq_len = c.get_int("train.seq_len");
+  o.max_steps = c.get_int("train.max_steps");
+  o.lr = c.get_float("train.lr");
+  o.min_lr = c.get_float("train.min_lr");
+  o.warmup_steps = c.get_int("train.warmup_steps");
+  o.lr_decay_steps = c.get_int("train.lr_decay_steps");
+  o.weight_decay = c.get_float("train.weight_decay");
+  o.beta1 = c.get_float("train.beta1");
+  o.beta2 = c.get_float("train.beta2");
+  o.eps = c.get_float("train.eps");
+  o.grad_clip = c.get_float("train.grad_clip");
+  o.seed = uint64_t(c.get_int("train.seed"));
+  o.eval_interval = c.get_int("train.eval_interval");
+  o.eval_batches = c.get_int("train.eval_batches");
+  o.ckpt_interval = c.get_int("train.ckpt_interval");
+  o.keep_last = c.get_int("ckpt.keep_last");
+  o.activation_checkpointing = c.get_bool("train.activation_checkpointing");
+  o.precision = c.get_string("train.precision");
+  o.threads = c.get_int("train.threads");
+  o.log_interval = c.get_int("train.log_interval");
+  o.data_path = c.get_string("data.path");
+  o.tokenizer = c.get_string("data.tokenizer");
+  if (o.global_batch_size % o.micro_batch_size != 0)
+    return Status::InvalidArgument(
+        "train.global_batch_size (" + std::to_string(o.global_batch_size) +
+        ") must be a multiple of train.micro_batch_size (" + std::to_string(o.micro_batch_size) +
+        ")");
+  if (o.min_lr > o.lr)
+    return Status::InvalidArgument("train.min_lr (" + std::to_string(o.min_lr) +
+                                   ") must not exceed train.lr (" + std::to_string(o.lr) + ")");
+  int64_t block = c.get_int("model.block_size");
+  if (o.seq_len > block)
+    return Status::InvalidArgument("train.seq_len (" + std::to_string(o.seq_len) +
+                                   ") must not exceed model.block_size (" +
+                                   std::to_string(block) + ")");
+  return o;
+}
+
+}  // namespace cairn::train

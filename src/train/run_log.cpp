@@ -1,0 +1,52 @@
+// events.jsonl / metrics.jsonl writer and the GEMM peak probe.
+#include "cairn/train/run_log.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <chrono>
+
+#include "cairn/core/fs.h"
+
+namespace cairn::train {
+
+Result<std::unique_ptr<RunLog>> RunLog::Open(const std::string& run_dir) {
+  CAIRN_RETURN_IF_ERROR(core::make_dirs(run_dir));
+  return std::unique_ptr<RunLog>(new RunLog(run_dir));
+}
+
+void RunLog::append(const std::string& file, const nlohmann::json& j) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Status s = core::append_line(dir_ + "/" + file, j.dump());
+  if (!s.ok()) spdlog::warn("cannot write {}: {}", file, s.ToString());
+}
+
+void RunLog::event(const std::string& kind, nlohmann::json fields) {
+  nlohmann::json j = {{"event", kind}, {"time", core::unix_time()}};
+  for (auto& [k, v] : fields.items()) j[k] = v;
+  append("events.jsonl", j);
+}
+
+void RunLog::metrics(nlohmann::json row) {
+  if (!row.contains("time")) row["time"] = core::unix_time();
+  append("metrics.jsonl", row);
+}
+
+double measure_gemm_flops(int64_t n, double seconds) {
+  torch::NoGradGuard no_grad;
+  auto a = torch::randn({n, n});
+  auto b = torch::randn({n, n});
+  auto c = torch::mm(a, b);  // warm-up
+  using Clock = std::chrono::steady_clock;
+  auto t0 = Clock::now();
+  int64_t iters = 0;
+  double elapsed = 0;
+  do {
+    torch::mm_out(c, a, b);
+    ++iters;
+    elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+  } while (elapsed < seconds);
+  return 2.0 * double(n) * double(n) * double(n) * double(iters) / elapsed;
+}
+
+}  // namespace cairn::train

@@ -1,0 +1,339 @@
+// The training loop and its checkpoint state.
+#include "cairn/train/trainer.h"
+
+#include <ATen/autocast_mode.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+#include "cairn/ckpt/checkpoint.h"
+#include "cairn/core/fs.h"
+#include "cairn/data/local_sampler.h"
+#include "cairn/data/token_file.h"
+#include "cairn/model/config.h"
+#include "cairn/model/language_model.h"
+#include "cairn/train/adamw.h"
+#include "cairn/train/options.h"
+#include "cairn/train/run_log.h"
+#include "cairn/train/schedule.h"
+#include "cairn/ui/progress.h"
+
+namespace cairn::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// bf16 autocast for the matmuls of one forward pass; fp32 master weights and optimizer.
+class AutocastScope {
+ public:
+  explicit AutocastScope(bool on) : on_(on) {
+    if (!on_) return;
+    at::autocast::set_cpu_enabled(true);
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+  }
+  ~AutocastScope() {
+    if (!on_) return;
+    at::autocast::set_cpu_enabled(false);
+    at::autocast::clear_cache();
+  }
+
+ private:
+  bool on_;
+};
+
+constexpr char kModelPrefix[] = "model.";
+constexpr char kOptimPrefix[] = "optim.";
+constexpr char kRngName[] = "rng.cpu";
+
+}  // namespace
+
+struct Trainer::Impl {
+  core::Config config;
+  TrainOptions opt;
+  model::ModelConfig mcfg;
+  RunOptions run;
+  std::unique_ptr<data::TokenFile> train_file, val_file;
+  std::unique_ptr<data::LocalSampler> sampler, val_sampler;
+  std::shared_ptr<model::LanguageModel> model;
+  std::unique_ptr<AdamW> optim;
+  std::unique_ptr<RunLog> log;
+  int64_t step = 0;
+  int64_t max_steps = 0;
+  double peak_flops = 0;
+
+  std::string ckpt_dir() const { return run.run_dir + "/ckpt"; }
+  int64_t accum_steps() const { return opt.global_batch_size / opt.micro_batch_size; }
+
+  // Inputs and targets (B, T) for micro-batch `micro` of global step `s`.
+  std::pair<torch::Tensor, torch::Tensor> batch(int64_t s, int64_t micro) {
+    const int64_t B = opt.micro_batch_size, T = opt.seq_len;
+    auto x = torch::empty({B, T}, torch::kLong);
+    auto y = torch::empty({B, T}, torch::kLong);
+    for (int64_t i = 0; i < B; ++i) {
+      int64_t g = s * opt.global_batch_size + micro * B + i;
+      sampler->fill(sampler->sample_id(g), x.data_ptr<int64_t>() + i * T,
+                    y.data_ptr<int64_t>() + i * T);
+    }
+    return {x, y};
+  }
+
+  std::vector<ckpt::NamedTensor> state_tensors() {
+    std::vector<ckpt::NamedTensor> out;
+    for (auto& p : model->named_parameters()) out.push_back({kModelPrefix + p.key(), p.value()});
+    for (auto& [name, t] : optim->state()) out.push_back({kOptimPrefix + name, t});
+    out.push_back({kRngName, at::detail::getDefaultCPUGenerator().get_state()});
+    return out;
+  }
+
+  Status save(const char* reason) {
+    nlohmann::json state = {{"step", step},
+                            {"samples_consumed", step * opt.global_batch_size},
+                            {"optimizer_step", optim->step_count()},
+                            {"config_yaml", config.to_yaml()},
+                            {"reason", reason}};
+    auto info = ckpt::save_checkpoint(ckpt_dir(), step, state_tensors(), state);
+    if (!info.ok()) return info.status();
+    log->event("checkpoint_saved", {{"step", step},
+                                    {"bytes", info->bytes},
+                                    {"duration_ms", info->seconds * 1e3},
+                                    {"path", info->path},
+                                    {"storage", "disk"}});
+    return ckpt::prune_checkpoints(ckpt_dir(), int(opt.keep_last));
+  }
+
+  // Restores model, optimizer, RNG and position; checks everything before changing anything.
+  Status restore(const ckpt::LoadedCheckpoint& c) {
+    auto yaml = c.state.value("config_yaml", std::string());
+    auto saved = core::load_config_text(yaml, job_spec(), {}, c.path + " config");
+    if (!saved.ok()) return saved.status();
+    for (auto& [key, value] : config.values())
+      if (key.rfind("model.", 0) == 0 && saved->values().at(key) != value)
+        return Status::InvalidArgument("cannot resume from " + c.path + ": " + key + " is " +
+                                       saved->values().at(key) + " there but " + value +
+                                       " in this config");
+    for (const char* key : {"train.global_batch_size", "train.seq_len", "train.seed"})
+      if (saved->values().at(key) != config.values().at(key))
+        return Status::InvalidArgument(std::string("cannot resume from ") + c.path + ": " + key +
+                                       " differs (" + saved->values().at(key) + " vs " +
+                                       config.values().at(key) + "); the sample order would change");
+    auto params = model->named_parameters();
+    for (auto& p : params) {
+      auto it = c.tensors.find(kModelPrefix + p.key());
+      if (it == c.tensors.end())
+        return Status::InvalidArgument(c.path + ": parameter '" + p.key() + "' is missing");
+      if (!it->second.sizes().equals(p.value().sizes()))
+        return Status::InvalidArgument(c.path + ": parameter '" + p.key() + "' has another shape");
+    }
+    if (!c.tensors.count(kRngName))
+      return Status::InvalidArgument(c.path + ": RNG state is missing");
+    CAIRN_RETURN_IF_ERROR(optim->load_state(c.tensors, kOptimPrefix,
+                                            c.state.value("optimizer_step", int64_t(0))));
+    torch::NoGradGuard no_grad;
+    for (auto& p : params) p.value().copy_(c.tensors.at(kModelPrefix + p.key()));
+    at::detail::getDefaultCPUGenerator().set_state(c.tensors.at(kRngName));
+    step = c.step;
+    return Status::Ok();
+  }
+
+  double evaluate() {
+    torch::NoGradGuard no_grad;
+    model->eval();
+    const int64_t B = opt.micro_batch_size, T = opt.seq_len;
+    int64_t n = std::min(val_sampler->num_samples(), opt.eval_batches * B);
+    double sum = 0;
+    int64_t count = 0;
+    for (int64_t start = 0; start < n; start += B) {
+      int64_t b = std::min(B, n - start);
+      auto x = torch::empty({b, T}, torch::kLong);
+      auto y = torch::empty({b, T}, torch::kLong);
+      for (int64_t i = 0; i < b; ++i)
+        val_sampler->fill(start + i, x.data_ptr<int64_t>() + i * T, y.data_ptr<int64_t>() + i * T);
+      AutocastScope autocast(opt.precision == "bf16");
+      sum += model->loss(x, y).item<double>() * double(b);
+      count += b;
+    }
+    model->train();
+    return sum / double(count);
+  }
+};
+
+Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Trainer::~Trainer() = default;
+model::LanguageModel& Trainer::model() { return *impl_->model; }
+int64_t Trainer::step() const { return impl_->step; }
+double Trainer::evaluate() { return impl_->evaluate(); }
+
+Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, const RunOptions& run) {
+  auto impl = std::make_unique<Impl>();
+  impl->config = config;
+  impl->run = run;
+  if (run.run_dir.empty()) return Status::InvalidArgument("a run directory is required");
+  CAIRN_ASSIGN_OR_RETURN(impl->opt, train_options_from(config));
+  CAIRN_ASSIGN_OR_RETURN(impl->mcfg, model::model_config_from(config));
+  const TrainOptions& o = impl->opt;
+  impl->max_steps = run.max_steps > 0 ? run.max_steps : o.max_steps;
+  torch::set_num_threads(int(o.threads > 0 ? o.threads
+                                           : int64_t(std::max(1u, std::thread::hardware_concurrency()))));
+
+  for (auto [name, file] : {std::pair{"train.bin", &impl->train_file}, {"val.bin", &impl->val_file}}) {
+    auto f = data::TokenFile::Open(o.data_path + "/" + name);
+    if (!f.ok())
+      return f.status().WithContext("data.path: run `cairn data prepare --out " + o.data_path + "` first");
+    *file = std::move(f).value();
+    if ((*file)->vocab_size() > impl->mcfg.vocab_size)
+      return Status::InvalidArgument(o.data_path + "/" + name + " has vocabulary size " +
+                                     std::to_string((*file)->vocab_size()) +
+                                     ", larger than model.vocab_size " +
+                                     std::to_string(impl->mcfg.vocab_size));
+    if ((*file)->size() < o.seq_len + 1)
+      return Status::InvalidArgument(o.data_path + "/" + name + " holds " +
+                                     std::to_string((*file)->size()) +
+                                     " tokens, fewer than one sequence of train.seq_len + 1");
+  }
+  impl->sampler = std::make_unique<data::LocalSampler>(impl->train_file.get(), o.seq_len, o.seed);
+  impl->val_sampler = std::make_unique<data::LocalSampler>(impl->val_file.get(), o.seq_len, o.seed);
+
+  impl->model = model::build_model(impl->mcfg, o.seed);
+  impl->model->set_activation_checkpointing(o.activation_checkpointing);
+  AdamW::NamedParams params;
+  for (auto& p : impl->model->named_parameters()) params.emplace_back(p.key(), p.value());
+  impl->optim = std::make_unique<AdamW>(
+      std::move(params), AdamW::default_decay,
+      AdamWOptions{o.beta1, o.beta2, o.eps, o.weight_decay});
+
+  CAIRN_ASSIGN_OR_RETURN(impl->log, RunLog::Open(run.run_dir));
+  CAIRN_RETURN_IF_ERROR(core::write_file_atomic(run.run_dir + "/config.yaml", config.to_yaml()));
+
+  if (run.resume) {
+    std::vector<std::string> skipped;
+    auto c = ckpt::load_latest(impl->ckpt_dir(), &skipped);
+    for (auto& s : skipped) {
+      spdlog::warn("skipping broken checkpoint: {}", s);
+      impl->log->event("checkpoint_skipped", {{"reason", s}});
+    }
+    if (c.ok()) {
+      CAIRN_RETURN_IF_ERROR(impl->restore(*c));
+      impl->log->event("checkpoint_loaded", {{"step", c->step},
+                                             {"bytes", c->bytes},
+                                             {"duration_ms", c->seconds * 1e3},
+                                             {"path", c->path},
+                                             {"source", "storage"}});
+      spdlog::info("resumed from {} (step {})", c->path, c->step);
+    } else if (c.status().code() == StatusCode::kNotFound) {
+      spdlog::info("no checkpoint in {}; starting from step 0", impl->ckpt_dir());
+    } else {
+      return c.status();
+    }
+  }
+  if (run.measure_peak) impl->peak_flops = measure_gemm_flops();
+  return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
+}
+
+Result<RunSummary> Trainer::run() {
+  Impl& m = *impl_;
+  const TrainOptions& o = m.opt;
+  RunSummary sum;
+  sum.first_step = m.step;
+  const int64_t decay = o.lr_decay_steps > 0 ? o.lr_decay_steps : m.max_steps;
+  const double flops_per_token = m.model->flops_per_token(o.seq_len);
+  const double tokens_per_step = double(o.global_batch_size * o.seq_len);
+  m.log->event("start", {{"step", m.step},
+                         {"max_steps", m.max_steps},
+                         {"params", m.model->num_params()},
+                         {"flops_per_token", flops_per_token},
+                         {"peak_flops", m.peak_flops},
+                         {"threads", torch::get_num_threads()},
+                         {"world_size", 1}});
+  spdlog::info("model {}: {:.2f}M parameters, {:.1f} MFLOP/token; {} steps of {} tokens; GEMM peak "
+               "{:.1f} GFLOP/s",
+               m.mcfg.arch, m.model->num_params() / 1e6, flops_per_token / 1e6, m.max_steps,
+               int64_t(tokens_per_step), m.peak_flops / 1e9);
+  ui::ProgressLine progress(ui::ProgressLine::stderr_is_tty(), o.log_interval);
+  auto run_start = Clock::now();
+  double ema_tps = 0, ema_step = 0;
+  m.model->train();
+  while (m.step < m.max_steps) {
+    if (m.run.stop && m.run.stop->load()) {
+      sum.interrupted = true;
+      break;
+    }
+    auto t0 = Clock::now();
+    const double lr = lr_at(m.step, o.lr, o.min_lr, o.warmup_steps, decay);
+    m.optim->zero_grad();
+    double loss_sum = 0;
+    const int64_t accum = m.accum_steps();
+    for (int64_t micro = 0; micro < accum; ++micro) {
+      auto [x, y] = m.batch(m.step, micro);
+      torch::Tensor loss;
+      {
+        AutocastScope autocast(o.precision == "bf16");
+        loss = m.model->loss(x, y);
+      }
+      (accum > 1 ? loss / double(accum) : loss).backward();
+      loss_sum += loss.item<double>();
+    }
+    double loss = loss_sum / double(accum);
+    if (!std::isfinite(loss))
+      return Status::FailedPrecondition("loss became " + std::to_string(loss) + " at step " +
+                                        std::to_string(m.step) + "; lower train.lr");
+    if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(m.model->parameters(), o.grad_clip);
+    m.optim->step(lr);
+    ++m.step;
+    double dt = seconds_since(t0);
+    double tps = tokens_per_step / dt;
+    ema_tps = ema_tps == 0 ? tps : 0.9 * ema_tps + 0.1 * tps;
+    ema_step = ema_step == 0 ? dt : 0.9 * ema_step + 0.1 * dt;
+    double mfu = m.peak_flops > 0 ? flops_per_token * tps / m.peak_flops : 0;
+    nlohmann::json row = {{"step", m.step}, {"loss", loss}, {"lr", lr},
+                          {"tokens_per_s", tps}, {"mfu", mfu}, {"step_time", dt}};
+    sum.losses.push_back(loss);
+    sum.final_loss = loss;
+
+    std::string extra;
+    bool last = m.step == m.max_steps;
+    if ((o.eval_interval > 0 && m.step % o.eval_interval == 0) || last) {
+      auto te = Clock::now();
+      double val = m.evaluate();
+      row["val_loss"] = val;
+      sum.final_val_loss = val;
+      m.log->event("eval", {{"step", m.step}, {"val_loss", val}, {"duration_ms", seconds_since(te) * 1e3}});
+      char buf[64];
+      std::snprintf(buf, sizeof(buf), "val %.4f", val);
+      extra = buf;
+    }
+    m.log->metrics(row);
+    if (m.run.progress) {
+      double mfu_ema = m.peak_flops > 0 ? flops_per_token * ema_tps / m.peak_flops : 0;
+      progress.update({m.step, m.max_steps, loss, lr, ema_tps, mfu_ema,
+                       ema_step * double(m.max_steps - m.step), extra});
+    }
+    if ((o.ckpt_interval > 0 && m.step % o.ckpt_interval == 0) || last) {
+      Status s = m.save(last ? "end" : "interval");
+      if (!s.ok()) return s.WithContext("saving checkpoint at step " + std::to_string(m.step));
+    }
+  }
+  progress.finish();
+  if (sum.interrupted && m.step > sum.first_step) {
+    Status s = m.save("interrupted");
+    if (!s.ok()) return s.WithContext("saving checkpoint on interrupt");
+    spdlog::info("interrupted: saved step {}; continue with --resume", m.step);
+  }
+  double wall = seconds_since(run_start);
+  sum.last_step = m.step;
+  sum.tokens_per_s = wall > 0 ? tokens_per_step * double(m.step - sum.first_step) / wall : 0;
+  m.log->event("end", {{"step", m.step},
+                       {"reason", sum.interrupted ? "interrupted" : "completed"},
+                       {"wall_s", wall},
+                       {"tokens_per_s", sum.tokens_per_s},
+                       {"final_loss", sum.final_loss},
+                       {"final_val_loss", sum.final_val_loss}});
+  return sum;
+}
+
+}  // namespace cairn::train

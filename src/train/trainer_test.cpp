@@ -1,0 +1,189 @@
+#include "cairn/train/trainer.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "cairn/ckpt/checkpoint.h"
+#include "cairn/data/token_file.h"
+#include "cairn/model/language_model.h"
+#include "cairn/train/options.h"
+
+namespace fs = std::filesystem;
+
+namespace cairn::train {
+namespace {
+
+using ::testing::HasSubstr;
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = (fs::temp_directory_path() /
+            ("cairn_trainer_" + std::to_string(getpid()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+               .string();
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ + "/data");
+    // A small corpus with structure: a repeating pattern plus noise, vocabulary 256.
+    std::mt19937 rng(7);
+    std::vector<int32_t> tokens;
+    for (int i = 0; i < 6000; ++i) tokens.push_back(int32_t((i * 7 + (rng() % 3)) % 256));
+    ASSERT_TRUE(data::write_token_file(dir_ + "/data/train.bin", tokens, 256).ok());
+    tokens.resize(800);
+    ASSERT_TRUE(data::write_token_file(dir_ + "/data/val.bin", tokens, 256).ok());
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  core::Config Config(const std::string& arch, std::vector<std::string> extra = {}) {
+    std::vector<std::string> o = {"model.arch=" + arch, "model.n_layer=2", "model.n_head=2",
+                                  "model.n_embd=32", "model.vocab_size=256",
+                                  "model.block_size=16", "train.seq_len=16",
+                                  "train.micro_batch_size=4", "train.global_batch_size=8",
+                                  "train.max_steps=20", "train.warmup_steps=3",
+                                  "train.eval_interval=10", "train.eval_batches=2",
+                                  "train.threads=1", "data.path=" + dir_ + "/data"};
+    o.insert(o.end(), extra.begin(), extra.end());
+    auto c = core::load_config_text("", job_spec(), o);
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return *c;
+  }
+  RunOptions Run(const std::string& name, bool resume = false, int64_t max_steps = 0) {
+    RunOptions r;
+    r.run_dir = dir_ + "/" + name;
+    r.resume = resume;
+    r.max_steps = max_steps;
+    r.progress = false;
+    r.measure_peak = false;
+    return r;
+  }
+  static std::map<std::string, torch::Tensor> Params(Trainer& t) {
+    std::map<std::string, torch::Tensor> m;
+    for (auto& p : t.model().named_parameters()) m[p.key()] = p.value().detach().clone();
+    return m;
+  }
+  std::string dir_;
+};
+
+// 20 steps straight and 10 + resume + 10 give identical parameters, for both architectures.
+TEST_F(TrainerTest, ResumeIsBitExact) {
+  for (std::string arch : {"gpt2", "llama"}) {
+    auto cfg = Config(arch);
+    auto straight = Trainer::Create(cfg, Run(arch + "_a"));
+    ASSERT_TRUE(straight.ok()) << straight.status().ToString();
+    auto s1 = (*straight)->run();
+    ASSERT_TRUE(s1.ok()) << s1.status().ToString();
+    EXPECT_EQ(s1->last_step, 20);
+
+    auto first = Trainer::Create(cfg, Run(arch + "_b", false, 10));
+    ASSERT_TRUE(first.ok());
+    ASSERT_TRUE((*first)->run().ok());
+    auto second = Trainer::Create(cfg, Run(arch + "_b", true));
+    ASSERT_TRUE(second.ok()) << second.status().ToString();
+    EXPECT_EQ((*second)->step(), 10);
+    auto s2 = (*second)->run();
+    ASSERT_TRUE(s2.ok());
+    EXPECT_EQ(s2->first_step, 10);
+    EXPECT_EQ(s2->last_step, 20);
+
+    auto a = Params(**straight), b = Params(**second);
+    ASSERT_EQ(a.size(), b.size());
+    for (auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << arch << " " << name;
+    // The second half's losses are the straight run's last 10.
+    for (size_t i = 0; i < 10; ++i) EXPECT_EQ(s2->losses[i], s1->losses[10 + i]) << i;
+  }
+}
+
+TEST_F(TrainerTest, LossFallsAndLogsAreWritten) {
+  auto t = Trainer::Create(Config("gpt2", {"train.lr=1e-2"}), Run("logs", false, 40));
+  ASSERT_TRUE(t.ok());
+  auto s = (*t)->run();
+  ASSERT_TRUE(s.ok());
+  EXPECT_LT(s->losses.back(), s->losses.front() - 1.0);
+  EXPECT_GT(s->final_val_loss, 0);
+  std::ifstream metrics(dir_ + "/logs/metrics.jsonl");
+  int rows = 0, with_val = 0;
+  for (std::string line; std::getline(metrics, line); ++rows) {
+    auto j = nlohmann::json::parse(line);
+    for (const char* k : {"step", "time", "loss", "lr", "tokens_per_s", "mfu"})
+      EXPECT_TRUE(j.contains(k)) << k;
+    with_val += j.contains("val_loss");
+  }
+  EXPECT_EQ(rows, 40);
+  EXPECT_EQ(with_val, 4);
+  std::ifstream events(dir_ + "/logs/events.jsonl");
+  std::vector<std::string> kinds;
+  for (std::string line; std::getline(events, line);) kinds.push_back(nlohmann::json::parse(line)["event"]);
+  EXPECT_EQ(kinds.front(), "start");
+  EXPECT_EQ(kinds.back(), "end");
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), "checkpoint_saved"), kinds.end());
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), "eval"), kinds.end());
+  EXPECT_TRUE(fs::exists(dir_ + "/logs/config.yaml"));
+}
+
+// Gradient accumulation: 2 micro-batches of 4 follow the same trajectory as 1 of 8.
+TEST_F(TrainerTest, AccumulationMatchesOneBigBatch) {
+  auto a = Trainer::Create(Config("gpt2", {"train.micro_batch_size=8"}), Run("acc1", false, 5));
+  auto b = Trainer::Create(Config("gpt2"), Run("acc2", false, 5));
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto sa = (*a)->run(), sb = (*b)->run();
+  ASSERT_TRUE(sa.ok() && sb.ok());
+  for (size_t i = 0; i < 5; ++i) EXPECT_NEAR(sa->losses[i], sb->losses[i], 1e-5 * sa->losses[i]);
+}
+
+TEST_F(TrainerTest, ActivationCheckpointingDoesNotChangeNumerics) {
+  auto a = Trainer::Create(Config("llama"), Run("ac0", false, 4));
+  auto b = Trainer::Create(Config("llama", {"train.activation_checkpointing=true"}), Run("ac1", false, 4));
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto sa = (*a)->run(), sb = (*b)->run();
+  ASSERT_TRUE(sa.ok() && sb.ok());
+  for (size_t i = 0; i < 4; ++i) EXPECT_NEAR(sa->losses[i], sb->losses[i], 1e-5 * sa->losses[i]);
+}
+
+TEST_F(TrainerTest, Bf16Trains) {
+  auto t = Trainer::Create(Config("gpt2", {"train.precision=bf16", "train.lr=1e-2"}), Run("bf16", false, 30));
+  ASSERT_TRUE(t.ok());
+  auto s = (*t)->run();
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_LT(s->losses.back(), s->losses.front() - 0.5);
+}
+
+TEST_F(TrainerTest, StopFlagSavesAndReturns) {
+  std::atomic<bool> stop{true};
+  auto r = Run("stop");
+  r.stop = &stop;
+  auto t = Trainer::Create(Config("gpt2"), r);
+  ASSERT_TRUE(t.ok());
+  auto s = (*t)->run();
+  ASSERT_TRUE(s.ok());
+  EXPECT_TRUE(s->interrupted);
+  EXPECT_EQ(s->last_step, 0);
+}
+
+TEST_F(TrainerTest, ClearErrors) {
+  auto bad_batch = train_options_from(Config("gpt2", {"train.global_batch_size=6"}));
+  ASSERT_FALSE(bad_batch.ok());
+  EXPECT_THAT(bad_batch.status().message(), HasSubstr("multiple of train.micro_batch_size"));
+  auto long_seq = train_options_from(Config("gpt2", {"train.seq_len=32"}));
+  ASSERT_FALSE(long_seq.ok());
+  EXPECT_THAT(long_seq.status().message(), HasSubstr("must not exceed model.block_size"));
+  auto no_data = Trainer::Create(Config("gpt2", {"data.path=" + dir_ + "/nothing"}), Run("x"));
+  ASSERT_FALSE(no_data.ok());
+  EXPECT_THAT(no_data.status().message(), HasSubstr("cairn data prepare"));
+  auto small_vocab = Trainer::Create(Config("gpt2", {"model.vocab_size=100"}), Run("y"));
+  ASSERT_FALSE(small_vocab.ok());
+  EXPECT_THAT(small_vocab.status().message(), HasSubstr("larger than model.vocab_size"));
+  // Resuming with another model shape is refused, naming the key.
+  auto t = Trainer::Create(Config("gpt2"), Run("z", false, 2));
+  ASSERT_TRUE(t.ok() && (*t)->run().ok());
+  auto other = Trainer::Create(Config("gpt2", {"model.n_embd=64"}), Run("z", true));
+  ASSERT_FALSE(other.ok());
+  EXPECT_THAT(other.status().message(), HasSubstr("model.n_embd"));
+}
+
+}  // namespace
+}  // namespace cairn::train

@@ -1,0 +1,99 @@
+// `cairn train`: train a model from a YAML config in one process.
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <csignal>
+#include <ctime>
+#include <iostream>
+
+#include "cairn/core/config.h"
+#include "cairn/core/log.h"
+#include "cairn/train/options.h"
+#include "cairn/train/trainer.h"
+#include "commands.h"
+
+namespace cairn::cli {
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+void on_signal(int sig) {
+  g_stop.store(true);
+  std::signal(sig, SIG_DFL);  // a second signal ends the process at once
+}
+
+std::string default_run_dir() {
+  char buf[64];
+  std::time_t t = std::time(nullptr);
+  std::strftime(buf, sizeof(buf), "runs/%Y%m%d-%H%M%S", std::localtime(&t));
+  return buf;
+}
+
+struct TrainArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+  int64_t max_steps = 0;
+  std::string run_dir;
+  bool resume = false;
+  bool no_progress = false;
+  bool describe = false;
+};
+
+void run_train(const TrainArgs& a) {
+  if (a.describe) {
+    std::cout << "Config keys (set in YAML as section: {key: value}, or with --set section.key=value):\n"
+              << train::job_spec().describe();
+    return;
+  }
+  if (a.config.empty()) throw StatusError(Status::InvalidArgument("a CONFIG file is required"));
+  auto config = core::load_config_file(a.config, train::job_spec(), a.overrides);
+  if (!config.ok()) throw StatusError(config.status());
+  if (a.resume && a.run_dir.empty())
+    throw StatusError(Status::InvalidArgument("--resume needs --run-dir naming the run to continue"));
+  train::RunOptions run;
+  run.run_dir = a.run_dir.empty() ? default_run_dir() : a.run_dir;
+  run.resume = a.resume;
+  run.max_steps = a.max_steps;
+  run.stop = &g_stop;
+  run.progress = !a.no_progress;
+  if (Status s = core::make_dirs(run.run_dir); !s.ok()) throw StatusError(s);
+  core::init_logging({spdlog::level::to_string_view(spdlog::get_level()).data(),
+                      run.run_dir + "/train.log", ""});
+  spdlog::info("run directory {}", run.run_dir);
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  auto trainer = train::Trainer::Create(*config, run);
+  if (!trainer.ok()) throw StatusError(trainer.status());
+  auto summary = (*trainer)->run();
+  if (!summary.ok()) throw StatusError(summary.status());
+  spdlog::info("done: step {}, loss {:.4f}, val loss {:.4f}, {:.0f} tokens/s; checkpoint in {}/ckpt",
+               summary->last_step, summary->final_loss, summary->final_val_loss,
+               summary->tokens_per_s, run.run_dir);
+  if (summary->interrupted) throw StatusError(Status(StatusCode::kFailedPrecondition, "interrupted"));
+}
+
+}  // namespace
+
+void register_train_command(CLI::App& app) {
+  auto args = std::make_shared<TrainArgs>();
+  auto* cmd = app.add_subcommand("train", "Train a model from a YAML config in one process");
+  cmd->footer(
+      "Examples:\n"
+      "  cairn train configs/gpt-kjv.yaml\n"
+      "  cairn train configs/gpt-kjv.yaml --set train.lr=3e-4 --max-steps 200 --run-dir runs/a\n"
+      "  cairn train configs/gpt-kjv.yaml --run-dir runs/a --resume   # continue runs/a\n"
+      "  cairn train --describe                                       # every config key\n"
+      "The run directory holds config.yaml, metrics.jsonl, events.jsonl, train.log and ckpt/.\n"
+      "Ctrl-C saves a checkpoint at the next step boundary; --resume continues from it.");
+  cmd->add_option("config", args->config, "job config (YAML)");
+  cmd->add_option("--set", args->overrides, "override a key: section.key=value (repeatable)");
+  cmd->add_option("--max-steps", args->max_steps, "train to this step instead of train.max_steps")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--run-dir", args->run_dir, "run directory (default runs/<time>)");
+  cmd->add_flag("--resume", args->resume, "continue from the newest checkpoint in --run-dir");
+  cmd->add_flag("--no-progress", args->no_progress, "no progress line");
+  cmd->add_flag("--describe", args->describe, "list every config key with its default and exit");
+  cmd->callback([args] { run_train(*args); });
+}
+
+}  // namespace cairn::cli
