@@ -1,0 +1,78 @@
+// Decoder-only transformer language models (GPT-2 and LLaMA families) behind one interface,
+// written once for a single process; parallelism is applied from outside.
+// Dimension keys: B batch, T sequence, C channels, V vocabulary.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "cairn/model/checkpoint.h"
+#include "cairn/model/config.h"
+
+namespace cairn::model {
+
+// A token-in, logits-out model. Parameter names follow the usual checkpoints of each family:
+//   gpt2:  wte.weight, wpe.weight, h.<i>.ln_1.{weight,bias}, h.<i>.attn.c_attn.{weight,bias}
+//          (3C, C), h.<i>.attn.c_proj.*, h.<i>.ln_2.*, h.<i>.mlp.c_fc.*, h.<i>.mlp.c_proj.*,
+//          ln_f.{weight,bias}; the output head is wte.weight (tied).
+//   llama: tok_embeddings.weight, layers.<i>.attention_norm.weight,
+//          layers.<i>.attention.{wq,wk,wv,wo}.weight, layers.<i>.ffn_norm.weight,
+//          layers.<i>.feed_forward.{w1,w2,w3}.weight (gate, down, up), norm.weight,
+//          output.weight.
+// Weights are in torch Linear layout (out, in). Not thread-safe; one model per thread.
+class LanguageModel : public torch::nn::Module {
+ public:
+  explicit LanguageModel(ModelConfig config);
+  ~LanguageModel() override = default;
+
+  // idx (B, T) int64 token ids, 1 <= T <= block_size -> logits (B, T, V).
+  torch::Tensor forward(const torch::Tensor& idx);
+  // idx (B, T) -> hidden states after the final norm, (B, T, C).
+  virtual torch::Tensor hidden(const torch::Tensor& idx) = 0;
+  // The output projection, (V, C): logits = hidden @ head_weight^T.
+  virtual torch::Tensor head_weight() = 0;
+  // Mean next-token cross-entropy of hidden(idx) against targets (B, T) int64, computed with
+  // fused_linear_cross_entropy (targets of -1 are ignored). Returns a float32 scalar.
+  torch::Tensor loss(const torch::Tensor& idx, const torch::Tensor& targets);
+
+  // When on, each block keeps only its input during forward and is recomputed in backward.
+  // Gradients are unchanged. Has no effect when no gradient is being recorded.
+  void set_activation_checkpointing(bool on) { checkpointing_ = on; }
+  bool activation_checkpointing() const { return checkpointing_; }
+
+  // Number of distinct parameter values (the tied GPT-2 head is counted once).
+  int64_t num_params() const;
+  // Training FLOPs per token for sequences of length seq_len, the PaLM / nanoGPT convention:
+  //   6 * N_matmul + 12 * n_layer * seq_len * n_embd
+  // where N_matmul counts the weights of every matrix product (attention and MLP projections
+  // and the V x C output head, tied or not; no embeddings lookups, biases or norms), 6 = 2
+  // forward + 4 backward FLOPs per weight, and the second term is the QK^T and AV products
+  // (forward + backward, the full T x T score matrix: causal masking is not subtracted).
+  double flops_per_token(int64_t seq_len) const;
+  const ModelConfig& config() const { return config_; }
+
+ protected:
+  // Runs one block, through checkpoint() when checkpointing is on and a graph is recorded.
+  // `fn` must capture what it needs by value: it may run again during backward.
+  torch::Tensor run_block(const BlockFn& fn, const torch::Tensor& x,
+                          const std::vector<torch::Tensor>& params) const;
+  // Checks idx is (B, T) int64 with 1 <= T <= block_size.
+  void check_idx(const torch::Tensor& idx) const;
+
+  ModelConfig config_;
+
+ private:
+  bool checkpointing_ = false;
+};
+
+// Builds the architecture config.arch names and initializes it deterministically from seed:
+// weights normal(0, init_std), residual output projections (gpt2 attn.c_proj and mlp.c_proj,
+// llama attention.wo and feed_forward.w2) normal(0, init_std / sqrt(2 * n_layer)), biases 0,
+// norm weights 1. Uses a private generator: neither reads nor advances the global RNG.
+// Parameters are float32 on the CPU. Throws c10::Error if validate(config) fails.
+std::shared_ptr<LanguageModel> build_model(const ModelConfig& config, uint64_t seed);
+
+}  // namespace cairn::model

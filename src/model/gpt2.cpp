@@ -1,0 +1,108 @@
+// GPT-2: learned positions, pre-LayerNorm blocks with biases, tanh-approximated GELU MLP,
+// output head tied to the token embedding.
+// Dimension keys: B batch, T sequence, C channels, H heads, D head size, F MLP width,
+// V vocabulary.
+#include <torch/torch.h>
+
+#include <memory>
+#include <vector>
+
+#include "cairn/model/attention.h"
+#include "model/arch_impl.h"
+#include "model/layers_impl.h"
+
+namespace cairn::model {
+namespace {
+
+class Gpt2Attention : public torch::nn::Module {
+ public:
+  explicit Gpt2Attention(const ModelConfig& c) : n_head_(c.n_head) {
+    c_attn = register_module("c_attn", std::make_shared<Linear>(c.n_embd, 3 * c.n_embd, true));
+    c_proj = register_module("c_proj", std::make_shared<Linear>(c.n_embd, c.n_embd, true));
+  }
+
+  torch::Tensor forward(const torch::Tensor& x) {  // x (B, T, C)
+    const int64_t B = x.size(0), T = x.size(1), C = x.size(2), D = C / n_head_;
+    auto qkv = c_attn->forward(x).split(C, 2);                  // 3 x (B, T, C)
+    auto q = qkv[0].view({B, T, n_head_, D}).transpose(1, 2);  // (B, H, T, D)
+    auto k = qkv[1].view({B, T, n_head_, D}).transpose(1, 2);  // (B, H, T, D)
+    auto v = qkv[2].view({B, T, n_head_, D}).transpose(1, 2);  // (B, H, T, D)
+    auto y = causal_attention(q, k, v);                         // (B, H, T, D)
+    return c_proj->forward(y.transpose(1, 2).reshape({B, T, C}));  // (B, T, C)
+  }
+
+  std::shared_ptr<Linear> c_attn, c_proj;
+
+ private:
+  int64_t n_head_;
+};
+
+class Gpt2Mlp : public torch::nn::Module {
+ public:
+  explicit Gpt2Mlp(const ModelConfig& c) {
+    c_fc = register_module("c_fc", std::make_shared<Linear>(c.n_embd, c.ffn_dim(), true));
+    c_proj = register_module("c_proj", std::make_shared<Linear>(c.ffn_dim(), c.n_embd, true));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {  // (B, T, C) -> (B, T, F) -> (B, T, C)
+    return c_proj->forward(torch::gelu(c_fc->forward(x), "tanh"));
+  }
+  std::shared_ptr<Linear> c_fc, c_proj;
+};
+
+class Gpt2Block : public torch::nn::Module {
+ public:
+  explicit Gpt2Block(const ModelConfig& c) {
+    ln_1 = register_module("ln_1", std::make_shared<LayerNorm>(c.n_embd, c.norm_eps));
+    attn = register_module("attn", std::make_shared<Gpt2Attention>(c));
+    ln_2 = register_module("ln_2", std::make_shared<LayerNorm>(c.n_embd, c.norm_eps));
+    mlp = register_module("mlp", std::make_shared<Gpt2Mlp>(c));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {  // (B, T, C) -> (B, T, C)
+    auto h = x + attn->forward(ln_1->forward(x));
+    return h + mlp->forward(ln_2->forward(h));
+  }
+  std::shared_ptr<LayerNorm> ln_1, ln_2;
+  std::shared_ptr<Gpt2Attention> attn;
+  std::shared_ptr<Gpt2Mlp> mlp;
+};
+
+class Gpt2Model : public LanguageModel {
+ public:
+  explicit Gpt2Model(const ModelConfig& c) : LanguageModel(c) {
+    wte_ = register_module("wte", std::make_shared<Embedding>(c.vocab_size, c.n_embd));
+    wpe_ = register_module("wpe", std::make_shared<Embedding>(c.block_size, c.n_embd));
+    auto list = register_module("h", torch::nn::ModuleList());
+    for (int64_t i = 0; i < c.n_layer; ++i) {
+      blocks_.push_back(std::make_shared<Gpt2Block>(c));
+      list->push_back(blocks_.back());
+    }
+    ln_f_ = register_module("ln_f", std::make_shared<LayerNorm>(c.n_embd, c.norm_eps));
+  }
+
+  torch::Tensor hidden(const torch::Tensor& idx) override {  // idx (B, T)
+    check_idx(idx);
+    const int64_t T = idx.size(1);
+    auto pos = torch::arange(T, idx.options());                // (T)
+    auto x = wte_->forward(idx) + wpe_->forward(pos);          // (B, T, C)
+    for (const auto& block : blocks_) {
+      x = run_block([block](const torch::Tensor& t) { return block->forward(t); }, x,
+                    block->parameters());
+    }
+    return ln_f_->forward(x);  // (B, T, C)
+  }
+
+  torch::Tensor head_weight() override { return wte_->weight; }  // (V, C)
+
+ private:
+  std::shared_ptr<Embedding> wte_, wpe_;
+  std::vector<std::shared_ptr<Gpt2Block>> blocks_;
+  std::shared_ptr<LayerNorm> ln_f_;
+};
+
+}  // namespace
+
+std::shared_ptr<LanguageModel> make_gpt2(const ModelConfig& config) {
+  return std::make_shared<Gpt2Model>(config);
+}
+
+}  // namespace cairn::model

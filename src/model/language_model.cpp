@@ -1,0 +1,93 @@
+// What every architecture shares: logits, the fused loss, checkpointed blocks, parameter and
+// FLOP counts, and deterministic construction. Dimension keys: B batch, T sequence,
+// C channels, V vocabulary.
+#include "cairn/model/language_model.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <string>
+
+#include "cairn/model/fused_cross_entropy.h"
+#include "model/arch_impl.h"
+
+namespace cairn::model {
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Output projections that write into the residual stream.
+bool is_residual_projection(const std::string& name) {
+  return ends_with(name, "attn.c_proj.weight") || ends_with(name, "mlp.c_proj.weight") ||
+         ends_with(name, "attention.wo.weight") || ends_with(name, "feed_forward.w2.weight");
+}
+
+}  // namespace
+
+LanguageModel::LanguageModel(ModelConfig config) : config_(std::move(config)) {}
+
+torch::Tensor LanguageModel::forward(const torch::Tensor& idx) {
+  return torch::linear(hidden(idx), head_weight());  // (B, T, V)
+}
+
+torch::Tensor LanguageModel::loss(const torch::Tensor& idx, const torch::Tensor& targets) {
+  TORCH_CHECK(targets.sizes() == idx.sizes(), "LanguageModel::loss: targets ", targets.sizes(),
+              " must have the shape of idx ", idx.sizes());
+  auto h = hidden(idx);  // (B, T, C)
+  return fused_linear_cross_entropy(h.reshape({-1, h.size(2)}), head_weight(),
+                                    targets.reshape({-1}));
+}
+
+torch::Tensor LanguageModel::run_block(const BlockFn& fn, const torch::Tensor& x,
+                                       const std::vector<torch::Tensor>& params) const {
+  if (!checkpointing_ || !torch::GradMode::is_enabled()) return fn(x);
+  return checkpoint(fn, x, params);
+}
+
+void LanguageModel::check_idx(const torch::Tensor& idx) const {
+  TORCH_CHECK(idx.dim() == 2 && idx.scalar_type() == torch::kLong,
+              "LanguageModel: idx must be (B, T) int64, got ", idx.scalar_type(), " ",
+              idx.sizes());
+  TORCH_CHECK(idx.size(1) >= 1 && idx.size(1) <= config_.block_size,
+              "LanguageModel: sequence length T=", idx.size(1),
+              " must be in [1, model.block_size=", config_.block_size, "]");
+}
+
+int64_t LanguageModel::num_params() const {
+  int64_t n = 0;
+  for (const auto& p : parameters()) n += p.numel();
+  return n;
+}
+
+double LanguageModel::flops_per_token(int64_t seq_len) const {
+  const auto& c = config_;
+  const double C = c.n_embd, F = c.ffn_dim(), KV = c.kv_heads() * c.head_dim();
+  const double attn = c.is_llama() ? C * C + 2 * C * KV + C * C : 4 * C * C;
+  const double mlp = (c.is_llama() ? 3 : 2) * C * F;
+  const double n_matmul = c.n_layer * (attn + mlp) + c.vocab_size * C;
+  return 6 * n_matmul + 12.0 * c.n_layer * seq_len * C;
+}
+
+std::shared_ptr<LanguageModel> build_model(const ModelConfig& config, uint64_t seed) {
+  const Status st = validate(config);
+  TORCH_CHECK(st.ok(), "build_model: ", st.message());
+  auto model = config.is_llama() ? make_llama(config) : make_gpt2(config);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const double resid_std = config.init_std / std::sqrt(2.0 * config.n_layer);
+  torch::NoGradGuard no_grad;
+  for (auto& item : model->named_parameters()) {
+    auto& p = item.value();
+    if (ends_with(item.key(), ".bias")) {
+      p.zero_();
+    } else if (p.dim() == 1) {
+      p.fill_(1.0);
+    } else {
+      p.normal_(0.0, is_residual_projection(item.key()) ? resid_std : config.init_std, gen);
+    }
+  }
+  return model;
+}
+
+}  // namespace cairn::model

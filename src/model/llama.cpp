@@ -1,0 +1,138 @@
+// LLaMA: RMSNorm, rotary position embeddings (rotate-half convention), SwiGLU MLP,
+// grouped-query attention, no biases, separate output head.
+// Dimension keys: B batch, T sequence, C channels, H query heads, K key/value heads,
+// D head size, F MLP width, V vocabulary.
+#include <torch/torch.h>
+
+#include <memory>
+#include <vector>
+
+#include "cairn/model/attention.h"
+#include "model/arch_impl.h"
+#include "model/layers_impl.h"
+
+namespace cairn::model {
+namespace {
+
+// x (B, heads, T, D); cos, sin (T, D) -> x * cos + rotate_half(x) * sin, where
+// rotate_half(x) = cat(-x[..., D/2:], x[..., :D/2]).
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos,
+                         const torch::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  auto rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos + rotated * sin;
+}
+
+class LlamaAttention : public torch::nn::Module {
+ public:
+  explicit LlamaAttention(const ModelConfig& c)
+      : n_head_(c.n_head), n_kv_(c.kv_heads()), d_(c.head_dim()) {
+    wq = register_module("wq", std::make_shared<Linear>(c.n_embd, n_head_ * d_, false));
+    wk = register_module("wk", std::make_shared<Linear>(c.n_embd, n_kv_ * d_, false));
+    wv = register_module("wv", std::make_shared<Linear>(c.n_embd, n_kv_ * d_, false));
+    wo = register_module("wo", std::make_shared<Linear>(n_head_ * d_, c.n_embd, false));
+  }
+
+  // x (B, T, C); cos, sin (T, D) -> (B, T, C)
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos,
+                        const torch::Tensor& sin) {
+    const int64_t B = x.size(0), T = x.size(1);
+    auto q = wq->forward(x).view({B, T, n_head_, d_}).transpose(1, 2);  // (B, H, T, D)
+    auto k = wk->forward(x).view({B, T, n_kv_, d_}).transpose(1, 2);    // (B, K, T, D)
+    auto v = wv->forward(x).view({B, T, n_kv_, d_}).transpose(1, 2);    // (B, K, T, D)
+    auto y = causal_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v);
+    return wo->forward(y.transpose(1, 2).reshape({B, T, n_head_ * d_}));  // (B, T, C)
+  }
+
+  std::shared_ptr<Linear> wq, wk, wv, wo;
+
+ private:
+  int64_t n_head_, n_kv_, d_;
+};
+
+class LlamaFeedForward : public torch::nn::Module {
+ public:
+  explicit LlamaFeedForward(const ModelConfig& c) {
+    w1 = register_module("w1", std::make_shared<Linear>(c.n_embd, c.ffn_dim(), false));
+    w2 = register_module("w2", std::make_shared<Linear>(c.ffn_dim(), c.n_embd, false));
+    w3 = register_module("w3", std::make_shared<Linear>(c.n_embd, c.ffn_dim(), false));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {  // (B, T, C) -> (B, T, F) -> (B, T, C)
+    return w2->forward(torch::silu(w1->forward(x)) * w3->forward(x));
+  }
+  std::shared_ptr<Linear> w1, w2, w3;
+};
+
+class LlamaBlock : public torch::nn::Module {
+ public:
+  explicit LlamaBlock(const ModelConfig& c) {
+    attention_norm =
+        register_module("attention_norm", std::make_shared<RMSNorm>(c.n_embd, c.norm_eps));
+    attention = register_module("attention", std::make_shared<LlamaAttention>(c));
+    ffn_norm = register_module("ffn_norm", std::make_shared<RMSNorm>(c.n_embd, c.norm_eps));
+    feed_forward = register_module("feed_forward", std::make_shared<LlamaFeedForward>(c));
+  }
+  // x (B, T, C); cos, sin (T, D) -> (B, T, C)
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos,
+                        const torch::Tensor& sin) {
+    auto h = x + attention->forward(attention_norm->forward(x), cos, sin);
+    return h + feed_forward->forward(ffn_norm->forward(h));
+  }
+  std::shared_ptr<RMSNorm> attention_norm, ffn_norm;
+  std::shared_ptr<LlamaAttention> attention;
+  std::shared_ptr<LlamaFeedForward> feed_forward;
+};
+
+class LlamaModel : public LanguageModel {
+ public:
+  explicit LlamaModel(const ModelConfig& c) : LanguageModel(c) {
+    tok_embeddings_ =
+        register_module("tok_embeddings", std::make_shared<Embedding>(c.vocab_size, c.n_embd));
+    auto list = register_module("layers", torch::nn::ModuleList());
+    for (int64_t i = 0; i < c.n_layer; ++i) {
+      blocks_.push_back(std::make_shared<LlamaBlock>(c));
+      list->push_back(blocks_.back());
+    }
+    norm_ = register_module("norm", std::make_shared<RMSNorm>(c.n_embd, c.norm_eps));
+    output_ = register_module("output", std::make_shared<Linear>(c.n_embd, c.vocab_size, false));
+    // Rotation angles t * theta^(-2i/D) for every position, in float64 then rounded once.
+    const int64_t D = c.head_dim();
+    auto opt = torch::dtype(torch::kDouble);
+    auto inv_freq = torch::pow(c.rope_theta, torch::arange(0, D, 2, opt) / -double(D));  // (D/2)
+    auto angles = torch::outer(torch::arange(c.block_size, opt), inv_freq);  // (T, D/2)
+    angles = torch::cat({angles, angles}, 1);                                 // (T, D)
+    cos_ = angles.cos().to(torch::kFloat);
+    sin_ = angles.sin().to(torch::kFloat);
+  }
+
+  torch::Tensor hidden(const torch::Tensor& idx) override {  // idx (B, T)
+    check_idx(idx);
+    const int64_t T = idx.size(1);
+    auto x = tok_embeddings_->forward(idx);  // (B, T, C)
+    auto cos = cos_.narrow(0, 0, T).to(x.options());  // (T, D)
+    auto sin = sin_.narrow(0, 0, T).to(x.options());  // (T, D)
+    for (const auto& block : blocks_) {
+      x = run_block(
+          [block, cos, sin](const torch::Tensor& t) { return block->forward(t, cos, sin); }, x,
+          block->parameters());
+    }
+    return norm_->forward(x);  // (B, T, C)
+  }
+
+  torch::Tensor head_weight() override { return output_->weight; }  // (V, C)
+
+ private:
+  std::shared_ptr<Embedding> tok_embeddings_;
+  std::vector<std::shared_ptr<LlamaBlock>> blocks_;
+  std::shared_ptr<RMSNorm> norm_;
+  std::shared_ptr<Linear> output_;
+  torch::Tensor cos_, sin_;  // (block_size, D), not parameters or buffers
+};
+
+}  // namespace
+
+std::shared_ptr<LanguageModel> make_llama(const ModelConfig& config) {
+  return std::make_shared<LlamaModel>(config);
+}
+
+}  // namespace cairn::model
