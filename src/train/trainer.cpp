@@ -136,7 +136,8 @@ struct Trainer::Impl {
                                             c.state.value("optimizer_step", int64_t(0))));
     torch::NoGradGuard no_grad;
     for (auto& p : params) p.value().copy_(c.tensors.at(kModelPrefix + p.key()));
-    at::detail::getDefaultCPUGenerator().set_state(c.tensors.at(kRngName));
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    gen.set_state(c.tensors.at(kRngName));
     step = c.step;
     return Status::Ok();
   }
@@ -177,7 +178,7 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, con
   CAIRN_ASSIGN_OR_RETURN(impl->opt, train_options_from(config));
   CAIRN_ASSIGN_OR_RETURN(impl->mcfg, model::model_config_from(config));
   const TrainOptions& o = impl->opt;
-  impl->max_steps = run.max_steps > 0 ? run.max_steps : o.max_steps;
+  impl->max_steps = o.max_steps;
   torch::set_num_threads(int(o.threads > 0 ? o.threads
                                            : int64_t(std::max(1u, std::thread::hardware_concurrency()))));
 
@@ -258,7 +259,9 @@ Result<RunSummary> Trainer::run() {
   auto run_start = Clock::now();
   double ema_tps = 0, ema_step = 0;
   m.model->train();
-  while (m.step < m.max_steps) {
+  const int64_t stop_at =
+      m.run.stop_after > 0 ? std::min(m.run.stop_after, m.max_steps) : m.max_steps;
+  while (m.step < stop_at) {
     if (m.run.stop && m.run.stop->load()) {
       sum.interrupted = true;
       break;
@@ -296,7 +299,7 @@ Result<RunSummary> Trainer::run() {
     sum.final_loss = loss;
 
     std::string extra;
-    bool last = m.step == m.max_steps;
+    bool last = m.step == stop_at;
     if ((o.eval_interval > 0 && m.step % o.eval_interval == 0) || last) {
       auto te = Clock::now();
       double val = m.evaluate();

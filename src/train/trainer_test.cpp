@@ -56,7 +56,7 @@ class TrainerTest : public ::testing::Test {
     RunOptions r;
     r.run_dir = dir_ + "/" + name;
     r.resume = resume;
-    r.max_steps = max_steps;
+    r.stop_after = max_steps;
     r.progress = false;
     r.measure_peak = false;
     return r;
@@ -99,7 +99,7 @@ TEST_F(TrainerTest, ResumeIsBitExact) {
 }
 
 TEST_F(TrainerTest, LossFallsAndLogsAreWritten) {
-  auto t = Trainer::Create(Config("gpt2", {"train.lr=1e-2"}), Run("logs", false, 40));
+  auto t = Trainer::Create(Config("gpt2", {"train.lr=1e-2", "train.max_steps=40"}), Run("logs"));
   ASSERT_TRUE(t.ok());
   auto s = (*t)->run();
   ASSERT_TRUE(s.ok());

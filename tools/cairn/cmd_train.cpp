@@ -46,14 +46,15 @@ void run_train(const TrainArgs& a) {
     return;
   }
   if (a.config.empty()) throw StatusError(Status::InvalidArgument("a CONFIG file is required"));
-  auto config = core::load_config_file(a.config, train::job_spec(), a.overrides);
+  std::vector<std::string> overrides = a.overrides;
+  if (a.max_steps > 0) overrides.push_back("train.max_steps=" + std::to_string(a.max_steps));
+  auto config = core::load_config_file(a.config, train::job_spec(), overrides);
   if (!config.ok()) throw StatusError(config.status());
   if (a.resume && a.run_dir.empty())
     throw StatusError(Status::InvalidArgument("--resume needs --run-dir naming the run to continue"));
   train::RunOptions run;
   run.run_dir = a.run_dir.empty() ? default_run_dir() : a.run_dir;
   run.resume = a.resume;
-  run.max_steps = a.max_steps;
   run.stop = &g_stop;
   run.progress = !a.no_progress;
   if (Status s = core::make_dirs(run.run_dir); !s.ok()) throw StatusError(s);
@@ -87,7 +88,7 @@ void register_train_command(CLI::App& app) {
       "Ctrl-C saves a checkpoint at the next step boundary; --resume continues from it.");
   cmd->add_option("config", args->config, "job config (YAML)");
   cmd->add_option("--set", args->overrides, "override a key: section.key=value (repeatable)");
-  cmd->add_option("--max-steps", args->max_steps, "train to this step instead of train.max_steps")
+  cmd->add_option("--max-steps", args->max_steps, "same as --set train.max_steps=N")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--run-dir", args->run_dir, "run directory (default runs/<time>)");
   cmd->add_flag("--resume", args->resume, "continue from the newest checkpoint in --run-dir");

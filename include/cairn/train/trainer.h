@@ -20,7 +20,7 @@ namespace cairn::train {
 struct RunOptions {
   std::string run_dir;                         // required: logs, config.yaml, ckpt/
   bool resume = false;                         // continue from run_dir/ckpt when it has one
-  int64_t max_steps = 0;                       // > 0 overrides train.max_steps
+  int64_t stop_after = 0;                      // > 0: return after this step (schedule unchanged)
   const std::atomic<bool>* stop = nullptr;     // set => save a checkpoint and return
   bool progress = true;                        // print the progress line
   bool measure_peak = true;                    // measure GEMM peak for MFU (off in tests)
