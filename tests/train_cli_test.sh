@@ -8,7 +8,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 export OMP_NUM_THREADS=2
 
-bible -f "Genesis 1:1-Revelation 22:21" | head -c 300000 > "$work/kjv.txt"
+bible -f "Genesis 1:1-Revelation 22:21" > "$work/full.txt"
+head -c 300000 "$work/full.txt" > "$work/kjv.txt"
 "$cairn" data prepare --input "$work/kjv.txt" --out "$work/data" --val-fraction 0.05 2>/dev/null
 cat > "$work/tiny.yaml" <<YAML
 model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: 32, vocab_size: 50304, block_size: 32}

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "cairn/core/config.h"
+#include "cairn/core/fs.h"
 #include "cairn/core/log.h"
 #include "cairn/train/options.h"
 #include "cairn/train/trainer.h"
