@@ -1,6 +1,8 @@
 // UTF-8 decoding with WHATWG replacement and the character classes of the GPT-2 pattern.
 #include <unicode/uchar.h>
 
+#include <cstring>
+
 #include "pretokenize_impl.h"
 
 namespace cairn::data::internal {
@@ -80,7 +82,7 @@ size_t find_invalid_utf8(std::string_view s) {
     // Eight ASCII bytes at a time.
     while (i + 8 <= n) {
       uint64_t w;
-      __builtin_memcpy(&w, s.data() + i, 8);
+      std::memcpy(&w, s.data() + i, 8);
       if (w & 0x8080808080808080ull) break;
       i += 8;
     }

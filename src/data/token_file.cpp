@@ -136,6 +136,10 @@ Result<std::unique_ptr<TokenFile>> TokenFile::Open(const std::string& path) {
     ::close(fd);
     return s;
   }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Status::InvalidArgument(path + ": not a regular file");
+  }
   const size_t bytes = static_cast<size_t>(st.st_size);
   if (bytes < kTokenFileHeaderBytes) {
     ::close(fd);

@@ -103,8 +103,9 @@ TEST_F(TokenFileTest, RejectsIdsOutsideVocabOnWrite) {
   EXPECT_EQ(write_token_file(path_, {-1}, 50).code(), StatusCode::kInvalidArgument);
 }
 
-TEST_F(TokenFileTest, MissingFileIsNotFound) {
+TEST_F(TokenFileTest, MissingFileOrDirectory) {
   EXPECT_EQ(OpenStatus().code(), StatusCode::kNotFound);
+  EXPECT_EQ(TokenFile::Open(dir_.string()).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_F(TokenFileTest, Truncated) {

@@ -70,14 +70,14 @@ std::vector<int32_t> parse_ids(std::string_view text) {
     std::string item(text.substr(i, std::min<size_t>(j - i, 40)));
     if (ec == std::errc::result_out_of_range ||
         (ec == std::errc() && end == text.data() + j && (v < INT32_MIN || v > INT32_MAX))) {
-      throw StatusError(Status::InvalidArgument("token id " + item + " (item " +
+      throw StatusError(Status::InvalidArgument("token id " + item + " at position " +
                                                 std::to_string(ids.size()) +
-                                                ") is outside the vocabulary"));
+                                                " is outside the vocabulary"));
     }
     if (ec != std::errc() || end != text.data() + j) {
-      throw StatusError(Status::InvalidArgument("\"" + item + "\" (item " +
+      throw StatusError(Status::InvalidArgument("\"" + item + "\" at position " +
                                                 std::to_string(ids.size()) +
-                                                ") is not a token id; expected integers"));
+                                                " is not a token id; expected integers"));
     }
     ids.push_back(static_cast<int32_t>(v));
     i = j;
