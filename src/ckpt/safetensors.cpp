@@ -2,12 +2,12 @@
 // is built, so a damaged or hostile file yields a Status, never a crash or a partial result.
 #include "cairn/ckpt/safetensors.h"
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <tuple>
 
@@ -31,9 +31,9 @@ struct DtypeInfo {
 };
 
 constexpr DtypeInfo kDtypes[] = {
-    {"F64", torch::kDouble, 8}, {"F32", torch::kFloat, 4},   {"F16", torch::kHalf, 2},
-    {"BF16", torch::kBFloat16, 2}, {"I64", torch::kLong, 8}, {"I32", torch::kInt, 4},
-    {"I16", torch::kShort, 2},  {"I8", torch::kChar, 1},     {"U8", torch::kByte, 1},
+    {"F64", torch::kDouble, 8},    {"F32", torch::kFloat, 4}, {"F16", torch::kHalf, 2},
+    {"BF16", torch::kBFloat16, 2}, {"I64", torch::kLong, 8},  {"I32", torch::kInt, 4},
+    {"I16", torch::kShort, 2},     {"I8", torch::kChar, 1},   {"U8", torch::kByte, 1},
     {"BOOL", torch::kBool, 1},
 };
 // Names the format defines that have no libtorch 1.13 dtype.
@@ -71,7 +71,9 @@ struct Entry {
 
 // Validates one tensor entry of the header against a data section of `data_size` bytes.
 Result<Entry> parse_entry(const std::string& name, const json& v, int64_t data_size) {
-  auto bad = [&](const std::string& why) { return Status::Corrupt("tensor '" + name + "': " + why); };
+  auto bad = [&](const std::string& why) {
+    return Status::Corrupt("tensor '" + name + "': " + why);
+  };
   if (!v.is_object()) return bad("header entry is not an object");
   auto dt = v.find("dtype");
   auto sh = v.find("shape");
@@ -139,9 +141,8 @@ Result<std::string> encode_safetensors(
                                      ", which the format cannot store");
     auto t = tensor.detach().to(torch::kCPU).contiguous();
     const int64_t bytes = t.numel() * d->itemsize;
-    header[name] = {{"dtype", d->name},
-                    {"shape", t.sizes().vec()},
-                    {"data_offsets", {offset, offset + bytes}}};
+    header[name] = {
+        {"dtype", d->name}, {"shape", t.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
     data.push_back(t);
   }
@@ -165,8 +166,7 @@ Status write_safetensors(const std::string& path,
   return core::write_file_atomic(path, bytes);
 }
 
-Result<SafetensorsContents> decode_safetensors(std::string_view bytes,
-                                               const std::string& origin) {
+Result<SafetensorsContents> decode_safetensors(std::string_view bytes, const std::string& origin) {
   auto bad = [&](const std::string& why) { return Status::Corrupt(origin + ": " + why); };
   if (bytes.size() < 8)
     return bad("file is " + std::to_string(bytes.size()) +
@@ -175,8 +175,8 @@ Result<SafetensorsContents> decode_safetensors(std::string_view bytes,
   std::memcpy(&n, bytes.data(), 8);
   if (n == 0 || n > kMaxHeaderBytes || n > bytes.size() - 8)
     return bad("header length " + std::to_string(n) + " does not fit a file of " +
-               std::to_string(bytes.size()) + " bytes (limit " +
-               std::to_string(kMaxHeaderBytes) + ")");
+               std::to_string(bytes.size()) + " bytes (limit " + std::to_string(kMaxHeaderBytes) +
+               ")");
   const std::string_view text = bytes.substr(8, n);
   const json header = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded()) return bad("header is not valid JSON");

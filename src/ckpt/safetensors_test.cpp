@@ -17,8 +17,8 @@ namespace {
 using ::testing::HasSubstr;
 
 std::string TempDir() {
-  auto dir = std::filesystem::temp_directory_path() /
-             ("cairn_safetensors_" + std::to_string(::getpid()));
+  auto dir =
+      std::filesystem::temp_directory_path() / ("cairn_safetensors_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   return dir.string();
 }
@@ -73,9 +73,8 @@ TEST(Safetensors, RoundTripEveryDtypeAndMetadata) {
 }
 
 TEST(Safetensors, LayoutIsAlignedLittleEndianWithOffsetsInOrder) {
-  auto bytes = encode_safetensors({{"a", torch::tensor({1.0f, 2.0f})},
-                                   {"b", torch::tensor({int64_t{7}})}},
-                                  {});
+  auto bytes = encode_safetensors(
+      {{"a", torch::tensor({1.0f, 2.0f})}, {"b", torch::tensor({int64_t{7}})}}, {});
   ASSERT_TRUE(bytes.ok());
   uint64_t n = 0;
   std::memcpy(&n, bytes->data(), 8);
@@ -98,10 +97,9 @@ TEST(Safetensors, WriterRejectsBadNames) {
   EXPECT_EQ(encode_safetensors({{"", t}}, {}).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(encode_safetensors({{"__metadata__", t}}, {}).status().code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(encode_safetensors({{"c", torch::zeros({1}, torch::kComplexFloat)}}, {})
-                .status()
-                .code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      encode_safetensors({{"c", torch::zeros({1}, torch::kComplexFloat)}}, {}).status().code(),
+      StatusCode::kInvalidArgument);
 }
 
 TEST(Safetensors, MissingFileIsNotCorrupt) {
@@ -153,8 +151,8 @@ TEST(Safetensors, BadDtypes) {
 
 TEST(Safetensors, BadShapes) {
   for (const char* shape : {"[-1]", "[1.5]", "\"4\"", "[[2]]", "[4611686018427387904,4]"}) {
-    const std::string h = std::string(R"({"a":{"dtype":"F32","shape":)") + shape +
-                          R"(,"data_offsets":[0,16]}})";
+    const std::string h =
+        std::string(R"({"a":{"dtype":"F32","shape":)") + shape + R"(,"data_offsets":[0,16]}})";
     auto st = DecodeStatus(h, 16);
     EXPECT_EQ(st.code(), StatusCode::kCorrupt) << shape;
     EXPECT_THAT(st.message(), HasSubstr("'a'")) << shape;
@@ -190,15 +188,14 @@ TEST(Safetensors, OverlappingTensors) {
 }
 
 TEST(Safetensors, BadMetadata) {
-  EXPECT_THAT(DecodeStatus(R"({"__metadata__":{"k":1}})", 0).message(),
-              HasSubstr("not a string"));
+  EXPECT_THAT(DecodeStatus(R"({"__metadata__":{"k":1}})", 0).message(), HasSubstr("not a string"));
   EXPECT_THAT(DecodeStatus(R"({"__metadata__":["x"]})", 0).message(),
               HasSubstr("__metadata__ is not an object"));
 }
 
 TEST(Safetensors, RandomDamageNeverCrashes) {
-  auto good = encode_safetensors({{"w", torch::randn({8, 8})}, {"b", torch::zeros({8})}},
-                                 {{"k", "v"}});
+  auto good =
+      encode_safetensors({{"w", torch::randn({8, 8})}, {"b", torch::zeros({8})}}, {{"k", "v"}});
   ASSERT_TRUE(good.ok());
   uint64_t n = 0;
   std::memcpy(&n, good->data(), 8);

@@ -29,8 +29,7 @@ Dims check_dims(const torch::Tensor& q, const torch::Tensor& k, const torch::Ten
   TORCH_CHECK(k.sizes() == v.sizes(), "causal_attention: k ", k.sizes(), " and v ", v.sizes(),
               " differ");
   TORCH_CHECK(q.size(0) == k.size(0) && q.size(2) == k.size(2) && q.size(3) == k.size(3),
-              "causal_attention: q ", q.sizes(), " and k ", k.sizes(),
-              " must agree in B, T and D");
+              "causal_attention: q ", q.sizes(), " and k ", k.sizes(), " must agree in B, T and D");
   TORCH_CHECK(k.size(1) > 0 && q.size(1) % k.size(1) == 0, "causal_attention: ", q.size(1),
               " query heads are not a multiple of ", k.size(1), " key/value heads");
   TORCH_CHECK(q.is_floating_point() && q.scalar_type() == k.scalar_type() &&
@@ -93,13 +92,13 @@ class CausalAttentionFn : public torch::autograd::Function<CausalAttentionFn> {
     auto k = k_in.contiguous().view({BK, d.T, d.D});
     auto v = v_in.contiguous().view({BK, d.T, d.D});
     auto go = grads[0].contiguous().view({BK, d.G, d.T, d.D});
-    auto dq = torch::empty_like(q);   // (BK, G, T, D)
-    auto dk = torch::zeros_like(k);   // (BK, T, D)
-    auto dv = torch::zeros_like(v);   // (BK, T, D)
+    auto dq = torch::empty_like(q);  // (BK, G, T, D)
+    auto dk = torch::zeros_like(k);  // (BK, T, D)
+    auto dv = torch::zeros_like(v);  // (BK, T, D)
     for (size_t b = 0; b < saved.size(); ++b) {
       const int64_t s = static_cast<int64_t>(b) * kBlockRows;
       const int64_t n = std::min(kBlockRows, d.T - s), e = s + n;
-      const auto& p = saved[b];                                    // (BK, G*n, e)
+      const auto& p = saved[b];                                   // (BK, G*n, e)
       auto gob = go.narrow(2, s, n).reshape({BK, d.G * n, d.D});  // (BK, G*n, D)
       dv.narrow(1, 0, e).baddbmm_(p.transpose(1, 2), gob);
       auto dp = torch::bmm(gob, v.narrow(1, 0, e).transpose(1, 2));  // (BK, G*n, e)
@@ -128,7 +127,7 @@ torch::Tensor naive_causal_attention(const torch::Tensor& q, const torch::Tensor
   auto kk = d.G == 1 ? k : k.repeat_interleave(d.G, 1);  // (B, H, T, D)
   auto vv = d.G == 1 ? v : v.repeat_interleave(d.G, 1);  // (B, H, T, D)
   auto att = torch::matmul(q, kk.transpose(-2, -1)) / std::sqrt(static_cast<double>(d.D));
-  auto mask = tile_mask(d.T, q.device());                 // (T, T)
+  auto mask = tile_mask(d.T, q.device());                                 // (T, T)
   att = att.masked_fill(mask, -std::numeric_limits<double>::infinity());  // (B, H, T, T)
   return torch::matmul(torch::softmax(att, -1), vv);                      // (B, H, T, D)
 }

@@ -52,13 +52,11 @@ TEST_P(CausalAttentionTest, MatchesNaiveInValueAndGradients) {
   EXPECT_LT(max_diff(fast.dk, naive32.dk), 1e-5);
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, CausalAttentionTest,
-                         ::testing::Values(std::make_tuple(1, 1, 1, 1, 8),
-                                           std::make_tuple(2, 4, 4, 17, 16),
-                                           std::make_tuple(2, 4, 4, 64, 16),
-                                           std::make_tuple(1, 4, 2, 65, 8),
-                                           std::make_tuple(2, 6, 2, 130, 8),
-                                           std::make_tuple(1, 8, 1, 200, 32)));
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CausalAttentionTest,
+    ::testing::Values(std::make_tuple(1, 1, 1, 1, 8), std::make_tuple(2, 4, 4, 17, 16),
+                      std::make_tuple(2, 4, 4, 64, 16), std::make_tuple(1, 4, 2, 65, 8),
+                      std::make_tuple(2, 6, 2, 130, 8), std::make_tuple(1, 8, 1, 200, 32)));
 
 TEST(CausalAttention, FutureKeysDoNotLeak) {
   torch::manual_seed(2);

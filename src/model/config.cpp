@@ -6,9 +6,7 @@
 namespace cairn::model {
 namespace {
 
-std::string kv(const std::string& key, int64_t value) {
-  return key + "=" + std::to_string(value);
-}
+std::string kv(const std::string& key, int64_t value) { return key + "=" + std::to_string(value); }
 
 }  // namespace
 
@@ -56,8 +54,8 @@ Status validate(const ModelConfig& c) {
                                    kv("ffn_hidden", c.ffn_hidden) + ")");
   if (c.n_embd % c.n_head != 0)
     return Status::InvalidArgument("model.n_embd=" + std::to_string(c.n_embd) +
-                                   " is not divisible by model.n_head=" +
-                                   std::to_string(c.n_head) + "; head size must be an integer");
+                                   " is not divisible by model.n_head=" + std::to_string(c.n_head) +
+                                   "; head size must be an integer");
   if (c.arch == "gpt2" && c.n_kv_head != 0 && c.n_kv_head != c.n_head)
     return Status::InvalidArgument(
         "model.n_kv_head=" + std::to_string(c.n_kv_head) +
@@ -65,15 +63,14 @@ Status validate(const ModelConfig& c) {
         "model.n_head=" +
         std::to_string(c.n_head));
   if (c.kv_heads() > c.n_head || c.n_head % c.kv_heads() != 0)
-    return Status::InvalidArgument("model.n_head=" + std::to_string(c.n_head) +
-                                   " is not a multiple of model.n_kv_head=" +
-                                   std::to_string(c.n_kv_head) +
-                                   "; each key/value head must serve a whole group of heads");
+    return Status::InvalidArgument(
+        "model.n_head=" + std::to_string(c.n_head) + " is not a multiple of model.n_kv_head=" +
+        std::to_string(c.n_kv_head) + "; each key/value head must serve a whole group of heads");
   if (c.arch == "llama" && c.head_dim() % 2 != 0)
-    return Status::InvalidArgument("head size model.n_embd/model.n_head=" +
-                                   std::to_string(c.n_embd) + "/" + std::to_string(c.n_head) +
-                                   "=" + std::to_string(c.head_dim()) +
-                                   " must be even for rotary position embeddings (llama)");
+    return Status::InvalidArgument(
+        "head size model.n_embd/model.n_head=" + std::to_string(c.n_embd) + "/" +
+        std::to_string(c.n_head) + "=" + std::to_string(c.head_dim()) +
+        " must be even for rotary position embeddings (llama)");
   if (!(c.norm_eps > 0) || !(c.init_std > 0) || !(c.rope_theta > 0))
     return Status::InvalidArgument(
         "model.norm_eps, model.init_std and model.rope_theta must be > 0");

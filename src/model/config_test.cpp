@@ -69,8 +69,8 @@ TEST(ModelConfig, RejectsEmbdNotDivisibleByHeads) {
 }
 
 TEST(ModelConfig, RejectsHeadsNotMultipleOfKvHeads) {
-  auto c = FromOverrides({"model.arch=llama", "model.n_head=8", "model.n_kv_head=3",
-                          "model.n_embd=128"});
+  auto c = FromOverrides(
+      {"model.arch=llama", "model.n_head=8", "model.n_kv_head=3", "model.n_embd=128"});
   ASSERT_FALSE(c.ok());
   EXPECT_THAT(c.status().message(), HasSubstr("model.n_head=8"));
   EXPECT_THAT(c.status().message(), HasSubstr("model.n_kv_head=3"));

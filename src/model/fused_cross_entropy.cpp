@@ -11,20 +11,18 @@
 namespace cairn::model {
 namespace {
 
-class FusedLinearCrossEntropyFn
-    : public torch::autograd::Function<FusedLinearCrossEntropyFn> {
+class FusedLinearCrossEntropyFn : public torch::autograd::Function<FusedLinearCrossEntropyFn> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& h_in,
                                const torch::Tensor& w, const torch::Tensor& targets,
-                               int64_t chunk_rows, int64_t ignore_index, bool need_h,
-                               bool need_w) {
+                               int64_t chunk_rows, int64_t ignore_index, bool need_h, bool need_w) {
     const int64_t N = h_in.size(0), C = h_in.size(1);
-    auto h = h_in.contiguous();                   // (N, C)
-    auto valid = targets.ne(ignore_index);        // (N) bool
+    auto h = h_in.contiguous();                              // (N, C)
+    auto valid = targets.ne(ignore_index);                   // (N) bool
     auto tgt = targets.masked_fill(valid.logical_not(), 0);  // (N) in [0, V)
     const int64_t count = valid.sum().item<int64_t>();
-    const double inv = count > 0 ? 1.0 / static_cast<double>(count)
-                                 : std::numeric_limits<double>::quiet_NaN();
+    const double inv =
+        count > 0 ? 1.0 / static_cast<double>(count) : std::numeric_limits<double>::quiet_NaN();
     const bool any_grad = (need_h || need_w) && count > 0;
     const auto fopt = h.options().dtype(torch::kFloat);
     torch::Tensor gh, gw;
@@ -34,10 +32,10 @@ class FusedLinearCrossEntropyFn
     auto wt = w.t();  // (C, V)
     for (int64_t r = 0; r < N; r += chunk_rows) {
       const int64_t n = std::min(chunk_rows, N - r);
-      auto hc = h.narrow(0, r, n);  // (n, C)
+      auto hc = h.narrow(0, r, n);                 // (n, C)
       auto tc = tgt.narrow(0, r, n).unsqueeze(1);  // (n, 1)
-      auto vc = valid.narrow(0, r, n);              // (n)
-      auto logp = torch::mm(hc, wt);                // (n, V)
+      auto vc = valid.narrow(0, r, n);             // (n)
+      auto logp = torch::mm(hc, wt);               // (n, V)
       if (logp.scalar_type() != torch::kFloat) logp = logp.to(torch::kFloat);
       at::_log_softmax_out(logp, logp, 1, false);
       auto picked = logp.gather(1, tc).squeeze(1);  // (n)
@@ -69,7 +67,7 @@ class FusedLinearCrossEntropyFn
       if (!g.defined()) return torch::Tensor();
       return unit ? g : g * go.to(g.scalar_type());
     };
-    return {scale(saved[0]),  scale(saved[1]),  torch::Tensor(), torch::Tensor(),
+    return {scale(saved[0]), scale(saved[1]), torch::Tensor(), torch::Tensor(),
             torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
@@ -80,22 +78,22 @@ torch::Tensor fused_linear_cross_entropy(const torch::Tensor& h, const torch::Te
                                          const torch::Tensor& targets, int64_t chunk_rows,
                                          int64_t ignore_index) {
   TORCH_CHECK(h.dim() == 2 && w.dim() == 2 && h.size(1) == w.size(1),
-              "fused_linear_cross_entropy: h must be (N, C) and w (V, C), got ", h.sizes(),
-              " and ", w.sizes());
+              "fused_linear_cross_entropy: h must be (N, C) and w (V, C), got ", h.sizes(), " and ",
+              w.sizes());
   TORCH_CHECK(h.is_floating_point() && h.scalar_type() == w.scalar_type(),
               "fused_linear_cross_entropy: h and w must share one floating dtype, got ",
               h.scalar_type(), " and ", w.scalar_type());
-  TORCH_CHECK(targets.dim() == 1 && targets.size(0) == h.size(0) &&
-                  targets.scalar_type() == torch::kLong,
-              "fused_linear_cross_entropy: targets must be int64 (N) with N=", h.size(0),
-              ", got ", targets.scalar_type(), " ", targets.sizes());
+  TORCH_CHECK(
+      targets.dim() == 1 && targets.size(0) == h.size(0) && targets.scalar_type() == torch::kLong,
+      "fused_linear_cross_entropy: targets must be int64 (N) with N=", h.size(0), ", got ",
+      targets.scalar_type(), " ", targets.sizes());
   TORCH_CHECK(chunk_rows >= 1, "fused_linear_cross_entropy: chunk_rows must be >= 1, got ",
               chunk_rows);
   const int64_t V = w.size(0);
   if (targets.numel() > 0) {
     auto bad = targets.ne(ignore_index).logical_and(targets.lt(0).logical_or(targets.ge(V)));
-    TORCH_CHECK(!bad.any().item<bool>(), "fused_linear_cross_entropy: a target is outside [0, ",
-                V, ") and is not ignore_index=", ignore_index);
+    TORCH_CHECK(!bad.any().item<bool>(), "fused_linear_cross_entropy: a target is outside [0, ", V,
+                ") and is not ignore_index=", ignore_index);
   }
   const bool grad = torch::GradMode::is_enabled();
   return FusedLinearCrossEntropyFn::apply(h, w, targets, chunk_rows, ignore_index,

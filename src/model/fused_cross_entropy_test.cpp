@@ -34,8 +34,8 @@ TEST_P(FusedCrossEntropyTest, MatchesTorchInValueAndGradients) {
   (fused * 2.5).backward();
 
   auto h2 = h0.clone().requires_grad_(true), w2 = w0.clone().requires_grad_(true);
-  auto ref = F::cross_entropy(h2.matmul(w2.t()), targets,
-                              F::CrossEntropyFuncOptions().ignore_index(-1));
+  auto ref =
+      F::cross_entropy(h2.matmul(w2.t()), targets, F::CrossEntropyFuncOptions().ignore_index(-1));
   (ref * 2.5).backward();
 
   EXPECT_EQ(fused.dim(), 0);
@@ -100,15 +100,13 @@ TEST(FusedCrossEntropy, RejectsBadArguments) {
                c10::Error);
   EXPECT_THROW(fused_linear_cross_entropy(h, w, torch::tensor({0, 1, -2}, torch::kLong)),
                c10::Error);
-  EXPECT_THROW(fused_linear_cross_entropy(h, w, torch::tensor({0, 1}, torch::kLong)),
-               c10::Error);
-  EXPECT_THROW(fused_linear_cross_entropy(h, torch::randn({5, 3}),
-                                          torch::tensor({0, 1, 2}, torch::kLong)),
-               c10::Error);
+  EXPECT_THROW(fused_linear_cross_entropy(h, w, torch::tensor({0, 1}, torch::kLong)), c10::Error);
+  EXPECT_THROW(
+      fused_linear_cross_entropy(h, torch::randn({5, 3}), torch::tensor({0, 1, 2}, torch::kLong)),
+      c10::Error);
   EXPECT_THROW(fused_linear_cross_entropy(h, w, torch::tensor({0, 1, 2}, torch::kLong), 0),
                c10::Error);
-  EXPECT_THROW(fused_linear_cross_entropy(h, w, torch::tensor({0, 1, 2}, torch::kInt)),
-               c10::Error);
+  EXPECT_THROW(fused_linear_cross_entropy(h, w, torch::tensor({0, 1, 2}, torch::kInt)), c10::Error);
 }
 
 }  // namespace

@@ -23,11 +23,11 @@ class Gpt2Attention : public torch::nn::Module {
 
   torch::Tensor forward(const torch::Tensor& x) {  // x (B, T, C)
     const int64_t B = x.size(0), T = x.size(1), C = x.size(2), D = C / n_head_;
-    auto qkv = c_attn->forward(x).split(C, 2);                  // 3 x (B, T, C)
-    auto q = qkv[0].view({B, T, n_head_, D}).transpose(1, 2);  // (B, H, T, D)
-    auto k = qkv[1].view({B, T, n_head_, D}).transpose(1, 2);  // (B, H, T, D)
-    auto v = qkv[2].view({B, T, n_head_, D}).transpose(1, 2);  // (B, H, T, D)
-    auto y = causal_attention(q, k, v);                         // (B, H, T, D)
+    auto qkv = c_attn->forward(x).split(C, 2);                     // 3 x (B, T, C)
+    auto q = qkv[0].view({B, T, n_head_, D}).transpose(1, 2);      // (B, H, T, D)
+    auto k = qkv[1].view({B, T, n_head_, D}).transpose(1, 2);      // (B, H, T, D)
+    auto v = qkv[2].view({B, T, n_head_, D}).transpose(1, 2);      // (B, H, T, D)
+    auto y = causal_attention(q, k, v);                            // (B, H, T, D)
     return c_proj->forward(y.transpose(1, 2).reshape({B, T, C}));  // (B, T, C)
   }
 
@@ -82,8 +82,8 @@ class Gpt2Model : public LanguageModel {
   torch::Tensor hidden(const torch::Tensor& idx) override {  // idx (B, T)
     check_idx(idx);
     const int64_t T = idx.size(1);
-    auto pos = torch::arange(T, idx.options());                // (T)
-    auto x = wte_->forward(idx) + wpe_->forward(pos);          // (B, T, C)
+    auto pos = torch::arange(T, idx.options());        // (T)
+    auto x = wte_->forward(idx) + wpe_->forward(pos);  // (B, T, C)
     for (const auto& block : blocks_) {
       x = run_block([block](const torch::Tensor& t) { return block->forward(t); }, x,
                     block->parameters());

@@ -15,7 +15,8 @@ namespace cairn::model {
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 // Output projections that write into the residual stream.
@@ -48,8 +49,7 @@ torch::Tensor LanguageModel::run_block(const BlockFn& fn, const torch::Tensor& x
 
 void LanguageModel::check_idx(const torch::Tensor& idx) const {
   TORCH_CHECK(idx.dim() == 2 && idx.scalar_type() == torch::kLong,
-              "LanguageModel: idx must be (B, T) int64, got ", idx.scalar_type(), " ",
-              idx.sizes());
+              "LanguageModel: idx must be (B, T) int64, got ", idx.scalar_type(), " ", idx.sizes());
   TORCH_CHECK(idx.size(1) >= 1 && idx.size(1) <= config_.block_size,
               "LanguageModel: sequence length T=", idx.size(1),
               " must be in [1, model.block_size=", config_.block_size, "]");

@@ -178,8 +178,8 @@ TEST(LanguageModel, Gpt2ParameterNamesShapesAndCount) {
   EXPECT_EQ(params["h.1.mlp.c_fc.weight"].sizes(), (std::vector<int64_t>{F, C}));
   EXPECT_EQ(params["wpe.weight"].sizes(), (std::vector<int64_t>{c.block_size, C}));
   EXPECT_TRUE(m->head_weight().is_same(params["wte.weight"]));
-  const int64_t per_layer = 2 * C + (3 * C * C + 3 * C) + (C * C + C) + 2 * C +
-                            (C * F + F) + (F * C + C);
+  const int64_t per_layer =
+      2 * C + (3 * C * C + 3 * C) + (C * C + C) + 2 * C + (C * F + F) + (F * C + C);
   EXPECT_EQ(m->num_params(), V * C + c.block_size * C + L * per_layer + 2 * C);
 }
 
@@ -189,9 +189,9 @@ TEST(LanguageModel, LlamaParameterNamesShapesAndCount) {
   std::set<std::string> want{"tok_embeddings.weight", "norm.weight", "output.weight"};
   for (int i = 0; i < c.n_layer; ++i) {
     const std::string p = "layers." + std::to_string(i) + ".";
-    for (const char* s : {"attention_norm", "attention.wq", "attention.wk", "attention.wv",
-                          "attention.wo", "ffn_norm", "feed_forward.w1", "feed_forward.w2",
-                          "feed_forward.w3"})
+    for (const char* s :
+         {"attention_norm", "attention.wq", "attention.wk", "attention.wv", "attention.wo",
+          "ffn_norm", "feed_forward.w1", "feed_forward.w2", "feed_forward.w3"})
       want.insert(p + s + ".weight");
   }
   EXPECT_EQ(Names(*m), want);

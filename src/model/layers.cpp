@@ -22,7 +22,7 @@ RMSNorm::RMSNorm(int64_t dim, double eps) : eps_(eps) {
 }
 
 torch::Tensor RMSNorm::forward(const torch::Tensor& x) {
-  auto xf = x.to(torch::kFloat);                                      // (..., C)
+  auto xf = x.to(torch::kFloat);                                             // (..., C)
   auto inv_rms = torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps_);  // (..., 1)
   return (xf * inv_rms).to(x.scalar_type()) * weight;
 }

@@ -99,8 +99,8 @@ class LlamaModel : public LanguageModel {
     const int64_t D = c.head_dim();
     auto opt = torch::dtype(torch::kDouble);
     auto inv_freq = torch::pow(c.rope_theta, torch::arange(0, D, 2, opt) / -double(D));  // (D/2)
-    auto angles = torch::outer(torch::arange(c.block_size, opt), inv_freq);  // (T, D/2)
-    angles = torch::cat({angles, angles}, 1);                                 // (T, D)
+    auto angles = torch::outer(torch::arange(c.block_size, opt), inv_freq);              // (T, D/2)
+    angles = torch::cat({angles, angles}, 1);                                            // (T, D)
     cos_ = angles.cos().to(torch::kFloat);
     sin_ = angles.sin().to(torch::kFloat);
   }
@@ -108,7 +108,7 @@ class LlamaModel : public LanguageModel {
   torch::Tensor hidden(const torch::Tensor& idx) override {  // idx (B, T)
     check_idx(idx);
     const int64_t T = idx.size(1);
-    auto x = tok_embeddings_->forward(idx);  // (B, T, C)
+    auto x = tok_embeddings_->forward(idx);           // (B, T, C)
     auto cos = cos_.narrow(0, 0, T).to(x.options());  // (T, D)
     auto sin = sin_.narrow(0, 0, T).to(x.options());  // (T, D)
     for (const auto& block : blocks_) {
