@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # `cairn data prepare` + `decode` round trip on a slice of the King James Bible, and the errors
 # for a missing input, an empty input, a bad --val-fraction, bad ids and damaged token files.
-# usage: data_prepare_cli_test.sh <cairn binary>     (exit 77: a prerequisite is missing)
+# usage: data_prepare_cli_test.sh <cairn binary>
 set -euo pipefail
 cairn=$1
 here=$(cd "$(dirname "$0")" && pwd)
 tokdir=${CAIRN_TOKENIZER_DIR:-$here/../.cache/gpt2}
 export CAIRN_TOKENIZER_DIR=$tokdir
-skip() { echo "SKIP: $*"; exit 77; }
-command -v bible >/dev/null || skip "bible (Debian package bible-kjv) is not installed"
-[ -f "$tokdir/encoder.json" ] || skip "no $tokdir/encoder.json; run scripts/install-deps.sh"
+# make test installs every prerequisite, so a missing one is a failure, not a skip.
+missing() { echo "FAIL: missing prerequisite: $*" >&2; exit 1; }
+command -v bible >/dev/null || missing "bible (Debian package bible-kjv) is not installed"
+[ -f "$tokdir/encoder.json" ] || missing "no $tokdir/encoder.json; run scripts/install-deps.sh"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

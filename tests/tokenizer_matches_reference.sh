@@ -2,15 +2,16 @@
 # Compares `cairn data encode` id for id with the reference GPT-2 encoder (Encoder.js from npm
 # gpt-3-encoder, run by node) on 200 KB of the King James Bible, on tokenizer_edge_cases.txt,
 # on invalid UTF-8 and on an empty input.
-# usage: tokenizer_matches_reference.sh <cairn binary>     (exit 77: a prerequisite is missing)
+# usage: tokenizer_matches_reference.sh <cairn binary>
 set -euo pipefail
 cairn=$1
 here=$(cd "$(dirname "$0")" && pwd)
 tokdir=${CAIRN_TOKENIZER_DIR:-$here/../.cache/gpt2}
-skip() { echo "SKIP: $*"; exit 77; }
-command -v node >/dev/null || skip "node is not installed"
-command -v bible >/dev/null || skip "bible (Debian package bible-kjv) is not installed"
-[ -f "$tokdir/Encoder.js" ] || skip "no $tokdir/Encoder.js; run scripts/install-deps.sh"
+# make test installs every prerequisite, so a missing one is a failure, not a skip.
+missing() { echo "FAIL: missing prerequisite: $*" >&2; exit 1; }
+command -v node >/dev/null || missing "node is not installed"
+command -v bible >/dev/null || missing "bible (Debian package bible-kjv) is not installed"
+[ -f "$tokdir/Encoder.js" ] || missing "no $tokdir/Encoder.js; run scripts/install-deps.sh"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
