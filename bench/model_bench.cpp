@@ -117,6 +117,18 @@ void bench_head_loss(int iters) {
     std::snprintf(name, sizeof(name), "fused, chunk_rows=%ld", static_cast<long>(chunk));
     report("head+loss N2048 C256 V50304", "matmul+cross_entropy", unfused, name, fused);
   }
+  // The three (N, C) x (C, V)-sized matrix products any implementation must do.
+  torch::NoGradGuard no_grad;
+  auto g = torch::randn({N, V});
+  auto [gemm, unused] = median_ms(
+      iters,
+      [&] {
+        auto logits = torch::mm(h, w.t());
+        auto gh = torch::mm(g, w);
+        auto gw = torch::mm(g.t(), h);
+      },
+      [] {});
+  std::printf("%-34s the 3 matrix products alone take %.1f ms\n", "", gemm);
 }
 
 void bench_attention(int iters, int64_t B, int64_t H, int64_t K, int64_t T, int64_t D) {

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "cairn/model/attention.h"
@@ -21,6 +22,17 @@ torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos,
   const int64_t half = x.size(-1) / 2;
   auto rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   return x * cos + rotated * sin;
+}
+
+// cos and sin of the rotation angles t * theta^(-2i/D) of positions t < T, each (T, D) with
+// the D/2 frequencies repeated; computed in float64 and rounded once to `options`.
+std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t T, int64_t D, double theta,
+                                                    const torch::TensorOptions& options) {
+  auto f64 = torch::dtype(torch::kDouble);
+  auto inv_freq = torch::pow(theta, torch::arange(0, D, 2, f64) / -double(D));  // (D/2)
+  auto angles = torch::outer(torch::arange(T, f64), inv_freq);                  // (T, D/2)
+  angles = torch::cat({angles, angles}, 1);                                     // (T, D)
+  return {angles.cos().to(options), angles.sin().to(options)};
 }
 
 class LlamaAttention : public torch::nn::Module {
@@ -95,22 +107,14 @@ class LlamaModel : public LanguageModel {
     }
     norm_ = register_module("norm", std::make_shared<RMSNorm>(c.n_embd, c.norm_eps));
     output_ = register_module("output", std::make_shared<Linear>(c.n_embd, c.vocab_size, false));
-    // Rotation angles t * theta^(-2i/D) for every position, in float64 then rounded once.
-    const int64_t D = c.head_dim();
-    auto opt = torch::dtype(torch::kDouble);
-    auto inv_freq = torch::pow(c.rope_theta, torch::arange(0, D, 2, opt) / -double(D));  // (D/2)
-    auto angles = torch::outer(torch::arange(c.block_size, opt), inv_freq);              // (T, D/2)
-    angles = torch::cat({angles, angles}, 1);                                            // (T, D)
-    cos_ = angles.cos().to(torch::kFloat);
-    sin_ = angles.sin().to(torch::kFloat);
   }
 
   torch::Tensor hidden(const torch::Tensor& idx) override {  // idx (B, T)
     check_idx(idx);
     const int64_t T = idx.size(1);
-    auto x = tok_embeddings_->forward(idx);           // (B, T, C)
-    auto cos = cos_.narrow(0, 0, T).to(x.options());  // (T, D)
-    auto sin = sin_.narrow(0, 0, T).to(x.options());  // (T, D)
+    auto x = tok_embeddings_->forward(idx);  // (B, T, C)
+    const auto rope = rope_tables(T, config_.head_dim(), config_.rope_theta, x.options());
+    const torch::Tensor cos = rope.first, sin = rope.second;  // (T, D)
     for (const auto& block : blocks_) {
       x = run_block(
           [block, cos, sin](const torch::Tensor& t) { return block->forward(t, cos, sin); }, x,
@@ -126,7 +130,6 @@ class LlamaModel : public LanguageModel {
   std::vector<std::shared_ptr<LlamaBlock>> blocks_;
   std::shared_ptr<RMSNorm> norm_;
   std::shared_ptr<Linear> output_;
-  torch::Tensor cos_, sin_;  // (block_size, D), not parameters or buffers
 };
 
 }  // namespace
