@@ -8,7 +8,7 @@ cache=${CAIRN_CACHE:-$here/.cache}
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config
-  libtorch-dev libopenblas0-pthread python3-torch
+  libtorch-dev libgloo-dev libopenblas0-pthread python3-torch
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libxxhash-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libicu-dev bible-kjv

@@ -1,0 +1,86 @@
+// Group: a process group (Gloo on CPU) with the collectives cairn uses, each bounded by a
+// timeout. Collectives must be called by every rank of the group in the same order.
+//
+// A timed-out or failed collective throws comm::CollectiveError, which the trainer lets
+// propagate so the agent can restart the workers.
+#pragma once
+
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/Store.hpp>
+
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cairn/core/status.h"
+
+namespace cairn::comm {
+
+struct CollectiveError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct GroupOptions {
+  std::chrono::milliseconds timeout{120000};  // every collective and the initial connection
+  std::string bind_host = "127.0.0.1";        // address this rank's Gloo device binds to
+};
+
+// An in-flight collective. wait() throws CollectiveError on failure or timeout.
+class Pending {
+ public:
+  Pending() = default;
+  Pending(c10::intrusive_ptr<c10d::Work> work, std::chrono::milliseconds timeout, std::string what)
+      : work_(std::move(work)), timeout_(timeout), what_(std::move(what)) {}
+  void wait();
+  bool valid() const { return bool(work_); }
+
+ private:
+  c10::intrusive_ptr<c10d::Work> work_;
+  std::chrono::milliseconds timeout_{0};
+  std::string what_;
+};
+
+class Group {
+ public:
+  // From torchrun's environment: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT. Rank 0 hosts the
+  // TCPStore. The bind address is taken from CAIRN_BIND_HOST, else MASTER_ADDR when it is a
+  // loopback address, else the machine's hostname.
+  static Result<std::unique_ptr<Group>> FromEnv(const GroupOptions& options);
+  // Over an existing store (tests: a shared c10d::HashStore, ranks as threads).
+  static std::unique_ptr<Group> Create(c10::intrusive_ptr<c10d::Store> store, int rank, int size,
+                                       const GroupOptions& options);
+  ~Group();
+  Group(const Group&) = delete;
+  Group& operator=(const Group&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+
+  // A group of `ranks` (global ranks of this group, in order). Every rank of this group must
+  // call it with the same arguments in the same order; non-members get nullptr.
+  std::unique_ptr<Group> subgroup(const std::vector<int>& ranks, const std::string& tag);
+
+  // Sum over ranks, in place.
+  Pending allreduce_async(torch::Tensor& t);
+  void allreduce(torch::Tensor& t) { allreduce_async(t).wait(); }
+  void broadcast(torch::Tensor& t, int root);
+  // out (size * n) = concatenation of every rank's `in` (n). REQUIRES: both contiguous.
+  void allgather(torch::Tensor& out, const torch::Tensor& in);
+  // out (n) = sum over ranks of their slice [rank * n, (rank + 1) * n) of `in` (size * n).
+  // `in` is used as scratch.
+  void reduce_scatter(torch::Tensor& out, torch::Tensor& in);
+  void barrier();
+
+ private:
+  Group(c10::intrusive_ptr<c10d::Store> store, c10::intrusive_ptr<c10d::ProcessGroup> pg, int rank,
+        int size, GroupOptions options)
+      : store_(std::move(store)), pg_(std::move(pg)), rank_(rank), size_(size), options_(options) {}
+  c10::intrusive_ptr<c10d::Store> store_;
+  c10::intrusive_ptr<c10d::ProcessGroup> pg_;
+  int rank_, size_;
+  GroupOptions options_;
+};
+
+}  // namespace cairn::comm

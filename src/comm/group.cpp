@@ -1,0 +1,141 @@
+// Gloo process groups with bounded collectives.
+#include "cairn/comm/group.h"
+
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <unistd.h>
+
+#include <cstdlib>
+
+namespace cairn::comm {
+namespace {
+
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+Result<int> env_int(const char* name, int min, int max) {
+  std::string v = env(name);
+  if (v.empty()) return Status::InvalidArgument(std::string("environment variable ") + name +
+                                                " is not set (start workers with `cairn run`)");
+  char* end = nullptr;
+  long x = std::strtol(v.c_str(), &end, 10);
+  if (*end != '\0' || x < min || x > max)
+    return Status::InvalidArgument(std::string("environment variable ") + name + "='" + v +
+                                   "' is not an integer in [" + std::to_string(min) + ", " +
+                                   std::to_string(max) + "]");
+  return int(x);
+}
+
+c10::intrusive_ptr<c10d::ProcessGroup> make_gloo(c10::intrusive_ptr<c10d::Store> store, int rank,
+                                                 int size, const GroupOptions& o) {
+  auto opts = c10d::ProcessGroupGloo::Options::create(o.timeout);
+  opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(o.bind_host));
+  opts->threads = 2;
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, opts);
+}
+
+}  // namespace
+
+void Pending::wait() {
+  if (!work_) return;
+  bool done = false;
+  try {
+    done = work_->wait(timeout_);
+  } catch (const std::exception& e) {
+    work_.reset();
+    throw CollectiveError(what_ + " failed: " + e.what());
+  }
+  work_.reset();
+  if (!done) throw CollectiveError(what_ + " timed out after " + std::to_string(timeout_.count()) + " ms");
+}
+
+Result<std::unique_ptr<Group>> Group::FromEnv(const GroupOptions& options) {
+  CAIRN_ASSIGN_OR_RETURN(int size, env_int("WORLD_SIZE", 1, 1 << 20));
+  CAIRN_ASSIGN_OR_RETURN(int rank, env_int("RANK", 0, size - 1));
+  CAIRN_ASSIGN_OR_RETURN(int port, env_int("MASTER_PORT", 1, 65535));
+  std::string addr = env("MASTER_ADDR");
+  if (addr.empty()) return Status::InvalidArgument("environment variable MASTER_ADDR is not set");
+  GroupOptions o = options;
+  if (!env("CAIRN_BIND_HOST").empty()) {
+    o.bind_host = env("CAIRN_BIND_HOST");
+  } else if (addr == "127.0.0.1" || addr == "localhost") {
+    o.bind_host = "127.0.0.1";
+  } else {
+    char host[256] = {};
+    ::gethostname(host, sizeof(host) - 1);
+    o.bind_host = host;
+  }
+  try {
+    c10d::TCPStoreOptions so;
+    so.port = uint16_t(port);
+    so.isServer = rank == 0;
+    so.numWorkers = size;
+    so.waitWorkers = false;
+    so.timeout = o.timeout;
+    auto store = c10::make_intrusive<c10d::TCPStore>(addr, so);
+    return Create(store, rank, size, o);
+  } catch (const std::exception& e) {
+    return Status::PeerLost("cannot form the process group at " + addr + ":" + std::to_string(port) +
+                            " (rank " + std::to_string(rank) + " of " + std::to_string(size) +
+                            "): " + e.what());
+  }
+}
+
+std::unique_ptr<Group> Group::Create(c10::intrusive_ptr<c10d::Store> store, int rank, int size,
+                                     const GroupOptions& options) {
+  auto prefixed = c10::make_intrusive<c10d::PrefixStore>("cairn/world", store);
+  auto pg = make_gloo(prefixed, rank, size, options);
+  return std::unique_ptr<Group>(new Group(store, pg, rank, size, options));
+}
+
+Group::~Group() = default;
+
+std::unique_ptr<Group> Group::subgroup(const std::vector<int>& ranks, const std::string& tag) {
+  int mine = -1;
+  for (size_t i = 0; i < ranks.size(); ++i)
+    if (ranks[i] == rank_) mine = int(i);
+  if (mine < 0) return nullptr;
+  std::string key = "cairn/group/" + tag;
+  for (int r : ranks) key += "-" + std::to_string(r);
+  auto prefixed = c10::make_intrusive<c10d::PrefixStore>(key, store_);
+  auto pg = make_gloo(prefixed, mine, int(ranks.size()), options_);
+  return std::unique_ptr<Group>(new Group(store_, pg, mine, int(ranks.size()), options_));
+}
+
+Pending Group::allreduce_async(torch::Tensor& t) {
+  std::vector<torch::Tensor> v{t};
+  return Pending(pg_->allreduce(v), options_.timeout, "all-reduce");
+}
+
+void Group::broadcast(torch::Tensor& t, int root) {
+  std::vector<torch::Tensor> v{t};
+  c10d::BroadcastOptions o;
+  o.rootRank = root;
+  Pending(pg_->broadcast(v, o), options_.timeout, "broadcast").wait();
+}
+
+void Group::allgather(torch::Tensor& out, const torch::Tensor& in) {
+  TORCH_CHECK(out.numel() == in.numel() * size_, "allgather: out must hold size * in elements");
+  std::vector<torch::Tensor> outs;
+  for (int r = 0; r < size_; ++r) outs.push_back(out.narrow(0, r * in.numel(), in.numel()));
+  std::vector<std::vector<torch::Tensor>> o{outs};
+  std::vector<torch::Tensor> i{in};
+  Pending(pg_->allgather(o, i), options_.timeout, "all-gather").wait();
+}
+
+void Group::reduce_scatter(torch::Tensor& out, torch::Tensor& in) {
+  TORCH_CHECK(in.numel() == out.numel() * size_, "reduce_scatter: in must hold size * out elements");
+  // Gloo has no reduce-scatter: all-reduce and keep this rank's slice.
+  allreduce(in);
+  out.copy_(in.narrow(0, rank_ * out.numel(), out.numel()));
+}
+
+void Group::barrier() {
+  auto t = torch::zeros({1});
+  allreduce(t);
+}
+
+}  // namespace cairn::comm

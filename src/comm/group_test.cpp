@@ -1,0 +1,107 @@
+#include "cairn/comm/group.h"
+
+#include <gtest/gtest.h>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/torch.h>
+
+#include <functional>
+#include <thread>
+
+namespace cairn::comm {
+namespace {
+
+// Runs fn(rank, group) on `world` threads sharing one HashStore.
+void RunRanks(int world, const std::function<void(int, Group&)>& fn,
+              std::chrono::milliseconds timeout = std::chrono::milliseconds(20000)) {
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(static_cast<size_t>(world));
+  for (int r = 0; r < world; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        GroupOptions o;
+        o.timeout = timeout;
+        auto g = Group::Create(store, r, world, o);
+        fn(r, *g);
+      } catch (const std::exception& e) {
+        errors[size_t(r)] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < world; ++r) EXPECT_EQ(errors[size_t(r)], "") << "rank " << r;
+}
+
+TEST(Group, Collectives) {
+  for (int world : {2, 3}) {
+    RunRanks(world, [world](int r, Group& g) {
+      ASSERT_EQ(g.rank(), r);
+      ASSERT_EQ(g.size(), world);
+      auto t = torch::full({5}, float(r + 1));
+      g.allreduce(t);
+      EXPECT_TRUE(torch::equal(t, torch::full({5}, float(world * (world + 1) / 2))));
+
+      auto b = torch::full({3}, float(r));
+      g.broadcast(b, world - 1);
+      EXPECT_TRUE(torch::equal(b, torch::full({3}, float(world - 1))));
+
+      auto in = torch::full({2}, float(r));
+      auto out = torch::empty({2 * world});
+      g.allgather(out, in);
+      for (int i = 0; i < world; ++i)
+        EXPECT_TRUE(torch::equal(out.narrow(0, 2 * i, 2), torch::full({2}, float(i))));
+
+      auto big = torch::arange(4 * world, torch::kFloat) * float(r + 1);
+      auto mine = torch::empty({4});
+      g.reduce_scatter(mine, big);
+      float factor = float(world * (world + 1) / 2);
+      EXPECT_TRUE(torch::equal(mine, torch::arange(4 * r, 4 * r + 4, torch::kFloat) * factor));
+      g.barrier();
+    });
+  }
+}
+
+TEST(Group, Subgroups) {
+  RunRanks(4, [](int r, Group& g) {
+    // Groups {0, 2} and {1, 3}, created by every rank in the same order.
+    auto a = g.subgroup({0, 2}, "dp");
+    auto b = g.subgroup({1, 3}, "dp");
+    Group* mine = a ? a.get() : b.get();
+    ASSERT_NE(mine, nullptr);
+    EXPECT_EQ(bool(a), r % 2 == 0);
+    EXPECT_EQ(mine->rank(), r / 2);
+    auto t = torch::full({1}, float(r));
+    mine->allreduce(t);
+    EXPECT_EQ(t.item<float>(), float(r % 2 == 0 ? 0 + 2 : 1 + 3));
+  });
+}
+
+TEST(Group, CollectiveTimesOutWhenAPeerIsMissing) {
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  std::string error;
+  std::thread t0([&] {
+    GroupOptions o;
+    o.timeout = std::chrono::milliseconds(3000);
+    auto g = Group::Create(store, 0, 2, o);
+    auto t = torch::ones({4});
+    try {
+      g->allreduce(t);
+      g->allreduce(t);  // rank 1 only joins the first one
+    } catch (const CollectiveError& e) {
+      error = e.what();
+    }
+  });
+  std::thread t1([&] {
+    GroupOptions o;
+    o.timeout = std::chrono::milliseconds(3000);
+    auto g = Group::Create(store, 1, 2, o);
+    auto t = torch::ones({4});
+    g->allreduce(t);
+    std::this_thread::sleep_for(std::chrono::milliseconds(4500));
+  });
+  t0.join();
+  t1.join();
+  EXPECT_NE(error.find("all-reduce"), std::string::npos) << error;
+}
+
+}  // namespace
+}  // namespace cairn::comm
