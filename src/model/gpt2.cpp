@@ -79,17 +79,19 @@ class Gpt2Model : public LanguageModel {
     ln_f_ = register_module("ln_f", std::make_shared<LayerNorm>(c.n_embd, c.norm_eps));
   }
 
-  torch::Tensor hidden(const torch::Tensor& idx) override {  // idx (B, T)
+  torch::Tensor embed(const torch::Tensor& idx) override {  // idx (B, T) -> (B, T, C)
     check_idx(idx);
-    const int64_t T = idx.size(1);
-    auto pos = torch::arange(T, idx.options());        // (T)
-    auto x = wte_->forward(idx) + wpe_->forward(pos);  // (B, T, C)
-    for (const auto& block : blocks_) {
-      x = run_block([block](const torch::Tensor& t) { return block->forward(t); }, x,
-                    block->parameters());
-    }
-    return ln_f_->forward(x);  // (B, T, C)
+    auto pos = torch::arange(idx.size(1), idx.options());  // (T)
+    return wte_->forward(idx) + wpe_->forward(pos);
   }
+
+  torch::Tensor layer(int64_t i, const torch::Tensor& x) override {
+    return blocks_.at(i)->forward(x);  // (B, T, C)
+  }
+
+  std::shared_ptr<torch::nn::Module> layer_module(int64_t i) override { return blocks_.at(i); }
+
+  torch::Tensor final_norm(const torch::Tensor& x) override { return ln_f_->forward(x); }
 
   torch::Tensor head_weight() override { return wte_->weight; }  // (V, C)
 

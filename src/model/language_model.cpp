@@ -27,10 +27,26 @@ bool is_residual_projection(const std::string& name) {
 
 }  // namespace
 
-LanguageModel::LanguageModel(ModelConfig config) : config_(std::move(config)) {}
+LanguageModel::LanguageModel(ModelConfig config)
+    : config_(std::move(config)), checkpointed_(config_.n_layer, false) {}
 
 torch::Tensor LanguageModel::forward(const torch::Tensor& idx) {
   return torch::linear(hidden(idx), head_weight());  // (B, T, V)
+}
+
+torch::Tensor LanguageModel::hidden(const torch::Tensor& idx) {
+  auto x = embed(idx);  // (B, T, C)
+  const bool recording = torch::GradMode::is_enabled();
+  for (int64_t i = 0; i < config_.n_layer; ++i) {
+    if (recording && checkpointed_[i]) {
+      // The closure runs again during backward: the model must outlive the graph.
+      x = checkpoint([this, i](const torch::Tensor& t) { return layer(i, t); }, x,
+                     layer_module(i)->parameters());
+    } else {
+      x = layer(i, x);
+    }
+  }
+  return final_norm(x);  // (B, T, C)
 }
 
 torch::Tensor LanguageModel::loss(const torch::Tensor& idx, const torch::Tensor& targets) {
@@ -41,10 +57,15 @@ torch::Tensor LanguageModel::loss(const torch::Tensor& idx, const torch::Tensor&
                                     targets.reshape({-1}));
 }
 
-torch::Tensor LanguageModel::run_block(const BlockFn& fn, const torch::Tensor& x,
-                                       const std::vector<torch::Tensor>& params) const {
-  if (!checkpointing_ || !torch::GradMode::is_enabled()) return fn(x);
-  return checkpoint(fn, x, params);
+void LanguageModel::set_activation_checkpointing(bool on) {
+  checkpointed_.assign(config_.n_layer, on);
+}
+
+void LanguageModel::set_activation_checkpointing(const std::vector<bool>& per_layer) {
+  TORCH_CHECK(static_cast<int64_t>(per_layer.size()) == config_.n_layer,
+              "set_activation_checkpointing: ", per_layer.size(), " flags for ", config_.n_layer,
+              " layers");
+  checkpointed_ = per_layer;
 }
 
 void LanguageModel::check_idx(const torch::Tensor& idx) const {

@@ -91,20 +91,44 @@ TEST_P(LanguageModelTest, CheckpointedGradientsEqualPlain) {
   c.n_layer = 3;
   auto idx = torch::randint(0, c.vocab_size, {2, 20}, torch::kLong);
   auto targets = torch::randint(0, c.vocab_size, {2, 20}, torch::kLong);
-  auto plain = build_model(c, 5), ckpt = build_model(c, 5);
-  ckpt->set_activation_checkpointing(true);
-  EXPECT_TRUE(ckpt->activation_checkpointing());
+  auto plain = build_model(c, 5);
   auto lp = plain->loss(idx, targets);
   lp.backward();
-  auto lc = ckpt->loss(idx, targets);
-  lc.backward();
-  EXPECT_EQ(lp.item<double>(), lc.item<double>());
-  auto pp = plain->named_parameters(), cp = ckpt->named_parameters();
-  ASSERT_EQ(pp.size(), cp.size());
-  for (const auto& item : pp) {
-    ASSERT_TRUE(cp[item.key()].grad().defined()) << item.key();
-    EXPECT_LT(max_diff(item.value().grad(), cp[item.key()].grad()), 1e-6) << item.key();
+  for (const auto& flags : {std::vector<bool>{true, true, true}, {false, true, false}}) {
+    auto ckpt = build_model(c, 5);
+    ckpt->set_activation_checkpointing(flags);
+    EXPECT_EQ(ckpt->checkpointed_layers(), flags);
+    auto lc = ckpt->loss(idx, targets);
+    lc.backward();
+    EXPECT_EQ(lp.item<double>(), lc.item<double>());
+    auto pp = plain->named_parameters(), cp = ckpt->named_parameters();
+    ASSERT_EQ(pp.size(), cp.size());
+    for (const auto& item : pp) {
+      ASSERT_TRUE(cp[item.key()].grad().defined()) << item.key();
+      EXPECT_LT(max_diff(item.value().grad(), cp[item.key()].grad()), 1e-6) << item.key();
+    }
   }
+  auto m = build_model(c, 5);
+  m->set_activation_checkpointing(true);
+  EXPECT_EQ(m->checkpointed_layers(), std::vector<bool>(c.n_layer, true));
+  m->set_activation_checkpointing(false);
+  EXPECT_EQ(m->checkpointed_layers(), std::vector<bool>(c.n_layer, false));
+  EXPECT_THROW(m->set_activation_checkpointing(std::vector<bool>{true}), c10::Error);
+}
+
+TEST_P(LanguageModelTest, StagesComposeToHidden) {
+  auto c = Config();
+  auto m = build_model(c, 8);
+  torch::NoGradGuard no_grad;
+  auto idx = torch::randint(0, c.vocab_size, {2, 9}, torch::kLong);
+  auto x = m->embed(idx);  // (B, T, C)
+  for (int64_t i = 0; i < c.n_layer; ++i) x = m->layer(i, x);
+  EXPECT_TRUE(torch::equal(m->final_norm(x), m->hidden(idx)));
+  const std::string prefix = c.is_llama() ? "layers.1." : "h.1.";
+  auto all = m->named_parameters();
+  for (const auto& item : m->layer_module(1)->named_parameters())
+    EXPECT_TRUE(all[prefix + item.key()].is_same(item.value())) << item.key();
+  EXPECT_THROW(m->layer(c.n_layer, x), std::out_of_range);
 }
 
 TEST_P(LanguageModelTest, DeterministicInitFromSeedOnly) {

@@ -109,19 +109,19 @@ class LlamaModel : public LanguageModel {
     output_ = register_module("output", std::make_shared<Linear>(c.n_embd, c.vocab_size, false));
   }
 
-  torch::Tensor hidden(const torch::Tensor& idx) override {  // idx (B, T)
+  torch::Tensor embed(const torch::Tensor& idx) override {  // idx (B, T) -> (B, T, C)
     check_idx(idx);
-    const int64_t T = idx.size(1);
-    auto x = tok_embeddings_->forward(idx);  // (B, T, C)
-    const auto rope = rope_tables(T, config_.head_dim(), config_.rope_theta, x.options());
-    const torch::Tensor cos = rope.first, sin = rope.second;  // (T, D)
-    for (const auto& block : blocks_) {
-      x = run_block(
-          [block, cos, sin](const torch::Tensor& t) { return block->forward(t, cos, sin); }, x,
-          block->parameters());
-    }
-    return norm_->forward(x);  // (B, T, C)
+    return tok_embeddings_->forward(idx);
   }
+
+  torch::Tensor layer(int64_t i, const torch::Tensor& x) override {  // (B, T, C)
+    const auto rope = rope_tables(x.size(1), config_.head_dim(), config_.rope_theta, x.options());
+    return blocks_.at(i)->forward(x, rope.first, rope.second);
+  }
+
+  std::shared_ptr<torch::nn::Module> layer_module(int64_t i) override { return blocks_.at(i); }
+
+  torch::Tensor final_norm(const torch::Tensor& x) override { return norm_->forward(x); }
 
   torch::Tensor head_weight() override { return output_->weight; }  // (V, C)
 

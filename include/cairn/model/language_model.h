@@ -23,6 +23,10 @@ namespace cairn::model {
 //          layers.<i>.feed_forward.{w1,w2,w3}.weight (gate, down, up), norm.weight,
 //          output.weight.
 // Weights are in torch Linear layout (out, in). Not thread-safe; one model per thread.
+//
+// The forward pass is exposed in stages so that wrappers (pipeline stages, per-layer
+// sharding) can run parts of it: hidden(idx) == final_norm(layer(L-1, ... layer(0,
+// embed(idx)))), and logits = hidden @ head_weight^T.
 class LanguageModel : public torch::nn::Module {
  public:
   explicit LanguageModel(ModelConfig config);
@@ -30,18 +34,33 @@ class LanguageModel : public torch::nn::Module {
 
   // idx (B, T) int64 token ids, 1 <= T <= block_size -> logits (B, T, V).
   torch::Tensor forward(const torch::Tensor& idx);
-  // idx (B, T) -> hidden states after the final norm, (B, T, C).
-  virtual torch::Tensor hidden(const torch::Tensor& idx) = 0;
-  // The output projection, (V, C): logits = hidden @ head_weight^T.
-  virtual torch::Tensor head_weight() = 0;
+  // idx (B, T) -> hidden states after the final norm, (B, T, C). Layers marked for
+  // activation checkpointing are run through checkpoint() when a graph is recorded.
+  torch::Tensor hidden(const torch::Tensor& idx);
   // Mean next-token cross-entropy of hidden(idx) against targets (B, T) int64, computed with
   // fused_linear_cross_entropy (targets of -1 are ignored). Returns a float32 scalar.
   torch::Tensor loss(const torch::Tensor& idx, const torch::Tensor& targets);
 
-  // When on, each block keeps only its input during forward and is recomputed in backward.
-  // Gradients are unchanged. Has no effect when no gradient is being recorded.
-  void set_activation_checkpointing(bool on) { checkpointing_ = on; }
-  bool activation_checkpointing() const { return checkpointing_; }
+  // idx (B, T) int64 -> token (and, for gpt2, position) embeddings (B, T, C).
+  // Throws c10::Error unless idx is (B, T) int64 with 1 <= T <= block_size.
+  virtual torch::Tensor embed(const torch::Tensor& idx) = 0;
+  // Transformer block i in [0, n_layer): x (B, T, C) -> (B, T, C), positions 0..T-1.
+  // Never checkpointed itself.
+  virtual torch::Tensor layer(int64_t i, const torch::Tensor& x) = 0;
+  // The module holding block i's parameters (named h.<i> or layers.<i> in this model).
+  virtual std::shared_ptr<torch::nn::Module> layer_module(int64_t i) = 0;
+  // Final norm: (B, T, C) -> (B, T, C).
+  virtual torch::Tensor final_norm(const torch::Tensor& x) = 0;
+  // The output projection, (V, C): logits = hidden @ head_weight^T.
+  virtual torch::Tensor head_weight() = 0;
+
+  // Activation checkpointing: a checkpointed block keeps only its input during forward and
+  // is recomputed in backward; gradients are unchanged. No effect while no graph is recorded.
+  // All blocks on or off:
+  void set_activation_checkpointing(bool on);
+  // Block by block. REQUIRES: per_layer.size() == n_layer.
+  void set_activation_checkpointing(const std::vector<bool>& per_layer);
+  const std::vector<bool>& checkpointed_layers() const { return checkpointed_; }
 
   // Number of distinct parameter values (the tied GPT-2 head is counted once).
   int64_t num_params() const;
@@ -55,17 +74,13 @@ class LanguageModel : public torch::nn::Module {
   const ModelConfig& config() const { return config_; }
 
  protected:
-  // Runs one block, through checkpoint() when checkpointing is on and a graph is recorded.
-  // `fn` must capture what it needs by value: it may run again during backward.
-  torch::Tensor run_block(const BlockFn& fn, const torch::Tensor& x,
-                          const std::vector<torch::Tensor>& params) const;
   // Checks idx is (B, T) int64 with 1 <= T <= block_size.
   void check_idx(const torch::Tensor& idx) const;
 
   ModelConfig config_;
 
  private:
-  bool checkpointing_ = false;
+  std::vector<bool> checkpointed_;  // per block
 };
 
 // Builds the architecture config.arch names and initializes it deterministically from seed:
