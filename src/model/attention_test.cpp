@@ -89,5 +89,15 @@ TEST(CausalAttention, RejectsBadShapes) {
   EXPECT_THROW(causal_attention(q.view({4, 8, 8}), q, q), c10::Error);
 }
 
+TEST(CausalAttention, BFloat16CloseToFloat) {
+  torch::manual_seed(5);
+  auto q = torch::randn({1, 4, 70, 16}), k = torch::randn({1, 2, 70, 16}),
+       v = torch::randn({1, 2, 70, 16});
+  auto bf = [](const torch::Tensor& t) { return t.to(torch::kBFloat16); };
+  auto out = causal_attention(bf(q), bf(k), bf(v));
+  EXPECT_EQ(out.scalar_type(), torch::kBFloat16);
+  EXPECT_LT(max_diff(out.to(torch::kFloat), naive_causal_attention(q, k, v)), 5e-2);
+}
+
 }  // namespace
 }  // namespace cairn::model

@@ -109,5 +109,25 @@ TEST(FusedCrossEntropy, RejectsBadArguments) {
   EXPECT_THROW(fused_linear_cross_entropy(h, w, torch::tensor({0, 1, 2}, torch::kInt)), c10::Error);
 }
 
+TEST(FusedCrossEntropy, BFloat16InputsGiveFloatLossAndBFloat16Gradients) {
+  torch::manual_seed(9);
+  auto h = torch::randn({33, 16}), w = torch::randn({70, 16}) * 0.3;
+  auto targets = torch::randint(0, 70, {33}, torch::kLong);
+  auto hb = h.to(torch::kBFloat16).requires_grad_(true);
+  auto wb = w.to(torch::kBFloat16).requires_grad_(true);
+  auto loss = fused_linear_cross_entropy(hb, wb, targets, 8);
+  loss.backward();
+  EXPECT_EQ(loss.scalar_type(), torch::kFloat);
+  EXPECT_EQ(hb.grad().scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(wb.grad().scalar_type(), torch::kBFloat16);
+  auto h32 = hb.detach().to(torch::kFloat).requires_grad_(true);
+  auto w32 = wb.detach().to(torch::kFloat).requires_grad_(true);
+  auto ref = torch::nn::functional::cross_entropy(h32.matmul(w32.t()), targets);
+  ref.backward();
+  EXPECT_NEAR(loss.item<double>(), ref.item<double>(), 2e-2);
+  EXPECT_LT(max_diff(hb.grad().to(torch::kFloat), h32.grad()), 1e-2);
+  EXPECT_LT(max_diff(wb.grad().to(torch::kFloat), w32.grad()), 1e-2);
+}
+
 }  // namespace
 }  // namespace cairn::model
