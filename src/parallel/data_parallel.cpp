@@ -1,0 +1,286 @@
+// Bucketed, overlapped gradient all-reduce and the (optionally sharded) AdamW update.
+#include "cairn/parallel/data_parallel.h"
+
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <mutex>
+
+#include "cairn/comm/group.h"
+#include "cairn/parallel/buckets.h"
+
+namespace cairn::parallel {
+
+struct DataParallel::Impl {
+  struct Param {
+    std::string name;
+    torch::Tensor tensor;
+    bool decay = false;
+    int bucket = 0;
+    BucketSlot slot;
+  };
+  struct Flat {
+    Bucket plan;
+    torch::Tensor param, grad;           // (numel) padded
+    torch::Tensor exp_avg, exp_avg_sq;   // the shard this rank updates
+    int64_t lo = 0, hi = 0;              // that shard's range in the bucket
+    int pending = 0;                     // gradients still to arrive in a synced backward
+    bool launched = false;
+    comm::Pending work;
+  };
+
+  comm::Group* group = nullptr;
+  DataParallelOptions options;
+  std::vector<Param> params;
+  std::vector<Flat> flats;
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;  // keeps hooks alive
+  std::mutex mu;                // hooks may run on autograd's thread
+  bool sync = false;
+  int next_launch = 0;
+  int64_t steps = 0;
+
+  int world() const { return group ? group->size() : 1; }
+  int rank() const { return group ? group->rank() : 0; }
+
+  void launch_ready() {  // REQUIRES: mu held
+    while (next_launch < int(flats.size()) && flats[size_t(next_launch)].pending == 0) {
+      Flat& f = flats[size_t(next_launch)];
+      f.work = group->allreduce_async(f.grad);
+      f.launched = true;
+      ++next_launch;
+    }
+  }
+
+  void on_grad_ready(int param_index) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!sync || !group) return;
+    Flat& f = flats[size_t(params[size_t(param_index)].bucket)];
+    if (--f.pending == 0) launch_ready();
+  }
+};
+
+namespace {
+
+// Runs after a parameter's gradient has been accumulated into its bucket view.
+class GradReadyHook : public torch::autograd::FunctionPostHook {
+ public:
+  GradReadyHook(std::weak_ptr<DataParallel::Impl> impl, int param) : impl_(std::move(impl)), param_(param) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list&) override {
+    if (auto impl = impl_.lock()) impl->on_grad_ready(param_);
+    return outputs;
+  }
+
+ private:
+  std::weak_ptr<DataParallel::Impl> impl_;
+  int param_;
+};
+
+}  // namespace
+
+DataParallel::DataParallel(NamedParams named, DecayFn decays, comm::Group* group,
+                           DataParallelOptions options)
+    : impl_(std::make_shared<Impl>()) {
+  Impl& m = *impl_;
+  m.group = group;
+  m.options = options;
+  TORCH_CHECK(options.zero_stage == 0 || options.zero_stage == 1,
+              "DataParallel: zero_stage must be 0 or 1, got ", options.zero_stage);
+  std::vector<int64_t> numels;
+  for (auto& [name, t] : named) {
+    TORCH_CHECK(t.scalar_type() == torch::kFloat && t.device().is_cpu(),
+                "DataParallel: parameter ", name, " must be fp32 on CPU");
+    m.params.push_back({name, t, decays(name, t), 0, {}});
+    numels.push_back(t.numel());
+  }
+  const int world = m.world();
+  auto plan = plan_buckets(numels, std::max<int64_t>(1, options.bucket_bytes / 4), world);
+  torch::NoGradGuard no_grad;
+  for (size_t b = 0; b < plan.size(); ++b) {
+    Impl::Flat f;
+    f.plan = plan[b];
+    f.param = torch::zeros({f.plan.numel});
+    f.grad = torch::zeros({f.plan.numel});
+    int64_t shard = f.plan.numel / world;
+    f.lo = options.zero_stage >= 1 ? m.rank() * shard : 0;
+    f.hi = options.zero_stage >= 1 ? f.lo + shard : f.plan.numel;
+    f.exp_avg = torch::zeros({f.hi - f.lo});
+    f.exp_avg_sq = torch::zeros({f.hi - f.lo});
+    for (auto& s : f.plan.slots) {
+      Impl::Param& p = m.params[size_t(s.param)];
+      p.bucket = int(b);
+      p.slot = s;
+      auto view = f.param.narrow(0, s.offset, s.numel).view(p.tensor.sizes());
+      view.copy_(p.tensor);
+      p.tensor.set_data(view);
+      p.tensor.mutable_grad() = f.grad.narrow(0, s.offset, s.numel).view(p.tensor.sizes());
+    }
+    m.flats.push_back(std::move(f));
+  }
+  if (group && world > 1) {
+    for (size_t i = 0; i < m.params.size(); ++i) {
+      auto acc = torch::autograd::impl::grad_accumulator(m.params[i].tensor);
+      TORCH_CHECK(acc, "DataParallel: parameter ", m.params[i].name, " does not require grad");
+      acc->add_post_hook(std::make_unique<GradReadyHook>(impl_, int(i)));
+      m.accumulators.push_back(std::move(acc));
+    }
+  }
+}
+
+DataParallel::~DataParallel() {
+  // Outstanding collectives must finish before their buffers go away.
+  for (auto& f : impl_->flats) {
+    try {
+      f.work.wait();
+    } catch (const std::exception&) {
+    }
+  }
+}
+
+void DataParallel::broadcast_parameters() {
+  if (!impl_->group || impl_->world() == 1) return;
+  for (auto& f : impl_->flats) impl_->group->broadcast(f.param, 0);
+}
+
+void DataParallel::zero_grad() {
+  for (auto& f : impl_->flats) f.grad.zero_();
+}
+
+void DataParallel::set_sync(bool on) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->sync = on;
+  impl_->next_launch = 0;
+  for (auto& f : impl_->flats) {
+    f.pending = int(f.plan.slots.size());
+    f.launched = false;
+  }
+}
+
+void DataParallel::finish_backward() {
+  Impl& m = *impl_;
+  if (!m.group || m.world() == 1) return;
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    TORCH_CHECK(m.sync, "finish_backward without set_sync(true)");
+    // Parameters that got no gradient this step: send their buckets anyway, in order.
+    for (auto& f : m.flats) f.pending = 0;
+    m.launch_ready();
+    m.sync = false;
+  }
+  const double inv = 1.0 / double(m.world());
+  for (auto& f : m.flats) {
+    f.work.wait();
+    f.grad.mul_(inv);
+  }
+}
+
+double DataParallel::clip_grad_norm(double max_norm) {
+  torch::NoGradGuard no_grad;
+  double sq = 0;
+  for (auto& f : impl_->flats) sq += f.grad.pow(2).sum().item<double>();
+  double norm = std::sqrt(sq);
+  if (max_norm > 0 && norm > max_norm) {
+    double scale = max_norm / (norm + 1e-6);
+    for (auto& f : impl_->flats) f.grad.mul_(scale);
+  }
+  return norm;
+}
+
+void DataParallel::step(double lr) {
+  Impl& m = *impl_;
+  torch::NoGradGuard no_grad;
+  ++m.steps;
+  const AdamHyper& h = m.options.adam;
+  const double bias1 = 1.0 - std::pow(h.beta1, double(m.steps));
+  const double bias2_sqrt = std::sqrt(1.0 - std::pow(h.beta2, double(m.steps)));
+  const double step_size = lr / bias1;
+  for (auto& f : m.flats) {
+    auto p = f.param.narrow(0, f.lo, f.hi - f.lo);
+    auto g = f.grad.narrow(0, f.lo, f.hi - f.lo);
+    if (h.weight_decay != 0)
+      for (auto& s : f.plan.slots) {
+        if (!m.params[size_t(s.param)].decay) continue;
+        auto part = slot_part(s, f.lo, f.hi);
+        if (part.end > part.begin)
+          f.param.narrow(0, s.offset + part.begin, part.end - part.begin).mul_(1.0 - lr * h.weight_decay);
+      }
+    f.exp_avg.mul_(h.beta1).add_(g, 1.0 - h.beta1);
+    f.exp_avg_sq.mul_(h.beta2).addcmul_(g, g, 1.0 - h.beta2);
+    auto denom = (f.exp_avg_sq.sqrt() / bias2_sqrt).add_(h.eps);
+    p.addcdiv_(f.exp_avg, denom, -step_size);
+    if (m.options.zero_stage >= 1 && m.world() > 1) {
+      auto mine = p.clone();
+      m.group->allgather(f.param, mine);
+    }
+  }
+}
+
+int64_t DataParallel::step_count() const { return impl_->steps; }
+
+DataParallel::NamedParams DataParallel::gather_state() {
+  Impl& m = *impl_;
+  NamedParams out;
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> full;
+  for (auto& f : m.flats) {
+    if (m.options.zero_stage >= 1 && m.world() > 1) {
+      auto a = torch::empty({f.plan.numel}), b = torch::empty({f.plan.numel});
+      m.group->allgather(a, f.exp_avg);
+      m.group->allgather(b, f.exp_avg_sq);
+      full.emplace_back(a, b);
+    } else {
+      full.emplace_back(f.exp_avg, f.exp_avg_sq);
+    }
+  }
+  for (auto& p : m.params) {
+    auto& [a, b] = full[size_t(p.bucket)];
+    out.emplace_back(p.name + ".exp_avg", a.narrow(0, p.slot.offset, p.slot.numel).view(p.tensor.sizes()).clone());
+    out.emplace_back(p.name + ".exp_avg_sq", b.narrow(0, p.slot.offset, p.slot.numel).view(p.tensor.sizes()).clone());
+  }
+  return out;
+}
+
+Status DataParallel::load_state(const std::map<std::string, torch::Tensor>& tensors,
+                                const std::string& prefix, int64_t step_count) {
+  Impl& m = *impl_;
+  for (auto& p : m.params)
+    for (const char* suffix : {".exp_avg", ".exp_avg_sq"}) {
+      auto it = tensors.find(prefix + p.name + suffix);
+      if (it == tensors.end())
+        return Status::InvalidArgument("optimizer state '" + prefix + p.name + suffix +
+                                       "' is missing from the checkpoint");
+      if (!it->second.sizes().equals(p.tensor.sizes()) || it->second.scalar_type() != torch::kFloat)
+        return Status::InvalidArgument("optimizer state '" + it->first +
+                                       "' has a different shape or dtype than the parameter");
+    }
+  torch::NoGradGuard no_grad;
+  for (auto& f : m.flats) {
+    auto a = torch::zeros({f.plan.numel}), b = torch::zeros({f.plan.numel});
+    for (auto& s : f.plan.slots) {
+      const auto& name = m.params[size_t(s.param)].name;
+      a.narrow(0, s.offset, s.numel).copy_(tensors.at(prefix + name + ".exp_avg").reshape({-1}));
+      b.narrow(0, s.offset, s.numel).copy_(tensors.at(prefix + name + ".exp_avg_sq").reshape({-1}));
+    }
+    f.exp_avg.copy_(a.narrow(0, f.lo, f.hi - f.lo));
+    f.exp_avg_sq.copy_(b.narrow(0, f.lo, f.hi - f.lo));
+  }
+  m.steps = step_count;
+  return Status::Ok();
+}
+
+MemoryReport DataParallel::memory_report() const {
+  MemoryReport r;
+  int64_t padded = 0, shard = 0;
+  for (auto& p : impl_->params) r.params += p.tensor.numel();
+  for (auto& f : impl_->flats) {
+    padded += f.plan.numel;
+    shard += f.hi - f.lo;
+  }
+  const double n = double(std::max<int64_t>(1, r.params));
+  r.param_bytes = 4.0 * double(padded) / n;
+  r.grad_bytes = 4.0 * double(padded) / n;
+  r.optimizer_bytes = 8.0 * double(shard) / n;
+  return r;
+}
+
+}  // namespace cairn::parallel
