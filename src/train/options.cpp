@@ -5,6 +5,12 @@
 
 namespace cairn::train {
 
+bool default_weight_decay(const std::string& name, const torch::Tensor& p) {
+  if (p.dim() < 2) return false;
+  const std::string pos = "wpe.weight";
+  return !(name.size() >= pos.size() && name.compare(name.size() - pos.size(), pos.size(), pos) == 0);
+}
+
 core::ConfigSpec train_spec() {
   const int64_t kBig = int64_t(1) << 40;
   core::ConfigSpec s;
@@ -36,7 +42,11 @@ core::ConfigSpec train_spec() {
                            "directory from `cairn data prepare` holding train.bin and val.bin")
       .add_string("data.tokenizer", "gpt2", {},
                   "tokenizer directory (encoder.json + vocab.bpe); gpt2 = the installed files")
-      .add_int("ckpt.keep_last", 3, 0, 1 << 20, "checkpoints kept on storage; 0 = all");
+      .add_int("ckpt.keep_last", 3, 0, 1 << 20, "checkpoints kept on storage; 0 = all")
+      .add_int("parallel.zero_stage", 0, 0, 1,
+               "0 = DDP (replicated optimizer), 1 = ZeRO-1 (optimizer state sharded over ranks)")
+      .add_int("parallel.bucket_mb", 8, 1, 1 << 14,
+               "gradient bucket size in MiB; each bucket's all-reduce overlaps backward");
   return s;
 }
 

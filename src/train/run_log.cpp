@@ -10,12 +10,13 @@
 
 namespace cairn::train {
 
-Result<std::unique_ptr<RunLog>> RunLog::Open(const std::string& run_dir) {
+Result<std::unique_ptr<RunLog>> RunLog::Open(const std::string& run_dir, bool writer) {
   CAIRN_RETURN_IF_ERROR(core::make_dirs(run_dir));
-  return std::unique_ptr<RunLog>(new RunLog(run_dir));
+  return std::unique_ptr<RunLog>(new RunLog(run_dir, writer));
 }
 
 void RunLog::append(const std::string& file, const nlohmann::json& j) {
+  if (!writer_) return;
   std::lock_guard<std::mutex> lock(mu_);
   Status s = core::append_line(dir_ + "/" + file, j.dump());
   if (!s.ok()) spdlog::warn("cannot write {}: {}", file, s.ToString());

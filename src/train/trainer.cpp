@@ -15,7 +15,8 @@
 #include "cairn/data/token_file.h"
 #include "cairn/model/config.h"
 #include "cairn/model/language_model.h"
-#include "cairn/train/adamw.h"
+#include "cairn/comm/group.h"
+#include "cairn/parallel/data_parallel.h"
 #include "cairn/train/options.h"
 #include "cairn/train/run_log.h"
 #include "cairn/train/schedule.h"
@@ -61,14 +62,24 @@ struct Trainer::Impl {
   std::unique_ptr<data::TokenFile> train_file, val_file;
   std::unique_ptr<data::LocalSampler> sampler, val_sampler;
   std::shared_ptr<model::LanguageModel> model;
-  std::unique_ptr<AdamW> optim;
+  std::unique_ptr<parallel::DataParallel> dp;
+  comm::Group* group = nullptr;  // data-parallel group; null in one process
+  int world = 1, rank = 0;
   std::unique_ptr<RunLog> log;
   int64_t step = 0;
   int64_t max_steps = 0;
   double peak_flops = 0;
 
   std::string ckpt_dir() const { return run.run_dir + "/ckpt"; }
-  int64_t accum_steps() const { return opt.global_batch_size / opt.micro_batch_size; }
+  int64_t accum_steps() const { return opt.global_batch_size / (opt.micro_batch_size * world); }
+
+  // Sum of `v` over ranks (v itself in one process).
+  double sum_over_ranks(double v) {
+    if (!group) return v;
+    auto t = torch::tensor({v}, torch::kDouble);
+    group->allreduce(t);
+    return t.item<double>();
+  }
 
   // Inputs and targets (B, T) for micro-batch `micro` of global step `s`.
   std::pair<torch::Tensor, torch::Tensor> batch(int64_t s, int64_t micro) {
@@ -76,7 +87,7 @@ struct Trainer::Impl {
     auto x = torch::empty({B, T}, torch::kLong);
     auto y = torch::empty({B, T}, torch::kLong);
     for (int64_t i = 0; i < B; ++i) {
-      int64_t g = s * opt.global_batch_size + micro * B + i;
+      int64_t g = s * opt.global_batch_size + (micro * world + rank) * B + i;
       sampler->fill(sampler->sample_id(g), x.data_ptr<int64_t>() + i * T,
                     y.data_ptr<int64_t>() + i * T);
     }
@@ -86,18 +97,22 @@ struct Trainer::Impl {
   std::vector<ckpt::NamedTensor> state_tensors() {
     std::vector<ckpt::NamedTensor> out;
     for (auto& p : model->named_parameters()) out.push_back({kModelPrefix + p.key(), p.value()});
-    for (auto& [name, t] : optim->state()) out.push_back({kOptimPrefix + name, t});
+    for (auto& [name, t] : dp->gather_state()) out.push_back({kOptimPrefix + name, t});
     out.push_back({kRngName, at::detail::getDefaultCPUGenerator().get_state()});
     return out;
   }
 
+  // Collective: every rank gathers the state; rank 0 writes it.
   Status save(const char* reason) {
+    auto tensors = state_tensors();
+    if (rank != 0) return Status::Ok();
     nlohmann::json state = {{"step", step},
                             {"samples_consumed", step * opt.global_batch_size},
-                            {"optimizer_step", optim->step_count()},
+                            {"optimizer_step", dp->step_count()},
+                            {"world_size", world},
                             {"config_yaml", config.to_yaml()},
                             {"reason", reason}};
-    auto info = ckpt::save_checkpoint(ckpt_dir(), step, state_tensors(), state);
+    auto info = ckpt::save_checkpoint(ckpt_dir(), step, tensors, state);
     if (!info.ok()) return info.status();
     log->event("checkpoint_saved", {{"step", step},
                                     {"bytes", info->bytes},
@@ -132,7 +147,7 @@ struct Trainer::Impl {
     }
     if (!c.tensors.count(kRngName))
       return Status::InvalidArgument(c.path + ": RNG state is missing");
-    CAIRN_RETURN_IF_ERROR(optim->load_state(c.tensors, kOptimPrefix,
+    CAIRN_RETURN_IF_ERROR(dp->load_state(c.tensors, kOptimPrefix,
                                             c.state.value("optimizer_step", int64_t(0))));
     torch::NoGradGuard no_grad;
     for (auto& p : params) p.value().copy_(c.tensors.at(kModelPrefix + p.key()));
@@ -142,25 +157,27 @@ struct Trainer::Impl {
     return Status::Ok();
   }
 
+  // Mean validation loss; samples are split over ranks and the sums combined (collective).
   double evaluate() {
     torch::NoGradGuard no_grad;
     model->eval();
     const int64_t B = opt.micro_batch_size, T = opt.seq_len;
     int64_t n = std::min(val_sampler->num_samples(), opt.eval_batches * B);
+    std::vector<int64_t> mine;
+    for (int64_t i = rank; i < n; i += world) mine.push_back(i);
     double sum = 0;
-    int64_t count = 0;
-    for (int64_t start = 0; start < n; start += B) {
-      int64_t b = std::min(B, n - start);
+    for (size_t start = 0; start < mine.size(); start += size_t(B)) {
+      int64_t b = std::min<int64_t>(B, int64_t(mine.size() - start));
       auto x = torch::empty({b, T}, torch::kLong);
       auto y = torch::empty({b, T}, torch::kLong);
       for (int64_t i = 0; i < b; ++i)
-        val_sampler->fill(start + i, x.data_ptr<int64_t>() + i * T, y.data_ptr<int64_t>() + i * T);
+        val_sampler->fill(mine[start + size_t(i)], x.data_ptr<int64_t>() + i * T,
+                          y.data_ptr<int64_t>() + i * T);
       AutocastScope autocast(opt.precision == "bf16");
       sum += model->loss(x, y).item<double>() * double(b);
-      count += b;
     }
     model->train();
-    return sum / double(count);
+    return sum_over_ranks(sum) / double(n);
   }
 };
 
@@ -179,6 +196,16 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, con
   CAIRN_ASSIGN_OR_RETURN(impl->mcfg, model::model_config_from(config));
   const TrainOptions& o = impl->opt;
   impl->max_steps = o.max_steps;
+  impl->group = run.group;
+  if (run.group) {
+    impl->world = run.group->size();
+    impl->rank = run.group->rank();
+  }
+  if (o.global_batch_size % (o.micro_batch_size * impl->world) != 0)
+    return Status::InvalidArgument(
+        "train.global_batch_size (" + std::to_string(o.global_batch_size) +
+        ") must be a multiple of train.micro_batch_size (" + std::to_string(o.micro_batch_size) +
+        ") x data-parallel world size (" + std::to_string(impl->world) + ")");
   torch::set_num_threads(int(o.threads > 0 ? o.threads
                                            : int64_t(std::max(1u, std::thread::hardware_concurrency()))));
 
@@ -202,14 +229,19 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, con
 
   impl->model = model::build_model(impl->mcfg, o.seed);
   impl->model->set_activation_checkpointing(o.activation_checkpointing);
-  AdamW::NamedParams params;
+  parallel::DataParallel::NamedParams params;
   for (auto& p : impl->model->named_parameters()) params.emplace_back(p.key(), p.value());
-  impl->optim = std::make_unique<AdamW>(
-      std::move(params), AdamW::default_decay,
-      AdamWOptions{o.beta1, o.beta2, o.eps, o.weight_decay});
+  parallel::DataParallelOptions dpo;
+  dpo.zero_stage = int(config.get_int("parallel.zero_stage"));
+  dpo.bucket_bytes = config.get_int("parallel.bucket_mb") << 20;
+  dpo.adam = {o.beta1, o.beta2, o.eps, o.weight_decay};
+  impl->dp = std::make_unique<parallel::DataParallel>(std::move(params), default_weight_decay,
+                                                      impl->group, dpo);
+  impl->dp->broadcast_parameters();
 
-  CAIRN_ASSIGN_OR_RETURN(impl->log, RunLog::Open(run.run_dir));
-  CAIRN_RETURN_IF_ERROR(core::write_file_atomic(run.run_dir + "/config.yaml", config.to_yaml()));
+  CAIRN_ASSIGN_OR_RETURN(impl->log, RunLog::Open(run.run_dir, /*writer=*/impl->rank == 0));
+  if (impl->rank == 0)
+    CAIRN_RETURN_IF_ERROR(core::write_file_atomic(run.run_dir + "/config.yaml", config.to_yaml()));
 
   if (run.resume) {
     std::vector<std::string> skipped;
@@ -232,7 +264,8 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, con
       return c.status();
     }
   }
-  if (run.measure_peak) impl->peak_flops = measure_gemm_flops();
+  // The job's peak: every rank measures at once, sharing the machine as training will.
+  if (run.measure_peak) impl->peak_flops = impl->sum_over_ranks(measure_gemm_flops());
   return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
 }
 
@@ -250,7 +283,8 @@ Result<RunSummary> Trainer::run() {
                          {"flops_per_token", flops_per_token},
                          {"peak_flops", m.peak_flops},
                          {"threads", torch::get_num_threads()},
-                         {"world_size", 1}});
+                         {"world_size", m.world},
+                         {"zero_stage", m.config.get_int("parallel.zero_stage")}});
   spdlog::info("model {}: {:.2f}M parameters, {:.1f} MFLOP/token; {} steps of {} tokens; GEMM peak "
                "{:.1f} GFLOP/s",
                m.mcfg.arch, m.model->num_params() / 1e6, flops_per_token / 1e6, m.max_steps,
@@ -262,17 +296,21 @@ Result<RunSummary> Trainer::run() {
   const int64_t stop_at =
       m.run.stop_after > 0 ? std::min(m.run.stop_after, m.max_steps) : m.max_steps;
   while (m.step < stop_at) {
-    if (m.run.stop && m.run.stop->load()) {
+    // Every rank must agree to stop at the same step boundary.
+    double stop = m.run.stop && m.run.stop->load() ? 1.0 : 0.0;
+    if (m.world > 1) stop = m.sum_over_ranks(stop);
+    if (stop > 0) {
       sum.interrupted = true;
       break;
     }
     auto t0 = Clock::now();
     const double lr = lr_at(m.step, o.lr, o.min_lr, o.warmup_steps, decay);
-    m.optim->zero_grad();
+    m.dp->zero_grad();
     double loss_sum = 0;
     const int64_t accum = m.accum_steps();
     for (int64_t micro = 0; micro < accum; ++micro) {
       auto [x, y] = m.batch(m.step, micro);
+      m.dp->set_sync(micro == accum - 1);
       torch::Tensor loss;
       {
         AutocastScope autocast(o.precision == "bf16");
@@ -281,12 +319,13 @@ Result<RunSummary> Trainer::run() {
       (accum > 1 ? loss / double(accum) : loss).backward();
       loss_sum += loss.item<double>();
     }
-    double loss = loss_sum / double(accum);
+    m.dp->finish_backward();
+    double loss = m.sum_over_ranks(loss_sum / double(accum)) / double(m.world);
     if (!std::isfinite(loss))
       return Status::FailedPrecondition("loss became " + std::to_string(loss) + " at step " +
                                         std::to_string(m.step) + "; lower train.lr");
-    if (o.grad_clip > 0) torch::nn::utils::clip_grad_norm_(m.model->parameters(), o.grad_clip);
-    m.optim->step(lr);
+    m.dp->clip_grad_norm(o.grad_clip);
+    m.dp->step(lr);
     ++m.step;
     double dt = seconds_since(t0);
     double tps = tokens_per_step / dt;
@@ -311,7 +350,7 @@ Result<RunSummary> Trainer::run() {
       extra = buf;
     }
     m.log->metrics(row);
-    if (m.run.progress) {
+    if (m.run.progress && m.rank == 0) {
       double mfu_ema = m.peak_flops > 0 ? flops_per_token * ema_tps / m.peak_flops : 0;
       progress.update({m.step, m.max_steps, loss, lr, ema_tps, mfu_ema,
                        ema_step * double(m.max_steps - m.step), extra});

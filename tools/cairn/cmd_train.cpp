@@ -2,10 +2,12 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <csignal>
 #include <ctime>
 #include <iostream>
 
+#include "cairn/comm/group.h"
 #include "cairn/core/config.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/log.h"
@@ -23,7 +25,14 @@ void on_signal(int sig) {
   std::signal(sig, SIG_DFL);  // a second signal ends the process at once
 }
 
+// Rank and world from torchrun's environment (set by `cairn run`); 0 and 1 otherwise.
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::atoi(v) : fallback;
+}
+
 std::string default_run_dir() {
+  if (const char* d = std::getenv("CAIRN_RUN_DIR"); d && *d) return d;
   char buf[64];
   std::time_t t = std::time(nullptr);
   std::strftime(buf, sizeof(buf), "runs/%Y%m%d-%H%M%S", std::localtime(&t));
@@ -53,6 +62,10 @@ void run_train(const TrainArgs& a) {
   if (!config.ok()) throw StatusError(config.status());
   if (a.resume && a.run_dir.empty())
     throw StatusError(Status::InvalidArgument("--resume needs --run-dir naming the run to continue"));
+  const int world = env_int("WORLD_SIZE", 1), rank = env_int("RANK", 0);
+  if (world > 1 && a.run_dir.empty() && !std::getenv("CAIRN_RUN_DIR"))
+    throw StatusError(Status::InvalidArgument(
+        "with WORLD_SIZE > 1 every rank needs the same --run-dir (cairn run sets CAIRN_RUN_DIR)"));
   train::RunOptions run;
   run.run_dir = a.run_dir.empty() ? default_run_dir() : a.run_dir;
   run.resume = a.resume;
@@ -60,15 +73,25 @@ void run_train(const TrainArgs& a) {
   run.progress = !a.no_progress;
   if (Status s = core::make_dirs(run.run_dir); !s.ok()) throw StatusError(s);
   core::init_logging({spdlog::level::to_string_view(spdlog::get_level()).data(),
-                      run.run_dir + "/train.log", ""});
+                      run.run_dir + (rank == 0 ? "/train.log" : "/train-rank" + std::to_string(rank) + ".log"),
+                      ""});
   spdlog::info("run directory {}", run.run_dir);
+  std::unique_ptr<comm::Group> group;
+  if (world > 1) {
+    auto g = comm::Group::FromEnv({});
+    if (!g.ok()) throw StatusError(g.status());
+    group = std::move(g).value();
+    run.group = group.get();
+    spdlog::info("rank {} of {}: process group ready", rank, world);
+  }
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   auto trainer = train::Trainer::Create(*config, run);
   if (!trainer.ok()) throw StatusError(trainer.status());
   auto summary = (*trainer)->run();
   if (!summary.ok()) throw StatusError(summary.status());
-  spdlog::info("done: step {}, loss {:.4f}, val loss {:.4f}, {:.0f} tokens/s; checkpoint in {}/ckpt",
+  if (rank == 0)
+    spdlog::info("done: step {}, loss {:.4f}, val loss {:.4f}, {:.0f} tokens/s; checkpoint in {}/ckpt",
                summary->last_step, summary->final_loss, summary->final_val_loss,
                summary->tokens_per_s, run.run_dir);
   if (summary->interrupted) throw StatusError(Status(StatusCode::kFailedPrecondition, "interrupted"));

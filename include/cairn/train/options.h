@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include <torch/types.h>
+
 #include "cairn/core/config.h"
 #include "cairn/core/status.h"
 
@@ -32,7 +34,11 @@ struct TrainOptions {
   std::string tokenizer = "gpt2";
 };
 
-// train.*, data.* and ckpt.* keys.
+// The weight-decay rule: matrices (dim >= 2) decay, except the positional table
+// `wpe.weight`; norms and biases never do.
+bool default_weight_decay(const std::string& name, const torch::Tensor& p);
+
+// train.*, data.*, parallel.* and ckpt.* keys.
 core::ConfigSpec train_spec();
 // Every key a job config may hold: model_spec() + train_spec().
 core::ConfigSpec job_spec();

@@ -14,8 +14,9 @@ namespace cairn::train {
 
 class RunLog {
  public:
-  // Creates `run_dir` if needed. Thread-safe after opening.
-  static Result<std::unique_ptr<RunLog>> Open(const std::string& run_dir);
+  // Creates `run_dir` if needed. Thread-safe after opening. A log that is not the `writer`
+  // (ranks other than 0) accepts calls and writes nothing.
+  static Result<std::unique_ptr<RunLog>> Open(const std::string& run_dir, bool writer = true);
 
   // Appends {"event": kind, "time": now, ...fields}. Failures are logged, not returned: losing
   // a log line must never stop training.
@@ -26,9 +27,10 @@ class RunLog {
   const std::string& dir() const { return dir_; }
 
  private:
-  explicit RunLog(std::string dir) : dir_(std::move(dir)) {}
+  RunLog(std::string dir, bool writer) : dir_(std::move(dir)), writer_(writer) {}
   void append(const std::string& file, const nlohmann::json& j);
   std::string dir_;
+  bool writer_;
   std::mutex mu_;
 };
 

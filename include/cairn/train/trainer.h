@@ -14,6 +14,9 @@
 namespace cairn::model {
 class LanguageModel;
 }
+namespace cairn::comm {
+class Group;
+}
 
 namespace cairn::train {
 
@@ -24,6 +27,8 @@ struct RunOptions {
   const std::atomic<bool>* stop = nullptr;     // set => save a checkpoint and return
   bool progress = true;                        // print the progress line
   bool measure_peak = true;                    // measure GEMM peak for MFU (off in tests)
+  comm::Group* group = nullptr;                // data-parallel group (outlives the trainer);
+                                               // null = one process
 };
 
 struct RunSummary {
