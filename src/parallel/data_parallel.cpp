@@ -9,6 +9,7 @@
 
 #include "cairn/comm/group.h"
 #include "cairn/parallel/buckets.h"
+#include "parallel/adamw_kernel_impl.h"
 
 namespace cairn::parallel {
 
@@ -39,6 +40,7 @@ struct DataParallel::Impl {
   bool sync = false;
   int next_launch = 0;
   int64_t steps = 0;
+  float grad_scale = 1.0f;  // clipping factor, applied inside the next update
 
   int world() const { return group ? group->size() : 1; }
   int rank() const { return group ? group->rank() : 0; }
@@ -178,12 +180,9 @@ void DataParallel::finish_backward() {
 double DataParallel::clip_grad_norm(double max_norm) {
   torch::NoGradGuard no_grad;
   double sq = 0;
-  for (auto& f : impl_->flats) sq += f.grad.pow(2).sum().item<double>();
+  for (auto& f : impl_->flats) sq += f.grad.dot(f.grad).item<double>();
   double norm = std::sqrt(sq);
-  if (max_norm > 0 && norm > max_norm) {
-    double scale = max_norm / (norm + 1e-6);
-    for (auto& f : impl_->flats) f.grad.mul_(scale);
-  }
+  impl_->grad_scale = max_norm > 0 && norm > max_norm ? float(max_norm / (norm + 1e-6)) : 1.0f;
   return norm;
 }
 
@@ -192,25 +191,37 @@ void DataParallel::step(double lr) {
   torch::NoGradGuard no_grad;
   ++m.steps;
   const AdamHyper& h = m.options.adam;
-  const double bias1 = 1.0 - std::pow(h.beta1, double(m.steps));
-  const double bias2_sqrt = std::sqrt(1.0 - std::pow(h.beta2, double(m.steps)));
-  const double step_size = lr / bias1;
+  AdamCoeffs c;
+  c.beta1 = float(h.beta1);
+  c.one_minus_beta1 = float(1.0 - h.beta1);
+  c.beta2 = float(h.beta2);
+  c.one_minus_beta2 = float(1.0 - h.beta2);
+  c.inv_bias2_sqrt = float(1.0 / std::sqrt(1.0 - std::pow(h.beta2, double(m.steps))));
+  c.step_size = float(lr / (1.0 - std::pow(h.beta1, double(m.steps))));
+  c.eps = float(h.eps);
+  c.decay_factor = float(1.0 - lr * h.weight_decay);
+  c.grad_scale = m.grad_scale;
+  m.grad_scale = 1.0f;
   for (auto& f : m.flats) {
-    auto p = f.param.narrow(0, f.lo, f.hi - f.lo);
-    auto g = f.grad.narrow(0, f.lo, f.hi - f.lo);
-    if (h.weight_decay != 0)
-      for (auto& s : f.plan.slots) {
-        if (!m.params[size_t(s.param)].decay) continue;
-        auto part = slot_part(s, f.lo, f.hi);
-        if (part.end > part.begin)
-          f.param.narrow(0, s.offset + part.begin, part.end - part.begin).mul_(1.0 - lr * h.weight_decay);
-      }
-    f.exp_avg.mul_(h.beta1).add_(g, 1.0 - h.beta1);
-    f.exp_avg_sq.mul_(h.beta2).addcmul_(g, g, 1.0 - h.beta2);
-    auto denom = (f.exp_avg_sq.sqrt() / bias2_sqrt).add_(h.eps);
-    p.addcdiv_(f.exp_avg, denom, -step_size);
+    float* p = f.param.data_ptr<float>();
+    const float* g = f.grad.data_ptr<float>();
+    float* ma = f.exp_avg.data_ptr<float>();
+    float* va = f.exp_avg_sq.data_ptr<float>();
+    // Walk the shard [lo, hi) as runs of one parameter each (decay is per parameter); the
+    // padding after the last slot is updated too (it stays zero: its gradient is zero).
+    int64_t pos = f.lo;
+    for (auto& s : f.plan.slots) {
+      auto part = slot_part(s, f.lo, f.hi);
+      if (part.end <= part.begin) continue;
+      int64_t b = s.offset + part.begin, e = s.offset + part.end;
+      if (b > pos) adamw_update(p + pos, g + pos, ma + (pos - f.lo), va + (pos - f.lo), b - pos, c, false);
+      adamw_update(p + b, g + b, ma + (b - f.lo), va + (b - f.lo), e - b, c,
+                   m.params[size_t(s.param)].decay && h.weight_decay != 0);
+      pos = e;
+    }
+    if (f.hi > pos) adamw_update(p + pos, g + pos, ma + (pos - f.lo), va + (pos - f.lo), f.hi - pos, c, false);
     if (m.options.zero_stage >= 1 && m.world() > 1) {
-      auto mine = p.clone();
+      auto mine = f.param.narrow(0, f.lo, f.hi - f.lo).clone();
       m.group->allgather(f.param, mine);
     }
   }

@@ -206,8 +206,9 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, con
         "train.global_batch_size (" + std::to_string(o.global_batch_size) +
         ") must be a multiple of train.micro_batch_size (" + std::to_string(o.micro_batch_size) +
         ") x data-parallel world size (" + std::to_string(impl->world) + ")");
-  torch::set_num_threads(int(o.threads > 0 ? o.threads
-                                           : int64_t(std::max(1u, std::thread::hardware_concurrency()))));
+  // 0 keeps torch's default (OMP_NUM_THREADS, which `cairn run` sets per worker). GEMMs run
+  // on OpenBLAS's own threads either way; extra OpenMP threads mostly contend with them.
+  if (o.threads > 0) torch::set_num_threads(int(o.threads));
 
   for (auto [name, file] : {std::pair{"train.bin", &impl->train_file}, {"val.bin", &impl->val_file}}) {
     auto f = data::TokenFile::Open(o.data_path + "/" + name);

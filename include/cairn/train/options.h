@@ -28,7 +28,7 @@ struct TrainOptions {
   int64_t keep_last = 3;           // checkpoints kept on storage; 0 = all
   bool activation_checkpointing = false;
   std::string precision = "fp32";  // fp32 | bf16
-  int64_t threads = 0;             // intra-op threads; 0 = all cores
+  int64_t threads = 0;             // intra-op threads; 0 = torch default
   int64_t log_interval = 10;       // steps between progress lines when not on a terminal
   std::string data_path;           // directory with train.bin / val.bin (cairn data prepare)
   std::string tokenizer = "gpt2";

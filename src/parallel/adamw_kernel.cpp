@@ -1,0 +1,27 @@
+// Fused AdamW loop (compiled with -fno-math-errno so that sqrt vectorizes).
+#include <ATen/Parallel.h>
+
+#include <cmath>
+
+#include "parallel/adamw_kernel_impl.h"
+
+namespace cairn::parallel {
+
+void adamw_update(float* __restrict p, const float* __restrict g, float* __restrict m,
+                  float* __restrict v, int64_t n, const AdamCoeffs& c, bool decay) {
+  const AdamCoeffs k = c;
+  const float decay_factor = decay ? k.decay_factor : 1.0f;
+  at::parallel_for(0, n, 1 << 15, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const float gi = g[i] * k.grad_scale;
+      const float mi = k.beta1 * m[i] + k.one_minus_beta1 * gi;
+      const float vi = k.beta2 * v[i] + k.one_minus_beta2 * gi * gi;
+      m[i] = mi;
+      v[i] = vi;
+      const float denom = std::sqrt(vi) * k.inv_bias2_sqrt + k.eps;
+      p[i] = p[i] * decay_factor - k.step_size * mi / denom;
+    }
+  });
+}
+
+}  // namespace cairn::parallel

@@ -1,0 +1,23 @@
+// The fused AdamW update over one contiguous range: one pass over parameters, gradients and
+// both moments instead of the eight tensor operations of the textbook form.
+#pragma once
+
+#include <cstdint>
+
+namespace cairn::parallel {
+
+struct AdamCoeffs {
+  float beta1, one_minus_beta1, beta2, one_minus_beta2;
+  float inv_bias2_sqrt;  // 1 / sqrt(1 - beta2^t)
+  float step_size;       // lr / (1 - beta1^t)
+  float eps;
+  float decay_factor;    // 1 - lr * weight_decay, applied when `decay`
+  float grad_scale;      // gradient clipping factor (1 = none)
+};
+
+// p -= step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps) after decaying p and updating the
+// moments with g * grad_scale. Runs on torch's intra-op threads. REQUIRES: no aliasing.
+void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const AdamCoeffs& c,
+                  bool decay);
+
+}  // namespace cairn::parallel
