@@ -25,14 +25,24 @@ struct DataParallel::Impl {
     Bucket plan;
     torch::Tensor param, grad;           // (numel) padded
     torch::Tensor exp_avg, exp_avg_sq;   // the shard this rank updates
+    torch::Tensor shard_grad;            // ZeRO-2: the reduced gradient of that shard only
+    torch::Tensor staging;               // ZeRO-2: this micro-batch's gradients, until sent
     int64_t lo = 0, hi = 0;              // that shard's range in the bucket
     int pending = 0;                     // gradients still to arrive in a synced backward
     bool launched = false;
     comm::Pending work;
   };
 
+  struct InFlight {  // ZeRO-2: a bucket's gradients being reduced
+    int bucket;
+    torch::Tensor staging;
+    comm::Pending work;
+  };
+
   comm::Group* group = nullptr;
   DataParallelOptions options;
+  bool shard_grads = false;  // ZeRO-2 with more than one rank
+  std::vector<InFlight> in_flight;
   std::vector<Param> params;
   std::vector<Flat> flats;
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;  // keeps hooks alive
@@ -48,16 +58,42 @@ struct DataParallel::Impl {
   void launch_ready() {  // REQUIRES: mu held
     while (next_launch < int(flats.size()) && flats[size_t(next_launch)].pending == 0) {
       Flat& f = flats[size_t(next_launch)];
-      f.work = group->allreduce_async(f.grad);
+      if (shard_grads) {
+        // Gloo has no reduce-scatter: the bucket is all-reduced and each rank keeps its shard.
+        if (!f.staging.defined()) f.staging = torch::zeros({f.plan.numel});
+        InFlight x{next_launch, f.staging, {}};
+        x.work = group->allreduce_async(x.staging);
+        in_flight.push_back(std::move(x));
+        f.staging = torch::Tensor();
+      } else {
+        f.work = group->allreduce_async(f.grad);
+      }
       f.launched = true;
       ++next_launch;
     }
   }
 
+  // ZeRO-2: waits for the reductions in flight and adds each rank's shard to its gradient.
+  void drain() {
+    for (auto& x : in_flight) {
+      x.work.wait();
+      Flat& f = flats[size_t(x.bucket)];
+      f.shard_grad.add_(x.staging.narrow(0, f.lo, f.hi - f.lo));
+    }
+    in_flight.clear();
+  }
+
   void on_grad_ready(int param_index) {
     std::lock_guard<std::mutex> lock(mu);
-    if (!sync || !group) return;
-    Flat& f = flats[size_t(params[size_t(param_index)].bucket)];
+    if (!group || (!sync && !shard_grads)) return;
+    Param& p = params[size_t(param_index)];
+    Flat& f = flats[size_t(p.bucket)];
+    if (shard_grads) {
+      // Move the gradient into the bucket's staging buffer and free it.
+      if (!f.staging.defined()) f.staging = torch::zeros({f.plan.numel});
+      f.staging.narrow(0, p.slot.offset, p.slot.numel).copy_(p.tensor.grad().reshape({-1}));
+      p.tensor.mutable_grad() = torch::Tensor();
+    }
     if (--f.pending == 0) launch_ready();
   }
 };
@@ -87,8 +123,8 @@ DataParallel::DataParallel(NamedParams named, DecayFn decays, comm::Group* group
   Impl& m = *impl_;
   m.group = group;
   m.options = options;
-  TORCH_CHECK(options.zero_stage == 0 || options.zero_stage == 1,
-              "DataParallel: zero_stage must be 0 or 1, got ", options.zero_stage);
+  TORCH_CHECK(options.zero_stage >= 0 && options.zero_stage <= 2,
+              "DataParallel: zero_stage must be 0, 1 or 2, got ", options.zero_stage);
   std::vector<int64_t> numels;
   for (auto& [name, t] : named) {
     TORCH_CHECK(t.scalar_type() == torch::kFloat && t.device().is_cpu(),
@@ -97,18 +133,20 @@ DataParallel::DataParallel(NamedParams named, DecayFn decays, comm::Group* group
     numels.push_back(t.numel());
   }
   const int world = m.world();
+  m.shard_grads = options.zero_stage >= 2 && world > 1;
   auto plan = plan_buckets(numels, std::max<int64_t>(1, options.bucket_bytes / 4), world);
   torch::NoGradGuard no_grad;
   for (size_t b = 0; b < plan.size(); ++b) {
     Impl::Flat f;
     f.plan = plan[b];
     f.param = torch::zeros({f.plan.numel});
-    f.grad = torch::zeros({f.plan.numel});
+    if (!m.shard_grads) f.grad = torch::zeros({f.plan.numel});
     int64_t shard = f.plan.numel / world;
     f.lo = options.zero_stage >= 1 ? m.rank() * shard : 0;
     f.hi = options.zero_stage >= 1 ? f.lo + shard : f.plan.numel;
     f.exp_avg = torch::zeros({f.hi - f.lo});
     f.exp_avg_sq = torch::zeros({f.hi - f.lo});
+    if (m.shard_grads) f.shard_grad = torch::zeros({f.hi - f.lo});
     for (auto& s : f.plan.slots) {
       Impl::Param& p = m.params[size_t(s.param)];
       p.bucket = int(b);
@@ -116,7 +154,8 @@ DataParallel::DataParallel(NamedParams named, DecayFn decays, comm::Group* group
       auto view = f.param.narrow(0, s.offset, s.numel).view(p.tensor.sizes());
       view.copy_(p.tensor);
       p.tensor.set_data(view);
-      p.tensor.mutable_grad() = f.grad.narrow(0, s.offset, s.numel).view(p.tensor.sizes());
+      if (!m.shard_grads)
+        p.tensor.mutable_grad() = f.grad.narrow(0, s.offset, s.numel).view(p.tensor.sizes());
     }
     m.flats.push_back(std::move(f));
   }
@@ -138,6 +177,12 @@ DataParallel::~DataParallel() {
     } catch (const std::exception&) {
     }
   }
+  for (auto& x : impl_->in_flight) {
+    try {
+      x.work.wait();
+    } catch (const std::exception&) {
+    }
+  }
 }
 
 void DataParallel::broadcast_parameters() {
@@ -146,11 +191,21 @@ void DataParallel::broadcast_parameters() {
 }
 
 void DataParallel::zero_grad() {
-  for (auto& f : impl_->flats) f.grad.zero_();
+  for (auto& f : impl_->flats) {
+    if (impl_->shard_grads) {
+      f.shard_grad.zero_();
+    } else {
+      f.grad.zero_();
+    }
+  }
+  if (impl_->shard_grads)
+    for (auto& p : impl_->params) p.tensor.mutable_grad() = torch::Tensor();
 }
 
 void DataParallel::set_sync(bool on) {
   std::lock_guard<std::mutex> lock(impl_->mu);
+  // ZeRO-2 reduces every micro-batch (no full gradient is kept between them).
+  if (impl_->shard_grads) impl_->drain();
   impl_->sync = on;
   impl_->next_launch = 0;
   for (auto& f : impl_->flats) {
@@ -171,6 +226,11 @@ void DataParallel::finish_backward() {
     m.sync = false;
   }
   const double inv = 1.0 / double(m.world());
+  if (m.shard_grads) {
+    m.drain();
+    for (auto& f : m.flats) f.shard_grad.mul_(inv);
+    return;
+  }
   for (auto& f : m.flats) {
     f.work.wait();
     f.grad.mul_(inv);
@@ -180,7 +240,15 @@ void DataParallel::finish_backward() {
 double DataParallel::clip_grad_norm(double max_norm) {
   torch::NoGradGuard no_grad;
   double sq = 0;
-  for (auto& f : impl_->flats) sq += f.grad.dot(f.grad).item<double>();
+  for (auto& f : impl_->flats) {
+    const torch::Tensor& g = impl_->shard_grads ? f.shard_grad : f.grad;
+    sq += g.dot(g).item<double>();
+  }
+  if (impl_->shard_grads) {  // each rank holds a disjoint shard: the norm is their sum
+    auto t = torch::tensor({sq}, torch::kDouble);
+    impl_->group->allreduce(t);
+    sq = t.item<double>();
+  }
   double norm = std::sqrt(sq);
   impl_->grad_scale = max_norm > 0 && norm > max_norm ? float(max_norm / (norm + 1e-6)) : 1.0f;
   return norm;
@@ -204,7 +272,10 @@ void DataParallel::step(double lr) {
   m.grad_scale = 1.0f;
   for (auto& f : m.flats) {
     float* p = f.param.data_ptr<float>();
-    const float* g = f.grad.data_ptr<float>();
+    // Gradient of bucket position i: the full bucket, or (ZeRO-2) the shard starting at lo.
+    const float* gfull = m.shard_grads ? nullptr : f.grad.data_ptr<float>();
+    const float* gshard = m.shard_grads ? f.shard_grad.data_ptr<float>() : nullptr;
+    auto g = [&](int64_t i) { return gfull ? gfull + i : gshard + (i - f.lo); };
     float* ma = f.exp_avg.data_ptr<float>();
     float* va = f.exp_avg_sq.data_ptr<float>();
     // Walk the shard [lo, hi) as runs of one parameter each (decay is per parameter); the
@@ -214,12 +285,12 @@ void DataParallel::step(double lr) {
       auto part = slot_part(s, f.lo, f.hi);
       if (part.end <= part.begin) continue;
       int64_t b = s.offset + part.begin, e = s.offset + part.end;
-      if (b > pos) adamw_update(p + pos, g + pos, ma + (pos - f.lo), va + (pos - f.lo), b - pos, c, false);
-      adamw_update(p + b, g + b, ma + (b - f.lo), va + (b - f.lo), e - b, c,
+      if (b > pos) adamw_update(p + pos, g(pos), ma + (pos - f.lo), va + (pos - f.lo), b - pos, c, false);
+      adamw_update(p + b, g(b), ma + (b - f.lo), va + (b - f.lo), e - b, c,
                    m.params[size_t(s.param)].decay && h.weight_decay != 0);
       pos = e;
     }
-    if (f.hi > pos) adamw_update(p + pos, g + pos, ma + (pos - f.lo), va + (pos - f.lo), f.hi - pos, c, false);
+    if (f.hi > pos) adamw_update(p + pos, g(pos), ma + (pos - f.lo), va + (pos - f.lo), f.hi - pos, c, false);
     if (m.options.zero_stage >= 1 && m.world() > 1) {
       auto mine = f.param.narrow(0, f.lo, f.hi - f.lo).clone();
       m.group->allgather(f.param, mine);
@@ -289,7 +360,7 @@ MemoryReport DataParallel::memory_report() const {
   }
   const double n = double(std::max<int64_t>(1, r.params));
   r.param_bytes = 4.0 * double(padded) / n;
-  r.grad_bytes = 4.0 * double(padded) / n;
+  r.grad_bytes = 4.0 * double(impl_->shard_grads ? shard : padded) / n;
   r.optimizer_bytes = 8.0 * double(shard) / n;
   return r;
 }

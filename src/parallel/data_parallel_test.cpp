@@ -98,7 +98,7 @@ TEST(DataParallel, OneProcessMatchesTorchAdamW) {
 TEST(DataParallel, WorldsAndZeroStagesMatchOneProcess) {
   auto ref = Reference(4, 1);
   for (int world : {2, 3})
-    for (int stage : {0, 1}) {
+    for (int stage : {0, 1, 2}) {
       auto got = RunData(world, 1, stage, 4);
       for (int r = 0; r < world; ++r)
         for (size_t i = 0; i < ref.size(); ++i) {
@@ -111,18 +111,21 @@ TEST(DataParallel, WorldsAndZeroStagesMatchOneProcess) {
 
 TEST(DataParallel, AccumulationWithSync) {
   auto ref = Reference(3, 2);
-  auto got = RunData(2, 2, 1, 3);
-  for (size_t i = 0; i < ref.size(); ++i) EXPECT_TRUE(torch::allclose(got[0][i], ref[i], 1e-5, 1e-6));
+  for (int stage : {0, 1, 2}) {
+    auto got = RunData(2, 2, stage, 3);
+    for (size_t i = 0; i < ref.size(); ++i)
+      EXPECT_TRUE(torch::allclose(got[0][i], ref[i], 1e-5, 1e-6)) << "stage " << stage;
+  }
 }
 
 TEST(DataParallel, MemoryFollowsTheFormulas) {
   auto store = c10::make_intrusive<c10d::HashStore>();
-  std::vector<MemoryReport> reports(3);
+  std::vector<MemoryReport> reports(3);  // per stage, world 2
   std::vector<std::thread> threads;
   for (int r = 0; r < 2; ++r)
     threads.emplace_back([&, r] {
       auto group = comm::Group::Create(store, r, 2, {});
-      for (int stage : {0, 1}) {
+      for (int stage : {0, 1, 2}) {
         auto w = torch::randn({64, 64}, at::make_generator<at::CPUGeneratorImpl>(0)).requires_grad_();
         DataParallelOptions o;
         o.zero_stage = stage;
@@ -133,6 +136,7 @@ TEST(DataParallel, MemoryFollowsTheFormulas) {
   for (auto& t : threads) t.join();
   EXPECT_DOUBLE_EQ(reports[0].total(), 16.0);           // 4 + 4 + 8
   EXPECT_DOUBLE_EQ(reports[1].total(), 4.0 + 4.0 + 4.0);  // 4 + 4 + 8 / 2
+  EXPECT_DOUBLE_EQ(reports[2].total(), 4.0 + 2.0 + 4.0);  // 4 + 4 / 2 + 8 / 2
 }
 
 TEST(DataParallel, StateRoundTripAcrossStages) {

@@ -43,8 +43,9 @@ core::ConfigSpec train_spec() {
       .add_string("data.tokenizer", "gpt2", {},
                   "tokenizer directory (encoder.json + vocab.bpe); gpt2 = the installed files")
       .add_int("ckpt.keep_last", 3, 0, 1 << 20, "checkpoints kept on storage; 0 = all")
-      .add_int("parallel.zero_stage", 0, 0, 1,
-               "0 = DDP (replicated optimizer), 1 = ZeRO-1 (optimizer state sharded over ranks)")
+      .add_int("parallel.zero_stage", 0, 0, 2,
+               "0 = DDP (replicated), 1 = ZeRO-1 (optimizer state sharded over data-parallel "
+               "ranks), 2 = ZeRO-2 (gradients sharded too)")
       .add_int("parallel.bucket_mb", 8, 1, 1 << 14,
                "gradient bucket size in MiB; each bucket's all-reduce overlaps backward");
   return s;

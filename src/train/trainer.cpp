@@ -278,6 +278,7 @@ Result<RunSummary> Trainer::run() {
   const int64_t decay = o.lr_decay_steps > 0 ? o.lr_decay_steps : m.max_steps;
   const double flops_per_token = m.model->flops_per_token(o.seq_len);
   const double tokens_per_step = double(o.global_batch_size * o.seq_len);
+  const parallel::MemoryReport mem = m.dp->memory_report();
   m.log->event("start", {{"step", m.step},
                          {"max_steps", m.max_steps},
                          {"params", m.model->num_params()},
@@ -285,11 +286,20 @@ Result<RunSummary> Trainer::run() {
                          {"peak_flops", m.peak_flops},
                          {"threads", torch::get_num_threads()},
                          {"world_size", m.world},
-                         {"zero_stage", m.config.get_int("parallel.zero_stage")}});
+                         {"zero_stage", m.config.get_int("parallel.zero_stage")},
+                         {"bytes_per_param", {{"params", mem.param_bytes},
+                                              {"grads", mem.grad_bytes},
+                                              {"optimizer", mem.optimizer_bytes},
+                                              {"total", mem.total()}}}});
   spdlog::info("model {}: {:.2f}M parameters, {:.1f} MFLOP/token; {} steps of {} tokens; GEMM peak "
                "{:.1f} GFLOP/s",
                m.mcfg.arch, m.model->num_params() / 1e6, flops_per_token / 1e6, m.max_steps,
                int64_t(tokens_per_step), m.peak_flops / 1e9);
+  if (m.world > 1)
+    spdlog::info("data parallel: world {}, ZeRO stage {}, {:.1f} bytes/parameter on this rank "
+                 "(params {:.1f}, grads {:.1f}, optimizer {:.1f})",
+                 m.world, m.config.get_int("parallel.zero_stage"), mem.total(), mem.param_bytes,
+                 mem.grad_bytes, mem.optimizer_bytes);
   ui::ProgressLine progress(ui::ProgressLine::stderr_is_tty(), o.log_interval);
   auto run_start = Clock::now();
   double ema_tps = 0, ema_step = 0;

@@ -210,7 +210,7 @@ TEST_F(TrainerTest, DataParallelMatchesOneProcess) {
   ASSERT_TRUE(ref.ok());
   auto ref_params = Params(**one);
   for (int world : {2, 3})
-    for (int stage : {0, 1}) {
+    for (int stage : {0, 1, 2}) {
       auto store = c10::make_intrusive<c10d::HashStore>();
       std::vector<Result<RunSummary>> sums(size_t(world), Status::Internal("not run"));
       std::vector<std::map<std::string, torch::Tensor>> params(static_cast<size_t>(world));

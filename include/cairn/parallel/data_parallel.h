@@ -1,5 +1,6 @@
-// Data parallelism with an owned AdamW: DDP (zero_stage 0) and ZeRO-1 (optimizer state
-// sharded over the data-parallel group).
+// Data parallelism with an owned AdamW: DDP (zero_stage 0), ZeRO-1 (optimizer state sharded
+// over the data-parallel group) and ZeRO-2 (gradients too: each bucket is reduced as soon as
+// it is complete, every micro-batch, and a rank keeps only its shard of the result).
 //
 // Parameters and gradients are moved into flat buckets (parameters become views into them,
 // gradients accumulate in place into bucket views). On the backward pass that ends a step,
@@ -34,7 +35,8 @@ struct AdamHyper {
 };
 
 struct DataParallelOptions {
-  int zero_stage = 0;                      // 0 = DDP, 1 = optimizer state sharded
+  int zero_stage = 0;                      // 0 = DDP, 1 = + optimizer state sharded,
+                                           // 2 = + gradients sharded
   int64_t bucket_bytes = int64_t(8) << 20; // gradient bucket size
   AdamHyper adam;
 };
