@@ -1,8 +1,12 @@
 """The PyTorch peer for cairn's benchmarks: a GPT-2 trained the usual way in plain PyTorch
-(nn.Module, logits then F.cross_entropy, torch.optim.AdamW, clip_grad_norm_).
+(nn.Module, logits then F.cross_entropy, torch.optim.AdamW, clip_grad_norm_), optionally with
+DistributedDataParallel over Gloo when started with WORLD_SIZE > 1 (env:// rendezvous:
+RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
 
-Run with Debian's /usr/bin/python3 (python3-torch). Prints one JSON line with tokens/s.
+Run with Debian's /usr/bin/python3 (python3-torch). Rank 0 prints one JSON line with the
+job's tokens/s; --batch is the global batch, split over ranks.
 """
+import os
 import argparse
 import json
 import math
@@ -52,7 +56,7 @@ class GPT(nn.Module):
         for b in self.h:
             x = b(x, self.mask)
         logits = self.ln_f(x) @ self.wte.weight.t()
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
 
 
 def main():
@@ -69,14 +73,22 @@ def main():
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        torch.distributed.init_process_group("gloo")
     torch.manual_seed(0)
     model = GPT(a.n_layer, a.n_head, a.n_embd, a.vocab, a.seq_len)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    local = a.batch // world
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
     data = torch.randint(0, 50257, (a.steps + a.warmup, a.batch, a.seq_len + 1))
     times, losses = [], []
     for s in range(a.steps + a.warmup):
         t0 = time.perf_counter()
-        x, y = data[s, :, :-1], data[s, :, 1:]
+        x = data[s, rank * local:(rank + 1) * local, :-1]
+        y = data[s, rank * local:(rank + 1) * local, 1:]
         opt.zero_grad(set_to_none=True)
         loss = model(x, y)
         loss.backward()
@@ -86,8 +98,10 @@ def main():
         if s >= a.warmup:
             times.append(time.perf_counter() - t0)
     tps = a.batch * a.seq_len * len(times) / sum(times)
+    if rank != 0:
+        return
     print(json.dumps({"tokens_per_s": tps, "step_s": sum(times) / len(times),
-                      "threads": torch.get_num_threads(), "loss": losses[-1]}))
+                      "threads": torch.get_num_threads(), "world": world, "loss": losses[-1]}))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ data=${2:-data/kjv}
 cd "$(dirname "$0")/.."
 echo "== training throughput (bench/train_throughput.py)"
 /usr/bin/python3 bench/train_throughput.py --cairn "$build/bin/cairn" --data "$data"
+echo "== data parallel (bench/ddp.py)"
+/usr/bin/python3 bench/ddp.py --cairn "$build/bin/cairn" --data "$data"
+
 for b in "$build"/bench/*_bench; do
   [ -x "$b" ] || continue
   echo "== $(basename "$b")"
