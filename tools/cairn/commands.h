@@ -10,5 +10,6 @@ namespace cairn::cli {
 void register_data_command(CLI::App& app);      // cmd_data.cpp: encode, decode, prepare
 void register_train_command(CLI::App& app);     // cmd_train.cpp
 void register_generate_command(CLI::App& app);  // cmd_generate.cpp
+void register_run_command(CLI::App& app);       // cmd_run.cpp: launch and supervise workers
 
 }  // namespace cairn::cli

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   cairn::cli::register_data_command(app);
   cairn::cli::register_train_command(app);
   cairn::cli::register_generate_command(app);
+  cairn::cli::register_run_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

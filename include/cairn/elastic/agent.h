@@ -1,0 +1,59 @@
+// The node agent behind `cairn run`: asks the rendezvous for the world, starts the local
+// workers with torchrun's environment, supervises them, restarts the group after a failure up
+// to a limit, forwards the agent's SIGINT/SIGTERM, and journals what happened to events.jsonl.
+#pragma once
+
+#include <atomic>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cairn/core/status.h"
+#include "cairn/elastic/rendezvous.h"
+#include "cairn/elastic/worker_env.h"
+#include "cairn/elastic/worker_group.h"
+
+namespace cairn::elastic {
+
+// Written by the agent process's signal handlers (lock-free atomics only), read by run_agent.
+struct Interrupt {
+  std::atomic<int> signal{0};  // the last signal received, 0 = none
+  std::atomic<int> count{0};   // signals received; a second one skips the grace period
+};
+
+struct AgentOptions {
+  std::vector<std::string> command;  // argv of every worker; argv[0] an executable path
+  int max_restarts = 0;              // restarts of the whole local group after a failure
+  double monitor_interval_s = 0.1;   // longest sleep between checks of workers and signals
+  double grace_period_s = 10.0;      // SIGTERM (or the forwarded signal) → SIGKILL delay
+  double rendezvous_timeout_s = 900.0;
+  // Run directory. REQUIRES: exists. The agent appends to <run_dir>/events.jsonl and writes
+  // <run_dir>/logs/worker-<rank>.log.
+  std::string run_dir;
+  Env base_env;            // environment every worker inherits before torchrun's variables
+  int num_cores = 1;       // for OMP_NUM_THREADS
+  int echo_stdout_fd = 1;  // terminal echo of worker output (see WorkerGroupOptions)
+  int echo_stderr_fd = 2;
+  size_t tail_lines = 20;                // lines of a failed worker's output quoted in the summary
+  const Interrupt* interrupt = nullptr;  // nullptr: the agent is never interrupted
+};
+
+struct AgentResult {
+  // 0 when every worker exited 0; the failed worker's exit code (128 + signal if killed) when
+  // no restart was left; 128 + signal when the agent itself was interrupted.
+  int exit_code = 0;
+  int restarts = 0;                       // restarts performed
+  int interrupt_signal = 0;               // non-zero when the agent was interrupted
+  std::optional<WorkerExit> failure;      // the failure that ended the job, if one did
+  std::vector<std::string> failure_tail;  // that worker's last lines of output
+  std::string failure_log;                // that worker's log file
+  std::string summary;  // human-readable account of how the job ended (may span lines)
+};
+
+// Runs this node's part of the job to the end. Every wait is bounded by the options' intervals
+// and grace periods. Returns non-ok only when the agent itself cannot go on: the rendezvous
+// failed, a worker could not be started, or the run directory is unusable; workers are
+// stopped and reaped before it returns either way.
+Result<AgentResult> run_agent(Rendezvous& rendezvous, const AgentOptions& options);
+
+}  // namespace cairn::elastic

@@ -1,0 +1,77 @@
+// `cairn run` flags: torchrun-compatible launcher flags collected as text (LaunchFlags), then
+// validated into LaunchOptions by a pure function that names the offending flag on error.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cairn/core/status.h"
+
+namespace cairn::elastic {
+
+// Flag values exactly as given on the command line; nullopt means "not given".
+struct LaunchFlags {
+  std::optional<std::string> nnodes;            // --nnodes N | MIN:MAX
+  std::optional<std::string> nproc_per_node;    // --nproc-per-node N
+  std::optional<std::string> node_rank;         // --node-rank R
+  std::optional<std::string> rdzv_endpoint;     // --rdzv-endpoint HOST[:PORT]
+  std::optional<std::string> rdzv_backend;      // --rdzv-backend static
+  std::optional<std::string> rdzv_id;           // --rdzv-id ID
+  std::optional<std::string> master_addr;       // --master-addr HOST (torchrun's older static form)
+  std::optional<std::string> master_port;       // --master-port PORT
+  std::optional<std::string> max_restarts;      // --max-restarts K
+  std::optional<std::string> monitor_interval;  // --monitor-interval SECONDS
+  std::optional<std::string> grace_period;      // --grace-period SECONDS
+  std::optional<std::string> run_dir;           // --run-dir DIR
+  bool standalone = false;                      // --standalone
+  std::vector<std::string> command;             // everything after `--`
+  std::vector<std::string> unknown;             // arguments the parser did not recognize
+};
+
+// Registers the flags on `cmd` (torchrun's underscore spellings are aliases). Unrecognized
+// arguments are collected into `flags->unknown` for resolve_launch_options to report.
+// REQUIRES: `flags` outlives the parse of `cmd`.
+void add_launch_flags(CLI::App& cmd, LaunchFlags* flags);
+
+// Collects `cmd->remaining()` into flags->unknown, dropping CLI11's `--` marker. Call from the
+// command's callback.
+void collect_unknown_flags(const CLI::App& cmd, LaunchFlags* flags);
+
+inline constexpr int kDefaultRdzvPort = 29400;    // torchrun's default for --rdzv-endpoint
+inline constexpr int kDefaultMasterPort = 29500;  // torchrun's default for --master-port
+inline constexpr int kMaxNprocPerNode = 1024;
+inline constexpr int kMaxNodes = 65536;
+
+// A validated launch request.
+struct LaunchOptions {
+  int min_nodes = 1;  // --nnodes MIN:MAX; N means N:N
+  int max_nodes = 1;
+  int nproc_per_node = 1;  // workers on this node
+  int node_rank = 0;       // this node's index in [0, max_nodes)
+  // True when the job stays on this machine (the default for one node without an endpoint):
+  // MASTER_ADDR is 127.0.0.1 and MASTER_PORT a free port chosen for every round.
+  bool standalone = true;
+  std::string master_host;           // from --rdzv-endpoint or --master-addr; empty when standalone
+  int master_port = 0;               // 0 when standalone
+  std::string run_id;                // TORCHELASTIC_RUN_ID; empty: the run directory's name
+  int max_restarts = 0;              // restarts of the local worker group after a failure
+  double monitor_interval_s = 0.1;   // longest sleep between checks of the workers
+  double grace_period_s = 10.0;      // SIGTERM → SIGKILL delay when stopping workers
+  std::string run_dir;               // empty: the CLI picks runs/<time>
+  std::vector<std::string> command;  // the worker command, non-empty
+};
+
+// Validates `flags`. Errors are kInvalidArgument with a message naming the flag, the value and
+// what is allowed. Pure.
+Result<LaunchOptions> resolve_launch_options(const LaunchFlags& flags);
+
+// "N" or "MIN:MAX" with 1 <= MIN <= MAX <= kMaxNodes.
+Result<std::pair<int, int>> parse_nnodes(const std::string& text);
+
+// "HOST", "HOST:PORT", "[V6ADDR]" or "[V6ADDR]:PORT"; `default_port` when none is given.
+// The returned host has no brackets.
+Result<std::pair<std::string, int>> parse_endpoint(const std::string& text, int default_port);
+
+}  // namespace cairn::elastic

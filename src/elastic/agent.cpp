@@ -1,0 +1,222 @@
+// The agent loop: rendezvous → start workers → supervise → stop → restart or finish.
+#include "cairn/elastic/agent.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <nlohmann/json.hpp>
+
+#include "cairn/core/fs.h"
+
+namespace cairn::elastic {
+namespace {
+
+using nlohmann::json;
+
+// Appends one JSON object per line to events.jsonl; shared with workers, so whole lines only.
+class EventLog {
+ public:
+  explicit EventLog(std::string path) : path_(std::move(path)) {}
+  void write(const std::string& event, json fields = json::object()) {
+    fields["event"] = event;
+    fields["time"] = core::unix_time();
+    Status s = core::append_line(path_, fields.dump());
+    if (!s.ok() && !warned_) {
+      spdlog::warn("cannot write events: {}", s.ToString());
+      warned_ = true;
+    }
+  }
+
+ private:
+  std::string path_;
+  bool warned_ = false;
+};
+
+json exit_fields(const WorkerExit& e) {
+  json j = {{"rank", e.rank}, {"local_rank", e.local_rank}, {"pid", e.pid}};
+  if (e.status.signaled)
+    j["signal"] = signal_name(e.status.code);
+  else
+    j["exit_code"] = e.status.code;
+  return j;
+}
+
+// The command as a shell would take it back: words with special characters single-quoted.
+std::string shell_join(const std::vector<std::string>& words) {
+  std::string out;
+  for (const std::string& w : words) {
+    if (!out.empty()) out += ' ';
+    const bool plain = !w.empty() && w.find_first_not_of(
+                                         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                         "0123456789_-+=./:,@%") == std::string::npos;
+    if (plain) {
+      out += w;
+      continue;
+    }
+    out += '\'';
+    for (char c : w) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    out += '\'';
+  }
+  return out;
+}
+
+class Agent {
+ public:
+  Agent(Rendezvous& rdzv, const AgentOptions& o)
+      : rdzv_(rdzv), o_(o), events_(o.run_dir + "/events.jsonl") {}
+
+  Result<AgentResult> run();
+
+ private:
+  int interrupt_signal() const { return o_.interrupt ? o_.interrupt->signal.load() : 0; }
+  bool hurry() const { return o_.interrupt && o_.interrupt->count.load() >= 2; }
+  Result<AgentResult> finish(AgentResult r) {
+    json j = {{"exit_code", r.exit_code}, {"restarts", r.restarts}};
+    if (r.interrupt_signal) j["signal"] = signal_name(r.interrupt_signal);
+    events_.write("agent_end", j);
+    return r;
+  }
+  Status fail(const Status& s) {
+    events_.write("agent_end", {{"exit_code", 1}, {"error", s.ToString()}});
+    return s;
+  }
+  std::vector<WorkerSpec> worker_specs(const World& world) const;
+  AgentResult interrupted(WorkerGroup* group, int restarts);
+
+  Rendezvous& rdzv_;
+  const AgentOptions& o_;
+  EventLog events_;
+};
+
+std::vector<WorkerSpec> Agent::worker_specs(const World& world) const {
+  WorkerEnvOptions env_options;
+  env_options.max_restarts = o_.max_restarts;
+  env_options.run_dir = o_.run_dir;
+  env_options.num_cores = o_.num_cores;
+  std::vector<WorkerSpec> specs;
+  for (int local = 0; local < world.nproc_per_node; ++local) {
+    WorkerSpec s;
+    s.rank = world.global_rank(local);
+    s.local_rank = local;
+    s.argv = o_.command;
+    s.env = to_envp(worker_env(world, local, env_options, o_.base_env));
+    specs.push_back(std::move(s));
+  }
+  return specs;
+}
+
+AgentResult Agent::interrupted(WorkerGroup* group, int restarts) {
+  AgentResult r;
+  r.interrupt_signal = interrupt_signal();
+  r.restarts = restarts;
+  r.exit_code = agent_exit_code(std::nullopt, r.interrupt_signal);
+  const std::string sig = signal_name(r.interrupt_signal);
+  if (group != nullptr && group->num_running() > 0) {
+    spdlog::warn("received {}: forwarding it to {} worker(s), SIGKILL after {:g} s", sig,
+                 group->num_running(), o_.grace_period_s);
+    for (const WorkerExit& e :
+         group->stop(r.interrupt_signal, o_.grace_period_s, [this] { return hurry(); }))
+      spdlog::info("rank {} stopped: {}", e.rank, e.status.ToString());
+  }
+  r.summary = "interrupted by " + sig + "; workers stopped";
+  return r;
+}
+
+Result<AgentResult> Agent::run() {
+  std::string logs = o_.run_dir + "/logs";
+  if (Status s = core::make_dirs(logs); !s.ok()) return s;
+  for (int round = 0;; ++round) {
+    if (interrupt_signal()) return finish(interrupted(nullptr, round));
+    auto world = rdzv_.next_round(round, o_.rendezvous_timeout_s);
+    if (!world.ok()) return fail(world.status().WithContext("rendezvous"));
+    if (round == 0)
+      events_.write("agent_start", {{"nproc", world->nproc_per_node},
+                                    {"nnodes", world->num_nodes},
+                                    {"node_rank", world->node_rank},
+                                    {"world_size", world->world_size()},
+                                    {"run_id", world->run_id},
+                                    {"max_restarts", o_.max_restarts},
+                                    {"command", o_.command}});
+    WorkerGroupOptions go;
+    go.log_dir = logs;
+    go.echo_stdout_fd = o_.echo_stdout_fd;
+    go.echo_stderr_fd = o_.echo_stderr_fd;
+    go.tail_lines = o_.tail_lines;
+    if (round > 0) go.log_header = "--- cairn run: restart " + std::to_string(round) + " ---";
+    auto group = WorkerGroup::Start(worker_specs(*world), go);
+    if (!group.ok()) return fail(group.status());
+    events_.write("workers_started", {{"round", round},
+                                      {"world_size", world->world_size()},
+                                      {"master_addr", world->master_addr},
+                                      {"master_port", world->master_port}});
+    spdlog::info("started {} worker(s): ranks {}..{} of {}, master {}:{}{}", world->nproc_per_node,
+                 world->global_rank(0), world->global_rank(world->nproc_per_node - 1),
+                 world->world_size(), world->master_addr, world->master_port,
+                 round > 0 ? fmt::format(", restart {} of {}", round, o_.max_restarts) : "");
+
+    // Supervise until a failure, the end, or a signal to the agent.
+    std::vector<WorkerExit> failures;
+    while (failures.empty() && (*group)->num_running() > 0 && !interrupt_signal()) {
+      for (const WorkerExit& e : (*group)->poll(o_.monitor_interval_s)) {
+        if (e.status.success()) {
+          spdlog::info("rank {} exited 0", e.rank);
+          continue;
+        }
+        spdlog::error("rank {} (pid {}) failed: {}", e.rank, e.pid, e.status.ToString());
+        json j = exit_fields(e);
+        j["round"] = round;
+        events_.write("worker_failed", j);
+        failures.push_back(e);
+      }
+    }
+    if (interrupt_signal()) return finish(interrupted(group->get(), round));
+    if (failures.empty()) {
+      (*group)->drain(1.0);
+      AgentResult r;
+      r.restarts = round;
+      r.summary = "all " + std::to_string((*group)->size()) + " worker(s) exited 0";
+      return finish(r);
+    }
+
+    // A failure: stop the rest, then restart or give up.
+    const WorkerExit first = failures.front();
+    if ((*group)->num_running() > 0)
+      spdlog::warn("stopping the other workers (SIGTERM, SIGKILL after {:g} s)", o_.grace_period_s);
+    for (const WorkerExit& e :
+         (*group)->stop(SIGTERM, o_.grace_period_s, [this] { return hurry(); }))
+      spdlog::info("rank {} stopped: {}", e.rank, e.status.ToString());
+    if (interrupt_signal()) return finish(interrupted(group->get(), round));
+    if (may_restart(round, o_.max_restarts)) {
+      spdlog::warn("restarting the workers (restart {} of {})", round + 1, o_.max_restarts);
+      events_.write("restart", {{"count", round + 1}, {"max_restarts", o_.max_restarts}});
+      continue;
+    }
+    AgentResult r;
+    r.restarts = round;
+    r.failure = first;
+    r.failure_tail = (*group)->tail(first.local_rank);
+    r.failure_log = (*group)->log_path(first.local_rank);
+    r.exit_code = agent_exit_code(first.status, 0);
+    r.summary = "worker rank " + std::to_string(first.rank) + " (local rank " +
+                std::to_string(first.local_rank) + ", pid " + std::to_string(first.pid) +
+                ") failed: " + first.status.ToString() + "\n" +
+                (o_.max_restarts == 0 ? std::string("no restarts allowed (--max-restarts 0)")
+                                      : "no restarts left (" + std::to_string(round) + " of " +
+                                            std::to_string(o_.max_restarts) + " used)") +
+                "\ncommand: " + shell_join(o_.command);
+    if (!r.failure_tail.empty()) {
+      r.summary += "\nlast " + std::to_string(r.failure_tail.size()) + " line(s) of " +
+                   (r.failure_log.empty() ? "its output" : r.failure_log) + ":";
+      for (const std::string& line : r.failure_tail) r.summary += "\n  " + line;
+    }
+    return finish(r);
+  }
+}
+
+}  // namespace
+
+Result<AgentResult> run_agent(Rendezvous& rendezvous, const AgentOptions& options) {
+  return Agent(rendezvous, options).run();
+}
+
+}  // namespace cairn::elastic

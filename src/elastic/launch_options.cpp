@@ -1,0 +1,242 @@
+// `cairn run` flag registration and validation.
+#include "cairn/elastic/launch_options.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+
+namespace cairn::elastic {
+namespace {
+
+Status bad_flag(const std::string& flag, const std::string& value, const std::string& allowed) {
+  return Status::InvalidArgument(flag + " '" + value + "': " + allowed);
+}
+
+// Whole-string base-10 integer in [min, max].
+Result<int> parse_int(const std::string& flag, const std::string& text, int min, int max) {
+  const std::string allowed =
+      "expected an integer from " + std::to_string(min) + " to " + std::to_string(max);
+  if (text.empty() || text.find_first_not_of("0123456789-+") != std::string::npos)
+    return bad_flag(flag, text, allowed);
+  errno = 0;
+  char* end = nullptr;
+  long long v = std::strtoll(text.c_str(), &end, 10);
+  if (errno != 0 || end != text.c_str() + text.size() || v < min || v > max)
+    return bad_flag(flag, text, allowed);
+  return static_cast<int>(v);
+}
+
+// Whole-string decimal number of seconds in [min, max].
+Result<double> parse_seconds(const std::string& flag, const std::string& text, double min,
+                             double max) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "expected seconds from %g to %g", min, max);
+  if (text.empty() || text.find_first_not_of("0123456789.eE+-") != std::string::npos)
+    return bad_flag(flag, text, buf);
+  errno = 0;
+  char* end = nullptr;
+  double v = std::strtod(text.c_str(), &end);
+  if (errno != 0 || end != text.c_str() + text.size() || !std::isfinite(v) || v < min || v > max)
+    return bad_flag(flag, text, buf);
+  return v;
+}
+
+}  // namespace
+
+void add_launch_flags(CLI::App& cmd, LaunchFlags* f) {
+  cmd.allow_extras();
+  cmd.add_option("--nnodes", f->nnodes,
+                 "nodes in the job: N, or MIN:MAX (static rendezvous fixes the world at MAX)")
+      ->option_text("N|MIN:MAX");
+  cmd.add_option("--nproc-per-node,--nproc_per_node", f->nproc_per_node,
+                 "workers started on this node (default 1)")
+      ->option_text("N");
+  cmd.add_option("--node-rank,--node_rank", f->node_rank,
+                 "this node's index, 0 <= R < nnodes (default 0)")
+      ->option_text("R");
+  cmd.add_option("--rdzv-endpoint,--rdzv_endpoint", f->rdzv_endpoint,
+                 "HOST[:PORT] of node 0, where rank 0 serves the store (default port " +
+                     std::to_string(kDefaultRdzvPort) + "); required for several nodes")
+      ->option_text("HOST:PORT");
+  cmd.add_option("--rdzv-backend,--rdzv_backend", f->rdzv_backend,
+                 "rendezvous kind; only 'static' (nodes given by --node-rank)")
+      ->option_text("static");
+  cmd.add_option("--rdzv-id,--rdzv_id", f->rdzv_id,
+                 "job id for TORCHELASTIC_RUN_ID (default: the run directory's name)")
+      ->option_text("ID");
+  cmd.add_option("--master-addr,--master_addr", f->master_addr,
+                 "same as --rdzv-endpoint HOST (torchrun's older form)")
+      ->option_text("HOST");
+  cmd.add_option("--master-port,--master_port", f->master_port,
+                 "port for --master-addr (default " + std::to_string(kDefaultMasterPort) + ")")
+      ->option_text("PORT");
+  cmd.add_option("--max-restarts,--max_restarts", f->max_restarts,
+                 "restarts of the local workers after a failure (default 0)")
+      ->option_text("K");
+  cmd.add_option("--monitor-interval,--monitor_interval", f->monitor_interval,
+                 "seconds between checks of the workers (default 0.1)")
+      ->option_text("SECONDS");
+  cmd.add_option("--grace-period,--grace_period", f->grace_period,
+                 "seconds from SIGTERM to SIGKILL when stopping workers (default 10)")
+      ->option_text("SECONDS");
+  cmd.add_option("--run-dir,--run_dir", f->run_dir,
+                 "run directory: events.jsonl, logs/worker-<rank>.log (default runs/<time>)")
+      ->option_text("DIR");
+  cmd.add_flag("--standalone", f->standalone,
+               "one machine: MASTER_ADDR=127.0.0.1 and a free MASTER_PORT (default for 1 node)");
+  cmd.add_option("command", f->command,
+                 "worker command after --; a first word 'cairn' means this binary");
+}
+
+void collect_unknown_flags(const CLI::App& cmd, LaunchFlags* flags) {
+  for (const std::string& arg : cmd.remaining())
+    if (arg != "--") flags->unknown.push_back(arg);
+}
+
+Result<std::pair<int, int>> parse_nnodes(const std::string& text) {
+  const std::string allowed =
+      "expected N or MIN:MAX with 1 <= MIN <= MAX <= " + std::to_string(kMaxNodes);
+  size_t colon = text.find(':');
+  if (colon == std::string::npos) {
+    auto n = parse_int("--nnodes", text, 1, kMaxNodes);
+    if (!n.ok()) return bad_flag("--nnodes", text, allowed);
+    return std::make_pair(*n, *n);
+  }
+  auto lo = parse_int("--nnodes", text.substr(0, colon), 1, kMaxNodes);
+  auto hi = parse_int("--nnodes", text.substr(colon + 1), 1, kMaxNodes);
+  if (!lo.ok() || !hi.ok() || *lo > *hi) return bad_flag("--nnodes", text, allowed);
+  return std::make_pair(*lo, *hi);
+}
+
+Result<std::pair<std::string, int>> parse_endpoint(const std::string& text, int default_port) {
+  const std::string allowed = "expected HOST, HOST:PORT or [IPV6]:PORT with PORT in 1..65535";
+  std::string host, port;
+  if (!text.empty() && text[0] == '[') {
+    size_t close = text.find(']');
+    if (close == std::string::npos) return bad_flag("--rdzv-endpoint", text, allowed);
+    host = text.substr(1, close - 1);
+    std::string rest = text.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest[0] != ':') return bad_flag("--rdzv-endpoint", text, allowed);
+      port = rest.substr(1);
+      if (port.empty()) return bad_flag("--rdzv-endpoint", text, allowed);
+    }
+  } else {
+    size_t colon = text.find(':');
+    if (colon != std::string::npos && text.find(':', colon + 1) != std::string::npos)
+      return bad_flag("--rdzv-endpoint", text, allowed + " (write IPv6 addresses in brackets)");
+    host = text.substr(0, colon);
+    if (colon != std::string::npos) {
+      port = text.substr(colon + 1);
+      if (port.empty()) return bad_flag("--rdzv-endpoint", text, allowed);
+    }
+  }
+  if (host.empty() || host.find_first_of(" \t/") != std::string::npos)
+    return bad_flag("--rdzv-endpoint", text, allowed);
+  int p = default_port;
+  if (!port.empty()) {
+    auto parsed = parse_int("--rdzv-endpoint", port, 1, 65535);
+    if (!parsed.ok()) return bad_flag("--rdzv-endpoint", text, allowed);
+    p = *parsed;
+  }
+  return std::make_pair(host, p);
+}
+
+Result<LaunchOptions> resolve_launch_options(const LaunchFlags& f) {
+  LaunchOptions o;
+  if (!f.unknown.empty()) {
+    std::string list;
+    for (const std::string& a : f.unknown) list += (list.empty() ? "" : " ") + a;
+    return Status::InvalidArgument(
+        "unknown argument(s) for cairn run: " + list +
+        " (put the worker command after --: cairn run [flags] -- COMMAND ARGS...)");
+  }
+  if (f.command.empty())
+    return Status::InvalidArgument(
+        "no worker command: give it after --, e.g. cairn run --nproc-per-node 2 -- cairn train "
+        "job.yaml");
+  o.command = f.command;
+
+  if (f.nnodes) {
+    CAIRN_ASSIGN_OR_RETURN(auto range, parse_nnodes(*f.nnodes));
+    o.min_nodes = range.first;
+    o.max_nodes = range.second;
+  }
+  if (f.nproc_per_node) {
+    CAIRN_ASSIGN_OR_RETURN(o.nproc_per_node,
+                           parse_int("--nproc-per-node", *f.nproc_per_node, 1, kMaxNprocPerNode));
+  }
+  if (f.node_rank) {
+    auto rank = parse_int("--node-rank", *f.node_rank, 0, kMaxNodes - 1);
+    if (!rank.ok() || *rank >= o.max_nodes)
+      return bad_flag("--node-rank", *f.node_rank,
+                      "expected 0 <= R < nnodes (" + std::to_string(o.max_nodes) + ")");
+    o.node_rank = *rank;
+  }
+  if (f.rdzv_backend && *f.rdzv_backend != "static")
+    return bad_flag("--rdzv-backend", *f.rdzv_backend,
+                    "only 'static' is available: nodes are given by --node-rank and "
+                    "--rdzv-endpoint");
+  if (f.max_restarts) {
+    CAIRN_ASSIGN_OR_RETURN(o.max_restarts,
+                           parse_int("--max-restarts", *f.max_restarts, 0, 1000000));
+  }
+  if (f.monitor_interval) {
+    CAIRN_ASSIGN_OR_RETURN(o.monitor_interval_s,
+                           parse_seconds("--monitor-interval", *f.monitor_interval, 0.001, 60));
+  }
+  if (f.grace_period) {
+    CAIRN_ASSIGN_OR_RETURN(o.grace_period_s,
+                           parse_seconds("--grace-period", *f.grace_period, 0, 3600));
+  }
+  if (f.run_dir) {
+    if (f.run_dir->empty()) return bad_flag("--run-dir", "", "expected a directory");
+    o.run_dir = *f.run_dir;
+  }
+  if (f.rdzv_id) {
+    if (f.rdzv_id->empty()) return bad_flag("--rdzv-id", "", "expected a non-empty id");
+    o.run_id = *f.rdzv_id;
+  }
+
+  // Where rank 0 serves the store: --rdzv-endpoint, or --master-addr/--master-port.
+  if (f.master_port && !f.master_addr)
+    return bad_flag("--master-port", *f.master_port, "needs --master-addr");
+  if (f.rdzv_endpoint && f.master_addr)
+    return Status::InvalidArgument(
+        "--rdzv-endpoint and --master-addr both name the master; give one of them");
+  const bool has_endpoint = f.rdzv_endpoint || f.master_addr;
+  if (f.standalone) {
+    if (o.max_nodes > 1)
+      return bad_flag("--nnodes", f.nnodes.value_or(""), "--standalone runs exactly one node");
+    if (has_endpoint)
+      return Status::InvalidArgument(
+          "--standalone chooses its own master address and port; drop --rdzv-endpoint / "
+          "--master-addr");
+  }
+  if (f.rdzv_endpoint) {
+    CAIRN_ASSIGN_OR_RETURN(auto ep, parse_endpoint(*f.rdzv_endpoint, kDefaultRdzvPort));
+    o.master_host = ep.first;
+    o.master_port = ep.second;
+  } else if (f.master_addr) {
+    // A bare host or address; IPv6 may come with or without brackets.
+    std::string host = *f.master_addr;
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+      host = host.substr(1, host.size() - 2);
+    if (host.empty() || host.find_first_of(" \t/[]") != std::string::npos)
+      return bad_flag("--master-addr", *f.master_addr, "expected a host name or address");
+    o.master_host = host;
+    o.master_port = kDefaultMasterPort;
+    if (f.master_port) {
+      CAIRN_ASSIGN_OR_RETURN(o.master_port, parse_int("--master-port", *f.master_port, 1, 65535));
+    }
+  }
+  if (o.max_nodes > 1 && !has_endpoint)
+    return Status::InvalidArgument(
+        "--nnodes " + f.nnodes.value_or("") +
+        " spans several nodes: give --rdzv-endpoint HOST:PORT of node 0 and --node-rank");
+  o.standalone = !has_endpoint;
+  return o;
+}
+
+}  // namespace cairn::elastic

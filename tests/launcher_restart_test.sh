@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# A failing worker under `cairn run --max-restarts 2` is restarted exactly twice (the whole local
+# group, with TORCHELASTIC_RESTART_COUNT incremented), then the agent exits with the worker's
+# exit code and a summary naming the rank, the code and its last lines of output.
+# Usage: launcher_restart_test.sh CAIRN_BINARY
+set -euo pipefail
+cairn=$1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+echo "-- rank 1 always fails"
+rc=0
+timeout 60 "$cairn" run --nproc-per-node 2 --max-restarts 2 --grace-period 2 --run-dir "$work/run" -- \
+  /bin/sh -c 'echo "attempt $TORCHELASTIC_RESTART_COUNT of $TORCHELASTIC_MAX_RESTARTS";
+              if [ "$RANK" = 1 ]; then echo "rank 1 is broken" >&2; exit 7; fi; sleep 30' \
+  > "$work/out.txt" 2> "$work/err.txt" || rc=$?
+[ $rc -eq 7 ] || { cat "$work/err.txt"; fail "agent should exit with the worker's code 7, got $rc"; }
+for r in 0 1; do
+  for a in 0 1 2; do
+    [ "$(grep -c "^\[rank $r\] attempt $a of 2$" "$work/out.txt")" -eq 1 ] ||
+      { cat "$work/out.txt"; fail "rank $r should run attempt $a exactly once"; }
+  done
+  grep -q "attempt 3" "$work/out.txt" && fail "a third restart happened"
+  [ "$(grep -c '^attempt' "$work/run/logs/worker-$r.log")" -eq 3 ] || fail "worker-$r.log should hold 3 attempts"
+done
+ev() { grep -c "\"event\":\"$1\"" "$work/run/events.jsonl" || true; }
+[ "$(ev workers_started)" -eq 3 ] || fail "3 rounds of workers expected, got $(ev workers_started)"
+[ "$(ev restart)" -eq 2 ] || fail "2 restart events expected, got $(ev restart)"
+[ "$(ev worker_failed)" -eq 3 ] || fail "3 worker_failed events expected, got $(ev worker_failed)"
+grep '"event":"worker_failed"' "$work/run/events.jsonl" | grep -v '"rank":1' | grep -q . &&
+  fail "only rank 1 failed"
+grep '"event":"agent_end"' "$work/run/events.jsonl" | grep -q '"exit_code":7' || fail "agent_end should carry 7"
+grep -q "worker rank 1 .*failed: exit code 7" "$work/err.txt" || { cat "$work/err.txt"; fail "summary lacks rank and code"; }
+grep -q "no restarts left (2 of 2 used)" "$work/err.txt" || fail "summary lacks the restart count"
+grep -q "^  rank 1 is broken$" "$work/err.txt" || fail "summary lacks the worker's last lines"
+grep -q "worker-1.log" "$work/err.txt" || fail "summary should name the log file"
+
+echo "-- a worker killed by a signal: exit 128+signal"
+rc=0
+timeout 60 "$cairn" run --run-dir "$work/run2" -- /bin/sh -c 'kill -KILL $$' 2> "$work/err2.txt" || rc=$?
+[ $rc -eq 137 ] || fail "SIGKILLed worker should give 137, got $rc"
+grep -q "SIGKILL" "$work/err2.txt" || fail "summary should name SIGKILL"
+
+echo "-- a restart that succeeds ends with 0"
+timeout 60 "$cairn" run --nproc-per-node 2 --max-restarts 3 --run-dir "$work/run3" -- \
+  /bin/sh -c '[ "$TORCHELASTIC_RESTART_COUNT" -ge 1 ] || exit 1' 2>/dev/null ||
+  fail "second attempt succeeds, exit should be 0"
+[ "$(grep -c '"event":"restart"' "$work/run3/events.jsonl")" -eq 1 ] || fail "exactly one restart expected"
+echo PASS

@@ -1,0 +1,169 @@
+// `cairn run`: start and supervise this node's workers with torchrun's flags and environment.
+#include <sched.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <thread>
+
+#include "cairn/core/fs.h"
+#include "cairn/core/log.h"
+#include "cairn/elastic/agent.h"
+#include "cairn/elastic/launch_options.h"
+#include "cairn/elastic/rendezvous.h"
+#include "cairn/elastic/worker_env.h"
+#include "commands.h"
+
+extern char** environ;
+
+namespace cairn::cli {
+namespace {
+
+// The signal flag the agent loop watches; written only by on_agent_signal.
+elastic::Interrupt g_interrupt;
+
+extern "C" void on_agent_signal(int sig) {
+  g_interrupt.signal.store(sig);
+  g_interrupt.count.fetch_add(1);
+}
+
+constexpr int kForwardedSignals[] = {SIGINT, SIGTERM, SIGHUP};
+
+// Installs the agent's handlers for its lifetime; restores the previous ones on destruction.
+class AgentSignals {
+ public:
+  AgentSignals() {
+    struct sigaction sa {};
+    sa.sa_handler = on_agent_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART: a signal wakes the agent's poll at once
+    for (size_t i = 0; i < std::size(kForwardedSignals); ++i)
+      ::sigaction(kForwardedSignals[i], &sa, &old_[i]);
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    ::sigaction(SIGPIPE, &ignore, &old_pipe_);  // a closed terminal must not kill the agent
+  }
+  AgentSignals(const AgentSignals&) = delete;
+  AgentSignals& operator=(const AgentSignals&) = delete;
+  ~AgentSignals() {
+    for (size_t i = 0; i < std::size(kForwardedSignals); ++i)
+      ::sigaction(kForwardedSignals[i], &old_[i], nullptr);
+    ::sigaction(SIGPIPE, &old_pipe_, nullptr);
+  }
+
+ private:
+  struct sigaction old_[std::size(kForwardedSignals)]{};
+  struct sigaction old_pipe_ {};
+};
+
+std::string default_run_dir() {
+  char buf[64];
+  std::time_t t = std::time(nullptr);
+  std::strftime(buf, sizeof(buf), "runs/%Y%m%d-%H%M%S", std::localtime(&t));
+  return buf;
+}
+
+int usable_cores() {
+  cpu_set_t set;
+  if (::sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::string self_exe() {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string("cairn") : p.string();
+}
+
+void run_run(elastic::LaunchFlags& flags, const CLI::App& cmd) {
+  elastic::collect_unknown_flags(cmd, &flags);
+  auto options = elastic::resolve_launch_options(flags);
+  if (!options.ok()) throw StatusError(options.status());
+
+  elastic::Env env = elastic::env_from_environ(environ);
+  std::vector<std::string> command = elastic::resolve_self_command(options->command, self_exe());
+  auto exe = elastic::find_executable(command[0], env.count("PATH") ? env["PATH"] : "");
+  if (!exe.ok()) throw StatusError(exe.status());
+  command[0] = *exe;
+
+  std::string run_dir = options->run_dir.empty() ? default_run_dir() : options->run_dir;
+  if (Status s = core::make_dirs(run_dir + "/logs"); !s.ok()) throw StatusError(s);
+  run_dir = std::filesystem::absolute(run_dir).lexically_normal().string();
+  if (!run_dir.empty() && run_dir.back() == '/') run_dir.pop_back();
+  core::init_logging({spdlog::level::to_string_view(spdlog::get_level()).data(),
+                      run_dir + "/logs/agent.log", "[agent] "});
+
+  elastic::StaticRendezvousOptions ro;
+  ro.num_nodes = options->max_nodes;
+  ro.node_rank = options->node_rank;
+  ro.nproc_per_node = options->nproc_per_node;
+  ro.master_host = options->master_host;
+  ro.master_port = options->master_port;
+  ro.run_id = options->run_id.empty() ? std::filesystem::path(run_dir).filename().string()
+                                      : options->run_id;
+  if (options->min_nodes < options->max_nodes)
+    spdlog::warn("--nnodes {}:{}: static rendezvous fixes the world at {} nodes",
+                 options->min_nodes, options->max_nodes, options->max_nodes);
+  spdlog::info("run directory {}", run_dir);
+  elastic::StaticRendezvous rendezvous(ro);
+
+  elastic::AgentOptions ao;
+  ao.command = command;
+  ao.max_restarts = options->max_restarts;
+  ao.monitor_interval_s = options->monitor_interval_s;
+  ao.grace_period_s = options->grace_period_s;
+  ao.run_dir = run_dir;
+  ao.base_env = std::move(env);
+  ao.num_cores = usable_cores();
+  ao.interrupt = &g_interrupt;
+
+  Result<elastic::AgentResult> result = Status::Internal("agent did not run");
+  {
+    AgentSignals signals;
+    result = elastic::run_agent(rendezvous, ao);
+  }
+  if (!result.ok()) throw StatusError(result.status());
+  if (result->exit_code == 0) {
+    spdlog::info("{}", result->summary);
+    return;
+  }
+  spdlog::default_logger()->flush();
+  std::fprintf(stderr, "cairn run: %s\n", result->summary.c_str());
+  throw CLI::RuntimeError(result->exit_code);
+}
+
+}  // namespace
+
+void register_run_command(CLI::App& app) {
+  auto flags = std::make_shared<elastic::LaunchFlags>();
+  auto* cmd = app.add_subcommand(
+      "run", "Start and supervise this node's workers with torchrun's flags and environment");
+  cmd->footer(
+      "Every worker gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, "
+      "MASTER_PORT,\n"
+      "GROUP_RANK, ROLE_RANK, ROLE_WORLD_SIZE, TORCHELASTIC_RESTART_COUNT, "
+      "TORCHELASTIC_MAX_RESTARTS,\n"
+      "TORCHELASTIC_RUN_ID, OMP_NUM_THREADS (unless set) and CAIRN_RUN_DIR, so unmodified PyTorch\n"
+      "scripts run under it. Output goes to <run-dir>/logs/worker-<rank>.log and to the terminal\n"
+      "as '[rank R] ...'; <run-dir>/events.jsonl records starts, failures and restarts.\n"
+      "SIGINT (Ctrl-C), SIGTERM and SIGHUP are forwarded to the workers, SIGKILL follows after\n"
+      "--grace-period (a second Ctrl-C kills at once). Exit code: 0 when every worker exits 0;\n"
+      "the first failed worker's code (128+signal if killed) when no restart is left; 128+signal\n"
+      "(130, 143) when cairn run itself was interrupted; 2 for bad flags.\n"
+      "\nExamples:\n"
+      "  cairn run --nproc-per-node 2 -- cairn train configs/gpt-kjv.yaml\n"
+      "  cairn run --nproc-per-node 4 --max-restarts 3 -- /usr/bin/python3 train.py --lr 3e-4\n"
+      "  cairn run --nproc-per-node 2 -- /bin/sh -c 'echo rank $RANK of $WORLD_SIZE'\n"
+      "  # two machines, run on each (node 0 at 10.0.0.1):\n"
+      "  cairn run --nnodes 2 --node-rank 0 --rdzv-endpoint 10.0.0.1:29400 --nproc-per-node 2 \\\n"
+      "      -- cairn train configs/gpt-kjv.yaml\n"
+      "  cairn run --nnodes 2 --node-rank 1 --rdzv-endpoint 10.0.0.1:29400 --nproc-per-node 2 \\\n"
+      "      -- cairn train configs/gpt-kjv.yaml");
+  elastic::add_launch_flags(*cmd, flags.get());
+  cmd->callback([flags, cmd] { run_run(*flags, *cmd); });
+}
+
+}  // namespace cairn::cli
