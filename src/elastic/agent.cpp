@@ -82,6 +82,7 @@ class Agent {
   }
   std::vector<WorkerSpec> worker_specs(const World& world) const;
   AgentResult interrupted(WorkerGroup* group, int restarts);
+  std::string failure_summary(const AgentResult& r) const;
 
   Rendezvous& rdzv_;
   const AgentOptions& o_;
@@ -120,6 +121,26 @@ AgentResult Agent::interrupted(WorkerGroup* group, int restarts) {
   }
   r.summary = "interrupted by " + sig + "; workers stopped";
   return r;
+}
+
+// REQUIRES: r.failure.
+std::string Agent::failure_summary(const AgentResult& r) const {
+  const WorkerExit& f = *r.failure;
+  std::string s = "worker rank " + std::to_string(f.rank) + " (local rank " +
+                  std::to_string(f.local_rank) + ", pid " + std::to_string(f.pid) +
+                  ") failed: " + f.status.ToString() + "\n";
+  if (o_.max_restarts == 0)
+    s += "no restarts allowed (--max-restarts 0)";
+  else
+    s += "no restarts left (" + std::to_string(r.restarts) + " of " +
+         std::to_string(o_.max_restarts) + " used)";
+  s += "\ncommand: " + shell_join(o_.command);
+  if (!r.failure_tail.empty()) {
+    s += "\nlast " + std::to_string(r.failure_tail.size()) + " line(s) of " +
+         (r.failure_log.empty() ? "its output" : r.failure_log) + ":";
+    for (const std::string& line : r.failure_tail) s += "\n  " + line;
+  }
+  return s;
 }
 
 Result<AgentResult> Agent::run() {
@@ -197,18 +218,7 @@ Result<AgentResult> Agent::run() {
     r.failure_tail = (*group)->tail(first.local_rank);
     r.failure_log = (*group)->log_path(first.local_rank);
     r.exit_code = agent_exit_code(first.status, 0);
-    r.summary = "worker rank " + std::to_string(first.rank) + " (local rank " +
-                std::to_string(first.local_rank) + ", pid " + std::to_string(first.pid) +
-                ") failed: " + first.status.ToString() + "\n" +
-                (o_.max_restarts == 0 ? std::string("no restarts allowed (--max-restarts 0)")
-                                      : "no restarts left (" + std::to_string(round) + " of " +
-                                            std::to_string(o_.max_restarts) + " used)") +
-                "\ncommand: " + shell_join(o_.command);
-    if (!r.failure_tail.empty()) {
-      r.summary += "\nlast " + std::to_string(r.failure_tail.size()) + " line(s) of " +
-                   (r.failure_log.empty() ? "its output" : r.failure_log) + ":";
-      for (const std::string& line : r.failure_tail) r.summary += "\n  " + line;
-    }
+    r.summary = failure_summary(r);
     return finish(r);
   }
 }

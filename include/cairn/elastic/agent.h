@@ -22,11 +22,11 @@ struct Interrupt {
 };
 
 struct AgentOptions {
-  std::vector<std::string> command;  // argv of every worker; argv[0] an executable path
-  int max_restarts = 0;              // restarts of the whole local group after a failure
-  double monitor_interval_s = 0.1;   // longest sleep between checks of workers and signals
-  double grace_period_s = 10.0;      // SIGTERM (or the forwarded signal) → SIGKILL delay
-  double rendezvous_timeout_s = 900.0;
+  std::vector<std::string> command;     // argv of every worker; argv[0] an executable path
+  int max_restarts = 0;                 // restarts of the whole local group after a failure
+  double monitor_interval_s = 0.1;      // longest sleep between checks of workers and signals
+  double grace_period_s = 10.0;         // SIGTERM (or the forwarded signal) → SIGKILL delay
+  double rendezvous_timeout_s = 900.0;  // longest wait for the world of one round
   // Run directory. REQUIRES: exists. The agent appends to <run_dir>/events.jsonl and writes
   // <run_dir>/logs/worker-<rank>.log.
   std::string run_dir;

@@ -25,9 +25,9 @@ struct World {
   int global_rank(int local_rank) const { return node_rank * nproc_per_node + local_rank; }
 };
 
-// Decides the world for each round. Implementations: StaticRendezvous (nodes fixed on the
-// command line); the elastic master's rendezvous (membership decided at run time).
-// Thread-compatible: one agent thread calls it.
+// Decides the world for each round. StaticRendezvous answers from the command line; a
+// rendezvous that decides membership at run time implements the same interface, and the agent
+// needs nothing else to follow it. Thread-compatible: one agent thread calls it.
 class Rendezvous {
  public:
   virtual ~Rendezvous() = default;
