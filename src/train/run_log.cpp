@@ -35,8 +35,11 @@ void RunLog::metrics(nlohmann::json row) {
 
 double measure_gemm_flops(int64_t n, double seconds) {
   torch::NoGradGuard no_grad;
-  auto a = torch::randn({n, n});
-  auto b = torch::randn({n, n});
+  // A private generator: the probe must not advance the global one (a resumed run restores
+  // it and must continue bit-exactly).
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(0);
+  auto a = torch::randn({n, n}, gen);
+  auto b = torch::randn({n, n}, gen);
   auto c = torch::mm(a, b);  // warm-up
   using Clock = std::chrono::steady_clock;
   auto t0 = Clock::now();

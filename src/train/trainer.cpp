@@ -228,6 +228,13 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, con
   impl->sampler = std::make_unique<data::LocalSampler>(impl->train_file.get(), o.seq_len, o.seed);
   impl->val_sampler = std::make_unique<data::LocalSampler>(impl->val_file.get(), o.seq_len, o.seed);
 
+  // The global generator starts from a random seed in every process; seed it so that its
+  // state (saved in checkpoints for stochastic layers) is a function of the config.
+  {
+    at::Generator gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_current_seed(o.seed);
+  }
   impl->model = model::build_model(impl->mcfg, o.seed);
   impl->model->set_activation_checkpointing(o.activation_checkpointing);
   parallel::DataParallel::NamedParams params;

@@ -99,6 +99,13 @@ TEST_F(TrainerTest, ResumeIsBitExact) {
     for (auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << arch << " " << name;
     // The second half's losses are the straight run's last 10.
     for (size_t i = 0; i < 10; ++i) EXPECT_EQ(s2->losses[i], s1->losses[10 + i]) << i;
+    // The final checkpoints (parameters, optimizer state, RNG) are byte-identical.
+    auto bytes = [&](const std::string& run) {
+      std::ifstream f(dir_ + "/" + run + "/ckpt/step-00000020/rank-00000.bin", std::ios::binary);
+      return std::string(std::istreambuf_iterator<char>(f), {});
+    };
+    EXPECT_FALSE(bytes(arch + "_a").empty());
+    EXPECT_TRUE(bytes(arch + "_a") == bytes(arch + "_b")) << arch;
   }
 }
 

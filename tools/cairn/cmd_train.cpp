@@ -43,6 +43,7 @@ struct TrainArgs {
   std::string config;
   std::vector<std::string> overrides;
   int64_t max_steps = 0;
+  int64_t stop_after = 0;
   std::string run_dir;
   bool resume = false;
   bool no_progress = false;
@@ -60,7 +61,7 @@ void run_train(const TrainArgs& a) {
   if (a.max_steps > 0) overrides.push_back("train.max_steps=" + std::to_string(a.max_steps));
   auto config = core::load_config_file(a.config, train::job_spec(), overrides);
   if (!config.ok()) throw StatusError(config.status());
-  if (a.resume && a.run_dir.empty())
+  if (a.resume && a.run_dir.empty() && !std::getenv("CAIRN_RUN_DIR"))
     throw StatusError(Status::InvalidArgument("--resume needs --run-dir naming the run to continue"));
   const int world = env_int("WORLD_SIZE", 1), rank = env_int("RANK", 0);
   if (world > 1 && a.run_dir.empty() && !std::getenv("CAIRN_RUN_DIR"))
@@ -69,6 +70,7 @@ void run_train(const TrainArgs& a) {
   train::RunOptions run;
   run.run_dir = a.run_dir.empty() ? default_run_dir() : a.run_dir;
   run.resume = a.resume;
+  run.stop_after = a.stop_after;
   run.stop = &g_stop;
   run.progress = !a.no_progress;
   if (Status s = core::make_dirs(run.run_dir); !s.ok()) throw StatusError(s);
@@ -113,6 +115,10 @@ void register_train_command(CLI::App& app) {
   cmd->add_option("config", args->config, "job config (YAML)");
   cmd->add_option("--set", args->overrides, "override a key: section.key=value (repeatable)");
   cmd->add_option("--max-steps", args->max_steps, "same as --set train.max_steps=N")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--stop-after", args->stop_after,
+                  "save a checkpoint and stop after this step; the schedule still spans "
+                  "train.max_steps, so --resume continues as if never stopped")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--run-dir", args->run_dir, "run directory (default runs/<time>)");
   cmd->add_flag("--resume", args->resume, "continue from the newest checkpoint in --run-dir");
