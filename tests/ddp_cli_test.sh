@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Data parallelism with real processes under `cairn run`: DDP and ZeRO-1/2 at world 2 and 3
+# Data parallelism with real processes under `cairn run`: DDP and ZeRO-1/2/3 at world 2 and 3
 # follow the one-process run (loss per step to 1e-5 relative), and a run stopped and resumed
 # at world 2 ends with a byte-identical checkpoint. Usage: ddp_cli_test.sh CAIRN_BINARY
 set -euo pipefail
@@ -41,7 +41,7 @@ echo "-- one process"
   { cat "$work/one.err"; fail "one-process run failed"; }
 
 for world in 2 3; do
-  for stage in 0 1 2; do
+  for stage in 0 1 2 3; do
     [ $world = 3 ] && [ $stage = 0 ] && continue
     echo "-- world $world, ZeRO-$stage"
     run="$work/w${world}z${stage}"

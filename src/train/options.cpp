@@ -43,9 +43,10 @@ core::ConfigSpec train_spec() {
       .add_string("data.tokenizer", "gpt2", {},
                   "tokenizer directory (encoder.json + vocab.bpe); gpt2 = the installed files")
       .add_int("ckpt.keep_last", 3, 0, 1 << 20, "checkpoints kept on storage; 0 = all")
-      .add_int("parallel.zero_stage", 0, 0, 2,
+      .add_int("parallel.zero_stage", 0, 0, 3,
                "0 = DDP (replicated), 1 = ZeRO-1 (optimizer state sharded over data-parallel "
-               "ranks), 2 = ZeRO-2 (gradients sharded too)")
+               "ranks), 2 = ZeRO-2 (+ gradients), 3 = ZeRO-3 (+ parameters, gathered per block "
+               "and freed after use; blocks are recomputed in backward)")
       .add_int("parallel.bucket_mb", 8, 1, 1 << 14,
                "gradient bucket size in MiB; each bucket's all-reduce overlaps backward");
   return s;

@@ -17,6 +17,7 @@
 #include "cairn/model/language_model.h"
 #include "cairn/comm/group.h"
 #include "cairn/parallel/data_parallel.h"
+#include "train/engine_impl.h"
 #include "cairn/train/options.h"
 #include "cairn/train/run_log.h"
 #include "cairn/train/schedule.h"
@@ -62,7 +63,8 @@ struct Trainer::Impl {
   std::unique_ptr<data::TokenFile> train_file, val_file;
   std::unique_ptr<data::LocalSampler> sampler, val_sampler;
   std::shared_ptr<model::LanguageModel> model;
-  std::unique_ptr<parallel::DataParallel> dp;
+  std::unique_ptr<Engine> engine;
+  int64_t num_params = 0;
   comm::Group* group = nullptr;  // data-parallel group; null in one process
   int world = 1, rank = 0;
   std::unique_ptr<RunLog> log;
@@ -96,8 +98,8 @@ struct Trainer::Impl {
 
   std::vector<ckpt::NamedTensor> state_tensors() {
     std::vector<ckpt::NamedTensor> out;
-    for (auto& p : model->named_parameters()) out.push_back({kModelPrefix + p.key(), p.value()});
-    for (auto& [name, t] : dp->gather_state()) out.push_back({kOptimPrefix + name, t});
+    for (auto& [name, t] : engine->gather_params()) out.push_back({kModelPrefix + name, t});
+    for (auto& [name, t] : engine->gather_optimizer_state()) out.push_back({kOptimPrefix + name, t});
     out.push_back({kRngName, at::detail::getDefaultCPUGenerator().get_state()});
     return out;
   }
@@ -108,7 +110,7 @@ struct Trainer::Impl {
     if (rank != 0) return Status::Ok();
     nlohmann::json state = {{"step", step},
                             {"samples_consumed", step * opt.global_batch_size},
-                            {"optimizer_step", dp->step_count()},
+                            {"optimizer_step", engine->step_count()},
                             {"world_size", world},
                             {"config_yaml", config.to_yaml()},
                             {"reason", reason}};
@@ -137,20 +139,12 @@ struct Trainer::Impl {
         return Status::InvalidArgument(std::string("cannot resume from ") + c.path + ": " + key +
                                        " differs (" + saved->values().at(key) + " vs " +
                                        config.values().at(key) + "); the sample order would change");
-    auto params = model->named_parameters();
-    for (auto& p : params) {
-      auto it = c.tensors.find(kModelPrefix + p.key());
-      if (it == c.tensors.end())
-        return Status::InvalidArgument(c.path + ": parameter '" + p.key() + "' is missing");
-      if (!it->second.sizes().equals(p.value().sizes()))
-        return Status::InvalidArgument(c.path + ": parameter '" + p.key() + "' has another shape");
-    }
     if (!c.tensors.count(kRngName))
       return Status::InvalidArgument(c.path + ": RNG state is missing");
-    CAIRN_RETURN_IF_ERROR(dp->load_state(c.tensors, kOptimPrefix,
-                                            c.state.value("optimizer_step", int64_t(0))));
-    torch::NoGradGuard no_grad;
-    for (auto& p : params) p.value().copy_(c.tensors.at(kModelPrefix + p.key()));
+    CAIRN_RETURN_IF_ERROR(engine
+                              ->load(c.tensors, kModelPrefix, kOptimPrefix,
+                                     c.state.value("optimizer_step", int64_t(0)))
+                              .WithContext(c.path));
     at::Generator gen = at::detail::getDefaultCPUGenerator();
     gen.set_state(c.tensors.at(kRngName));
     step = c.step;
@@ -174,7 +168,7 @@ struct Trainer::Impl {
         val_sampler->fill(mine[start + size_t(i)], x.data_ptr<int64_t>() + i * T,
                           y.data_ptr<int64_t>() + i * T);
       AutocastScope autocast(opt.precision == "bf16");
-      sum += model->loss(x, y).item<double>() * double(b);
+      sum += engine->eval_loss(x, y).item<double>() * double(b);
     }
     model->train();
     return sum_over_ranks(sum) / double(n);
@@ -184,6 +178,11 @@ struct Trainer::Impl {
 Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Trainer::~Trainer() = default;
 model::LanguageModel& Trainer::model() { return *impl_->model; }
+std::map<std::string, torch::Tensor> Trainer::gather_parameters() {
+  std::map<std::string, torch::Tensor> out;
+  for (auto& [name, t] : impl_->engine->gather_params()) out[name] = t.clone();
+  return out;
+}
 int64_t Trainer::step() const { return impl_->step; }
 double Trainer::evaluate() { return impl_->evaluate(); }
 
@@ -237,15 +236,10 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, con
   }
   impl->model = model::build_model(impl->mcfg, o.seed);
   impl->model->set_activation_checkpointing(o.activation_checkpointing);
-  parallel::DataParallel::NamedParams params;
-  for (auto& p : impl->model->named_parameters()) params.emplace_back(p.key(), p.value());
-  parallel::DataParallelOptions dpo;
-  dpo.zero_stage = int(config.get_int("parallel.zero_stage"));
-  dpo.bucket_bytes = config.get_int("parallel.bucket_mb") << 20;
-  dpo.adam = {o.beta1, o.beta2, o.eps, o.weight_decay};
-  impl->dp = std::make_unique<parallel::DataParallel>(std::move(params), default_weight_decay,
-                                                      impl->group, dpo);
-  impl->dp->broadcast_parameters();
+  impl->num_params = impl->model->num_params();  // before ZeRO-3 releases the parameters
+  impl->engine = make_engine(impl->model, impl->group, int(config.get_int("parallel.zero_stage")),
+                             config.get_int("parallel.bucket_mb") << 20,
+                             {o.beta1, o.beta2, o.eps, o.weight_decay});
 
   CAIRN_ASSIGN_OR_RETURN(impl->log, RunLog::Open(run.run_dir, /*writer=*/impl->rank == 0));
   if (impl->rank == 0)
@@ -285,10 +279,10 @@ Result<RunSummary> Trainer::run() {
   const int64_t decay = o.lr_decay_steps > 0 ? o.lr_decay_steps : m.max_steps;
   const double flops_per_token = m.model->flops_per_token(o.seq_len);
   const double tokens_per_step = double(o.global_batch_size * o.seq_len);
-  const parallel::MemoryReport mem = m.dp->memory_report();
+  const parallel::MemoryReport mem = m.engine->memory_report();
   m.log->event("start", {{"step", m.step},
                          {"max_steps", m.max_steps},
-                         {"params", m.model->num_params()},
+                         {"params", m.num_params},
                          {"flops_per_token", flops_per_token},
                          {"peak_flops", m.peak_flops},
                          {"threads", torch::get_num_threads()},
@@ -300,7 +294,7 @@ Result<RunSummary> Trainer::run() {
                                               {"total", mem.total()}}}});
   spdlog::info("model {}: {:.2f}M parameters, {:.1f} MFLOP/token; {} steps of {} tokens; GEMM peak "
                "{:.1f} GFLOP/s",
-               m.mcfg.arch, m.model->num_params() / 1e6, flops_per_token / 1e6, m.max_steps,
+               m.mcfg.arch, m.num_params / 1e6, flops_per_token / 1e6, m.max_steps,
                int64_t(tokens_per_step), m.peak_flops / 1e9);
   if (m.world > 1)
     spdlog::info("data parallel: world {}, ZeRO stage {}, {:.1f} bytes/parameter on this rank "
@@ -323,27 +317,26 @@ Result<RunSummary> Trainer::run() {
     }
     auto t0 = Clock::now();
     const double lr = lr_at(m.step, o.lr, o.min_lr, o.warmup_steps, decay);
-    m.dp->zero_grad();
+    m.engine->zero_grad();
     double loss_sum = 0;
     const int64_t accum = m.accum_steps();
     for (int64_t micro = 0; micro < accum; ++micro) {
       auto [x, y] = m.batch(m.step, micro);
-      m.dp->set_sync(micro == accum - 1);
       torch::Tensor loss;
       {
         AutocastScope autocast(o.precision == "bf16");
-        loss = m.model->loss(x, y);
+        loss = m.engine->loss(x, y, micro == accum - 1);
       }
       (accum > 1 ? loss / double(accum) : loss).backward();
       loss_sum += loss.item<double>();
     }
-    m.dp->finish_backward();
+    m.engine->finish_backward();
     double loss = m.sum_over_ranks(loss_sum / double(accum)) / double(m.world);
     if (!std::isfinite(loss))
       return Status::FailedPrecondition("loss became " + std::to_string(loss) + " at step " +
                                         std::to_string(m.step) + "; lower train.lr");
-    m.dp->clip_grad_norm(o.grad_clip);
-    m.dp->step(lr);
+    m.engine->clip_grad_norm(o.grad_clip);
+    m.engine->step(lr);
     ++m.step;
     double dt = seconds_since(t0);
     double tps = tokens_per_step / dt;

@@ -65,11 +65,7 @@ class TrainerTest : public ::testing::Test {
     r.measure_peak = false;
     return r;
   }
-  static std::map<std::string, torch::Tensor> Params(Trainer& t) {
-    std::map<std::string, torch::Tensor> m;
-    for (auto& p : t.model().named_parameters()) m[p.key()] = p.value().detach().clone();
-    return m;
-  }
+  static std::map<std::string, torch::Tensor> Params(Trainer& t) { return t.gather_parameters(); }
   std::string dir_;
 };
 
@@ -217,7 +213,7 @@ TEST_F(TrainerTest, DataParallelMatchesOneProcess) {
   ASSERT_TRUE(ref.ok());
   auto ref_params = Params(**one);
   for (int world : {2, 3})
-    for (int stage : {0, 1, 2}) {
+    for (int stage : {0, 1, 2, 3}) {
       auto store = c10::make_intrusive<c10d::HashStore>();
       std::vector<Result<RunSummary>> sums(size_t(world), Status::Internal("not run"));
       std::vector<std::map<std::string, torch::Tensor>> params(static_cast<size_t>(world));

@@ -3,7 +3,10 @@
 // loop; the loop itself knows nothing of parallelism.
 #pragma once
 
+#include <torch/types.h>
+
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,7 +58,11 @@ class Trainer {
   // Mean validation loss over train.eval_batches micro-batches of val.bin.
   double evaluate();
 
+  // The model. With ZeRO-3 its parameters are empty between uses: read them through
+  // gather_parameters().
   model::LanguageModel& model();
+  // Whole parameters by name, copied (collective over the data-parallel group).
+  std::map<std::string, torch::Tensor> gather_parameters();
   int64_t step() const;
 
   struct Impl;

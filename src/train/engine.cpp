@@ -1,0 +1,165 @@
+// The two engines: replicated parameters (DataParallel) and sharded parameters (Zero3).
+#include <torch/torch.h>
+
+#include <set>
+#include <unordered_map>
+
+#include "cairn/model/fused_cross_entropy.h"
+#include "cairn/model/language_model.h"
+#include "cairn/parallel/zero3.h"
+#include "cairn/train/options.h"
+#include "train/engine_impl.h"
+
+namespace cairn::train {
+namespace {
+
+// Checks that every parameter of `params` is in `tensors` with the same shape.
+Status check_params(const Engine::NamedTensors& params,
+                    const std::map<std::string, torch::Tensor>& tensors, const std::string& prefix) {
+  for (auto& [name, p] : params) {
+    auto it = tensors.find(prefix + name);
+    if (it == tensors.end())
+      return Status::InvalidArgument("parameter '" + name + "' is missing from the checkpoint");
+    if (!it->second.sizes().equals(p.sizes()))
+      return Status::InvalidArgument("parameter '" + name + "' has another shape in the checkpoint");
+  }
+  return Status::Ok();
+}
+
+class ReplicatedEngine : public Engine {
+ public:
+  ReplicatedEngine(std::shared_ptr<model::LanguageModel> m, comm::Group* group,
+                   parallel::DataParallelOptions o)
+      : model_(std::move(m)) {
+    parallel::DataParallel::NamedParams params;
+    for (auto& p : model_->named_parameters()) params.emplace_back(p.key(), p.value());
+    dp_ = std::make_unique<parallel::DataParallel>(std::move(params), default_weight_decay, group, o);
+    dp_->broadcast_parameters();
+  }
+  void zero_grad() override { dp_->zero_grad(); }
+  torch::Tensor loss(const torch::Tensor& x, const torch::Tensor& y, bool last) override {
+    dp_->set_sync(last);
+    return model_->loss(x, y);
+  }
+  torch::Tensor eval_loss(const torch::Tensor& x, const torch::Tensor& y) override {
+    return model_->loss(x, y);
+  }
+  void finish_backward() override { dp_->finish_backward(); }
+  double clip_grad_norm(double max_norm) override { return dp_->clip_grad_norm(max_norm); }
+  void step(double lr) override { dp_->step(lr); }
+  int64_t step_count() const override { return dp_->step_count(); }
+  NamedTensors gather_params() override {
+    NamedTensors out;
+    for (auto& p : model_->named_parameters()) out.emplace_back(p.key(), p.value().detach());
+    return out;
+  }
+  NamedTensors gather_optimizer_state() override { return dp_->gather_state(); }
+  Status load(const std::map<std::string, torch::Tensor>& tensors, const std::string& model_prefix,
+              const std::string& optim_prefix, int64_t step_count) override {
+    auto params = gather_params();
+    CAIRN_RETURN_IF_ERROR(check_params(params, tensors, model_prefix));
+    CAIRN_RETURN_IF_ERROR(dp_->load_state(tensors, optim_prefix, step_count));
+    torch::NoGradGuard no_grad;
+    for (auto& [name, p] : params) p.copy_(tensors.at(model_prefix + name));
+    return Status::Ok();
+  }
+  parallel::MemoryReport memory_report() const override { return dp_->memory_report(); }
+
+ private:
+  std::shared_ptr<model::LanguageModel> model_;
+  std::unique_ptr<parallel::DataParallel> dp_;
+};
+
+// The model as ZeRO-3 stages: embedding, one stage per block, final norm + head + loss.
+parallel::StagedModel to_staged(const std::shared_ptr<model::LanguageModel>& m) {
+  std::unordered_map<const void*, std::string> name_of;
+  for (auto& p : m->named_parameters()) name_of[p.value().unsafeGetTensorImpl()] = p.key();
+  const int64_t L = m->config().n_layer;
+  parallel::StagedModel s;
+  s.stage_params.resize(size_t(L + 2));
+  std::set<const void*> in_layer;
+  for (int64_t i = 0; i < L; ++i)
+    for (auto& p : m->layer_module(i)->parameters()) {
+      s.stage_params[size_t(i + 1)].emplace_back(name_of.at(p.unsafeGetTensorImpl()), p);
+      in_layer.insert(p.unsafeGetTensorImpl());
+    }
+  auto head = m->head_weight();
+  const void* head_impl = head.unsafeGetTensorImpl();
+  // Outside the blocks: the embedding tables belong to the first stage, the rest (final norm,
+  // an untied head) to the last; the head is used by the last stage whether tied or not.
+  for (auto& p : m->named_parameters()) {
+    const void* impl = p.value().unsafeGetTensorImpl();
+    if (in_layer.count(impl) || impl == head_impl) continue;
+    bool embedding = p.key().find("wte") != std::string::npos || p.key().find("wpe") != std::string::npos ||
+                     p.key().find("tok_embeddings") != std::string::npos;
+    s.stage_params[embedding ? 0 : size_t(L + 1)].emplace_back(p.key(), p.value());
+  }
+  if (m->config().is_llama()) {
+    s.stage_params[size_t(L + 1)].emplace_back(name_of.at(head_impl), head);
+  } else {  // tied: the token table is used by the first and the last stage
+    s.stage_params[0].emplace_back(name_of.at(head_impl), head);
+    s.stage_params[size_t(L + 1)].emplace_back(name_of.at(head_impl), head);
+  }
+  s.first = [m](const torch::Tensor& idx) { return m->embed(idx); };
+  s.middle = [m](int64_t stage, const torch::Tensor& x) { return m->layer(stage - 1, x); };
+  s.last = [m](const torch::Tensor& x, const torch::Tensor& y) {
+    auto h = m->final_norm(x);  // (B, T, C)
+    return model::fused_linear_cross_entropy(h.reshape({-1, h.size(2)}), m->head_weight(),
+                                             y.reshape({-1}));
+  };
+  return s;
+}
+
+class ShardedEngine : public Engine {
+ public:
+  ShardedEngine(std::shared_ptr<model::LanguageModel> m, comm::Group* group, parallel::AdamHyper adam)
+      : model_(std::move(m)) {
+    for (auto& p : model_->named_parameters()) shapes_.emplace_back(p.key(), torch::empty(p.value().sizes()));
+    z_ = std::make_unique<parallel::Zero3>(to_staged(model_), default_weight_decay, group, adam);
+  }
+  void zero_grad() override { z_->zero_grad(); }
+  torch::Tensor loss(const torch::Tensor& x, const torch::Tensor& y, bool) override {
+    return z_->loss(x, y);
+  }
+  torch::Tensor eval_loss(const torch::Tensor& x, const torch::Tensor& y) override {
+    return z_->loss(x, y);
+  }
+  void finish_backward() override { z_->finish_backward(); }
+  double clip_grad_norm(double max_norm) override { return z_->clip_grad_norm(max_norm); }
+  void step(double lr) override { z_->step(lr); }
+  int64_t step_count() const override { return z_->step_count(); }
+  NamedTensors gather_params() override {
+    z_->gather_full_params();
+    NamedTensors out;
+    for (auto& p : model_->named_parameters()) out.emplace_back(p.key(), p.value().detach().clone());
+    z_->release_full_params();
+    return out;
+  }
+  NamedTensors gather_optimizer_state() override { return z_->gather_state(); }
+  Status load(const std::map<std::string, torch::Tensor>& tensors, const std::string& model_prefix,
+              const std::string& optim_prefix, int64_t step_count) override {
+    CAIRN_RETURN_IF_ERROR(check_params(shapes_, tensors, model_prefix));
+    CAIRN_RETURN_IF_ERROR(z_->load_state(tensors, optim_prefix, step_count));
+    return z_->load_params(tensors, model_prefix);
+  }
+  parallel::MemoryReport memory_report() const override { return z_->memory_report(); }
+
+ private:
+  std::shared_ptr<model::LanguageModel> model_;
+  NamedTensors shapes_;  // names and shapes of the (released) parameters
+  std::unique_ptr<parallel::Zero3> z_;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> make_engine(std::shared_ptr<model::LanguageModel> model, comm::Group* group,
+                                    int zero_stage, int64_t bucket_bytes, parallel::AdamHyper adam) {
+  if (zero_stage >= 3) return std::make_unique<ShardedEngine>(std::move(model), group, adam);
+  parallel::DataParallelOptions o;
+  o.zero_stage = zero_stage;
+  o.bucket_bytes = bucket_bytes;
+  o.adam = adam;
+  return std::make_unique<ReplicatedEngine>(std::move(model), group, o);
+}
+
+}  // namespace cairn::train

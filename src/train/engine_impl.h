@@ -1,0 +1,55 @@
+// Engine: what the trainer's step needs from parallelism and the optimizer, with one
+// implementation over DataParallel (DDP, ZeRO-1/2) and one over Zero3 (parameters sharded).
+// Every method marked collective must be called by all data-parallel ranks in the same order.
+#pragma once
+
+#include <torch/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cairn/core/status.h"
+#include "cairn/parallel/data_parallel.h"
+
+namespace cairn::model {
+class LanguageModel;
+}
+namespace cairn::comm {
+class Group;
+}
+
+namespace cairn::train {
+
+class Engine {
+ public:
+  using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+  virtual ~Engine() = default;
+
+  virtual void zero_grad() = 0;
+  // Loss of one micro-batch with a graph for backward; `last` marks the step's last one.
+  virtual torch::Tensor loss(const torch::Tensor& x, const torch::Tensor& y, bool last) = 0;
+  // Loss without a graph (validation). Collective for ZeRO-3.
+  virtual torch::Tensor eval_loss(const torch::Tensor& x, const torch::Tensor& y) = 0;
+  virtual void finish_backward() = 0;                  // collective
+  virtual double clip_grad_norm(double max_norm) = 0;  // collective
+  virtual void step(double lr) = 0;                    // collective
+  virtual int64_t step_count() const = 0;
+  // Whole parameters and optimizer state by name, for a checkpoint (collective).
+  virtual NamedTensors gather_params() = 0;
+  virtual NamedTensors gather_optimizer_state() = 0;
+  // Restores from whole tensors "<model_prefix><param>" and "<optim_prefix><param>.exp_avg"...;
+  // checks everything first and changes nothing on error.
+  virtual Status load(const std::map<std::string, torch::Tensor>& tensors,
+                      const std::string& model_prefix, const std::string& optim_prefix,
+                      int64_t step_count) = 0;
+  virtual parallel::MemoryReport memory_report() const = 0;
+};
+
+// zero_stage 0-2: DataParallel; 3: Zero3. `group` may be null (one process).
+std::unique_ptr<Engine> make_engine(std::shared_ptr<model::LanguageModel> model, comm::Group* group,
+                                    int zero_stage, int64_t bucket_bytes, parallel::AdamHyper adam);
+
+}  // namespace cairn::train
