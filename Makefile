@@ -27,7 +27,9 @@ $(DATA)/train.bin:
 data: build $(DATA)/train.bin
 
 demo: build data
-	$(CAIRN) train configs/gpt-kjv.yaml --run-dir $(RUN) --set data.path=$(DATA)
+	rm -rf $(RUN)
+	$(CAIRN) run --nproc-per-node 2 --run-dir $(RUN) -- \
+	  $(CAIRN) train configs/gpt-kjv.yaml --set data.path=$(DATA)
 	$(CAIRN) generate --ckpt $(RUN)/ckpt --prompt "In the beginning" --max-tokens 80 --seed 1
 
 bench: build data
