@@ -24,23 +24,8 @@ double since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-Status errno_status(const std::string& what, const std::string& path) {
-  return Status::IoError(what + " " + path + ": " + std::strerror(errno));
-}
-
-Status write_all(int fd, const void* data, size_t n, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return errno_status("cannot write", path);
-    }
-    p += w;
-    n -= size_t(w);
-  }
-  return Status::Ok();
-}
+using core::errno_status;
+using core::write_all;
 
 Status pread_all(int fd, void* data, size_t n, int64_t offset, const std::string& path) {
   char* p = static_cast<char*>(data);

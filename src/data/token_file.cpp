@@ -32,22 +32,8 @@ uint64_t get_le(const unsigned char* p, int bytes) {
   return v;
 }
 
-Status errno_status(const std::string& what, const std::string& path) {
-  return Status::IoError(what + " " + path + ": " + std::strerror(errno));
-}
-
-Status write_all(int fd, const unsigned char* p, size_t n, const std::string& path) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return errno_status("cannot write", path);
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return Status::Ok();
-}
+using core::errno_status;
+using core::write_all;
 
 // Owns a temporary file until it is renamed into place; removes it otherwise.
 class TempFile {

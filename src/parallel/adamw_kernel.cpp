@@ -7,6 +7,20 @@
 
 namespace cairn::parallel {
 
+AdamCoeffs adam_coeffs(const AdamHyper& h, int64_t step, double lr, float grad_scale) {
+  AdamCoeffs c;
+  c.beta1 = float(h.beta1);
+  c.one_minus_beta1 = float(1.0 - h.beta1);
+  c.beta2 = float(h.beta2);
+  c.one_minus_beta2 = float(1.0 - h.beta2);
+  c.inv_bias2_sqrt = float(1.0 / std::sqrt(1.0 - std::pow(h.beta2, double(step))));
+  c.step_size = float(lr / (1.0 - std::pow(h.beta1, double(step))));
+  c.eps = float(h.eps);
+  c.decay_factor = float(1.0 - lr * h.weight_decay);
+  c.grad_scale = grad_scale;
+  return c;
+}
+
 void adamw_update(float* __restrict p, const float* __restrict g, float* __restrict m,
                   float* __restrict v, int64_t n, const AdamCoeffs& c, bool decay) {
   const AdamCoeffs k = c;

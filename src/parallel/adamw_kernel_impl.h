@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "cairn/parallel/data_parallel.h"
+
 namespace cairn::parallel {
 
 struct AdamCoeffs {
@@ -14,6 +16,9 @@ struct AdamCoeffs {
   float decay_factor;    // 1 - lr * weight_decay, applied when `decay`
   float grad_scale;      // gradient clipping factor (1 = none)
 };
+
+// The coefficients of update number `step` (1-based) with learning rate `lr`.
+AdamCoeffs adam_coeffs(const AdamHyper& h, int64_t step, double lr, float grad_scale);
 
 // p -= step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps) after decaying p and updating the
 // moments with g * grad_scale. Runs on torch's intra-op threads. REQUIRES: no aliasing.

@@ -259,16 +259,7 @@ void DataParallel::step(double lr) {
   torch::NoGradGuard no_grad;
   ++m.steps;
   const AdamHyper& h = m.options.adam;
-  AdamCoeffs c;
-  c.beta1 = float(h.beta1);
-  c.one_minus_beta1 = float(1.0 - h.beta1);
-  c.beta2 = float(h.beta2);
-  c.one_minus_beta2 = float(1.0 - h.beta2);
-  c.inv_bias2_sqrt = float(1.0 / std::sqrt(1.0 - std::pow(h.beta2, double(m.steps))));
-  c.step_size = float(lr / (1.0 - std::pow(h.beta1, double(m.steps))));
-  c.eps = float(h.eps);
-  c.decay_factor = float(1.0 - lr * h.weight_decay);
-  c.grad_scale = m.grad_scale;
+  const AdamCoeffs c = adam_coeffs(h, m.steps, lr, m.grad_scale);
   m.grad_scale = 1.0f;
   for (auto& f : m.flats) {
     float* p = f.param.data_ptr<float>();

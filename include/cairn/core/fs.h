@@ -18,6 +18,10 @@ Status fsync_dir(const std::string& dir);
 Status make_dirs(const std::string& dir);
 // Appends one line (a '\n' is added) with O_APPEND; safe across processes for short lines.
 Status append_line(const std::string& path, std::string_view line);
+// An IoError "<what> <path>: <strerror(errno)>".
+Status errno_status(const std::string& what, const std::string& path);
+// Writes all n bytes to fd (retrying short writes and EINTR); `path` names it in errors.
+Status write_all(int fd, const void* data, size_t n, const std::string& path);
 // Current wall-clock time in unix seconds with sub-second precision.
 double unix_time();
 
