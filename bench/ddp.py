@@ -54,7 +54,7 @@ data: {{path: {os.path.abspath(a.data)}}}
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     subprocess.run([a.cairn, "run", "--nproc-per-node", str(a.world), "--run-dir", run, "--",
                     a.cairn, "--log-level", "warn", "train", cfg, "--no-progress"],
-                   check=True, env=env, stdout=subprocess.DEVNULL)
+                   check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl"))]
     start = next(json.loads(l) for l in open(os.path.join(run, "events.jsonl"))
                  if json.loads(l)["event"] == "start")
@@ -83,8 +83,8 @@ def main():
         print(f"  pytorch DDP: {peer['tokens_per_s']:8.0f} tokens/s")
         print(f"  cairn DDP  : {ours:8.0f} tokens/s")
         print(f"  ratio cairn/peer: {ours / peer['tokens_per_s']:.2f}x")
-        print(f"bytes per parameter per rank at world {a.world} (fp32 Adam; formula 16, 4+4+8/d, 4+4/d+8/d):")
-        for stage in (0, 1, 2):
+        print(f"bytes per parameter per rank at world {a.world} (fp32 Adam; formulas 16, 4+4+8/d, 4+4/d+8/d, 16/d):")
+        for stage in (0, 1, 2, 3):
             _, mem = run_cairn(a, stage, 1, tmp)
             print(f"  ZeRO-{stage}: params {mem['params']:.2f} + grads {mem['grads']:.2f} + "
                   f"optimizer {mem['optimizer']:.2f} = {mem['total']:.2f}")
