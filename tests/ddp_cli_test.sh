@@ -53,13 +53,23 @@ for world in 2 3; do
   done
 done
 
-echo "-- world 2: 10 steps, stop, resume, 10 more == 20 straight (byte-identical checkpoint)"
-"$cairn" run --nproc-per-node 2 --run-dir "$work/a" -- "$cairn" train "$work/tiny.yaml" \
-  --no-progress --stop-after 10 > "$work/a.out" 2>&1 || { tail -20 "$work/a.out"; fail "first half failed"; }
-[ "$(cat "$work/a/ckpt/latest")" = "step-00000010" ] || fail "no checkpoint at step 10"
-"$cairn" run --nproc-per-node 2 --run-dir "$work/a" -- "$cairn" train "$work/tiny.yaml" \
-  --no-progress --resume > "$work/a2.out" 2>&1 || { tail -20 "$work/a2.out"; fail "resume failed"; }
-grep -q "resumed from" "$work/a2.out" || fail "second half did not resume"
-cmp "$work/w2z0/ckpt/step-00000020/rank-00000.bin" "$work/a/ckpt/step-00000020/rank-00000.bin" ||
-  fail "resumed run's final state differs from the straight run"
+for stage in 0 1 2 3; do
+  echo "-- world 2, ZeRO-$stage: 10 steps, stop, resume, 10 more == 20 straight (byte-identical checkpoint)"
+  run="$work/resume$stage"
+  "$cairn" run --nproc-per-node 2 --run-dir "$run" -- "$cairn" train "$work/tiny.yaml" \
+    --no-progress --stop-after 10 --set parallel.zero_stage=$stage > "$run.out" 2>&1 ||
+    { tail -20 "$run.out"; fail "first half failed"; }
+  [ "$(cat "$run/ckpt/latest")" = "step-00000010" ] || fail "no checkpoint at step 10"
+  "$cairn" run --nproc-per-node 2 --run-dir "$run" -- "$cairn" train "$work/tiny.yaml" \
+    --no-progress --resume --set parallel.zero_stage=$stage > "$run.out2" 2>&1 ||
+    { tail -20 "$run.out2"; fail "resume failed"; }
+  grep -q "resumed from" "$run.out2" || fail "second half did not resume"
+  cmp "$work/w2z$stage/ckpt/step-00000020/rank-00000.bin" "$run/ckpt/step-00000020/rank-00000.bin" ||
+    fail "ZeRO-$stage: resumed run's final state differs from the straight run"
+done
+
+echo "-- a ZeRO-3 checkpoint from world 2 continues in one process"
+"$cairn" train "$work/tiny.yaml" --run-dir "$work/resume3" --no-progress --resume \
+  --max-steps 22 > "$work/one3.out" 2>&1 || { tail -20 "$work/one3.out"; fail "world-1 resume failed"; }
+grep -q "resumed from .*step-00000020" "$work/one3.out" || fail "did not resume from step 20"
 echo "PASS"
