@@ -103,7 +103,7 @@ void run_train(const TrainArgs& a) {
 
 void register_train_command(CLI::App& app) {
   auto args = std::make_shared<TrainArgs>();
-  auto* cmd = app.add_subcommand("train", "Train a model from a YAML config in one process");
+  auto* cmd = app.add_subcommand("train", "Train a model from a YAML config (one process, or every worker of `cairn run`)");
   cmd->footer(
       "Examples:\n"
       "  cairn train configs/gpt-kjv.yaml\n"

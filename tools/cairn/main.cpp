@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
       "language models.\n\nExample:\n  make demo    # or step by step:\n"
       "  cairn data prepare --input kjv.txt --out data/kjv\n"
       "  cairn train configs/gpt-kjv.yaml\n"
+      "  cairn run --nproc-per-node 2 -- cairn train configs/gpt-kjv.yaml\n"
       "  cairn generate --ckpt runs/<time>/ckpt --prompt 'In the beginning'\n"};
   app.require_subcommand(1);
   std::string log_level = "info";
