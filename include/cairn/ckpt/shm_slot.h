@@ -1,0 +1,82 @@
+// ShmSlot: one POSIX shared-memory segment holding one rank's checkpoint in memory, the
+// building block of flash checkpoints. The agent creates (and finally unlinks) the slots;
+// a worker opens them and copies its state in; the agent persists a ready slot to storage or
+// a restarted worker restores from it.
+//
+// Layout: a 4 KiB header (magic "CAIRNSHM", version, state, step, sizes, xxh3 of the
+// metadata), the tensors at 64-byte aligned offsets, then the metadata JSON (tensor names,
+// dtypes, shapes, offsets, and the caller's state object). A write first marks the slot
+// `writing`; only a finished write marks it `ready`, so a writer that dies half way leaves a
+// slot that readers reject, never a half-written checkpoint that looks whole.
+//
+// Thread-safety: one writer at a time per slot (the caller's protocol); readers check the state
+// before and after copying.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cairn/ckpt/checkpoint.h"
+#include "cairn/core/status.h"
+
+namespace cairn::ckpt {
+
+struct ShmWriteInfo {
+  int64_t bytes = 0;    // tensor bytes copied
+  double seconds = 0;   // time the caller was blocked
+};
+
+struct ShmSnapshot {
+  int64_t step = 0;
+  std::map<std::string, torch::Tensor> tensors;  // copies, owned by the caller
+  nlohmann::json state;
+};
+
+class ShmSlot {
+ public:
+  // Creates segment `name` ("/cairn-<job>-r0-a") able to hold `capacity` bytes of tensors and
+  // metadata; the creator owns it and unlinks it on destruction. Fails with a message naming
+  // the needed and available bytes when /dev/shm cannot hold it.
+  static Result<std::unique_ptr<ShmSlot>> Create(const std::string& name, int64_t capacity);
+  // Opens an existing segment (never unlinks it).
+  static Result<std::unique_ptr<ShmSlot>> Open(const std::string& name);
+  ~ShmSlot();
+  ShmSlot(const ShmSlot&) = delete;
+  ShmSlot& operator=(const ShmSlot&) = delete;
+
+  // Copies `tensors` (CPU) and `state` into the slot with `threads` copy threads and marks it
+  // ready at `step`. FailedPrecondition when they do not fit.
+  Result<ShmWriteInfo> write(int64_t step, const std::vector<NamedTensor>& tensors,
+                             const nlohmann::json& state, int threads = 4);
+  // A copy of the slot's content. NotFound when the slot was never completed; Corrupt when
+  // its metadata fails its checksum or a write is in progress.
+  Result<ShmSnapshot> read() const;
+  // The step of the completed content, or -1.
+  int64_t ready_step() const;
+  // Marks the slot empty (e.g. after its content is known to be stale).
+  void clear();
+
+  const std::string& name() const { return name_; }
+  int64_t capacity() const { return capacity_; }
+  // Bytes that `tensors` and `state` need in a slot (for sizing).
+  static int64_t bytes_needed(const std::vector<NamedTensor>& tensors, const nlohmann::json& state);
+
+ private:
+  ShmSlot(std::string name, void* base, int64_t mapped, bool owner);
+  std::string name_;
+  void* base_;
+  int64_t mapped_;    // header + capacity
+  int64_t capacity_;
+  bool owner_;
+};
+
+// Free bytes in the file system that holds POSIX shared memory (/dev/shm).
+Result<int64_t> shm_free_bytes();
+
+}  // namespace cairn::ckpt
