@@ -43,9 +43,11 @@ Status pread_all(int fd, void* data, size_t n, int64_t offset, const std::string
   return Status::Ok();
 }
 
-// Writes one rank's data file; fills each tensor's shard entry.
+// Writes one rank's data file; fills each tensor's shard entry. `slices` may map a tensor name
+// to {"shape": global shape, "slice": [[begin, end], ...]} when the tensor is a piece of a
+// larger one; other tensors are whole.
 Status write_data_file(const std::string& path, int rank, const std::vector<NamedTensor>& tensors,
-                       nlohmann::json* entries, int64_t* bytes) {
+                       const nlohmann::json& slices, nlohmann::json* entries, int64_t* bytes) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return errno_status("cannot create", path);
   struct Closer {
@@ -73,13 +75,18 @@ Status write_data_file(const std::string& path, int rank, const std::vector<Name
     CAIRN_RETURN_IF_ERROR(write_all(fd, t.data_ptr(), nbytes, path));
     pos = start + int64_t(nbytes);
     nlohmann::json slice = nlohmann::json::array();
-    for (int64_t d : t.sizes()) slice.push_back({0, d});
+    nlohmann::json shape = t.sizes().vec();
+    if (slices.is_object() && slices.contains(tensors[i].name)) {
+      slice = slices[tensors[i].name].at("slice");
+      shape = slices[tensors[i].name].at("shape");
+    } else {
+      for (int64_t d : t.sizes()) slice.push_back({0, d});
+    }
     nlohmann::json shard = {{"slice", slice},
                             {"file", fs::path(path).filename().string()},
                             {"offset", start},
                             {"bytes", int64_t(nbytes)},
                             {"xxh3", hex64(XXH3_64bits(t.data_ptr(), nbytes))}};
-    nlohmann::json shape = t.sizes().vec();
     entries->push_back({{"name", tensors[i].name},
                         {"dtype", dtype_name(t.scalar_type())},
                         {"shape", shape},
@@ -134,7 +141,7 @@ Result<SaveInfo> save_checkpoint(const std::string& root, int64_t step,
 
   nlohmann::json entries = nlohmann::json::array();
   int64_t bytes = 0;
-  Status s = write_data_file(tmp + "/" + data_file_name(0), 0, tensors, &entries, &bytes);
+  Status s = write_data_file(tmp + "/" + data_file_name(0), 0, tensors, nullptr, &entries, &bytes);
   if (!s.ok()) {
     fs::remove_all(tmp, ec);
     return s;
@@ -198,6 +205,86 @@ Result<LoadedCheckpoint> load_checkpoint(const std::string& step_dir) {
   out.manifest = std::move(manifest);
   out.seconds = since(t0);
   return out;
+}
+
+Result<SaveInfo> write_rank_part(const std::string& root, int64_t step, int rank,
+                                 const std::vector<NamedTensor>& tensors,
+                                 const nlohmann::json& slices) {
+  auto t0 = Clock::now();
+  std::string dir = root + "/" + parts_dir_name(step);
+  CAIRN_RETURN_IF_ERROR(core::make_dirs(dir));
+  nlohmann::json entries = nlohmann::json::array();
+  int64_t bytes = 0;
+  std::string data = dir + "/" + data_file_name(rank);
+  CAIRN_RETURN_IF_ERROR(write_data_file(data, rank, tensors, slices, &entries, &bytes));
+  // The part's entries are written last: their presence says the data file is durable.
+  CAIRN_RETURN_IF_ERROR(core::write_file_atomic(dir + "/" + part_file_name(rank), entries.dump()));
+  return SaveInfo{dir, bytes, since(t0)};
+}
+
+Result<bool> try_commit(const std::string& root, int64_t step, int world,
+                        const nlohmann::json& state) {
+  std::string dir = root + "/" + parts_dir_name(step);
+  std::vector<nlohmann::json> parts;
+  for (int r = 0; r < world; ++r) {
+    auto text = core::read_file(dir + "/" + part_file_name(r));
+    if (!text.ok()) return false;  // not every rank is durable yet
+    auto j = nlohmann::json::parse(*text, nullptr, false);
+    if (j.is_discarded() || !j.is_array())
+      return Status::Corrupt(dir + "/" + part_file_name(r) + ": not a list of tensor entries");
+    parts.push_back(std::move(j));
+  }
+  // Exactly one committer: whoever creates the lock file.
+  int lock = ::open((dir + "/commit.lock").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (lock < 0) {
+    if (errno == EEXIST) return false;
+    return errno_status("cannot create", dir + "/commit.lock");
+  }
+  ::close(lock);
+  // Merge the shards of each tensor, in rank order.
+  std::map<std::string, nlohmann::json> merged;
+  std::vector<std::string> order;
+  std::vector<std::string> files;
+  for (int r = 0; r < world; ++r) {
+    files.push_back(data_file_name(r));
+    for (auto& e : parts[size_t(r)]) {
+      std::string name = e.at("name").get<std::string>();
+      auto it = merged.find(name);
+      if (it == merged.end()) {
+        merged[name] = e;
+        order.push_back(name);
+      } else {
+        if (it->second["shape"] != e["shape"] || it->second["dtype"] != e["dtype"])
+          return Status::Corrupt(dir + ": ranks disagree on the shape or dtype of '" + name + "'");
+        for (auto& sh : e["shards"]) it->second["shards"].push_back(sh);
+      }
+    }
+  }
+  nlohmann::json tensors = nlohmann::json::array();
+  for (auto& n : order) tensors.push_back(merged[n]);
+  nlohmann::json manifest = {{"format", kFormatName},
+                             {"format_version", kManifestVersion},
+                             {"step", step},
+                             {"created", core::unix_time()},
+                             {"mesh", {{"world_size", world}, {"dp", world}, {"tp", 1}, {"pp", 1}}},
+                             {"files", files},
+                             {"tensors", tensors},
+                             {"state", state}};
+  // Check the merged manifest like a loader would before publishing it.
+  CAIRN_RETURN_IF_ERROR(validate_manifest(manifest, dir));
+  CAIRN_ASSIGN_OR_RETURN(auto entries, parse_entries(manifest, dir));
+  (void)entries;
+  CAIRN_RETURN_IF_ERROR(core::write_file_atomic(dir + "/manifest.json", manifest.dump(1)));
+  for (int r = 0; r < world; ++r) ::unlink((dir + "/" + part_file_name(r)).c_str());
+  ::unlink((dir + "/commit.lock").c_str());
+  CAIRN_RETURN_IF_ERROR(core::fsync_dir(dir));
+  std::string final_dir = root + "/" + step_dir_name(step);
+  std::error_code ec;
+  if (fs::exists(final_dir)) fs::remove_all(final_dir, ec);
+  if (::rename(dir.c_str(), final_dir.c_str()) != 0) return errno_status("cannot rename to", final_dir);
+  CAIRN_RETURN_IF_ERROR(core::fsync_dir(root));
+  CAIRN_RETURN_IF_ERROR(core::write_file_atomic(root + "/latest", step_dir_name(step) + "\n"));
+  return true;
 }
 
 std::vector<int64_t> list_steps(const std::string& root) {

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "cairn/core/fs.h"
 
@@ -165,6 +166,70 @@ TEST_F(CheckpointTest, ManifestLyingAboutSizesIsCorrupt) {
   j["tensors"][0]["shards"][0]["file"] = "../../etc/passwd";
   ASSERT_TRUE(core::write_file_atomic(dir + "/manifest.json", j.dump()).ok());
   EXPECT_THAT(load_checkpoint(dir).status().message(), HasSubstr("bad file name"));
+}
+
+}  // namespace
+}  // namespace cairn::ckpt
+
+namespace cairn::ckpt {
+namespace {
+
+// Three ranks each write their rows of a sharded tensor (rank 0 also the whole ones); the
+// step is committed once, by whichever rank finds every part, and loads as the global tensor.
+TEST_F(CheckpointTest, ShardedPartsCommitOnceAndLoadWhole) {
+  const int world = 3;
+  auto global = torch::arange(9 * 4, torch::kFloat).reshape({9, 4});
+  auto whole = torch::arange(5, torch::kLong);
+  std::vector<Result<bool>> committed(world, Status::Internal("not run"));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r)
+    threads.emplace_back([&, r] {
+      std::vector<NamedTensor> mine = {{"optim.w", global.narrow(0, 3 * r, 3).clone()}};
+      if (r == 0) mine.push_back({"model.b", whole});
+      nlohmann::json slices = {{"optim.w", {{"shape", {9, 4}}, {"slice", {{3 * r, 3 * r + 3}, {0, 4}}}}}};
+      auto part = write_rank_part(root_, 5, r, mine, slices);
+      ASSERT_TRUE(part.ok()) << part.status().ToString();
+      committed[size_t(r)] = try_commit(root_, 5, world, {{"world_size", world}});
+    });
+  for (auto& t : threads) t.join();
+  int commits = 0;
+  for (auto& c : committed) {
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    commits += *c;
+  }
+  EXPECT_EQ(commits, 1);
+  auto loaded = load_latest(root_, nullptr);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_EQ(loaded->step, 5);
+  EXPECT_TRUE(torch::equal(loaded->tensors.at("optim.w"), global));
+  EXPECT_TRUE(torch::equal(loaded->tensors.at("model.b"), whole));
+  EXPECT_EQ(loaded->manifest["mesh"]["world_size"], world);
+  EXPECT_EQ(loaded->manifest["tensors"][0]["shards"].size(), 3u);
+  EXPECT_FALSE(fs::exists(root_ + "/.parts-step-00000005"));
+}
+
+TEST_F(CheckpointTest, MissingPartIsNotCommittedAndCorruptShardIsCaught) {
+  Save(1, 1);
+  auto a = torch::ones({4, 2});
+  nlohmann::json slices = {{"x", {{"shape", {8, 2}}, {"slice", {{0, 4}, {0, 2}}}}}};
+  ASSERT_TRUE(write_rank_part(root_, 2, 0, {{"x", a}}, slices).ok());
+  auto c = try_commit(root_, 2, 2, nlohmann::json::object());
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE(*c);  // rank 1 has not written its part
+  EXPECT_EQ(load_latest(root_, nullptr)->step, 1);
+  slices["x"]["slice"] = {{4, 8}, {0, 2}};
+  ASSERT_TRUE(write_rank_part(root_, 2, 1, {{"x", a * 2}}, slices).ok());
+  c = try_commit(root_, 2, 2, nlohmann::json::object());
+  ASSERT_TRUE(c.ok() && *c);
+  auto loaded = load_latest(root_, nullptr);
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->step, 2);
+  EXPECT_TRUE(torch::equal(loaded->tensors.at("x").narrow(0, 4, 4), a * 2));
+  FlipBit(root_ + "/step-00000002/rank-00001.bin", 64 + 5);
+  std::vector<std::string> skipped;
+  EXPECT_EQ(load_latest(root_, &skipped)->step, 1);  // falls back to the previous good one
+  ASSERT_EQ(skipped.size(), 1u);
+  EXPECT_THAT(skipped[0], HasSubstr("rank-00001.bin: checksum mismatch"));
 }
 
 }  // namespace

@@ -89,6 +89,14 @@ std::string data_file_name(int rank) {
   return buf;
 }
 
+std::string part_file_name(int rank) {
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "rank-%05d.part.json", rank);
+  return buf;
+}
+
+std::string parts_dir_name(int64_t step) { return "." + step_dir_name(step).insert(0, "parts-"); }
+
 Status validate_manifest(const nlohmann::json& j, const std::string& where) {
   auto bad = [&](const std::string& why) { return Status::Corrupt(where + "/manifest.json: " + why); };
   if (!j.is_object()) return bad("not a JSON object");

@@ -41,6 +41,21 @@ Result<SaveInfo> save_checkpoint(const std::string& root, int64_t step,
                                  const std::vector<NamedTensor>& tensors,
                                  const nlohmann::json& state);
 
+// Sharded writing: every rank writes its own part of step `step`, then any of them calls
+// try_commit; the one that finds every part durable merges the manifest, renames the step
+// directory into place and moves `latest`. A part lives in <root>/.parts-step-<N>/ until then.
+//
+// `slices` maps the name of a tensor that is a piece of a larger one to
+// {"shape": [global shape], "slice": [[begin, end], ...]}; other tensors are whole and must be
+// written by exactly one rank (the shards of a tensor must cover it exactly once).
+Result<SaveInfo> write_rank_part(const std::string& root, int64_t step, int rank,
+                                 const std::vector<NamedTensor>& tensors,
+                                 const nlohmann::json& slices = nlohmann::json::object());
+// true when this call committed step `step`; false when a part is missing or another caller
+// commits it.
+Result<bool> try_commit(const std::string& root, int64_t step, int world,
+                        const nlohmann::json& state);
+
 struct LoadedCheckpoint {
   std::string path;
   int64_t step = 0;
