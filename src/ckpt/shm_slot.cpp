@@ -116,7 +116,8 @@ ShmSlot::~ShmSlot() {
   if (owner_) ::shm_unlink(name_.c_str());
 }
 
-Result<std::unique_ptr<ShmSlot>> ShmSlot::Create(const std::string& name, int64_t capacity) {
+Result<std::unique_ptr<ShmSlot>> ShmSlot::Create(const std::string& name, int64_t capacity,
+                                                 bool unlink_on_close) {
   if (name.size() < 2 || name[0] != '/' || name.find('/', 1) != std::string::npos)
     return Status::InvalidArgument("shared-memory name '" + name + "' must look like /name");
   const int64_t total = kHeaderBytes + align_up(capacity);
@@ -154,7 +155,7 @@ Result<std::unique_ptr<ShmSlot>> ShmSlot::Create(const std::string& name, int64_
   h->state.store(kEmpty);
   h->step.store(-1);
   h->capacity = total - kHeaderBytes;
-  return std::unique_ptr<ShmSlot>(new ShmSlot(name, base, total, /*owner=*/true));
+  return std::unique_ptr<ShmSlot>(new ShmSlot(name, base, total, unlink_on_close));
 }
 
 Result<std::unique_ptr<ShmSlot>> ShmSlot::Open(const std::string& name) {

@@ -1,5 +1,6 @@
 // The agent loop: rendezvous → start workers → supervise → stop → restart or finish.
 #include "cairn/elastic/agent.h"
+#include "cairn/elastic/flash_slots.h"
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -70,13 +71,20 @@ class Agent {
  private:
   int interrupt_signal() const { return o_.interrupt ? o_.interrupt->signal.load() : 0; }
   bool hurry() const { return o_.interrupt && o_.interrupt->count.load() >= 2; }
+  // The job is over on this node: its in-memory checkpoints go with it.
+  void remove_flash_slots() {
+    int n = unlink_flash_slots(o_.run_dir, ranks_);
+    if (n > 0) spdlog::info("removed {} in-memory checkpoint segment(s)", n);
+  }
   Result<AgentResult> finish(AgentResult r) {
+    remove_flash_slots();
     json j = {{"exit_code", r.exit_code}, {"restarts", r.restarts}};
     if (r.interrupt_signal) j["signal"] = signal_name(r.interrupt_signal);
     events_.write("agent_end", j);
     return r;
   }
   Status fail(const Status& s) {
+    remove_flash_slots();
     events_.write("agent_end", {{"exit_code", 1}, {"error", s.ToString()}});
     return s;
   }
@@ -84,6 +92,7 @@ class Agent {
   AgentResult interrupted(WorkerGroup* group, int restarts);
   std::string failure_summary(const AgentResult& r) const;
 
+  std::vector<int> ranks_;  // global ranks of this node's workers in the current round
   Rendezvous& rdzv_;
   const AgentOptions& o_;
   EventLog events_;
@@ -158,6 +167,8 @@ Result<AgentResult> Agent::run() {
                                     {"run_id", world->run_id},
                                     {"max_restarts", o_.max_restarts},
                                     {"command", o_.command}});
+    ranks_.clear();
+    for (int i = 0; i < world->nproc_per_node; ++i) ranks_.push_back(world->global_rank(i));
     WorkerGroupOptions go;
     go.log_dir = logs;
     go.echo_stdout_fd = o_.echo_stdout_fd;

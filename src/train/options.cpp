@@ -43,6 +43,9 @@ core::ConfigSpec train_spec() {
       .add_string("data.tokenizer", "gpt2", {},
                   "tokenizer directory (encoder.json + vocab.bpe); gpt2 = the installed files")
       .add_int("ckpt.keep_last", 3, 0, 1 << 20, "checkpoints kept on storage; 0 = all")
+      .add_int("ckpt.memory_interval", 0, 0, int64_t(1) << 40,
+               "steps between in-memory (shared-memory) checkpoints that a restarted worker "
+               "resumes from; 0 = off")
       .add_int("parallel.zero_stage", 0, 0, 3,
                "0 = DDP (replicated), 1 = ZeRO-1 (optimizer state sharded over data-parallel "
                "ranks), 2 = ZeRO-2 (+ gradients), 3 = ZeRO-3 (+ parameters, gathered per block "
@@ -78,6 +81,7 @@ Result<TrainOptions> train_options_from(const core::Config& c) {
   o.eval_batches = c.get_int("train.eval_batches");
   o.ckpt_interval = c.get_int("train.ckpt_interval");
   o.keep_last = c.get_int("ckpt.keep_last");
+  o.memory_interval = c.get_int("ckpt.memory_interval");
   o.activation_checkpointing = c.get_bool("train.activation_checkpointing");
   o.precision = c.get_string("train.precision");
   o.threads = c.get_int("train.threads");

@@ -18,6 +18,7 @@
 #include "cairn/comm/group.h"
 #include "cairn/parallel/data_parallel.h"
 #include "train/engine_impl.h"
+#include "train/flash_impl.h"
 #include "cairn/train/options.h"
 #include "cairn/train/run_log.h"
 #include "cairn/train/schedule.h"
@@ -64,6 +65,7 @@ struct Trainer::Impl {
   std::unique_ptr<data::LocalSampler> sampler, val_sampler;
   std::shared_ptr<model::LanguageModel> model;
   std::unique_ptr<Engine> engine;
+  std::unique_ptr<FlashSlots> flash;  // when ckpt.memory_interval > 0
   int64_t num_params = 0;
   comm::Group* group = nullptr;  // data-parallel group; null in one process
   int world = 1, rank = 0;
@@ -104,16 +106,32 @@ struct Trainer::Impl {
     return out;
   }
 
+  nlohmann::json state_json(const char* reason) {
+    return {{"step", step},
+            {"samples_consumed", step * opt.global_batch_size},
+            {"optimizer_step", engine->step_count()},
+            {"world_size", world},
+            {"config_yaml", config.to_yaml()},
+            {"reason", reason}};
+  }
+
+  // Collective: every rank copies the (gathered) state into its shared-memory slot.
+  Status save_to_memory() {
+    auto tensors = state_tensors();
+    auto info = flash->save(step, tensors, state_json("memory"));
+    if (!info.ok()) return info.status();
+    log->event("checkpoint_saved", {{"step", step},
+                                    {"bytes", info->bytes},
+                                    {"duration_ms", info->seconds * 1e3},
+                                    {"storage", "memory"}});
+    return Status::Ok();
+  }
+
   // Collective: every rank gathers the state; rank 0 writes it.
   Status save(const char* reason) {
     auto tensors = state_tensors();
     if (rank != 0) return Status::Ok();
-    nlohmann::json state = {{"step", step},
-                            {"samples_consumed", step * opt.global_batch_size},
-                            {"optimizer_step", engine->step_count()},
-                            {"world_size", world},
-                            {"config_yaml", config.to_yaml()},
-                            {"reason", reason}};
+    nlohmann::json state = state_json(reason);
     auto info = ckpt::save_checkpoint(ckpt_dir(), step, tensors, state);
     if (!info.ok()) return info.status();
     log->event("checkpoint_saved", {{"step", step},
@@ -151,6 +169,42 @@ struct Trainer::Impl {
     return Status::Ok();
   }
 
+  // Collective. Restores from the ranks' shared-memory slots when every rank holds the same
+  // step there and it is not older than the newest checkpoint on storage; returns whether it did.
+  Result<bool> restore_from_memory() {
+    auto t0 = std::chrono::steady_clock::now();
+    auto snap = flash->newest();
+    double s = snap ? double(snap->step) : -1.0;
+    // Every rank holds the same step iff (sum s)^2 == world * sum s^2.
+    double sum = sum_over_ranks(s), sum_sq = sum_over_ranks(s * s);
+    bool agree = s >= 0 && sum * sum == double(world) * sum_sq;
+    int64_t on_storage = -1;
+    if (auto latest = core::read_file(ckpt_dir() + "/latest"); latest.ok()) {
+      std::string name = *latest;
+      while (!name.empty() && name.back() == '\n') name.pop_back();
+      if (auto m = ckpt::read_manifest(ckpt_dir() + "/" + name); m.ok())
+        on_storage = (*m)["step"].get<int64_t>();
+    }
+    if (!agree || int64_t(s) < on_storage) {
+      if (snap)
+        spdlog::info("in-memory checkpoint (step {}) not used: {}", snap->step,
+                     agree ? "storage holds a newer one" : "ranks hold different steps");
+      return false;
+    }
+    ckpt::LoadedCheckpoint c;
+    c.path = "shared memory";
+    c.step = snap->step;
+    c.tensors = std::move(snap->tensors);
+    c.state = std::move(snap->state);
+    for (auto& [name, t] : c.tensors) c.bytes += int64_t(t.nbytes());
+    CAIRN_RETURN_IF_ERROR(restore(c));
+    double ms = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() * 1e3;
+    log->event("checkpoint_loaded",
+               {{"step", c.step}, {"bytes", c.bytes}, {"duration_ms", ms}, {"source", "memory"}});
+    spdlog::info("resumed from shared memory (step {}) in {:.0f} ms", c.step, ms);
+    return true;
+  }
+
   // Mean validation loss; samples are split over ranks and the sums combined (collective).
   double evaluate() {
     torch::NoGradGuard no_grad;
@@ -186,7 +240,7 @@ std::map<std::string, torch::Tensor> Trainer::gather_parameters() {
 int64_t Trainer::step() const { return impl_->step; }
 double Trainer::evaluate() { return impl_->evaluate(); }
 
-Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, const RunOptions& run) {
+Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, RunOptions run) {
   auto impl = std::make_unique<Impl>();
   impl->config = config;
   impl->run = run;
@@ -245,6 +299,11 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, con
   if (impl->rank == 0)
     CAIRN_RETURN_IF_ERROR(core::write_file_atomic(run.run_dir + "/config.yaml", config.to_yaml()));
 
+  if (o.memory_interval > 0) impl->flash = std::make_unique<FlashSlots>(run.run_dir, impl->rank);
+  if (run.resume && impl->flash) {
+    CAIRN_ASSIGN_OR_RETURN(bool from_memory, impl->restore_from_memory());
+    if (from_memory) run.resume = false;  // storage is older or equal: nothing more to load
+  }
   if (run.resume) {
     std::vector<std::string> skipped;
     auto c = ckpt::load_latest(impl->ckpt_dir(), &skipped);
@@ -365,6 +424,10 @@ Result<RunSummary> Trainer::run() {
       double mfu_ema = m.peak_flops > 0 ? flops_per_token * ema_tps / m.peak_flops : 0;
       progress.update({m.step, m.max_steps, loss, lr, ema_tps, mfu_ema,
                        ema_step * double(m.max_steps - m.step), extra});
+    }
+    if (m.flash && m.step % o.memory_interval == 0 && !last) {
+      Status s = m.save_to_memory();
+      if (!s.ok()) return s.WithContext("in-memory checkpoint at step " + std::to_string(m.step));
     }
     if ((o.ckpt_interval > 0 && m.step % o.ckpt_interval == 0) || last) {
       Status s = m.save(last ? "end" : "interval");

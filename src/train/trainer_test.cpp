@@ -14,6 +14,7 @@
 #include "cairn/ckpt/checkpoint.h"
 #include "cairn/comm/group.h"
 #include "cairn/data/token_file.h"
+#include "cairn/elastic/flash_slots.h"
 #include "cairn/model/language_model.h"
 #include "cairn/train/options.h"
 
@@ -261,6 +262,50 @@ TEST(WeightDecay, Rule) {
   EXPECT_FALSE(default_weight_decay("wpe.weight", torch::zeros({4, 4})));
   EXPECT_FALSE(default_weight_decay("h.0.ln_1.weight", torch::zeros({4})));
   EXPECT_FALSE(default_weight_decay("h.0.attn.c_attn.bias", torch::zeros({12})));
+}
+
+}  // namespace
+}  // namespace cairn::train
+
+namespace cairn::train {
+namespace {
+
+// A run that loses its storage checkpoints resumes from its in-memory checkpoint and ends
+// exactly where the uninterrupted run ends.
+TEST_F(TrainerTest, ResumesFromSharedMemory) {
+  auto cfg = Config("gpt2", {"ckpt.memory_interval=2"});
+  auto straight = Trainer::Create(cfg, Run("mem_a"));
+  ASSERT_TRUE(straight.ok());
+  ASSERT_TRUE((*straight)->run().ok());
+  auto first = Trainer::Create(cfg, Run("mem_b", false, 7));
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE((*first)->run().ok());
+  first->reset();
+  // As if the worker died after its memory save at step 6 and before any storage save.
+  fs::remove_all(dir_ + "/mem_b/ckpt");
+  auto second = Trainer::Create(cfg, Run("mem_b", true));
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ((*second)->step(), 6);
+  ASSERT_TRUE((*second)->run().ok());
+  auto a = Params(**straight), b = Params(**second);
+  for (auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
+  std::ifstream events(dir_ + "/mem_b/events.jsonl");
+  std::string all((std::istreambuf_iterator<char>(events)), {});
+  EXPECT_NE(all.find("\"source\":\"memory\""), std::string::npos);
+  EXPECT_NE(all.find("\"storage\":\"memory\""), std::string::npos);
+  EXPECT_GT(elastic::unlink_flash_slots(dir_ + "/mem_a", {0}) + elastic::unlink_flash_slots(dir_ + "/mem_b", {0}), 0);
+}
+
+// A storage checkpoint newer than memory wins.
+TEST_F(TrainerTest, NewerStorageCheckpointWinsOverMemory) {
+  auto cfg = Config("gpt2", {"ckpt.memory_interval=2"});
+  auto first = Trainer::Create(cfg, Run("mem_c", false, 7));
+  ASSERT_TRUE(first.ok() && (*first)->run().ok());
+  first->reset();
+  auto second = Trainer::Create(cfg, Run("mem_c", true));
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ((*second)->step(), 7);  // storage (step 7) is newer than memory (step 6)
+  elastic::unlink_flash_slots(dir_ + "/mem_c", {0});
 }
 
 }  // namespace

@@ -40,10 +40,13 @@ struct ShmSnapshot {
 
 class ShmSlot {
  public:
-  // Creates segment `name` ("/cairn-<job>-r0-a") able to hold `capacity` bytes of tensors and
-  // metadata; the creator owns it and unlinks it on destruction. Fails with a message naming
-  // the needed and available bytes when /dev/shm cannot hold it.
-  static Result<std::unique_ptr<ShmSlot>> Create(const std::string& name, int64_t capacity);
+  // Creates segment `name` ("/cairn-<job>-r0-0") able to hold `capacity` bytes of tensors and
+  // metadata. With `unlink_on_close` the creator unlinks it on destruction; without, the
+  // segment outlives the process (a worker's slots must survive its crash; the agent removes
+  // them when the job ends). Fails with a message naming the needed and available bytes when
+  // /dev/shm cannot hold it.
+  static Result<std::unique_ptr<ShmSlot>> Create(const std::string& name, int64_t capacity,
+                                                 bool unlink_on_close = true);
   // Opens an existing segment (never unlinks it).
   static Result<std::unique_ptr<ShmSlot>> Open(const std::string& name);
   ~ShmSlot();

@@ -26,6 +26,7 @@ struct TrainOptions {
   int64_t eval_batches = 20;
   int64_t ckpt_interval = 0;       // 0 = only at the end
   int64_t keep_last = 3;           // checkpoints kept on storage; 0 = all
+  int64_t memory_interval = 0;     // steps between in-memory checkpoints; 0 = off
   bool activation_checkpointing = false;
   std::string precision = "fp32";  // fp32 | bf16
   int64_t threads = 0;             // intra-op threads; 0 = torch default

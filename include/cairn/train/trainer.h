@@ -25,7 +25,8 @@ namespace cairn::train {
 
 struct RunOptions {
   std::string run_dir;                         // required: logs, config.yaml, ckpt/
-  bool resume = false;                         // continue from run_dir/ckpt when it has one
+  bool resume = false;                         // continue from the newest checkpoint: in shared
+                                               // memory (ckpt.memory_interval) or run_dir/ckpt
   int64_t stop_after = 0;                      // > 0: return after this step (schedule unchanged)
   const std::atomic<bool>* stop = nullptr;     // set => save a checkpoint and return
   bool progress = true;                        // print the progress line
@@ -48,7 +49,7 @@ class Trainer {
  public:
   // Validates the config, opens the data, builds the model and optimizer, restores the
   // newest checkpoint when run.resume. Errors name what is wrong.
-  static Result<std::unique_ptr<Trainer>> Create(const core::Config& config, const RunOptions& run);
+  static Result<std::unique_ptr<Trainer>> Create(const core::Config& config, RunOptions run);
   ~Trainer();
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;

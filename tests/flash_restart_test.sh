@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# In-memory checkpoints under `cairn run`: a worker killed with SIGKILL mid-run is restarted,
+# every rank resumes from shared memory, and the run ends byte-identical to an uninterrupted
+# one; the agent removes the segments when the job ends. Usage: flash_restart_test.sh CAIRN
+set -euo pipefail
+cairn=$1
+work=$(mktemp -d)
+agent=
+trap '[ -n "$agent" ] && kill -9 $agent 2>/dev/null; rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+
+bible -f "Genesis 1:1-Revelation 22:21" > "$work/full.txt"
+head -c 200000 "$work/full.txt" > "$work/kjv.txt"
+"$cairn" data prepare --input "$work/kjv.txt" --out "$work/data" --val-fraction 0.05 2>/dev/null
+cat > "$work/tiny.yaml" <<YAML
+model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: 64, vocab_size: 50304, block_size: 32}
+train: {micro_batch_size: 4, global_batch_size: 8, seq_len: 32, max_steps: 60, lr: 3.0e-3,
+        warmup_steps: 5, eval_interval: 0, eval_batches: 2}
+ckpt: {memory_interval: 1}
+data: {path: $work/data}
+YAML
+
+echo "-- uninterrupted run"
+"$cairn" run --nproc-per-node 2 --run-dir "$work/straight" -- "$cairn" train "$work/tiny.yaml" \
+  --no-progress > "$work/straight.out" 2>&1 || { tail -20 "$work/straight.out"; fail "straight run failed"; }
+
+echo "-- kill -9 one worker at step >= 20; the agent restarts the group"
+"$cairn" run --nproc-per-node 2 --max-restarts 2 --run-dir "$work/run" -- \
+  "$cairn" train "$work/tiny.yaml" --no-progress --resume > "$work/run.out" 2>&1 &
+agent=$!
+for _ in $(seq 1 600); do
+  [ -f "$work/run/metrics.jsonl" ] && [ "$(wc -l < "$work/run/metrics.jsonl")" -ge 20 ] && break
+  sleep 0.1
+done
+victim=$(pgrep -P $agent | tail -n 1)
+[ -n "$victim" ] || fail "no worker to kill"
+kill -9 "$victim"
+rc=0; wait $agent || rc=$?
+agent=
+[ $rc -eq 0 ] || { tail -30 "$work/run.out"; fail "the job should finish after the restart (exit $rc)"; }
+grep -q '"event":"worker_failed"' "$work/run/events.jsonl" || fail "no worker_failed event"
+grep -q '"event":"restart"' "$work/run/events.jsonl" || fail "no restart event"
+grep -q '"source":"memory"' "$work/run/events.jsonl" || fail "the restart did not load from memory"
+grep -q "resumed from shared memory" "$work/run.out" || fail "no resume message"
+cmp "$work/straight/ckpt/step-00000060/rank-00000.bin" "$work/run/ckpt/step-00000060/rank-00000.bin" ||
+  fail "the restarted run's final state differs from the uninterrupted run"
+# Every slot the workers created is gone once the agent has exited.
+slots=$(grep -ho "in-memory checkpoint slot /dev/shm/cairn-[0-9a-f]*-r[0-9]*-[0-9]" \
+  "$work"/straight/logs/worker-*.log "$work"/run/logs/worker-*.log | sed 's/.* //' | sort -u)
+[ "$(echo "$slots" | wc -l)" -ge 4 ] || fail "expected at least 4 slots in the logs, got: $slots"
+for f in $slots; do [ ! -e "$f" ] || fail "segment left behind: $f"; done
+echo "PASS"
