@@ -1,6 +1,8 @@
 // Flash-checkpoint slots of one rank.
 #include <spdlog/spdlog.h>
 
+#include "cairn/ckpt/shm_slot.h"
+
 #include "cairn/elastic/flash_slots.h"
 #include "train/flash_impl.h"
 
@@ -38,21 +40,24 @@ Result<ckpt::ShmWriteInfo> FlashSlots::save(int64_t step,
   return target->write(step, tensors, state, 4);
 }
 
-std::optional<ckpt::ShmSnapshot> FlashSlots::newest() {
-  std::optional<ckpt::ShmSnapshot> best;
+std::array<int64_t, 2> FlashSlots::ready_steps() {
+  std::array<int64_t, 2> steps{-1, -1};
   for (int i = 0; i < elastic::kFlashSlotsPerRank; ++i) {
-    auto opened = ckpt::ShmSlot::Open(elastic::flash_slot_name(run_dir_, rank_, i));
-    if (!opened.ok()) continue;
-    auto snap = (*opened)->read();
-    if (!snap.ok()) {
-      if (snap.status().code() != StatusCode::kNotFound)
-        spdlog::warn("ignoring in-memory checkpoint: {}", snap.status().ToString());
-    } else if (!best || snap->step > best->step) {
-      best = std::move(snap).value();
+    auto& slot = slots_[size_t(i)];
+    if (!slot) {
+      auto opened = ckpt::ShmSlot::Open(elastic::flash_slot_name(run_dir_, rank_, i));
+      if (!opened.ok()) continue;
+      slot = std::move(opened).value();
     }
-    slots_[size_t(i)] = std::move(opened).value();
+    steps[size_t(i)] = slot->ready_step();
   }
-  return best;
+  return steps;
+}
+
+Result<ckpt::ShmSnapshot> FlashSlots::read(int64_t step) {
+  for (auto& slot : slots_)
+    if (slot && slot->ready_step() == step) return slot->read();
+  return Status::NotFound("no in-memory checkpoint of step " + std::to_string(step));
 }
 
 }  // namespace cairn::train

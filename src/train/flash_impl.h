@@ -25,8 +25,10 @@ class FlashSlots {
   // Copies the state into the slot that does not hold the newest checkpoint.
   Result<ckpt::ShmWriteInfo> save(int64_t step, const std::vector<ckpt::NamedTensor>& tensors,
                                   const nlohmann::json& state);
-  // The newest complete checkpoint in this rank's slots, if any (reads both).
-  std::optional<ckpt::ShmSnapshot> newest();
+  // The steps of the complete checkpoints in this rank's slots (opening them), -1 for none.
+  std::array<int64_t, 2> ready_steps();
+  // The checkpoint of `step` from this rank's slots.
+  Result<ckpt::ShmSnapshot> read(int64_t step);
 
  private:
   Result<ckpt::ShmSlot*> slot(int index, int64_t bytes_needed);

@@ -169,15 +169,26 @@ struct Trainer::Impl {
     return Status::Ok();
   }
 
-  // Collective. Restores from the ranks' shared-memory slots when every rank holds the same
-  // step there and it is not older than the newest checkpoint on storage; returns whether it did.
+  // Collective. Restores from the ranks' shared-memory slots: the newest step that every rank
+  // holds complete (a rank killed during a save still holds the previous one), unless storage
+  // holds a newer checkpoint; returns whether it did.
   Result<bool> restore_from_memory() {
     auto t0 = std::chrono::steady_clock::now();
-    auto snap = flash->newest();
-    double s = snap ? double(snap->step) : -1.0;
-    // Every rank holds the same step iff (sum s)^2 == world * sum s^2.
-    double sum = sum_over_ranks(s), sum_sq = sum_over_ranks(s * s);
-    bool agree = s >= 0 && sum * sum == double(world) * sum_sq;
+    auto mine = flash->ready_steps();
+    auto all = torch::tensor({double(mine[0]), double(mine[1])}, torch::kDouble);
+    if (group) {
+      auto gathered = torch::empty({2 * world}, torch::kDouble);
+      group->allgather(gathered, all);
+      all = gathered;
+    }
+    const double* v = all.data_ptr<double>();
+    int64_t common = -1;
+    for (int64_t i = 0; i < all.numel(); ++i) {
+      if (v[i] < 0 || int64_t(v[i]) <= common) continue;
+      bool everywhere = true;
+      for (int r = 0; r < world && everywhere; ++r) everywhere = v[2 * r] == v[i] || v[2 * r + 1] == v[i];
+      if (everywhere) common = int64_t(v[i]);
+    }
     int64_t on_storage = -1;
     if (auto latest = core::read_file(ckpt_dir() + "/latest"); latest.ok()) {
       std::string name = *latest;
@@ -185,12 +196,12 @@ struct Trainer::Impl {
       if (auto m = ckpt::read_manifest(ckpt_dir() + "/" + name); m.ok())
         on_storage = (*m)["step"].get<int64_t>();
     }
-    if (!agree || int64_t(s) < on_storage) {
-      if (snap)
-        spdlog::info("in-memory checkpoint (step {}) not used: {}", snap->step,
-                     agree ? "storage holds a newer one" : "ranks hold different steps");
+    if (common < 0 || common < on_storage) {
+      if (common >= 0) spdlog::info("in-memory checkpoint (step {}) not used: storage holds step {}", common, on_storage);
       return false;
     }
+    auto snap = flash->read(common);
+    if (!snap.ok()) return snap.status().WithContext("in-memory checkpoint");
     ckpt::LoadedCheckpoint c;
     c.path = "shared memory";
     c.step = snap->step;
