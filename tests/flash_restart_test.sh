@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # In-memory checkpoints under `cairn run`: a worker killed with SIGKILL mid-run is restarted,
 # every rank resumes from shared memory, and the run ends byte-identical to an uninterrupted
-# one; the agent removes the segments when the job ends. Usage: flash_restart_test.sh CAIRN
+# one; with no restarts left the agent persists the in-memory checkpoint before exiting; the
+# agent removes the segments when the job ends. Usage: flash_restart_test.sh CAIRN
 set -euo pipefail
 cairn=$1
 work=$(mktemp -d)
@@ -45,9 +46,30 @@ grep -q '"source":"memory"' "$work/run/events.jsonl" || fail "the restart did no
 grep -q "resumed from shared memory" "$work/run.out" || fail "no resume message"
 cmp "$work/straight/ckpt/step-00000060/rank-00000.bin" "$work/run/ckpt/step-00000060/rank-00000.bin" ||
   fail "the restarted run's final state differs from the uninterrupted run"
+echo "-- no restarts left: the agent persists the in-memory checkpoint before exiting"
+"$cairn" run --nproc-per-node 2 --run-dir "$work/p" -- \
+  "$cairn" train "$work/tiny.yaml" --no-progress --resume > "$work/p.out" 2>&1 &
+agent=$!
+for _ in $(seq 1 600); do
+  [ -f "$work/p/metrics.jsonl" ] && [ "$(wc -l < "$work/p/metrics.jsonl")" -ge 20 ] && break
+  sleep 0.1
+done
+kill -9 "$(pgrep -P $agent | tail -n 1)"
+rc=0; wait $agent || rc=$?
+agent=
+[ $rc -ne 0 ] || fail "the agent should report the failure"
+grep -q '"event":"checkpoint_persisted"' "$work/p/events.jsonl" || { tail -20 "$work/p.out"; fail "nothing persisted"; }
+step=$(sed 's/step-0*//' "$work/p/ckpt/latest")
+[ "$step" -ge 19 ] || fail "persisted step $step, expected >= 19"
+"$cairn" run --nproc-per-node 2 --run-dir "$work/p" -- "$cairn" train "$work/tiny.yaml" \
+  --no-progress --resume > "$work/p2.out" 2>&1 || { tail -20 "$work/p2.out"; fail "resume failed"; }
+grep -q "resumed from .*step-0*$step (step $step)" "$work/p2.out" || fail "did not resume from the persisted step"
+cmp "$work/straight/ckpt/step-00000060/rank-00000.bin" "$work/p/ckpt/step-00000060/rank-00000.bin" ||
+  fail "the run resumed from the persisted checkpoint differs from the uninterrupted run"
+
 # Every slot the workers created is gone once the agent has exited.
 slots=$(grep -ho "in-memory checkpoint slot /dev/shm/cairn-[0-9a-f]*-r[0-9]*-[0-9]" \
-  "$work"/straight/logs/worker-*.log "$work"/run/logs/worker-*.log | sed 's/.* //' | sort -u)
+  "$work"/straight/logs/worker-*.log "$work"/run/logs/worker-*.log "$work"/p/logs/worker-*.log | sed 's/.* //' | sort -u)
 [ "$(echo "$slots" | wc -l)" -ge 4 ] || fail "expected at least 4 slots in the logs, got: $slots"
 for f in $slots; do [ ! -e "$f" ] || fail "segment left behind: $f"; done
 echo "PASS"

@@ -76,6 +76,20 @@ class Agent {
     int n = unlink_flash_slots(o_.run_dir, ranks_);
     if (n > 0) spdlog::info("removed {} in-memory checkpoint segment(s)", n);
   }
+  // Saves what the workers left in shared memory before it is lost or overwritten.
+  void persist_memory(const std::string& reason) {
+    if (!o_.persist_memory) return;
+    auto r = o_.persist_memory(reason);
+    if (!r.ok()) {
+      spdlog::error("could not persist the in-memory checkpoint: {}", r.status().ToString());
+      events_.write("checkpoint_persist_failed", {{"reason", reason}, {"error", r.status().ToString()}});
+    } else if (!r->is_null()) {
+      json j = *r;
+      j["reason"] = reason;
+      spdlog::info("persisted the in-memory checkpoint of step {} ({})", j.value("step", -1), reason);
+      events_.write("checkpoint_persisted", j);
+    }
+  }
   Result<AgentResult> finish(AgentResult r) {
     remove_flash_slots();
     json j = {{"exit_code", r.exit_code}, {"restarts", r.restarts}};
@@ -129,6 +143,7 @@ AgentResult Agent::interrupted(WorkerGroup* group, int restarts) {
       spdlog::info("rank {} stopped: {}", e.rank, e.status.ToString());
   }
   r.summary = "interrupted by " + sig + "; workers stopped";
+  persist_memory("interrupted");
   return r;
 }
 
@@ -217,6 +232,7 @@ Result<AgentResult> Agent::run() {
     for (const WorkerExit& e :
          (*group)->stop(SIGTERM, o_.grace_period_s, [this] { return hurry(); }))
       spdlog::info("rank {} stopped: {}", e.rank, e.status.ToString());
+    persist_memory("worker_failed");
     if (interrupt_signal()) return finish(interrupted(group->get(), round));
     if (may_restart(round, o_.max_restarts)) {
       spdlog::warn("restarting the workers (restart {} of {})", round + 1, o_.max_restarts);

@@ -15,6 +15,8 @@
 #include "cairn/elastic/launch_options.h"
 #include "cairn/elastic/rendezvous.h"
 #include "cairn/elastic/worker_env.h"
+#include "cairn/ckpt/persist.h"
+#include "cairn/elastic/flash_slots.h"
 #include "commands.h"
 
 extern char** environ;
@@ -119,6 +121,19 @@ void run_run(elastic::LaunchFlags& flags, const CLI::App& cmd) {
   ao.base_env = std::move(env);
   ao.num_cores = usable_cores();
   ao.interrupt = &g_interrupt;
+  // The node with global rank 0 persists that rank's slots: they hold the whole (gathered) state.
+  if (options->node_rank == 0)
+    ao.persist_memory = [run_dir](const std::string&) -> Result<nlohmann::json> {
+      std::vector<std::string> names;
+      for (int i = 0; i < elastic::kFlashSlotsPerRank; ++i)
+        names.push_back(elastic::flash_slot_name(run_dir, 0, i));
+      CAIRN_ASSIGN_OR_RETURN(auto info, ckpt::persist_newest_slot(names, run_dir + "/ckpt"));
+      if (!info) return nlohmann::json();
+      return nlohmann::json{{"step", info->step},
+                            {"bytes", info->save.bytes},
+                            {"duration_ms", info->save.seconds * 1e3},
+                            {"path", info->save.path}};
+    };
 
   Result<elastic::AgentResult> result = Status::Internal("agent did not run");
   {

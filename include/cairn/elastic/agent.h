@@ -5,6 +5,9 @@
 
 #include <atomic>
 #include <optional>
+#include <nlohmann/json.hpp>
+
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -36,6 +39,10 @@ struct AgentOptions {
   int echo_stderr_fd = 2;
   size_t tail_lines = 20;                // lines of a failed worker's output quoted in the summary
   const Interrupt* interrupt = nullptr;  // nullptr: the agent is never interrupted
+  // Called after the workers have stopped because one failed or the agent was interrupted,
+  // before restarting or exiting: persists the newest in-memory checkpoint. Returns the fields
+  // of a `checkpoint_persisted` event, or null when there was nothing to persist. May be empty.
+  std::function<Result<nlohmann::json>(const std::string& reason)> persist_memory;
 };
 
 struct AgentResult {
