@@ -13,6 +13,7 @@
 #include "cairn/core/fs.h"
 #include "cairn/data/local_sampler.h"
 #include "cairn/data/token_file.h"
+#include "cairn/elastic/flash_slots.h"
 #include "cairn/model/config.h"
 #include "cairn/model/language_model.h"
 #include "cairn/comm/group.h"
@@ -451,6 +452,9 @@ Result<RunSummary> Trainer::run() {
     if (!s.ok()) return s.WithContext("saving checkpoint on interrupt");
     spdlog::info("interrupted: saved step {}; continue with --resume", m.step);
   }
+  // A finished run needs its in-memory checkpoints no more (the agent would remove them too,
+  // but a run without one would leave them behind).
+  if (m.flash && m.step == m.max_steps) elastic::unlink_flash_slots(m.run.run_dir, {m.rank});
   double wall = seconds_since(run_start);
   sum.last_step = m.step;
   sum.tokens_per_s = wall > 0 ? tokens_per_step * double(m.step - sum.first_step) / wall : 0;
