@@ -6,12 +6,10 @@ set -euo pipefail
 cairn=$1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+source "$(dirname "$0")/lib.sh"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
-bible -f "Genesis 1:1-Revelation 22:21" > "$work/full.txt"
-head -c 200000 "$work/full.txt" > "$work/kjv.txt"
-"$cairn" data prepare --input "$work/kjv.txt" --out "$work/data" --val-fraction 0.05 2>/dev/null
+prepare_kjv 200000
 cat > "$work/tiny.yaml" <<YAML
 model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: 32, vocab_size: 50304, block_size: 32}
 train: {micro_batch_size: 2, global_batch_size: 12, seq_len: 32, max_steps: 20, lr: 3.0e-3,

@@ -5,12 +5,10 @@ set -euo pipefail
 cairn=$1
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+source "$(dirname "$0")/lib.sh"
 export OMP_NUM_THREADS=2
 
-bible -f "Genesis 1:1-Revelation 22:21" > "$work/full.txt"
-head -c 300000 "$work/full.txt" > "$work/kjv.txt"
-"$cairn" data prepare --input "$work/kjv.txt" --out "$work/data" --val-fraction 0.05 2>/dev/null
+prepare_kjv 300000
 cat > "$work/tiny.yaml" <<YAML
 model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: 32, vocab_size: 50304, block_size: 32}
 train: {micro_batch_size: 4, global_batch_size: 8, seq_len: 32, max_steps: 30, lr: 3.0e-3,
