@@ -17,30 +17,12 @@ The safetensors format is parsed here directly (JSON header + raw little-endian 
 """
 import json
 import math
-import struct
 import sys
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-DTYPES = {"F64": np.float64, "F32": np.float32, "I64": np.int64, "I32": np.int32}
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n].decode("utf-8"))
-    meta = header.pop("__metadata__", {})
-    data = raw[8 + n :]
-    tensors = {}
-    for name, info in header.items():
-        begin, end = info["data_offsets"]
-        arr = np.frombuffer(data[begin:end], dtype=np.dtype(DTYPES[info["dtype"]]).newbyteorder("<"))
-        tensors[name] = torch.from_numpy(arr.copy()).reshape(info["shape"])
-    return tensors, meta
-
+from safetensors_file import read_safetensors
 
 def gpt2_expected(cfg):
     """HuggingFace name -> shape for GPT2LMHeadModel (the tied lm_head is not stored)."""

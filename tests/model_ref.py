@@ -12,54 +12,13 @@ Everything is computed in float64 from the stored float32 weights. The safetenso
 is parsed and written here directly (JSON header + raw little-endian bytes) so the check does
 not rely on cairn's own reader.
 """
-import json
 import math
-import struct
 import sys
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-DTYPES = {
-    "F64": (np.float64, torch.float64),
-    "F32": (np.float32, torch.float32),
-    "I64": (np.int64, torch.int64),
-    "I32": (np.int32, torch.int32),
-}
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n].decode("utf-8"))
-    meta = header.pop("__metadata__", {})
-    data = raw[8 + n :]
-    tensors = {}
-    for name, info in header.items():
-        begin, end = info["data_offsets"]
-        np_dtype, _ = DTYPES[info["dtype"]]
-        arr = np.frombuffer(data[begin:end], dtype=np.dtype(np_dtype).newbyteorder("<"))
-        tensors[name] = torch.from_numpy(arr.copy()).reshape(info["shape"])
-    return tensors, meta
-
-
-def write_safetensors(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for name, t in tensors.items():
-        arr = t.detach().contiguous().numpy()
-        blob = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
-        dtype = {np.dtype(np.float32): "F32", np.dtype(np.int64): "I64"}[arr.dtype]
-        header[name] = {"dtype": dtype, "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + len(blob)]}
-        blobs.append(blob)
-        offset += len(blob)
-    text = json.dumps(header).encode("utf-8")
-    text += b" " * ((8 - len(text) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
-
+from safetensors_file import read_safetensors, write_safetensors
 
 def causal_attention(q, k, v):
     """q (B, H, T, D), k and v (B, K, T, D); query head h uses key/value head h // (H / K)."""
