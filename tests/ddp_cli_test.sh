@@ -62,12 +62,32 @@ for stage in 0 1 2 3; do
     --no-progress --resume --set parallel.zero_stage=$stage > "$run.out2" 2>&1 ||
     { tail -20 "$run.out2"; fail "resume failed"; }
   grep -q "resumed from" "$run.out2" || fail "second half did not resume"
-  cmp "$work/w2z$stage/ckpt/step-00000020/rank-00000.bin" "$run/ckpt/step-00000020/rank-00000.bin" ||
-    fail "ZeRO-$stage: resumed run's final state differs from the straight run"
+  # Each rank persisted its half of the state as its own data file.
+  for r in 0 1; do
+    f=ckpt/step-00000020/rank-0000$r.bin
+    cmp "$work/w2z$stage/$f" "$run/$f" ||
+      fail "ZeRO-$stage: resumed run's final state ($f) differs from the straight run"
+  done
 done
 
-echo "-- a ZeRO-3 checkpoint from world 2 continues in one process"
-"$cairn" train "$work/tiny.yaml" --run-dir "$work/resume3" --no-progress --resume \
-  --max-steps 22 > "$work/one3.out" 2>&1 || { tail -20 "$work/one3.out"; fail "world-1 resume failed"; }
-grep -q "resumed from .*step-00000020" "$work/one3.out" || fail "did not resume from step 20"
+echo "-- resharding: a ZeRO-3 checkpoint from world 2 continues at world 1 and at world 3 alike"
+cp -r "$work/resume3" "$work/reshard1"
+cp -r "$work/resume3" "$work/reshard3"
+"$cairn" train "$work/tiny.yaml" --run-dir "$work/reshard1" --no-progress --resume \
+  --max-steps 24 > "$work/one3.out" 2>&1 || { tail -20 "$work/one3.out"; fail "world-1 resume failed"; }
+grep -q "resumed from .*step-00000020" "$work/one3.out" || fail "world 1 did not resume from step 20"
+"$cairn" run --nproc-per-node 3 --run-dir "$work/reshard3" -- "$cairn" train "$work/tiny.yaml" \
+  --no-progress --resume --max-steps 24 --set parallel.zero_stage=3 > "$work/three3.out" 2>&1 ||
+  { tail -20 "$work/three3.out"; fail "world-3 resume failed"; }
+grep -q "resumed from .*step-00000020" "$work/three3.out" || fail "world 3 did not resume from step 20"
+/usr/bin/python3 - "$work/reshard1/metrics.jsonl" "$work/reshard3/metrics.jsonl" <<'PY'
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])][-4:]
+b = [json.loads(l) for l in open(sys.argv[2])][-4:]
+assert [x["step"] for x in a] == [x["step"] for x in b] == [21, 22, 23, 24], (a, b)
+for x, y in zip(a, b):
+    rel = abs(x["loss"] - y["loss"]) / abs(x["loss"])
+    assert rel < 1e-5, f"step {x['step']}: world 1 {x['loss']} vs world 3 {y['loss']}"
+print("   steps 21-24 after resharding 2 -> 1 and 2 -> 3: losses agree to 1e-5")
+PY
 echo "PASS"

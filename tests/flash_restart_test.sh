@@ -49,8 +49,12 @@ loaded=$(grep '"event":"checkpoint_loaded"' "$work/run/events.jsonl" | head -n 1
 step=$(echo "$loaded" | sed 's/.*"step":\([0-9]*\).*/\1/')
 [ "$step" -ge 19 ] || fail "the restart resumed from step $step, expected >= 19"
 echo "   restarted from step $step ($(echo "$loaded" | grep -o '"source":"[a-z]*"'))"
-cmp "$work/straight/ckpt/step-00000060/rank-00000.bin" "$work/run/ckpt/step-00000060/rank-00000.bin" ||
-  fail "the restarted run's final state differs from the uninterrupted run"
+same_final() {  # same_final RUN: both ranks' data files equal the uninterrupted run's
+  for r in 0 1; do
+    cmp "$work/straight/ckpt/step-00000060/rank-0000$r.bin" "$1/ckpt/step-00000060/rank-0000$r.bin" || return 1
+  done
+}
+same_final "$work/run" || fail "the restarted run's final state differs from the uninterrupted run"
 echo "-- no restarts left: the agent persists the in-memory checkpoint before exiting"
 "$cairn" run --nproc-per-node 2 --run-dir "$work/p" -- \
   "$cairn" train "$work/tiny.yaml" --no-progress --resume > "$work/p.out" 2>&1 &
@@ -69,8 +73,7 @@ step=$(sed 's/step-0*//' "$work/p/ckpt/latest")
 "$cairn" run --nproc-per-node 2 --run-dir "$work/p" -- "$cairn" train "$work/tiny.yaml" \
   --no-progress --resume > "$work/p2.out" 2>&1 || { tail -20 "$work/p2.out"; fail "resume failed"; }
 grep -q "resumed from .*step-0*$step (step $step)" "$work/p2.out" || fail "did not resume from the persisted step"
-cmp "$work/straight/ckpt/step-00000060/rank-00000.bin" "$work/p/ckpt/step-00000060/rank-00000.bin" ||
-  fail "the run resumed from the persisted checkpoint differs from the uninterrupted run"
+same_final "$work/p" || fail "the run resumed from the persisted checkpoint differs from the uninterrupted run"
 
 # Every slot the workers created is gone once the agent has exited.
 slots=$(grep -ho "in-memory checkpoint slot /dev/shm/cairn-[0-9a-f]*-r[0-9]*-[0-9]" \

@@ -96,7 +96,7 @@ expect_error 2 "no checkpoint directory" ckpt export --ckpt "$work/nothing" --ou
 expect_error 2 "outside \[1, 50304\]" ckpt export --ckpt "$work/run-gpt2/ckpt" --out "$work/x6" --vocab-size 60000
 step=$(ls -d "$work"/run-gpt2/ckpt/step-* | tail -1)
 printf '\xff\xff\xff\xff' | dd of="$step/rank-00000.bin" bs=1 seek=200 conv=notrunc 2>/dev/null
-expect_error 1 "checksum mismatch in tensor 'model.wte.weight'" ckpt inspect "$step" --digest
+expect_error 1 "checksum mismatch in tensor 'model\." ckpt inspect "$step" --digest
 expect_error 2 "no complete checkpoint" ckpt inspect "$work/run-gpt2/ckpt" --verify
 for sub in export import inspect; do
   "$cairn" ckpt $sub --help | grep -q "cairn ckpt $sub" || fail "ckpt $sub --help has no example"

@@ -12,7 +12,8 @@ prepare_kjv 300000
 cat > "$work/tiny.yaml" <<YAML
 model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: 32, vocab_size: 50304, block_size: 32}
 train: {micro_batch_size: 4, global_batch_size: 8, seq_len: 32, max_steps: 30, lr: 3.0e-3,
-        warmup_steps: 5, eval_interval: 10, eval_batches: 2, ckpt_interval: 10}
+        warmup_steps: 5, eval_interval: 10, eval_batches: 2}
+ckpt: {persist_interval: 10}
 data: {path: $work/data}
 YAML
 
@@ -21,7 +22,7 @@ echo "-- train 30 steps"
   { cat "$work/train.err"; fail "train exited non-zero"; }
 [ "$(wc -l < "$work/run/metrics.jsonl")" -eq 30 ] || fail "metrics.jsonl should have 30 rows"
 [ "$(grep -c val_loss "$work/run/metrics.jsonl")" -eq 3 ] || fail "3 evaluations expected"
-for e in start eval checkpoint_saved end; do
+for e in start eval checkpoint_saved checkpoint_persisted end; do
   grep -q "\"event\":\"$e\"" "$work/run/events.jsonl" || fail "no $e event"
 done
 [ "$(cat "$work/run/ckpt/latest")" = "step-00000030" ] || fail "latest should be step 30"

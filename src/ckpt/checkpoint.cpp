@@ -329,21 +329,35 @@ Result<LoadedCheckpoint> load_any(const std::string& path, std::vector<std::stri
   return load_latest(path, skipped);
 }
 
-Status prune_checkpoints(const std::string& root, int keep_last) {
-  if (keep_last <= 0) return Status::Ok();
+int64_t read_latest_step(const std::string& root) {
+  auto latest = core::read_file(root + "/latest");
+  if (!latest.ok()) return -1;
+  std::string name = *latest;
+  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+  int64_t step = -1;
+  return parse_step_dir_name(name, &step) ? step : -1;
+}
+
+Status prune_checkpoints(const std::string& root, int keep_last, int keep_every) {
   auto steps = list_steps(root);
-  int64_t latest_step = -1;
-  if (auto latest = core::read_file(root + "/latest"); latest.ok()) {
-    std::string name = *latest;
-    while (!name.empty() && name.back() == '\n') name.pop_back();
-    parse_step_dir_name(name, &latest_step);
+  int64_t latest_step = read_latest_step(root);
+  std::error_code ec;
+  if (keep_last > 0) {
+    int64_t n = int64_t(steps.size());
+    for (int64_t i = 0; i + keep_last < n; ++i) {
+      int64_t step = steps[size_t(i)];
+      if (step == latest_step || (keep_every > 0 && step % keep_every == 0)) continue;
+      fs::remove_all(root + "/" + step_dir_name(step), ec);
+      if (ec) return Status::IoError("cannot remove old checkpoint: " + ec.message());
+    }
   }
-  int64_t n = int64_t(steps.size());
-  for (int64_t i = 0; i + keep_last < n; ++i) {
-    if (steps[size_t(i)] == latest_step) continue;
-    std::error_code ec;
-    fs::remove_all(root + "/" + step_dir_name(steps[size_t(i)]), ec);
-    if (ec) return Status::IoError("cannot remove old checkpoint: " + ec.message());
+  // Steps still being assembled that are older than the newest commit will never be needed.
+  for (auto& e : fs::directory_iterator(root, ec)) {
+    std::string name = e.path().filename().string();
+    int64_t step = 0;
+    if (name.rfind(".parts-", 0) == 0 && parse_step_dir_name(name.substr(7), &step) &&
+        step < latest_step)
+      fs::remove_all(e.path(), ec);
   }
   return Status::Ok();
 }

@@ -1,45 +1,180 @@
 #include "cairn/ckpt/persist.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <thread>
 
 #include "cairn/ckpt/shm_slot.h"
+
+namespace fs = std::filesystem;
 
 namespace cairn::ckpt {
 namespace {
 
-TEST(Persist, NewestSlotOnceThenNothingNewer) {
-  std::string base = "/cairn-persist-test-" + std::to_string(getpid());
-  std::string root = std::filesystem::temp_directory_path() / ("cairn_persist_" + std::to_string(getpid()));
-  std::filesystem::remove_all(root);
-  auto a = ShmSlot::Create(base + "-0", 1 << 16);
-  auto b = ShmSlot::Create(base + "-1", 1 << 16);
-  ASSERT_TRUE(a.ok() && b.ok());
-  ASSERT_TRUE((*a)->write(3, {{"model.w", torch::full({4}, 3.0f)}}, {{"step", 3}}).ok());
-  ASSERT_TRUE((*b)->write(5, {{"model.w", torch::full({4}, 5.0f)}}, {{"step", 5}}).ok());
-  std::vector<std::string> names = {base + "-0", base + "-1", base + "-missing"};
+using ::testing::HasSubstr;
 
-  auto p = persist_newest_slot(names, root);
-  ASSERT_TRUE(p.ok()) << p.status().ToString();
-  ASSERT_TRUE(p->has_value());
-  EXPECT_EQ((*p)->step, 5);
-  auto loaded = load_latest(root, nullptr);
-  ASSERT_TRUE(loaded.ok());
-  EXPECT_EQ(loaded->step, 5);
-  EXPECT_TRUE(torch::equal(loaded->tensors.at("model.w"), torch::full({4}, 5.0f)));
-  EXPECT_EQ(loaded->state["persisted_from"], base + "-1");
+class PersistTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    name_ = "/cairn-persist-" + std::to_string(getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    root_ = (fs::temp_directory_path() / ("cairn_persist_" + std::to_string(getpid()) + "_" +
+                                          ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+                .string();
+    fs::remove_all(root_);
+    for (int r = 0; r < 2; ++r)
+      for (int i = 0; i < 2; ++i) {
+        auto s = ShmSlot::Create(SlotName(r, i), 1 << 16);
+        ASSERT_TRUE(s.ok());
+        slots_[r][i] = std::move(s).value();
+      }
+  }
+  void TearDown() override { fs::remove_all(root_); }
+  std::string SlotName(int rank, int i) const {
+    return name_ + "-r" + std::to_string(rank) + "-" + std::to_string(i);
+  }
+  SlotPersisterOptions Options() {
+    SlotPersisterOptions o;
+    for (int r = 0; r < 2; ++r) o.slots[r] = {SlotName(r, 0), SlotName(r, 1)};
+    o.poll_interval_s = 0.005;
+    o.on_event = [this](const std::string& e, const nlohmann::json& j) {
+      std::lock_guard<std::mutex> lock(mu_);
+      events_.push_back({e, j});
+    };
+    return o;
+  }
+  // Rank r's part of step `step` (world 2): rank 0 holds "w", rank 1 holds "b".
+  void Write(int rank, int slot, int64_t step, bool persist, int keep_last = 0, int keep_every = 0) {
+    PersistTarget t{root_, rank, 2, keep_last, keep_every};
+    nlohmann::json state = {{"step", step}, {"persist", to_json(t)}, {"partition", "dropped"}};
+    std::vector<NamedTensor> part;
+    if (rank == 0) part.push_back({"w", torch::full({3, 4}, float(step))});
+    else part.push_back({"b", torch::full({5}, double(step), torch::kDouble)});
+    ASSERT_TRUE(slots_[rank][slot]->write(step, part, state, 1, persist).ok());
+  }
+  bool WaitFor(const std::function<bool()>& done) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!done() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    return done();
+  }
+  std::string name_, root_;
+  std::unique_ptr<ShmSlot> slots_[2][2];
+  std::mutex mu_;
+  std::vector<std::pair<std::string, nlohmann::json>> events_;
+};
 
-  auto again = persist_newest_slot(names, root);  // storage already holds step 5
+// Both ranks request a persist; the background thread writes both parts, the second one
+// commits: one manifest over both files, `latest` moved, the slots marked done.
+TEST_F(PersistTest, BackgroundPersistCommitsWhenEveryPartIsDurable) {
+  auto p = SlotPersister::Start(Options());
+  ASSERT_TRUE(p.ok());
+  Write(0, 0, 4, true);
+  ASSERT_TRUE(WaitFor([&] { return slots_[0][0]->persist_state() == kPersistDone; }));
+  EXPECT_EQ(read_latest_step(root_), -1);  // rank 1's part is missing: nothing committed
+  EXPECT_FALSE(fs::exists(root_ + "/step-00000004"));
+  Write(1, 1, 4, true);
+  ASSERT_TRUE(WaitFor([&] { return slots_[1][1]->persist_state() == kPersistDone; }));
+  EXPECT_EQ(read_latest_step(root_), 4);
+  auto c = load_latest(root_, nullptr);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(torch::equal(c->tensors.at("w"), torch::full({3, 4}, 4.0f)));
+  EXPECT_TRUE(torch::equal(c->tensors.at("b"), torch::full({5}, 4.0, torch::kDouble)));
+  EXPECT_EQ(c->state["step"], 4);
+  EXPECT_FALSE(c->state.contains("persist"));
+  EXPECT_FALSE(c->state.contains("partition"));
+  EXPECT_EQ(c->manifest["files"].size(), 2u);
+  p->reset();
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSERT_EQ(events_.size(), 2u);
+  EXPECT_EQ(events_[0].first, "checkpoint_persisted");
+  EXPECT_EQ(events_[0].second["committed"], false);
+  EXPECT_EQ(events_[1].second["committed"], true);
+  EXPECT_GT(events_[1].second["bytes"].get<int64_t>(), 0);
+  EXPECT_TRUE(events_[1].second.contains("duration_ms"));
+}
+
+// Retention after each commit: the newest keep_last, plus every keep_every-th step.
+TEST_F(PersistTest, RetentionKeepsLastAndEveryNth) {
+  for (int64_t step = 2; step <= 12; step += 2) {
+    int slot = int(step / 2) % 2;
+    for (int r = 0; r < 2; ++r) {
+      Write(r, slot, step, false, /*keep_last=*/2, /*keep_every=*/4);
+      PersistTarget t{root_, r, 2, 2, 4};
+      auto snap = slots_[r][slot]->view();
+      ASSERT_TRUE(snap.ok());
+      std::vector<NamedTensor> part;
+      for (auto& [n, v] : snap->tensors) part.push_back({n, v});
+      auto info = persist_part(t, step, part, snap->state);
+      ASSERT_TRUE(info.ok()) << info.status().ToString();
+      EXPECT_EQ(info->committed, r == 1);
+    }
+  }
+  EXPECT_EQ(list_steps(root_), (std::vector<int64_t>{4, 8, 10, 12}));
+  EXPECT_EQ(read_latest_step(root_), 12);
+}
+
+// After a failure, the agent persists the newest step that every local rank holds, once.
+TEST_F(PersistTest, PersistUnsavedWritesTheNewestCommonStepOnce) {
+  auto p = SlotPersister::Start(Options());
+  ASSERT_TRUE(p.ok());
+  Write(0, 0, 6, false);
+  Write(1, 0, 6, false);
+  Write(0, 1, 7, false);  // rank 1 died before its save of step 7
+  auto r = (*p)->persist_unsaved("worker_failed");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_FALSE(r->is_null());
+  EXPECT_EQ((*r)["step"], 6);
+  EXPECT_EQ((*r)["committed"], true);
+  EXPECT_EQ(read_latest_step(root_), 6);
+  auto again = (*p)->persist_unsaved("worker_failed");
   ASSERT_TRUE(again.ok());
-  EXPECT_FALSE(again->has_value());
-  (*b)->clear();  // only step 3 left in memory: older than storage
-  again = persist_newest_slot(names, root);
-  ASSERT_TRUE(again.ok());
-  EXPECT_FALSE(again->has_value());
-  std::filesystem::remove_all(root);
+  EXPECT_TRUE(again->is_null());  // storage already holds it
+}
+
+// A claim left by a persister that died is taken over by the next one.
+TEST_F(PersistTest, StaleClaimIsRequeued) {
+  Write(0, 0, 3, true);
+  Write(1, 0, 3, true);
+  ASSERT_TRUE(slots_[0][0]->claim_persist());  // "dies" holding the claim
+  auto p = SlotPersister::Start(Options());
+  ASSERT_TRUE(p.ok());
+  ASSERT_TRUE(WaitFor([&] { return read_latest_step(root_) == 3; }));
+  EXPECT_EQ(slots_[0][0]->persist_state(), kPersistDone);
+}
+
+// Storage that cannot be written: the slot is marked failed (the writer may reuse it) and the
+// failure is reported; nothing is committed.
+TEST_F(PersistTest, UnwritableStorageFailsTheSlotAndReports) {
+  fs::create_directories(fs::path(root_).parent_path());
+  { std::ofstream(root_) << "a file where the checkpoint directory should be"; }
+  auto p = SlotPersister::Start(Options());
+  ASSERT_TRUE(p.ok());
+  Write(0, 0, 5, true);
+  ASSERT_TRUE(WaitFor([&] { return slots_[0][0]->persist_state() == kPersistFailed; }));
+  p->reset();
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSERT_EQ(events_.size(), 1u);
+  EXPECT_EQ(events_[0].first, "checkpoint_persist_failed");
+  EXPECT_EQ(events_[0].second["step"], 5);
+  fs::remove(root_);
+}
+
+TEST(PersistTarget, BadTargetsAreRejected) {
+  EXPECT_FALSE(persist_target_from({{"step", 1}}).ok());
+  EXPECT_FALSE(persist_target_from({{"persist", {{"root", "relative"}, {"rank", 0}, {"world", 1}}}}).ok());
+  EXPECT_FALSE(persist_target_from({{"persist", {{"root", "/x"}, {"rank", 2}, {"world", 2}}}}).ok());
+  EXPECT_FALSE(persist_target_from({{"persist", {{"root", 7}, {"rank", 0}, {"world", 1}}}}).ok());
+  auto t = persist_target_from({{"persist", {{"root", "/x"}, {"rank", 1}, {"world", 2}}}});
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->keep_last, 3);
 }
 
 }  // namespace

@@ -20,7 +20,7 @@ namespace cairn::ckpt {
 namespace {
 
 constexpr char kShmMagic[8] = {'C', 'A', 'I', 'R', 'N', 'S', 'H', 'M'};
-constexpr uint32_t kShmVersion = 1;
+constexpr uint32_t kShmVersion = 2;
 constexpr int64_t kHeaderBytes = 4096;
 enum SlotState : uint32_t { kEmpty = 0, kWriting = 1, kReady = 2 };
 
@@ -33,6 +33,8 @@ struct Header {
   int64_t meta_offset;  // from the start of the data area
   int64_t meta_bytes;
   uint64_t meta_xxh3;
+  std::atomic<uint32_t> persist;  // PersistState: the hand-off between writer and persister
+  uint32_t reserved;
 };
 static_assert(sizeof(Header) <= kHeaderBytes);
 static_assert(std::atomic<uint32_t>::is_always_lock_free && std::atomic<int64_t>::is_always_lock_free);
@@ -107,9 +109,9 @@ int64_t ShmSlot::bytes_needed(const std::vector<NamedTensor>& tensors, const nlo
   return align_up(l.data_end) + int64_t(metadata(tensors, l, state).dump().size());
 }
 
-ShmSlot::ShmSlot(std::string name, void* base, int64_t mapped, bool owner)
+ShmSlot::ShmSlot(std::string name, void* base, int64_t mapped, bool owner, uint64_t inode)
     : name_(std::move(name)), base_(base), mapped_(mapped), capacity_(mapped - kHeaderBytes),
-      owner_(owner) {}
+      owner_(owner), inode_(inode) {}
 
 ShmSlot::~ShmSlot() {
   ::munmap(base_, size_t(mapped_));
@@ -143,6 +145,8 @@ Result<std::unique_ptr<ShmSlot>> ShmSlot::Create(const std::string& name, int64_
     ::shm_unlink(name.c_str());
     return s;
   }
+  struct stat created;
+  uint64_t inode = ::fstat(fd, &created) == 0 ? uint64_t(created.st_ino) : 0;
   void* base = ::mmap(nullptr, size_t(total), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   ::close(fd);
   if (base == MAP_FAILED) {
@@ -154,8 +158,9 @@ Result<std::unique_ptr<ShmSlot>> ShmSlot::Create(const std::string& name, int64_
   h->version = kShmVersion;
   h->state.store(kEmpty);
   h->step.store(-1);
+  h->persist.store(kPersistNone);
   h->capacity = total - kHeaderBytes;
-  return std::unique_ptr<ShmSlot>(new ShmSlot(name, base, total, unlink_on_close));
+  return std::unique_ptr<ShmSlot>(new ShmSlot(name, base, total, unlink_on_close, inode));
 }
 
 Result<std::unique_ptr<ShmSlot>> ShmSlot::Open(const std::string& name) {
@@ -186,11 +191,13 @@ Result<std::unique_ptr<ShmSlot>> ShmSlot::Open(const std::string& name) {
     ::munmap(base, size_t(st.st_size));
     return bad;
   }
-  return std::unique_ptr<ShmSlot>(new ShmSlot(name, base, st.st_size, /*owner=*/false));
+  return std::unique_ptr<ShmSlot>(
+      new ShmSlot(name, base, st.st_size, /*owner=*/false, uint64_t(st.st_ino)));
 }
 
 Result<ShmWriteInfo> ShmSlot::write(int64_t step, const std::vector<NamedTensor>& tensors,
-                                    const nlohmann::json& state, int threads) {
+                                    const nlohmann::json& state, int threads,
+                                    bool request_persist) {
   auto t0 = std::chrono::steady_clock::now();
   Layout l = plan(tensors);
   std::string meta = metadata(tensors, l, state).dump();
@@ -209,6 +216,10 @@ Result<ShmWriteInfo> ShmSlot::write(int64_t step, const std::vector<NamedTensor>
                         t.nbytes());
   }
   Header* h = header(base_);
+  uint32_t p = h->persist.load(std::memory_order_acquire);
+  if (p == kPersistRequested || p == kPersistRunning)
+    return Status::FailedPrecondition("slot " + name_ + " is still being persisted");
+  h->persist.store(kPersistNone, std::memory_order_release);
   h->state.store(kWriting, std::memory_order_release);
   parallel_copy(std::move(pieces), threads);
   std::memcpy(data(base_) + meta_offset, meta.data(), meta.size());
@@ -217,11 +228,15 @@ Result<ShmWriteInfo> ShmSlot::write(int64_t step, const std::vector<NamedTensor>
   h->meta_xxh3 = XXH3_64bits(meta.data(), meta.size());
   h->step.store(step, std::memory_order_release);
   h->state.store(kReady, std::memory_order_release);
+  if (request_persist) h->persist.store(kPersistRequested, std::memory_order_release);
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return ShmWriteInfo{l.data_end, s};
 }
 
-Result<ShmSnapshot> ShmSlot::read() const {
+Result<ShmSnapshot> ShmSlot::read() const { return read_impl(/*copy=*/true); }
+Result<ShmSnapshot> ShmSlot::view() const { return read_impl(/*copy=*/false); }
+
+Result<ShmSnapshot> ShmSlot::read_impl(bool copy) const {
   const Header* h = header(base_);
   uint32_t st = h->state.load(std::memory_order_acquire);
   if (st == kEmpty) return Status::NotFound("slot " + name_ + " holds no checkpoint");
@@ -245,11 +260,19 @@ Result<ShmSnapshot> ShmSlot::read() const {
         return Status::Corrupt("slot " + name_ + ": unknown dtype");
       auto shape = t.at("shape").get<std::vector<int64_t>>();
       int64_t offset = t.at("offset").get<int64_t>(), bytes = t.at("bytes").get<int64_t>();
-      auto tensor = torch::empty(shape, torch::TensorOptions().dtype(dtype));
-      if (offset < 0 || offset + bytes > h->meta_offset || int64_t(tensor.nbytes()) != bytes)
+      int64_t numel = 1;
+      for (int64_t d : shape) numel = d < 0 ? -1 : numel * d;
+      if (numel < 0 || offset < 0 || offset + bytes > h->meta_offset ||
+          numel * int64_t(c10::elementSize(dtype)) != bytes)
         return Status::Corrupt("slot " + name_ + ": tensor '" + t.at("name").get<std::string>() +
                                "' lies outside its area");
-      std::memcpy(tensor.data_ptr(), data(base_) + offset, size_t(bytes));
+      torch::Tensor tensor;
+      if (copy) {
+        tensor = torch::empty(shape, torch::TensorOptions().dtype(dtype));
+        std::memcpy(tensor.data_ptr(), data(base_) + offset, size_t(bytes));
+      } else {
+        tensor = torch::from_blob(data(base_) + offset, shape, torch::TensorOptions().dtype(dtype));
+      }
       out.tensors.emplace(t.at("name").get<std::string>(), std::move(tensor));
     }
   } catch (const nlohmann::json::exception& e) {
@@ -267,6 +290,35 @@ int64_t ShmSlot::ready_step() const {
   return h->state.load(std::memory_order_acquire) == kReady ? h->step.load() : -1;
 }
 
-void ShmSlot::clear() { header(base_)->state.store(kEmpty, std::memory_order_release); }
+void ShmSlot::clear() {
+  header(base_)->persist.store(kPersistNone, std::memory_order_release);
+  header(base_)->state.store(kEmpty, std::memory_order_release);
+}
+
+PersistState ShmSlot::persist_state() const {
+  return PersistState(header(base_)->persist.load(std::memory_order_acquire));
+}
+
+bool ShmSlot::claim_persist() {
+  uint32_t expected = kPersistRequested;
+  return header(base_)->persist.compare_exchange_strong(expected, kPersistRunning,
+                                                        std::memory_order_acq_rel);
+}
+
+void ShmSlot::finish_persist(bool ok) {
+  header(base_)->persist.store(ok ? kPersistDone : kPersistFailed, std::memory_order_release);
+}
+
+void ShmSlot::requeue_persist() {
+  uint32_t expected = kPersistRunning;
+  header(base_)->persist.compare_exchange_strong(expected, kPersistRequested,
+                                                 std::memory_order_acq_rel);
+}
+
+bool ShmSlot::is_current() const {
+  struct stat st;
+  std::string path = "/dev/shm" + name_;
+  return ::stat(path.c_str(), &st) == 0 && st.st_ino == inode_;
+}
 
 }  // namespace cairn::ckpt

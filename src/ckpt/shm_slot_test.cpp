@@ -107,6 +107,43 @@ TEST(ShmSlot, GarbageSegmentIsRejected) {
   EXPECT_THAT(r.status().message(), HasSubstr("not a cairn checkpoint slot"));
 }
 
+// The persist hand-off: a requested slot is never overwritten until a persister finished it.
+TEST(ShmSlot, PersistHandOff) {
+  auto writer = ShmSlot::Create(Name("hand"), 1 << 16);
+  ASSERT_TRUE(writer.ok());
+  auto persister = ShmSlot::Open(Name("hand"));
+  ASSERT_TRUE(persister.ok());
+  EXPECT_EQ((*persister)->persist_state(), kPersistNone);
+  EXPECT_FALSE((*persister)->claim_persist());  // nothing asked
+  ASSERT_TRUE((*writer)->write(1, {{"a", torch::full({4}, 1.0f)}}, {}, 1, /*request_persist=*/true).ok());
+  EXPECT_EQ((*persister)->persist_state(), kPersistRequested);
+  EXPECT_TRUE((*writer)->persist_pending());
+  auto refused = (*writer)->write(2, {{"a", torch::full({4}, 2.0f)}}, {});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(refused.status().message(), HasSubstr("still being persisted"));
+  EXPECT_EQ((*writer)->ready_step(), 1);
+  ASSERT_TRUE((*persister)->claim_persist());
+  EXPECT_FALSE((*persister)->claim_persist());  // one claim only
+  EXPECT_TRUE((*writer)->persist_pending());
+  // A view points into the segment: no copy.
+  auto view = (*persister)->view();
+  ASSERT_TRUE(view.ok());
+  EXPECT_TRUE(torch::equal(view->tensors["a"], torch::full({4}, 1.0f)));
+  (*persister)->requeue_persist();  // as a restarted persister does with a dead one's claim
+  EXPECT_EQ((*writer)->persist_state(), kPersistRequested);
+  ASSERT_TRUE((*persister)->claim_persist());
+  (*persister)->finish_persist(true);
+  EXPECT_EQ((*writer)->persist_state(), kPersistDone);
+  EXPECT_FALSE((*writer)->persist_pending());
+  ASSERT_TRUE((*writer)->write(2, {{"a", torch::full({4}, 2.0f)}}, {}).ok());
+  EXPECT_EQ((*writer)->persist_state(), kPersistNone);  // a memory-only copy
+  EXPECT_TRUE((*persister)->is_current());
+  // The writer replaces the segment (to grow it): the old mapping is no longer current.
+  auto grown = ShmSlot::Create(Name("hand"), 1 << 20);
+  ASSERT_TRUE(grown.ok());
+  EXPECT_FALSE((*persister)->is_current());
+}
+
 // A writer killed in the middle of a copy leaves a slot that readers reject.
 TEST(ShmSlot, SurvivesWriterCrash) {
   const int64_t n = 64 << 20;  // 256 MiB of floats: the copy takes long enough to be caught

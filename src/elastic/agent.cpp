@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <mutex>
+
 #include "cairn/core/fs.h"
 
 namespace cairn::elastic {
@@ -18,9 +20,11 @@ using nlohmann::json;
 class EventLog {
  public:
   explicit EventLog(std::string path) : path_(std::move(path)) {}
+  // Thread-safe.
   void write(const std::string& event, json fields = json::object()) {
     fields["event"] = event;
     fields["time"] = core::unix_time();
+    std::lock_guard<std::mutex> lock(mu_);
     Status s = core::append_line(path_, fields.dump());
     if (!s.ok() && !warned_) {
       spdlog::warn("cannot write events: {}", s.ToString());
@@ -31,6 +35,7 @@ class EventLog {
  private:
   std::string path_;
   bool warned_ = false;
+  std::mutex mu_;
 };
 
 json exit_fields(const WorkerExit& e) {
@@ -78,8 +83,8 @@ class Agent {
   }
   // Saves what the workers left in shared memory before it is lost or overwritten.
   void persist_memory(const std::string& reason) {
-    if (!o_.persist_memory) return;
-    auto r = o_.persist_memory(reason);
+    if (!services_) return;
+    auto r = services_->persist_unsaved(reason);
     if (!r.ok()) {
       spdlog::error("could not persist the in-memory checkpoint: {}", r.status().ToString());
       events_.write("checkpoint_persist_failed", {{"reason", reason}, {"error", r.status().ToString()}});
@@ -91,6 +96,7 @@ class Agent {
     }
   }
   Result<AgentResult> finish(AgentResult r) {
+    services_.reset();
     remove_flash_slots();
     json j = {{"exit_code", r.exit_code}, {"restarts", r.restarts}};
     if (r.interrupt_signal) j["signal"] = signal_name(r.interrupt_signal);
@@ -98,6 +104,7 @@ class Agent {
     return r;
   }
   Status fail(const Status& s) {
+    services_.reset();
     remove_flash_slots();
     events_.write("agent_end", {{"exit_code", 1}, {"error", s.ToString()}});
     return s;
@@ -107,6 +114,7 @@ class Agent {
   std::string failure_summary(const AgentResult& r) const;
 
   std::vector<int> ranks_;  // global ranks of this node's workers in the current round
+  std::unique_ptr<RoundServices> services_;  // of the current round
   Rendezvous& rdzv_;
   const AgentOptions& o_;
   EventLog events_;
@@ -184,6 +192,13 @@ Result<AgentResult> Agent::run() {
                                     {"command", o_.command}});
     ranks_.clear();
     for (int i = 0; i < world->nproc_per_node; ++i) ranks_.push_back(world->global_rank(i));
+    services_.reset();
+    if (o_.start_round) {
+      auto services = o_.start_round(
+          ranks_, [this](const std::string& e, const json& fields) { events_.write(e, fields); });
+      if (!services.ok()) return fail(services.status().WithContext("starting the round's services"));
+      services_ = std::move(services).value();
+    }
     WorkerGroupOptions go;
     go.log_dir = logs;
     go.echo_stdout_fd = o_.echo_stdout_fd;

@@ -307,8 +307,8 @@ DataParallel::NamedParams DataParallel::gather_state() {
   }
   for (auto& p : m.params) {
     auto& [a, b] = full[size_t(p.bucket)];
-    out.emplace_back(p.name + ".exp_avg", a.narrow(0, p.slot.offset, p.slot.numel).view(p.tensor.sizes()).clone());
-    out.emplace_back(p.name + ".exp_avg_sq", b.narrow(0, p.slot.offset, p.slot.numel).view(p.tensor.sizes()).clone());
+    out.emplace_back(p.name + ".exp_avg", a.narrow(0, p.slot.offset, p.slot.numel).view(p.tensor.sizes()));
+    out.emplace_back(p.name + ".exp_avg_sq", b.narrow(0, p.slot.offset, p.slot.numel).view(p.tensor.sizes()));
   }
   return out;
 }

@@ -1,12 +1,29 @@
 // Flash-checkpoint slots of one rank.
 #include <spdlog/spdlog.h>
 
-#include "cairn/ckpt/shm_slot.h"
+#include <chrono>
+#include <thread>
 
+#include "cairn/ckpt/shm_slot.h"
 #include "cairn/elastic/flash_slots.h"
 #include "train/flash_impl.h"
 
 namespace cairn::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+}  // namespace
+
+std::vector<std::string> FlashSlots::names() const {
+  std::vector<std::string> out;
+  for (int i = 0; i < elastic::kFlashSlotsPerRank; ++i)
+    out.push_back(elastic::flash_slot_name(run_dir_, rank_, i));
+  return out;
+}
 
 Result<ckpt::ShmSlot*> FlashSlots::slot(int index, int64_t bytes_needed) {
   auto& s = slots_[size_t(index)];
@@ -29,15 +46,62 @@ Result<ckpt::ShmSlot*> FlashSlots::slot(int index, int64_t bytes_needed) {
   return s.get();
 }
 
-Result<ckpt::ShmWriteInfo> FlashSlots::save(int64_t step,
-                                            const std::vector<ckpt::NamedTensor>& tensors,
-                                            const nlohmann::json& state) {
+Result<FlashSaveInfo> FlashSlots::save(int64_t step, const std::vector<ckpt::NamedTensor>& tensors,
+                                       const nlohmann::json& state, bool persist,
+                                       double timeout_s) {
   const int64_t need = ckpt::ShmSlot::bytes_needed(tensors, state);
-  // Write over the older of the two (or an empty one).
-  int64_t s0 = slots_[0] ? slots_[0]->ready_step() : -1, s1 = slots_[1] ? slots_[1]->ready_step() : -1;
-  int index = s0 <= s1 ? 0 : 1;
+  ready_steps();  // opens slots left by an earlier process of this rank
+  FlashSaveInfo info;
+  auto t0 = Clock::now();
+  int index = -1;
+  for (int64_t polls = 0;; ++polls) {
+    // The older of the slots that are free (empty counts as oldest).
+    int64_t best = INT64_MAX;
+    for (int i = 0; i < elastic::kFlashSlotsPerRank; ++i) {
+      auto& s = slots_[size_t(i)];
+      if (s && s->persist_pending()) continue;
+      int64_t st = s ? s->ready_step() : -1;
+      if (st < best) best = st, index = i;
+    }
+    if (index >= 0) break;
+    if (seconds_since(t0) > timeout_s)
+      return Status::Timeout("both in-memory checkpoint slots are still being persisted after " +
+                             std::to_string(int(timeout_s)) +
+                             " s (ckpt.persist_timeout); is storage writable and the persister "
+                             "(cairn run) alive?");
+    std::this_thread::sleep_for(std::chrono::microseconds(polls < 100 ? 200 : 2000));
+  }
+  info.waited_s = seconds_since(t0);
   CAIRN_ASSIGN_OR_RETURN(ckpt::ShmSlot * target, slot(index, need));
-  return target->write(step, tensors, state, 4);
+  CAIRN_ASSIGN_OR_RETURN(ckpt::ShmWriteInfo w, target->write(step, tensors, state, 4, persist));
+  info.bytes = w.bytes;
+  info.copy_s = w.seconds;
+  return info;
+}
+
+Status FlashSlots::wait_persisted(int64_t step, double timeout_s) {
+  auto t0 = Clock::now();
+  for (;;) {
+    ckpt::ShmSlot* found = nullptr;
+    for (auto& s : slots_)
+      if (s && s->ready_step() == step) found = s.get();
+    if (!found) return Status::NotFound("no in-memory checkpoint of step " + std::to_string(step));
+    switch (found->persist_state()) {
+      case ckpt::kPersistDone:
+        return Status::Ok();
+      case ckpt::kPersistFailed:
+        return Status::Internal("persisting step " + std::to_string(step) +
+                                " failed (see checkpoint_persist_failed in events.jsonl)");
+      case ckpt::kPersistNone:
+        return Status::FailedPrecondition("step " + std::to_string(step) + " was not sent to be persisted");
+      default:
+        break;
+    }
+    if (seconds_since(t0) > timeout_s)
+      return Status::Timeout("step " + std::to_string(step) + " not persisted after " +
+                             std::to_string(int(timeout_s)) + " s (ckpt.persist_timeout)");
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
 }
 
 std::array<int64_t, 2> FlashSlots::ready_steps() {

@@ -1,7 +1,8 @@
 // A rank's two in-memory checkpoint slots (flash checkpoints). Saves alternate between them,
-// so the previous complete checkpoint survives a crash in the middle of a save. The segments
-// outlive the worker process, so a restarted worker restores from them; the agent removes them
-// when the job ends.
+// so the previous complete checkpoint survives a crash in the middle of a save, and never
+// overwrite a slot whose persist to storage is still pending: a save waits only when both are.
+// The segments outlive the worker process, so a restarted worker restores from them; the
+// agent removes them when the job ends.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -18,17 +19,29 @@
 
 namespace cairn::train {
 
+struct FlashSaveInfo {
+  int64_t bytes = 0;
+  double copy_s = 0;    // copying into the slot
+  double waited_s = 0;  // waiting for a slot whose persist was pending
+};
+
 class FlashSlots {
  public:
   FlashSlots(std::string run_dir, int rank) : run_dir_(std::move(run_dir)), rank_(rank) {}
 
-  // Copies the state into the slot that does not hold the newest checkpoint.
-  Result<ckpt::ShmWriteInfo> save(int64_t step, const std::vector<ckpt::NamedTensor>& tensors,
-                                  const nlohmann::json& state);
+  // Copies the state into the slot that does not hold the newest checkpoint and is not being
+  // persisted, waiting up to `timeout_s` when both are; with `persist` asks for the copy to be
+  // persisted. FailedPrecondition when /dev/shm is too small; Timeout when no slot came free.
+  Result<FlashSaveInfo> save(int64_t step, const std::vector<ckpt::NamedTensor>& tensors,
+                             const nlohmann::json& state, bool persist, double timeout_s);
+  // Waits until the persist of `step` finished: Ok when it is on storage, Internal when the
+  // persister failed (its error is in events.jsonl), Timeout after `timeout_s`.
+  Status wait_persisted(int64_t step, double timeout_s);
   // The steps of the complete checkpoints in this rank's slots (opening them), -1 for none.
   std::array<int64_t, 2> ready_steps();
   // The checkpoint of `step` from this rank's slots.
   Result<ckpt::ShmSnapshot> read(int64_t step);
+  std::vector<std::string> names() const;
 
  private:
   Result<ckpt::ShmSlot*> slot(int index, int64_t bytes_needed);

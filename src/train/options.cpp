@@ -31,7 +31,6 @@ core::ConfigSpec train_spec() {
       .add_int("train.seed", 1337, 0, kBig, "seed for initialization and sample order")
       .add_int("train.eval_interval", 100, 0, kBig, "steps between validation; 0 = at the end")
       .add_int("train.eval_batches", 20, 1, 1 << 20, "micro-batches per validation")
-      .add_int("train.ckpt_interval", 0, 0, kBig, "steps between checkpoints; 0 = at the end")
       .add_bool("train.activation_checkpointing", false,
                 "recompute each block in backward instead of keeping its activations")
       .add_string("train.precision", "fp32", {"fp32", "bf16"},
@@ -42,10 +41,19 @@ core::ConfigSpec train_spec() {
                            "directory from `cairn data prepare` holding train.bin and val.bin")
       .add_string("data.tokenizer", "gpt2", {},
                   "tokenizer directory (encoder.json + vocab.bpe); gpt2 = the installed files")
-      .add_int("ckpt.keep_last", 3, 0, 1 << 20, "checkpoints kept on storage; 0 = all")
-      .add_int("ckpt.memory_interval", 0, 0, int64_t(1) << 40,
+      .add_string("ckpt.dir", "", {},
+                  "checkpoint directory on storage (shared by all nodes); empty = <run-dir>/ckpt")
+      .add_int("ckpt.persist_interval", 0, 0, kBig,
+               "steps between checkpoints persisted to storage (copied to shared memory, written "
+               "in the background); 0 = only at the end and on interrupt")
+      .add_int("ckpt.memory_interval", 0, 0, kBig,
                "steps between in-memory (shared-memory) checkpoints that a restarted worker "
                "resumes from; 0 = off")
+      .add_int("ckpt.keep_last", 3, 0, 1 << 20, "checkpoints kept on storage; 0 = all")
+      .add_int("ckpt.keep_every", 0, 0, kBig,
+               "also keep every checkpoint whose step is a multiple of this; 0 = none")
+      .add_float("ckpt.persist_timeout", 600, 0.1, 1e7,
+                 "seconds a save may wait for both slots' persists to finish before failing")
       .add_int("parallel.zero_stage", 0, 0, 3,
                "0 = DDP (replicated), 1 = ZeRO-1 (optimizer state sharded over data-parallel "
                "ranks), 2 = ZeRO-2 (+ gradients), 3 = ZeRO-3 (+ parameters, gathered per block "
@@ -79,9 +87,12 @@ Result<TrainOptions> train_options_from(const core::Config& c) {
   o.seed = uint64_t(c.get_int("train.seed"));
   o.eval_interval = c.get_int("train.eval_interval");
   o.eval_batches = c.get_int("train.eval_batches");
-  o.ckpt_interval = c.get_int("train.ckpt_interval");
-  o.keep_last = c.get_int("ckpt.keep_last");
+  o.ckpt_dir = c.get_string("ckpt.dir");
+  o.persist_interval = c.get_int("ckpt.persist_interval");
   o.memory_interval = c.get_int("ckpt.memory_interval");
+  o.keep_last = c.get_int("ckpt.keep_last");
+  o.keep_every = c.get_int("ckpt.keep_every");
+  o.persist_timeout_s = c.get_float("ckpt.persist_timeout");
   o.activation_checkpointing = c.get_bool("train.activation_checkpointing");
   o.precision = c.get_string("train.precision");
   o.threads = c.get_int("train.threads");

@@ -5,11 +5,15 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include "cairn/ckpt/checkpoint.h"
+#include "cairn/ckpt/persist.h"
 #include "cairn/core/fs.h"
 #include "cairn/data/local_sampler.h"
 #include "cairn/data/token_file.h"
@@ -66,7 +70,10 @@ struct Trainer::Impl {
   std::unique_ptr<data::LocalSampler> sampler, val_sampler;
   std::shared_ptr<model::LanguageModel> model;
   std::unique_ptr<Engine> engine;
-  std::unique_ptr<FlashSlots> flash;  // when ckpt.memory_interval > 0
+  std::unique_ptr<FlashSlots> flash;
+  // This rank's persister when no agent persists for it (plain `cairn train`).
+  std::unique_ptr<ckpt::SlotPersister> persister;
+  bool direct_persist = false;  // /dev/shm too small: storage checkpoints written directly
   int64_t num_params = 0;
   comm::Group* group = nullptr;  // data-parallel group; null in one process
   int world = 1, rank = 0;
@@ -75,7 +82,14 @@ struct Trainer::Impl {
   int64_t max_steps = 0;
   double peak_flops = 0;
 
-  std::string ckpt_dir() const { return run.run_dir + "/ckpt"; }
+  std::string ckpt_dir;  // absolute
+
+  // Slots nobody else will remove go with the trainer, whichever way it ends short of a
+  // crash (under `cairn run` the agent removes them when the job ends).
+  ~Impl() {
+    persister.reset();
+    if (flash && !run.keep_slots) elastic::unlink_flash_slots(run.run_dir, {rank});
+  }
   int64_t accum_steps() const { return opt.global_batch_size / (opt.micro_batch_size * world); }
 
   // Sum of `v` over ranks (v itself in one process).
@@ -116,31 +130,146 @@ struct Trainer::Impl {
             {"reason", reason}};
   }
 
-  // Collective: every rank copies the (gathered) state into its shared-memory slot.
-  Status save_to_memory() {
-    auto tensors = state_tensors();
-    auto info = flash->save(step, tensors, state_json("memory"));
-    if (!info.ok()) return info.status();
+  ckpt::PersistTarget persist_target() const {
+    ckpt::PersistTarget t;
+    t.root = ckpt_dir;
+    t.rank = rank;
+    t.world = world;
+    t.keep_last = int(opt.keep_last);
+    t.keep_every = int(opt.keep_every);
+    return t;
+  }
+
+  // Splits the whole state over the ranks so that each copies and persists about 1/world of
+  // it: largest tensors first, each to the least loaded rank (deterministic). Returns this
+  // rank's tensors and the table every rank needs to put the state back together.
+  std::pair<std::vector<ckpt::NamedTensor>, nlohmann::json> partition(
+      std::vector<ckpt::NamedTensor> all) const {
+    std::vector<size_t> order(all.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+      return all[a].tensor.nbytes() > all[b].tensor.nbytes();
+    });
+    std::vector<int64_t> load(size_t(world), 0);
+    std::vector<int> owner(all.size());
+    for (size_t i : order) {
+      int r = int(std::min_element(load.begin(), load.end()) - load.begin());
+      owner[i] = r;
+      load[size_t(r)] += int64_t(all[i].tensor.nbytes());
+    }
+    std::vector<ckpt::NamedTensor> mine;
+    nlohmann::json table = nlohmann::json::array();
+    for (size_t i = 0; i < all.size(); ++i) {
+      table.push_back({{"name", all[i].name},
+                       {"dtype", std::string(c10::toString(all[i].tensor.scalar_type()))},
+                       {"shape", all[i].tensor.sizes().vec()},
+                       {"rank", owner[i]}});
+      if (owner[i] == rank) mine.push_back(std::move(all[i]));
+    }
+    return {std::move(mine), std::move(table)};
+  }
+
+  // Collective: a checkpoint of the current step. Every rank copies its part of the state
+  // into a shared-memory slot (the training pause); with `persist` the slot is handed to the
+  // persister (the agent's, or this process's), which writes it to storage in the background.
+  Status checkpoint(bool persist, const char* reason) {
+    auto t0 = Clock::now();
+    auto [mine, table] = partition(state_tensors());
+    nlohmann::json state = state_json(reason);
+    state["partition"] = table;
+    state["persist"] = ckpt::to_json(persist_target());
+    if (!direct_persist) {
+      auto info = flash->save(step, mine, state, persist, opt.persist_timeout_s);
+      if (info.ok()) {
+        log->event("checkpoint_saved", {{"step", step},
+                                        {"bytes", info->bytes},
+                                        {"duration_ms", seconds_since(t0) * 1e3},
+                                        {"copy_ms", info->copy_s * 1e3},
+                                        {"waited_ms", info->waited_s * 1e3},
+                                        {"storage", "memory"},
+                                        {"persist", persist},
+                                        {"reason", reason}});
+        return Status::Ok();
+      }
+      // /dev/shm too small: storage checkpoints are still possible, written directly.
+      if (info.status().code() != StatusCode::kFailedPrecondition || opt.memory_interval > 0)
+        return info.status();
+      spdlog::warn("{}; writing checkpoints to storage directly instead (training waits for them)",
+                   info.status().message());
+      direct_persist = true;
+    }
+    if (!persist) return Status::Ok();
+    auto p = ckpt::persist_part(persist_target(), step, mine, state);
+    if (!p.ok()) return p.status();
+    sum_over_ranks(0);  // every part (and so the commit) is done when this returns
     log->event("checkpoint_saved", {{"step", step},
-                                    {"bytes", info->bytes},
-                                    {"duration_ms", info->seconds * 1e3},
-                                    {"storage", "memory"}});
+                                    {"bytes", p->bytes},
+                                    {"duration_ms", seconds_since(t0) * 1e3},
+                                    {"storage", "disk"},
+                                    {"persist", true},
+                                    {"reason", reason}});
     return Status::Ok();
   }
 
-  // Collective: every rank gathers the state; rank 0 writes it.
-  Status save(const char* reason) {
-    auto tensors = state_tensors();
-    if (rank != 0) return Status::Ok();
-    nlohmann::json state = state_json(reason);
-    auto info = ckpt::save_checkpoint(ckpt_dir(), step, tensors, state);
-    if (!info.ok()) return info.status();
-    log->event("checkpoint_saved", {{"step", step},
-                                    {"bytes", info->bytes},
-                                    {"duration_ms", info->seconds * 1e3},
-                                    {"path", info->path},
-                                    {"storage", "disk"}});
-    return ckpt::prune_checkpoints(ckpt_dir(), int(opt.keep_last));
+  // Collective: waits until the checkpoint of the current step is committed on storage.
+  Status wait_persisted() {
+    if (!direct_persist) CAIRN_RETURN_IF_ERROR(flash->wait_persisted(step, opt.persist_timeout_s));
+    sum_over_ranks(0);  // every rank's part is durable, so the last of them has committed
+    return Status::Ok();
+  }
+
+  // Collective: puts the whole state back together from every rank's part (each rank
+  // broadcasts its tensors as one flat byte buffer).
+  Result<std::map<std::string, torch::Tensor>> assemble(std::map<std::string, torch::Tensor> mine,
+                                                        const nlohmann::json& table) {
+    std::map<std::string, torch::Tensor> out;
+    try {
+      for (int owner = 0; owner < world; ++owner) {
+        std::vector<std::pair<std::string, torch::Tensor>> parts;
+        int64_t bytes = 0;
+        for (auto& e : table) {
+          if (e.at("rank").get<int>() != owner) continue;
+          const std::string name = e.at("name").get<std::string>();
+          torch::Tensor t;
+          if (owner == rank) {
+            auto it = mine.find(name);
+            if (it == mine.end())
+              return Status::Corrupt("in-memory checkpoint of rank " + std::to_string(rank) +
+                                     " lacks '" + name + "'");
+            t = std::move(it->second);
+          } else {
+            auto dtype = c10::ScalarType::Undefined;
+            for (auto c : {torch::kFloat, torch::kDouble, torch::kBFloat16, torch::kHalf,
+                           torch::kLong, torch::kInt, torch::kByte, torch::kChar, torch::kBool})
+              if (e.at("dtype").get<std::string>() == c10::toString(c)) dtype = c;
+            if (dtype == c10::ScalarType::Undefined)
+              return Status::Corrupt("in-memory checkpoint: unknown dtype of '" + name + "'");
+            t = torch::empty(e.at("shape").get<std::vector<int64_t>>(), torch::dtype(dtype));
+          }
+          bytes += int64_t(t.nbytes());
+          parts.emplace_back(name, t);
+        }
+        if (world > 1 && bytes > 0) {
+          auto flat = torch::empty({bytes}, torch::kByte);
+          char* p = static_cast<char*>(flat.data_ptr());
+          if (owner == rank)
+            for (auto& [n, t] : parts) {
+              std::memcpy(p, t.data_ptr(), t.nbytes());
+              p += t.nbytes();
+            }
+          group->broadcast(flat, owner);
+          p = static_cast<char*>(flat.data_ptr());
+          for (auto& [n, t] : parts) {
+            if (owner != rank) std::memcpy(t.data_ptr(), p, t.nbytes());
+            p += t.nbytes();
+          }
+        }
+        for (auto& [n, t] : parts) out[n] = t;
+      }
+    } catch (const nlohmann::json::exception& e) {
+      return Status::Corrupt(std::string("in-memory checkpoint: malformed partition: ") + e.what());
+    }
+    return out;
   }
 
   // Restores model, optimizer, RNG and position; checks everything before changing anything.
@@ -190,23 +319,21 @@ struct Trainer::Impl {
       for (int r = 0; r < world && everywhere; ++r) everywhere = v[2 * r] == v[i] || v[2 * r + 1] == v[i];
       if (everywhere) common = int64_t(v[i]);
     }
-    int64_t on_storage = -1;
-    if (auto latest = core::read_file(ckpt_dir() + "/latest"); latest.ok()) {
-      std::string name = *latest;
-      while (!name.empty() && name.back() == '\n') name.pop_back();
-      if (auto m = ckpt::read_manifest(ckpt_dir() + "/" + name); m.ok())
-        on_storage = (*m)["step"].get<int64_t>();
-    }
+    const int64_t on_storage = ckpt::newest_complete_step(ckpt_dir);
     if (common < 0 || common < on_storage) {
       if (common >= 0) spdlog::info("in-memory checkpoint (step {}) not used: storage holds step {}", common, on_storage);
       return false;
     }
     auto snap = flash->read(common);
     if (!snap.ok()) return snap.status().WithContext("in-memory checkpoint");
+    if (snap->state.value("world_size", -1) != world || !snap->state.contains("partition")) {
+      spdlog::info("in-memory checkpoint (step {}) not used: saved at another world size", common);
+      return false;
+    }
     ckpt::LoadedCheckpoint c;
     c.path = "shared memory";
     c.step = snap->step;
-    c.tensors = std::move(snap->tensors);
+    CAIRN_ASSIGN_OR_RETURN(c.tensors, assemble(std::move(snap->tensors), snap->state["partition"]));
     c.state = std::move(snap->state);
     for (auto& [name, t] : c.tensors) c.bytes += int64_t(t.nbytes());
     CAIRN_RETURN_IF_ERROR(restore(c));
@@ -311,14 +438,30 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
   if (impl->rank == 0)
     CAIRN_RETURN_IF_ERROR(core::write_file_atomic(run.run_dir + "/config.yaml", config.to_yaml()));
 
-  if (o.memory_interval > 0) impl->flash = std::make_unique<FlashSlots>(run.run_dir, impl->rank);
-  if (run.resume && impl->flash) {
+  {
+    std::string dir = o.ckpt_dir.empty() ? run.run_dir + "/ckpt" : o.ckpt_dir;
+    impl->ckpt_dir = std::filesystem::absolute(dir).lexically_normal().string();
+    while (impl->ckpt_dir.size() > 1 && impl->ckpt_dir.back() == '/') impl->ckpt_dir.pop_back();
+  }
+  impl->flash = std::make_unique<FlashSlots>(run.run_dir, impl->rank);
+  if (!run.agent_persists) {
+    ckpt::SlotPersisterOptions po;
+    po.slots[impl->rank] = impl->flash->names();
+    po.on_event = [dir = run.run_dir](const std::string& event, const nlohmann::json& fields) {
+      nlohmann::json j = fields;
+      j["event"] = event;
+      j["time"] = core::unix_time();
+      (void)core::append_line(dir + "/events.jsonl", j.dump());
+    };
+    CAIRN_ASSIGN_OR_RETURN(impl->persister, ckpt::SlotPersister::Start(std::move(po)));
+  }
+  if (run.resume) {
     CAIRN_ASSIGN_OR_RETURN(bool from_memory, impl->restore_from_memory());
     if (from_memory) run.resume = false;  // storage is older or equal: nothing more to load
   }
   if (run.resume) {
     std::vector<std::string> skipped;
-    auto c = ckpt::load_latest(impl->ckpt_dir(), &skipped);
+    auto c = ckpt::load_latest(impl->ckpt_dir, &skipped);
     for (auto& s : skipped) {
       spdlog::warn("skipping broken checkpoint: {}", s);
       impl->log->event("checkpoint_skipped", {{"reason", s}});
@@ -332,7 +475,7 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
                                              {"source", "storage"}});
       spdlog::info("resumed from {} (step {})", c->path, c->step);
     } else if (c.status().code() == StatusCode::kNotFound) {
-      spdlog::info("no checkpoint in {}; starting from step 0", impl->ckpt_dir());
+      spdlog::info("no checkpoint in {}; starting from step 0", impl->ckpt_dir);
     } else {
       return c.status();
     }
@@ -347,6 +490,7 @@ Result<RunSummary> Trainer::run() {
   const TrainOptions& o = m.opt;
   RunSummary sum;
   sum.first_step = m.step;
+  sum.ckpt_dir = m.ckpt_dir;
   const int64_t decay = o.lr_decay_steps > 0 ? o.lr_decay_steps : m.max_steps;
   const double flops_per_token = m.model->flops_per_token(o.seq_len);
   const double tokens_per_step = double(o.global_batch_size * o.seq_len);
@@ -437,24 +581,26 @@ Result<RunSummary> Trainer::run() {
       progress.update({m.step, m.max_steps, loss, lr, ema_tps, mfu_ema,
                        ema_step * double(m.max_steps - m.step), extra});
     }
-    if (m.flash && m.step % o.memory_interval == 0 && !last) {
-      Status s = m.save_to_memory();
-      if (!s.ok()) return s.WithContext("in-memory checkpoint at step " + std::to_string(m.step));
-    }
-    if ((o.ckpt_interval > 0 && m.step % o.ckpt_interval == 0) || last) {
-      Status s = m.save(last ? "end" : "interval");
-      if (!s.ok()) return s.WithContext("saving checkpoint at step " + std::to_string(m.step));
+    // The last step of this invocation is persisted below, after the loop.
+    const bool persist = o.persist_interval > 0 && m.step % o.persist_interval == 0;
+    const bool memory = o.memory_interval > 0 && m.step % o.memory_interval == 0;
+    if (!last && (persist || memory)) {
+      Status s = m.checkpoint(persist, persist ? "interval" : "memory");
+      if (!s.ok()) return s.WithContext("checkpoint at step " + std::to_string(m.step));
     }
   }
   progress.finish();
-  if (sum.interrupted && m.step > sum.first_step) {
-    Status s = m.save("interrupted");
-    if (!s.ok()) return s.WithContext("saving checkpoint on interrupt");
-    spdlog::info("interrupted: saved step {}; continue with --resume", m.step);
+  // The end of this invocation (finished, --stop-after, or interrupted): persist and wait.
+  if (m.step > sum.first_step) {
+    const char* reason = sum.interrupted ? "interrupted" : m.step == m.max_steps ? "end" : "stop";
+    Status s = m.checkpoint(/*persist=*/true, reason);
+    if (s.ok()) s = m.wait_persisted();
+    if (!s.ok()) return s.WithContext("saving the checkpoint of step " + std::to_string(m.step));
+    if (sum.interrupted) spdlog::info("interrupted: saved step {}; continue with --resume", m.step);
   }
-  // A finished run needs its in-memory checkpoints no more (the agent would remove them too,
-  // but a run without one would leave them behind).
-  if (m.flash && m.step == m.max_steps) elastic::unlink_flash_slots(m.run.run_dir, {m.rank});
+  m.persister.reset();
+  // A finished run needs its in-memory checkpoints no more.
+  if (m.step == m.max_steps || !m.run.keep_slots) elastic::unlink_flash_slots(m.run.run_dir, {m.rank});
   double wall = seconds_since(run_start);
   sum.last_step = m.step;
   sum.tokens_per_s = wall > 0 ? tokens_per_step * double(m.step - sum.first_step) / wall : 0;

@@ -12,6 +12,7 @@
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include "cairn/ckpt/checkpoint.h"
+#include "cairn/ckpt/shm_slot.h"
 #include "cairn/comm/group.h"
 #include "cairn/data/token_file.h"
 #include "cairn/elastic/flash_slots.h"
@@ -59,6 +60,7 @@ class TrainerTest : public ::testing::Test {
   }
   RunOptions Run(const std::string& name, bool resume = false, int64_t max_steps = 0) {
     RunOptions r;
+    r.keep_slots = true;  // as under `cairn run`: the tests restart from memory
     r.run_dir = dir_ + "/" + name;
     r.resume = resume;
     r.stop_after = max_steps;
@@ -281,11 +283,11 @@ TEST_F(TrainerTest, ResumesFromSharedMemory) {
   ASSERT_TRUE(first.ok());
   ASSERT_TRUE((*first)->run().ok());
   first->reset();
-  // As if the worker died after its memory save at step 6 and before any storage save.
+  // Storage lost: the in-memory copy of the last save (step 7) is still there.
   fs::remove_all(dir_ + "/mem_b/ckpt");
   auto second = Trainer::Create(cfg, Run("mem_b", true));
   ASSERT_TRUE(second.ok()) << second.status().ToString();
-  EXPECT_EQ((*second)->step(), 6);
+  EXPECT_EQ((*second)->step(), 7);
   ASSERT_TRUE((*second)->run().ok());
   auto a = Params(**straight), b = Params(**second);
   for (auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name;
@@ -297,12 +299,100 @@ TEST_F(TrainerTest, ResumesFromSharedMemory) {
   EXPECT_EQ(elastic::unlink_flash_slots(dir_ + "/mem_a", {0}) + elastic::unlink_flash_slots(dir_ + "/mem_b", {0}), 0);
 }
 
+// ckpt.persist_interval: checkpoints reach storage through shared memory and this process's
+// persister thread; retention keeps the newest keep_last plus every keep_every-th step; each
+// save and persist is an event with its bytes and milliseconds.
+TEST_F(TrainerTest, PersistsInTheBackgroundWithRetention) {
+  auto cfg = Config("gpt2", {"ckpt.persist_interval=3", "ckpt.keep_last=2", "ckpt.keep_every=6"});
+  auto t = Trainer::Create(cfg, Run("persist"));
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  ASSERT_TRUE((*t)->run().ok());
+  EXPECT_EQ(ckpt::list_steps(dir_ + "/persist/ckpt"), (std::vector<int64_t>{6, 12, 18, 20}));
+  EXPECT_EQ(ckpt::read_latest_step(dir_ + "/persist/ckpt"), 20);
+  std::ifstream events(dir_ + "/persist/events.jsonl");
+  int saved = 0, persisted = 0;
+  for (std::string line; std::getline(events, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j["event"] == "checkpoint_saved") {
+      ++saved;
+      EXPECT_GT(j["bytes"].get<int64_t>(), 0);
+      EXPECT_GE(j["duration_ms"].get<double>(), 0);
+      EXPECT_EQ(j["storage"], "memory");
+    }
+    if (j["event"] == "checkpoint_persisted") {
+      ++persisted;
+      EXPECT_EQ(j["committed"], true);  // one rank: its part completes the step
+      EXPECT_GT(j["bytes"].get<int64_t>(), 0);
+    }
+  }
+  EXPECT_EQ(saved, 7);  // steps 3, 6, ..., 18 and the end (20)
+  EXPECT_EQ(persisted, 7);
+  auto resumed = Trainer::Create(cfg, Run("persist", true));
+  ASSERT_TRUE(resumed.ok());
+  EXPECT_EQ((*resumed)->step(), 20);
+}
+
+// In-memory checkpoints at world 2 hold half of the state each; restoring puts it back
+// together and continues exactly like the uninterrupted run, for DDP and ZeRO-3.
+TEST_F(TrainerTest, PartitionedMemoryCheckpointsRestoreAtWorld2) {
+  std::vector<std::string> base = {"train.micro_batch_size=2", "train.global_batch_size=8",
+                                   "ckpt.memory_interval=2"};
+  for (int stage : {0, 3}) {
+    auto extra = base;
+    extra.push_back("parallel.zero_stage=" + std::to_string(stage));
+    auto cfg = Config("gpt2", extra);
+    std::string name = "part" + std::to_string(stage);
+    // Runs world 2 as threads; returns rank 0's parameters.
+    auto run_world2 = [&](const std::string& run_name, bool resume, int64_t stop_after,
+                          std::vector<int64_t>* first_steps) {
+      auto store = c10::make_intrusive<c10d::HashStore>();
+      std::vector<std::map<std::string, torch::Tensor>> params(2);
+      std::vector<std::thread> threads;
+      std::vector<std::string> errors(2);
+      for (int r = 0; r < 2; ++r)
+        threads.emplace_back([&, r] {
+          auto group = comm::Group::Create(store, r, 2, {});
+          auto run = Run(run_name, resume, stop_after);
+          run.group = group.get();
+          auto t = Trainer::Create(cfg, run);
+          if (!t.ok()) {
+            errors[size_t(r)] = t.status().ToString();
+            return;
+          }
+          if (first_steps) (*first_steps)[size_t(r)] = (*t)->step();
+          auto s = (*t)->run();
+          if (!s.ok()) errors[size_t(r)] = s.status().ToString();
+          params[size_t(r)] = Params(**t);
+        });
+      for (auto& t : threads) t.join();
+      for (auto& e : errors) EXPECT_EQ(e, "") << name;
+      return params[0];
+    };
+    auto straight = run_world2(name + "a", false, 0, nullptr);
+    run_world2(name + "b", false, 9, nullptr);
+    fs::remove_all(dir_ + "/" + name + "b/ckpt");  // only memory is left
+    std::vector<int64_t> first(2, -1);
+    auto resumed = run_world2(name + "b", true, 0, &first);
+    EXPECT_EQ(first, (std::vector<int64_t>{9, 9})) << name;
+    for (auto& [k, v] : straight) EXPECT_TRUE(torch::equal(v, resumed.at(k))) << name << " " << k;
+    std::ifstream events(dir_ + "/" + name + "b/events.jsonl");
+    std::string all((std::istreambuf_iterator<char>(events)), {});
+    EXPECT_NE(all.find("\"source\":\"memory\""), std::string::npos) << name;
+  }
+}
+
 // A storage checkpoint newer than memory wins.
 TEST_F(TrainerTest, NewerStorageCheckpointWinsOverMemory) {
   auto cfg = Config("gpt2", {"ckpt.memory_interval=2"});
   auto first = Trainer::Create(cfg, Run("mem_c", false, 7));
   ASSERT_TRUE(first.ok() && (*first)->run().ok());
   first->reset();
+  // As if the last in-memory copy (step 7) were lost: memory holds step 6 only.
+  for (int i = 0; i < 2; ++i) {
+    auto slot = ckpt::ShmSlot::Open(elastic::flash_slot_name(dir_ + "/mem_c", 0, i));
+    ASSERT_TRUE(slot.ok());
+    if ((*slot)->ready_step() == 7) (*slot)->clear();
+  }
   auto second = Trainer::Create(cfg, Run("mem_c", true));
   ASSERT_TRUE(second.ok());
   EXPECT_EQ((*second)->step(), 7);  // storage (step 7) is newer than memory (step 6)

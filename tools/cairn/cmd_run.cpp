@@ -61,6 +61,18 @@ class AgentSignals {
   struct sigaction old_pipe_ {};
 };
 
+// The flash-checkpoint persister as a service of the agent's round.
+class PersisterService : public elastic::RoundServices {
+ public:
+  explicit PersisterService(std::unique_ptr<ckpt::SlotPersister> p) : p_(std::move(p)) {}
+  Result<nlohmann::json> persist_unsaved(const std::string& reason) override {
+    return p_->persist_unsaved(reason);
+  }
+
+ private:
+  std::unique_ptr<ckpt::SlotPersister> p_;
+};
+
 std::string default_run_dir() {
   char buf[64];
   std::time_t t = std::time(nullptr);
@@ -121,19 +133,19 @@ void run_run(elastic::LaunchFlags& flags, const CLI::App& cmd) {
   ao.base_env = std::move(env);
   ao.num_cores = usable_cores();
   ao.interrupt = &g_interrupt;
-  // The node with global rank 0 persists that rank's slots: they hold the whole (gathered) state.
-  if (options->node_rank == 0)
-    ao.persist_memory = [run_dir](const std::string&) -> Result<nlohmann::json> {
-      std::vector<std::string> names;
+  // This node's agent persists its workers' in-memory checkpoints (cairn train sees
+  // CAIRN_AGENT_PERSISTS and starts no persister of its own).
+  ao.base_env["CAIRN_AGENT_PERSISTS"] = run_dir;
+  ao.start_round = [run_dir](const std::vector<int>& ranks, elastic::EventSink sink)
+      -> Result<std::unique_ptr<elastic::RoundServices>> {
+    ckpt::SlotPersisterOptions po;
+    for (int r : ranks)
       for (int i = 0; i < elastic::kFlashSlotsPerRank; ++i)
-        names.push_back(elastic::flash_slot_name(run_dir, 0, i));
-      CAIRN_ASSIGN_OR_RETURN(auto info, ckpt::persist_newest_slot(names, run_dir + "/ckpt"));
-      if (!info) return nlohmann::json();
-      return nlohmann::json{{"step", info->step},
-                            {"bytes", info->save.bytes},
-                            {"duration_ms", info->save.seconds * 1e3},
-                            {"path", info->save.path}};
-    };
+        po.slots[r].push_back(elastic::flash_slot_name(run_dir, r, i));
+    po.on_event = std::move(sink);
+    CAIRN_ASSIGN_OR_RETURN(auto persister, ckpt::SlotPersister::Start(std::move(po)));
+    return std::unique_ptr<elastic::RoundServices>(new PersisterService(std::move(persister)));
+  };
 
   Result<elastic::AgentResult> result = Status::Internal("agent did not run");
   {

@@ -11,6 +11,7 @@
 #include "cairn/core/config.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/log.h"
+#include "cairn/elastic/flash_slots.h"
 #include "cairn/train/options.h"
 #include "cairn/train/trainer.h"
 #include "commands.h"
@@ -73,6 +74,10 @@ void run_train(const TrainArgs& a) {
   run.stop_after = a.stop_after;
   run.stop = &g_stop;
   run.progress = !a.no_progress;
+  // `cairn run` persists the slots of workers whose run directory is its own.
+  if (const char* d = std::getenv("CAIRN_AGENT_PERSISTS"); d && *d)
+    run.agent_persists = elastic::flash_slot_name(d, 0, 0) == elastic::flash_slot_name(run.run_dir, 0, 0);
+  run.keep_slots = run.agent_persists;  // the agent restarts workers from them, then removes them
   if (Status s = core::make_dirs(run.run_dir); !s.ok()) throw StatusError(s);
   core::init_logging({spdlog::level::to_string_view(spdlog::get_level()).data(),
                       run.run_dir + (rank == 0 ? "/train.log" : "/train-rank" + std::to_string(rank) + ".log"),
@@ -93,9 +98,9 @@ void run_train(const TrainArgs& a) {
   auto summary = (*trainer)->run();
   if (!summary.ok()) throw StatusError(summary.status());
   if (rank == 0)
-    spdlog::info("done: step {}, loss {:.4f}, val loss {:.4f}, {:.0f} tokens/s; checkpoint in {}/ckpt",
+    spdlog::info("done: step {}, loss {:.4f}, val loss {:.4f}, {:.0f} tokens/s; checkpoint in {}",
                summary->last_step, summary->final_loss, summary->final_val_loss,
-               summary->tokens_per_s, run.run_dir);
+               summary->tokens_per_s, summary->ckpt_dir);
   if (summary->interrupted) throw StatusError(Status(StatusCode::kFailedPrecondition, "interrupted"));
 }
 

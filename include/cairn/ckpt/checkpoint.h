@@ -76,9 +76,12 @@ Result<LoadedCheckpoint> load_checkpoint(const std::string& step_dir);
 Result<LoadedCheckpoint> load_latest(const std::string& root, std::vector<std::string>* skipped);
 // Accepts either a root (with step-* directories) or a step directory.
 Result<LoadedCheckpoint> load_any(const std::string& path, std::vector<std::string>* skipped);
-// Removes all but the newest `keep_last` step directories (0 keeps all). Never removes the
-// one `latest` names.
-Status prune_checkpoints(const std::string& root, int keep_last);
+// Retention: removes all but the newest `keep_last` step directories (0 keeps all), except
+// every step divisible by `keep_every` (when > 0) and the one `latest` names; also removes
+// unfinished parts of steps older than `latest`.
+Status prune_checkpoints(const std::string& root, int keep_last, int keep_every = 0);
+// The step `latest` names, or -1.
+int64_t read_latest_step(const std::string& root);
 
 // Step numbers of the step-<N> directories under root, ascending.
 std::vector<int64_t> list_steps(const std::string& root);

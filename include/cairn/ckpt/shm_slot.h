@@ -32,6 +32,16 @@ struct ShmWriteInfo {
   double seconds = 0;   // time the caller was blocked
 };
 
+// The hand-off between a slot's writer and the persister that copies it to storage. A writer
+// never overwrites a slot in state kPersistRequested or kPersistRunning.
+enum PersistState : uint32_t {
+  kPersistNone = 0,       // nothing asked (a memory-only checkpoint, or empty)
+  kPersistRequested = 1,  // the writer asks for this content to be persisted
+  kPersistRunning = 2,    // a persister claimed it and is writing it
+  kPersistDone = 3,       // on storage (this rank's part durable)
+  kPersistFailed = 4,     // the persister gave up (its error is in its log)
+};
+
 struct ShmSnapshot {
   int64_t step = 0;
   std::map<std::string, torch::Tensor> tensors;  // copies, owned by the caller
@@ -54,16 +64,36 @@ class ShmSlot {
   ShmSlot& operator=(const ShmSlot&) = delete;
 
   // Copies `tensors` (CPU) and `state` into the slot with `threads` copy threads and marks it
-  // ready at `step`. FailedPrecondition when they do not fit.
+  // ready at `step`; with `request_persist` it then marks it kPersistRequested.
+  // FailedPrecondition when they do not fit or the slot's content is still being persisted.
   Result<ShmWriteInfo> write(int64_t step, const std::vector<NamedTensor>& tensors,
-                             const nlohmann::json& state, int threads = 4);
+                             const nlohmann::json& state, int threads = 4,
+                             bool request_persist = false);
   // A copy of the slot's content. NotFound when the slot was never completed; Corrupt when
   // its metadata fails its checksum or a write is in progress.
   Result<ShmSnapshot> read() const;
+  // Like read() but the tensors point into the shared memory: valid while this object lives
+  // and nobody rewrites the slot (REQUIRES: the caller holds the persist claim).
+  Result<ShmSnapshot> view() const;
   // The step of the completed content, or -1.
   int64_t ready_step() const;
   // Marks the slot empty (e.g. after its content is known to be stale).
   void clear();
+
+  // Persist hand-off (see PersistState); safe between processes.
+  PersistState persist_state() const;
+  bool persist_pending() const {
+    auto p = persist_state();
+    return p == kPersistRequested || p == kPersistRunning;
+  }
+  // kPersistRequested → kPersistRunning; false when there was no request (or another claimed it).
+  bool claim_persist();
+  // kPersistRunning → kPersistDone or kPersistFailed.
+  void finish_persist(bool ok);
+  // kPersistRunning → kPersistRequested: a persister that died mid-write left the claim.
+  void requeue_persist();
+  // false once the name refers to another segment (the writer replaced it to grow).
+  bool is_current() const;
 
   const std::string& name() const { return name_; }
   int64_t capacity() const { return capacity_; }
@@ -71,12 +101,14 @@ class ShmSlot {
   static int64_t bytes_needed(const std::vector<NamedTensor>& tensors, const nlohmann::json& state);
 
  private:
-  ShmSlot(std::string name, void* base, int64_t mapped, bool owner);
+  ShmSlot(std::string name, void* base, int64_t mapped, bool owner, uint64_t inode);
+  Result<ShmSnapshot> read_impl(bool copy) const;
   std::string name_;
   void* base_;
   int64_t mapped_;    // header + capacity
   int64_t capacity_;
   bool owner_;
+  uint64_t inode_;
 };
 
 // Free bytes in the file system that holds POSIX shared memory (/dev/shm).

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,19 @@ namespace cairn::elastic {
 struct Interrupt {
   std::atomic<int> signal{0};  // the last signal received, 0 = none
   std::atomic<int> count{0};   // signals received; a second one skips the grace period
+};
+
+// Receives the events of services the agent hosts (any thread).
+using EventSink = std::function<void(const std::string& event, const nlohmann::json& fields)>;
+
+// What the agent hosts for one round of workers, e.g. the flash-checkpoint persister.
+class RoundServices {
+ public:
+  virtual ~RoundServices() = default;
+  // Called after the round's workers stopped because one failed or the agent was
+  // interrupted: persists what they left in shared memory. Returns the fields of a
+  // `checkpoint_persisted` event, or null when there was nothing to persist.
+  virtual Result<nlohmann::json> persist_unsaved(const std::string& reason) = 0;
 };
 
 struct AgentOptions {
@@ -39,10 +53,10 @@ struct AgentOptions {
   int echo_stderr_fd = 2;
   size_t tail_lines = 20;                // lines of a failed worker's output quoted in the summary
   const Interrupt* interrupt = nullptr;  // nullptr: the agent is never interrupted
-  // Called after the workers have stopped because one failed or the agent was interrupted,
-  // before restarting or exiting: persists the newest in-memory checkpoint. Returns the fields
-  // of a `checkpoint_persisted` event, or null when there was nothing to persist. May be empty.
-  std::function<Result<nlohmann::json>(const std::string& reason)> persist_memory;
+  // Starts the services of one round, given this node's global ranks; they live until the
+  // round's workers have stopped (and persist_unsaved has run after a failure). May be empty.
+  std::function<Result<std::unique_ptr<RoundServices>>(const std::vector<int>& ranks, EventSink)>
+      start_round;
 };
 
 struct AgentResult {

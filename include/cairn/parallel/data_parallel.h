@@ -77,7 +77,8 @@ class DataParallel {
   int64_t step_count() const;
 
   // The whole optimizer state, "<param>.exp_avg" / "<param>.exp_avg_sq", gathered on every
-  // rank (collective).
+  // rank (collective). Without sharding the tensors are views of the live state: copy them
+  // before the next step() if they must outlive it.
   NamedParams gather_state();
   // Restores from whole-state tensors (any world size wrote them); checks everything first.
   Status load_state(const std::map<std::string, torch::Tensor>& tensors, const std::string& prefix,

@@ -24,9 +24,12 @@ struct TrainOptions {
   uint64_t seed = 1337;
   int64_t eval_interval = 100;     // 0 = only at the end
   int64_t eval_batches = 20;
-  int64_t ckpt_interval = 0;       // 0 = only at the end
-  int64_t keep_last = 3;           // checkpoints kept on storage; 0 = all
+  std::string ckpt_dir;            // empty = <run_dir>/ckpt
+  int64_t persist_interval = 0;    // steps between persisted checkpoints; 0 = only at the end
   int64_t memory_interval = 0;     // steps between in-memory checkpoints; 0 = off
+  int64_t keep_last = 3;           // checkpoints kept on storage; 0 = all
+  int64_t keep_every = 0;          // also keep steps divisible by this; 0 = none
+  double persist_timeout_s = 600;  // longest wait for a free slot or a final persist
   bool activation_checkpointing = false;
   std::string precision = "fp32";  // fp32 | bf16
   int64_t threads = 0;             // intra-op threads; 0 = torch default

@@ -26,13 +26,18 @@ namespace cairn::train {
 struct RunOptions {
   std::string run_dir;                         // required: logs, config.yaml, ckpt/
   bool resume = false;                         // continue from the newest checkpoint: in shared
-                                               // memory (ckpt.memory_interval) or run_dir/ckpt
+                                               // memory or on storage (ckpt.dir)
   int64_t stop_after = 0;                      // > 0: return after this step (schedule unchanged)
   const std::atomic<bool>* stop = nullptr;     // set => save a checkpoint and return
   bool progress = true;                        // print the progress line
   bool measure_peak = true;                    // measure GEMM peak for MFU (off in tests)
   comm::Group* group = nullptr;                // data-parallel group (outlives the trainer);
                                                // null = one process
+  bool agent_persists = false;                 // the agent (cairn run) persists this rank's
+                                               // slots; false = a thread of this process does
+  bool keep_slots = false;                     // leave the in-memory slots behind when the
+                                               // trainer ends before max_steps (for a restart;
+                                               // the agent removes them at the end of the job)
 };
 
 struct RunSummary {
@@ -42,6 +47,7 @@ struct RunSummary {
   double final_loss = 0;
   double final_val_loss = -1;  // < 0 when never evaluated
   double tokens_per_s = 0;     // mean over the run
+  std::string ckpt_dir;        // where the checkpoints are (ckpt.dir, absolute)
   std::vector<double> losses;  // training loss per step of this run
 };
 

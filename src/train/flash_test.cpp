@@ -1,0 +1,63 @@
+#include "train/flash_impl.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "cairn/elastic/flash_slots.h"
+
+namespace cairn::train {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::vector<ckpt::NamedTensor> State(float v) { return {{"w", torch::full({64}, v)}}; }
+
+// Saves alternate between the two slots and never overwrite one whose persist is pending; a
+// save waits only when both are pending, and fails after its timeout when nobody persists.
+TEST(FlashSlots, SaveWaitsOnlyWhenBothSlotsArePending) {
+  std::string run = "/tmp/cairn_flash_test_" + std::to_string(getpid());
+  FlashSlots f(run, 0);
+  ASSERT_TRUE(f.save(1, State(1), {}, /*persist=*/true, 1.0).ok());
+  ASSERT_TRUE(f.save(2, State(2), {}, /*persist=*/false, 1.0).ok());
+  // Slot of step 1 is pending: step 3 goes over step 2 (memory-only), without waiting.
+  auto s3 = f.save(3, State(3), {}, true, 1.0);
+  ASSERT_TRUE(s3.ok());
+  EXPECT_LT(s3->waited_s, 0.05);
+  auto steps = f.ready_steps();
+  EXPECT_THAT(steps, ::testing::UnorderedElementsAre(1, 3));
+  // Both pending and no persister: a bounded wait, then a clear error.
+  auto timed_out = f.save(4, State(4), {}, true, 0.2);
+  ASSERT_FALSE(timed_out.ok());
+  EXPECT_EQ(timed_out.status().code(), StatusCode::kTimeout);
+  EXPECT_THAT(timed_out.status().message(), HasSubstr("still being persisted"));
+  // A persister finishes step 1 a little later: the save waits for it and takes its slot.
+  std::thread persister([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto slot = ckpt::ShmSlot::Open(elastic::flash_slot_name(run, 0, 0));
+    ASSERT_TRUE(slot.ok());
+    ASSERT_TRUE((*slot)->claim_persist());
+    (*slot)->finish_persist(true);
+  });
+  auto s4 = f.save(4, State(4), {}, true, 5.0);
+  persister.join();
+  ASSERT_TRUE(s4.ok()) << s4.status().ToString();
+  EXPECT_GT(s4->waited_s, 0.05);
+  EXPECT_THAT(f.ready_steps(), ::testing::UnorderedElementsAre(4, 3));
+  EXPECT_TRUE(torch::equal(f.read(4)->tensors["w"], torch::full({64}, 4.0f)));
+  // Waiting for a persist: done, failed, or nobody there.
+  EXPECT_EQ(f.wait_persisted(4, 0.1).code(), StatusCode::kTimeout);
+  auto slot3 = ckpt::ShmSlot::Open(elastic::flash_slot_name(run, 0, 1));
+  ASSERT_TRUE(slot3.ok() && (*slot3)->claim_persist());
+  (*slot3)->finish_persist(false);
+  EXPECT_EQ(f.wait_persisted(3, 1.0).code(), StatusCode::kInternal);
+  EXPECT_EQ(f.wait_persisted(9, 1.0).code(), StatusCode::kNotFound);
+  EXPECT_EQ(elastic::unlink_flash_slots(run, {0}), 2);
+}
+
+}  // namespace
+}  // namespace cairn::train
