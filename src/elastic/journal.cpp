@@ -1,0 +1,167 @@
+// The master's journal: checksummed JSON lines, replay with torn-tail recovery, fsynced appends.
+#include "cairn/elastic/journal.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <cinttypes>
+#include <cstdio>
+#include <filesystem>
+
+#include "cairn/core/fs.h"
+
+namespace cairn::elastic {
+namespace {
+
+constexpr size_t kHashChars = 16;
+
+std::string hash_hex(std::string_view text) {
+  char buf[kHashChars + 1];
+  std::snprintf(buf, sizeof(buf), "%016" PRIx64, uint64_t(XXH3_64bits(text.data(), text.size())));
+  return buf;
+}
+
+// Parses one line (without its '\n'); an empty string means "good".
+std::string check_line(std::string_view line, nlohmann::json* out) {
+  if (line.size() < kHashChars + 2 || line[kHashChars] != ' ')
+    return "not '<16 hex digits> <json>'";
+  std::string_view text = line.substr(kHashChars + 1);
+  if (hash_hex(text) != line.substr(0, kHashChars)) return "checksum mismatch";
+  *out = nlohmann::json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (out->is_discarded()) return "checksum matches but the text is not JSON";
+  if (!out->is_object()) return "not a JSON object";
+  return "";
+}
+
+nlohmann::json header() {
+  return {{"format", kJournalFormat}, {"format_version", kJournalFormatVersion}};
+}
+
+Status check_header(const std::string& path, const nlohmann::json& h) {
+  if (h.value("format", std::string()) != kJournalFormat)
+    return Status::Corrupt(path + ": not a cairn master journal (first record " + h.dump() + ")");
+  const auto& v = h.find("format_version");
+  if (v == h.end() || !v->is_number_integer())
+    return Status::Corrupt(path + ": journal header has no integer format_version");
+  if (v->get<int64_t>() != kJournalFormatVersion)
+    return Status::Unsupported(path + ": journal format version " + v->dump() +
+                               "; this cairn reads version " +
+                               std::to_string(kJournalFormatVersion));
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::string journal_line(const nlohmann::json& record) {
+  std::string text = record.dump();
+  return hash_hex(text) + " " + text;
+}
+
+Result<std::unique_ptr<Journal>> Journal::Open(const std::string& path, const RecordFn& on_record) {
+  std::string data;
+  auto existing = core::read_file(path);
+  if (existing.ok()) {
+    data = std::move(existing).value();
+  } else if (existing.status().code() != StatusCode::kNotFound) {
+    return existing.status();
+  }
+  if (data.empty()) {
+    const auto parent = std::filesystem::path(path).parent_path().string();
+    if (!parent.empty()) CAIRN_RETURN_IF_ERROR(core::make_dirs(parent));
+  }
+
+  // Replay: every line must be good except possibly the last, which a crash may have torn.
+  size_t pos = 0;
+  int64_t number = 0;
+  int64_t replayed = 0;
+  std::string torn;
+  while (pos < data.size()) {
+    const size_t nl = data.find('\n', pos);
+    const bool last = nl == std::string::npos || nl + 1 == data.size();
+    std::string_view line(data.data() + pos, (nl == std::string::npos ? data.size() : nl) - pos);
+    nlohmann::json record;
+    std::string why = nl == std::string::npos ? "no newline at the end" : check_line(line, &record);
+    if (!why.empty()) {
+      // Only a crash while creating the file leaves a damaged header: a prefix of the real one.
+      const std::string first = journal_line(header()) + "\n";
+      if (number == 0 && (data.size() >= first.size() || first.compare(0, data.size(), data) != 0))
+        return Status::Corrupt(path + ": not a cairn master journal (its first line is not a " +
+                               kJournalFormat + " header: " + why + ")");
+      if (!last)
+        return Status::Corrupt(path + ": record " + std::to_string(number) + " at byte " +
+                               std::to_string(pos) + " is damaged (" + why + ") and " +
+                               std::to_string(data.size() - nl - 1) +
+                               " bytes of later records follow it: the journal is corrupt, not "
+                               "torn by a crash; restore it or start a new job");
+      torn = why;
+      break;
+    }
+    if (number == 0) {
+      CAIRN_RETURN_IF_ERROR(check_header(path, record));
+    } else if (Status s = on_record(record); !s.ok()) {
+      return s.WithContext(path + ": record " + std::to_string(number));
+    } else {
+      ++replayed;
+    }
+    ++number;
+    pos = nl + 1;
+  }
+
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return core::errno_status("cannot open journal", path);
+  std::unique_ptr<Journal> j(new Journal(path, fd));
+  j->replayed_ = replayed;
+  if (!torn.empty()) {
+    j->dropped_tail_bytes_ = int64_t(data.size() - pos);
+    spdlog::warn(
+        "journal {}: dropping a damaged last record ({} bytes at byte {}: {}), as left "
+        "by a crash during a write",
+        path, j->dropped_tail_bytes_, pos, torn);
+    if (::ftruncate(fd, off_t(pos)) != 0 || ::fsync(fd) != 0)
+      return core::errno_status("cannot cut the torn record off journal", path);
+  }
+  j->size_ = int64_t(pos);
+  if (pos == 0) {
+    // New (or empty, or only a torn header): write the header and make the file durable.
+    const std::string line = journal_line(header()) + "\n";
+    CAIRN_RETURN_IF_ERROR(core::write_all(fd, line.data(), line.size(), path));
+    if (::fsync(fd) != 0) return core::errno_status("cannot fsync journal", path);
+    CAIRN_RETURN_IF_ERROR(core::fsync_dir(std::filesystem::path(path).parent_path().string()));
+    j->size_ = int64_t(line.size());
+  }
+  return j;
+}
+
+Journal::~Journal() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status Journal::append(const std::vector<nlohmann::json>& records) {
+  if (!broken_.ok())
+    return Status::FailedPrecondition(
+        "journal " + path_ + " refuses appends after a failed write: " + broken_.message());
+  if (records.empty()) return Status::Ok();
+  std::string buf;
+  for (const auto& r : records) {
+    if (!r.is_object())
+      return Status::Internal("journal " + path_ + ": a record must be a JSON object, not " +
+                              r.dump());
+    buf += journal_line(r);
+    buf += '\n';
+  }
+  Status s = core::write_all(fd_, buf.data(), buf.size(), path_);
+  if (s.ok() && ::fsync(fd_) != 0) s = core::errno_status("cannot fsync journal", path_);
+  if (!s.ok()) {
+    // Best effort: cut what may have been half written, so a restart sees a clean end.
+    if (::ftruncate(fd_, off_t(size_)) == 0) (void)::fsync(fd_);
+    broken_ = s;
+    return s;
+  }
+  size_ += int64_t(buf.size());
+  return Status::Ok();
+}
+
+}  // namespace cairn::elastic

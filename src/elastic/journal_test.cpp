@@ -1,0 +1,238 @@
+// Tests of the master's journal (records, torn tails, corruption, versions) and of the JSON
+// codec of rendezvous events replayed through it.
+#include "cairn/elastic/journal.h"
+
+#include <gtest/gtest.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+
+#include "cairn/elastic/rdzv_codec.h"
+#include "elastic/testing_impl.h"
+
+namespace cairn::elastic {
+namespace {
+
+using nlohmann::json;
+using testing::ScratchDir;
+using testing::slurp;
+
+// Opens the journal at `path`, collecting every replayed record.
+Result<std::unique_ptr<Journal>> open(const std::string& path, std::vector<json>* seen) {
+  return Journal::Open(path, [seen](const json& r) {
+    seen->push_back(r);
+    return Status::Ok();
+  });
+}
+
+void write_raw(const std::string& path, const std::string& data) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << data;
+}
+
+// Captures spdlog warnings for the lifetime of the object.
+class CapturedLog {
+ public:
+  CapturedLog()
+      : sink_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64)),
+        old_(spdlog::default_logger()) {
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink_));
+  }
+  ~CapturedLog() { spdlog::set_default_logger(old_); }
+  std::string text() const {
+    std::string out;
+    for (const auto& line : sink_->last_formatted()) out += line;
+    return out;
+  }
+
+ private:
+  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_;
+  std::shared_ptr<spdlog::logger> old_;
+};
+
+TEST(Journal, RecordsSurviveReopening) {
+  ScratchDir dir("journal");
+  const std::string path = dir / "sub/master.journal";
+  std::vector<json> seen;
+  {
+    auto j = open(path, &seen);
+    ASSERT_TRUE(j.ok()) << j.status().ToString();
+    EXPECT_TRUE(seen.empty());
+    ASSERT_TRUE((*j)->append({{{"a", 1}}, {{"b", "two"}}}).ok());
+    ASSERT_TRUE((*j)->append({{{"c", 3.5}}}).ok());
+    ASSERT_TRUE((*j)->append({}).ok());
+  }
+  auto j = open(path, &seen);
+  ASSERT_TRUE(j.ok()) << j.status().ToString();
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[0]["a"], 1);
+  EXPECT_EQ(seen[1]["b"], "two");
+  EXPECT_EQ(seen[2]["c"], 3.5);
+  EXPECT_EQ((*j)->replayed(), 3);
+  // The first line is the versioned header.
+  const std::string text = slurp(path);
+  EXPECT_EQ(text.substr(0, text.find('\n')),
+            journal_line({{"format", kJournalFormat}, {"format_version", 1}}));
+}
+
+TEST(Journal, RejectsNonObjectRecords) {
+  ScratchDir dir("journal");
+  std::vector<json> seen;
+  auto j = open(dir / "j", &seen);
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ((*j)->append({json::array({1, 2})}).code(), StatusCode::kInternal);
+}
+
+TEST(Journal, TornTailIsDroppedWithAWarningAndCutOff) {
+  ScratchDir dir("journal");
+  const std::string path = dir / "j";
+  std::vector<json> seen;
+  { ASSERT_TRUE(open(path, &seen).value()->append({{{"n", 1}}, {{"n", 2}}}).ok()); }
+  const std::string good = slurp(path);
+  // Half of a third record, as a crash during write() leaves it.
+  const std::string third = journal_line({{"n", 3}});
+  for (const std::string& tail :
+       {third.substr(0, third.size() / 2), third.substr(0, 5),
+        std::string("0123456789abcdef {\"n\": 3}\n"), std::string(40, '\0')}) {
+    write_raw(path, good + tail);
+    seen.clear();
+    CapturedLog log;
+    auto j = open(path, &seen);
+    ASSERT_TRUE(j.ok()) << j.status().ToString();
+    ASSERT_EQ(seen.size(), 2u);
+    EXPECT_EQ((*j)->dropped_tail_bytes(), int64_t(tail.size()));
+    EXPECT_NE(log.text().find("dropping a damaged last record"), std::string::npos) << log.text();
+    EXPECT_EQ(slurp(path), good);  // cut off, so appends continue cleanly
+    ASSERT_TRUE((*j)->append({{{"n", 4}}}).ok());
+  }
+  seen.clear();
+  ASSERT_TRUE(open(path, &seen).ok());
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[2]["n"], 4);
+}
+
+TEST(Journal, TornHeaderStartsAFreshJournal) {
+  ScratchDir dir("journal");
+  const std::string path = dir / "j";
+  const std::string h = journal_line({{"format", kJournalFormat}, {"format_version", 1}});
+  write_raw(path, h.substr(0, 10));
+  std::vector<json> seen;
+  auto j = open(path, &seen);
+  ASSERT_TRUE(j.ok()) << j.status().ToString();
+  EXPECT_EQ(slurp(path), h + "\n");
+}
+
+TEST(Journal, CorruptMiddleRecordIsAnError) {
+  ScratchDir dir("journal");
+  const std::string path = dir / "j";
+  std::vector<json> seen;
+  { ASSERT_TRUE(open(path, &seen).value()->append({{{"n", 1}}, {{"n", 2}}, {{"n", 3}}}).ok()); }
+  std::string text = slurp(path);
+  const size_t at = text.find("\"n\":2");
+  ASSERT_NE(at, std::string::npos);
+  text[at + 4] = '7';  // flip the value of record 2: its checksum no longer matches
+  write_raw(path, text);
+  seen.clear();
+  auto j = open(path, &seen);
+  ASSERT_FALSE(j.ok());
+  EXPECT_EQ(j.status().code(), StatusCode::kCorrupt);
+  EXPECT_NE(j.status().message().find("record 2"), std::string::npos) << j.status().ToString();
+  EXPECT_NE(j.status().message().find("checksum mismatch"), std::string::npos);
+  EXPECT_NE(j.status().message().find("not torn"), std::string::npos);
+  EXPECT_EQ(slurp(path), text);  // nothing cut
+}
+
+TEST(Journal, ForeignFilesAndOtherVersionsAreRefused) {
+  ScratchDir dir("journal");
+  std::vector<json> seen;
+  write_raw(dir / "notes", "hello world\n");
+  auto a = open(dir / "notes", &seen);
+  EXPECT_EQ(a.status().code(), StatusCode::kCorrupt);
+  EXPECT_NE(a.status().message().find("not a cairn master journal"), std::string::npos);
+  EXPECT_EQ(slurp(dir / "notes"), "hello world\n");  // never truncated
+  write_raw(dir / "other", journal_line({{"format", "something-else"}}) + "\n");
+  EXPECT_EQ(open(dir / "other", &seen).status().code(), StatusCode::kCorrupt);
+  write_raw(dir / "v2", journal_line({{"format", kJournalFormat}, {"format_version", 2}}) + "\n");
+  auto v2 = open(dir / "v2", &seen);
+  EXPECT_EQ(v2.status().code(), StatusCode::kUnsupported);
+  EXPECT_NE(v2.status().message().find("version 2"), std::string::npos);
+}
+
+TEST(Journal, ReplayErrorsNameTheRecord) {
+  ScratchDir dir("journal");
+  std::vector<json> seen;
+  { ASSERT_TRUE(open(dir / "j", &seen).value()->append({{{"n", 1}}, {{"n", 2}}}).ok()); }
+  auto j = Journal::Open(dir / "j", [](const json& r) {
+    return r["n"] == 2 ? Status::Corrupt("bad n") : Status::Ok();
+  });
+  ASSERT_FALSE(j.ok());
+  EXPECT_NE(j.status().message().find("record 2: bad n"), std::string::npos)
+      << j.status().ToString();
+}
+
+TEST(JournalCodec, EventsRoundTrip) {
+  Round r;
+  r.number = 3;
+  r.members = {{"a", "ha", 2, 0, 0}, {"b", "hb", 4, 1, 2}};
+  r.world_size = 6;
+  r.master_addr = "ha";
+  r.master_port = 29411;
+  const std::vector<RdzvEvent> events = {
+      NodeJoined{{"a", "ha", 2, 29411, 0xfedcba9876543210ull}},
+      NodeRemoved{"b", RemoveReason::kDropped},
+      NodeRemoved{"c", RemoveReason::kLeft},
+      RoundOpened{3, true, "member a joined again"},
+      RoundCompleted{r},
+      FailureReported{{"a", 1, ExitStatus::Signaled(9), "killed"}},
+  };
+  for (const auto& e : events) {
+    const json j = event_to_json(e);
+    auto back = event_from_json(json::parse(j.dump()));
+    ASSERT_TRUE(back.ok()) << back.status().ToString();
+    EXPECT_EQ(event_to_json(*back), j);
+  }
+  auto node = std::get<NodeJoined>(*event_from_json(event_to_json(events[0])));
+  EXPECT_EQ(node.node.incarnation, 0xfedcba9876543210ull);
+}
+
+TEST(JournalCodec, BadRecordsAreCorrupt) {
+  auto a = event_from_json({{"type", "node_joined"}, {"node", {{"id", "a"}}}});
+  EXPECT_EQ(a.status().code(), StatusCode::kCorrupt);
+  EXPECT_NE(a.status().message().find("node_joined"), std::string::npos);
+  auto b = event_from_json({{"type", "teleported"}});
+  EXPECT_NE(b.status().message().find("unknown type 'teleported'"), std::string::npos);
+  EXPECT_FALSE(event_from_json({{"type", "node_removed"}, {"node_id", "a"}, {"reason", "x"}}).ok());
+  EXPECT_FALSE(event_from_json(json::object()).ok());
+}
+
+TEST(JournalCodec, StateSurvivesTheJournal) {
+  ScratchDir dir("journal");
+  const std::string path = dir / "j";
+  RdzvParams p{2, 3, 1, 0, 5};
+  RdzvState s(p);
+  {
+    std::vector<json> seen;
+    auto j = open(path, &seen).value();
+    for (auto id : {"b", "a"}) {
+      ASSERT_TRUE(s.join({id, std::string("h") + id, 2, 30000, 1}, 0, 0).ok());
+      std::vector<json> records;
+      for (const auto& e : s.take_events()) records.push_back(event_to_json(e));
+      ASSERT_TRUE(j->append(records).ok());
+    }
+  }
+  ASSERT_EQ(s.round().number, 1);
+  RdzvState r(p);
+  auto j = Journal::Open(path, [&](const json& rec) -> Status {
+    CAIRN_ASSIGN_OR_RETURN(RdzvEvent e, event_from_json(rec));
+    return r.replay(e, 0);
+  });
+  ASSERT_TRUE(j.ok()) << j.status().ToString();
+  EXPECT_EQ(r.round().number, 1);
+  ASSERT_EQ(r.round().members.size(), 2u);
+  EXPECT_EQ(r.round().members[0].node_id, "a");
+  EXPECT_EQ(r.round().world_size, 4);
+  EXPECT_FALSE(r.open());
+}
+
+}  // namespace
+}  // namespace cairn::elastic

@@ -1,0 +1,128 @@
+// JSON encoding of rendezvous events for the journal.
+#include "cairn/elastic/rdzv_codec.h"
+
+namespace cairn::elastic {
+namespace {
+
+using nlohmann::json;
+
+template <class... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+template <class... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
+
+json node_json(const NodeInfo& n) {
+  return {{"id", n.node_id},
+          {"host", n.host},
+          {"nproc", n.nproc},
+          {"store_port", n.store_port},
+          {"incarnation", n.incarnation}};
+}
+
+NodeInfo node_from(const json& j) {
+  NodeInfo n;
+  n.node_id = j.at("id").get<std::string>();
+  n.host = j.at("host").get<std::string>();
+  n.nproc = j.at("nproc").get<int>();
+  n.store_port = j.at("store_port").get<int>();
+  n.incarnation = j.at("incarnation").get<uint64_t>();
+  return n;
+}
+
+json round_json(const Round& r) {
+  json members = json::array();
+  for (const auto& m : r.members)
+    members.push_back({{"id", m.node_id},
+                       {"host", m.host},
+                       {"nproc", m.nproc},
+                       {"node_rank", m.node_rank},
+                       {"rank_base", m.rank_base}});
+  return {{"number", r.number},
+          {"members", members},
+          {"world_size", r.world_size},
+          {"master_addr", r.master_addr},
+          {"master_port", r.master_port}};
+}
+
+Round round_from(const json& j) {
+  Round r;
+  r.number = j.at("number").get<int64_t>();
+  for (const auto& m : j.at("members"))
+    r.members.push_back({m.at("id").get<std::string>(), m.at("host").get<std::string>(),
+                         m.at("nproc").get<int>(), m.at("node_rank").get<int>(),
+                         m.at("rank_base").get<int>()});
+  r.world_size = j.at("world_size").get<int>();
+  r.master_addr = j.at("master_addr").get<std::string>();
+  r.master_port = j.at("master_port").get<int>();
+  return r;
+}
+
+}  // namespace
+
+json event_to_json(const RdzvEvent& event) {
+  return std::visit(Overloaded{
+                        [](const NodeJoined& e) -> json {
+                          return {{"type", "node_joined"}, {"node", node_json(e.node)}};
+                        },
+                        [](const NodeRemoved& e) -> json {
+                          return {{"type", "node_removed"},
+                                  {"node_id", e.node_id},
+                                  {"reason", e.reason == RemoveReason::kLeft ? "left" : "dropped"}};
+                        },
+                        [](const RoundOpened& e) -> json {
+                          return {{"type", "round_opened"},
+                                  {"number", e.number},
+                                  {"restart", e.restart},
+                                  {"reason", e.reason}};
+                        },
+                        [](const RoundCompleted& e) -> json {
+                          return {{"type", "round_completed"}, {"round", round_json(e.round)}};
+                        },
+                        [](const FailureReported& e) -> json {
+                          return {
+                              {"type", "failure"},          {"node_id", e.report.node_id},
+                              {"rank", e.report.rank},      {"signaled", e.report.exit.signaled},
+                              {"code", e.report.exit.code}, {"diagnosis", e.report.diagnosis}};
+                        },
+                    },
+                    event);
+}
+
+Result<RdzvEvent> event_from_json(const json& j) {
+  std::string type = "(none)";
+  try {
+    type = j.at("type").get<std::string>();
+    if (type == "node_joined") return RdzvEvent(NodeJoined{node_from(j.at("node"))});
+    if (type == "node_removed") {
+      const std::string reason = j.at("reason").get<std::string>();
+      if (reason != "left" && reason != "dropped")
+        return Status::Corrupt("node_removed record: reason '" + reason +
+                               "' is not 'left' or 'dropped'");
+      return RdzvEvent(
+          NodeRemoved{j.at("node_id").get<std::string>(),
+                      reason == "left" ? RemoveReason::kLeft : RemoveReason::kDropped});
+    }
+    if (type == "round_opened")
+      return RdzvEvent(RoundOpened{j.at("number").get<int64_t>(), j.at("restart").get<bool>(),
+                                   j.at("reason").get<std::string>()});
+    if (type == "round_completed") return RdzvEvent(RoundCompleted{round_from(j.at("round"))});
+    if (type == "failure") {
+      FailureReport f;
+      f.node_id = j.at("node_id").get<std::string>();
+      f.rank = j.at("rank").get<int>();
+      f.exit.signaled = j.at("signaled").get<bool>();
+      f.exit.code = j.at("code").get<int>();
+      f.diagnosis = j.at("diagnosis").get<std::string>();
+      return RdzvEvent(FailureReported{std::move(f)});
+    }
+  } catch (const json::exception& e) {
+    return Status::Corrupt(type + " record " + j.dump() + ": " + e.what());
+  }
+  return Status::Corrupt("record of unknown type '" + type +
+                         "'; known: node_joined, node_removed, round_opened, round_completed, "
+                         "failure");
+}
+
+}  // namespace cairn::elastic
