@@ -2,6 +2,9 @@
 #include "cairn/ckpt/persist.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -11,6 +14,8 @@
 
 namespace cairn::ckpt {
 namespace {
+
+constexpr int kPersisterNice = 10;
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
@@ -95,6 +100,8 @@ SlotPersister::~SlotPersister() {
 }
 
 void SlotPersister::loop() {
+  // Background work: let training have the cores first (Linux nice is per thread).
+  ::setpriority(PRIO_PROCESS, pid_t(::syscall(SYS_gettid)), kPersisterNice);
   const auto interval = std::chrono::duration<double>(o_.poll_interval_s);
   for (;;) {
     poll_once();

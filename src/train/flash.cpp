@@ -46,12 +46,13 @@ Result<ckpt::ShmSlot*> FlashSlots::slot(int index, int64_t bytes_needed) {
   return s.get();
 }
 
-Result<FlashSaveInfo> FlashSlots::save(int64_t step, const std::vector<ckpt::NamedTensor>& tensors,
-                                       const nlohmann::json& state, bool persist,
-                                       double timeout_s) {
-  const int64_t need = ckpt::ShmSlot::bytes_needed(tensors, state);
+FlashSlots::~FlashSlots() {
+  if (copier_.joinable()) copier_.join();
+}
+
+Result<ckpt::ShmSlot*> FlashSlots::free_slot(int64_t bytes_needed, double timeout_s,
+                                             double* waited_s) {
   ready_steps();  // opens slots left by an earlier process of this rank
-  FlashSaveInfo info;
   auto t0 = Clock::now();
   int index = -1;
   for (int64_t polls = 0;; ++polls) {
@@ -71,12 +72,44 @@ Result<FlashSaveInfo> FlashSlots::save(int64_t step, const std::vector<ckpt::Nam
                              "(cairn run) alive?");
     std::this_thread::sleep_for(std::chrono::microseconds(polls < 100 ? 200 : 2000));
   }
-  info.waited_s = seconds_since(t0);
-  CAIRN_ASSIGN_OR_RETURN(ckpt::ShmSlot * target, slot(index, need));
+  *waited_s = seconds_since(t0);
+  return slot(index, bytes_needed);
+}
+
+Result<FlashSaveInfo> FlashSlots::save(int64_t step, const std::vector<ckpt::NamedTensor>& tensors,
+                                       const nlohmann::json& state, bool persist,
+                                       double timeout_s) {
+  FlashSaveInfo info;
+  CAIRN_ASSIGN_OR_RETURN(ckpt::ShmSlot * target,
+                         free_slot(ckpt::ShmSlot::bytes_needed(tensors, state), timeout_s,
+                                   &info.waited_s));
   CAIRN_ASSIGN_OR_RETURN(ckpt::ShmWriteInfo w, target->write(step, tensors, state, 4, persist));
   info.bytes = w.bytes;
   info.copy_s = w.seconds;
   return info;
+}
+
+Result<FlashSaveInfo> FlashSlots::start_save(int64_t step, std::vector<ckpt::NamedTensor> tensors,
+                                             nlohmann::json state, bool persist,
+                                             double timeout_s) {
+  TORCH_INTERNAL_ASSERT(!copier_.joinable(), "start_save with a copy pending");
+  FlashSaveInfo info;
+  CAIRN_ASSIGN_OR_RETURN(ckpt::ShmSlot * target,
+                         free_slot(ckpt::ShmSlot::bytes_needed(tensors, state), timeout_s,
+                                   &info.waited_s));
+  copying_ = std::move(tensors);
+  // Two threads: the copy shares the cores with the forward and backward it overlaps.
+  copier_ = std::thread([this, target, step, state = std::move(state), persist] {
+    copied_ = target->write(step, copying_, state, 2, persist);
+  });
+  return info;
+}
+
+Result<ckpt::ShmWriteInfo> FlashSlots::finish() {
+  TORCH_INTERNAL_ASSERT(copier_.joinable(), "finish without a copy");
+  copier_.join();
+  copying_.clear();
+  return copied_;
 }
 
 Status FlashSlots::wait_persisted(int64_t step, double timeout_s) {
@@ -118,9 +151,9 @@ std::array<int64_t, 2> FlashSlots::ready_steps() {
   return steps;
 }
 
-Result<ckpt::ShmSnapshot> FlashSlots::read(int64_t step) {
+Result<ckpt::ShmSnapshot> FlashSlots::view(int64_t step) {
   for (auto& slot : slots_)
-    if (slot && slot->ready_step() == step) return slot->read();
+    if (slot && slot->ready_step() == step) return slot->view();
   return Status::NotFound("no in-memory checkpoint of step " + std::to_string(step));
 }
 

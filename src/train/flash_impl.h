@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cairn/ckpt/checkpoint.h"
@@ -28,26 +29,43 @@ struct FlashSaveInfo {
 class FlashSlots {
  public:
   FlashSlots(std::string run_dir, int rank) : run_dir_(std::move(run_dir)), rank_(rank) {}
+  ~FlashSlots();  // joins a copy in progress
+  FlashSlots(const FlashSlots&) = delete;
+  FlashSlots& operator=(const FlashSlots&) = delete;
 
   // Copies the state into the slot that does not hold the newest checkpoint and is not being
   // persisted, waiting up to `timeout_s` when both are; with `persist` asks for the copy to be
   // persisted. FailedPrecondition when /dev/shm is too small; Timeout when no slot came free.
   Result<FlashSaveInfo> save(int64_t step, const std::vector<ckpt::NamedTensor>& tensors,
                              const nlohmann::json& state, bool persist, double timeout_s);
+  // Like save(), but the copy runs on a background thread: returns once a slot is chosen (and
+  // created if needed), with waited_s set. REQUIRES: the tensors keep their values until
+  // finish() returns (the trainer calls it before the next optimizer step); no copy pending.
+  Result<FlashSaveInfo> start_save(int64_t step, std::vector<ckpt::NamedTensor> tensors,
+                                   nlohmann::json state, bool persist, double timeout_s);
+  // Waits for the copy start_save began; its bytes and copy time. REQUIRES: pending().
+  Result<ckpt::ShmWriteInfo> finish();
+  bool pending() const { return copier_.joinable(); }
   // Waits until the persist of `step` finished: Ok when it is on storage, Internal when the
   // persister failed (its error is in events.jsonl), Timeout after `timeout_s`.
   Status wait_persisted(int64_t step, double timeout_s);
   // The steps of the complete checkpoints in this rank's slots (opening them), -1 for none.
   std::array<int64_t, 2> ready_steps();
-  // The checkpoint of `step` from this rank's slots.
-  Result<ckpt::ShmSnapshot> read(int64_t step);
+  // The checkpoint of `step` from this rank's slots, its tensors pointing into the slot: valid
+  // until the next save or the destruction of this object.
+  Result<ckpt::ShmSnapshot> view(int64_t step);
   std::vector<std::string> names() const;
 
  private:
   Result<ckpt::ShmSlot*> slot(int index, int64_t bytes_needed);
+  // Chooses (waiting while both are being persisted) and sizes the slot for the next save.
+  Result<ckpt::ShmSlot*> free_slot(int64_t bytes_needed, double timeout_s, double* waited_s);
   std::string run_dir_;
   int rank_;
   std::array<std::unique_ptr<ckpt::ShmSlot>, 2> slots_;
+  std::thread copier_;
+  Result<ckpt::ShmWriteInfo> copied_ = Status::Internal("no copy");
+  std::vector<ckpt::NamedTensor> copying_;  // kept alive for the copier
 };
 
 }  // namespace cairn::train

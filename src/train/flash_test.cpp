@@ -48,7 +48,7 @@ TEST(FlashSlots, SaveWaitsOnlyWhenBothSlotsArePending) {
   ASSERT_TRUE(s4.ok()) << s4.status().ToString();
   EXPECT_GT(s4->waited_s, 0.05);
   EXPECT_THAT(f.ready_steps(), ::testing::UnorderedElementsAre(4, 3));
-  EXPECT_TRUE(torch::equal(f.read(4)->tensors["w"], torch::full({64}, 4.0f)));
+  EXPECT_TRUE(torch::equal(f.view(4)->tensors["w"], torch::full({64}, 4.0f)));
   // Waiting for a persist: done, failed, or nobody there.
   EXPECT_EQ(f.wait_persisted(4, 0.1).code(), StatusCode::kTimeout);
   auto slot3 = ckpt::ShmSlot::Open(elastic::flash_slot_name(run, 0, 1));

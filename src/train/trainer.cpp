@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "cairn/ckpt/checkpoint.h"
@@ -87,6 +88,7 @@ struct Trainer::Impl {
   // Slots nobody else will remove go with the trainer, whichever way it ends short of a
   // crash (under `cairn run` the agent removes them when the job ends).
   ~Impl() {
+    if (flash && flash->pending()) (void)flash->finish();
     persister.reset();
     if (flash && !run.keep_slots) elastic::unlink_flash_slots(run.run_dir, {rank});
   }
@@ -169,34 +171,42 @@ struct Trainer::Impl {
     return {std::move(mine), std::move(table)};
   }
 
+  // A memory save whose copy overlaps the next step's forward and backward.
+  struct PendingSave {
+    int64_t step = 0;
+    double blocked_s = 0;  // time the loop was held so far
+    double waited_s = 0;   // of which waiting for a slot to come free
+    bool persist = false;
+    const char* reason = "";
+  };
+  std::optional<PendingSave> pending_save;
+
   // Collective: a checkpoint of the current step. Every rank copies its part of the state
-  // into a shared-memory slot (the training pause); with `persist` the slot is handed to the
-  // persister (the agent's, or this process's), which writes it to storage in the background.
-  Status checkpoint(bool persist, const char* reason) {
+  // into a shared-memory slot; with `persist` the slot is then handed to the persister (the
+  // agent's, or this process's), which writes it to storage in the background. The copy runs
+  // on a background thread while training goes on (`overlap`) until finish_checkpoint(),
+  // which the loop calls before the next optimizer step changes the state.
+  Status checkpoint(bool persist, const char* reason, bool overlap) {
+    CAIRN_RETURN_IF_ERROR(finish_checkpoint());
     auto t0 = Clock::now();
     auto [mine, table] = partition(state_tensors());
     nlohmann::json state = state_json(reason);
     state["partition"] = table;
     state["persist"] = ckpt::to_json(persist_target());
     if (!direct_persist) {
-      auto info = flash->save(step, mine, state, persist, opt.persist_timeout_s);
-      if (info.ok()) {
-        log->event("checkpoint_saved", {{"step", step},
-                                        {"bytes", info->bytes},
-                                        {"duration_ms", seconds_since(t0) * 1e3},
-                                        {"copy_ms", info->copy_s * 1e3},
-                                        {"waited_ms", info->waited_s * 1e3},
-                                        {"storage", "memory"},
-                                        {"persist", persist},
-                                        {"reason", reason}});
-        return Status::Ok();
+      auto started = flash->start_save(step, mine, std::move(state), persist, opt.persist_timeout_s);
+      if (started.ok()) {
+        pending_save = PendingSave{step, seconds_since(t0), started->waited_s, persist, reason};
+        return overlap ? Status::Ok() : finish_checkpoint();
       }
       // /dev/shm too small: storage checkpoints are still possible, written directly.
-      if (info.status().code() != StatusCode::kFailedPrecondition || opt.memory_interval > 0)
-        return info.status();
+      if (started.status().code() != StatusCode::kFailedPrecondition || opt.memory_interval > 0)
+        return started.status();
       spdlog::warn("{}; writing checkpoints to storage directly instead (training waits for them)",
-                   info.status().message());
+                   started.status().message());
       direct_persist = true;
+      state = state_json(reason);
+      state["partition"] = table;
     }
     if (!persist) return Status::Ok();
     auto p = ckpt::persist_part(persist_target(), step, mine, state);
@@ -211,8 +221,29 @@ struct Trainer::Impl {
     return Status::Ok();
   }
 
+  // Waits for the copy of a pending memory save and records it; the event's duration_ms is
+  // the time training was held by it.
+  Status finish_checkpoint() {
+    if (!pending_save) return Status::Ok();
+    PendingSave p = *pending_save;
+    pending_save.reset();
+    auto t0 = Clock::now();
+    auto info = flash->finish();
+    if (!info.ok()) return info.status().WithContext("in-memory checkpoint of step " + std::to_string(p.step));
+    log->event("checkpoint_saved", {{"step", p.step},
+                                    {"bytes", info->bytes},
+                                    {"duration_ms", (p.blocked_s + seconds_since(t0)) * 1e3},
+                                    {"copy_ms", info->seconds * 1e3},
+                                    {"waited_ms", p.waited_s * 1e3},
+                                    {"storage", "memory"},
+                                    {"persist", p.persist},
+                                    {"reason", p.reason}});
+    return Status::Ok();
+  }
+
   // Collective: waits until the checkpoint of the current step is committed on storage.
   Status wait_persisted() {
+    CAIRN_RETURN_IF_ERROR(finish_checkpoint());
     if (!direct_persist) CAIRN_RETURN_IF_ERROR(flash->wait_persisted(step, opt.persist_timeout_s));
     sum_over_ranks(0);  // every rank's part is durable, so the last of them has committed
     return Status::Ok();
@@ -324,7 +355,7 @@ struct Trainer::Impl {
       if (common >= 0) spdlog::info("in-memory checkpoint (step {}) not used: storage holds step {}", common, on_storage);
       return false;
     }
-    auto snap = flash->read(common);
+    auto snap = flash->view(common);  // no copy: restore() copies straight into the model
     if (!snap.ok()) return snap.status().WithContext("in-memory checkpoint");
     if (snap->state.value("world_size", -1) != world || !snap->state.contains("partition")) {
       spdlog::info("in-memory checkpoint (step {}) not used: saved at another world size", common);
@@ -551,6 +582,8 @@ Result<RunSummary> Trainer::run() {
       return Status::FailedPrecondition("loss became " + std::to_string(loss) + " at step " +
                                         std::to_string(m.step) + "; lower train.lr");
     m.engine->clip_grad_norm(o.grad_clip);
+    // The previous step's memory save must be complete before the state changes.
+    if (Status s = m.finish_checkpoint(); !s.ok()) return s;
     m.engine->step(lr);
     ++m.step;
     double dt = seconds_since(t0);
@@ -585,7 +618,7 @@ Result<RunSummary> Trainer::run() {
     const bool persist = o.persist_interval > 0 && m.step % o.persist_interval == 0;
     const bool memory = o.memory_interval > 0 && m.step % o.memory_interval == 0;
     if (!last && (persist || memory)) {
-      Status s = m.checkpoint(persist, persist ? "interval" : "memory");
+      Status s = m.checkpoint(persist, persist ? "interval" : "memory", /*overlap=*/true);
       if (!s.ok()) return s.WithContext("checkpoint at step " + std::to_string(m.step));
     }
   }
@@ -593,7 +626,7 @@ Result<RunSummary> Trainer::run() {
   // The end of this invocation (finished, --stop-after, or interrupted): persist and wait.
   if (m.step > sum.first_step) {
     const char* reason = sum.interrupted ? "interrupted" : m.step == m.max_steps ? "end" : "stop";
-    Status s = m.checkpoint(/*persist=*/true, reason);
+    Status s = m.checkpoint(/*persist=*/true, reason, /*overlap=*/false);
     if (s.ok()) s = m.wait_persisted();
     if (!s.ok()) return s.WithContext("saving the checkpoint of step " + std::to_string(m.step));
     if (sum.interrupted) spdlog::info("interrupted: saved step {}; continue with --resume", m.step);

@@ -1,0 +1,183 @@
+"""Flash checkpoints: cairn's training pause per memory save against a raw memcpy of the same
+bytes and against torch.save (+ fsync) of the same state by PyTorch, and restore times from
+shared memory and from disk, in one invocation.
+
+  /usr/bin/python3 bench/ckpt.py --cairn build/bin/cairn --data data/kjv
+
+The state is a GPT-2 of about 51M parameters (8 layers, d=512, vocab 50304) with its AdamW
+moments: about 610 MB. cairn trains it under `cairn run` with an in-memory checkpoint every
+step and a persisted one every 3 steps; the pauses come from the trainer's own events. Then a
+worker is killed with SIGKILL and the restarted one restores from shared memory; then a fresh
+process restores from the persisted checkpoint. The peer saves and loads the same tensors
+(names, shapes, dtypes from cairn's manifest) to the same disk.
+"""
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+
+def events(run, kind):
+    path = os.path.join(run, "events.jsonl")
+    if not os.path.exists(path):
+        return []
+    out = []
+    for line in open(path):
+        j = json.loads(line)
+        if j["event"] == kind:
+            out.append(j)
+    return out
+
+
+def write_config(a, tmp, max_steps, memory=1, persist=3):
+    cfg = os.path.join(tmp, f"ckpt{memory}.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"""model: {{arch: gpt2, n_layer: {a.n_layer}, n_head: 8, n_embd: {a.n_embd},
+        vocab_size: 50304, block_size: 64}}
+train: {{micro_batch_size: 1, global_batch_size: 1, seq_len: 64, max_steps: {max_steps},
+        eval_interval: 0, eval_batches: 1, warmup_steps: 2}}
+ckpt: {{memory_interval: {memory}, persist_interval: {persist}, keep_last: 2}}
+data: {{path: {os.path.abspath(a.data)}}}
+""")
+    return cfg
+
+
+def cairn_side(a, tmp):
+    """Pauses while training; restore from memory after a kill; restore from disk."""
+    cfg = write_config(a, tmp, a.steps + 100)
+    run = os.path.join(tmp, "run")
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    agent = subprocess.Popen(
+        [a.cairn, "run", "--nproc-per-node", "1", "--max-restarts", "1", "--run-dir", run, "--",
+         a.cairn, "--log-level", "warn", "train", cfg, "--no-progress", "--resume",
+         "--stop-after", str(a.steps + 4)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 900
+    while len(events(run, "checkpoint_saved")) < a.steps and time.time() < deadline:
+        time.sleep(0.05)
+    saves = events(run, "checkpoint_saved")
+    if len(saves) < a.steps:
+        agent.kill()
+        raise SystemExit("cairn did not reach the memory saves in time")
+    # Kill the worker right after a memory save; the agent restarts it and it restores.
+    worker = subprocess.run(["pgrep", "-P", str(agent.pid)], capture_output=True, text=True).stdout.split()
+    os.kill(int(worker[0]), signal.SIGKILL)
+    if agent.wait(timeout=900) != 0:
+        raise SystemExit("cairn run failed after the restart")
+    loaded = [e for e in events(run, "checkpoint_loaded") if e.get("source") == "memory"]
+    persisted = [e for e in events(run, "checkpoint_persisted") if e.get("committed")]
+    # A fresh process, no memory left (the agent removed the segments): restore from disk.
+    subprocess.run([a.cairn, "--log-level", "warn", "train", cfg, "--no-progress", "--resume",
+                    "--run-dir", run, "--stop-after", str(a.steps + 5)],
+                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from_disk = [e for e in events(run, "checkpoint_loaded") if e.get("source") == "storage"]
+    return saves, loaded, persisted, from_disk, run
+
+
+def step_times(run, first, last):
+    """step_time of steps first..last, first occurrence of each (a restart repeats steps)."""
+    seen = {}
+    for line in open(os.path.join(run, "metrics.jsonl")):
+        r = json.loads(line)
+        if first <= r["step"] <= last and r["step"] not in seen:
+            seen[r["step"]] = r["step_time"]
+    return list(seen.values())
+
+
+def plain_run(a, tmp, memory):
+    """The same training without persists: step times with a memory save every `memory` steps
+    (0: no checkpoints at all)."""
+    cfg = write_config(a, tmp, a.steps + 1, memory=memory, persist=0)
+    run = os.path.join(tmp, f"plain{memory}")
+    subprocess.run([a.cairn, "--log-level", "warn", "train", cfg, "--no-progress", "--run-dir", run],
+                   env=dict(os.environ, OMP_NUM_THREADS="2"), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return step_times(run, 3, a.steps)
+
+
+def peer_side(manifest, tmp, repeats):
+    """torch.save + fsync and torch.load of tensors like the checkpoint's."""
+    state = {}
+    for t in manifest["tensors"]:
+        dtype = getattr(torch, t["dtype"])  # cairn's dtype names are torch's
+        state[t["name"]] = (torch.randn(t["shape"]).to(dtype) if dtype.is_floating_point
+                            else torch.zeros(t["shape"], dtype=dtype))
+    path = os.path.join(tmp, "peer.pt")
+    save_s, load_s = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        with open(path, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        save_s.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        torch.load(path)
+        load_s.append(time.perf_counter() - t0)
+        os.remove(path)
+    return min(save_s), min(load_s)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cairn", default="build/bin/cairn")
+    p.add_argument("--ckpt-bench", default=None, help="default: <cairn's build>/bench/ckpt_bench")
+    p.add_argument("--data", default="data/kjv")
+    p.add_argument("--n-layer", type=int, default=8)
+    p.add_argument("--n-embd", type=int, default=512)
+    p.add_argument("--steps", type=int, default=8, help="memory saves timed before the kill")
+    p.add_argument("--repeats", type=int, default=3)
+    a = p.parse_args()
+    bench = a.ckpt_bench or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(a.cairn))),
+                                         "bench", "ckpt_bench")
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(a.data))) as tmp:
+        saves, loaded, persisted, from_disk, run = cairn_side(a, tmp)
+        with_persists = step_times(run, 3, a.steps)
+        without = plain_run(a, tmp, 0)
+        with_saves = plain_run(a, tmp, 1)
+        step_dir = os.path.join(run, "ckpt", open(os.path.join(run, "ckpt", "latest")).read().strip())
+        floor = json.loads(subprocess.run([bench, step_dir, str(a.repeats)], check=True,
+                                          capture_output=True, text=True).stdout)
+        manifest = json.load(open(os.path.join(step_dir, "manifest.json")))
+        peer_save, peer_load = peer_side(manifest, tmp, a.repeats)
+
+    mb = floor["bytes"] / 1e6
+    steady = [s["duration_ms"] for s in saves[1:]]
+    pause = statistics.median(steady)
+    memcpy_ms = floor["memcpy_s"] * 1e3
+    print(f"state: {mb:.0f} MB in {floor['tensors']} tensors (GPT-2 {a.n_layer} layers, d={a.n_embd}, "
+          f"+ AdamW moments + RNG)")
+    print(f"  raw memcpy, one thread, same bytes : {memcpy_ms:8.1f} ms  ({mb / floor['memcpy_s'] / 1e3:.1f} GB/s)")
+    print(f"  cairn memory save, training pause  : {pause:8.1f} ms  median of {len(steady)} "
+          f"(min {min(steady):.1f}, max {max(steady):.1f}; first save {saves[0]['duration_ms']:.0f} ms "
+          f"creates the slot)")
+    base = statistics.mean(without) * 1e3
+    print(f"  training step, no checkpoints      : {base:8.1f} ms  (mean of {len(without)})")
+    print(f"  ... with a memory save every step  : {statistics.mean(with_saves) * 1e3:8.1f} ms  "
+          f"({statistics.mean(with_saves) * 1e3 / base - 1:+.0%}; the copy overlaps forward and backward)")
+    print(f"  ... and a persist every 3 steps    : {statistics.mean(with_persists) * 1e3:8.1f} ms  "
+          f"({statistics.mean(with_persists) * 1e3 / base - 1:+.0%}; the persister shares the 2 cores)")
+    print(f"  torch.save + fsync (python3-torch) : {peer_save * 1e3:8.1f} ms")
+    if persisted:
+        print(f"  cairn persist in the background    : {statistics.median(p['duration_ms'] for p in persisted):8.1f} ms"
+              f"  median of {len(persisted)} (training went on meanwhile)")
+    print(f"  ratio pause / memcpy               : {pause / memcpy_ms:8.2f}x  (target <= 1.2)")
+    print(f"  ratio torch.save / pause           : {peer_save * 1e3 / pause:8.1f}x  (target >= 20)")
+    if loaded:
+        print(f"  cairn restore from shared memory   : {loaded[0]['duration_ms']:8.1f} ms  (restarted worker, into the model)")
+    print(f"  cairn restore from disk            : {from_disk[-1]['duration_ms']:8.1f} ms  (verified, xxh3 per shard)"
+          if from_disk else "  cairn restore from disk: not observed")
+    print(f"  torch.load (python3-torch)         : {peer_load * 1e3:8.1f} ms")
+    if loaded and from_disk:
+        print(f"  ratio disk / memory restore        : {from_disk[-1]['duration_ms'] / loaded[0]['duration_ms']:8.1f}x")
+
+
+if __name__ == "__main__":
+    main()
