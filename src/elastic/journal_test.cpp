@@ -3,18 +3,18 @@
 #include "cairn/elastic/journal.h"
 
 #include <gtest/gtest.h>
-#include <spdlog/sinks/ringbuffer_sink.h>
-#include <spdlog/spdlog.h>
 
 #include <fstream>
 
 #include "cairn/elastic/rdzv_codec.h"
+#include "elastic/master_testing_impl.h"
 #include "elastic/testing_impl.h"
 
 namespace cairn::elastic {
 namespace {
 
 using nlohmann::json;
+using testing::CapturedLog;
 using testing::ScratchDir;
 using testing::slurp;
 
@@ -29,26 +29,6 @@ Result<std::unique_ptr<Journal>> open(const std::string& path, std::vector<json>
 void write_raw(const std::string& path, const std::string& data) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << data;
 }
-
-// Captures spdlog warnings for the lifetime of the object.
-class CapturedLog {
- public:
-  CapturedLog()
-      : sink_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64)),
-        old_(spdlog::default_logger()) {
-    spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink_));
-  }
-  ~CapturedLog() { spdlog::set_default_logger(old_); }
-  std::string text() const {
-    std::string out;
-    for (const auto& line : sink_->last_formatted()) out += line;
-    return out;
-  }
-
- private:
-  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_;
-  std::shared_ptr<spdlog::logger> old_;
-};
 
 TEST(Journal, RecordsSurviveReopening) {
   ScratchDir dir("journal");

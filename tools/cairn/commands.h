@@ -11,6 +11,7 @@ void register_data_command(CLI::App& app);      // cmd_data.cpp: encode, decode,
 void register_train_command(CLI::App& app);     // cmd_train.cpp
 void register_generate_command(CLI::App& app);  // cmd_generate.cpp
 void register_run_command(CLI::App& app);       // cmd_run.cpp: launch and supervise workers
+void register_master_command(CLI::App& app);    // cmd_master.cpp: the elastic job master
 void register_ckpt_command(CLI::App& app);      // cmd_ckpt.cpp: export, import, inspect
 
 }  // namespace cairn::cli

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   cairn::cli::register_train_command(app);
   cairn::cli::register_generate_command(app);
   cairn::cli::register_run_command(app);
+  cairn::cli::register_master_command(app);
   cairn::cli::register_ckpt_command(app);
   try {
     app.parse(argc, argv);

@@ -1,0 +1,79 @@
+// The agents' (and tools') side of the elastic master's gRPC service: typed calls with a
+// deadline per attempt and retries with exponential backoff while the master is unavailable
+// (restarting, not yet up), bounded in total time. No gRPC types in this header.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cairn/core/status.h"
+#include "cairn/elastic/rdzv_state.h"
+
+namespace cairn::elastic {
+
+inline constexpr char kJobTokenMetadataKey[] = "x-cairn-job-token";
+
+struct MasterClientOptions {
+  std::string address;              // "host:port" of the master
+  std::string job_token;            // REQUIRES: non-empty
+  double call_timeout_s = 5.0;      // deadline of one attempt
+  double retry_total_s = 30.0;      // give up retrying UNAVAILABLE after this long
+  double initial_backoff_s = 0.05;  // first sleep between attempts; doubles up to max_backoff_s
+  double max_backoff_s = 2.0;
+  std::string tls_ca_path;  // PEM roots that sign the master's certificate; empty: plaintext
+};
+
+struct JoinReply {
+  std::optional<Round> round;  // set when this node is a member of a round newer than last_round
+  int64_t open_round = 0;      // otherwise: the round being gathered (0: this node is a spare)
+  int candidates = 0;
+  std::string reason;
+};
+
+struct HeartbeatReply {
+  bool rejoin = false;
+  int64_t latest_round = 0;
+  std::string reason;
+};
+
+struct MasterStatus {
+  RdzvStatus rdzv;  // nodes' NodeStatus::silent_s as the master saw it
+  int64_t rejected_calls = 0;
+};
+
+// Thread-safe: calls may be made from several threads at once.
+class MasterClient {
+ public:
+  // Builds the channel; does not connect (the first call does). kInvalidArgument for bad
+  // options, kIoError when the TLS roots cannot be read.
+  static Result<std::unique_ptr<MasterClient>> Open(const MasterClientOptions& options);
+  ~MasterClient();
+  MasterClient(const MasterClient&) = delete;
+  MasterClient& operator=(const MasterClient&) = delete;
+
+  // Every call retries UNAVAILABLE for at most `budget_s` seconds in total (negative: the
+  // options' retry_total_s). Errors: kPeerLost when the master stayed unreachable, kTimeout when
+  // an attempt ran past its deadline, kInvalidArgument when the master rejected the request or
+  // the job token (the message says which, with the master's reason), kFailedPrecondition when
+  // the master refused in its current state, kInternal otherwise.
+  Result<JoinReply> join(const NodeInfo& node, int64_t last_round, double budget_s = -1);
+  Result<HeartbeatReply> heartbeat(const std::string& node_id, int64_t round, int64_t last_step,
+                                   double budget_s = -1);
+  // True when the master knew the node.
+  Result<bool> leave(const std::string& node_id, double budget_s = -1);
+  // Retried, like every call, only on UNAVAILABLE (the request did not get through).
+  Status report_failure(const FailureReport& report, double budget_s = -1);
+  Result<MasterStatus> get_status(double budget_s = -1);
+
+  const std::string& address() const;
+
+ private:
+  struct Impl;
+  explicit MasterClient(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cairn::elastic

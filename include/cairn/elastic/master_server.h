@@ -1,0 +1,56 @@
+// The elastic job master (`cairn master`, or embedded in an agent): serves cairn.v1.Master over
+// gRPC around an RdzvState, journals every durable change before answering, and on Start replays
+// the journal, so a restarted master resumes the job's membership and rounds. No gRPC types in
+// this header.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "cairn/core/status.h"
+#include "cairn/elastic/rdzv_state.h"
+
+namespace cairn::elastic {
+
+struct MasterServerOptions {
+  std::string listen_address = "0.0.0.0:0";  // "host:port"; port 0 picks a free one
+  std::string job_token;                     // REQUIRES: non-empty; agents send the same
+  std::string journal_path;  // empty: no journal (state is lost when the master stops)
+  RdzvParams rdzv;
+  // Both or neither: serve TLS with this PEM certificate chain and private key.
+  std::string tls_cert_path;
+  std::string tls_key_path;
+  double tick_interval_s = 0.5;       // how often heartbeat timeouts and waits are checked
+  double shutdown_deadline_s = 2.0;   // in-flight calls get this long when the server stops
+  int max_message_bytes = 64 * 1024;  // larger requests are refused by gRPC
+};
+
+// Owns the gRPC server and its threads; the destructor shuts them down (in-flight calls are
+// cancelled after shutdown_deadline_s) and closes the journal. Thread-safe.
+class MasterServer {
+ public:
+  // Validates the options, opens and replays the journal, binds and starts serving. Errors:
+  // kInvalidArgument (options), kCorrupt (journal damaged before its last record), kIoError
+  // (journal or TLS files), kUnsupported (a journal of another format version), kFailedPrecondition
+  // (the address cannot be bound).
+  static Result<std::unique_ptr<MasterServer>> Start(const MasterServerOptions& options);
+  ~MasterServer();
+  MasterServer(const MasterServer&) = delete;
+  MasterServer& operator=(const MasterServer&) = delete;
+
+  int port() const;             // the bound port
+  std::string address() const;  // "host:port" with the bound port
+  // A copy of the rendezvous state's status, as GetStatus returns it.
+  RdzvStatus status() const;
+  int64_t rejected_calls() const;
+  // Records replayed from the journal on Start.
+  int64_t replayed_records() const;
+
+ private:
+  struct Impl;
+  explicit MasterServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cairn::elastic

@@ -1,0 +1,161 @@
+// MasterClient: a gRPC stub with the job token on every call, per-attempt deadlines and
+// bounded retries with exponential backoff (and jitter) while the master is unavailable.
+#include "cairn/elastic/master_client.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "cairn.grpc.pb.h"
+#include "cairn/core/fs.h"
+#include "rpc_convert_impl.h"
+
+namespace cairn::elastic {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_until(Clock::time_point t) {
+  return std::chrono::duration<double>(t - Clock::now()).count();
+}
+
+// A factor in [0.5, 1): spreads the retries of many agents after a master restart.
+double jitter() {
+  thread_local std::mt19937 gen{std::random_device{}()};
+  return std::uniform_real_distribution<double>(0.5, 1.0)(gen);
+}
+
+}  // namespace
+
+struct MasterClient::Impl {
+  MasterClientOptions o;
+  std::unique_ptr<v1::Master::Stub> stub;
+
+  // Calls `method` until it succeeds, fails with something other than UNAVAILABLE, or the
+  // budget is spent.
+  template <class Req, class Resp>
+  Status call(const char* what,
+              grpc::Status (v1::Master::Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
+              const Req& req, Resp* resp, double budget_s) {
+    if (budget_s < 0) budget_s = o.retry_total_s;
+    const auto give_up = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                            std::chrono::duration<double>(budget_s));
+    double backoff = o.initial_backoff_s;
+    for (int attempt = 1;; ++attempt) {
+      grpc::ClientContext ctx;
+      ctx.AddMetadata(kJobTokenMetadataKey, o.job_token);
+      const double limit = std::max(0.01, std::min(o.call_timeout_s, seconds_until(give_up)));
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                           std::chrono::duration<double>(limit)));
+      resp->Clear();
+      grpc::Status s = (stub.get()->*method)(&ctx, req, resp);
+      if (s.ok()) return Status::Ok();
+      if (s.error_code() != grpc::StatusCode::UNAVAILABLE)
+        return rpc::from_grpc(s, what, o.address);
+      const double left = seconds_until(give_up);
+      if (left <= 0)
+        return Status::PeerLost(std::string(what) + ": master " + o.address + " unavailable for " +
+                                std::to_string(budget_s) + " s (" + std::to_string(attempt) +
+                                " attempts): " + s.error_message());
+      std::this_thread::sleep_for(
+          std::chrono::duration<double>(std::min(backoff * jitter(), left)));
+      backoff = std::min(backoff * 2, o.max_backoff_s);
+    }
+  }
+};
+
+Result<std::unique_ptr<MasterClient>> MasterClient::Open(const MasterClientOptions& options) {
+  if (options.address.empty())
+    return Status::InvalidArgument("the master address is empty (host:port)");
+  if (options.job_token.empty())
+    return Status::InvalidArgument("the job token is empty; the master rejects calls without it");
+  if (!(options.call_timeout_s > 0) || !(options.retry_total_s >= 0) ||
+      !(options.initial_backoff_s > 0) || !(options.max_backoff_s >= options.initial_backoff_s))
+    return Status::InvalidArgument(
+        "client timeouts: call_timeout_s > 0, retry_total_s >= 0, 0 < initial_backoff_s <= "
+        "max_backoff_s");
+  std::shared_ptr<grpc::ChannelCredentials> creds;
+  if (!options.tls_ca_path.empty()) {
+    auto roots = core::read_file(options.tls_ca_path);
+    if (!roots.ok()) return roots.status().WithContext("TLS root certificates");
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = std::move(roots).value();
+    creds = grpc::SslCredentials(ssl);
+  } else {
+    creds = grpc::InsecureChannelCredentials();
+  }
+  // Reconnect about as fast as we retry, so a restarted master is found within one backoff.
+  grpc::ChannelArguments args;
+  const int initial_ms = std::max(10, int(options.initial_backoff_s * 1000));
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, initial_ms);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, initial_ms);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+              std::max(initial_ms, int(options.max_backoff_s * 1000)));
+  auto impl = std::make_unique<Impl>();
+  impl->o = options;
+  impl->stub = v1::Master::NewStub(grpc::CreateCustomChannel(options.address, creds, args));
+  return std::unique_ptr<MasterClient>(new MasterClient(std::move(impl)));
+}
+
+MasterClient::MasterClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+MasterClient::~MasterClient() = default;
+
+const std::string& MasterClient::address() const { return impl_->o.address; }
+
+Result<JoinReply> MasterClient::join(const NodeInfo& node, int64_t last_round, double budget_s) {
+  v1::JoinRequest req;
+  rpc::to_proto(node, req.mutable_node());
+  req.set_last_round(last_round);
+  v1::JoinResponse resp;
+  CAIRN_RETURN_IF_ERROR(impl_->call("Join", &v1::Master::Stub::Join, req, &resp, budget_s));
+  JoinReply r;
+  if (resp.has_round()) {
+    r.round = rpc::from_proto(resp.round());
+  } else {
+    r.open_round = resp.waiting().open_round();
+    r.candidates = resp.waiting().candidates();
+    r.reason = resp.waiting().reason();
+  }
+  return r;
+}
+
+Result<HeartbeatReply> MasterClient::heartbeat(const std::string& node_id, int64_t round,
+                                               int64_t last_step, double budget_s) {
+  v1::HeartbeatRequest req;
+  req.set_node_id(node_id);
+  req.set_round(round);
+  req.set_last_step(last_step);
+  v1::HeartbeatResponse resp;
+  CAIRN_RETURN_IF_ERROR(
+      impl_->call("Heartbeat", &v1::Master::Stub::Heartbeat, req, &resp, budget_s));
+  return HeartbeatReply{resp.rejoin(), resp.latest_round(), resp.reason()};
+}
+
+Result<bool> MasterClient::leave(const std::string& node_id, double budget_s) {
+  v1::LeaveRequest req;
+  req.set_node_id(node_id);
+  v1::LeaveResponse resp;
+  CAIRN_RETURN_IF_ERROR(impl_->call("Leave", &v1::Master::Stub::Leave, req, &resp, budget_s));
+  return resp.was_known();
+}
+
+Status MasterClient::report_failure(const FailureReport& report, double budget_s) {
+  v1::ReportFailureRequest req;
+  rpc::to_proto(report, &req);
+  v1::ReportFailureResponse resp;
+  return impl_->call("ReportFailure", &v1::Master::Stub::ReportFailure, req, &resp, budget_s);
+}
+
+Result<MasterStatus> MasterClient::get_status(double budget_s) {
+  v1::GetStatusRequest req;
+  v1::GetStatusResponse resp;
+  CAIRN_RETURN_IF_ERROR(
+      impl_->call("GetStatus", &v1::Master::Stub::GetStatus, req, &resp, budget_s));
+  return rpc::from_proto(resp);
+}
+
+}  // namespace cairn::elastic

@@ -1,0 +1,191 @@
+// MasterRendezvous: Join polling for next_round() and a heartbeat thread that raises
+// rejoin_requested() when the master opens a new round.
+#include "cairn/elastic/master_rendezvous.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <random>
+#include <thread>
+
+namespace cairn::elastic {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_until(Clock::time_point t) {
+  return std::chrono::duration<double>(t - Clock::now()).count();
+}
+
+uint64_t random_incarnation() {
+  std::random_device rd;
+  uint64_t v = 0;
+  while (v == 0) v = (uint64_t(rd()) << 32) ^ rd();
+  return v;
+}
+
+}  // namespace
+
+struct MasterRendezvous::Impl {
+  MasterRendezvousOptions o;
+  std::unique_ptr<MasterClient> client;
+
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  int64_t master_round = 0;   // guarded by mu
+  int64_t step = -1;          // guarded by mu
+  bool rejoin = false;        // guarded by mu
+  std::string rejoin_reason;  // guarded by mu
+  bool stopping = false;      // guarded by mu
+  std::thread heartbeats;
+
+  void heartbeat_loop() {
+    bool failing = false;
+    std::unique_lock<std::mutex> lock(mu);
+    while (!stopping) {
+      cv.wait_for(lock, std::chrono::duration<double>(o.heartbeat_interval_s));
+      if (stopping || master_round == 0) continue;  // not in a round yet: Join keeps us alive
+      const int64_t round = master_round, at_step = step;
+      lock.unlock();
+      auto r = client->heartbeat(o.node_id, round, at_step, o.heartbeat_interval_s);
+      lock.lock();
+      if (!r.ok()) {
+        if (!failing) spdlog::warn("heartbeat to the master failed: {}", r.status().ToString());
+        failing = true;
+        continue;
+      }
+      if (failing) spdlog::info("heartbeats reach the master again");
+      failing = false;
+      // Only for the round asked about: next_round() may have moved on meanwhile.
+      if (r->rejoin && round == master_round && !rejoin) {
+        rejoin = true;
+        rejoin_reason = r->reason;
+        spdlog::info("master asks node {} to join again: {}", o.node_id, r->reason);
+      }
+    }
+  }
+};
+
+Result<std::unique_ptr<MasterRendezvous>> MasterRendezvous::Open(
+    const MasterRendezvousOptions& options) {
+  NodeInfo probe{options.node_id, options.host, options.nproc_per_node, 1, 1};
+  CAIRN_RETURN_IF_ERROR(validate_node_info(probe));
+  if (!(options.poll_interval_s > 0) || !(options.heartbeat_interval_s > 0))
+    return Status::InvalidArgument("poll_interval_s and heartbeat_interval_s must be > 0");
+  auto impl = std::make_unique<Impl>();
+  impl->o = options;
+  if (impl->o.incarnation == 0) impl->o.incarnation = random_incarnation();
+  CAIRN_ASSIGN_OR_RETURN(impl->client, MasterClient::Open(options.client));
+  impl->heartbeats = std::thread([p = impl.get()] { p->heartbeat_loop(); });
+  return std::unique_ptr<MasterRendezvous>(new MasterRendezvous(std::move(impl)));
+}
+
+MasterRendezvous::MasterRendezvous(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+MasterRendezvous::~MasterRendezvous() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->cv.notify_all();
+  impl_->heartbeats.join();
+}
+
+Result<World> MasterRendezvous::next_round(int round, double timeout_s) {
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(timeout_s));
+  CAIRN_ASSIGN_OR_RETURN(int store_port, pick_free_port());
+  const NodeInfo node{impl_->o.node_id, impl_->o.host, impl_->o.nproc_per_node, store_port,
+                      impl_->o.incarnation};
+  const int64_t last_round = master_round();
+  std::string why = "no answer from the master yet";
+  for (;;) {
+    const double left = seconds_until(deadline);
+    if (left <= 0)
+      return Status::Timeout("rendezvous: no round including node " + node.node_id + " within " +
+                             std::to_string(timeout_s) + " s: " + why);
+    auto reply = impl_->client->join(node, last_round, left);
+    if (!reply.ok()) {
+      // An unreachable master may come back (it journals its state) until the deadline.
+      if (reply.status().code() != StatusCode::kPeerLost &&
+          reply.status().code() != StatusCode::kTimeout)
+        return reply.status().WithContext("rendezvous");
+      why = reply.status().message();
+      continue;
+    }
+    if (reply->round) {
+      const Round& r = *reply->round;
+      const RoundMember* me = r.find(node.node_id);
+      if (!me)
+        return Status::Internal("master returned round " + std::to_string(r.number) +
+                                " without node " + node.node_id);
+      for (const auto& m : r.members)
+        if (m.nproc != me->nproc)
+          return Status::Unsupported("round " + std::to_string(r.number) + ": node " + m.node_id +
+                                     " runs " + std::to_string(m.nproc) + " workers and node " +
+                                     me->node_id + " " + std::to_string(me->nproc) +
+                                     "; every node must use the same --nproc-per-node");
+      World w;
+      w.num_nodes = int(r.members.size());
+      w.node_rank = me->node_rank;
+      w.nproc_per_node = me->nproc;
+      w.master_addr = r.master_addr;
+      w.master_port = r.master_port;
+      w.run_id = impl_->o.run_id;
+      w.round = round;
+      {
+        std::lock_guard<std::mutex> lock(impl_->mu);
+        impl_->master_round = r.number;
+        impl_->rejoin = false;
+        impl_->rejoin_reason.clear();
+      }
+      spdlog::info("rendezvous: round {} of the master: node rank {} of {}, store {}:{}", r.number,
+                   w.node_rank, w.num_nodes, w.master_addr, w.master_port);
+      return w;
+    }
+    why = reply->reason;
+    std::this_thread::sleep_for(std::chrono::duration<double>(
+        std::min(impl_->o.poll_interval_s, std::max(0.0, seconds_until(deadline)))));
+  }
+}
+
+bool MasterRendezvous::rejoin_requested() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->rejoin;
+}
+
+std::string MasterRendezvous::rejoin_reason() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->rejoin_reason;
+}
+
+int64_t MasterRendezvous::master_round() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->master_round;
+}
+
+void MasterRendezvous::set_step(int64_t step) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->step = step;
+}
+
+Status MasterRendezvous::report_failure(int global_rank, ExitStatus exit,
+                                        const std::string& diagnosis) {
+  return impl_->client->report_failure({impl_->o.node_id, global_rank, exit, diagnosis},
+                                       impl_->o.heartbeat_interval_s);
+}
+
+Status MasterRendezvous::leave() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->master_round = 0;  // no more heartbeats for a round we left
+  }
+  auto r = impl_->client->leave(impl_->o.node_id, impl_->o.heartbeat_interval_s);
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+MasterClient& MasterRendezvous::client() { return *impl_->client; }
+
+}  // namespace cairn::elastic

@@ -1,0 +1,295 @@
+// The master's gRPC service: job-token check, one mutex around the rendezvous state, journal
+// before reply, a ticker thread for heartbeat timeouts and round waits.
+#include "cairn/elastic/master_server.h"
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "cairn.grpc.pb.h"
+#include "cairn/core/fs.h"
+#include "cairn/elastic/journal.h"
+#include "cairn/elastic/master_client.h"
+#include "cairn/elastic/rdzv_codec.h"
+#include "rpc_convert_impl.h"
+
+namespace cairn::elastic {
+namespace {
+
+double steady_now() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+// Compares without an early exit, so the time taken does not reveal how much of a guess matched.
+bool same_token(grpc::string_ref given, const std::string& token) {
+  if (token.empty()) return false;
+  unsigned char diff = given.size() == token.size() ? 0 : 1;
+  for (size_t i = 0; i < given.size(); ++i)
+    diff |= static_cast<unsigned char>(given.data()[i] ^ token[i % token.size()]);
+  return diff == 0;
+}
+
+std::string describe(const RdzvEvent& event) {
+  struct {
+    std::string operator()(const NodeJoined& e) const {
+      return "node " + e.node.node_id + " (" + e.node.host + ", " + std::to_string(e.node.nproc) +
+             " workers) joined";
+    }
+    std::string operator()(const NodeRemoved& e) const {
+      return "node " + e.node_id +
+             (e.reason == RemoveReason::kLeft ? " left" : " dropped: heartbeat timeout");
+    }
+    std::string operator()(const RoundOpened& e) const {
+      return "round " + std::to_string(e.number) + " opened: " + e.reason;
+    }
+    std::string operator()(const RoundCompleted& e) const {
+      std::string ids;
+      for (const auto& m : e.round.members) ids += (ids.empty() ? "" : " ") + m.node_id;
+      return "round " + std::to_string(e.round.number) +
+             " completed: " + std::to_string(e.round.members.size()) + " nodes [" + ids +
+             "], world size " + std::to_string(e.round.world_size) + ", store " +
+             e.round.master_addr + ":" + std::to_string(e.round.master_port);
+    }
+    std::string operator()(const FailureReported& e) const {
+      return "failure on node " + e.report.node_id + " rank " + std::to_string(e.report.rank) +
+             ": " + e.report.exit.ToString() + (e.report.diagnosis.empty() ? "" : ": ") +
+             e.report.diagnosis;
+    }
+  } visitor;
+  return std::visit(visitor, event);
+}
+
+}  // namespace
+
+struct MasterServer::Impl final : public v1::Master::Service {
+  explicit Impl(const MasterServerOptions& o) : options(o), state(o.rdzv) {}
+
+  // --- the service -----------------------------------------------------------------------
+  grpc::Status Join(grpc::ServerContext* ctx, const v1::JoinRequest* req,
+                    v1::JoinResponse* resp) override {
+    return serve(ctx, "Join", [&]() -> grpc::Status {
+      auto r = state.join(rpc::from_proto(req->node()), req->last_round(), steady_now());
+      if (!r.ok()) return rpc::to_grpc(r.status());
+      if (r->round) {
+        rpc::to_proto(*r->round, resp->mutable_round());
+      } else {
+        v1::Waiting* w = resp->mutable_waiting();
+        w->set_open_round(r->open_round);
+        w->set_candidates(r->candidates);
+        w->set_reason(r->reason);
+      }
+      return grpc::Status::OK;
+    });
+  }
+
+  grpc::Status Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
+                         v1::HeartbeatResponse* resp) override {
+    return serve(ctx, "Heartbeat", [&] {
+      HeartbeatResult r =
+          state.heartbeat(req->node_id(), req->round(), req->last_step(), steady_now());
+      resp->set_rejoin(r.rejoin);
+      resp->set_latest_round(r.latest_round);
+      resp->set_reason(r.reason);
+      return grpc::Status::OK;
+    });
+  }
+
+  grpc::Status Leave(grpc::ServerContext* ctx, const v1::LeaveRequest* req,
+                     v1::LeaveResponse* resp) override {
+    return serve(ctx, "Leave", [&] {
+      resp->set_was_known(state.leave(req->node_id(), steady_now()));
+      return grpc::Status::OK;
+    });
+  }
+
+  grpc::Status ReportFailure(grpc::ServerContext* ctx, const v1::ReportFailureRequest* req,
+                             v1::ReportFailureResponse*) override {
+    return serve(ctx, "ReportFailure", [&] {
+      state.report_failure(rpc::from_proto(*req));
+      return grpc::Status::OK;
+    });
+  }
+
+  grpc::Status GetStatus(grpc::ServerContext* ctx, const v1::GetStatusRequest*,
+                         v1::GetStatusResponse* resp) override {
+    return serve(ctx, "GetStatus", [&] {
+      rpc::to_proto(state.status(steady_now()), rejected.load(), resp);
+      return grpc::Status::OK;
+    });
+  }
+
+  // --- plumbing ----------------------------------------------------------------------------
+  // Checks the token, runs `body` under the lock, journals what it changed before answering.
+  template <class Body>
+  grpc::Status serve(grpc::ServerContext* ctx, const char* method, Body&& body) {
+    const auto& md = ctx->client_metadata();
+    auto it = md.find(kJobTokenMetadataKey);
+    if (it == md.end() || !same_token(it->second, options.job_token)) {
+      rejected.fetch_add(1);
+      spdlog::warn("master: rejected {} from {}: {}", method, ctx->peer(),
+                   it == md.end() ? "no job token" : "wrong job token");
+      return {grpc::StatusCode::UNAUTHENTICATED,
+              std::string("missing or wrong job token (metadata ") + kJobTokenMetadataKey + ")"};
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    if (!journal_error.ok()) return unavailable();
+    grpc::Status s = body();
+    Status c = commit_locked();
+    return c.ok() ? s : unavailable();
+  }
+
+  grpc::Status unavailable() const {
+    return {grpc::StatusCode::UNAVAILABLE, "the master stopped serving after its journal failed (" +
+                                               journal_error.message() + "); restart it"};
+  }
+
+  // Journals the state's new events. REQUIRES: mu held.
+  Status commit_locked() {
+    std::vector<RdzvEvent> events = state.take_events();
+    if (events.empty()) return Status::Ok();
+    std::vector<nlohmann::json> records;
+    const double at = core::unix_time();
+    for (const auto& e : events) {
+      spdlog::info("master: {}", describe(e));
+      nlohmann::json j = event_to_json(e);
+      j["at"] = at;
+      records.push_back(std::move(j));
+    }
+    if (!journal) return Status::Ok();
+    Status s = journal->append(records);
+    if (!s.ok()) {
+      journal_error = s;
+      spdlog::error("master: {}; refusing every call from now on", s.ToString());
+    }
+    return s;
+  }
+
+  void tick_loop() {
+    std::unique_lock<std::mutex> lock(mu);
+    while (!stopping) {
+      cv.wait_for(lock, std::chrono::duration<double>(options.tick_interval_s));
+      if (stopping || !journal_error.ok()) continue;
+      state.tick(steady_now());
+      (void)commit_locked();
+    }
+  }
+
+  MasterServerOptions options;
+  mutable std::mutex mu;
+  RdzvState state;                   // guarded by mu
+  std::unique_ptr<Journal> journal;  // guarded by mu
+  Status journal_error;              // guarded by mu; set once
+  bool stopping = false;             // guarded by mu
+  std::condition_variable cv;
+  std::atomic<int64_t> rejected{0};
+  int64_t replayed = 0;
+  int port = 0;
+  std::string host;
+  std::unique_ptr<grpc::Server> server;
+  std::thread ticker;
+};
+
+namespace {
+
+Status validate(const MasterServerOptions& o) {
+  if (o.job_token.empty())
+    return Status::InvalidArgument("the job token is empty; every call must carry one");
+  const size_t colon = o.listen_address.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == o.listen_address.size())
+    return Status::InvalidArgument("listen address '" + o.listen_address +
+                                   "' is not host:port (port 0 picks a free one)");
+  if (o.tls_cert_path.empty() != o.tls_key_path.empty())
+    return Status::InvalidArgument(
+        "TLS needs both a certificate and a private key file (got only the " +
+        std::string(o.tls_cert_path.empty() ? "key" : "certificate") + ")");
+  if (!(o.tick_interval_s > 0) || !(o.shutdown_deadline_s >= 0) || o.max_message_bytes < 1024)
+    return Status::InvalidArgument(
+        "tick_interval_s must be > 0, shutdown_deadline_s >= 0, max_message_bytes >= 1024");
+  return validate_rdzv_params(o.rdzv).WithContext("rendezvous parameters");
+}
+
+}  // namespace
+
+Result<std::unique_ptr<MasterServer>> MasterServer::Start(const MasterServerOptions& options) {
+  CAIRN_RETURN_IF_ERROR(validate(options));
+  auto impl = std::make_unique<Impl>(options);
+  impl->host = options.listen_address.substr(0, options.listen_address.rfind(':'));
+  if (!options.journal_path.empty()) {
+    const double now = steady_now();
+    CAIRN_ASSIGN_OR_RETURN(
+        impl->journal,
+        Journal::Open(options.journal_path, [&](const nlohmann::json& record) -> Status {
+          CAIRN_ASSIGN_OR_RETURN(RdzvEvent event, event_from_json(record));
+          return impl->state.replay(event, now);
+        }));
+    impl->replayed = impl->journal->replayed();
+    if (impl->replayed > 0)
+      spdlog::info("master: replayed {} journal records from {}: round {}, {} nodes known{}",
+                   impl->replayed, options.journal_path, impl->state.round().number,
+                   impl->state.status(now).nodes.size(),
+                   impl->state.open() ? ", next round open" : "");
+  }
+
+  std::shared_ptr<grpc::ServerCredentials> creds;
+  if (!options.tls_cert_path.empty()) {
+    auto cert = core::read_file(options.tls_cert_path);
+    if (!cert.ok()) return cert.status().WithContext("TLS certificate");
+    auto key = core::read_file(options.tls_key_path);
+    if (!key.ok()) return key.status().WithContext("TLS private key");
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({*key, *cert});
+    creds = grpc::SslServerCredentials(ssl);
+  } else {
+    creds = grpc::InsecureServerCredentials();
+  }
+  grpc::ServerBuilder builder;
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a second master must fail to bind
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.AddListeningPort(options.listen_address, creds, &impl->port);
+  builder.RegisterService(impl.get());
+  impl->server = builder.BuildAndStart();
+  if (!impl->server || impl->port == 0)
+    return Status::FailedPrecondition("cannot listen on " + options.listen_address +
+                                      " (port in use, or not an address of this machine?)");
+  impl->ticker = std::thread([p = impl.get()] { p->tick_loop(); });
+  spdlog::info("master: serving on {}:{}{}", impl->host, impl->port,
+               options.tls_cert_path.empty() ? " (plaintext)" : " (TLS)");
+  return std::unique_ptr<MasterServer>(new MasterServer(std::move(impl)));
+}
+
+MasterServer::MasterServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+MasterServer::~MasterServer() {
+  impl_->server->Shutdown(std::chrono::system_clock::now() +
+                          std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                              std::chrono::duration<double>(impl_->options.shutdown_deadline_s)));
+  impl_->server->Wait();
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->cv.notify_all();
+  impl_->ticker.join();
+}
+
+int MasterServer::port() const { return impl_->port; }
+
+std::string MasterServer::address() const {
+  return impl_->host + ":" + std::to_string(impl_->port);
+}
+
+RdzvStatus MasterServer::status() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->state.status(steady_now());
+}
+
+int64_t MasterServer::rejected_calls() const { return impl_->rejected.load(); }
+
+int64_t MasterServer::replayed_records() const { return impl_->replayed; }
+
+}  // namespace cairn::elastic

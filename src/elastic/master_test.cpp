@@ -1,0 +1,404 @@
+// Tests of the master over real gRPC on 127.0.0.1 (server, client and MasterRendezvous in one
+// process): shared worlds with stable ranks, the job token, dropped nodes, a restarted master,
+// garbage on the port, TLS. Every wait is bounded.
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <future>
+#include <random>
+
+#include "cairn.grpc.pb.h"
+#include "cairn/elastic/master_client.h"
+#include "cairn/elastic/master_rendezvous.h"
+#include "cairn/elastic/master_server.h"
+#include "elastic/master_testing_impl.h"
+#include "elastic/testing_impl.h"
+
+namespace cairn::elastic {
+namespace {
+
+using testing::CapturedLog;
+using testing::Deadline;
+using testing::ScratchDir;
+using testing::wait_until;
+
+constexpr char kToken[] = "s3cret-job-token";
+
+MasterServerOptions server_options(RdzvParams p, const std::string& journal = "") {
+  MasterServerOptions o;
+  o.listen_address = "127.0.0.1:0";
+  o.job_token = kToken;
+  o.journal_path = journal;
+  o.rdzv = p;
+  o.tick_interval_s = 0.02;
+  o.shutdown_deadline_s = 0.5;
+  return o;
+}
+
+std::unique_ptr<MasterServer> start(const MasterServerOptions& o) {
+  auto s = MasterServer::Start(o);
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  return s.ok() ? std::move(s).value() : nullptr;
+}
+
+MasterClientOptions client_options(const std::string& address, double retry_s = 2) {
+  MasterClientOptions o;
+  o.address = address;
+  o.job_token = kToken;
+  o.call_timeout_s = 2;
+  o.retry_total_s = retry_s;
+  o.initial_backoff_s = 0.02;
+  o.max_backoff_s = 0.2;
+  return o;
+}
+
+std::unique_ptr<MasterRendezvous> node(const MasterServer& s, const std::string& id,
+                                       int nproc = 1) {
+  MasterRendezvousOptions o;
+  o.client = client_options(s.address());
+  o.node_id = id;
+  o.host = "127.0.0.1";
+  o.nproc_per_node = nproc;
+  o.run_id = "job";
+  o.poll_interval_s = 0.02;
+  o.heartbeat_interval_s = 0.05;
+  auto r = MasterRendezvous::Open(o);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? std::move(r).value() : nullptr;
+}
+
+// Every node's next_round(round) at once; the worlds in the nodes' order.
+std::vector<World> rendezvous(const std::vector<MasterRendezvous*>& nodes, int round) {
+  std::vector<std::future<Result<World>>> futures;
+  for (auto* n : nodes)
+    futures.push_back(
+        std::async(std::launch::async, [n, round] { return n->next_round(round, 10); }));
+  std::vector<World> worlds;
+  for (auto& f : futures) {
+    Result<World> w = f.get();
+    EXPECT_TRUE(w.ok()) << w.status().ToString();
+    worlds.push_back(w.ok() ? *w : World{});
+  }
+  return worlds;
+}
+
+TEST(MasterServer, TwoNodesShareOneWorld) {
+  Deadline guard(60);
+  auto server = start(server_options({2, 2, 1, 0, 5}));
+  ASSERT_TRUE(server);
+  EXPECT_GT(server->port(), 0);
+  auto b = node(*server, "node-b", 2), a = node(*server, "node-a", 2);
+  auto w = rendezvous({b.get(), a.get()}, 0);
+  EXPECT_EQ(w[0].num_nodes, 2);
+  EXPECT_EQ(w[0].node_rank, 1);  // sorted by node id
+  EXPECT_EQ(w[1].node_rank, 0);
+  EXPECT_EQ(w[0].world_size(), 4);
+  EXPECT_EQ(w[1].global_rank(1), 1);
+  EXPECT_EQ(w[0].global_rank(0), 2);
+  EXPECT_EQ(w[0].master_addr, "127.0.0.1");
+  EXPECT_EQ(w[0].master_port, w[1].master_port);
+  EXPECT_GT(w[0].master_port, 0);
+  EXPECT_EQ(w[0].run_id, "job");
+  EXPECT_EQ(w[0].round, 0);
+  EXPECT_EQ(a->master_round(), 1);
+  RdzvStatus st = server->status();
+  EXPECT_EQ(st.round.number, 1);
+  EXPECT_EQ(st.counters.rounds_completed, 1);
+}
+
+TEST(MasterServer, ThreeNodesGetStableRanks) {
+  Deadline guard(60);
+  auto server = start(server_options({3, 3, 1, 0, 5}));
+  ASSERT_TRUE(server);
+  auto n3 = node(*server, "n3"), n1 = node(*server, "n1"), n2 = node(*server, "n2");
+  auto w = rendezvous({n3.get(), n1.get(), n2.get()}, 0);
+  EXPECT_EQ(w[0].node_rank, 2);
+  EXPECT_EQ(w[1].node_rank, 0);
+  EXPECT_EQ(w[2].node_rank, 1);
+  for (const auto& x : w) {
+    EXPECT_EQ(x.num_nodes, 3);
+    EXPECT_EQ(x.master_port, w[0].master_port);
+  }
+  // n3 restarts its workers: a new round, same ranks for everyone.
+  auto again = std::async(std::launch::async, [&] { return n3->next_round(1, 10); });
+  ASSERT_TRUE(wait_until([&] { return n1->rejoin_requested() && n2->rejoin_requested(); }, 5));
+  auto w2 = rendezvous({n1.get(), n2.get()}, 1);
+  auto w3 = again.get();
+  ASSERT_TRUE(w3.ok()) << w3.status().ToString();
+  EXPECT_EQ(w3->node_rank, 2);
+  EXPECT_EQ(w2[0].node_rank, 0);
+  EXPECT_EQ(w2[1].node_rank, 1);
+  EXPECT_EQ(n1->master_round(), 2);
+  EXPECT_FALSE(n1->rejoin_requested());
+  EXPECT_EQ(server->status().counters.restarts_requested, 1);
+}
+
+TEST(MasterServer, MissingOrWrongTokenIsRejectedAndChangesNothing) {
+  Deadline guard(60);
+  auto server = start(server_options({1, 2, 1, 5, 5}));
+  ASSERT_TRUE(server);
+  auto stub = v1::Master::NewStub(
+      grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
+  v1::JoinRequest req;
+  req.mutable_node()->set_node_id("intruder");
+  req.mutable_node()->set_host("127.0.0.1");
+  req.mutable_node()->set_nproc(1);
+  req.mutable_node()->set_store_port(1234);
+  CapturedLog log;
+  for (const char* token : {"", "wrong-token", "s3cret-job-toke", "s3cret-job-tokenX"}) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    if (*token) ctx.AddMetadata(kJobTokenMetadataKey, token);
+    v1::JoinResponse resp;
+    grpc::Status s = stub->Join(&ctx, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED) << token;
+  }
+  EXPECT_EQ(server->rejected_calls(), 4);
+  EXPECT_TRUE(server->status().nodes.empty());
+  EXPECT_EQ(server->status().counters.nodes_joined, 0);
+  EXPECT_NE(log.text().find("rejected Join from ipv4:127.0.0.1"), std::string::npos) << log.text();
+  EXPECT_NE(log.text().find("no job token"), std::string::npos);
+  EXPECT_NE(log.text().find("wrong job token"), std::string::npos);
+
+  MasterClientOptions o = client_options(server->address());
+  o.job_token = "not-the-token";
+  auto client = MasterClient::Open(o).value();
+  auto st = client->get_status();
+  EXPECT_EQ(st.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.status().message().find("job token"), std::string::npos) << st.status().ToString();
+  // The right token works.
+  auto good = MasterClient::Open(client_options(server->address())).value();
+  auto ok = good->get_status();
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->rejected_calls, 5);
+}
+
+TEST(MasterServer, BadRequestsAreRejectedWithTheReason) {
+  Deadline guard(60);
+  auto server = start(server_options({1, 2, 1, 5, 5}));
+  ASSERT_TRUE(server);
+  auto client = MasterClient::Open(client_options(server->address())).value();
+  auto r = client->join({"", "127.0.0.1", 1, 1234, 1}, 0);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("node id is empty"), std::string::npos)
+      << r.status().ToString();
+  auto p = client->join({"a", "127.0.0.1", 1, 0, 1}, 0);
+  EXPECT_NE(p.status().message().find("store_port"), std::string::npos);
+  EXPECT_TRUE(server->status().nodes.empty());
+}
+
+TEST(MasterServer, SilentNodeIsDroppedAndTheSurvivorsGetASmallerWorld) {
+  Deadline guard(60);
+  auto server = start(server_options({2, 3, 1, 0.5, 0.6}));
+  ASSERT_TRUE(server);
+  auto a = node(*server, "a"), b = node(*server, "b"), c = node(*server, "c");
+  auto w = rendezvous({a.get(), b.get(), c.get()}, 0);
+  ASSERT_EQ(w[0].num_nodes, 3);
+  c.reset();  // c's agent is gone: no more heartbeats
+  ASSERT_TRUE(wait_until([&] { return a->rejoin_requested() && b->rejoin_requested(); }, 10));
+  EXPECT_NE(a->rejoin_reason().find("member c stopped heartbeating"), std::string::npos)
+      << a->rejoin_reason();
+  auto w2 = rendezvous({b.get(), a.get()}, 1);
+  EXPECT_EQ(w2[0].num_nodes, 2);
+  EXPECT_EQ(w2[1].node_rank, 0);
+  EXPECT_EQ(w2[0].node_rank, 1);
+  RdzvStatus st = server->status();
+  EXPECT_EQ(st.round.number, 2);
+  EXPECT_EQ(st.counters.nodes_dropped, 1);
+  EXPECT_EQ(st.nodes.size(), 2u);
+}
+
+TEST(MasterServer, RestartedMasterResumesFromItsJournal) {
+  Deadline guard(60);
+  ScratchDir dir("master");
+  MasterServerOptions o = server_options({2, 2, 1, 0, 3}, dir / "master.journal");
+  auto server = start(o);
+  ASSERT_TRUE(server);
+  const std::string address = server->address();
+  auto a = node(*server, "a"), b = node(*server, "b");
+  auto w = rendezvous({a.get(), b.get()}, 0);
+  ASSERT_EQ(w[0].num_nodes, 2);
+  const RdzvStatus before = server->status();
+
+  server.reset();  // the master dies; a and b keep heartbeating into the void
+  auto client = MasterClient::Open(client_options(address, 10)).value();
+  auto pending = std::async(std::launch::async, [&] { return client->heartbeat("a", 1, 7); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  o.listen_address = address;
+  server = start(o);
+  ASSERT_TRUE(server);
+  EXPECT_GT(server->replayed_records(), 0);
+
+  auto hb = pending.get();  // retried with backoff until the master was back
+  ASSERT_TRUE(hb.ok()) << hb.status().ToString();
+  EXPECT_FALSE(hb->rejoin);
+  EXPECT_EQ(hb->latest_round, 1);
+  const RdzvStatus after = server->status();
+  EXPECT_EQ(after.round.number, before.round.number);
+  ASSERT_EQ(after.round.members.size(), 2u);
+  EXPECT_EQ(after.round.members[0].node_id, "a");
+  EXPECT_EQ(after.round.master_port, before.round.master_port);
+  EXPECT_FALSE(after.open);
+  EXPECT_EQ(after.nodes.size(), 2u);
+  EXPECT_EQ(after.counters.rounds_completed, 1);
+  // The nodes' heartbeats reach the new master; nothing asks them to rejoin.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_FALSE(a->rejoin_requested());
+  EXPECT_FALSE(b->rejoin_requested());
+  EXPECT_EQ(server->status().counters.nodes_dropped, 0);
+}
+
+// Sends `bytes` on a fresh TCP connection to 127.0.0.1:port and closes it.
+void send_raw(int port, const std::string& bytes) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  if (!bytes.empty()) (void)::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  ::close(fd);
+}
+
+TEST(MasterServer, GarbageOnThePortDoesNotHurtIt) {
+  Deadline guard(60);
+  auto server = start(server_options({1, 1, 1, 0, 5}));
+  ASSERT_TRUE(server);
+  std::mt19937 gen(7);
+  std::string noise(8192, '\0');
+  for (auto& ch : noise) ch = char(gen());
+  const std::string preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+  for (const std::string& bytes :
+       {noise, std::string(), std::string("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        preface + std::string("\xff\xff\xff\x01\x00\x00\x00\x00\x01", 9) + noise.substr(0, 512),
+        preface + noise, std::string(100000, 'A')})
+    send_raw(server->port(), bytes);
+  auto client = MasterClient::Open(client_options(server->address())).value();
+  auto st = client->get_status();
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  auto j = client->join({"a", "127.0.0.1", 1, 1234, 1}, 0);
+  ASSERT_TRUE(j.ok()) << j.status().ToString();
+  ASSERT_TRUE(j->round);
+  EXPECT_EQ(j->round->number, 1);
+}
+
+TEST(MasterServer, LeaveFailureReportsAndStatus) {
+  Deadline guard(60);
+  auto server = start(server_options({2, 2, 1, 0, 5}));
+  ASSERT_TRUE(server);
+  auto a = node(*server, "a"), b = node(*server, "b");
+  rendezvous({a.get(), b.get()}, 0);
+  a->set_step(42);
+  ASSERT_TRUE(
+      b->report_failure(3, ExitStatus::Signaled(9), "worker 3 killed by the OOM killer").ok());
+  ASSERT_TRUE(b->leave().ok());
+  ASSERT_TRUE(wait_until([&] { return a->rejoin_requested(); }, 5));
+  EXPECT_NE(a->rejoin_reason().find("member b left"), std::string::npos);
+  auto st = a->client().get_status();
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  EXPECT_EQ(st->rdzv.counters.nodes_left, 1);
+  EXPECT_EQ(st->rdzv.counters.failures_reported, 1);
+  ASSERT_EQ(st->rdzv.recent_failures.size(), 1u);
+  EXPECT_EQ(st->rdzv.recent_failures[0].exit, ExitStatus::Signaled(9));
+  EXPECT_EQ(st->rdzv.recent_failures[0].rank, 3);
+  ASSERT_EQ(st->rdzv.nodes.size(), 1u);
+  EXPECT_EQ(st->rdzv.nodes[0].last_step, 42);
+  EXPECT_EQ(st->rdzv.params.max_nodes, 2);
+  EXPECT_TRUE(st->rdzv.open);
+  auto again = a->client().leave("b");
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(*again);
+}
+
+TEST(MasterRendezvous, TimesOutWithTheReason) {
+  Deadline guard(60);
+  auto server = start(server_options({2, 2, 1, 0, 5}));
+  ASSERT_TRUE(server);
+  auto a = node(*server, "a");
+  const auto t0 = std::chrono::steady_clock::now();
+  auto w = a->next_round(0, 0.5);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(w.status().code(), StatusCode::kTimeout);
+  EXPECT_NE(w.status().message().find("1 node(s) joined, min 2"), std::string::npos)
+      << w.status().ToString();
+  EXPECT_LT(took, 3.0);
+}
+
+TEST(MasterRendezvous, UnequalNodesAreUnsupported) {
+  Deadline guard(60);
+  auto server = start(server_options({2, 2, 1, 0, 5}));
+  ASSERT_TRUE(server);
+  auto a = node(*server, "a", 1), b = node(*server, "b", 2);
+  auto fa = std::async(std::launch::async, [&] { return a->next_round(0, 10); });
+  auto wb = b->next_round(0, 10);
+  EXPECT_EQ(wb.status().code(), StatusCode::kUnsupported);
+  EXPECT_NE(wb.status().message().find("--nproc-per-node"), std::string::npos);
+  EXPECT_EQ(fa.get().status().code(), StatusCode::kUnsupported);
+}
+
+TEST(MasterClient, UnreachableMasterIsPeerLostWithinTheBudget) {
+  Deadline guard(60);
+  auto port = pick_free_port();
+  ASSERT_TRUE(port.ok());
+  auto client = MasterClient::Open(client_options("127.0.0.1:" + std::to_string(*port), 0.3));
+  ASSERT_TRUE(client.ok());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto st = (*client)->get_status();
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(st.status().code(), StatusCode::kPeerLost);
+  EXPECT_NE(st.status().message().find("attempts"), std::string::npos) << st.status().ToString();
+  EXPECT_LT(took, 3.0);
+  EXPECT_FALSE(MasterClient::Open(client_options("")).ok());
+}
+
+TEST(MasterServer, OptionsAreValidated) {
+  MasterServerOptions o = server_options({1, 1, 1, 0, 5});
+  o.job_token.clear();
+  EXPECT_NE(MasterServer::Start(o).status().message().find("job token"), std::string::npos);
+  o = server_options({1, 1, 1, 0, 5});
+  o.tls_cert_path = "/nonexistent/cert.pem";
+  EXPECT_NE(MasterServer::Start(o).status().message().find("private key"), std::string::npos);
+  o = server_options({1, 1, 1, 0, 5});
+  o.listen_address = "no-port";
+  EXPECT_EQ(MasterServer::Start(o).status().code(), StatusCode::kInvalidArgument);
+  o = server_options({2, 1, 1, 0, 5});
+  EXPECT_NE(MasterServer::Start(o).status().message().find("max_nodes"), std::string::npos);
+  // A second master on the same port fails instead of sharing it.
+  auto first = start(server_options({1, 1, 1, 0, 5}));
+  ASSERT_TRUE(first);
+  o = server_options({1, 1, 1, 0, 5});
+  o.listen_address = first->address();
+  EXPECT_EQ(MasterServer::Start(o).status().code(), StatusCode::kFailedPrecondition);
+}
+
+TEST(MasterServer, ServesTlsWhenGivenACertificate) {
+  Deadline guard(60);
+  ScratchDir dir("master_tls");
+  const std::string cmd =
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext "
+      "subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " +
+      (dir / "key.pem") + " -out " + (dir / "cert.pem") + " >/dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "openssl cannot make a test certificate";
+  MasterServerOptions o = server_options({1, 1, 1, 0, 5});
+  o.tls_cert_path = dir / "cert.pem";
+  o.tls_key_path = dir / "key.pem";
+  auto server = start(o);
+  ASSERT_TRUE(server);
+  MasterClientOptions co = client_options(server->address());
+  co.tls_ca_path = dir / "cert.pem";
+  auto client = MasterClient::Open(co).value();
+  auto j = client->join({"a", "127.0.0.1", 1, 1234, 1}, 0);
+  ASSERT_TRUE(j.ok()) << j.status().ToString();
+  EXPECT_TRUE(j->round);
+  // A plaintext client cannot talk to it.
+  auto plain = MasterClient::Open(client_options(server->address(), 0.3)).value();
+  EXPECT_FALSE(plain->get_status().ok());
+}
+
+}  // namespace
+}  // namespace cairn::elastic

@@ -1,0 +1,120 @@
+// `cairn master`: run the elastic job master (rendezvous, membership, heartbeats, journal) as its
+// own process until SIGINT or SIGTERM.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "cairn/elastic/launch_options.h"
+#include "cairn/elastic/master_server.h"
+#include "commands.h"
+
+namespace cairn::cli {
+namespace {
+
+struct MasterFlags {
+  std::string host = "0.0.0.0";
+  int port = elastic::kDefaultRdzvPort;
+  std::string job_token;
+  std::string journal;
+  std::string nnodes = "1";
+  int node_unit = 1;
+  double rdzv_wait_s = 10;
+  double heartbeat_timeout_s = 30;
+  std::string tls_cert;
+  std::string tls_key;
+};
+
+void run_master(const MasterFlags& f) {
+  elastic::MasterServerOptions o;
+  o.listen_address = (f.host.find(':') != std::string::npos ? "[" + f.host + "]" : f.host) + ":" +
+                     std::to_string(f.port);
+  o.job_token = f.job_token;
+  if (o.job_token.empty()) {
+    const char* env = std::getenv("CAIRN_JOB_TOKEN");
+    if (env) o.job_token = env;
+  }
+  if (o.job_token.empty())
+    throw StatusError(Status::InvalidArgument(
+        "cairn master needs a job token: set CAIRN_JOB_TOKEN (or pass --job-token); every "
+        "agent of the job must use the same one"));
+  auto nnodes = elastic::parse_nnodes(f.nnodes);
+  if (!nnodes.ok()) throw StatusError(nnodes.status());
+  o.rdzv.min_nodes = nnodes->first;
+  o.rdzv.max_nodes = nnodes->second;
+  o.rdzv.node_unit = f.node_unit;
+  o.rdzv.wait_s = f.rdzv_wait_s;
+  o.rdzv.heartbeat_timeout_s = f.heartbeat_timeout_s;
+  o.journal_path = f.journal;
+  o.tls_cert_path = f.tls_cert;
+  o.tls_key_path = f.tls_key;
+  if (o.journal_path.empty())
+    spdlog::warn("no --journal: a restarted master will not know the job's nodes and rounds");
+
+  // Signals are taken by sigwait below; block them before gRPC starts its threads, which
+  // inherit the mask.
+  sigset_t stop_signals, old_mask;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
+  int sig = 0;
+  {
+    auto server = elastic::MasterServer::Start(o);
+    if (!server.ok()) {
+      pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+      throw StatusError(server.status());
+    }
+    std::printf("cairn master: listening on %s (nodes %d:%d, unit %d, %s)\n",
+                (*server)->address().c_str(), o.rdzv.min_nodes, o.rdzv.max_nodes, o.rdzv.node_unit,
+                o.tls_cert_path.empty() ? "plaintext" : "TLS");
+    std::fflush(stdout);
+    sigwait(&stop_signals, &sig);
+    spdlog::info("master: {} received, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  }
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+}
+
+}  // namespace
+
+void register_master_command(CLI::App& app) {
+  auto f = std::make_shared<MasterFlags>();
+  auto* cmd = app.add_subcommand(
+      "master", "Run the elastic job master: rendezvous, membership, heartbeats, journal");
+  cmd->add_option("--host", f->host, "address to listen on")->capture_default_str();
+  cmd->add_option("--port", f->port, "port to listen on; 0 picks a free one (printed)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  cmd->add_option("--job-token", f->job_token,
+                  "shared secret every call must carry (default: $CAIRN_JOB_TOKEN; prefer the "
+                  "environment, command lines are visible to other users)");
+  cmd->add_option("--journal", f->journal,
+                  "append-only journal; a master restarted with the same file resumes the job");
+  cmd->add_option("--nnodes", f->nnodes, "nodes per round, N or MIN:MAX")->capture_default_str();
+  cmd->add_option("--node-unit", f->node_unit, "rounds have a multiple of this many nodes")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--rdzv-wait", f->rdzv_wait_s,
+                  "seconds to wait for more nodes after MIN have joined")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--heartbeat-timeout", f->heartbeat_timeout_s,
+                  "seconds of silence after which a node is dropped")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--tls-cert", f->tls_cert, "PEM certificate chain: serve TLS (with --tls-key)");
+  cmd->add_option("--tls-key", f->tls_key, "PEM private key of --tls-cert");
+  cmd->footer(
+      "Serves cairn.v1.Master over gRPC until SIGINT or SIGTERM. A round completes at once when\n"
+      "MAX nodes have joined, or with at least MIN after --rdzv-wait seconds; ranks are sorted by\n"
+      "node id, and nodes of the previous round keep their order. Exit code: 0 after a signal,\n"
+      "2 for bad flags or a missing job token, 1 when the master cannot start (port in use,\n"
+      "corrupt journal).\n"
+      "\nExample:\n"
+      "  export CAIRN_JOB_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n')\n"
+      "  cairn master --port 29400 --nnodes 2:4 --journal runs/master.journal");
+  cmd->callback([f] { run_master(*f); });
+}
+
+}  // namespace cairn::cli
