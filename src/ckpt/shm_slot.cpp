@@ -309,6 +309,15 @@ void ShmSlot::finish_persist(bool ok) {
   header(base_)->persist.store(ok ? kPersistDone : kPersistFailed, std::memory_order_release);
 }
 
+bool ShmSlot::request_persist() {
+  if (ready_step() < 0) return false;
+  for (uint32_t p = header(base_)->persist.load(std::memory_order_acquire);;) {
+    if (p == kPersistRequested || p == kPersistRunning || p == kPersistDone) return true;
+    if (header(base_)->persist.compare_exchange_weak(p, kPersistRequested, std::memory_order_acq_rel))
+      return true;
+  }
+}
+
 void ShmSlot::requeue_persist() {
   uint32_t expected = kPersistRunning;
   header(base_)->persist.compare_exchange_strong(expected, kPersistRequested,

@@ -112,12 +112,19 @@ Result<ckpt::ShmWriteInfo> FlashSlots::finish() {
   return copied_;
 }
 
+bool FlashSlots::request_persist(int64_t step) {
+  for (auto& s : slots_)
+    if (s && s->ready_step() == step) return s->request_persist();
+  return false;
+}
+
 Status FlashSlots::wait_persisted(int64_t step, double timeout_s) {
   auto t0 = Clock::now();
   for (;;) {
     ckpt::ShmSlot* found = nullptr;
     for (auto& s : slots_)
-      if (s && s->ready_step() == step) found = s.get();
+      if (s && s->ready_step() == step && (!found || s->persist_state() != ckpt::kPersistNone))
+        found = s.get();
     if (!found) return Status::NotFound("no in-memory checkpoint of step " + std::to_string(step));
     switch (found->persist_state()) {
       case ckpt::kPersistDone:

@@ -46,6 +46,8 @@ class FlashSlots {
   // Waits for the copy start_save began; its bytes and copy time. REQUIRES: pending().
   Result<ckpt::ShmWriteInfo> finish();
   bool pending() const { return copier_.joinable(); }
+  // Asks for the slot holding `step` to be persisted (no new copy); false when none holds it.
+  bool request_persist(int64_t step);
   // Waits until the persist of `step` finished: Ok when it is on storage, Internal when the
   // persister failed (its error is in events.jsonl), Timeout after `timeout_s`.
   Status wait_persisted(int64_t step, double timeout_s);

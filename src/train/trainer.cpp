@@ -187,8 +187,19 @@ struct Trainer::Impl {
   // on a background thread while training goes on (`overlap`) until finish_checkpoint(),
   // which the loop calls before the next optimizer step changes the state.
   Status checkpoint(bool persist, const char* reason, bool overlap) {
+    const bool again = pending_save && pending_save->step == step;
     CAIRN_RETURN_IF_ERROR(finish_checkpoint());
     auto t0 = Clock::now();
+    // This step is in memory already (a memory save just before a stop): persist that copy.
+    if (again && persist && flash->request_persist(step)) {
+      log->event("checkpoint_saved", {{"step", step},
+                                      {"bytes", 0},
+                                      {"duration_ms", seconds_since(t0) * 1e3},
+                                      {"storage", "memory"},
+                                      {"persist", true},
+                                      {"reason", reason}});
+      return Status::Ok();
+    }
     auto [mine, table] = partition(state_tensors());
     nlohmann::json state = state_json(reason);
     state["partition"] = table;

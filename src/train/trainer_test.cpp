@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -43,7 +44,10 @@ class TrainerTest : public ::testing::Test {
     tokens.resize(800);
     ASSERT_TRUE(data::write_token_file(dir_ + "/data/val.bin", tokens, 256).ok());
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override {
+    for (auto& run : runs_) elastic::unlink_flash_slots(run, {0, 1, 2});
+    fs::remove_all(dir_);
+  }
 
   core::Config Config(const std::string& arch, std::vector<std::string> extra = {}) {
     std::vector<std::string> o = {"model.arch=" + arch, "model.n_layer=2", "model.n_head=2",
@@ -62,6 +66,8 @@ class TrainerTest : public ::testing::Test {
     RunOptions r;
     r.keep_slots = true;  // as under `cairn run`: the tests restart from memory
     r.run_dir = dir_ + "/" + name;
+    std::lock_guard<std::mutex> lock(runs_mu_);  // Run() is called from rank threads too
+    runs_.push_back(r.run_dir);
     r.resume = resume;
     r.stop_after = max_steps;
     r.progress = false;
@@ -70,6 +76,8 @@ class TrainerTest : public ::testing::Test {
   }
   static std::map<std::string, torch::Tensor> Params(Trainer& t) { return t.gather_parameters(); }
   std::string dir_;
+  std::mutex runs_mu_;
+  std::vector<std::string> runs_;  // run directories whose slots TearDown removes
 };
 
 // 20 steps straight and 10 + resume + 10 give identical parameters, for both architectures.

@@ -86,6 +86,10 @@ class ShmSlot {
     auto p = persist_state();
     return p == kPersistRequested || p == kPersistRunning;
   }
+  // Asks for the completed content to be persisted (kPersistNone or kPersistFailed →
+  // kPersistRequested); true when it is requested, being persisted or done, false when the
+  // slot holds nothing complete.
+  bool request_persist();
   // kPersistRequested → kPersistRunning; false when there was no request (or another claimed it).
   bool claim_persist();
   // kPersistRunning → kPersistDone or kPersistFailed.
