@@ -42,6 +42,27 @@ timeout 60 "$cairn" run --run-dir "$work/run2" -- /bin/sh -c 'kill -KILL $$' 2> 
 [ $rc -eq 137 ] || fail "SIGKILLed worker should give 137, got $rc"
 grep -q "SIGKILL" "$work/err2.txt" || fail "summary should name SIGKILL"
 
+echo "-- a user error (bad config) stops the job at once instead of looping restarts"
+printf 'model: {arch: gpt2}\ntrain: {lrr: 1}\ndata: {path: /nonexistent}\n' > "$work/bad.yaml"
+rc=0
+timeout 60 "$cairn" run --nproc-per-node 2 --max-restarts 3 --grace-period 2 --run-dir "$work/run4" -- \
+  "$cairn" train "$work/bad.yaml" > /dev/null 2> "$work/err4.txt" || rc=$?
+[ $rc -eq 2 ] || { cat "$work/err4.txt"; fail "a bad config should end the job with exit 2, got $rc"; }
+[ "$(grep -c '"event":"workers_started"' "$work/run4/events.jsonl")" -eq 1 ] || fail "the job was restarted"
+grep -q '"event":"job_stopped"' "$work/run4/events.jsonl" || fail "no job_stopped event"
+grep '"event":"worker_failed"' "$work/run4/events.jsonl" | grep -q '"diagnosis":"user_error"' ||
+  fail "the failure should be diagnosed as a user error"
+grep -q "unknown key 'train.lrr'" "$work/err4.txt" || { cat "$work/err4.txt"; fail "summary should quote the error"; }
+grep -q "not restarted" "$work/err4.txt" || fail "summary should say why it did not restart"
+
+echo "-- a crash is restarted, and diagnosed"
+rc=0
+timeout 60 "$cairn" run --max-restarts 1 --run-dir "$work/run5" -- /bin/sh -c 'kill -SEGV $$' \
+  2> "$work/err5.txt" || rc=$?
+[ $rc -eq 139 ] || fail "SIGSEGV should give 139, got $rc"
+[ "$(grep -c '"event":"restart"' "$work/run5/events.jsonl")" -eq 1 ] || fail "a crash should be restarted"
+grep -q '"diagnosis":"crash"' "$work/run5/events.jsonl" || fail "no crash diagnosis"
+
 echo "-- a restart that succeeds ends with 0"
 timeout 60 "$cairn" run --nproc-per-node 2 --max-restarts 3 --run-dir "$work/run3" -- \
   /bin/sh -c '[ "$TORCHELASTIC_RESTART_COUNT" -ge 1 ] || exit 1' 2>/dev/null ||

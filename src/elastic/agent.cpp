@@ -1,5 +1,6 @@
 // The agent loop: rendezvous → start workers → supervise → stop → restart or finish.
 #include "cairn/elastic/agent.h"
+#include "cairn/elastic/diagnosis.h"
 #include "cairn/elastic/flash_slots.h"
 
 #include <signal.h>
@@ -23,7 +24,7 @@ class EventLog {
   // Thread-safe.
   void write(const std::string& event, json fields = json::object()) {
     fields["event"] = event;
-    fields["time"] = core::unix_time();
+    if (!fields.contains("time")) fields["time"] = core::unix_time();
     std::lock_guard<std::mutex> lock(mu_);
     Status s = core::append_line(path_, fields.dump());
     if (!s.ok() && !warned_) {
@@ -161,7 +162,10 @@ std::string Agent::failure_summary(const AgentResult& r) const {
   std::string s = "worker rank " + std::to_string(f.rank) + " (local rank " +
                   std::to_string(f.local_rank) + ", pid " + std::to_string(f.pid) +
                   ") failed: " + f.status.ToString() + "\n";
-  if (o_.max_restarts == 0)
+  if (r.diagnosis) s += "diagnosis: " + r.diagnosis->reason + "\n";
+  if (r.diagnosis && !r.diagnosis->restartable)
+    s += "not restarted: the failure is not one a restart can fix";
+  else if (o_.max_restarts == 0)
     s += "no restarts allowed (--max-restarts 0)";
   else
     s += "no restarts left (" + std::to_string(r.restarts) + " of " +
@@ -218,6 +222,7 @@ Result<AgentResult> Agent::run() {
 
     // Supervise until a failure, the end, or a signal to the agent.
     std::vector<WorkerExit> failures;
+    std::vector<double> failure_times;
     while (failures.empty() && (*group)->num_running() > 0 && !interrupt_signal()) {
       for (const WorkerExit& e : (*group)->poll(o_.monitor_interval_s)) {
         if (e.status.success()) {
@@ -225,10 +230,8 @@ Result<AgentResult> Agent::run() {
           continue;
         }
         spdlog::error("rank {} (pid {}) failed: {}", e.rank, e.pid, e.status.ToString());
-        json j = exit_fields(e);
-        j["round"] = round;
-        events_.write("worker_failed", j);
         failures.push_back(e);
+        failure_times.push_back(core::unix_time());
       }
     }
     if (interrupt_signal()) return finish(interrupted(group->get(), round));
@@ -241,15 +244,38 @@ Result<AgentResult> Agent::run() {
     }
 
     // A failure: stop the rest, then restart or give up.
-    const WorkerExit first = failures.front();
     if ((*group)->num_running() > 0)
       spdlog::warn("stopping the other workers (SIGTERM, SIGKILL after {:g} s)", o_.grace_period_s);
     for (const WorkerExit& e :
          (*group)->stop(SIGTERM, o_.grace_period_s, [this] { return hurry(); }))
       spdlog::info("rank {} stopped: {}", e.rank, e.status.ToString());
+    (*group)->drain(0.5);  // the failed workers' last lines, for the diagnosis
+    // The failure that explains the others: a rank that lost its peer is a consequence.
+    size_t primary = 0;
+    std::vector<Diagnosis> diagnoses;
+    for (size_t i = 0; i < failures.size(); ++i) {
+      const WorkerExit& e = failures[i];
+      diagnoses.push_back(diagnose(e.status, (*group)->tail(e.local_rank)));
+      json j = exit_fields(e);
+      j["round"] = round;
+      j["time"] = failure_times[i];
+      j["diagnosis"] = failure_kind_name(diagnoses[i].kind);
+      j["restartable"] = diagnoses[i].restartable;
+      j["reason"] = diagnoses[i].reason;
+      events_.write("worker_failed", j);
+      if (diagnoses[primary].kind == FailureKind::kPeerLost && diagnoses[i].kind != FailureKind::kPeerLost)
+        primary = i;
+    }
+    const WorkerExit first = failures[primary];
+    const Diagnosis& why = diagnoses[primary];
+    spdlog::error("rank {}: {}", first.rank, why.reason);
     persist_memory("worker_failed");
     if (interrupt_signal()) return finish(interrupted(group->get(), round));
-    if (may_restart(round, o_.max_restarts)) {
+    if (!why.restartable) {
+      spdlog::error("not restarting: {}", why.reason);
+      events_.write("job_stopped", {{"rank", first.rank}, {"diagnosis", failure_kind_name(why.kind)},
+                                    {"reason", why.reason}});
+    } else if (may_restart(round, o_.max_restarts)) {
       spdlog::warn("restarting the workers (restart {} of {})", round + 1, o_.max_restarts);
       events_.write("restart", {{"count", round + 1}, {"max_restarts", o_.max_restarts}});
       continue;
@@ -260,6 +286,7 @@ Result<AgentResult> Agent::run() {
     r.failure_tail = (*group)->tail(first.local_rank);
     r.failure_log = (*group)->log_path(first.local_rank);
     r.exit_code = agent_exit_code(first.status, 0);
+    r.diagnosis = why;
     r.summary = failure_summary(r);
     return finish(r);
   }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cairn/core/status.h"
+#include "cairn/elastic/diagnosis.h"
 #include "cairn/elastic/rendezvous.h"
 #include "cairn/elastic/worker_env.h"
 #include "cairn/elastic/worker_group.h"
@@ -66,6 +67,7 @@ struct AgentResult {
   int restarts = 0;                       // restarts performed
   int interrupt_signal = 0;               // non-zero when the agent was interrupted
   std::optional<WorkerExit> failure;      // the failure that ended the job, if one did
+  std::optional<Diagnosis> diagnosis;     // what that failure means
   std::vector<std::string> failure_tail;  // that worker's last lines of output
   std::string failure_log;                // that worker's log file
   std::string summary;  // human-readable account of how the job ended (may span lines)
