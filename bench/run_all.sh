@@ -10,6 +10,8 @@ echo "== data parallel (bench/ddp.py)"
 /usr/bin/python3 bench/ddp.py --cairn "$build/bin/cairn" --data "$data"
 echo "== flash checkpoints (bench/ckpt.py)"
 /usr/bin/python3 bench/ckpt.py --cairn "$build/bin/cairn" --data "$data"
+echo "== recovery and goodput (bench/recovery.py)"
+/usr/bin/python3 bench/recovery.py --cairn "$build/bin/cairn" --data "$data"
 
 for b in "$build"/bench/*_bench; do
   [ -x "$b" ] || continue
