@@ -94,12 +94,12 @@ def step_times(run, first, last):
 def plain_run(a, tmp, memory):
     """The same training without persists: step times with a memory save every `memory` steps
     (0: no checkpoints at all)."""
-    cfg = write_config(a, tmp, a.steps + 1, memory=memory, persist=0)
+    cfg = write_config(a, tmp, a.timed_steps + 2, memory=memory, persist=0)
     run = os.path.join(tmp, f"plain{memory}")
     subprocess.run([a.cairn, "--log-level", "warn", "train", cfg, "--no-progress", "--run-dir", run],
                    env=dict(os.environ, OMP_NUM_THREADS="2"), check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return step_times(run, 3, a.steps)
+    return step_times(run, 3, a.timed_steps + 2)
 
 
 def peer_side(manifest, tmp, repeats):
@@ -133,6 +133,8 @@ def main():
     p.add_argument("--n-layer", type=int, default=8)
     p.add_argument("--n-embd", type=int, default=512)
     p.add_argument("--steps", type=int, default=8, help="memory saves timed before the kill")
+    p.add_argument("--timed-steps", type=int, default=20,
+                   help="steps whose times are compared with and without memory saves")
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args()
     bench = a.ckpt_bench or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(a.cairn))),

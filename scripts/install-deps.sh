@@ -12,7 +12,7 @@ packages=(
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libxxhash-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libicu-dev bible-kjv
+  libicu-dev bible-kjv gdb
 )
 # Node.js runs the reference tokenizer in tests and npm fetches its files; a node from
 # elsewhere (e.g. NodeSource) is used when present, since Debian's npm conflicts with it.

@@ -136,7 +136,8 @@ Result<std::unique_ptr<ShmSlot>> ShmSlot::Create(const std::string& name, int64_
     return Status::FailedPrecondition(
         "/dev/shm has " + std::to_string(free_bytes) + " bytes free but the checkpoint slot " +
         name + " needs " + std::to_string(total) +
-        "; enlarge it (e.g. docker run --shm-size) or lower ckpt.memory_interval to 0");
+        "; enlarge it (e.g. docker run --shm-size), or set ckpt.memory_interval=0 to write "
+        "storage checkpoints directly");
   int fd = ::shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
   if (fd < 0) return core::errno_status("cannot create shared memory", name);
   if (::ftruncate(fd, total) != 0) {

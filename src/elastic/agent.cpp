@@ -2,8 +2,12 @@
 #include "cairn/elastic/agent.h"
 #include "cairn/elastic/diagnosis.h"
 #include "cairn/elastic/flash_slots.h"
+#include "cairn/elastic/progress.h"
+#include "cairn/elastic/stacks.h"
 
 #include <signal.h>
+
+#include <algorithm>
 #include <spdlog/spdlog.h>
 
 #include <nlohmann/json.hpp>
@@ -99,6 +103,7 @@ class Agent {
   Result<AgentResult> finish(AgentResult r) {
     services_.reset();
     remove_flash_slots();
+    unlink_progress(o_.run_dir, ranks_);
     json j = {{"exit_code", r.exit_code}, {"restarts", r.restarts}};
     if (r.interrupt_signal) j["signal"] = signal_name(r.interrupt_signal);
     events_.write("agent_end", j);
@@ -107,10 +112,12 @@ class Agent {
   Status fail(const Status& s) {
     services_.reset();
     remove_flash_slots();
+    unlink_progress(o_.run_dir, ranks_);
     events_.write("agent_end", {{"exit_code", 1}, {"error", s.ToString()}});
     return s;
   }
   std::vector<WorkerSpec> worker_specs(const World& world) const;
+  std::vector<int> detect_hangs(WorkerGroup& group, const World& world, double round_start);
   AgentResult interrupted(WorkerGroup* group, int restarts);
   std::string failure_summary(const AgentResult& r) const;
 
@@ -136,6 +143,31 @@ std::vector<WorkerSpec> Agent::worker_specs(const World& world) const {
     specs.push_back(std::move(s));
   }
   return specs;
+}
+
+// Every local worker that reported progress in this round but none for the hang timeout: its
+// stacks are dumped, then it is killed (its exit, diagnosed as a hang, ends the round).
+std::vector<int> Agent::detect_hangs(WorkerGroup& group, const World& world, double round_start) {
+  std::vector<int> hung;
+  const double now = core::unix_time();
+  for (int local = 0; local < world.nproc_per_node; ++local) {
+    const int rank = world.global_rank(local);
+    auto p = read_progress(o_.run_dir, rank);
+    const pid_t pid = group.pid(local);
+    if (!p || pid == 0 || p->unix_time < round_start || now - p->unix_time <= o_.hang_timeout_s)
+      continue;
+    spdlog::error("rank {} (pid {}) made no progress for {:.0f} s after step {}: dumping its "
+                  "stacks, then restarting", rank, pid, now - p->unix_time, p->step);
+    std::string file = o_.run_dir + "/logs/hang-rank-" + std::to_string(rank) + ".txt";
+    std::string stacks = dump_stacks(pid, 60.0);
+    (void)core::write_file_atomic(file, stacks);
+    spdlog::error("stacks of rank {} (also in {}):\n{}", rank, file, stacks);
+    events_.write("hang", {{"rank", rank}, {"pid", pid}, {"last_step", p->step},
+                           {"silent_s", now - p->unix_time}, {"stacks", file}});
+    group.signal_one(local, SIGKILL);
+    hung.push_back(rank);
+  }
+  return hung;
 }
 
 AgentResult Agent::interrupted(WorkerGroup* group, int restarts) {
@@ -223,7 +255,10 @@ Result<AgentResult> Agent::run() {
     // Supervise until a failure, the end, or a signal to the agent.
     std::vector<WorkerExit> failures;
     std::vector<double> failure_times;
+    std::vector<int> hung;  // global ranks the hang detector killed
+    const double round_start = core::unix_time();
     while (failures.empty() && (*group)->num_running() > 0 && !interrupt_signal()) {
+      if (o_.hang_timeout_s > 0 && hung.empty()) hung = detect_hangs(**group, *world, round_start);
       for (const WorkerExit& e : (*group)->poll(o_.monitor_interval_s)) {
         if (e.status.success()) {
           spdlog::info("rank {} exited 0", e.rank);
@@ -256,6 +291,11 @@ Result<AgentResult> Agent::run() {
     for (size_t i = 0; i < failures.size(); ++i) {
       const WorkerExit& e = failures[i];
       diagnoses.push_back(diagnose(e.status, (*group)->tail(e.local_rank)));
+      if (std::find(hung.begin(), hung.end(), e.rank) != hung.end())
+        diagnoses.back() = {FailureKind::kHang, true,
+                            "no progress for " + fmt::format("{:g}", o_.hang_timeout_s) +
+                                " s (--hang-timeout); stacks in " + o_.run_dir + "/logs/hang-rank-" +
+                                std::to_string(e.rank) + ".txt"};
       json j = exit_fields(e);
       j["round"] = round;
       j["time"] = failure_times[i];

@@ -80,6 +80,10 @@ void add_launch_flags(CLI::App& cmd, LaunchFlags* f) {
   cmd.add_option("--grace-period,--grace_period", f->grace_period,
                  "seconds from SIGTERM to SIGKILL when stopping workers (default 10)")
       ->option_text("SECONDS");
+  cmd.add_option("--hang-timeout,--hang_timeout", f->hang_timeout,
+                 "a worker that reported step progress and then none for this long is hung: "
+                 "its stacks are logged and the group restarted (default 600; 0 = off)")
+      ->option_text("SECONDS");
   cmd.add_option("--run-dir,--run_dir", f->run_dir,
                  "run directory: events.jsonl, logs/worker-<rank>.log (default runs/<time>)")
       ->option_text("DIR");
@@ -185,6 +189,10 @@ Result<LaunchOptions> resolve_launch_options(const LaunchFlags& f) {
   if (f.monitor_interval) {
     CAIRN_ASSIGN_OR_RETURN(o.monitor_interval_s,
                            parse_seconds("--monitor-interval", *f.monitor_interval, 0.001, 60));
+  }
+  if (f.hang_timeout) {
+    CAIRN_ASSIGN_OR_RETURN(o.hang_timeout_s,
+                           parse_seconds("--hang-timeout", *f.hang_timeout, 0, 7 * 24 * 3600));
   }
   if (f.grace_period) {
     CAIRN_ASSIGN_OR_RETURN(o.grace_period_s,

@@ -213,6 +213,17 @@ void WorkerGroup::drain(double timeout_s) {
       if (w->fd(stream) >= 0) close_stream(*w, stream);
 }
 
+pid_t WorkerGroup::pid(int local_rank) const {
+  for (const auto& w : workers_)
+    if (w->spec.local_rank == local_rank && !w->process->reaped()) return w->process->pid();
+  return 0;
+}
+
+void WorkerGroup::signal_one(int local_rank, int signal) {
+  for (auto& w : workers_)
+    if (w->spec.local_rank == local_rank && !w->process->reaped()) w->process->signal_group(signal);
+}
+
 std::vector<std::string> WorkerGroup::tail(int local_rank) const {
   for (const auto& w : workers_)
     if (w->spec.local_rank == local_rank) return w->tail.lines();

@@ -19,6 +19,7 @@
 #include "cairn/data/local_sampler.h"
 #include "cairn/data/token_file.h"
 #include "cairn/elastic/flash_slots.h"
+#include "cairn/elastic/progress.h"
 #include "cairn/model/config.h"
 #include "cairn/model/language_model.h"
 #include "cairn/comm/group.h"
@@ -72,6 +73,7 @@ struct Trainer::Impl {
   std::shared_ptr<model::LanguageModel> model;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<FlashSlots> flash;
+  std::unique_ptr<elastic::ProgressWriter> progress;  // read by the agent's hang detector
   // This rank's persister when no agent persists for it (plain `cairn train`).
   std::unique_ptr<ckpt::SlotPersister> persister;
   bool direct_persist = false;  // /dev/shm too small: storage checkpoints written directly
@@ -486,6 +488,11 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
     while (impl->ckpt_dir.size() > 1 && impl->ckpt_dir.back() == '/') impl->ckpt_dir.pop_back();
   }
   impl->flash = std::make_unique<FlashSlots>(run.run_dir, impl->rank);
+  if (run.report_progress) {
+    auto p = elastic::ProgressWriter::Open(run.run_dir, impl->rank);
+    if (!p.ok()) return p.status().WithContext("progress report for the hang detector");
+    impl->progress = std::move(p).value();
+  }
   if (!run.agent_persists) {
     ckpt::SlotPersisterOptions po;
     po.slots[impl->rank] = impl->flash->names();
@@ -597,6 +604,7 @@ Result<RunSummary> Trainer::run() {
     if (Status s = m.finish_checkpoint(); !s.ok()) return s;
     m.engine->step(lr);
     ++m.step;
+    if (m.progress) m.progress->report(m.step);
     double dt = seconds_since(t0);
     double tps = tokens_per_step / dt;
     ema_tps = ema_tps == 0 ? tps : 0.9 * ema_tps + 0.1 * tps;
@@ -620,6 +628,7 @@ Result<RunSummary> Trainer::run() {
       extra = buf;
     }
     m.log->metrics(row);
+    if (m.progress) m.progress->report(m.step);  // evaluation is progress too
     if (m.run.progress && m.rank == 0) {
       double mfu_ema = m.peak_flops > 0 ? flops_per_token * ema_tps / m.peak_flops : 0;
       progress.update({m.step, m.max_steps, loss, lr, ema_tps, mfu_ema,

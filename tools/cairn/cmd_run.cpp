@@ -129,6 +129,7 @@ void run_run(elastic::LaunchFlags& flags, const CLI::App& cmd) {
   ao.max_restarts = options->max_restarts;
   ao.monitor_interval_s = options->monitor_interval_s;
   ao.grace_period_s = options->grace_period_s;
+  ao.hang_timeout_s = options->hang_timeout_s;
   ao.run_dir = run_dir;
   ao.base_env = std::move(env);
   ao.num_cores = usable_cores();
@@ -176,6 +177,9 @@ void register_run_command(CLI::App& app) {
       "TORCHELASTIC_RUN_ID, OMP_NUM_THREADS (unless set) and CAIRN_RUN_DIR, so unmodified PyTorch\n"
       "scripts run under it. Output goes to <run-dir>/logs/worker-<rank>.log and to the terminal\n"
       "as '[rank R] ...'; <run-dir>/events.jsonl records starts, failures and restarts.\n"
+      "The agent persists its workers' in-memory checkpoints in the background (cairn train's\n"
+      "ckpt.persist_interval), and after a failure or a signal writes what they left in memory\n"
+      "to storage before restarting or exiting; it removes the segments when the job ends.\n"
       "SIGINT (Ctrl-C), SIGTERM and SIGHUP are forwarded to the workers, SIGKILL follows after\n"
       "--grace-period (a second Ctrl-C kills at once). Exit code: 0 when every worker exits 0;\n"
       "the first failed worker's code (128+signal if killed) when no restart is left; 128+signal\n"

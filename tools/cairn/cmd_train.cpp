@@ -77,7 +77,8 @@ void run_train(const TrainArgs& a) {
   // `cairn run` persists the slots of workers whose run directory is its own.
   if (const char* d = std::getenv("CAIRN_AGENT_PERSISTS"); d && *d)
     run.agent_persists = elastic::flash_slot_name(d, 0, 0) == elastic::flash_slot_name(run.run_dir, 0, 0);
-  run.keep_slots = run.agent_persists;  // the agent restarts workers from them, then removes them
+  run.keep_slots = run.agent_persists;
+  run.report_progress = run.agent_persists;  // the agent watches for hangs  // the agent restarts workers from them, then removes them
   if (Status s = core::make_dirs(run.run_dir); !s.ok()) throw StatusError(s);
   core::init_logging({spdlog::level::to_string_view(spdlog::get_level()).data(),
                       run.run_dir + (rank == 0 ? "/train.log" : "/train-rank" + std::to_string(rank) + ".log"),
@@ -115,7 +116,10 @@ void register_train_command(CLI::App& app) {
       "  cairn train configs/gpt-kjv.yaml --set train.lr=3e-4 --max-steps 200 --run-dir runs/a\n"
       "  cairn train configs/gpt-kjv.yaml --run-dir runs/a --resume   # continue runs/a\n"
       "  cairn train --describe                                       # every config key\n"
+      "  cairn train configs/gpt-kjv.yaml --set ckpt.memory_interval=1 --set ckpt.persist_interval=50\n"
       "The run directory holds config.yaml, metrics.jsonl, events.jsonl, train.log and ckpt/.\n"
+      "Checkpoints go to shared memory first (a pause of milliseconds) and to ckpt/ in the\n"
+      "background: ckpt.memory_interval, ckpt.persist_interval, ckpt.keep_last, ckpt.keep_every.\n"
       "Ctrl-C saves a checkpoint at the next step boundary; --resume continues from it.");
   cmd->add_option("config", args->config, "job config (YAML)");
   cmd->add_option("--set", args->overrides, "override a key: section.key=value (repeatable)");

@@ -45,6 +45,10 @@ struct AgentOptions {
   double monitor_interval_s = 0.1;      // longest sleep between checks of workers and signals
   double grace_period_s = 10.0;         // SIGTERM (or the forwarded signal) → SIGKILL delay
   double rendezvous_timeout_s = 900.0;  // longest wait for the world of one round
+  // A worker that reported step progress (cairn train does, every step) and then reports none
+  // for this long is hung: its threads' stacks go to logs/hang-rank-<R>.txt and the agent's
+  // log, then the group is restarted like after a failure. 0 = off.
+  double hang_timeout_s = 0;
   // Run directory. REQUIRES: exists. The agent appends to <run_dir>/events.jsonl and writes
   // <run_dir>/logs/worker-<rank>.log.
   std::string run_dir;

@@ -24,6 +24,7 @@ struct LaunchFlags {
   std::optional<std::string> max_restarts;      // --max-restarts K
   std::optional<std::string> monitor_interval;  // --monitor-interval SECONDS
   std::optional<std::string> grace_period;      // --grace-period SECONDS
+  std::optional<std::string> hang_timeout;      // --hang-timeout SECONDS
   std::optional<std::string> run_dir;           // --run-dir DIR
   bool standalone = false;                      // --standalone
   std::vector<std::string> command;             // everything after `--`
@@ -59,6 +60,7 @@ struct LaunchOptions {
   int max_restarts = 0;              // restarts of the local worker group after a failure
   double monitor_interval_s = 0.1;   // longest sleep between checks of the workers
   double grace_period_s = 10.0;      // SIGTERM → SIGKILL delay when stopping workers
+  double hang_timeout_s = 600.0;     // no step progress for this long = hung; 0 = off
   std::string run_dir;               // empty: the CLI picks runs/<time>
   std::vector<std::string> command;  // the worker command, non-empty
 };

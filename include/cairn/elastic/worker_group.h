@@ -72,6 +72,10 @@ class WorkerGroup {
 
   int size() const { return int(workers_.size()); }
   int num_running() const;
+  // The pid of local worker `local_rank` while it runs, else 0.
+  pid_t pid(int local_rank) const;
+  // Sends `signal` to one running worker's process group.
+  void signal_one(int local_rank, int signal);
   // The last lines (up to tail_lines) of local worker `local_rank`'s output.
   std::vector<std::string> tail(int local_rank) const;
   // Log file of local worker `local_rank`; empty without log_dir.

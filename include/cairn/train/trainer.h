@@ -35,6 +35,8 @@ struct RunOptions {
                                                // null = one process
   bool agent_persists = false;                 // the agent (cairn run) persists this rank's
                                                // slots; false = a thread of this process does
+  bool report_progress = false;                // publish each finished step for the agent's
+                                               // hang detector (elastic::ProgressWriter)
   bool keep_slots = false;                     // leave the in-memory slots behind when the
                                                // trainer ends before max_steps (for a restart;
                                                // the agent removes them at the end of the job)

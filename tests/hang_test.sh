@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Hang detection under `cairn run`: a worker that stops making progress (SIGSTOP) is found
+# after --hang-timeout, its threads' stacks are written to the log, the group is restarted
+# from the in-memory checkpoint and the run ends byte-identical to an uninterrupted one.
+# Usage: hang_test.sh CAIRN
+set -euo pipefail
+cairn=$1
+work=$(mktemp -d)
+agent=
+trap '[ -n "$agent" ] && kill -9 $agent 2>/dev/null; rm -rf "$work"' EXIT
+source "$(dirname "$0")/lib.sh"
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+command -v gdb > /dev/null || fail "gdb is required (scripts/install-deps.sh installs it)"
+
+prepare_kjv 200000
+cat > "$work/tiny.yaml" <<YAML
+model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: 64, vocab_size: 50304, block_size: 32}
+train: {micro_batch_size: 4, global_batch_size: 8, seq_len: 32, max_steps: 50, lr: 3.0e-3,
+        warmup_steps: 5, eval_interval: 0, eval_batches: 2}
+ckpt: {memory_interval: 1}
+data: {path: $work/data}
+YAML
+
+"$cairn" run --nproc-per-node 2 --run-dir "$work/straight" -- "$cairn" train "$work/tiny.yaml" \
+  --no-progress > "$work/straight.out" 2>&1 || { tail -20 "$work/straight.out"; fail "straight run failed"; }
+
+echo "-- SIGSTOP one worker at step >= 15; --hang-timeout 3"
+"$cairn" run --nproc-per-node 2 --max-restarts 1 --hang-timeout 3 --grace-period 2 --run-dir "$work/run" -- \
+  "$cairn" train "$work/tiny.yaml" --no-progress --resume > "$work/run.out" 2>&1 &
+agent=$!
+for _ in $(seq 1 600); do
+  [ -f "$work/run/metrics.jsonl" ] && [ "$(wc -l < "$work/run/metrics.jsonl")" -ge 15 ] && break
+  sleep 0.1
+done
+victim=$(pgrep -P $agent | tail -n 1)
+[ -n "$victim" ] || fail "no worker to stop"
+kill -STOP "$victim"
+t0=$(date +%s)
+rc=0; wait $agent || rc=$?
+agent=
+[ $rc -eq 0 ] || { tail -30 "$work/run.out"; fail "the job should finish after the restart (exit $rc)"; }
+grep -q '"event":"hang"' "$work/run/events.jsonl" || fail "no hang event"
+grep '"event":"worker_failed"' "$work/run/events.jsonl" | grep -q '"diagnosis":"hang"' || fail "not diagnosed as a hang"
+grep -q "made no progress for" "$work/run/logs/agent.log" || fail "the agent log does not report the hang"
+stacks=$(ls "$work"/run/logs/hang-rank-*.txt | head -n 1)
+grep -q "^Thread " "$stacks" || { cat "$stacks"; fail "no thread stacks in $stacks"; }
+grep -q "cairn::" "$stacks" || { cat "$stacks"; fail "the stacks do not show cairn's frames"; }
+grep -q '"event":"restart"' "$work/run/events.jsonl" || fail "no restart"
+for r in 0 1; do
+  cmp "$work/straight/ckpt/step-00000050/rank-0000$r.bin" "$work/run/ckpt/step-00000050/rank-0000$r.bin" ||
+    fail "the run restarted after the hang differs from the uninterrupted run"
+done
+echo "PASS"
