@@ -46,6 +46,11 @@ stacks=$(ls "$work"/run/logs/hang-rank-*.txt | head -n 1)
 grep -q "^Thread " "$stacks" || { cat "$stacks"; fail "no thread stacks in $stacks"; }
 grep -q "cairn::" "$stacks" || { cat "$stacks"; fail "the stacks do not show cairn's frames"; }
 grep -q '"event":"restart"' "$work/run/events.jsonl" || fail "no restart"
+# The job's goodput, with the hang's downtime charged to the restart.
+gp=$(grep '"event":"goodput"' "$work/run/events.jsonl") || fail "no goodput event"
+echo "$gp" | grep -q '"failures":1' || fail "goodput should count one failure: $gp"
+grep -q "goodput [0-9.]*% (productive" "$work/run.out" || fail "cairn run did not print the goodput"
+echo "   $(grep -o 'goodput [0-9.]*% (productive.*' "$work/run.out")"
 for r in 0 1; do
   cmp "$work/straight/ckpt/step-00000050/rank-0000$r.bin" "$work/run/ckpt/step-00000050/rank-0000$r.bin" ||
     fail "the run restarted after the hang differs from the uninterrupted run"

@@ -2,6 +2,7 @@
 #include "cairn/elastic/agent.h"
 #include "cairn/elastic/diagnosis.h"
 #include "cairn/elastic/flash_slots.h"
+#include "cairn/elastic/goodput.h"
 #include "cairn/elastic/progress.h"
 #include "cairn/elastic/stacks.h"
 
@@ -104,6 +105,20 @@ class Agent {
     services_.reset();
     remove_flash_slots();
     unlink_progress(o_.run_dir, ranks_);
+    if (node_rank_ == 0) {  // rank 0 writes metrics.jsonl
+      std::vector<StepRow> rows;
+      std::vector<TimedEvent> events;
+      if (read_goodput_inputs(o_.run_dir, &rows, &events).ok() && !rows.empty()) {
+        Goodput g = compute_goodput(rows, events, start_time_, core::unix_time());
+        r.goodput = g;
+        spdlog::info("{}", g.ToString());
+        events_.write("goodput", {{"goodput", g.goodput()}, {"wall_s", g.wall_s},
+                                  {"productive_s", g.productive_s}, {"restart_s", g.restart_s},
+                                  {"load_s", g.load_s}, {"lost_s", g.lost_s},
+                                  {"other_s", g.other_s}, {"failures", g.failures},
+                                  {"steps", g.steps}});
+      }
+    }
     json j = {{"exit_code", r.exit_code}, {"restarts", r.restarts}};
     if (r.interrupt_signal) j["signal"] = signal_name(r.interrupt_signal);
     events_.write("agent_end", j);
@@ -123,6 +138,8 @@ class Agent {
 
   std::vector<int> ranks_;  // global ranks of this node's workers in the current round
   std::unique_ptr<RoundServices> services_;  // of the current round
+  int node_rank_ = 0;
+  double start_time_ = core::unix_time();
   Rendezvous& rdzv_;
   const AgentOptions& o_;
   EventLog events_;
@@ -226,6 +243,7 @@ Result<AgentResult> Agent::run() {
                                     {"run_id", world->run_id},
                                     {"max_restarts", o_.max_restarts},
                                     {"command", o_.command}});
+    node_rank_ = world->node_rank;
     ranks_.clear();
     for (int i = 0; i < world->nproc_per_node; ++i) ranks_.push_back(world->global_rank(i));
     services_.reset();

@@ -14,6 +14,7 @@
 
 #include "cairn/core/status.h"
 #include "cairn/elastic/diagnosis.h"
+#include "cairn/elastic/goodput.h"
 #include "cairn/elastic/rendezvous.h"
 #include "cairn/elastic/worker_env.h"
 #include "cairn/elastic/worker_group.h"
@@ -72,6 +73,7 @@ struct AgentResult {
   int interrupt_signal = 0;               // non-zero when the agent was interrupted
   std::optional<WorkerExit> failure;      // the failure that ended the job, if one did
   std::optional<Diagnosis> diagnosis;     // what that failure means
+  std::optional<Goodput> goodput;         // node 0, when the workers wrote metrics.jsonl
   std::vector<std::string> failure_tail;  // that worker's last lines of output
   std::string failure_log;                // that worker's log file
   std::string summary;  // human-readable account of how the job ended (may span lines)
