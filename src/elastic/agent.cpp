@@ -231,8 +231,9 @@ std::string Agent::failure_summary(const AgentResult& r) const {
 Result<AgentResult> Agent::run() {
   std::string logs = o_.run_dir + "/logs";
   if (Status s = core::make_dirs(logs); !s.ok()) return s;
+  int restarts = 0;  // after failures; a round also ends when membership changes
   for (int round = 0;; ++round) {
-    if (interrupt_signal()) return finish(interrupted(nullptr, round));
+    if (interrupt_signal()) return finish(interrupted(nullptr, restarts));
     auto world = rdzv_.next_round(round, o_.rendezvous_timeout_s);
     if (!world.ok()) return fail(world.status().WithContext("rendezvous"));
     if (round == 0)
@@ -268,18 +269,30 @@ Result<AgentResult> Agent::run() {
     spdlog::info("started {} worker(s): ranks {}..{} of {}, master {}:{}{}", world->nproc_per_node,
                  world->global_rank(0), world->global_rank(world->nproc_per_node - 1),
                  world->world_size(), world->master_addr, world->master_port,
-                 round > 0 ? fmt::format(", restart {} of {}", round, o_.max_restarts) : "");
+                 round > 0 ? fmt::format(", round {} ({} restart(s) of {})", round, restarts,
+                                         o_.max_restarts)
+                           : "");
 
     // Supervise until a failure, the end, or a signal to the agent.
     std::vector<WorkerExit> failures;
     std::vector<double> failure_times;
     std::vector<int> hung;  // global ranks the hang detector killed
     const double round_start = core::unix_time();
-    while (failures.empty() && (*group)->num_running() > 0 && !interrupt_signal()) {
+    std::string round_over;  // set when the rendezvous ends the round
+    int64_t last_step = -1;
+    int finished = 0;  // workers that exited 0
+    while (failures.empty() && (*group)->num_running() > 0 && !interrupt_signal() &&
+           round_over.empty()) {
       if (o_.hang_timeout_s > 0 && hung.empty()) hung = detect_hangs(**group, *world, round_start);
+      if (auto p = read_progress(o_.run_dir, world->global_rank(0)); p && p->step != last_step) {
+        last_step = p->step;
+        rdzv_.progress(last_step);
+      }
+      if (std::string why; rdzv_.round_over(&why)) round_over = why.empty() ? "membership changed" : why;
       for (const WorkerExit& e : (*group)->poll(o_.monitor_interval_s)) {
         if (e.status.success()) {
           spdlog::info("rank {} exited 0", e.rank);
+          ++finished;
           continue;
         }
         spdlog::error("rank {} (pid {}) failed: {}", e.rank, e.pid, e.status.ToString());
@@ -287,11 +300,27 @@ Result<AgentResult> Agent::run() {
         failure_times.push_back(core::unix_time());
       }
     }
-    if (interrupt_signal()) return finish(interrupted(group->get(), round));
+    if (interrupt_signal()) return finish(interrupted(group->get(), restarts));
+    if (failures.empty() && !round_over.empty()) {
+      // Membership changed (a node lost or waiting to join): a new round, not a failure.
+      spdlog::warn("the round is over: {}; stopping the workers to join the next one", round_over);
+      for (const WorkerExit& e :
+           (*group)->stop(SIGTERM, o_.grace_period_s, [this] { return hurry(); })) {
+        spdlog::info("rank {} stopped: {}", e.rank, e.status.ToString());
+        finished += e.status.success();
+      }
+      if (finished < (*group)->size()) {
+        events_.write("round_over", {{"round", round}, {"reason", round_over}});
+        persist_memory("round_over");
+        continue;
+      }
+      // The workers had finished the job (another node leaving at the end ended the round).
+    }
     if (failures.empty()) {
       (*group)->drain(1.0);
+      rdzv_.job_done();
       AgentResult r;
-      r.restarts = round;
+      r.restarts = restarts;
       r.summary = "all " + std::to_string((*group)->size()) + " worker(s) exited 0";
       return finish(r);
     }
@@ -328,18 +357,21 @@ Result<AgentResult> Agent::run() {
     const Diagnosis& why = diagnoses[primary];
     spdlog::error("rank {}: {}", first.rank, why.reason);
     persist_memory("worker_failed");
-    if (interrupt_signal()) return finish(interrupted(group->get(), round));
+    rdzv_.worker_failed(first.rank, first.status, why.reason);
+    if (interrupt_signal()) return finish(interrupted(group->get(), restarts));
     if (!why.restartable) {
       spdlog::error("not restarting: {}", why.reason);
       events_.write("job_stopped", {{"rank", first.rank}, {"diagnosis", failure_kind_name(why.kind)},
                                     {"reason", why.reason}});
-    } else if (may_restart(round, o_.max_restarts)) {
-      spdlog::warn("restarting the workers (restart {} of {})", round + 1, o_.max_restarts);
-      events_.write("restart", {{"count", round + 1}, {"max_restarts", o_.max_restarts}});
+    } else if (may_restart(restarts, o_.max_restarts)) {
+      ++restarts;
+      spdlog::warn("restarting the workers (restart {} of {})", restarts, o_.max_restarts);
+      events_.write("restart", {{"count", restarts}, {"max_restarts", o_.max_restarts}});
       continue;
     }
+    rdzv_.job_done();
     AgentResult r;
-    r.restarts = round;
+    r.restarts = restarts;
     r.failure = first;
     r.failure_tail = (*group)->tail(first.local_rank);
     r.failure_log = (*group)->log_path(first.local_rank);

@@ -80,6 +80,25 @@ void add_launch_flags(CLI::App& cmd, LaunchFlags* f) {
   cmd.add_option("--grace-period,--grace_period", f->grace_period,
                  "seconds from SIGTERM to SIGKILL when stopping workers (default 10)")
       ->option_text("SECONDS");
+  cmd.add_option("--node-id,--node_id", f->node_id,
+                 "--rdzv-backend cairn: this node's stable name (default: the host name)")
+      ->option_text("ID");
+  cmd.add_option("--node-host,--node_host", f->node_host,
+                 "--rdzv-backend cairn: the address other nodes reach this node at (default: the "
+                 "local address that routes to the master)")
+      ->option_text("ADDR");
+  cmd.add_option("--job-token,--job_token", f->job_token,
+                 "--rdzv-backend cairn: the job's token (default: $CAIRN_JOB_TOKEN)")
+      ->option_text("TOKEN");
+  cmd.add_flag("--embed-master,--embed_master", f->embed_master,
+               "--rdzv-backend cairn: run the elastic master inside this agent, listening on "
+               "the --rdzv-endpoint port");
+  cmd.add_option("--rdzv-wait,--rdzv_wait", f->rdzv_wait,
+                 "embedded master: seconds to wait at >= MIN nodes for more (default 10)")
+      ->option_text("SECONDS");
+  cmd.add_option("--heartbeat-timeout,--heartbeat_timeout", f->heartbeat_timeout,
+                 "embedded master: a node silent this long is dropped (default 30)")
+      ->option_text("SECONDS");
   cmd.add_option("--hang-timeout,--hang_timeout", f->hang_timeout,
                  "a worker that reported step progress and then none for this long is hung: "
                  "its stacks are logged and the group restarted (default 600; 0 = off)")
@@ -178,10 +197,39 @@ Result<LaunchOptions> resolve_launch_options(const LaunchFlags& f) {
                       "expected 0 <= R < nnodes (" + std::to_string(o.max_nodes) + ")");
     o.node_rank = *rank;
   }
-  if (f.rdzv_backend && *f.rdzv_backend != "static")
+  if (f.rdzv_backend && *f.rdzv_backend != "static" && *f.rdzv_backend != "cairn")
     return bad_flag("--rdzv-backend", *f.rdzv_backend,
-                    "only 'static' is available: nodes are given by --node-rank and "
-                    "--rdzv-endpoint");
+                    "'static' (nodes given by --node-rank and --rdzv-endpoint) or 'cairn' (nodes "
+                    "join the elastic master at --rdzv-endpoint)");
+  o.elastic = f.rdzv_backend && *f.rdzv_backend == "cairn";
+  if (!o.elastic && (f.node_id || f.node_host || f.job_token || f.embed_master || f.rdzv_wait ||
+                     f.heartbeat_timeout))
+    return Status::InvalidArgument(
+        "--node-id, --node-host, --job-token, --embed-master, --rdzv-wait and --heartbeat-timeout "
+        "need --rdzv-backend cairn");
+  if (o.elastic) {
+    if (!f.rdzv_endpoint)
+      return Status::InvalidArgument(
+          "--rdzv-backend cairn needs --rdzv-endpoint HOST:PORT of the elastic master");
+    if (f.node_rank)
+      return bad_flag("--node-rank", *f.node_rank,
+                      "with --rdzv-backend cairn the master assigns node ranks; drop it");
+    if (f.standalone) return Status::InvalidArgument("--standalone and --rdzv-backend cairn exclude each other");
+    o.embed_master = f.embed_master;
+    if (f.node_id) {
+      if (f.node_id->empty()) return bad_flag("--node-id", "", "expected a non-empty name");
+      o.node_id = *f.node_id;
+    }
+    if (f.node_host) o.node_host = *f.node_host;
+    if (f.job_token) o.job_token = *f.job_token;
+    if (f.rdzv_wait) {
+      CAIRN_ASSIGN_OR_RETURN(o.rdzv_wait_s, parse_seconds("--rdzv-wait", *f.rdzv_wait, 0, 86400));
+    }
+    if (f.heartbeat_timeout) {
+      CAIRN_ASSIGN_OR_RETURN(o.heartbeat_timeout_s,
+                             parse_seconds("--heartbeat-timeout", *f.heartbeat_timeout, 0.5, 86400));
+    }
+  }
   if (f.max_restarts) {
     CAIRN_ASSIGN_OR_RETURN(o.max_restarts,
                            parse_int("--max-restarts", *f.max_restarts, 0, 1000000));
@@ -239,7 +287,7 @@ Result<LaunchOptions> resolve_launch_options(const LaunchFlags& f) {
       CAIRN_ASSIGN_OR_RETURN(o.master_port, parse_int("--master-port", *f.master_port, 1, 65535));
     }
   }
-  if (o.max_nodes > 1 && !has_endpoint)
+  if (o.max_nodes > 1 && !has_endpoint && !o.elastic)
     return Status::InvalidArgument(
         "--nnodes " + f.nnodes.value_or("") +
         " spans several nodes: give --rdzv-endpoint HOST:PORT of node 0 and --node-rank");

@@ -189,3 +189,24 @@ Status MasterRendezvous::leave() {
 MasterClient& MasterRendezvous::client() { return *impl_->client; }
 
 }  // namespace cairn::elastic
+
+namespace cairn::elastic {
+
+bool MasterRendezvous::round_over(std::string* reason) {
+  if (!rejoin_requested()) return false;
+  if (reason) *reason = rejoin_reason();
+  return true;
+}
+
+void MasterRendezvous::worker_failed(int global_rank, const ExitStatus& exit,
+                                     const std::string& diagnosis) {
+  Status s = report_failure(global_rank, exit, diagnosis);
+  if (!s.ok()) spdlog::warn("could not report the failure to the master: {}", s.ToString());
+}
+
+void MasterRendezvous::job_done() {
+  Status s = leave();
+  if (!s.ok()) spdlog::warn("could not tell the master this node is done: {}", s.ToString());
+}
+
+}  // namespace cairn::elastic

@@ -18,6 +18,7 @@
 #include "cairn/ckpt/persist.h"
 #include "cairn/elastic/flash_slots.h"
 #include "commands.h"
+#include "run_elastic.h"
 
 extern char** environ;
 
@@ -118,11 +119,20 @@ void run_run(elastic::LaunchFlags& flags, const CLI::App& cmd) {
   ro.master_port = options->master_port;
   ro.run_id = options->run_id.empty() ? std::filesystem::path(run_dir).filename().string()
                                       : options->run_id;
-  if (options->min_nodes < options->max_nodes)
+  if (options->min_nodes < options->max_nodes && !options->elastic)
     spdlog::warn("--nnodes {}:{}: static rendezvous fixes the world at {} nodes",
                  options->min_nodes, options->max_nodes, options->max_nodes);
   spdlog::info("run directory {}", run_dir);
-  elastic::StaticRendezvous rendezvous(ro);
+  elastic::StaticRendezvous static_rendezvous(ro);
+  elastic::Rendezvous* rendezvous = &static_rendezvous;
+  ElasticRun elastic_run;
+  if (options->elastic) {
+    auto e = start_elastic(*options, run_dir, ro.run_id);
+    if (!e.ok()) throw StatusError(e.status());
+    elastic_run = std::move(e).value();
+    rendezvous = elastic_run.rendezvous.get();
+    env["CAIRN_BIND_HOST"] = elastic_run.node_host;
+  }
 
   elastic::AgentOptions ao;
   ao.command = command;
@@ -151,7 +161,7 @@ void run_run(elastic::LaunchFlags& flags, const CLI::App& cmd) {
   Result<elastic::AgentResult> result = Status::Internal("agent did not run");
   {
     AgentSignals signals;
-    result = elastic::run_agent(rendezvous, ao);
+    result = elastic::run_agent(*rendezvous, ao);
   }
   if (!result.ok()) throw StatusError(result.status());
   if (result->exit_code == 0) {

@@ -17,7 +17,13 @@ struct LaunchFlags {
   std::optional<std::string> nproc_per_node;    // --nproc-per-node N
   std::optional<std::string> node_rank;         // --node-rank R
   std::optional<std::string> rdzv_endpoint;     // --rdzv-endpoint HOST[:PORT]
-  std::optional<std::string> rdzv_backend;      // --rdzv-backend static
+  std::optional<std::string> rdzv_backend;      // --rdzv-backend static | cairn
+  std::optional<std::string> node_id;           // --node-id ID (cairn backend)
+  std::optional<std::string> node_host;         // --node-host ADDR (cairn backend)
+  std::optional<std::string> job_token;         // --job-token TOKEN (cairn backend)
+  std::optional<std::string> rdzv_wait;         // --rdzv-wait SECONDS (embedded master)
+  std::optional<std::string> heartbeat_timeout; // --heartbeat-timeout SECONDS (embedded master)
+  bool embed_master = false;                    // --embed-master
   std::optional<std::string> rdzv_id;           // --rdzv-id ID
   std::optional<std::string> master_addr;       // --master-addr HOST (torchrun's older static form)
   std::optional<std::string> master_port;       // --master-port PORT
@@ -54,6 +60,15 @@ struct LaunchOptions {
   // True when the job stays on this machine (the default for one node without an endpoint):
   // MASTER_ADDR is 127.0.0.1 and MASTER_PORT a free port chosen for every round.
   bool standalone = true;
+  // --rdzv-backend cairn: nodes join the elastic master at master_host:master_port (started by
+  // this agent with embed_master, else by `cairn master`); node ranks come from the master.
+  bool elastic = false;
+  bool embed_master = false;
+  std::string node_id;               // elastic: stable name of this node (default: host name)
+  std::string node_host;             // elastic: address other nodes reach this node at ("" = auto)
+  std::string job_token;             // elastic: the job's token ("" = CAIRN_JOB_TOKEN)
+  double rdzv_wait_s = 10;           // embedded master: wait at >= min nodes for more
+  double heartbeat_timeout_s = 30;   // embedded master: a node silent this long is dropped
   std::string master_host;           // from --rdzv-endpoint or --master-addr; empty when standalone
   int master_port = 0;               // 0 when standalone
   std::string run_id;                // TORCHELASTIC_RUN_ID; empty: the run directory's name

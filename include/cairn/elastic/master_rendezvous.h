@@ -46,6 +46,10 @@ class MasterRendezvous : public Rendezvous {
   // says why the master kept the node waiting), kUnsupported when the round's nodes run
   // different numbers of workers (World describes equal nodes only), the client's errors.
   Result<World> next_round(int round, double timeout_s) override;
+  bool round_over(std::string* reason) override;
+  void worker_failed(int global_rank, const ExitStatus& exit, const std::string& diagnosis) override;
+  void progress(int64_t step) override { set_step(step); }
+  void job_done() override;
 
   // Set by the heartbeat thread when the master says this node's round is over; cleared when
   // next_round() returns a round.

@@ -3,10 +3,12 @@
 // per round (first start and every restart); `StaticRendezvous` answers from the command line.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
 #include "cairn/core/status.h"
+#include "cairn/elastic/exit_status.h"
 
 namespace cairn::elastic {
 
@@ -34,6 +36,17 @@ class Rendezvous {
   // Returns the world for round `round` (0 = first start, then one more per restart), waiting
   // at most `timeout_s` for other nodes. kTimeout when they did not come in time.
   virtual Result<World> next_round(int round, double timeout_s) = 0;
+
+  // Hooks for a rendezvous that follows membership at run time (the static one ignores them).
+  // True when this node's round is over (a node was lost or is waiting to join): the agent
+  // stops its workers and asks next_round again. `reason` says why.
+  virtual bool round_over(std::string* reason) { return false; }
+  // A local worker failed (before the agent stops the others).
+  virtual void worker_failed(int global_rank, const ExitStatus& exit, const std::string& diagnosis) {}
+  // The newest step this node's workers finished (for the master's view of the job).
+  virtual void progress(int64_t step) {}
+  // The job ended on this node (successfully or for good).
+  virtual void job_done() {}
 };
 
 struct StaticRendezvousOptions {

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Elastic training across "hosts": three network namespaces on one bridge (the master alone in
+# one, a cairn run agent in each of the other two), a shared checkpoint directory. Kill a whole
+# host: the job shrinks to one node and goes on from the newest checkpoint; bring the host
+# back: the job grows to two nodes again; it finishes with every step trained.
+# Needs root (ip netns). Usage: elastic_netns_test.sh CAIRN
+set -euo pipefail
+cairn=$1
+work=$(mktemp -d)
+ns=cn$$
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  for h in m a b; do
+    ip netns pids $ns$h 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns del $ns$h 2>/dev/null || true
+  done
+  [ -n "${KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+source "$(dirname "$0")/lib.sh"
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 CAIRN_JOB_TOKEN=netns-test-token
+command -v ip > /dev/null || fail "ip (iproute2) is required"
+[ "$(id -u)" = 0 ] || fail "network namespaces need root"
+
+echo "-- three hosts: $ns{m,a,b} on a bridge, 10.77.$(( $$ % 200 )).{1,2,3}"
+net=10.77.$(( $$ % 200 ))
+for h in m a b; do ip netns add $ns$h; ip -n $ns$h link set lo up; done
+ip -n ${ns}m link add br0 type bridge
+ip -n ${ns}m addr add $net.1/24 dev br0
+ip -n ${ns}m link set br0 up
+i=2
+for h in a b; do
+  ip link add v$ns$h type veth peer name b$ns$h
+  ip link set v$ns$h netns $ns$h
+  ip link set b$ns$h netns ${ns}m
+  ip -n ${ns}m link set b$ns$h master br0
+  ip -n ${ns}m link set b$ns$h up
+  ip -n $ns$h addr add $net.$i/24 dev v$ns$h
+  ip -n $ns$h link set v$ns$h up
+  i=$((i + 1))
+done
+
+prepare_kjv 200000
+cat > "$work/job.yaml" <<YAML
+model: {arch: gpt2, n_layer: 2, n_head: 4, n_embd: 128, vocab_size: 50304, block_size: 64}
+train: {micro_batch_size: 4, global_batch_size: 8, seq_len: 64, max_steps: 240, lr: 2.0e-3,
+        warmup_steps: 10, eval_interval: 0, eval_batches: 2}
+ckpt: {persist_interval: 10, memory_interval: 1, keep_last: 3, dir: $work/ckpt}
+data: {path: $work/data}
+YAML
+
+start_master() {
+  ip netns exec ${ns}m "$cairn" master --host $net.1 --port 29400 --nnodes 1:2 --rdzv-wait 2 \
+    --heartbeat-timeout 3 --journal "$work/master.journal" >> "$work/master.out" 2>&1 &
+  master=$!
+  pids+=($master)
+}
+start_master
+start_host() {  # start_host a|b: this host's agent in its namespace
+  ip netns exec $ns$1 "$cairn" run --rdzv-backend cairn --rdzv-endpoint $net.1:29400 --nnodes 1:2 \
+    --heartbeat-timeout 3 --node-id host-$1 --max-restarts 5 --grace-period 3 --run-dir "$work/$1" -- \
+    "$cairn" train "$work/job.yaml" --no-progress --resume >> "$work/$1.out" 2>&1 &
+  pids+=($!)
+  eval "agent_$1=$!"
+}
+start_host a
+start_host b
+# starts WORLD: how many times a worker group of WORLD ranks started, over both hosts' logs.
+starts() { cat "$work"/a/events.jsonl "$work"/b/events.jsonl 2>/dev/null |
+           grep '"event":"start"' | grep -c "\"world_size\":$1" || true; }
+steps() { cat "$work"/a/metrics.jsonl 2>/dev/null | tail -n 1 | sed 's/.*"step":\([0-9]*\).*/\1/'; }
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+  local t=$1 what=$2; shift 2
+  for _ in $(seq 1 $((t * 10))); do "$@" && return 0; sleep 0.1; done
+  tail -20 "$work/a.out" "$work/master.out"; fail "timed out waiting for $what"
+}
+wait_for 120 "training at world 2" sh -c "[ \$(cat $work/a/metrics.jsonl 2>/dev/null | wc -l) -ge 30 ]"
+[ "$(starts 2)" -ge 1 ] || fail "the job did not start at world 2"
+echo "   world 2 at step $(steps)"
+
+echo "-- kill host b (every process in its namespace)"
+ip netns pids ${ns}b | xargs -r kill -9
+at_kill=$(steps)
+wait_for 120 "the job to shrink to world 1" sh -c "[ \$(cat $work/a/events.jsonl | grep '\"event\":\"start\"' | grep -c '\"world_size\":1') -ge 1 ]"
+wait_for 60 "progress at world 1" sh -c "[ \$(cat $work/a/metrics.jsonl | tail -n 1 | sed 's/.*\"step\":\([0-9]*\).*/\1/') -gt $at_kill ]"
+echo "   killed at step $at_kill; world 1 goes on at step $(steps)"
+grep -q "node host-b dropped" "$work/master.out" || fail "the master did not drop host b"
+
+echo "-- bring host b back"
+start_host b
+wait_for 120 "the job to grow to world 2 again" sh -c "[ \$(cat $work/a/events.jsonl $work/b/events.jsonl | grep '\"event\":\"start\"' | grep -c '\"world_size\":2') -ge 2 ]"
+echo "   world 2 again at step $(steps)"
+
+echo "-- kill -9 the master; restart it from its journal; training goes on"
+kill -9 $master
+sleep 1
+before=$(steps)
+start_master
+wait_for 60 "the restarted master to replay its journal" grep -q "replayed" "$work/master.out"
+wait_for 60 "progress after the master's restart" sh -c "[ \$(cat $work/a/metrics.jsonl | tail -n 1 | sed 's/.*\"step\":\([0-9]*\).*/\1/') -gt $before ]"
+echo "   master restarted at step $before; training at step $(steps)"
+
+rc=0; wait "$agent_a" || rc=$?
+[ $rc -eq 0 ] || { tail -30 "$work/a.out"; fail "host a's agent exited $rc"; }
+rc=0; wait "$agent_b" || rc=$?
+[ $rc -eq 0 ] || { tail -30 "$work/b.out"; fail "host b's agent exited $rc"; }
+[ "$(cat "$work/ckpt/latest")" = "step-00000240" ] || fail "the job did not reach step 240"
+"$cairn" ckpt inspect "$work/ckpt" --verify > /dev/null || fail "the final checkpoint does not verify"
+grep -q '"rank-00001.bin"' "$work/ckpt/step-00000240/manifest.json" || fail "the last step was not trained at world 2"
+# Every step of the final trajectory was trained (rows of the surviving run, steps 1..240).
+/usr/bin/python3 - "$work/a/metrics.jsonl" <<'PY'
+import json, math, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+steps = {r["step"] for r in rows}
+missing = [s for s in range(1, 241) if s not in steps]
+assert not missing, f"steps never trained: {missing[:10]}"
+assert all(math.isfinite(r["loss"]) for r in rows)
+print(f"   {len(rows)} step rows for 240 steps ({len(rows) - 240} trained again after rollbacks)")
+PY
+echo "PASS"
