@@ -203,10 +203,34 @@ TEST(LaunchOptions, StandaloneIsOneNodeWithoutEndpoint) {
             std::string::npos);
 }
 
-TEST(LaunchOptions, RdzvBackendOnlyStatic) {
+TEST(LaunchOptions, RdzvBackendStaticOrCairn) {
   std::string m = error_of({"--rdzv-backend", "c10d", "--", "p"});
   EXPECT_NE(m.find("--rdzv-backend"), std::string::npos) << m;
   EXPECT_NE(m.find("static"), std::string::npos) << m;
+  EXPECT_NE(m.find("cairn"), std::string::npos) << m;
+}
+
+TEST(LaunchOptions, ElasticBackend) {
+  auto o = parse({"--rdzv-backend", "cairn", "--rdzv-endpoint", "10.0.0.1:29400", "--nnodes", "1:4",
+                  "--node-id", "n7", "--node-host", "10.0.0.7", "--job-token", "t", "--embed-master",
+                  "--rdzv-wait", "2", "--heartbeat-timeout", "6", "--", "p"});
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_TRUE(o->elastic);
+  EXPECT_TRUE(o->embed_master);
+  EXPECT_EQ(o->min_nodes, 1);
+  EXPECT_EQ(o->max_nodes, 4);
+  EXPECT_EQ(o->node_id, "n7");
+  EXPECT_EQ(o->node_host, "10.0.0.7");
+  EXPECT_EQ(o->job_token, "t");
+  EXPECT_EQ(o->master_host, "10.0.0.1");
+  EXPECT_DOUBLE_EQ(o->rdzv_wait_s, 2);
+  EXPECT_DOUBLE_EQ(o->heartbeat_timeout_s, 6);
+  EXPECT_NE(error_of({"--rdzv-backend", "cairn", "--", "p"}).find("--rdzv-endpoint"), std::string::npos);
+  EXPECT_NE(error_of({"--rdzv-backend", "cairn", "--rdzv-endpoint", "h:1", "--nnodes", "2",
+                      "--node-rank", "1", "--", "p"}).find("assigns node ranks"), std::string::npos);
+  EXPECT_NE(error_of({"--node-id", "x", "--", "p"}).find("need --rdzv-backend cairn"), std::string::npos);
+  EXPECT_NE(error_of({"--rdzv-backend", "cairn", "--rdzv-endpoint", "h:1", "--heartbeat-timeout",
+                      "0.1", "--", "p"}).find("--heartbeat-timeout"), std::string::npos);
 }
 
 TEST(LaunchOptions, MasterAddrAndPort) {

@@ -202,7 +202,11 @@ void register_run_command(CLI::App& app) {
       "  cairn run --nnodes 2 --node-rank 0 --rdzv-endpoint 10.0.0.1:29400 --nproc-per-node 2 \\\n"
       "      -- cairn train configs/gpt-kjv.yaml\n"
       "  cairn run --nnodes 2 --node-rank 1 --rdzv-endpoint 10.0.0.1:29400 --nproc-per-node 2 \\\n"
-      "      -- cairn train configs/gpt-kjv.yaml");
+      "      -- cairn train configs/gpt-kjv.yaml\n"
+      "  # elastic, 1 to 4 nodes joining the master (cairn master, or --embed-master on one node):\n"
+      "  CAIRN_JOB_TOKEN=secret cairn run --rdzv-backend cairn --rdzv-endpoint 10.0.0.1:29400 \\\n"
+      "      --nnodes 1:4 --node-id node-01 --max-restarts 10 -- cairn train configs/gpt-kjv.yaml \\\n"
+      "      --resume --set ckpt.dir=/shared/ckpt --set ckpt.memory_interval=1");
   elastic::add_launch_flags(*cmd, flags.get());
   cmd->callback([flags, cmd] { run_run(*flags, *cmd); });
 }
