@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <thread>
 
@@ -56,6 +57,19 @@ class AutocastScope {
  private:
   bool on_;
 };
+
+// The GEMM peak of the newest `start` event in the run's events.jsonl at this world size, or 0.
+double earlier_peak(const std::string& run_dir, int world) {
+  std::ifstream f(run_dir + "/events.jsonl");
+  double peak = 0;
+  for (std::string line; std::getline(f, line);) {
+    if (line.find("\"event\":\"start\"") == std::string::npos) continue;
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || j.value("world_size", -1) != world) continue;
+    peak = j.value("peak_flops", 0.0);
+  }
+  return peak;
+}
 
 constexpr char kModelPrefix[] = "model.";
 constexpr char kOptimPrefix[] = "optim.";
@@ -530,7 +544,16 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
     }
   }
   // The job's peak: every rank measures at once, sharing the machine as training will.
-  if (run.measure_peak) impl->peak_flops = impl->sum_over_ranks(measure_gemm_flops());
+  // A restarted group takes the peak an earlier start of this run measured (0.5 s saved on
+  // the way back from a failure); the job's world is the same machines when it matches.
+  if (run.measure_peak) {
+    double earlier = run.reuse_peak ? earlier_peak(run.run_dir, impl->world) : 0;
+    // Collective either way: every rank must know an earlier peak, or all measure.
+    if (impl->sum_over_ranks(earlier > 0 ? 1.0 : 0.0) == double(impl->world))
+      impl->peak_flops = earlier;
+    else
+      impl->peak_flops = impl->sum_over_ranks(measure_gemm_flops());
+  }
   return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
 }
 

@@ -78,7 +78,8 @@ void run_train(const TrainArgs& a) {
   if (const char* d = std::getenv("CAIRN_AGENT_PERSISTS"); d && *d)
     run.agent_persists = elastic::flash_slot_name(d, 0, 0) == elastic::flash_slot_name(run.run_dir, 0, 0);
   run.keep_slots = run.agent_persists;
-  run.report_progress = run.agent_persists;  // the agent watches for hangs  // the agent restarts workers from them, then removes them
+  run.report_progress = run.agent_persists;  // the agent watches for hangs
+  run.reuse_peak = env_int("TORCHELASTIC_RESTART_COUNT", 0) > 0;  // the agent restarts workers from them, then removes them
   if (Status s = core::make_dirs(run.run_dir); !s.ok()) throw StatusError(s);
   core::init_logging({spdlog::level::to_string_view(spdlog::get_level()).data(),
                       run.run_dir + (rank == 0 ? "/train.log" : "/train-rank" + std::to_string(rank) + ".log"),

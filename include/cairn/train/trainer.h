@@ -31,6 +31,8 @@ struct RunOptions {
   const std::atomic<bool>* stop = nullptr;     // set => save a checkpoint and return
   bool progress = true;                        // print the progress line
   bool measure_peak = true;                    // measure GEMM peak for MFU (off in tests)
+  bool reuse_peak = false;                     // take the peak an earlier start of this run
+                                               // measured at the same world size (restarts)
   comm::Group* group = nullptr;                // data-parallel group (outlives the trainer);
                                                // null = one process
   bool agent_persists = false;                 // the agent (cairn run) persists this rank's
