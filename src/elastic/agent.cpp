@@ -357,7 +357,8 @@ Result<AgentResult> Agent::run() {
     const Diagnosis& why = diagnoses[primary];
     spdlog::error("rank {}: {}", first.rank, why.reason);
     persist_memory("worker_failed");
-    rdzv_.worker_failed(first.rank, first.status, why.reason);
+    rdzv_.worker_failed(first.rank, first.status,
+                        std::string(failure_kind_name(why.kind)) + ": " + why.reason);
     if (interrupt_signal()) return finish(interrupted(group->get(), restarts));
     if (!why.restartable) {
       spdlog::error("not restarting: {}", why.reason);

@@ -33,7 +33,16 @@ Status check_text(const std::string& what, const std::string& value, size_t max_
 
 }  // namespace
 
+bool failure_counts_against_node(const std::string& diagnosis) {
+  for (const char* kind : {"peer_lost", "killed", "user_error"})
+    if (diagnosis.rfind(kind, 0) == 0) return false;
+  return true;
+}
+
 Status validate_rdzv_params(const RdzvParams& p) {
+  if (p.max_node_failures < 0)
+    return Status::InvalidArgument("max_node_failures " + std::to_string(p.max_node_failures) +
+                                   ": must be >= 0");
   if (p.min_nodes < 1)
     return Status::InvalidArgument("min_nodes " + std::to_string(p.min_nodes) +
                                    ": must be at least 1");
@@ -126,6 +135,10 @@ void RdzvState::apply(const RdzvEvent& event, double now) {
             recent_failures_.push_back(e.report);
             while (recent_failures_.size() > kRecentFailures) recent_failures_.pop_front();
             ++counters_.failures_reported;
+            if (failure_counts_against_node(e.report.diagnosis) &&
+                ++node_failures_[e.report.node_id] >= params_.max_node_failures &&
+                params_.max_node_failures > 0)
+              faulty_.insert(e.report.node_id);
           },
       },
       event);
@@ -188,6 +201,11 @@ void RdzvState::remove(const std::string& node_id, RemoveReason reason, double n
 
 Result<JoinResult> RdzvState::join(const NodeInfo& node, int64_t last_round, double now) {
   CAIRN_RETURN_IF_ERROR(validate_node_info(node));
+  if (faulty_.count(node.node_id))
+    return Status::FailedPrecondition(
+        "node " + node.node_id + " is marked faulty after " +
+        std::to_string(node_failures_[node.node_id]) +
+        " failures of its workers (crashes, hangs, errors); the master excludes it from the job");
   auto it = nodes_.find(node.node_id);
   if (it == nodes_.end() && nodes_.size() >= max_known_nodes())
     return Status::FailedPrecondition("node " + node.node_id +
@@ -273,7 +291,15 @@ void RdzvState::report_failure(const FailureReport& report) {
   FailureReport r = report;
   if (r.node_id.size() > kMaxNodeIdLength) r.node_id.resize(kMaxNodeIdLength);
   if (r.diagnosis.size() > kMaxDiagnosisLength) r.diagnosis.resize(kMaxDiagnosisLength);
+  const std::string node = r.node_id;
+  const bool was_faulty = faulty_.count(node) > 0;
   emit(FailureReported{std::move(r)}, 0);
+  // Newly faulty: out of the job (its next Join is refused).
+  if (!was_faulty && faulty_.count(node) && nodes_.count(node)) {
+    const double now = nodes_.at(node).last_seen;
+    remove(node, RemoveReason::kDropped, now);
+    try_complete(now);
+  }
 }
 
 std::vector<const RdzvState::Node*> RdzvState::ordered_candidates() const {

@@ -407,3 +407,34 @@ TEST(RdzvState, ReplayRejectsEventsThatDoNotFit) {
 
 }  // namespace
 }  // namespace cairn::elastic
+
+namespace cairn::elastic {
+namespace {
+
+// A node whose workers keep crashing is excluded; lost peers and outside kills do not count.
+TEST(RdzvState, RepeatedFailuresMarkANodeFaulty) {
+  RdzvParams p = params(1, 2, 1, 0, 10);
+  p.max_node_failures = 2;
+  RdzvState s(p);
+  join(s, "a", 0, 0);
+  auto r = join(s, "b", 0, 0);
+  ASSERT_TRUE(r.round);
+  s.report_failure({"b", 1, ExitStatus::Exited(1), "peer_lost: another rank went away"});
+  s.report_failure({"b", 1, ExitStatus::Signaled(9), "killed: by SIGKILL"});
+  s.report_failure({"b", 1, ExitStatus::Signaled(11), "crash: crashed with SIGSEGV"});
+  EXPECT_TRUE(s.join(node("b"), 0, 1).ok());  // one failure that counts: still welcome
+  s.report_failure({"b", 1, ExitStatus::Signaled(11), "crash: crashed with SIGSEGV"});
+  auto refused = s.join(node("b"), 0, 2);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("marked faulty after 2 failures"), std::string::npos)
+      << refused.status().message();
+  // The others go on without it.
+  auto a = join(s, "a", 0, 3);
+  ASSERT_TRUE(a.round);
+  EXPECT_EQ(ids(*a.round), Ids({"a"}));
+  EXPECT_FALSE(failure_counts_against_node("user_error: bad input"));
+  EXPECT_TRUE(failure_counts_against_node("hang: no progress"));
+}
+
+}  // namespace
+}  // namespace cairn::elastic

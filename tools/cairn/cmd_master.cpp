@@ -22,6 +22,7 @@ struct MasterFlags {
   int node_unit = 1;
   double rdzv_wait_s = 10;
   double heartbeat_timeout_s = 30;
+  int max_node_failures = 3;
   std::string tls_cert;
   std::string tls_key;
 };
@@ -46,6 +47,7 @@ void run_master(const MasterFlags& f) {
   o.rdzv.node_unit = f.node_unit;
   o.rdzv.wait_s = f.rdzv_wait_s;
   o.rdzv.heartbeat_timeout_s = f.heartbeat_timeout_s;
+  o.rdzv.max_node_failures = f.max_node_failures;
   o.journal_path = f.journal;
   o.tls_cert_path = f.tls_cert;
   o.tls_key_path = f.tls_key;
@@ -99,6 +101,10 @@ void register_master_command(CLI::App& app) {
                   "seconds to wait for more nodes after MIN have joined")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  cmd->add_option("--max-node-failures", f->max_node_failures,
+                  "a node whose workers failed this many times (crashes, hangs, errors; not lost "
+                  "peers or outside kills) is excluded; 0 = never")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--heartbeat-timeout", f->heartbeat_timeout_s,
                   "seconds of silence after which a node is dropped")
       ->check(CLI::PositiveNumber)

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <set>
 #include <optional>
 #include <string>
 #include <variant>
@@ -35,7 +36,15 @@ struct RdzvParams {
   int node_unit = 1;                  // participant counts are multiples of this
   double wait_s = 10.0;               // wait after reaching min_nodes for more nodes to come
   double heartbeat_timeout_s = 30.0;  // a node silent this long is dropped
+  // A node whose workers failed this many times (crashes, hangs, allocation failures, errors;
+  // not a lost peer, a kill from outside or a user error) is faulty: dropped and refused from
+  // then on. 0 = never.
+  int max_node_failures = 3;
 };
+
+// Whether a failure diagnosis ("<kind>: <reason>", see elastic/diagnosis.h) counts against the
+// node it happened on.
+bool failure_counts_against_node(const std::string& diagnosis);
 
 // kInvalidArgument naming the field when params cannot work (e.g. no multiple of node_unit
 // between min_nodes and max_nodes).
@@ -218,6 +227,8 @@ class RdzvState {
   std::optional<double> min_since_;  // when the candidates first reached min_nodes
   RdzvCounters counters_;
   std::deque<FailureReport> recent_failures_;
+  std::map<std::string, int> node_failures_;  // failures that count, per node id
+  std::set<std::string> faulty_;              // excluded for good
   std::vector<RdzvEvent> events_;
 };
 
