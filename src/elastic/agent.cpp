@@ -325,11 +325,11 @@ Result<AgentResult> Agent::run() {
       return finish(r);
     }
 
-    // A failure: stop the rest, then restart or give up.
-    if ((*group)->num_running() > 0)
-      spdlog::warn("stopping the other workers (SIGTERM, SIGKILL after {:g} s)", o_.grace_period_s);
-    for (const WorkerExit& e :
-         (*group)->stop(SIGTERM, o_.grace_period_s, [this] { return hurry(); }))
+    // A failure: stop the rest at once, then restart or give up. A graceful stop would only
+    // wait for their collectives with the lost rank to fail; what they can save is already in
+    // their in-memory checkpoints.
+    if ((*group)->num_running() > 0) spdlog::warn("stopping the other workers (SIGKILL)");
+    for (const WorkerExit& e : (*group)->stop(SIGKILL, 0, [this] { return hurry(); }))
       spdlog::info("rank {} stopped: {}", e.rank, e.status.ToString());
     (*group)->drain(0.5);  // the failed workers' last lines, for the diagnosis
     // The failure that explains the others: a rank that lost its peer is a consequence.

@@ -87,6 +87,7 @@ struct Trainer::Impl {
   std::shared_ptr<model::LanguageModel> model;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<FlashSlots> flash;
+  std::vector<std::unique_ptr<FlashSlots>> peer_slots;  // other local ranks' slots, while restoring
   std::unique_ptr<elastic::ProgressWriter> progress;  // read by the agent's hang detector
   // This rank's persister when no agent persists for it (plain `cairn train`).
   std::unique_ptr<ckpt::SlotPersister> persister;
@@ -279,10 +280,49 @@ struct Trainer::Impl {
   // Collective: puts the whole state back together from every rank's part (each rank
   // broadcasts its tensors as one flat byte buffer).
   Result<std::map<std::string, torch::Tensor>> assemble(std::map<std::string, torch::Tensor> mine,
-                                                        const nlohmann::json& table) {
+                                                        const nlohmann::json& table, int64_t step) {
     std::map<std::string, torch::Tensor> out;
+    // Ranks on this machine: their slots can be mapped here, no broadcast needed. An owner is
+    // skipped only when every rank can read it itself (agreed by one all-reduce).
+    std::map<int, ckpt::ShmSnapshot> local;
+    std::vector<bool> skip(size_t(world), false);  // no broadcast for this owner
+    if (world > 1) {
+      auto can = torch::zeros({world}, torch::kDouble);
+      for (int o = 0; o < world; ++o) {
+        if (o == rank) {
+          can[o] = 1.0;
+          continue;
+        }
+        if (!run.read_peer_slots) continue;
+        peer_slots.push_back(std::make_unique<FlashSlots>(run.run_dir, o));
+        peer_slots.back()->ready_steps();
+        auto snap = peer_slots.back()->view(step);
+        if (snap.ok() && snap->state.value("world_size", -1) == world) {
+          local[o] = std::move(snap).value();
+          can[o] = 1.0;
+        }
+      }
+      group->allreduce(can);
+      for (int o = 0; o < world; ++o) {
+        skip[size_t(o)] = can[o].item<double>() == double(world);
+        if (!skip[size_t(o)]) local.erase(o);
+      }
+    }
     try {
       for (int owner = 0; owner < world; ++owner) {
+        if (owner != rank && local.count(owner)) {
+          auto& snap = local[owner];
+          for (auto& e : table) {
+            if (e.at("rank").get<int>() != owner) continue;
+            const std::string name = e.at("name").get<std::string>();
+            auto it = snap.tensors.find(name);
+            if (it == snap.tensors.end())
+              return Status::Corrupt("in-memory checkpoint of rank " + std::to_string(owner) +
+                                     " lacks '" + name + "'");
+            out[name] = it->second;
+          }
+          continue;
+        }
         std::vector<std::pair<std::string, torch::Tensor>> parts;
         int64_t bytes = 0;
         for (auto& e : table) {
@@ -307,7 +347,7 @@ struct Trainer::Impl {
           bytes += int64_t(t.nbytes());
           parts.emplace_back(name, t);
         }
-        if (world > 1 && bytes > 0) {
+        if (world > 1 && bytes > 0 && !skip[size_t(owner)]) {
           auto flat = torch::empty({bytes}, torch::kByte);
           char* p = static_cast<char*>(flat.data_ptr());
           if (owner == rank)
@@ -391,10 +431,14 @@ struct Trainer::Impl {
     ckpt::LoadedCheckpoint c;
     c.path = "shared memory";
     c.step = snap->step;
-    CAIRN_ASSIGN_OR_RETURN(c.tensors, assemble(std::move(snap->tensors), snap->state["partition"]));
+    CAIRN_ASSIGN_OR_RETURN(c.tensors,
+                           assemble(std::move(snap->tensors), snap->state["partition"], common));
     c.state = std::move(snap->state);
     for (auto& [name, t] : c.tensors) c.bytes += int64_t(t.nbytes());
-    CAIRN_RETURN_IF_ERROR(restore(c));
+    Status restored = restore(c);
+    c.tensors.clear();
+    peer_slots.clear();  // the views into other ranks' slots are copied by now
+    CAIRN_RETURN_IF_ERROR(restored);
     double ms = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() * 1e3;
     log->event("checkpoint_loaded",
                {{"step", c.step}, {"bytes", c.bytes}, {"duration_ms", ms}, {"source", "memory"}});

@@ -341,15 +341,18 @@ TEST_F(TrainerTest, PersistsInTheBackgroundWithRetention) {
 }
 
 // In-memory checkpoints at world 2 hold half of the state each; restoring puts it back
-// together and continues exactly like the uninterrupted run, for DDP and ZeRO-3.
+// together (mapping the other rank's slot, or by broadcast as across machines) and continues
+// exactly like the uninterrupted run, for DDP and ZeRO-3.
 TEST_F(TrainerTest, PartitionedMemoryCheckpointsRestoreAtWorld2) {
   std::vector<std::string> base = {"train.micro_batch_size=2", "train.global_batch_size=8",
                                    "ckpt.memory_interval=2"};
-  for (int stage : {0, 3}) {
+  for (int variant : {0, 1, 2}) {  // DDP and ZeRO-3 with peers' slots mapped; DDP broadcast
+    const int stage = variant == 1 ? 3 : 0;
+    const bool map_peers = variant != 2;
     auto extra = base;
     extra.push_back("parallel.zero_stage=" + std::to_string(stage));
     auto cfg = Config("gpt2", extra);
-    std::string name = "part" + std::to_string(stage);
+    std::string name = "part" + std::to_string(variant);
     // Runs world 2 as threads; returns rank 0's parameters.
     auto run_world2 = [&](const std::string& run_name, bool resume, int64_t stop_after,
                           std::vector<int64_t>* first_steps) {
@@ -362,6 +365,7 @@ TEST_F(TrainerTest, PartitionedMemoryCheckpointsRestoreAtWorld2) {
           auto group = comm::Group::Create(store, r, 2, {});
           auto run = Run(run_name, resume, stop_after);
           run.group = group.get();
+          run.read_peer_slots = map_peers;
           auto t = Trainer::Create(cfg, run);
           if (!t.ok()) {
             errors[size_t(r)] = t.status().ToString();

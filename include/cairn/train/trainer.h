@@ -39,6 +39,8 @@ struct RunOptions {
                                                // slots; false = a thread of this process does
   bool report_progress = false;                // publish each finished step for the agent's
                                                // hang detector (elastic::ProgressWriter)
+  bool read_peer_slots = true;                 // restoring from memory, map the slots of ranks
+                                               // on this machine instead of broadcasting them
   bool keep_slots = false;                     // leave the in-memory slots behind when the
                                                // trainer ends before max_steps (for a restart;
                                                // the agent removes them at the end of the job)
