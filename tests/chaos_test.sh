@@ -149,7 +149,7 @@ resumed_prev=-1
 for i in $(seq 1 $kills); do
   failed=$(grep '"event":"worker_failed"' "$events" | grep "\"pid\":${kill_pid[$i]}[,}]" || true)
   [ -n "$failed" ] || { evidence; fail "kill $i (pid ${kill_pid[$i]}) has no worker_failed event"; }
-  echo "$failed" | grep -q '"signal":"SIGKILL"' || { evidence; fail "kill $i: worker_failed without SIGKILL: $failed"; }
+  echo "$failed" | grep '"signal":"SIGKILL"' > /dev/null || { evidence; fail "kill $i: worker_failed without SIGKILL: $failed"; }
   rank=$(echo "$failed" | sed 's/.*"rank":\([0-9]*\).*/\1/')
   load=$(echo "$loads" | sed -n "s/^$i //p")
   if [ -n "$load" ]; then

@@ -90,7 +90,7 @@ expect_error 1 "version 2" "$cairn" data decode --input "$tmp/version.bin"
 
 # --help carries a copy-pasteable example.
 for sub in encode decode prepare; do
-  "$cairn" data $sub --help | grep -q "cairn data $sub" || fail "data $sub --help has no example"
+  "$cairn" data $sub --help | grep "cairn data $sub" > /dev/null || fail "data $sub --help has no example"
 done
 
 [ "$failures" -eq 0 ] && echo "all data CLI checks passed" || echo "$failures check(s) failed"

@@ -52,14 +52,14 @@ YAML
 
 start_master() {
   ip netns exec ${ns}m "$cairn" master --host $net.1 --port 29400 --nnodes 1:2 --rdzv-wait 2 \
-    --heartbeat-timeout 3 --journal "$work/master.journal" >> "$work/master.out" 2>&1 &
+    --heartbeat-timeout 5 --journal "$work/master.journal" >> "$work/master.out" 2>&1 &
   master=$!
   pids+=($master)
 }
 start_master
 start_host() {  # start_host a|b: this host's agent in its namespace
   ip netns exec $ns$1 "$cairn" run --rdzv-backend cairn --rdzv-endpoint $net.1:29400 --nnodes 1:2 \
-    --heartbeat-timeout 3 --node-id host-$1 --max-restarts 5 --grace-period 3 --run-dir "$work/$1" -- \
+    --heartbeat-timeout 5 --node-id host-$1 --max-restarts 5 --grace-period 3 --run-dir "$work/$1" -- \
     "$cairn" train "$work/job.yaml" --no-progress --resume >> "$work/$1.out" 2>&1 &
   pids+=($!)
   eval "agent_$1=$!"
@@ -73,7 +73,7 @@ steps() { cat "$work"/a/metrics.jsonl 2>/dev/null | tail -n 1 | sed 's/.*"step":
 wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
   local t=$1 what=$2; shift 2
   for _ in $(seq 1 $((t * 10))); do "$@" && return 0; sleep 0.1; done
-  tail -20 "$work/a.out" "$work/master.out"; fail "timed out waiting for $what"
+  tail -n 20 "$work/a.out" "$work/b.out" "$work/master.out"; fail "timed out waiting for $what"
 }
 wait_for 120 "training at world 2" sh -c "[ \$(cat $work/a/metrics.jsonl 2>/dev/null | wc -l) -ge 30 ]"
 [ "$(starts 2)" -ge 1 ] || fail "the job did not start at world 2"

@@ -40,7 +40,7 @@ rc=0; wait $agent || rc=$?
 agent=
 [ $rc -eq 0 ] || { tail -30 "$work/run.out"; fail "the job should finish after the restart (exit $rc)"; }
 grep -q '"event":"hang"' "$work/run/events.jsonl" || fail "no hang event"
-grep '"event":"worker_failed"' "$work/run/events.jsonl" | grep -q '"diagnosis":"hang"' || fail "not diagnosed as a hang"
+grep '"event":"worker_failed"' "$work/run/events.jsonl" | grep '"diagnosis":"hang"' > /dev/null || fail "not diagnosed as a hang"
 grep -q "made no progress for" "$work/run/logs/agent.log" || fail "the agent log does not report the hang"
 stacks=$(ls "$work"/run/logs/hang-rank-*.txt | head -n 1)
 grep -q "^Thread " "$stacks" || { cat "$stacks"; fail "no thread stacks in $stacks"; }
@@ -48,7 +48,7 @@ grep -q "cairn::" "$stacks" || { cat "$stacks"; fail "the stacks do not show cai
 grep -q '"event":"restart"' "$work/run/events.jsonl" || fail "no restart"
 # The job's goodput, with the hang's downtime charged to the restart.
 gp=$(grep '"event":"goodput"' "$work/run/events.jsonl") || fail "no goodput event"
-echo "$gp" | grep -q '"failures":1' || fail "goodput should count one failure: $gp"
+echo "$gp" | grep '"failures":1' > /dev/null || fail "goodput should count one failure: $gp"
 grep -q "goodput [0-9.]*% (productive" "$work/run.out" || fail "cairn run did not print the goodput"
 echo "   $(grep -o 'goodput [0-9.]*% (productive.*' "$work/run.out")"
 for r in 0 1; do

@@ -99,6 +99,6 @@ printf '\xff\xff\xff\xff' | dd of="$step/rank-00000.bin" bs=1 seek=200 conv=notr
 expect_error 1 "checksum mismatch in tensor 'model\." ckpt inspect "$step" --digest
 expect_error 2 "no complete checkpoint" ckpt inspect "$work/run-gpt2/ckpt" --verify
 for sub in export import inspect; do
-  "$cairn" ckpt $sub --help | grep -q "cairn ckpt $sub" || fail "ckpt $sub --help has no example"
+  "$cairn" ckpt $sub --help | grep "cairn ckpt $sub" > /dev/null || fail "ckpt $sub --help has no example"
 done
 echo "PASS"

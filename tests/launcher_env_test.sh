@@ -24,7 +24,7 @@ for r in 0 1 2; do
   [ "${line#"$want"}" != "$line" ] || fail "rank $r: got '$line', want prefix '$want'"
   omp=$(echo "$line" | sed 's/.*omp=\([0-9]*\).*/\1/')
   [ "$omp" -ge 1 ] || fail "OMP_NUM_THREADS should be at least 1: $line"
-  echo "$line" | grep -q "dir=$work/run " || fail "CAIRN_RUN_DIR should be $work/run: $line"
+  echo "$line" | grep "dir=$work/run " > /dev/null || fail "CAIRN_RUN_DIR should be $work/run: $line"
   ports="$ports $(echo "$line" | sed 's/.*port=//')"
   grep -q "^\[rank $r\] to stderr $r$" "$work/err.txt" || fail "rank $r stderr not echoed with prefix"
   log="$work/run/logs/worker-$r.log"
@@ -84,5 +84,6 @@ expect_flag_error no-such-command-xyz -- no-such-command-xyz
 [ ! -e "$work/bad" ] || fail "a rejected launch should not create the run directory"
 
 echo "-- --help shows examples"
-"$cairn" run --help | grep -q "cairn run --nproc-per-node 2 -- cairn train" || fail "no example in --help"
+help=$("$cairn" run --help)
+grep -q "cairn run --nproc-per-node 2 -- cairn train" <<< "$help" || fail "no example in --help"
 echo PASS

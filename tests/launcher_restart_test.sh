@@ -28,9 +28,9 @@ ev() { grep -c "\"event\":\"$1\"" "$work/run/events.jsonl" || true; }
 [ "$(ev workers_started)" -eq 3 ] || fail "3 rounds of workers expected, got $(ev workers_started)"
 [ "$(ev restart)" -eq 2 ] || fail "2 restart events expected, got $(ev restart)"
 [ "$(ev worker_failed)" -eq 3 ] || fail "3 worker_failed events expected, got $(ev worker_failed)"
-grep '"event":"worker_failed"' "$work/run/events.jsonl" | grep -v '"rank":1' | grep -q . &&
+grep '"event":"worker_failed"' "$work/run/events.jsonl" | grep -v '"rank":1' | grep . > /dev/null &&
   fail "only rank 1 failed"
-grep '"event":"agent_end"' "$work/run/events.jsonl" | grep -q '"exit_code":7' || fail "agent_end should carry 7"
+grep '"event":"agent_end"' "$work/run/events.jsonl" | grep '"exit_code":7' > /dev/null || fail "agent_end should carry 7"
 grep -q "worker rank 1 .*failed: exit code 7" "$work/err.txt" || { cat "$work/err.txt"; fail "summary lacks rank and code"; }
 grep -q "no restarts left (2 of 2 used)" "$work/err.txt" || fail "summary lacks the restart count"
 grep -q "^  rank 1 is broken$" "$work/err.txt" || fail "summary lacks the worker's last lines"
@@ -50,7 +50,7 @@ timeout 60 "$cairn" run --nproc-per-node 2 --max-restarts 3 --grace-period 2 --r
 [ $rc -eq 2 ] || { cat "$work/err4.txt"; fail "a bad config should end the job with exit 2, got $rc"; }
 [ "$(grep -c '"event":"workers_started"' "$work/run4/events.jsonl")" -eq 1 ] || fail "the job was restarted"
 grep -q '"event":"job_stopped"' "$work/run4/events.jsonl" || fail "no job_stopped event"
-grep '"event":"worker_failed"' "$work/run4/events.jsonl" | grep -q '"diagnosis":"user_error"' ||
+grep '"event":"worker_failed"' "$work/run4/events.jsonl" | grep '"diagnosis":"user_error"' > /dev/null ||
   fail "the failure should be diagnosed as a user error"
 grep -q "unknown key 'train.lrr'" "$work/err4.txt" || { cat "$work/err4.txt"; fail "summary should quote the error"; }
 grep -q "not restarted" "$work/err4.txt" || fail "summary should say why it did not restart"

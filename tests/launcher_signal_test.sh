@@ -37,7 +37,7 @@ for sig in TERM INT; do
     grep -q "^\[rank $r\] got $sig$" "$work/out.$sig" || fail "rank $r output not forwarded"
   done
   while read -r pid; do gone "$pid" || fail "worker $pid still running"; done < "$work/pids.$sig"
-  grep '"event":"agent_end"' "$run/events.jsonl" | grep -q "\"exit_code\":$want" || fail "agent_end should carry $want"
+  grep '"event":"agent_end"' "$run/events.jsonl" | grep "\"exit_code\":$want" > /dev/null || fail "agent_end should carry $want"
 done
 
 echo "-- a worker ignoring SIGTERM is killed after the grace period"

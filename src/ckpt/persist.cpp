@@ -97,6 +97,7 @@ SlotPersister::~SlotPersister() {
   }
   stop_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  poll_once();  // what was asked before the stop still goes to storage
 }
 
 void SlotPersister::loop() {
@@ -168,6 +169,49 @@ int SlotPersister::poll_once() {
     }
   }
   return written;
+}
+
+Result<nlohmann::json> SlotPersister::queue_unsaved() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string root;
+  auto [step, slots] = newest_unsaved(&root);
+  if (step < 0) return nlohmann::json();
+  for (ShmSlot* s : slots) s->request_persist();
+  stop_cv_.notify_all();  // wake the thread (it polls anyway)
+  return nlohmann::json{{"step", step}, {"queued", true}};
+}
+
+std::pair<int64_t, std::vector<ShmSlot*>> SlotPersister::newest_unsaved(std::string* root) {
+  std::vector<int64_t> common;
+  std::map<int, std::vector<ShmSlot*>> by_rank;
+  bool first = true;
+  for (auto& [rank, names] : o_.slots) {
+    by_rank[rank] = slots_of(rank);
+    std::vector<int64_t> mine;
+    for (ShmSlot* s : by_rank[rank])
+      if (s->ready_step() >= 0) mine.push_back(s->ready_step());
+    std::vector<int64_t> keep;
+    for (int64_t st : first ? mine : common)
+      if (first || std::find(mine.begin(), mine.end(), st) != mine.end()) keep.push_back(st);
+    common = keep;
+    first = false;
+  }
+  if (common.empty()) return {-1, {}};
+  const int64_t step = *std::max_element(common.begin(), common.end());
+  std::vector<ShmSlot*> out;
+  for (auto& [rank, slots] : by_rank)
+    for (ShmSlot* s : slots)
+      if (s->ready_step() == step) {
+        out.push_back(s);
+        break;
+      }
+  auto snap = out.front()->view();
+  if (!snap.ok()) return {-1, {}};
+  auto target = persist_target_from(snap->state);
+  if (!target.ok()) return {-1, {}};
+  *root = target->root;
+  if (newest_complete_step(*root) >= step) return {-1, {}};
+  return {step, out};
 }
 
 Result<nlohmann::json> SlotPersister::persist_unsaved(const std::string& reason) {

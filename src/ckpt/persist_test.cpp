@@ -139,6 +139,33 @@ TEST_F(PersistTest, PersistUnsavedWritesTheNewestCommonStepOnce) {
   EXPECT_TRUE(again->is_null());  // storage already holds it
 }
 
+// Queued after a failure: the slots of the newest common step become requests (a writer will
+// not overwrite them) and the background thread commits the step.
+TEST_F(PersistTest, QueueUnsavedHandsTheStepToTheThread) {
+  auto p = SlotPersister::Start(Options());
+  ASSERT_TRUE(p.ok());
+  Write(0, 0, 8, false);
+  Write(1, 1, 8, false);
+  auto q = (*p)->queue_unsaved();
+  ASSERT_TRUE(q.ok()) << q.status().ToString();
+  ASSERT_FALSE(q->is_null());
+  EXPECT_EQ((*q)["step"], 8);
+  ASSERT_TRUE(WaitFor([&] { return read_latest_step(root_) == 8; }));
+  auto again = (*p)->queue_unsaved();
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->is_null());  // on storage now
+}
+
+// A request made just before the persister stops is still written.
+TEST_F(PersistTest, StopFlushesRequests) {
+  auto p = SlotPersister::Start(Options());
+  ASSERT_TRUE(p.ok());
+  Write(0, 0, 9, true);
+  Write(1, 0, 9, true);
+  p->reset();
+  EXPECT_EQ(read_latest_step(root_), 9);
+}
+
 // A claim left by a persister that died is taken over by the next one.
 TEST_F(PersistTest, StaleClaimIsRequeued) {
   Write(0, 0, 3, true);

@@ -87,6 +87,17 @@ class Agent {
     int n = unlink_flash_slots(o_.run_dir, ranks_);
     if (n > 0) spdlog::info("removed {} in-memory checkpoint segment(s)", n);
   }
+  // Hands what the workers left in shared memory to the persister thread, which writes it
+  // while the group restarts (the restarted workers do not overwrite it).
+  void queue_memory() {
+    if (!services_) return;
+    auto r = services_->queue_unsaved();
+    if (!r.ok())
+      spdlog::error("could not queue the in-memory checkpoint: {}", r.status().ToString());
+    else if (!r->is_null())
+      spdlog::info("persisting the in-memory checkpoint of step {} while the workers restart",
+                   r->value("step", int64_t(-1)));
+  }
   // Saves what the workers left in shared memory before it is lost or overwritten.
   void persist_memory(const std::string& reason) {
     if (!services_) return;
@@ -138,6 +149,7 @@ class Agent {
 
   std::vector<int> ranks_;  // global ranks of this node's workers in the current round
   std::unique_ptr<RoundServices> services_;  // of the current round
+  std::vector<int> services_ranks_;          // the ranks services_ was started for
   int node_rank_ = 0;
   double start_time_ = core::unix_time();
   Rendezvous& rdzv_;
@@ -247,8 +259,11 @@ Result<AgentResult> Agent::run() {
     node_rank_ = world->node_rank;
     ranks_.clear();
     for (int i = 0; i < world->nproc_per_node; ++i) ranks_.push_back(world->global_rank(i));
-    services_.reset();
-    if (o_.start_round) {
+    // The round's services stay while this node runs the same ranks (a restart in place): a
+    // persist queued at the failure goes on while the workers restart.
+    if (ranks_ != services_ranks_) services_.reset();
+    services_ranks_ = ranks_;
+    if (o_.start_round && !services_) {
       auto services = o_.start_round(
           ranks_, [this](const std::string& e, const json& fields) { events_.write(e, fields); });
       if (!services.ok()) return fail(services.status().WithContext("starting the round's services"));
@@ -356,7 +371,12 @@ Result<AgentResult> Agent::run() {
     const WorkerExit first = failures[primary];
     const Diagnosis& why = diagnoses[primary];
     spdlog::error("rank {}: {}", first.rank, why.reason);
-    persist_memory("worker_failed");
+    const bool will_restart = why.restartable && may_restart(restarts, o_.max_restarts) &&
+                              !interrupt_signal();
+    if (will_restart)
+      queue_memory();  // persisted while the workers restart
+    else
+      persist_memory("worker_failed");
     rdzv_.worker_failed(first.rank, first.status,
                         std::string(failure_kind_name(why.kind)) + ": " + why.reason);
     if (interrupt_signal()) return finish(interrupted(group->get(), restarts));

@@ -69,6 +69,7 @@ class PersisterService : public elastic::RoundServices {
   Result<nlohmann::json> persist_unsaved(const std::string& reason) override {
     return p_->persist_unsaved(reason);
   }
+  Result<nlohmann::json> queue_unsaved() override { return p_->queue_unsaved(); }
 
  private:
   std::unique_ptr<ckpt::SlotPersister> p_;

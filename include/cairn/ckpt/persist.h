@@ -67,7 +67,7 @@ struct SlotPersisterOptions {
 class SlotPersister {
  public:
   static Result<std::unique_ptr<SlotPersister>> Start(SlotPersisterOptions options);
-  // Finishes the write in progress, then stops. Requests not yet claimed stay requested.
+  // Finishes the write in progress and every request already made, then stops.
   ~SlotPersister();
   SlotPersister(const SlotPersister&) = delete;
   SlotPersister& operator=(const SlotPersister&) = delete;
@@ -78,12 +78,19 @@ class SlotPersister {
   // of this persister holds complete in memory, unless storage holds it or a newer one.
   // Returns the fields of a `checkpoint_persisted` event, or null when nothing was written.
   Result<nlohmann::json> persist_unsaved(const std::string& reason);
+  // Like persist_unsaved, but hands that step's slots to the background thread (marks them
+  // requested, so restarted workers do not overwrite them) and returns at once: {"step": S}, or
+  // null when there is nothing to persist.
+  Result<nlohmann::json> queue_unsaved();
 
  private:
   explicit SlotPersister(SlotPersisterOptions options);
   // The open slots of `rank`, reopened when missing or replaced by their writer.
   std::vector<ShmSlot*> slots_of(int rank);
   Result<PartInfo> write_slot(ShmSlot* slot);
+  // REQUIRES: mu_ held. The slots of `step` per rank, for the newest step every rank here holds
+  // complete that storage does not hold (step -1 when there is none).
+  std::pair<int64_t, std::vector<ShmSlot*>> newest_unsaved(std::string* root);
   void emit(const std::string& event, const nlohmann::json& fields);
   void loop();
 

@@ -38,6 +38,9 @@ class RoundServices {
   // interrupted: persists what they left in shared memory. Returns the fields of a
   // `checkpoint_persisted` event, or null when there was nothing to persist.
   virtual Result<nlohmann::json> persist_unsaved(const std::string& reason) = 0;
+  // The same, handed to the background (the workers are about to restart): returns at once
+  // with {"step": S} or null.
+  virtual Result<nlohmann::json> queue_unsaved() = 0;
 };
 
 struct AgentOptions {
