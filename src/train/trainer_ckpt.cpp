@@ -1,0 +1,306 @@
+// The trainer's checkpoints: partitioned in-memory saves (copied while training goes on),
+// persisting through the slot persister, waiting for the final persist, and restoring from
+// shared memory or storage.
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "cairn/comm/group.h"
+#include "cairn/core/fs.h"
+#include "train/trainer_impl.h"
+
+namespace cairn::train {
+
+std::vector<ckpt::NamedTensor> Trainer::Impl::state_tensors() {
+  std::vector<ckpt::NamedTensor> out;
+  for (auto& [name, t] : engine->gather_params()) out.push_back({kModelPrefix + name, t});
+  for (auto& [name, t] : engine->gather_optimizer_state()) out.push_back({kOptimPrefix + name, t});
+  out.push_back({kRngName, at::detail::getDefaultCPUGenerator().get_state()});
+  return out;
+}
+
+nlohmann::json Trainer::Impl::state_json(const char* reason) {
+  return {{"step", step},
+          {"samples_consumed", step * opt.global_batch_size},
+          {"optimizer_step", engine->step_count()},
+          {"world_size", world},
+          {"config_yaml", config.to_yaml()},
+          {"reason", reason}};
+}
+
+ckpt::PersistTarget Trainer::Impl::persist_target() const {
+  ckpt::PersistTarget t;
+  t.root = ckpt_dir;
+  t.rank = rank;
+  t.world = world;
+  t.keep_last = int(opt.keep_last);
+  t.keep_every = int(opt.keep_every);
+  return t;
+}
+
+std::pair<std::vector<ckpt::NamedTensor>, nlohmann::json> Trainer::Impl::partition(
+    std::vector<ckpt::NamedTensor> all) const {
+  std::vector<size_t> order(all.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return all[a].tensor.nbytes() > all[b].tensor.nbytes();
+  });
+  std::vector<int64_t> load(size_t(world), 0);
+  std::vector<int> owner(all.size());
+  for (size_t i : order) {
+    int r = int(std::min_element(load.begin(), load.end()) - load.begin());
+    owner[i] = r;
+    load[size_t(r)] += int64_t(all[i].tensor.nbytes());
+  }
+  std::vector<ckpt::NamedTensor> mine;
+  nlohmann::json table = nlohmann::json::array();
+  for (size_t i = 0; i < all.size(); ++i) {
+    table.push_back({{"name", all[i].name},
+                     {"dtype", std::string(c10::toString(all[i].tensor.scalar_type()))},
+                     {"shape", all[i].tensor.sizes().vec()},
+                     {"rank", owner[i]}});
+    if (owner[i] == rank) mine.push_back(std::move(all[i]));
+  }
+  return {std::move(mine), std::move(table)};
+}
+
+Status Trainer::Impl::checkpoint(bool persist, const char* reason, bool overlap) {
+  const bool again = pending_save && pending_save->step == step;
+  CAIRN_RETURN_IF_ERROR(finish_checkpoint());
+  auto t0 = Clock::now();
+  // This step is in memory already (a memory save just before a stop): persist that copy.
+  if (again && persist && flash->request_persist(step)) {
+    log->event("checkpoint_saved", {{"step", step},
+                                    {"bytes", 0},
+                                    {"duration_ms", seconds_since(t0) * 1e3},
+                                    {"storage", "memory"},
+                                    {"persist", true},
+                                    {"reason", reason}});
+    return Status::Ok();
+  }
+  auto [mine, table] = partition(state_tensors());
+  nlohmann::json state = state_json(reason);
+  state["partition"] = table;
+  state["persist"] = ckpt::to_json(persist_target());
+  if (!direct_persist) {
+    auto started = flash->start_save(step, mine, std::move(state), persist, opt.persist_timeout_s);
+    if (started.ok()) {
+      pending_save = PendingSave{step, seconds_since(t0), started->waited_s, persist, reason};
+      return overlap ? Status::Ok() : finish_checkpoint();
+    }
+    // /dev/shm too small: storage checkpoints are still possible, written directly.
+    if (started.status().code() != StatusCode::kFailedPrecondition || opt.memory_interval > 0)
+      return started.status();
+    spdlog::warn("{}; writing checkpoints to storage directly instead (training waits for them)",
+                 started.status().message());
+    direct_persist = true;
+    state = state_json(reason);
+    state["partition"] = table;
+  }
+  if (!persist) return Status::Ok();
+  auto p = ckpt::persist_part(persist_target(), step, mine, state);
+  if (!p.ok()) return p.status();
+  sum_over_ranks(0);  // every part (and so the commit) is done when this returns
+  log->event("checkpoint_saved", {{"step", step},
+                                  {"bytes", p->bytes},
+                                  {"duration_ms", seconds_since(t0) * 1e3},
+                                  {"storage", "disk"},
+                                  {"persist", true},
+                                  {"reason", reason}});
+  return Status::Ok();
+}
+
+Status Trainer::Impl::finish_checkpoint() {
+  if (!pending_save) return Status::Ok();
+  PendingSave p = *pending_save;
+  pending_save.reset();
+  auto t0 = Clock::now();
+  auto info = flash->finish();
+  if (!info.ok())
+    return info.status().WithContext("in-memory checkpoint of step " + std::to_string(p.step));
+  log->event("checkpoint_saved", {{"step", p.step},
+                                  {"bytes", info->bytes},
+                                  {"duration_ms", (p.blocked_s + seconds_since(t0)) * 1e3},
+                                  {"copy_ms", info->seconds * 1e3},
+                                  {"waited_ms", p.waited_s * 1e3},
+                                  {"storage", "memory"},
+                                  {"persist", p.persist},
+                                  {"reason", p.reason}});
+  return Status::Ok();
+}
+
+Status Trainer::Impl::wait_persisted() {
+  CAIRN_RETURN_IF_ERROR(finish_checkpoint());
+  if (!direct_persist) CAIRN_RETURN_IF_ERROR(flash->wait_persisted(step, opt.persist_timeout_s));
+  sum_over_ranks(0);  // every rank's part is durable, so the last of them has committed
+  return Status::Ok();
+}
+
+Result<std::map<std::string, torch::Tensor>> Trainer::Impl::assemble(
+    std::map<std::string, torch::Tensor> mine, const nlohmann::json& table, int64_t step) {
+  std::map<std::string, torch::Tensor> out;
+  // Ranks on this machine: their slots can be mapped here, no broadcast needed. An owner is
+  // skipped only when every rank can read it itself (agreed by one all-reduce).
+  std::map<int, ckpt::ShmSnapshot> local;
+  std::vector<bool> skip(size_t(world), false);  // no broadcast for this owner
+  if (world > 1) {
+    auto can = torch::zeros({world}, torch::kDouble);
+    for (int o = 0; o < world; ++o) {
+      if (o == rank) {
+        can[o] = 1.0;
+        continue;
+      }
+      if (!run.read_peer_slots) continue;
+      peer_slots.push_back(std::make_unique<FlashSlots>(run.run_dir, o));
+      peer_slots.back()->ready_steps();
+      auto snap = peer_slots.back()->view(step);
+      if (snap.ok() && snap->state.value("world_size", -1) == world) {
+        local[o] = std::move(snap).value();
+        can[o] = 1.0;
+      }
+    }
+    group->allreduce(can);
+    for (int o = 0; o < world; ++o) {
+      skip[size_t(o)] = can[o].item<double>() == double(world);
+      if (!skip[size_t(o)]) local.erase(o);
+    }
+  }
+  try {
+    for (int owner = 0; owner < world; ++owner) {
+      if (owner != rank && local.count(owner)) {
+        auto& snap = local[owner];
+        for (auto& e : table) {
+          if (e.at("rank").get<int>() != owner) continue;
+          const std::string name = e.at("name").get<std::string>();
+          auto it = snap.tensors.find(name);
+          if (it == snap.tensors.end())
+            return Status::Corrupt("in-memory checkpoint of rank " + std::to_string(owner) +
+                                   " lacks '" + name + "'");
+          out[name] = it->second;
+        }
+        continue;
+      }
+      std::vector<std::pair<std::string, torch::Tensor>> parts;
+      int64_t bytes = 0;
+      for (auto& e : table) {
+        if (e.at("rank").get<int>() != owner) continue;
+        const std::string name = e.at("name").get<std::string>();
+        torch::Tensor t;
+        if (owner == rank) {
+          auto it = mine.find(name);
+          if (it == mine.end())
+            return Status::Corrupt("in-memory checkpoint of rank " + std::to_string(rank) +
+                                   " lacks '" + name + "'");
+          t = std::move(it->second);
+        } else {
+          auto dtype = c10::ScalarType::Undefined;
+          for (auto c : {torch::kFloat, torch::kDouble, torch::kBFloat16, torch::kHalf,
+                         torch::kLong, torch::kInt, torch::kByte, torch::kChar, torch::kBool})
+            if (e.at("dtype").get<std::string>() == c10::toString(c)) dtype = c;
+          if (dtype == c10::ScalarType::Undefined)
+            return Status::Corrupt("in-memory checkpoint: unknown dtype of '" + name + "'");
+          t = torch::empty(e.at("shape").get<std::vector<int64_t>>(), torch::dtype(dtype));
+        }
+        bytes += int64_t(t.nbytes());
+        parts.emplace_back(name, t);
+      }
+      if (world > 1 && bytes > 0 && !skip[size_t(owner)]) {
+        auto flat = torch::empty({bytes}, torch::kByte);
+        char* p = static_cast<char*>(flat.data_ptr());
+        if (owner == rank)
+          for (auto& [n, t] : parts) {
+            std::memcpy(p, t.data_ptr(), t.nbytes());
+            p += t.nbytes();
+          }
+        group->broadcast(flat, owner);
+        p = static_cast<char*>(flat.data_ptr());
+        for (auto& [n, t] : parts) {
+          if (owner != rank) std::memcpy(t.data_ptr(), p, t.nbytes());
+          p += t.nbytes();
+        }
+      }
+      for (auto& [n, t] : parts) out[n] = t;
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return Status::Corrupt(std::string("in-memory checkpoint: malformed partition: ") + e.what());
+  }
+  return out;
+}
+
+Status Trainer::Impl::restore(const ckpt::LoadedCheckpoint& c) {
+  auto yaml = c.state.value("config_yaml", std::string());
+  auto saved = core::load_config_text(yaml, job_spec(), {}, c.path + " config");
+  if (!saved.ok()) return saved.status();
+  for (auto& [key, value] : config.values())
+    if (key.rfind("model.", 0) == 0 && saved->values().at(key) != value)
+      return Status::InvalidArgument("cannot resume from " + c.path + ": " + key + " is " +
+                                     saved->values().at(key) + " there but " + value +
+                                     " in this config");
+  for (const char* key : {"train.global_batch_size", "train.seq_len", "train.seed"})
+    if (saved->values().at(key) != config.values().at(key))
+      return Status::InvalidArgument(std::string("cannot resume from ") + c.path + ": " + key +
+                                     " differs (" + saved->values().at(key) + " vs " +
+                                     config.values().at(key) + "); the sample order would change");
+  if (!c.tensors.count(kRngName)) return Status::InvalidArgument(c.path + ": RNG state is missing");
+  CAIRN_RETURN_IF_ERROR(
+      engine
+          ->load(c.tensors, kModelPrefix, kOptimPrefix, c.state.value("optimizer_step", int64_t(0)))
+          .WithContext(c.path));
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  gen.set_state(c.tensors.at(kRngName));
+  step = c.step;
+  return Status::Ok();
+}
+
+Result<bool> Trainer::Impl::restore_from_memory() {
+  auto t0 = std::chrono::steady_clock::now();
+  auto mine = flash->ready_steps();
+  auto all = torch::tensor({double(mine[0]), double(mine[1])}, torch::kDouble);
+  if (group) {
+    auto gathered = torch::empty({2 * world}, torch::kDouble);
+    group->allgather(gathered, all);
+    all = gathered;
+  }
+  const double* v = all.data_ptr<double>();
+  int64_t common = -1;
+  for (int64_t i = 0; i < all.numel(); ++i) {
+    if (v[i] < 0 || int64_t(v[i]) <= common) continue;
+    bool everywhere = true;
+    for (int r = 0; r < world && everywhere; ++r)
+      everywhere = v[2 * r] == v[i] || v[2 * r + 1] == v[i];
+    if (everywhere) common = int64_t(v[i]);
+  }
+  const int64_t on_storage = ckpt::newest_complete_step(ckpt_dir);
+  if (common < 0 || common < on_storage) {
+    if (common >= 0)
+      spdlog::info("in-memory checkpoint (step {}) not used: storage holds step {}", common,
+                   on_storage);
+    return false;
+  }
+  auto snap = flash->view(common);  // no copy: restore() copies straight into the model
+  if (!snap.ok()) return snap.status().WithContext("in-memory checkpoint");
+  if (snap->state.value("world_size", -1) != world || !snap->state.contains("partition")) {
+    spdlog::info("in-memory checkpoint (step {}) not used: saved at another world size", common);
+    return false;
+  }
+  ckpt::LoadedCheckpoint c;
+  c.path = "shared memory";
+  c.step = snap->step;
+  CAIRN_ASSIGN_OR_RETURN(c.tensors,
+                         assemble(std::move(snap->tensors), snap->state["partition"], common));
+  c.state = std::move(snap->state);
+  for (auto& [name, t] : c.tensors) c.bytes += int64_t(t.nbytes());
+  Status restored = restore(c);
+  c.tensors.clear();
+  peer_slots.clear();  // the views into other ranks' slots are copied by now
+  CAIRN_RETURN_IF_ERROR(restored);
+  double ms = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() * 1e3;
+  log->event("checkpoint_loaded",
+             {{"step", c.step}, {"bytes", c.bytes}, {"duration_ms", ms}, {"source", "memory"}});
+  spdlog::info("resumed from shared memory (step {}) in {:.0f} ms", c.step, ms);
+  return true;
+}
+
+}  // namespace cairn::train

@@ -1,0 +1,122 @@
+// Trainer::Impl: the trainer's state, shared by the loop (trainer.cpp) and its checkpoints
+// (trainer_ckpt.cpp). Private to the train module.
+#pragma once
+
+#include <torch/types.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cairn/ckpt/checkpoint.h"
+#include "cairn/ckpt/persist.h"
+#include "cairn/core/config.h"
+#include "cairn/data/local_sampler.h"
+#include "cairn/data/token_file.h"
+#include "cairn/elastic/flash_slots.h"
+#include "cairn/elastic/progress.h"
+#include "cairn/model/config.h"
+#include "cairn/train/options.h"
+#include "cairn/train/run_log.h"
+#include "cairn/train/trainer.h"
+#include "train/engine_impl.h"
+#include "train/flash_impl.h"
+
+namespace cairn::train {
+
+using Clock = std::chrono::steady_clock;
+inline double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+inline constexpr char kModelPrefix[] = "model.";
+inline constexpr char kOptimPrefix[] = "optim.";
+inline constexpr char kRngName[] = "rng.cpu";
+
+struct Trainer::Impl {
+  core::Config config;
+  TrainOptions opt;
+  model::ModelConfig mcfg;
+  RunOptions run;
+  std::unique_ptr<data::TokenFile> train_file, val_file;
+  std::unique_ptr<data::LocalSampler> sampler, val_sampler;
+  std::shared_ptr<model::LanguageModel> model;
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<FlashSlots> flash;
+  std::vector<std::unique_ptr<FlashSlots>> peer_slots;  // other local ranks' slots, while restoring
+  std::unique_ptr<elastic::ProgressWriter> progress;    // read by the agent's hang detector
+  // This rank's persister when no agent persists for it (plain `cairn train`).
+  std::unique_ptr<ckpt::SlotPersister> persister;
+  bool direct_persist = false;  // /dev/shm too small: storage checkpoints written directly
+  int64_t num_params = 0;
+  comm::Group* group = nullptr;  // data-parallel group; null in one process
+  int world = 1, rank = 0;
+  std::unique_ptr<RunLog> log;
+  int64_t step = 0;
+  int64_t max_steps = 0;
+  double peak_flops = 0;
+
+  std::string ckpt_dir;  // absolute
+
+  // Slots nobody else will remove go with the trainer, whichever way it ends short of a
+  // crash (under `cairn run` the agent removes them when the job ends).
+  ~Impl() {
+    if (flash && flash->pending()) (void)flash->finish();
+    persister.reset();
+    if (flash && !run.keep_slots) elastic::unlink_flash_slots(run.run_dir, {rank});
+  }
+  int64_t accum_steps() const { return opt.global_batch_size / (opt.micro_batch_size * world); }
+
+  // A memory save whose copy overlaps the next step's forward and backward.
+  struct PendingSave {
+    int64_t step = 0;
+    double blocked_s = 0;  // time the loop was held so far
+    double waited_s = 0;   // of which waiting for a slot to come free
+    bool persist = false;
+    const char* reason = "";
+  };
+  std::optional<PendingSave> pending_save;
+
+  // Sum of `v` over ranks (v itself in one process).
+  double sum_over_ranks(double v);
+  // Inputs and targets (B, T) for micro-batch `micro` of global step `s`.
+  std::pair<torch::Tensor, torch::Tensor> batch(int64_t s, int64_t micro);
+  std::vector<ckpt::NamedTensor> state_tensors();
+  nlohmann::json state_json(const char* reason);
+  ckpt::PersistTarget persist_target() const;
+  // Splits the whole state over the ranks so that each copies and persists about 1/world of
+  // it: largest tensors first, each to the least loaded rank (deterministic). Returns this
+  // rank's tensors and the table every rank needs to put the state back together.
+  std::pair<std::vector<ckpt::NamedTensor>, nlohmann::json> partition(
+      std::vector<ckpt::NamedTensor> all) const;
+  // Collective: a checkpoint of the current step. Every rank copies its part of the state
+  // into a shared-memory slot; with `persist` the slot is then handed to the persister (the
+  // agent's, or this process's), which writes it to storage in the background. The copy runs
+  // on a background thread while training goes on (`overlap`) until finish_checkpoint(),
+  // which the loop calls before the next optimizer step changes the state.
+  Status checkpoint(bool persist, const char* reason, bool overlap);
+  // Waits for the copy of a pending memory save and records it; the event's duration_ms is
+  // the time training was held by it.
+  Status finish_checkpoint();
+  // Collective: waits until the checkpoint of the current step is committed on storage.
+  Status wait_persisted();
+  // Collective: puts the whole state back together from every rank's part (each rank
+  // broadcasts its tensors as one flat byte buffer).
+  Result<std::map<std::string, torch::Tensor>> assemble(std::map<std::string, torch::Tensor> mine,
+                                                        const nlohmann::json& table, int64_t step);
+  // Restores model, optimizer, RNG and position; checks everything before changing anything.
+  Status restore(const ckpt::LoadedCheckpoint& c);
+  // Collective. Restores from the ranks' shared-memory slots: the newest step that every rank
+  // holds complete (a rank killed during a save still holds the previous one), unless storage
+  // holds a newer checkpoint; returns whether it did.
+  Result<bool> restore_from_memory();
+  // Mean validation loss; samples are split over ranks and the sums combined (collective).
+  double evaluate();
+};
+
+}  // namespace cairn::train
