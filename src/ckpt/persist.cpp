@@ -181,14 +181,13 @@ Result<nlohmann::json> SlotPersister::queue_unsaved() {
   return nlohmann::json{{"step", step}, {"queued", true}};
 }
 
-std::pair<int64_t, std::vector<ShmSlot*>> SlotPersister::newest_unsaved(std::string* root) {
+std::vector<int64_t> SlotPersister::common_steps(std::map<int, std::vector<ShmSlot*>>* by_rank) {
   std::vector<int64_t> common;
-  std::map<int, std::vector<ShmSlot*>> by_rank;
   bool first = true;
   for (auto& [rank, names] : o_.slots) {
-    by_rank[rank] = slots_of(rank);
+    (*by_rank)[rank] = slots_of(rank);
     std::vector<int64_t> mine;
-    for (ShmSlot* s : by_rank[rank])
+    for (ShmSlot* s : (*by_rank)[rank])
       if (s->ready_step() >= 0) mine.push_back(s->ready_step());
     std::vector<int64_t> keep;
     for (int64_t st : first ? mine : common)
@@ -196,8 +195,15 @@ std::pair<int64_t, std::vector<ShmSlot*>> SlotPersister::newest_unsaved(std::str
     common = keep;
     first = false;
   }
+  std::sort(common.rbegin(), common.rend());
+  return common;
+}
+
+std::pair<int64_t, std::vector<ShmSlot*>> SlotPersister::newest_unsaved(std::string* root) {
+  std::map<int, std::vector<ShmSlot*>> by_rank;
+  std::vector<int64_t> common = common_steps(&by_rank);
   if (common.empty()) return {-1, {}};
-  const int64_t step = *std::max_element(common.begin(), common.end());
+  const int64_t step = common.front();
   std::vector<ShmSlot*> out;
   for (auto& [rank, slots] : by_rank)
     for (ShmSlot* s : slots)
@@ -216,27 +222,8 @@ std::pair<int64_t, std::vector<ShmSlot*>> SlotPersister::newest_unsaved(std::str
 
 Result<nlohmann::json> SlotPersister::persist_unsaved(const std::string& reason) {
   std::lock_guard<std::mutex> lock(mu_);
-  // Steps every rank here holds complete, newest first.
   std::map<int, std::vector<ShmSlot*>> by_rank;
-  std::vector<int64_t> common;
-  bool first = true;
-  for (auto& [rank, names] : o_.slots) {
-    by_rank[rank] = slots_of(rank);
-    std::vector<int64_t> mine;
-    for (ShmSlot* s : by_rank[rank])
-      if (s->ready_step() >= 0) mine.push_back(s->ready_step());
-    if (first) {
-      common = mine;
-      first = false;
-    } else {
-      std::vector<int64_t> keep;
-      for (int64_t s : common)
-        if (std::find(mine.begin(), mine.end(), s) != mine.end()) keep.push_back(s);
-      common = keep;
-    }
-  }
-  std::sort(common.rbegin(), common.rend());
-  for (int64_t step : common) {
+  for (int64_t step : common_steps(&by_rank)) {
     int64_t bytes = 0;
     double seconds = 0;
     bool committed = false;

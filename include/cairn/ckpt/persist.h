@@ -88,6 +88,9 @@ class SlotPersister {
   // The open slots of `rank`, reopened when missing or replaced by their writer.
   std::vector<ShmSlot*> slots_of(int rank);
   Result<PartInfo> write_slot(ShmSlot* slot);
+  // REQUIRES: mu_ held. The steps every rank here holds complete, newest first; fills
+  // `by_rank` with each rank's open slots.
+  std::vector<int64_t> common_steps(std::map<int, std::vector<ShmSlot*>>* by_rank);
   // REQUIRES: mu_ held. The slots of `step` per rank, for the newest step every rank here holds
   // complete that storage does not hold (step -1 when there is none).
   std::pair<int64_t, std::vector<ShmSlot*>> newest_unsaved(std::string* root);
