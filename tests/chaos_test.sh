@@ -33,13 +33,7 @@ steps=200  # ~65 ms a step here: the kills and restarts fit with room to spare
 nkills=7   # the first always mid-run; up to 2 of the others right after a restart
 final=$(printf 'step-%08d' $steps)
 prepare_kjv 200000 || fail "preparing the KJV data failed (bible, cairn data prepare, the GPT-2 tokenizer files)"
-cat > "$work/tiny.yaml" <<YAML
-model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: 64, vocab_size: 50304, block_size: 32}
-train: {micro_batch_size: 4, global_batch_size: 8, seq_len: 32, max_steps: $steps, lr: 3.0e-3,
-        warmup_steps: 5, eval_interval: 0, eval_batches: 2}
-ckpt: {memory_interval: 1}
-data: {path: $work/data}
-YAML
+flash_config $steps
 
 echo "-- uninterrupted run (A)"
 timeout -k 5 150 "$cairn" run --nproc-per-node 2 --run-dir "$work/A" -- "$cairn" train "$work/tiny.yaml" \

@@ -13,13 +13,7 @@ source "$(dirname "$0")/lib.sh"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 prepare_kjv 200000
-cat > "$work/tiny.yaml" <<YAML
-model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: 64, vocab_size: 50304, block_size: 32}
-train: {micro_batch_size: 4, global_batch_size: 8, seq_len: 32, max_steps: 20, lr: 3.0e-3,
-        warmup_steps: 5, eval_interval: 0, eval_batches: 2}
-ckpt: {persist_interval: 4, memory_interval: 1, keep_last: 2, keep_every: 8}
-data: {path: $work/data}
-YAML
+flash_config 20 '{persist_interval: 4, memory_interval: 1, keep_last: 2, keep_every: 8}'
 count() { grep -c "$1" "$2" || true; }
 
 echo "-- world 2: the agent persists both ranks' parts in the background, one commit per step"

@@ -9,3 +9,16 @@ prepare_kjv() {
   head -c "$1" "$work/full.txt" > "$work/kjv.txt"
   "$cairn" data prepare --input "$work/kjv.txt" --out "$work/data" --val-fraction 0.05 2>/dev/null
 }
+
+# flash_config STEPS [CKPT]: $work/tiny.yaml, the small GPT-2 of the flash-checkpoint, hang and
+# chaos tests (d=64, 2 layers, global batch 8 in micro-batches of 4) trained STEPS steps on
+# $work/data, with `ckpt: CKPT` (default: an in-memory checkpoint every step).
+flash_config() {
+  cat > "$work/tiny.yaml" <<YAML
+model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: 64, vocab_size: 50304, block_size: 32}
+train: {micro_batch_size: 4, global_batch_size: 8, seq_len: 32, max_steps: $1, lr: 3.0e-3,
+        warmup_steps: 5, eval_interval: 0, eval_batches: 2}
+ckpt: ${2:-{memory_interval: 1\}}
+data: {path: $work/data}
+YAML
+}
