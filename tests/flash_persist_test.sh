@@ -39,10 +39,7 @@ sed 's/max_steps: 20/max_steps: 100000/' "$work/tiny.yaml" > "$cfg_long"
 "$cairn" run --nproc-per-node 2 --run-dir "$work/b" -- "$cairn" train "$cfg_long" --no-progress \
   > "$work/b.out" 2>&1 &
 agent=$!
-for _ in $(seq 1 600); do
-  [ -f "$work/b/metrics.jsonl" ] && [ "$(wc -l < "$work/b/metrics.jsonl")" -ge 10 ] && break
-  sleep 0.1
-done
+wait_rows "$work/b" 10
 kill -TERM $agent
 rc=0; wait $agent || rc=$?
 agent=

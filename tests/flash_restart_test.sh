@@ -22,10 +22,7 @@ echo "-- kill -9 one worker at step >= 20; the agent restarts the group"
 "$cairn" run --nproc-per-node 2 --max-restarts 2 --run-dir "$work/run" -- \
   "$cairn" train "$work/tiny.yaml" --no-progress --resume > "$work/run.out" 2>&1 &
 agent=$!
-for _ in $(seq 1 600); do
-  [ -f "$work/run/metrics.jsonl" ] && [ "$(wc -l < "$work/run/metrics.jsonl")" -ge 20 ] && break
-  sleep 0.1
-done
+wait_rows "$work/run" 20
 victim=$(pgrep -P $agent | tail -n 1)
 [ -n "$victim" ] || fail "no worker to kill"
 kill -9 "$victim"
@@ -53,10 +50,7 @@ echo "-- no restarts left: the agent persists the in-memory checkpoint before ex
 "$cairn" run --nproc-per-node 2 --run-dir "$work/p" -- \
   "$cairn" train "$work/tiny.yaml" --no-progress --resume > "$work/p.out" 2>&1 &
 agent=$!
-for _ in $(seq 1 600); do
-  [ -f "$work/p/metrics.jsonl" ] && [ "$(wc -l < "$work/p/metrics.jsonl")" -ge 20 ] && break
-  sleep 0.1
-done
+wait_rows "$work/p" 20
 kill -9 "$(pgrep -P $agent | tail -n 1)"
 rc=0; wait $agent || rc=$?
 agent=

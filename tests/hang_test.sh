@@ -22,10 +22,7 @@ echo "-- SIGSTOP one worker at step >= 15; --hang-timeout 3"
 "$cairn" run --nproc-per-node 2 --max-restarts 1 --hang-timeout 3 --grace-period 2 --run-dir "$work/run" -- \
   "$cairn" train "$work/tiny.yaml" --no-progress --resume > "$work/run.out" 2>&1 &
 agent=$!
-for _ in $(seq 1 600); do
-  [ -f "$work/run/metrics.jsonl" ] && [ "$(wc -l < "$work/run/metrics.jsonl")" -ge 15 ] && break
-  sleep 0.1
-done
+wait_rows "$work/run" 15
 victim=$(pgrep -P $agent | tail -n 1)
 [ -n "$victim" ] || fail "no worker to stop"
 kill -STOP "$victim"

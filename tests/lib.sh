@@ -22,3 +22,12 @@ ckpt: ${2:-{memory_interval: 1\}}
 data: {path: $work/data}
 YAML
 }
+
+# wait_rows RUN_DIR N: waits (at most 60 s) until RUN_DIR/metrics.jsonl has N rows.
+wait_rows() {
+  for _ in $(seq 1 600); do
+    [ -f "$1/metrics.jsonl" ] && [ "$(wc -l < "$1/metrics.jsonl")" -ge "$2" ] && return 0
+    sleep 0.1
+  done
+  return 0  # the caller's next check reports what is missing
+}

@@ -49,10 +49,7 @@ echo "-- Ctrl-C saves a checkpoint; --resume continues from it"
 "$cairn" train "$work/tiny.yaml" --run-dir "$work/run2" --no-progress --max-steps 100000 \
   2> "$work/run2.err" &
 pid=$!
-for _ in $(seq 1 600); do
-  [ -f "$work/run2/metrics.jsonl" ] && [ "$(wc -l < "$work/run2/metrics.jsonl")" -ge 12 ] && break
-  sleep 0.1
-done
+wait_rows "$work/run2" 12
 kill -INT $pid
 rc=0; wait $pid || rc=$?
 [ $rc -eq 1 ] || { cat "$work/run2.err"; fail "interrupted run should exit 1, got $rc"; }
