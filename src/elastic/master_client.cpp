@@ -1,4 +1,4 @@
-// MasterClient: a gRPC stub with the job token on every call, per-attempt deadlines and
+// MasterClient: the generated gRPC client with the job token on every call, per-attempt deadlines and
 // bounded retries with exponential backoff (and jitter) while the master is unavailable.
 #include "cairn/elastic/master_client.h"
 
@@ -13,14 +13,10 @@
 #include "cairn/core/fs.h"
 #include "rpc_convert_impl.h"
 
+#include "elastic/deadline_impl.h"
+
 namespace cairn::elastic {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_until(Clock::time_point t) {
-  return std::chrono::duration<double>(t - Clock::now()).count();
-}
 
 // A factor in [0.5, 1): spreads the retries of many agents after a master restart.
 double jitter() {
@@ -32,7 +28,7 @@ double jitter() {
 
 struct MasterClient::Impl {
   MasterClientOptions o;
-  std::unique_ptr<v1::Master::Stub> stub;
+  std::unique_ptr<v1::Master::Stub> rpc;
 
   // Calls `method` until it succeeds, fails with something other than UNAVAILABLE, or the
   // budget is spent.
@@ -52,7 +48,7 @@ struct MasterClient::Impl {
                        std::chrono::duration_cast<std::chrono::system_clock::duration>(
                            std::chrono::duration<double>(limit)));
       resp->Clear();
-      grpc::Status s = (stub.get()->*method)(&ctx, req, resp);
+      grpc::Status s = (rpc.get()->*method)(&ctx, req, resp);
       if (s.ok()) return Status::Ok();
       if (s.error_code() != grpc::StatusCode::UNAVAILABLE)
         return rpc::from_grpc(s, what, o.address);
@@ -97,7 +93,7 @@ Result<std::unique_ptr<MasterClient>> MasterClient::Open(const MasterClientOptio
               std::max(initial_ms, int(options.max_backoff_s * 1000)));
   auto impl = std::make_unique<Impl>();
   impl->o = options;
-  impl->stub = v1::Master::NewStub(grpc::CreateCustomChannel(options.address, creds, args));
+  impl->rpc = v1::Master::NewStub(grpc::CreateCustomChannel(options.address, creds, args));
   return std::unique_ptr<MasterClient>(new MasterClient(std::move(impl)));
 }
 

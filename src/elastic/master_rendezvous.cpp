@@ -10,14 +10,10 @@
 #include <random>
 #include <thread>
 
+#include "elastic/deadline_impl.h"
+
 namespace cairn::elastic {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_until(Clock::time_point t) {
-  return std::chrono::duration<double>(t - Clock::now()).count();
-}
 
 uint64_t random_incarnation() {
   std::random_device rd;

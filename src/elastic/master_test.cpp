@@ -141,7 +141,7 @@ TEST(MasterServer, MissingOrWrongTokenIsRejectedAndChangesNothing) {
   Deadline guard(60);
   auto server = start(server_options({1, 2, 1, 5, 5}));
   ASSERT_TRUE(server);
-  auto stub = v1::Master::NewStub(
+  auto rpc = v1::Master::NewStub(
       grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
   v1::JoinRequest req;
   req.mutable_node()->set_node_id("intruder");
@@ -154,7 +154,7 @@ TEST(MasterServer, MissingOrWrongTokenIsRejectedAndChangesNothing) {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     if (*token) ctx.AddMetadata(kJobTokenMetadataKey, token);
     v1::JoinResponse resp;
-    grpc::Status s = stub->Join(&ctx, req, &resp);
+    grpc::Status s = rpc->Join(&ctx, req, &resp);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED) << token;
   }
   EXPECT_EQ(server->rejected_calls(), 4);
