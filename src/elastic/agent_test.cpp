@@ -104,9 +104,15 @@ TEST(Agent, FailingWorkerIsRestartedUpToTheLimit) {
   Deadline d(60);
   AgentFixture f;
   FakeRendezvous rdzv(3);
+  // Rank 1 fails only once rank 0 has written its line, so the SIGKILL of
+  // the survivors cannot cut that line off.
   AgentOptions o = f.options(
       "echo try $TORCHELASTIC_RESTART_COUNT of $TORCHELASTIC_MAX_RESTARTS; "
-      "if [ $RANK = 1 ]; then echo bad things >&2; exit 3; fi; exec sleep 30");
+      "if [ $RANK = 1 ]; then "
+      "until grep \"try $TORCHELASTIC_RESTART_COUNT of\" '" +
+      (f.dir / "logs/worker-0.log") +
+      "' > /dev/null 2>&1; do sleep 0.01; done; "
+      "echo bad things >&2; exit 3; fi; exec sleep 30");
   o.max_restarts = 2;
   auto t0 = std::chrono::steady_clock::now();
   auto r = run_agent(rdzv, o);
