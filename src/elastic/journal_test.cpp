@@ -164,6 +164,7 @@ TEST(JournalCodec, EventsRoundTrip) {
       RoundOpened{3, true, "member a joined again"},
       RoundCompleted{r},
       FailureReported{{"a", 1, ExitStatus::Signaled(9), "killed"}},
+      NodeExcluded{"c", "failed the node check"},
   };
   for (const auto& e : events) {
     const json j = event_to_json(e);

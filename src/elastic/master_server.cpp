@@ -60,6 +60,9 @@ std::string describe(const RdzvEvent& event) {
              ": " + e.report.exit.ToString() + (e.report.diagnosis.empty() ? "" : ": ") +
              e.report.diagnosis;
     }
+    std::string operator()(const NodeExcluded& e) const {
+      return "node " + e.node_id + " excluded: " + e.reason;
+    }
   } visitor;
   return std::visit(visitor, event);
 }

@@ -86,6 +86,11 @@ json event_to_json(const RdzvEvent& event) {
                               {"rank", e.report.rank},      {"signaled", e.report.exit.signaled},
                               {"code", e.report.exit.code}, {"diagnosis", e.report.diagnosis}};
                         },
+                        [](const NodeExcluded& e) -> json {
+                          return {{"type", "node_excluded"},
+                                  {"node_id", e.node_id},
+                                  {"reason", e.reason}};
+                        },
                     },
                     event);
 }
@@ -117,12 +122,15 @@ Result<RdzvEvent> event_from_json(const json& j) {
       f.diagnosis = j.at("diagnosis").get<std::string>();
       return RdzvEvent(FailureReported{std::move(f)});
     }
+    if (type == "node_excluded")
+      return RdzvEvent(NodeExcluded{j.at("node_id").get<std::string>(),
+                                    j.at("reason").get<std::string>()});
   } catch (const json::exception& e) {
     return Status::Corrupt(type + " record " + j.dump() + ": " + e.what());
   }
   return Status::Corrupt("record of unknown type '" + type +
                          "'; known: node_joined, node_removed, round_opened, round_completed, "
-                         "failure");
+                         "failure, node_excluded");
 }
 
 }  // namespace cairn::elastic

@@ -140,6 +140,10 @@ void RdzvState::apply(const RdzvEvent& event, double now) {
                 params_.max_node_failures > 0)
               faulty_.insert(e.report.node_id);
           },
+          [&](const NodeExcluded& e) {
+            faulty_.insert(e.node_id);
+            excluded_reason_[e.node_id] = e.reason;
+          },
       },
       event);
 }
@@ -179,6 +183,7 @@ Status RdzvState::replay(const RdzvEvent& event, double now) {
             return Status::Ok();
           },
           [&](const FailureReported&) { return Status::Ok(); },
+          [&](const NodeExcluded&) { return Status::Ok(); },
       },
       event);
   if (!s.ok()) return s;
@@ -201,6 +206,9 @@ void RdzvState::remove(const std::string& node_id, RemoveReason reason, double n
 
 Result<JoinResult> RdzvState::join(const NodeInfo& node, int64_t last_round, double now) {
   CAIRN_RETURN_IF_ERROR(validate_node_info(node));
+  if (auto e = excluded_reason_.find(node.node_id); e != excluded_reason_.end())
+    return Status::FailedPrecondition("node " + node.node_id +
+                                      " is excluded from the job: " + e->second);
   if (faulty_.count(node.node_id))
     return Status::FailedPrecondition(
         "node " + node.node_id + " is marked faulty after " +
@@ -300,6 +308,21 @@ void RdzvState::report_failure(const FailureReport& report) {
     remove(node, RemoveReason::kDropped, now);
     try_complete(now);
   }
+}
+
+void RdzvState::exclude(const std::string& node_id, const std::string& reason, double now) {
+  if (excluded_reason_.count(node_id)) return;
+  std::string r = reason.size() > kMaxDiagnosisLength ? reason.substr(0, kMaxDiagnosisLength) : reason;
+  emit(NodeExcluded{node_id, std::move(r)}, now);
+  if (nodes_.count(node_id)) {
+    remove(node_id, RemoveReason::kDropped, now);
+    try_complete(now);
+  }
+}
+
+const NodeInfo* RdzvState::node(const std::string& node_id) const {
+  auto it = nodes_.find(node_id);
+  return it == nodes_.end() ? nullptr : &it->second.info;
 }
 
 std::vector<const RdzvState::Node*> RdzvState::ordered_candidates() const {

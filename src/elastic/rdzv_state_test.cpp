@@ -436,5 +436,34 @@ TEST(RdzvState, RepeatedFailuresMarkANodeFaulty) {
   EXPECT_TRUE(failure_counts_against_node("hang: no progress"));
 }
 
+TEST(RdzvState, ExcludedNodeLeavesTheRoundAndIsRefusedAfterReplayToo) {
+  RdzvState s(params(2, 3, 1, 5, 100));
+  join(s, "a", 0, 0);
+  join(s, "b", 0, 0);
+  auto r = join(s, "c", 0, 0);
+  ASSERT_TRUE(r.round);
+  s.exclude("c", "failed the node check: round 1 (with b): all-reduce timed out", 1);
+  EXPECT_TRUE(s.open());
+  EXPECT_EQ(s.node("c"), nullptr);
+  ASSERT_NE(s.node("a"), nullptr);
+  EXPECT_EQ(s.node("a")->host, "host-a");
+  auto refused = s.join(node("c"), 0, 2);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("excluded from the job: failed the node check"),
+            std::string::npos)
+      << refused.status().message();
+  join(s, "a", r.round->number, 2);
+  join(s, "b", r.round->number, 2);
+  s.tick(8);
+  auto b = join(s, "b", r.round->number, 8);
+  ASSERT_TRUE(b.round);
+  EXPECT_EQ(ids(*b.round), Ids({"a", "b"}));
+  // The exclusion survives the journal.
+  RdzvState back(params(2, 3, 1, 5, 100));
+  for (const auto& e : s.take_events()) ASSERT_TRUE(back.replay(e, 5).ok());
+  EXPECT_FALSE(back.join(node("c"), 0, 6).ok());
+}
+
 }  // namespace
 }  // namespace cairn::elastic

@@ -132,8 +132,12 @@ struct RoundCompleted {
 struct FailureReported {
   FailureReport report;
 };
-using RdzvEvent =
-    std::variant<NodeJoined, NodeRemoved, RoundOpened, RoundCompleted, FailureReported>;
+struct NodeExcluded {  // refused from now on (e.g. it failed the node check); removed if known
+  std::string node_id;
+  std::string reason;
+};
+using RdzvEvent = std::variant<NodeJoined, NodeRemoved, RoundOpened, RoundCompleted,
+                               FailureReported, NodeExcluded>;
 
 struct JoinResult {
   std::optional<Round> round;  // set when the node is a member of a completed round it has not seen
@@ -186,6 +190,11 @@ class RdzvState {
   // may. Call regularly (a fraction of wait_s and of the heartbeat timeout).
   void tick(double now);
   void report_failure(const FailureReport& report);
+  // Excludes the node for good (its joins are refused with `reason`); a member's exclusion opens
+  // the next round.
+  void exclude(const std::string& node_id, const std::string& reason, double now);
+  // The node's latest info, or nullptr when it is not known.
+  const NodeInfo* node(const std::string& node_id) const;
 
   // Applies a journaled event. Nodes restored this way count as seen at `now`. kCorrupt when the
   // event does not fit the state (e.g. a round number out of sequence).
@@ -229,6 +238,7 @@ class RdzvState {
   std::deque<FailureReport> recent_failures_;
   std::map<std::string, int> node_failures_;  // failures that count, per node id
   std::set<std::string> faulty_;              // excluded for good
+  std::map<std::string, std::string> excluded_reason_;  // the faulty excluded by exclude()
   std::vector<RdzvEvent> events_;
 };
 
