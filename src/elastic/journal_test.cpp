@@ -161,6 +161,7 @@ TEST(JournalCodec, EventsRoundTrip) {
       NodeJoined{{"a", "ha", 2, 29411, 0xfedcba9876543210ull}},
       NodeRemoved{"b", RemoveReason::kDropped},
       NodeRemoved{"c", RemoveReason::kLeft},
+      NodeRemoved{"d", RemoveReason::kExcluded},
       RoundOpened{3, true, "member a joined again"},
       RoundCompleted{r},
       FailureReported{{"a", 1, ExitStatus::Signaled(9), "killed"}},

@@ -154,4 +154,45 @@ Result<MasterStatus> MasterClient::get_status(double budget_s) {
   return rpc::from_proto(resp);
 }
 
+Result<CheckReply> MasterClient::check_node(const std::string& node_id, int64_t round,
+                                            const std::optional<CheckReport>& report,
+                                            double budget_s) {
+  v1::CheckNodeRequest req;
+  req.set_node_id(node_id);
+  req.set_round(round);
+  if (report) {
+    req.set_check_id(report->check_id);
+    req.set_check_round(report->check_round);
+    v1::CheckResult* r = req.mutable_result();
+    r->set_ok(report->result.ok);
+    r->set_matmul_s(report->result.matmul_s);
+    r->set_allreduce_s(report->result.allreduce_s);
+    r->set_error(report->result.error.substr(0, kMaxDiagnosisLength));
+  }
+  v1::CheckNodeResponse resp;
+  CAIRN_RETURN_IF_ERROR(
+      impl_->call("CheckNode", &v1::Master::Stub::CheckNode, req, &resp, budget_s));
+  CheckReply out;
+  switch (resp.action()) {
+    case v1::CheckNodeResponse::RUN: out.action = CheckAction::kRun; break;
+    case v1::CheckNodeResponse::PROCEED: out.action = CheckAction::kProceed; break;
+    case v1::CheckNodeResponse::EXCLUDED: out.action = CheckAction::kExcluded; break;
+    case v1::CheckNodeResponse::REJOIN: out.action = CheckAction::kRejoin; break;
+    default: out.action = CheckAction::kWait; break;
+  }
+  out.reason = resp.reason();
+  out.assignment.check_id = resp.check_id();
+  out.assignment.check_round = resp.check_round();
+  out.assignment.group_rank = resp.group_rank();
+  for (const auto& p : resp.group())
+    out.assignment.group.push_back({p.node_id(), p.host(), p.store_port()});
+  if (out.action == CheckAction::kRun &&
+      (out.assignment.group_rank < 0 ||
+       out.assignment.group_rank >= int(out.assignment.group.size())))
+    return Status::Internal("the master's check assignment puts this node at group rank " +
+                            std::to_string(out.assignment.group_rank) + " of " +
+                            std::to_string(out.assignment.group.size()));
+  return out;
+}
+
 }  // namespace cairn::elastic

@@ -37,6 +37,8 @@ struct MasterRendezvous::Impl {
   bool stopping = false;      // guarded by mu
   std::thread heartbeats;
 
+  Result<bool> check(int64_t round, Clock::time_point deadline);
+
   void heartbeat_loop() {
     bool failing = false;
     std::unique_lock<std::mutex> lock(mu);
@@ -63,6 +65,62 @@ struct MasterRendezvous::Impl {
     }
   }
 };
+
+// The node check of the master's round `round`: true when this node may start its workers,
+// false when the round is over (other nodes were excluded).
+Result<bool> MasterRendezvous::Impl::check(int64_t round, Clock::time_point deadline) {
+  std::optional<CheckReport> report;
+  for (;;) {
+    const double left = seconds_until(deadline);
+    if (left <= 0)
+      return Status::Timeout("the node check of round " + std::to_string(round) +
+                             " did not end in time");
+    auto reply = client->check_node(o.node_id, round, report, left);
+    if (!reply.ok()) {
+      if (reply.status().code() != StatusCode::kPeerLost &&
+          reply.status().code() != StatusCode::kTimeout)
+        return reply.status().WithContext("node check");
+      continue;  // the master may come back; the report is sent again
+    }
+    report.reset();
+    switch (reply->action) {
+      case CheckAction::kRun: {
+        const CheckAssignment& a = reply->assignment;
+        std::string with;
+        for (const auto& m : a.group)
+          if (m.node_id != o.node_id) with += (with.empty() ? "" : ", ") + m.node_id;
+        spdlog::info("node check {} round {}: matmul and all-reduce {}", a.check_id, a.check_round,
+                     with.empty() ? std::string("alone") : "with " + with);
+        NodeCheckResult result;
+        if (auto r = o.node_checker(a); r.ok()) {
+          result = *r;
+        } else {
+          result.error = r.status().message();
+        }
+        if (result.ok)
+          spdlog::info("node check round {}: matmul {:.3f} s, all-reduce {:.3f} s", a.check_round,
+                       result.matmul_s, result.allreduce_s);
+        else
+          spdlog::warn("node check round {} failed: {}", a.check_round, result.error);
+        report = CheckReport{a.check_id, a.check_round, std::move(result)};
+        continue;
+      }
+      case CheckAction::kWait:
+        break;
+      case CheckAction::kProceed:
+        spdlog::info("{}", reply->reason);
+        return true;
+      case CheckAction::kRejoin:
+        spdlog::warn("{}; joining the next round", reply->reason);
+        return false;
+      case CheckAction::kExcluded:
+        return Status::FailedPrecondition("node " + o.node_id +
+                                          " is excluded from the job: " + reply->reason);
+    }
+    std::this_thread::sleep_for(std::chrono::duration<double>(
+        std::min(o.poll_interval_s, std::max(0.0, seconds_until(deadline)))));
+  }
+}
 
 Result<std::unique_ptr<MasterRendezvous>> MasterRendezvous::Open(
     const MasterRendezvousOptions& options) {
@@ -95,7 +153,7 @@ Result<World> MasterRendezvous::next_round(int round, double timeout_s) {
   CAIRN_ASSIGN_OR_RETURN(int store_port, pick_free_port());
   const NodeInfo node{impl_->o.node_id, impl_->o.host, impl_->o.nproc_per_node, store_port,
                       impl_->o.incarnation};
-  const int64_t last_round = master_round();
+  int64_t last_round = master_round();
   std::string why = "no answer from the master yet";
   for (;;) {
     const double left = seconds_until(deadline);
@@ -139,7 +197,12 @@ Result<World> MasterRendezvous::next_round(int round, double timeout_s) {
       }
       spdlog::info("rendezvous: round {} of the master: node rank {} of {}, store {}:{}", r.number,
                    w.node_rank, w.num_nodes, w.master_addr, w.master_port);
-      return w;
+      if (!impl_->o.node_checker) return w;
+      CAIRN_ASSIGN_OR_RETURN(bool admitted, impl_->check(r.number, deadline));
+      if (admitted) return w;
+      last_round = r.number;
+      why = "the node check excluded other nodes of round " + std::to_string(r.number);
+      continue;
     }
     why = reply->reason;
     std::this_thread::sleep_for(std::chrono::duration<double>(

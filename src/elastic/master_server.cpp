@@ -7,7 +7,9 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "cairn.grpc.pb.h"
@@ -42,7 +44,9 @@ std::string describe(const RdzvEvent& event) {
     }
     std::string operator()(const NodeRemoved& e) const {
       return "node " + e.node_id +
-             (e.reason == RemoveReason::kLeft ? " left" : " dropped: heartbeat timeout");
+             (e.reason == RemoveReason::kLeft      ? " left"
+              : e.reason == RemoveReason::kDropped ? " dropped: heartbeat timeout"
+                                                   : " removed: excluded");
     }
     std::string operator()(const RoundOpened& e) const {
       return "round " + std::to_string(e.number) + " opened: " + e.reason;
@@ -126,6 +130,106 @@ struct MasterServer::Impl final : public v1::Master::Service {
     });
   }
 
+  grpc::Status CheckNode(grpc::ServerContext* ctx, const v1::CheckNodeRequest* req,
+                         v1::CheckNodeResponse* resp) override {
+    return serve(ctx, "CheckNode", [&] {
+      CheckReply r = check_node_locked(*req, steady_now());
+      switch (r.action) {
+        case CheckAction::kRun: resp->set_action(v1::CheckNodeResponse::RUN); break;
+        case CheckAction::kWait: resp->set_action(v1::CheckNodeResponse::WAIT); break;
+        case CheckAction::kProceed: resp->set_action(v1::CheckNodeResponse::PROCEED); break;
+        case CheckAction::kExcluded: resp->set_action(v1::CheckNodeResponse::EXCLUDED); break;
+        case CheckAction::kRejoin: resp->set_action(v1::CheckNodeResponse::REJOIN); break;
+      }
+      resp->set_reason(r.reason);
+      if (r.action == CheckAction::kRun) {
+        resp->set_check_id(r.assignment.check_id);
+        resp->set_check_round(r.assignment.check_round);
+        resp->set_group_rank(r.assignment.group_rank);
+        for (const auto& m : r.assignment.group) {
+          v1::CheckPeer* p = resp->add_group();
+          p->set_node_id(m.node_id);
+          p->set_host(m.host);
+          p->set_store_port(m.store_port);
+        }
+      }
+      return grpc::Status::OK;
+    });
+  }
+
+  // --- the node check ----------------------------------------------------------------------
+  // REQUIRES: mu held.
+  CheckReply check_node_locked(const v1::CheckNodeRequest& req, double now) {
+    CheckReply r;
+    if (!options.network_check) {
+      r.action = CheckAction::kProceed;
+      r.reason = "no node check (the master runs without --network-check)";
+      return r;
+    }
+    const Round& round = state.round();
+    if (state.open() || req.round() != round.number || !round.find(req.node_id())) {
+      r.action = CheckAction::kRejoin;
+      r.reason = "round " + std::to_string(req.round()) + " is not the job's current round";
+      return r;
+    }
+    if (check_for_round != round.number) start_check_locked(now);
+    if (!check) {
+      r.action = CheckAction::kProceed;
+      r.reason = "every node of round " + std::to_string(round.number) + " passed a check before";
+      return r;
+    }
+    std::optional<std::pair<int, NodeCheckResult>> report;
+    if (req.has_result() && req.check_id() == check->check_id()) {
+      NodeCheckResult res;
+      res.ok = req.result().ok();
+      res.matmul_s = req.result().matmul_s();
+      res.allreduce_s = req.result().allreduce_s();
+      res.error = req.result().error().substr(0, kMaxDiagnosisLength);
+      report = std::make_pair(req.check_round(), std::move(res));
+    }
+    r = check->poll(req.node_id(), report, now);
+    apply_verdict_locked(now);
+    return r;
+  }
+
+  // REQUIRES: mu held.
+  void start_check_locked(double now) {
+    const Round& round = state.round();
+    check_for_round = round.number;
+    check.reset();
+    verdict_applied = false;
+    std::vector<CheckMember> members;
+    bool all_checked = true;
+    for (const auto& m : round.members) {
+      const NodeInfo* info = state.node(m.node_id);
+      if (!info) continue;
+      auto it = checked.find(m.node_id);
+      all_checked = all_checked && it != checked.end() && it->second == info->incarnation;
+      members.push_back({m.node_id, m.host, info->store_port});
+    }
+    if (all_checked) return;
+    const std::string id = std::to_string(round.number) + "." + std::to_string(++check_serial) +
+                           "." + std::to_string(uint32_t(core::unix_time() * 1000));
+    check.emplace(std::move(members), id, options.node_check, now);
+    spdlog::info("master: node check {} of round {} begins ({} nodes)", id, round.number,
+                 round.members.size());
+  }
+
+  // Once the check has a verdict: remembers who passed, excludes who did not. REQUIRES: mu held.
+  void apply_verdict_locked(double now) {
+    if (!check || !check->done() || verdict_applied) return;
+    verdict_applied = true;
+    const NodeCheckVerdict& v = check->verdict();
+    spdlog::info("master: {}", v.summary);
+    for (const auto& id : v.stragglers)
+      spdlog::warn("master: node {} is a straggler (check time {:.3f} s){}", id,
+                   v.elapsed_s.at(id), v.excluded.count(id) ? "; excluded" : "");
+    for (const auto& [id, t] : v.elapsed_s)
+      if (const NodeInfo* info = state.node(id); info && !v.excluded.count(id))
+        checked[id] = info->incarnation;
+    for (const auto& [id, why] : v.excluded) state.exclude(id, why, now);
+  }
+
   // --- plumbing ----------------------------------------------------------------------------
   // Checks the token, runs `body` under the lock, journals what it changed before answering.
   template <class Body>
@@ -177,7 +281,12 @@ struct MasterServer::Impl final : public v1::Master::Service {
     while (!stopping) {
       cv.wait_for(lock, std::chrono::duration<double>(options.tick_interval_s));
       if (stopping || !journal_error.ok()) continue;
-      state.tick(steady_now());
+      const double now = steady_now();
+      state.tick(now);
+      if (check) {
+        check->tick(now);
+        apply_verdict_locked(now);
+      }
       (void)commit_locked();
     }
   }
@@ -185,6 +294,12 @@ struct MasterServer::Impl final : public v1::Master::Service {
   MasterServerOptions options;
   mutable std::mutex mu;
   RdzvState state;                   // guarded by mu
+  // The node check of round check_for_round (none when its nodes were checked before).
+  std::optional<NodeCheck> check;      // guarded by mu
+  int64_t check_for_round = 0;         // guarded by mu
+  bool verdict_applied = false;        // guarded by mu
+  int64_t check_serial = 0;            // guarded by mu
+  std::map<std::string, uint64_t> checked;  // node id -> incarnation that passed; guarded by mu
   std::unique_ptr<Journal> journal;  // guarded by mu
   Status journal_error;              // guarded by mu; set once
   bool stopping = false;             // guarded by mu
@@ -206,6 +321,13 @@ Status validate(const MasterServerOptions& o) {
   if (colon == std::string::npos || colon == 0 || colon + 1 == o.listen_address.size())
     return Status::InvalidArgument("listen address '" + o.listen_address +
                                    "' is not host:port (port 0 picks a free one)");
+  if (!(o.node_check.timeout_s > 0))
+    return Status::InvalidArgument("node check timeout " + std::to_string(o.node_check.timeout_s) +
+                                   " s: must be > 0");
+  if (!(o.node_check.straggler_ratio > 1))
+    return Status::InvalidArgument("straggler ratio " +
+                                   std::to_string(o.node_check.straggler_ratio) +
+                                   ": must be > 1");
   if (o.tls_cert_path.empty() != o.tls_key_path.empty())
     return Status::InvalidArgument(
         "TLS needs both a certificate and a private key file (got only the " +

@@ -8,7 +8,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <future>
+#include <mutex>
 #include <random>
 
 #include "cairn.grpc.pb.h"
@@ -313,6 +315,79 @@ TEST(MasterServer, LeaveFailureReportsAndStatus) {
   auto again = a->client().leave("b");
   ASSERT_TRUE(again.ok());
   EXPECT_FALSE(*again);
+}
+
+// The node check over real RPC: c's checks fail (its "network" is broken), so a and b exclude it
+// and train as two; c's agent is told why. A later round of the same nodes is not checked again.
+TEST(MasterServer, NodeCheckExcludesTheBrokenNodeAndTheOthersGoOn) {
+  Deadline guard(60);
+  MasterServerOptions so = server_options({2, 3, 1, 0.5, 5});
+  so.network_check = true;
+  so.node_check.timeout_s = 5;
+  auto server = start(so);
+  ASSERT_TRUE(server);
+  std::mutex mu;
+  std::vector<std::string> runs;  // "round:leader+...", one per group leader
+  auto checker = [&](const CheckAssignment& a) -> Result<NodeCheckResult> {
+    std::string group;
+    for (const auto& m : a.group) {
+      group += (group.empty() ? "" : "+") + m.node_id;
+      EXPECT_GT(m.store_port, 0);
+    }
+    if (a.group_rank == 0) {
+      std::lock_guard<std::mutex> lock(mu);
+      runs.push_back(std::to_string(a.check_round) + ":" + group);
+    }
+    if (group.find('c') != std::string::npos)
+      return Status::Timeout("all-reduce timed out after 5000 ms");
+    NodeCheckResult r;
+    r.ok = true;
+    r.matmul_s = 0.1;
+    r.allreduce_s = 0.01;
+    return r;
+  };
+  std::vector<std::unique_ptr<MasterRendezvous>> nodes;
+  for (const char* id : {"a", "b", "c"}) {
+    MasterRendezvousOptions o;
+    o.client = client_options(server->address());
+    o.node_id = id;
+    o.host = "127.0.0.1";
+    o.run_id = "job";
+    o.poll_interval_s = 0.02;
+    o.heartbeat_interval_s = 0.05;
+    o.node_checker = checker;
+    auto r = MasterRendezvous::Open(o);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    nodes.push_back(std::move(r).value());
+  }
+  std::vector<std::future<Result<World>>> f;
+  for (auto& n : nodes)
+    f.push_back(std::async(std::launch::async, [&n] { return n->next_round(0, 20); }));
+  auto wa = f[0].get(), wb = f[1].get(), wc = f[2].get();
+  ASSERT_TRUE(wa.ok()) << wa.status().ToString();
+  ASSERT_TRUE(wb.ok()) << wb.status().ToString();
+  EXPECT_EQ(wa->num_nodes, 2);
+  EXPECT_EQ(wb->node_rank, 1);
+  ASSERT_EQ(wc.status().code(), StatusCode::kFailedPrecondition) << wc.status().ToString();
+  EXPECT_NE(wc.status().message().find("excluded from the job: failed the node check"),
+            std::string::npos)
+      << wc.status().message();
+  EXPECT_NE(wc.status().message().find("all-reduce timed out"), std::string::npos);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    std::sort(runs.begin(), runs.end());
+    EXPECT_EQ(runs, (std::vector<std::string>{"1:a+b", "1:c", "2:c+a"}));
+    runs.clear();
+  }
+  EXPECT_EQ(server->status().nodes.size(), 2u);
+  // a's workers restart: a new round of checked nodes starts without a check.
+  auto again = std::async(std::launch::async, [&] { return nodes[0]->next_round(1, 10); });
+  ASSERT_TRUE(wait_until([&] { return nodes[1]->rejoin_requested(); }, 5));
+  auto wb2 = nodes[1]->next_round(1, 10);
+  ASSERT_TRUE(wb2.ok()) << wb2.status().ToString();
+  ASSERT_TRUE(again.get().ok());
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_TRUE(runs.empty());
 }
 
 TEST(MasterRendezvous, TimesOutWithTheReason) {

@@ -69,7 +69,9 @@ json event_to_json(const RdzvEvent& event) {
                         [](const NodeRemoved& e) -> json {
                           return {{"type", "node_removed"},
                                   {"node_id", e.node_id},
-                                  {"reason", e.reason == RemoveReason::kLeft ? "left" : "dropped"}};
+                                  {"reason", e.reason == RemoveReason::kLeft      ? "left"
+                                             : e.reason == RemoveReason::kDropped ? "dropped"
+                                                                                  : "excluded"}};
                         },
                         [](const RoundOpened& e) -> json {
                           return {{"type", "round_opened"},
@@ -102,12 +104,14 @@ Result<RdzvEvent> event_from_json(const json& j) {
     if (type == "node_joined") return RdzvEvent(NodeJoined{node_from(j.at("node"))});
     if (type == "node_removed") {
       const std::string reason = j.at("reason").get<std::string>();
-      if (reason != "left" && reason != "dropped")
+      if (reason != "left" && reason != "dropped" && reason != "excluded")
         return Status::Corrupt("node_removed record: reason '" + reason +
-                               "' is not 'left' or 'dropped'");
+                               "' is not 'left', 'dropped' or 'excluded'");
       return RdzvEvent(
           NodeRemoved{j.at("node_id").get<std::string>(),
-                      reason == "left" ? RemoveReason::kLeft : RemoveReason::kDropped});
+                      reason == "left"      ? RemoveReason::kLeft
+                      : reason == "dropped" ? RemoveReason::kDropped
+                                            : RemoveReason::kExcluded});
     }
     if (type == "round_opened")
       return RdzvEvent(RoundOpened{j.at("number").get<int64_t>(), j.at("restart").get<bool>(),

@@ -200,7 +200,9 @@ void RdzvState::remove(const std::string& node_id, RemoveReason reason, double n
   emit(NodeRemoved{node_id, reason}, now);
   if (member)
     open_next(
-        "member " + node_id + (reason == RemoveReason::kLeft ? " left" : " stopped heartbeating"),
+        "member " + node_id + (reason == RemoveReason::kLeft      ? " left"
+                              : reason == RemoveReason::kDropped ? " stopped heartbeating"
+                                                                 : " was excluded"),
         false, now);
 }
 
@@ -305,7 +307,7 @@ void RdzvState::report_failure(const FailureReport& report) {
   // Newly faulty: out of the job (its next Join is refused).
   if (!was_faulty && faulty_.count(node) && nodes_.count(node)) {
     const double now = nodes_.at(node).last_seen;
-    remove(node, RemoveReason::kDropped, now);
+    remove(node, RemoveReason::kExcluded, now);
     try_complete(now);
   }
 }
@@ -315,7 +317,7 @@ void RdzvState::exclude(const std::string& node_id, const std::string& reason, d
   std::string r = reason.size() > kMaxDiagnosisLength ? reason.substr(0, kMaxDiagnosisLength) : reason;
   emit(NodeExcluded{node_id, std::move(r)}, now);
   if (nodes_.count(node_id)) {
-    remove(node_id, RemoveReason::kDropped, now);
+    remove(node_id, RemoveReason::kExcluded, now);
     try_complete(now);
   }
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cairn/core/status.h"
+#include "cairn/elastic/node_check.h"
 #include "cairn/elastic/rdzv_state.h"
 
 namespace cairn::elastic {
@@ -37,6 +38,13 @@ struct HeartbeatReply {
   bool rejoin = false;
   int64_t latest_round = 0;
   std::string reason;
+};
+
+// A node's answer to a check assignment.
+struct CheckReport {
+  std::string check_id;
+  int check_round = 1;
+  NodeCheckResult result;
 };
 
 struct MasterStatus {
@@ -67,6 +75,10 @@ class MasterClient {
   // Retried, like every call, only on UNAVAILABLE (the request did not get through).
   Status report_failure(const FailureReport& report, double budget_s = -1);
   Result<MasterStatus> get_status(double budget_s = -1);
+  // The node check of `round` (see elastic/node_check.h); `report` answers the assignment the
+  // previous reply gave (check id, check round, result).
+  Result<CheckReply> check_node(const std::string& node_id, int64_t round,
+                                const std::optional<CheckReport>& report, double budget_s = -1);
 
   const std::string& address() const;
 

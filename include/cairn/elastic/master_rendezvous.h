@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -31,6 +32,10 @@ struct MasterRendezvousOptions {
   double poll_interval_s = 0.5;     // between Join polls while a round gathers
   double heartbeat_interval_s = 5;  // REQUIRES: well below the master's heartbeat timeout
   uint64_t incarnation = 0;         // 0: a random one for this agent process
+  // Runs one node-check assignment (`cairn node-check`) and returns what it measured; an error
+  // counts as a failed check. Empty: the node takes no part in node checks (a master that runs
+  // them fails this node's part at its timeout).
+  std::function<Result<NodeCheckResult>(const CheckAssignment&)> node_checker;
 };
 
 // Thread-safe. The destructor stops the heartbeat thread (it does not leave the job: a node
@@ -41,9 +46,11 @@ class MasterRendezvous : public Rendezvous {
   ~MasterRendezvous() override;
 
   // Joins (with a store port picked now, used if this node gets node rank 0) and polls until a
-  // round includes this node. World::round is `round` (the agent's restart count), not the
+  // round includes this node; with a node_checker, takes part in the master's node check of that
+  // round and joins again when the check excluded other nodes. World::round is `round` (the agent's restart count), not the
   // master's round number. Errors: kTimeout when no round came within `timeout_s` (the message
-  // says why the master kept the node waiting), kUnsupported when the round's nodes run
+  // says why the master kept the node waiting), kFailedPrecondition when the master excluded this
+  // node (faulty, or it failed the node check: the message says why), kUnsupported when the round's nodes run
   // different numbers of workers (World describes equal nodes only), the client's errors.
   Result<World> next_round(int round, double timeout_s) override;
   bool round_over(std::string* reason) override;

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cairn/core/status.h"
+#include "cairn/elastic/node_check.h"
 #include "cairn/elastic/rdzv_state.h"
 
 namespace cairn::elastic {
@@ -18,6 +19,10 @@ struct MasterServerOptions {
   std::string job_token;                     // REQUIRES: non-empty; agents send the same
   std::string journal_path;  // empty: no journal (state is lost when the master stops)
   RdzvParams rdzv;
+  // Check the nodes of every round that has a node not yet checked (same incarnation) before its
+  // workers start: CheckNode (see elastic/node_check.h). Off: CheckNode answers "proceed".
+  bool network_check = false;
+  NodeCheckParams node_check;
   // Both or neither: serve TLS with this PEM certificate chain and private key.
   std::string tls_cert_path;
   std::string tls_key_path;

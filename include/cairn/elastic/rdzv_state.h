@@ -110,7 +110,7 @@ struct RdzvCounters {
   int64_t failures_reported = 0;
 };
 
-enum class RemoveReason { kLeft, kDropped };
+enum class RemoveReason { kLeft, kDropped, kExcluded };  // dropped: heartbeat timeout
 
 // Durable changes, in the order they happened. Replaying them into a fresh RdzvState gives back
 // the nodes, the completed round, whether a round is open, the counters and recent failures.
