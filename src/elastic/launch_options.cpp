@@ -99,6 +99,15 @@ void add_launch_flags(CLI::App& cmd, LaunchFlags* f) {
   cmd.add_option("--heartbeat-timeout,--heartbeat_timeout", f->heartbeat_timeout,
                  "embedded master: a node silent this long is dropped (default 30)")
       ->option_text("SECONDS");
+  cmd.add_flag("--network-check,--network_check", f->network_check,
+               "embedded master: before a round with unchecked nodes starts, the nodes time a "
+               "matmul and an all-reduce in pairs; a node that fails both check rounds is "
+               "excluded, one slower than twice the others' median is reported as a straggler");
+  cmd.add_flag("--exclude-straggler,--exclude_straggler", f->exclude_straggler,
+               "with --network-check: exclude the stragglers too");
+  cmd.add_option("--network-check-timeout,--network_check_timeout", f->network_check_timeout,
+                 "with --network-check: seconds one node's check may take (default 60)")
+      ->option_text("SECONDS");
   cmd.add_option("--hang-timeout,--hang_timeout", f->hang_timeout,
                  "a worker that reported step progress and then none for this long is hung: "
                  "its stacks are logged and the group restarted (default 600; 0 = off)")
@@ -229,6 +238,22 @@ Result<LaunchOptions> resolve_launch_options(const LaunchFlags& f) {
       CAIRN_ASSIGN_OR_RETURN(o.heartbeat_timeout_s,
                              parse_seconds("--heartbeat-timeout", *f.heartbeat_timeout, 0.5, 86400));
     }
+  }
+  if ((f.network_check || f.exclude_straggler || f.network_check_timeout) &&
+      !(o.elastic && o.embed_master))
+    return Status::InvalidArgument(
+        "--network-check, --exclude-straggler and --network-check-timeout configure the elastic "
+        "master: use them with --rdzv-backend cairn --embed-master, or pass them to `cairn "
+        "master`");
+  if ((f.exclude_straggler || f.network_check_timeout) && !f.network_check)
+    return Status::InvalidArgument(
+        "--exclude-straggler and --network-check-timeout need --network-check");
+  o.network_check = f.network_check;
+  o.exclude_straggler = f.exclude_straggler;
+  if (f.network_check_timeout) {
+    CAIRN_ASSIGN_OR_RETURN(o.network_check_timeout_s,
+                           parse_seconds("--network-check-timeout", *f.network_check_timeout, 1,
+                                         86400));
   }
   if (f.max_restarts) {
     CAIRN_ASSIGN_OR_RETURN(o.max_restarts,

@@ -184,6 +184,7 @@ Result<CheckReply> MasterClient::check_node(const std::string& node_id, int64_t 
   out.assignment.check_id = resp.check_id();
   out.assignment.check_round = resp.check_round();
   out.assignment.group_rank = resp.group_rank();
+  out.assignment.timeout_s = resp.timeout_s() > 0 ? resp.timeout_s() : 60;
   for (const auto& p : resp.group())
     out.assignment.group.push_back({p.node_id(), p.host(), p.store_port()});
   if (out.action == CheckAction::kRun &&

@@ -146,6 +146,7 @@ struct MasterServer::Impl final : public v1::Master::Service {
         resp->set_check_id(r.assignment.check_id);
         resp->set_check_round(r.assignment.check_round);
         resp->set_group_rank(r.assignment.group_rank);
+        resp->set_timeout_s(r.assignment.timeout_s);
         for (const auto& m : r.assignment.group) {
           v1::CheckPeer* p = resp->add_group();
           p->set_node_id(m.node_id);
@@ -166,6 +167,9 @@ struct MasterServer::Impl final : public v1::Master::Service {
       r.reason = "no node check (the master runs without --network-check)";
       return r;
     }
+    // The verdict of this round's check stands after it changed the rendezvous (exclusions).
+    if (check && check_for_round == req.round() && check->done())
+      return check->poll(req.node_id(), std::nullopt, now);
     const Round& round = state.round();
     if (state.open() || req.round() != round.number || !round.find(req.node_id())) {
       r.action = CheckAction::kRejoin;
@@ -207,7 +211,12 @@ struct MasterServer::Impl final : public v1::Master::Service {
       all_checked = all_checked && it != checked.end() && it->second == info->incarnation;
       members.push_back({m.node_id, m.host, info->store_port});
     }
-    if (all_checked) return;
+    if (all_checked) {
+      state.hold_growth(false, now);
+      return;
+    }
+    // Nodes that come meanwhile wait for the check to end instead of ending the round under it.
+    state.hold_growth(true, now);
     const std::string id = std::to_string(round.number) + "." + std::to_string(++check_serial) +
                            "." + std::to_string(uint32_t(core::unix_time() * 1000));
     check.emplace(std::move(members), id, options.node_check, now);
@@ -228,6 +237,7 @@ struct MasterServer::Impl final : public v1::Master::Service {
       if (const NodeInfo* info = state.node(id); info && !v.excluded.count(id))
         checked[id] = info->incarnation;
     for (const auto& [id, why] : v.excluded) state.exclude(id, why, now);
+    state.hold_growth(false, now);
   }
 
   // --- plumbing ----------------------------------------------------------------------------

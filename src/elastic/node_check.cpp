@@ -99,6 +99,7 @@ CheckAssignment NodeCheck::assignment_for(const std::string& node_id) const {
   CheckAssignment a;
   a.check_id = check_id_;
   a.check_round = round_;
+  a.timeout_s = params_.timeout_s;
   for (size_t i = 0; i < group.size(); ++i) {
     a.group.push_back(nodes_.at(group[i]).member);
     if (group[i] == node_id) a.group_rank = int(i);

@@ -234,13 +234,7 @@ Result<JoinResult> RdzvState::join(const NodeInfo& node, int64_t last_round, dou
     if (is_member(node.node_id)) {
       open_next("member " + node.node_id + " joined again", true, now);
     } else {
-      int waiting = 0;
-      for (const auto& [id, n] : nodes_) waiting += n.candidate ? 1 : 0;
-      const int members = int(round_.members.size());
-      if (usable(members + waiting) > members)
-        open_next(std::to_string(waiting) + " waiting node(s) let the world grow from " +
-                      std::to_string(members) + " node(s)",
-                  false, now);
+      maybe_grow(now);
     }
   }
   try_complete(now);
@@ -310,6 +304,22 @@ void RdzvState::report_failure(const FailureReport& report) {
     remove(node, RemoveReason::kExcluded, now);
     try_complete(now);
   }
+}
+
+void RdzvState::maybe_grow(double now) {
+  if (open_ || hold_growth_) return;
+  int waiting = 0;
+  for (const auto& [id, n] : nodes_) waiting += n.candidate ? 1 : 0;
+  const int members = int(round_.members.size());
+  if (usable(members + waiting) > members)
+    open_next(std::to_string(waiting) + " waiting node(s) let the world grow from " +
+                  std::to_string(members) + " node(s)",
+              false, now);
+}
+
+void RdzvState::hold_growth(bool hold, double now) {
+  hold_growth_ = hold;
+  maybe_grow(now);
 }
 
 void RdzvState::exclude(const std::string& node_id, const std::string& reason, double now) {

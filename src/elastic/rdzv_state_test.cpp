@@ -467,3 +467,25 @@ TEST(RdzvState, ExcludedNodeLeavesTheRoundAndIsRefusedAfterReplayToo) {
 
 }  // namespace
 }  // namespace cairn::elastic
+
+namespace cairn::elastic {
+namespace {
+
+TEST(RdzvState, HeldGrowthLetsANewNodeWaitUntilReleased) {
+  RdzvState s(params(1, 3, 1, 0, 100));
+  auto a = join(s, "a", 0, 0);
+  ASSERT_TRUE(a.round);
+  s.hold_growth(true, 1);
+  auto b = join(s, "b", 0, 1);
+  EXPECT_FALSE(b.round);
+  EXPECT_FALSE(s.open());  // a's round goes on
+  EXPECT_NE(b.reason.find("waiting as a spare"), std::string::npos) << b.reason;
+  s.hold_growth(false, 2);
+  EXPECT_TRUE(s.open());
+  auto a2 = join(s, "a", a.round->number, 2);
+  ASSERT_TRUE(a2.round);
+  EXPECT_EQ(ids(*a2.round), Ids({"a", "b"}));
+}
+
+}  // namespace
+}  // namespace cairn::elastic

@@ -23,6 +23,9 @@ struct MasterFlags {
   double rdzv_wait_s = 10;
   double heartbeat_timeout_s = 30;
   int max_node_failures = 3;
+  bool network_check = false;
+  bool exclude_straggler = false;
+  double network_check_timeout_s = 60;
   std::string tls_cert;
   std::string tls_key;
 };
@@ -48,6 +51,9 @@ void run_master(const MasterFlags& f) {
   o.rdzv.wait_s = f.rdzv_wait_s;
   o.rdzv.heartbeat_timeout_s = f.heartbeat_timeout_s;
   o.rdzv.max_node_failures = f.max_node_failures;
+  o.network_check = f.network_check;
+  o.node_check.exclude_stragglers = f.exclude_straggler;
+  o.node_check.timeout_s = f.network_check_timeout_s;
   o.journal_path = f.journal;
   o.tls_cert_path = f.tls_cert;
   o.tls_key_path = f.tls_key;
@@ -109,6 +115,18 @@ void register_master_command(CLI::App& app) {
                   "seconds of silence after which a node is dropped")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  auto* check = cmd->add_flag(
+      "--network-check", f->network_check,
+      "before a round with unchecked nodes starts, the nodes time a matmul and an all-reduce in "
+      "pairs (cairn node-check); a node that fails both check rounds is excluded, one slower "
+      "than twice the median of the others is reported as a straggler");
+  cmd->add_flag("--exclude-straggler", f->exclude_straggler, "exclude the check's stragglers too")
+      ->needs(check);
+  cmd->add_option("--network-check-timeout", f->network_check_timeout_s,
+                  "seconds one node's check may take")
+      ->check(CLI::Range(1.0, 86400.0))
+      ->capture_default_str()
+      ->needs(check);
   cmd->add_option("--tls-cert", f->tls_cert, "PEM certificate chain: serve TLS (with --tls-key)");
   cmd->add_option("--tls-key", f->tls_key, "PEM private key of --tls-cert");
   cmd->footer(
@@ -119,7 +137,8 @@ void register_master_command(CLI::App& app) {
       "corrupt journal).\n"
       "\nExample:\n"
       "  export CAIRN_JOB_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n')\n"
-      "  cairn master --port 29400 --nnodes 2:4 --journal runs/master.journal");
+      "  cairn master --port 29400 --nnodes 2:4 --journal runs/master.journal\n"
+      "  cairn master --port 29400 --nnodes 2:4 --network-check --exclude-straggler");
   cmd->callback([f] { run_master(*f); });
 }
 

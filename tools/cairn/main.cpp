@@ -27,10 +27,14 @@ int main(int argc, char** argv) {
   cairn::cli::register_run_command(app);
   cairn::cli::register_master_command(app);
   cairn::cli::register_ckpt_command(app);
+  cairn::cli::register_node_check_command(app);
   try {
     app.parse(argc, argv);
+  } catch (const CLI::RuntimeError& e) {
+    return app.exit(e);  // a command's own exit code (cairn run: the failed worker's)
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version end with 0; every bad flag with 2.
+    return app.exit(e) == 0 ? 0 : 2;
   } catch (const cairn::StatusError& e) {
     std::fprintf(stderr, "cairn: error: %s\n", e.what());
     return e.status.code() == cairn::StatusCode::kInvalidArgument ||

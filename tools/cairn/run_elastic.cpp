@@ -7,7 +7,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "cairn/core/fs.h"
+#include "cairn/elastic/process.h"
+#include "cairn/elastic/worker_env.h"
 #include <cstdlib>
 #include <cstring>
 
@@ -43,6 +51,54 @@ Result<std::string> local_address_toward(const std::string& host, int port) {
   return out;
 }
 
+std::string self_exe() {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string("cairn") : p.string();
+}
+
+// Runs `cairn node-check` for one assignment: torchrun's variables for the check group (its
+// rank 0 serves the store at its host and store port), the result in a file of the run's logs.
+Result<elastic::NodeCheckResult> run_node_check(const elastic::CheckAssignment& a,
+                                                const std::string& bind_host,
+                                                const std::string& run_dir, double timeout_s) {
+  const std::string result_path =
+      run_dir + "/logs/node-check-" + a.check_id + "-" + std::to_string(a.check_round) + ".json";
+  ::unlink(result_path.c_str());
+  elastic::Env env = elastic::env_from_environ(environ);
+  env["RANK"] = std::to_string(a.group_rank);
+  env["WORLD_SIZE"] = std::to_string(a.group.size());
+  env["MASTER_ADDR"] = a.group[0].host;
+  env["MASTER_PORT"] = std::to_string(a.group[0].store_port);
+  env["CAIRN_BIND_HOST"] = bind_host;
+  elastic::SpawnOptions so;
+  so.argv = {self_exe(), "node-check", "--result", result_path, "--timeout",
+             std::to_string(std::max(1.0, timeout_s * 0.8))};
+  so.env = elastic::to_envp(env);
+  so.capture_output = false;  // its log lines go to the agent's output
+  CAIRN_ASSIGN_OR_RETURN(auto child, elastic::ProcessHandle::Spawn(so));
+  std::optional<elastic::ExitStatus> exit = child->wait(timeout_s);
+  if (!exit) {
+    child->signal_group(SIGKILL);
+    child->wait(5);
+    return Status::Timeout("the node check did not finish within " + std::to_string(timeout_s) +
+                           " s");
+  }
+  auto text = core::read_file(result_path);
+  if (!text.ok())
+    return Status::Internal("the node check ended (" + exit->ToString() + ") without a result");
+  nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+  if (!j.is_object() || !j.contains("ok"))
+    return Status::Corrupt("the node check's result " + result_path + " is not a result");
+  elastic::NodeCheckResult r;
+  r.ok = j.value("ok", false);
+  r.matmul_s = j.value("matmul_s", 0.0);
+  r.allreduce_s = j.value("allreduce_s", 0.0);
+  r.error = j.value("error", std::string());
+  if (!r.ok && r.error.empty()) r.error = "failed (" + exit->ToString() + ")";
+  return r;
+}
+
 }  // namespace
 
 Result<ElasticRun> start_elastic(const elastic::LaunchOptions& o, const std::string& run_dir,
@@ -64,6 +120,9 @@ Result<ElasticRun> start_elastic(const elastic::LaunchOptions& o, const std::str
     mo.rdzv.max_nodes = o.max_nodes;
     mo.rdzv.wait_s = o.rdzv_wait_s;
     mo.rdzv.heartbeat_timeout_s = o.heartbeat_timeout_s;
+    mo.network_check = o.network_check;
+    mo.node_check.exclude_stragglers = o.exclude_straggler;
+    mo.node_check.timeout_s = o.network_check_timeout_s;
     CAIRN_ASSIGN_OR_RETURN(e.master, elastic::MasterServer::Start(mo));
     spdlog::info("elastic master listening on {} (journal {})", e.master->address(), mo.journal_path);
   }
@@ -87,6 +146,10 @@ Result<ElasticRun> start_elastic(const elastic::LaunchOptions& o, const std::str
   ro.poll_interval_s = 0.2;
   // At least 3 beats within the timeout even if the master's is shorter than ours (default 30 s).
   ro.heartbeat_interval_s = std::clamp(o.heartbeat_timeout_s / 6, 0.2, 1.0);
+  // Whatever the master decides: a master started with --network-check asks every node.
+  ro.node_checker = [run_dir, host = e.node_host](const elastic::CheckAssignment& a) {
+    return run_node_check(a, host, run_dir, a.timeout_s);
+  };
   CAIRN_ASSIGN_OR_RETURN(e.rendezvous, elastic::MasterRendezvous::Open(ro));
   spdlog::info("node {} ({}) joins the elastic master at {}", node_id, e.node_host, ro.client.address);
   return e;

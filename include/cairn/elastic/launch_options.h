@@ -24,6 +24,9 @@ struct LaunchFlags {
   std::optional<std::string> rdzv_wait;         // --rdzv-wait SECONDS (embedded master)
   std::optional<std::string> heartbeat_timeout; // --heartbeat-timeout SECONDS (embedded master)
   bool embed_master = false;                    // --embed-master
+  bool network_check = false;                   // --network-check (embedded master)
+  bool exclude_straggler = false;               // --exclude-straggler (embedded master)
+  std::optional<std::string> network_check_timeout;  // --network-check-timeout SECONDS
   std::optional<std::string> rdzv_id;           // --rdzv-id ID
   std::optional<std::string> master_addr;       // --master-addr HOST (torchrun's older static form)
   std::optional<std::string> master_port;       // --master-port PORT
@@ -69,6 +72,9 @@ struct LaunchOptions {
   std::string job_token;             // elastic: the job's token ("" = CAIRN_JOB_TOKEN)
   double rdzv_wait_s = 10;           // embedded master: wait at >= min nodes for more
   double heartbeat_timeout_s = 30;   // embedded master: a node silent this long is dropped
+  bool network_check = false;        // embedded master: check the nodes before a round starts
+  bool exclude_straggler = false;    // embedded master: exclude nodes the check finds slow
+  double network_check_timeout_s = 60;  // one node's check (matmul + all-reduce)
   std::string master_host;           // from --rdzv-endpoint or --master-addr; empty when standalone
   int master_port = 0;               // 0 when standalone
   std::string run_id;                // TORCHELASTIC_RUN_ID; empty: the run directory's name

@@ -54,6 +54,7 @@ struct CheckAssignment {
   int check_round = 1;   // 1 or 2
   std::vector<CheckMember> group;  // group rank order; group[0] serves the store
   int group_rank = 0;              // this node's index in `group`
+  double timeout_s = 60;           // the longest this node's check may take (then it failed)
 };
 
 enum class CheckAction {

@@ -193,6 +193,10 @@ class RdzvState {
   // Excludes the node for good (its joins are refused with `reason`); a member's exclusion opens
   // the next round.
   void exclude(const std::string& node_id, const std::string& reason, double now);
+  // While held, waiting nodes do not open a round to grow the world (the master holds growth
+  // while the current round's nodes are being checked); releasing opens it if they would.
+  // Not journaled.
+  void hold_growth(bool hold, double now);
   // The node's latest info, or nullptr when it is not known.
   const NodeInfo* node(const std::string& node_id) const;
 
@@ -226,6 +230,7 @@ class RdzvState {
   std::vector<const Node*> ordered_candidates() const;
   int usable(int count) const;
   void try_complete(double now);
+  void maybe_grow(double now);
   bool is_member(const std::string& node_id) const { return round_.find(node_id) != nullptr; }
 
   RdzvParams params_;
@@ -233,6 +238,7 @@ class RdzvState {
   Round round_;
   bool open_ = true;  // round 1 is being gathered from the start
   std::string open_reason_ = "first round";
+  bool hold_growth_ = false;
   std::optional<double> min_since_;  // when the candidates first reached min_nodes
   RdzvCounters counters_;
   std::deque<FailureReport> recent_failures_;
