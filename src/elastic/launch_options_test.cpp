@@ -233,6 +233,29 @@ TEST(LaunchOptions, ElasticBackend) {
                       "0.1", "--", "p"}).find("--heartbeat-timeout"), std::string::npos);
 }
 
+TEST(LaunchOptions, NetworkCheckConfiguresTheEmbeddedMaster) {
+  auto o = parse({"--rdzv-backend", "cairn", "--rdzv-endpoint", "h:1", "--embed-master",
+                  "--network-check", "--exclude-straggler", "--network-check-timeout", "9", "--",
+                  "p"});
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_TRUE(o->network_check);
+  EXPECT_TRUE(o->exclude_straggler);
+  EXPECT_DOUBLE_EQ(o->network_check_timeout_s, 9);
+  EXPECT_NE(error_of({"--network-check", "--", "p"}).find("--embed-master"), std::string::npos);
+  EXPECT_NE(error_of({"--rdzv-backend", "cairn", "--rdzv-endpoint", "h:1", "--network-check",
+                      "--", "p"})
+                .find("pass them to `cairn master`"),
+            std::string::npos);
+  EXPECT_NE(error_of({"--rdzv-backend", "cairn", "--rdzv-endpoint", "h:1", "--embed-master",
+                      "--exclude-straggler", "--", "p"})
+                .find("need --network-check"),
+            std::string::npos);
+  EXPECT_NE(error_of({"--rdzv-backend", "cairn", "--rdzv-endpoint", "h:1", "--embed-master",
+                      "--network-check", "--network-check-timeout", "0", "--", "p"})
+                .find("--network-check-timeout"),
+            std::string::npos);
+}
+
 TEST(LaunchOptions, MasterAddrAndPort) {
   auto o = parse({"--nnodes", "2", "--master-addr", "10.1.1.1", "--", "p"});
   ASSERT_TRUE(o.ok()) << o.status().ToString();
