@@ -196,4 +196,78 @@ Result<CheckReply> MasterClient::check_node(const std::string& node_id, int64_t 
   return out;
 }
 
+Result<bool> MasterClient::create_dataset(const std::string& dataset, const ShardParams& params,
+                                          double budget_s) {
+  v1::CreateDatasetRequest req;
+  req.set_dataset(dataset);
+  rpc::to_proto(params, req.mutable_params());
+  v1::CreateDatasetResponse resp;
+  CAIRN_RETURN_IF_ERROR(
+      impl_->call("CreateDataset", &v1::Master::Stub::CreateDataset, req, &resp, budget_s));
+  return resp.created();
+}
+
+Result<ShardBatch> MasterClient::get_shards(const std::string& dataset, const std::string& worker,
+                                            const std::vector<Shard>& done, int want,
+                                            double budget_s) {
+  v1::GetShardsRequest req;
+  req.set_dataset(dataset);
+  req.set_worker(worker);
+  req.set_want(want);
+  for (const Shard& s : done) rpc::to_proto(s, req.add_done());
+  v1::GetShardsResponse resp;
+  CAIRN_RETURN_IF_ERROR(
+      impl_->call("GetShards", &v1::Master::Stub::GetShards, req, &resp, budget_s));
+  ShardBatch b;
+  for (const auto& s : resp.shards()) b.shards.push_back(rpc::from_proto(s));
+  b.exhausted = resp.exhausted();
+  b.reason = resp.reason();
+  const auto& st = resp.stats();
+  b.stats.epoch = st.epoch();
+  b.stats.todo = st.todo();
+  b.stats.doing = st.doing();
+  b.stats.done = st.done();
+  b.stats.failed = st.failed();
+  b.stats.done_samples = st.done_samples();
+  b.stats.finished = st.finished();
+  return b;
+}
+
+Status MasterClient::release_shards(const std::string& dataset, const std::string& worker,
+                                    double budget_s) {
+  v1::ReleaseShardsRequest req;
+  req.set_dataset(dataset);
+  req.set_worker(worker);
+  v1::ReleaseShardsResponse resp;
+  return impl_->call("ReleaseShards", &v1::Master::Stub::ReleaseShards, req, &resp, budget_s);
+}
+
+Result<nlohmann::json> MasterClient::shard_snapshot(const std::string& dataset, double budget_s) {
+  v1::ShardSnapshotRequest req;
+  req.set_dataset(dataset);
+  v1::ShardSnapshot resp;
+  CAIRN_RETURN_IF_ERROR(
+      impl_->call("GetShardSnapshot", &v1::Master::Stub::GetShardSnapshot, req, &resp, budget_s));
+  return rpc::from_proto(resp);
+}
+
+Status MasterClient::restore_shards(const std::string& dataset, const nlohmann::json& snapshot,
+                                    double budget_s) {
+  v1::RestoreShardsRequest req;
+  req.set_dataset(dataset);
+  CAIRN_RETURN_IF_ERROR(rpc::to_proto(snapshot, req.mutable_snapshot()));
+  v1::RestoreShardsResponse resp;
+  return impl_->call("RestoreShards", &v1::Master::Stub::RestoreShards, req, &resp, budget_s);
+}
+
+Status MasterClient::extend_dataset(const std::string& dataset, int64_t num_samples, bool finished,
+                                    double budget_s) {
+  v1::ExtendDatasetRequest req;
+  req.set_dataset(dataset);
+  req.set_num_samples(num_samples);
+  req.set_finished(finished);
+  v1::ExtendDatasetResponse resp;
+  return impl_->call("ExtendDataset", &v1::Master::Stub::ExtendDataset, req, &resp, budget_s);
+}
+
 }  // namespace cairn::elastic

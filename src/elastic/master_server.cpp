@@ -158,6 +158,148 @@ struct MasterServer::Impl final : public v1::Master::Service {
     });
   }
 
+  // --- the shard service ---------------------------------------------------------------------
+  grpc::Status CreateDataset(grpc::ServerContext* ctx, const v1::CreateDatasetRequest* req,
+                             v1::CreateDatasetResponse* resp) override {
+    return serve_shards(ctx, "CreateDataset", [&]() -> grpc::Status {
+      if (req->dataset().empty() || req->dataset().size() > kMaxDatasetName)
+        return {grpc::StatusCode::INVALID_ARGUMENT,
+                "dataset name: 1 to " + std::to_string(kMaxDatasetName) + " characters"};
+      ShardParams p = rpc::from_proto(req->params());
+      if (Status v = validate_shard_params(p); !v.ok())
+        return rpc::to_grpc(v.WithContext("dataset " + req->dataset()));
+      auto it = datasets.find(req->dataset());
+      if (it != datasets.end()) {
+        const ShardParams& q = it->second->params();
+        if (q.num_samples != p.num_samples || q.shard_size != p.shard_size || q.seed != p.seed ||
+            q.num_epochs != p.num_epochs || q.streaming != p.streaming)
+          return {grpc::StatusCode::FAILED_PRECONDITION,
+                  "dataset " + req->dataset() + " exists with other parameters (" +
+                      std::to_string(q.num_samples) + " samples, shards of " +
+                      std::to_string(q.shard_size) + ", seed " + std::to_string(q.seed) + ")"};
+        resp->set_created(false);
+        return grpc::Status::OK;
+      }
+      if (datasets.size() >= kMaxDatasets)
+        return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+                "the master serves at most " + std::to_string(kMaxDatasets) + " datasets"};
+      datasets.emplace(req->dataset(), std::make_unique<ShardState>(p));
+      spdlog::info("master: dataset {}: {} samples in shards of {}, {} epoch(s){}", req->dataset(),
+                   p.num_samples, p.shard_size, p.num_epochs, p.streaming ? ", streaming" : "");
+      resp->set_created(true);
+      return grpc::Status::OK;
+    });
+  }
+
+  grpc::Status GetShards(grpc::ServerContext* ctx, const v1::GetShardsRequest* req,
+                         v1::GetShardsResponse* resp) override {
+    return serve_shards(ctx, "GetShards", [&]() -> grpc::Status {
+      ShardState* s = dataset_locked(req->dataset());
+      if (!s) return unknown_dataset(req->dataset());
+      if (req->worker().empty() || req->worker().size() > kMaxNodeIdLength + 16)
+        return {grpc::StatusCode::INVALID_ARGUMENT, "worker name: 1 to 144 characters"};
+      if (req->want() < 0 || req->want() > 1024 || req->done_size() > 4096)
+        return {grpc::StatusCode::INVALID_ARGUMENT, "want: 0 to 1024 shards; done: at most 4096"};
+      const double now = steady_now();
+      for (const auto& d : req->done())
+        if (Status c = s->complete(req->worker(), rpc::from_proto(d)); !c.ok())
+          return rpc::to_grpc(c);
+      s->renew(req->worker(), now);
+      for (int i = 0; i < req->want(); ++i) {
+        AcquireResult r = s->acquire(req->worker(), now);
+        if (!r.shard) {
+          resp->set_exhausted(r.exhausted);
+          resp->set_reason(r.reason);
+          break;
+        }
+        rpc::to_proto(*r.shard, resp->add_shards());
+      }
+      ShardStats st = s->stats();
+      v1::ShardStats* o = resp->mutable_stats();
+      o->set_epoch(st.epoch);
+      o->set_todo(st.todo);
+      o->set_doing(st.doing);
+      o->set_done(st.done);
+      o->set_failed(st.failed);
+      o->set_done_samples(st.done_samples);
+      o->set_finished(st.finished);
+      return grpc::Status::OK;
+    });
+  }
+
+  grpc::Status ReleaseShards(grpc::ServerContext* ctx, const v1::ReleaseShardsRequest* req,
+                             v1::ReleaseShardsResponse*) override {
+    return serve_shards(ctx, "ReleaseShards", [&]() -> grpc::Status {
+      ShardState* s = dataset_locked(req->dataset());
+      if (!s) return unknown_dataset(req->dataset());
+      s->release_worker(req->worker());
+      return grpc::Status::OK;
+    });
+  }
+
+  grpc::Status GetShardSnapshot(grpc::ServerContext* ctx, const v1::ShardSnapshotRequest* req,
+                                v1::ShardSnapshot* resp) override {
+    return serve_shards(ctx, "GetShardSnapshot", [&]() -> grpc::Status {
+      ShardState* s = dataset_locked(req->dataset());
+      if (!s) return unknown_dataset(req->dataset());
+      return rpc::to_grpc(rpc::to_proto(s->snapshot(), resp));
+    });
+  }
+
+  grpc::Status RestoreShards(grpc::ServerContext* ctx, const v1::RestoreShardsRequest* req,
+                             v1::RestoreShardsResponse*) override {
+    return serve_shards(ctx, "RestoreShards", [&]() -> grpc::Status {
+      ShardState* s = dataset_locked(req->dataset());
+      if (!s) return unknown_dataset(req->dataset());
+      Status r = s->restore(rpc::from_proto(req->snapshot()));
+      if (r.ok())
+        spdlog::info("master: dataset {} restored: {} shards done", req->dataset(),
+                     s->stats().done);
+      return rpc::to_grpc(r);
+    });
+  }
+
+  grpc::Status ExtendDataset(grpc::ServerContext* ctx, const v1::ExtendDatasetRequest* req,
+                             v1::ExtendDatasetResponse*) override {
+    return serve_shards(ctx, "ExtendDataset", [&]() -> grpc::Status {
+      ShardState* s = dataset_locked(req->dataset());
+      if (!s) return unknown_dataset(req->dataset());
+      return rpc::to_grpc(req->finished() ? s->finish(req->num_samples())
+                                          : s->extend(req->num_samples()));
+    });
+  }
+
+  // REQUIRES: shard_mu held.
+  ShardState* dataset_locked(const std::string& name) {
+    auto it = datasets.find(name);
+    return it == datasets.end() ? nullptr : it->second.get();
+  }
+  static grpc::Status unknown_dataset(const std::string& name) {
+    return {grpc::StatusCode::NOT_FOUND,
+            "dataset " + name + " is not known to the master (create it first; a restarted "
+            "master forgets datasets: the trainers restore them from their checkpoint)"};
+  }
+
+  // Like serve() for the shard service: its own lock and nothing to journal.
+  template <class Body>
+  grpc::Status serve_shards(grpc::ServerContext* ctx, const char* method, Body&& body) {
+    if (!token_ok(ctx, method))
+      return {grpc::StatusCode::UNAUTHENTICATED,
+              std::string("missing or wrong job token (metadata ") + kJobTokenMetadataKey + ")"};
+    std::lock_guard<std::mutex> lock(shard_mu);
+    return body();
+  }
+
+  bool token_ok(grpc::ServerContext* ctx, const char* method) {
+    const auto& md = ctx->client_metadata();
+    auto it = md.find(kJobTokenMetadataKey);
+    if (it != md.end() && same_token(it->second, options.job_token)) return true;
+    rejected.fetch_add(1);
+    spdlog::warn("master: rejected {} from {}: {}", method, ctx->peer(),
+                 it == md.end() ? "no job token" : "wrong job token");
+    return false;
+  }
+
   // --- the node check ----------------------------------------------------------------------
   // REQUIRES: mu held.
   CheckReply check_node_locked(const v1::CheckNodeRequest& req, double now) {
@@ -244,15 +386,9 @@ struct MasterServer::Impl final : public v1::Master::Service {
   // Checks the token, runs `body` under the lock, journals what it changed before answering.
   template <class Body>
   grpc::Status serve(grpc::ServerContext* ctx, const char* method, Body&& body) {
-    const auto& md = ctx->client_metadata();
-    auto it = md.find(kJobTokenMetadataKey);
-    if (it == md.end() || !same_token(it->second, options.job_token)) {
-      rejected.fetch_add(1);
-      spdlog::warn("master: rejected {} from {}: {}", method, ctx->peer(),
-                   it == md.end() ? "no job token" : "wrong job token");
+    if (!token_ok(ctx, method))
       return {grpc::StatusCode::UNAUTHENTICATED,
               std::string("missing or wrong job token (metadata ") + kJobTokenMetadataKey + ")"};
-    }
     std::lock_guard<std::mutex> lock(mu);
     if (!journal_error.ok()) return unavailable();
     grpc::Status s = body();
@@ -298,6 +434,10 @@ struct MasterServer::Impl final : public v1::Master::Service {
         apply_verdict_locked(now);
       }
       (void)commit_locked();
+      {
+        std::lock_guard<std::mutex> shards(shard_mu);
+        for (auto& [name, s] : datasets) s->tick(now);
+      }
     }
   }
 
@@ -310,6 +450,10 @@ struct MasterServer::Impl final : public v1::Master::Service {
   bool verdict_applied = false;        // guarded by mu
   int64_t check_serial = 0;            // guarded by mu
   std::map<std::string, uint64_t> checked;  // node id -> incarnation that passed; guarded by mu
+  std::mutex shard_mu;
+  std::map<std::string, std::unique_ptr<ShardState>> datasets;  // guarded by shard_mu
+  static constexpr size_t kMaxDatasets = 64;
+  static constexpr size_t kMaxDatasetName = 1024;
   std::unique_ptr<Journal> journal;  // guarded by mu
   Status journal_error;              // guarded by mu; set once
   bool stopping = false;             // guarded by mu

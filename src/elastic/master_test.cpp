@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <future>
+#include <map>
 #include <mutex>
 #include <random>
 
@@ -17,6 +18,7 @@
 #include "cairn/elastic/master_client.h"
 #include "cairn/elastic/master_rendezvous.h"
 #include "cairn/elastic/master_server.h"
+#include "cairn/elastic/shard_client.h"
 #include "elastic/master_testing_impl.h"
 #include "elastic/testing_impl.h"
 
@@ -388,6 +390,112 @@ TEST(MasterServer, NodeCheckExcludesTheBrokenNodeAndTheOthersGoOn) {
   ASSERT_TRUE(again.get().ok());
   std::lock_guard<std::mutex> lock(mu);
   EXPECT_TRUE(runs.empty());
+}
+
+ShardClientOptions shard_options(const MasterServer& s, const std::string& worker) {
+  ShardClientOptions o;
+  o.client = client_options(s.address());
+  o.dataset = "kjv/train.bin";
+  o.worker = worker;
+  o.params.num_samples = 1000;
+  o.params.shard_size = 7;
+  o.params.seed = 3;
+  o.params.num_epochs = 2;
+  o.prefetch = 3;
+  o.wait_timeout_s = 0.1;
+  return o;
+}
+
+// Three workers over real RPC take every sample of two epochs exactly once; a worker that dies
+// holding shards gives them back; a snapshot taken mid-way restores that consumption.
+TEST(ShardService, WorkersTakeEverySampleOnceOverRpc) {
+  Deadline guard(60);
+  auto server = start(server_options({1, 1, 1, 0, 5}));
+  ASSERT_TRUE(server);
+  std::vector<std::unique_ptr<ShardClient>> workers;
+  for (int i = 0; i < 3; ++i) {
+    auto c = ShardClient::Open(shard_options(*server, "rank-" + std::to_string(i)));
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    workers.push_back(std::move(c).value());
+  }
+  std::map<std::pair<int64_t, int64_t>, int> seen;
+  // 1: took a shard; 0: the dataset is exhausted; -1: the others hold the rest for now.
+  auto take = [&](ShardClient& w) -> int {
+    auto s = w.next();
+    if (!s.ok() && s.status().code() == StatusCode::kTimeout) return -1;
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    if (!s.ok() || !*s) return 0;
+    for (int64_t id = (*s)->start; id < (*s)->end; ++id) ++seen[{(*s)->epoch, id}];
+    w.done(**s);
+    return 1;
+  };
+  // Round-robin over `ws` until every one of them finds the dataset exhausted.
+  auto drain = [&](const std::vector<ShardClient*>& ws) {
+    std::vector<bool> over(ws.size(), false);
+    for (int guard = 0; guard < 10000; ++guard) {
+      bool all = true;
+      for (size_t i = 0; i < ws.size(); ++i) {
+        if (!over[i]) over[i] = take(*ws[i]) == 0;
+        all = all && over[i];
+      }
+      if (all) return;
+    }
+    ADD_FAILURE() << "the dataset never ran out";
+  };
+  for (int i = 0; i < 30; ++i) ASSERT_EQ(take(*workers[size_t(i % 3)]), 1);
+  ASSERT_TRUE(workers[0]->flush().ok());
+  ASSERT_TRUE(workers[1]->flush().ok());
+  ASSERT_TRUE(workers[2]->flush().ok());
+  auto snap = workers[0]->snapshot();
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  const auto seen_at_snapshot = seen;
+  // Worker 2 dies holding its prefetched shards: they go to the others.
+  auto held = workers[2]->next();
+  ASSERT_TRUE(held.ok() && *held);
+  ASSERT_TRUE(workers[2]->release().ok());
+  drain({workers[0].get(), workers[1].get()});
+  EXPECT_EQ(seen.size(), 2000u);
+  for (const auto& [k, n] : seen) ASSERT_EQ(n, 1) << k.first << "/" << k.second;
+  EXPECT_TRUE(workers[0]->last_stats().finished);
+  // Roll back to the snapshot: exactly the samples not taken by then come again.
+  ASSERT_TRUE(workers[1]->restore(*snap).ok());
+  ASSERT_TRUE(workers[0]->restore(*snap).ok());  // drops its local state too
+  seen.clear();
+  drain({workers[0].get(), workers[1].get()});
+  EXPECT_EQ(seen.size() + seen_at_snapshot.size(), 2000u);
+  for (const auto& [k, n] : seen) EXPECT_EQ(seen_at_snapshot.count(k), 0u);
+}
+
+TEST(ShardService, BadCallsAreRefusedWithTheReason) {
+  Deadline guard(60);
+  auto server = start(server_options({1, 1, 1, 0, 5}));
+  ASSERT_TRUE(server);
+  auto a = ShardClient::Open(shard_options(*server, "a"));
+  ASSERT_TRUE(a.ok());
+  ShardClientOptions other = shard_options(*server, "b");
+  other.params.shard_size = 8;
+  auto b = ShardClient::Open(other);
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.status().message().find("exists with other parameters"), std::string::npos)
+      << b.status().ToString();
+  auto client = MasterClient::Open(client_options(server->address()));
+  ASSERT_TRUE(client.ok());
+  auto unknown = (*client)->get_shards("nope", "w", {}, 1);
+  EXPECT_NE(unknown.status().message().find("not known to the master"), std::string::npos);
+  EXPECT_FALSE((*client)->get_shards("kjv/train.bin", "w", {}, 5000).ok());
+  Shard never{0, 1, 7, 14};
+  EXPECT_NE((*client)->get_shards("kjv/train.bin", "w", {never}, 1).status().message().find(
+                "not held by w"),
+            std::string::npos);
+  ShardClientOptions bad = shard_options(*server, "c");
+  bad.params.num_epochs = 0;
+  EXPECT_EQ(ShardClient::Open(bad).status().code(), StatusCode::kInvalidArgument);
+  MasterClientOptions wrong = client_options(server->address());
+  wrong.job_token = "not-the-token";
+  auto intruder = MasterClient::Open(wrong);
+  ASSERT_TRUE(intruder.ok());
+  EXPECT_FALSE((*intruder)->get_shards("kjv/train.bin", "w", {}, 1).ok());
+  EXPECT_GE(server->rejected_calls(), 1);
 }
 
 TEST(MasterRendezvous, TimesOutWithTheReason) {

@@ -111,6 +111,83 @@ MasterStatus from_proto(const v1::GetStatusResponse& in) {
   return out;
 }
 
+void to_proto(const ShardParams& in, v1::DatasetParams* out) {
+  out->set_num_samples(in.num_samples);
+  out->set_shard_size(in.shard_size);
+  out->set_seed(in.seed);
+  out->set_num_epochs(in.num_epochs);
+  out->set_lease_s(in.lease_s);
+  out->set_max_attempts(in.max_attempts);
+  out->set_streaming(in.streaming);
+}
+
+ShardParams from_proto(const v1::DatasetParams& in) {
+  ShardParams p;
+  p.num_samples = in.num_samples();
+  p.shard_size = in.shard_size();
+  p.seed = in.seed();
+  p.num_epochs = in.num_epochs();
+  p.lease_s = in.lease_s();
+  p.max_attempts = in.max_attempts();
+  p.streaming = in.streaming();
+  return p;
+}
+
+void to_proto(const Shard& in, v1::ShardRef* out) {
+  out->set_epoch(in.epoch);
+  out->set_index(in.index);
+  out->set_start(in.start);
+  out->set_end(in.end);
+}
+
+Shard from_proto(const v1::ShardRef& in) {
+  Shard s;
+  s.epoch = in.epoch();
+  s.index = in.index();
+  s.start = in.start();
+  s.end = in.end();
+  return s;
+}
+
+Status to_proto(const nlohmann::json& in, v1::ShardSnapshot* out) {
+  try {
+    out->set_shard_size(in.at("shard_size").get<int64_t>());
+    out->set_seed(in.at("seed").get<uint64_t>());
+    out->set_num_epochs(in.at("num_epochs").get<int64_t>());
+    out->set_streaming(in.at("streaming").get<bool>());
+    out->set_num_samples(in.at("num_samples").get<int64_t>());
+    out->set_epoch(in.at("epoch").get<int64_t>());
+    out->set_cut(in.at("cut").get<int64_t>());
+    out->set_closed(in.at("closed").get<bool>());
+    out->set_failed(in.at("failed").get<int64_t>());
+    for (const auto& [epoch, list] : in.at("done").items()) {
+      v1::EpochShards* e = out->add_done();
+      e->set_epoch(std::stoll(epoch));
+      for (const auto& v : list) e->add_index(v.get<int64_t>());
+    }
+  } catch (const std::exception& e) {
+    return Status::Corrupt(std::string("shard snapshot: ") + e.what());
+  }
+  return Status::Ok();
+}
+
+nlohmann::json from_proto(const v1::ShardSnapshot& in) {
+  nlohmann::json done = nlohmann::json::object();
+  for (const auto& e : in.done())
+    done[std::to_string(e.epoch())] = std::vector<int64_t>(e.index().begin(), e.index().end());
+  return {{"version", 1},
+          {"shard_size", in.shard_size()},
+          {"seed", in.seed()},
+          {"num_epochs", in.num_epochs()},
+          {"streaming", in.streaming()},
+          {"num_samples", in.num_samples()},
+          {"epoch", in.epoch()},
+          {"cut", in.cut()},
+          {"closed", in.closed()},
+          {"failed", in.failed()},
+          {"done", done}};
+}
+
 grpc::Status to_grpc(const Status& s) {
   switch (s.code()) {
     case StatusCode::kOk:

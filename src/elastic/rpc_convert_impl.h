@@ -8,6 +8,7 @@
 #include "cairn/core/status.h"
 #include "cairn/elastic/master_client.h"
 #include "cairn/elastic/rdzv_state.h"
+#include "cairn/elastic/shard_state.h"
 
 namespace cairn::elastic::rpc {
 
@@ -22,6 +23,15 @@ FailureReport from_proto(const v1::ReportFailureRequest& in);
 
 void to_proto(const RdzvStatus& in, int64_t rejected_calls, v1::GetStatusResponse* out);
 MasterStatus from_proto(const v1::GetStatusResponse& in);
+
+void to_proto(const ShardParams& in, v1::DatasetParams* out);
+ShardParams from_proto(const v1::DatasetParams& in);
+void to_proto(const Shard& in, v1::ShardRef* out);
+Shard from_proto(const v1::ShardRef& in);
+// ShardState::snapshot()'s JSON and its typed form on the wire. from_proto never fails; the
+// JSON's fields are checked by ShardState::restore.
+Status to_proto(const nlohmann::json& in, v1::ShardSnapshot* out);
+nlohmann::json from_proto(const v1::ShardSnapshot& in);
 
 // What the server answers for a non-ok Status of the rendezvous state.
 grpc::Status to_grpc(const Status& s);

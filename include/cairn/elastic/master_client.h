@@ -12,6 +12,7 @@
 #include "cairn/core/status.h"
 #include "cairn/elastic/node_check.h"
 #include "cairn/elastic/rdzv_state.h"
+#include "cairn/elastic/shard_state.h"
 
 namespace cairn::elastic {
 
@@ -47,6 +48,14 @@ struct CheckReport {
   NodeCheckResult result;
 };
 
+// The shards one GetShards call handed out.
+struct ShardBatch {
+  std::vector<Shard> shards;
+  bool exhausted = false;  // nothing more will come
+  std::string reason;      // why fewer than asked for
+  ShardStats stats;        // the dataset's, after the call
+};
+
 struct MasterStatus {
   RdzvStatus rdzv;  // nodes' NodeStatus::silent_s as the master saw it
   int64_t rejected_calls = 0;
@@ -77,6 +86,19 @@ class MasterClient {
   Result<MasterStatus> get_status(double budget_s = -1);
   // The node check of `round` (see elastic/node_check.h); `report` answers the assignment the
   // previous reply gave (check id, check round, result).
+  // The shard service (see elastic/shard_state.h). create_dataset is true when it created the
+  // dataset, false when one with the same parameters existed.
+  Result<bool> create_dataset(const std::string& dataset, const ShardParams& params,
+                              double budget_s = -1);
+  Result<ShardBatch> get_shards(const std::string& dataset, const std::string& worker,
+                                const std::vector<Shard>& done, int want, double budget_s = -1);
+  Status release_shards(const std::string& dataset, const std::string& worker,
+                        double budget_s = -1);
+  Result<nlohmann::json> shard_snapshot(const std::string& dataset, double budget_s = -1);
+  Status restore_shards(const std::string& dataset, const nlohmann::json& snapshot,
+                        double budget_s = -1);
+  Status extend_dataset(const std::string& dataset, int64_t num_samples, bool finished,
+                        double budget_s = -1);
   Result<CheckReply> check_node(const std::string& node_id, int64_t round,
                                 const std::optional<CheckReport>& report, double budget_s = -1);
 

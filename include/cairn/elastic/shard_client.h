@@ -1,0 +1,64 @@
+// A worker's side of the shard service: creates (or finds) its dataset on the master, hands out
+// shards one at a time from a prefetched batch, and sends the completed ones with the next
+// request. One per worker process; not thread-safe.
+//
+//   next() ── local queue empty? ──► GetShards(done so far, want = prefetch) ── shards ──► queue
+//                                    none yet (others hold the rest) → poll until wait_timeout_s
+//   done(shard) ── queued; sent with the next GetShards or by flush()
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cairn/core/status.h"
+#include "cairn/elastic/master_client.h"
+#include "cairn/elastic/shard_state.h"
+
+namespace cairn::elastic {
+
+struct ShardClientOptions {
+  MasterClientOptions client;
+  std::string dataset;  // REQUIRES: non-empty; the same on every worker of the job
+  std::string worker;   // REQUIRES: non-empty; unique in the job (e.g. "rank-3")
+  ShardParams params;   // the dataset's; every worker must pass the same
+  int prefetch = 4;     // shards asked for per request, 1..1024
+  double poll_interval_s = 0.02;
+  double wait_timeout_s = 300;  // longest wait for a shard other workers hold
+};
+
+class ShardClient {
+ public:
+  static Result<std::unique_ptr<ShardClient>> Open(const ShardClientOptions& options);
+
+  // The next shard; nullopt when the dataset is exhausted. kTimeout when other workers held the
+  // remaining shards past wait_timeout_s.
+  Result<std::optional<Shard>> next();
+  // Marks `shard` DONE with the next request.
+  void done(const Shard& shard) { done_.push_back(shard); }
+  Status flush();
+  // Flushes, then the master's snapshot of the dataset.
+  Result<nlohmann::json> snapshot();
+  // Replaces the master's state with `snapshot` and drops the local queue.
+  Status restore(const nlohmann::json& snapshot);
+  // Gives this worker's leased shards back (the local queue is dropped).
+  Status release();
+  const ShardStats& last_stats() const { return stats_; }
+  int64_t requests() const { return requests_; }
+
+ private:
+  explicit ShardClient(ShardClientOptions options) : o_(std::move(options)) {}
+  ShardClientOptions o_;
+  std::unique_ptr<MasterClient> client_;
+  std::deque<Shard> queue_;
+  std::vector<Shard> done_;
+  bool exhausted_ = false;
+  ShardStats stats_;
+  int64_t requests_ = 0;
+};
+
+}  // namespace cairn::elastic
