@@ -13,6 +13,11 @@ Status validate_shard_params(const ShardParams& p) {
   if (p.num_samples < 0 || (!p.streaming && p.num_samples < 1))
     return Status::InvalidArgument("num_samples " + std::to_string(p.num_samples) +
                                    ": a dataset needs at least one sample");
+  if (!p.streaming && (p.num_samples + p.shard_size - 1) / p.shard_size > kMaxShardsPerEpoch)
+    return Status::InvalidArgument(
+        std::to_string(p.num_samples) + " samples in shards of " + std::to_string(p.shard_size) +
+        " are more than " + std::to_string(kMaxShardsPerEpoch) +
+        " shards per epoch; use a larger shard_size");
   if (p.num_epochs < 1)
     return Status::InvalidArgument("num_epochs " + std::to_string(p.num_epochs) + ": must be >= 1");
   if (p.streaming && p.num_epochs != 1)

@@ -47,6 +47,8 @@ TEST(ShardParams, Validation) {
   EXPECT_NE(validate_shard_params(params(10, 0)).message().find("shard_size"), std::string::npos);
   EXPECT_NE(validate_shard_params(params(0, 1)).message().find("num_samples"), std::string::npos);
   EXPECT_NE(validate_shard_params(params(5, 1, 0)).message().find("num_epochs"), std::string::npos);
+  EXPECT_NE(validate_shard_params(params(int64_t(1) << 30, 1)).message().find("larger shard_size"),
+            std::string::npos);
   ShardParams p = params(5, 1, 2);
   p.streaming = true;
   EXPECT_NE(validate_shard_params(p).message().find("one pass"), std::string::npos);

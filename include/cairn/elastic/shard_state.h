@@ -43,6 +43,8 @@ struct ShardParams {
   bool streaming = false;
 };
 
+inline constexpr int64_t kMaxShardsPerEpoch = int64_t(1) << 24;
+
 // kInvalidArgument naming the field.
 Status validate_shard_params(const ShardParams& params);
 
