@@ -39,6 +39,10 @@ core::ConfigSpec train_spec() {
       .add_int("train.log_interval", 10, 1, kBig, "steps between log lines off a terminal")
       .add_required_string("data.path",
                            "directory from `cairn data prepare` holding train.bin and val.bin")
+      .add_bool("data.log_sample_ids", false,
+                "write {\"step\": S, \"sample_ids\": [...]} for every trained step to "
+                "samples.jsonl in the run directory (a step trained again after a rollback gets "
+                "a new line; the last line of a step is the one that counts)")
       .add_string("data.tokenizer", "gpt2", {},
                   "tokenizer directory (encoder.json + vocab.bpe); gpt2 = the installed files")
       .add_string("ckpt.dir", "", {},
@@ -99,6 +103,7 @@ Result<TrainOptions> train_options_from(const core::Config& c) {
   o.log_interval = c.get_int("train.log_interval");
   o.data_path = c.get_string("data.path");
   o.tokenizer = c.get_string("data.tokenizer");
+  o.log_sample_ids = c.get_bool("data.log_sample_ids");
   if (o.global_batch_size % o.micro_batch_size != 0)
     return Status::InvalidArgument(
         "train.global_batch_size (" + std::to_string(o.global_batch_size) +

@@ -33,6 +33,10 @@ void RunLog::metrics(nlohmann::json row) {
   append("metrics.jsonl", row);
 }
 
+void RunLog::samples(int64_t step, const std::vector<int64_t>& ids) {
+  append("samples.jsonl", {{"step", step}, {"sample_ids", ids}});
+}
+
 double measure_gemm_flops(int64_t n, double seconds) {
   torch::NoGradGuard no_grad;
   // A private generator: the probe must not advance the global one (a resumed run restores

@@ -311,6 +311,13 @@ Result<RunSummary> Trainer::run() {
     // The previous step's memory save must be complete before the state changes.
     if (Status s = m.finish_checkpoint(); !s.ok()) return s;
     m.engine->step(lr);
+    if (o.log_sample_ids && m.rank == 0) {
+      // Deterministic sharding: global step s trains global positions [s G, (s + 1) G).
+      std::vector<int64_t> ids(size_t(o.global_batch_size));
+      for (int64_t i = 0; i < o.global_batch_size; ++i)
+        ids[size_t(i)] = m.sampler->sample_id(m.step * o.global_batch_size + i);
+      m.log->samples(m.step + 1, ids);
+    }
     ++m.step;
     if (m.progress) m.progress->report(m.step);
     double dt = seconds_since(t0);

@@ -7,6 +7,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "cairn/core/status.h"
 
@@ -23,6 +24,8 @@ class RunLog {
   void event(const std::string& kind, nlohmann::json fields = nlohmann::json::object());
   // Appends one metrics row; "time" is added when missing.
   void metrics(nlohmann::json row);
+  // Appends {"step": step, "sample_ids": ids} to samples.jsonl.
+  void samples(int64_t step, const std::vector<int64_t>& ids);
 
   const std::string& dir() const { return dir_; }
 
