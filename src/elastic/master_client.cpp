@@ -209,11 +209,19 @@ Result<bool> MasterClient::create_dataset(const std::string& dataset, const Shar
 
 Result<ShardBatch> MasterClient::get_shards(const std::string& dataset, const std::string& worker,
                                             const std::vector<Shard>& done, int want,
-                                            double budget_s) {
+                                            double budget_s, int64_t done_step,
+                                            const StepQuota* quota) {
   v1::GetShardsRequest req;
   req.set_dataset(dataset);
   req.set_worker(worker);
   req.set_want(want);
+  if (done_step > 0) req.set_done_step(done_step);
+  if (quota) {
+    req.set_step(quota->step);
+    req.set_rank(quota->rank);
+    req.set_world(quota->world);
+    req.set_step_quota(quota->quota);
+  }
   for (const Shard& s : done) rpc::to_proto(s, req.add_done());
   v1::GetShardsResponse resp;
   CAIRN_RETURN_IF_ERROR(
@@ -221,6 +229,7 @@ Result<ShardBatch> MasterClient::get_shards(const std::string& dataset, const st
   ShardBatch b;
   for (const auto& s : resp.shards()) b.shards.push_back(rpc::from_proto(s));
   b.exhausted = resp.exhausted();
+  b.step_full = resp.step_full();
   b.reason = resp.reason();
   const auto& st = resp.stats();
   b.stats.epoch = st.epoch();
@@ -242,9 +251,11 @@ Status MasterClient::release_shards(const std::string& dataset, const std::strin
   return impl_->call("ReleaseShards", &v1::Master::Stub::ReleaseShards, req, &resp, budget_s);
 }
 
-Result<nlohmann::json> MasterClient::shard_snapshot(const std::string& dataset, double budget_s) {
+Result<nlohmann::json> MasterClient::shard_snapshot(const std::string& dataset, double budget_s,
+                                                    int64_t max_step) {
   v1::ShardSnapshotRequest req;
   req.set_dataset(dataset);
+  req.set_max_step(max_step);
   v1::ShardSnapshot resp;
   CAIRN_RETURN_IF_ERROR(
       impl_->call("GetShardSnapshot", &v1::Master::Stub::GetShardSnapshot, req, &resp, budget_s));

@@ -200,13 +200,24 @@ struct MasterServer::Impl final : public v1::Master::Service {
         return {grpc::StatusCode::INVALID_ARGUMENT, "worker name: 1 to 144 characters"};
       if (req->want() < 0 || req->want() > 1024 || req->done_size() > 4096)
         return {grpc::StatusCode::INVALID_ARGUMENT, "want: 0 to 1024 shards; done: at most 4096"};
+      if (req->step() < 0 || (req->step() > 0 && (req->world() < 1 || req->rank() < 0 ||
+                                                    req->rank() >= req->world() ||
+                                                    req->step_quota() < 1)))
+        return {grpc::StatusCode::INVALID_ARGUMENT,
+                "step quota: step >= 1, 0 <= rank < world, step_quota >= 1"};
       const double now = steady_now();
+      const int64_t done_step = req->done_step() > 0 ? req->done_step() : -1;
       for (const auto& d : req->done())
-        if (Status c = s->complete(req->worker(), rpc::from_proto(d)); !c.ok())
+        if (Status c = s->complete(req->worker(), rpc::from_proto(d), done_step); !c.ok())
           return rpc::to_grpc(c);
       s->renew(req->worker(), now);
       for (int i = 0; i < req->want(); ++i) {
-        AcquireResult r = s->acquire(req->worker(), now);
+        bool full = false;
+        AcquireResult r = req->step() > 0
+                              ? s->acquire_for_step(req->worker(), req->step(), req->rank(),
+                                                    req->world(), req->step_quota(), now, &full)
+                              : s->acquire(req->worker(), now);
+        if (full) resp->set_step_full(true);
         if (!r.shard) {
           resp->set_exhausted(r.exhausted);
           resp->set_reason(r.reason);
@@ -242,7 +253,8 @@ struct MasterServer::Impl final : public v1::Master::Service {
     return serve_shards(ctx, "GetShardSnapshot", [&]() -> grpc::Status {
       ShardState* s = dataset_locked(req->dataset());
       if (!s) return unknown_dataset(req->dataset());
-      return rpc::to_grpc(rpc::to_proto(s->snapshot(), resp));
+      return rpc::to_grpc(rpc::to_proto(
+          s->snapshot(req->max_step() > 0 ? req->max_step() : INT64_MAX), resp));
     });
   }
 

@@ -27,8 +27,8 @@ Result<std::optional<Shard>> ShardClient::next() {
                                            std::chrono::duration<double>(o_.wait_timeout_s));
   while (queue_.empty()) {
     if (exhausted_ && done_.empty()) return std::optional<Shard>();
-    CAIRN_ASSIGN_OR_RETURN(ShardBatch b,
-                           client_->get_shards(o_.dataset, o_.worker, done_, o_.prefetch));
+    CAIRN_ASSIGN_OR_RETURN(ShardBatch b, client_->get_shards(o_.dataset, o_.worker, done_,
+                                                             o_.prefetch, -1, done_step_));
     ++requests_;
     done_.clear();
     stats_ = b.stats;
@@ -46,18 +46,39 @@ Result<std::optional<Shard>> ShardClient::next() {
   return std::optional<Shard>(s);
 }
 
+Result<std::optional<Shard>> ShardClient::next_for_step(const StepQuota& quota) {
+  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(o_.wait_timeout_s));
+  for (;;) {
+    CAIRN_ASSIGN_OR_RETURN(ShardBatch b, client_->get_shards(o_.dataset, o_.worker, done_, 1, -1,
+                                                             done_step_, &quota));
+    ++requests_;
+    done_.clear();
+    stats_ = b.stats;
+    if (!b.shards.empty()) return std::optional<Shard>(b.shards.front());
+    if (b.step_full || b.exhausted) return std::optional<Shard>();
+    // Others hold the rest of the dataset (their leases may run out): wait.
+    if (seconds_until(deadline) <= 0)
+      return Status::Timeout("no shard of dataset " + o_.dataset + " for step " +
+                             std::to_string(quota.step) + " within " +
+                             std::to_string(o_.wait_timeout_s) + " s: " + b.reason);
+    std::this_thread::sleep_for(std::chrono::duration<double>(o_.poll_interval_s));
+  }
+}
+
 Status ShardClient::flush() {
   if (done_.empty()) return Status::Ok();
-  CAIRN_ASSIGN_OR_RETURN(ShardBatch b, client_->get_shards(o_.dataset, o_.worker, done_, 0));
+  CAIRN_ASSIGN_OR_RETURN(ShardBatch b,
+                         client_->get_shards(o_.dataset, o_.worker, done_, 0, -1, done_step_));
   ++requests_;
   done_.clear();
   stats_ = b.stats;
   return Status::Ok();
 }
 
-Result<nlohmann::json> ShardClient::snapshot() {
+Result<nlohmann::json> ShardClient::snapshot(int64_t max_step) {
   CAIRN_RETURN_IF_ERROR(flush());
-  return client_->shard_snapshot(o_.dataset);
+  return client_->shard_snapshot(o_.dataset, -1, max_step);
 }
 
 Status ShardClient::restore(const nlohmann::json& snapshot) {

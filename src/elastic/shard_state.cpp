@@ -60,6 +60,7 @@ void ShardState::start_epoch(int64_t epoch) {
   }
 }
 
+
 void ShardState::cut_stream_shards(bool last) {
   while ((cut_ + 1) * params_.shard_size <= known_samples_) todo_.push_back(shard_at(0, cut_++));
   if (last && cut_ * params_.shard_size < known_samples_) todo_.push_back(shard_at(0, cut_++));
@@ -102,7 +103,7 @@ AcquireResult ShardState::acquire(const std::string& worker, double now) {
   return r;
 }
 
-Status ShardState::complete(const std::string& worker, const Shard& shard) {
+Status ShardState::complete(const std::string& worker, const Shard& shard, int64_t step) {
   if (done_.count(shard)) return Status::Ok();
   auto it = doing_.find(shard);
   if (it == doing_.end() || it->second.worker != worker)
@@ -112,9 +113,32 @@ Status ShardState::complete(const std::string& worker, const Shard& shard) {
         (it == doing_.end() ? "" : " (its lease went to " + it->second.worker + ")"));
   doing_.erase(it);
   attempts_.erase(shard);
-  done_.insert(shard);
+  done_[shard] = step;
   done_samples_ += shard.size();
   return Status::Ok();
+}
+
+AcquireResult ShardState::acquire_for_step(const std::string& worker, int64_t step, int rank,
+                                           int world, int quota, double now, bool* step_full) {
+  *step_full = false;
+  StepTaken& t = steps_[step];
+  while (!steps_.empty() && steps_.begin()->first < step - 4) steps_.erase(steps_.begin());
+  const int left = quota - t.taken;
+  const int without = std::max(0, world - int(t.ranks.size()) - (t.ranks.count(rank) ? 0 : 1));
+  if (left <= 0 || (t.ranks.count(rank) && left <= without)) {
+    *step_full = true;
+    AcquireResult r;
+    r.reason = "step " + std::to_string(step) + " has no shard left for rank " +
+               std::to_string(rank) + " (" + std::to_string(t.taken) + " of " +
+               std::to_string(quota) + " taken)";
+    return r;
+  }
+  AcquireResult r = acquire(worker, now);
+  if (r.shard) {
+    ++t.taken;
+    t.ranks.insert(rank);
+  }
+  return r;
 }
 
 void ShardState::renew(const std::string& worker, double now) {
@@ -165,10 +189,11 @@ Status ShardState::finish(int64_t num_samples) {
   return Status::Ok();
 }
 
-nlohmann::json ShardState::snapshot() const {
+nlohmann::json ShardState::snapshot(int64_t max_step) const {
   nlohmann::json done = nlohmann::json::object();
   std::map<int64_t, std::vector<int64_t>> by_epoch;
-  for (const Shard& s : done_) by_epoch[s.epoch].push_back(s.index);
+  for (const auto& [s, step] : done_)
+    if (step <= max_step) by_epoch[s.epoch].push_back(s.index);
   for (auto& [e, idx] : by_epoch) done[std::to_string(e)] = idx;
   return {{"version", 1},
           {"shard_size", params_.shard_size},
@@ -204,7 +229,7 @@ Status ShardState::restore(const nlohmann::json& j) {
     if (params_.streaming && (cut < 0 || cut > (n + params_.shard_size - 1) / params_.shard_size))
       return Status::Corrupt("shard state: " + std::to_string(cut) + " shards cut of " +
                              std::to_string(n) + " samples");
-    std::set<Shard> done;
+    std::map<Shard, int64_t> done;
     int64_t done_samples = 0;
     const int64_t known = params_.streaming ? std::max(n, known_samples_) : n;
     for (const auto& [key, list] : j.at("done").items()) {
@@ -222,13 +247,14 @@ Status ShardState::restore(const nlohmann::json& j) {
         s.start = idx * params_.shard_size;
         s.end = std::min(s.start + params_.shard_size, params_.streaming ? n : known);
         done_samples += s.size();
-        done.insert(s);
+        done[s] = -1;
       }
     }
     // The snapshot fits: replace the state.
     todo_.clear();
     doing_.clear();
     attempts_.clear();
+    steps_.clear();
     done_ = std::move(done);
     done_samples_ = done_samples;
     failed_ = j.value("failed", int64_t(0));

@@ -144,6 +144,40 @@ TEST(ShardState, RestoreIsARollbackToTheSnapshot) {
   EXPECT_EQ(s.stats().todo, 6);
 }
 
+TEST(ShardState, StepQuotaLetsFastRanksTakeMoreButLeavesEveryRankOne) {
+  ShardState s(params(1000, 4));
+  bool full = false;
+  // Quota 6 over world 3: rank 0 is fast and asks first, again and again.
+  int rank0 = 0;
+  while (s.acquire_for_step("r0", 1, 0, 3, 6, 0, &full).shard) ++rank0;
+  EXPECT_TRUE(full);
+  EXPECT_EQ(rank0, 4);  // 6 minus one kept for each of ranks 1 and 2
+  auto r1 = s.acquire_for_step("r1", 1, 1, 3, 6, 0, &full);
+  ASSERT_TRUE(r1.shard);
+  EXPECT_FALSE(s.acquire_for_step("r1", 1, 1, 3, 6, 0, &full).shard);  // rank 2's is kept
+  EXPECT_NE(s.acquire_for_step("r1", 1, 1, 3, 6, 0, &full).reason.find("5 of 6 taken"),
+            std::string::npos);
+  EXPECT_TRUE(s.acquire_for_step("r2", 1, 2, 3, 6, 0, &full).shard);
+  EXPECT_FALSE(s.acquire_for_step("r2", 1, 2, 3, 6, 0, &full).shard);
+  EXPECT_TRUE(full);
+  // The next step has its own quota.
+  EXPECT_TRUE(s.acquire_for_step("r1", 2, 1, 3, 6, 0, &full).shard);
+  EXPECT_EQ(s.stats().doing, 7);
+}
+
+TEST(ShardState, SnapshotAtAStepLeavesOutLaterSteps) {
+  ShardState s(params(100, 10));
+  auto a = s.acquire("w", 0), b = s.acquire("w", 0);
+  ASSERT_TRUE(s.complete("w", *a.shard, 5).ok());
+  ASSERT_TRUE(s.complete("w", *b.shard, 6).ok());
+  ShardState back(params(100, 10));
+  ASSERT_TRUE(back.restore(s.snapshot(5)).ok());
+  EXPECT_EQ(back.stats().done, 1);
+  EXPECT_EQ(back.stats().todo, 9);
+  ASSERT_TRUE(back.restore(s.snapshot()).ok());
+  EXPECT_EQ(back.stats().done, 2);
+}
+
 TEST(ShardState, SnapshotsOfAnotherDatasetAreRefused) {
   ShardState s(params(100, 10));
   nlohmann::json snap = s.snapshot();

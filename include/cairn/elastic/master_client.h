@@ -48,8 +48,17 @@ struct CheckReport {
   NodeCheckResult result;
 };
 
+// A training step's share of the dataset (see ShardState::acquire_for_step).
+struct StepQuota {
+  int64_t step = 1;  // >= 1
+  int rank = 0;
+  int world = 1;
+  int quota = 1;  // shards per step over the world
+};
+
 // The shards one GetShards call handed out.
 struct ShardBatch {
+  bool step_full = false;  // with a StepQuota: the step has no shard left for this rank
   std::vector<Shard> shards;
   bool exhausted = false;  // nothing more will come
   std::string reason;      // why fewer than asked for
@@ -90,11 +99,16 @@ class MasterClient {
   // dataset, false when one with the same parameters existed.
   Result<bool> create_dataset(const std::string& dataset, const ShardParams& params,
                               double budget_s = -1);
+  // `done` were trained by step `done_step` (-1: not given); with `quota`, the shards are for
+  // its training step (ShardState::acquire_for_step).
   Result<ShardBatch> get_shards(const std::string& dataset, const std::string& worker,
-                                const std::vector<Shard>& done, int want, double budget_s = -1);
+                                const std::vector<Shard>& done, int want, double budget_s = -1,
+                                int64_t done_step = -1, const StepQuota* quota = nullptr);
   Status release_shards(const std::string& dataset, const std::string& worker,
                         double budget_s = -1);
-  Result<nlohmann::json> shard_snapshot(const std::string& dataset, double budget_s = -1);
+  // max_step > 0: shards completed by later steps count as not done.
+  Result<nlohmann::json> shard_snapshot(const std::string& dataset, double budget_s = -1,
+                                        int64_t max_step = 0);
   Status restore_shards(const std::string& dataset, const nlohmann::json& snapshot,
                         double budget_s = -1);
   Status extend_dataset(const std::string& dataset, int64_t num_samples, bool finished,

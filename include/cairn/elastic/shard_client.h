@@ -38,11 +38,18 @@ class ShardClient {
   // The next shard; nullopt when the dataset is exhausted. kTimeout when other workers held the
   // remaining shards past wait_timeout_s.
   Result<std::optional<Shard>> next();
-  // Marks `shard` DONE with the next request.
-  void done(const Shard& shard) { done_.push_back(shard); }
+  // One shard for a training step under a step quota, no prefetch; nullopt when the step has
+  // none left for this rank (or the dataset is exhausted).
+  Result<std::optional<Shard>> next_for_step(const StepQuota& quota);
+  // Marks `shard` DONE with the next request; `step` is the training step that trained it
+  // (every shard of one request shares it: flush between steps).
+  void done(const Shard& shard, int64_t step = -1) {
+    done_.push_back(shard);
+    done_step_ = step;
+  }
   Status flush();
-  // Flushes, then the master's snapshot of the dataset.
-  Result<nlohmann::json> snapshot();
+  // Flushes, then the master's snapshot of the dataset (max_step > 0: as of that step).
+  Result<nlohmann::json> snapshot(int64_t max_step = 0);
   // Replaces the master's state with `snapshot` and drops the local queue.
   Status restore(const nlohmann::json& snapshot);
   // Gives this worker's leased shards back (the local queue is dropped).
@@ -56,6 +63,7 @@ class ShardClient {
   std::unique_ptr<MasterClient> client_;
   std::deque<Shard> queue_;
   std::vector<Shard> done_;
+  int64_t done_step_ = -1;
   bool exhausted_ = false;
   ShardStats stats_;
   int64_t requests_ = 0;

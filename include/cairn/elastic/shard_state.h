@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <climits>
 #include <deque>
 #include <map>
 #include <optional>
@@ -87,9 +88,17 @@ class ShardState {
 
   // The next shard for `worker` (TODO → DOING), or why there is none.
   AcquireResult acquire(const std::string& worker, double now);
+  // Like acquire, for training step `step` of a data-parallel world that takes `quota` shards
+  // per step: at most `quota` shards go out for the step, and a rank that has one already gets
+  // another only while enough are left for each rank without one (so every rank gets at least
+  // one when quota >= world). `step_full` is set when the step has none left for this rank.
+  // Steps older than the newest asked for minus 4 are forgotten; restore() forgets all.
+  AcquireResult acquire_for_step(const std::string& worker, int64_t step, int rank, int world,
+                                 int quota, double now, bool* step_full);
   // DOING → DONE. kFailedPrecondition when `worker` does not hold it (its lease ran out and the
   // shard went to someone else, or it was restored away); a shard already DONE is Ok.
-  Status complete(const std::string& worker, const Shard& shard);
+  // `step` is the training step that trained it (-1: none), for snapshot(max_step).
+  Status complete(const std::string& worker, const Shard& shard, int64_t step = -1);
   // Extends the leases of the worker's DOING shards.
   void renew(const std::string& worker, double now);
   // The worker is gone: its DOING shards go back to TODO.
@@ -102,7 +111,9 @@ class ShardState {
   // Streaming: the source is closed at `num_samples`; the last partial shard is cut.
   Status finish(int64_t num_samples);
 
-  nlohmann::json snapshot() const;
+  // Shards completed by steps after `max_step` count as not done: a rollback to max_step trains
+  // them again.
+  nlohmann::json snapshot(int64_t max_step = INT64_MAX) const;
   // kCorrupt (naming what) when the snapshot does not fit these params.
   Status restore(const nlohmann::json& snapshot);
 
@@ -127,7 +138,12 @@ class ShardState {
   bool stream_closed_ = false;
   std::deque<Shard> todo_;
   std::map<Shard, Lease> doing_;
-  std::set<Shard> done_;
+  std::map<Shard, int64_t> done_;  // shard -> the step that completed it (-1: none given)
+  struct StepTaken {
+    int taken = 0;
+    std::set<int> ranks;
+  };
+  std::map<int64_t, StepTaken> steps_;
   std::map<Shard, int> attempts_;
   int64_t known_samples_ = 0;  // streaming: grows with extend()
   int64_t failed_ = 0, done_samples_ = 0, handed_out_ = 0, expired_ = 0;
