@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Every sample exactly once (deterministic sharding): one epoch of a small KJV slice trained
-# under `cairn run` with `data.log_sample_ids: true`, through kill -9 of workers (the agent
-# restarts them from the in-memory checkpoints), a scale-down (world 2 -> 1, resumed from
-# storage) and a scale-up (1 -> 2). samples.jsonl's last line per step is the committed
-# trajectory: every step 1..E is there and no sample id appears twice (E = the steps of one
-# epoch), and the committed steps are the same as those of an uninterrupted run.
-# Usage: exactly_once_test.sh CAIRN
+# Every sample exactly once: one epoch of a small KJV slice trained under `cairn run` with
+# `data.log_sample_ids: true`, through kill -9 of workers (the agent restarts them from the
+# in-memory checkpoints), a scale-down (world 2 -> 1, resumed from storage) and a scale-up
+# (1 -> 2). samples.jsonl's last line per step is the committed trajectory: every step 1..E is
+# there and no sample id appears twice (E = the steps of one epoch).
+#  deterministic (default): the committed steps are also those of an uninterrupted run;
+#  dynamic: the ranks take micro-batch shards from the master's shard service (embedded in the
+#           agent, restarted with every phase: the trainers give it back its state from their
+#           checkpoints).
+# Usage: exactly_once_test.sh CAIRN [deterministic|dynamic]
 set -euo pipefail
 cairn=$1
+mode=${2:-deterministic}
 work=$(mktemp -d)
 agent=
 cleanup() {
@@ -25,17 +29,23 @@ prepare_kjv 60000
 tokens=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['train']['tokens'])" "$work/data/meta.json")
 samples=$(( (tokens - 1) / 32 ))
 steps=$(( samples / 8 ))
-echo "   $samples samples of 32 tokens: one epoch is $steps steps of 8"
+echo "   $samples samples of 32 tokens: one epoch is $steps steps of 8 ($mode sharding)"
 flash_config $steps "{memory_interval: 1, persist_interval: 4, keep_last: 2}"
 run_dir=$work/run
+launch=()
+if [ "$mode" = dynamic ]; then
+  export CAIRN_JOB_TOKEN=exactly-once-test
+  launch=(--rdzv-backend cairn --rdzv-endpoint 127.0.0.1:$((20000 + $$ % 20000)) --embed-master
+          --node-host 127.0.0.1 --rdzv-wait 0)
+fi
 
 # phase NPROC STOP_AFTER KILLS: one cairn run over the shared run directory, KILLS kill -9 of a
 # random worker once it has trained a few more steps.
 phase() {
   local nproc=$1 stop=$2 kills=$3 resume=${4:-}
-  timeout -k 5 240 "$cairn" run --nproc-per-node "$nproc" --max-restarts 10 --run-dir "$run_dir" -- \
-    "$cairn" train "$work/tiny.yaml" --no-progress $resume --stop-after "$stop" \
-    --set data.log_sample_ids=true >> "$work/run.out" 2>&1 &
+  timeout -k 5 240 "$cairn" run "${launch[@]}" --nproc-per-node "$nproc" --max-restarts 10 \
+    --run-dir "$run_dir" -- "$cairn" train "$work/tiny.yaml" --no-progress $resume --stop-after "$stop" \
+    --set data.log_sample_ids=true --set data.sharding=$mode >> "$work/run.out" 2>&1 &
   agent=$!
   for k in $(seq 1 "$kills"); do
     local rows=0
@@ -66,11 +76,18 @@ phase 2 "$steps" 2 --resume
 restarts=$(grep -c '"event":"restart"' "$run_dir/events.jsonl" || true)
 [ "${restarts:-0}" -ge 3 ] || fail "only ${restarts:-0} restarts: the kills did not happen"
 
-echo "-- uninterrupted reference run"
-timeout -k 5 240 "$cairn" train "$work/tiny.yaml" --no-progress --run-dir "$work/ref" \
-  --set data.log_sample_ids=true > "$work/ref.out" 2>&1 || { tail -n 20 "$work/ref.out"; fail "the reference run failed"; }
+ref=
+if [ "$mode" = deterministic ]; then
+  echo "-- uninterrupted reference run"
+  timeout -k 5 240 "$cairn" train "$work/tiny.yaml" --no-progress --run-dir "$work/ref" \
+    --set data.log_sample_ids=true > "$work/ref.out" 2>&1 || { tail -n 20 "$work/ref.out"; fail "the reference run failed"; }
+  ref=$work/ref/samples.jsonl
+else
+  grep '"micro_batches"' "$run_dir/metrics.jsonl" > /dev/null || fail "no micro_batches in the metrics"
+  grep "dataset .* restored" "$work/run.out" > /dev/null || fail "no shard service was restored"
+fi
 
-/usr/bin/python3 - "$run_dir/samples.jsonl" "$work/ref/samples.jsonl" "$steps" "$samples" <<'PY'
+/usr/bin/python3 - "$run_dir/samples.jsonl" "$ref" "$steps" "$samples" <<'PY'
 import json, sys
 path, ref_path, steps, samples = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 lines = [json.loads(l) for l in open(path)]
@@ -85,11 +102,12 @@ assert all(len(committed[s]) == 8 for s in committed), "a step without 8 samples
 dup = len(ids) - len(set(ids))
 assert dup == 0, f"{dup} sample ids appear more than once in the committed trajectory"
 assert all(0 <= i < samples for i in ids), "a sample id outside the dataset"
-ref = {}
-for l in open(ref_path):
-    j = json.loads(l)
-    ref[j["step"]] = j["sample_ids"]
-assert ref == committed, "the committed trajectory differs from the uninterrupted run's"
+if ref_path:
+    ref = {}
+    for l in open(ref_path):
+        j = json.loads(l)
+        ref[j["step"]] = j["sample_ids"]
+    assert ref == committed, "the committed trajectory differs from the uninterrupted run's"
 print(f"   {len(lines)} lines for {steps} steps ({len(lines) - steps} retrained after rollbacks); "
       f"{len(ids)} of {samples} samples, each exactly once ({samples - len(ids)} left for the next step)")
 PY

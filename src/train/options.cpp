@@ -43,6 +43,12 @@ core::ConfigSpec train_spec() {
                 "write {\"step\": S, \"sample_ids\": [...]} for every trained step to "
                 "samples.jsonl in the run directory (a step trained again after a rollback gets "
                 "a new line; the last line of a step is the one that counts)")
+      .add_string("data.sharding", "deterministic", {"deterministic", "dynamic"},
+                  "deterministic: the samples of global step S depend only on the config and "
+                  "seed (bit-exact resumes); dynamic: ranks take micro-batch shards from the "
+                  "elastic master's shard service as they finish the previous one, so faster "
+                  "ranks take more (the global batch keeps its size; needs cairn run "
+                  "--rdzv-backend cairn and parallel.zero_stage 0 or 1)")
       .add_string("data.tokenizer", "gpt2", {},
                   "tokenizer directory (encoder.json + vocab.bpe); gpt2 = the installed files")
       .add_string("ckpt.dir", "", {},
@@ -104,6 +110,7 @@ Result<TrainOptions> train_options_from(const core::Config& c) {
   o.data_path = c.get_string("data.path");
   o.tokenizer = c.get_string("data.tokenizer");
   o.log_sample_ids = c.get_bool("data.log_sample_ids");
+  o.sharding = c.get_string("data.sharding");
   if (o.global_batch_size % o.micro_batch_size != 0)
     return Status::InvalidArgument(
         "train.global_batch_size (" + std::to_string(o.global_batch_size) +

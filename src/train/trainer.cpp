@@ -76,6 +76,39 @@ double Trainer::Impl::sum_over_ranks(double v) {
   return t.item<double>();
 }
 
+std::pair<torch::Tensor, torch::Tensor> Trainer::Impl::shard_batch(const elastic::Shard& shard) {
+  const int64_t B = shard.size(), T = opt.seq_len;
+  auto x = torch::empty({B, T}, torch::kLong);
+  auto y = torch::empty({B, T}, torch::kLong);
+  for (int64_t i = 0; i < B; ++i)
+    sampler->fill(shard.start + i, x.data_ptr<int64_t>() + i * T, y.data_ptr<int64_t>() + i * T);
+  return {x, y};
+}
+
+Result<std::pair<std::vector<int64_t>, std::vector<int64_t>>> Trainer::Impl::gather_trained(
+    const std::vector<elastic::Shard>& shards) {
+  // Every rank's sample ids, padded with -1 to the most a rank can train in a step.
+  const int64_t cap = int64_t(dynamic->quota()) * opt.micro_batch_size;
+  auto mine = torch::full({cap}, -1, torch::kLong);
+  int64_t n = 0;
+  for (const auto& s : shards)
+    for (int64_t id = s.start; id < s.end && n < cap; ++id) mine[n++] = id;
+  torch::Tensor all = mine;
+  if (group) {
+    all = torch::empty({cap * world}, torch::kLong);
+    group->allgather(all, mine);
+  }
+  std::vector<int64_t> per_rank(size_t(world), 0), ids;
+  const int64_t* v = all.data_ptr<int64_t>();
+  for (int r = 0; r < world; ++r)
+    for (int64_t i = 0; i < cap; ++i)
+      if (v[r * cap + i] >= 0) {
+        ids.push_back(v[r * cap + i]);
+        if (i % opt.micro_batch_size == 0) ++per_rank[size_t(r)];
+      }
+  return std::make_pair(per_rank, ids);
+}
+
 std::pair<torch::Tensor, torch::Tensor> Trainer::Impl::batch(int64_t s, int64_t micro) {
   const int64_t B = opt.micro_batch_size, T = opt.seq_len;
   auto x = torch::empty({B, T}, torch::kLong);
@@ -170,6 +203,27 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_current_seed(o.seed);
   }
+  if (o.sharding == "dynamic") {
+    const int64_t zero = config.get_int("parallel.zero_stage");
+    if (zero > 1)
+      return Status::InvalidArgument(
+          "data.sharding: dynamic needs parallel.zero_stage 0 or 1 (ranks train different "
+          "numbers of micro-batches per step; ZeRO-" + std::to_string(zero) +
+          " communicates in every one)");
+    DynamicDataOptions d;
+    if (const char* m = std::getenv("CAIRN_MASTER_ADDR")) d.master = m;
+    if (const char* t = std::getenv("CAIRN_JOB_TOKEN")) d.job_token = t;
+    d.dataset = "train.bin/" + std::to_string(impl->train_file->size()) + "-tokens/T" +
+                std::to_string(o.seq_len) + "/B" + std::to_string(o.micro_batch_size);
+    d.num_samples = impl->sampler->num_samples();
+    d.micro_batch_size = o.micro_batch_size;
+    d.global_batch_size = o.global_batch_size;
+    d.max_steps = o.max_steps;
+    d.seed = uint64_t(o.seed);
+    d.rank = impl->rank;
+    d.world = impl->world;
+    CAIRN_ASSIGN_OR_RETURN(impl->dynamic, DynamicData::Open(d));
+  }
   impl->model = model::build_model(impl->mcfg, o.seed);
   impl->model->set_activation_checkpointing(o.activation_checkpointing);
   impl->num_params = impl->model->num_params();  // before ZeRO-3 releases the parameters
@@ -228,6 +282,8 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
       return c.status();
     }
   }
+  // The shard service goes back to what the restored checkpoint saw (or to the start).
+  if (impl->dynamic) CAIRN_RETURN_IF_ERROR(impl->dynamic->restore(impl->restored_shards, impl->group));
   // The job's peak: every rank measures at once, sharing the machine as training will.
   // A restarted group takes the peak an earlier start of this run measured (0.5 s saved on
   // the way back from a failure); the job's world is the same machines when it matches.
@@ -292,15 +348,41 @@ Result<RunSummary> Trainer::run() {
     m.engine->zero_grad();
     double loss_sum = 0;
     const int64_t accum = m.accum_steps();
-    for (int64_t micro = 0; micro < accum; ++micro) {
-      auto [x, y] = m.batch(m.step, micro);
+    std::vector<elastic::Shard> trained;  // dynamic sharding: this rank's micro-batches
+    auto micro_batch = [&](const torch::Tensor& x, const torch::Tensor& y, bool last) {
+      auto tm = Clock::now();
       torch::Tensor loss;
       {
         AutocastScope autocast(o.precision == "bf16");
-        loss = m.engine->loss(x, y, micro == accum - 1);
+        loss = m.engine->loss(x, y, last);
       }
       (accum > 1 ? loss / double(accum) : loss).backward();
       loss_sum += loss.item<double>();
+      if (m.rank == m.run.debug_slowdown_rank && m.run.debug_slowdown > 1)
+        std::this_thread::sleep_for(std::chrono::duration<double>(
+            seconds_since(tm) * (m.run.debug_slowdown - 1)));
+    };
+    if (m.dynamic) {
+      // Take micro-batches until the step has none left for this rank; the one after is
+      // fetched before the current one runs, so its backward knows whether it is the last.
+      CAIRN_ASSIGN_OR_RETURN(auto cur, m.dynamic->next(m.step + 1));
+      if (!cur) return Status::Internal("the shard service gave rank " + std::to_string(m.rank) +
+                                        " no micro-batch for step " + std::to_string(m.step + 1));
+      while (cur) {
+        CAIRN_ASSIGN_OR_RETURN(auto following, m.dynamic->next(m.step + 1));
+        auto [x, y] = m.shard_batch(*cur);
+        micro_batch(x, y, !following);
+        trained.push_back(*cur);
+        cur = following;
+      }
+      // Before the step's first blocking collective: rank 0 snapshots the service only after
+      // every rank's completions of this step are in.
+      CAIRN_RETURN_IF_ERROR(m.dynamic->complete(trained, m.step + 1));
+    } else {
+      for (int64_t micro = 0; micro < accum; ++micro) {
+        auto [x, y] = m.batch(m.step, micro);
+        micro_batch(x, y, micro == accum - 1);
+      }
     }
     m.engine->finish_backward();
     double loss = m.sum_over_ranks(loss_sum / double(accum)) / double(m.world);
@@ -311,7 +393,12 @@ Result<RunSummary> Trainer::run() {
     // The previous step's memory save must be complete before the state changes.
     if (Status s = m.finish_checkpoint(); !s.ok()) return s;
     m.engine->step(lr);
-    if (o.log_sample_ids && m.rank == 0) {
+    std::vector<int64_t> per_rank;  // dynamic: micro-batches each rank trained this step
+    if (m.dynamic) {
+      CAIRN_ASSIGN_OR_RETURN(auto gathered, m.gather_trained(trained));
+      per_rank = gathered.first;
+      if (o.log_sample_ids && m.rank == 0) m.log->samples(m.step + 1, gathered.second);
+    } else if (o.log_sample_ids && m.rank == 0) {
       // Deterministic sharding: global step s trains global positions [s G, (s + 1) G).
       std::vector<int64_t> ids(size_t(o.global_batch_size));
       for (int64_t i = 0; i < o.global_batch_size; ++i)
@@ -327,6 +414,7 @@ Result<RunSummary> Trainer::run() {
     double mfu = m.peak_flops > 0 ? flops_per_token * tps / m.peak_flops : 0;
     nlohmann::json row = {{"step", m.step}, {"loss", loss}, {"lr", lr},
                           {"tokens_per_s", tps}, {"mfu", mfu}, {"step_time", dt}};
+    if (!per_rank.empty()) row["micro_batches"] = per_rank;
     sum.losses.push_back(loss);
     sum.final_loss = loss;
 

@@ -27,7 +27,8 @@ nlohmann::json Trainer::Impl::state_json(const char* reason) {
           {"optimizer_step", engine->step_count()},
           {"world_size", world},
           {"config_yaml", config.to_yaml()},
-          {"reason", reason}};
+          {"reason", reason},
+          {"shards", shards_state}};
 }
 
 ckpt::PersistTarget Trainer::Impl::persist_target() const {
@@ -79,6 +80,9 @@ Status Trainer::Impl::checkpoint(bool persist, const char* reason, bool overlap)
                                     {"persist", true},
                                     {"reason", reason}});
     return Status::Ok();
+  }
+  if (dynamic) {
+    CAIRN_ASSIGN_OR_RETURN(shards_state, dynamic->snapshot(step, group));
   }
   auto [mine, table] = partition(state_tensors());
   nlohmann::json state = state_json(reason);
@@ -251,6 +255,7 @@ Status Trainer::Impl::restore(const ckpt::LoadedCheckpoint& c) {
   at::Generator gen = at::detail::getDefaultCPUGenerator();
   gen.set_state(c.tensors.at(kRngName));
   step = c.step;
+  restored_shards = c.state.value("shards", nlohmann::json());
   return Status::Ok();
 }
 

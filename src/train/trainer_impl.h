@@ -25,6 +25,7 @@
 #include "cairn/train/run_log.h"
 #include "cairn/train/trainer.h"
 #include "train/engine_impl.h"
+#include "train/dynamic_data_impl.h"
 #include "train/flash_impl.h"
 
 namespace cairn::train {
@@ -62,6 +63,9 @@ struct Trainer::Impl {
   double peak_flops = 0;
 
   std::string ckpt_dir;  // absolute
+  std::unique_ptr<DynamicData> dynamic;  // data.sharding: dynamic
+  nlohmann::json shards_state;           // the shard service as of the checkpoint being taken
+  nlohmann::json restored_shards;        // ... as of the checkpoint restored (null: none)
 
   // Slots nobody else will remove go with the trainer, whichever way it ends short of a
   // crash (under `cairn run` the agent removes them when the job ends).
@@ -86,6 +90,11 @@ struct Trainer::Impl {
   double sum_over_ranks(double v);
   // Inputs and targets (B, T) for micro-batch `micro` of global step `s`.
   std::pair<torch::Tensor, torch::Tensor> batch(int64_t s, int64_t micro);
+  // Dynamic sharding: the micro-batch of one shard (consecutive sample ids).
+  std::pair<torch::Tensor, torch::Tensor> shard_batch(const elastic::Shard& shard);
+  // Collective: micro-batches per rank and every rank's sample ids of this step.
+  Result<std::pair<std::vector<int64_t>, std::vector<int64_t>>> gather_trained(
+      const std::vector<elastic::Shard>& shards);
   std::vector<ckpt::NamedTensor> state_tensors();
   nlohmann::json state_json(const char* reason);
   ckpt::PersistTarget persist_target() const;

@@ -133,6 +133,9 @@ void run_run(elastic::LaunchFlags& flags, const CLI::App& cmd) {
     elastic_run = std::move(e).value();
     rendezvous = elastic_run.rendezvous.get();
     env["CAIRN_BIND_HOST"] = elastic_run.node_host;
+    // The workers' own calls to the master (the shard service of data.sharding: dynamic).
+    env["CAIRN_MASTER_ADDR"] = elastic_run.master_address;
+    env["CAIRN_JOB_TOKEN"] = elastic_run.job_token;
   }
 
   elastic::AgentOptions ao;

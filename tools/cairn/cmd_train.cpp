@@ -49,6 +49,7 @@ struct TrainArgs {
   bool resume = false;
   bool no_progress = false;
   bool describe = false;
+  std::string debug_slowdown;  // RANK:FACTOR
 };
 
 void run_train(const TrainArgs& a) {
@@ -72,6 +73,17 @@ void run_train(const TrainArgs& a) {
   run.run_dir = a.run_dir.empty() ? default_run_dir() : a.run_dir;
   run.resume = a.resume;
   run.stop_after = a.stop_after;
+  if (!a.debug_slowdown.empty()) {
+    const size_t colon = a.debug_slowdown.find(':');
+    char* end = nullptr;
+    const long r = colon == std::string::npos ? -1 : std::strtol(a.debug_slowdown.c_str(), &end, 10);
+    const double f = colon == std::string::npos ? 0 : std::strtod(a.debug_slowdown.c_str() + colon + 1, nullptr);
+    if (r < 0 || end != a.debug_slowdown.c_str() + colon || !(f >= 1) || f > 1000)
+      throw StatusError(Status::InvalidArgument("--debug-slowdown '" + a.debug_slowdown +
+                                                "': expected RANK:FACTOR, e.g. 1:3 (1 <= FACTOR <= 1000)"));
+    run.debug_slowdown_rank = int(r);
+    run.debug_slowdown = f;
+  }
   run.stop = &g_stop;
   run.progress = !a.no_progress;
   // `cairn run` persists the slots of workers whose run directory is its own.
@@ -134,6 +146,10 @@ void register_train_command(CLI::App& app) {
   cmd->add_flag("--resume", args->resume, "continue from the newest checkpoint in --run-dir");
   cmd->add_flag("--no-progress", args->no_progress, "no progress line");
   cmd->add_flag("--describe", args->describe, "list every config key with its default and exit");
+  cmd->add_option("--debug-slowdown", args->debug_slowdown,
+                  "tests: rank RANK's micro-batches take FACTOR times as long (it sleeps the rest), "
+                  "an artificial straggler")
+      ->option_text("RANK:FACTOR");
   cmd->callback([args] { run_train(*args); });
 }
 

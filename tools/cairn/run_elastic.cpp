@@ -151,6 +151,8 @@ Result<ElasticRun> start_elastic(const elastic::LaunchOptions& o, const std::str
     return run_node_check(a, host, run_dir, a.timeout_s);
   };
   CAIRN_ASSIGN_OR_RETURN(e.rendezvous, elastic::MasterRendezvous::Open(ro));
+  e.master_address = ro.client.address;
+  e.job_token = token;
   spdlog::info("node {} ({}) joins the elastic master at {}", node_id, e.node_host, ro.client.address);
   return e;
 }

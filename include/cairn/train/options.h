@@ -36,6 +36,7 @@ struct TrainOptions {
   int64_t log_interval = 10;       // steps between progress lines when not on a terminal
   std::string data_path;           // directory with train.bin / val.bin (cairn data prepare)
   bool log_sample_ids = false;     // samples.jsonl: the sample ids of every step
+  std::string sharding = "deterministic";  // or "dynamic": shards from the master's service
   std::string tokenizer = "gpt2";
 };
 

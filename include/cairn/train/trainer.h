@@ -41,6 +41,8 @@ struct RunOptions {
                                                // hang detector (elastic::ProgressWriter)
   bool read_peer_slots = true;                 // restoring from memory, map the slots of ranks
                                                // on this machine instead of broadcasting them
+  int debug_slowdown_rank = -1;                // tests: this rank's micro-batches take
+  double debug_slowdown = 1;                   // this many times as long (it sleeps the rest)
   bool keep_slots = false;                     // leave the in-memory slots behind when the
                                                // trainer ends before max_steps (for a restart;
                                                // the agent removes them at the end of the job)
