@@ -77,5 +77,11 @@ expect_error "choose one of gpt2 | llama" train "$work/tiny.yaml" --set model.ar
 expect_error "no such file" train "$work/missing.yaml"
 expect_error "cairn data prepare" train "$work/tiny.yaml" --set data.path="$work/nothing"
 expect_error "--resume needs --run-dir" train "$work/tiny.yaml" --resume
+expect_error "CAIRN_MASTER_ADDR is not set" train "$work/tiny.yaml" --no-progress \
+  --run-dir "$work/dyn" --set data.sharding=dynamic
+expect_error "needs parallel.zero_stage 0 or 1" train "$work/tiny.yaml" --no-progress \
+  --run-dir "$work/dyn" --set data.sharding=dynamic --set parallel.zero_stage=3
+expect_error "choose one of deterministic | dynamic" train "$work/tiny.yaml" --set data.sharding=random
+expect_error "expected RANK:FACTOR" train "$work/tiny.yaml" --debug-slowdown 1:0.5
 expect_error "no checkpoint directory" generate --ckpt "$work/nothing" --prompt x
 echo "PASS"
