@@ -44,6 +44,10 @@ class ReplicatedEngine : public Engine {
   torch::Tensor eval_loss(const torch::Tensor& x, const torch::Tensor& y) override {
     return model_->loss(x, y);
   }
+  bool set_last(bool last) override {
+    dp_->set_sync(last);
+    return true;
+  }
   void finish_backward() override { dp_->finish_backward(); }
   double clip_grad_norm(double max_norm) override { return dp_->clip_grad_norm(max_norm); }
   void step(double lr) override { dp_->step(lr); }

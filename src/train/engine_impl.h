@@ -33,6 +33,9 @@ class Engine {
   virtual torch::Tensor loss(const torch::Tensor& x, const torch::Tensor& y, bool last) = 0;
   // Loss without a graph (validation). Collective for ZeRO-3.
   virtual torch::Tensor eval_loss(const torch::Tensor& x, const torch::Tensor& y) = 0;
+  // Overrides the `last` given to loss() before that micro-batch's backward (whether it syncs
+  // gradients); false when the engine cannot (ZeRO-3 decides in its forward).
+  virtual bool set_last(bool last) { return false; }
   virtual void finish_backward() = 0;                  // collective
   virtual double clip_grad_norm(double max_norm) = 0;  // collective
   virtual void step(double lr) = 0;                    // collective

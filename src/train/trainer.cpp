@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -349,29 +350,48 @@ Result<RunSummary> Trainer::run() {
     double loss_sum = 0;
     const int64_t accum = m.accum_steps();
     std::vector<elastic::Shard> trained;  // dynamic sharding: this rank's micro-batches
-    auto micro_batch = [&](const torch::Tensor& x, const torch::Tensor& y, bool last) {
+    // One micro-batch; `before_backward` (dynamic sharding) may still change whether it is the
+    // step's last on this rank.
+    auto micro_batch = [&](const torch::Tensor& x, const torch::Tensor& y, bool last,
+                           const std::function<void()>& before_backward) {
+      // --debug-slowdown stretches the forward and the backward pass alike.
+      const bool slowed = m.rank == m.run.debug_slowdown_rank && m.run.debug_slowdown > 1;
+      auto stretch = [&](Clock::time_point since) {
+        if (slowed)
+          std::this_thread::sleep_for(std::chrono::duration<double>(
+              seconds_since(since) * (m.run.debug_slowdown - 1)));
+      };
       auto tm = Clock::now();
       torch::Tensor loss;
       {
         AutocastScope autocast(o.precision == "bf16");
         loss = m.engine->loss(x, y, last);
       }
+      stretch(tm);
+      if (before_backward) before_backward();
+      tm = Clock::now();
       (accum > 1 ? loss / double(accum) : loss).backward();
       loss_sum += loss.item<double>();
-      if (m.rank == m.run.debug_slowdown_rank && m.run.debug_slowdown > 1)
-        std::this_thread::sleep_for(std::chrono::duration<double>(
-            seconds_since(tm) * (m.run.debug_slowdown - 1)));
+      stretch(tm);
     };
     if (m.dynamic) {
-      // Take micro-batches until the step has none left for this rank; the one after is
-      // fetched before the current one runs, so its backward knows whether it is the last.
+      // Take micro-batches until the step has none left for this rank. The next one is asked
+      // for after the current one's forward pass (the later a rank asks, the fairer the split)
+      // and before its backward, which must know whether it is this rank's last.
       CAIRN_ASSIGN_OR_RETURN(auto cur, m.dynamic->next(m.step + 1));
       if (!cur) return Status::Internal("the shard service gave rank " + std::to_string(m.rank) +
                                         " no micro-batch for step " + std::to_string(m.step + 1));
+      Status fetch = Status::Ok();
       while (cur) {
-        CAIRN_ASSIGN_OR_RETURN(auto following, m.dynamic->next(m.step + 1));
+        std::optional<elastic::Shard> following;
         auto [x, y] = m.shard_batch(*cur);
-        micro_batch(x, y, !following);
+        micro_batch(x, y, /*last=*/false, [&] {
+          auto f = m.dynamic->next(m.step + 1);
+          if (!f.ok()) fetch = f.status();
+          following = f.ok() ? *f : std::nullopt;
+          m.engine->set_last(!following);
+        });
+        CAIRN_RETURN_IF_ERROR(fetch);
         trained.push_back(*cur);
         cur = following;
       }
@@ -381,7 +401,7 @@ Result<RunSummary> Trainer::run() {
     } else {
       for (int64_t micro = 0; micro < accum; ++micro) {
         auto [x, y] = m.batch(m.step, micro);
-        micro_batch(x, y, micro == accum - 1);
+        micro_batch(x, y, micro == accum - 1, nullptr);
       }
     }
     m.engine->finish_backward();
