@@ -88,12 +88,6 @@ int usable_cores() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-std::string self_exe() {
-  std::error_code ec;
-  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string("cairn") : p.string();
-}
-
 void run_run(elastic::LaunchFlags& flags, const CLI::App& cmd) {
   elastic::collect_unknown_flags(cmd, &flags);
   auto options = elastic::resolve_launch_options(flags);

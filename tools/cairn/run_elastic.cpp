@@ -51,12 +51,6 @@ Result<std::string> local_address_toward(const std::string& host, int port) {
   return out;
 }
 
-std::string self_exe() {
-  std::error_code ec;
-  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string("cairn") : p.string();
-}
-
 // Runs `cairn node-check` for one assignment: torchrun's variables for the check group (its
 // rank 0 serves the store at its host and store port), the result in a file of the run's logs.
 Result<elastic::NodeCheckResult> run_node_check(const elastic::CheckAssignment& a,
@@ -100,6 +94,12 @@ Result<elastic::NodeCheckResult> run_node_check(const elastic::CheckAssignment& 
 }
 
 }  // namespace
+
+std::string self_exe() {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string("cairn") : p.string();
+}
 
 Result<ElasticRun> start_elastic(const elastic::LaunchOptions& o, const std::string& run_dir,
                                  const std::string& run_id) {

@@ -19,6 +19,9 @@ struct ElasticRun {
   std::string job_token;       // the job's token (CAIRN_JOB_TOKEN for the workers)
 };
 
+// This binary's path (for commands that start cairn again: workers, the node check).
+std::string self_exe();
+
 // Starts the embedded master when asked, then opens the rendezvous with the master at the
 // endpoint. The job token comes from --job-token or CAIRN_JOB_TOKEN.
 Result<ElasticRun> start_elastic(const elastic::LaunchOptions& o, const std::string& run_dir,
