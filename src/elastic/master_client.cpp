@@ -93,6 +93,7 @@ Result<std::unique_ptr<MasterClient>> MasterClient::Open(const MasterClientOptio
               std::max(initial_ms, int(options.max_backoff_s * 1000)));
   auto impl = std::make_unique<Impl>();
   impl->o = options;
+  args.SetMaxReceiveMessageSize(16 << 20);  // shard snapshots
   impl->rpc = v1::Master::NewStub(grpc::CreateCustomChannel(options.address, creds, args));
   return std::unique_ptr<MasterClient>(new MasterClient(std::move(impl)));
 }

@@ -171,12 +171,19 @@ struct MasterServer::Impl final : public v1::Master::Service {
       auto it = datasets.find(req->dataset());
       if (it != datasets.end()) {
         const ShardParams& q = it->second->params();
-        if (q.num_samples != p.num_samples || q.shard_size != p.shard_size || q.seed != p.seed ||
-            q.num_epochs != p.num_epochs || q.streaming != p.streaming)
+        // A stream's size when each worker joins differs: it grows.
+        if ((!p.streaming && q.num_samples != p.num_samples) || q.shard_size != p.shard_size ||
+            q.seed != p.seed || q.streaming != p.streaming)
           return {grpc::StatusCode::FAILED_PRECONDITION,
                   "dataset " + req->dataset() + " exists with other parameters (" +
                       std::to_string(q.num_samples) + " samples, shards of " +
-                      std::to_string(q.shard_size) + ", seed " + std::to_string(q.seed) + ")"};
+                      std::to_string(q.shard_size) + ", seed " + std::to_string(q.seed) +
+                      (q.streaming ? ", streaming" : "") + "; asked: " +
+                      std::to_string(p.num_samples) + " samples, shards of " +
+                      std::to_string(p.shard_size) + ", seed " + std::to_string(p.seed) +
+                      (p.streaming ? ", streaming" : "") + ")"};
+        // A resumed job may train longer: more epochs.
+        it->second->raise_epochs(p.num_epochs);
         resp->set_created(false);
         return grpc::Status::OK;
       }
@@ -299,7 +306,12 @@ struct MasterServer::Impl final : public v1::Master::Service {
       return {grpc::StatusCode::UNAUTHENTICATED,
               std::string("missing or wrong job token (metadata ") + kJobTokenMetadataKey + ")"};
     std::lock_guard<std::mutex> lock(shard_mu);
-    return body();
+    try {
+      return body();
+    } catch (const std::exception& e) {
+      spdlog::error("master: {} failed: {}", method, e.what());
+      return {grpc::StatusCode::INTERNAL, std::string(method) + " failed: " + e.what()};
+    }
   }
 
   bool token_ok(grpc::ServerContext* ctx, const char* method) {
@@ -321,6 +333,7 @@ struct MasterServer::Impl final : public v1::Master::Service {
       r.reason = "no node check (the master runs without --network-check)";
       return r;
     }
+    drop_stale_check_locked(now);
     // The verdict of this round's check stands after it changed the rendezvous (exclusions).
     if (check && check_for_round == req.round() && check->done())
       return check->poll(req.node_id(), std::nullopt, now);
@@ -348,6 +361,17 @@ struct MasterServer::Impl final : public v1::Master::Service {
     r = check->poll(req.node_id(), report, now);
     apply_verdict_locked(now);
     return r;
+  }
+
+  // A check whose round is over (a member was dropped or left meanwhile) tells nothing: forget
+  // it, so that it neither times out nor excludes anyone. REQUIRES: mu held.
+  void drop_stale_check_locked(double now) {
+    if (!check || check->done()) return;
+    if (!state.open() && state.round().number == check_for_round) return;
+    spdlog::info("master: node check {} abandoned: round {} is over", check->check_id(),
+                 check_for_round);
+    check.reset();
+    state.hold_growth(false, now);
   }
 
   // REQUIRES: mu held.
@@ -441,15 +465,19 @@ struct MasterServer::Impl final : public v1::Master::Service {
       if (stopping || !journal_error.ok()) continue;
       const double now = steady_now();
       state.tick(now);
+      drop_stale_check_locked(now);
       if (check) {
         check->tick(now);
         apply_verdict_locked(now);
       }
       (void)commit_locked();
+      // The shard service has its own lock; rendezvous calls need not wait for it.
+      lock.unlock();
       {
         std::lock_guard<std::mutex> shards(shard_mu);
         for (auto& [name, s] : datasets) s->tick(now);
       }
+      lock.lock();
     }
   }
 

@@ -193,6 +193,7 @@ void NodeCheck::decide() {
     if (!res->ok) return s + ": " + res->error;
     return s + (n.passed[r] ? ": passed" : ": its network is not checked alone");
   };
+  std::vector<std::string> failed;
   for (const auto& m : members_) {
     const Node& n = nodes_.at(m.node_id);
     if (n.passed[0] || n.passed[1]) {
@@ -202,6 +203,15 @@ void NodeCheck::decide() {
     std::string why = "failed the node check: " + describe(m.node_id, 0);
     if (n.group[1] >= 0) why += "; " + describe(m.node_id, 1);
     v.excluded[m.node_id] = why;
+    failed.push_back(m.node_id + " (" + why + ")");
+  }
+  // No node passed: the fault cannot be put on any of them (two nodes that cannot talk, or a
+  // cause common to all: a blocked port, a broken check). Excluding everyone for good would end
+  // the job on a guess; report it and exclude nobody.
+  if (v.elapsed_s.empty()) {
+    v.inconclusive = true;
+    v.excluded.clear();
+    v.failures = failed;
   }
   for (const auto& [id, t] : v.elapsed_s) {
     std::vector<double> others;
@@ -222,6 +232,10 @@ void NodeCheck::decide() {
   }
   std::string s = "node check " + check_id_ + ": " + std::to_string(v.elapsed_s.size()) + " of " +
                   std::to_string(members_.size()) + " node(s) passed";
+  if (v.inconclusive) {
+    s += "; inconclusive, nobody excluded:";
+    for (const auto& f : v.failures) s += " " + f;
+  }
   for (const auto& [id, t] : v.elapsed_s) s += " " + id + "=" + seconds(t);
   if (!v.stragglers.empty()) {
     s += "; straggler(s):";

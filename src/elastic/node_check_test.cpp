@@ -155,18 +155,22 @@ TEST(NodeCheck, OddNodeOutIsCheckedWithAPartnerInTheSecondRound) {
   }
 }
 
-TEST(NodeCheck, TwoNodesThatCannotTalkAreBothExcluded) {
+TEST(NodeCheck, TwoNodesThatCannotTalkAreInconclusiveAndNobodyIsExcluded) {
   std::vector<std::string> ids{"a", "b"};
   NodeCheck c(members(ids), "k1", {}, 0);
   Network net;
   net.broken = {"b"};
   auto out = run_all(c, ids, net);
   EXPECT_EQ(net.groups_run[1], (Groups{{"a", "b"}}));
-  EXPECT_EQ(out["a"].action, CheckAction::kExcluded);
-  EXPECT_EQ(out["b"].action, CheckAction::kExcluded);
+  EXPECT_EQ(out["a"].action, CheckAction::kProceed);
+  EXPECT_EQ(out["b"].action, CheckAction::kProceed);
+  EXPECT_TRUE(c.verdict().inconclusive);
+  EXPECT_NE(c.verdict().summary.find("inconclusive, nobody excluded: a (failed the node check"),
+            std::string::npos)
+      << c.verdict().summary;
 }
 
-TEST(NodeCheck, OneNodeJobPassesAloneUnlessItsMatmulFails) {
+TEST(NodeCheck, OneNodeJobPassesAloneAndIsNeverExcluded) {
   {
     NodeCheck c(members({"solo"}), "k1", {}, 0);
     Network net;
@@ -178,7 +182,8 @@ TEST(NodeCheck, OneNodeJobPassesAloneUnlessItsMatmulFails) {
     Network net;
     net.broken = {"solo"};
     auto out = run_all(c, {"solo"}, net);
-    EXPECT_EQ(out["solo"].action, CheckAction::kExcluded);
+    EXPECT_EQ(out["solo"].action, CheckAction::kProceed);  // alone it cannot be blamed
+    EXPECT_TRUE(c.verdict().inconclusive);
   }
 }
 

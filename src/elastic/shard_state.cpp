@@ -8,8 +8,15 @@
 namespace cairn::elastic {
 
 Status validate_shard_params(const ShardParams& p) {
-  if (p.shard_size < 1)
-    return Status::InvalidArgument("shard_size " + std::to_string(p.shard_size) + ": must be >= 1");
+  if (p.shard_size < 1 || p.shard_size > kMaxSamples)
+    return Status::InvalidArgument("shard_size " + std::to_string(p.shard_size) +
+                                   ": must be 1.." + std::to_string(kMaxSamples));
+  if (p.num_samples > kMaxSamples)
+    return Status::InvalidArgument("num_samples " + std::to_string(p.num_samples) +
+                                   ": at most " + std::to_string(kMaxSamples));
+  if (p.num_epochs > kMaxEpochs)
+    return Status::InvalidArgument("num_epochs " + std::to_string(p.num_epochs) + ": at most " +
+                                   std::to_string(kMaxEpochs));
   if (p.num_samples < 0 || (!p.streaming && p.num_samples < 1))
     return Status::InvalidArgument("num_samples " + std::to_string(p.num_samples) +
                                    ": a dataset needs at least one sample");
@@ -62,8 +69,13 @@ void ShardState::start_epoch(int64_t epoch) {
 
 
 void ShardState::cut_stream_shards(bool last) {
-  while ((cut_ + 1) * params_.shard_size <= known_samples_) todo_.push_back(shard_at(0, cut_++));
+  while (cut_ < known_samples_ / params_.shard_size) todo_.push_back(shard_at(0, cut_++));
   if (last && cut_ * params_.shard_size < known_samples_) todo_.push_back(shard_at(0, cut_++));
+}
+
+void ShardState::raise_epochs(int64_t num_epochs) {
+  if (!params_.streaming && num_epochs > params_.num_epochs)
+    params_.num_epochs = std::min(num_epochs, kMaxEpochs);
 }
 
 void ShardState::back_to_todo(const Shard& shard) {
@@ -111,10 +123,11 @@ Status ShardState::complete(const std::string& worker, const Shard& shard, int64
         "shard " + std::to_string(shard.index) + " of epoch " + std::to_string(shard.epoch) +
         " is not held by " + worker +
         (it == doing_.end() ? "" : " (its lease went to " + it->second.worker + ")"));
+  const Shard held = it->first;  // its bounds are the service's, not the caller's
   doing_.erase(it);
-  attempts_.erase(shard);
-  done_[shard] = step;
-  done_samples_ += shard.size();
+  attempts_.erase(held);
+  done_[held] = step;
+  done_samples_ += held.size();
   return Status::Ok();
 }
 
@@ -174,6 +187,11 @@ void ShardState::tick(double now) {
 Status ShardState::extend(int64_t num_samples) {
   if (!params_.streaming) return Status::FailedPrecondition("the dataset is not streaming");
   if (stream_closed_) return Status::FailedPrecondition("the stream is finished");
+  if (num_samples > kMaxSamples ||
+      num_samples / params_.shard_size > kMaxShardsPerEpoch)
+    return Status::InvalidArgument("the stream's " + std::to_string(num_samples) +
+                                   " samples are more shards than the service keeps (" +
+                                   std::to_string(kMaxShardsPerEpoch) + ")");
   if (num_samples < known_samples_)
     return Status::InvalidArgument("the stream shrank from " + std::to_string(known_samples_) +
                                    " to " + std::to_string(num_samples) + " samples");
@@ -214,17 +232,19 @@ Status ShardState::restore(const nlohmann::json& j) {
       return Status::Corrupt("shard state: not a version-1 snapshot");
     if (j.at("shard_size").get<int64_t>() != params_.shard_size ||
         j.at("seed").get<uint64_t>() != params_.seed ||
-        j.at("num_epochs").get<int64_t>() != params_.num_epochs ||
         j.at("streaming").get<bool>() != params_.streaming)
-      return Status::Corrupt("shard state: the snapshot was taken with other shard_size, seed, "
-                             "num_epochs or streaming than this dataset's");
+      return Status::Corrupt("shard state: the snapshot was taken with other shard_size, seed "
+                             "or streaming than this dataset's");
     const int64_t n = j.at("num_samples").get<int64_t>();
+    if (n < 0 || n > kMaxSamples || (params_.streaming && n / params_.shard_size > kMaxShardsPerEpoch))
+      return Status::Corrupt("shard state: " + std::to_string(n) + " samples is out of range");
     if (!params_.streaming && n != params_.num_samples)
       return Status::Corrupt("shard state: the snapshot's dataset has " + std::to_string(n) +
                              " samples, this one " + std::to_string(params_.num_samples));
     const int64_t epoch = j.at("epoch").get<int64_t>();
     if (epoch < 0 || epoch >= params_.num_epochs)
-      return Status::Corrupt("shard state: epoch " + std::to_string(epoch) + " out of range");
+      return Status::Corrupt("shard state: epoch " + std::to_string(epoch) + " out of range (" +
+                             std::to_string(params_.num_epochs) + " epochs)");
     const int64_t cut = j.at("cut").get<int64_t>();
     if (params_.streaming && (cut < 0 || cut > (n + params_.shard_size - 1) / params_.shard_size))
       return Status::Corrupt("shard state: " + std::to_string(cut) + " shards cut of " +

@@ -49,9 +49,17 @@ TEST(ShardParams, Validation) {
   EXPECT_NE(validate_shard_params(params(5, 1, 0)).message().find("num_epochs"), std::string::npos);
   EXPECT_NE(validate_shard_params(params(int64_t(1) << 30, 1)).message().find("larger shard_size"),
             std::string::npos);
+  EXPECT_FALSE(validate_shard_params(params(10, INT64_MAX)).ok());
+  EXPECT_FALSE(validate_shard_params(params(INT64_MAX, 1 << 30)).ok());
+  EXPECT_FALSE(validate_shard_params(params(10, 1, INT64_MAX)).ok());
   ShardParams p = params(5, 1, 2);
   p.streaming = true;
   EXPECT_NE(validate_shard_params(p).message().find("one pass"), std::string::npos);
+  p.num_epochs = 1;
+  p.num_samples = 0;
+  ShardState stream(p);
+  EXPECT_EQ(stream.extend(INT64_MAX).code(), StatusCode::kInvalidArgument);  // no endless cut
+  EXPECT_EQ(stream.stats().todo, 0);
 }
 
 TEST(ShardState, EverySampleOncePerEpochInTheSeededShardOrder) {

@@ -3,6 +3,9 @@
 
 #include <torch/torch.h>
 
+#include <chrono>
+#include <thread>
+
 #include "cairn/comm/group.h"
 #include "cairn/elastic/shard_state.h"
 
@@ -27,6 +30,28 @@ Result<std::unique_ptr<DynamicData>> DynamicData::Open(const DynamicDataOptions&
     return Status::InvalidArgument(
         "data.sharding: dynamic takes its shards from the elastic master, and this worker knows "
         "none (CAIRN_MASTER_ADDR is not set): run it under `cairn run --rdzv-backend cairn`");
+  if (o.stream) {
+    std::unique_ptr<DynamicData> d(new DynamicData());
+    d->o_ = o;
+    d->quota_ = int(o.global_batch_size / o.micro_batch_size);
+    CAIRN_ASSIGN_OR_RETURN(d->params_.num_samples, o.stream->samples(o.seq_len));
+    d->params_.shard_size = o.micro_batch_size;
+    d->params_.seed = o.seed;
+    d->params_.num_epochs = 1;
+    d->params_.streaming = true;
+    d->params_.lease_s = 600;
+    d->params_.max_attempts = 1000;
+    elastic::ShardClientOptions co;
+    co.client.address = o.master;
+    co.client.job_token = o.job_token;
+    co.dataset = o.dataset;
+    co.worker = "rank-" + std::to_string(o.rank);
+    co.params = d->params_;
+    co.prefetch = 1;
+    co.wait_timeout_s = 0;  // next() waits itself, growing the stream meanwhile
+    CAIRN_ASSIGN_OR_RETURN(d->client_, elastic::ShardClient::Open(co));
+    return d;
+  }
   const int64_t usable = o.num_samples / o.micro_batch_size * o.micro_batch_size;
   if (usable < o.global_batch_size)
     return Status::InvalidArgument("data.sharding: dynamic: the train file holds " +
@@ -59,7 +84,29 @@ Result<std::optional<elastic::Shard>> DynamicData::next(int64_t step) {
   q.rank = o_.rank;
   q.world = o_.world;
   q.quota = quota_;
-  return client_->next_for_step(q);
+  if (!o_.stream) return client_->next_for_step(q);
+  // A stream: no shard yet means the writer has not written enough; rank 0 tells the service
+  // whatever the stream holds now, and everyone asks again.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3600);
+  for (;;) {
+    auto r = client_->next_for_step(q);
+    if (r.ok() || r.status().code() != StatusCode::kTimeout) return r;
+    if (std::chrono::steady_clock::now() > until)
+      return Status::Timeout("the stream " + o_.stream->dir() + "/" + data::kStreamFile +
+                             " gave no shard for step " + std::to_string(step) + " in an hour");
+    if (o_.rank == 0) CAIRN_RETURN_IF_ERROR(refresh_stream());
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+Status DynamicData::refresh_stream() {
+  CAIRN_ASSIGN_OR_RETURN(bool closed, o_.stream->closed());
+  CAIRN_ASSIGN_OR_RETURN(int64_t n, o_.stream->samples(o_.seq_len));
+  if (told_closed_ || (n == told_samples_ && closed == told_closed_)) return Status::Ok();
+  CAIRN_RETURN_IF_ERROR(client_->extend(n, closed).WithContext("growing the stream's dataset"));
+  told_samples_ = n;
+  told_closed_ = closed;
+  return Status::Ok();
 }
 
 Status DynamicData::complete(const std::vector<elastic::Shard>& shards, int64_t step) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "cairn/core/status.h"
+#include "cairn/data/token_stream.h"
 #include "cairn/elastic/shard_client.h"
 
 namespace cairn::comm {
@@ -38,6 +39,10 @@ struct DynamicDataOptions {
   int64_t max_steps = 1;
   uint64_t seed = 0;
   int rank = 0, world = 1;
+  // data.stream: the growing source (num_samples is read from it); rank 0 tells the service
+  // how far it has grown whenever a rank finds no shard.
+  const data::TokenStream* stream = nullptr;
+  int64_t seq_len = 0;
 };
 
 class DynamicData {
@@ -61,7 +66,11 @@ class DynamicData {
  private:
   DynamicDataOptions o_;
   elastic::ShardParams params_;
+  // Rank 0, streaming: tells the service the stream's current size (and its end).
+  Status refresh_stream();
   int quota_ = 1;
+  int64_t told_samples_ = -1;
+  bool told_closed_ = false;
   std::unique_ptr<elastic::ShardClient> client_;
 };
 

@@ -49,6 +49,10 @@ core::ConfigSpec train_spec() {
                   "elastic master's shard service as they finish the previous one, so faster "
                   "ranks take more (the global batch keeps its size; needs cairn run "
                   "--rdzv-backend cairn and parallel.zero_stage 0 or 1)")
+      .add_bool("data.stream", false,
+                "with data.sharding: dynamic, train from data.path/train.stream (written by "
+                "`cairn data stream`) while it grows; the job ends at train.max_steps or when the "
+                "stream is closed and consumed (val.bin in data.path is still used for validation)")
       .add_string("data.tokenizer", "gpt2", {},
                   "tokenizer directory (encoder.json + vocab.bpe); gpt2 = the installed files")
       .add_string("ckpt.dir", "", {},
@@ -111,6 +115,10 @@ Result<TrainOptions> train_options_from(const core::Config& c) {
   o.tokenizer = c.get_string("data.tokenizer");
   o.log_sample_ids = c.get_bool("data.log_sample_ids");
   o.sharding = c.get_string("data.sharding");
+  o.stream = c.get_bool("data.stream");
+  if (o.stream && o.sharding != "dynamic")
+    return Status::InvalidArgument("data.stream: true needs data.sharding: dynamic (the shard "
+                                   "service cuts the stream into shards as it grows)");
   if (o.global_batch_size % o.micro_batch_size != 0)
     return Status::InvalidArgument(
         "train.global_batch_size (" + std::to_string(o.global_batch_size) +

@@ -81,8 +81,15 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::Impl::shard_batch(const elastic
   const int64_t B = shard.size(), T = opt.seq_len;
   auto x = torch::empty({B, T}, torch::kLong);
   auto y = torch::empty({B, T}, torch::kLong);
-  for (int64_t i = 0; i < B; ++i)
-    sampler->fill(shard.start + i, x.data_ptr<int64_t>() + i * T, y.data_ptr<int64_t>() + i * T);
+  for (int64_t i = 0; i < B; ++i) {
+    if (stream) {
+      Status s = stream->fill(shard.start + i, T, x.data_ptr<int64_t>() + i * T,
+                              y.data_ptr<int64_t>() + i * T);
+      if (!s.ok()) throw StatusError(s);
+    } else {
+      sampler->fill(shard.start + i, x.data_ptr<int64_t>() + i * T, y.data_ptr<int64_t>() + i * T);
+    }
+  }
   return {x, y};
 }
 
@@ -180,6 +187,7 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
   if (o.threads > 0) torch::set_num_threads(int(o.threads));
 
   for (auto [name, file] : {std::pair{"train.bin", &impl->train_file}, {"val.bin", &impl->val_file}}) {
+    if (o.stream && file == &impl->train_file) continue;  // train.stream instead
     auto f = data::TokenFile::Open(o.data_path + "/" + name);
     if (!f.ok())
       return f.status().WithContext("data.path: run `cairn data prepare --out " + o.data_path + "` first");
@@ -194,7 +202,22 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
                                      std::to_string((*file)->size()) +
                                      " tokens, fewer than one sequence of train.seq_len + 1");
   }
-  impl->sampler = std::make_unique<data::LocalSampler>(impl->train_file.get(), o.seq_len, o.seed);
+  if (o.stream) {
+    // The writer may start at about the same time: give it a minute to create the stream.
+    for (int i = 0;; ++i) {
+      auto s = data::TokenStream::Open(o.data_path, int32_t(impl->mcfg.vocab_size));
+      if (s.ok()) {
+        impl->stream = std::move(s).value();
+        break;
+      }
+      if (s.status().code() != StatusCode::kNotFound || i >= 600) return s.status();
+      if (i == 0) spdlog::info("waiting for {}", s.status().message());
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  } else {
+    impl->sampler =
+        std::make_unique<data::LocalSampler>(impl->train_file.get(), o.seq_len, o.seed);
+  }
   impl->val_sampler = std::make_unique<data::LocalSampler>(impl->val_file.get(), o.seq_len, o.seed);
 
   // The global generator starts from a random seed in every process; seed it so that its
@@ -214,9 +237,16 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
     DynamicDataOptions d;
     if (const char* m = std::getenv("CAIRN_MASTER_ADDR")) d.master = m;
     if (const char* t = std::getenv("CAIRN_JOB_TOKEN")) d.job_token = t;
-    d.dataset = "train.bin/" + std::to_string(impl->train_file->size()) + "-tokens/T" +
-                std::to_string(o.seq_len) + "/B" + std::to_string(o.micro_batch_size);
-    d.num_samples = impl->sampler->num_samples();
+    if (impl->stream) {
+      d.dataset = "train.stream/T" + std::to_string(o.seq_len) + "/B" +
+                  std::to_string(o.micro_batch_size);
+      d.stream = impl->stream.get();
+      d.seq_len = o.seq_len;
+    } else {
+      d.dataset = "train.bin/" + std::to_string(impl->train_file->size()) + "-tokens/T" +
+                  std::to_string(o.seq_len) + "/B" + std::to_string(o.micro_batch_size);
+      d.num_samples = impl->sampler->num_samples();
+    }
     d.micro_batch_size = o.micro_batch_size;
     d.global_batch_size = o.global_batch_size;
     d.max_steps = o.max_steps;
@@ -389,7 +419,8 @@ Result<RunSummary> Trainer::run() {
           auto f = m.dynamic->next(m.step + 1);
           if (!f.ok()) fetch = f.status();
           following = f.ok() ? *f : std::nullopt;
-          m.engine->set_last(!following);
+          // After a failed fetch the step is abandoned: no gradient sync the peers never match.
+          m.engine->set_last(f.ok() && !following);
         });
         CAIRN_RETURN_IF_ERROR(fetch);
         trained.push_back(*cur);

@@ -18,6 +18,7 @@
 #include "cairn/core/config.h"
 #include "cairn/data/local_sampler.h"
 #include "cairn/data/token_file.h"
+#include "cairn/data/token_stream.h"
 #include "cairn/elastic/flash_slots.h"
 #include "cairn/elastic/progress.h"
 #include "cairn/model/config.h"
@@ -45,7 +46,8 @@ struct Trainer::Impl {
   model::ModelConfig mcfg;
   RunOptions run;
   std::unique_ptr<data::TokenFile> train_file, val_file;
-  std::unique_ptr<data::LocalSampler> sampler, val_sampler;
+  std::unique_ptr<data::LocalSampler> sampler, val_sampler;  // sampler: null with data.stream
+  std::unique_ptr<data::TokenStream> stream;                 // data.stream: train.stream
   std::shared_ptr<model::LanguageModel> model;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<FlashSlots> flash;

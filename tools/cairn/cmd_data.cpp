@@ -1,5 +1,6 @@
 // `cairn data`: encode and decode text with the GPT-2 tokenizer, and prepare token files for
 // training (train.bin, val.bin, meta.json).
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -18,6 +19,7 @@
 #include "cairn/core/fs.h"
 #include "cairn/core/status.h"
 #include "cairn/data/parallel_encode.h"
+#include "cairn/data/token_stream.h"
 #include "cairn/data/prepare.h"
 #include "cairn/data/token_file.h"
 #include "cairn/data/tokenizer.h"
@@ -140,6 +142,35 @@ void run_encode(const std::string& tokenizer) {
   write_stdout(out);
 }
 
+// Reads standard input as it comes, encodes every piece that ends at a safe split and appends
+// its ids to DIR/train.stream; at the end of the input the stream is closed (the .done marker).
+void run_stream(const std::string& tokenizer, const std::string& out_dir) {
+  auto tok = open_tokenizer(tokenizer);
+  auto writer = value_or_throw(data::TokenStreamWriter::Create(out_dir));
+  std::string pending;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(0, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw StatusError(core::errno_status("read", "standard input"));
+    if (n > 0) pending.append(buf, size_t(n));
+    // Everything up to the last safe split is final; the rest may still change its encoding.
+    size_t cut = 0;
+    for (size_t k = data::next_safe_split(pending, 1); k < pending.size();
+         k = data::next_safe_split(pending, k + 1))
+      cut = k;
+    if (n == 0) cut = pending.size();
+    if (cut > 0) {
+      std::vector<int32_t> ids = tok->encode(std::string_view(pending).substr(0, cut));
+      if (Status s = writer->append(ids.data(), ids.size()); !s.ok()) throw StatusError(s);
+      pending.erase(0, cut);
+    }
+    if (n == 0) break;
+  }
+  if (Status s = writer->close(); !s.ok()) throw StatusError(s);
+  spdlog::info("stream {}/{} closed at {} tokens", out_dir, data::kStreamFile, writer->tokens());
+}
+
 void run_decode(const std::string& tokenizer, const std::string& input) {
   auto tok = open_tokenizer(tokenizer);
   std::vector<int32_t> ids;
@@ -222,6 +253,17 @@ void register_data_command(CLI::App& app) {
       "Examples:\n  echo '818 262 3726 198' | cairn data decode\n"
       "  cairn data decode --input data/kjv/val.bin | head");
   dec->callback([args] { run_decode(args->tokenizer, args->decode_input); });
+
+  CLI::App* stream = data->add_subcommand(
+      "stream", "Encode standard input as it arrives, appending to DIR/train.stream");
+  stream->add_option("--out", args->input, "Output directory (created if missing)")->required();
+  stream->add_option("--tokenizer", args->tokenizer, tok_help)->capture_default_str();
+  stream->footer(
+      "The online-learning source of dynamic sharding (data.stream: true): trainers take shards\n"
+      "of the stream as it grows; DIR/train.stream.done appears when the input ends.\n"
+      "Example:\n  tail -n +1 -f feed.txt | cairn data stream --out data/feed\n"
+      "  bible -f 'Genesis 1:1-Revelation 22:21' | cairn data stream --out data/feed");
+  stream->callback([args] { run_stream(args->tokenizer, args->input); });
 
   CLI::App* prep = data->add_subcommand(
       "prepare", "Encode a text file into DIR/train.bin, DIR/val.bin and DIR/meta.json");

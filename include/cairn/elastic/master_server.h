@@ -28,7 +28,9 @@ struct MasterServerOptions {
   std::string tls_key_path;
   double tick_interval_s = 0.5;       // how often heartbeat timeouts and waits are checked
   double shutdown_deadline_s = 2.0;   // in-flight calls get this long when the server stops
-  int max_message_bytes = 64 * 1024;  // larger requests are refused by gRPC
+  // Larger requests are refused by gRPC. Shard snapshots (RestoreShards) are the largest:
+  // about 3 bytes per done shard of an unfinished epoch.
+  int max_message_bytes = 16 << 20;
 };
 
 // Owns the gRPC server and its threads; the destructor shuts them down (in-flight calls are

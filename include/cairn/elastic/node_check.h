@@ -10,7 +10,9 @@
 //   some failed ──► check round 2: each node that did not pass is grouped with a node that did
 //                   (never its round-1 partner), else with another that did not
 //   after round 2: a node that passed neither round is excluded ──► kExcluded for it, the
-//                   master drops it and opens the next round (kRejoin for the others)
+//                   master drops it and opens the next round (kRejoin for the others) — unless
+//                   no node passed at all: then the fault cannot be attributed, the verdict is
+//                   inconclusive (logged with every failure) and nobody is excluded
 //
 // "Passed" means the check succeeded in a group of at least two nodes (a one-node job passes
 // alone). A straggler is a passed node whose check time (matmul + all-reduce) exceeds
@@ -75,6 +77,8 @@ struct NodeCheckVerdict {
   std::map<std::string, std::string> excluded;  // node id -> why
   std::vector<std::string> stragglers;          // passed nodes slower than the others
   std::map<std::string, double> elapsed_s;      // passed nodes' check time
+  bool inconclusive = false;  // no node passed: nobody can be blamed, nobody is excluded
+  std::vector<std::string> failures;  // when inconclusive: each node and why it failed
   std::string summary;                          // one line for the log
 };
 

@@ -52,6 +52,10 @@ class ShardClient {
   Result<nlohmann::json> snapshot(int64_t max_step = 0);
   // Replaces the master's state with `snapshot` and drops the local queue.
   Status restore(const nlohmann::json& snapshot);
+  // A streaming dataset's source holds `num_samples` now (finished: and is closed).
+  Status extend(int64_t num_samples, bool finished) {
+    return client_->extend_dataset(o_.dataset, num_samples, finished);
+  }
   // Gives this worker's leased shards back (the local queue is dropped).
   Status release();
   const ShardStats& last_stats() const { return stats_; }

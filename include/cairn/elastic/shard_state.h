@@ -45,6 +45,8 @@ struct ShardParams {
 };
 
 inline constexpr int64_t kMaxShardsPerEpoch = int64_t(1) << 24;
+inline constexpr int64_t kMaxSamples = int64_t(1) << 50;
+inline constexpr int64_t kMaxEpochs = 1 << 20;
 
 // kInvalidArgument naming the field.
 Status validate_shard_params(const ShardParams& params);
@@ -105,6 +107,8 @@ class ShardState {
   void release_worker(const std::string& worker);
   // Expired leases go back to TODO (or are dropped after max_attempts).
   void tick(double now);
+  // More epochs (a resumed job trains longer); fewer are ignored. Capped at kMaxEpochs.
+  void raise_epochs(int64_t num_epochs);
   // Streaming: the source now holds `num_samples` (never fewer than before). Complete shards
   // are cut and queued.
   Status extend(int64_t num_samples);

@@ -37,6 +37,7 @@ struct TrainOptions {
   std::string data_path;           // directory with train.bin / val.bin (cairn data prepare)
   bool log_sample_ids = false;     // samples.jsonl: the sample ids of every step
   std::string sharding = "deterministic";  // or "dynamic": shards from the master's service
+  bool stream = false;  // dynamic: train from data.path/train.stream while it grows
   std::string tokenizer = "gpt2";
 };
 
