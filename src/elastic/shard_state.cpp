@@ -150,6 +150,11 @@ AcquireResult ShardState::acquire_for_step(const std::string& worker, int64_t st
   if (r.shard) {
     ++t.taken;
     t.ranks.insert(rank);
+  } else if (params_.streaming ? stream_closed_ : epoch_ + 1 >= params_.num_epochs) {
+    // Nothing more can come for this step: what is left is held by ranks of this step, which
+    // complete it at the step's end. Waiting for it would wait for ourselves.
+    *step_full = true;
+    r.reason = "step " + std::to_string(step) + ": " + r.reason;
   }
   return r;
 }

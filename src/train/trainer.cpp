@@ -366,6 +366,7 @@ Result<RunSummary> Trainer::run() {
   m.model->train();
   const int64_t stop_at =
       m.run.stop_after > 0 ? std::min(m.run.stop_after, m.max_steps) : m.max_steps;
+  bool stream_over = false;  // data.stream: closed and consumed
   while (m.step < stop_at) {
     // Every rank must agree to stop at the same step boundary.
     double stop = m.run.stop && m.run.stop->load() ? 1.0 : 0.0;
@@ -409,8 +410,28 @@ Result<RunSummary> Trainer::run() {
       // for after the current one's forward pass (the later a rank asks, the fairer the split)
       // and before its backward, which must know whether it is this rank's last.
       CAIRN_ASSIGN_OR_RETURN(auto cur, m.dynamic->next(m.step + 1));
-      if (!cur) return Status::Internal("the shard service gave rank " + std::to_string(m.rank) +
-                                        " no micro-batch for step " + std::to_string(m.step + 1));
+      {
+        // The end of the data (a closed stream, the last epoch): the ranks agree; none has a
+        // micro-batch left → the job ends here; some have → the others take part without.
+        const double have = m.sum_over_ranks(cur ? 1.0 : 0.0);
+        if (have == 0) {
+          spdlog::info("the data is used up (every sample of {} trained): stopping at step {}",
+                       m.stream ? "the closed stream" : "the last epoch", m.step);
+          m.log->event("data_end", {{"step", m.step}});
+          stream_over = true;
+          break;
+        }
+        if (!cur) {
+          // No samples: a synced backward of weight 0, so the gradient all-reduce matches.
+          auto x = torch::zeros({1, o.seq_len}, torch::kLong);
+          torch::Tensor loss;
+          {
+            AutocastScope autocast(o.precision == "bf16");
+            loss = m.engine->loss(x, x, /*last=*/true);
+          }
+          (loss * 0.0).backward();
+        }
+      }
       Status fetch = Status::Ok();
       while (cur) {
         std::optional<elastic::Shard> following;
@@ -499,7 +520,9 @@ Result<RunSummary> Trainer::run() {
   progress.finish();
   // The end of this invocation (finished, --stop-after, or interrupted): persist and wait.
   if (m.step > sum.first_step) {
-    const char* reason = sum.interrupted ? "interrupted" : m.step == m.max_steps ? "end" : "stop";
+    const char* reason = sum.interrupted                         ? "interrupted"
+                         : m.step == m.max_steps || stream_over ? "end"
+                                                                : "stop";
     Status s = m.checkpoint(/*persist=*/true, reason, /*overlap=*/false);
     if (s.ok()) s = m.wait_persisted();
     if (!s.ok()) return s.WithContext("saving the checkpoint of step " + std::to_string(m.step));

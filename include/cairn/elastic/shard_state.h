@@ -93,7 +93,9 @@ class ShardState {
   // Like acquire, for training step `step` of a data-parallel world that takes `quota` shards
   // per step: at most `quota` shards go out for the step, and a rank that has one already gets
   // another only while enough are left for each rank without one (so every rank gets at least
-  // one when quota >= world). `step_full` is set when the step has none left for this rank.
+  // one when quota >= world). `step_full` is set when the step has none left for this rank, also
+  // when the dataset has nothing left to hand out but what ranks hold (the end of the last
+  // epoch, a closed stream): the step goes on with fewer shards.
   // Steps older than the newest asked for minus 4 are forgotten; restore() forgets all.
   AcquireResult acquire_for_step(const std::string& worker, int64_t step, int rank, int world,
                                  int quota, double now, bool* step_full);
