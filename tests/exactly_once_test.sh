@@ -68,7 +68,7 @@ phase() {
 
 third=$((steps / 3))
 echo "-- world 2 to step $third, 3 workers killed on the way"
-phase 2 "$third" 3
+phase 2 "$third" 3 --resume  # restarts resume (from memory); the first start finds no checkpoint
 echo "-- scale down: world 1 to step $((2 * third))"
 phase 1 $((2 * third)) 0 --resume
 echo "-- scale up: world 2 to the end of the epoch (step $steps), 2 workers killed"

@@ -3,7 +3,7 @@
 # with its own id and run directory, the master embedded in node a:
 #  1. three nodes, c's check fails (CAIRN_DEBUG_NODE_CHECK=fail): c is excluded after two check
 #     rounds and told why; a and b train the job to the end at world 2;
-#  2. two nodes, b four times slower at the matmul: reported as a straggler, both train;
+#  2. two nodes, b eight times slower at the matmul: reported as a straggler, both train;
 #  3. the same with --exclude-straggler: b is excluded, a trains alone;
 #  4. the check's flags are refused where they mean nothing.
 # Usage: node_check_test.sh CAIRN
@@ -62,11 +62,11 @@ grep "2 of 3 node(s) passed" "$work/$case-a.out" > /dev/null || fail "the verdic
 ls "$work/$case/a/logs/"node-check-*.json > /dev/null || fail "no check result in a's logs"
 echo "   $(grep -o 'node check [0-9.]*: 2 of 3 node(s) passed.*' "$work/$case-a.out" | head -n 1)"
 
-echo "-- 2. b is 4x slower at the matmul: a straggler, reported; both train"
+echo "-- 2. b is 8x slower at the matmul: a straggler, reported; both train"
 case=slow nnodes=1:2
 node $case a --embed-master --network-check --network-check-timeout 5
 sleep 0.5
-CAIRN_DEBUG_NODE_CHECK=slow:4 node $case b
+CAIRN_DEBUG_NODE_CHECK=slow:8 node $case b
 ends a 0
 ends b 0
 grep "node b is a straggler" "$work/$case-a.out" > /dev/null || fail "b was not reported as a straggler"
@@ -78,7 +78,7 @@ echo "-- 3. with --exclude-straggler b is excluded and a trains alone"
 case=exclude nnodes=1:2
 node $case a --embed-master --network-check --exclude-straggler --network-check-timeout 5
 sleep 0.5
-CAIRN_DEBUG_NODE_CHECK=slow:4 node $case b
+CAIRN_DEBUG_NODE_CHECK=slow:8 node $case b
 ends b 1
 ends a 0
 grep "excluded from the job: straggler: its check took" "$work/$case-b.out" > /dev/null ||

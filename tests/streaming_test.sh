@@ -36,7 +36,7 @@ echo "-- the writer appends 6 pieces of 10 KB, one every 1.5 s"
 writer=$!
 timeout -k 5 240 "$cairn" run --rdzv-backend cairn --rdzv-endpoint 127.0.0.1:$((20000 + $$ % 20000)) \
   --embed-master --node-host 127.0.0.1 --rdzv-wait 0 --nproc-per-node 2 --max-restarts 3 \
-  --run-dir "$work/run" -- "$cairn" train "$work/job.yaml" --no-progress > "$work/run.out" 2>&1 &
+  --run-dir "$work/run" -- "$cairn" train "$work/job.yaml" --no-progress --resume > "$work/run.out" 2>&1 &
 agent=$!
 wait_rows "$work/run" 8
 victim=$(pgrep -P "$(pgrep -P "$agent" | head -n 1)" | shuf -n 1)

@@ -116,6 +116,7 @@ void RdzvState::apply(const RdzvEvent& event, double now) {
           },
           [&](const RoundOpened& e) {
             open_ = true;
+            open_since_ = now;
             open_reason_ = e.reason;
             min_since_.reset();
             if (e.restart) ++counters_.restarts_requested;
@@ -359,6 +360,14 @@ void RdzvState::try_complete(double now) {
   if (n < usable(params_.max_nodes)) {
     if (!min_since_) min_since_ = now;
     if (now - *min_since_ < params_.wait_s) return;
+    // Members of the previous round that are alive are on their way back (stopping their
+    // workers at a step boundary, persisting): wait for them, up to one heartbeat timeout since
+    // the round opened, so that they keep their ranks and the world does not shrink for nothing.
+    if (open_since_ && now - *open_since_ < params_.heartbeat_timeout_s)
+      for (const auto& m : round_.members) {
+        auto it = nodes_.find(m.node_id);
+        if (it != nodes_.end() && !it->second.candidate) return;
+      }
   }
   Round r;
   r.number = round_.number + 1;

@@ -413,7 +413,7 @@ namespace {
 
 // A node whose workers keep crashing is excluded; lost peers and outside kills do not count.
 TEST(RdzvState, RepeatedFailuresMarkANodeFaulty) {
-  RdzvParams p = params(1, 2, 1, 0, 10);
+  RdzvParams p = params(1, 2, 1, 5, 10);
   p.max_node_failures = 2;
   RdzvState s(p);
   join(s, "a", 0, 0);
@@ -429,7 +429,8 @@ TEST(RdzvState, RepeatedFailuresMarkANodeFaulty) {
   EXPECT_NE(refused.status().message().find("marked faulty after 2 failures"), std::string::npos)
       << refused.status().message();
   // The others go on without it.
-  auto a = join(s, "a", 0, 3);
+  join(s, "a", 0, 3);
+  auto a = join(s, "a", 0, 9);  // after --rdzv-wait
   ASSERT_TRUE(a.round);
   EXPECT_EQ(ids(*a.round), Ids({"a"}));
   EXPECT_FALSE(failure_counts_against_node("user_error: bad input"));
@@ -485,6 +486,44 @@ TEST(RdzvState, HeldGrowthLetsANewNodeWaitUntilReleased) {
   auto a2 = join(s, "a", a.round->number, 2);
   ASSERT_TRUE(a2.round);
   EXPECT_EQ(ids(*a2.round), Ids({"a", "b"}));
+}
+
+}  // namespace
+}  // namespace cairn::elastic
+
+namespace cairn::elastic {
+namespace {
+
+// A growing world waits for the live members of the previous round (they stop their workers
+// and persist first) instead of starting without them; a silent one is waited for only up to a
+// heartbeat timeout.
+TEST(RdzvState, GrowthWaitsForTheLiveMembersOfThePreviousRound) {
+  RdzvState s(params(1, 3, 1, 1, 10));
+  join(s, "b", 0, 0);
+  auto first = join(s, "b", 0, 2);
+  ASSERT_TRUE(first.round);
+  EXPECT_EQ(ids(*first.round), Ids({"b"}));
+  join(s, "a", 0, 3);  // opens round 2 to grow
+  EXPECT_TRUE(s.open());
+  s.tick(6);  // past --rdzv-wait: b is still on its way back
+  EXPECT_FALSE(join(s, "a", 0, 6).round);
+  s.heartbeat("b", first.round->number, 5, 7);
+  auto b = join(s, "b", first.round->number, 8);
+  ASSERT_TRUE(b.round);
+  EXPECT_EQ(ids(*b.round), Ids({"b", "a"}));  // b keeps rank 0
+  // A member that never comes back is waited for one heartbeat timeout at most.
+  join(s, "c", 0, 9);  // round 3 opens at 9
+  for (double t = 9; t < 19; t += 1) {
+    s.heartbeat("a", b.round->number, 6, t);
+    s.heartbeat("b", b.round->number, 6, t);
+    s.heartbeat("c", 0, -1, t);
+  }
+  join(s, "a", b.round->number, 19);  // b keeps heartbeating but never joins
+  s.heartbeat("b", b.round->number, 6, 19.5);
+  s.tick(19.6);
+  auto c = join(s, "c", 0, 19.7);
+  ASSERT_TRUE(c.round) << c.reason << " open=" << s.open() << " round=" << s.round().number;
+  EXPECT_EQ(ids(*c.round), Ids({"a", "c"}));
 }
 
 }  // namespace

@@ -197,15 +197,19 @@ Status ShardState::extend(int64_t num_samples) {
     return Status::InvalidArgument("the stream's " + std::to_string(num_samples) +
                                    " samples are more shards than the service keeps (" +
                                    std::to_string(kMaxShardsPerEpoch) + ")");
-  if (num_samples < known_samples_)
-    return Status::InvalidArgument("the stream shrank from " + std::to_string(known_samples_) +
-                                   " to " + std::to_string(num_samples) + " samples");
+  // Several workers report what they saw; an older, smaller figure changes nothing.
+  if (num_samples <= known_samples_) return Status::Ok();
   known_samples_ = num_samples;
   cut_stream_shards(false);
   return Status::Ok();
 }
 
 Status ShardState::finish(int64_t num_samples) {
+  if (stream_closed_ && num_samples == known_samples_) return Status::Ok();  // told twice
+  if (num_samples < known_samples_)
+    return Status::InvalidArgument("the stream closed at " + std::to_string(num_samples) +
+                                   " samples, but " + std::to_string(known_samples_) +
+                                   " were reported before");
   CAIRN_RETURN_IF_ERROR(extend(num_samples));
   stream_closed_ = true;
   cut_stream_shards(true);

@@ -85,8 +85,9 @@ Result<std::optional<elastic::Shard>> DynamicData::next(int64_t step) {
   q.world = o_.world;
   q.quota = quota_;
   if (!o_.stream) return client_->next_for_step(q);
-  // A stream: no shard yet means the writer has not written enough; rank 0 tells the service
-  // whatever the stream holds now, and everyone asks again.
+  // A stream: no shard yet means the writer has not written enough, or the service has not
+  // heard how far it got: tell it what the stream holds now (any rank may: the others may be
+  // waiting in a collective for this one), and ask again.
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3600);
   for (;;) {
     auto r = client_->next_for_step(q);
@@ -94,7 +95,7 @@ Result<std::optional<elastic::Shard>> DynamicData::next(int64_t step) {
     if (std::chrono::steady_clock::now() > until)
       return Status::Timeout("the stream " + o_.stream->dir() + "/" + data::kStreamFile +
                              " gave no shard for step " + std::to_string(step) + " in an hour");
-    if (o_.rank == 0) CAIRN_RETURN_IF_ERROR(refresh_stream());
+    CAIRN_RETURN_IF_ERROR(refresh_stream());
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 }

@@ -39,8 +39,8 @@ struct DynamicDataOptions {
   int64_t max_steps = 1;
   uint64_t seed = 0;
   int rank = 0, world = 1;
-  // data.stream: the growing source (num_samples is read from it); rank 0 tells the service
-  // how far it has grown whenever a rank finds no shard.
+  // data.stream: the growing source (num_samples is read from it); a rank that finds no shard
+  // tells the service how far it has grown.
   const data::TokenStream* stream = nullptr;
   int64_t seq_len = 0;
 };
@@ -66,7 +66,7 @@ class DynamicData {
  private:
   DynamicDataOptions o_;
   elastic::ShardParams params_;
-  // Rank 0, streaming: tells the service the stream's current size (and its end).
+  // Streaming: tells the service the stream's current size (and its end).
   Status refresh_stream();
   int quota_ = 1;
   int64_t told_samples_ = -1;

@@ -6,7 +6,8 @@
 // Rounds. Round numbers start at 1 (0 = none completed yet). A round is "open" while it is being
 // gathered; the nodes that called join() since it opened are its candidates. It completes at
 // once when the candidates fill the largest usable world, or with at least min_nodes once wait_s
-// has passed since that many were there. The participant count is rounded down to a multiple of
+// has passed since that many were there and no live member of the previous round is still on
+// its way back (those are waited for up to heartbeat_timeout_s after the round opened). The participant count is rounded down to a multiple of
 // node_unit; surplus candidates wait for the next round. A completed round stays the job's world
 // until a member is dropped (silent past heartbeat_timeout_s) or leaves, a member asks for a new
 // round (it joins again: its workers restarted), or waiting nodes would let the world grow; then
@@ -240,6 +241,7 @@ class RdzvState {
   std::string open_reason_ = "first round";
   bool hold_growth_ = false;
   std::optional<double> min_since_;  // when the candidates first reached min_nodes
+  std::optional<double> open_since_;  // when the open round opened (none: the first round)
   RdzvCounters counters_;
   std::deque<FailureReport> recent_failures_;
   std::map<std::string, int> node_failures_;  // failures that count, per node id

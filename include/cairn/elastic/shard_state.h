@@ -111,8 +111,8 @@ class ShardState {
   void tick(double now);
   // More epochs (a resumed job trains longer); fewer are ignored. Capped at kMaxEpochs.
   void raise_epochs(int64_t num_epochs);
-  // Streaming: the source now holds `num_samples` (never fewer than before). Complete shards
-  // are cut and queued.
+  // Streaming: the source now holds `num_samples` (a smaller figure than an earlier one is
+  // stale and changes nothing). Complete shards are cut and queued.
   Status extend(int64_t num_samples);
   // Streaming: the source is closed at `num_samples`; the last partial shard is cut.
   Status finish(int64_t num_samples);
