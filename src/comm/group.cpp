@@ -4,9 +4,13 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 
 namespace cairn::comm {
 namespace {
@@ -27,6 +31,27 @@ Result<int> env_int(const char* name, int min, int max) {
                                    "' is not an integer in [" + std::to_string(min) + ", " +
                                    std::to_string(max) + "]");
   return int(x);
+}
+
+// Waits until something listens at addr:port (at most timeout). The TCPStore client retries a
+// refused connection only after a second; a worker that starts a few milliseconds before rank 0
+// would lose that second on every (re)start, so it polls here, every few milliseconds, first.
+void wait_for_listener(const std::string& addr, int port, std::chrono::milliseconds timeout) {
+  addrinfo hints{}, *res = nullptr;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  if (::getaddrinfo(addr.c_str(), std::to_string(port).c_str(), &hints, &res) != 0) return;
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  for (bool up = false; !up && std::chrono::steady_clock::now() < until;) {
+    for (addrinfo* a = res; a && !up; a = a->ai_next) {
+      int fd = ::socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd < 0) continue;
+      up = ::connect(fd, a->ai_addr, a->ai_addrlen) == 0;
+      ::close(fd);
+    }
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(3));
+  }
+  ::freeaddrinfo(res);
 }
 
 c10::intrusive_ptr<c10d::ProcessGroup> make_gloo(c10::intrusive_ptr<c10d::Store> store, int rank,
@@ -75,6 +100,7 @@ Result<std::unique_ptr<Group>> Group::FromEnv(const GroupOptions& options) {
     so.numWorkers = size;
     so.waitWorkers = false;
     so.timeout = o.timeout;
+    if (rank != 0) wait_for_listener(addr, port, o.timeout);
     auto store = c10::make_intrusive<c10d::TCPStore>(addr, so);
     return Create(store, rank, size, o);
   } catch (const std::exception& e) {
