@@ -91,14 +91,23 @@ double LanguageModel::flops_per_token(int64_t seq_len) const {
   return 6 * n_matmul + 12.0 * c.n_layer * seq_len * C;
 }
 
-std::shared_ptr<LanguageModel> build_model(const ModelConfig& config, uint64_t seed) {
+std::shared_ptr<LanguageModel> build_model_uninitialized(const ModelConfig& config) {
   const Status st = validate(config);
   TORCH_CHECK(st.ok(), "build_model: ", st.message());
-  auto model = config.is_llama() ? make_llama(config) : make_gpt2(config);
+  return config.is_llama() ? make_llama(config) : make_gpt2(config);
+}
+
+std::shared_ptr<LanguageModel> build_model(const ModelConfig& config, uint64_t seed) {
+  auto model = build_model_uninitialized(config);
+  init_parameters(*model, config, seed);
+  return model;
+}
+
+void init_parameters(LanguageModel& model, const ModelConfig& config, uint64_t seed) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const double resid_std = config.init_std / std::sqrt(2.0 * config.n_layer);
   torch::NoGradGuard no_grad;
-  for (auto& item : model->named_parameters()) {
+  for (auto& item : model.named_parameters()) {
     auto& p = item.value();
     if (ends_with(item.key(), ".bias")) {
       p.zero_();
@@ -108,7 +117,6 @@ std::shared_ptr<LanguageModel> build_model(const ModelConfig& config, uint64_t s
       p.normal_(0.0, is_residual_projection(item.key()) ? resid_std : config.init_std, gen);
     }
   }
-  return model;
 }
 
 }  // namespace cairn::model

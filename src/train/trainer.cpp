@@ -255,7 +255,11 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
     d.world = impl->world;
     CAIRN_ASSIGN_OR_RETURN(impl->dynamic, DynamicData::Open(d));
   }
-  impl->model = model::build_model(impl->mcfg, o.seed);
+  // A resume usually loads every parameter: initialize only if nothing was restored (below).
+  // ZeRO-3 shards the parameters when the engine is made, so it initializes first.
+  const bool defer_init = run.resume && config.get_int("parallel.zero_stage") < 3;
+  impl->model = defer_init ? model::build_model_uninitialized(impl->mcfg)
+                           : model::build_model(impl->mcfg, o.seed);
   impl->model->set_activation_checkpointing(o.activation_checkpointing);
   impl->num_params = impl->model->num_params();  // before ZeRO-3 releases the parameters
   impl->engine = make_engine(impl->model, impl->group, int(config.get_int("parallel.zero_stage")),
@@ -313,6 +317,9 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
       return c.status();
     }
   }
+  // Nothing restored: the same initialization build_model gives (parameters are views into
+  // the engine's buckets, so this initializes them in place, identically on every rank).
+  if (defer_init && !impl->restored) model::init_parameters(*impl->model, impl->mcfg, o.seed);
   // The shard service goes back to what the restored checkpoint saw (or to the start).
   if (impl->dynamic) CAIRN_RETURN_IF_ERROR(impl->dynamic->restore(impl->restored_shards, impl->group));
   // The job's peak: every rank measures at once, sharing the machine as training will.

@@ -256,6 +256,7 @@ Status Trainer::Impl::restore(const ckpt::LoadedCheckpoint& c) {
   gen.set_state(c.tensors.at(kRngName));
   step = c.step;
   restored_shards = c.state.value("shards", nlohmann::json());
+  restored = true;
   return Status::Ok();
 }
 

@@ -68,6 +68,7 @@ struct Trainer::Impl {
   std::unique_ptr<DynamicData> dynamic;  // data.sharding: dynamic
   nlohmann::json shards_state;           // the shard service as of the checkpoint being taken
   nlohmann::json restored_shards;        // ... as of the checkpoint restored (null: none)
+  bool restored = false;                 // a checkpoint was loaded
 
   // Slots nobody else will remove go with the trainer, whichever way it ends short of a
   // crash (under `cairn run` the agent removes them when the job ends).

@@ -89,5 +89,10 @@ class LanguageModel : public torch::nn::Module {
 // norm weights 1. Uses a private generator: neither reads nor advances the global RNG.
 // Parameters are float32 on the CPU. Throws c10::Error if validate(config) fails.
 std::shared_ptr<LanguageModel> build_model(const ModelConfig& config, uint64_t seed);
+// The model without cairn's initialization (libtorch's module defaults), for a caller that
+// loads every parameter next; init_parameters(model, config, seed) later gives exactly what
+// build_model(config, seed) would have.
+std::shared_ptr<LanguageModel> build_model_uninitialized(const ModelConfig& config);
+void init_parameters(LanguageModel& model, const ModelConfig& config, uint64_t seed);
 
 }  // namespace cairn::model
