@@ -15,11 +15,7 @@ mode=${2:-deterministic}
 work=$(mktemp -d)
 agent=
 cleanup() {
-  if [ -n "$agent" ]; then
-    for p in $(pgrep -P "$(pgrep -P "$agent" | head -n 1)" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
-    pkill -9 -P "$agent" 2>/dev/null || true
-    kill -9 "$agent" 2>/dev/null || true
-  fi
+  [ -z "$agent" ] || kill_tree "$agent"
   [ -n "${KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -52,7 +48,7 @@ phase() {
     [ -f "$run_dir/metrics.jsonl" ] && rows=$(wc -l < "$run_dir/metrics.jsonl")
     wait_rows "$run_dir" $((rows + 3 + RANDOM % 4))
     local victims
-    victims=$(pgrep -P "$(pgrep -P "$agent" | head -n 1)" || true)  # timeout -> cairn run -> workers
+    victims=$(workers_of "$agent")
     [ -n "$victims" ] || break
     local v
     v=$(echo "$victims" | shuf -n 1)

@@ -31,3 +31,14 @@ wait_rows() {
   done
   return 0  # the caller's next check reports what is missing
 }
+
+# workers_of PID: the worker pids of the `cairn run` started as `timeout ... cairn run` (PID is
+# timeout's): timeout -> cairn run -> workers.
+workers_of() { pgrep -P "$(pgrep -P "$1" | head -n 1)" 2>/dev/null || true; }
+
+# kill_tree PID: kill -9 the workers, the agent and timeout itself (for a test's cleanup).
+kill_tree() {
+  for p in $(workers_of "$1"); do kill -9 "$p" 2>/dev/null || true; done
+  pkill -9 -P "$1" 2>/dev/null || true
+  kill -9 "$1" 2>/dev/null || true
+}

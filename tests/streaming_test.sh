@@ -10,11 +10,7 @@ cairn=$1
 work=$(mktemp -d)
 agent=
 cleanup() {
-  if [ -n "$agent" ]; then
-    for p in $(pgrep -P "$(pgrep -P "$agent" | head -n 1)" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
-    pkill -9 -P "$agent" 2>/dev/null || true
-    kill -9 "$agent" 2>/dev/null || true
-  fi
+  [ -z "$agent" ] || kill_tree "$agent"
   [ -n "${KEEP:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -39,7 +35,7 @@ timeout -k 5 240 "$cairn" run --rdzv-backend cairn --rdzv-endpoint 127.0.0.1:$((
   --run-dir "$work/run" -- "$cairn" train "$work/job.yaml" --no-progress --resume > "$work/run.out" 2>&1 &
 agent=$!
 wait_rows "$work/run" 8
-victim=$(pgrep -P "$(pgrep -P "$agent" | head -n 1)" | shuf -n 1)
+victim=$(workers_of "$agent" | shuf -n 1)
 kill -9 "$victim"
 echo "   kill -9 of worker pid $victim at metrics row $(wc -l < "$work/run/metrics.jsonl")"
 rc=0; wait "$agent" || rc=$?

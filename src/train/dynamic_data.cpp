@@ -30,43 +30,27 @@ Result<std::unique_ptr<DynamicData>> DynamicData::Open(const DynamicDataOptions&
     return Status::InvalidArgument(
         "data.sharding: dynamic takes its shards from the elastic master, and this worker knows "
         "none (CAIRN_MASTER_ADDR is not set): run it under `cairn run --rdzv-backend cairn`");
-  if (o.stream) {
-    std::unique_ptr<DynamicData> d(new DynamicData());
-    d->o_ = o;
-    d->quota_ = int(o.global_batch_size / o.micro_batch_size);
-    CAIRN_ASSIGN_OR_RETURN(d->params_.num_samples, o.stream->samples(o.seq_len));
-    d->params_.shard_size = o.micro_batch_size;
-    d->params_.seed = o.seed;
-    d->params_.num_epochs = 1;
-    d->params_.streaming = true;
-    d->params_.lease_s = 600;
-    d->params_.max_attempts = 1000;
-    elastic::ShardClientOptions co;
-    co.client.address = o.master;
-    co.client.job_token = o.job_token;
-    co.dataset = o.dataset;
-    co.worker = "rank-" + std::to_string(o.rank);
-    co.params = d->params_;
-    co.prefetch = 1;
-    co.wait_timeout_s = 0;  // next() waits itself, growing the stream meanwhile
-    CAIRN_ASSIGN_OR_RETURN(d->client_, elastic::ShardClient::Open(co));
-    return d;
-  }
-  const int64_t usable = o.num_samples / o.micro_batch_size * o.micro_batch_size;
-  if (usable < o.global_batch_size)
-    return Status::InvalidArgument("data.sharding: dynamic: the train file holds " +
-                                   std::to_string(o.num_samples) +
-                                   " samples, fewer than one global batch");
   std::unique_ptr<DynamicData> d(new DynamicData());
   d->o_ = o;
   d->quota_ = int(o.global_batch_size / o.micro_batch_size);
-  d->params_.num_samples = usable;
   d->params_.shard_size = o.micro_batch_size;
   d->params_.seed = o.seed;
-  // Enough epochs for max_steps, and one more for the steps trained again after rollbacks.
-  d->params_.num_epochs = (o.max_steps * o.global_batch_size + usable - 1) / usable + 1;
   d->params_.lease_s = 600;
   d->params_.max_attempts = 1000;
+  if (o.stream) {
+    CAIRN_ASSIGN_OR_RETURN(d->params_.num_samples, o.stream->samples(o.seq_len));
+    d->params_.num_epochs = 1;
+    d->params_.streaming = true;
+  } else {
+    const int64_t usable = o.num_samples / o.micro_batch_size * o.micro_batch_size;
+    if (usable < o.global_batch_size)
+      return Status::InvalidArgument("data.sharding: dynamic: the train file holds " +
+                                     std::to_string(o.num_samples) +
+                                     " samples, fewer than one global batch");
+    d->params_.num_samples = usable;
+    // Enough epochs for max_steps, and one more for the steps trained again after rollbacks.
+    d->params_.num_epochs = (o.max_steps * o.global_batch_size + usable - 1) / usable + 1;
+  }
   elastic::ShardClientOptions co;
   co.client.address = o.master;
   co.client.job_token = o.job_token;
@@ -74,6 +58,7 @@ Result<std::unique_ptr<DynamicData>> DynamicData::Open(const DynamicDataOptions&
   co.worker = "rank-" + std::to_string(o.rank);
   co.params = d->params_;
   co.prefetch = 1;
+  if (o.stream) co.wait_timeout_s = 0;  // next() waits itself, growing the stream meanwhile
   CAIRN_ASSIGN_OR_RETURN(d->client_, elastic::ShardClient::Open(co));
   return d;
 }
