@@ -57,6 +57,11 @@ start_master() {
   pids+=($master)
 }
 start_master
+wait_master() {  # wait_master SECONDS PATTERN: waits until master.out has a line matching PATTERN
+  for _ in $(seq 1 $(($1 * 10))); do grep -q "$2" "$work/master.out" && return 0; sleep 0.1; done
+  cat "$work/master.out"; fail "the master did not log '$2' within $1 s"
+}
+wait_master 30 "serving on"
 start_host() {  # start_host a|b: this host's agent in its namespace
   ip netns exec $ns$1 "$cairn" run --rdzv-backend cairn --rdzv-endpoint $net.1:29400 --nnodes 1:2 \
     --heartbeat-timeout 5 --node-id host-$1 --max-restarts 5 --grace-period 3 --run-dir "$work/$1" -- \
@@ -64,7 +69,10 @@ start_host() {  # start_host a|b: this host's agent in its namespace
   pids+=($!)
   eval "agent_$1=$!"
 }
+# Host a joins first, so it is rank 0 (and writes metrics.jsonl) in every round: sorted ids
+# in the first round if b makes it in time, a survivor's place otherwise.
 start_host a
+wait_master 30 "node host-a .* joined"
 start_host b
 # starts WORLD: how many times a worker group of WORLD ranks started, over both hosts' logs.
 starts() { cat "$work"/a/events.jsonl "$work"/b/events.jsonl 2>/dev/null |
