@@ -174,7 +174,14 @@ data: {{path: {os.path.abspath(a.data)}}}
     def worker_pid(self, rank):
         if self.proc.poll() is not None:
             raise RuntimeError(f"cairn run exited early ({self.proc.returncode}); see {self.run}.out")
-        for pid in children(self.proc.pid):
+        # The agent names each round's pids (a worker activated from a standby keeps the
+        # standby's /proc/PID/environ, which has no RANK).
+        started = [e for e in self.events() if e.get("event") == "workers_started"]
+        live = children(self.proc.pid)
+        if started and "pids" in started[-1]:
+            pid = started[-1]["pids"].get(str(rank))
+            return pid if pid in live else None
+        for pid in live:
             if rank_of(pid) == rank:
                 return pid
         return None
@@ -384,18 +391,19 @@ def cairn_phases(job, kill_t, end_t):
         b.append(("detect the failure (agent polling)", failed["time"]))
     persisted = first_after(ev, "checkpoint_persisted", kill_t, reason="worker_failed")
     if persisted:
-        b.append(("stop the other worker (SIGTERM)", persisted["time"] - persisted["duration_ms"] / 1e3))
+        b.append(("stop the other worker (SIGKILL)", persisted["time"] - persisted["duration_ms"] / 1e3))
         b.append(("persist the memory checkpoint (agent)", persisted["time"]))
     restart = first_after(ev, "restart", kill_t)
     if restart:
-        b.append(("decide the restart" if persisted else "stop the other worker (SIGTERM)", restart["time"]))
+        b.append(("decide the restart" if persisted else "stop the other worker (SIGKILL)", restart["time"]))
     started = first_after(ev, "workers_started", kill_t)
     if started:
         b.append(("spawn the workers", started["time"]))
         logs = [(t, m) for t, m in job.worker_log_times(0) if started["time"] - 0.01 <= t <= end_t]
         up = next((t for t, m in logs if "run directory" in m), None)
         if up:
-            b.append(("process start (exec, libtorch, config)", up))
+            b.append(("activate the standbys (no process start)" if started.get("from_standby")
+                      else "process start (exec, libtorch, config)", up))
         ready = next((t for t, m in logs if "process group ready" in m), None)
         if ready:
             b.append(("form the process group (Gloo)", ready))

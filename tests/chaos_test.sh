@@ -11,7 +11,7 @@ work=$(mktemp -d)
 agent=
 cleanup() {
   if [ -n "$agent" ]; then
-    for p in $(pgrep -P "$agent" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+    for p in $(pgrep -P "$agent" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done  # and standbys
     kill -9 "$agent" 2>/dev/null || true
     # The agent removes its shared-memory slots when it ends; killed, it leaves them behind.
     for f in $(grep -ho "in-memory checkpoint slot /dev/shm/cairn-[0-9a-f]*-r[0-9]*-[0-9]" \
@@ -114,8 +114,14 @@ for i in $(seq 1 $nkills); do
   fi
   step=$(last_step)
   [ "$step" -lt $((steps - 5)) ] || { evidence; fail "kill $i: the run is at step $step of $steps already"; }
-  mapfile -t workers < <(pgrep -P "$agent")
+  # Workers only, not the warm standbys beside them.
+  mapfile -t workers < <(worker_pids "$B")
   [ ${#workers[@]} -eq 2 ] || { evidence; fail "kill $i: expected 2 workers under cairn run, found: ${workers[*]:-none}"; }
+  if [ "$i" -eq 4 ] && standby=$(pgrep -P "$agent" -x cairn-standby | head -n 1); then
+    # A dead standby must not be activated: its rank starts afresh at the next restart.
+    kill -9 "$standby"
+    killed_standby=$standby
+  fi
   victim=${workers[$((RANDOM % 2))]}
   kill -9 "$victim"
   kills=$i
@@ -174,5 +180,12 @@ done
 da=$("$cairn" ckpt inspect "$work/A/ckpt" --digest | grep ^digest) || fail "no digest for A's checkpoint"
 db=$("$cairn" ckpt inspect "$B/ckpt" --digest | grep ^digest) || fail "no digest for B's checkpoint"
 [ -n "$da" ] && [ "$da" = "$db" ] || fail "parameter digests differ: A '$da', B '$db' (seed $seed)"
-echo "   $kills kills ($early right after a restart), $(count checkpoint_loaded) checkpoints loaded, $da"
+# Restarts after a mid-run kill activate the standbys started after the round's first step.
+warm=$(grep '"event":"workers_started"' "$events" | grep -c '"from_standby":[12]' || true)
+[ "$warm" -ge 1 ] || { evidence; fail "no restart started its workers from standbys"; }
+if [ -n "${killed_standby:-}" ]; then
+  grep -q "the standby of local rank [01] (pid $killed_standby) had ended" "$B/logs/agent.log" ||
+    { evidence; fail "the agent did not notice that standby $killed_standby was dead"; }
+fi
+echo "   $kills kills ($early right after a restart), $warm restart(s) from standbys${killed_standby:+ (one standby killed)}, $(count checkpoint_loaded) checkpoints loaded, $da"
 echo "PASS"

@@ -46,9 +46,9 @@ phase() {
   for k in $(seq 1 "$kills"); do
     local rows=0
     [ -f "$run_dir/metrics.jsonl" ] && rows=$(wc -l < "$run_dir/metrics.jsonl")
-    wait_rows "$run_dir" $((rows + 3 + RANDOM % 4))
+    wait_rows "$run_dir" $((rows + 2 + RANDOM % 3)) "$agent"
     local victims
-    victims=$(workers_of "$agent")
+    victims=$(worker_pids "$run_dir")
     [ -n "$victims" ] || break
     local v
     v=$(echo "$victims" | shuf -n 1)

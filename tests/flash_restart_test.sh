@@ -23,7 +23,7 @@ echo "-- kill -9 one worker at step >= 20; the agent restarts the group"
   "$cairn" train "$work/tiny.yaml" --no-progress --resume > "$work/run.out" 2>&1 &
 agent=$!
 wait_rows "$work/run" 20
-victim=$(pgrep -P $agent | tail -n 1)
+victim=$(worker_pids "$work/run" | tail -n 1)
 [ -n "$victim" ] || fail "no worker to kill"
 kill -9 "$victim"
 rc=0; wait $agent || rc=$?
@@ -51,7 +51,7 @@ echo "-- no restarts left: the agent persists the in-memory checkpoint before ex
   "$cairn" train "$work/tiny.yaml" --no-progress --resume > "$work/p.out" 2>&1 &
 agent=$!
 wait_rows "$work/p" 20
-kill -9 "$(pgrep -P $agent | tail -n 1)"
+kill -9 "$(worker_pids "$work/p" | tail -n 1)"
 rc=0; wait $agent || rc=$?
 agent=
 [ $rc -ne 0 ] || fail "the agent should report the failure"

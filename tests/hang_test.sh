@@ -23,7 +23,7 @@ echo "-- SIGSTOP one worker at step >= 15; --hang-timeout 3"
   "$cairn" train "$work/tiny.yaml" --no-progress --resume > "$work/run.out" 2>&1 &
 agent=$!
 wait_rows "$work/run" 15
-victim=$(pgrep -P $agent | tail -n 1)
+victim=$(worker_pids "$work/run" | tail -n 1)
 [ -n "$victim" ] || fail "no worker to stop"
 kill -STOP "$victim"
 t0=$(date +%s)

@@ -23,22 +23,32 @@ data: {path: $work/data}
 YAML
 }
 
-# wait_rows RUN_DIR N: waits (at most 60 s) until RUN_DIR/metrics.jsonl has N rows.
+# wait_rows RUN_DIR N [PID]: waits (at most 60 s) until RUN_DIR/metrics.jsonl has N rows, or
+# until process PID (the run's `cairn run`) has exited.
 wait_rows() {
   for _ in $(seq 1 600); do
     [ -f "$1/metrics.jsonl" ] && [ "$(wc -l < "$1/metrics.jsonl")" -ge "$2" ] && return 0
+    [ -z "${3:-}" ] || kill -0 "$3" 2>/dev/null || return 0
     sleep 0.1
   done
   return 0  # the caller's next check reports what is missing
 }
 
-# workers_of PID: the worker pids of the `cairn run` started as `timeout ... cairn run` (PID is
-# timeout's): timeout -> cairn run -> workers.
-workers_of() { pgrep -P "$(pgrep -P "$1" | head -n 1)" 2>/dev/null || true; }
+# worker_pids RUN_DIR: the live workers of the newest round of `cairn run --run-dir RUN_DIR`,
+# as its workers_started event names them (a warm standby beside them is not one of them, and
+# an activated standby's /proc/PID/environ has no RANK).
+worker_pids() {
+  local p
+  for p in $(grep '"event":"workers_started"' "$1/events.jsonl" 2>/dev/null | tail -n 1 |
+             grep -o '"pids":{[^}]*}' | grep -o ':[0-9]*' | tr -d ':'); do
+    kill -0 "$p" 2>/dev/null && echo "$p"
+  done
+  return 0
+}
 
 # kill_tree PID: kill -9 the workers, the agent and timeout itself (for a test's cleanup).
 kill_tree() {
-  for p in $(workers_of "$1"); do kill -9 "$p" 2>/dev/null || true; done
+  for p in $(pgrep -P "$(pgrep -P "$1" | head -n 1)" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
   pkill -9 -P "$1" 2>/dev/null || true
   kill -9 "$1" 2>/dev/null || true
 }

@@ -35,7 +35,7 @@ timeout -k 5 240 "$cairn" run --rdzv-backend cairn --rdzv-endpoint 127.0.0.1:$((
   --run-dir "$work/run" -- "$cairn" train "$work/job.yaml" --no-progress --resume > "$work/run.out" 2>&1 &
 agent=$!
 wait_rows "$work/run" 8
-victim=$(workers_of "$agent" | shuf -n 1)
+victim=$(worker_pids "$work/run" | shuf -n 1)
 kill -9 "$victim"
 echo "   kill -9 of worker pid $victim at metrics row $(wc -l < "$work/run/metrics.jsonl")"
 rc=0; wait "$agent" || rc=$?

@@ -4,6 +4,7 @@
 #include "cairn/elastic/flash_slots.h"
 #include "cairn/elastic/goodput.h"
 #include "cairn/elastic/progress.h"
+#include "cairn/elastic/standby.h"
 #include "cairn/elastic/stacks.h"
 
 #include <signal.h>
@@ -144,9 +145,18 @@ class Agent {
   }
   std::vector<WorkerSpec> worker_specs(const World& world) const;
   std::vector<int> detect_hangs(WorkerGroup& group, const World& world, double round_start);
+  // True once every local worker reported a step after `round_start`.
+  bool all_stepped(const World& world, double round_start) const {
+    for (int local = 0; local < world.nproc_per_node; ++local) {
+      auto p = read_progress(o_.run_dir, world.global_rank(local));
+      if (!p || p->unix_time < round_start) return false;
+    }
+    return true;
+  }
   AgentResult interrupted(WorkerGroup* group, int restarts);
   std::string failure_summary(const AgentResult& r) const;
 
+  StandbyPool standbys_;    // warm processes for the next start (o_.standby)
   std::vector<int> ranks_;  // global ranks of this node's workers in the current round
   std::unique_ptr<RoundServices> services_;  // of the current round
   std::vector<int> services_ranks_;          // the ranks services_ was started for
@@ -275,13 +285,22 @@ Result<AgentResult> Agent::run() {
     go.echo_stderr_fd = o_.echo_stderr_fd;
     go.tail_lines = o_.tail_lines;
     if (round > 0) go.log_header = "--- cairn run: restart " + std::to_string(round) + " ---";
-    auto group = WorkerGroup::Start(worker_specs(*world), go);
+    const std::vector<WorkerSpec> specs = worker_specs(*world);
+    auto group = WorkerGroup::Start(specs, go, o_.standby ? &standbys_ : nullptr);
     if (!group.ok()) return fail(group.status());
+    const int from_standby = (*group)->num_from_standby();
+    json pids = json::object();  // by global rank: an activated standby's environ is stale
+    for (int local = 0; local < world->nproc_per_node; ++local)
+      pids[std::to_string(world->global_rank(local))] = (*group)->pid(local);
     events_.write("workers_started", {{"round", round},
                                       {"world_size", world->world_size()},
                                       {"master_addr", world->master_addr},
-                                      {"master_port", world->master_port}});
-    spdlog::info("started {} worker(s): ranks {}..{} of {}, master {}:{}{}", world->nproc_per_node,
+                                      {"master_port", world->master_port},
+                                      {"from_standby", from_standby},
+                                      {"pids", pids}});
+    spdlog::info("started {} worker(s){}: ranks {}..{} of {}, master {}:{}{}",
+                 world->nproc_per_node,
+                 from_standby > 0 ? fmt::format(" ({} from standby)", from_standby) : "",
                  world->global_rank(0), world->global_rank(world->nproc_per_node - 1),
                  world->world_size(), world->master_addr, world->master_port,
                  round > 0 ? fmt::format(", round {} ({} restart(s) of {})", round, restarts,
@@ -296,9 +315,16 @@ Result<AgentResult> Agent::run() {
     std::string round_over;  // set when the rendezvous ends the round
     int64_t last_step = -1;
     int finished = 0;  // workers that exited 0
+    bool standbys_filled = !o_.standby;
     while (failures.empty() && (*group)->num_running() > 0 && !interrupt_signal() &&
            round_over.empty()) {
       if (o_.hang_timeout_s > 0 && hung.empty()) hung = detect_hangs(**group, *world, round_start);
+      // Standbys start once every local worker has stepped, so their start does not compete
+      // with the round's own (on a small node, that would slow the recovery they are for).
+      if (!standbys_filled && all_stepped(*world, round_start)) {
+        standbys_.fill(specs);
+        standbys_filled = true;
+      }
       if (auto p = read_progress(o_.run_dir, world->global_rank(0)); p && p->step != last_step) {
         last_step = p->step;
         rdzv_.progress(last_step);

@@ -117,6 +117,10 @@ void add_launch_flags(CLI::App& cmd, LaunchFlags* f) {
       ->option_text("DIR");
   cmd.add_flag("--standalone", f->standalone,
                "one machine: MASTER_ADDR=127.0.0.1 and a free MASTER_PORT (default for 1 node)");
+  cmd.add_flag("--no-standby,--no_standby", f->no_standby,
+               "do not keep a warm standby process per worker (by default, when the command is "
+               "cairn itself, one is started after each round's first step and a restart "
+               "activates it instead of starting a new process)");
   cmd.add_option("command", f->command,
                  "worker command after --; a first word 'cairn' means this binary");
 }
@@ -275,6 +279,7 @@ Result<LaunchOptions> resolve_launch_options(const LaunchFlags& f) {
     if (f.run_dir->empty()) return bad_flag("--run-dir", "", "expected a directory");
     o.run_dir = *f.run_dir;
   }
+  o.standby = !f.no_standby;
   if (f.rdzv_id) {
     if (f.rdzv_id->empty()) return bad_flag("--rdzv-id", "", "expected a non-empty id");
     o.run_id = *f.rdzv_id;

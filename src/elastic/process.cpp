@@ -50,7 +50,7 @@ int open_pidfd(pid_t pid) {
 
 // Runs in the child between fork and exec: only async-signal-safe calls, no allocation.
 [[noreturn]] void exec_child(const char* path, char* const* argv, char* const* envp, int out_w,
-                             int err_w, int status_w, pid_t parent) {
+                             int err_w, int fd3, int status_w, pid_t parent) {
   struct sigaction dfl;
   std::memset(&dfl, 0, sizeof(dfl));
   dfl.sa_handler = SIG_DFL;
@@ -63,8 +63,13 @@ int open_pidfd(pid_t pid) {
   if (devnull >= 0 && devnull != 0) ::dup2(devnull, 0);
   if (out_w >= 0) ::dup2(out_w, 1);
   if (err_w >= 0) ::dup2(err_w, 2);
+  unsigned first_closed = 3;
+  if (fd3 >= 0) {  // Spawn keeps fd3 above 3, so no descriptor still needed is overwritten
+    ::dup2(fd3, 3);  // dup2 clears FD_CLOEXEC on the copy
+    first_closed = 4;
+  }
 #ifdef SYS_close_range
-  ::syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+  ::syscall(SYS_close_range, first_closed, ~0U, CLOSE_RANGE_CLOEXEC);
 #endif
   sigset_t none;
   sigemptyset(&none);
@@ -107,6 +112,15 @@ Result<std::unique_ptr<ProcessHandle>> ProcessHandle::Spawn(const SpawnOptions& 
     err_w = std::move(err.second);
   }
   CAIRN_ASSIGN_OR_RETURN(auto status_pipe, make_pipe());
+  // The child's descriptor 3, first copied above every descriptor the child rearranges (the
+  // status pipe's write end too: it must survive the dup2 onto 3).
+  UniqueFd fd3;
+  if (options.child_fd3 >= 0) {
+    status_pipe.second.reset(::fcntl(status_pipe.second.get(), F_DUPFD_CLOEXEC, 10));
+    if (!status_pipe.second.valid()) return errno_status("cannot duplicate a pipe");
+    fd3.reset(::fcntl(options.child_fd3, F_DUPFD_CLOEXEC, 10));
+    if (!fd3.valid()) return errno_status("cannot duplicate the child's descriptor 3");
+  }
 
   // Block signals across fork so no handler of the agent runs in the child before exec.
   sigset_t all, old;
@@ -115,7 +129,7 @@ Result<std::unique_ptr<ProcessHandle>> ProcessHandle::Spawn(const SpawnOptions& 
   const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid == 0)
-    exec_child(path.c_str(), argv.data(), envp.data(), out_w.get(), err_w.get(),
+    exec_child(path.c_str(), argv.data(), envp.data(), out_w.get(), err_w.get(), fd3.get(),
                status_pipe.second.get(), parent);
   int fork_errno = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
@@ -126,6 +140,7 @@ Result<std::unique_ptr<ProcessHandle>> ProcessHandle::Spawn(const SpawnOptions& 
   ::setpgid(pid, pid);  // also done by the child; whichever runs first wins
   out_w.reset();
   err_w.reset();
+  fd3.reset();
   status_pipe.second.reset();
 
   std::unique_ptr<ProcessHandle> h(new ProcessHandle());

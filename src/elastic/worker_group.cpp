@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "cairn/elastic/process.h"
+#include "cairn/elastic/standby.h"
 #include "elastic/line_buffer_impl.h"
 
 namespace cairn::elastic {
@@ -65,7 +66,8 @@ WorkerGroup::WorkerGroup(const WorkerGroupOptions& options) : options_(options) 
 WorkerGroup::~WorkerGroup() = default;  // each ProcessHandle kills and reaps its worker
 
 Result<std::unique_ptr<WorkerGroup>> WorkerGroup::Start(std::vector<WorkerSpec> specs,
-                                                        const WorkerGroupOptions& options) {
+                                                        const WorkerGroupOptions& options,
+                                                        StandbyPool* standbys) {
   std::unique_ptr<WorkerGroup> group(new WorkerGroup(options));
   for (WorkerSpec& spec : specs) {
     auto w = std::make_unique<Worker>(options.tail_lines);
@@ -78,13 +80,18 @@ Result<std::unique_ptr<WorkerGroup>> WorkerGroup::Start(std::vector<WorkerSpec> 
         return Status::IoError("cannot open " + w->log_path + ": " + std::strerror(errno));
       if (!options.log_header.empty()) write_all(w->log.get(), options.log_header + "\n");
     }
-    SpawnOptions so;
-    so.argv = w->spec.argv;
-    so.env = w->spec.env;
-    auto process = ProcessHandle::Spawn(so);
-    if (!process.ok())
-      return process.status().WithContext("starting rank " + std::to_string(w->spec.rank));
-    w->process = std::move(process).value();
+    if (standbys != nullptr) w->process = standbys->take(w->spec);
+    if (w->process) {
+      ++group->from_standby_;
+    } else {
+      SpawnOptions so;
+      so.argv = w->spec.argv;
+      so.env = w->spec.env;
+      auto process = ProcessHandle::Spawn(so);
+      if (!process.ok())
+        return process.status().WithContext("starting rank " + std::to_string(w->spec.rank));
+      w->process = std::move(process).value();
+    }
     group->workers_.push_back(std::move(w));
   }
   return group;

@@ -6,9 +6,12 @@
 
 #include "cairn/core/log.h"
 #include "cairn/core/status.h"
+#include "cairn/elastic/standby.h"
 #include "commands.h"
 
 int main(int argc, char** argv) {
+  // A warm standby of `cairn run` waits here for its rank's environment (standby.h).
+  cairn::elastic::await_activation_if_standby();
   CLI::App app{
       "cairn: elastic, fault-tolerant, automatically parallelized training of transformer "
       "language models.\n\nExample:\n  make demo    # or step by step:\n"

@@ -53,6 +53,10 @@ struct AgentOptions {
   // for this long is hung: its threads' stacks go to logs/hang-rank-<R>.txt and the agent's
   // log, then the group is restarted like after a failure. 0 = off.
   double hang_timeout_s = 0;
+  // Keep a warm standby process of the command per local rank (see standby.h) from the first
+  // step of each round on, and start restarted workers by activating them. Only for a command
+  // that calls await_activation_if_standby (cairn itself).
+  bool standby = false;
   // Run directory. REQUIRES: exists. The agent appends to <run_dir>/events.jsonl and writes
   // <run_dir>/logs/worker-<rank>.log.
   std::string run_dir;

@@ -36,6 +36,7 @@ struct LaunchFlags {
   std::optional<std::string> hang_timeout;      // --hang-timeout SECONDS
   std::optional<std::string> run_dir;           // --run-dir DIR
   bool standalone = false;                      // --standalone
+  bool no_standby = false;                      // --no-standby
   std::vector<std::string> command;             // everything after `--`
   std::vector<std::string> unknown;             // arguments the parser did not recognize
 };
@@ -83,6 +84,7 @@ struct LaunchOptions {
   double grace_period_s = 10.0;      // SIGTERM → SIGKILL delay when stopping workers
   double hang_timeout_s = 600.0;     // no step progress for this long = hung; 0 = off
   std::string run_dir;               // empty: the CLI picks runs/<time>
+  bool standby = true;               // warm standby workers when the command is cairn itself
   std::vector<std::string> command;  // the worker command, non-empty
 };
 

@@ -47,6 +47,9 @@ struct SpawnOptions {
   // the agent's. stdin is always /dev/null.
   bool capture_output = true;
   double exec_timeout_s = 10.0;  // longest wait for the child to reach exec
+  // A descriptor of the agent the child gets as its descriptor 3 (e.g. a standby's activation
+  // socket); -1: none. The agent's copy stays its own.
+  int child_fd3 = -1;
 };
 
 // Not thread-safe; one thread owns it.

@@ -15,6 +15,8 @@
 
 namespace cairn::elastic {
 
+class StandbyPool;
+
 struct WorkerSpec {
   int rank = 0;                   // global rank: names the log file and prefixes echoed lines
   int local_rank = 0;             // index on this node
@@ -44,10 +46,14 @@ struct WorkerExit {
 // Not thread-safe: one thread (the agent's) drives it.
 class WorkerGroup {
  public:
-  // Starts every worker. On failure, workers already started are killed and reaped, and the
-  // status names the rank and the command.
+  // Starts every worker: by activating its local rank's standby in `standbys` when there is a
+  // usable one, otherwise as a new process. On failure, workers already started are killed and
+  // reaped, and the status names the rank and the command.
   static Result<std::unique_ptr<WorkerGroup>> Start(std::vector<WorkerSpec> specs,
-                                                    const WorkerGroupOptions& options);
+                                                    const WorkerGroupOptions& options,
+                                                    StandbyPool* standbys = nullptr);
+  // Workers started by activating a standby.
+  int num_from_standby() const { return from_standby_; }
   WorkerGroup(const WorkerGroup&) = delete;
   WorkerGroup& operator=(const WorkerGroup&) = delete;
   ~WorkerGroup();
@@ -93,6 +99,7 @@ class WorkerGroup {
 
   WorkerGroupOptions options_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  int from_standby_ = 0;
 };
 
 }  // namespace cairn::elastic
