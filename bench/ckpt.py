@@ -67,9 +67,8 @@ def cairn_side(a, tmp):
         agent.kill()
         raise SystemExit("cairn did not reach the memory saves in time")
     # Kill the worker right after a memory save; the agent restarts it and it restores.
-    worker = subprocess.run(["pgrep", "-x", "cairn", "-P", str(agent.pid)],  # not the standby
-                            capture_output=True, text=True).stdout.split()
-    os.kill(int(worker[0]), signal.SIGKILL)
+    started = events(run, "workers_started")  # names the worker's pid (not a standby's)
+    os.kill(int(started[-1]["pids"]["0"]), signal.SIGKILL)
     if agent.wait(timeout=900) != 0:
         raise SystemExit("cairn run failed after the restart")
     loaded = [e for e in events(run, "checkpoint_loaded") if e.get("source") == "memory"]

@@ -402,7 +402,8 @@ def cairn_phases(job, kill_t, end_t):
         logs = [(t, m) for t, m in job.worker_log_times(0) if started["time"] - 0.01 <= t <= end_t]
         up = next((t for t, m in logs if "run directory" in m), None)
         if up:
-            b.append(("activate the standbys (no process start)" if started.get("from_standby")
+            b.append(("activate the standbys (no process start)"
+                      if started.get("from_standby") == job.world
                       else "process start (exec, libtorch, config)", up))
         ready = next((t for t, m in logs if "process group ready" in m), None)
         if ready:

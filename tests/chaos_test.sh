@@ -117,7 +117,8 @@ for i in $(seq 1 $nkills); do
   # Workers only, not the warm standbys beside them.
   mapfile -t workers < <(worker_pids "$B")
   [ ${#workers[@]} -eq 2 ] || { evidence; fail "kill $i: expected 2 workers under cairn run, found: ${workers[*]:-none}"; }
-  if [ "$i" -eq 4 ] && standby=$(pgrep -P "$agent" -x cairn-standby | head -n 1); then
+  if [ "$i" -ge 3 ] && [ -z "${killed_standby:-}" ] &&
+     standby=$(pgrep -P "$agent" -x cairn-standby | head -n 1); then
     # A dead standby must not be activated: its rank starts afresh at the next restart.
     kill -9 "$standby"
     killed_standby=$standby

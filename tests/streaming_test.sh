@@ -36,6 +36,7 @@ timeout -k 5 240 "$cairn" run --rdzv-backend cairn --rdzv-endpoint 127.0.0.1:$((
 agent=$!
 wait_rows "$work/run" 8
 victim=$(worker_pids "$work/run" | shuf -n 1)
+[ -n "$victim" ] || fail "no worker to kill"
 kill -9 "$victim"
 echo "   kill -9 of worker pid $victim at metrics row $(wc -l < "$work/run/metrics.jsonl")"
 rc=0; wait "$agent" || rc=$?

@@ -315,7 +315,9 @@ Result<AgentResult> Agent::run() {
     std::string round_over;  // set when the rendezvous ends the round
     int64_t last_step = -1;
     int finished = 0;  // workers that exited 0
-    bool standbys_filled = !o_.standby;
+    // Only worth it when another round can come: restarts left, or membership that can change.
+    bool standbys_filled =
+        !o_.standby || !(may_restart(restarts, o_.max_restarts) || rdzv_.follows_membership());
     while (failures.empty() && (*group)->num_running() > 0 && !interrupt_signal() &&
            round_over.empty()) {
       if (o_.hang_timeout_s > 0 && hung.empty()) hung = detect_hangs(**group, *world, round_start);

@@ -32,7 +32,11 @@ struct MasterClient::Impl {
   std::unique_ptr<v1::Master::Stub> rpc;
 
   // Calls `method` until it succeeds, fails with something other than UNAVAILABLE, or the
-  // budget is spent.
+  // budget is spent. Each attempt first waits (within its deadline) for the channel to connect,
+  // then calls fail-fast: the wait lets the channel's own reconnect backoff find a master that
+  // just came up (with fail-fast calls alone, gRPC 1.51, an agent started 0.3 s before its
+  // master joined 5 s after the master was up), and the fail-fast call still reports why an
+  // unreachable master is unreachable (refused, DNS, TLS) instead of a bare deadline.
   template <class Req, class Resp>
   Status call(const char* what,
               grpc::Status (v1::Master::Stub::*method)(grpc::ClientContext*, const Req&, Resp*),
@@ -42,31 +46,31 @@ struct MasterClient::Impl {
                                             std::chrono::duration<double>(budget_s));
     double backoff = o.initial_backoff_s;
     for (int attempt = 1;; ++attempt) {
+      const double limit = std::max(0.01, std::min(o.call_timeout_s, seconds_until(give_up)));
+      const auto deadline = std::chrono::system_clock::now() +
+                            std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                std::chrono::duration<double>(limit));
+      const auto attempt_start = Clock::now();
+      const bool connected = channel->WaitForConnected(deadline);
       grpc::ClientContext ctx;
       ctx.AddMetadata(kJobTokenMetadataKey, o.job_token);
-      // Wait for the connection instead of failing fast. With fail-fast calls (gRPC 1.51), an
-      // agent that started 0.3 s before its master joined 5 s after the master came up; waiting
-      // for readiness lets the channel's own reconnect backoff find it within ~0.5 s.
-      ctx.set_wait_for_ready(true);
-      const double limit = std::max(0.01, std::min(o.call_timeout_s, seconds_until(give_up)));
-      ctx.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                           std::chrono::duration<double>(limit)));
+      ctx.set_deadline(connected ? deadline
+                                 : std::chrono::system_clock::now() + std::chrono::milliseconds(100));
       resp->Clear();
       grpc::Status s = (rpc.get()->*method)(&ctx, req, resp);
       if (s.ok()) return Status::Ok();
-      // A deadline spent waiting for a connection means the master is unreachable, not slow.
-      const bool unconnected = s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
-                               channel->GetState(false) != GRPC_CHANNEL_READY;
-      if (s.error_code() != grpc::StatusCode::UNAVAILABLE && !unconnected)
+      if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
+          !(!connected && s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED))
         return rpc::from_grpc(s, what, o.address);
       const double left = seconds_until(give_up);
       if (left <= 0)
         return Status::PeerLost(std::string(what) + ": master " + o.address + " unavailable for " +
                                 std::to_string(budget_s) + " s (" + std::to_string(attempt) +
                                 " attempts): " + s.error_message());
-      std::this_thread::sleep_for(
-          std::chrono::duration<double>(std::min(backoff * jitter(), left)));
+      // An attempt that spent its time waiting for a connection needs no further pause.
+      const double waited = std::chrono::duration<double>(Clock::now() - attempt_start).count();
+      const double pause = backoff * jitter() - waited;
+      if (pause > 0) std::this_thread::sleep_for(std::chrono::duration<double>(std::min(pause, left)));
       backoff = std::min(backoff * 2, o.max_backoff_s);
     }
   }

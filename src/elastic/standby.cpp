@@ -2,6 +2,7 @@
 // checks, activates and retires them.
 #include "cairn/elastic/standby.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
@@ -10,10 +11,12 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 namespace cairn::elastic {
 namespace {
@@ -42,10 +45,13 @@ std::vector<std::string> stable_part(const std::vector<std::string>& env) {
 }  // namespace
 
 bool is_round_variable(std::string_view name) {
-  static constexpr std::array<std::string_view, 12> kRound = {
-      "RANK",           "WORLD_SIZE",  "GROUP_RANK",  "GROUP_WORLD_SIZE",
-      "ROLE_RANK",      "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
-      "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_RUN_ID", "LOCAL_RANK", "LOCAL_WORLD_SIZE"};
+  // LOCAL_RANK and LOCAL_WORLD_SIZE are not among them: a standby serves one local rank of a
+  // node whose worker count is fixed, so it has them from its start.
+  static constexpr std::array<std::string_view, 10> kRound = {
+      "RANK",        "WORLD_SIZE",  "GROUP_RANK",
+      "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE",
+      "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RESTART_COUNT",
+      "TORCHELASTIC_RUN_ID"};
   return std::find(kRound.begin(), kRound.end(), name) != kRound.end();
 }
 
@@ -100,7 +106,6 @@ void await_activation_if_standby() {
     message.append(buf, size_t(n));
     if (message.size() > kMaxMessage) die("the activation is larger than 16 MiB");
   }
-  ::close(int(fd));
   if (message.empty()) std::_Exit(0);  // retired by the agent
   auto env = parse_activation(message);
   if (!env.ok()) die(env.status().message());
@@ -110,6 +115,10 @@ void await_activation_if_standby() {
     ::setenv(e.substr(0, eq).c_str(), e.c_str() + eq + 1, 1);
   }
   ::prctl(PR_SET_NAME, name);
+  // The acknowledgement: the agent starts the rank afresh if it does not come.
+  ssize_t ignored = ::send(int(fd), "k", 1, MSG_NOSIGNAL);
+  (void)ignored;
+  ::close(int(fd));
 }
 
 struct StandbyPool::Standby {
@@ -125,9 +134,15 @@ StandbyPool::~StandbyPool() { clear(); }
 
 void StandbyPool::clear() {
   for (auto& s : standbys_) s->activation.reset();  // retire: each exits 0 on its own
-  for (auto& s : standbys_)
-    if (!s->process->wait(2.0)) s->process.reset();  // the handle kills and reaps it
-  standbys_.clear();
+  // One deadline for all of them; then whatever is left is killed (all at once) and reaped.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  for (auto& s : standbys_) {
+    const double left =
+        std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
+    s->process->wait(std::max(0.0, left));
+  }
+  for (auto& s : standbys_) s->process->signal_group(SIGKILL);
+  standbys_.clear();  // each handle reaps its process
 }
 
 pid_t StandbyPool::pid(int local_rank) const {
@@ -180,6 +195,16 @@ std::unique_ptr<ProcessHandle> StandbyPool::take(const WorkerSpec& spec) {
                  spec.local_rank, s->process->pid(), status->ToString());
     return nullptr;
   }
+  // A rebuilt or replaced binary: the standby runs the old image.
+  std::error_code ec;
+  const std::string image =
+      std::filesystem::read_symlink("/proc/" + std::to_string(s->process->pid()) + "/exe", ec)
+          .string();
+  if (!ec && image.size() > 10 && image.compare(image.size() - 10, 10, " (deleted)") == 0) {
+    spdlog::info("the standby of local rank {} runs a binary since replaced; starting the rank "
+                 "afresh", spec.local_rank);
+    return nullptr;
+  }
   if (s->argv != spec.argv || s->stable_env != stable_part(spec.env)) {
     spdlog::info("the standby of local rank {} was started for another command or environment; "
                  "starting the rank afresh", spec.local_rank);
@@ -196,6 +221,16 @@ std::unique_ptr<ProcessHandle> StandbyPool::take(const WorkerSpec& spec) {
       return nullptr;
     }
     left.remove_prefix(size_t(n));
+  }
+  // End of the message; then wait for the acknowledgement, which comes within a millisecond
+  // or so from a parked standby (one that died meanwhile would fail the round at once).
+  ::shutdown(s->activation.get(), SHUT_WR);
+  pollfd p{s->activation.get(), POLLIN, 0};
+  char ack = 0;
+  if (::poll(&p, 1, 5000) <= 0 || ::recv(s->activation.get(), &ack, 1, 0) != 1 || ack != 'k') {
+    spdlog::warn("the standby of local rank {} (pid {}) did not acknowledge its activation; "
+                 "starting the rank afresh", spec.local_rank, s->process->pid());
+    return nullptr;
   }
   s->activation.reset();
   return std::move(s->process);

@@ -54,6 +54,7 @@ class MasterRendezvous : public Rendezvous {
   // different numbers of workers (World describes equal nodes only), the client's errors.
   Result<World> next_round(int round, double timeout_s) override;
   bool round_over(std::string* reason) override;
+  bool follows_membership() const override { return true; }
   void worker_failed(int global_rank, const ExitStatus& exit, const std::string& diagnosis) override;
   void progress(int64_t step) override { set_step(step); }
   void job_done() override;

@@ -41,6 +41,9 @@ class Rendezvous {
   // True when this node's round is over (a node was lost or is waiting to join): the agent
   // stops its workers and asks next_round again. `reason` says why.
   virtual bool round_over(std::string* reason) { return false; }
+  // True when rounds can end for membership changes (so a later round may come without a
+  // failure).
+  virtual bool follows_membership() const { return false; }
   // A local worker failed (before the agent stops the others).
   virtual void worker_failed(int global_rank, const ExitStatus& exit, const std::string& diagnosis) {}
   // The newest step this node's workers finished (for the master's view of the job).

@@ -8,8 +8,10 @@
 //
 // Protocol: the standby's descriptor 3 is one end of a Unix stream socket and CAIRN_STANDBY_FD=3
 // is in its environment. Activation is "cairn-activate 1\n" followed by NUL-terminated
-// "NAME=value" entries (the whole new environment), then the agent closes its end. A socket
-// closed with nothing written retires the standby: it exits 0.
+// "NAME=value" entries (the whole new environment), then the agent shuts down its sending side;
+// the standby answers "k" once it has taken the environment (no answer within 5 s, and the
+// agent starts the rank as a new process). A socket closed with nothing written retires the
+// standby: it exits 0. A standby whose binary has since been replaced is retired, not used.
 #pragma once
 
 #include <memory>
@@ -25,11 +27,13 @@
 namespace cairn::elastic {
 
 inline constexpr char kStandbyFdVariable[] = "CAIRN_STANDBY_FD";
-// The standby's process name while it waits (pgrep -x cairn finds only running workers).
+// The standby's process name while it waits in main (before main it is still "cairn"; the
+// agent's workers_started event names the workers' pids).
 inline constexpr char kStandbyProcessName[] = "cairn-standby";
 
-// The variables that change from round to round (rank, world, master, restart count); every
-// other variable must be equal in a standby's environment and the round's for it to be used.
+// The variables that change from round to round (rank, world, master, restart count, run id);
+// every other variable must be equal in a standby's environment and the round's for it to be
+// used.
 bool is_round_variable(std::string_view name);
 
 // Worker side, first thing in main. Without CAIRN_STANDBY_FD: returns at once. With it: waits
