@@ -4,6 +4,7 @@
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <mutex>
 
@@ -327,15 +328,27 @@ Status DataParallel::load_state(const std::map<std::string, torch::Tensor>& tens
                                        "' has a different shape or dtype than the parameter");
     }
   torch::NoGradGuard no_grad;
+  // Each parameter's part inside this rank's [lo, hi) goes straight into the moments; what no
+  // parameter covers there (bucket padding) is zero.
   for (auto& f : m.flats) {
-    auto a = torch::zeros({f.plan.numel}), b = torch::zeros({f.plan.numel});
+    int64_t covered = 0;
     for (auto& s : f.plan.slots) {
-      const auto& name = m.params[size_t(s.param)].name;
-      a.narrow(0, s.offset, s.numel).copy_(tensors.at(prefix + name + ".exp_avg").reshape({-1}));
-      b.narrow(0, s.offset, s.numel).copy_(tensors.at(prefix + name + ".exp_avg_sq").reshape({-1}));
+      const int64_t b = std::max(s.offset, f.lo), e = std::min(s.offset + s.numel, f.hi);
+      if (e > b) covered += e - b;
     }
-    f.exp_avg.copy_(a.narrow(0, f.lo, f.hi - f.lo));
-    f.exp_avg_sq.copy_(b.narrow(0, f.lo, f.hi - f.lo));
+    if (covered < f.hi - f.lo) {
+      f.exp_avg.zero_();
+      f.exp_avg_sq.zero_();
+    }
+    for (auto& s : f.plan.slots) {
+      const int64_t b = std::max(s.offset, f.lo), e = std::min(s.offset + s.numel, f.hi);
+      if (e <= b) continue;
+      const auto& name = m.params[size_t(s.param)].name;
+      f.exp_avg.narrow(0, b - f.lo, e - b)
+          .copy_(tensors.at(prefix + name + ".exp_avg").reshape({-1}).narrow(0, b - s.offset, e - b));
+      f.exp_avg_sq.narrow(0, b - f.lo, e - b)
+          .copy_(tensors.at(prefix + name + ".exp_avg_sq").reshape({-1}).narrow(0, b - s.offset, e - b));
+    }
   }
   m.steps = step_count;
   return Status::Ok();

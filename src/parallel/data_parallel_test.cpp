@@ -175,6 +175,27 @@ TEST(DataParallel, StateRoundTripAcrossStages) {
   ASSERT_TRUE(one.load_state(m, "optim.", 1).ok());
   auto again = one.gather_state();
   for (size_t i = 0; i < again.size(); ++i) EXPECT_TRUE(torch::equal(again[i].second, states[0][i].second));
+  // And back into ZeRO-1 at world 2 (each rank keeps its shard of every bucket, padding
+  // included): the gathered state is the same again.
+  auto store2 = c10::make_intrusive<c10d::HashStore>();
+  std::vector<DataParallel::NamedParams> reloaded(2);
+  std::vector<std::thread> loaders;
+  for (int r = 0; r < 2; ++r)
+    loaders.emplace_back([&, r] {
+      auto group = comm::Group::Create(store2, r, 2, {});
+      Net net2(1);
+      DataParallelOptions o;
+      o.zero_stage = 1;
+      o.bucket_bytes = 64;
+      DataParallel dp(net2.named(), Decay, group.get(), o);
+      EXPECT_TRUE(dp.load_state(m, "optim.", 1).ok());
+      reloaded[size_t(r)] = dp.gather_state();
+    });
+  for (auto& t : loaders) t.join();
+  for (int r = 0; r < 2; ++r)
+    for (size_t i = 0; i < states[0].size(); ++i)
+      EXPECT_TRUE(torch::equal(reloaded[size_t(r)][i].second, states[0][i].second))
+          << "rank " << r << " " << states[0][i].first;
 }
 
 }  // namespace

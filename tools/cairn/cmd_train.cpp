@@ -11,6 +11,7 @@
 #include "cairn/core/config.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/log.h"
+#include "cairn/core/malloc_tuning.h"
 #include "cairn/elastic/flash_slots.h"
 #include "cairn/train/options.h"
 #include "cairn/train/trainer.h"
@@ -59,6 +60,7 @@ void run_train(const TrainArgs& a) {
     return;
   }
   if (a.config.empty()) throw StatusError(Status::InvalidArgument("a CONFIG file is required"));
+  const std::string allocator = core::keep_freed_memory();  // before the first tensor
   std::vector<std::string> overrides = a.overrides;
   if (a.max_steps > 0) overrides.push_back("train.max_steps=" + std::to_string(a.max_steps));
   auto config = core::load_config_file(a.config, train::job_spec(), overrides);
@@ -97,6 +99,7 @@ void run_train(const TrainArgs& a) {
                       run.run_dir + (rank == 0 ? "/train.log" : "/train-rank" + std::to_string(rank) + ".log"),
                       ""});
   spdlog::info("run directory {}", run.run_dir);
+  spdlog::debug("{}", allocator);
   std::unique_ptr<comm::Group> group;
   if (world > 1) {
     auto g = comm::Group::FromEnv({});

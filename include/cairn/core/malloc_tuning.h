@@ -1,0 +1,20 @@
+// How the process's allocator treats large blocks. A training step allocates and frees the
+// same large tensors every time (activations, logits and their gradients, often tens of MB).
+// glibc serves blocks above its mmap threshold (which it raises to at most 32 MB) with fresh
+// mappings and returns the top of the heap to the kernel once more than the trim threshold is
+// free there, so each step faulted the same memory in again: about 0.5 ms per MB here, a
+// quarter of a step of the demo model. Keeping freed memory in the heap removes that.
+#pragma once
+
+#include <string>
+
+namespace cairn::core {
+
+// Sets glibc's mmap threshold to 1 GiB and its trim threshold to 2 GiB (mallopt), so freed
+// blocks below 1 GiB are reused instead of unmapped: the process keeps its peak heap resident.
+// Leaves the allocator alone when the user chose its settings (MALLOC_MMAP_THRESHOLD_,
+// MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_ or a malloc tunable in GLIBC_TUNABLES) or set
+// CAIRN_MALLOC_DEFAULTS=1. Returns what it did, for the log.
+std::string keep_freed_memory();
+
+}  // namespace cairn::core
