@@ -10,6 +10,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <fstream>
 #include <spdlog/spdlog.h>
 
 #include <nlohmann/json.hpp>
@@ -145,6 +146,27 @@ class Agent {
   }
   std::vector<WorkerSpec> worker_specs(const World& world) const;
   std::vector<int> detect_hangs(WorkerGroup& group, const World& world, double round_start);
+  // What each local standby should fault in: its worker's anonymous resident memory after a
+  // step (its heap), all of them together at most a quarter of the memory available now.
+  static std::vector<int64_t> prefault_sizes(const WorkerGroup& group) {
+    auto kb_field = [](const std::string& path, const std::string& key) -> int64_t {
+      std::ifstream in(path);
+      for (std::string line; std::getline(in, line);)
+        if (line.rfind(key, 0) == 0) return std::atoll(line.c_str() + key.size()) * 1024;
+      return 0;
+    };
+    std::vector<int64_t> bytes;
+    int64_t total = 0;
+    for (int local = 0; local < group.size(); ++local) {
+      const pid_t pid = group.pid(local);
+      bytes.push_back(pid > 0 ? kb_field("/proc/" + std::to_string(pid) + "/status", "RssAnon:") : 0);
+      total += bytes.back();
+    }
+    const int64_t budget = kb_field("/proc/meminfo", "MemAvailable:") / 4;
+    if (total > budget && total > 0)
+      for (int64_t& b : bytes) b = int64_t(double(b) * double(budget) / double(total));
+    return bytes;
+  }
   // True once every local worker reported a step after `round_start`.
   bool all_stepped(const World& world, double round_start) const {
     for (int local = 0; local < world.nproc_per_node; ++local) {
@@ -324,7 +346,7 @@ Result<AgentResult> Agent::run() {
       // Standbys start once every local worker has stepped, so their start does not compete
       // with the round's own (on a small node, that would slow the recovery they are for).
       if (!standbys_filled && all_stepped(*world, round_start)) {
-        standbys_.fill(specs);
+        standbys_.fill(specs, prefault_sizes(**group));
         standbys_filled = true;
       }
       if (auto p = read_progress(o_.run_dir, world->global_rank(0)); p && p->step != last_step) {

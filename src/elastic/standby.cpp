@@ -17,6 +17,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <vector>
+
+#include "cairn/core/malloc_tuning.h"
 
 namespace cairn::elastic {
 namespace {
@@ -31,7 +34,8 @@ std::string_view name_of(std::string_view entry) { return entry.substr(0, entry.
 std::vector<std::string> stable_part(const std::vector<std::string>& env) {
   std::vector<std::string> out;
   for (const std::string& e : env)
-    if (!is_round_variable(name_of(e)) && name_of(e) != kStandbyFdVariable) out.push_back(e);
+    if (!is_round_variable(name_of(e)) && name_of(e).substr(0, 14) != "CAIRN_STANDBY_")
+      out.push_back(e);
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -95,6 +99,27 @@ void await_activation_if_standby() {
   char name[17] = {};
   ::prctl(PR_GET_NAME, name);
   ::prctl(PR_SET_NAME, kStandbyProcessName);
+  if (const char* p = std::getenv(kStandbyPrefaultVariable)) {
+    const long long bytes = std::atoll(p);
+    // Only when freed memory stays in the heap; otherwise the pages would go straight back.
+    // Blocks of 256 MiB (below the 1 GiB mmap threshold), all held, then all freed: they
+    // coalesce at the top of the heap.
+    if (bytes > 0 && bytes <= (64ll << 30) &&
+        core::keep_freed_memory().find("keeps freed") != std::string::npos) {
+      std::vector<void*> blocks;
+      for (long long left = bytes; left > 0; left -= 256ll << 20) {
+        const size_t n = size_t(std::min(left, 256ll << 20));
+        void* b = std::malloc(n);
+        if (b == nullptr) break;
+        // One write per page, through volatile: a memset of memory freed unread is optimized
+        // away together with the malloc and the free.
+        volatile char* page = static_cast<volatile char*>(b);
+        for (size_t off = 0; off < n; off += 4096) page[off] = 0;
+        blocks.push_back(b);
+      }
+      for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) std::free(*it);
+    }
+  }
   std::string message;
   char buf[65536];
   for (;;) {
@@ -151,7 +176,8 @@ pid_t StandbyPool::pid(int local_rank) const {
   return 0;
 }
 
-void StandbyPool::fill(const std::vector<WorkerSpec>& specs) {
+void StandbyPool::fill(const std::vector<WorkerSpec>& specs,
+                       const std::vector<int64_t>& prefault_bytes) {
   for (const WorkerSpec& spec : specs) {
     if (pid(spec.local_rank) != 0) continue;
     int sv[2];
@@ -171,6 +197,9 @@ void StandbyPool::fill(const std::vector<WorkerSpec>& specs) {
     so.argv = spec.argv;
     so.env = s->stable_env;
     so.env.push_back(std::string(kStandbyFdVariable) + "=3");
+    if (size_t(spec.local_rank) < prefault_bytes.size() && prefault_bytes[size_t(spec.local_rank)] > 0)
+      so.env.push_back(std::string(kStandbyPrefaultVariable) + "=" +
+                       std::to_string(prefault_bytes[size_t(spec.local_rank)]));
     so.child_fd3 = theirs.get();
     auto process = ProcessHandle::Spawn(so);
     if (!process.ok()) {

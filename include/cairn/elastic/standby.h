@@ -27,6 +27,8 @@
 namespace cairn::elastic {
 
 inline constexpr char kStandbyFdVariable[] = "CAIRN_STANDBY_FD";
+// Bytes of heap the standby faults in while it waits (see StandbyPool::fill).
+inline constexpr char kStandbyPrefaultVariable[] = "CAIRN_STANDBY_PREFAULT";
 // The standby's process name while it waits in main (before main it is still "cairn"; the
 // agent's workers_started event names the workers' pids).
 inline constexpr char kStandbyProcessName[] = "cairn-standby";
@@ -36,9 +38,12 @@ inline constexpr char kStandbyProcessName[] = "cairn-standby";
 // used.
 bool is_round_variable(std::string_view name);
 
-// Worker side, first thing in main. Without CAIRN_STANDBY_FD: returns at once. With it: waits
-// for the activation, replaces the whole environment with the one received and returns; exits
-// 0 if the agent retires the standby, 2 (with a message) on a malformed activation.
+// Worker side, first thing in main. Without CAIRN_STANDBY_FD: returns at once. With it: faults
+// in CAIRN_STANDBY_PREFAULT bytes of heap and frees them again, kept for reuse by
+// core::keep_freed_memory (a worker's first allocations then find their pages resident:
+// 0.5 ms per MB here), waits for the activation, replaces the whole environment with the one
+// received and returns; exits 0 if the agent retires the standby, 2 (with a message) on a
+// malformed activation.
 void await_activation_if_standby();
 
 // The activation message for `env` ("NAME=value" entries). Exposed for tests.
@@ -55,9 +60,10 @@ class StandbyPool {
   ~StandbyPool();  // retires and reaps every standby
 
   // Starts a standby for each spec's local rank that has none: the spec's command and its
-  // environment without the round variables. A standby that cannot be started is logged and
-  // skipped (the next round then starts that rank afresh).
-  void fill(const std::vector<WorkerSpec>& specs);
+  // environment without the round variables, asked to fault in prefault_bytes[local rank] of
+  // heap (0 or missing: none). A standby that cannot be started is logged and skipped (the
+  // next round then starts that rank afresh).
+  void fill(const std::vector<WorkerSpec>& specs, const std::vector<int64_t>& prefault_bytes = {});
   // The standby of spec.local_rank activated with spec's environment, or nullptr when there
   // is none that still runs with the same command and non-round environment (it is retired).
   std::unique_ptr<ProcessHandle> take(const WorkerSpec& spec);
