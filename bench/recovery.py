@@ -399,7 +399,8 @@ def cairn_phases(job, kill_t, end_t):
     started = first_after(ev, "workers_started", kill_t)
     if started:
         b.append(("spawn the workers", started["time"]))
-        logs = [(t, m) for t, m in job.worker_log_times(0) if started["time"] - 0.01 <= t <= end_t]
+        # An activated standby may log before the agent writes workers_started.
+        logs = [(t, m) for t, m in job.worker_log_times(0) if started["time"] - 0.2 <= t <= end_t]
         up = next((t for t, m in logs if "run directory" in m), None)
         if up:
             b.append(("activate the standbys (no process start)"

@@ -1,0 +1,39 @@
+#include "cairn/core/malloc_tuning.h"
+
+#include <gtest/gtest.h>
+#include <malloc.h>
+
+#include <cstdlib>
+
+namespace cairn::core {
+namespace {
+
+TEST(MallocTuning, UsersOwnSettingsAreLeftAlone) {
+  ::setenv("MALLOC_TRIM_THRESHOLD_", "131072", 1);
+  EXPECT_EQ(keep_freed_memory(), "allocator left as set by MALLOC_TRIM_THRESHOLD_");
+  ::unsetenv("MALLOC_TRIM_THRESHOLD_");
+  ::setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536", 1);
+  EXPECT_EQ(keep_freed_memory(), "allocator left as set by GLIBC_TUNABLES");
+  ::setenv("GLIBC_TUNABLES", "glibc.cpu.hwcaps=-AVX2", 1);  // not the allocator's
+  ::setenv("CAIRN_MALLOC_DEFAULTS", "1", 1);
+  EXPECT_NE(keep_freed_memory().find("CAIRN_MALLOC_DEFAULTS=1"), std::string::npos);
+  ::unsetenv("CAIRN_MALLOC_DEFAULTS");
+  ::unsetenv("GLIBC_TUNABLES");
+}
+
+TEST(MallocTuning, FreedLargeBlocksStayInTheHeap) {
+  ASSERT_EQ(keep_freed_memory(), "allocator keeps freed blocks below 1 GiB for reuse");
+  // glibc's default maps a 64 MiB block on its own (hblkhd) and unmaps it when freed; now it
+  // comes from the heap and stays there, free for the next one (fordblks).
+  const size_t n = 64u << 20;
+  const size_t mapped_before = ::mallinfo2().hblkhd;
+  void* a = std::malloc(n);
+  ASSERT_NE(a, nullptr);
+  static_cast<volatile char*>(a)[0] = 1;
+  EXPECT_LT(::mallinfo2().hblkhd, mapped_before + n);
+  std::free(a);
+  EXPECT_GE(::mallinfo2().fordblks, n);
+}
+
+}  // namespace
+}  // namespace cairn::core
