@@ -17,7 +17,7 @@ Recovery: a worker (rank 0, then rank 1, alternately) is killed with SIGKILL hal
 step, --warm-steps steps after the (re)start; recovery is the wall time from the kill to the
 end of the first step completed after the restart (so it includes that step). The phases come
 from events.jsonl, the workers' log lines and the peer's own log. Steps lost: last step
-completed before the kill minus the step resumed from.
+completed before the restart minus the step resumed from.
 
 Goodput: productive time (each step of the final trajectory counted once, by its step_time)
 over wall time (launch of `cairn run` to the SIGTERM that ends the run; exit code 143 is
@@ -458,7 +458,12 @@ def recoveries(job, kills, phases):
     rows = job.rows()
     out = []
     for t, rank, last in kills:
-        first = next(x for x in rows if x["time"] > t)
+        # The first step completed by the restarted workers: a step the survivors finished
+        # just after the kill (its all-reduce was done) is not one, and it was not lost.
+        started = first_after(job.events(), "workers_started", t)
+        restart_t = started["time"] if started else t
+        first = next(x for x in rows if x["time"] > restart_t)
+        last = max([last] + [x["step"] for x in rows if x["time"] <= restart_t])
         bounds, loaded = phases(job, t, first["time"])
         resumed = loaded["step"] if loaded else 0
         out.append({"rank": rank, "recovery": first["time"] - t, "phases": durations(bounds),
