@@ -8,19 +8,19 @@
 
 namespace cairn::core {
 
-std::string keep_freed_memory() {
+AllocatorSetting keep_freed_memory() {
   for (const char* v : {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"})
-    if (std::getenv(v) != nullptr) return std::string("allocator left as set by ") + v;
+    if (std::getenv(v) != nullptr) return {false, std::string("allocator left as set by ") + v};
   if (const char* t = std::getenv("GLIBC_TUNABLES"); t && std::strstr(t, "glibc.malloc."))
-    return "allocator left as set by GLIBC_TUNABLES";
+    return {false, "allocator left as set by GLIBC_TUNABLES"};
   if (const char* d = std::getenv("CAIRN_MALLOC_DEFAULTS"); d && std::strcmp(d, "1") == 0)
-    return "allocator left at glibc's defaults (CAIRN_MALLOC_DEFAULTS=1)";
+    return {false, "allocator left at glibc's defaults (CAIRN_MALLOC_DEFAULTS=1)"};
   const bool mmap_ok = ::mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1;
   const bool trim_ok = ::mallopt(M_TRIM_THRESHOLD, 0x7fffffff) == 1;
-  if (mmap_ok && trim_ok) return "allocator keeps freed blocks below 1 GiB for reuse";
-  return "allocator settings refused by glibc (mmap threshold " +
-         std::string(mmap_ok ? "set" : "refused") + ", trim threshold " +
-         std::string(trim_ok ? "set" : "refused") + ")";
+  if (mmap_ok && trim_ok) return {true, "allocator keeps freed blocks below 1 GiB for reuse"};
+  return {false, "allocator settings refused by glibc (mmap threshold " +
+                     std::string(mmap_ok ? "set" : "refused") + ", trim threshold " +
+                     std::string(trim_ok ? "set" : "refused") + ")"};
 }
 
 }  // namespace cairn::core

@@ -10,19 +10,22 @@ namespace {
 
 TEST(MallocTuning, UsersOwnSettingsAreLeftAlone) {
   ::setenv("MALLOC_TRIM_THRESHOLD_", "131072", 1);
-  EXPECT_EQ(keep_freed_memory(), "allocator left as set by MALLOC_TRIM_THRESHOLD_");
+  EXPECT_EQ(keep_freed_memory().description, "allocator left as set by MALLOC_TRIM_THRESHOLD_");
+  EXPECT_FALSE(keep_freed_memory().keeps_freed);
   ::unsetenv("MALLOC_TRIM_THRESHOLD_");
   ::setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536", 1);
-  EXPECT_EQ(keep_freed_memory(), "allocator left as set by GLIBC_TUNABLES");
+  EXPECT_EQ(keep_freed_memory().description, "allocator left as set by GLIBC_TUNABLES");
   ::setenv("GLIBC_TUNABLES", "glibc.cpu.hwcaps=-AVX2", 1);  // not the allocator's
   ::setenv("CAIRN_MALLOC_DEFAULTS", "1", 1);
-  EXPECT_NE(keep_freed_memory().find("CAIRN_MALLOC_DEFAULTS=1"), std::string::npos);
+  EXPECT_NE(keep_freed_memory().description.find("CAIRN_MALLOC_DEFAULTS=1"), std::string::npos);
   ::unsetenv("CAIRN_MALLOC_DEFAULTS");
   ::unsetenv("GLIBC_TUNABLES");
 }
 
 TEST(MallocTuning, FreedLargeBlocksStayInTheHeap) {
-  ASSERT_EQ(keep_freed_memory(), "allocator keeps freed blocks below 1 GiB for reuse");
+  const AllocatorSetting set = keep_freed_memory();
+  ASSERT_TRUE(set.keeps_freed) << set.description;
+  EXPECT_EQ(set.description, "allocator keeps freed blocks below 1 GiB for reuse");
   // glibc's default maps a 64 MiB block on its own (hblkhd) and unmaps it when freed; now it
   // comes from the heap and stays there, free for the next one (fordblks).
   const size_t n = 64u << 20;

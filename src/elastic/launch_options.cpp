@@ -119,8 +119,9 @@ void add_launch_flags(CLI::App& cmd, LaunchFlags* f) {
                "one machine: MASTER_ADDR=127.0.0.1 and a free MASTER_PORT (default for 1 node)");
   cmd.add_flag("--no-standby,--no_standby", f->no_standby,
                "do not keep a warm standby process per worker (by default, when the command is "
-               "cairn itself, one is started after each round's first step and a restart "
-               "activates it instead of starting a new process)");
+               "cairn itself and another round can come, one is started once every local "
+               "worker has finished a step, and a restart activates it instead of starting a "
+               "new process)");
   cmd.add_option("command", f->command,
                  "worker command after --; a first word 'cairn' means this binary");
 }

@@ -14,6 +14,7 @@ namespace cairn::elastic {
 namespace {
 
 using testing::Deadline;
+using testing::read_all;
 
 std::unique_ptr<ProcessHandle> spawn_sh(const std::string& script,
                                         std::vector<std::string> env = {"PATH=/usr/bin:/bin"}) {
@@ -23,21 +24,6 @@ std::unique_ptr<ProcessHandle> spawn_sh(const std::string& script,
   auto p = ProcessHandle::Spawn(o);
   EXPECT_TRUE(p.ok()) << p.status().ToString();
   return p.ok() ? std::move(p).value() : nullptr;
-}
-
-// Everything on `fd` until end of stream (bounded by `timeout_s`).
-std::string read_all(int fd, double timeout_s = 10) {
-  std::string out;
-  auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-  char buf[4096];
-  while (std::chrono::steady_clock::now() < end) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 100) <= 0) continue;
-    ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n == 0) break;
-    if (n > 0) out.append(buf, size_t(n));
-  }
-  return out;
 }
 
 // Running (or stopped), not gone and not a zombie waiting for a parent that does not reap.

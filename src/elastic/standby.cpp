@@ -105,7 +105,7 @@ void await_activation_if_standby() {
     // Blocks of 256 MiB (below the 1 GiB mmap threshold), all held, then all freed: they
     // coalesce at the top of the heap.
     if (bytes > 0 && bytes <= (64ll << 30) &&
-        core::keep_freed_memory().find("keeps freed") != std::string::npos) {
+        core::keep_freed_memory().keeps_freed) {
       std::vector<void*> blocks;
       for (long long left = bytes; left > 0; left -= 256ll << 20) {
         const size_t n = size_t(std::min(left, 256ll << 20));

@@ -20,6 +20,7 @@
 namespace cairn::elastic {
 namespace {
 
+using testing::read_all;
 using testing::ScratchDir;
 using testing::slurp;
 
@@ -60,20 +61,6 @@ bool parked(pid_t pid) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return false;
-}
-
-// Everything the process writes to `fd` until it closes it (at most 20 s).
-std::string read_all(int fd) {
-  std::string out;
-  char buf[4096];
-  for (int i = 0; i < 2000; ++i) {
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, 10) <= 0) continue;
-    ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n == 0) break;
-    if (n > 0) out.append(buf, size_t(n));
-  }
-  return out;
 }
 
 TEST(Standby, ActivationMessageRoundTrips) {

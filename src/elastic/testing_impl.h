@@ -1,7 +1,10 @@
 // Helpers for the elastic module's tests: a per-test time bound and a scratch directory.
 #pragma once
 
+#include <poll.h>
 #include <unistd.h>
+
+#include <chrono>
 
 #include <filesystem>
 #include <fstream>
@@ -58,6 +61,21 @@ inline std::string slurp(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// Everything on `fd` until end of stream (bounded by `timeout_s`).
+inline std::string read_all(int fd, double timeout_s = 10) {
+  std::string out;
+  auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+  char buf[4096];
+  while (std::chrono::steady_clock::now() < end) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n == 0) break;
+    if (n > 0) out.append(buf, size_t(n));
+  }
+  return out;
 }
 
 inline std::vector<std::string> lines_of(const std::string& text) {

@@ -139,7 +139,8 @@ void run_run(elastic::LaunchFlags& flags, const CLI::App& cmd) {
   ao.grace_period_s = options->grace_period_s;
   ao.hang_timeout_s = options->hang_timeout_s;
   // Standbys park at the top of cairn's main; another program would simply run early.
-  ao.standby = options->standby && std::filesystem::equivalent(command[0], self_exe());
+  std::error_code same_error;
+  ao.standby = options->standby && std::filesystem::equivalent(command[0], self_exe(), same_error);
   ao.run_dir = run_dir;
   ao.base_env = std::move(env);
   ao.num_cores = usable_cores();

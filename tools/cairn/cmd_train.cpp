@@ -60,7 +60,7 @@ void run_train(const TrainArgs& a) {
     return;
   }
   if (a.config.empty()) throw StatusError(Status::InvalidArgument("a CONFIG file is required"));
-  const std::string allocator = core::keep_freed_memory();  // before the first tensor
+  const std::string allocator = core::keep_freed_memory().description;  // before the first tensor
   std::vector<std::string> overrides = a.overrides;
   if (a.max_steps > 0) overrides.push_back("train.max_steps=" + std::to_string(a.max_steps));
   auto config = core::load_config_file(a.config, train::job_spec(), overrides);

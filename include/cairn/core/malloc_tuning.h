@@ -14,7 +14,11 @@ namespace cairn::core {
 // blocks below 1 GiB are reused instead of unmapped: the process keeps its peak heap resident.
 // Leaves the allocator alone when the user chose its settings (MALLOC_MMAP_THRESHOLD_,
 // MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_ or a malloc tunable in GLIBC_TUNABLES) or set
-// CAIRN_MALLOC_DEFAULTS=1. Returns what it did, for the log.
-std::string keep_freed_memory();
+// CAIRN_MALLOC_DEFAULTS=1.
+struct AllocatorSetting {
+  bool keeps_freed = false;  // freed blocks below 1 GiB now stay in the heap
+  std::string description;   // what was done and why, for the log
+};
+AllocatorSetting keep_freed_memory();
 
 }  // namespace cairn::core
