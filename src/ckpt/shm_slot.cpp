@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "cairn/core/fs.h"
+#include "cairn/core/proc.h"
 #include "ckpt/format_impl.h"
 
 namespace cairn::ckpt {
@@ -34,7 +35,8 @@ struct Header {
   int64_t meta_bytes;
   uint64_t meta_xxh3;
   std::atomic<uint32_t> persist;  // PersistState: the hand-off between writer and persister
-  uint32_t reserved;
+  std::atomic<int32_t> owner_pid;   // who removes the segment (0: not recorded)
+  std::atomic<uint64_t> owner_start;  // that process's start time (core::process_start_time)
 };
 static_assert(sizeof(Header) <= kHeaderBytes);
 static_assert(std::atomic<uint32_t>::is_always_lock_free && std::atomic<int64_t>::is_always_lock_free);
@@ -323,6 +325,18 @@ void ShmSlot::requeue_persist() {
   uint32_t expected = kPersistRunning;
   header(base_)->persist.compare_exchange_strong(expected, kPersistRequested,
                                                  std::memory_order_acq_rel);
+}
+
+void ShmSlot::set_owner(int pid) {
+  header(base_)->owner_start.store(core::process_start_time(pid), std::memory_order_relaxed);
+  header(base_)->owner_pid.store(pid, std::memory_order_release);
+}
+
+SlotOwner ShmSlot::owner() const {
+  SlotOwner o;
+  o.pid = header(base_)->owner_pid.load(std::memory_order_acquire);
+  o.start_time = header(base_)->owner_start.load(std::memory_order_relaxed);
+  return o;
 }
 
 bool ShmSlot::is_current() const {

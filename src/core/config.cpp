@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <sstream>
 #include <stdexcept>
@@ -25,11 +26,28 @@ const char* type_name(FieldType t) {
   return "?";
 }
 
+// The shortest decimal form that reads back as the same double: 1e-05, not
+// 1.0000000000000001e-05.
 std::string fmt_num(double v) {
-  std::ostringstream os;
-  os.precision(17);
-  os << v;
-  return os.str();
+  char buf[40];
+  if (v == double(int64_t(v)) && v > -1e15 && v < 1e15) {
+    std::snprintf(buf, sizeof(buf), "%lld", static_cast<long long>(v));
+    return buf;
+  }
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::snprintf(buf, sizeof(buf), "%.*g", precision, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
+  return buf;
+}
+
+// "allowed 1 to 100", "allowed at least 1", "allowed at most 5", or "" for an unbounded field.
+std::string allowed_range(const Field& f) {
+  const bool low = f.min > -1e299, high = f.max < 1e299;
+  if (low && high) return "allowed " + fmt_num(f.min) + " to " + fmt_num(f.max);
+  if (low) return "allowed at least " + fmt_num(f.min);
+  if (high) return "allowed at most " + fmt_num(f.max);
+  return "";
 }
 
 size_t edit_distance(const std::string& a, const std::string& b) {
@@ -58,7 +76,7 @@ Result<std::string> canonical(const Field& f, const std::string& text) {
       if (text.empty() || r.ec != std::errc() || r.ptr != e)
         return bad("is not " + std::string(type_name(f.type)));
       if (v < f.min || v > f.max)
-        return bad("is out of range: allowed " + fmt_num(f.min) + " to " + fmt_num(f.max));
+        return bad("is out of range: " + allowed_range(f));
       return std::to_string(v);
     }
     case FieldType::kFloat: {
@@ -67,7 +85,7 @@ Result<std::string> canonical(const Field& f, const std::string& text) {
       if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v))
         return bad("is not " + std::string(type_name(f.type)));
       if (v < f.min || v > f.max)
-        return bad("is out of range: allowed " + fmt_num(f.min) + " to " + fmt_num(f.max));
+        return bad("is out of range: " + allowed_range(f));
       return fmt_num(v);
     }
     case FieldType::kBool: {

@@ -32,6 +32,9 @@ Status write_all(int fd, const void* data, size_t n, const std::string& path) {
 }
 
 Result<std::string> read_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    return Status::InvalidArgument(path + " is a directory, not a file");
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     if (!std::filesystem::exists(path)) return Status::NotFound(path + ": no such file");

@@ -60,8 +60,10 @@ void add_launch_flags(CLI::App& cmd, LaunchFlags* f) {
                      std::to_string(kDefaultRdzvPort) + "); required for several nodes")
       ->option_text("HOST:PORT");
   cmd.add_option("--rdzv-backend,--rdzv_backend", f->rdzv_backend,
-                 "rendezvous kind; only 'static' (nodes given by --node-rank)")
-      ->option_text("static");
+                 "rendezvous kind: 'static' (default: a fixed set of nodes, each given its "
+                 "--node-rank) or 'cairn' (nodes join the elastic master at --rdzv-endpoint; "
+                 "scale down and up)")
+      ->option_text("static|cairn");
   cmd.add_option("--rdzv-id,--rdzv_id", f->rdzv_id,
                  "job id for TORCHELASTIC_RUN_ID (default: the run directory's name)")
       ->option_text("ID");

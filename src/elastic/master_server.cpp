@@ -3,6 +3,8 @@
 #include "cairn/elastic/master_server.h"
 
 #include <grpcpp/grpcpp.h>
+
+#include <filesystem>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -18,6 +20,7 @@
 #include "cairn/elastic/master_client.h"
 #include "cairn/elastic/rdzv_codec.h"
 #include "rpc_convert_impl.h"
+#include "rpc_log_impl.h"
 
 namespace cairn::elastic {
 namespace {
@@ -117,6 +120,16 @@ struct MasterServer::Impl final : public v1::Master::Service {
   grpc::Status ReportFailure(grpc::ServerContext* ctx, const v1::ReportFailureRequest* req,
                              v1::ReportFailureResponse*) override {
     return serve(ctx, "ReportFailure", [&] {
+      // A report names its node and how the worker ended; anything less is not journaled.
+      if (req->node_id().empty())
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "ReportFailure: node_id is empty");
+      if (req->exit_case() == v1::ReportFailureRequest::EXIT_NOT_SET)
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "ReportFailure: neither exit_code nor signal is set");
+      if (req->rank() < -1)
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "ReportFailure: rank " + std::to_string(req->rank()) +
+                                " (a global rank, or -1 for the whole node)");
       state.report_failure(rpc::from_proto(*req));
       return grpc::Status::OK;
     });
@@ -536,8 +549,13 @@ Status validate(const MasterServerOptions& o) {
 
 Result<std::unique_ptr<MasterServer>> MasterServer::Start(const MasterServerOptions& options) {
   CAIRN_RETURN_IF_ERROR(validate(options));
+  rpc::route_grpc_logs();
   auto impl = std::make_unique<Impl>(options);
   impl->host = options.listen_address.substr(0, options.listen_address.rfind(':'));
+  // A master that cannot start leaves no journal it created behind.
+  std::error_code ec;
+  const bool journal_existed =
+      options.journal_path.empty() || std::filesystem::exists(options.journal_path, ec);
   if (!options.journal_path.empty()) {
     const double now = steady_now();
     CAIRN_ASSIGN_OR_RETURN(
@@ -572,9 +590,14 @@ Result<std::unique_ptr<MasterServer>> MasterServer::Start(const MasterServerOpti
   builder.AddListeningPort(options.listen_address, creds, &impl->port);
   builder.RegisterService(impl.get());
   impl->server = builder.BuildAndStart();
-  if (!impl->server || impl->port == 0)
+  if (!impl->server || impl->port == 0) {
+    if (!journal_existed) {
+      impl->journal.reset();
+      std::filesystem::remove(options.journal_path, ec);
+    }
     return Status::FailedPrecondition("cannot listen on " + options.listen_address +
                                       " (port in use, or not an address of this machine?)");
+  }
   impl->ticker = std::thread([p = impl.get()] { p->tick_loop(); });
   spdlog::info("master: serving on {}:{}{}", impl->host, impl->port,
                options.tls_cert_path.empty() ? " (plaintext)" : " (TLS)");

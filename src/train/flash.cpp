@@ -33,6 +33,7 @@ Result<ckpt::ShmSlot*> FlashSlots::slot(int index, int64_t bytes_needed) {
     auto opened = ckpt::ShmSlot::Open(name);  // left by this rank before a restart
     if (opened.ok() && (*opened)->capacity() >= bytes_needed) {
       s = std::move(opened).value();
+      if (owner_pid_ > 0) s->set_owner(owner_pid_);
       return s.get();
     }
   }
@@ -42,6 +43,7 @@ Result<ckpt::ShmSlot*> FlashSlots::slot(int index, int64_t bytes_needed) {
                                        /*unlink_on_close=*/false);
   if (!created.ok()) return created.status();
   s = std::move(created).value();
+  if (owner_pid_ > 0) s->set_owner(owner_pid_);
   spdlog::info("in-memory checkpoint slot /dev/shm{} ({} MB)", name, s->capacity() >> 20);
   return s.get();
 }
@@ -112,6 +114,13 @@ Result<ckpt::ShmWriteInfo> FlashSlots::finish() {
   return copied_;
 }
 
+bool FlashSlots::has_free_slot() {
+  ready_steps();
+  for (auto& s : slots_)
+    if (!s || !s->persist_pending()) return true;
+  return false;
+}
+
 bool FlashSlots::request_persist(int64_t step) {
   for (auto& s : slots_)
     if (s && s->ready_step() == step) return s->request_persist();
@@ -152,6 +161,7 @@ std::array<int64_t, 2> FlashSlots::ready_steps() {
       auto opened = ckpt::ShmSlot::Open(elastic::flash_slot_name(run_dir_, rank_, i));
       if (!opened.ok()) continue;
       slot = std::move(opened).value();
+      if (owner_pid_ > 0) slot->set_owner(owner_pid_);
     }
     steps[size_t(i)] = slot->ready_step();
   }

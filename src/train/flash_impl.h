@@ -28,7 +28,10 @@ struct FlashSaveInfo {
 
 class FlashSlots {
  public:
-  FlashSlots(std::string run_dir, int rank) : run_dir_(std::move(run_dir)), rank_(rank) {}
+  // `owner_pid` (when > 0) is recorded in the slots this object opens or creates as the process
+  // that removes them (the agent, or the trainer itself when it runs alone).
+  FlashSlots(std::string run_dir, int rank, int owner_pid = 0)
+      : run_dir_(std::move(run_dir)), rank_(rank), owner_pid_(owner_pid) {}
   ~FlashSlots();  // joins a copy in progress
   FlashSlots(const FlashSlots&) = delete;
   FlashSlots& operator=(const FlashSlots&) = delete;
@@ -46,6 +49,9 @@ class FlashSlots {
   // Waits for the copy start_save began; its bytes and copy time. REQUIRES: pending().
   Result<ckpt::ShmWriteInfo> finish();
   bool pending() const { return copier_.joinable(); }
+  // True when a save could start now without waiting: a slot is missing, empty or not being
+  // persisted (opens this rank's slots).
+  bool has_free_slot();
   // Asks for the slot holding `step` to be persisted (no new copy); false when none holds it.
   bool request_persist(int64_t step);
   // Waits until the persist of `step` finished: Ok when it is on storage, Internal when the
@@ -64,6 +70,7 @@ class FlashSlots {
   Result<ckpt::ShmSlot*> free_slot(int64_t bytes_needed, double timeout_s, double* waited_s);
   std::string run_dir_;
   int rank_;
+  int owner_pid_;
   std::array<std::unique_ptr<ckpt::ShmSlot>, 2> slots_;
   std::thread copier_;
   Result<ckpt::ShmWriteInfo> copied_ = Status::Internal("no copy");

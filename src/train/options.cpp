@@ -35,7 +35,7 @@ core::ConfigSpec train_spec() {
                 "recompute each block in backward instead of keeping its activations")
       .add_string("train.precision", "fp32", {"fp32", "bf16"},
                   "fp32, or bf16 autocast for matmuls (fp32 master weights)")
-      .add_int("train.threads", 0, 0, 4096, "intra-op threads per process; 0 = torch default (OMP_NUM_THREADS)")
+      .add_int("train.threads", 0, 0, 4096, "threads per process for torch ops and OpenBLAS GEMMs; 0 = their defaults (OMP_NUM_THREADS / OPENBLAS_NUM_THREADS)")
       .add_int("train.log_interval", 10, 1, kBig, "steps between log lines off a terminal")
       .add_required_string("data.path",
                            "directory from `cairn data prepare` holding train.bin and val.bin")

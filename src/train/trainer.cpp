@@ -15,8 +15,11 @@
 #include <optional>
 #include <thread>
 
+#include <unistd.h>
+
 #include "cairn/ckpt/checkpoint.h"
 #include "cairn/ckpt/persist.h"
+#include "cairn/core/blas_threads.h"
 #include "cairn/core/fs.h"
 #include "cairn/data/local_sampler.h"
 #include "cairn/data/token_file.h"
@@ -29,6 +32,7 @@
 #include "train/engine_impl.h"
 #include "train/flash_impl.h"
 #include "train/trainer_impl.h"
+#include "cairn/train/memory_estimate.h"
 #include "cairn/train/options.h"
 #include "cairn/train/run_log.h"
 #include "cairn/train/schedule.h"
@@ -117,14 +121,40 @@ Result<std::pair<std::vector<int64_t>, std::vector<int64_t>>> Trainer::Impl::gat
   return std::make_pair(per_rank, ids);
 }
 
-std::pair<torch::Tensor, torch::Tensor> Trainer::Impl::batch(int64_t s, int64_t micro) {
+std::vector<int64_t> Trainer::Impl::gather_consumed() {
+  // Padded with -1 to the most samples a rank trains in a step (an uneven split leaves some
+  // ranks short), so that every rank contributes the same number of values.
+  const int64_t cap = accum_steps() * opt.micro_batch_size;
+  auto mine = torch::full({cap}, -1, torch::kLong);
+  for (size_t i = 0; i < consumed.size() && int64_t(i) < cap; ++i) mine[int64_t(i)] = consumed[i];
+  consumed.clear();
+  torch::Tensor all = mine;
+  if (group) {
+    all = torch::empty({cap * world}, torch::kLong);
+    group->allgather(all, mine);
+  }
+  // Back into the global order: rank r's k-th micro-batch is micro-batch k * world + r.
+  const int64_t B = opt.micro_batch_size;
+  std::vector<int64_t> ids(size_t(num_micro() * B), -1);
+  const int64_t* v = all.data_ptr<int64_t>();
+  for (int r = 0; r < world; ++r)
+    for (int64_t i = 0; i < cap; ++i) {
+      const int64_t j = (i / B) * world + r;
+      if (v[r * cap + i] >= 0 && j < num_micro()) ids[size_t(j * B + i % B)] = v[r * cap + i];
+    }
+  ids.erase(std::remove(ids.begin(), ids.end(), int64_t(-1)), ids.end());
+  return ids;
+}
+
+std::pair<torch::Tensor, torch::Tensor> Trainer::Impl::batch(int64_t s, int64_t micro, bool record) {
   const int64_t B = opt.micro_batch_size, T = opt.seq_len;
   auto x = torch::empty({B, T}, torch::kLong);
   auto y = torch::empty({B, T}, torch::kLong);
   for (int64_t i = 0; i < B; ++i) {
     int64_t g = s * opt.global_batch_size + (micro * world + rank) * B + i;
-    sampler->fill(sampler->sample_id(g), x.data_ptr<int64_t>() + i * T,
-                  y.data_ptr<int64_t>() + i * T);
+    const int64_t id = sampler->sample_id(g);
+    sampler->fill(id, x.data_ptr<int64_t>() + i * T, y.data_ptr<int64_t>() + i * T);
+    if (opt.log_sample_ids && record) consumed.push_back(id);
   }
   return {x, y};
 }
@@ -177,14 +207,28 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
     impl->world = run.group->size();
     impl->rank = run.group->rank();
   }
-  if (o.global_batch_size % (o.micro_batch_size * impl->world) != 0)
+  if (o.global_batch_size % o.micro_batch_size != 0)
     return Status::InvalidArgument(
         "train.global_batch_size (" + std::to_string(o.global_batch_size) +
-        ") must be a multiple of train.micro_batch_size (" + std::to_string(o.micro_batch_size) +
-        ") x data-parallel world size (" + std::to_string(impl->world) + ")");
+        ") must be a multiple of train.micro_batch_size (" + std::to_string(o.micro_batch_size) + ")");
+  if (!impl->even_split() && o.sharding != "dynamic") {
+    // An elastic job may be handed any world: train it, with the same global batch. (Dynamic
+    // sharding splits a step unevenly anyway: its shards go to whichever rank asks.)
+    const int64_t n = impl->num_micro(), per = impl->accum_steps();
+    spdlog::warn("{} micro-batches per step over {} ranks: each rank runs {}, and {} of them are "
+                 "zero-weight padding ({:.0f}% of the compute); a world size dividing {} trains "
+                 "faster",
+                 n, impl->world, per, per * impl->world - n,
+                 100.0 * double(per * impl->world - n) / double(per * impl->world), n);
+  }
   // 0 keeps torch's default (OMP_NUM_THREADS, which `cairn run` sets per worker). GEMMs run
   // on OpenBLAS's own threads either way; extra OpenMP threads mostly contend with them.
-  if (o.threads > 0) torch::set_num_threads(int(o.threads));
+  // train.threads bounds OpenBLAS's GEMM threads too, so that the cores a job uses are the
+  // cores it says it uses (and its MFU is against the peak of those cores).
+  if (o.threads > 0) {
+    torch::set_num_threads(int(o.threads));
+    core::set_blas_num_threads(int(o.threads));
+  }
 
   for (auto [name, file] : {std::pair{"train.bin", &impl->train_file}, {"val.bin", &impl->val_file}}) {
     if (o.stream && file == &impl->train_file) continue;  // train.stream instead
@@ -255,6 +299,22 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
     d.world = impl->world;
     CAIRN_ASSIGN_OR_RETURN(impl->dynamic, DynamicData::Open(d));
   }
+  // Refuse a job that cannot fit before allocating it (libtorch would die mid-allocation).
+  {
+    MemoryEstimateInput mi;
+    mi.model = impl->mcfg;
+    mi.micro_batch_size = o.micro_batch_size;
+    mi.seq_len = o.seq_len;
+    mi.world = impl->world;
+    mi.zero_stage = int(config.get_int("parallel.zero_stage"));
+    mi.activation_checkpointing = o.activation_checkpointing;
+    const MemoryEstimate need = estimate_memory(mi);
+    if (auto avail = available_memory_bytes(); avail.ok()) {
+      CAIRN_RETURN_IF_ERROR(check_memory(need, run.local_ranks, *avail));
+      spdlog::debug("memory estimate {:.0f} MB per rank, {:.0f} MB available", need.total() / 1e6,
+                    double(*avail) / 1e6);
+    }
+  }
   // A resume usually loads every parameter: initialize only if nothing was restored (below).
   // ZeRO-3 shards the parameters when the engine is made, so it initializes first.
   const bool defer_init = run.resume && config.get_int("parallel.zero_stage") < 3;
@@ -275,7 +335,9 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
     impl->ckpt_dir = std::filesystem::absolute(dir).lexically_normal().string();
     while (impl->ckpt_dir.size() > 1 && impl->ckpt_dir.back() == '/') impl->ckpt_dir.pop_back();
   }
-  impl->flash = std::make_unique<FlashSlots>(run.run_dir, impl->rank);
+  // The slots' owner removes them: the agent (our parent) when it persists for us, else we do.
+  impl->flash = std::make_unique<FlashSlots>(run.run_dir, impl->rank,
+                                             run.agent_persists ? int(::getppid()) : int(::getpid()));
   if (run.report_progress) {
     auto p = elastic::ProgressWriter::Open(run.run_dir, impl->rank);
     if (!p.ok()) return p.status().WithContext("progress report for the hang detector");
@@ -311,10 +373,20 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
                                              {"path", c->path},
                                              {"source", "storage"}});
       spdlog::info("resumed from {} (step {})", c->path, c->step);
-    } else if (c.status().code() == StatusCode::kNotFound) {
+    } else if (c.status().code() != StatusCode::kNotFound) {
+      return c.status();
+    } else if (!skipped.empty()) {
+      // Checkpoints exist but none is whole: starting over would silently drop them.
+      std::string why;
+      for (auto& r : skipped) why += "\n  " + r;
+      return Status::Corrupt("--resume: every checkpoint in " + impl->ckpt_dir +
+                             " is broken; move them away to start from step 0:" + why);
+    } else if (run.start_if_nothing) {
       spdlog::info("no checkpoint in {}; starting from step 0", impl->ckpt_dir);
     } else {
-      return c.status();
+      return Status::NotFound("--resume: nothing to resume: no checkpoint in shared memory or in " +
+                              impl->ckpt_dir +
+                              " (--resume-or-start starts from step 0 when there is none)");
     }
   }
   // Nothing restored: the same initialization build_model gives (parameters are views into
@@ -352,6 +424,7 @@ Result<RunSummary> Trainer::run() {
                          {"flops_per_token", flops_per_token},
                          {"peak_flops", m.peak_flops},
                          {"threads", torch::get_num_threads()},
+                         {"blas_threads", core::blas_num_threads()},
                          {"world_size", m.world},
                          {"zero_stage", m.config.get_int("parallel.zero_stage")},
                          {"bytes_per_param", {{"params", mem.param_bytes},
@@ -390,8 +463,9 @@ Result<RunSummary> Trainer::run() {
     std::vector<elastic::Shard> trained;  // dynamic sharding: this rank's micro-batches
     // One micro-batch; `before_backward` (dynamic sharding) may still change whether it is the
     // step's last on this rank.
+    // `padding`: a zero-weight micro-batch of a rank left short by an uneven split.
     auto micro_batch = [&](const torch::Tensor& x, const torch::Tensor& y, bool last,
-                           const std::function<void()>& before_backward) {
+                           const std::function<void()>& before_backward, bool padding = false) {
       // --debug-slowdown stretches the forward and the backward pass alike.
       const bool slowed = m.rank == m.run.debug_slowdown_rank && m.run.debug_slowdown > 1;
       auto stretch = [&](Clock::time_point since) {
@@ -408,8 +482,13 @@ Result<RunSummary> Trainer::run() {
       stretch(tm);
       if (before_backward) before_backward();
       tm = Clock::now();
-      (accum > 1 ? loss / double(accum) : loss).backward();
-      loss_sum += loss.item<double>();
+      if (padding)
+        (loss * 0.0).backward();
+      else if (m.even_split())
+        (accum > 1 ? loss / double(accum) : loss).backward();
+      else  // averaged over the world below, so each of the num_micro() counts 1/num_micro()
+        (loss * (double(m.world) / double(m.num_micro()))).backward();
+      if (!padding) loss_sum += loss.item<double>();
       stretch(tm);
     };
     if (m.dynamic) {
@@ -459,12 +538,15 @@ Result<RunSummary> Trainer::run() {
       CAIRN_RETURN_IF_ERROR(m.dynamic->complete(trained, m.step + 1));
     } else {
       for (int64_t micro = 0; micro < accum; ++micro) {
-        auto [x, y] = m.batch(m.step, micro);
-        micro_batch(x, y, micro == accum - 1, nullptr);
+        const bool padding = micro * m.world + m.rank >= m.num_micro();
+        auto [x, y] = m.batch(m.step, padding ? 0 : micro, /*record=*/!padding);
+        micro_batch(x, y, micro == accum - 1, nullptr, padding);
       }
     }
     m.engine->finish_backward();
-    double loss = m.sum_over_ranks(loss_sum / double(accum)) / double(m.world);
+    double loss = m.even_split()
+                      ? m.sum_over_ranks(loss_sum / double(accum)) / double(m.world)
+                      : m.sum_over_ranks(loss_sum) / double(m.num_micro());
     if (!std::isfinite(loss))
       return Status::FailedPrecondition("loss became " + std::to_string(loss) + " at step " +
                                         std::to_string(m.step) + "; lower train.lr");
@@ -477,12 +559,10 @@ Result<RunSummary> Trainer::run() {
       CAIRN_ASSIGN_OR_RETURN(auto gathered, m.gather_trained(trained));
       per_rank = gathered.first;
       if (o.log_sample_ids && m.rank == 0) m.log->samples(m.step + 1, gathered.second);
-    } else if (o.log_sample_ids && m.rank == 0) {
-      // Deterministic sharding: global step s trains global positions [s G, (s + 1) G).
-      std::vector<int64_t> ids(size_t(o.global_batch_size));
-      for (int64_t i = 0; i < o.global_batch_size; ++i)
-        ids[size_t(i)] = m.sampler->sample_id(m.step * o.global_batch_size + i);
-      m.log->samples(m.step + 1, ids);
+    } else if (o.log_sample_ids) {
+      // Deterministic sharding: the ids every rank filled its micro-batches with, gathered.
+      std::vector<int64_t> ids = m.gather_consumed();
+      if (m.rank == 0) m.log->samples(m.step + 1, ids);
     }
     ++m.step;
     if (m.progress) m.progress->report(m.step);
@@ -525,8 +605,16 @@ Result<RunSummary> Trainer::run() {
     }
   }
   progress.finish();
+  // Restored from memory but nothing trained (the run was already at or past the stop): the
+  // restored state must reach storage before the slots go.
+  const bool unsaved = m.step == sum.first_step && m.restored_from_memory &&
+                       ckpt::newest_complete_step(m.ckpt_dir) < m.step;
+  if (m.step == sum.first_step)
+    spdlog::warn("nothing to train: the run is at step {} and {} is {}", m.step,
+                 m.run.stop_after > 0 && m.run.stop_after < m.max_steps ? "--stop-after" : "train.max_steps",
+                 stop_at);
   // The end of this invocation (finished, --stop-after, or interrupted): persist and wait.
-  if (m.step > sum.first_step) {
+  if (m.step > sum.first_step || unsaved) {
     const char* reason = sum.interrupted                         ? "interrupted"
                          : m.step == m.max_steps || stream_over ? "end"
                                                                 : "stop";
@@ -535,18 +623,24 @@ Result<RunSummary> Trainer::run() {
     if (!s.ok()) return s.WithContext("saving the checkpoint of step " + std::to_string(m.step));
     if (sum.interrupted) spdlog::info("interrupted: saved step {}; continue with --resume", m.step);
   }
-  m.persister.reset();
-  // A finished run needs its in-memory checkpoints no more.
-  if (m.step == m.max_steps || !m.run.keep_slots) elastic::unlink_flash_slots(m.run.run_dir, {m.rank});
+  // A finished run needs its in-memory checkpoints no more (they are on storage by now).
+  if (m.step >= m.max_steps) m.run.keep_slots = false;
+  m.release_slots("end");
+  sum.saved_step = ckpt::newest_complete_step(m.ckpt_dir);
   double wall = seconds_since(run_start);
   sum.last_step = m.step;
   sum.tokens_per_s = wall > 0 ? tokens_per_step * double(m.step - sum.first_step) / wall : 0;
-  m.log->event("end", {{"step", m.step},
-                       {"reason", sum.interrupted ? "interrupted" : "completed"},
-                       {"wall_s", wall},
-                       {"tokens_per_s", sum.tokens_per_s},
-                       {"final_loss", sum.final_loss},
-                       {"final_val_loss", sum.final_val_loss}});
+  nlohmann::json end = {{"step", m.step},
+                        {"reason", sum.interrupted ? "interrupted" : "completed"},
+                        {"wall_s", wall}};
+  // Only what was measured: no loss without a step, no validation loss without an evaluation.
+  if (m.step > sum.first_step) {
+    end["tokens_per_s"] = sum.tokens_per_s;
+    end["final_loss"] = sum.final_loss;
+  }
+  if (sum.final_val_loss >= 0) end["final_val_loss"] = sum.final_val_loss;
+  if (sum.saved_step >= 0) end["saved_step"] = sum.saved_step;
+  m.log->event("end", end);
   return sum;
 }
 

@@ -81,6 +81,22 @@ Status Trainer::Impl::checkpoint(bool persist, const char* reason, bool overlap)
                                     {"reason", reason}});
     return Status::Ok();
   }
+  // A memory-only save when both slots are still being persisted would stall training until
+  // storage catches up: skip it instead, on every rank alike (agreed by one all-reduce).
+  if (!persist && !direct_persist) {
+    const double free = sum_over_ranks(flash->has_free_slot() ? 1.0 : 0.0);
+    if (free < double(world)) {
+      ++skipped_saves;
+      if (skipped_saves == 1 || skipped_saves % 100 == 0)
+        spdlog::warn("in-memory checkpoint of step {} skipped: both slots are still being "
+                     "persisted (storage is slower than ckpt.persist_interval; {} skipped so far)",
+                     step, skipped_saves);
+      log->event("checkpoint_skipped", {{"step", step},
+                                        {"storage", "memory"},
+                                        {"reason", "both slots are still being persisted"}});
+      return Status::Ok();
+    }
+  }
   if (dynamic) {
     CAIRN_ASSIGN_OR_RETURN(shards_state, dynamic->snapshot(step, group));
   }
@@ -260,6 +276,28 @@ Status Trainer::Impl::restore(const ckpt::LoadedCheckpoint& c) {
   return Status::Ok();
 }
 
+void Trainer::Impl::release_slots(const char* reason) {
+  if (persister && flash && !run.keep_slots) {
+    auto saved = persister->persist_unsaved(reason);
+    if (!saved.ok()) {
+      persister.reset();
+      spdlog::error("the in-memory checkpoint could not be persisted ({}); its slots stay in "
+                    "/dev/shm: continue with --resume, or `cairn ckpt gc` persists them",
+                    saved.status().ToString());
+      return;
+    }
+    if (!saved->is_null()) {
+      spdlog::info("persisted the in-memory checkpoint of step {} before removing it",
+                   saved->value("step", int64_t(-1)));
+      nlohmann::json fields = *saved;
+      fields["reason"] = reason;
+      if (log) log->event("checkpoint_persisted", fields);
+    }
+  }
+  persister.reset();
+  if (flash && !run.keep_slots) elastic::unlink_flash_slots(run.run_dir, {rank});
+}
+
 Result<bool> Trainer::Impl::restore_from_memory() {
   auto t0 = std::chrono::steady_clock::now();
   auto mine = flash->ready_steps();
@@ -299,6 +337,7 @@ Result<bool> Trainer::Impl::restore_from_memory() {
   c.state = std::move(snap->state);
   for (auto& [name, t] : c.tensors) c.bytes += int64_t(t.nbytes());
   Status restored = restore(c);
+  restored_from_memory = restored.ok();
   c.tensors.clear();
   peer_slots.clear();  // the views into other ranks' slots are copied by now
   CAIRN_RETURN_IF_ERROR(restored);

@@ -55,6 +55,7 @@ struct Trainer::Impl {
   std::unique_ptr<elastic::ProgressWriter> progress;    // read by the agent's hang detector
   // This rank's persister when no agent persists for it (plain `cairn train`).
   std::unique_ptr<ckpt::SlotPersister> persister;
+  int64_t skipped_saves = 0;    // memory saves skipped because no slot was free
   bool direct_persist = false;  // /dev/shm too small: storage checkpoints written directly
   int64_t num_params = 0;
   comm::Group* group = nullptr;  // data-parallel group; null in one process
@@ -69,15 +70,24 @@ struct Trainer::Impl {
   nlohmann::json shards_state;           // the shard service as of the checkpoint being taken
   nlohmann::json restored_shards;        // ... as of the checkpoint restored (null: none)
   bool restored = false;                 // a checkpoint was loaded
+  bool restored_from_memory = false;     // ... from the shared-memory slots
 
   // Slots nobody else will remove go with the trainer, whichever way it ends short of a
   // crash (under `cairn run` the agent removes them when the job ends).
   ~Impl() {
     if (flash && flash->pending()) (void)flash->finish();
-    persister.reset();
-    if (flash && !run.keep_slots) elastic::unlink_flash_slots(run.run_dir, {rank});
+    release_slots("exit");
   }
-  int64_t accum_steps() const { return opt.global_batch_size / (opt.micro_batch_size * world); }
+  // Stops this process's persister and, unless the agent keeps them, removes this rank's
+  // slots: first persisting the newest step they hold that storage lacks (a slot whose
+  // content could not be persisted is kept, for `cairn ckpt gc` or a later --resume).
+  void release_slots(const char* reason);
+  // Micro-batches of a global batch, and how many each rank runs per step: micro-batch j goes
+  // to rank j % world; when the world does not divide them, the ranks left short run a
+  // zero-weight micro-batch instead, so that every rank takes part in every collective.
+  int64_t num_micro() const { return opt.global_batch_size / opt.micro_batch_size; }
+  int64_t accum_steps() const { return (num_micro() + world - 1) / world; }
+  bool even_split() const { return num_micro() % world == 0; }
 
   // A memory save whose copy overlaps the next step's forward and backward.
   struct PendingSave {
@@ -89,10 +99,14 @@ struct Trainer::Impl {
   };
   std::optional<PendingSave> pending_save;
 
+  std::vector<int64_t> consumed;  // data.log_sample_ids: sample ids this rank trained this step
+  // Collective: every rank's `consumed` of this step in the global order (then cleared).
+  std::vector<int64_t> gather_consumed();
   // Sum of `v` over ranks (v itself in one process).
   double sum_over_ranks(double v);
   // Inputs and targets (B, T) for micro-batch `micro` of global step `s`.
-  std::pair<torch::Tensor, torch::Tensor> batch(int64_t s, int64_t micro);
+  // REQUIRES: micro * world + rank < num_micro(). `record`: add its ids to `consumed`.
+  std::pair<torch::Tensor, torch::Tensor> batch(int64_t s, int64_t micro, bool record = true);
   // Dynamic sharding: the micro-batch of one shard (consecutive sample ids).
   std::pair<torch::Tensor, torch::Tensor> shard_batch(const elastic::Shard& shard);
   // Collective: micro-batches per rank and every rank's sample ids of this step.

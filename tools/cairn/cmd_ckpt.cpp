@@ -10,7 +10,9 @@
 #include "cairn/ckpt/checkpoint.h"
 #include "cairn/ckpt/hf.h"
 #include "cairn/ckpt/inspect.h"
+#include "cairn/ckpt/orphans.h"
 #include "cairn/ckpt/safetensors.h"
+#include "cairn/elastic/flash_slots.h"
 #include "cairn/model/language_model.h"
 #include "cairn/train/generate.h"
 #include "cairn/train/options.h"
@@ -177,9 +179,40 @@ void run_logits(const LogitsArgs& a) {
 
 }  // namespace
 
+// `cairn ckpt gc`: every in-memory checkpoint slot on this machine and what became of it.
+struct GcArgs {
+  bool dry_run = false;
+  std::string run_dir;
+  double min_idle_s = 0;
+};
+
+void run_gc(const GcArgs& a) {
+  const bool dry_run = a.dry_run;
+  ckpt::OrphanOptions o;
+  o.dry_run = a.dry_run;
+  o.min_idle_s = a.min_idle_s;
+  if (!a.run_dir.empty()) o.only_prefix = elastic::flash_slot_name(a.run_dir, 0, 0).substr(0, 20);
+  auto slots = ckpt::collect_orphan_slots(o);
+  if (slots.empty()) {
+    std::cout << "no cairn checkpoint slots in /dev/shm\n";
+    return;
+  }
+  int64_t freed = 0;
+  for (const auto& r : slots) {
+    char line[160];
+    std::snprintf(line, sizeof(line), "%-32s %8.1f MB  step %-8s ", r.name.c_str(),
+                  double(r.bytes) / (1 << 20), r.step >= 0 ? std::to_string(r.step).c_str() : "-");
+    std::cout << line << (r.removed ? (dry_run ? "would remove: " : "removed: ") : "kept: ")
+              << r.detail << "\n";
+    if (r.removed) freed += r.bytes;
+  }
+  std::printf("%s %.1f MB of /dev/shm\n", dry_run ? "would free" : "freed", double(freed) / (1 << 20));
+}
+
 void register_ckpt_command(CLI::App& app) {
   CLI::App* ckpt = app.add_subcommand(
-      "ckpt", "Inspect checkpoints; export them to and import them from HuggingFace format");
+      "ckpt", "Inspect checkpoints; export them to and import them from HuggingFace format; "
+              "clean up in-memory checkpoints of dead processes (gc)");
   ckpt->require_subcommand(1);
   const std::string format_help = "Format of the other side: hf (HuggingFace transformers)";
 
@@ -199,7 +232,7 @@ void register_ckpt_command(CLI::App& app) {
   exp->add_option("--vocab-size", ex->vocab_size,
                   "Keep only the first N rows of the embedding (and head), e.g. 50257 to drop "
                   "GPT-2's padding; default: all rows, padding included")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   exp->footer(
       "Example:\n"
       "  cairn ckpt export --format hf --ckpt runs/a/ckpt --out hf/kjv-gpt2 --vocab-size 50257\n"
@@ -241,6 +274,26 @@ void register_ckpt_command(CLI::App& app) {
       "  cairn ckpt inspect runs/a/ckpt\n"
       "  cairn ckpt inspect runs/a/ckpt/step-00000400 --digest | grep ^digest");
   ins->callback([in] { run_inspect(*in); });
+
+  auto gc_args = std::make_shared<GcArgs>();
+  CLI::App* gc = ckpt->add_subcommand(
+      "gc", "List the in-memory checkpoint slots in /dev/shm; persist and remove those whose "
+            "owner (a cairn run agent, or a cairn train alone) is dead");
+  gc->add_flag("--dry-run", gc_args->dry_run, "Only say what would be persisted and removed");
+  gc->add_option("--run-dir", gc_args->run_dir, "Only the slots of this run directory");
+  gc->add_option("--min-idle", gc_args->min_idle_s,
+                 "Leave a dead owner's slot written less than this many seconds ago")
+      ->check(non_negative())
+      ->capture_default_str();
+  gc->footer(
+      "A slot left by a process killed with -9 is persisted to its run's checkpoint directory\n"
+      "when storage holds nothing as new, then removed. Every cairn train and cairn run does the\n"
+      "same when it starts, for slots idle for $CAIRN_ORPHAN_GRACE_S (default 60) seconds,\n"
+      "leaving its own run's slots for --resume.\n"
+      "Examples:\n"
+      "  cairn ckpt gc --dry-run\n"
+      "  cairn ckpt gc --run-dir runs/a");
+  gc->callback([gc_args] { run_gc(*gc_args); });
 
   auto lg = std::make_shared<LogitsArgs>();
   CLI::App* logits =

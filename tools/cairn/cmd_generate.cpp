@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "cairn/data/tokenizer.h"
+#include "cairn/model/language_model.h"
 #include "cairn/train/generate.h"
 #include "commands.h"
 
@@ -27,6 +28,14 @@ void run_generate(const GenerateArgs& a) {
   auto prompt = (*tok)->encode(a.prompt);
   if (prompt.empty()) prompt.push_back((*tok)->eot_id());
   spdlog::info("model from {} (step {})", loaded->path, loaded->step);
+  const int64_t block = loaded->model->config().block_size;
+  if (int64_t(prompt.size()) > block)
+    spdlog::warn("the prompt is {} tokens, longer than the model's context of {} "
+                 "(model.block_size): only its last {} tokens are seen",
+                 prompt.size(), block, block);
+  else if (int64_t(prompt.size()) + a.options.max_tokens > block)
+    spdlog::info("prompt + --max-tokens exceed the context of {} tokens: the oldest tokens "
+                 "slide out of view as text is generated", block);
   train::GenerateOptions o = a.options;
   o.vocab_limit = (*tok)->vocab_size();
   o.stop_id = (*tok)->eot_id();
@@ -53,12 +62,15 @@ void register_generate_command(CLI::App& app) {
       ->required();
   cmd->add_option("--prompt", args->prompt, "text to continue")->required();
   cmd->add_option("--max-tokens", args->options.max_tokens, "tokens to generate")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+      ->capture_default_str();
   cmd->add_option("--temperature", args->options.temperature, "0 = greedy")
-      ->check(CLI::Range(0.0, 100.0));
+      ->check(CLI::Range(0.0, 100.0))
+      ->capture_default_str();
   cmd->add_option("--top-k", args->options.top_k, "sample among the k likeliest; 0 = all")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--seed", args->options.seed, "sampling seed");
+      ->check(non_negative())
+      ->capture_default_str();
+  cmd->add_option("--seed", args->options.seed, "sampling seed")->capture_default_str();
   cmd->add_option("--tokenizer", args->tokenizer, "tokenizer directory (default: the run's)");
   cmd->callback([args] { run_generate(*args); });
 }

@@ -101,19 +101,19 @@ void register_master_command(CLI::App& app) {
                   "append-only journal; a master restarted with the same file resumes the job");
   cmd->add_option("--nnodes", f->nnodes, "nodes per round, N or MIN:MAX")->capture_default_str();
   cmd->add_option("--node-unit", f->node_unit, "rounds have a multiple of this many nodes")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   cmd->add_option("--rdzv-wait", f->rdzv_wait_s,
                   "seconds to wait for more nodes after MIN have joined")
-      ->check(CLI::NonNegativeNumber)
+      ->check(non_negative())
       ->capture_default_str();
   cmd->add_option("--max-node-failures", f->max_node_failures,
                   "a node whose workers failed this many times (crashes, hangs, errors; not lost "
                   "peers or outside kills) is excluded; 0 = never")
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   cmd->add_option("--heartbeat-timeout", f->heartbeat_timeout_s,
                   "seconds of silence after which a node is dropped")
-      ->check(CLI::PositiveNumber)
+      ->check(positive())
       ->capture_default_str();
   auto* check = cmd->add_flag(
       "--network-check", f->network_check,

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "cairn/ckpt/orphans.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/log.h"
 #include "cairn/elastic/agent.h"
@@ -118,6 +119,16 @@ void run_run(elastic::LaunchFlags& flags, const CLI::App& cmd) {
     spdlog::warn("--nnodes {}:{}: static rendezvous fixes the world at {} nodes",
                  options->min_nodes, options->max_nodes, options->max_nodes);
   spdlog::info("run directory {}", run_dir);
+  // In-memory checkpoints that dead cairn processes left on this machine: persisted (what
+  // storage lacks) and removed. This run's own slots stay for its workers' --resume.
+  {
+    ckpt::OrphanOptions oo;
+    oo.skip_prefix = elastic::flash_slot_name(run_dir, 0, 0).substr(0, 20);
+    oo.min_idle_s = orphan_grace_s();
+    for (const auto& r : ckpt::collect_orphan_slots(oo))
+      if (r.removed || r.persisted)
+        spdlog::info("orphaned in-memory checkpoint /dev/shm{}: {}", r.name, r.detail);
+  }
   elastic::StaticRendezvous static_rendezvous(ro);
   elastic::Rendezvous* rendezvous = &static_rendezvous;
   ElasticRun elastic_run;
@@ -207,7 +218,7 @@ void register_run_command(CLI::App& app) {
       "  # elastic, 1 to 4 nodes joining the master (cairn master, or --embed-master on one node):\n"
       "  CAIRN_JOB_TOKEN=secret cairn run --rdzv-backend cairn --rdzv-endpoint 10.0.0.1:29400 \\\n"
       "      --nnodes 1:4 --node-id node-01 --max-restarts 10 -- cairn train configs/gpt-kjv.yaml \\\n"
-      "      --resume --set ckpt.dir=/shared/ckpt --set ckpt.memory_interval=1");
+      "      --resume-or-start --set ckpt.dir=/shared/ckpt --set ckpt.memory_interval=1");
   elastic::add_launch_flags(*cmd, flags.get());
   cmd->callback([flags, cmd] { run_run(*flags, *cmd); });
 }

@@ -5,8 +5,10 @@
 #include <cstdlib>
 #include <csignal>
 #include <ctime>
+#include <filesystem>
 #include <iostream>
 
+#include "cairn/ckpt/orphans.h"
 #include "cairn/comm/group.h"
 #include "cairn/core/config.h"
 #include "cairn/core/fs.h"
@@ -21,8 +23,10 @@ namespace cairn::cli {
 namespace {
 
 std::atomic<bool> g_stop{false};
+std::atomic<int> g_signal{0};
 
 void on_signal(int sig) {
+  g_signal.store(sig);
   g_stop.store(true);
   std::signal(sig, SIG_DFL);  // a second signal ends the process at once
 }
@@ -41,6 +45,45 @@ std::string default_run_dir() {
   return buf;
 }
 
+// Removes a directory this command created when the command fails before training starts.
+class RemoveOnFailure {
+ public:
+  explicit RemoveOnFailure(std::string dir) : dir_(std::move(dir)) {}
+  ~RemoveOnFailure() {
+    if (dir_.empty()) return;
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  void dismiss() { dir_.clear(); }
+
+ private:
+  std::string dir_;
+};
+
+// "done: step 24, loss 5.1234, val loss 5.2345, 1287 tokens/s; checkpoint of step 24 in DIR",
+// naming only what this invocation measured and wrote.
+std::string done_line(const train::RunSummary& s) {
+  std::string line = "done: step " + std::to_string(s.last_step);
+  char buf[96];
+  if (s.last_step > s.first_step) {
+    std::snprintf(buf, sizeof(buf), ", loss %.4f", s.final_loss);
+    line += buf;
+    if (s.final_val_loss >= 0) {
+      std::snprintf(buf, sizeof(buf), ", val loss %.4f", s.final_val_loss);
+      line += buf;
+    }
+    std::snprintf(buf, sizeof(buf), ", %.0f tokens/s", s.tokens_per_s);
+    line += buf;
+  } else {
+    line += " (no step trained)";
+  }
+  if (s.saved_step >= 0)
+    line += "; checkpoint of step " + std::to_string(s.saved_step) + " in " + s.ckpt_dir;
+  else
+    line += "; no checkpoint written";
+  return line;
+}
+
 struct TrainArgs {
   std::string config;
   std::vector<std::string> overrides;
@@ -48,6 +91,7 @@ struct TrainArgs {
   int64_t stop_after = 0;
   std::string run_dir;
   bool resume = false;
+  bool resume_or_start = false;
   bool no_progress = false;
   bool describe = false;
   std::string debug_slowdown;  // RANK:FACTOR
@@ -65,15 +109,28 @@ void run_train(const TrainArgs& a) {
   if (a.max_steps > 0) overrides.push_back("train.max_steps=" + std::to_string(a.max_steps));
   auto config = core::load_config_file(a.config, train::job_spec(), overrides);
   if (!config.ok()) throw StatusError(config.status());
-  if (a.resume && a.run_dir.empty() && !std::getenv("CAIRN_RUN_DIR"))
-    throw StatusError(Status::InvalidArgument("--resume needs --run-dir naming the run to continue"));
+  const bool resume = a.resume || a.resume_or_start;
+  if (a.resume && a.resume_or_start)
+    throw StatusError(Status::InvalidArgument("give --resume or --resume-or-start, not both"));
+  if (resume && a.run_dir.empty() && !std::getenv("CAIRN_RUN_DIR"))
+    throw StatusError(Status::InvalidArgument(std::string(a.resume ? "--resume" : "--resume-or-start") +
+                                              " needs --run-dir naming the run to continue"));
   const int world = env_int("WORLD_SIZE", 1), rank = env_int("RANK", 0);
   if (world > 1 && a.run_dir.empty() && !std::getenv("CAIRN_RUN_DIR"))
     throw StatusError(Status::InvalidArgument(
         "with WORLD_SIZE > 1 every rank needs the same --run-dir (cairn run sets CAIRN_RUN_DIR)"));
   train::RunOptions run;
   run.run_dir = a.run_dir.empty() ? default_run_dir() : a.run_dir;
-  run.resume = a.resume;
+  run.local_ranks = env_int("LOCAL_WORLD_SIZE", 1);
+  run.resume = resume;
+  run.start_if_nothing = a.resume_or_start;
+  std::error_code ec;
+  const bool dir_existed = std::filesystem::exists(run.run_dir, ec);
+  if (dir_existed && !std::filesystem::is_directory(run.run_dir, ec))
+    throw StatusError(Status::InvalidArgument("--run-dir " + run.run_dir + " is not a directory"));
+  if (a.resume && !dir_existed)
+    throw StatusError(Status::NotFound("--resume: run directory " + run.run_dir +
+                                       " does not exist (--resume-or-start starts a new run there)"));
   run.stop_after = a.stop_after;
   if (!a.debug_slowdown.empty()) {
     const size_t colon = a.debug_slowdown.find(':');
@@ -95,6 +152,8 @@ void run_train(const TrainArgs& a) {
   run.report_progress = run.agent_persists;  // the agent watches for hangs
   run.reuse_peak = env_int("TORCHELASTIC_RESTART_COUNT", 0) > 0;  // the agent restarts workers from them, then removes them
   if (Status s = core::make_dirs(run.run_dir); !s.ok()) throw StatusError(s);
+  // A run that fails before its first step leaves no directory it created behind.
+  RemoveOnFailure cleanup(dir_existed || rank != 0 ? "" : run.run_dir);
   core::init_logging({spdlog::level::to_string_view(spdlog::get_level()).data(),
                       run.run_dir + (rank == 0 ? "/train.log" : "/train-rank" + std::to_string(rank) + ".log"),
                       ""});
@@ -110,15 +169,27 @@ void run_train(const TrainArgs& a) {
   }
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
+  // In-memory checkpoints that dead cairn processes left on this machine: persisted (what
+  // storage lacks) and removed. This run's own slots are left for its --resume.
+  {
+    ckpt::OrphanOptions oo;
+    oo.skip_prefix = elastic::flash_slot_name(run.run_dir, 0, 0).substr(0, 20);
+    oo.min_idle_s = orphan_grace_s();
+    for (const auto& r : ckpt::collect_orphan_slots(oo))
+      if (r.removed || r.persisted)
+        spdlog::info("orphaned in-memory checkpoint /dev/shm{}: {}", r.name, r.detail);
+  }
   auto trainer = train::Trainer::Create(*config, run);
   if (!trainer.ok()) throw StatusError(trainer.status());
+  cleanup.dismiss();
   auto summary = (*trainer)->run();
   if (!summary.ok()) throw StatusError(summary.status());
-  if (rank == 0)
-    spdlog::info("done: step {}, loss {:.4f}, val loss {:.4f}, {:.0f} tokens/s; checkpoint in {}",
-               summary->last_step, summary->final_loss, summary->final_val_loss,
-               summary->tokens_per_s, summary->ckpt_dir);
-  if (summary->interrupted) throw StatusError(Status(StatusCode::kFailedPrecondition, "interrupted"));
+  if (rank == 0) spdlog::info("{}", done_line(*summary));
+  if (summary->interrupted) {
+    const int sig = g_signal.load();
+    // Like a process ended by the signal (130 for SIGINT, 143 for SIGTERM); not an error.
+    throw CLI::RuntimeError(128 + (sig > 0 ? sig : SIGINT));
+  }
 }
 
 }  // namespace
@@ -136,19 +207,25 @@ void register_train_command(CLI::App& app) {
       "The run directory holds config.yaml, metrics.jsonl, events.jsonl, train.log and ckpt/.\n"
       "Checkpoints go to shared memory first (a pause of milliseconds) and to ckpt/ in the\n"
       "background: ckpt.memory_interval, ckpt.persist_interval, ckpt.keep_last, ckpt.keep_every.\n"
-      "Ctrl-C saves a checkpoint at the next step boundary; --resume continues from it.\n"
+      "Ctrl-C (SIGINT) or SIGTERM saves a checkpoint at the next step boundary and exits 130 or\n"
+      "143; --resume continues from it.\n"
       "Freed large blocks stay in the process's heap for the next step (faster steps, a resident\n"
       "peak heap); CAIRN_MALLOC_DEFAULTS=1 keeps glibc's allocator settings.");
   cmd->add_option("config", args->config, "job config (YAML)");
   cmd->add_option("--set", args->overrides, "override a key: section.key=value (repeatable)");
   cmd->add_option("--max-steps", args->max_steps, "same as --set train.max_steps=N")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   cmd->add_option("--stop-after", args->stop_after,
                   "save a checkpoint and stop after this step; the schedule still spans "
                   "train.max_steps, so --resume continues as if never stopped")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   cmd->add_option("--run-dir", args->run_dir, "run directory (default runs/<time>)");
-  cmd->add_flag("--resume", args->resume, "continue from the newest checkpoint in --run-dir");
+  cmd->add_flag("--resume", args->resume,
+                "continue from the newest checkpoint of --run-dir (shared memory or ckpt.dir); "
+                "fails when there is none");
+  cmd->add_flag("--resume-or-start", args->resume_or_start,
+                "like --resume, but start from step 0 when there is no checkpoint yet (the form "
+                "for `cairn run --max-restarts` jobs, whose first start finds none)");
   cmd->add_flag("--no-progress", args->no_progress, "no progress line");
   cmd->add_flag("--describe", args->describe, "list every config key with its default and exit");
   cmd->add_option("--debug-slowdown", args->debug_slowdown,

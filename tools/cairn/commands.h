@@ -5,7 +5,36 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdlib>
+#include <string>
+
 namespace cairn::cli {
+
+// Number checks with short messages (CLI11's PositiveNumber prints DBL_MAX in 309 digits).
+// `strict`: the value must be greater than `min`, else at least `min`.
+inline CLI::Validator number_from(double min, bool strict) {
+  const std::string bound = std::to_string(min == double(long(min)) ? long(min) : 0);
+  const std::string what = strict ? "greater than " + bound : "at least " + bound;
+  return CLI::Validator(
+      [min, strict, what](std::string& s) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(s.c_str(), &end);
+        if (s.empty() || *end != 0) return "'" + s + "' is not a number";
+        if (strict ? !(v > min) : !(v >= min)) return "'" + s + "' must be " + what;
+        return "";
+      },
+      strict ? "> " + bound : ">= " + bound);
+}
+// How long a dead process's in-memory checkpoint is left for its own restart before the next
+// cairn process persists and removes it: $CAIRN_ORPHAN_GRACE_S, default 60 s.
+inline double orphan_grace_s() {
+  const char* v = std::getenv("CAIRN_ORPHAN_GRACE_S");
+  char* end = nullptr;
+  const double s = v && *v ? std::strtod(v, &end) : 60;
+  return v && *v && (*end != 0 || s < 0) ? 60 : s;
+}
+inline CLI::Validator positive() { return number_from(0, /*strict=*/true); }
+inline CLI::Validator non_negative() { return number_from(0, /*strict=*/false); }
 
 void register_data_command(CLI::App& app);      // cmd_data.cpp: encode, decode, prepare
 void register_train_command(CLI::App& app);     // cmd_train.cpp

@@ -1,6 +1,8 @@
 // cairn: one binary for launching, training, data preparation and checkpoints.
 #include <spdlog/spdlog.h>
 
+#include <c10/util/Exception.h>
+
 #include <cstdio>
 #include <cstdlib>
 
@@ -20,6 +22,9 @@ int main(int argc, char** argv) {
       "  cairn run --nproc-per-node 2 -- cairn train configs/gpt-kjv.yaml\n"
       "  cairn generate --ckpt runs/<time>/ckpt --prompt 'In the beginning'\n"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("cairn ") + CAIRN_VERSION);
+  // Options of `cairn` itself (--log-level) are also taken after the subcommand.
+  app.fallthrough();
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace | debug | info | warn | error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
@@ -31,6 +36,27 @@ int main(int argc, char** argv) {
   cairn::cli::register_master_command(app);
   cairn::cli::register_ckpt_command(app);
   cairn::cli::register_node_check_command(app);
+  // `cairn bogus`: name the unknown command instead of CLI11's "A subcommand is required".
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--log-level") {
+      ++i;
+      continue;
+    }
+    if (a.empty() || a[0] == '-') continue;
+    std::string known;
+    bool found = false;
+    for (const CLI::App* c : app.get_subcommands([](CLI::App*) { return true; })) {
+      found = found || c->get_name() == a;
+      if (!c->get_group().empty()) known += (known.empty() ? "" : ", ") + c->get_name();
+    }
+    if (!found) {
+      std::fprintf(stderr, "cairn: error: unknown command '%s'; the commands are: %s (cairn --help)\n",
+                   a.c_str(), known.c_str());
+      return 2;
+    }
+    break;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::RuntimeError& e) {
@@ -40,10 +66,21 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   } catch (const cairn::StatusError& e) {
     std::fprintf(stderr, "cairn: error: %s\n", e.what());
-    return e.status.code() == cairn::StatusCode::kInvalidArgument ||
-                   e.status.code() == cairn::StatusCode::kNotFound
-               ? 2
-               : 1;
+    // Bad or missing input (a config, a flag, a corrupt or missing file) is the user's to fix:
+    // exit 2, which `cairn run` takes as "do not restart".
+    switch (e.status.code()) {
+      case cairn::StatusCode::kInvalidArgument:
+      case cairn::StatusCode::kNotFound:
+      case cairn::StatusCode::kCorrupt:
+      case cairn::StatusCode::kUnsupported:
+        return 2;
+      default:
+        return 1;
+    }
+  } catch (const c10::Error& e) {
+    // libtorch's own message without its C++ backtrace (an allocation failure, a shape error).
+    std::fprintf(stderr, "cairn: error: %s\n", e.what_without_backtrace());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "cairn: error: %s\n", e.what());
     return 1;

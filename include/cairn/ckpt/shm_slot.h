@@ -42,6 +42,12 @@ enum PersistState : uint32_t {
   kPersistFailed = 4,     // the persister gave up (its error is in its log)
 };
 
+// The process responsible for removing a slot (the agent, or a trainer running alone).
+struct SlotOwner {
+  int pid = 0;              // 0: not recorded
+  uint64_t start_time = 0;  // core::process_start_time of pid when recorded
+};
+
 struct ShmSnapshot {
   int64_t step = 0;
   std::map<std::string, torch::Tensor> tensors;  // copies, owned by the caller
@@ -96,6 +102,10 @@ class ShmSlot {
   void finish_persist(bool ok);
   // kPersistRunning → kPersistRequested: a persister that died mid-write left the claim.
   void requeue_persist();
+  // Records `pid` (and its start time) as the process that removes this segment; a slot whose
+  // owner is dead is an orphan that the next cairn process persists and removes.
+  void set_owner(int pid);
+  SlotOwner owner() const;
   // false once the name refers to another segment (the writer replaced it to grow).
   bool is_current() const;
 

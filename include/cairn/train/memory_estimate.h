@@ -1,0 +1,47 @@
+// What a training job will hold in memory per rank, estimated from its config before anything
+// is allocated, so that a job too large for the machine stops at start with a plain message
+// instead of dying inside libtorch's allocator.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "cairn/core/status.h"
+#include "cairn/model/config.h"
+
+namespace cairn::train {
+
+struct MemoryEstimate {
+  int64_t params = 0;            // parameter count of the model
+  double state_bytes = 0;        // parameters, gradients and AdamW moments held by one rank
+  double activation_bytes = 0;   // saved for backward in one micro-batch, plus the largest
+                                 // transient buffers of a step
+  double total() const { return state_bytes + activation_bytes; }
+};
+
+struct MemoryEstimateInput {
+  model::ModelConfig model;
+  int64_t micro_batch_size = 1;
+  int64_t seq_len = 1;
+  int world = 1;                  // data-parallel ranks (ZeRO shards over them)
+  int zero_stage = 0;
+  bool activation_checkpointing = false;
+};
+
+// Exact parameter count of the model `config` builds.
+int64_t count_params(const model::ModelConfig& config);
+
+// Pure: the estimate for one rank (fp32 parameters and AdamW; bf16 autocast is not counted as
+// a saving). Activations follow the usual per-layer count for a transformer block (about 68
+// fp32 values per token and channel, plus the attention scores per head) and errs high.
+MemoryEstimate estimate_memory(const MemoryEstimateInput& in);
+
+// Bytes this process can still use: MemAvailable from /proc/meminfo, lowered by a cgroup
+// (v2) memory limit when one is set. NotFound when neither can be read.
+Result<int64_t> available_memory_bytes();
+
+// InvalidArgument naming the estimate, its parts and the memory available when
+// `local_ranks` ranks of this estimate do not fit in `available` bytes.
+Status check_memory(const MemoryEstimate& e, int local_ranks, int64_t available);
+
+}  // namespace cairn::train

@@ -1,0 +1,95 @@
+// Memory estimate of a training job, checked at start.
+#include "cairn/train/memory_estimate.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace cairn::train {
+namespace {
+
+std::string gib(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.2f GiB", bytes / double(1ull << 30));
+  return buf;
+}
+
+}  // namespace
+
+int64_t count_params(const model::ModelConfig& c) {
+  const int64_t C = c.n_embd, F = c.ffn_dim(), V = c.vocab_size, L = c.n_layer;
+  if (c.is_llama()) {
+    const int64_t KV = c.kv_heads() * c.head_dim(), Q = c.n_head * c.head_dim();
+    const int64_t block = C * Q + 2 * C * KV + Q * C + 3 * C * F + 2 * C;
+    return V * C /* tok_embeddings */ + L * block + C /* norm */ + V * C /* output */;
+  }
+  const int64_t block = (C * 3 * C + 3 * C) + (C * C + C) + (C * F + F) + (F * C + C) + 4 * C;
+  return V * C + c.block_size * C + L * block + 2 * C;  // head tied to wte
+}
+
+MemoryEstimate estimate_memory(const MemoryEstimateInput& in) {
+  MemoryEstimate e;
+  e.params = count_params(in.model);
+  const double P = double(e.params), d = double(in.world > 0 ? in.world : 1);
+  // Bytes per parameter for fp32 weights (4), gradients (4) and AdamW's two moments (8).
+  switch (in.zero_stage) {
+    case 0: e.state_bytes = 16 * P; break;
+    case 1: e.state_bytes = (8 + 8 / d) * P; break;
+    case 2: e.state_bytes = (4 + 12 / d) * P; break;
+    default: e.state_bytes = 16 / d * P; break;
+  }
+  const auto& c = in.model;
+  const double B = double(in.micro_batch_size), T = double(in.seq_len), C = double(c.n_embd);
+  const double H = double(c.n_head), L = double(c.n_layer), V = double(c.vocab_size);
+  const double tokens = B * T;
+  // One block's saved activations (fp32): ~68 values per token and channel (inputs of the
+  // norms, projections, MLP and residuals) plus the attention scores, 10 per head per pair.
+  const double block = 4 * tokens * (17 * C) + 4 * B * H * T * T * 2.5;
+  const double saved = in.activation_checkpointing ? L * 4 * tokens * C + block : L * block;
+  // Transients: the chunked head + loss (a chunk of logits and its gradient) and the
+  // embedding output; ZeRO-3 also gathers one block's parameters at a time.
+  const double head = 2 * 4 * std::min(tokens, 2048.0) * V / 4 + 4 * tokens * C * 2;
+  const double gathered = in.zero_stage >= 3 ? 2 * 4 * P / (L > 0 ? L : 1) : 0;
+  e.activation_bytes = saved + head + gathered;
+  return e;
+}
+
+Result<int64_t> available_memory_bytes() {
+  int64_t avail = -1;
+  std::ifstream meminfo("/proc/meminfo");
+  for (std::string line; std::getline(meminfo, line);) {
+    if (line.rfind("MemAvailable:", 0) != 0) continue;
+    std::istringstream ss(line.substr(13));
+    int64_t kib = 0;
+    if (ss >> kib) avail = kib * 1024;
+  }
+  // cgroup v2: the limit of this process's group, less what the group uses already.
+  std::ifstream max_f("/sys/fs/cgroup/memory.max"), cur_f("/sys/fs/cgroup/memory.current");
+  std::string max_s;
+  int64_t cur = 0;
+  if (max_f >> max_s && max_s != "max" && cur_f >> cur) {
+    const int64_t room = std::stoll(max_s) - cur;
+    if (avail < 0 || room < avail) avail = room > 0 ? room : 0;
+  }
+  if (avail < 0) return Status::NotFound("neither /proc/meminfo nor the cgroup tells the free memory");
+  return avail;
+}
+
+Status check_memory(const MemoryEstimate& e, int local_ranks, int64_t available) {
+  const double need = e.total() * double(local_ranks > 0 ? local_ranks : 1);
+  if (need <= double(available)) return Status::Ok();
+  char params[32];
+  std::snprintf(params, sizeof(params), "%.1fM", double(e.params) / 1e6);
+  std::string who = local_ranks > 1 ? std::to_string(local_ranks) + " ranks on this machine need "
+                                    : "this rank needs ";
+  return Status::InvalidArgument(
+      "the job does not fit in memory: " + who + gib(need) + " (per rank: " + params +
+      " parameters, " + gib(e.state_bytes) + " of weights, gradients and AdamW state, about " +
+      gib(e.activation_bytes) + " of activations) but " + gib(double(available)) +
+      " is available; use a smaller model, a smaller train.micro_batch_size or train.seq_len, "
+      "train.activation_checkpointing: true, or more ranks with parallel.zero_stage 3");
+}
+
+}  // namespace cairn::train

@@ -1,0 +1,89 @@
+#include "cairn/train/memory_estimate.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "cairn/model/language_model.h"
+
+namespace cairn::train {
+namespace {
+
+model::ModelConfig Tiny(const std::string& arch) {
+  model::ModelConfig c;
+  c.arch = arch;
+  c.n_layer = 2;
+  c.n_head = 4;
+  c.n_kv_head = arch == "llama" ? 2 : 0;
+  c.n_embd = 64;
+  c.vocab_size = 300;
+  c.block_size = 32;
+  return c;
+}
+
+TEST(MemoryEstimate, ParameterCountIsTheBuiltModels) {
+  for (const char* arch : {"gpt2", "llama"}) {
+    auto c = Tiny(arch);
+    auto m = model::build_model(c, 1);
+    EXPECT_EQ(count_params(c), m->num_params()) << arch;
+  }
+}
+
+TEST(MemoryEstimate, StateBytesFollowTheZeroStage) {
+  MemoryEstimateInput in;
+  in.model = Tiny("gpt2");
+  in.world = 4;
+  const double P = double(count_params(in.model));
+  const double expected[] = {16 * P, (8 + 2) * P, (4 + 3) * P, 4 * P};
+  for (int stage = 0; stage <= 3; ++stage) {
+    in.zero_stage = stage;
+    EXPECT_DOUBLE_EQ(estimate_memory(in).state_bytes, expected[stage]) << "stage " << stage;
+  }
+}
+
+TEST(MemoryEstimate, CheckpointingAndShorterSequencesNeedLess) {
+  MemoryEstimateInput in;
+  in.model = Tiny("llama");
+  in.micro_batch_size = 8;
+  in.seq_len = 32;
+  const double full = estimate_memory(in).activation_bytes;
+  in.activation_checkpointing = true;
+  EXPECT_LT(estimate_memory(in).activation_bytes, full);
+  in.activation_checkpointing = false;
+  in.seq_len = 16;
+  EXPECT_LT(estimate_memory(in).activation_bytes, full);
+}
+
+TEST(MemoryEstimate, ATooLargeJobIsRefusedWithTheFigures) {
+  MemoryEstimateInput in;
+  in.model = Tiny("gpt2");
+  in.model.n_layer = 96;
+  in.model.n_embd = 12288;
+  in.model.n_head = 96;
+  in.model.vocab_size = 50304;
+  const auto e = estimate_memory(in);
+  EXPECT_GT(e.params, int64_t(170e9));  // GPT-3 175B sized
+  Status s = check_memory(e, 1, int64_t(24) << 30);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("does not fit in memory"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("24.00 GiB is available"), std::string::npos) << s.message();
+  EXPECT_TRUE(check_memory(estimate_memory(MemoryEstimateInput{Tiny("gpt2")}), 2, int64_t(1) << 30).ok());
+}
+
+TEST(MemoryEstimate, LocalRanksShareTheMachine) {
+  MemoryEstimate e;
+  e.state_bytes = 3e9;
+  EXPECT_TRUE(check_memory(e, 1, int64_t(4e9)).ok());
+  Status s = check_memory(e, 2, int64_t(4e9));
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("2 ranks on this machine"), std::string::npos) << s.message();
+}
+
+TEST(MemoryEstimate, AvailableMemoryIsRead) {
+  auto a = available_memory_bytes();
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_GT(*a, int64_t(0));
+}
+
+}  // namespace
+}  // namespace cairn::train
