@@ -4,8 +4,8 @@
 set -euo pipefail
 cairn=$1
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 source "$(dirname "$0")/lib.sh"
+trap test_cleanup EXIT
 export OMP_NUM_THREADS=2
 
 prepare_kjv 300000

@@ -166,7 +166,7 @@ Result<std::unique_ptr<ShmSlot>> ShmSlot::Create(const std::string& name, int64_
   return std::unique_ptr<ShmSlot>(new ShmSlot(name, base, total, unlink_on_close, inode));
 }
 
-Result<std::unique_ptr<ShmSlot>> ShmSlot::Open(const std::string& name) {
+Result<std::unique_ptr<ShmSlot>> ShmSlot::Open(const std::string& name, bool populate) {
   int fd = ::shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0);
   if (fd < 0) {
     if (errno == ENOENT) return Status::NotFound("shared memory " + name + " does not exist");
@@ -177,7 +177,9 @@ Result<std::unique_ptr<ShmSlot>> ShmSlot::Open(const std::string& name) {
     ::close(fd);
     return Status::Corrupt("shared memory " + name + " is smaller than a slot header");
   }
-  void* base = ::mmap(nullptr, size_t(st.st_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  // With `populate`, one call maps every page instead of a page fault per 4 KiB later.
+  void* base = ::mmap(nullptr, size_t(st.st_size), PROT_READ | PROT_WRITE,
+                      MAP_SHARED | (populate ? MAP_POPULATE : 0), fd, 0);
   ::close(fd);
   if (base == MAP_FAILED) return core::errno_status("cannot map shared memory", name);
   Header* h = header(base);

@@ -30,7 +30,7 @@ Result<ckpt::ShmSlot*> FlashSlots::slot(int index, int64_t bytes_needed) {
   if (s && s->capacity() >= bytes_needed) return s.get();
   std::string name = elastic::flash_slot_name(run_dir_, rank_, index);
   if (!s) {
-    auto opened = ckpt::ShmSlot::Open(name);  // left by this rank before a restart
+    auto opened = ckpt::ShmSlot::Open(name, /*populate=*/true);  // left before a restart
     if (opened.ok() && (*opened)->capacity() >= bytes_needed) {
       s = std::move(opened).value();
       if (owner_pid_ > 0) s->set_owner(owner_pid_);
@@ -158,7 +158,7 @@ std::array<int64_t, 2> FlashSlots::ready_steps() {
   for (int i = 0; i < elastic::kFlashSlotsPerRank; ++i) {
     auto& slot = slots_[size_t(i)];
     if (!slot) {
-      auto opened = ckpt::ShmSlot::Open(elastic::flash_slot_name(run_dir_, rank_, i));
+      auto opened = ckpt::ShmSlot::Open(elastic::flash_slot_name(run_dir_, rank_, i), /*populate=*/true);
       if (!opened.ok()) continue;
       slot = std::move(opened).value();
       if (owner_pid_ > 0) slot->set_owner(owner_pid_);

@@ -63,8 +63,9 @@ class ShmSlot {
   // /dev/shm cannot hold it.
   static Result<std::unique_ptr<ShmSlot>> Create(const std::string& name, int64_t capacity,
                                                  bool unlink_on_close = true);
-  // Opens an existing segment (never unlinks it).
-  static Result<std::unique_ptr<ShmSlot>> Open(const std::string& name);
+  // Opens an existing segment (never unlinks it). `populate` maps all its pages at once (for a
+  // caller that is about to read or write all of it, e.g. a restore).
+  static Result<std::unique_ptr<ShmSlot>> Open(const std::string& name, bool populate = false);
   ~ShmSlot();
   ShmSlot(const ShmSlot&) = delete;
   ShmSlot& operator=(const ShmSlot&) = delete;
