@@ -6,10 +6,23 @@ shared memory and from disk, in one invocation.
 
 The state is a GPT-2 of about 51M parameters (8 layers, d=512, vocab 50304) with its AdamW
 moments: about 610 MB. cairn trains it under `cairn run` with an in-memory checkpoint every
-step and a persisted one every 3 steps; the pauses come from the trainer's own events. Then a
-worker is killed with SIGKILL and the restarted one restores from shared memory; then a fresh
-process restores from the persisted checkpoint. The peer saves and loads the same tensors
-(names, shapes, dtypes from cairn's manifest) to the same disk.
+step and a persisted one every 3 steps; the pauses (`duration_ms`) and the background copies
+(`copy_ms`) come from the trainer's own `checkpoint_saved` events. Then a worker is killed with
+SIGKILL and the restarted one restores from shared memory; then a fresh process restores from
+the persisted checkpoint. The peer saves and loads the same tensors (names, shapes, dtypes
+from cairn's manifest) to the same disk.
+
+What a save costs training is not the pause alone: the copy runs on a background thread that
+shares the cores with forward and backward. So the same training runs --rounds times without
+checkpoints and with a memory save every step, alternately, and the added step time per save
+(mean step time with saves minus without) is printed next to one single-threaded memcpy of the
+same bytes (ckpt_bench), with their ratio; the worst pause is printed as well as the median.
+
+Settings: cairn's worker gets OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = --threads (default: every
+core) and train.threads; the peer (this process: torch.save / torch.load) the same torch and
+OpenBLAS thread counts and cairn's allocator settings (mallopt: mmap threshold 1 GiB, trim
+threshold 2 GiB), applied here with mallopt before any tensor exists. Each side's GEMM peak is
+measured in its own process.
 """
 import argparse
 import json
@@ -22,6 +35,9 @@ import tempfile
 import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 
 
 def events(run, kind):
@@ -42,7 +58,7 @@ def write_config(a, tmp, max_steps, memory=1, persist=3):
         f.write(f"""model: {{arch: gpt2, n_layer: {a.n_layer}, n_head: 8, n_embd: {a.n_embd},
         vocab_size: 50304, block_size: 64}}
 train: {{micro_batch_size: 1, global_batch_size: 1, seq_len: 64, max_steps: {max_steps},
-        eval_interval: 0, eval_batches: 1, warmup_steps: 2}}
+        eval_interval: 0, eval_batches: 1, warmup_steps: 2, threads: {a.threads}}}
 ckpt: {{memory_interval: {memory}, persist_interval: {persist}, keep_last: 2}}
 data: {{path: {os.path.abspath(a.data)}}}
 """)
@@ -53,10 +69,10 @@ def cairn_side(a, tmp):
     """Pauses while training; restore from memory after a kill; restore from disk."""
     cfg = write_config(a, tmp, a.steps + 100)
     run = os.path.join(tmp, "run")
-    env = dict(os.environ, OMP_NUM_THREADS="2")
+    env = benchlib.side_env(a.threads)
     agent = subprocess.Popen(
         [a.cairn, "run", "--nproc-per-node", "1", "--max-restarts", "1", "--run-dir", run, "--",
-         a.cairn, "--log-level", "warn", "train", cfg, "--no-progress", "--resume",
+         a.cairn, "--log-level", "warn", "train", cfg, "--no-progress", "--resume-or-start",
          "--stop-after", str(a.steps + 4)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 900
@@ -91,15 +107,15 @@ def step_times(run, first, last):
     return list(seen.values())
 
 
-def plain_run(a, tmp, memory):
+def plain_run(a, tmp, memory, round_):
     """The same training without persists: step times with a memory save every `memory` steps
-    (0: no checkpoints at all)."""
+    (0: no checkpoints at all), and its memory saves."""
     cfg = write_config(a, tmp, a.timed_steps + 2, memory=memory, persist=0)
-    run = os.path.join(tmp, f"plain{memory}")
+    run = os.path.join(tmp, f"plain{memory}-{round_}")
     subprocess.run([a.cairn, "--log-level", "warn", "train", cfg, "--no-progress", "--run-dir", run],
-                   env=dict(os.environ, OMP_NUM_THREADS="2"), check=True,
+                   env=benchlib.side_env(a.threads), check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return step_times(run, 3, a.timed_steps + 2)
+    return step_times(run, 3, a.timed_steps + 2), events(run, "checkpoint_saved")
 
 
 def peer_side(manifest, tmp, repeats):
@@ -136,14 +152,29 @@ def main():
     p.add_argument("--timed-steps", type=int, default=20,
                    help="steps whose times are compared with and without memory saves")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2,
+                   help="runs without and with a memory save every step, alternately, each")
+    p.add_argument("--threads", type=int, default=benchlib.cores(),
+                   help="threads of cairn's worker and of the peer, OpenMP and OpenBLAS (default: every core)")
     a = p.parse_args()
+    # The peer is this process: the same threads and allocator settings as cairn's worker.
+    malloc_ok = benchlib.keep_freed_memory()
+    benchlib.set_threads(a.threads)
+    peer_peak = benchlib.gemm_peak()
+    print(benchlib.machine_line() + f"; cairn: 1 worker; {a.threads} thread(s) per side for OpenMP and OpenBLAS")
+    sys.stdout.flush()
     bench = a.ckpt_bench or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(a.cairn))),
                                          "bench", "ckpt_bench")
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(a.data))) as tmp:
         saves, loaded, persisted, from_disk, run = cairn_side(a, tmp)
         with_persists = step_times(run, 3, a.steps)
-        without = plain_run(a, tmp, 0)
-        with_saves = plain_run(a, tmp, 1)
+        without, with_saves, plain_saves = [], [], []
+        for r in range(a.rounds):  # alternately, so that the machine's drift hits both alike
+            for memory in ((0, 1) if r % 2 == 0 else (1, 0)):
+                times, saved = plain_run(a, tmp, memory, r)
+                (with_saves if memory else without).extend(times)
+                plain_saves += saved[1:]  # the first save creates the slot
+        start = benchlib.start_event(run)
         step_dir = os.path.join(run, "ckpt", open(os.path.join(run, "ckpt", "latest")).read().strip())
         floor = json.loads(subprocess.run([bench, step_dir, str(a.repeats)], check=True,
                                           capture_output=True, text=True).stdout)
@@ -151,26 +182,42 @@ def main():
         peer_save, peer_load = peer_side(manifest, tmp, a.repeats)
 
     mb = floor["bytes"] / 1e6
-    steady = [s["duration_ms"] for s in saves[1:]]
+    steady_saves = saves[1:] + plain_saves  # every save but the ones that created a slot
+    steady = [s["duration_ms"] for s in steady_saves]
+    copies = [s["copy_ms"] for s in steady_saves if "copy_ms" in s]
     pause = statistics.median(steady)
     memcpy_ms = floor["memcpy_s"] * 1e3
+    cairn_env = benchlib.side_env(a.threads)
+    print(benchlib.cairn_side_line(start, cairn_env))
+    print(benchlib.peer_side_line(
+        dict(benchlib.peer_settings(), peak_flops=peer_peak), None,
+        f"this process (torch.save / torch.load), set_num_threads({a.threads}), "
+        f"openblas_set_num_threads({a.threads}), mallopt as cairn's" + ("" if malloc_ok else " REFUSED")))
     print(f"state: {mb:.0f} MB in {floor['tensors']} tensors (GPT-2 {a.n_layer} layers, d={a.n_embd}, "
           f"+ AdamW moments + RNG)")
     print(f"  raw memcpy, one thread, same bytes : {memcpy_ms:8.1f} ms  ({mb / floor['memcpy_s'] / 1e3:.1f} GB/s)")
     print(f"  cairn memory save, training pause  : {pause:8.1f} ms  median of {len(steady)} "
-          f"(min {min(steady):.1f}, max {max(steady):.1f}; first save {saves[0]['duration_ms']:.0f} ms "
-          f"creates the slot)")
+          f"(min {min(steady):.1f}; first save {saves[0]['duration_ms']:.0f} ms creates the slot)")
+    print(f"  ... worst pause                    : {max(steady):8.1f} ms")
+    if copies:
+        print(f"  cairn background copy (copy_ms)    : {statistics.median(copies):8.1f} ms  median of "
+              f"{len(copies)}, max {max(copies):.1f} (a thread of its own, overlapping forward and backward)")
     base = statistics.mean(without) * 1e3
-    print(f"  training step, no checkpoints      : {base:8.1f} ms  (mean of {len(without)})")
+    added = statistics.mean(with_saves) * 1e3 - base
+    print(f"  training step, no checkpoints      : {base:8.1f} ms  (mean of {len(without)} steps, "
+          f"{a.rounds} run(s); median {statistics.median(without) * 1e3:.1f})")
     print(f"  ... with a memory save every step  : {statistics.mean(with_saves) * 1e3:8.1f} ms  "
-          f"({statistics.mean(with_saves) * 1e3 / base - 1:+.0%}; the copy overlaps forward and backward)")
+          f"(mean of {len(with_saves)}; median {statistics.median(with_saves) * 1e3:.1f})")
+    print(f"  overhead: added step time per save : {added:8.1f} ms  ({added / base:+.1%} of a step)")
     print(f"  ... and a persist every 3 steps    : {statistics.mean(with_persists) * 1e3:8.1f} ms  "
-          f"({statistics.mean(with_persists) * 1e3 / base - 1:+.0%}; the persister shares the 2 cores)")
+          f"({statistics.mean(with_persists) * 1e3 / base - 1:+.0%}; the persister shares the cores)")
     print(f"  torch.save + fsync (python3-torch) : {peer_save * 1e3:8.1f} ms")
     if persisted:
         print(f"  cairn persist in the background    : {statistics.median(p['duration_ms'] for p in persisted):8.1f} ms"
               f"  median of {len(persisted)} (training went on meanwhile)")
-    print(f"  ratio pause / memcpy               : {pause / memcpy_ms:8.2f}x  (target <= 1.2)")
+    print(f"  ratio added step time / one memcpy : {added / memcpy_ms:8.2f}x  (what a save costs training, "
+          f"in single-threaded memcpys of the same bytes)")
+    print(f"  ratio pause / memcpy               : {pause / memcpy_ms:8.2f}x  (target <= 1.2; the pause alone)")
     print(f"  ratio torch.save / pause           : {peer_save * 1e3 / pause:8.1f}x  (target >= 20)")
     if loaded:
         print(f"  cairn restore from shared memory   : {loaded[0]['duration_ms']:8.1f} ms  (restarted worker, into the model)")

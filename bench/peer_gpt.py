@@ -4,7 +4,14 @@ DistributedDataParallel over Gloo when started with WORLD_SIZE > 1 (env:// rende
 RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
 
 Run with Debian's /usr/bin/python3 (python3-torch). Rank 0 prints one JSON line with the
-job's tokens/s; --batch is the global batch, split over ranks.
+job's tokens/s; --batch is the global batch, split over ranks. The line also says what the
+process ran with, measured inside it: its fp32 GEMM peak (every rank at once, summed, as
+`cairn train` measures its own), torch's and OpenBLAS's thread counts, the allocator's
+behaviour, the precision and the thread/allocator environment variables.
+
+--threads N does what cairn's train.threads does (torch.set_num_threads and
+openblas_set_num_threads); --precision bf16 runs the forward pass and the loss under
+torch.autocast("cpu", dtype=torch.bfloat16), as cairn's train.precision=bf16 does.
 """
 import os
 import argparse
@@ -12,9 +19,14 @@ import json
 import math
 import time
 
+import sys
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 
 
 class Block(nn.Module):
@@ -69,28 +81,37 @@ def main():
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch and OpenBLAS threads (0: as OMP_NUM_THREADS / OPENBLAS_NUM_THREADS say)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--peak-seconds", type=float, default=0.5, help="GEMM peak measurement (0: skip)")
     a = p.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    benchlib.set_threads(a.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if world > 1:
         torch.distributed.init_process_group("gloo")
+        torch.distributed.barrier()  # every rank measures at once, sharing the machine
+    peak = benchlib.gemm_peak(seconds=a.peak_seconds) if a.peak_seconds > 0 else 0.0
+    if world > 1:
+        t = torch.tensor([peak], dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        peak = t.item()
     torch.manual_seed(0)
     model = GPT(a.n_layer, a.n_head, a.n_embd, a.vocab, a.seq_len)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
     local = a.batch // world
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
-    data = torch.randint(0, 50257, (a.steps + a.warmup, a.batch, a.seq_len + 1))
+    data = torch.randint(0, min(50257, a.vocab), (a.steps + a.warmup, a.batch, a.seq_len + 1))
     times, losses = [], []
     for s in range(a.steps + a.warmup):
         t0 = time.perf_counter()
         x = data[s, rank * local:(rank + 1) * local, :-1]
         y = data[s, rank * local:(rank + 1) * local, 1:]
         opt.zero_grad(set_to_none=True)
-        loss = model(x, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+            loss = model(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -100,8 +121,10 @@ def main():
     tps = a.batch * a.seq_len * len(times) / sum(times)
     if rank != 0:
         return
-    print(json.dumps({"tokens_per_s": tps, "step_s": sum(times) / len(times),
-                      "threads": torch.get_num_threads(), "world": world, "loss": losses[-1]}))
+    out = {"tokens_per_s": tps, "step_s": sum(times) / len(times), "world": world, "loss": losses[-1],
+           "peak_flops": peak}
+    out.update(benchlib.peer_settings(a.precision))
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -2,11 +2,21 @@
 DistributedDataParallel over Gloo, with a checkpoint (model + optimizer state + step) written
 by rank 0 with torch.save every --save-every steps, fsynced and renamed into place, and loaded
 with torch.load when the process starts and finds one. bench/recovery.py starts the ranks
-with WORLD_SIZE, RANK, MASTER_ADDR and MASTER_PORT and restarts them after a failure, as
-torchrun would.
+and restarts them after a failure as torchrun's agent would: it hosts the TCPStore itself (in
+its own process, for the whole job) and starts the ranks with WORLD_SIZE, RANK, MASTER_ADDR,
+MASTER_PORT (the store's), TORCHELASTIC_USE_AGENT_STORE=True and TORCHELASTIC_RESTART_COUNT, so
+that every rank, rank 0 too, connects to a store that is already up (torch's env:// rendezvous
+then uses the prefix /worker/attempt_<restart count>). No rank waits out the store client's
+retry for a rank 0 that has not started its store yet.
 
-  WORLD_SIZE=2 RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 \\
-      /usr/bin/python3 bench/peer_recovery.py --ckpt DIR/peer.pt --log DIR/peer.jsonl
+  # with a TCPStore(is_master=True) listening on port 29500:
+  WORLD_SIZE=2 RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 TORCHELASTIC_USE_AGENT_STORE=True \\
+      TORCHELASTIC_RESTART_COUNT=0 /usr/bin/python3 bench/peer_recovery.py --ckpt DIR/peer.pt --log DIR/peer.jsonl
+
+--threads N sets torch's and OpenBLAS's threads as cairn's train.threads does. On the first
+start (TORCHELASTIC_RESTART_COUNT 0) every rank measures its fp32 GEMM peak at once, summed
+(cairn measures on its first start too, and its restarts reuse it); rank 0 logs it with the
+process's thread and allocator settings in a `settings` event.
 
 Rank 0 appends one JSON object per line to --log, each with "time" (unix seconds): events
 (`process_start`, taken before torch is imported; `imported`, `group_ready`,
@@ -29,6 +39,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 from peer_gpt import GPT  # noqa: E402
 
 
@@ -71,7 +82,10 @@ def main():
     p.add_argument("--save-every", type=int, default=1, help="steps between checkpoints; 0 = never")
     p.add_argument("--ckpt", required=True, help="checkpoint file")
     p.add_argument("--log", required=True, help="JSON lines written by rank 0")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch and OpenBLAS threads (0: as OMP_NUM_THREADS / OPENBLAS_NUM_THREADS say)")
     a = p.parse_args()
+    benchlib.set_threads(a.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     log = Log(a.log, rank)
@@ -80,6 +94,14 @@ def main():
     if world > 1:
         dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
     log.write(event="group_ready")
+    if os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
+        if world > 1:
+            dist.barrier()  # every rank measures at once, sharing the machine
+        peak = torch.tensor([benchlib.gemm_peak()], dtype=torch.float64)
+        if world > 1:
+            dist.all_reduce(peak)
+        settings = benchlib.peer_settings() if rank == 0 else {}
+        log.write(event="settings", peak_flops=peak.item(), world=world, **settings)
     torch.manual_seed(0)
     model = GPT(a.n_layer, a.n_head, a.n_embd, a.vocab, a.seq_len)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)

@@ -6,24 +6,36 @@ long cairn run with a worker killed every --kill-every seconds.
   /usr/bin/python3 bench/recovery.py --cairn build/bin/cairn --data data/kjv [--duration 600 --kill-every 60]
 
 Both sides train a GPT-2 (4 layers, d=256, vocab 50304, sequences of 128, global batch 8 in
-micro-batches of 4) on 2 processes with OMP_NUM_THREADS=1 each. cairn runs under
-`cairn run --max-restarts` with `cairn train --resume` and an in-memory checkpoint every step
+micro-batches of 4) on 2 processes with --threads threads each (default: the cores divided by
+the processes): OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = --threads for every worker of both
+sides, cairn's also train.threads, the peer's --threads (torch.set_num_threads and
+openblas_set_num_threads). The peer runs with cairn's allocator settings
+(MALLOC_MMAP_THRESHOLD_=1073741824, MALLOC_TRIM_THRESHOLD_=2147483648; --peer-malloc glibc for
+glibc's defaults). cairn runs under `cairn run --max-restarts` with
+`cairn train --resume-or-start` and an in-memory checkpoint every step
 (ckpt.memory_interval=1). The peer (bench/peer_recovery.py) saves model + optimizer state
-with torch.save (fsynced) every --peer-save-every steps; this script supervises it as torchrun
-would: it polls its processes every 0.1 s, and when one dies it stops the other (SIGTERM) and
-starts both again.
+with torch.save (fsynced) every --peer-save-every steps; this script supervises it as torchrun's
+agent would: it hosts the job's TCPStore in its own process (the workers connect to it as
+clients, TORCHELASTIC_USE_AGENT_STORE=True, a key prefix per restart), polls the workers every
+0.1 s, and when one dies it stops the other (SIGTERM) and starts both again. Each side's GEMM
+peak is measured inside its workers on their first start.
 
 Recovery: a worker (rank 0, then rank 1, alternately) is killed with SIGKILL halfway through a
 step, --warm-steps steps after the (re)start; recovery is the wall time from the kill to the
 end of the first step completed after the restart (so it includes that step). The phases come
 from events.jsonl, the workers' log lines and the peer's own log. Steps lost: last step
-completed before the restart minus the step resumed from.
+completed before the restart minus the step resumed from. For cairn, how many restarts
+started every worker from a warm standby (`from_standby` of `workers_started`).
 
-Goodput: productive time (each step of the final trajectory counted once, by its step_time)
-over wall time (launch of `cairn run` to the SIGTERM that ends the run; exit code 143 is
-expected). Every other second is downtime, attributed to startup, the phases of each
-recovery, work lost (the step in progress at a kill and steps recomputed after a rollback),
-time between steps (outside step_time) and the step in progress at the SIGTERM.
+Goodput: productive time over wall time (launch of `cairn run` to the SIGTERM that ends the
+run; exit code 143 is expected), two ways. As logged: each step of the final trajectory counted
+once, by its own step_time (which includes the checkpoint's pause and whatever the background
+copy slowed it by). Against a run without checkpoints: each step of the final trajectory counted
+once at the mean step_time of a short run of the same job with no checkpoints (run just
+before, --reference-steps steps), so that time lost to saving counts as lost. Every other
+second is downtime, attributed to startup, the phases of each recovery, work lost (the step in
+progress at a kill and steps recomputed after a rollback), time between steps (outside
+step_time) and the step in progress at the SIGTERM.
 
 --duration 0 skips the goodput run. Targets (printed, not asserted): recovery within 2 s and
 at least 2x faster than the peer; goodput at least 95%.
@@ -33,7 +45,6 @@ import datetime
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +53,9 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import benchlib  # noqa: E402
+
 POLL_S = 0.1  # the peer's supervisor, like cairn run's --monitor-interval default
 GRACE_S = 10.0  # SIGTERM to SIGKILL for the peer's survivors, like cairn run's --grace-period
 
@@ -80,12 +94,6 @@ def wait_until(cond, timeout, what):
             return v
         time.sleep(0.05)
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rank_of(pid):
@@ -137,7 +145,7 @@ def log_line_time(line):
 # ---------------------------------------------------------------- the two jobs
 
 class CairnJob:
-    """`cairn run` with `cairn train --resume` and an in-memory checkpoint every step."""
+    """`cairn run` with `cairn train --resume-or-start` and an in-memory checkpoint every step."""
 
     def __init__(self, a, tmp, name, max_restarts, memory_interval=1, max_steps=1_000_000):
         self.a, self.world = a, a.world
@@ -148,18 +156,21 @@ class CairnJob:
         vocab_size: 50304, block_size: {a.seq_len}}}
 train: {{micro_batch_size: {a.micro_batch}, global_batch_size: {a.batch}, seq_len: {a.seq_len},
         max_steps: {max_steps}, eval_interval: 0, eval_batches: 1, warmup_steps: 10,
-        log_interval: 1000000}}
+        log_interval: 1000000, threads: {a.threads}}}
 ckpt: {{memory_interval: {memory_interval}}}
 data: {{path: {os.path.abspath(a.data)}}}
 """)
         self.cmd = [a.cairn, "run", "--nproc-per-node", str(self.world), "--max-restarts",
                     str(max_restarts), "--run-dir", self.run, "--",
-                    a.cairn, "train", self.cfg, "--resume", "--no-progress"]
+                    a.cairn, "train", self.cfg, "--resume-or-start", "--no-progress"]
         self.proc = None
         self.out = None
 
+    def env(self):
+        return benchlib.side_env(self.a.threads)
+
     def start(self):
-        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+        env = self.env()
         self.out = open(self.run + ".out", "w")
         self.launched = time.time()
         self.proc = subprocess.Popen(self.cmd, env=env, stdout=self.out, stderr=subprocess.STDOUT,
@@ -228,11 +239,12 @@ class PeerJob:
         self.a, self.world = a, a.world
         self.ckpt = os.path.join(tmp, name + ".pt")
         self.log = os.path.join(tmp, name + ".jsonl")
-        self.cmd = [sys.executable, os.path.join(HERE, "peer_recovery.py"), "--n-layer", str(a.n_layer),
+        self.cmd = [a.python, os.path.join(HERE, "peer_recovery.py"), "--n-layer", str(a.n_layer),
                     "--n-embd", str(a.n_embd), "--seq-len", str(a.seq_len), "--batch", str(a.batch),
                     "--max-steps", str(max_steps), "--save-every", str(save_every),
-                    "--ckpt", self.ckpt, "--log", self.log]
+                    "--ckpt", self.ckpt, "--log", self.log, "--threads", str(a.threads)]
         self.tmp, self.name = tmp, name
+        self.store = None  # the job's TCPStore, hosted here as torchrun's agent hosts it
         self.procs = []
         self.sup_events = []  # the supervisor's own: worker_failed, restart, workers_started
         self.lock = threading.Lock()
@@ -241,12 +253,16 @@ class PeerJob:
         self.error = None
         self.round = 0
 
+    def env(self):
+        return benchlib.side_env(self.a.threads,
+                                 benchlib.CAIRN_MALLOC_ENV if self.a.peer_malloc == "cairn" else None)
+
     def _spawn(self):
-        port = str(free_port())
         procs = []
         for rank in range(self.world):
-            env = dict(os.environ, WORLD_SIZE=str(self.world), RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                       MASTER_PORT=port, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+            env = dict(self.env(), WORLD_SIZE=str(self.world), RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                       MASTER_PORT=str(self.store.port), TORCHELASTIC_USE_AGENT_STORE="True",
+                       TORCHELASTIC_RESTART_COUNT=str(self.round))
             out = open(os.path.join(self.tmp, f"{self.name}-r{rank}.out"), "a")
             procs.append(subprocess.Popen(self.cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, start_new_session=True))
@@ -291,12 +307,19 @@ class PeerJob:
             self.error = e
 
     def start(self):
+        import datetime as dt
+        import torch.distributed as dist  # the driver runs on python3-torch, as the peer does
+        self.store = dist.TCPStore("127.0.0.1", 0, None, True, dt.timedelta(seconds=300),
+                                   wait_for_workers=False)
         self.launched = time.time()
         self.thread = threading.Thread(target=self._supervise, daemon=True)
         self.thread.start()
 
     def rows(self):
         return [r for r in read_jsonl(self.log) if "step_time" in r]
+
+    def settings(self):
+        return next((e for e in read_jsonl(self.log) if e.get("event") == "settings"), {})
 
     def events(self):
         return sorted([r for r in read_jsonl(self.log) if "event" in r] + list(self.sup_events),
@@ -323,6 +346,7 @@ class PeerJob:
             self.thread.join(timeout=GRACE_S + 5)
         for p in self.procs:
             kill_group(p)
+        self.store = None  # closes the store's server
 
 
 # ---------------------------------------------------------------- kills and recoveries
@@ -468,15 +492,18 @@ def recoveries(job, kills, phases):
         resumed = loaded["step"] if loaded else 0
         out.append({"rank": rank, "recovery": first["time"] - t, "phases": durations(bounds),
                     "last": last, "resumed": resumed, "lost": last - resumed,
-                    "first_step_time": first["step_time"]})
+                    "first_step_time": first["step_time"],
+                    "from_standby": started.get("from_standby") if started else None})
     return out
 
 
-def print_recoveries(title, recs):
+def print_recoveries(title, recs, world):
     print(f"  {title}: kill -> first completed step after the restart")
     for i, r in enumerate(recs):
         print(f"    kill {i + 1} (rank {r['rank']}): {r['recovery']:6.2f} s; last step {r['last']}, "
-              f"resumed from {r['resumed']}, {r['lost']} step(s) lost")
+              f"resumed from {r['resumed']}, {r['lost']} step(s) lost"
+              + (f"; {r['from_standby']} of {world} workers from warm standbys"
+                 if r["from_standby"] is not None else ""))
     labels = []
     for r in recs:
         labels += [l for l, _ in r["phases"] if l not in labels]
@@ -489,11 +516,13 @@ def print_recoveries(title, recs):
 
 
 def baseline(job, steps, timeout):
-    """Runs `job` until `steps` steps complete, then stops it; returns its mean step time."""
+    """Runs `job` until `steps` steps complete, then stops it; returns its mean wall time per
+    step (steady_step) and its mean step_time, both without the first 2 steps."""
     try:
         job.start()
         wait_until(lambda: len(job.rows()) >= steps, timeout, f"{steps} baseline steps")
-        return steady_step(job.rows(), [])
+        rows = job.rows()
+        return steady_step(rows, []), statistics.mean(r["step_time"] for r in rows[2:steps])
     finally:
         try:
             job.stop()
@@ -504,7 +533,8 @@ def baseline(job, steps, timeout):
 # ---------------------------------------------------------------- goodput
 
 def goodput(job, a):
-    """Runs cairn for a.duration seconds with a kill every a.kill_every seconds."""
+    """Runs cairn for a.duration seconds with a kill every a.kill_every seconds (the job is
+    started by this function)."""
     kills = []
     try:
         job.start()
@@ -570,9 +600,11 @@ def analyze_goodput(job, t0, t1, exited, rc, kills):
         cursor, first = r["time"], False
     add("step in progress at the SIGTERM", t1 - cursor)
     wall = t1 - t0
+    started = [e for e in job.events() if e.get("event") == "workers_started" and e["time"] <= t1]
     return {"wall": wall, "productive": productive, "cats": cats, "phases": recovery_phases,
             "kills": len(kills), "steps": len(last_idx), "rc": rc, "shutdown": exited - t1,
-            "rows": rows}
+            "rows": rows, "restarts": len(started[1:]),
+            "from_standby": sum(1 for e in started[1:] if e.get("from_standby") == job.world)}
 
 
 # ---------------------------------------------------------------- main
@@ -587,20 +619,30 @@ def main():
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch", type=int, default=8, help="global batch (sequences)")
     p.add_argument("--micro-batch", type=int, default=4)
-    p.add_argument("--kills", type=int, default=3, help="kills timed for the recovery figures")
+    p.add_argument("--python", default=benchlib.python_with_torch(), help="the peer's interpreter")
+    p.add_argument("--threads", type=int, default=0,
+                   help="threads per worker, both sides, OpenMP and OpenBLAS (default: cores / world, at least 1)")
+    p.add_argument("--peer-malloc", choices=["cairn", "glibc"], default="cairn",
+                   help="the peer's allocator: cairn's settings (as MALLOC_* variables) or glibc's defaults")
+    p.add_argument("--kills", type=int, default=5, help="kills timed for the recovery figures")
     p.add_argument("--warm-steps", type=int, default=4, help="steps after each (re)start before a kill")
     p.add_argument("--peer-save-every", type=int, default=1, help="the peer's steps between torch.save")
     p.add_argument("--baseline-steps", type=int, default=8,
                    help="steps of the runs without checkpoints (0: skip them)")
     p.add_argument("--duration", type=float, default=600, help="seconds of the goodput run (0: skip)")
     p.add_argument("--kill-every", type=float, default=60, help="seconds between kills in the goodput run")
+    p.add_argument("--reference-steps", type=int, default=20,
+                   help="steps of the goodput run's reference without checkpoints")
     p.add_argument("--timeout", type=float, default=300, help="longest wait for any one thing")
     a = p.parse_args()
     a.cairn = os.path.abspath(a.cairn)
+    a.threads = a.threads or max(1, benchlib.cores() // a.world)
+    print(benchlib.machine_line() + f"; {a.world} workers per side, {a.threads} thread(s) each for "
+          f"OpenMP and OpenBLAS")
     print(f"recovery: GPT-2 {a.n_layer} layers, d={a.n_embd}, vocab 50304, global batch {a.batch} x "
-          f"{a.seq_len} (micro-batch {a.micro_batch}), {a.world} processes, OMP_NUM_THREADS=1 each; "
-          f"{a.kills} SIGKILLs of one worker, {a.warm_steps} steps after each (re)start; "
-          f"load average {loadavg():.1f} on {os.cpu_count()} cores")
+          f"{a.seq_len} (micro-batch {a.micro_batch}), fp32; {a.kills} SIGKILLs of one worker, "
+          f"{a.warm_steps} steps after each (re)start")
+    sys.stdout.flush()
     # A SIGTERM to this script unwinds through the cleanup below like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     jobs = []
@@ -640,14 +682,19 @@ def run_all(a, tmp, track):
     saves = [r["save_s"] for r in pj.rows() if r["save_s"] > 0]
     cbase = pbase = None
     if a.baseline_steps > 0:
-        cbase = baseline(track(CairnJob(a, tmp, "cairn-base", 0, memory_interval=0)),
-                         a.baseline_steps + 3, a.timeout)
-        pbase = baseline(track(PeerJob(a, tmp, "peer-base", 0)), a.baseline_steps + 3, a.timeout)
+        cbase, _ = baseline(track(CairnJob(a, tmp, "cairn-base", 0, memory_interval=0)),
+                            a.baseline_steps + 3, a.timeout)
+        pbase, _ = baseline(track(PeerJob(a, tmp, "peer-base", 0)), a.baseline_steps + 3, a.timeout)
 
     cmed = statistics.median(r["recovery"] for r in crec)
     pmed = statistics.median(r["recovery"] for r in prec)
-    print_recoveries(f"cairn (memory checkpoint every step; cairn run exited {rc} on SIGTERM)", crec)
-    print_recoveries(f"pytorch DDP (torch.save every {a.peer_save_every} step(s), fsynced)", prec)
+    print(benchlib.cairn_side_line(benchlib.start_event(cj.run), cj.env(), "fp32", a.world))
+    print(benchlib.peer_side_line(pj.settings(), pj.env())
+          + "; store hosted by the supervisor (TORCHELASTIC_USE_AGENT_STORE=True)")
+    print_recoveries(f"cairn (memory checkpoint every step; cairn run exited {rc} on SIGTERM)", crec, a.world)
+    warm = sum(1 for r in crec if r["from_standby"] == a.world)
+    print(f"    warm standbys: {warm} of {len(crec)} restarts started every worker from a standby")
+    print_recoveries(f"pytorch DDP (torch.save every {a.peer_save_every} step(s), fsynced)", prec, a.world)
     print(f"  recovery median: cairn {cmed:.2f} s, pytorch {pmed:.2f} s; ratio pytorch/cairn {pmed / cmed:.2f}x "
           f"(above 1: cairn recovers faster)")
     print(f"    target: cairn within 2 s: {'met' if cmed <= 2 else 'MISSED'} ({cmed:.2f} s); "
@@ -660,16 +707,19 @@ def run_all(a, tmp, track):
     print(f"  load average now {loadavg():.1f}")
     sys.stdout.flush()
 
-    # 3. goodput
+    # 3. goodput, after a reference run of the same job without checkpoints
     if a.duration > 0:
         n_kills = int((a.duration - 1e-9) // a.kill_every)
+        _, ref = baseline(track(CairnJob(a, tmp, "goodput-ref", max_restarts=n_kills + 2, memory_interval=0)),
+                          a.reference_steps + 2, a.timeout)
         g = goodput(track(CairnJob(a, tmp, "goodput", max_restarts=n_kills + 2)), a)
-        print_goodput(a, g)
+        print_goodput(a, g, ref, a.reference_steps)
 
 
-def print_goodput(a, g):
+def print_goodput(a, g, ref_step, ref_steps):
     wall, prod = g["wall"], g["productive"]
     gp = prod / wall
+    honest = g["steps"] * ref_step / wall
     print(f"goodput: cairn, {wall:.0f} s of wall time, a worker killed every {a.kill_every:.0f} s "
           f"({g['kills']} kills), {g['steps']} distinct steps; cairn run exited {g['rc']} "
           f"{g['shutdown']:.1f} s after the SIGTERM (143 expected)")
@@ -683,7 +733,14 @@ def print_goodput(a, g):
                 print(f"      {label:42s}{d:8.1f} s  ({d / max(1, g['kills']):.2f} s per kill)")
     per_kill = sum(v for k, v in g["cats"].items() if k == "recovery" or k.startswith("lost"))
     print(f"  downtime per kill (recovery + lost work): {per_kill / max(1, g['kills']):.2f} s")
-    print(f"  goodput {gp:.1%}  (target >= 95%: {'met' if gp >= 0.95 else 'MISSED'}); load average now {loadavg():.1f}")
+    print(f"  warm standbys: {g['from_standby']} of {g['restarts']} restarts started every worker from a standby")
+    print(f"  goodput as logged (each final step at its own step_time): {gp:.1%}  "
+          f"(target >= 95%: {'met' if gp >= 0.95 else 'MISSED'})")
+    print(f"  goodput against a run without checkpoints: {honest:.1%}  ({g['steps']} steps x "
+          f"{ref_step * 1e3:.0f} ms, the mean step_time of {ref_steps} steps of the same job without "
+          f"checkpoints just before; the steps' own mean was {prod / max(1, g['steps']) * 1e3:.0f} ms, so "
+          f"checkpointing cost {prod - g['steps'] * ref_step:+.1f} s inside the steps)")
+    print(f"  load average now {loadavg():.1f}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libicu-dev bible-kjv gdb
+  # Tools the tests call (a missing one fails its test, never skips it): /usr/bin/python3;
+  # ip netns (iproute2); openssl (the master's TLS test); ps, pgrep, kill (procps); unshare
+  # (util-linux) and mount; timeout, shuf, od, dd, mktemp, tail --pid (coreutils); xargs, find
+  # (findutils); cmp, diff (diffutils); awk (mawk).
+  python3 iproute2 openssl procps util-linux mount coreutils findutils diffutils mawk
 )
 # Node.js runs the reference tokenizer in tests and npm fetches its files; a node from
 # elsewhere (e.g. NodeSource) is used when present, since Debian's npm conflicts with it.
@@ -33,6 +38,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# Every command the tests call must now be there.
+tools=(/usr/bin/python3 ip openssl ps pgrep unshare mount timeout shuf od dd mktemp xargs cmp diff
+       awk gdb bible node npm)
+for t in "${tools[@]}"; do
+  command -v "$t" >/dev/null || { echo "install-deps: $t is still missing after installing the packages" >&2; exit 1; }
+done
 
 # libtorch must use OpenBLAS (pthread flavour); reference BLAS is ~16x slower for matmul.
 if command -v update-alternatives >/dev/null; then

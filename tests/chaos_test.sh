@@ -3,31 +3,21 @@
 # (mid-step after the restarted group made progress, and sometimes while a restarted group is
 # still starting up or loading); every failure is recorded and restarted, the restarts resume
 # from the in-memory checkpoints, and the run ends with parameters byte-identical to an
-# uninterrupted run at the same world size.
-# Usage: chaos_test.sh CAIRN   (CHAOS_SEED=N replays the kill schedule printed as "seed N")
+# uninterrupted run at the same world size. Once (at the first mid-run kill from the third on)
+# a warm standby is killed just before the worker: the agent must notice it is dead.
+# Usage: chaos_test.sh CAIRN   (CAIRN_CHAOS_SEED=N replays the kill schedule printed as "seed N")
 set -euo pipefail
 cairn=$1
 work=$(mktemp -d)
 agent=
-cleanup() {
-  if [ -n "$agent" ]; then
-    for p in $(pgrep -P "$agent" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done  # and standbys
-    kill -9 "$agent" 2>/dev/null || true
-    # The agent removes its shared-memory slots when it ends; killed, it leaves them behind.
-    for f in $(grep -ho "in-memory checkpoint slot /dev/shm/cairn-[0-9a-f]*-r[0-9]*-[0-9]" \
-                 "$work"/B/logs/worker-*.log 2>/dev/null | sed 's/.* //' | sort -u); do
-      rm -f "$f"
-    done
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
 source "$(dirname "$0")/lib.sh"
+trap test_cleanup EXIT  # kills the agent, its workers and standbys; removes B's slots
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+require pgrep
 
-seed=${CHAOS_SEED:-$RANDOM}
+seed=${CAIRN_CHAOS_SEED:-$RANDOM}
 RANDOM=$seed
-echo "seed $seed"
+echo "seed $seed (CAIRN_CHAOS_SEED=$seed replays this kill schedule)"
 
 steps=200  # ~65 ms a step here: the kills and restarts fit with room to spare
 nkills=7   # the first always mid-run; up to 2 of the others right after a restart
@@ -55,7 +45,7 @@ last_step() {  # the newest step in B/metrics.jsonl (rank 0 appends a row per st
 evidence() {  # what happened in B, for a failure report (never fails itself)
   set +e
   {
-    echo "=== seed $seed (CHAOS_SEED=$seed reproduces the kill schedule); kills so far: ${kills:-0}"
+    echo "=== seed $seed (CAIRN_CHAOS_SEED=$seed reproduces the kill schedule); kills so far: ${kills:-0}"
     for k in $(seq 1 "${kills:-0}"); do echo "  kill $k: ${kill_note[$k]}"; done
     echo "=== B/events.jsonl (without checkpoint_saved/checkpoint_persisted)"
     grep -v -e '"event":"checkpoint_saved"' -e '"event":"checkpoint_persisted"' "$events" | tail -n 40
@@ -82,14 +72,19 @@ wait_until() {
 }
 at_least() { [ "$(count "$1")" -ge "$2" ]; }
 past() { [ "$(last_step)" -gt "$1" ]; }
+has_standby() {  # sets standby to a warm standby of the agent, if there is one
+  standby=$(pgrep -P "$agent" -x cairn-standby | head -n 1 || true)
+  [ -n "$standby" ]
+}
 
 echo "-- chaos run (B): $nkills x kill -9 of a random worker at random moments"
 "$cairn" run --nproc-per-node 2 --max-restarts 10 --run-dir "$B" -- \
-  "$cairn" train "$work/tiny.yaml" --no-progress --resume > "$work/B.out" 2>&1 &
+  "$cairn" train "$work/tiny.yaml" --no-progress --resume-or-start > "$work/B.out" 2>&1 &
 agent=$!
 
 kills=0
 early=0
+killed_standby=
 prev=0  # step at the previous kill
 declare -a kill_pid kill_step kill_note
 for i in $(seq 1 $nkills); do
@@ -111,18 +106,21 @@ for i in $(seq 1 $nkills); do
     t0=$(date +%s%3N)
     while [ $(($(date +%s%3N) - t0)) -lt $ms ] && [ "$(last_step)" -lt $ceiling ]; do sleep 0.02; done
     how="$(($(date +%s%3N) - t0)) ms after progress resumed"
+    if [ "$i" -ge 3 ] && [ -z "$killed_standby" ]; then
+      # Once, at the first mid-run kill from the third on: kill -9 one of the warm standbys
+      # (the agent starts them once the round's workers finished a step; wait for one), then
+      # the worker. A dead standby must not be activated: its rank starts afresh.
+      wait_until 30 "a warm standby (cairn-standby) beside the workers of round $((i - 1))" has_standby
+      kill -9 "$standby"
+      killed_standby=$standby
+      how="$how, standby $standby killed first"
+    fi
   fi
   step=$(last_step)
   [ "$step" -lt $((steps - 5)) ] || { evidence; fail "kill $i: the run is at step $step of $steps already"; }
   # Workers only, not the warm standbys beside them.
   mapfile -t workers < <(worker_pids "$B")
   [ ${#workers[@]} -eq 2 ] || { evidence; fail "kill $i: expected 2 workers under cairn run, found: ${workers[*]:-none}"; }
-  if [ "$i" -ge 3 ] && [ -z "${killed_standby:-}" ] &&
-     standby=$(pgrep -P "$agent" -x cairn-standby | head -n 1); then
-    # A dead standby must not be activated: its rank starts afresh at the next restart.
-    kill -9 "$standby"
-    killed_standby=$standby
-  fi
   victim=${workers[$((RANDOM % 2))]}
   kill -9 "$victim"
   kills=$i
@@ -184,9 +182,8 @@ db=$("$cairn" ckpt inspect "$B/ckpt" --digest | grep ^digest) || fail "no digest
 # Restarts after a mid-run kill activate the standbys started after the round's first step.
 warm=$(grep '"event":"workers_started"' "$events" | grep -c '"from_standby":[12]' || true)
 [ "$warm" -ge 1 ] || { evidence; fail "no restart started its workers from standbys"; }
-if [ -n "${killed_standby:-}" ]; then
-  grep -q "the standby of local rank [01] (pid $killed_standby) had ended" "$B/logs/agent.log" ||
-    { evidence; fail "the agent did not notice that standby $killed_standby was dead"; }
-fi
-echo "   $kills kills ($early right after a restart), $warm restart(s) from standbys${killed_standby:+ (one standby killed)}, $(count checkpoint_loaded) checkpoints loaded, $da"
+[ -n "$killed_standby" ] || { evidence; fail "no standby was killed (kills 3-$nkills include a mid-run one)"; }
+grep -q "the standby of local rank [01] (pid $killed_standby) had ended" "$B/logs/agent.log" ||
+  { evidence; fail "the agent did not notice that standby $killed_standby was dead"; }
+echo "   $kills kills ($early right after a restart), $warm restart(s) from standbys (standby $killed_standby killed), $(count checkpoint_loaded) checkpoints loaded, $da"
 echo "PASS"

@@ -13,7 +13,9 @@ command -v bible >/dev/null || missing "bible (Debian package bible-kjv) is not 
 [ -f "$tokdir/encoder.json" ] || missing "no $tokdir/encoder.json; run scripts/install-deps.sh"
 
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+work=$tmp
+source "$here/lib.sh"
+trap test_cleanup EXIT
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
@@ -78,15 +80,15 @@ expect_error 2 "encoder.json" "$cairn" data encode --tokenizer "$tmp/no-tokenize
 
 cp "$tmp/out/val.bin" "$tmp/flipped.bin"
 flip_byte "$tmp/flipped.bin" 100
-expect_error 1 "checksum mismatch" "$cairn" data decode --input "$tmp/flipped.bin"
+expect_error 2 "checksum mismatch" "$cairn" data decode --input "$tmp/flipped.bin"
 head -c 90 "$tmp/out/val.bin" > "$tmp/truncated.bin"
-expect_error 1 "truncated" "$cairn" data decode --input "$tmp/truncated.bin"
+expect_error 2 "truncated" "$cairn" data decode --input "$tmp/truncated.bin"
 cp "$tmp/out/val.bin" "$tmp/magic.bin"
 flip_byte "$tmp/magic.bin" 0
-expect_error 1 "bad magic" "$cairn" data decode --input "$tmp/magic.bin"
+expect_error 2 "bad magic" "$cairn" data decode --input "$tmp/magic.bin"
 cp "$tmp/out/val.bin" "$tmp/version.bin"
 flip_byte "$tmp/version.bin" 8
-expect_error 1 "version 2" "$cairn" data decode --input "$tmp/version.bin"
+expect_error 2 "version 2" "$cairn" data decode --input "$tmp/version.bin"
 
 # --help carries a copy-pasteable example.
 for sub in encode decode prepare; do

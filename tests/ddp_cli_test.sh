@@ -5,8 +5,8 @@
 set -euo pipefail
 cairn=$1
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 source "$(dirname "$0")/lib.sh"
+trap test_cleanup EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 prepare_kjv 200000

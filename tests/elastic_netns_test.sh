@@ -9,18 +9,17 @@ cairn=$1
 work=$(mktemp -d)
 ns=cn$$
 pids=()
+source "$(dirname "$0")/lib.sh"
 cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  for h in m a b; do
-    ip netns pids $ns$h 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-    ip netns del $ns$h 2>/dev/null || true
-  done
-  [ -n "${KEEP:-}" ] || rm -rf "$work"
+  local rc=$?
+  for h in m a b; do ip netns pids $ns$h 2>/dev/null | xargs -r kill -9 2>/dev/null || true; done
+  test_cleanup $rc  # every other process of the test, the slots, $work
+  for h in m a b; do ip netns del $ns$h 2>/dev/null || true; done
+  return $rc
 }
 trap cleanup EXIT
-source "$(dirname "$0")/lib.sh"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 CAIRN_JOB_TOKEN=netns-test-token
-command -v ip > /dev/null || fail "ip (iproute2) is required"
+require ip
 [ "$(id -u)" = 0 ] || fail "network namespaces need root"
 
 echo "-- three hosts: $ns{m,a,b} on a bridge, 10.77.$(( $$ % 200 )).{1,2,3}"
@@ -65,7 +64,7 @@ wait_master 30 "serving on"
 start_host() {  # start_host a|b: this host's agent in its namespace
   ip netns exec $ns$1 "$cairn" run --rdzv-backend cairn --rdzv-endpoint $net.1:29400 --nnodes 1:2 \
     --heartbeat-timeout 5 --node-id host-$1 --max-restarts 5 --grace-period 3 --run-dir "$work/$1" -- \
-    "$cairn" train "$work/job.yaml" --no-progress --resume >> "$work/$1.out" 2>&1 &
+    "$cairn" train "$work/job.yaml" --no-progress --resume-or-start >> "$work/$1.out" 2>&1 &
   pids+=($!)
   eval "agent_$1=$!"
 }

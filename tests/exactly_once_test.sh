@@ -14,13 +14,10 @@ cairn=$1
 mode=${2:-deterministic}
 work=$(mktemp -d)
 agent=
-cleanup() {
-  [ -z "$agent" ] || kill_tree "$agent"
-  [ -n "${KEEP:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
 source "$(dirname "$0")/lib.sh"
+trap test_cleanup EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+require shuf
 prepare_kjv 60000
 tokens=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['train']['tokens'])" "$work/data/meta.json")
 samples=$(( (tokens - 1) / 32 ))
@@ -28,31 +25,39 @@ steps=$(( samples / 8 ))
 echo "   $samples samples of 32 tokens: one epoch is $steps steps of 8 ($mode sharding)"
 flash_config $steps "{memory_interval: 1, persist_interval: 4, keep_last: 2}"
 run_dir=$work/run
-launch=()
-if [ "$mode" = dynamic ]; then
-  export CAIRN_JOB_TOKEN=exactly-once-test
-  launch=(--rdzv-backend cairn --rdzv-endpoint 127.0.0.1:$((20000 + $$ % 20000)) --embed-master
-          --node-host 127.0.0.1 --rdzv-wait 0)
-fi
+[ "$mode" != dynamic ] || export CAIRN_JOB_TOKEN=exactly-once-test
 
 # phase NPROC STOP_AFTER KILLS: one cairn run over the shared run directory, KILLS kill -9 of a
-# random worker once it has trained a few more steps.
+# random worker once it has trained a few more steps. Every kill must happen, and must be
+# recorded: one worker_failed event with SIGKILL for each victim's pid.
+events=$run_dir/events.jsonl
+sigkills() {  # worker_failed events of a SIGKILL so far
+  local n=
+  [ -f "$events" ] && n=$(grep '"event":"worker_failed"' "$events" | grep -c '"signal":"SIGKILL"' || true)
+  echo "${n:-0}"
+}
 phase() {
   local nproc=$1 stop=$2 kills=$3 resume=${4:-}
+  local before
+  before=$(sigkills)
+  local launch=()  # dynamic: the agent embeds the master, on a port the kernel gives this phase
+  [ "$mode" != dynamic ] || launch=(--rdzv-backend cairn --rdzv-endpoint "127.0.0.1:$(free_port)"
+                                    --embed-master --node-host 127.0.0.1 --rdzv-wait 0)
   timeout -k 5 240 "$cairn" run "${launch[@]}" --nproc-per-node "$nproc" --max-restarts 10 \
     --run-dir "$run_dir" -- "$cairn" train "$work/tiny.yaml" --no-progress $resume --stop-after "$stop" \
     --set data.log_sample_ids=true --set data.sharding=$mode >> "$work/run.out" 2>&1 &
   agent=$!
+  local k victims v rows
+  local -a killed=()
   for k in $(seq 1 "$kills"); do
-    local rows=0
+    rows=0
     [ -f "$run_dir/metrics.jsonl" ] && rows=$(wc -l < "$run_dir/metrics.jsonl")
-    wait_rows "$run_dir" $((rows + 2 + RANDOM % 3)) "$agent"
-    local victims
+    wait_rows "$run_dir" $((rows + 2 + RANDOM % 3)) "$agent" || fail "world $nproc: no progress for kill $k"
     victims=$(worker_pids "$run_dir")
-    [ -n "$victims" ] || break
-    local v
+    [ -n "$victims" ] || { tail -n 30 "$work/run.out"; fail "world $nproc: cairn run ended (or has no workers) before kill $k of $kills"; }
     v=$(echo "$victims" | shuf -n 1)
-    kill -9 "$v" 2>/dev/null || true
+    kill -9 "$v" || fail "world $nproc: worker $v exited before kill $k"
+    killed+=("$v")
     echo "   kill -9 of worker pid $v at metrics row $(wc -l < "$run_dir/metrics.jsonl")"
     sleep 1
   done
@@ -60,17 +65,26 @@ phase() {
   wait "$agent" || rc=$?
   agent=
   [ $rc = 0 ] || { tail -n 30 "$work/run.out"; fail "cairn run (world $nproc) exited $rc"; }
+  for v in "${killed[@]}"; do
+    grep '"event":"worker_failed"' "$events" | grep "\"pid\":$v[,}]" | grep '"signal":"SIGKILL"' > /dev/null ||
+      fail "world $nproc: the kill of pid $v has no worker_failed event with SIGKILL"
+  done
+  [ $(($(sigkills) - before)) -eq "$kills" ] ||
+    fail "world $nproc: $(($(sigkills) - before)) worker_failed events with SIGKILL, expected $kills"
 }
 
 third=$((steps / 3))
 echo "-- world 2 to step $third, 3 workers killed on the way"
-phase 2 "$third" 3 --resume  # restarts resume (from memory); the first start finds no checkpoint
+phase 2 "$third" 3 --resume-or-start  # restarts resume (from memory); the first start finds no checkpoint
 echo "-- scale down: world 1 to step $((2 * third))"
-phase 1 $((2 * third)) 0 --resume
+phase 1 $((2 * third)) 0 --resume-or-start
 echo "-- scale up: world 2 to the end of the epoch (step $steps), 2 workers killed"
-phase 2 "$steps" 2 --resume
-restarts=$(grep -c '"event":"restart"' "$run_dir/events.jsonl" || true)
-[ "${restarts:-0}" -ge 3 ] || fail "only ${restarts:-0} restarts: the kills did not happen"
+phase 2 "$steps" 2 --resume-or-start
+# The README's claim: five kill -9 of workers over the epoch (3 at world 2, 2 after the scale-up).
+[ "$(sigkills)" -eq 5 ] || fail "$(sigkills) worker_failed events with SIGKILL over the epoch, expected 5"
+restarts=$(grep -c '"event":"restart"' "$events" || true)
+[ "${restarts:-0}" -ge 5 ] || fail "only ${restarts:-0} restarts for 5 kills"
+echo "   5 workers killed (worker_failed with SIGKILL: 3 at world 2, 2 after the scale-up), $restarts restarts"
 
 ref=
 if [ "$mode" = deterministic ]; then

@@ -8,9 +8,10 @@ set -euo pipefail
 cairn=$1
 work=$(mktemp -d)
 agent=
-trap '[ -n "$agent" ] && kill -9 $agent 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 source "$(dirname "$0")/lib.sh"
+trap test_cleanup EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+require unshare mount
 
 prepare_kjv 200000
 flash_config 20 '{persist_interval: 4, memory_interval: 1, keep_last: 2, keep_every: 8}'
@@ -39,7 +40,7 @@ sed 's/max_steps: 20/max_steps: 100000/' "$work/tiny.yaml" > "$cfg_long"
 "$cairn" run --nproc-per-node 2 --run-dir "$work/b" -- "$cairn" train "$cfg_long" --no-progress \
   > "$work/b.out" 2>&1 &
 agent=$!
-wait_rows "$work/b" 10
+wait_rows "$work/b" 10 || { tail -n 30 "$work/b.out"; fail "no step 10 to stop the run at"; }
 kill -TERM $agent
 rc=0; wait $agent || rc=$?
 agent=

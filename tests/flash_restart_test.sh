@@ -7,8 +7,8 @@ set -euo pipefail
 cairn=$1
 work=$(mktemp -d)
 agent=
-trap '[ -n "$agent" ] && kill -9 $agent 2>/dev/null; rm -rf "$work"' EXIT
 source "$(dirname "$0")/lib.sh"
+trap test_cleanup EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 prepare_kjv 200000
@@ -20,9 +20,9 @@ echo "-- uninterrupted run"
 
 echo "-- kill -9 one worker at step >= 20; the agent restarts the group"
 "$cairn" run --nproc-per-node 2 --max-restarts 2 --run-dir "$work/run" -- \
-  "$cairn" train "$work/tiny.yaml" --no-progress --resume > "$work/run.out" 2>&1 &
+  "$cairn" train "$work/tiny.yaml" --no-progress --resume-or-start > "$work/run.out" 2>&1 &
 agent=$!
-wait_rows "$work/run" 20
+wait_rows "$work/run" 20 || { tail -n 30 "$work/run.out"; fail "no step 20 to kill a worker at"; }
 victim=$(worker_pids "$work/run" | tail -n 1)
 [ -n "$victim" ] || fail "no worker to kill"
 kill -9 "$victim"
@@ -48,9 +48,9 @@ same_final() {  # same_final RUN: both ranks' data files equal the uninterrupted
 same_final "$work/run" || fail "the restarted run's final state differs from the uninterrupted run"
 echo "-- no restarts left: the agent persists the in-memory checkpoint before exiting"
 "$cairn" run --nproc-per-node 2 --run-dir "$work/p" -- \
-  "$cairn" train "$work/tiny.yaml" --no-progress --resume > "$work/p.out" 2>&1 &
+  "$cairn" train "$work/tiny.yaml" --no-progress --resume-or-start > "$work/p.out" 2>&1 &
 agent=$!
-wait_rows "$work/p" 20
+wait_rows "$work/p" 20 || { tail -n 30 "$work/p.out"; fail "no step 20 to kill a worker at"; }
 kill -9 "$(worker_pids "$work/p" | tail -n 1)"
 rc=0; wait $agent || rc=$?
 agent=

@@ -7,10 +7,10 @@ set -euo pipefail
 cairn=$1
 work=$(mktemp -d)
 agent=
-trap '[ -n "$agent" ] && kill -9 $agent 2>/dev/null; rm -rf "$work"' EXIT
 source "$(dirname "$0")/lib.sh"
+trap test_cleanup EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-command -v gdb > /dev/null || fail "gdb is required (scripts/install-deps.sh installs it)"
+require gdb
 
 prepare_kjv 200000
 flash_config 50
@@ -20,9 +20,9 @@ flash_config 50
 
 echo "-- SIGSTOP one worker at step >= 15; --hang-timeout 3"
 "$cairn" run --nproc-per-node 2 --max-restarts 1 --hang-timeout 3 --grace-period 2 --run-dir "$work/run" -- \
-  "$cairn" train "$work/tiny.yaml" --no-progress --resume > "$work/run.out" 2>&1 &
+  "$cairn" train "$work/tiny.yaml" --no-progress --resume-or-start > "$work/run.out" 2>&1 &
 agent=$!
-wait_rows "$work/run" 15
+wait_rows "$work/run" 15 || { tail -n 30 "$work/run.out"; fail "no step 15 to stop a worker at"; }
 victim=$(worker_pids "$work/run" | tail -n 1)
 [ -n "$victim" ] || fail "no worker to stop"
 kill -STOP "$victim"

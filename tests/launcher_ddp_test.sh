@@ -6,8 +6,8 @@ set -euo pipefail
 cairn=$1
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+source "$(dirname "$0")/lib.sh"
+trap test_cleanup EXIT
 python=/usr/bin/python3  # Debian's python3-torch belongs to the system interpreter
 "$python" -c "import torch" || fail "$python cannot import torch (install python3-torch)"
 
@@ -24,7 +24,7 @@ for n in 2 3; do
   done
 done
 echo "-- two agents as two static nodes on this machine (world of 4)"
-port=$("$python" -c 'import socket; s=socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 pids=()
 for node in 0 1; do
   timeout 120 "$cairn" run --nnodes 2 --node-rank $node --rdzv-endpoint 127.0.0.1:$port \

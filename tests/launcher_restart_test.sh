@@ -6,8 +6,8 @@
 set -euo pipefail
 cairn=$1
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+source "$(dirname "$0")/lib.sh"
+trap test_cleanup EXIT
 
 echo "-- rank 1 always fails"
 rc=0

@@ -6,8 +6,8 @@
 set -euo pipefail
 cairn=$1
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+source "$(dirname "$0")/lib.sh"
+trap test_cleanup EXIT
 
 # Waits (at most 20 s) until `file` has `n` lines.
 wait_lines() {

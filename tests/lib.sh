@@ -1,10 +1,22 @@
 # Shared pieces of the shell integration tests. Source it after setting `work` (a temporary
-# directory) and `cairn` (the binary).
+# directory) and `cairn` (the binary), then `trap test_cleanup EXIT`.
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
+# require TOOL...: fails naming the first TOOL that is not installed. A missing tool is a
+# failure, never a skip: scripts/install-deps.sh (run by `make test`) installs every one.
+require() {
+  local t
+  for t in "$@"; do
+    command -v "$t" > /dev/null || fail "$t is not installed (scripts/install-deps.sh installs it)"
+  done
+}
+# What these helpers and every test's cleanup use.
+require ps awk /usr/bin/python3 timeout
+
 # prepare_kjv BYTES: the first BYTES of the KJV text tokenized into $work/data (5% validation).
 prepare_kjv() {
+  require bible
   bible -f "Genesis 1:1-Revelation 22:21" > "$work/full.txt"
   head -c "$1" "$work/full.txt" > "$work/kjv.txt"
   "$cairn" data prepare --input "$work/kjv.txt" --out "$work/data" --val-fraction 0.05 2>/dev/null
@@ -23,15 +35,30 @@ data: {path: $work/data}
 YAML
 }
 
-# wait_rows RUN_DIR N [PID]: waits (at most 60 s) until RUN_DIR/metrics.jsonl has N rows, or
-# until process PID (the run's `cairn run`) has exited.
+# free_port: a TCP port on 127.0.0.1 that the kernel reports free (bound to port 0, then
+# closed), for a master or an agent the test starts next. Never invent one from $$: ports
+# from 32768 up are the kernel's ephemeral range, handed to other tests' connections.
+free_port() {
+  /usr/bin/python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+}
+
+# wait_rows RUN_DIR N [PID]: waits (at most 60 s) until RUN_DIR/metrics.jsonl has N rows
+# (returns 0), or until process PID (the run's `cairn run`) has exited (returns 0: the caller
+# checks how it ended). On the timeout it says what it waited for and returns 1.
 wait_rows() {
+  local rows=0
   for _ in $(seq 1 600); do
-    [ -f "$1/metrics.jsonl" ] && [ "$(wc -l < "$1/metrics.jsonl")" -ge "$2" ] && return 0
+    [ -f "$1/metrics.jsonl" ] && rows=$(wc -l < "$1/metrics.jsonl")
+    [ "$rows" -ge "$2" ] && return 0
     [ -z "${3:-}" ] || kill -0 "$3" 2>/dev/null || return 0
     sleep 0.1
   done
-  return 0  # the caller's next check reports what is missing
+  echo "wait_rows: $1/metrics.jsonl has $rows row(s) after 60 s, waited for $2" >&2
+  return 1
 }
 
 # worker_pids RUN_DIR: the live workers of the newest round of `cairn run --run-dir RUN_DIR`,
@@ -46,9 +73,61 @@ worker_pids() {
   return 0
 }
 
-# kill_tree PID: kill -9 the workers, the agent and timeout itself (for a test's cleanup).
-kill_tree() {
-  for p in $(pgrep -P "$(pgrep -P "$1" | head -n 1)" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
-  pkill -9 -P "$1" 2>/dev/null || true
-  kill -9 "$1" 2>/dev/null || true
+# test_processes: the processes of this test, one pid per line: every process below this shell
+# and any whose command line names $work/ (a worker whose agent died first). Use it as
+# $(test_processes): the subshell that lists them, and what it runs, are left out.
+test_processes() {
+  ps -e -o pid=,ppid=,args= | awk -v root=$$ -v self="$BASHPID" -v w="${work:+$work/}" '
+    $1 == self || $2 == self || $1 == root { next }
+    { kids[$2] = kids[$2] " " $1 }
+    w != "" && index($0, w) { print $1 }
+    END {
+      n = split(kids[root], q, " ")
+      for (i = 1; i <= n; i++) { print q[i]; m = split(kids[q[i]], c, " "); for (j = 1; j <= m; j++) q[++n] = c[j] }
+    }' | sort -u
+}
+
+# shm_segments DIR: the /dev/shm segments (flash-checkpoint slots /cairn-<hash>-r<rank>-<i> and
+# progress pages /cairn-<hash>-p<rank>) of every run directory at or below DIR; <hash> is the
+# FNV-1a hash of the directory's absolute path (elastic::flash_slot_name).
+shm_segments() {
+  /usr/bin/python3 - "$1" <<'PY'
+import os, sys
+prefixes = set()
+for root, dirs, files in os.walk(sys.argv[1]):
+    h = 1469598103934665603
+    for c in os.path.normpath(os.path.abspath(root)).encode():
+        h = ((h ^ c) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    prefixes.add("cairn-%012x-" % (h & 0xFFFFFFFFFFFF))
+for name in sorted(os.listdir("/dev/shm")):
+    if name[:19] in prefixes:
+        print("/dev/shm/" + name)
+PY
+}
+
+# test_cleanup [STATUS]: a test's EXIT trap. Kills every process the test started (everything
+# below this shell, and anything whose command line names $work: a worker whose agent died
+# first), removes the shared-memory segments of the run directories under $work (they outlive
+# a killed agent), then $work itself unless KEEP is set. Returns STATUS (default: the exit
+# status the trap was entered with), so the test keeps it.
+test_cleanup() {
+  local rc=${1:-$?} pids segs
+  disown -a 2>/dev/null || true  # no "Killed" line per background job
+  for _ in 1 2 3 4 5; do
+    pids=$(test_processes || true)
+    [ -n "$pids" ] || break
+    kill -STOP $pids 2>/dev/null || true  # nobody forks, restarts or reaps meanwhile
+    pids="$pids $(test_processes || true)"
+    kill -9 $pids 2>/dev/null || true
+    sleep 0.1
+  done
+  if [ -n "${work:-}" ] && [ -d "$work" ]; then
+    segs=$(shm_segments "$work" 2>/dev/null || true)
+    if [ -n "$segs" ]; then
+      echo "cleanup: removing $(echo "$segs" | wc -l) shared-memory segment(s) of this test's runs:" $segs >&2
+      rm -f $segs
+    fi
+    if [ -n "${KEEP:-}" ]; then echo "cleanup: kept $work" >&2; else rm -rf "$work"; fi
+  fi
+  return $rc
 }

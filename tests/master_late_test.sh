@@ -6,14 +6,10 @@ set -euo pipefail
 cairn=$1
 work=$(mktemp -d)
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
 source "$(dirname "$0")/lib.sh"
+trap test_cleanup EXIT
 export CAIRN_JOB_TOKEN=late-master-test
-port=$((20000 + $$ % 20000))
+port=$(free_port)
 
 timeout -k 5 60 "$cairn" run --rdzv-backend cairn --rdzv-endpoint 127.0.0.1:$port --nnodes 1 \
   --node-id late --run-dir "$work/run" -- /bin/true > "$work/agent.out" 2>&1 &

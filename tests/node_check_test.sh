@@ -11,20 +11,17 @@ set -euo pipefail
 cairn=$1
 work=$(mktemp -d)
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  [ -n "${KEEP:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
 source "$(dirname "$0")/lib.sh"
+trap test_cleanup EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 CAIRN_JOB_TOKEN=node-check-test
 prepare_kjv 200000
 flash_config 10
 
-port=$((20000 + $$ % 20000))
-# node CASE ID [FLAGS...]: start node ID's agent for CASE in the background.
+# node CASE ID [FLAGS...]: start node ID's agent for CASE in the background (the first node of
+# a case, which embeds the master, takes a new port from the kernel for the case).
 node() {
   local case=$1 id=$2; shift 2
+  [ "${port_case:-}" = "$case" ] || { port=$(free_port); port_case=$case; }
   timeout 120 "$cairn" run --rdzv-backend cairn --rdzv-endpoint 127.0.0.1:$port --nnodes "$nnodes" \
     --rdzv-wait 2 --node-id "$id" --node-host 127.0.0.1 --run-dir "$work/$case/$id" "$@" -- \
     "$cairn" train "$work/tiny.yaml" --no-progress --set "ckpt.dir=$work/$case/ckpt" \
@@ -69,7 +66,8 @@ sleep 0.5
 CAIRN_DEBUG_NODE_CHECK=slow:8 node $case b
 ends a 0
 ends b 0
-grep "node b is a straggler" "$work/$case-a.out" > /dev/null || fail "b was not reported as a straggler"
+grep "node b is a straggler" "$work/$case-a.out" > /dev/null ||
+  { grep "node check" "$work/$case-a.out" >&2; fail "b was not reported as a straggler"; }
 ! grep "master: node b excluded" "$work/$case-a.out" > /dev/null || fail "b was excluded"
 [ "$(world_of a)" = 2 ] || fail "a trained at world $(world_of a), expected 2"
 echo "   $(grep -o 'node check [0-9.]*: 2 of 2 node(s) passed.*' "$work/$case-a.out" | head -n 1)"

@@ -9,13 +9,10 @@ set -euo pipefail
 cairn=$1
 work=$(mktemp -d)
 agent=
-cleanup() {
-  [ -z "$agent" ] || kill_tree "$agent"
-  [ -n "${KEEP:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
 source "$(dirname "$0")/lib.sh"
+trap test_cleanup EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 CAIRN_JOB_TOKEN=streaming-test
+require shuf
 prepare_kjv 60000  # val.bin for validation; the stream is the same text again
 mkdir -p "$work/feed"
 cp "$work/data/val.bin" "$work/feed/"
@@ -30,11 +27,11 @@ echo "-- the writer appends 6 pieces of 10 KB, one every 1.5 s"
 ( for i in 1 2 3 4 5 6; do head -c $((i * 10000)) "$work/kjv.txt" | tail -c 10000; sleep 1.5; done ) |
   "$cairn" data stream --out "$work/feed" 2> "$work/writer.err" &
 writer=$!
-timeout -k 5 240 "$cairn" run --rdzv-backend cairn --rdzv-endpoint 127.0.0.1:$((20000 + $$ % 20000)) \
+timeout -k 5 240 "$cairn" run --rdzv-backend cairn --rdzv-endpoint "127.0.0.1:$(free_port)" \
   --embed-master --node-host 127.0.0.1 --rdzv-wait 0 --nproc-per-node 2 --max-restarts 3 \
-  --run-dir "$work/run" -- "$cairn" train "$work/job.yaml" --no-progress --resume > "$work/run.out" 2>&1 &
+  --run-dir "$work/run" -- "$cairn" train "$work/job.yaml" --no-progress --resume-or-start > "$work/run.out" 2>&1 &
 agent=$!
-wait_rows "$work/run" 8
+wait_rows "$work/run" 8 || { tail -n 30 "$work/run.out"; fail "no 8 steps to kill a worker at"; }
 victim=$(worker_pids "$work/run" | shuf -n 1)
 [ -n "$victim" ] || fail "no worker to kill"
 kill -9 "$victim"

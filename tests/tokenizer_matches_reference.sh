@@ -14,7 +14,9 @@ command -v bible >/dev/null || missing "bible (Debian package bible-kjv) is not 
 [ -f "$tokdir/Encoder.js" ] || missing "no $tokdir/Encoder.js; run scripts/install-deps.sh"
 
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+work=$tmp
+source "$here/lib.sh"
+trap test_cleanup EXIT
 
 bible -f "Genesis 1:1-Revelation 22:21" > "$tmp/kjv.txt"
 head -c 200000 "$tmp/kjv.txt" | sed '$d' > "$tmp/kjv-200k.txt"  # cut at a line boundary

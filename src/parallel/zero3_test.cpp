@@ -3,12 +3,16 @@
 #include "cairn/parallel/zero3.h"
 
 #include <ATen/autocast_mode.h>
+#include <c10/core/CPUAllocator.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <map>
+#include <mutex>
 #include <thread>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <unordered_map>
 
 #include "cairn/comm/group.h"
 #include "parallel/zero3_impl.h"
@@ -447,6 +451,206 @@ TEST(Zero3, LoadRejectsBadInputAndChangesNothing) {
   for (auto& p : net->named_parameters()) now["model." + p.key()] = p.value().detach().clone();
   z.release_full_params();
   ExpectClose(now, saved, 0, 0, "after rejected loads");
+}
+
+// Counts the CPU bytes each rank holds. Put in front of libtorch's CPU allocator, it charges
+// every block allocated on a thread that charge_to(rank) named to that rank, until the block is
+// freed on whichever thread (Gloo's threads release buffers too). Blocks keep their data
+// pointer as context, as raw_allocate() requires. Never destroyed: blocks it handed out may
+// outlive a test.
+class HeldBytes final : public c10::Allocator {
+ public:
+  static HeldBytes& Get() {
+    static HeldBytes* a = new HeldBytes();
+    return *a;
+  }
+  void install() {
+    base_ = c10::GetCPUAllocator();
+    c10::SetCPUAllocator(this, kPriority);
+  }
+  void uninstall() { c10::SetCPUAllocator(base_, kPriority); }
+  // From now on this thread's allocations are charged to `rank` (-1: to nobody).
+  static void charge_to(int rank) { rank_ = rank; }
+  int64_t held(int rank) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = held_.find(rank);
+    return it == held_.end() ? 0 : it->second;
+  }
+  // held(rank) once it has not changed for 100 ms (at most 5 s): a Gloo worker thread drops
+  // its reference to a collective's buffers just after the caller saw the collective finish.
+  int64_t settled(int rank) const {
+    int64_t last = held(rank);
+    for (int same = 0, i = 0; same < 20 && i < 1000; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      const int64_t now = held(rank);
+      same = now == last ? same + 1 : 0;
+      last = now;
+    }
+    return last;
+  }
+
+  c10::DataPtr allocate(size_t n) const override {
+    c10::DataPtr inner = base_->allocate(n);
+    if (rank_ < 0 || inner.get() == nullptr) return inner;
+    void* data = inner.get();
+    const c10::Device device = inner.device();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      held_[rank_] += int64_t(n);
+      blocks_.emplace(data, Block{std::move(inner), rank_, int64_t(n)});
+    }
+    return {data, data, &HeldBytes::Free, device};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return &HeldBytes::Free; }
+
+ private:
+  struct Block {
+    c10::DataPtr inner;  // the base allocator's block, freed with this
+    int rank;
+    int64_t bytes;
+  };
+  static constexpr uint8_t kPriority = 255;  // above the default CPU allocator's
+  static void Free(void* data) {
+    HeldBytes& a = Get();
+    std::unique_lock<std::mutex> lock(a.mu_);
+    auto it = a.blocks_.find(data);
+    if (it == a.blocks_.end()) {  // not charged: the base allocator's own block
+      lock.unlock();
+      a.base_->raw_deleter()(data);
+      return;
+    }
+    Block block = std::move(it->second);
+    a.blocks_.erase(it);
+    a.held_[block.rank] -= block.bytes;
+    lock.unlock();
+  }  // block.inner frees the memory here
+  static thread_local int rank_;
+  c10::Allocator* base_ = nullptr;
+  mutable std::mutex mu_;
+  mutable std::map<int, int64_t> held_;              // GUARDED_BY(mu_)
+  mutable std::unordered_map<void*, Block> blocks_;  // GUARDED_BY(mu_)
+};
+thread_local int HeldBytes::rank_ = -1;
+
+// What each rank really holds after a step of ZeRO stage 0 (DDP), 1 and 2 (DataParallel) and 3
+// (Zero3) at world 2: the bytes of every CPU block its thread allocated since it built the
+// model and has not freed (parameters, gradients, AdamW moments, and anything else that would
+// stay), not what memory_report() says. The README's table per parameter: 4 (parameters) +
+// 4 or 4/d (gradients) + 8 or 8/d (moments) = 16, 12, 10, 8 bytes at d = 2, plus the padding of
+// every flat buffer to a multiple of d (computed here from plan_buckets / plan_zero3_layout).
+TEST(ZeroMemory, BytesEachRankHoldsAfterAStepFollowTheStageFormulas) {
+  constexpr int kWorld = 2;
+  constexpr int64_t kBucketBytes = 256;  // several DataParallel buckets
+  // Parameter counts and the padded sizes of the flat buffers.
+  int64_t params = 0, dp_padded = 0, z3_padded = 0;
+  {
+    auto net = std::make_shared<TinyLM>(1);
+    std::vector<int64_t> numels;
+    for (auto& p : net->named_parameters()) numels.push_back(p.value().numel());
+    for (int64_t n : numels) params += n;
+    for (auto& b : plan_buckets(numels, kBucketBytes / 4, kWorld)) dp_padded += b.numel;
+    // ZeRO-3 numbers distinct parameters in first-use order over the stages.
+    std::vector<torch::Tensor> distinct;
+    std::vector<int64_t> z3_numels;
+    std::vector<std::vector<int>> uses;
+    for (auto& stage : Staged(net).stage_params) {
+      uses.emplace_back();
+      for (auto& [name, t] : stage) {
+        size_t i = 0;
+        while (i < distinct.size() && !distinct[i].is_same(t)) ++i;
+        if (i == distinct.size()) {
+          distinct.push_back(t);
+          z3_numels.push_back(t.numel());
+        }
+        uses.back().push_back(int(i));
+      }
+    }
+    ASSERT_EQ(distinct.size(), numels.size());
+    for (auto& f : plan_zero3_layout(uses, z3_numels, kWorld).flats) z3_padded += f.numel;
+  }
+  const int64_t d = kWorld;
+  // Bytes per rank: parameters + gradients + both moments.
+  const std::map<int, int64_t> expected = {
+      {0, 4 * dp_padded + 4 * dp_padded + 8 * dp_padded},
+      {1, 4 * dp_padded + 4 * dp_padded + 8 * dp_padded / d},
+      {2, 4 * dp_padded + 4 * dp_padded / d + 8 * dp_padded / d},
+      {3, (4 + 4 + 8) * z3_padded / d}};
+  const std::map<int, double> per_param = {{0, 16.0}, {1, 12.0}, {2, 10.0}, {3, 8.0}};
+
+  HeldBytes& bytes = HeldBytes::Get();
+  bytes.install();
+  std::map<int, std::vector<int64_t>> held;  // stage -> per rank
+  for (int stage : {0, 1, 2, 3}) {
+    auto store = c10::make_intrusive<c10d::HashStore>();
+    std::vector<int64_t> after_step(kWorld, -1), before(kWorld, 0);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < kWorld; ++r)
+      threads.emplace_back([&, r] {
+        try {
+          at::set_num_threads(1);
+          comm::GroupOptions go;
+          go.timeout = std::chrono::seconds(30);
+          auto group = comm::Group::Create(store, r, kWorld, go);
+          before[size_t(r)] = bytes.held(r);
+          HeldBytes::charge_to(r);
+          auto net = std::make_shared<TinyLM>(r == 0 ? 1 : 7);
+          const int64_t rows = kRows / kWorld;
+          if (stage < 3) {
+            DataParallel::NamedParams named;
+            for (auto& p : net->named_parameters()) named.emplace_back(p.key(), p.value());
+            DataParallelOptions o;
+            o.zero_stage = stage;
+            o.bucket_bytes = kBucketBytes;
+            o.adam = kAdam;
+            DataParallel dp(std::move(named), Decay, group.get(), o);
+            dp.broadcast_parameters();
+            dp.zero_grad();
+            dp.set_sync(true);
+            {
+              auto [x, y] = Batch(0);
+              net->loss(x.narrow(0, r * rows, rows), y.narrow(0, r * rows, rows)).backward();
+            }
+            dp.finish_backward();
+            dp.step(kLr);
+            after_step[size_t(r)] = bytes.settled(r) - before[size_t(r)];
+          } else {
+            Zero3 z(Staged(net), Decay, group.get(), kAdam);
+            z.zero_grad();
+            {
+              auto [x, y] = Batch(0);
+              z.loss(x.narrow(0, r * rows, rows), y.narrow(0, r * rows, rows)).backward();
+            }
+            z.finish_backward();
+            z.step(kLr);
+            after_step[size_t(r)] = bytes.settled(r) - before[size_t(r)];
+          }
+          HeldBytes::charge_to(-1);
+        } catch (const std::exception& e) {
+          HeldBytes::charge_to(-1);
+          ADD_FAILURE() << "stage " << stage << " rank " << r << ": " << e.what();
+        }
+      });
+    for (auto& t : threads) t.join();
+    held[stage] = after_step;
+    // Everything a rank allocated is freed with the engine and the model.
+    for (int r = 0; r < kWorld; ++r)
+      EXPECT_EQ(bytes.settled(r) - before[size_t(r)], 0) << "stage " << stage << " rank " << r;
+  }
+  bytes.uninstall();
+
+  for (int stage : {0, 1, 2, 3})
+    for (int r = 0; r < kWorld; ++r) {
+      const int64_t got = held[stage][size_t(r)];
+      const double got_per_param = double(got) / double(params);
+      const int64_t padded = stage < 3 ? dp_padded : z3_padded;
+      std::cout << "ZeRO-" << stage << " rank " << r << ": " << got << " bytes held for " << params
+                << " parameters = " << got_per_param << " bytes/parameter (formula "
+                << per_param.at(stage) << ")\n";
+      EXPECT_EQ(got, expected.at(stage)) << "stage " << stage << " rank " << r;
+      EXPECT_GE(got_per_param, per_param.at(stage)) << "stage " << stage << " rank " << r;
+      EXPECT_LE(got_per_param, per_param.at(stage) * double(padded) / double(params))
+          << "stage " << stage << " rank " << r << " (padding to " << padded << ")";
+    }
 }
 
 }  // namespace
