@@ -100,9 +100,10 @@ Result<FlashSaveInfo> FlashSlots::start_save(int64_t step, std::vector<ckpt::Nam
                          free_slot(ckpt::ShmSlot::bytes_needed(tensors, state), timeout_s,
                                    &info.waited_s));
   copying_ = std::move(tensors);
-  // Two threads: the copy shares the cores with the forward and backward it overlaps.
+  // One thread: the copy shares the cores with the forward and backward it overlaps, and a
+  // second copy thread only contends with them (bench/ckpt.py).
   copier_ = std::thread([this, target, step, state = std::move(state), persist] {
-    copied_ = target->write(step, copying_, state, 2, persist);
+    copied_ = target->write(step, copying_, state, 1, persist);
   });
   return info;
 }

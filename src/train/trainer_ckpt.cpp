@@ -107,6 +107,11 @@ Status Trainer::Impl::checkpoint(bool persist, const char* reason, bool overlap)
   if (!direct_persist) {
     auto started = flash->start_save(step, mine, std::move(state), persist, opt.persist_timeout_s);
     if (started.ok()) {
+      if (started->waited_s > 0.1 && (++slow_storage_waits == 1 || slow_storage_waits % 100 == 0))
+        spdlog::warn("the checkpoint of step {} waited {:.2f} s for an in-memory slot: both were "
+                     "still being persisted, storage is slower than ckpt.persist_interval "
+                     "({} so far); raise it or use faster storage",
+                     step, started->waited_s, slow_storage_waits);
       pending_save = PendingSave{step, seconds_since(t0), started->waited_s, persist, reason};
       return overlap ? Status::Ok() : finish_checkpoint();
     }

@@ -56,6 +56,7 @@ struct Trainer::Impl {
   // This rank's persister when no agent persists for it (plain `cairn train`).
   std::unique_ptr<ckpt::SlotPersister> persister;
   int64_t skipped_saves = 0;    // memory saves skipped because no slot was free
+  int64_t slow_storage_waits = 0;  // persisted saves that waited for a slot
   bool direct_persist = false;  // /dev/shm too small: storage checkpoints written directly
   int64_t num_params = 0;
   comm::Group* group = nullptr;  // data-parallel group; null in one process
