@@ -42,7 +42,6 @@ at least 2x faster than the peer; goodput at least 95%.
 """
 import argparse
 import datetime
-import json
 import os
 import signal
 import statistics
@@ -70,20 +69,7 @@ def loadavg():
         return float("nan")
 
 
-def read_jsonl(path):
-    """Complete JSON lines of a file being appended to (a torn last line is skipped)."""
-    out = []
-    if not os.path.exists(path):
-        return out
-    with open(path) as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-    return out
+read_jsonl = benchlib.read_jsonl
 
 
 def wait_until(cond, timeout, what):

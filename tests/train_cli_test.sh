@@ -48,10 +48,14 @@ rc=0; "$cairn" generate --ckpt "$work/run/ckpt/step-00000030" --prompt "x" 2> "$
 echo "-- Ctrl-C saves a checkpoint, exits 130; --resume continues it byte for byte"
 "$cairn" train "$work/tiny.yaml" --run-dir "$work/straight" --no-progress --max-steps 40 \
   2> "$work/straight.err" || { cat "$work/straight.err"; fail "straight run failed"; }
-# Rank 0 slowed 5x (timing only) so that the signal comes well before step 40.
-"$cairn" train "$work/tiny.yaml" --run-dir "$work/run2" --no-progress --max-steps 40 \
-  --debug-slowdown 0:5 2> "$work/run2.err" &
-pid=$!
+# slow_run DIR: 40 steps in the background, rank 0 slowed 5x (timing only) so that a signal
+# comes well before the end; sets $pid.
+slow_run() {
+  "$cairn" train "$work/tiny.yaml" --run-dir "$1" --no-progress --max-steps 40 \
+    --debug-slowdown 0:5 2> "$1.err" &
+  pid=$!
+}
+slow_run "$work/run2"
 wait_rows "$work/run2" 10
 kill -INT $pid
 rc=0; wait $pid || rc=$?
@@ -69,9 +73,7 @@ cmp "$work/straight/ckpt/step-00000040/rank-00000.bin" "$work/run2/ckpt/step-000
   fail "Ctrl-C + --resume differs from the uninterrupted run"
 
 echo "-- SIGTERM: exit 143"
-"$cairn" train "$work/tiny.yaml" --run-dir "$work/term" --no-progress --max-steps 40 \
-  --debug-slowdown 0:5 2> "$work/term.err" &
-pid=$!
+slow_run "$work/term"
 wait_rows "$work/term" 3
 kill -TERM $pid
 rc=0; wait $pid || rc=$?

@@ -75,6 +75,42 @@ class TrainerTest : public ::testing::Test {
     return r;
   }
   static std::map<std::string, torch::Tensor> Params(Trainer& t) { return t.gather_parameters(); }
+  // One run of `world` ranks as threads over one store: each rank's summary and parameters.
+  struct WorldRun {
+    std::vector<Result<RunSummary>> sums;
+    std::vector<std::map<std::string, torch::Tensor>> params;
+  };
+  WorldRun RunWorld(const core::Config& cfg, const std::string& name, int world) {
+    auto store = c10::make_intrusive<c10d::HashStore>();
+    WorldRun out{std::vector<Result<RunSummary>>(size_t(world), Status::Internal("not run")),
+                 std::vector<std::map<std::string, torch::Tensor>>(static_cast<size_t>(world))};
+    std::vector<std::thread> threads;
+    for (int r = 0; r < world; ++r)
+      threads.emplace_back([&, r] {
+        auto group = comm::Group::Create(store, r, world, {});
+        auto run = Run(name);
+        run.group = group.get();
+        auto t = Trainer::Create(cfg, run);
+        if (!t.ok()) {
+          out.sums[size_t(r)] = t.status();
+          return;
+        }
+        out.sums[size_t(r)] = (*t)->run();
+        out.params[size_t(r)] = Params(**t);
+      });
+    for (auto& t : threads) t.join();
+    return out;
+  }
+  // Every rank ran, and its loss of every step matches `ref`'s to 1e-5 relative.
+  static void ExpectLossesMatch(const WorldRun& w, const RunSummary& ref, const std::string& name) {
+    for (size_t r = 0; r < w.sums.size(); ++r) {
+      ASSERT_TRUE(w.sums[r].ok()) << w.sums[r].status().ToString();
+      auto& l = w.sums[r]->losses;
+      ASSERT_EQ(l.size(), ref.losses.size());
+      for (size_t i = 0; i < l.size(); ++i)
+        EXPECT_NEAR(l[i], ref.losses[i], 1e-5 * ref.losses[i]) << name << " step " << i;
+    }
+  }
   std::string dir_;
   std::mutex runs_mu_;
   std::vector<std::string> runs_;  // run directories whose slots TearDown removes
@@ -225,34 +261,14 @@ TEST_F(TrainerTest, DataParallelMatchesOneProcess) {
   auto ref_params = Params(**one);
   for (int world : {2, 3})
     for (int stage : {0, 1, 2, 3}) {
-      auto store = c10::make_intrusive<c10d::HashStore>();
-      std::vector<Result<RunSummary>> sums(size_t(world), Status::Internal("not run"));
-      std::vector<std::map<std::string, torch::Tensor>> params(static_cast<size_t>(world));
-      std::vector<std::thread> threads;
       auto extra = batch;
       extra.push_back("parallel.zero_stage=" + std::to_string(stage));
-      auto cfg = Config("gpt2", extra);
       std::string name = "dp" + std::to_string(world) + "z" + std::to_string(stage);
-      for (int r = 0; r < world; ++r)
-        threads.emplace_back([&, r] {
-          auto group = comm::Group::Create(store, r, world, {});
-          auto run = Run(name);
-          run.group = group.get();
-          auto t = Trainer::Create(cfg, run);
-          if (!t.ok()) {
-            sums[size_t(r)] = t.status();
-            return;
-          }
-          sums[size_t(r)] = (*t)->run();
-          params[size_t(r)] = Params(**t);
-        });
-      for (auto& t : threads) t.join();
+      WorldRun w = RunWorld(Config("gpt2", extra), name, world);
+      ASSERT_NO_FATAL_FAILURE(ExpectLossesMatch(w, *ref, name));
+      auto& sums = w.sums;
+      auto& params = w.params;
       for (int r = 0; r < world; ++r) {
-        ASSERT_TRUE(sums[size_t(r)].ok()) << sums[size_t(r)].status().ToString();
-        auto& l = sums[size_t(r)]->losses;
-        ASSERT_EQ(l.size(), ref->losses.size());
-        for (size_t i = 0; i < l.size(); ++i)
-          EXPECT_NEAR(l[i], ref->losses[i], 1e-5 * ref->losses[i]) << name << " step " << i;
         for (auto& [k, v] : params[size_t(r)]) {
           EXPECT_TRUE(torch::equal(v, params[0][k])) << name << " replicas differ in " << k;
           EXPECT_TRUE(torch::allclose(v, ref_params[k], 1e-4, 1e-5)) << name << " " << k;
@@ -431,35 +447,13 @@ TEST_F(TrainerTest, AWorldThatDoesNotDivideTheBatchTrainsTheSameSteps) {
   };
   for (int stage : {0, 3}) {
     const int world = 3;
-    auto store = c10::make_intrusive<c10d::HashStore>();
-    std::vector<Result<RunSummary>> sums(size_t(world), Status::Internal("not run"));
-    std::vector<std::map<std::string, torch::Tensor>> params(static_cast<size_t>(world));
-    std::vector<std::thread> threads;
     auto extra = batch;
     extra.push_back("parallel.zero_stage=" + std::to_string(stage));
-    auto cfg = Config("gpt2", extra);
     const std::string name = "u3z" + std::to_string(stage);
-    for (int r = 0; r < world; ++r)
-      threads.emplace_back([&, r] {
-        auto group = comm::Group::Create(store, r, world, {});
-        auto run = Run(name);
-        run.group = group.get();
-        auto t = Trainer::Create(cfg, run);
-        if (!t.ok()) {
-          sums[size_t(r)] = t.status();
-          return;
-        }
-        sums[size_t(r)] = (*t)->run();
-        params[size_t(r)] = Params(**t);
-      });
-    for (auto& t : threads) t.join();
+    WorldRun w = RunWorld(Config("gpt2", extra), name, world);
+    ASSERT_NO_FATAL_FAILURE(ExpectLossesMatch(w, *ref, name));
     for (int r = 0; r < world; ++r) {
-      ASSERT_TRUE(sums[size_t(r)].ok()) << sums[size_t(r)].status().ToString();
-      auto& l = sums[size_t(r)]->losses;
-      ASSERT_EQ(l.size(), ref->losses.size());
-      for (size_t i = 0; i < l.size(); ++i)
-        EXPECT_NEAR(l[i], ref->losses[i], 1e-5 * ref->losses[i]) << name << " step " << i;
-      for (auto& [k, v] : params[size_t(r)])
+      for (auto& [k, v] : w.params[size_t(r)])
         EXPECT_TRUE(torch::allclose(v, ref_params[k], 1e-4, 1e-5)) << name << " " << k;
     }
     // samples.jsonl: the same ids per step (each rank's own, gathered), in the same order.
