@@ -9,7 +9,6 @@
 #include <filesystem>
 #include <thread>
 
-#include "cairn/ckpt/orphans.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/log.h"
 #include "cairn/elastic/agent.h"
@@ -19,6 +18,7 @@
 #include "cairn/ckpt/persist.h"
 #include "cairn/elastic/flash_slots.h"
 #include "commands.h"
+#include "orphans_at_start.h"
 #include "run_elastic.h"
 
 extern char** environ;
@@ -119,16 +119,7 @@ void run_run(elastic::LaunchFlags& flags, const CLI::App& cmd) {
     spdlog::warn("--nnodes {}:{}: static rendezvous fixes the world at {} nodes",
                  options->min_nodes, options->max_nodes, options->max_nodes);
   spdlog::info("run directory {}", run_dir);
-  // In-memory checkpoints that dead cairn processes left on this machine: persisted (what
-  // storage lacks) and removed. This run's own slots stay for its workers' --resume.
-  {
-    ckpt::OrphanOptions oo;
-    oo.skip_prefix = elastic::flash_slot_name(run_dir, 0, 0).substr(0, 20);
-    oo.min_idle_s = orphan_grace_s();
-    for (const auto& r : ckpt::collect_orphan_slots(oo))
-      if (r.removed || r.persisted)
-        spdlog::info("orphaned in-memory checkpoint /dev/shm{}: {}", r.name, r.detail);
-  }
+  collect_orphans_at_start(run_dir);  // this run's own slots stay for its workers' --resume
   elastic::StaticRendezvous static_rendezvous(ro);
   elastic::Rendezvous* rendezvous = &static_rendezvous;
   ElasticRun elastic_run;

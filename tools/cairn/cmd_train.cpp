@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <iostream>
 
-#include "cairn/ckpt/orphans.h"
 #include "cairn/comm/group.h"
 #include "cairn/core/config.h"
 #include "cairn/core/fs.h"
@@ -18,6 +17,7 @@
 #include "cairn/train/options.h"
 #include "cairn/train/trainer.h"
 #include "commands.h"
+#include "orphans_at_start.h"
 
 namespace cairn::cli {
 namespace {
@@ -169,16 +169,7 @@ void run_train(const TrainArgs& a) {
   }
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
-  // In-memory checkpoints that dead cairn processes left on this machine: persisted (what
-  // storage lacks) and removed. This run's own slots are left for its --resume.
-  {
-    ckpt::OrphanOptions oo;
-    oo.skip_prefix = elastic::flash_slot_name(run.run_dir, 0, 0).substr(0, 20);
-    oo.min_idle_s = orphan_grace_s();
-    for (const auto& r : ckpt::collect_orphan_slots(oo))
-      if (r.removed || r.persisted)
-        spdlog::info("orphaned in-memory checkpoint /dev/shm{}: {}", r.name, r.detail);
-  }
+  collect_orphans_at_start(run.run_dir);
   auto trainer = train::Trainer::Create(*config, run);
   if (!trainer.ok()) throw StatusError(trainer.status());
   cleanup.dismiss();
