@@ -17,7 +17,9 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 }  // namespace
 
@@ -74,12 +76,9 @@ int main(int argc, char** argv) {
     if (!snap.ok()) return 1;
     read_s = std::min(read_s, since(t));
   }
-  nlohmann::json out = {{"bytes", bytes},
-                        {"tensors", tensors.size()},
-                        {"memcpy_s", memcpy_s},
-                        {"slot_first_write_s", first_write_s},
-                        {"slot_write_s", write_s},
-                        {"slot_read_s", read_s},
+  nlohmann::json out = {{"bytes", bytes},          {"tensors", tensors.size()},
+                        {"memcpy_s", memcpy_s},    {"slot_first_write_s", first_write_s},
+                        {"slot_write_s", write_s}, {"slot_read_s", read_s},
                         {"storage_load_s", load_s}};
   std::printf("%s\n", out.dump().c_str());
   return 0;

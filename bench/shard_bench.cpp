@@ -74,8 +74,8 @@ struct Shared {
 // What a client sends back through its pipe.
 struct ClientResult {
   int64_t shards = 0;
-  int64_t steps = 0;        // the step path
-  double seconds = 0;       // from go to the end of its loop
+  int64_t steps = 0;                // the step path
+  double seconds = 0;               // from go to the end of its loop
   std::vector<double> latency_us;   // every request
   std::vector<double> snapshot_us;  // rank 0's snapshots
 };
@@ -305,7 +305,8 @@ std::vector<ClientResult> run_clients(int n, double seconds, Shared* sh, Body bo
   while (sh->ready.load() < n) {
     if (Clock::now() > deadline) die("the clients did not connect within 120 s");
     int status;
-    if (pid_t done = ::waitpid(-1, &status, WNOHANG); done > 0) die("a client exited before the start");
+    if (pid_t done = ::waitpid(-1, &status, WNOHANG); done > 0)
+      die("a client exited before the start");
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   sh->go.store(1);
@@ -327,8 +328,8 @@ std::vector<ClientResult> run_clients(int n, double seconds, Shared* sh, Body bo
 }
 
 Shared* new_shared(int barrier_count) {
-  void* m = ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                   -1, 0);
+  void* m =
+      ::mmap(nullptr, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED) die("mmap failed");
   auto* sh = new (m) Shared();
   pthread_barrierattr_t attr;
@@ -378,9 +379,10 @@ int main(int argc, char** argv) {
     if (std::fscanf(f, "%lf", &l) == 1) std::printf("%.1f", l);
     std::fclose(f);
   }
-  std::printf("\nshard service on %s (a master process of its own); every client a process of "
-              "its own, one thread, its own channel; %.1f s per configuration\n",
-              address.c_str(), seconds);
+  std::printf(
+      "\nshard service on %s (a master process of its own); every client a process of "
+      "its own, one thread, its own channel; %.1f s per configuration\n",
+      address.c_str(), seconds);
 
   std::printf("\n1. raw GetShards(done = the shards got last, want):\n");
   std::printf("%8s %6s %12s %12s %10s %10s %14s\n", "clients", "want", "requests/s", "shards/s",
@@ -388,9 +390,8 @@ int main(int argc, char** argv) {
   for (int want : {1, 16})
     for (int clients : {1, 4, 16}) {
       Shared* sh = new_shared(clients);
-      auto res = run_clients(clients, seconds, sh, [&](int i) {
-        return raw_client(address, sh, i, want);
-      });
+      auto res = run_clients(clients, seconds, sh,
+                             [&](int i) { return raw_client(address, sh, i, want); });
       free_shared(sh);
       std::vector<double> all;
       int64_t shards = 0;
@@ -407,11 +408,13 @@ int main(int argc, char** argv) {
       std::fflush(stdout);
     }
 
-  std::printf("\n2. the training path: per step, each rank next_for_step (acquire_for_step) until "
-              "the step has none left for it, then flush its done shards; a barrier per step "
-              "(the step's collective); snap: rank 0 snapshots the service every step; no compute\n");
+  std::printf(
+      "\n2. the training path: per step, each rank next_for_step (acquire_for_step) until "
+      "the step has none left for it, then flush its done shards; a barrier per step "
+      "(the step's collective); snap: rank 0 snapshots the service every step; no compute\n");
   std::printf("%6s %6s %5s %10s %9s %12s %10s %10s %12s %12s\n", "ranks", "quota", "snap",
-              "steps/s", "ms/step", "requests/s", "p50 us", "p99 us", "snapshot p50", "shards/step");
+              "steps/s", "ms/step", "requests/s", "p50 us", "p99 us", "snapshot p50",
+              "shards/step");
   int failures = 0;
   int config = 0;
   for (StepConfig cfg : {StepConfig{1, 8, false}, StepConfig{2, 8, false}, StepConfig{4, 16, false},
@@ -419,9 +422,8 @@ int main(int argc, char** argv) {
                          StepConfig{4, 16, true}, StepConfig{16, 32, true}}) {
     const std::string dataset = "steps-" + std::to_string(config++);
     Shared* sh = new_shared(cfg.world);
-    auto res = run_clients(cfg.world, seconds, sh, [&](int rank) {
-      return step_client(address, sh, rank, cfg, dataset);
-    });
+    auto res = run_clients(cfg.world, seconds, sh,
+                           [&](int rank) { return step_client(address, sh, rank, cfg, dataset); });
     std::vector<double> all;
     for (auto& r : res) all.insert(all.end(), r.latency_us.begin(), r.latency_us.end());
     const int64_t steps = res[0].steps;
@@ -443,12 +445,13 @@ int main(int argc, char** argv) {
                   bad ? " WRONG" : "");
     std::printf("%6d %6d %5s %10.0f %9.2f %12.0f %10.0f %10.0f %12s %12s\n", cfg.world, cfg.quota,
                 cfg.snapshot ? "yes" : "no", double(steps) / took,
-                steps ? took * 1e3 / double(steps) : 0.0,
-                double(l.n + snap.n) / took, l.p50, l.p99, snap_text, per_step);
+                steps ? took * 1e3 / double(steps) : 0.0, double(l.n + snap.n) / took, l.p50, l.p99,
+                snap_text, per_step);
     if (bad) {
-      std::printf("       %lld of %lld steps did not hand out exactly %d shards with every rank "
-                  "taking one\n",
-                  static_cast<long long>(bad), static_cast<long long>(steps), cfg.quota);
+      std::printf(
+          "       %lld of %lld steps did not hand out exactly %d shards with every rank "
+          "taking one\n",
+          static_cast<long long>(bad), static_cast<long long>(steps), cfg.quota);
       ++failures;
     }
     std::fflush(stdout);

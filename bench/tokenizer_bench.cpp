@@ -156,11 +156,12 @@ int main(int argc, char** argv) {
 
   int status = 0;
   const std::string node = run_capture("node --version 2>/dev/null", &status);
-  std::printf("machine: %u cores; both sides on 1 thread (cairn's encoder is single-threaded; "
-              "the peer is node %s running Encoder.js from %s)\n",
-              std::thread::hardware_concurrency(),
-              status == 0 && !node.empty() ? node.substr(0, node.find('\n')).c_str() : "(not found)",
-              dir.c_str());
+  std::printf(
+      "machine: %u cores; both sides on 1 thread (cairn's encoder is single-threaded; "
+      "the peer is node %s running Encoder.js from %s)\n",
+      std::thread::hardware_concurrency(),
+      status == 0 && !node.empty() ? node.substr(0, node.find('\n')).c_str() : "(not found)",
+      dir.c_str());
 
   // Whole text, one thread: cold cache (a fresh tokenizer each run), then warm; best of 3.
   std::vector<int32_t> ids;

@@ -107,7 +107,8 @@ Result<torch::Tensor> read_tensor(const std::string& dir, const TensorEntry& e,
     if (it == fds->end()) {
       std::string p = dir + "/" + s.file;
       int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd < 0) return Status::Corrupt(p + ": data file is missing (" + std::strerror(errno) + ")");
+      if (fd < 0)
+        return Status::Corrupt(p + ": data file is missing (" + std::strerror(errno) + ")");
       CAIRN_RETURN_IF_ERROR(check_data_header(fd, p));
       it = fds->emplace(s.file, fd).first;
     }
@@ -281,7 +282,8 @@ Result<bool> try_commit(const std::string& root, int64_t step, int world,
   std::string final_dir = root + "/" + step_dir_name(step);
   std::error_code ec;
   if (fs::exists(final_dir)) fs::remove_all(final_dir, ec);
-  if (::rename(dir.c_str(), final_dir.c_str()) != 0) return errno_status("cannot rename to", final_dir);
+  if (::rename(dir.c_str(), final_dir.c_str()) != 0)
+    return errno_status("cannot rename to", final_dir);
   CAIRN_RETURN_IF_ERROR(core::fsync_dir(root));
   CAIRN_RETURN_IF_ERROR(core::write_file_atomic(root + "/latest", step_dir_name(step) + "\n"));
   return true;

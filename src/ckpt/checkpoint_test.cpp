@@ -186,7 +186,8 @@ TEST_F(CheckpointTest, ShardedPartsCommitOnceAndLoadWhole) {
     threads.emplace_back([&, r] {
       std::vector<NamedTensor> mine = {{"optim.w", global.narrow(0, 3 * r, 3).clone()}};
       if (r == 0) mine.push_back({"model.b", whole});
-      nlohmann::json slices = {{"optim.w", {{"shape", {9, 4}}, {"slice", {{3 * r, 3 * r + 3}, {0, 4}}}}}};
+      nlohmann::json slices = {
+          {"optim.w", {{"shape", {9, 4}}, {"slice", {{3 * r, 3 * r + 3}, {0, 4}}}}}};
       auto part = write_rank_part(root_, 5, r, mine, slices);
       ASSERT_TRUE(part.ok()) << part.status().ToString();
       committed[size_t(r)] = try_commit(root_, 5, world, {{"world_size", world}});

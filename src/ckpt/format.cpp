@@ -22,13 +22,14 @@ DataHeader make_data_header(int rank, int64_t payload_bytes) {
 Status check_data_header(int fd, const std::string& path) {
   DataHeader h;
   ssize_t n = ::pread(fd, &h, sizeof(h), 0);
-  if (n != ssize_t(sizeof(h))) return Status::Corrupt(path + ": data file is shorter than its header");
+  if (n != ssize_t(sizeof(h)))
+    return Status::Corrupt(path + ": data file is shorter than its header");
   if (std::memcmp(h.magic, kDataMagic, sizeof(h.magic)) != 0)
     return Status::Corrupt(path + ": not a cairn checkpoint data file (bad magic)");
   if (h.version > kDataVersion)
     return Status::Unsupported(path + ": data file version " + std::to_string(h.version) +
-                               " is newer than this cairn reads (" +
-                               std::to_string(kDataVersion) + ")");
+                               " is newer than this cairn reads (" + std::to_string(kDataVersion) +
+                               ")");
   off_t size = ::lseek(fd, 0, SEEK_END);
   if (size < 0 || uint64_t(size) < kDataHeaderBytes + h.payload_bytes)
     return Status::Corrupt(path + ": truncated: " + std::to_string(size) + " bytes, header says " +
@@ -44,9 +45,9 @@ std::string hex64(uint64_t v) {
 
 namespace {
 const std::pair<torch::ScalarType, const char*> kDtypes[] = {
-    {torch::kFloat, "float32"}, {torch::kDouble, "float64"}, {torch::kHalf, "float16"},
-    {torch::kBFloat16, "bfloat16"}, {torch::kLong, "int64"},  {torch::kInt, "int32"},
-    {torch::kShort, "int16"},   {torch::kByte, "uint8"},     {torch::kChar, "int8"},
+    {torch::kFloat, "float32"},     {torch::kDouble, "float64"}, {torch::kHalf, "float16"},
+    {torch::kBFloat16, "bfloat16"}, {torch::kLong, "int64"},     {torch::kInt, "int32"},
+    {torch::kShort, "int16"},       {torch::kByte, "uint8"},     {torch::kChar, "int8"},
     {torch::kBool, "bool"},
 };
 }  // namespace
@@ -98,7 +99,9 @@ std::string part_file_name(int rank) {
 std::string parts_dir_name(int64_t step) { return "." + step_dir_name(step).insert(0, "parts-"); }
 
 Status validate_manifest(const nlohmann::json& j, const std::string& where) {
-  auto bad = [&](const std::string& why) { return Status::Corrupt(where + "/manifest.json: " + why); };
+  auto bad = [&](const std::string& why) {
+    return Status::Corrupt(where + "/manifest.json: " + why);
+  };
   if (!j.is_object()) return bad("not a JSON object");
   if (!j.contains("format") || j["format"] != kFormatName) return bad("not a cairn checkpoint");
   if (!j.contains("format_version") || !j["format_version"].is_number_integer())
@@ -123,7 +126,9 @@ Result<std::vector<TensorEntry>> parse_entries(const nlohmann::json& j, const st
     for (auto& t : j["tensors"]) {
       TensorEntry e;
       e.name = t.at("name").get<std::string>();
-      auto bad = [&](const std::string& why) { return Status::Corrupt(ctx + ": tensor '" + e.name + "': " + why); };
+      auto bad = [&](const std::string& why) {
+        return Status::Corrupt(ctx + ": tensor '" + e.name + "': " + why);
+      };
       if (!parse_dtype(t.at("dtype").get<std::string>(), &e.dtype)) return bad("unknown dtype");
       e.shape = t.at("shape").get<std::vector<int64_t>>();
       int64_t numel = 1;
@@ -142,7 +147,8 @@ Result<std::vector<TensorEntry>> parse_entries(const nlohmann::json& j, const st
         sh.bytes = s.at("bytes").get<int64_t>();
         sh.xxh3 = s.at("xxh3").get<std::string>();
         auto slice = s.at("slice");
-        if (!slice.is_array() || slice.size() != e.shape.size()) return bad("slice rank differs from shape");
+        if (!slice.is_array() || slice.size() != e.shape.size())
+          return bad("slice rank differs from shape");
         int64_t n = 1;
         for (size_t d = 0; d < slice.size(); ++d) {
           int64_t b = slice[d].at(0).get<int64_t>(), en = slice[d].at(1).get<int64_t>();
@@ -150,7 +156,8 @@ Result<std::vector<TensorEntry>> parse_entries(const nlohmann::json& j, const st
           sh.slice.emplace_back(b, en);
           n *= en - b;
         }
-        if (sh.offset < kDataHeaderBytes || n * item != sh.bytes) return bad("shard size or offset is wrong");
+        if (sh.offset < kDataHeaderBytes || n * item != sh.bytes)
+          return bad("shard size or offset is wrong");
         covered += n;
         e.shards.push_back(std::move(sh));
       }

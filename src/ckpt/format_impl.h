@@ -1,10 +1,10 @@
 // Private pieces of the checkpoint format: data-file header, names, manifest validation.
 #pragma once
 
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -42,9 +42,9 @@ bool parse_dtype(const std::string& name, torch::ScalarType* out);
 
 std::string step_dir_name(int64_t step);  // "step-00000042"
 bool parse_step_dir_name(const std::string& name, int64_t* step);
-std::string data_file_name(int rank);     // "rank-00000.bin"
-std::string part_file_name(int rank);     // "rank-00000.part.json": a rank's tensor entries
-std::string parts_dir_name(int64_t step); // ".parts-step-00000042": a step being assembled
+std::string data_file_name(int rank);      // "rank-00000.bin"
+std::string part_file_name(int rank);      // "rank-00000.part.json": a rank's tensor entries
+std::string parts_dir_name(int64_t step);  // ".parts-step-00000042": a step being assembled
 
 struct ShardEntry {
   std::vector<std::pair<int64_t, int64_t>> slice;  // [begin, end) per dimension

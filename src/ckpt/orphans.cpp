@@ -6,9 +6,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <memory>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <regex>
 
 #include "cairn/ckpt/persist.h"
@@ -40,8 +40,8 @@ bool save_orphan(ShmSlot& slot, bool dry_run, std::map<std::string, int64_t>* pl
   }
   // A dry run writes nothing: what it would have written counts as stored.
   auto p = planned->find(target->root);
-  const int64_t stored = std::max(newest_complete_step(target->root),
-                                  p == planned->end() ? int64_t(-1) : p->second);
+  const int64_t stored =
+      std::max(newest_complete_step(target->root), p == planned->end() ? int64_t(-1) : p->second);
   if (stored >= r->step) {
     r->detail = "storage holds step " + std::to_string(stored) + " in " + target->root;
     return true;
@@ -69,13 +69,14 @@ bool save_orphan(ShmSlot& slot, bool dry_run, std::map<std::string, int64_t>* pl
   slot.finish_persist(info.ok());
   if (!info.ok()) {
     r->persisted = false;
-    r->detail = "kept: persisting step " + std::to_string(r->step) + " failed: " +
-                info.status().message();
+    r->detail =
+        "kept: persisting step " + std::to_string(r->step) + " failed: " + info.status().message();
     return false;
   }
-  r->detail = "persisted step " + std::to_string(r->step) + " of rank " +
-              std::to_string(target->rank) + " to " +
-              (info->committed ? info->path : target->root + " (waiting for the other ranks' parts)");
+  r->detail =
+      "persisted step " + std::to_string(r->step) + " of rank " + std::to_string(target->rank) +
+      " to " +
+      (info->committed ? info->path : target->root + " (waiting for the other ranks' parts)");
   return true;
 }
 

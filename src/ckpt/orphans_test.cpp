@@ -32,10 +32,11 @@ class OrphansTest : public ::testing::Test {
   void SetUp() override {
     static int counter = 0;
     char buf[32];
-    std::snprintf(buf, sizeof(buf), "/cairn-%08x%04x", unsigned(::getpid()), unsigned(++counter) & 0xffff);
+    std::snprintf(buf, sizeof(buf), "/cairn-%08x%04x", unsigned(::getpid()),
+                  unsigned(++counter) & 0xffff);
     prefix_ = buf;
-    root_ = (fs::temp_directory_path() / ("cairn_orphans_" + std::to_string(getpid()) + "_" +
-                                          std::to_string(counter)))
+    root_ = (fs::temp_directory_path() /
+             ("cairn_orphans_" + std::to_string(getpid()) + "_" + std::to_string(counter)))
                 .string();
     fs::remove_all(root_);
   }

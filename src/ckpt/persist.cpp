@@ -24,12 +24,16 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 }  // namespace
 
 nlohmann::json to_json(const PersistTarget& t) {
-  return {{"root", t.root}, {"rank", t.rank}, {"world", t.world},
-          {"keep_last", t.keep_last}, {"keep_every", t.keep_every}};
+  return {{"root", t.root},
+          {"rank", t.rank},
+          {"world", t.world},
+          {"keep_last", t.keep_last},
+          {"keep_every", t.keep_every}};
 }
 
 Result<PersistTarget> persist_target_from(const nlohmann::json& slot_state) {
-  if (!slot_state.is_object() || !slot_state.contains("persist") || !slot_state["persist"].is_object())
+  if (!slot_state.is_object() || !slot_state.contains("persist") ||
+      !slot_state["persist"].is_object())
     return Status::InvalidArgument("the slot's state names no persist target");
   const auto& j = slot_state["persist"];
   PersistTarget t;
@@ -55,7 +59,8 @@ int64_t newest_complete_step(const std::string& root) {
 }
 
 Result<PartInfo> persist_part(const PersistTarget& target, int64_t step,
-                              const std::vector<NamedTensor>& tensors, const nlohmann::json& state) {
+                              const std::vector<NamedTensor>& tensors,
+                              const nlohmann::json& state) {
   auto t0 = std::chrono::steady_clock::now();
   PartInfo info;
   info.step = step;
@@ -68,7 +73,8 @@ Result<PartInfo> persist_part(const PersistTarget& target, int64_t step,
     manifest_state.erase("persist");
     manifest_state.erase("partition");
   }
-  CAIRN_ASSIGN_OR_RETURN(info.committed, try_commit(target.root, step, target.world, manifest_state));
+  CAIRN_ASSIGN_OR_RETURN(info.committed,
+                         try_commit(target.root, step, target.world, manifest_state));
   if (info.committed) {
     info.path = target.root + "/" + step_dir_name(step);
     CAIRN_RETURN_IF_ERROR(prune_checkpoints(target.root, target.keep_last, target.keep_every));
@@ -80,7 +86,8 @@ Result<PartInfo> persist_part(const PersistTarget& target, int64_t step,
 SlotPersister::SlotPersister(SlotPersisterOptions options) : o_(std::move(options)) {}
 
 Result<std::unique_ptr<SlotPersister>> SlotPersister::Start(SlotPersisterOptions options) {
-  if (options.poll_interval_s <= 0) return Status::InvalidArgument("poll interval must be positive");
+  if (options.poll_interval_s <= 0)
+    return Status::InvalidArgument("poll interval must be positive");
   std::unique_ptr<SlotPersister> p(new SlotPersister(std::move(options)));
   // A claim left by a persister that died mid-write is this persister's to redo.
   for (auto& [rank, names] : p->o_.slots)
@@ -153,7 +160,8 @@ int SlotPersister::poll_once() {
       auto info = write_slot(slot);
       slot->finish_persist(info.ok());
       if (!info.ok()) {
-        spdlog::error("persisting step {} of rank {} failed: {}", step, rank, info.status().ToString());
+        spdlog::error("persisting step {} of rank {} failed: {}", step, rank,
+                      info.status().ToString());
         emit("checkpoint_persist_failed",
              {{"step", step}, {"rank", rank}, {"error", info.status().ToString()}});
         continue;

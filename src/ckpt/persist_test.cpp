@@ -25,8 +25,9 @@ class PersistTest : public ::testing::Test {
   void SetUp() override {
     name_ = "/cairn-persist-" + std::to_string(getpid()) + "-" +
             ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    root_ = (fs::temp_directory_path() / ("cairn_persist_" + std::to_string(getpid()) + "_" +
-                                          ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+    root_ = (fs::temp_directory_path() /
+             ("cairn_persist_" + std::to_string(getpid()) + "_" +
+              ::testing::UnitTest::GetInstance()->current_test_info()->name()))
                 .string();
     fs::remove_all(root_);
     for (int r = 0; r < 2; ++r)
@@ -51,12 +52,15 @@ class PersistTest : public ::testing::Test {
     return o;
   }
   // Rank r's part of step `step` (world 2): rank 0 holds "w", rank 1 holds "b".
-  void Write(int rank, int slot, int64_t step, bool persist, int keep_last = 0, int keep_every = 0) {
+  void Write(int rank, int slot, int64_t step, bool persist, int keep_last = 0,
+             int keep_every = 0) {
     PersistTarget t{root_, rank, 2, keep_last, keep_every};
     nlohmann::json state = {{"step", step}, {"persist", to_json(t)}, {"partition", "dropped"}};
     std::vector<NamedTensor> part;
-    if (rank == 0) part.push_back({"w", torch::full({3, 4}, float(step))});
-    else part.push_back({"b", torch::full({5}, double(step), torch::kDouble)});
+    if (rank == 0)
+      part.push_back({"w", torch::full({3, 4}, float(step))});
+    else
+      part.push_back({"b", torch::full({5}, double(step), torch::kDouble)});
     ASSERT_TRUE(slots_[rank][slot]->write(step, part, state, 1, persist).ok());
   }
   bool WaitFor(const std::function<bool()>& done) {
@@ -196,8 +200,10 @@ TEST_F(PersistTest, UnwritableStorageFailsTheSlotAndReports) {
 
 TEST(PersistTarget, BadTargetsAreRejected) {
   EXPECT_FALSE(persist_target_from({{"step", 1}}).ok());
-  EXPECT_FALSE(persist_target_from({{"persist", {{"root", "relative"}, {"rank", 0}, {"world", 1}}}}).ok());
-  EXPECT_FALSE(persist_target_from({{"persist", {{"root", "/x"}, {"rank", 2}, {"world", 2}}}}).ok());
+  EXPECT_FALSE(
+      persist_target_from({{"persist", {{"root", "relative"}, {"rank", 0}, {"world", 1}}}}).ok());
+  EXPECT_FALSE(
+      persist_target_from({{"persist", {{"root", "/x"}, {"rank", 2}, {"world", 2}}}}).ok());
   EXPECT_FALSE(persist_target_from({{"persist", {{"root", 7}, {"rank", 0}, {"world", 1}}}}).ok());
   auto t = persist_target_from({{"persist", {{"root", "/x"}, {"rank", 1}, {"world", 2}}}});
   ASSERT_TRUE(t.ok());

@@ -34,12 +34,13 @@ struct Header {
   int64_t meta_offset;  // from the start of the data area
   int64_t meta_bytes;
   uint64_t meta_xxh3;
-  std::atomic<uint32_t> persist;  // PersistState: the hand-off between writer and persister
-  std::atomic<int32_t> owner_pid;   // who removes the segment (0: not recorded)
+  std::atomic<uint32_t> persist;      // PersistState: the hand-off between writer and persister
+  std::atomic<int32_t> owner_pid;     // who removes the segment (0: not recorded)
   std::atomic<uint64_t> owner_start;  // that process's start time (core::process_start_time)
 };
 static_assert(sizeof(Header) <= kHeaderBytes);
-static_assert(std::atomic<uint32_t>::is_always_lock_free && std::atomic<int64_t>::is_always_lock_free);
+static_assert(std::atomic<uint32_t>::is_always_lock_free &&
+              std::atomic<int64_t>::is_always_lock_free);
 
 Header* header(void* base) { return static_cast<Header*>(base); }
 char* data(void* base) { return static_cast<char*>(base) + kHeaderBytes; }
@@ -106,14 +107,19 @@ Result<int64_t> shm_free_bytes() {
   return int64_t(s.f_bavail) * int64_t(s.f_frsize);
 }
 
-int64_t ShmSlot::bytes_needed(const std::vector<NamedTensor>& tensors, const nlohmann::json& state) {
+int64_t ShmSlot::bytes_needed(const std::vector<NamedTensor>& tensors,
+                              const nlohmann::json& state) {
   Layout l = plan(tensors);
   return align_up(l.data_end) + int64_t(metadata(tensors, l, state).dump().size());
 }
 
 ShmSlot::ShmSlot(std::string name, void* base, int64_t mapped, bool owner, uint64_t inode)
-    : name_(std::move(name)), base_(base), mapped_(mapped), capacity_(mapped - kHeaderBytes),
-      owner_(owner), inode_(inode) {}
+    : name_(std::move(name)),
+      base_(base),
+      mapped_(mapped),
+      capacity_(mapped - kHeaderBytes),
+      owner_(owner),
+      inode_(inode) {}
 
 ShmSlot::~ShmSlot() {
   ::munmap(base_, size_t(mapped_));
@@ -246,7 +252,8 @@ Result<ShmSnapshot> ShmSlot::read_impl(bool copy) const {
   uint32_t st = h->state.load(std::memory_order_acquire);
   if (st == kEmpty) return Status::NotFound("slot " + name_ + " holds no checkpoint");
   if (st != kReady)
-    return Status::Corrupt("slot " + name_ + " holds an unfinished write (the writer stopped or is "
+    return Status::Corrupt("slot " + name_ +
+                           " holds an unfinished write (the writer stopped or is "
                            "still writing)");
   ShmSnapshot out;
   out.step = h->step.load(std::memory_order_acquire);
@@ -318,7 +325,8 @@ bool ShmSlot::request_persist() {
   if (ready_step() < 0) return false;
   for (uint32_t p = header(base_)->persist.load(std::memory_order_acquire);;) {
     if (p == kPersistRequested || p == kPersistRunning || p == kPersistDone) return true;
-    if (header(base_)->persist.compare_exchange_weak(p, kPersistRequested, std::memory_order_acq_rel))
+    if (header(base_)->persist.compare_exchange_weak(p, kPersistRequested,
+                                                     std::memory_order_acq_rel))
       return true;
   }
 }

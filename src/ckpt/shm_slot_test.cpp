@@ -1,8 +1,8 @@
 #include "cairn/ckpt/shm_slot.h"
 
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
@@ -17,7 +17,9 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string Name(const char* what) { return "/cairn-test-" + std::to_string(getpid()) + "-" + what; }
+std::string Name(const char* what) {
+  return "/cairn-test-" + std::to_string(getpid()) + "-" + what;
+}
 
 std::vector<NamedTensor> State(float v) {
   return {{"model.w", torch::full({300, 7}, v)},
@@ -115,7 +117,8 @@ TEST(ShmSlot, PersistHandOff) {
   ASSERT_TRUE(persister.ok());
   EXPECT_EQ((*persister)->persist_state(), kPersistNone);
   EXPECT_FALSE((*persister)->claim_persist());  // nothing asked
-  ASSERT_TRUE((*writer)->write(1, {{"a", torch::full({4}, 1.0f)}}, {}, 1, /*request_persist=*/true).ok());
+  ASSERT_TRUE(
+      (*writer)->write(1, {{"a", torch::full({4}, 1.0f)}}, {}, 1, /*request_persist=*/true).ok());
   EXPECT_EQ((*persister)->persist_state(), kPersistRequested);
   EXPECT_TRUE((*writer)->persist_pending());
   auto refused = (*writer)->write(2, {{"a", torch::full({4}, 2.0f)}}, {});

@@ -1,9 +1,6 @@
 // Gloo process groups with bounded collectives.
 #include "cairn/comm/group.h"
 
-#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -11,6 +8,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <thread>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 namespace cairn::comm {
 namespace {
@@ -22,8 +22,9 @@ std::string env(const char* name) {
 
 Result<int> env_int(const char* name, int min, int max) {
   std::string v = env(name);
-  if (v.empty()) return Status::InvalidArgument(std::string("environment variable ") + name +
-                                                " is not set (start workers with `cairn run`)");
+  if (v.empty())
+    return Status::InvalidArgument(std::string("environment variable ") + name +
+                                   " is not set (start workers with `cairn run`)");
   char* end = nullptr;
   long x = std::strtol(v.c_str(), &end, 10);
   if (*end != '\0' || x < min || x > max)
@@ -74,7 +75,8 @@ void Pending::wait() {
     throw CollectiveError(what_ + " failed: " + e.what());
   }
   work_.reset();
-  if (!done) throw CollectiveError(what_ + " timed out after " + std::to_string(timeout_.count()) + " ms");
+  if (!done)
+    throw CollectiveError(what_ + " timed out after " + std::to_string(timeout_.count()) + " ms");
 }
 
 Result<std::unique_ptr<Group>> Group::FromEnv(const GroupOptions& options) {
@@ -104,9 +106,9 @@ Result<std::unique_ptr<Group>> Group::FromEnv(const GroupOptions& options) {
     auto store = c10::make_intrusive<c10d::TCPStore>(addr, so);
     return Create(store, rank, size, o);
   } catch (const std::exception& e) {
-    return Status::PeerLost("cannot form the process group at " + addr + ":" + std::to_string(port) +
-                            " (rank " + std::to_string(rank) + " of " + std::to_string(size) +
-                            "): " + e.what());
+    return Status::PeerLost("cannot form the process group at " + addr + ":" +
+                            std::to_string(port) + " (rank " + std::to_string(rank) + " of " +
+                            std::to_string(size) + "): " + e.what());
   }
 }
 
@@ -153,7 +155,8 @@ void Group::allgather(torch::Tensor& out, const torch::Tensor& in) {
 }
 
 void Group::reduce_scatter(torch::Tensor& out, torch::Tensor& in) {
-  TORCH_CHECK(in.numel() == out.numel() * size_, "reduce_scatter: in must hold size * out elements");
+  TORCH_CHECK(in.numel() == out.numel() * size_,
+              "reduce_scatter: in must hold size * out elements");
   // Gloo has no reduce-scatter: all-reduce and keep this rank's slice.
   allreduce(in);
   out.copy_(in.narrow(0, rank_ * out.numel(), out.numel()));

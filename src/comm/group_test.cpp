@@ -1,11 +1,11 @@
 #include "cairn/comm/group.h"
 
 #include <gtest/gtest.h>
-#include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/torch.h>
 
 #include <functional>
 #include <thread>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 namespace cairn::comm {
 namespace {

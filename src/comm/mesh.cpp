@@ -7,20 +7,28 @@ namespace cairn::comm {
 
 const char* axis_name(Axis a) {
   switch (a) {
-    case Axis::kPipeline: return "pp";
-    case Axis::kData: return "dp";
-    case Axis::kSequence: return "sp";
-    case Axis::kTensor: return "tp";
+    case Axis::kPipeline:
+      return "pp";
+    case Axis::kData:
+      return "dp";
+    case Axis::kSequence:
+      return "sp";
+    case Axis::kTensor:
+      return "tp";
   }
   return "?";
 }
 
 int MeshShape::extent(Axis a) const {
   switch (a) {
-    case Axis::kPipeline: return pp;
-    case Axis::kData: return dp;
-    case Axis::kSequence: return sp;
-    case Axis::kTensor: return tp;
+    case Axis::kPipeline:
+      return pp;
+    case Axis::kData:
+      return dp;
+    case Axis::kSequence:
+      return sp;
+    case Axis::kTensor:
+      return tp;
   }
   return 1;
 }
@@ -33,8 +41,8 @@ std::string MeshShape::ToString() const {
 Result<Mesh> Mesh::Create(const MeshShape& s, int world_size) {
   for (int a = 0; a < kNumAxes; ++a)
     if (s.extent(Axis(a)) < 1)
-      return Status::InvalidArgument(std::string("mesh: ") + axis_name(Axis(a)) + " must be >= 1, got " +
-                                     std::to_string(s.extent(Axis(a))));
+      return Status::InvalidArgument(std::string("mesh: ") + axis_name(Axis(a)) +
+                                     " must be >= 1, got " + std::to_string(s.extent(Axis(a))));
   if (s.size() != world_size)
     return Status::InvalidArgument("mesh " + s.ToString() + " holds " + std::to_string(s.size()) +
                                    " ranks but the world has " + std::to_string(world_size));

@@ -18,10 +18,14 @@ namespace {
 
 const char* type_name(FieldType t) {
   switch (t) {
-    case FieldType::kInt: return "an integer";
-    case FieldType::kFloat: return "a number";
-    case FieldType::kBool: return "true or false";
-    case FieldType::kString: return "a string";
+    case FieldType::kInt:
+      return "an integer";
+    case FieldType::kFloat:
+      return "a number";
+    case FieldType::kBool:
+      return "true or false";
+    case FieldType::kString:
+      return "a string";
   }
   return "?";
 }
@@ -75,8 +79,7 @@ Result<std::string> canonical(const Field& f, const std::string& text) {
       auto r = std::from_chars(b, e, v);
       if (text.empty() || r.ec != std::errc() || r.ptr != e)
         return bad("is not " + std::string(type_name(f.type)));
-      if (v < f.min || v > f.max)
-        return bad("is out of range: " + allowed_range(f));
+      if (v < f.min || v > f.max) return bad("is out of range: " + allowed_range(f));
       return std::to_string(v);
     }
     case FieldType::kFloat: {
@@ -84,8 +87,7 @@ Result<std::string> canonical(const Field& f, const std::string& text) {
       double v = std::strtod(text.c_str(), &end);
       if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v))
         return bad("is not " + std::string(type_name(f.type)));
-      if (v < f.min || v > f.max)
-        return bad("is out of range: " + allowed_range(f));
+      if (v < f.min || v > f.max) return bad("is out of range: " + allowed_range(f));
       return fmt_num(v);
     }
     case FieldType::kBool: {
@@ -127,7 +129,8 @@ Status flatten(const YAML::Node& node, const std::string& prefix, const std::str
   if (node.IsMap()) {
     for (auto it = node.begin(); it != node.end(); ++it) {
       std::string k = it->first.as<std::string>();
-      CAIRN_RETURN_IF_ERROR(flatten(it->second, prefix.empty() ? k : prefix + "." + k, origin, out));
+      CAIRN_RETURN_IF_ERROR(
+          flatten(it->second, prefix.empty() ? k : prefix + "." + k, origin, out));
     }
     return Status::Ok();
   }

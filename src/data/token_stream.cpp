@@ -61,8 +61,9 @@ Status TokenStream::fill(int64_t sample, int64_t seq_len, int64_t* inputs, int64
   ssize_t got = ::pread(fd_, buf.data(), want, at);
   if (got < 0) return core::errno_status("read", dir_ + "/" + kStreamFile);
   if (size_t(got) != want)
-    return Status::FailedPrecondition("sample " + std::to_string(sample) + " lies beyond the stream's " +
-                              std::to_string(int64_t(at + got) / 4) + " tokens");
+    return Status::FailedPrecondition("sample " + std::to_string(sample) +
+                                      " lies beyond the stream's " +
+                                      std::to_string(int64_t(at + got) / 4) + " tokens");
   for (int64_t i = 0; i <= seq_len; ++i)
     if (buf[size_t(i)] >= uint32_t(vocab_))
       return Status::Corrupt(dir_ + "/" + kStreamFile + ": id " + std::to_string(buf[size_t(i)]) +

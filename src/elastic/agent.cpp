@@ -1,23 +1,21 @@
 // The agent loop: rendezvous → start workers → supervise → stop → restart or finish.
 #include "cairn/elastic/agent.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "cairn/core/fs.h"
 #include "cairn/elastic/diagnosis.h"
 #include "cairn/elastic/flash_slots.h"
 #include "cairn/elastic/goodput.h"
 #include "cairn/elastic/progress.h"
-#include "cairn/elastic/standby.h"
 #include "cairn/elastic/stacks.h"
-
-#include <signal.h>
-
-#include <algorithm>
-#include <fstream>
-#include <spdlog/spdlog.h>
-
-#include <nlohmann/json.hpp>
-
-#include <mutex>
-
-#include "cairn/core/fs.h"
+#include "cairn/elastic/standby.h"
 
 namespace cairn::elastic {
 namespace {
@@ -106,11 +104,13 @@ class Agent {
     auto r = services_->persist_unsaved(reason);
     if (!r.ok()) {
       spdlog::error("could not persist the in-memory checkpoint: {}", r.status().ToString());
-      events_.write("checkpoint_persist_failed", {{"reason", reason}, {"error", r.status().ToString()}});
+      events_.write("checkpoint_persist_failed",
+                    {{"reason", reason}, {"error", r.status().ToString()}});
     } else if (!r->is_null()) {
       json j = *r;
       j["reason"] = reason;
-      spdlog::info("persisted the in-memory checkpoint of step {} ({})", j.value("step", -1), reason);
+      spdlog::info("persisted the in-memory checkpoint of step {} ({})", j.value("step", -1),
+                   reason);
       events_.write("checkpoint_persisted", j);
     }
   }
@@ -125,10 +125,14 @@ class Agent {
         Goodput g = compute_goodput(rows, events, start_time_, core::unix_time());
         r.goodput = g;
         spdlog::info("{}", g.ToString());
-        events_.write("goodput", {{"goodput", g.goodput()}, {"wall_s", g.wall_s},
-                                  {"productive_s", g.productive_s}, {"restart_s", g.restart_s},
-                                  {"load_s", g.load_s}, {"lost_s", g.lost_s},
-                                  {"other_s", g.other_s}, {"failures", g.failures},
+        events_.write("goodput", {{"goodput", g.goodput()},
+                                  {"wall_s", g.wall_s},
+                                  {"productive_s", g.productive_s},
+                                  {"restart_s", g.restart_s},
+                                  {"load_s", g.load_s},
+                                  {"lost_s", g.lost_s},
+                                  {"other_s", g.other_s},
+                                  {"failures", g.failures},
                                   {"steps", g.steps}});
       }
     }
@@ -159,7 +163,8 @@ class Agent {
     int64_t total = 0;
     for (int local = 0; local < group.size(); ++local) {
       const pid_t pid = group.pid(local);
-      bytes.push_back(pid > 0 ? kb_field("/proc/" + std::to_string(pid) + "/status", "RssAnon:") : 0);
+      bytes.push_back(pid > 0 ? kb_field("/proc/" + std::to_string(pid) + "/status", "RssAnon:")
+                              : 0);
       total += bytes.back();
     }
     const int64_t budget = kb_field("/proc/meminfo", "MemAvailable:") / 4;
@@ -217,14 +222,19 @@ std::vector<int> Agent::detect_hangs(WorkerGroup& group, const World& world, dou
     const pid_t pid = group.pid(local);
     if (!p || pid == 0 || p->unix_time < round_start || now - p->unix_time <= o_.hang_timeout_s)
       continue;
-    spdlog::error("rank {} (pid {}) made no progress for {:.0f} s after step {}: dumping its "
-                  "stacks, then restarting", rank, pid, now - p->unix_time, p->step);
+    spdlog::error(
+        "rank {} (pid {}) made no progress for {:.0f} s after step {}: dumping its "
+        "stacks, then restarting",
+        rank, pid, now - p->unix_time, p->step);
     std::string file = o_.run_dir + "/logs/hang-rank-" + std::to_string(rank) + ".txt";
     std::string stacks = dump_stacks(pid, 60.0);
     (void)core::write_file_atomic(file, stacks);
     spdlog::error("stacks of rank {} (also in {}):\n{}", rank, file, stacks);
-    events_.write("hang", {{"rank", rank}, {"pid", pid}, {"last_step", p->step},
-                           {"silent_s", now - p->unix_time}, {"stacks", file}});
+    events_.write("hang", {{"rank", rank},
+                           {"pid", pid},
+                           {"last_step", p->step},
+                           {"silent_s", now - p->unix_time},
+                           {"stacks", file}});
     group.signal_one(local, SIGKILL);
     hung.push_back(rank);
   }
@@ -298,7 +308,8 @@ Result<AgentResult> Agent::run() {
     if (o_.start_round && !services_) {
       auto services = o_.start_round(
           ranks_, [this](const std::string& e, const json& fields) { events_.write(e, fields); });
-      if (!services.ok()) return fail(services.status().WithContext("starting the round's services"));
+      if (!services.ok())
+        return fail(services.status().WithContext("starting the round's services"));
       services_ = std::move(services).value();
     }
     WorkerGroupOptions go;
@@ -320,14 +331,14 @@ Result<AgentResult> Agent::run() {
                                       {"master_port", world->master_port},
                                       {"from_standby", from_standby},
                                       {"pids", pids}});
-    spdlog::info("started {} worker(s){}: ranks {}..{} of {}, master {}:{}{}",
-                 world->nproc_per_node,
-                 from_standby > 0 ? fmt::format(" ({} from standby)", from_standby) : "",
-                 world->global_rank(0), world->global_rank(world->nproc_per_node - 1),
-                 world->world_size(), world->master_addr, world->master_port,
-                 round > 0 ? fmt::format(", round {} ({} restart(s) of {})", round, restarts,
-                                         o_.max_restarts)
-                           : "");
+    spdlog::info(
+        "started {} worker(s){}: ranks {}..{} of {}, master {}:{}{}", world->nproc_per_node,
+        from_standby > 0 ? fmt::format(" ({} from standby)", from_standby) : "",
+        world->global_rank(0), world->global_rank(world->nproc_per_node - 1), world->world_size(),
+        world->master_addr, world->master_port,
+        round > 0
+            ? fmt::format(", round {} ({} restart(s) of {})", round, restarts, o_.max_restarts)
+            : "");
 
     // Supervise until a failure, the end, or a signal to the agent.
     std::vector<WorkerExit> failures;
@@ -353,7 +364,8 @@ Result<AgentResult> Agent::run() {
         last_step = p->step;
         rdzv_.progress(last_step);
       }
-      if (std::string why; rdzv_.round_over(&why)) round_over = why.empty() ? "membership changed" : why;
+      if (std::string why; rdzv_.round_over(&why))
+        round_over = why.empty() ? "membership changed" : why;
       for (const WorkerExit& e : (*group)->poll(o_.monitor_interval_s)) {
         if (e.status.success()) {
           spdlog::info("rank {} exited 0", e.rank);
@@ -406,8 +418,8 @@ Result<AgentResult> Agent::run() {
       if (std::find(hung.begin(), hung.end(), e.rank) != hung.end())
         diagnoses.back() = {FailureKind::kHang, true,
                             "no progress for " + fmt::format("{:g}", o_.hang_timeout_s) +
-                                " s (--hang-timeout); stacks in " + o_.run_dir + "/logs/hang-rank-" +
-                                std::to_string(e.rank) + ".txt"};
+                                " s (--hang-timeout); stacks in " + o_.run_dir +
+                                "/logs/hang-rank-" + std::to_string(e.rank) + ".txt"};
       json j = exit_fields(e);
       j["round"] = round;
       j["time"] = failure_times[i];
@@ -415,14 +427,15 @@ Result<AgentResult> Agent::run() {
       j["restartable"] = diagnoses[i].restartable;
       j["reason"] = diagnoses[i].reason;
       events_.write("worker_failed", j);
-      if (diagnoses[primary].kind == FailureKind::kPeerLost && diagnoses[i].kind != FailureKind::kPeerLost)
+      if (diagnoses[primary].kind == FailureKind::kPeerLost &&
+          diagnoses[i].kind != FailureKind::kPeerLost)
         primary = i;
     }
     const WorkerExit first = failures[primary];
     const Diagnosis& why = diagnoses[primary];
     spdlog::error("rank {}: {}", first.rank, why.reason);
-    const bool will_restart = why.restartable && may_restart(restarts, o_.max_restarts) &&
-                              !interrupt_signal();
+    const bool will_restart =
+        why.restartable && may_restart(restarts, o_.max_restarts) && !interrupt_signal();
     if (will_restart)
       queue_memory();  // persisted while the workers restart
     else
@@ -432,7 +445,8 @@ Result<AgentResult> Agent::run() {
     if (interrupt_signal()) return finish(interrupted(group->get(), restarts));
     if (!why.restartable) {
       spdlog::error("not restarting: {}", why.reason);
-      events_.write("job_stopped", {{"rank", first.rank}, {"diagnosis", failure_kind_name(why.kind)},
+      events_.write("job_stopped", {{"rank", first.rank},
+                                    {"diagnosis", failure_kind_name(why.kind)},
                                     {"reason", why.reason}});
     } else if (may_restart(restarts, o_.max_restarts)) {
       ++restarts;

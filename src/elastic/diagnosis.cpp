@@ -46,13 +46,20 @@ std::string trim(std::string s) {
 
 const char* failure_kind_name(FailureKind k) {
   switch (k) {
-    case FailureKind::kUserError: return "user_error";
-    case FailureKind::kOutOfMemory: return "out_of_memory";
-    case FailureKind::kCrash: return "crash";
-    case FailureKind::kPeerLost: return "peer_lost";
-    case FailureKind::kKilled: return "killed";
-    case FailureKind::kHang: return "hang";
-    case FailureKind::kError: return "error";
+    case FailureKind::kUserError:
+      return "user_error";
+    case FailureKind::kOutOfMemory:
+      return "out_of_memory";
+    case FailureKind::kCrash:
+      return "crash";
+    case FailureKind::kPeerLost:
+      return "peer_lost";
+    case FailureKind::kKilled:
+      return "killed";
+    case FailureKind::kHang:
+      return "hang";
+    case FailureKind::kError:
+      return "error";
   }
   return "error";
 }
@@ -61,14 +68,18 @@ Diagnosis diagnose(const ExitStatus& status, const std::vector<std::string>& tai
   for (auto it = tail.rbegin(); it != tail.rend(); ++it)
     for (const Marker& m : kMarkers)
       if (it->find(m.text) != std::string::npos) {
-        Diagnosis d{m.kind, m.kind != FailureKind::kUserError, std::string(m.reason) + ": " + trim(*it)};
-        if (m.kind == FailureKind::kUserError)
-          d.reason += " (restarting would fail the same way)";
+        Diagnosis d{m.kind, m.kind != FailureKind::kUserError,
+                    std::string(m.reason) + ": " + trim(*it)};
+        if (m.kind == FailureKind::kUserError) d.reason += " (restarting would fail the same way)";
         return d;
       }
   if (status.signaled) {
     switch (status.code) {
-      case SIGSEGV: case SIGBUS: case SIGABRT: case SIGILL: case SIGFPE:
+      case SIGSEGV:
+      case SIGBUS:
+      case SIGABRT:
+      case SIGILL:
+      case SIGFPE:
         return {FailureKind::kCrash, true,
                 "crashed with " + signal_name(status.code) +
                     (status.code == SIGBUS ? " (a full /dev/shm is a common cause)" : "")};

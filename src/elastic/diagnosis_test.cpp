@@ -15,7 +15,8 @@ TEST(Diagnosis, UserErrorsAreNotRestartable) {
   EXPECT_EQ(d.kind, FailureKind::kUserError);
   EXPECT_FALSE(d.restartable);
   EXPECT_THAT(d.reason, HasSubstr("unknown key 'train.lrr'"));
-  EXPECT_FALSE(diagnose(ExitStatus::Exited(1), {"ModuleNotFoundError: No module named 'x'"}).restartable);
+  EXPECT_FALSE(
+      diagnose(ExitStatus::Exited(1), {"ModuleNotFoundError: No module named 'x'"}).restartable);
   EXPECT_FALSE(diagnose(ExitStatus::Exited(2), {}).restartable);  // usage errors exit 2
   EXPECT_EQ(std::string(failure_kind_name(FailureKind::kUserError)), "user_error");
 }
@@ -28,11 +29,13 @@ TEST(Diagnosis, CrashesKillsAndLostPeersAreRestartable) {
   auto kill = diagnose(ExitStatus::Signaled(SIGKILL), {"step 10"});
   EXPECT_EQ(kill.kind, FailureKind::kKilled);
   EXPECT_THAT(kill.reason, HasSubstr("OOM"));
-  auto peer = diagnose(ExitStatus::Exited(1),
-                       {"cairn: error: all-reduce failed: [pair.cc:598] Connection closed by peer"});
+  auto peer =
+      diagnose(ExitStatus::Exited(1),
+               {"cairn: error: all-reduce failed: [pair.cc:598] Connection closed by peer"});
   EXPECT_EQ(peer.kind, FailureKind::kPeerLost);
   EXPECT_TRUE(peer.restartable);
-  auto oom = diagnose(ExitStatus::Signaled(SIGABRT), {"terminate called after throwing an instance of 'std::bad_alloc'"});
+  auto oom = diagnose(ExitStatus::Signaled(SIGABRT),
+                      {"terminate called after throwing an instance of 'std::bad_alloc'"});
   EXPECT_EQ(oom.kind, FailureKind::kOutOfMemory);
   auto other = diagnose(ExitStatus::Exited(7), {"", "rank 1 is broken", ""});
   EXPECT_EQ(other.kind, FailureKind::kError);
@@ -42,8 +45,10 @@ TEST(Diagnosis, CrashesKillsAndLostPeersAreRestartable) {
 
 // The newest line decides: a user error printed after a peer message wins, and the reverse.
 TEST(Diagnosis, NewestMatchingLineDecides) {
-  EXPECT_EQ(diagnose(ExitStatus::Exited(1), {"Connection closed by peer", "cairn: error: not found: x"}).kind,
-            FailureKind::kUserError);
+  EXPECT_EQ(
+      diagnose(ExitStatus::Exited(1), {"Connection closed by peer", "cairn: error: not found: x"})
+          .kind,
+      FailureKind::kUserError);
   EXPECT_EQ(diagnose(ExitStatus::Exited(1), {"FileNotFoundError: a", "all-reduce failed"}).kind,
             FailureKind::kPeerLost);
 }

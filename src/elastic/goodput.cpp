@@ -2,11 +2,11 @@
 #include "cairn/elastic/goodput.h"
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 
 namespace cairn::elastic {
 
@@ -78,7 +78,8 @@ Status read_goodput_inputs(const std::string& run_dir, std::vector<StepRow>* row
   for (std::string line; std::getline(e, line);) {
     auto j = nlohmann::json::parse(line, nullptr, false);
     if (j.is_discarded() || !j.is_object() || !j.contains("event")) continue;
-    events->push_back({j.value("event", std::string()), j.value("time", 0.0), j.value("duration_ms", 0.0)});
+    events->push_back(
+        {j.value("event", std::string()), j.value("time", 0.0), j.value("duration_ms", 0.0)});
   }
   return Status::Ok();
 }

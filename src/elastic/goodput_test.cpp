@@ -13,8 +13,8 @@ TEST(Goodput, CountsEachStepOnceAndChargesRollbacksAndRestarts) {
   for (int s = 1; s <= 10; ++s) rows.push_back({s, 5.0 + 5.0 * s, 5.0});
   rows.push_back({9, 70, 5});
   rows.push_back({10, 75, 5});
-  std::vector<TimedEvent> ev = {{"worker_failed", 56, 0}, {"worker_failed", 56.2, 0},
-                                {"checkpoint_loaded", 64, 500}};
+  std::vector<TimedEvent> ev = {
+      {"worker_failed", 56, 0}, {"worker_failed", 56.2, 0}, {"checkpoint_loaded", 64, 500}};
   Goodput g = compute_goodput(rows, ev, 0, 100);
   EXPECT_DOUBLE_EQ(g.wall_s, 100);
   EXPECT_DOUBLE_EQ(g.productive_s, 50);  // 10 distinct steps of 5 s

@@ -230,7 +230,8 @@ Result<LaunchOptions> resolve_launch_options(const LaunchFlags& f) {
     if (f.node_rank)
       return bad_flag("--node-rank", *f.node_rank,
                       "with --rdzv-backend cairn the master assigns node ranks; drop it");
-    if (f.standalone) return Status::InvalidArgument("--standalone and --rdzv-backend cairn exclude each other");
+    if (f.standalone)
+      return Status::InvalidArgument("--standalone and --rdzv-backend cairn exclude each other");
     o.embed_master = f.embed_master;
     if (f.node_id) {
       if (f.node_id->empty()) return bad_flag("--node-id", "", "expected a non-empty name");
@@ -242,8 +243,9 @@ Result<LaunchOptions> resolve_launch_options(const LaunchFlags& f) {
       CAIRN_ASSIGN_OR_RETURN(o.rdzv_wait_s, parse_seconds("--rdzv-wait", *f.rdzv_wait, 0, 86400));
     }
     if (f.heartbeat_timeout) {
-      CAIRN_ASSIGN_OR_RETURN(o.heartbeat_timeout_s,
-                             parse_seconds("--heartbeat-timeout", *f.heartbeat_timeout, 0.5, 86400));
+      CAIRN_ASSIGN_OR_RETURN(
+          o.heartbeat_timeout_s,
+          parse_seconds("--heartbeat-timeout", *f.heartbeat_timeout, 0.5, 86400));
     }
   }
   if ((f.network_check || f.exclude_straggler || f.network_check_timeout) &&
@@ -258,9 +260,9 @@ Result<LaunchOptions> resolve_launch_options(const LaunchFlags& f) {
   o.network_check = f.network_check;
   o.exclude_straggler = f.exclude_straggler;
   if (f.network_check_timeout) {
-    CAIRN_ASSIGN_OR_RETURN(o.network_check_timeout_s,
-                           parse_seconds("--network-check-timeout", *f.network_check_timeout, 1,
-                                         86400));
+    CAIRN_ASSIGN_OR_RETURN(
+        o.network_check_timeout_s,
+        parse_seconds("--network-check-timeout", *f.network_check_timeout, 1, 86400));
   }
   if (f.max_restarts) {
     CAIRN_ASSIGN_OR_RETURN(o.max_restarts,

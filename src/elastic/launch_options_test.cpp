@@ -212,8 +212,8 @@ TEST(LaunchOptions, RdzvBackendStaticOrCairn) {
 
 TEST(LaunchOptions, ElasticBackend) {
   auto o = parse({"--rdzv-backend", "cairn", "--rdzv-endpoint", "10.0.0.1:29400", "--nnodes", "1:4",
-                  "--node-id", "n7", "--node-host", "10.0.0.7", "--job-token", "t", "--embed-master",
-                  "--rdzv-wait", "2", "--heartbeat-timeout", "6", "--", "p"});
+                  "--node-id", "n7", "--node-host", "10.0.0.7", "--job-token", "t",
+                  "--embed-master", "--rdzv-wait", "2", "--heartbeat-timeout", "6", "--", "p"});
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_TRUE(o->elastic);
   EXPECT_TRUE(o->embed_master);
@@ -225,27 +225,33 @@ TEST(LaunchOptions, ElasticBackend) {
   EXPECT_EQ(o->master_host, "10.0.0.1");
   EXPECT_DOUBLE_EQ(o->rdzv_wait_s, 2);
   EXPECT_DOUBLE_EQ(o->heartbeat_timeout_s, 6);
-  EXPECT_NE(error_of({"--rdzv-backend", "cairn", "--", "p"}).find("--rdzv-endpoint"), std::string::npos);
+  EXPECT_NE(error_of({"--rdzv-backend", "cairn", "--", "p"}).find("--rdzv-endpoint"),
+            std::string::npos);
   EXPECT_NE(error_of({"--rdzv-backend", "cairn", "--rdzv-endpoint", "h:1", "--nnodes", "2",
-                      "--node-rank", "1", "--", "p"}).find("assigns node ranks"), std::string::npos);
-  EXPECT_NE(error_of({"--node-id", "x", "--", "p"}).find("need --rdzv-backend cairn"), std::string::npos);
+                      "--node-rank", "1", "--", "p"})
+                .find("assigns node ranks"),
+            std::string::npos);
+  EXPECT_NE(error_of({"--node-id", "x", "--", "p"}).find("need --rdzv-backend cairn"),
+            std::string::npos);
   EXPECT_NE(error_of({"--rdzv-backend", "cairn", "--rdzv-endpoint", "h:1", "--heartbeat-timeout",
-                      "0.1", "--", "p"}).find("--heartbeat-timeout"), std::string::npos);
+                      "0.1", "--", "p"})
+                .find("--heartbeat-timeout"),
+            std::string::npos);
 }
 
 TEST(LaunchOptions, NetworkCheckConfiguresTheEmbeddedMaster) {
-  auto o = parse({"--rdzv-backend", "cairn", "--rdzv-endpoint", "h:1", "--embed-master",
-                  "--network-check", "--exclude-straggler", "--network-check-timeout", "9", "--",
-                  "p"});
+  auto o =
+      parse({"--rdzv-backend", "cairn", "--rdzv-endpoint", "h:1", "--embed-master",
+             "--network-check", "--exclude-straggler", "--network-check-timeout", "9", "--", "p"});
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_TRUE(o->network_check);
   EXPECT_TRUE(o->exclude_straggler);
   EXPECT_DOUBLE_EQ(o->network_check_timeout_s, 9);
   EXPECT_NE(error_of({"--network-check", "--", "p"}).find("--embed-master"), std::string::npos);
-  EXPECT_NE(error_of({"--rdzv-backend", "cairn", "--rdzv-endpoint", "h:1", "--network-check",
-                      "--", "p"})
-                .find("pass them to `cairn master`"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of({"--rdzv-backend", "cairn", "--rdzv-endpoint", "h:1", "--network-check", "--", "p"})
+          .find("pass them to `cairn master`"),
+      std::string::npos);
   EXPECT_NE(error_of({"--rdzv-backend", "cairn", "--rdzv-endpoint", "h:1", "--embed-master",
                       "--exclude-straggler", "--", "p"})
                 .find("need --network-check"),

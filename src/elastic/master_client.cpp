@@ -1,5 +1,5 @@
-// MasterClient: the generated gRPC client with the job token on every call, per-attempt deadlines and
-// bounded retries with exponential backoff (and jitter) while the master is unavailable.
+// MasterClient: the generated gRPC client with the job token on every call, per-attempt deadlines
+// and bounded retries with exponential backoff (and jitter) while the master is unavailable.
 #include "cairn/elastic/master_client.h"
 
 #include <grpcpp/grpcpp.h>
@@ -11,9 +11,8 @@
 
 #include "cairn.grpc.pb.h"
 #include "cairn/core/fs.h"
-#include "rpc_convert_impl.h"
-
 #include "elastic/deadline_impl.h"
+#include "rpc_convert_impl.h"
 
 namespace cairn::elastic {
 namespace {
@@ -54,8 +53,8 @@ struct MasterClient::Impl {
       const bool connected = channel->WaitForConnected(deadline);
       grpc::ClientContext ctx;
       ctx.AddMetadata(kJobTokenMetadataKey, o.job_token);
-      ctx.set_deadline(connected ? deadline
-                                 : std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+      ctx.set_deadline(
+          connected ? deadline : std::chrono::system_clock::now() + std::chrono::milliseconds(100));
       resp->Clear();
       grpc::Status s = (rpc.get()->*method)(&ctx, req, resp);
       if (s.ok()) return Status::Ok();
@@ -70,7 +69,8 @@ struct MasterClient::Impl {
       // An attempt that spent its time waiting for a connection needs no further pause.
       const double waited = std::chrono::duration<double>(Clock::now() - attempt_start).count();
       const double pause = backoff * jitter() - waited;
-      if (pause > 0) std::this_thread::sleep_for(std::chrono::duration<double>(std::min(pause, left)));
+      if (pause > 0)
+        std::this_thread::sleep_for(std::chrono::duration<double>(std::min(pause, left)));
       backoff = std::min(backoff * 2, o.max_backoff_s);
     }
   }
@@ -188,11 +188,21 @@ Result<CheckReply> MasterClient::check_node(const std::string& node_id, int64_t 
       impl_->call("CheckNode", &v1::Master::Stub::CheckNode, req, &resp, budget_s));
   CheckReply out;
   switch (resp.action()) {
-    case v1::CheckNodeResponse::RUN: out.action = CheckAction::kRun; break;
-    case v1::CheckNodeResponse::PROCEED: out.action = CheckAction::kProceed; break;
-    case v1::CheckNodeResponse::EXCLUDED: out.action = CheckAction::kExcluded; break;
-    case v1::CheckNodeResponse::REJOIN: out.action = CheckAction::kRejoin; break;
-    default: out.action = CheckAction::kWait; break;
+    case v1::CheckNodeResponse::RUN:
+      out.action = CheckAction::kRun;
+      break;
+    case v1::CheckNodeResponse::PROCEED:
+      out.action = CheckAction::kProceed;
+      break;
+    case v1::CheckNodeResponse::EXCLUDED:
+      out.action = CheckAction::kExcluded;
+      break;
+    case v1::CheckNodeResponse::REJOIN:
+      out.action = CheckAction::kRejoin;
+      break;
+    default:
+      out.action = CheckAction::kWait;
+      break;
   }
   out.reason = resp.reason();
   out.assignment.check_id = resp.check_id();

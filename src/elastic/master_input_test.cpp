@@ -21,7 +21,8 @@ using testing::ScratchDir;
 
 constexpr char kToken[] = "input-test-token";
 
-MasterServerOptions options(const std::string& journal, const std::string& address = "127.0.0.1:0") {
+MasterServerOptions options(const std::string& journal,
+                            const std::string& address = "127.0.0.1:0") {
   MasterServerOptions o;
   o.listen_address = address;
   o.job_token = kToken;

@@ -3,12 +3,11 @@
 #include "cairn/elastic/master_server.h"
 
 #include <grpcpp/grpcpp.h>
-
-#include <filesystem>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -148,11 +147,21 @@ struct MasterServer::Impl final : public v1::Master::Service {
     return serve(ctx, "CheckNode", [&] {
       CheckReply r = check_node_locked(*req, steady_now());
       switch (r.action) {
-        case CheckAction::kRun: resp->set_action(v1::CheckNodeResponse::RUN); break;
-        case CheckAction::kWait: resp->set_action(v1::CheckNodeResponse::WAIT); break;
-        case CheckAction::kProceed: resp->set_action(v1::CheckNodeResponse::PROCEED); break;
-        case CheckAction::kExcluded: resp->set_action(v1::CheckNodeResponse::EXCLUDED); break;
-        case CheckAction::kRejoin: resp->set_action(v1::CheckNodeResponse::REJOIN); break;
+        case CheckAction::kRun:
+          resp->set_action(v1::CheckNodeResponse::RUN);
+          break;
+        case CheckAction::kWait:
+          resp->set_action(v1::CheckNodeResponse::WAIT);
+          break;
+        case CheckAction::kProceed:
+          resp->set_action(v1::CheckNodeResponse::PROCEED);
+          break;
+        case CheckAction::kExcluded:
+          resp->set_action(v1::CheckNodeResponse::EXCLUDED);
+          break;
+        case CheckAction::kRejoin:
+          resp->set_action(v1::CheckNodeResponse::REJOIN);
+          break;
       }
       resp->set_reason(r.reason);
       if (r.action == CheckAction::kRun) {
@@ -191,8 +200,8 @@ struct MasterServer::Impl final : public v1::Master::Service {
                   "dataset " + req->dataset() + " exists with other parameters (" +
                       std::to_string(q.num_samples) + " samples, shards of " +
                       std::to_string(q.shard_size) + ", seed " + std::to_string(q.seed) +
-                      (q.streaming ? ", streaming" : "") + "; asked: " +
-                      std::to_string(p.num_samples) + " samples, shards of " +
+                      (q.streaming ? ", streaming" : "") +
+                      "; asked: " + std::to_string(p.num_samples) + " samples, shards of " +
                       std::to_string(p.shard_size) + ", seed " + std::to_string(p.seed) +
                       (p.streaming ? ", streaming" : "") + ")"};
         // A resumed job may train longer: more epochs.
@@ -220,9 +229,9 @@ struct MasterServer::Impl final : public v1::Master::Service {
         return {grpc::StatusCode::INVALID_ARGUMENT, "worker name: 1 to 144 characters"};
       if (req->want() < 0 || req->want() > 1024 || req->done_size() > 4096)
         return {grpc::StatusCode::INVALID_ARGUMENT, "want: 0 to 1024 shards; done: at most 4096"};
-      if (req->step() < 0 || (req->step() > 0 && (req->world() < 1 || req->rank() < 0 ||
-                                                    req->rank() >= req->world() ||
-                                                    req->step_quota() < 1)))
+      if (req->step() < 0 ||
+          (req->step() > 0 && (req->world() < 1 || req->rank() < 0 || req->rank() >= req->world() ||
+                               req->step_quota() < 1)))
         return {grpc::StatusCode::INVALID_ARGUMENT,
                 "step quota: step >= 1, 0 <= rank < world, step_quota >= 1"};
       const double now = steady_now();
@@ -273,8 +282,8 @@ struct MasterServer::Impl final : public v1::Master::Service {
     return serve_shards(ctx, "GetShardSnapshot", [&]() -> grpc::Status {
       ShardState* s = dataset_locked(req->dataset());
       if (!s) return unknown_dataset(req->dataset());
-      return rpc::to_grpc(rpc::to_proto(
-          s->snapshot(req->max_step() > 0 ? req->max_step() : INT64_MAX), resp));
+      return rpc::to_grpc(
+          rpc::to_proto(s->snapshot(req->max_step() > 0 ? req->max_step() : INT64_MAX), resp));
     });
   }
 
@@ -308,8 +317,9 @@ struct MasterServer::Impl final : public v1::Master::Service {
   }
   static grpc::Status unknown_dataset(const std::string& name) {
     return {grpc::StatusCode::NOT_FOUND,
-            "dataset " + name + " is not known to the master (create it first; a restarted "
-            "master forgets datasets: the trainers restore them from their checkpoint)"};
+            "dataset " + name +
+                " is not known to the master (create it first; a restarted "
+                "master forgets datasets: the trainers restore them from their checkpoint)"};
   }
 
   // Like serve() for the shard service: its own lock and nothing to journal.
@@ -422,8 +432,8 @@ struct MasterServer::Impl final : public v1::Master::Service {
     const NodeCheckVerdict& v = check->verdict();
     spdlog::info("master: {}", v.summary);
     for (const auto& id : v.stragglers)
-      spdlog::warn("master: node {} is a straggler (check time {:.3f} s){}", id,
-                   v.elapsed_s.at(id), v.excluded.count(id) ? "; excluded" : "");
+      spdlog::warn("master: node {} is a straggler (check time {:.3f} s){}", id, v.elapsed_s.at(id),
+                   v.excluded.count(id) ? "; excluded" : "");
     for (const auto& [id, t] : v.elapsed_s)
       if (const NodeInfo* info = state.node(id); info && !v.excluded.count(id))
         checked[id] = info->incarnation;
@@ -496,12 +506,12 @@ struct MasterServer::Impl final : public v1::Master::Service {
 
   MasterServerOptions options;
   mutable std::mutex mu;
-  RdzvState state;                   // guarded by mu
+  RdzvState state;  // guarded by mu
   // The node check of round check_for_round (none when its nodes were checked before).
-  std::optional<NodeCheck> check;      // guarded by mu
-  int64_t check_for_round = 0;         // guarded by mu
-  bool verdict_applied = false;        // guarded by mu
-  int64_t check_serial = 0;            // guarded by mu
+  std::optional<NodeCheck> check;           // guarded by mu
+  int64_t check_for_round = 0;              // guarded by mu
+  bool verdict_applied = false;             // guarded by mu
+  int64_t check_serial = 0;                 // guarded by mu
   std::map<std::string, uint64_t> checked;  // node id -> incarnation that passed; guarded by mu
   std::mutex shard_mu;
   std::map<std::string, std::unique_ptr<ShardState>> datasets;  // guarded by shard_mu
@@ -533,8 +543,7 @@ Status validate(const MasterServerOptions& o) {
                                    " s: must be > 0");
   if (!(o.node_check.straggler_ratio > 1))
     return Status::InvalidArgument("straggler ratio " +
-                                   std::to_string(o.node_check.straggler_ratio) +
-                                   ": must be > 1");
+                                   std::to_string(o.node_check.straggler_ratio) + ": must be > 1");
   if (o.tls_cert_path.empty() != o.tls_key_path.empty())
     return Status::InvalidArgument(
         "TLS needs both a certificate and a private key file (got only the " +

@@ -484,8 +484,11 @@ TEST(ShardService, BadCallsAreRefusedWithTheReason) {
   EXPECT_NE(unknown.status().message().find("not known to the master"), std::string::npos);
   EXPECT_FALSE((*client)->get_shards("kjv/train.bin", "w", {}, 5000).ok());
   Shard never{0, 1, 7, 14};
-  EXPECT_NE((*client)->get_shards("kjv/train.bin", "w", {never}, 1).status().message().find(
-                "not held by w"),
+  EXPECT_NE((*client)
+                ->get_shards("kjv/train.bin", "w", {never}, 1)
+                .status()
+                .message()
+                .find("not held by w"),
             std::string::npos);
   ShardClientOptions bad = shard_options(*server, "c");
   bad.params.num_epochs = 0;

@@ -27,17 +27,22 @@ double median(std::vector<double> v) {
 
 const char* check_action_name(CheckAction action) {
   switch (action) {
-    case CheckAction::kRun: return "run";
-    case CheckAction::kWait: return "wait";
-    case CheckAction::kProceed: return "proceed";
-    case CheckAction::kExcluded: return "excluded";
-    case CheckAction::kRejoin: return "rejoin";
+    case CheckAction::kRun:
+      return "run";
+    case CheckAction::kWait:
+      return "wait";
+    case CheckAction::kProceed:
+      return "proceed";
+    case CheckAction::kExcluded:
+      return "excluded";
+    case CheckAction::kRejoin:
+      return "rejoin";
   }
   return "?";
 }
 
-NodeCheck::NodeCheck(std::vector<CheckMember> members, std::string check_id,
-                     NodeCheckParams params, double now)
+NodeCheck::NodeCheck(std::vector<CheckMember> members, std::string check_id, NodeCheckParams params,
+                     double now)
     : members_(std::move(members)),
       check_id_(std::move(check_id)),
       params_(params),
@@ -49,7 +54,8 @@ NodeCheck::NodeCheck(std::vector<CheckMember> members, std::string check_id,
 void NodeCheck::plan_round1() {
   auto& groups = groups_[0];
   const size_t n = members_.size();
-  for (size_t i = 0; i + 1 < n; i += 2) groups.push_back({members_[i].node_id, members_[i + 1].node_id});
+  for (size_t i = 0; i + 1 < n; i += 2)
+    groups.push_back({members_[i].node_id, members_[i + 1].node_id});
   if (n % 2) groups.push_back({members_.back().node_id});
   for (size_t g = 0; g < groups.size(); ++g)
     for (const auto& id : groups[g]) nodes_[id].group[0] = int(g);
@@ -58,7 +64,8 @@ void NodeCheck::plan_round1() {
 void NodeCheck::plan_round2() {
   auto& groups = groups_[1];
   std::vector<std::string> need, helpers;
-  for (const auto& m : members_) (nodes_[m.node_id].passed[0] ? helpers : need).push_back(m.node_id);
+  for (const auto& m : members_)
+    (nodes_[m.node_id].passed[0] ? helpers : need).push_back(m.node_id);
   // Fastest helpers first: they tell the most about their partner.
   std::stable_sort(helpers.begin(), helpers.end(), [&](const std::string& a, const std::string& b) {
     return nodes_[a].result[0]->elapsed() < nodes_[b].result[0]->elapsed();
@@ -188,7 +195,8 @@ void NodeCheck::decide() {
     std::string with;
     for (const auto& other : groups_[r][size_t(n.group[r])])
       if (other != id) with += (with.empty() ? "" : ", ") + other;
-    std::string s = "round " + std::to_string(r + 1) + (with.empty() ? " (alone)" : " (with " + with + ")");
+    std::string s =
+        "round " + std::to_string(r + 1) + (with.empty() ? " (alone)" : " (with " + with + ")");
     const auto& res = n.result[r];
     if (!res->ok) return s + ": " + res->error;
     return s + (n.passed[r] ? ": passed" : ": its network is not checked alone");

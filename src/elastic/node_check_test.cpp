@@ -198,7 +198,8 @@ TEST(NodeCheck, StragglerIsReportedAndExcludedOnlyWhenAsked) {
     auto out = run_all(c, ids, net);
     ASSERT_TRUE(c.done());
     EXPECT_EQ(c.verdict().stragglers, (std::vector<std::string>{"b"}));
-    EXPECT_NE(c.verdict().summary.find("straggler(s): b"), std::string::npos) << c.verdict().summary;
+    EXPECT_NE(c.verdict().summary.find("straggler(s): b"), std::string::npos)
+        << c.verdict().summary;
     if (exclude) {
       EXPECT_EQ(out["b"].action, CheckAction::kExcluded);
       EXPECT_NE(out["b"].reason.find("straggler: its check took 3.050 s"), std::string::npos)

@@ -64,7 +64,7 @@ int open_pidfd(pid_t pid) {
   if (out_w >= 0) ::dup2(out_w, 1);
   if (err_w >= 0) ::dup2(err_w, 2);
   unsigned first_closed = 3;
-  if (fd3 >= 0) {  // Spawn keeps fd3 above 3, so no descriptor still needed is overwritten
+  if (fd3 >= 0) {    // Spawn keeps fd3 above 3, so no descriptor still needed is overwritten
     ::dup2(fd3, 3);  // dup2 clears FD_CLOEXEC on the copy
     first_closed = 4;
   }

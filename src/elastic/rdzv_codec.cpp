@@ -62,39 +62,37 @@ Round round_from(const json& j) {
 }  // namespace
 
 json event_to_json(const RdzvEvent& event) {
-  return std::visit(Overloaded{
-                        [](const NodeJoined& e) -> json {
-                          return {{"type", "node_joined"}, {"node", node_json(e.node)}};
-                        },
-                        [](const NodeRemoved& e) -> json {
-                          return {{"type", "node_removed"},
-                                  {"node_id", e.node_id},
-                                  {"reason", e.reason == RemoveReason::kLeft      ? "left"
-                                             : e.reason == RemoveReason::kDropped ? "dropped"
-                                                                                  : "excluded"}};
-                        },
-                        [](const RoundOpened& e) -> json {
-                          return {{"type", "round_opened"},
-                                  {"number", e.number},
-                                  {"restart", e.restart},
-                                  {"reason", e.reason}};
-                        },
-                        [](const RoundCompleted& e) -> json {
-                          return {{"type", "round_completed"}, {"round", round_json(e.round)}};
-                        },
-                        [](const FailureReported& e) -> json {
-                          return {
-                              {"type", "failure"},          {"node_id", e.report.node_id},
-                              {"rank", e.report.rank},      {"signaled", e.report.exit.signaled},
-                              {"code", e.report.exit.code}, {"diagnosis", e.report.diagnosis}};
-                        },
-                        [](const NodeExcluded& e) -> json {
-                          return {{"type", "node_excluded"},
-                                  {"node_id", e.node_id},
-                                  {"reason", e.reason}};
-                        },
-                    },
-                    event);
+  return std::visit(
+      Overloaded{
+          [](const NodeJoined& e) -> json {
+            return {{"type", "node_joined"}, {"node", node_json(e.node)}};
+          },
+          [](const NodeRemoved& e) -> json {
+            return {{"type", "node_removed"},
+                    {"node_id", e.node_id},
+                    {"reason", e.reason == RemoveReason::kLeft      ? "left"
+                               : e.reason == RemoveReason::kDropped ? "dropped"
+                                                                    : "excluded"}};
+          },
+          [](const RoundOpened& e) -> json {
+            return {{"type", "round_opened"},
+                    {"number", e.number},
+                    {"restart", e.restart},
+                    {"reason", e.reason}};
+          },
+          [](const RoundCompleted& e) -> json {
+            return {{"type", "round_completed"}, {"round", round_json(e.round)}};
+          },
+          [](const FailureReported& e) -> json {
+            return {{"type", "failure"},          {"node_id", e.report.node_id},
+                    {"rank", e.report.rank},      {"signaled", e.report.exit.signaled},
+                    {"code", e.report.exit.code}, {"diagnosis", e.report.diagnosis}};
+          },
+          [](const NodeExcluded& e) -> json {
+            return {{"type", "node_excluded"}, {"node_id", e.node_id}, {"reason", e.reason}};
+          },
+      },
+      event);
 }
 
 Result<RdzvEvent> event_from_json(const json& j) {
@@ -107,11 +105,10 @@ Result<RdzvEvent> event_from_json(const json& j) {
       if (reason != "left" && reason != "dropped" && reason != "excluded")
         return Status::Corrupt("node_removed record: reason '" + reason +
                                "' is not 'left', 'dropped' or 'excluded'");
-      return RdzvEvent(
-          NodeRemoved{j.at("node_id").get<std::string>(),
-                      reason == "left"      ? RemoveReason::kLeft
-                      : reason == "dropped" ? RemoveReason::kDropped
-                                            : RemoveReason::kExcluded});
+      return RdzvEvent(NodeRemoved{j.at("node_id").get<std::string>(),
+                                   reason == "left"      ? RemoveReason::kLeft
+                                   : reason == "dropped" ? RemoveReason::kDropped
+                                                         : RemoveReason::kExcluded});
     }
     if (type == "round_opened")
       return RdzvEvent(RoundOpened{j.at("number").get<int64_t>(), j.at("restart").get<bool>(),
@@ -127,8 +124,8 @@ Result<RdzvEvent> event_from_json(const json& j) {
       return RdzvEvent(FailureReported{std::move(f)});
     }
     if (type == "node_excluded")
-      return RdzvEvent(NodeExcluded{j.at("node_id").get<std::string>(),
-                                    j.at("reason").get<std::string>()});
+      return RdzvEvent(
+          NodeExcluded{j.at("node_id").get<std::string>(), j.at("reason").get<std::string>()});
   } catch (const json::exception& e) {
     return Status::Corrupt(type + " record " + j.dump() + ": " + e.what());
   }

@@ -200,11 +200,11 @@ void RdzvState::remove(const std::string& node_id, RemoveReason reason, double n
   const bool member = !open_ && is_member(node_id);
   emit(NodeRemoved{node_id, reason}, now);
   if (member)
-    open_next(
-        "member " + node_id + (reason == RemoveReason::kLeft      ? " left"
-                              : reason == RemoveReason::kDropped ? " stopped heartbeating"
-                                                                 : " was excluded"),
-        false, now);
+    open_next("member " + node_id +
+                  (reason == RemoveReason::kLeft      ? " left"
+                   : reason == RemoveReason::kDropped ? " stopped heartbeating"
+                                                      : " was excluded"),
+              false, now);
 }
 
 Result<JoinResult> RdzvState::join(const NodeInfo& node, int64_t last_round, double now) {
@@ -325,7 +325,8 @@ void RdzvState::hold_growth(bool hold, double now) {
 
 void RdzvState::exclude(const std::string& node_id, const std::string& reason, double now) {
   if (excluded_reason_.count(node_id)) return;
-  std::string r = reason.size() > kMaxDiagnosisLength ? reason.substr(0, kMaxDiagnosisLength) : reason;
+  std::string r =
+      reason.size() > kMaxDiagnosisLength ? reason.substr(0, kMaxDiagnosisLength) : reason;
   emit(NodeExcluded{node_id, std::move(r)}, now);
   if (nodes_.count(node_id)) {
     remove(node_id, RemoveReason::kExcluded, now);

@@ -1,9 +1,8 @@
 // ShardClient: prefetching shards from the master's shard service.
-#include "cairn/elastic/shard_client.h"
-
 #include <chrono>
 #include <thread>
 
+#include "cairn/elastic/shard_client.h"
 #include "elastic/deadline_impl.h"
 
 namespace cairn::elastic {
@@ -50,8 +49,8 @@ Result<std::optional<Shard>> ShardClient::next_for_step(const StepQuota& quota) 
   const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                            std::chrono::duration<double>(o_.wait_timeout_s));
   for (;;) {
-    CAIRN_ASSIGN_OR_RETURN(ShardBatch b, client_->get_shards(o_.dataset, o_.worker, done_, 1, -1,
-                                                             done_step_, &quota));
+    CAIRN_ASSIGN_OR_RETURN(
+        ShardBatch b, client_->get_shards(o_.dataset, o_.worker, done_, 1, -1, done_step_, &quota));
     ++requests_;
     done_.clear();
     stats_ = b.stats;

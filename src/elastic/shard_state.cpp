@@ -9,11 +9,11 @@ namespace cairn::elastic {
 
 Status validate_shard_params(const ShardParams& p) {
   if (p.shard_size < 1 || p.shard_size > kMaxSamples)
-    return Status::InvalidArgument("shard_size " + std::to_string(p.shard_size) +
-                                   ": must be 1.." + std::to_string(kMaxSamples));
+    return Status::InvalidArgument("shard_size " + std::to_string(p.shard_size) + ": must be 1.." +
+                                   std::to_string(kMaxSamples));
   if (p.num_samples > kMaxSamples)
-    return Status::InvalidArgument("num_samples " + std::to_string(p.num_samples) +
-                                   ": at most " + std::to_string(kMaxSamples));
+    return Status::InvalidArgument("num_samples " + std::to_string(p.num_samples) + ": at most " +
+                                   std::to_string(kMaxSamples));
   if (p.num_epochs > kMaxEpochs)
     return Status::InvalidArgument("num_epochs " + std::to_string(p.num_epochs) + ": at most " +
                                    std::to_string(kMaxEpochs));
@@ -21,10 +21,10 @@ Status validate_shard_params(const ShardParams& p) {
     return Status::InvalidArgument("num_samples " + std::to_string(p.num_samples) +
                                    ": a dataset needs at least one sample");
   if (!p.streaming && (p.num_samples + p.shard_size - 1) / p.shard_size > kMaxShardsPerEpoch)
-    return Status::InvalidArgument(
-        std::to_string(p.num_samples) + " samples in shards of " + std::to_string(p.shard_size) +
-        " are more than " + std::to_string(kMaxShardsPerEpoch) +
-        " shards per epoch; use a larger shard_size");
+    return Status::InvalidArgument(std::to_string(p.num_samples) + " samples in shards of " +
+                                   std::to_string(p.shard_size) + " are more than " +
+                                   std::to_string(kMaxShardsPerEpoch) +
+                                   " shards per epoch; use a larger shard_size");
   if (p.num_epochs < 1)
     return Status::InvalidArgument("num_epochs " + std::to_string(p.num_epochs) + ": must be >= 1");
   if (p.streaming && p.num_epochs != 1)
@@ -67,7 +67,6 @@ void ShardState::start_epoch(int64_t epoch) {
   }
 }
 
-
 void ShardState::cut_stream_shards(bool last) {
   while (cut_ < known_samples_ / params_.shard_size) todo_.push_back(shard_at(0, cut_++));
   if (last && cut_ * params_.shard_size < known_samples_) todo_.push_back(shard_at(0, cut_++));
@@ -109,8 +108,8 @@ AcquireResult ShardState::acquire(const std::string& worker, double now) {
                " samples so far)";
   } else {
     r.exhausted = true;
-    r.reason = "every shard of the " + std::to_string(params_.num_epochs) +
-               " epoch(s) is handed out";
+    r.reason =
+        "every shard of the " + std::to_string(params_.num_epochs) + " epoch(s) is handed out";
   }
   return r;
 }
@@ -192,8 +191,7 @@ void ShardState::tick(double now) {
 Status ShardState::extend(int64_t num_samples) {
   if (!params_.streaming) return Status::FailedPrecondition("the dataset is not streaming");
   if (stream_closed_) return Status::FailedPrecondition("the stream is finished");
-  if (num_samples > kMaxSamples ||
-      num_samples / params_.shard_size > kMaxShardsPerEpoch)
+  if (num_samples > kMaxSamples || num_samples / params_.shard_size > kMaxShardsPerEpoch)
     return Status::InvalidArgument("the stream's " + std::to_string(num_samples) +
                                    " samples are more shards than the service keeps (" +
                                    std::to_string(kMaxShardsPerEpoch) + ")");
@@ -242,10 +240,12 @@ Status ShardState::restore(const nlohmann::json& j) {
     if (j.at("shard_size").get<int64_t>() != params_.shard_size ||
         j.at("seed").get<uint64_t>() != params_.seed ||
         j.at("streaming").get<bool>() != params_.streaming)
-      return Status::Corrupt("shard state: the snapshot was taken with other shard_size, seed "
-                             "or streaming than this dataset's");
+      return Status::Corrupt(
+          "shard state: the snapshot was taken with other shard_size, seed "
+          "or streaming than this dataset's");
     const int64_t n = j.at("num_samples").get<int64_t>();
-    if (n < 0 || n > kMaxSamples || (params_.streaming && n / params_.shard_size > kMaxShardsPerEpoch))
+    if (n < 0 || n > kMaxSamples ||
+        (params_.streaming && n / params_.shard_size > kMaxShardsPerEpoch))
       return Status::Corrupt("shard state: " + std::to_string(n) + " samples is out of range");
     if (!params_.streaming && n != params_.num_samples)
       return Status::Corrupt("shard state: the snapshot's dataset has " + std::to_string(n) +

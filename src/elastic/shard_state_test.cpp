@@ -214,7 +214,7 @@ TEST(ShardState, StreamingCutsShardsAsTheFileGrowsAndEndsWhenItCloses) {
   EXPECT_EQ(a.shard->start, 0);  // file order
   EXPECT_EQ(b.shard->start, 10);
   EXPECT_FALSE(s.acquire("w", 0).shard);  // 5 samples are not a shard yet
-  EXPECT_TRUE(s.extend(20).ok());  // a stale, smaller figure from another worker
+  EXPECT_TRUE(s.extend(20).ok());         // a stale, smaller figure from another worker
   EXPECT_FALSE(s.acquire("w", 0).shard);
   const nlohmann::json snap = s.snapshot();
   EXPECT_EQ(s.finish(24).code(), StatusCode::kInvalidArgument);  // 25 were reported

@@ -29,7 +29,8 @@ std::string read_small(const std::string& path) {
 std::string kernel_view(pid_t pid) {
   std::string out;
   std::error_code ec;
-  for (auto& t : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+  for (auto& t :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
     std::string dir = t.path().string();
     out += "thread " + t.path().filename().string() + " (" + read_small(dir + "/comm") +
            ") waiting in " + read_small(dir + "/wchan") + "\n";
@@ -46,7 +47,8 @@ std::string dump_stacks(pid_t pid, double timeout_s) {
   auto gdb = find_executable("gdb", path ? path : "/usr/bin:/bin");
   if (!gdb.ok())
     return "gdb is not installed (apt-get install gdb gives user-space stacks); the kernel's "
-           "view of pid " + std::to_string(pid) + ":\n" + kernel_view(pid);
+           "view of pid " +
+           std::to_string(pid) + ":\n" + kernel_view(pid);
   SpawnOptions so;
   so.argv = {*gdb, "-p", std::to_string(pid), "-batch", "-nx", "-ex", "thread apply all bt"};
   so.env = {"PATH=/usr/bin:/bin", "LC_ALL=C"};

@@ -11,8 +11,8 @@
 
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -51,11 +51,16 @@ std::vector<std::string> stable_part(const std::vector<std::string>& env) {
 bool is_round_variable(std::string_view name) {
   // LOCAL_RANK and LOCAL_WORLD_SIZE are not among them: a standby serves one local rank of a
   // node whose worker count is fixed, so it has them from its start.
-  static constexpr std::array<std::string_view, 10> kRound = {
-      "RANK",        "WORLD_SIZE",  "GROUP_RANK",
-      "GROUP_WORLD_SIZE", "ROLE_RANK", "ROLE_WORLD_SIZE",
-      "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RESTART_COUNT",
-      "TORCHELASTIC_RUN_ID"};
+  static constexpr std::array<std::string_view, 10> kRound = {"RANK",
+                                                              "WORLD_SIZE",
+                                                              "GROUP_RANK",
+                                                              "GROUP_WORLD_SIZE",
+                                                              "ROLE_RANK",
+                                                              "ROLE_WORLD_SIZE",
+                                                              "MASTER_ADDR",
+                                                              "MASTER_PORT",
+                                                              "TORCHELASTIC_RESTART_COUNT",
+                                                              "TORCHELASTIC_RUN_ID"};
   return std::find(kRound.begin(), kRound.end(), name) != kRound.end();
 }
 
@@ -104,8 +109,7 @@ void await_activation_if_standby() {
     // Only when freed memory stays in the heap; otherwise the pages would go straight back.
     // Blocks of 256 MiB (below the 1 GiB mmap threshold), all held, then all freed: they
     // coalesce at the top of the heap.
-    if (bytes > 0 && bytes <= (64ll << 30) &&
-        core::keep_freed_memory().keeps_freed) {
+    if (bytes > 0 && bytes <= (64ll << 30) && core::keep_freed_memory().keeps_freed) {
       std::vector<void*> blocks;
       for (long long left = bytes; left > 0; left -= 256ll << 20) {
         const size_t n = size_t(std::min(left, 256ll << 20));
@@ -125,8 +129,9 @@ void await_activation_if_standby() {
   for (;;) {
     const ssize_t n = ::read(int(fd), buf, sizeof(buf));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) die("reading the activation from descriptor " + std::string(fd_text) + ": " +
-                   std::strerror(errno));
+    if (n < 0)
+      die("reading the activation from descriptor " + std::string(fd_text) + ": " +
+          std::strerror(errno));
     if (n == 0) break;
     message.append(buf, size_t(n));
     if (message.size() > kMaxMessage) die("the activation is larger than 16 MiB");
@@ -197,13 +202,15 @@ void StandbyPool::fill(const std::vector<WorkerSpec>& specs,
     so.argv = spec.argv;
     so.env = s->stable_env;
     so.env.push_back(std::string(kStandbyFdVariable) + "=3");
-    if (size_t(spec.local_rank) < prefault_bytes.size() && prefault_bytes[size_t(spec.local_rank)] > 0)
+    if (size_t(spec.local_rank) < prefault_bytes.size() &&
+        prefault_bytes[size_t(spec.local_rank)] > 0)
       so.env.push_back(std::string(kStandbyPrefaultVariable) + "=" +
                        std::to_string(prefault_bytes[size_t(spec.local_rank)]));
     so.child_fd3 = theirs.get();
     auto process = ProcessHandle::Spawn(so);
     if (!process.ok()) {
-      spdlog::warn("no standby for local rank {}: {}", spec.local_rank, process.status().ToString());
+      spdlog::warn("no standby for local rank {}: {}", spec.local_rank,
+                   process.status().ToString());
       continue;
     }
     s->process = std::move(process).value();
@@ -230,13 +237,17 @@ std::unique_ptr<ProcessHandle> StandbyPool::take(const WorkerSpec& spec) {
       std::filesystem::read_symlink("/proc/" + std::to_string(s->process->pid()) + "/exe", ec)
           .string();
   if (!ec && image.size() > 10 && image.compare(image.size() - 10, 10, " (deleted)") == 0) {
-    spdlog::info("the standby of local rank {} runs a binary since replaced; starting the rank "
-                 "afresh", spec.local_rank);
+    spdlog::info(
+        "the standby of local rank {} runs a binary since replaced; starting the rank "
+        "afresh",
+        spec.local_rank);
     return nullptr;
   }
   if (s->argv != spec.argv || s->stable_env != stable_part(spec.env)) {
-    spdlog::info("the standby of local rank {} was started for another command or environment; "
-                 "starting the rank afresh", spec.local_rank);
+    spdlog::info(
+        "the standby of local rank {} was started for another command or environment; "
+        "starting the rank afresh",
+        spec.local_rank);
     return nullptr;  // ~Standby: the socket closes (retired), the handle kills and reaps it
   }
   const std::string message = activation_message(spec.env);
@@ -245,8 +256,10 @@ std::unique_ptr<ProcessHandle> StandbyPool::take(const WorkerSpec& spec) {
     const ssize_t n = ::send(s->activation.get(), left.data(), left.size(), MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      spdlog::warn("could not activate the standby of local rank {} (pid {}): {}; starting the "
-                   "rank afresh", spec.local_rank, s->process->pid(), std::strerror(errno));
+      spdlog::warn(
+          "could not activate the standby of local rank {} (pid {}): {}; starting the "
+          "rank afresh",
+          spec.local_rank, s->process->pid(), std::strerror(errno));
       return nullptr;
     }
     left.remove_prefix(size_t(n));
@@ -257,8 +270,10 @@ std::unique_ptr<ProcessHandle> StandbyPool::take(const WorkerSpec& spec) {
   pollfd p{s->activation.get(), POLLIN, 0};
   char ack = 0;
   if (::poll(&p, 1, 5000) <= 0 || ::recv(s->activation.get(), &ack, 1, 0) != 1 || ack != 'k') {
-    spdlog::warn("the standby of local rank {} (pid {}) did not acknowledge its activation; "
-                 "starting the rank afresh", spec.local_rank, s->process->pid());
+    spdlog::warn(
+        "the standby of local rank {} (pid {}) did not acknowledge its activation; "
+        "starting the rank afresh",
+        spec.local_rank, s->process->pid());
     return nullptr;
   }
   s->activation.reset();

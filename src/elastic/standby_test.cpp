@@ -91,8 +91,8 @@ TEST(Standby, RoundVariablesAreTheOnesThatChangeBetweenRounds) {
   for (const char* v : {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK",
                         "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_RUN_ID"})
     EXPECT_TRUE(is_round_variable(v)) << v;
-  for (const char* v : {"OMP_NUM_THREADS", "PATH", "CAIRN_RUN_DIR", "RANKS", "LOCAL_RANK",
-                        "LOCAL_WORLD_SIZE", ""})
+  for (const char* v :
+       {"OMP_NUM_THREADS", "PATH", "CAIRN_RUN_DIR", "RANKS", "LOCAL_RANK", "LOCAL_WORLD_SIZE", ""})
     EXPECT_FALSE(is_round_variable(v)) << v;
 }
 

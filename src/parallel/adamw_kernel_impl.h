@@ -13,8 +13,8 @@ struct AdamCoeffs {
   float inv_bias2_sqrt;  // 1 / sqrt(1 - beta2^t)
   float step_size;       // lr / (1 - beta1^t)
   float eps;
-  float decay_factor;    // 1 - lr * weight_decay, applied when `decay`
-  float grad_scale;      // gradient clipping factor (1 = none)
+  float decay_factor;  // 1 - lr * weight_decay, applied when `decay`
+  float grad_scale;    // gradient clipping factor (1 = none)
 };
 
 // The coefficients of update number `step` (1-based) with learning rate `lr`.

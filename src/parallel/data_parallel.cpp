@@ -24,12 +24,12 @@ struct DataParallel::Impl {
   };
   struct Flat {
     Bucket plan;
-    torch::Tensor param, grad;           // (numel) padded
-    torch::Tensor exp_avg, exp_avg_sq;   // the shard this rank updates
-    torch::Tensor shard_grad;            // ZeRO-2: the reduced gradient of that shard only
-    torch::Tensor staging;               // ZeRO-2: this micro-batch's gradients, until sent
-    int64_t lo = 0, hi = 0;              // that shard's range in the bucket
-    int pending = 0;                     // gradients still to arrive in a synced backward
+    torch::Tensor param, grad;          // (numel) padded
+    torch::Tensor exp_avg, exp_avg_sq;  // the shard this rank updates
+    torch::Tensor shard_grad;           // ZeRO-2: the reduced gradient of that shard only
+    torch::Tensor staging;              // ZeRO-2: this micro-batch's gradients, until sent
+    int64_t lo = 0, hi = 0;             // that shard's range in the bucket
+    int pending = 0;                    // gradients still to arrive in a synced backward
     bool launched = false;
     comm::Pending work;
   };
@@ -47,7 +47,7 @@ struct DataParallel::Impl {
   std::vector<Param> params;
   std::vector<Flat> flats;
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;  // keeps hooks alive
-  std::mutex mu;                // hooks may run on autograd's thread
+  std::mutex mu;  // hooks may run on autograd's thread
   bool sync = false;
   int next_launch = 0;
   int64_t steps = 0;
@@ -104,7 +104,8 @@ namespace {
 // Runs after a parameter's gradient has been accumulated into its bucket view.
 class GradReadyHook : public torch::autograd::FunctionPostHook {
  public:
-  GradReadyHook(std::weak_ptr<DataParallel::Impl> impl, int param) : impl_(std::move(impl)), param_(param) {}
+  GradReadyHook(std::weak_ptr<DataParallel::Impl> impl, int param)
+      : impl_(std::move(impl)), param_(param) {}
   torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
                                             const torch::autograd::variable_list&) override {
     if (auto impl = impl_.lock()) impl->on_grad_ready(param_);
@@ -128,8 +129,8 @@ DataParallel::DataParallel(NamedParams named, DecayFn decays, comm::Group* group
               "DataParallel: zero_stage must be 0, 1 or 2, got ", options.zero_stage);
   std::vector<int64_t> numels;
   for (auto& [name, t] : named) {
-    TORCH_CHECK(t.scalar_type() == torch::kFloat && t.device().is_cpu(),
-                "DataParallel: parameter ", name, " must be fp32 on CPU");
+    TORCH_CHECK(t.scalar_type() == torch::kFloat && t.device().is_cpu(), "DataParallel: parameter ",
+                name, " must be fp32 on CPU");
     m.params.push_back({name, t, decays(name, t), 0, {}});
     numels.push_back(t.numel());
   }
@@ -277,12 +278,14 @@ void DataParallel::step(double lr) {
       auto part = slot_part(s, f.lo, f.hi);
       if (part.end <= part.begin) continue;
       int64_t b = s.offset + part.begin, e = s.offset + part.end;
-      if (b > pos) adamw_update(p + pos, g(pos), ma + (pos - f.lo), va + (pos - f.lo), b - pos, c, false);
+      if (b > pos)
+        adamw_update(p + pos, g(pos), ma + (pos - f.lo), va + (pos - f.lo), b - pos, c, false);
       adamw_update(p + b, g(b), ma + (b - f.lo), va + (b - f.lo), e - b, c,
                    m.params[size_t(s.param)].decay && h.weight_decay != 0);
       pos = e;
     }
-    if (f.hi > pos) adamw_update(p + pos, g(pos), ma + (pos - f.lo), va + (pos - f.lo), f.hi - pos, c, false);
+    if (f.hi > pos)
+      adamw_update(p + pos, g(pos), ma + (pos - f.lo), va + (pos - f.lo), f.hi - pos, c, false);
     if (m.options.zero_stage >= 1 && m.world() > 1) {
       auto mine = f.param.narrow(0, f.lo, f.hi - f.lo).clone();
       m.group->allgather(f.param, mine);
@@ -308,8 +311,10 @@ DataParallel::NamedParams DataParallel::gather_state() {
   }
   for (auto& p : m.params) {
     auto& [a, b] = full[size_t(p.bucket)];
-    out.emplace_back(p.name + ".exp_avg", a.narrow(0, p.slot.offset, p.slot.numel).view(p.tensor.sizes()));
-    out.emplace_back(p.name + ".exp_avg_sq", b.narrow(0, p.slot.offset, p.slot.numel).view(p.tensor.sizes()));
+    out.emplace_back(p.name + ".exp_avg",
+                     a.narrow(0, p.slot.offset, p.slot.numel).view(p.tensor.sizes()));
+    out.emplace_back(p.name + ".exp_avg_sq",
+                     b.narrow(0, p.slot.offset, p.slot.numel).view(p.tensor.sizes()));
   }
   return out;
 }
@@ -345,9 +350,12 @@ Status DataParallel::load_state(const std::map<std::string, torch::Tensor>& tens
       if (e <= b) continue;
       const auto& name = m.params[size_t(s.param)].name;
       f.exp_avg.narrow(0, b - f.lo, e - b)
-          .copy_(tensors.at(prefix + name + ".exp_avg").reshape({-1}).narrow(0, b - s.offset, e - b));
+          .copy_(
+              tensors.at(prefix + name + ".exp_avg").reshape({-1}).narrow(0, b - s.offset, e - b));
       f.exp_avg_sq.narrow(0, b - f.lo, e - b)
-          .copy_(tensors.at(prefix + name + ".exp_avg_sq").reshape({-1}).narrow(0, b - s.offset, e - b));
+          .copy_(tensors.at(prefix + name + ".exp_avg_sq")
+                     .reshape({-1})
+                     .narrow(0, b - s.offset, e - b));
     }
   }
   m.steps = step_count;

@@ -1,10 +1,10 @@
 #include "cairn/parallel/data_parallel.h"
 
 #include <gtest/gtest.h>
-#include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/torch.h>
 
 #include <thread>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include "cairn/comm/group.h"
 
@@ -39,17 +39,20 @@ torch::Tensor Batch(int step) {
 std::vector<torch::Tensor> Reference(int steps, int accum) {
   Net net(1);
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(std::vector<torch::Tensor>{net.w1, net.w2},
-                      std::make_unique<torch::optim::AdamWOptions>(
-                          torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1)));
-  groups.emplace_back(std::vector<torch::Tensor>{net.b1},
-                      std::make_unique<torch::optim::AdamWOptions>(
-                          torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
+  groups.emplace_back(
+      std::vector<torch::Tensor>{net.w1, net.w2},
+      std::make_unique<torch::optim::AdamWOptions>(
+          torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1)));
+  groups.emplace_back(
+      std::vector<torch::Tensor>{net.b1},
+      std::make_unique<torch::optim::AdamWOptions>(
+          torch::optim::AdamWOptions(1e-2).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0)));
   torch::optim::AdamW opt(groups, torch::optim::AdamWOptions(1e-2));
   for (int s = 0; s < steps; ++s) {
     opt.zero_grad();
     auto x = Batch(s);
-    for (int a = 0; a < accum; ++a) (net.loss(x.narrow(0, a * 12 / accum, 12 / accum)) / accum).backward();
+    for (int a = 0; a < accum; ++a)
+      (net.loss(x.narrow(0, a * 12 / accum, 12 / accum)) / accum).backward();
     opt.step();
   }
   return {net.w1.detach(), net.b1.detach(), net.w2.detach()};
@@ -92,7 +95,8 @@ TEST(DataParallel, OneProcessMatchesTorchAdamW) {
   auto ref = Reference(5, 1);
   auto got = RunData(1, 1, 0, 5)[0];
   for (size_t i = 0; i < ref.size(); ++i)
-    EXPECT_TRUE(torch::allclose(got[i], ref[i], 1e-5, 1e-6)) << i << " " << (got[i] - ref[i]).abs().max();
+    EXPECT_TRUE(torch::allclose(got[i], ref[i], 1e-5, 1e-6))
+        << i << " " << (got[i] - ref[i]).abs().max();
 }
 
 TEST(DataParallel, WorldsAndZeroStagesMatchOneProcess) {
@@ -126,7 +130,8 @@ TEST(DataParallel, MemoryFollowsTheFormulas) {
     threads.emplace_back([&, r] {
       auto group = comm::Group::Create(store, r, 2, {});
       for (int stage : {0, 1, 2}) {
-        auto w = torch::randn({64, 64}, at::make_generator<at::CPUGeneratorImpl>(0)).requires_grad_();
+        auto w =
+            torch::randn({64, 64}, at::make_generator<at::CPUGeneratorImpl>(0)).requires_grad_();
         DataParallelOptions o;
         o.zero_stage = stage;
         DataParallel dp({{"w", w}}, Decay, group.get(), o);
@@ -134,7 +139,7 @@ TEST(DataParallel, MemoryFollowsTheFormulas) {
       }
     });
   for (auto& t : threads) t.join();
-  EXPECT_DOUBLE_EQ(reports[0].total(), 16.0);           // 4 + 4 + 8
+  EXPECT_DOUBLE_EQ(reports[0].total(), 16.0);             // 4 + 4 + 8
   EXPECT_DOUBLE_EQ(reports[1].total(), 4.0 + 4.0 + 4.0);  // 4 + 4 + 8 / 2
   EXPECT_DOUBLE_EQ(reports[2].total(), 4.0 + 2.0 + 4.0);  // 4 + 4 / 2 + 8 / 2
 }
@@ -174,7 +179,8 @@ TEST(DataParallel, StateRoundTripAcrossStages) {
   EXPECT_FALSE(one.load_state(bad, "optim.", 1).ok());
   ASSERT_TRUE(one.load_state(m, "optim.", 1).ok());
   auto again = one.gather_state();
-  for (size_t i = 0; i < again.size(); ++i) EXPECT_TRUE(torch::equal(again[i].second, states[0][i].second));
+  for (size_t i = 0; i < again.size(); ++i)
+    EXPECT_TRUE(torch::equal(again[i].second, states[0][i].second));
   // And back into ZeRO-1 at world 2 (each rank keeps its shard of every bucket, padding
   // included): the gathered state is the same again.
   auto store2 = c10::make_intrusive<c10d::HashStore>();

@@ -1,6 +1,4 @@
 // DynamicData: step-quota shards from the master for the trainer's micro-batches.
-#include "train/dynamic_data_impl.h"
-
 #include <torch/torch.h>
 
 #include <chrono>
@@ -8,6 +6,7 @@
 
 #include "cairn/comm/group.h"
 #include "cairn/elastic/shard_state.h"
+#include "train/dynamic_data_impl.h"
 
 namespace cairn::train {
 namespace {
@@ -119,8 +118,7 @@ Result<nlohmann::json> DynamicData::snapshot(int64_t step, comm::Group* group) {
 Status DynamicData::restore(const nlohmann::json& snapshot, comm::Group* group) {
   Status s = Status::Ok();
   if (o_.rank == 0) {
-    nlohmann::json snap =
-        snapshot.is_null() ? elastic::ShardState(params_).snapshot() : snapshot;
+    nlohmann::json snap = snapshot.is_null() ? elastic::ShardState(params_).snapshot() : snapshot;
     s = client_->restore(snap);
   }
   double ok = s.ok() ? 1.0 : 0.0;

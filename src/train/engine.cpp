@@ -15,13 +15,15 @@ namespace {
 
 // Checks that every parameter of `params` is in `tensors` with the same shape.
 Status check_params(const Engine::NamedTensors& params,
-                    const std::map<std::string, torch::Tensor>& tensors, const std::string& prefix) {
+                    const std::map<std::string, torch::Tensor>& tensors,
+                    const std::string& prefix) {
   for (auto& [name, p] : params) {
     auto it = tensors.find(prefix + name);
     if (it == tensors.end())
       return Status::InvalidArgument("parameter '" + name + "' is missing from the checkpoint");
     if (!it->second.sizes().equals(p.sizes()))
-      return Status::InvalidArgument("parameter '" + name + "' has another shape in the checkpoint");
+      return Status::InvalidArgument("parameter '" + name +
+                                     "' has another shape in the checkpoint");
   }
   return Status::Ok();
 }
@@ -33,7 +35,8 @@ class ReplicatedEngine : public Engine {
       : model_(std::move(m)) {
     parallel::DataParallel::NamedParams params;
     for (auto& p : model_->named_parameters()) params.emplace_back(p.key(), p.value());
-    dp_ = std::make_unique<parallel::DataParallel>(std::move(params), default_weight_decay, group, o);
+    dp_ =
+        std::make_unique<parallel::DataParallel>(std::move(params), default_weight_decay, group, o);
     dp_->broadcast_parameters();
   }
   void zero_grad() override { dp_->zero_grad(); }
@@ -94,7 +97,8 @@ parallel::StagedModel to_staged(const std::shared_ptr<model::LanguageModel>& m) 
   for (auto& p : m->named_parameters()) {
     const void* impl = p.value().unsafeGetTensorImpl();
     if (in_layer.count(impl) || impl == head_impl) continue;
-    bool embedding = p.key().find("wte") != std::string::npos || p.key().find("wpe") != std::string::npos ||
+    bool embedding = p.key().find("wte") != std::string::npos ||
+                     p.key().find("wpe") != std::string::npos ||
                      p.key().find("tok_embeddings") != std::string::npos;
     s.stage_params[embedding ? 0 : size_t(L + 1)].emplace_back(p.key(), p.value());
   }
@@ -116,9 +120,11 @@ parallel::StagedModel to_staged(const std::shared_ptr<model::LanguageModel>& m) 
 
 class ShardedEngine : public Engine {
  public:
-  ShardedEngine(std::shared_ptr<model::LanguageModel> m, comm::Group* group, parallel::AdamHyper adam)
+  ShardedEngine(std::shared_ptr<model::LanguageModel> m, comm::Group* group,
+                parallel::AdamHyper adam)
       : model_(std::move(m)) {
-    for (auto& p : model_->named_parameters()) shapes_.emplace_back(p.key(), torch::empty(p.value().sizes()));
+    for (auto& p : model_->named_parameters())
+      shapes_.emplace_back(p.key(), torch::empty(p.value().sizes()));
     z_ = std::make_unique<parallel::Zero3>(to_staged(model_), default_weight_decay, group, adam);
   }
   void zero_grad() override { z_->zero_grad(); }
@@ -135,7 +141,8 @@ class ShardedEngine : public Engine {
   NamedTensors gather_params() override {
     z_->gather_full_params();
     NamedTensors out;
-    for (auto& p : model_->named_parameters()) out.emplace_back(p.key(), p.value().detach().clone());
+    for (auto& p : model_->named_parameters())
+      out.emplace_back(p.key(), p.value().detach().clone());
     z_->release_full_params();
     return out;
   }
@@ -157,7 +164,8 @@ class ShardedEngine : public Engine {
 }  // namespace
 
 std::unique_ptr<Engine> make_engine(std::shared_ptr<model::LanguageModel> model, comm::Group* group,
-                                    int zero_stage, int64_t bucket_bytes, parallel::AdamHyper adam) {
+                                    int zero_stage, int64_t bucket_bytes,
+                                    parallel::AdamHyper adam) {
   if (zero_stage >= 3) return std::make_unique<ShardedEngine>(std::move(model), group, adam);
   parallel::DataParallelOptions o;
   o.zero_stage = zero_stage;

@@ -82,9 +82,9 @@ Result<FlashSaveInfo> FlashSlots::save(int64_t step, const std::vector<ckpt::Nam
                                        const nlohmann::json& state, bool persist,
                                        double timeout_s) {
   FlashSaveInfo info;
-  CAIRN_ASSIGN_OR_RETURN(ckpt::ShmSlot * target,
-                         free_slot(ckpt::ShmSlot::bytes_needed(tensors, state), timeout_s,
-                                   &info.waited_s));
+  CAIRN_ASSIGN_OR_RETURN(
+      ckpt::ShmSlot * target,
+      free_slot(ckpt::ShmSlot::bytes_needed(tensors, state), timeout_s, &info.waited_s));
   CAIRN_ASSIGN_OR_RETURN(ckpt::ShmWriteInfo w, target->write(step, tensors, state, 4, persist));
   info.bytes = w.bytes;
   info.copy_s = w.seconds;
@@ -92,13 +92,12 @@ Result<FlashSaveInfo> FlashSlots::save(int64_t step, const std::vector<ckpt::Nam
 }
 
 Result<FlashSaveInfo> FlashSlots::start_save(int64_t step, std::vector<ckpt::NamedTensor> tensors,
-                                             nlohmann::json state, bool persist,
-                                             double timeout_s) {
+                                             nlohmann::json state, bool persist, double timeout_s) {
   TORCH_INTERNAL_ASSERT(!copier_.joinable(), "start_save with a copy pending");
   FlashSaveInfo info;
-  CAIRN_ASSIGN_OR_RETURN(ckpt::ShmSlot * target,
-                         free_slot(ckpt::ShmSlot::bytes_needed(tensors, state), timeout_s,
-                                   &info.waited_s));
+  CAIRN_ASSIGN_OR_RETURN(
+      ckpt::ShmSlot * target,
+      free_slot(ckpt::ShmSlot::bytes_needed(tensors, state), timeout_s, &info.waited_s));
   copying_ = std::move(tensors);
   // One thread: the copy shares the cores with the forward and backward it overlaps, and a
   // second copy thread only contends with them (bench/ckpt.py).
@@ -143,7 +142,8 @@ Status FlashSlots::wait_persisted(int64_t step, double timeout_s) {
         return Status::Internal("persisting step " + std::to_string(step) +
                                 " failed (see checkpoint_persist_failed in events.jsonl)");
       case ckpt::kPersistNone:
-        return Status::FailedPrecondition("step " + std::to_string(step) + " was not sent to be persisted");
+        return Status::FailedPrecondition("step " + std::to_string(step) +
+                                          " was not sent to be persisted");
       default:
         break;
     }
@@ -159,7 +159,8 @@ std::array<int64_t, 2> FlashSlots::ready_steps() {
   for (int i = 0; i < elastic::kFlashSlotsPerRank; ++i) {
     auto& slot = slots_[size_t(i)];
     if (!slot) {
-      auto opened = ckpt::ShmSlot::Open(elastic::flash_slot_name(run_dir_, rank_, i), /*populate=*/true);
+      auto opened =
+          ckpt::ShmSlot::Open(elastic::flash_slot_name(run_dir_, rank_, i), /*populate=*/true);
       if (!opened.ok()) continue;
       slot = std::move(opened).value();
       if (owner_pid_ > 0) slot->set_owner(owner_pid_);

@@ -5,10 +5,9 @@
 // agent removes them when the job ends.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <array>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <thread>

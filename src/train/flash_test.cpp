@@ -1,5 +1,3 @@
-#include "train/flash_impl.h"
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -9,6 +7,7 @@
 #include <thread>
 
 #include "cairn/elastic/flash_slots.h"
+#include "train/flash_impl.h"
 
 namespace cairn::train {
 namespace {

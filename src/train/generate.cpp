@@ -23,7 +23,7 @@ std::vector<int32_t> generate(model::LanguageModel& model, const std::vector<int
   for (int64_t n = 0; n < o.max_tokens; ++n) {
     int64_t start = std::max<int64_t>(0, int64_t(ids.size()) - block);
     auto ctx = torch::tensor(std::vector<int64_t>(ids.begin() + start, ids.end()), torch::kLong)
-                   .unsqueeze(0);                                  // (1, T)
+                   .unsqueeze(0);                                            // (1, T)
     auto logits = model.forward(ctx).select(1, ctx.size(1) - 1).squeeze(0);  // (V)
     if (o.vocab_limit > 0 && o.vocab_limit < logits.size(0))
       logits = logits.slice(0, 0, o.vocab_limit);

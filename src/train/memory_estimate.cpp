@@ -35,10 +35,18 @@ MemoryEstimate estimate_memory(const MemoryEstimateInput& in) {
   const double P = double(e.params), d = double(in.world > 0 ? in.world : 1);
   // Bytes per parameter for fp32 weights (4), gradients (4) and AdamW's two moments (8).
   switch (in.zero_stage) {
-    case 0: e.state_bytes = 16 * P; break;
-    case 1: e.state_bytes = (8 + 8 / d) * P; break;
-    case 2: e.state_bytes = (4 + 12 / d) * P; break;
-    default: e.state_bytes = 16 / d * P; break;
+    case 0:
+      e.state_bytes = 16 * P;
+      break;
+    case 1:
+      e.state_bytes = (8 + 8 / d) * P;
+      break;
+    case 2:
+      e.state_bytes = (4 + 12 / d) * P;
+      break;
+    default:
+      e.state_bytes = 16 / d * P;
+      break;
   }
   const auto& c = in.model;
   const double B = double(in.micro_batch_size), T = double(in.seq_len), C = double(c.n_embd);
@@ -73,7 +81,8 @@ Result<int64_t> available_memory_bytes() {
     const int64_t room = std::stoll(max_s) - cur;
     if (avail < 0 || room < avail) avail = room > 0 ? room : 0;
   }
-  if (avail < 0) return Status::NotFound("neither /proc/meminfo nor the cgroup tells the free memory");
+  if (avail < 0)
+    return Status::NotFound("neither /proc/meminfo nor the cgroup tells the free memory");
   return avail;
 }
 

@@ -67,7 +67,8 @@ TEST(MemoryEstimate, ATooLargeJobIsRefusedWithTheFigures) {
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("does not fit in memory"), std::string::npos) << s.message();
   EXPECT_NE(s.message().find("24.00 GiB is available"), std::string::npos) << s.message();
-  EXPECT_TRUE(check_memory(estimate_memory(MemoryEstimateInput{Tiny("gpt2")}), 2, int64_t(1) << 30).ok());
+  EXPECT_TRUE(
+      check_memory(estimate_memory(MemoryEstimateInput{Tiny("gpt2")}), 2, int64_t(1) << 30).ok());
 }
 
 TEST(MemoryEstimate, LocalRanksShareTheMachine) {

@@ -8,7 +8,8 @@ namespace cairn::train {
 bool default_weight_decay(const std::string& name, const torch::Tensor& p) {
   if (p.dim() < 2) return false;
   const std::string pos = "wpe.weight";
-  return !(name.size() >= pos.size() && name.compare(name.size() - pos.size(), pos.size(), pos) == 0);
+  return !(name.size() >= pos.size() &&
+           name.compare(name.size() - pos.size(), pos.size(), pos) == 0);
 }
 
 core::ConfigSpec train_spec() {
@@ -35,7 +36,9 @@ core::ConfigSpec train_spec() {
                 "recompute each block in backward instead of keeping its activations")
       .add_string("train.precision", "fp32", {"fp32", "bf16"},
                   "fp32, or bf16 autocast for matmuls (fp32 master weights)")
-      .add_int("train.threads", 0, 0, 4096, "threads per process for torch ops and OpenBLAS GEMMs; 0 = their defaults (OMP_NUM_THREADS / OPENBLAS_NUM_THREADS)")
+      .add_int("train.threads", 0, 0, 4096,
+               "threads per process for torch ops and OpenBLAS GEMMs; 0 = their defaults "
+               "(OMP_NUM_THREADS / OPENBLAS_NUM_THREADS)")
       .add_int("train.log_interval", 10, 1, kBig, "steps between log lines off a terminal")
       .add_required_string("data.path",
                            "directory from `cairn data prepare` holding train.bin and val.bin")
@@ -117,21 +120,22 @@ Result<TrainOptions> train_options_from(const core::Config& c) {
   o.sharding = c.get_string("data.sharding");
   o.stream = c.get_bool("data.stream");
   if (o.stream && o.sharding != "dynamic")
-    return Status::InvalidArgument("data.stream: true needs data.sharding: dynamic (the shard "
-                                   "service cuts the stream into shards as it grows)");
-  if (o.global_batch_size % o.micro_batch_size != 0)
     return Status::InvalidArgument(
-        "train.global_batch_size (" + std::to_string(o.global_batch_size) +
-        ") must be a multiple of train.micro_batch_size (" + std::to_string(o.micro_batch_size) +
-        ")");
+        "data.stream: true needs data.sharding: dynamic (the shard "
+        "service cuts the stream into shards as it grows)");
+  if (o.global_batch_size % o.micro_batch_size != 0)
+    return Status::InvalidArgument("train.global_batch_size (" +
+                                   std::to_string(o.global_batch_size) +
+                                   ") must be a multiple of train.micro_batch_size (" +
+                                   std::to_string(o.micro_batch_size) + ")");
   if (o.min_lr > o.lr)
     return Status::InvalidArgument("train.min_lr (" + std::to_string(o.min_lr) +
                                    ") must not exceed train.lr (" + std::to_string(o.lr) + ")");
   int64_t block = c.get_int("model.block_size");
   if (o.seq_len > block)
     return Status::InvalidArgument("train.seq_len (" + std::to_string(o.seq_len) +
-                                   ") must not exceed model.block_size (" +
-                                   std::to_string(block) + ")");
+                                   ") must not exceed model.block_size (" + std::to_string(block) +
+                                   ")");
   return o;
 }
 

@@ -16,7 +16,8 @@ TEST(Schedule, CosineFromPeakToMin) {
   EXPECT_NEAR(lr_at(60, 1.0, 0.1, 10, 110), 0.55, 1e-12);  // half way: mean of peak and min
   EXPECT_DOUBLE_EQ(lr_at(110, 1.0, 0.1, 10, 110), 0.1);
   EXPECT_DOUBLE_EQ(lr_at(500, 1.0, 0.1, 10, 110), 0.1);
-  for (int64_t s = 10; s < 110; ++s) EXPECT_GE(lr_at(s, 1.0, 0.1, 10, 110), lr_at(s + 1, 1.0, 0.1, 10, 110));
+  for (int64_t s = 10; s < 110; ++s)
+    EXPECT_GE(lr_at(s, 1.0, 0.1, 10, 110), lr_at(s + 1, 1.0, 0.1, 10, 110));
 }
 
 TEST(Schedule, NoWarmup) { EXPECT_DOUBLE_EQ(lr_at(0, 2.0, 0.0, 0, 10), 2.0); }

@@ -4,21 +4,21 @@
 #include <ATen/autocast_mode.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
-#include <functional>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <thread>
 
-#include <unistd.h>
-
 #include "cairn/ckpt/checkpoint.h"
 #include "cairn/ckpt/persist.h"
+#include "cairn/comm/group.h"
 #include "cairn/core/blas_threads.h"
 #include "cairn/core/fs.h"
 #include "cairn/data/local_sampler.h"
@@ -27,16 +27,15 @@
 #include "cairn/elastic/progress.h"
 #include "cairn/model/config.h"
 #include "cairn/model/language_model.h"
-#include "cairn/comm/group.h"
 #include "cairn/parallel/data_parallel.h"
-#include "train/engine_impl.h"
-#include "train/flash_impl.h"
-#include "train/trainer_impl.h"
 #include "cairn/train/memory_estimate.h"
 #include "cairn/train/options.h"
 #include "cairn/train/run_log.h"
 #include "cairn/train/schedule.h"
 #include "cairn/ui/progress.h"
+#include "train/engine_impl.h"
+#include "train/flash_impl.h"
+#include "train/trainer_impl.h"
 
 namespace cairn::train {
 namespace {
@@ -146,7 +145,8 @@ std::vector<int64_t> Trainer::Impl::gather_consumed() {
   return ids;
 }
 
-std::pair<torch::Tensor, torch::Tensor> Trainer::Impl::batch(int64_t s, int64_t micro, bool record) {
+std::pair<torch::Tensor, torch::Tensor> Trainer::Impl::batch(int64_t s, int64_t micro,
+                                                             bool record) {
   const int64_t B = opt.micro_batch_size, T = opt.seq_len;
   auto x = torch::empty({B, T}, torch::kLong);
   auto y = torch::empty({B, T}, torch::kLong);
@@ -181,7 +181,6 @@ double Trainer::Impl::evaluate() {
   return sum_over_ranks(sum) / double(n);
 }
 
-
 Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Trainer::~Trainer() = default;
 model::LanguageModel& Trainer::model() { return *impl_->model; }
@@ -208,18 +207,20 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
     impl->rank = run.group->rank();
   }
   if (o.global_batch_size % o.micro_batch_size != 0)
-    return Status::InvalidArgument(
-        "train.global_batch_size (" + std::to_string(o.global_batch_size) +
-        ") must be a multiple of train.micro_batch_size (" + std::to_string(o.micro_batch_size) + ")");
+    return Status::InvalidArgument("train.global_batch_size (" +
+                                   std::to_string(o.global_batch_size) +
+                                   ") must be a multiple of train.micro_batch_size (" +
+                                   std::to_string(o.micro_batch_size) + ")");
   if (!impl->even_split() && o.sharding != "dynamic") {
     // An elastic job may be handed any world: train it, with the same global batch. (Dynamic
     // sharding splits a step unevenly anyway: its shards go to whichever rank asks.)
     const int64_t n = impl->num_micro(), per = impl->accum_steps();
-    spdlog::warn("{} micro-batches per step over {} ranks: each rank runs {}, and {} of them are "
-                 "zero-weight padding ({:.0f}% of the compute); a world size dividing {} trains "
-                 "faster",
-                 n, impl->world, per, per * impl->world - n,
-                 100.0 * double(per * impl->world - n) / double(per * impl->world), n);
+    spdlog::warn(
+        "{} micro-batches per step over {} ranks: each rank runs {}, and {} of them are "
+        "zero-weight padding ({:.0f}% of the compute); a world size dividing {} trains "
+        "faster",
+        n, impl->world, per, per * impl->world - n,
+        100.0 * double(per * impl->world - n) / double(per * impl->world), n);
   }
   // 0 keeps torch's default (OMP_NUM_THREADS, which `cairn run` sets per worker). GEMMs run
   // on OpenBLAS's own threads either way; extra OpenMP threads mostly contend with them.
@@ -230,11 +231,13 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
     core::set_blas_num_threads(int(o.threads));
   }
 
-  for (auto [name, file] : {std::pair{"train.bin", &impl->train_file}, {"val.bin", &impl->val_file}}) {
+  for (auto [name, file] :
+       {std::pair{"train.bin", &impl->train_file}, {"val.bin", &impl->val_file}}) {
     if (o.stream && file == &impl->train_file) continue;  // train.stream instead
     auto f = data::TokenFile::Open(o.data_path + "/" + name);
     if (!f.ok())
-      return f.status().WithContext("data.path: run `cairn data prepare --out " + o.data_path + "` first");
+      return f.status().WithContext("data.path: run `cairn data prepare --out " + o.data_path +
+                                    "` first");
     *file = std::move(f).value();
     if ((*file)->vocab_size() > impl->mcfg.vocab_size)
       return Status::InvalidArgument(o.data_path + "/" + name + " has vocabulary size " +
@@ -259,8 +262,7 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   } else {
-    impl->sampler =
-        std::make_unique<data::LocalSampler>(impl->train_file.get(), o.seq_len, o.seed);
+    impl->sampler = std::make_unique<data::LocalSampler>(impl->train_file.get(), o.seq_len, o.seed);
   }
   impl->val_sampler = std::make_unique<data::LocalSampler>(impl->val_file.get(), o.seq_len, o.seed);
 
@@ -276,14 +278,14 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
     if (zero > 1)
       return Status::InvalidArgument(
           "data.sharding: dynamic needs parallel.zero_stage 0 or 1 (ranks train different "
-          "numbers of micro-batches per step; ZeRO-" + std::to_string(zero) +
-          " communicates in every one)");
+          "numbers of micro-batches per step; ZeRO-" +
+          std::to_string(zero) + " communicates in every one)");
     DynamicDataOptions d;
     if (const char* m = std::getenv("CAIRN_MASTER_ADDR")) d.master = m;
     if (const char* t = std::getenv("CAIRN_JOB_TOKEN")) d.job_token = t;
     if (impl->stream) {
-      d.dataset = "train.stream/T" + std::to_string(o.seq_len) + "/B" +
-                  std::to_string(o.micro_batch_size);
+      d.dataset =
+          "train.stream/T" + std::to_string(o.seq_len) + "/B" + std::to_string(o.micro_batch_size);
       d.stream = impl->stream.get();
       d.seq_len = o.seq_len;
     } else {
@@ -336,8 +338,8 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
     while (impl->ckpt_dir.size() > 1 && impl->ckpt_dir.back() == '/') impl->ckpt_dir.pop_back();
   }
   // The slots' owner removes them: the agent (our parent) when it persists for us, else we do.
-  impl->flash = std::make_unique<FlashSlots>(run.run_dir, impl->rank,
-                                             run.agent_persists ? int(::getppid()) : int(::getpid()));
+  impl->flash = std::make_unique<FlashSlots>(
+      run.run_dir, impl->rank, run.agent_persists ? int(::getppid()) : int(::getpid()));
   if (run.report_progress) {
     auto p = elastic::ProgressWriter::Open(run.run_dir, impl->rank);
     if (!p.ok()) return p.status().WithContext("progress report for the hang detector");
@@ -393,7 +395,8 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
   // the engine's buckets, so this initializes them in place, identically on every rank).
   if (defer_init && !impl->restored) model::init_parameters(*impl->model, impl->mcfg, o.seed);
   // The shard service goes back to what the restored checkpoint saw (or to the start).
-  if (impl->dynamic) CAIRN_RETURN_IF_ERROR(impl->dynamic->restore(impl->restored_shards, impl->group));
+  if (impl->dynamic)
+    CAIRN_RETURN_IF_ERROR(impl->dynamic->restore(impl->restored_shards, impl->group));
   // The job's peak: every rank measures at once, sharing the machine as training will.
   // A restarted group takes the peak an earlier start of this run measured (0.5 s saved on
   // the way back from a failure); the job's world is the same machines when it matches.
@@ -427,19 +430,22 @@ Result<RunSummary> Trainer::run() {
                          {"blas_threads", core::blas_num_threads()},
                          {"world_size", m.world},
                          {"zero_stage", m.config.get_int("parallel.zero_stage")},
-                         {"bytes_per_param", {{"params", mem.param_bytes},
-                                              {"grads", mem.grad_bytes},
-                                              {"optimizer", mem.optimizer_bytes},
-                                              {"total", mem.total()}}}});
-  spdlog::info("model {}: {:.2f}M parameters, {:.1f} MFLOP/token; {} steps of {} tokens; GEMM peak "
-               "{:.1f} GFLOP/s",
-               m.mcfg.arch, m.num_params / 1e6, flops_per_token / 1e6, m.max_steps,
-               int64_t(tokens_per_step), m.peak_flops / 1e9);
+                         {"bytes_per_param",
+                          {{"params", mem.param_bytes},
+                           {"grads", mem.grad_bytes},
+                           {"optimizer", mem.optimizer_bytes},
+                           {"total", mem.total()}}}});
+  spdlog::info(
+      "model {}: {:.2f}M parameters, {:.1f} MFLOP/token; {} steps of {} tokens; GEMM peak "
+      "{:.1f} GFLOP/s",
+      m.mcfg.arch, m.num_params / 1e6, flops_per_token / 1e6, m.max_steps, int64_t(tokens_per_step),
+      m.peak_flops / 1e9);
   if (m.world > 1)
-    spdlog::info("data parallel: world {}, ZeRO stage {}, {:.1f} bytes/parameter on this rank "
-                 "(params {:.1f}, grads {:.1f}, optimizer {:.1f})",
-                 m.world, m.config.get_int("parallel.zero_stage"), mem.total(), mem.param_bytes,
-                 mem.grad_bytes, mem.optimizer_bytes);
+    spdlog::info(
+        "data parallel: world {}, ZeRO stage {}, {:.1f} bytes/parameter on this rank "
+        "(params {:.1f}, grads {:.1f}, optimizer {:.1f})",
+        m.world, m.config.get_int("parallel.zero_stage"), mem.total(), mem.param_bytes,
+        mem.grad_bytes, mem.optimizer_bytes);
   ui::ProgressLine progress(ui::ProgressLine::stderr_is_tty(), o.log_interval);
   auto run_start = Clock::now();
   double ema_tps = 0, ema_step = 0;
@@ -470,8 +476,8 @@ Result<RunSummary> Trainer::run() {
       const bool slowed = m.rank == m.run.debug_slowdown_rank && m.run.debug_slowdown > 1;
       auto stretch = [&](Clock::time_point since) {
         if (slowed)
-          std::this_thread::sleep_for(std::chrono::duration<double>(
-              seconds_since(since) * (m.run.debug_slowdown - 1)));
+          std::this_thread::sleep_for(
+              std::chrono::duration<double>(seconds_since(since) * (m.run.debug_slowdown - 1)));
       };
       auto tm = Clock::now();
       torch::Tensor loss;
@@ -544,9 +550,8 @@ Result<RunSummary> Trainer::run() {
       }
     }
     m.engine->finish_backward();
-    double loss = m.even_split()
-                      ? m.sum_over_ranks(loss_sum / double(accum)) / double(m.world)
-                      : m.sum_over_ranks(loss_sum) / double(m.num_micro());
+    double loss = m.even_split() ? m.sum_over_ranks(loss_sum / double(accum)) / double(m.world)
+                                 : m.sum_over_ranks(loss_sum) / double(m.num_micro());
     if (!std::isfinite(loss))
       return Status::FailedPrecondition("loss became " + std::to_string(loss) + " at step " +
                                         std::to_string(m.step) + "; lower train.lr");
@@ -571,8 +576,8 @@ Result<RunSummary> Trainer::run() {
     ema_tps = ema_tps == 0 ? tps : 0.9 * ema_tps + 0.1 * tps;
     ema_step = ema_step == 0 ? dt : 0.9 * ema_step + 0.1 * dt;
     double mfu = m.peak_flops > 0 ? flops_per_token * tps / m.peak_flops : 0;
-    nlohmann::json row = {{"step", m.step}, {"loss", loss}, {"lr", lr},
-                          {"tokens_per_s", tps}, {"mfu", mfu}, {"step_time", dt}};
+    nlohmann::json row = {{"step", m.step},      {"loss", loss}, {"lr", lr},
+                          {"tokens_per_s", tps}, {"mfu", mfu},   {"step_time", dt}};
     if (!per_rank.empty()) row["micro_batches"] = per_rank;
     sum.losses.push_back(loss);
     sum.final_loss = loss;
@@ -584,7 +589,8 @@ Result<RunSummary> Trainer::run() {
       double val = m.evaluate();
       row["val_loss"] = val;
       sum.final_val_loss = val;
-      m.log->event("eval", {{"step", m.step}, {"val_loss", val}, {"duration_ms", seconds_since(te) * 1e3}});
+      m.log->event("eval",
+                   {{"step", m.step}, {"val_loss", val}, {"duration_ms", seconds_since(te) * 1e3}});
       char buf[64];
       std::snprintf(buf, sizeof(buf), "val %.4f", val);
       extra = buf;
@@ -610,12 +616,13 @@ Result<RunSummary> Trainer::run() {
   const bool unsaved = m.step == sum.first_step && m.restored_from_memory &&
                        ckpt::newest_complete_step(m.ckpt_dir) < m.step;
   if (m.step == sum.first_step)
-    spdlog::warn("nothing to train: the run is at step {} and {} is {}", m.step,
-                 m.run.stop_after > 0 && m.run.stop_after < m.max_steps ? "--stop-after" : "train.max_steps",
-                 stop_at);
+    spdlog::warn(
+        "nothing to train: the run is at step {} and {} is {}", m.step,
+        m.run.stop_after > 0 && m.run.stop_after < m.max_steps ? "--stop-after" : "train.max_steps",
+        stop_at);
   // The end of this invocation (finished, --stop-after, or interrupted): persist and wait.
   if (m.step > sum.first_step || unsaved) {
-    const char* reason = sum.interrupted                         ? "interrupted"
+    const char* reason = sum.interrupted                        ? "interrupted"
                          : m.step == m.max_steps || stream_over ? "end"
                                                                 : "stop";
     Status s = m.checkpoint(/*persist=*/true, reason, /*overlap=*/false);

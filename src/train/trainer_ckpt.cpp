@@ -88,9 +88,10 @@ Status Trainer::Impl::checkpoint(bool persist, const char* reason, bool overlap)
     if (free < double(world)) {
       ++skipped_saves;
       if (skipped_saves == 1 || skipped_saves % 100 == 0)
-        spdlog::warn("in-memory checkpoint of step {} skipped: both slots are still being "
-                     "persisted (storage is slower than ckpt.persist_interval; {} skipped so far)",
-                     step, skipped_saves);
+        spdlog::warn(
+            "in-memory checkpoint of step {} skipped: both slots are still being "
+            "persisted (storage is slower than ckpt.persist_interval; {} skipped so far)",
+            step, skipped_saves);
       log->event("checkpoint_skipped", {{"step", step},
                                         {"storage", "memory"},
                                         {"reason", "both slots are still being persisted"}});
@@ -108,10 +109,11 @@ Status Trainer::Impl::checkpoint(bool persist, const char* reason, bool overlap)
     auto started = flash->start_save(step, mine, std::move(state), persist, opt.persist_timeout_s);
     if (started.ok()) {
       if (started->waited_s > 0.1 && (++slow_storage_waits == 1 || slow_storage_waits % 100 == 0))
-        spdlog::warn("the checkpoint of step {} waited {:.2f} s for an in-memory slot: both were "
-                     "still being persisted, storage is slower than ckpt.persist_interval "
-                     "({} so far); raise it or use faster storage",
-                     step, started->waited_s, slow_storage_waits);
+        spdlog::warn(
+            "the checkpoint of step {} waited {:.2f} s for an in-memory slot: both were "
+            "still being persisted, storage is slower than ckpt.persist_interval "
+            "({} so far); raise it or use faster storage",
+            step, started->waited_s, slow_storage_waits);
       pending_save = PendingSave{step, seconds_since(t0), started->waited_s, persist, reason};
       return overlap ? Status::Ok() : finish_checkpoint();
     }
@@ -286,9 +288,10 @@ void Trainer::Impl::release_slots(const char* reason) {
     auto saved = persister->persist_unsaved(reason);
     if (!saved.ok()) {
       persister.reset();
-      spdlog::error("the in-memory checkpoint could not be persisted ({}); its slots stay in "
-                    "/dev/shm: continue with --resume, or `cairn ckpt gc` persists them",
-                    saved.status().ToString());
+      spdlog::error(
+          "the in-memory checkpoint could not be persisted ({}); its slots stay in "
+          "/dev/shm: continue with --resume, or `cairn ckpt gc` persists them",
+          saved.status().ToString());
       return;
     }
     if (!saved->is_null()) {

@@ -25,8 +25,8 @@
 #include "cairn/train/options.h"
 #include "cairn/train/run_log.h"
 #include "cairn/train/trainer.h"
-#include "train/engine_impl.h"
 #include "train/dynamic_data_impl.h"
+#include "train/engine_impl.h"
 #include "train/flash_impl.h"
 
 namespace cairn::train {
@@ -55,9 +55,9 @@ struct Trainer::Impl {
   std::unique_ptr<elastic::ProgressWriter> progress;    // read by the agent's hang detector
   // This rank's persister when no agent persists for it (plain `cairn train`).
   std::unique_ptr<ckpt::SlotPersister> persister;
-  int64_t skipped_saves = 0;    // memory saves skipped because no slot was free
+  int64_t skipped_saves = 0;       // memory saves skipped because no slot was free
   int64_t slow_storage_waits = 0;  // persisted saves that waited for a slot
-  bool direct_persist = false;  // /dev/shm too small: storage checkpoints written directly
+  bool direct_persist = false;     // /dev/shm too small: storage checkpoints written directly
   int64_t num_params = 0;
   comm::Group* group = nullptr;  // data-parallel group; null in one process
   int world = 1, rank = 0;
@@ -66,7 +66,7 @@ struct Trainer::Impl {
   int64_t max_steps = 0;
   double peak_flops = 0;
 
-  std::string ckpt_dir;  // absolute
+  std::string ckpt_dir;                  // absolute
   std::unique_ptr<DynamicData> dynamic;  // data.sharding: dynamic
   nlohmann::json shards_state;           // the shard service as of the checkpoint being taken
   nlohmann::json restored_shards;        // ... as of the checkpoint restored (null: none)

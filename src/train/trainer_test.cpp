@@ -9,7 +9,6 @@
 #include <mutex>
 #include <random>
 #include <thread>
-
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include "cairn/ckpt/checkpoint.h"
@@ -50,13 +49,12 @@ class TrainerTest : public ::testing::Test {
   }
 
   core::Config Config(const std::string& arch, std::vector<std::string> extra = {}) {
-    std::vector<std::string> o = {"model.arch=" + arch, "model.n_layer=2", "model.n_head=2",
-                                  "model.n_embd=32", "model.vocab_size=256",
-                                  "model.block_size=16", "train.seq_len=16",
-                                  "train.micro_batch_size=4", "train.global_batch_size=8",
-                                  "train.max_steps=20", "train.warmup_steps=3",
-                                  "train.eval_interval=10", "train.eval_batches=2",
-                                  "train.threads=1", "data.path=" + dir_ + "/data"};
+    std::vector<std::string> o = {
+        "model.arch=" + arch,   "model.n_layer=2",          "model.n_head=2",
+        "model.n_embd=32",      "model.vocab_size=256",     "model.block_size=16",
+        "train.seq_len=16",     "train.micro_batch_size=4", "train.global_batch_size=8",
+        "train.max_steps=20",   "train.warmup_steps=3",     "train.eval_interval=10",
+        "train.eval_batches=2", "train.threads=1",          "data.path=" + dir_ + "/data"};
     o.insert(o.end(), extra.begin(), extra.end());
     auto c = core::load_config_text("", job_spec(), o);
     EXPECT_TRUE(c.ok()) << c.status().ToString();
@@ -171,7 +169,8 @@ TEST_F(TrainerTest, LossFallsAndLogsAreWritten) {
   EXPECT_EQ(with_val, 4);
   std::ifstream events(dir_ + "/logs/events.jsonl");
   std::vector<std::string> kinds;
-  for (std::string line; std::getline(events, line);) kinds.push_back(nlohmann::json::parse(line)["event"]);
+  for (std::string line; std::getline(events, line);)
+    kinds.push_back(nlohmann::json::parse(line)["event"]);
   EXPECT_EQ(kinds.front(), "start");
   EXPECT_EQ(kinds.back(), "end");
   EXPECT_NE(std::find(kinds.begin(), kinds.end(), "checkpoint_saved"), kinds.end());
@@ -191,7 +190,8 @@ TEST_F(TrainerTest, AccumulationMatchesOneBigBatch) {
 
 TEST_F(TrainerTest, ActivationCheckpointingDoesNotChangeNumerics) {
   auto a = Trainer::Create(Config("llama"), Run("ac0", false, 4));
-  auto b = Trainer::Create(Config("llama", {"train.activation_checkpointing=true"}), Run("ac1", false, 4));
+  auto b = Trainer::Create(Config("llama", {"train.activation_checkpointing=true"}),
+                           Run("ac1", false, 4));
   ASSERT_TRUE(a.ok() && b.ok());
   auto sa = (*a)->run(), sb = (*b)->run();
   ASSERT_TRUE(sa.ok() && sb.ok());
@@ -199,7 +199,8 @@ TEST_F(TrainerTest, ActivationCheckpointingDoesNotChangeNumerics) {
 }
 
 TEST_F(TrainerTest, Bf16Trains) {
-  auto t = Trainer::Create(Config("gpt2", {"train.precision=bf16", "train.lr=1e-2"}), Run("bf16", false, 30));
+  auto t = Trainer::Create(Config("gpt2", {"train.precision=bf16", "train.lr=1e-2"}),
+                           Run("bf16", false, 30));
   ASSERT_TRUE(t.ok());
   auto s = (*t)->run();
   ASSERT_TRUE(s.ok()) << s.status().ToString();
@@ -320,7 +321,9 @@ TEST_F(TrainerTest, ResumesFromSharedMemory) {
   EXPECT_NE(all.find("\"source\":\"memory\""), std::string::npos);
   EXPECT_NE(all.find("\"storage\":\"memory\""), std::string::npos);
   // Finished runs remove their slots.
-  EXPECT_EQ(elastic::unlink_flash_slots(dir_ + "/mem_a", {0}) + elastic::unlink_flash_slots(dir_ + "/mem_b", {0}), 0);
+  EXPECT_EQ(elastic::unlink_flash_slots(dir_ + "/mem_a", {0}) +
+                elastic::unlink_flash_slots(dir_ + "/mem_b", {0}),
+            0);
 }
 
 // ckpt.persist_interval: checkpoints reach storage through shared memory and this process's

@@ -13,7 +13,8 @@ std::string format_duration(double s) {
   char buf[32];
   auto t = int64_t(std::llround(s));
   if (t >= 3600)
-    std::snprintf(buf, sizeof(buf), "%lldh%02lldm", (long long)(t / 3600), (long long)(t % 3600 / 60));
+    std::snprintf(buf, sizeof(buf), "%lldh%02lldm", (long long)(t / 3600),
+                  (long long)(t % 3600 / 60));
   else if (t >= 60)
     std::snprintf(buf, sizeof(buf), "%lldm%02llds", (long long)(t / 60), (long long)(t % 60));
   else
@@ -25,9 +26,9 @@ std::string format_progress(const ProgressFigures& f) {
   char buf[256];
   int width = int(std::to_string(f.total).size());
   std::snprintf(buf, sizeof(buf),
-                "step %*lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | MFU %.1f%% | ETA %s",
-                width, (long long)f.step, (long long)f.total, f.loss, f.lr, f.tokens_per_s,
-                100.0 * f.mfu, format_duration(f.eta_seconds).c_str());
+                "step %*lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | MFU %.1f%% | ETA %s", width,
+                (long long)f.step, (long long)f.total, f.loss, f.lr, f.tokens_per_s, 100.0 * f.mfu,
+                format_duration(f.eta_seconds).c_str());
   std::string s = buf;
   if (!f.extra.empty()) s += " | " + f.extra;
   return s;

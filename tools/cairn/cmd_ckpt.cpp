@@ -206,13 +206,15 @@ void run_gc(const GcArgs& a) {
               << r.detail << "\n";
     if (r.removed) freed += r.bytes;
   }
-  std::printf("%s %.1f MB of /dev/shm\n", dry_run ? "would free" : "freed", double(freed) / (1 << 20));
+  std::printf("%s %.1f MB of /dev/shm\n", dry_run ? "would free" : "freed",
+              double(freed) / (1 << 20));
 }
 
 void register_ckpt_command(CLI::App& app) {
   CLI::App* ckpt = app.add_subcommand(
-      "ckpt", "Inspect checkpoints; export them to and import them from HuggingFace format; "
-              "clean up in-memory checkpoints of dead processes (gc)");
+      "ckpt",
+      "Inspect checkpoints; export them to and import them from HuggingFace format; "
+      "clean up in-memory checkpoints of dead processes (gc)");
   ckpt->require_subcommand(1);
   const std::string format_help = "Format of the other side: hf (HuggingFace transformers)";
 
@@ -277,8 +279,9 @@ void register_ckpt_command(CLI::App& app) {
 
   auto gc_args = std::make_shared<GcArgs>();
   CLI::App* gc = ckpt->add_subcommand(
-      "gc", "List the in-memory checkpoint slots in /dev/shm; persist and remove those whose "
-            "owner (a cairn run agent, or a cairn train alone) is dead");
+      "gc",
+      "List the in-memory checkpoint slots in /dev/shm; persist and remove those whose "
+      "owner (a cairn run agent, or a cairn train alone) is dead");
   gc->add_flag("--dry-run", gc_args->dry_run, "Only say what would be persisted and removed");
   gc->add_option("--run-dir", gc_args->run_dir, "Only the slots of this run directory");
   gc->add_option("--min-idle", gc_args->min_idle_s,

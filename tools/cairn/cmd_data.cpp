@@ -19,9 +19,9 @@
 #include "cairn/core/fs.h"
 #include "cairn/core/status.h"
 #include "cairn/data/parallel_encode.h"
-#include "cairn/data/token_stream.h"
 #include "cairn/data/prepare.h"
 #include "cairn/data/token_file.h"
+#include "cairn/data/token_stream.h"
 #include "cairn/data/tokenizer.h"
 #include "commands.h"
 

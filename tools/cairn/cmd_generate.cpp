@@ -22,7 +22,8 @@ struct GenerateArgs {
 void run_generate(const GenerateArgs& a) {
   auto loaded = train::load_model(a.ckpt);
   if (!loaded.ok()) throw StatusError(loaded.status());
-  std::string tok_name = a.tokenizer.empty() ? loaded->config.get_string("data.tokenizer") : a.tokenizer;
+  std::string tok_name =
+      a.tokenizer.empty() ? loaded->config.get_string("data.tokenizer") : a.tokenizer;
   auto tok = data::Tokenizer::Open(data::resolve_tokenizer_dir(tok_name));
   if (!tok.ok()) throw StatusError(tok.status());
   auto prompt = (*tok)->encode(a.prompt);
@@ -30,12 +31,15 @@ void run_generate(const GenerateArgs& a) {
   spdlog::info("model from {} (step {})", loaded->path, loaded->step);
   const int64_t block = loaded->model->config().block_size;
   if (int64_t(prompt.size()) > block)
-    spdlog::warn("the prompt is {} tokens, longer than the model's context of {} "
-                 "(model.block_size): only its last {} tokens are seen",
-                 prompt.size(), block, block);
+    spdlog::warn(
+        "the prompt is {} tokens, longer than the model's context of {} "
+        "(model.block_size): only its last {} tokens are seen",
+        prompt.size(), block, block);
   else if (int64_t(prompt.size()) + a.options.max_tokens > block)
-    spdlog::info("prompt + --max-tokens exceed the context of {} tokens: the oldest tokens "
-                 "slide out of view as text is generated", block);
+    spdlog::info(
+        "prompt + --max-tokens exceed the context of {} tokens: the oldest tokens "
+        "slide out of view as text is generated",
+        block);
   train::GenerateOptions o = a.options;
   o.vocab_limit = (*tok)->vocab_size();
   o.stop_id = (*tok)->eot_id();

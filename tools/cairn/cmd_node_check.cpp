@@ -86,9 +86,10 @@ Result<nlohmann::json> check(const NodeCheckArgs& a) {
   const double expect = std::pow(double(group->size()), a.allreduces);
   if (buf[0].item<float>() != float(expect) || buf[-1].item<float>() != float(expect))
     return Status::Internal("the all-reduce returned wrong values");
-  spdlog::info("node check: matmul {:.3f} s ({:.1f} GFLOP/s), all-reduce of {} MB x{} over {} "
-               "node(s) {:.3f} s",
-               matmul_s, gflops, a.allreduce_mb, a.allreduces, group->size(), allreduce_s);
+  spdlog::info(
+      "node check: matmul {:.3f} s ({:.1f} GFLOP/s), all-reduce of {} MB x{} over {} "
+      "node(s) {:.3f} s",
+      matmul_s, gflops, a.allreduce_mb, a.allreduces, group->size(), allreduce_s);
   return nlohmann::json{{"ok", true},
                         {"matmul_s", matmul_s},
                         {"allreduce_s", allreduce_s},

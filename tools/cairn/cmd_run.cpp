@@ -9,14 +9,14 @@
 #include <filesystem>
 #include <thread>
 
+#include "cairn/ckpt/persist.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/log.h"
 #include "cairn/elastic/agent.h"
+#include "cairn/elastic/flash_slots.h"
 #include "cairn/elastic/launch_options.h"
 #include "cairn/elastic/rendezvous.h"
 #include "cairn/elastic/worker_env.h"
-#include "cairn/ckpt/persist.h"
-#include "cairn/elastic/flash_slots.h"
 #include "commands.h"
 #include "orphans_at_start.h"
 #include "run_elastic.h"
@@ -150,8 +150,9 @@ void run_run(elastic::LaunchFlags& flags, const CLI::App& cmd) {
   // This node's agent persists its workers' in-memory checkpoints (cairn train sees
   // CAIRN_AGENT_PERSISTS and starts no persister of its own).
   ao.base_env["CAIRN_AGENT_PERSISTS"] = run_dir;
-  ao.start_round = [run_dir](const std::vector<int>& ranks, elastic::EventSink sink)
-      -> Result<std::unique_ptr<elastic::RoundServices>> {
+  ao.start_round = [run_dir](
+                       const std::vector<int>& ranks,
+                       elastic::EventSink sink) -> Result<std::unique_ptr<elastic::RoundServices>> {
     ckpt::SlotPersisterOptions po;
     for (int r : ranks)
       for (int i = 0; i < elastic::kFlashSlotsPerRank; ++i)
@@ -206,9 +207,11 @@ void register_run_command(CLI::App& app) {
       "      -- cairn train configs/gpt-kjv.yaml\n"
       "  cairn run --nnodes 2 --node-rank 1 --rdzv-endpoint 10.0.0.1:29400 --nproc-per-node 2 \\\n"
       "      -- cairn train configs/gpt-kjv.yaml\n"
-      "  # elastic, 1 to 4 nodes joining the master (cairn master, or --embed-master on one node):\n"
+      "  # elastic, 1 to 4 nodes joining the master (cairn master, or --embed-master on one "
+      "node):\n"
       "  CAIRN_JOB_TOKEN=secret cairn run --rdzv-backend cairn --rdzv-endpoint 10.0.0.1:29400 \\\n"
-      "      --nnodes 1:4 --node-id node-01 --max-restarts 10 -- cairn train configs/gpt-kjv.yaml \\\n"
+      "      --nnodes 1:4 --node-id node-01 --max-restarts 10 -- cairn train configs/gpt-kjv.yaml "
+      "\\\n"
       "      --resume-or-start --set ckpt.dir=/shared/ckpt --set ckpt.memory_interval=1");
   elastic::add_launch_flags(*cmd, flags.get());
   cmd->callback([flags, cmd] { run_run(*flags, *cmd); });

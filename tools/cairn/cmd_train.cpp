@@ -2,8 +2,8 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
-#include <cstdlib>
 #include <csignal>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <iostream>
@@ -99,8 +99,9 @@ struct TrainArgs {
 
 void run_train(const TrainArgs& a) {
   if (a.describe) {
-    std::cout << "Config keys (set in YAML as section: {key: value}, or with --set section.key=value):\n"
-              << train::job_spec().describe();
+    std::cout
+        << "Config keys (set in YAML as section: {key: value}, or with --set section.key=value):\n"
+        << train::job_spec().describe();
     return;
   }
   if (a.config.empty()) throw StatusError(Status::InvalidArgument("a CONFIG file is required"));
@@ -113,8 +114,9 @@ void run_train(const TrainArgs& a) {
   if (a.resume && a.resume_or_start)
     throw StatusError(Status::InvalidArgument("give --resume or --resume-or-start, not both"));
   if (resume && a.run_dir.empty() && !std::getenv("CAIRN_RUN_DIR"))
-    throw StatusError(Status::InvalidArgument(std::string(a.resume ? "--resume" : "--resume-or-start") +
-                                              " needs --run-dir naming the run to continue"));
+    throw StatusError(
+        Status::InvalidArgument(std::string(a.resume ? "--resume" : "--resume-or-start") +
+                                " needs --run-dir naming the run to continue"));
   const int world = env_int("WORLD_SIZE", 1), rank = env_int("RANK", 0);
   if (world > 1 && a.run_dir.empty() && !std::getenv("CAIRN_RUN_DIR"))
     throw StatusError(Status::InvalidArgument(
@@ -129,17 +131,21 @@ void run_train(const TrainArgs& a) {
   if (dir_existed && !std::filesystem::is_directory(run.run_dir, ec))
     throw StatusError(Status::InvalidArgument("--run-dir " + run.run_dir + " is not a directory"));
   if (a.resume && !dir_existed)
-    throw StatusError(Status::NotFound("--resume: run directory " + run.run_dir +
-                                       " does not exist (--resume-or-start starts a new run there)"));
+    throw StatusError(
+        Status::NotFound("--resume: run directory " + run.run_dir +
+                         " does not exist (--resume-or-start starts a new run there)"));
   run.stop_after = a.stop_after;
   if (!a.debug_slowdown.empty()) {
     const size_t colon = a.debug_slowdown.find(':');
     char* end = nullptr;
-    const long r = colon == std::string::npos ? -1 : std::strtol(a.debug_slowdown.c_str(), &end, 10);
-    const double f = colon == std::string::npos ? 0 : std::strtod(a.debug_slowdown.c_str() + colon + 1, nullptr);
+    const long r =
+        colon == std::string::npos ? -1 : std::strtol(a.debug_slowdown.c_str(), &end, 10);
+    const double f =
+        colon == std::string::npos ? 0 : std::strtod(a.debug_slowdown.c_str() + colon + 1, nullptr);
     if (r < 0 || end != a.debug_slowdown.c_str() + colon || !(f >= 1) || f > 1000)
-      throw StatusError(Status::InvalidArgument("--debug-slowdown '" + a.debug_slowdown +
-                                                "': expected RANK:FACTOR, e.g. 1:3 (1 <= FACTOR <= 1000)"));
+      throw StatusError(
+          Status::InvalidArgument("--debug-slowdown '" + a.debug_slowdown +
+                                  "': expected RANK:FACTOR, e.g. 1:3 (1 <= FACTOR <= 1000)"));
     run.debug_slowdown_rank = int(r);
     run.debug_slowdown = f;
   }
@@ -147,16 +153,19 @@ void run_train(const TrainArgs& a) {
   run.progress = !a.no_progress;
   // `cairn run` persists the slots of workers whose run directory is its own.
   if (const char* d = std::getenv("CAIRN_AGENT_PERSISTS"); d && *d)
-    run.agent_persists = elastic::flash_slot_name(d, 0, 0) == elastic::flash_slot_name(run.run_dir, 0, 0);
+    run.agent_persists =
+        elastic::flash_slot_name(d, 0, 0) == elastic::flash_slot_name(run.run_dir, 0, 0);
   run.keep_slots = run.agent_persists;
   run.report_progress = run.agent_persists;  // the agent watches for hangs
-  run.reuse_peak = env_int("TORCHELASTIC_RESTART_COUNT", 0) > 0;  // the agent restarts workers from them, then removes them
+  run.reuse_peak = env_int("TORCHELASTIC_RESTART_COUNT", 0) >
+                   0;  // the agent restarts workers from them, then removes them
   if (Status s = core::make_dirs(run.run_dir); !s.ok()) throw StatusError(s);
   // A run that fails before its first step leaves no directory it created behind.
   RemoveOnFailure cleanup(dir_existed || rank != 0 ? "" : run.run_dir);
-  core::init_logging({spdlog::level::to_string_view(spdlog::get_level()).data(),
-                      run.run_dir + (rank == 0 ? "/train.log" : "/train-rank" + std::to_string(rank) + ".log"),
-                      ""});
+  core::init_logging(
+      {spdlog::level::to_string_view(spdlog::get_level()).data(),
+       run.run_dir + (rank == 0 ? "/train.log" : "/train-rank" + std::to_string(rank) + ".log"),
+       ""});
   spdlog::info("run directory {}", run.run_dir);
   spdlog::debug("{}", allocator);
   std::unique_ptr<comm::Group> group;
@@ -187,14 +196,16 @@ void run_train(const TrainArgs& a) {
 
 void register_train_command(CLI::App& app) {
   auto args = std::make_shared<TrainArgs>();
-  auto* cmd = app.add_subcommand("train", "Train a model from a YAML config (one process, or every worker of `cairn run`)");
+  auto* cmd = app.add_subcommand(
+      "train", "Train a model from a YAML config (one process, or every worker of `cairn run`)");
   cmd->footer(
       "Examples:\n"
       "  cairn train configs/gpt-kjv.yaml\n"
       "  cairn train configs/gpt-kjv.yaml --set train.lr=3e-4 --max-steps 200 --run-dir runs/a\n"
       "  cairn train configs/gpt-kjv.yaml --run-dir runs/a --resume   # continue runs/a\n"
       "  cairn train --describe                                       # every config key\n"
-      "  cairn train configs/gpt-kjv.yaml --set ckpt.memory_interval=1 --set ckpt.persist_interval=50\n"
+      "  cairn train configs/gpt-kjv.yaml --set ckpt.memory_interval=1 --set "
+      "ckpt.persist_interval=50\n"
       "The run directory holds config.yaml, metrics.jsonl, events.jsonl, train.log and ckpt/.\n"
       "Checkpoints go to shared memory first (a pause of milliseconds) and to ckpt/ in the\n"
       "background: ckpt.memory_interval, ckpt.persist_interval, ckpt.keep_last, ckpt.keep_every.\n"
@@ -219,9 +230,10 @@ void register_train_command(CLI::App& app) {
                 "for `cairn run --max-restarts` jobs, whose first start finds none)");
   cmd->add_flag("--no-progress", args->no_progress, "no progress line");
   cmd->add_flag("--describe", args->describe, "list every config key with its default and exit");
-  cmd->add_option("--debug-slowdown", args->debug_slowdown,
-                  "tests: rank RANK's micro-batches take FACTOR times as long (it sleeps the rest), "
-                  "an artificial straggler")
+  cmd->add_option(
+         "--debug-slowdown", args->debug_slowdown,
+         "tests: rank RANK's micro-batches take FACTOR times as long (it sleeps the rest), "
+         "an artificial straggler")
       ->option_text("RANK:FACTOR");
   cmd->callback([args] { run_train(*args); });
 }

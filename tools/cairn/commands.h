@@ -4,7 +4,6 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
-
 #include <cstdlib>
 #include <string>
 
@@ -36,12 +35,12 @@ inline double orphan_grace_s() {
 inline CLI::Validator positive() { return number_from(0, /*strict=*/true); }
 inline CLI::Validator non_negative() { return number_from(0, /*strict=*/false); }
 
-void register_data_command(CLI::App& app);      // cmd_data.cpp: encode, decode, prepare
-void register_train_command(CLI::App& app);     // cmd_train.cpp
-void register_generate_command(CLI::App& app);  // cmd_generate.cpp
-void register_run_command(CLI::App& app);       // cmd_run.cpp: launch and supervise workers
-void register_master_command(CLI::App& app);    // cmd_master.cpp: the elastic job master
-void register_ckpt_command(CLI::App& app);      // cmd_ckpt.cpp: export, import, inspect
+void register_data_command(CLI::App& app);        // cmd_data.cpp: encode, decode, prepare
+void register_train_command(CLI::App& app);       // cmd_train.cpp
+void register_generate_command(CLI::App& app);    // cmd_generate.cpp
+void register_run_command(CLI::App& app);         // cmd_run.cpp: launch and supervise workers
+void register_master_command(CLI::App& app);      // cmd_master.cpp: the elastic job master
+void register_ckpt_command(CLI::App& app);        // cmd_ckpt.cpp: export, import, inspect
 void register_node_check_command(CLI::App& app);  // cmd_node_check.cpp: one node's check
 
 }  // namespace cairn::cli

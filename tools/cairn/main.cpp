@@ -1,7 +1,6 @@
 // cairn: one binary for launching, training, data preparation and checkpoints.
-#include <spdlog/spdlog.h>
-
 #include <c10/util/Exception.h>
+#include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -51,7 +50,8 @@ int main(int argc, char** argv) {
       if (!c->get_group().empty()) known += (known.empty() ? "" : ", ") + c->get_name();
     }
     if (!found) {
-      std::fprintf(stderr, "cairn: error: unknown command '%s'; the commands are: %s (cairn --help)\n",
+      std::fprintf(stderr,
+                   "cairn: error: unknown command '%s'; the commands are: %s (cairn --help)\n",
                    a.c_str(), known.c_str());
       return 2;
     }

@@ -3,21 +3,20 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <signal.h>
-
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "cairn/core/fs.h"
 #include "cairn/elastic/process.h"
 #include "cairn/elastic/worker_env.h"
-#include <cstdlib>
-#include <cstring>
 
 namespace cairn::cli {
 namespace {
@@ -39,9 +38,10 @@ Result<std::string> local_address_toward(const std::string& host, int port) {
     if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0 &&
         ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
       char buf[INET6_ADDRSTRLEN] = {};
-      const void* src = local.ss_family == AF_INET
-                            ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr)
-                            : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr);
+      const void* src =
+          local.ss_family == AF_INET
+              ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr)
+              : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr);
       if (::inet_ntop(local.ss_family, src, buf, sizeof(buf))) out = buf;
     }
     ::close(fd);
@@ -66,8 +66,8 @@ Result<elastic::NodeCheckResult> run_node_check(const elastic::CheckAssignment& 
   env["MASTER_PORT"] = std::to_string(a.group[0].store_port);
   env["CAIRN_BIND_HOST"] = bind_host;
   elastic::SpawnOptions so;
-  so.argv = {self_exe(), "node-check", "--result", result_path, "--timeout",
-             std::to_string(std::max(1.0, timeout_s * 0.8))};
+  so.argv = {self_exe(),  "node-check", "--result",
+             result_path, "--timeout",  std::to_string(std::max(1.0, timeout_s * 0.8))};
   so.env = elastic::to_envp(env);
   so.capture_output = false;  // its log lines go to the agent's output
   CAIRN_ASSIGN_OR_RETURN(auto child, elastic::ProcessHandle::Spawn(so));
@@ -124,7 +124,8 @@ Result<ElasticRun> start_elastic(const elastic::LaunchOptions& o, const std::str
     mo.node_check.exclude_stragglers = o.exclude_straggler;
     mo.node_check.timeout_s = o.network_check_timeout_s;
     CAIRN_ASSIGN_OR_RETURN(e.master, elastic::MasterServer::Start(mo));
-    spdlog::info("elastic master listening on {} (journal {})", e.master->address(), mo.journal_path);
+    spdlog::info("elastic master listening on {} (journal {})", e.master->address(),
+                 mo.journal_path);
   }
   e.node_host = o.node_host;
   if (e.node_host.empty()) {
@@ -153,7 +154,8 @@ Result<ElasticRun> start_elastic(const elastic::LaunchOptions& o, const std::str
   CAIRN_ASSIGN_OR_RETURN(e.rendezvous, elastic::MasterRendezvous::Open(ro));
   e.master_address = ro.client.address;
   e.job_token = token;
-  spdlog::info("node {} ({}) joins the elastic master at {}", node_id, e.node_host, ro.client.address);
+  spdlog::info("node {} ({}) joins the elastic master at {}", node_id, e.node_host,
+               ro.client.address);
   return e;
 }
 

@@ -11,18 +11,18 @@
 namespace cairn::ckpt {
 
 struct SlotReport {
-  std::string name;          // "/cairn-<hash>-r<rank>-<index>"
-  int64_t bytes = 0;         // size of the segment
-  int64_t step = -1;         // step of its complete content, -1 when none
-  int owner_pid = 0;         // 0: not recorded
+  std::string name;   // "/cairn-<hash>-r<rank>-<index>"
+  int64_t bytes = 0;  // size of the segment
+  int64_t step = -1;  // step of its complete content, -1 when none
+  int owner_pid = 0;  // 0: not recorded
   bool owner_alive = false;
-  bool removed = false;      // (with dry_run: would be)
-  bool persisted = false;    // its content was written to storage first (with dry_run: would be)
-  std::string detail;        // what was done and why, one phrase
+  bool removed = false;    // (with dry_run: would be)
+  bool persisted = false;  // its content was written to storage first (with dry_run: would be)
+  std::string detail;      // what was done and why, one phrase
 };
 
 struct OrphanOptions {
-  bool dry_run = false;      // report only
+  bool dry_run = false;  // report only
   // Slots whose name starts with this prefix are left alone (the caller's own run, which it
   // restores or removes itself); empty = none.
   std::string skip_prefix;

@@ -7,13 +7,12 @@
 // Persisters of different nodes need nothing but the shared storage to agree.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
@@ -40,9 +39,9 @@ struct PartInfo {
   int64_t step = 0;
   int rank = 0;
   int64_t bytes = 0;
-  double seconds = 0;     // writing the part, and the commit when this call made it
-  bool committed = false; // this call committed the step (moved `latest`)
-  std::string path;       // the step directory once committed, else the parts directory
+  double seconds = 0;      // writing the part, and the commit when this call made it
+  bool committed = false;  // this call committed the step (moved `latest`)
+  std::string path;        // the step directory once committed, else the parts directory
 };
 
 // Writes one rank's part and tries to commit the step; on commit applies retention.

@@ -13,12 +13,12 @@
 // before and after copying.
 #pragma once
 
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
 
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -28,8 +28,8 @@
 namespace cairn::ckpt {
 
 struct ShmWriteInfo {
-  int64_t bytes = 0;    // tensor bytes copied
-  double seconds = 0;   // time the caller was blocked
+  int64_t bytes = 0;   // tensor bytes copied
+  double seconds = 0;  // time the caller was blocked
 };
 
 // The hand-off between a slot's writer and the persister that copies it to storage. A writer
@@ -120,7 +120,7 @@ class ShmSlot {
   Result<ShmSnapshot> read_impl(bool copy) const;
   std::string name_;
   void* base_;
-  int64_t mapped_;    // header + capacity
+  int64_t mapped_;  // header + capacity
   int64_t capacity_;
   bool owner_;
   uint64_t inode_;

@@ -21,7 +21,7 @@ enum class FieldType { kInt, kFloat, kBool, kString };
 struct Field {
   std::string key;  // dotted: "model.n_layer"
   FieldType type = FieldType::kInt;
-  std::string default_value;         // canonical text form; empty + required => must be given
+  std::string default_value;  // canonical text form; empty + required => must be given
   bool required = false;
   double min = -1e300, max = 1e300;  // inclusive, for numbers
   std::vector<std::string> choices;  // for strings; empty = any

@@ -11,15 +11,15 @@ namespace cairn {
 
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,    // caller gave bad input: config, flag, file content
-  kNotFound,           // a file, key or checkpoint does not exist
-  kCorrupt,            // data failed a magic, version, size or checksum check
-  kUnsupported,        // well-formed but of a version or kind we do not read
-  kIoError,            // the operating system refused an operation
-  kTimeout,            // a bounded wait ran out
-  kPeerLost,           // another process went away
-  kFailedPrecondition, // the system is not in a state where this can be done
-  kInternal,           // a bug
+  kInvalidArgument,     // caller gave bad input: config, flag, file content
+  kNotFound,            // a file, key or checkpoint does not exist
+  kCorrupt,             // data failed a magic, version, size or checksum check
+  kUnsupported,         // well-formed but of a version or kind we do not read
+  kIoError,             // the operating system refused an operation
+  kTimeout,             // a bounded wait ran out
+  kPeerLost,            // another process went away
+  kFailedPrecondition,  // the system is not in a state where this can be done
+  kInternal,            // a bug
 };
 
 const char* status_code_name(StatusCode code);
@@ -31,7 +31,9 @@ class [[nodiscard]] Status {
   Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
 
   static Status Ok() { return Status(); }
-  static Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+  static Status InvalidArgument(std::string m) {
+    return {StatusCode::kInvalidArgument, std::move(m)};
+  }
   static Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
   static Status Corrupt(std::string m) { return {StatusCode::kCorrupt, std::move(m)}; }
   static Status Unsupported(std::string m) { return {StatusCode::kUnsupported, std::move(m)}; }
@@ -60,8 +62,8 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}              // NOLINT(implicit)
-  Result(Status status) : v_(std::move(status)) {}       // NOLINT(implicit); must not be ok
+  Result(T value) : v_(std::move(value)) {}         // NOLINT(implicit)
+  Result(Status status) : v_(std::move(status)) {}  // NOLINT(implicit); must not be ok
 
   bool ok() const { return std::holds_alternative<T>(v_); }
   const Status& status() const {
@@ -94,10 +96,10 @@ struct StatusError : std::exception {
 #define CAIRN_CONCAT_INNER(a, b) a##b
 #define CAIRN_CONCAT(a, b) CAIRN_CONCAT_INNER(a, b)
 
-#define CAIRN_RETURN_IF_ERROR(expr)              \
-  do {                                           \
-    ::cairn::Status _cairn_st = (expr);          \
-    if (!_cairn_st.ok()) return _cairn_st;       \
+#define CAIRN_RETURN_IF_ERROR(expr)        \
+  do {                                     \
+    ::cairn::Status _cairn_st = (expr);    \
+    if (!_cairn_st.ok()) return _cairn_st; \
   } while (0)
 
 #define CAIRN_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \

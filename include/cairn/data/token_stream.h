@@ -41,7 +41,8 @@ class TokenStream {
   const std::string& dir() const { return dir_; }
 
  private:
-  TokenStream(std::string dir, int fd, int32_t vocab) : dir_(std::move(dir)), fd_(fd), vocab_(vocab) {}
+  TokenStream(std::string dir, int fd, int32_t vocab)
+      : dir_(std::move(dir)), fd_(fd), vocab_(vocab) {}
   std::string dir_;
   int fd_;
   int32_t vocab_;

@@ -4,11 +4,10 @@
 #pragma once
 
 #include <atomic>
-#include <optional>
-#include <nlohmann/json.hpp>
-
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 

@@ -11,13 +11,13 @@
 namespace cairn::elastic {
 
 enum class FailureKind {
-  kUserError,     // bad input: the same command fails the same way again
-  kOutOfMemory,   // an allocation failed (or the OOM killer's SIGKILL, when the log says so)
-  kCrash,         // SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE
-  kPeerLost,      // a collective failed because another rank went away or timed out
-  kKilled,        // SIGKILL or SIGTERM from outside (an operator, the OOM killer, a scheduler)
-  kHang,          // no progress for the hang timeout (set by the agent's hang detector)
-  kError,         // any other non-zero exit
+  kUserError,    // bad input: the same command fails the same way again
+  kOutOfMemory,  // an allocation failed (or the OOM killer's SIGKILL, when the log says so)
+  kCrash,        // SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE
+  kPeerLost,     // a collective failed because another rank went away or timed out
+  kKilled,       // SIGKILL or SIGTERM from outside (an operator, the OOM killer, a scheduler)
+  kHang,         // no progress for the hang timeout (set by the agent's hang detector)
+  kError,        // any other non-zero exit
 };
 
 // "user_error", "out_of_memory", ... (the events.jsonl spelling).

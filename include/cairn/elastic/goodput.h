@@ -11,7 +11,7 @@
 
 namespace cairn::elastic {
 
-struct StepRow {    // one metrics.jsonl row
+struct StepRow {  // one metrics.jsonl row
   int64_t step = 0;
   double time = 0;       // unix seconds when the step ended
   double step_time = 0;  // seconds
@@ -25,14 +25,14 @@ struct TimedEvent {  // one events.jsonl row, the fields goodput needs
 
 struct Goodput {
   double wall_s = 0;
-  double productive_s = 0;   // steps of the final trajectory, each counted once
-  double restart_s = 0;      // the end of the last step before a failure → the first step
-                             // of the restarted workers began (a hang's silence included)
-  double load_s = 0;         // checkpoint loads (part of restart_s when after a failure)
-  double lost_s = 0;         // steps trained, then rolled back and trained again
-  double other_s = 0;        // startup, evaluation, checkpoint pauses, the final persist
+  double productive_s = 0;  // steps of the final trajectory, each counted once
+  double restart_s = 0;     // the end of the last step before a failure → the first step
+                            // of the restarted workers began (a hang's silence included)
+  double load_s = 0;        // checkpoint loads (part of restart_s when after a failure)
+  double lost_s = 0;        // steps trained, then rolled back and trained again
+  double other_s = 0;       // startup, evaluation, checkpoint pauses, the final persist
   int failures = 0;
-  int64_t steps = 0;         // distinct steps trained
+  int64_t steps = 0;  // distinct steps trained
   double goodput() const { return wall_s > 0 ? productive_s / wall_s : 0; }
   // "goodput 96.1% (productive 570.0 s of 593.1 s); downtime: ..."
   std::string ToString() const;

@@ -13,21 +13,21 @@ namespace cairn::elastic {
 
 // Flag values exactly as given on the command line; nullopt means "not given".
 struct LaunchFlags {
-  std::optional<std::string> nnodes;            // --nnodes N | MIN:MAX
-  std::optional<std::string> nproc_per_node;    // --nproc-per-node N
-  std::optional<std::string> node_rank;         // --node-rank R
-  std::optional<std::string> rdzv_endpoint;     // --rdzv-endpoint HOST[:PORT]
-  std::optional<std::string> rdzv_backend;      // --rdzv-backend static | cairn
-  std::optional<std::string> node_id;           // --node-id ID (cairn backend)
-  std::optional<std::string> node_host;         // --node-host ADDR (cairn backend)
-  std::optional<std::string> job_token;         // --job-token TOKEN (cairn backend)
-  std::optional<std::string> rdzv_wait;         // --rdzv-wait SECONDS (embedded master)
-  std::optional<std::string> heartbeat_timeout; // --heartbeat-timeout SECONDS (embedded master)
-  bool embed_master = false;                    // --embed-master
-  bool network_check = false;                   // --network-check (embedded master)
-  bool exclude_straggler = false;               // --exclude-straggler (embedded master)
+  std::optional<std::string> nnodes;             // --nnodes N | MIN:MAX
+  std::optional<std::string> nproc_per_node;     // --nproc-per-node N
+  std::optional<std::string> node_rank;          // --node-rank R
+  std::optional<std::string> rdzv_endpoint;      // --rdzv-endpoint HOST[:PORT]
+  std::optional<std::string> rdzv_backend;       // --rdzv-backend static | cairn
+  std::optional<std::string> node_id;            // --node-id ID (cairn backend)
+  std::optional<std::string> node_host;          // --node-host ADDR (cairn backend)
+  std::optional<std::string> job_token;          // --job-token TOKEN (cairn backend)
+  std::optional<std::string> rdzv_wait;          // --rdzv-wait SECONDS (embedded master)
+  std::optional<std::string> heartbeat_timeout;  // --heartbeat-timeout SECONDS (embedded master)
+  bool embed_master = false;                     // --embed-master
+  bool network_check = false;                    // --network-check (embedded master)
+  bool exclude_straggler = false;                // --exclude-straggler (embedded master)
   std::optional<std::string> network_check_timeout;  // --network-check-timeout SECONDS
-  std::optional<std::string> rdzv_id;           // --rdzv-id ID
+  std::optional<std::string> rdzv_id;                // --rdzv-id ID
   std::optional<std::string> master_addr;       // --master-addr HOST (torchrun's older static form)
   std::optional<std::string> master_port;       // --master-port PORT
   std::optional<std::string> max_restarts;      // --max-restarts K
@@ -68,13 +68,13 @@ struct LaunchOptions {
   // this agent with embed_master, else by `cairn master`); node ranks come from the master.
   bool elastic = false;
   bool embed_master = false;
-  std::string node_id;               // elastic: stable name of this node (default: host name)
-  std::string node_host;             // elastic: address other nodes reach this node at ("" = auto)
-  std::string job_token;             // elastic: the job's token ("" = CAIRN_JOB_TOKEN)
-  double rdzv_wait_s = 10;           // embedded master: wait at >= min nodes for more
-  double heartbeat_timeout_s = 30;   // embedded master: a node silent this long is dropped
-  bool network_check = false;        // embedded master: check the nodes before a round starts
-  bool exclude_straggler = false;    // embedded master: exclude nodes the check finds slow
+  std::string node_id;              // elastic: stable name of this node (default: host name)
+  std::string node_host;            // elastic: address other nodes reach this node at ("" = auto)
+  std::string job_token;            // elastic: the job's token ("" = CAIRN_JOB_TOKEN)
+  double rdzv_wait_s = 10;          // embedded master: wait at >= min nodes for more
+  double heartbeat_timeout_s = 30;  // embedded master: a node silent this long is dropped
+  bool network_check = false;       // embedded master: check the nodes before a round starts
+  bool exclude_straggler = false;   // embedded master: exclude nodes the check finds slow
   double network_check_timeout_s = 60;  // one node's check (matmul + all-reduce)
   std::string master_host;           // from --rdzv-endpoint or --master-addr; empty when standalone
   int master_port = 0;               // 0 when standalone

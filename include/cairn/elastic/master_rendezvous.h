@@ -47,15 +47,17 @@ class MasterRendezvous : public Rendezvous {
 
   // Joins (with a store port picked now, used if this node gets node rank 0) and polls until a
   // round includes this node; with a node_checker, takes part in the master's node check of that
-  // round and joins again when the check excluded other nodes. World::round is `round` (the agent's restart count), not the
-  // master's round number. Errors: kTimeout when no round came within `timeout_s` (the message
-  // says why the master kept the node waiting), kFailedPrecondition when the master excluded this
-  // node (faulty, or it failed the node check: the message says why), kUnsupported when the round's nodes run
-  // different numbers of workers (World describes equal nodes only), the client's errors.
+  // round and joins again when the check excluded other nodes. World::round is `round` (the agent's
+  // restart count), not the master's round number. Errors: kTimeout when no round came within
+  // `timeout_s` (the message says why the master kept the node waiting), kFailedPrecondition when
+  // the master excluded this node (faulty, or it failed the node check: the message says why),
+  // kUnsupported when the round's nodes run different numbers of workers (World describes equal
+  // nodes only), the client's errors.
   Result<World> next_round(int round, double timeout_s) override;
   bool round_over(std::string* reason) override;
   bool follows_membership() const override { return true; }
-  void worker_failed(int global_rank, const ExitStatus& exit, const std::string& diagnosis) override;
+  void worker_failed(int global_rank, const ExitStatus& exit,
+                     const std::string& diagnosis) override;
   void progress(int64_t step) override { set_step(step); }
   void job_done() override;
 

@@ -26,8 +26,8 @@ struct MasterServerOptions {
   // Both or neither: serve TLS with this PEM certificate chain and private key.
   std::string tls_cert_path;
   std::string tls_key_path;
-  double tick_interval_s = 0.5;       // how often heartbeat timeouts and waits are checked
-  double shutdown_deadline_s = 2.0;   // in-flight calls get this long when the server stops
+  double tick_interval_s = 0.5;      // how often heartbeat timeouts and waits are checked
+  double shutdown_deadline_s = 2.0;  // in-flight calls get this long when the server stops
   // Larger requests are refused by gRPC. Shard snapshots (RestoreShards) are the largest:
   // about 3 bytes per done shard of an unfinished epoch.
   int max_message_bytes = 16 << 20;

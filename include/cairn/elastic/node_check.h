@@ -52,8 +52,8 @@ struct CheckMember {
 
 // What one node runs: one group of one check round.
 struct CheckAssignment {
-  std::string check_id;  // identifies the check (a new one per round of the rendezvous)
-  int check_round = 1;   // 1 or 2
+  std::string check_id;            // identifies the check (a new one per round of the rendezvous)
+  int check_round = 1;             // 1 or 2
   std::vector<CheckMember> group;  // group rank order; group[0] serves the store
   int group_rank = 0;              // this node's index in `group`
   double timeout_s = 60;           // the longest this node's check may take (then it failed)
@@ -77,9 +77,9 @@ struct NodeCheckVerdict {
   std::map<std::string, std::string> excluded;  // node id -> why
   std::vector<std::string> stragglers;          // passed nodes slower than the others
   std::map<std::string, double> elapsed_s;      // passed nodes' check time
-  bool inconclusive = false;  // no node passed: nobody can be blamed, nobody is excluded
+  bool inconclusive = false;          // no node passed: nobody can be blamed, nobody is excluded
   std::vector<std::string> failures;  // when inconclusive: each node and why it failed
-  std::string summary;                          // one line for the log
+  std::string summary;                // one line for the log
 };
 
 class NodeCheck {

@@ -57,7 +57,8 @@ class ProcessHandle {
  public:
   // Starts the child: its own process group (pgid = pid), default signal dispositions and an
   // empty signal mask, SIGKILL when the agent dies (PR_SET_PDEATHSIG), no inherited descriptors
-  // beyond 0-2 (and 3 with child_fd3). Fails (kNotFound / kIoError, naming the command) if exec fails.
+  // beyond 0-2 (and 3 with child_fd3). Fails (kNotFound / kIoError, naming the command) if exec
+  // fails.
   static Result<std::unique_ptr<ProcessHandle>> Spawn(const SpawnOptions& options);
 
   ProcessHandle(const ProcessHandle&) = delete;

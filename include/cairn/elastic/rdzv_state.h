@@ -7,11 +7,12 @@
 // gathered; the nodes that called join() since it opened are its candidates. It completes at
 // once when the candidates fill the largest usable world, or with at least min_nodes once wait_s
 // has passed since that many were there and no live member of the previous round is still on
-// its way back (those are waited for up to heartbeat_timeout_s after the round opened). The participant count is rounded down to a multiple of
-// node_unit; surplus candidates wait for the next round. A completed round stays the job's world
-// until a member is dropped (silent past heartbeat_timeout_s) or leaves, a member asks for a new
-// round (it joins again: its workers restarted), or waiting nodes would let the world grow; then
-// the next round opens and heartbeat() tells the other live nodes to join it.
+// its way back (those are waited for up to heartbeat_timeout_s after the round opened). The
+// participant count is rounded down to a multiple of node_unit; surplus candidates wait for the
+// next round. A completed round stays the job's world until a member is dropped (silent past
+// heartbeat_timeout_s) or leaves, a member asks for a new round (it joins again: its workers
+// restarted), or waiting nodes would let the world grow; then the next round opens and heartbeat()
+// tells the other live nodes to join it.
 //
 // Ranks are stable: members of the previous round that joined again keep their relative order and
 // come first, the other candidates follow sorted by node id.
@@ -20,8 +21,8 @@
 #include <cstdint>
 #include <deque>
 #include <map>
-#include <set>
 #include <optional>
+#include <set>
 #include <string>
 #include <variant>
 #include <vector>
@@ -240,12 +241,12 @@ class RdzvState {
   bool open_ = true;  // round 1 is being gathered from the start
   std::string open_reason_ = "first round";
   bool hold_growth_ = false;
-  std::optional<double> min_since_;  // when the candidates first reached min_nodes
+  std::optional<double> min_since_;   // when the candidates first reached min_nodes
   std::optional<double> open_since_;  // when the open round opened (none: the first round)
   RdzvCounters counters_;
   std::deque<FailureReport> recent_failures_;
-  std::map<std::string, int> node_failures_;  // failures that count, per node id
-  std::set<std::string> faulty_;              // excluded for good
+  std::map<std::string, int> node_failures_;            // failures that count, per node id
+  std::set<std::string> faulty_;                        // excluded for good
   std::map<std::string, std::string> excluded_reason_;  // the faulty excluded by exclude()
   std::vector<RdzvEvent> events_;
 };

@@ -45,7 +45,8 @@ class Rendezvous {
   // failure).
   virtual bool follows_membership() const { return false; }
   // A local worker failed (before the agent stops the others).
-  virtual void worker_failed(int global_rank, const ExitStatus& exit, const std::string& diagnosis) {}
+  virtual void worker_failed(int global_rank, const ExitStatus& exit,
+                             const std::string& diagnosis) {}
   // The newest step this node's workers finished (for the master's view of the job).
   virtual void progress(int64_t step) {}
   // The job ended on this node (successfully or for good).

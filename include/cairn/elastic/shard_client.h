@@ -9,11 +9,10 @@
 
 #include <deque>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "cairn/core/status.h"
 #include "cairn/elastic/master_client.h"

@@ -19,16 +19,15 @@
 // sample not trained by step S exactly once more.
 #pragma once
 
-#include <cstdint>
 #include <climits>
+#include <cstdint>
 #include <deque>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "cairn/core/status.h"
 
@@ -75,7 +74,7 @@ struct AcquireResult {
 };
 
 struct ShardStats {
-  int64_t epoch = 0;  // the epoch being handed out
+  int64_t epoch = 0;                                  // the epoch being handed out
   int64_t todo = 0, doing = 0, done = 0, failed = 0;  // shards of handed-out epochs
   int64_t done_samples = 0;
   int64_t handed_out = 0;  // acquisitions since creation or restore

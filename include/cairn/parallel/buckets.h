@@ -17,7 +17,7 @@ struct BucketSlot {
 
 struct Bucket {
   std::vector<BucketSlot> slots;
-  int64_t numel = 0;   // padded size: a multiple of the shard count
+  int64_t numel = 0;  // padded size: a multiple of the shard count
 };
 
 // REQUIRES: bucket_elems >= 1, shards >= 1. Every parameter lands in exactly one bucket; a

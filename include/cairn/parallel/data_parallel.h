@@ -35,15 +35,15 @@ struct AdamHyper {
 };
 
 struct DataParallelOptions {
-  int zero_stage = 0;                      // 0 = DDP, 1 = + optimizer state sharded,
-                                           // 2 = + gradients sharded
-  int64_t bucket_bytes = int64_t(8) << 20; // gradient bucket size
+  int zero_stage = 0;                       // 0 = DDP, 1 = + optimizer state sharded,
+                                            // 2 = + gradients sharded
+  int64_t bucket_bytes = int64_t(8) << 20;  // gradient bucket size
   AdamHyper adam;
 };
 
 struct MemoryReport {
-  int64_t params = 0;           // parameters (unpadded count)
-  double param_bytes = 0;       // bytes this rank holds, per parameter
+  int64_t params = 0;      // parameters (unpadded count)
+  double param_bytes = 0;  // bytes this rank holds, per parameter
   double grad_bytes = 0;
   double optimizer_bytes = 0;
   double total() const { return param_bytes + grad_bytes + optimizer_bytes; }

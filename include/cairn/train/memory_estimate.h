@@ -12,10 +12,10 @@
 namespace cairn::train {
 
 struct MemoryEstimate {
-  int64_t params = 0;            // parameter count of the model
-  double state_bytes = 0;        // parameters, gradients and AdamW moments held by one rank
-  double activation_bytes = 0;   // saved for backward in one micro-batch, plus the largest
-                                 // transient buffers of a step
+  int64_t params = 0;           // parameter count of the model
+  double state_bytes = 0;       // parameters, gradients and AdamW moments held by one rank
+  double activation_bytes = 0;  // saved for backward in one micro-batch, plus the largest
+                                // transient buffers of a step
   double total() const { return state_bytes + activation_bytes; }
 };
 
@@ -23,7 +23,7 @@ struct MemoryEstimateInput {
   model::ModelConfig model;
   int64_t micro_batch_size = 1;
   int64_t seq_len = 1;
-  int world = 1;                  // data-parallel ranks (ZeRO shards over them)
+  int world = 1;  // data-parallel ranks (ZeRO shards over them)
   int zero_stage = 0;
   bool activation_checkpointing = false;
 };

@@ -1,10 +1,10 @@
 // Training options (train.*, data.*, ckpt.* keys) and the spec of a whole job's config.
 #pragma once
 
+#include <torch/types.h>
+
 #include <cstdint>
 #include <string>
-
-#include <torch/types.h>
 
 #include "cairn/core/config.h"
 #include "cairn/core/status.h"
@@ -12,17 +12,17 @@
 namespace cairn::train {
 
 struct TrainOptions {
-  int64_t micro_batch_size = 8;    // sequences per forward/backward on one rank
-  int64_t global_batch_size = 8;   // sequences per optimizer step over the whole job
+  int64_t micro_batch_size = 8;   // sequences per forward/backward on one rank
+  int64_t global_batch_size = 8;  // sequences per optimizer step over the whole job
   int64_t seq_len = 128;
   int64_t max_steps = 1000;
   double lr = 1e-3, min_lr = 1e-4;
   int64_t warmup_steps = 100;
-  int64_t lr_decay_steps = 0;      // cosine reaches min_lr here; 0 = max_steps
+  int64_t lr_decay_steps = 0;  // cosine reaches min_lr here; 0 = max_steps
   double weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
-  double grad_clip = 1.0;          // 0 = off
+  double grad_clip = 1.0;  // 0 = off
   uint64_t seed = 1337;
-  int64_t eval_interval = 100;     // 0 = only at the end
+  int64_t eval_interval = 100;  // 0 = only at the end
   int64_t eval_batches = 20;
   std::string ckpt_dir;            // empty = <run_dir>/ckpt
   int64_t persist_interval = 0;    // steps between persisted checkpoints; 0 = only at the end

@@ -2,10 +2,9 @@
 // and "time" in unix seconds) and metrics.jsonl (one object per step). Written by rank 0.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 

@@ -24,39 +24,39 @@ class Group;
 namespace cairn::train {
 
 struct RunOptions {
-  std::string run_dir;                         // required: logs, config.yaml, ckpt/
-  bool resume = false;                         // continue from the newest checkpoint: in shared
-                                               // memory or on storage (ckpt.dir); NotFound when
-                                               // there is none (and Corrupt when every
-                                               // checkpoint on storage is broken)
-  bool start_if_nothing = false;               // with resume: start at step 0 when there is no
-                                               // checkpoint at all (broken ones still fail)
-  int64_t stop_after = 0;                      // > 0: return after this step (schedule unchanged)
-  const std::atomic<bool>* stop = nullptr;     // set => save a checkpoint and return
-  bool progress = true;                        // print the progress line
-  bool measure_peak = true;                    // measure GEMM peak for MFU (off in tests)
-  bool reuse_peak = false;                     // take the peak an earlier start of this run
-                                               // measured at the same world size (restarts)
-  comm::Group* group = nullptr;                // data-parallel group (outlives the trainer);
-                                               // null = one process
-  bool agent_persists = false;                 // the agent (cairn run) persists this rank's
-                                               // slots; false = a thread of this process does
-  bool report_progress = false;                // publish each finished step for the agent's
-                                               // hang detector (elastic::ProgressWriter)
-  bool read_peer_slots = true;                 // restoring from memory, map the slots of ranks
-                                               // on this machine instead of broadcasting them
-  int debug_slowdown_rank = -1;                // tests: this rank's micro-batches take
-  double debug_slowdown = 1;                   // this many times as long (it sleeps the rest)
-  int local_ranks = 1;                         // ranks of this job on this machine (they share
-                                               // its memory: checked at start)
-  bool keep_slots = false;                     // leave the in-memory slots behind when the
-                                               // trainer ends before max_steps (for a restart;
-                                               // the agent removes them at the end of the job)
+  std::string run_dir;                      // required: logs, config.yaml, ckpt/
+  bool resume = false;                      // continue from the newest checkpoint: in shared
+                                            // memory or on storage (ckpt.dir); NotFound when
+                                            // there is none (and Corrupt when every
+                                            // checkpoint on storage is broken)
+  bool start_if_nothing = false;            // with resume: start at step 0 when there is no
+                                            // checkpoint at all (broken ones still fail)
+  int64_t stop_after = 0;                   // > 0: return after this step (schedule unchanged)
+  const std::atomic<bool>* stop = nullptr;  // set => save a checkpoint and return
+  bool progress = true;                     // print the progress line
+  bool measure_peak = true;                 // measure GEMM peak for MFU (off in tests)
+  bool reuse_peak = false;                  // take the peak an earlier start of this run
+                                            // measured at the same world size (restarts)
+  comm::Group* group = nullptr;             // data-parallel group (outlives the trainer);
+                                            // null = one process
+  bool agent_persists = false;              // the agent (cairn run) persists this rank's
+                                            // slots; false = a thread of this process does
+  bool report_progress = false;             // publish each finished step for the agent's
+                                            // hang detector (elastic::ProgressWriter)
+  bool read_peer_slots = true;              // restoring from memory, map the slots of ranks
+                                            // on this machine instead of broadcasting them
+  int debug_slowdown_rank = -1;             // tests: this rank's micro-batches take
+  double debug_slowdown = 1;                // this many times as long (it sleeps the rest)
+  int local_ranks = 1;                      // ranks of this job on this machine (they share
+                                            // its memory: checked at start)
+  bool keep_slots = false;                  // leave the in-memory slots behind when the
+                                            // trainer ends before max_steps (for a restart;
+                                            // the agent removes them at the end of the job)
 };
 
 struct RunSummary {
-  int64_t first_step = 0;   // step the run started from (> 0 when resumed)
-  int64_t last_step = 0;    // steps done when it returned
+  int64_t first_step = 0;  // step the run started from (> 0 when resumed)
+  int64_t last_step = 0;   // steps done when it returned
   bool interrupted = false;
   double final_loss = 0;       // meaningful when last_step > first_step
   double final_val_loss = -1;  // < 0 when never evaluated

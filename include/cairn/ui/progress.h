@@ -14,9 +14,9 @@ struct ProgressFigures {
   double loss = 0;
   double lr = 0;
   double tokens_per_s = 0;
-  double mfu = 0;          // fraction, 0..1
-  double eta_seconds = -1; // < 0: unknown
-  std::string extra;       // e.g. "val 4.93"
+  double mfu = 0;           // fraction, 0..1
+  double eta_seconds = -1;  // < 0: unknown
+  std::string extra;        // e.g. "val 4.93"
 };
 
 // Formats one line without a trailing newline. Pure.
