@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <thread>
@@ -156,12 +157,16 @@ TEST(ShmSlot, SurvivesWriterCrash) {
   ASSERT_TRUE((*owner)->write(7, {{"small", torch::ones({3})}}, {}).ok());
   pid_t child = ::fork();
   if (child == 0) {
+    // The parent's OpenMP pool did not survive the fork (earlier tests of this binary started
+    // it): the child fills and copies on its own thread only.
+    at::set_num_threads(1);
     auto slot = ShmSlot::Open(name);
     if (!slot.ok()) {
       std::fprintf(stderr, "child: %s\n", slot.status().ToString().c_str());
       ::_exit(3);
     }
-    auto big = torch::ones({n});
+    auto big = torch::empty({n});
+    std::fill_n(big.data_ptr<float>(), n, 1.0f);
     for (;;) (void)(*slot)->write(8, {{"big", big}}, {}, 1);  // until killed
   }
   // Wait until the child is inside a write, then kill it.

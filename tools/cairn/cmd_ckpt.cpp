@@ -211,10 +211,7 @@ void run_gc(const GcArgs& a) {
 }
 
 void register_ckpt_command(CLI::App& app) {
-  CLI::App* ckpt = app.add_subcommand(
-      "ckpt",
-      "Inspect checkpoints; export them to and import them from HuggingFace format; "
-      "clean up in-memory checkpoints of dead processes (gc)");
+  CLI::App* ckpt = app.add_subcommand("ckpt", torch_command_description("ckpt"));
   ckpt->require_subcommand(1);
   const std::string format_help = "Format of the other side: hf (HuggingFace transformers)";
 

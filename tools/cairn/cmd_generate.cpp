@@ -56,7 +56,7 @@ void run_generate(const GenerateArgs& a) {
 
 void register_generate_command(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
-  auto* cmd = app.add_subcommand("generate", "Continue a prompt with a trained model");
+  auto* cmd = app.add_subcommand("generate", torch_command_description("generate"));
   cmd->footer(
       "Examples:\n"
       "  cairn generate --ckpt runs/a/ckpt --prompt 'In the beginning' --max-tokens 60\n"

@@ -113,8 +113,7 @@ void run_node_check(const NodeCheckArgs& a) {
 
 void register_node_check_command(CLI::App& app) {
   auto args = std::make_shared<NodeCheckArgs>();
-  auto* cmd = app.add_subcommand(
-      "node-check", "One node's part of the node check (run by `cairn run --network-check`)");
+  auto* cmd = app.add_subcommand("node-check", torch_command_description("node-check"));
   cmd->footer(
       "cairn run starts it with torchrun's variables for the node's check group; by hand, two\n"
       "nodes' worth on one machine:\n"

@@ -99,6 +99,11 @@ void run_run(elastic::LaunchFlags& flags, const CLI::App& cmd) {
   auto exe = elastic::find_executable(command[0], env.count("PATH") ? env["PATH"] : "");
   if (!exe.ok()) throw StatusError(exe.status());
   command[0] = *exe;
+  // The front `cairn` would only exec this binary in every worker: start it directly (and its
+  // warm standbys, which must be this binary to be used).
+  std::error_code front_error;
+  const std::filesystem::path front = std::filesystem::path(self_exe()).parent_path() / "cairn";
+  if (std::filesystem::equivalent(command[0], front, front_error)) command[0] = self_exe();
 
   std::string run_dir = options->run_dir.empty() ? default_run_dir() : options->run_dir;
   if (Status s = core::make_dirs(run_dir + "/logs"); !s.ok()) throw StatusError(s);
@@ -181,8 +186,7 @@ void run_run(elastic::LaunchFlags& flags, const CLI::App& cmd) {
 
 void register_run_command(CLI::App& app) {
   auto flags = std::make_shared<elastic::LaunchFlags>();
-  auto* cmd = app.add_subcommand(
-      "run", "Start and supervise this node's workers with torchrun's flags and environment");
+  auto* cmd = app.add_subcommand("run", torch_command_description("run"));
   cmd->footer(
       "Every worker gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, "
       "MASTER_PORT,\n"

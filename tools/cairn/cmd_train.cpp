@@ -196,8 +196,7 @@ void run_train(const TrainArgs& a) {
 
 void register_train_command(CLI::App& app) {
   auto args = std::make_shared<TrainArgs>();
-  auto* cmd = app.add_subcommand(
-      "train", "Train a model from a YAML config (one process, or every worker of `cairn run`)");
+  auto* cmd = app.add_subcommand("train", torch_command_description("train"));
   cmd->footer(
       "Examples:\n"
       "  cairn train configs/gpt-kjv.yaml\n"

@@ -35,6 +35,29 @@ inline double orphan_grace_s() {
 inline CLI::Validator positive() { return number_from(0, /*strict=*/true); }
 inline CLI::Validator non_negative() { return number_from(0, /*strict=*/false); }
 
+// The commands that need libtorch. `cairn` itself is a small front binary without torch (help,
+// --version, data, master start in milliseconds); it execs `cairn-torch`, installed beside it,
+// for these, with the same arguments (main.cpp). Their one-line descriptions live here so that
+// the front's `cairn --help` lists them too.
+struct TorchCommand {
+  const char* name;
+  const char* description;
+};
+inline constexpr TorchCommand kTorchCommands[] = {
+    {"train", "Train a model from a YAML config (one process, or every worker of `cairn run`)"},
+    {"generate", "Continue a prompt with a trained model"},
+    {"run", "Start and supervise this node's workers with torchrun's flags and environment"},
+    {"ckpt",
+     "Inspect checkpoints; export them to and import them from HuggingFace format; clean up "
+     "in-memory checkpoints of dead processes (gc)"},
+    {"node-check", "One node's part of the node check (run by `cairn run --network-check`)"},
+};
+inline const char* torch_command_description(const std::string& name) {
+  for (const TorchCommand& c : kTorchCommands)
+    if (name == c.name) return c.description;
+  return "";
+}
+
 void register_data_command(CLI::App& app);        // cmd_data.cpp: encode, decode, prepare
 void register_train_command(CLI::App& app);       // cmd_train.cpp
 void register_generate_command(CLI::App& app);    // cmd_generate.cpp

@@ -1,25 +1,80 @@
-// cairn: one binary for launching, training, data preparation and checkpoints.
-#include <c10/util/Exception.h>
+// cairn's main, built twice:
+//   cairn        (CAIRN_FRONT) the command users type. No libtorch: help, --version, data and
+//                master start in milliseconds. For the commands that need torch
+//                (kTorchCommands) it execs cairn-torch from its own directory, same arguments.
+//   cairn-torch  every command; what workers and warm standbys run.
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#ifndef CAIRN_FRONT
+#include <c10/util/Exception.h>
+#endif
 
 #include "cairn/core/log.h"
 #include "cairn/core/status.h"
 #include "cairn/elastic/standby.h"
 #include "commands.h"
 
+namespace {
+
+// The command word of `cairn [--log-level L] <command> ...`, or "" when there is none.
+std::string command_word(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--log-level") {
+      ++i;
+      continue;
+    }
+    if (a.empty() || a[0] == '-') continue;
+    return a;
+  }
+  return "";
+}
+
+#ifdef CAIRN_FRONT
+// Replaces this process with cairn-torch (the same pid, arguments and environment: a warm
+// standby's descriptor and a worker's signals carry over). Returns only on failure.
+int exec_torch_binary(char** argv) {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  const std::string torch_binary =
+      ec ? std::string("cairn-torch") : (self.parent_path() / "cairn-torch").string();
+  ::execv(torch_binary.c_str(), argv);
+  std::fprintf(stderr,
+               "cairn: error: cannot run %s (%s): the commands that need libtorch live there, "
+               "installed beside cairn\n",
+               torch_binary.c_str(), std::strerror(errno));
+  return 1;
+}
+#endif
+
+}  // namespace
+
 int main(int argc, char** argv) {
+#ifdef CAIRN_FRONT
+  // A warm standby parks in cairn-torch, with libtorch already loaded (standby.h).
+  if (std::getenv(cairn::elastic::kStandbyFdVariable) != nullptr) return exec_torch_binary(argv);
+  const std::string word = command_word(argc, argv);
+  for (const cairn::cli::TorchCommand& c : cairn::cli::kTorchCommands)
+    if (word == c.name) return exec_torch_binary(argv);
+#else
   // A warm standby of `cairn run` waits here for its rank's environment (standby.h).
   cairn::elastic::await_activation_if_standby();
+#endif
   CLI::App app{
       "cairn: elastic, fault-tolerant, automatically parallelized training of transformer "
       "language models.\n\nExample:\n  make demo    # or step by step:\n"
       "  cairn data prepare --input kjv.txt --out data/kjv\n"
       "  cairn train configs/gpt-kjv.yaml\n"
       "  cairn run --nproc-per-node 2 -- cairn train configs/gpt-kjv.yaml\n"
-      "  cairn generate --ckpt runs/<time>/ckpt --prompt 'In the beginning'\n"};
+      "  cairn generate --ckpt runs/<time>/ckpt --prompt 'In the beginning'\n",
+      "cairn"};  // the name in usage lines, whichever of the two binaries prints them
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("cairn ") + CAIRN_VERSION);
   // Options of `cairn` itself (--log-level) are also taken after the subcommand.
@@ -29,20 +84,20 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   app.parse_complete_callback([&] { cairn::core::init_logging({log_level, "", ""}); });
   cairn::cli::register_data_command(app);
+  cairn::cli::register_master_command(app);
+#ifdef CAIRN_FRONT
+  // Listed for `cairn --help` only: a command word among them was exec'd above.
+  for (const cairn::cli::TorchCommand& c : cairn::cli::kTorchCommands)
+    app.add_subcommand(c.name, c.description);
+#else
   cairn::cli::register_train_command(app);
   cairn::cli::register_generate_command(app);
   cairn::cli::register_run_command(app);
-  cairn::cli::register_master_command(app);
   cairn::cli::register_ckpt_command(app);
   cairn::cli::register_node_check_command(app);
+#endif
   // `cairn bogus`: name the unknown command instead of CLI11's "A subcommand is required".
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--log-level") {
-      ++i;
-      continue;
-    }
-    if (a.empty() || a[0] == '-') continue;
+  if (const std::string a = command_word(argc, argv); !a.empty()) {
     std::string known;
     bool found = false;
     for (const CLI::App* c : app.get_subcommands([](CLI::App*) { return true; })) {
@@ -55,7 +110,6 @@ int main(int argc, char** argv) {
                    a.c_str(), known.c_str());
       return 2;
     }
-    break;
   }
   try {
     app.parse(argc, argv);
@@ -77,11 +131,15 @@ int main(int argc, char** argv) {
       default:
         return 1;
     }
-  } catch (const c10::Error& e) {
+  }
+#ifndef CAIRN_FRONT
+  catch (const c10::Error& e) {
     // libtorch's own message without its C++ backtrace (an allocation failure, a shape error).
     std::fprintf(stderr, "cairn: error: %s\n", e.what_without_backtrace());
     return 1;
-  } catch (const std::exception& e) {
+  }
+#endif
+  catch (const std::exception& e) {
     std::fprintf(stderr, "cairn: error: %s\n", e.what());
     return 1;
   }
