@@ -7,6 +7,8 @@
 #include <thread>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
+#include "cairn/comm/mesh_groups.h"
+
 namespace cairn::comm {
 namespace {
 
@@ -73,6 +75,44 @@ TEST(Group, Subgroups) {
     mine->allreduce(t);
     EXPECT_EQ(t.item<float>(), float(r % 2 == 0 ? 0 + 2 : 1 + 3));
   });
+}
+
+// A 2 x 2 mesh (dp outer, tp inner): each rank's tp group is its pair of consecutive ranks,
+// its dp group the ranks two apart; an all-reduce in one sums only that group; an axis of
+// extent 1 has no group and one spanning the world is the world group itself.
+TEST(MeshGroups, EachRankGetsItsGroupAlongEveryAxis) {
+  RunRanks(4, [](int r, Group& world) {
+    auto mesh = Mesh::Create({1, 2, 1, 2}, 4);
+    ASSERT_TRUE(mesh.ok());
+    auto groups = MeshGroups::Create(&world, *mesh);
+    ASSERT_TRUE(groups.ok()) << groups.status().ToString();
+    EXPECT_EQ(groups->get(Axis::kPipeline), nullptr);
+    EXPECT_EQ(groups->get(Axis::kContext), nullptr);
+    Group* tp = groups->get(Axis::kTensor);
+    Group* dp = groups->get(Axis::kData);
+    ASSERT_NE(tp, nullptr);
+    ASSERT_NE(dp, nullptr);
+    EXPECT_EQ(tp->size(), 2);
+    EXPECT_EQ(tp->rank(), r % 2);
+    EXPECT_EQ(dp->rank(), r / 2);
+    auto t = torch::full({1}, float(1 << r));
+    tp->allreduce(t);
+    EXPECT_EQ(t.item<float>(), float(r < 2 ? 1 + 2 : 4 + 8));
+    auto d = torch::full({1}, float(1 << r));
+    dp->allreduce(d);
+    EXPECT_EQ(d.item<float>(), float(r % 2 == 0 ? 1 + 4 : 2 + 8));
+    // Data parallel over the whole world: no second group.
+    auto flat = MeshGroups::Create(&world, *Mesh::Create({1, 4, 1, 1}, 4));
+    ASSERT_TRUE(flat.ok());
+    EXPECT_EQ(flat->get(Axis::kData), &world);
+    EXPECT_EQ(flat->get(Axis::kTensor), nullptr);
+    // A mesh of another size is refused.
+    auto wrong = MeshGroups::Create(&world, *Mesh::Create({1, 2, 1, 1}, 2));
+    ASSERT_FALSE(wrong.ok());
+    EXPECT_NE(wrong.status().message().find("the job has 4"), std::string::npos);
+  });
+  EXPECT_EQ(MeshGroups::Single().mesh().size(), 1);
+  EXPECT_EQ(MeshGroups::Single().get(Axis::kData), nullptr);
 }
 
 TEST(Group, CollectiveTimesOutWhenAPeerIsMissing) {

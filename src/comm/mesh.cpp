@@ -11,12 +11,34 @@ const char* axis_name(Axis a) {
       return "pp";
     case Axis::kData:
       return "dp";
-    case Axis::kSequence:
-      return "sp";
+    case Axis::kContext:
+      return "cp";
     case Axis::kTensor:
       return "tp";
   }
   return "?";
+}
+
+Result<Axis> parse_axis(const std::string& name) {
+  for (int a = 0; a < kNumAxes; ++a)
+    if (name == axis_name(Axis(a))) return Axis(a);
+  return Status::InvalidArgument("'" + name + "' is not a mesh axis (pp, dp, cp, tp)");
+}
+
+Result<std::array<Axis, kNumAxes>> parse_order(const std::vector<std::string>& names) {
+  std::array<Axis, kNumAxes> order{};
+  if (names.size() != size_t(kNumAxes))
+    return Status::InvalidArgument(
+        "the mesh order names all four axes (pp, dp, cp, tp) once, got " +
+        std::to_string(names.size()));
+  std::array<bool, kNumAxes> seen{};
+  for (size_t i = 0; i < names.size(); ++i) {
+    CAIRN_ASSIGN_OR_RETURN(order[i], parse_axis(names[i]));
+    if (seen[size_t(order[i])])
+      return Status::InvalidArgument("the mesh order names '" + names[i] + "' twice");
+    seen[size_t(order[i])] = true;
+  }
+  return order;
 }
 
 int MeshShape::extent(Axis a) const {
@@ -25,8 +47,8 @@ int MeshShape::extent(Axis a) const {
       return pp;
     case Axis::kData:
       return dp;
-    case Axis::kSequence:
-      return sp;
+    case Axis::kContext:
+      return cp;
     case Axis::kTensor:
       return tp;
   }
@@ -34,11 +56,18 @@ int MeshShape::extent(Axis a) const {
 }
 
 std::string MeshShape::ToString() const {
-  return "pp=" + std::to_string(pp) + " dp=" + std::to_string(dp) + " sp=" + std::to_string(sp) +
+  return "pp=" + std::to_string(pp) + " dp=" + std::to_string(dp) + " cp=" + std::to_string(cp) +
          " tp=" + std::to_string(tp);
 }
 
-Result<Mesh> Mesh::Create(const MeshShape& s, int world_size) {
+Result<Mesh> Mesh::Create(const MeshShape& s, int world_size,
+                          const std::array<Axis, kNumAxes>& order) {
+  std::array<bool, kNumAxes> seen{};
+  for (Axis a : order) {
+    if (int(a) < 0 || int(a) >= kNumAxes || seen[size_t(a)])
+      return Status::InvalidArgument("mesh: the order must name each axis once");
+    seen[size_t(a)] = true;
+  }
   for (int a = 0; a < kNumAxes; ++a)
     if (s.extent(Axis(a)) < 1)
       return Status::InvalidArgument(std::string("mesh: ") + axis_name(Axis(a)) +
@@ -46,13 +75,14 @@ Result<Mesh> Mesh::Create(const MeshShape& s, int world_size) {
   if (s.size() != world_size)
     return Status::InvalidArgument("mesh " + s.ToString() + " holds " + std::to_string(s.size()) +
                                    " ranks but the world has " + std::to_string(world_size));
-  return Mesh(s);
+  return Mesh(s, order);
 }
 
 std::array<int, kNumAxes> Mesh::coords(int rank) const {
   std::array<int, kNumAxes> c{};
-  for (int a = kNumAxes - 1; a >= 0; --a) {
-    int e = shape_.extent(Axis(a));
+  for (int i = kNumAxes - 1; i >= 0; --i) {  // innermost first
+    const Axis a = order_[size_t(i)];
+    const int e = shape_.extent(a);
     c[size_t(a)] = rank % e;
     rank /= e;
   }
@@ -61,7 +91,7 @@ std::array<int, kNumAxes> Mesh::coords(int rank) const {
 
 int Mesh::rank_of(const std::array<int, kNumAxes>& c) const {
   int r = 0;
-  for (int a = 0; a < kNumAxes; ++a) r = r * shape_.extent(Axis(a)) + c[size_t(a)];
+  for (Axis a : order_) r = r * shape_.extent(a) + c[size_t(a)];
   return r;
 }
 

@@ -119,4 +119,11 @@ void init_parameters(LanguageModel& model, const ModelConfig& config, uint64_t s
   }
 }
 
+bool default_weight_decay(const std::string& name, const torch::Tensor& p) {
+  if (p.dim() < 2) return false;
+  const std::string pos = "wpe.weight";
+  return !(name.size() >= pos.size() &&
+           name.compare(name.size() - pos.size(), pos.size(), pos) == 0);
+}
+
 }  // namespace cairn::model

@@ -10,7 +10,7 @@
 
 #include "cairn/comm/group.h"
 #include "cairn/parallel/buckets.h"
-#include "parallel/adamw_kernel_impl.h"
+#include "parallel/flat_adamw_impl.h"
 
 namespace cairn::parallel {
 
@@ -24,12 +24,11 @@ struct DataParallel::Impl {
   };
   struct Flat {
     Bucket plan;
-    torch::Tensor param, grad;          // (numel) padded
-    torch::Tensor exp_avg, exp_avg_sq;  // the shard this rank updates
-    torch::Tensor shard_grad;           // ZeRO-2: the reduced gradient of that shard only
-    torch::Tensor staging;              // ZeRO-2: this micro-batch's gradients, until sent
-    int64_t lo = 0, hi = 0;             // that shard's range in the bucket
-    int pending = 0;                    // gradients still to arrive in a synced backward
+    torch::Tensor param, grad;  // (numel) padded
+    torch::Tensor shard_grad;   // ZeRO-2: the reduced gradient of this rank's shard only
+    torch::Tensor staging;      // ZeRO-2: this micro-batch's gradients, until sent
+    int64_t lo = 0, hi = 0;     // the shard this rank updates
+    int pending = 0;            // gradients still to arrive in a synced backward
     bool launched = false;
     comm::Pending work;
   };
@@ -50,11 +49,21 @@ struct DataParallel::Impl {
   std::mutex mu;  // hooks may run on autograd's thread
   bool sync = false;
   int next_launch = 0;
-  int64_t steps = 0;
-  float grad_scale = 1.0f;  // clipping factor, applied inside the next update
+  std::unique_ptr<FlatAdamW> optimizer;
 
   int world() const { return group ? group->size() : 1; }
   int rank() const { return group ? group->rank() : 0; }
+  // ZeRO-1/2 over more than one rank: each rank updates (and keeps the moments of) its shard.
+  bool shard_state() const { return options.zero_stage >= 1 && world() > 1; }
+
+  // This rank's shard of every bucket, as the optimizer updates it.
+  std::vector<FlatShard> shards() {
+    std::vector<FlatShard> out;
+    for (Flat& f : flats)
+      out.push_back({&f.plan, f.lo, f.hi, f.param.narrow(0, f.lo, f.hi - f.lo),
+                     shard_grads ? f.shard_grad : f.grad.narrow(0, f.lo, f.hi - f.lo)});
+    return out;
+  }
 
   void launch_ready() {  // REQUIRES: mu held
     while (next_launch < int(flats.size()) && flats[size_t(next_launch)].pending == 0) {
@@ -146,8 +155,6 @@ DataParallel::DataParallel(NamedParams named, DecayFn decays, comm::Group* group
     int64_t shard = f.plan.numel / world;
     f.lo = options.zero_stage >= 1 ? m.rank() * shard : 0;
     f.hi = options.zero_stage >= 1 ? f.lo + shard : f.plan.numel;
-    f.exp_avg = torch::zeros({f.hi - f.lo});
-    f.exp_avg_sq = torch::zeros({f.hi - f.lo});
     if (m.shard_grads) f.shard_grad = torch::zeros({f.hi - f.lo});
     for (auto& s : f.plan.slots) {
       Impl::Param& p = m.params[size_t(s.param)];
@@ -161,6 +168,11 @@ DataParallel::DataParallel(NamedParams named, DecayFn decays, comm::Group* group
     }
     m.flats.push_back(std::move(f));
   }
+  std::vector<FlatParam> fps;
+  for (const Impl::Param& p : m.params) fps.push_back({p.name, p.tensor.sizes().vec(), p.decay});
+  std::vector<int64_t> shard_numels;
+  for (const Impl::Flat& f : m.flats) shard_numels.push_back(f.hi - f.lo);
+  m.optimizer = std::make_unique<FlatAdamW>(options.adam, std::move(fps), shard_numels);
   if (group && world > 1) {
     for (size_t i = 0; i < m.params.size(); ++i) {
       auto acc = torch::autograd::impl::grad_accumulator(m.params[i].tensor);
@@ -240,126 +252,34 @@ void DataParallel::finish_backward() {
 }
 
 double DataParallel::clip_grad_norm(double max_norm) {
-  torch::NoGradGuard no_grad;
-  double sq = 0;
-  for (auto& f : impl_->flats) {
-    const torch::Tensor& g = impl_->shard_grads ? f.shard_grad : f.grad;
-    sq += g.dot(g).item<double>();
-  }
-  if (impl_->shard_grads) {  // each rank holds a disjoint shard: the norm is their sum
-    auto t = torch::tensor({sq}, torch::kDouble);
-    impl_->group->allreduce(t);
-    sq = t.item<double>();
-  }
-  double norm = std::sqrt(sq);
-  impl_->grad_scale = max_norm > 0 && norm > max_norm ? float(max_norm / (norm + 1e-6)) : 1.0f;
-  return norm;
+  Impl& m = *impl_;
+  std::vector<torch::Tensor> grads;
+  for (auto& f : m.flats) grads.push_back(m.shard_grads ? f.shard_grad : f.grad);
+  return m.optimizer->clip_grad_norm(grads, m.shard_grads ? m.group : nullptr, max_norm);
 }
 
 void DataParallel::step(double lr) {
   Impl& m = *impl_;
+  m.optimizer->step(m.shards(), lr);
+  if (!m.shard_state()) return;
   torch::NoGradGuard no_grad;
-  ++m.steps;
-  const AdamHyper& h = m.options.adam;
-  const AdamCoeffs c = adam_coeffs(h, m.steps, lr, m.grad_scale);
-  m.grad_scale = 1.0f;
-  for (auto& f : m.flats) {
-    float* p = f.param.data_ptr<float>();
-    // Gradient of bucket position i: the full bucket, or (ZeRO-2) the shard starting at lo.
-    const float* gfull = m.shard_grads ? nullptr : f.grad.data_ptr<float>();
-    const float* gshard = m.shard_grads ? f.shard_grad.data_ptr<float>() : nullptr;
-    auto g = [&](int64_t i) { return gfull ? gfull + i : gshard + (i - f.lo); };
-    float* ma = f.exp_avg.data_ptr<float>();
-    float* va = f.exp_avg_sq.data_ptr<float>();
-    // Walk the shard [lo, hi) as runs of one parameter each (decay is per parameter); the
-    // padding after the last slot is updated too (it stays zero: its gradient is zero).
-    int64_t pos = f.lo;
-    for (auto& s : f.plan.slots) {
-      auto part = slot_part(s, f.lo, f.hi);
-      if (part.end <= part.begin) continue;
-      int64_t b = s.offset + part.begin, e = s.offset + part.end;
-      if (b > pos)
-        adamw_update(p + pos, g(pos), ma + (pos - f.lo), va + (pos - f.lo), b - pos, c, false);
-      adamw_update(p + b, g(b), ma + (b - f.lo), va + (b - f.lo), e - b, c,
-                   m.params[size_t(s.param)].decay && h.weight_decay != 0);
-      pos = e;
-    }
-    if (f.hi > pos)
-      adamw_update(p + pos, g(pos), ma + (pos - f.lo), va + (pos - f.lo), f.hi - pos, c, false);
-    if (m.options.zero_stage >= 1 && m.world() > 1) {
-      auto mine = f.param.narrow(0, f.lo, f.hi - f.lo).clone();
-      m.group->allgather(f.param, mine);
-    }
+  for (auto& f : m.flats) {  // every rank takes the others' updated shards
+    auto mine = f.param.narrow(0, f.lo, f.hi - f.lo).clone();
+    m.group->allgather(f.param, mine);
   }
 }
 
-int64_t DataParallel::step_count() const { return impl_->steps; }
+int64_t DataParallel::step_count() const { return impl_->optimizer->step_count(); }
 
 DataParallel::NamedParams DataParallel::gather_state() {
   Impl& m = *impl_;
-  NamedParams out;
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> full;
-  for (auto& f : m.flats) {
-    if (m.options.zero_stage >= 1 && m.world() > 1) {
-      auto a = torch::empty({f.plan.numel}), b = torch::empty({f.plan.numel});
-      m.group->allgather(a, f.exp_avg);
-      m.group->allgather(b, f.exp_avg_sq);
-      full.emplace_back(a, b);
-    } else {
-      full.emplace_back(f.exp_avg, f.exp_avg_sq);
-    }
-  }
-  for (auto& p : m.params) {
-    auto& [a, b] = full[size_t(p.bucket)];
-    out.emplace_back(p.name + ".exp_avg",
-                     a.narrow(0, p.slot.offset, p.slot.numel).view(p.tensor.sizes()));
-    out.emplace_back(p.name + ".exp_avg_sq",
-                     b.narrow(0, p.slot.offset, p.slot.numel).view(p.tensor.sizes()));
-  }
-  return out;
+  return m.optimizer->gather_state(m.shards(), m.shard_state() ? m.group : nullptr);
 }
 
 Status DataParallel::load_state(const std::map<std::string, torch::Tensor>& tensors,
                                 const std::string& prefix, int64_t step_count) {
   Impl& m = *impl_;
-  for (auto& p : m.params)
-    for (const char* suffix : {".exp_avg", ".exp_avg_sq"}) {
-      auto it = tensors.find(prefix + p.name + suffix);
-      if (it == tensors.end())
-        return Status::InvalidArgument("optimizer state '" + prefix + p.name + suffix +
-                                       "' is missing from the checkpoint");
-      if (!it->second.sizes().equals(p.tensor.sizes()) || it->second.scalar_type() != torch::kFloat)
-        return Status::InvalidArgument("optimizer state '" + it->first +
-                                       "' has a different shape or dtype than the parameter");
-    }
-  torch::NoGradGuard no_grad;
-  // Each parameter's part inside this rank's [lo, hi) goes straight into the moments; what no
-  // parameter covers there (bucket padding) is zero.
-  for (auto& f : m.flats) {
-    int64_t covered = 0;
-    for (auto& s : f.plan.slots) {
-      const int64_t b = std::max(s.offset, f.lo), e = std::min(s.offset + s.numel, f.hi);
-      if (e > b) covered += e - b;
-    }
-    if (covered < f.hi - f.lo) {
-      f.exp_avg.zero_();
-      f.exp_avg_sq.zero_();
-    }
-    for (auto& s : f.plan.slots) {
-      const int64_t b = std::max(s.offset, f.lo), e = std::min(s.offset + s.numel, f.hi);
-      if (e <= b) continue;
-      const auto& name = m.params[size_t(s.param)].name;
-      f.exp_avg.narrow(0, b - f.lo, e - b)
-          .copy_(
-              tensors.at(prefix + name + ".exp_avg").reshape({-1}).narrow(0, b - s.offset, e - b));
-      f.exp_avg_sq.narrow(0, b - f.lo, e - b)
-          .copy_(tensors.at(prefix + name + ".exp_avg_sq")
-                     .reshape({-1})
-                     .narrow(0, b - s.offset, e - b));
-    }
-  }
-  m.steps = step_count;
-  return Status::Ok();
+  return m.optimizer->load_state(m.shards(), tensors, prefix, step_count);
 }
 
 MemoryReport DataParallel::memory_report() const {

@@ -233,7 +233,6 @@ Zero3::Zero3(StagedModel model, DecayFn decays, comm::Group* group, AdamHyper ad
   TORCH_CHECK(model.first && model.last && (n == 2 || model.middle),
               "Zero3: every stage function must be set");
   m.group = group;
-  m.adam = adam;
   std::unordered_map<const void*, int> index;  // by TensorImpl: tied parameters are one
   std::vector<int64_t> numels;
   for (size_t s = 0; s < n; ++s) {
@@ -270,10 +269,13 @@ Zero3::Zero3(StagedModel model, DecayFn decays, comm::Group* group, AdamHyper ad
     if (world > 1) group->broadcast(full, 0);
     fl.param = world > 1 ? full.narrow(0, fl.lo, shard).clone() : full;
     fl.grad = torch::zeros({shard});
-    fl.exp_avg = torch::zeros({shard});
-    fl.exp_avg_sq = torch::zeros({shard});
     m.flats.push_back(std::move(fl));
   }
+  std::vector<FlatParam> fps;
+  for (const Impl::Param& p : m.params) fps.push_back({p.name, p.sizes, p.decay});
+  std::vector<int64_t> shard_numels;
+  for (const Impl::Flat& fl : m.flats) shard_numels.push_back(fl.hi - fl.lo);
+  m.optimizer = std::make_unique<FlatAdamW>(adam, std::move(fps), shard_numels);
   for (size_t i = 0; i < m.params.size(); ++i) {
     Impl::Param& p = m.params[i];
     p.flat = layout.param_flat[i];

@@ -12,6 +12,7 @@
 #include "cairn/comm/group.h"
 #include "cairn/parallel/buckets.h"
 #include "cairn/parallel/zero3.h"
+#include "parallel/flat_adamw_impl.h"
 
 namespace cairn::parallel {
 
@@ -43,7 +44,7 @@ struct Zero3::Impl {
   struct Flat {  // this rank's shard [lo, hi) of one padded flat buffer
     Bucket plan;
     int64_t lo = 0, hi = 0;
-    torch::Tensor param, grad, exp_avg, exp_avg_sq;  // (hi - lo) each
+    torch::Tensor param, grad;  // (hi - lo) each
   };
   struct InFlight {  // a stage's gradients being all-reduced
     int flat = 0;
@@ -55,19 +56,23 @@ struct Zero3::Impl {
 
   StagedModel model;
   comm::Group* group = nullptr;
-  AdamHyper adam;
   std::vector<Param> params;                   // distinct parameters, first-use order
   std::vector<std::vector<int>> stage_params;  // per stage: distinct parameter indices
   std::vector<Flat> flats;
   std::vector<std::vector<int>> stage_flats;
   std::deque<InFlight> in_flight;
-  bool full_params = false;  // gather_full_params() until release_full_params()
-  int64_t steps = 0;
-  float grad_scale = 1.0f;  // clipping factor, applied inside the next update
+  bool full_params = false;              // gather_full_params() until release_full_params()
+  std::unique_ptr<FlatAdamW> optimizer;  // the moments of this rank's shards
 
   int world() const { return group ? group->size() : 1; }
   int rank() const { return group ? group->rank() : 0; }
   int64_t num_stages() const { return int64_t(stage_params.size()); }
+  // This rank's shard of every buffer, as the optimizer updates it.
+  std::vector<FlatShard> shards() {
+    std::vector<FlatShard> out;
+    for (Flat& fl : flats) out.push_back({&fl.plan, fl.lo, fl.hi, fl.param, fl.grad});
+    return out;
+  }
 
   // Runs stage s's function. REQUIRES: its parameters are gathered.
   torch::Tensor run(int64_t s, const torch::Tensor& x, const torch::Tensor& targets) const;

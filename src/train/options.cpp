@@ -1,16 +1,12 @@
 // The train.*, data.* and ckpt.* config keys.
 #include "cairn/train/options.h"
 
+#include <nlohmann/json.hpp>
+
+#include "cairn/core/fs.h"
 #include "cairn/model/config.h"
 
 namespace cairn::train {
-
-bool default_weight_decay(const std::string& name, const torch::Tensor& p) {
-  if (p.dim() < 2) return false;
-  const std::string pos = "wpe.weight";
-  return !(name.size() >= pos.size() &&
-           name.compare(name.size() - pos.size(), pos.size(), pos) == 0);
-}
 
 core::ConfigSpec train_spec() {
   const int64_t kBig = int64_t(1) << 40;
@@ -76,7 +72,10 @@ core::ConfigSpec train_spec() {
                "ranks), 2 = ZeRO-2 (+ gradients), 3 = ZeRO-3 (+ parameters, gathered per block "
                "and freed after use; blocks are recomputed in backward)")
       .add_int("parallel.bucket_mb", 8, 1, 1 << 14,
-               "gradient bucket size in MiB; each bucket's all-reduce overlaps backward");
+               "gradient bucket size in MiB; each bucket's all-reduce overlaps backward")
+      .add_string("parallel.plan", "", {},
+                  "a JSON plan file (mesh, ZeRO stage, per-block layout, pipeline cuts: see "
+                  "README); empty = data parallelism over every rank with the keys above");
   return s;
 }
 
@@ -111,6 +110,9 @@ Result<TrainOptions> train_options_from(const core::Config& c) {
   o.keep_every = c.get_int("ckpt.keep_every");
   o.persist_timeout_s = c.get_float("ckpt.persist_timeout");
   o.activation_checkpointing = c.get_bool("train.activation_checkpointing");
+  o.zero_stage = c.get_int("parallel.zero_stage");
+  o.bucket_mb = c.get_int("parallel.bucket_mb");
+  o.plan_path = c.get_string("parallel.plan");
   o.precision = c.get_string("train.precision");
   o.threads = c.get_int("train.threads");
   o.log_interval = c.get_int("train.log_interval");
@@ -137,6 +139,34 @@ Result<TrainOptions> train_options_from(const core::Config& c) {
                                    ") must not exceed model.block_size (" + std::to_string(block) +
                                    ")");
   return o;
+}
+
+Result<parallel::Plan> plan_from(const TrainOptions& o, const model::ModelConfig& m, int world) {
+  parallel::Plan plan;
+  if (o.plan_path.empty()) {
+    plan = parallel::Plan::data_parallel(world, m.n_layer, int(o.zero_stage));
+    plan.bucket_bytes = o.bucket_mb << 20;
+    for (parallel::LayerPlan& l : plan.layers) l.checkpoint = o.activation_checkpointing;
+  } else {
+    const TrainOptions defaults;
+    for (auto [key, set] : {std::pair{"parallel.zero_stage", o.zero_stage != defaults.zero_stage},
+                            {"parallel.bucket_mb", o.bucket_mb != defaults.bucket_mb},
+                            {"train.activation_checkpointing",
+                             o.activation_checkpointing != defaults.activation_checkpointing}})
+      if (set)
+        return Status::InvalidArgument(std::string(key) + " is set while parallel.plan (" +
+                                       o.plan_path + ") gives the layout: put it in the plan");
+    CAIRN_ASSIGN_OR_RETURN(std::string text, core::read_file(o.plan_path));
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded())
+      return Status::InvalidArgument("parallel.plan: " + o.plan_path + " is not valid JSON");
+    auto p = parallel::Plan::from_json(j, m.n_layer);
+    if (!p.ok()) return p.status().WithContext("parallel.plan " + o.plan_path);
+    plan = *std::move(p);
+  }
+  if (Status s = plan.validate(m, world); !s.ok())
+    return o.plan_path.empty() ? s : s.WithContext("parallel.plan " + o.plan_path);
+  return plan;
 }
 
 }  // namespace cairn::train

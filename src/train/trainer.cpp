@@ -33,7 +33,6 @@
 #include "cairn/train/run_log.h"
 #include "cairn/train/schedule.h"
 #include "cairn/ui/progress.h"
-#include "train/engine_impl.h"
 #include "train/flash_impl.h"
 #include "train/trainer_impl.h"
 
@@ -273,13 +272,13 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
     std::lock_guard<std::mutex> lock(gen.mutex());
     gen.set_current_seed(o.seed);
   }
+  CAIRN_ASSIGN_OR_RETURN(impl->plan, plan_from(o, impl->mcfg, impl->world));
   if (o.sharding == "dynamic") {
-    const int64_t zero = config.get_int("parallel.zero_stage");
-    if (zero > 1)
+    if (!impl->plan.allows_uneven_micro_batches())
       return Status::InvalidArgument(
-          "data.sharding: dynamic needs parallel.zero_stage 0 or 1 (ranks train different "
-          "numbers of micro-batches per step; ZeRO-" +
-          std::to_string(zero) + " communicates in every one)");
+          "data.sharding: dynamic needs a plan whose ranks may train different numbers of "
+          "micro-batches per step (parallel.zero_stage 0 or 1, no tp, cp or pp); this one is " +
+          impl->plan.summary());
     DynamicDataOptions d;
     if (const char* m = std::getenv("CAIRN_MASTER_ADDR")) d.master = m;
     if (const char* t = std::getenv("CAIRN_JOB_TOKEN")) d.job_token = t;
@@ -308,7 +307,7 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
     mi.micro_batch_size = o.micro_batch_size;
     mi.seq_len = o.seq_len;
     mi.world = impl->world;
-    mi.zero_stage = int(config.get_int("parallel.zero_stage"));
+    mi.zero_stage = impl->plan.zero_stage;
     mi.activation_checkpointing = o.activation_checkpointing;
     const MemoryEstimate need = estimate_memory(mi);
     if (auto avail = available_memory_bytes(); avail.ok()) {
@@ -319,14 +318,19 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
   }
   // A resume usually loads every parameter: initialize only if nothing was restored (below).
   // ZeRO-3 shards the parameters when the engine is made, so it initializes first.
-  const bool defer_init = run.resume && config.get_int("parallel.zero_stage") < 3;
+  const bool defer_init = run.resume && !impl->plan.shards_parameters();
   impl->model = defer_init ? model::build_model_uninitialized(impl->mcfg)
                            : model::build_model(impl->mcfg, o.seed);
-  impl->model->set_activation_checkpointing(o.activation_checkpointing);
   impl->num_params = impl->model->num_params();  // before ZeRO-3 releases the parameters
-  impl->engine = make_engine(impl->model, impl->group, int(config.get_int("parallel.zero_stage")),
-                             config.get_int("parallel.bucket_mb") << 20,
-                             {o.beta1, o.beta2, o.eps, o.weight_decay});
+  {
+    CAIRN_ASSIGN_OR_RETURN(auto mesh,
+                           comm::Mesh::Create(impl->plan.mesh, impl->world, impl->plan.order));
+    CAIRN_ASSIGN_OR_RETURN(auto groups, comm::MeshGroups::Create(impl->group, mesh));
+    impl->groups = std::make_unique<comm::MeshGroups>(std::move(groups));
+  }
+  CAIRN_ASSIGN_OR_RETURN(impl->engine,
+                         parallel::parallelize(impl->model, impl->plan, *impl->groups,
+                                               {o.beta1, o.beta2, o.eps, o.weight_decay}));
 
   CAIRN_ASSIGN_OR_RETURN(impl->log, RunLog::Open(run.run_dir, /*writer=*/impl->rank == 0));
   if (impl->rank == 0)
@@ -429,7 +433,8 @@ Result<RunSummary> Trainer::run() {
                          {"threads", torch::get_num_threads()},
                          {"blas_threads", core::blas_num_threads()},
                          {"world_size", m.world},
-                         {"zero_stage", m.config.get_int("parallel.zero_stage")},
+                         {"zero_stage", m.plan.zero_stage},
+                         {"plan", m.plan.to_json()},
                          {"bytes_per_param",
                           {{"params", mem.param_bytes},
                            {"grads", mem.grad_bytes},
@@ -442,10 +447,9 @@ Result<RunSummary> Trainer::run() {
       m.peak_flops / 1e9);
   if (m.world > 1)
     spdlog::info(
-        "data parallel: world {}, ZeRO stage {}, {:.1f} bytes/parameter on this rank "
-        "(params {:.1f}, grads {:.1f}, optimizer {:.1f})",
-        m.world, m.config.get_int("parallel.zero_stage"), mem.total(), mem.param_bytes,
-        mem.grad_bytes, mem.optimizer_bytes);
+        "plan {}: {:.1f} bytes/parameter on this rank (params {:.1f}, grads {:.1f}, "
+        "optimizer {:.1f})",
+        m.plan.summary(), mem.total(), mem.param_bytes, mem.grad_bytes, mem.optimizer_bytes);
   ui::ProgressLine progress(ui::ProgressLine::stderr_is_tty(), o.log_interval);
   auto run_start = Clock::now();
   double ema_tps = 0, ema_step = 0;

@@ -15,6 +15,7 @@
 
 #include "cairn/ckpt/checkpoint.h"
 #include "cairn/ckpt/persist.h"
+#include "cairn/comm/mesh_groups.h"
 #include "cairn/core/config.h"
 #include "cairn/data/local_sampler.h"
 #include "cairn/data/token_file.h"
@@ -22,11 +23,11 @@
 #include "cairn/elastic/flash_slots.h"
 #include "cairn/elastic/progress.h"
 #include "cairn/model/config.h"
+#include "cairn/parallel/engine.h"
 #include "cairn/train/options.h"
 #include "cairn/train/run_log.h"
 #include "cairn/train/trainer.h"
 #include "train/dynamic_data_impl.h"
-#include "train/engine_impl.h"
 #include "train/flash_impl.h"
 
 namespace cairn::train {
@@ -49,7 +50,9 @@ struct Trainer::Impl {
   std::unique_ptr<data::LocalSampler> sampler, val_sampler;  // sampler: null with data.stream
   std::unique_ptr<data::TokenStream> stream;                 // data.stream: train.stream
   std::shared_ptr<model::LanguageModel> model;
-  std::unique_ptr<Engine> engine;
+  parallel::Plan plan;
+  std::unique_ptr<comm::MeshGroups> groups;  // the plan's process groups
+  std::unique_ptr<parallel::Engine> engine;
   std::unique_ptr<FlashSlots> flash;
   std::vector<std::unique_ptr<FlashSlots>> peer_slots;  // other local ranks' slots, while restoring
   std::unique_ptr<elastic::ProgressWriter> progress;    // read by the agent's hang detector
@@ -59,7 +62,7 @@ struct Trainer::Impl {
   int64_t slow_storage_waits = 0;  // persisted saves that waited for a slot
   bool direct_persist = false;     // /dev/shm too small: storage checkpoints written directly
   int64_t num_params = 0;
-  comm::Group* group = nullptr;  // data-parallel group; null in one process
+  comm::Group* group = nullptr;  // every rank of the job; null in one process
   int world = 1, rank = 0;
   std::unique_ptr<RunLog> log;
   int64_t step = 0;

@@ -188,6 +188,45 @@ TEST_F(TrainerTest, AccumulationMatchesOneBigBatch) {
   for (size_t i = 0; i < 5; ++i) EXPECT_NEAR(sa->losses[i], sb->losses[i], 1e-5 * sa->losses[i]);
 }
 
+// A plan file that says what the keys say trains the same steps; the plan of a run is in its
+// start event; bad plans and plans that contradict the keys are refused before training.
+TEST_F(TrainerTest, APlanFileTrainsLikeTheKeysItReplaces) {
+  const std::string plan = dir_ + "/plan.json";
+  std::ofstream(plan) << R"({"zero_stage": 1, "layers": [{"checkpoint": true}, {}]})";
+  auto a = Trainer::Create(Config("gpt2", {"parallel.zero_stage=1"}), Run("keys", false, 4));
+  auto b = Trainer::Create(Config("gpt2", {"parallel.plan=" + plan}), Run("plan", false, 4));
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status().ToString() << b.status().ToString();
+  auto sa = (*a)->run(), sb = (*b)->run();
+  ASSERT_TRUE(sa.ok() && sb.ok());
+  for (size_t i = 0; i < 4; ++i) EXPECT_NEAR(sa->losses[i], sb->losses[i], 1e-5 * sa->losses[i]);
+  std::ifstream events(dir_ + "/plan/events.jsonl");
+  std::string line, start;
+  while (std::getline(events, line))
+    if (line.find("\"start\"") != std::string::npos) start = line;
+  EXPECT_THAT(start, HasSubstr(R"("checkpoint":true)"));
+  EXPECT_THAT(start, HasSubstr(R"("zero_stage":1)"));
+
+  auto refused = [&](const std::string& text, std::vector<std::string> keys) {
+    std::ofstream(plan) << text;
+    keys.push_back("parallel.plan=" + plan);
+    auto t = Trainer::Create(Config("gpt2", keys), Run("refused"));
+    EXPECT_FALSE(t.ok()) << text;
+    return t.ok() ? std::string() : t.status().ToString();
+  };
+  EXPECT_THAT(refused(R"({"mesh": {"tp": 2}})", {}), HasSubstr("needs 2 ranks, the job has 1"));
+  EXPECT_THAT(refused(R"({"layers": [{}]})", {}), HasSubstr("plan.layers: has 1 entries"));
+  EXPECT_THAT(refused(R"({"zero_stage": 1)", {}), HasSubstr("is not valid JSON"));
+  EXPECT_THAT(refused(R"({"zero": 1})", {}), HasSubstr("plan.zero: unknown key"));
+  EXPECT_THAT(refused("{}", {"parallel.zero_stage=2"}),
+              HasSubstr("parallel.zero_stage is set while parallel.plan"));
+  EXPECT_THAT(refused("{}", {"train.activation_checkpointing=true"}),
+              HasSubstr("train.activation_checkpointing is set while parallel.plan"));
+  fs::remove(plan);
+  auto missing = Trainer::Create(Config("gpt2", {"parallel.plan=" + plan}), Run("missing"));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(missing.status().ToString(), HasSubstr(plan));
+}
+
 TEST_F(TrainerTest, ActivationCheckpointingDoesNotChangeNumerics) {
   auto a = Trainer::Create(Config("llama"), Run("ac0", false, 4));
   auto b = Trainer::Create(Config("llama", {"train.activation_checkpointing=true"}),
@@ -281,14 +320,6 @@ TEST_F(TrainerTest, DataParallelMatchesOneProcess) {
       ASSERT_TRUE(resumed.ok()) << resumed.status().ToString();
       EXPECT_EQ((*resumed)->step(), 20);
     }
-}
-
-TEST(WeightDecay, Rule) {
-  EXPECT_TRUE(default_weight_decay("h.0.attn.c_attn.weight", torch::zeros({4, 4})));
-  EXPECT_TRUE(default_weight_decay("wte.weight", torch::zeros({4, 4})));
-  EXPECT_FALSE(default_weight_decay("wpe.weight", torch::zeros({4, 4})));
-  EXPECT_FALSE(default_weight_decay("h.0.ln_1.weight", torch::zeros({4})));
-  EXPECT_FALSE(default_weight_decay("h.0.attn.c_attn.bias", torch::zeros({12})));
 }
 
 }  // namespace

@@ -83,6 +83,10 @@ class LanguageModel : public torch::nn::Module {
   std::vector<bool> checkpointed_;  // per block
 };
 
+// The weight-decay rule of both families: matrices (dim >= 2) decay, except GPT-2's positional
+// table `wpe.weight`; norms and biases never do.
+bool default_weight_decay(const std::string& name, const torch::Tensor& p);
+
 // Builds the architecture config.arch names and initializes it deterministically from seed:
 // weights normal(0, init_std), residual output projections (gpt2 attn.c_proj and mlp.c_proj,
 // llama attention.wo and feed_forward.w2) normal(0, init_std / sqrt(2 * n_layer)), biases 0,

@@ -8,6 +8,8 @@
 
 #include "cairn/core/config.h"
 #include "cairn/core/status.h"
+#include "cairn/model/config.h"
+#include "cairn/parallel/plan.h"
 
 namespace cairn::train {
 
@@ -31,6 +33,9 @@ struct TrainOptions {
   int64_t keep_every = 0;          // also keep steps divisible by this; 0 = none
   double persist_timeout_s = 600;  // longest wait for a free slot or a final persist
   bool activation_checkpointing = false;
+  int64_t zero_stage = 0;          // parallel.zero_stage
+  int64_t bucket_mb = 8;           // parallel.bucket_mb
+  std::string plan_path;           // parallel.plan: a JSON plan file; empty = from the keys above
   std::string precision = "fp32";  // fp32 | bf16
   int64_t threads = 0;             // intra-op threads; 0 = torch default
   int64_t log_interval = 10;       // steps between progress lines when not on a terminal
@@ -41,15 +46,18 @@ struct TrainOptions {
   std::string tokenizer = "gpt2";
 };
 
-// The weight-decay rule: matrices (dim >= 2) decay, except the positional table
-// `wpe.weight`; norms and biases never do.
-bool default_weight_decay(const std::string& name, const torch::Tensor& p);
-
 // train.*, data.*, parallel.* and ckpt.* keys.
 core::ConfigSpec train_spec();
 // Every key a job config may hold: model_spec() + train_spec().
 core::ConfigSpec job_spec();
 // Reads and cross-checks the options (e.g. global batch divisible by micro batch).
 Result<TrainOptions> train_options_from(const core::Config& config);
+
+// The job's parallel plan over `world` ranks: the file parallel.plan when set (then
+// parallel.zero_stage, parallel.bucket_mb and train.activation_checkpointing must be left at
+// their defaults: the plan says it), else data parallelism with those keys. Validated against
+// the model; errors name the key or the plan's field.
+Result<parallel::Plan> plan_from(const TrainOptions& options, const model::ModelConfig& model,
+                                 int world);
 
 }  // namespace cairn::train

@@ -1,6 +1,10 @@
-// Engine: what the trainer's step needs from parallelism and the optimizer, with one
-// implementation over DataParallel (DDP, ZeRO-1/2) and one over Zero3 (parameters sharded).
-// Every method marked collective must be called by all data-parallel ranks in the same order.
+// Engine: what a training step needs from parallelism and the optimizer, and parallelize(),
+// which builds one from a model, a Plan and the mesh's process groups. The trainer sees only
+// this interface: how parameters, gradients and optimizer state are laid out (replicated,
+// ZeRO-sharded, and with the model-parallel issues split by tensor, context or pipeline) is
+// the engine's business.
+//
+// Every method marked collective must be called by all ranks of the job in the same order.
 #pragma once
 
 #include <torch/types.h>
@@ -13,15 +17,16 @@
 
 #include "cairn/core/status.h"
 #include "cairn/parallel/data_parallel.h"
+#include "cairn/parallel/plan.h"
 
 namespace cairn::model {
 class LanguageModel;
 }
 namespace cairn::comm {
-class Group;
+class MeshGroups;
 }
 
-namespace cairn::train {
+namespace cairn::parallel {
 
 class Engine {
  public:
@@ -48,11 +53,16 @@ class Engine {
   virtual Status load(const std::map<std::string, torch::Tensor>& tensors,
                       const std::string& model_prefix, const std::string& optim_prefix,
                       int64_t step_count) = 0;
-  virtual parallel::MemoryReport memory_report() const = 0;
+  virtual MemoryReport memory_report() const = 0;
 };
 
-// zero_stage 0-2: DataParallel; 3: Zero3. `group` may be null (one process).
-std::unique_ptr<Engine> make_engine(std::shared_ptr<model::LanguageModel> model, comm::Group* group,
-                                    int zero_stage, int64_t bucket_bytes, parallel::AdamHyper adam);
+// Lays `model` out as `plan` says over `groups` (built from the plan's mesh; collective over
+// the job) and returns the engine that trains it with AdamW (`adam`). Applies the plan's
+// per-block activation checkpointing to the model. Checks plan.validate() against the model
+// and that the groups' mesh is the plan's. Layouts this version cannot carry out yet (tp, cp
+// or pp above 1) are kUnsupported, naming the axis.
+Result<std::unique_ptr<Engine>> parallelize(std::shared_ptr<model::LanguageModel> model,
+                                            const Plan& plan, const comm::MeshGroups& groups,
+                                            AdamHyper adam);
 
-}  // namespace cairn::train
+}  // namespace cairn::parallel

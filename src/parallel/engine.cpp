@@ -1,16 +1,20 @@
-// The two engines: replicated parameters (DataParallel) and sharded parameters (Zero3).
+// parallelize() and its two engines today: replicated parameters (DataParallel: DDP, ZeRO-1/2)
+// and sharded parameters (Zero3). Tensor, context and pipeline parallelism plug in here: a
+// plan with tp, cp or pp above 1 gets an engine that runs the model's stages over those
+// groups (see docs/architecture.md).
+#include "cairn/parallel/engine.h"
+
 #include <torch/torch.h>
 
 #include <set>
 #include <unordered_map>
 
+#include "cairn/comm/mesh_groups.h"
 #include "cairn/model/fused_cross_entropy.h"
 #include "cairn/model/language_model.h"
 #include "cairn/parallel/zero3.h"
-#include "cairn/train/options.h"
-#include "train/engine_impl.h"
 
-namespace cairn::train {
+namespace cairn::parallel {
 namespace {
 
 // Checks that every parameter of `params` is in `tensors` with the same shape.
@@ -31,12 +35,11 @@ Status check_params(const Engine::NamedTensors& params,
 class ReplicatedEngine : public Engine {
  public:
   ReplicatedEngine(std::shared_ptr<model::LanguageModel> m, comm::Group* group,
-                   parallel::DataParallelOptions o)
+                   DataParallelOptions o)
       : model_(std::move(m)) {
-    parallel::DataParallel::NamedParams params;
+    DataParallel::NamedParams params;
     for (auto& p : model_->named_parameters()) params.emplace_back(p.key(), p.value());
-    dp_ =
-        std::make_unique<parallel::DataParallel>(std::move(params), default_weight_decay, group, o);
+    dp_ = std::make_unique<DataParallel>(std::move(params), model::default_weight_decay, group, o);
     dp_->broadcast_parameters();
   }
   void zero_grad() override { dp_->zero_grad(); }
@@ -70,19 +73,19 @@ class ReplicatedEngine : public Engine {
     for (auto& [name, p] : params) p.copy_(tensors.at(model_prefix + name));
     return Status::Ok();
   }
-  parallel::MemoryReport memory_report() const override { return dp_->memory_report(); }
+  MemoryReport memory_report() const override { return dp_->memory_report(); }
 
  private:
   std::shared_ptr<model::LanguageModel> model_;
-  std::unique_ptr<parallel::DataParallel> dp_;
+  std::unique_ptr<DataParallel> dp_;
 };
 
 // The model as ZeRO-3 stages: embedding, one stage per block, final norm + head + loss.
-parallel::StagedModel to_staged(const std::shared_ptr<model::LanguageModel>& m) {
+StagedModel to_staged(const std::shared_ptr<model::LanguageModel>& m) {
   std::unordered_map<const void*, std::string> name_of;
   for (auto& p : m->named_parameters()) name_of[p.value().unsafeGetTensorImpl()] = p.key();
   const int64_t L = m->config().n_layer;
-  parallel::StagedModel s;
+  StagedModel s;
   s.stage_params.resize(size_t(L + 2));
   std::set<const void*> in_layer;
   for (int64_t i = 0; i < L; ++i)
@@ -120,12 +123,11 @@ parallel::StagedModel to_staged(const std::shared_ptr<model::LanguageModel>& m) 
 
 class ShardedEngine : public Engine {
  public:
-  ShardedEngine(std::shared_ptr<model::LanguageModel> m, comm::Group* group,
-                parallel::AdamHyper adam)
+  ShardedEngine(std::shared_ptr<model::LanguageModel> m, comm::Group* group, AdamHyper adam)
       : model_(std::move(m)) {
     for (auto& p : model_->named_parameters())
       shapes_.emplace_back(p.key(), torch::empty(p.value().sizes()));
-    z_ = std::make_unique<parallel::Zero3>(to_staged(model_), default_weight_decay, group, adam);
+    z_ = std::make_unique<Zero3>(to_staged(model_), model::default_weight_decay, group, adam);
   }
   void zero_grad() override { z_->zero_grad(); }
   torch::Tensor loss(const torch::Tensor& x, const torch::Tensor& y, bool) override {
@@ -153,25 +155,42 @@ class ShardedEngine : public Engine {
     CAIRN_RETURN_IF_ERROR(z_->load_state(tensors, optim_prefix, step_count));
     return z_->load_params(tensors, model_prefix);
   }
-  parallel::MemoryReport memory_report() const override { return z_->memory_report(); }
+  MemoryReport memory_report() const override { return z_->memory_report(); }
 
  private:
   std::shared_ptr<model::LanguageModel> model_;
   NamedTensors shapes_;  // names and shapes of the (released) parameters
-  std::unique_ptr<parallel::Zero3> z_;
+  std::unique_ptr<Zero3> z_;
 };
 
 }  // namespace
 
-std::unique_ptr<Engine> make_engine(std::shared_ptr<model::LanguageModel> model, comm::Group* group,
-                                    int zero_stage, int64_t bucket_bytes,
-                                    parallel::AdamHyper adam) {
-  if (zero_stage >= 3) return std::make_unique<ShardedEngine>(std::move(model), group, adam);
-  parallel::DataParallelOptions o;
-  o.zero_stage = zero_stage;
-  o.bucket_bytes = bucket_bytes;
+Result<std::unique_ptr<Engine>> parallelize(std::shared_ptr<model::LanguageModel> model,
+                                            const Plan& plan, const comm::MeshGroups& groups,
+                                            AdamHyper adam) {
+  const comm::MeshShape& have = groups.mesh().shape();
+  if (have.pp != plan.mesh.pp || have.dp != plan.mesh.dp || have.cp != plan.mesh.cp ||
+      have.tp != plan.mesh.tp || groups.mesh().order() != plan.order)
+    return Status::InvalidArgument("parallelize: the process groups are of mesh " +
+                                   have.ToString() + ", the plan's is " + plan.mesh.ToString());
+  CAIRN_RETURN_IF_ERROR(plan.validate(model->config(), groups.mesh().size()));
+  for (comm::Axis a : {comm::Axis::kTensor, comm::Axis::kContext, comm::Axis::kPipeline})
+    if (plan.mesh.extent(a) > 1)
+      return Status::Unsupported(std::string("plan: ") + comm::axis_name(a) + " " +
+                                 std::to_string(plan.mesh.extent(a)) +
+                                 ": this version trains with data parallelism and ZeRO only "
+                                 "(tp, cp and pp must be 1)");
+  std::vector<bool> checkpointed;
+  for (const LayerPlan& l : plan.layers) checkpointed.push_back(l.checkpoint);
+  model->set_activation_checkpointing(checkpointed);
+  comm::Group* dp = groups.get(comm::Axis::kData);
+  if (plan.shards_parameters())
+    return std::unique_ptr<Engine>(std::make_unique<ShardedEngine>(std::move(model), dp, adam));
+  DataParallelOptions o;
+  o.zero_stage = plan.zero_stage;
+  o.bucket_bytes = plan.bucket_bytes;
   o.adam = adam;
-  return std::make_unique<ReplicatedEngine>(std::move(model), group, o);
+  return std::unique_ptr<Engine>(std::make_unique<ReplicatedEngine>(std::move(model), dp, o));
 }
 
-}  // namespace cairn::train
+}  // namespace cairn::parallel
