@@ -10,20 +10,25 @@ require ldd cp grep
 bin=$(dirname "$cairn")
 [ -x "$bin/cairn-torch" ] || fail "$bin/cairn-torch is missing"
 
-# The front loads no torch library; cairn-torch does.
-if ldd "$cairn" | grep -E 'libtorch|libc10'; then fail "the front links libtorch"; fi
-ldd "$bin/cairn-torch" | grep -q libtorch_cpu || fail "cairn-torch does not link libtorch"
+# The front loads no torch library; cairn-torch does. (Whole outputs, not pipes into grep -q:
+# its early exit would fail ldd with SIGPIPE under pipefail.)
+front_libs=$(ldd "$cairn")
+torch_libs=$(ldd "$bin/cairn-torch")
+if grep -E 'libtorch|libc10' <<< "$front_libs"; then fail "the front links libtorch"; fi
+grep -q libtorch_cpu <<< "$torch_libs" || fail "cairn-torch does not link libtorch"
 
 # The front's help lists every command, the torch ones included.
 help=$("$cairn" --help)
 for c in data train generate run master ckpt node-check; do
   grep -qE "^  $c( |$)" <<< "$help" || fail "cairn --help does not list '$c': $help"
 done
-"$cairn" --version | grep -qx "cairn [0-9.]*" || fail "cairn --version"
+grep -qx "cairn [0-9.]*" <<< "$("$cairn" --version)" || fail "cairn --version"
 
 # A torch command is answered by cairn-torch.
-"$cairn" train --help | grep -q -- "--describe" || fail "cairn train --help did not reach cairn-torch"
-"$cairn" --log-level warn train --help | grep -q -- "--resume-or-start" \
+train_help=$("$cairn" train --help)
+grep -q -- "--describe" <<< "$train_help" || fail "cairn train --help did not reach cairn-torch"
+train_help=$("$cairn" --log-level warn train --help)
+grep -q -- "--resume-or-start" <<< "$train_help" \
   || fail "cairn --log-level warn train --help did not reach cairn-torch"
 "$cairn" generate --ckpt "$work/none" --prompt x 2> "$work/err" && fail "generate without a checkpoint succeeded"
 grep -q "$work/none" "$work/err" || fail "generate without a checkpoint: $(cat "$work/err")"

@@ -276,8 +276,8 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
   if (o.sharding == "dynamic") {
     if (!impl->plan.allows_uneven_micro_batches())
       return Status::InvalidArgument(
-          "data.sharding: dynamic needs a plan whose ranks may train different numbers of "
-          "micro-batches per step (parallel.zero_stage 0 or 1, no tp, cp or pp); this one is " +
+          "data.sharding: dynamic needs parallel.zero_stage 0 or 1 and tp, cp and pp 1 (its "
+          "ranks train different numbers of micro-batches per step); the plan is " +
           impl->plan.summary());
     DynamicDataOptions d;
     if (const char* m = std::getenv("CAIRN_MASTER_ADDR")) d.master = m;
