@@ -80,6 +80,25 @@ class Agent {
   Result<AgentResult> run();
 
  private:
+  // How a round's supervision ended.
+  struct RoundEnd {
+    std::vector<WorkerExit> failures;
+    std::vector<double> failure_times;
+    std::vector<int> hung;   // global ranks the hang detector killed
+    std::string round_over;  // set when the rendezvous ended the round
+    int finished = 0;        // workers that exited 0
+  };
+  // The round's services (kept across a restart in place) and its workers.
+  Result<std::unique_ptr<WorkerGroup>> start_round(int round, int restarts, const World& world);
+  // Until a failure, the end, a signal to the agent or the rendezvous ending the round: hang
+  // detection, warm standbys, progress to the rendezvous, exits.
+  RoundEnd supervise(WorkerGroup& group, const World& world, int restarts);
+  // After a failure: stop the rest, diagnose, persist or queue the in-memory checkpoint, and
+  // either restart (nullopt, *restarts counted) or end the job (the result).
+  std::optional<AgentResult> handle_failure(WorkerGroup& group, const RoundEnd& end, int round,
+                                            int* restarts);
+
+ private:
   int interrupt_signal() const { return o_.interrupt ? o_.interrupt->signal.load() : 0; }
   bool hurry() const { return o_.interrupt && o_.interrupt->count.load() >= 2; }
   // The job is over on this node: its in-memory checkpoints go with it.
@@ -282,118 +301,189 @@ std::string Agent::failure_summary(const AgentResult& r) const {
   return s;
 }
 
+Result<std::unique_ptr<WorkerGroup>> Agent::start_round(int round, int restarts,
+                                                        const World& world) {
+  if (round == 0)
+    events_.write("agent_start", {{"nproc", world.nproc_per_node},
+                                  {"nnodes", world.num_nodes},
+                                  {"node_rank", world.node_rank},
+                                  {"world_size", world.world_size()},
+                                  {"run_id", world.run_id},
+                                  {"max_restarts", o_.max_restarts},
+                                  {"command", o_.command}});
+  node_rank_ = world.node_rank;
+  ranks_.clear();
+  for (int i = 0; i < world.nproc_per_node; ++i) ranks_.push_back(world.global_rank(i));
+  // The round's services stay while this node runs the same ranks (a restart in place): a
+  // persist queued at the failure goes on while the workers restart.
+  if (ranks_ != services_ranks_) services_.reset();
+  services_ranks_ = ranks_;
+  if (o_.start_round && !services_) {
+    auto services = o_.start_round(
+        ranks_, [this](const std::string& e, const json& fields) { events_.write(e, fields); });
+    if (!services.ok()) return services.status().WithContext("starting the round's services");
+    services_ = std::move(services).value();
+  }
+  WorkerGroupOptions go;
+  go.log_dir = o_.run_dir + "/logs";
+  go.echo_stdout_fd = o_.echo_stdout_fd;
+  go.echo_stderr_fd = o_.echo_stderr_fd;
+  go.tail_lines = o_.tail_lines;
+  if (round > 0) go.log_header = "--- cairn run: restart " + std::to_string(round) + " ---";
+  CAIRN_ASSIGN_OR_RETURN(
+      std::unique_ptr<WorkerGroup> group,
+      WorkerGroup::Start(worker_specs(world), go, o_.standby ? &standbys_ : nullptr));
+  const int from_standby = group->num_from_standby();
+  json pids = json::object();  // by global rank: an activated standby's environ is stale
+  for (int local = 0; local < world.nproc_per_node; ++local)
+    pids[std::to_string(world.global_rank(local))] = group->pid(local);
+  events_.write("workers_started", {{"round", round},
+                                    {"world_size", world.world_size()},
+                                    {"master_addr", world.master_addr},
+                                    {"master_port", world.master_port},
+                                    {"from_standby", from_standby},
+                                    {"pids", pids}});
+  spdlog::info(
+      "started {} worker(s){}: ranks {}..{} of {}, master {}:{}{}", world.nproc_per_node,
+      from_standby > 0 ? fmt::format(" ({} from standby)", from_standby) : "", world.global_rank(0),
+      world.global_rank(world.nproc_per_node - 1), world.world_size(), world.master_addr,
+      world.master_port,
+      round > 0 ? fmt::format(", round {} ({} restart(s) of {})", round, restarts, o_.max_restarts)
+                : "");
+  return group;
+}
+
+Agent::RoundEnd Agent::supervise(WorkerGroup& group, const World& world, int restarts) {
+  RoundEnd end;
+  const double round_start = core::unix_time();
+  int64_t last_step = -1;
+  // Only worth it when another round can come: restarts left, or membership that can change.
+  bool standbys_filled =
+      !o_.standby || !(may_restart(restarts, o_.max_restarts) || rdzv_.follows_membership());
+  while (end.failures.empty() && group.num_running() > 0 && !interrupt_signal() &&
+         end.round_over.empty()) {
+    if (o_.hang_timeout_s > 0 && end.hung.empty())
+      end.hung = detect_hangs(group, world, round_start);
+    // Standbys start once every local worker has stepped, so their start does not compete
+    // with the round's own (on a small node, that would slow the recovery they are for).
+    if (!standbys_filled && all_stepped(world, round_start)) {
+      standbys_.fill(worker_specs(world), prefault_sizes(group));
+      standbys_filled = true;
+    }
+    if (auto p = read_progress(o_.run_dir, world.global_rank(0)); p && p->step != last_step) {
+      last_step = p->step;
+      rdzv_.progress(last_step);
+    }
+    if (std::string why; rdzv_.round_over(&why))
+      end.round_over = why.empty() ? "membership changed" : why;
+    for (const WorkerExit& e : group.poll(o_.monitor_interval_s)) {
+      if (e.status.success()) {
+        spdlog::info("rank {} exited 0", e.rank);
+        ++end.finished;
+        continue;
+      }
+      spdlog::error("rank {} (pid {}) failed: {}", e.rank, e.pid, e.status.ToString());
+      end.failures.push_back(e);
+      end.failure_times.push_back(core::unix_time());
+    }
+  }
+  return end;
+}
+
+std::optional<AgentResult> Agent::handle_failure(WorkerGroup& group, const RoundEnd& end, int round,
+                                                 int* restarts) {
+  // Stop the rest at once, then restart or give up. A graceful stop would only wait for their
+  // collectives with the lost rank to fail; what they can save is already in their in-memory
+  // checkpoints.
+  if (group.num_running() > 0) spdlog::warn("stopping the other workers (SIGKILL)");
+  for (const WorkerExit& e : group.stop(SIGKILL, 0, [this] { return hurry(); }))
+    spdlog::info("rank {} stopped: {}", e.rank, e.status.ToString());
+  group.drain(0.5);  // the failed workers' last lines, for the diagnosis
+  // The failure that explains the others: a rank that lost its peer is a consequence.
+  size_t primary = 0;
+  std::vector<Diagnosis> diagnoses;
+  for (size_t i = 0; i < end.failures.size(); ++i) {
+    const WorkerExit& e = end.failures[i];
+    diagnoses.push_back(diagnose(e.status, group.tail(e.local_rank)));
+    if (std::find(end.hung.begin(), end.hung.end(), e.rank) != end.hung.end())
+      diagnoses.back() = {FailureKind::kHang, true,
+                          "no progress for " + fmt::format("{:g}", o_.hang_timeout_s) +
+                              " s (--hang-timeout); stacks in " + o_.run_dir + "/logs/hang-rank-" +
+                              std::to_string(e.rank) + ".txt"};
+    json j = exit_fields(e);
+    j["round"] = round;
+    j["time"] = end.failure_times[i];
+    j["diagnosis"] = failure_kind_name(diagnoses[i].kind);
+    j["restartable"] = diagnoses[i].restartable;
+    j["reason"] = diagnoses[i].reason;
+    events_.write("worker_failed", j);
+    if (diagnoses[primary].kind == FailureKind::kPeerLost &&
+        diagnoses[i].kind != FailureKind::kPeerLost)
+      primary = i;
+  }
+  const WorkerExit first = end.failures[primary];
+  const Diagnosis& why = diagnoses[primary];
+  spdlog::error("rank {}: {}", first.rank, why.reason);
+  const bool will_restart =
+      why.restartable && may_restart(*restarts, o_.max_restarts) && !interrupt_signal();
+  if (will_restart)
+    queue_memory();  // persisted while the workers restart
+  else
+    persist_memory("worker_failed");
+  rdzv_.worker_failed(first.rank, first.status,
+                      std::string(failure_kind_name(why.kind)) + ": " + why.reason);
+  if (interrupt_signal()) return interrupted(&group, *restarts);
+  if (!why.restartable) {
+    spdlog::error("not restarting: {}", why.reason);
+    events_.write(
+        "job_stopped",
+        {{"rank", first.rank}, {"diagnosis", failure_kind_name(why.kind)}, {"reason", why.reason}});
+  } else if (may_restart(*restarts, o_.max_restarts)) {
+    ++*restarts;
+    spdlog::warn("restarting the workers (restart {} of {})", *restarts, o_.max_restarts);
+    events_.write("restart", {{"count", *restarts}, {"max_restarts", o_.max_restarts}});
+    return std::nullopt;
+  }
+  rdzv_.job_done();
+  AgentResult r;
+  r.restarts = *restarts;
+  r.failure = first;
+  r.failure_tail = group.tail(first.local_rank);
+  r.failure_log = group.log_path(first.local_rank);
+  r.exit_code = agent_exit_code(first.status, 0);
+  r.diagnosis = why;
+  r.summary = failure_summary(r);
+  return r;
+}
+
 Result<AgentResult> Agent::run() {
-  std::string logs = o_.run_dir + "/logs";
-  if (Status s = core::make_dirs(logs); !s.ok()) return s;
+  if (Status s = core::make_dirs(o_.run_dir + "/logs"); !s.ok()) return s;
   int restarts = 0;  // after failures; a round also ends when membership changes
   for (int round = 0;; ++round) {
     if (interrupt_signal()) return finish(interrupted(nullptr, restarts));
     auto world = rdzv_.next_round(round, o_.rendezvous_timeout_s);
     if (!world.ok()) return fail(world.status().WithContext("rendezvous"));
-    if (round == 0)
-      events_.write("agent_start", {{"nproc", world->nproc_per_node},
-                                    {"nnodes", world->num_nodes},
-                                    {"node_rank", world->node_rank},
-                                    {"world_size", world->world_size()},
-                                    {"run_id", world->run_id},
-                                    {"max_restarts", o_.max_restarts},
-                                    {"command", o_.command}});
-    node_rank_ = world->node_rank;
-    ranks_.clear();
-    for (int i = 0; i < world->nproc_per_node; ++i) ranks_.push_back(world->global_rank(i));
-    // The round's services stay while this node runs the same ranks (a restart in place): a
-    // persist queued at the failure goes on while the workers restart.
-    if (ranks_ != services_ranks_) services_.reset();
-    services_ranks_ = ranks_;
-    if (o_.start_round && !services_) {
-      auto services = o_.start_round(
-          ranks_, [this](const std::string& e, const json& fields) { events_.write(e, fields); });
-      if (!services.ok())
-        return fail(services.status().WithContext("starting the round's services"));
-      services_ = std::move(services).value();
-    }
-    WorkerGroupOptions go;
-    go.log_dir = logs;
-    go.echo_stdout_fd = o_.echo_stdout_fd;
-    go.echo_stderr_fd = o_.echo_stderr_fd;
-    go.tail_lines = o_.tail_lines;
-    if (round > 0) go.log_header = "--- cairn run: restart " + std::to_string(round) + " ---";
-    const std::vector<WorkerSpec> specs = worker_specs(*world);
-    auto group = WorkerGroup::Start(specs, go, o_.standby ? &standbys_ : nullptr);
+    auto group = start_round(round, restarts, *world);
     if (!group.ok()) return fail(group.status());
-    const int from_standby = (*group)->num_from_standby();
-    json pids = json::object();  // by global rank: an activated standby's environ is stale
-    for (int local = 0; local < world->nproc_per_node; ++local)
-      pids[std::to_string(world->global_rank(local))] = (*group)->pid(local);
-    events_.write("workers_started", {{"round", round},
-                                      {"world_size", world->world_size()},
-                                      {"master_addr", world->master_addr},
-                                      {"master_port", world->master_port},
-                                      {"from_standby", from_standby},
-                                      {"pids", pids}});
-    spdlog::info(
-        "started {} worker(s){}: ranks {}..{} of {}, master {}:{}{}", world->nproc_per_node,
-        from_standby > 0 ? fmt::format(" ({} from standby)", from_standby) : "",
-        world->global_rank(0), world->global_rank(world->nproc_per_node - 1), world->world_size(),
-        world->master_addr, world->master_port,
-        round > 0
-            ? fmt::format(", round {} ({} restart(s) of {})", round, restarts, o_.max_restarts)
-            : "");
-
-    // Supervise until a failure, the end, or a signal to the agent.
-    std::vector<WorkerExit> failures;
-    std::vector<double> failure_times;
-    std::vector<int> hung;  // global ranks the hang detector killed
-    const double round_start = core::unix_time();
-    std::string round_over;  // set when the rendezvous ends the round
-    int64_t last_step = -1;
-    int finished = 0;  // workers that exited 0
-    // Only worth it when another round can come: restarts left, or membership that can change.
-    bool standbys_filled =
-        !o_.standby || !(may_restart(restarts, o_.max_restarts) || rdzv_.follows_membership());
-    while (failures.empty() && (*group)->num_running() > 0 && !interrupt_signal() &&
-           round_over.empty()) {
-      if (o_.hang_timeout_s > 0 && hung.empty()) hung = detect_hangs(**group, *world, round_start);
-      // Standbys start once every local worker has stepped, so their start does not compete
-      // with the round's own (on a small node, that would slow the recovery they are for).
-      if (!standbys_filled && all_stepped(*world, round_start)) {
-        standbys_.fill(specs, prefault_sizes(**group));
-        standbys_filled = true;
-      }
-      if (auto p = read_progress(o_.run_dir, world->global_rank(0)); p && p->step != last_step) {
-        last_step = p->step;
-        rdzv_.progress(last_step);
-      }
-      if (std::string why; rdzv_.round_over(&why))
-        round_over = why.empty() ? "membership changed" : why;
-      for (const WorkerExit& e : (*group)->poll(o_.monitor_interval_s)) {
-        if (e.status.success()) {
-          spdlog::info("rank {} exited 0", e.rank);
-          ++finished;
-          continue;
-        }
-        spdlog::error("rank {} (pid {}) failed: {}", e.rank, e.pid, e.status.ToString());
-        failures.push_back(e);
-        failure_times.push_back(core::unix_time());
-      }
-    }
+    RoundEnd end = supervise(**group, *world, restarts);
     if (interrupt_signal()) return finish(interrupted(group->get(), restarts));
-    if (failures.empty() && !round_over.empty()) {
+    if (end.failures.empty() && !end.round_over.empty()) {
       // Membership changed (a node lost or waiting to join): a new round, not a failure.
-      spdlog::warn("the round is over: {}; stopping the workers to join the next one", round_over);
+      spdlog::warn("the round is over: {}; stopping the workers to join the next one",
+                   end.round_over);
       for (const WorkerExit& e :
            (*group)->stop(SIGTERM, o_.grace_period_s, [this] { return hurry(); })) {
         spdlog::info("rank {} stopped: {}", e.rank, e.status.ToString());
-        finished += e.status.success();
+        end.finished += e.status.success();
       }
-      if (finished < (*group)->size()) {
-        events_.write("round_over", {{"round", round}, {"reason", round_over}});
+      if (end.finished < (*group)->size()) {
+        events_.write("round_over", {{"round", round}, {"reason", end.round_over}});
         persist_memory("round_over");
         continue;
       }
       // The workers had finished the job (another node leaving at the end ended the round).
     }
-    if (failures.empty()) {
+    if (end.failures.empty()) {
       (*group)->drain(1.0);
       rdzv_.job_done();
       AgentResult r;
@@ -401,69 +491,8 @@ Result<AgentResult> Agent::run() {
       r.summary = "all " + std::to_string((*group)->size()) + " worker(s) exited 0";
       return finish(r);
     }
-
-    // A failure: stop the rest at once, then restart or give up. A graceful stop would only
-    // wait for their collectives with the lost rank to fail; what they can save is already in
-    // their in-memory checkpoints.
-    if ((*group)->num_running() > 0) spdlog::warn("stopping the other workers (SIGKILL)");
-    for (const WorkerExit& e : (*group)->stop(SIGKILL, 0, [this] { return hurry(); }))
-      spdlog::info("rank {} stopped: {}", e.rank, e.status.ToString());
-    (*group)->drain(0.5);  // the failed workers' last lines, for the diagnosis
-    // The failure that explains the others: a rank that lost its peer is a consequence.
-    size_t primary = 0;
-    std::vector<Diagnosis> diagnoses;
-    for (size_t i = 0; i < failures.size(); ++i) {
-      const WorkerExit& e = failures[i];
-      diagnoses.push_back(diagnose(e.status, (*group)->tail(e.local_rank)));
-      if (std::find(hung.begin(), hung.end(), e.rank) != hung.end())
-        diagnoses.back() = {FailureKind::kHang, true,
-                            "no progress for " + fmt::format("{:g}", o_.hang_timeout_s) +
-                                " s (--hang-timeout); stacks in " + o_.run_dir +
-                                "/logs/hang-rank-" + std::to_string(e.rank) + ".txt"};
-      json j = exit_fields(e);
-      j["round"] = round;
-      j["time"] = failure_times[i];
-      j["diagnosis"] = failure_kind_name(diagnoses[i].kind);
-      j["restartable"] = diagnoses[i].restartable;
-      j["reason"] = diagnoses[i].reason;
-      events_.write("worker_failed", j);
-      if (diagnoses[primary].kind == FailureKind::kPeerLost &&
-          diagnoses[i].kind != FailureKind::kPeerLost)
-        primary = i;
-    }
-    const WorkerExit first = failures[primary];
-    const Diagnosis& why = diagnoses[primary];
-    spdlog::error("rank {}: {}", first.rank, why.reason);
-    const bool will_restart =
-        why.restartable && may_restart(restarts, o_.max_restarts) && !interrupt_signal();
-    if (will_restart)
-      queue_memory();  // persisted while the workers restart
-    else
-      persist_memory("worker_failed");
-    rdzv_.worker_failed(first.rank, first.status,
-                        std::string(failure_kind_name(why.kind)) + ": " + why.reason);
-    if (interrupt_signal()) return finish(interrupted(group->get(), restarts));
-    if (!why.restartable) {
-      spdlog::error("not restarting: {}", why.reason);
-      events_.write("job_stopped", {{"rank", first.rank},
-                                    {"diagnosis", failure_kind_name(why.kind)},
-                                    {"reason", why.reason}});
-    } else if (may_restart(restarts, o_.max_restarts)) {
-      ++restarts;
-      spdlog::warn("restarting the workers (restart {} of {})", restarts, o_.max_restarts);
-      events_.write("restart", {{"count", restarts}, {"max_restarts", o_.max_restarts}});
-      continue;
-    }
-    rdzv_.job_done();
-    AgentResult r;
-    r.restarts = restarts;
-    r.failure = first;
-    r.failure_tail = (*group)->tail(first.local_rank);
-    r.failure_log = (*group)->log_path(first.local_rank);
-    r.exit_code = agent_exit_code(first.status, 0);
-    r.diagnosis = why;
-    r.summary = failure_summary(r);
-    return finish(r);
+    if (std::optional<AgentResult> r = handle_failure(**group, end, round, &restarts))
+      return finish(*std::move(r));
   }
 }
 

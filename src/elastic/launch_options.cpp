@@ -44,6 +44,40 @@ Result<double> parse_seconds(const std::string& flag, const std::string& text, d
 
 }  // namespace
 
+namespace {
+// The flags of --rdzv-backend cairn and of the embedded master.
+void add_elastic_flags(CLI::App& cmd, LaunchFlags* f) {
+  cmd.add_option("--node-id,--node_id", f->node_id,
+                 "--rdzv-backend cairn: this node's stable name (default: the host name)")
+      ->option_text("ID");
+  cmd.add_option("--node-host,--node_host", f->node_host,
+                 "--rdzv-backend cairn: the address other nodes reach this node at (default: the "
+                 "local address that routes to the master)")
+      ->option_text("ADDR");
+  cmd.add_option("--job-token,--job_token", f->job_token,
+                 "--rdzv-backend cairn: the job's token (default: $CAIRN_JOB_TOKEN)")
+      ->option_text("TOKEN");
+  cmd.add_flag("--embed-master,--embed_master", f->embed_master,
+               "--rdzv-backend cairn: run the elastic master inside this agent, listening on "
+               "the --rdzv-endpoint port");
+  cmd.add_option("--rdzv-wait,--rdzv_wait", f->rdzv_wait,
+                 "embedded master: seconds to wait at >= MIN nodes for more (default 10)")
+      ->option_text("SECONDS");
+  cmd.add_option("--heartbeat-timeout,--heartbeat_timeout", f->heartbeat_timeout,
+                 "embedded master: a node silent this long is dropped (default 30)")
+      ->option_text("SECONDS");
+  cmd.add_flag("--network-check,--network_check", f->network_check,
+               "embedded master: before a round with unchecked nodes starts, the nodes time a "
+               "matmul and an all-reduce in pairs; a node that fails both check rounds is "
+               "excluded, one slower than twice the others' median is reported as a straggler");
+  cmd.add_flag("--exclude-straggler,--exclude_straggler", f->exclude_straggler,
+               "with --network-check: exclude the stragglers too");
+  cmd.add_option("--network-check-timeout,--network_check_timeout", f->network_check_timeout,
+                 "with --network-check: seconds one node's check may take (default 60)")
+      ->option_text("SECONDS");
+}
+}  // namespace
+
 void add_launch_flags(CLI::App& cmd, LaunchFlags* f) {
   cmd.allow_extras();
   cmd.add_option("--nnodes", f->nnodes,
@@ -82,34 +116,7 @@ void add_launch_flags(CLI::App& cmd, LaunchFlags* f) {
   cmd.add_option("--grace-period,--grace_period", f->grace_period,
                  "seconds from SIGTERM to SIGKILL when stopping workers (default 10)")
       ->option_text("SECONDS");
-  cmd.add_option("--node-id,--node_id", f->node_id,
-                 "--rdzv-backend cairn: this node's stable name (default: the host name)")
-      ->option_text("ID");
-  cmd.add_option("--node-host,--node_host", f->node_host,
-                 "--rdzv-backend cairn: the address other nodes reach this node at (default: the "
-                 "local address that routes to the master)")
-      ->option_text("ADDR");
-  cmd.add_option("--job-token,--job_token", f->job_token,
-                 "--rdzv-backend cairn: the job's token (default: $CAIRN_JOB_TOKEN)")
-      ->option_text("TOKEN");
-  cmd.add_flag("--embed-master,--embed_master", f->embed_master,
-               "--rdzv-backend cairn: run the elastic master inside this agent, listening on "
-               "the --rdzv-endpoint port");
-  cmd.add_option("--rdzv-wait,--rdzv_wait", f->rdzv_wait,
-                 "embedded master: seconds to wait at >= MIN nodes for more (default 10)")
-      ->option_text("SECONDS");
-  cmd.add_option("--heartbeat-timeout,--heartbeat_timeout", f->heartbeat_timeout,
-                 "embedded master: a node silent this long is dropped (default 30)")
-      ->option_text("SECONDS");
-  cmd.add_flag("--network-check,--network_check", f->network_check,
-               "embedded master: before a round with unchecked nodes starts, the nodes time a "
-               "matmul and an all-reduce in pairs; a node that fails both check rounds is "
-               "excluded, one slower than twice the others' median is reported as a straggler");
-  cmd.add_flag("--exclude-straggler,--exclude_straggler", f->exclude_straggler,
-               "with --network-check: exclude the stragglers too");
-  cmd.add_option("--network-check-timeout,--network_check_timeout", f->network_check_timeout,
-                 "with --network-check: seconds one node's check may take (default 60)")
-      ->option_text("SECONDS");
+  add_elastic_flags(cmd, f);
   cmd.add_option("--hang-timeout,--hang_timeout", f->hang_timeout,
                  "a worker that reported step progress and then none for this long is hung: "
                  "its stacks are logged and the group restarted (default 600; 0 = off)")
@@ -182,6 +189,160 @@ Result<std::pair<std::string, int>> parse_endpoint(const std::string& text, int 
   return std::make_pair(host, p);
 }
 
+namespace {
+
+// --nnodes, --nproc-per-node, --node-rank.
+Status resolve_nodes(const LaunchFlags& f, LaunchOptions* o) {
+  if (f.nnodes) {
+    CAIRN_ASSIGN_OR_RETURN(auto range, parse_nnodes(*f.nnodes));
+    o->min_nodes = range.first;
+    o->max_nodes = range.second;
+  }
+  if (f.nproc_per_node) {
+    CAIRN_ASSIGN_OR_RETURN(o->nproc_per_node,
+                           parse_int("--nproc-per-node", *f.nproc_per_node, 1, kMaxNprocPerNode));
+  }
+  if (f.node_rank) {
+    auto rank = parse_int("--node-rank", *f.node_rank, 0, kMaxNodes - 1);
+    if (!rank.ok() || *rank >= o->max_nodes)
+      return bad_flag("--node-rank", *f.node_rank,
+                      "expected 0 <= R < nnodes (" + std::to_string(o->max_nodes) + ")");
+    o->node_rank = *rank;
+  }
+  return Status::Ok();
+}
+
+// --rdzv-backend and what the elastic one takes: node id and host, job token, embedded master and
+// its node check.
+Status resolve_rendezvous(const LaunchFlags& f, LaunchOptions* o) {
+  if (f.rdzv_backend && *f.rdzv_backend != "static" && *f.rdzv_backend != "cairn")
+    return bad_flag("--rdzv-backend", *f.rdzv_backend,
+                    "'static' (nodes given by --node-rank and --rdzv-endpoint) or 'cairn' (nodes "
+                    "join the elastic master at --rdzv-endpoint)");
+  o->elastic = f.rdzv_backend && *f.rdzv_backend == "cairn";
+  if (!o->elastic && (f.node_id || f.node_host || f.job_token || f.embed_master || f.rdzv_wait ||
+                      f.heartbeat_timeout))
+    return Status::InvalidArgument(
+        "--node-id, --node-host, --job-token, --embed-master, --rdzv-wait and --heartbeat-timeout "
+        "need --rdzv-backend cairn");
+  if (o->elastic) {
+    if (!f.rdzv_endpoint)
+      return Status::InvalidArgument(
+          "--rdzv-backend cairn needs --rdzv-endpoint HOST:PORT of the elastic master");
+    if (f.node_rank)
+      return bad_flag("--node-rank", *f.node_rank,
+                      "with --rdzv-backend cairn the master assigns node ranks; drop it");
+    if (f.standalone)
+      return Status::InvalidArgument("--standalone and --rdzv-backend cairn exclude each other");
+    o->embed_master = f.embed_master;
+    if (f.node_id) {
+      if (f.node_id->empty()) return bad_flag("--node-id", "", "expected a non-empty name");
+      o->node_id = *f.node_id;
+    }
+    if (f.node_host) o->node_host = *f.node_host;
+    if (f.job_token) o->job_token = *f.job_token;
+    if (f.rdzv_wait) {
+      CAIRN_ASSIGN_OR_RETURN(o->rdzv_wait_s, parse_seconds("--rdzv-wait", *f.rdzv_wait, 0, 86400));
+    }
+    if (f.heartbeat_timeout) {
+      CAIRN_ASSIGN_OR_RETURN(
+          o->heartbeat_timeout_s,
+          parse_seconds("--heartbeat-timeout", *f.heartbeat_timeout, 0.5, 86400));
+    }
+  }
+  if ((f.network_check || f.exclude_straggler || f.network_check_timeout) &&
+      !(o->elastic && o->embed_master))
+    return Status::InvalidArgument(
+        "--network-check, --exclude-straggler and --network-check-timeout configure the elastic "
+        "master: use them with --rdzv-backend cairn --embed-master, or pass them to `cairn "
+        "master`");
+  if ((f.exclude_straggler || f.network_check_timeout) && !f.network_check)
+    return Status::InvalidArgument(
+        "--exclude-straggler and --network-check-timeout need --network-check");
+  o->network_check = f.network_check;
+  o->exclude_straggler = f.exclude_straggler;
+  if (f.network_check_timeout) {
+    CAIRN_ASSIGN_OR_RETURN(
+        o->network_check_timeout_s,
+        parse_seconds("--network-check-timeout", *f.network_check_timeout, 1, 86400));
+  }
+  return Status::Ok();
+}
+
+// Restarts, intervals, timeouts, the run directory, standbys, the run id.
+Status resolve_supervision(const LaunchFlags& f, LaunchOptions* o) {
+  if (f.max_restarts) {
+    CAIRN_ASSIGN_OR_RETURN(o->max_restarts,
+                           parse_int("--max-restarts", *f.max_restarts, 0, 1000000));
+  }
+  if (f.monitor_interval) {
+    CAIRN_ASSIGN_OR_RETURN(o->monitor_interval_s,
+                           parse_seconds("--monitor-interval", *f.monitor_interval, 0.001, 60));
+  }
+  if (f.hang_timeout) {
+    CAIRN_ASSIGN_OR_RETURN(o->hang_timeout_s,
+                           parse_seconds("--hang-timeout", *f.hang_timeout, 0, 7 * 24 * 3600));
+  }
+  if (f.grace_period) {
+    CAIRN_ASSIGN_OR_RETURN(o->grace_period_s,
+                           parse_seconds("--grace-period", *f.grace_period, 0, 3600));
+  }
+  if (f.run_dir) {
+    if (f.run_dir->empty()) return bad_flag("--run-dir", "", "expected a directory");
+    o->run_dir = *f.run_dir;
+  }
+  o->standby = !f.no_standby;
+  if (f.rdzv_id) {
+    if (f.rdzv_id->empty()) return bad_flag("--rdzv-id", "", "expected a non-empty id");
+    o->run_id = *f.rdzv_id;
+  }
+
+  return Status::Ok();
+}
+
+// Where rank 0 serves the store: --rdzv-endpoint, or --master-addr/--master-port; --standalone.
+Status resolve_master(const LaunchFlags& f, LaunchOptions* o) {
+  // Where rank 0 serves the store: --rdzv-endpoint, or --master-addr/--master-port.
+  if (f.master_port && !f.master_addr)
+    return bad_flag("--master-port", *f.master_port, "needs --master-addr");
+  if (f.rdzv_endpoint && f.master_addr)
+    return Status::InvalidArgument(
+        "--rdzv-endpoint and --master-addr both name the master; give one of them");
+  const bool has_endpoint = f.rdzv_endpoint || f.master_addr;
+  if (f.standalone) {
+    if (o->max_nodes > 1)
+      return bad_flag("--nnodes", f.nnodes.value_or(""), "--standalone runs exactly one node");
+    if (has_endpoint)
+      return Status::InvalidArgument(
+          "--standalone chooses its own master address and port; drop --rdzv-endpoint / "
+          "--master-addr");
+  }
+  if (f.rdzv_endpoint) {
+    CAIRN_ASSIGN_OR_RETURN(auto ep, parse_endpoint(*f.rdzv_endpoint, kDefaultRdzvPort));
+    o->master_host = ep.first;
+    o->master_port = ep.second;
+  } else if (f.master_addr) {
+    // A bare host or address; IPv6 may come with or without brackets.
+    std::string host = *f.master_addr;
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+      host = host.substr(1, host.size() - 2);
+    if (host.empty() || host.find_first_of(" \t/[]") != std::string::npos)
+      return bad_flag("--master-addr", *f.master_addr, "expected a host name or address");
+    o->master_host = host;
+    o->master_port = kDefaultMasterPort;
+    if (f.master_port) {
+      CAIRN_ASSIGN_OR_RETURN(o->master_port, parse_int("--master-port", *f.master_port, 1, 65535));
+    }
+  }
+  if (o->max_nodes > 1 && !has_endpoint && !o->elastic)
+    return Status::InvalidArgument(
+        "--nnodes " + f.nnodes.value_or("") +
+        " spans several nodes: give --rdzv-endpoint HOST:PORT of node 0 and --node-rank");
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<LaunchOptions> resolve_launch_options(const LaunchFlags& f) {
   LaunchOptions o;
   if (!f.unknown.empty()) {
@@ -197,136 +358,11 @@ Result<LaunchOptions> resolve_launch_options(const LaunchFlags& f) {
         "job.yaml");
   o.command = f.command;
 
-  if (f.nnodes) {
-    CAIRN_ASSIGN_OR_RETURN(auto range, parse_nnodes(*f.nnodes));
-    o.min_nodes = range.first;
-    o.max_nodes = range.second;
-  }
-  if (f.nproc_per_node) {
-    CAIRN_ASSIGN_OR_RETURN(o.nproc_per_node,
-                           parse_int("--nproc-per-node", *f.nproc_per_node, 1, kMaxNprocPerNode));
-  }
-  if (f.node_rank) {
-    auto rank = parse_int("--node-rank", *f.node_rank, 0, kMaxNodes - 1);
-    if (!rank.ok() || *rank >= o.max_nodes)
-      return bad_flag("--node-rank", *f.node_rank,
-                      "expected 0 <= R < nnodes (" + std::to_string(o.max_nodes) + ")");
-    o.node_rank = *rank;
-  }
-  if (f.rdzv_backend && *f.rdzv_backend != "static" && *f.rdzv_backend != "cairn")
-    return bad_flag("--rdzv-backend", *f.rdzv_backend,
-                    "'static' (nodes given by --node-rank and --rdzv-endpoint) or 'cairn' (nodes "
-                    "join the elastic master at --rdzv-endpoint)");
-  o.elastic = f.rdzv_backend && *f.rdzv_backend == "cairn";
-  if (!o.elastic && (f.node_id || f.node_host || f.job_token || f.embed_master || f.rdzv_wait ||
-                     f.heartbeat_timeout))
-    return Status::InvalidArgument(
-        "--node-id, --node-host, --job-token, --embed-master, --rdzv-wait and --heartbeat-timeout "
-        "need --rdzv-backend cairn");
-  if (o.elastic) {
-    if (!f.rdzv_endpoint)
-      return Status::InvalidArgument(
-          "--rdzv-backend cairn needs --rdzv-endpoint HOST:PORT of the elastic master");
-    if (f.node_rank)
-      return bad_flag("--node-rank", *f.node_rank,
-                      "with --rdzv-backend cairn the master assigns node ranks; drop it");
-    if (f.standalone)
-      return Status::InvalidArgument("--standalone and --rdzv-backend cairn exclude each other");
-    o.embed_master = f.embed_master;
-    if (f.node_id) {
-      if (f.node_id->empty()) return bad_flag("--node-id", "", "expected a non-empty name");
-      o.node_id = *f.node_id;
-    }
-    if (f.node_host) o.node_host = *f.node_host;
-    if (f.job_token) o.job_token = *f.job_token;
-    if (f.rdzv_wait) {
-      CAIRN_ASSIGN_OR_RETURN(o.rdzv_wait_s, parse_seconds("--rdzv-wait", *f.rdzv_wait, 0, 86400));
-    }
-    if (f.heartbeat_timeout) {
-      CAIRN_ASSIGN_OR_RETURN(
-          o.heartbeat_timeout_s,
-          parse_seconds("--heartbeat-timeout", *f.heartbeat_timeout, 0.5, 86400));
-    }
-  }
-  if ((f.network_check || f.exclude_straggler || f.network_check_timeout) &&
-      !(o.elastic && o.embed_master))
-    return Status::InvalidArgument(
-        "--network-check, --exclude-straggler and --network-check-timeout configure the elastic "
-        "master: use them with --rdzv-backend cairn --embed-master, or pass them to `cairn "
-        "master`");
-  if ((f.exclude_straggler || f.network_check_timeout) && !f.network_check)
-    return Status::InvalidArgument(
-        "--exclude-straggler and --network-check-timeout need --network-check");
-  o.network_check = f.network_check;
-  o.exclude_straggler = f.exclude_straggler;
-  if (f.network_check_timeout) {
-    CAIRN_ASSIGN_OR_RETURN(
-        o.network_check_timeout_s,
-        parse_seconds("--network-check-timeout", *f.network_check_timeout, 1, 86400));
-  }
-  if (f.max_restarts) {
-    CAIRN_ASSIGN_OR_RETURN(o.max_restarts,
-                           parse_int("--max-restarts", *f.max_restarts, 0, 1000000));
-  }
-  if (f.monitor_interval) {
-    CAIRN_ASSIGN_OR_RETURN(o.monitor_interval_s,
-                           parse_seconds("--monitor-interval", *f.monitor_interval, 0.001, 60));
-  }
-  if (f.hang_timeout) {
-    CAIRN_ASSIGN_OR_RETURN(o.hang_timeout_s,
-                           parse_seconds("--hang-timeout", *f.hang_timeout, 0, 7 * 24 * 3600));
-  }
-  if (f.grace_period) {
-    CAIRN_ASSIGN_OR_RETURN(o.grace_period_s,
-                           parse_seconds("--grace-period", *f.grace_period, 0, 3600));
-  }
-  if (f.run_dir) {
-    if (f.run_dir->empty()) return bad_flag("--run-dir", "", "expected a directory");
-    o.run_dir = *f.run_dir;
-  }
-  o.standby = !f.no_standby;
-  if (f.rdzv_id) {
-    if (f.rdzv_id->empty()) return bad_flag("--rdzv-id", "", "expected a non-empty id");
-    o.run_id = *f.rdzv_id;
-  }
-
-  // Where rank 0 serves the store: --rdzv-endpoint, or --master-addr/--master-port.
-  if (f.master_port && !f.master_addr)
-    return bad_flag("--master-port", *f.master_port, "needs --master-addr");
-  if (f.rdzv_endpoint && f.master_addr)
-    return Status::InvalidArgument(
-        "--rdzv-endpoint and --master-addr both name the master; give one of them");
-  const bool has_endpoint = f.rdzv_endpoint || f.master_addr;
-  if (f.standalone) {
-    if (o.max_nodes > 1)
-      return bad_flag("--nnodes", f.nnodes.value_or(""), "--standalone runs exactly one node");
-    if (has_endpoint)
-      return Status::InvalidArgument(
-          "--standalone chooses its own master address and port; drop --rdzv-endpoint / "
-          "--master-addr");
-  }
-  if (f.rdzv_endpoint) {
-    CAIRN_ASSIGN_OR_RETURN(auto ep, parse_endpoint(*f.rdzv_endpoint, kDefaultRdzvPort));
-    o.master_host = ep.first;
-    o.master_port = ep.second;
-  } else if (f.master_addr) {
-    // A bare host or address; IPv6 may come with or without brackets.
-    std::string host = *f.master_addr;
-    if (host.size() > 2 && host.front() == '[' && host.back() == ']')
-      host = host.substr(1, host.size() - 2);
-    if (host.empty() || host.find_first_of(" \t/[]") != std::string::npos)
-      return bad_flag("--master-addr", *f.master_addr, "expected a host name or address");
-    o.master_host = host;
-    o.master_port = kDefaultMasterPort;
-    if (f.master_port) {
-      CAIRN_ASSIGN_OR_RETURN(o.master_port, parse_int("--master-port", *f.master_port, 1, 65535));
-    }
-  }
-  if (o.max_nodes > 1 && !has_endpoint && !o.elastic)
-    return Status::InvalidArgument(
-        "--nnodes " + f.nnodes.value_or("") +
-        " spans several nodes: give --rdzv-endpoint HOST:PORT of node 0 and --node-rank");
-  o.standalone = !has_endpoint;
+  CAIRN_RETURN_IF_ERROR(resolve_nodes(f, &o));
+  CAIRN_RETURN_IF_ERROR(resolve_rendezvous(f, &o));
+  CAIRN_RETURN_IF_ERROR(resolve_supervision(f, &o));
+  CAIRN_RETURN_IF_ERROR(resolve_master(f, &o));
+  o.standalone = !(f.rdzv_endpoint || f.master_addr);
   return o;
 }
 

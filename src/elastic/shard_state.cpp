@@ -233,6 +233,30 @@ nlohmann::json ShardState::snapshot(int64_t max_step) const {
           {"done", done}};
 }
 
+Status ShardState::parse_done_shards(const nlohmann::json& lists, int64_t epoch, int64_t n,
+                                     int64_t cut, int64_t known, std::map<Shard, int64_t>* done,
+                                     int64_t* done_samples) const {
+  for (const auto& [key, list] : lists.items()) {
+    const int64_t e = std::stoll(key);
+    if (e < 0 || e > epoch) return Status::Corrupt("shard state: done shards of epoch " + key);
+    for (const auto& v : list) {
+      const int64_t idx = v.get<int64_t>();
+      const int64_t limit = params_.streaming ? cut : num_shards();
+      if (idx < 0 || idx >= limit)
+        return Status::Corrupt("shard state: shard " + std::to_string(idx) + " of epoch " + key +
+                               " does not exist");
+      Shard s;
+      s.epoch = e;
+      s.index = idx;
+      s.start = idx * params_.shard_size;
+      s.end = std::min(s.start + params_.shard_size, params_.streaming ? n : known);
+      *done_samples += s.size();
+      (*done)[s] = -1;
+    }
+  }
+  return Status::Ok();
+}
+
 Status ShardState::restore(const nlohmann::json& j) {
   try {
     if (!j.is_object() || j.value("version", 0) != 1)
@@ -261,24 +285,8 @@ Status ShardState::restore(const nlohmann::json& j) {
     std::map<Shard, int64_t> done;
     int64_t done_samples = 0;
     const int64_t known = params_.streaming ? std::max(n, known_samples_) : n;
-    for (const auto& [key, list] : j.at("done").items()) {
-      const int64_t e = std::stoll(key);
-      if (e < 0 || e > epoch) return Status::Corrupt("shard state: done shards of epoch " + key);
-      for (const auto& v : list) {
-        const int64_t idx = v.get<int64_t>();
-        const int64_t limit = params_.streaming ? cut : num_shards();
-        if (idx < 0 || idx >= limit)
-          return Status::Corrupt("shard state: shard " + std::to_string(idx) + " of epoch " + key +
-                                 " does not exist");
-        Shard s;
-        s.epoch = e;
-        s.index = idx;
-        s.start = idx * params_.shard_size;
-        s.end = std::min(s.start + params_.shard_size, params_.streaming ? n : known);
-        done_samples += s.size();
-        done[s] = -1;
-      }
-    }
+    CAIRN_RETURN_IF_ERROR(
+        parse_done_shards(j.at("done"), epoch, n, cut, known, &done, &done_samples));
     // The snapshot fits: replace the state.
     todo_.clear();
     doing_.clear();

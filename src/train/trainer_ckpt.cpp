@@ -165,35 +165,40 @@ Status Trainer::Impl::wait_persisted() {
   return Status::Ok();
 }
 
+std::vector<bool> Trainer::Impl::map_peer_slots(int64_t step,
+                                                std::map<int, ckpt::ShmSnapshot>* local) {
+  // Ranks on this machine: their slots can be mapped here, no broadcast needed. An owner is
+  // skipped only when every rank can read it itself (agreed by one all-reduce).
+  std::vector<bool> skip(size_t(world), false);
+  if (world == 1) return skip;
+  auto can = torch::zeros({world}, torch::kDouble);
+  for (int o = 0; o < world; ++o) {
+    if (o == rank) {
+      can[o] = 1.0;
+      continue;
+    }
+    if (!run.read_peer_slots) continue;
+    peer_slots.push_back(std::make_unique<FlashSlots>(run.run_dir, o));
+    peer_slots.back()->ready_steps();
+    auto snap = peer_slots.back()->view(step);
+    if (snap.ok() && snap->state.value("world_size", -1) == world) {
+      (*local)[o] = std::move(snap).value();
+      can[o] = 1.0;
+    }
+  }
+  group->allreduce(can);
+  for (int o = 0; o < world; ++o) {
+    skip[size_t(o)] = can[o].item<double>() == double(world);
+    if (!skip[size_t(o)]) local->erase(o);
+  }
+  return skip;
+}
+
 Result<std::map<std::string, torch::Tensor>> Trainer::Impl::assemble(
     std::map<std::string, torch::Tensor> mine, const nlohmann::json& table, int64_t step) {
   std::map<std::string, torch::Tensor> out;
-  // Ranks on this machine: their slots can be mapped here, no broadcast needed. An owner is
-  // skipped only when every rank can read it itself (agreed by one all-reduce).
   std::map<int, ckpt::ShmSnapshot> local;
-  std::vector<bool> skip(size_t(world), false);  // no broadcast for this owner
-  if (world > 1) {
-    auto can = torch::zeros({world}, torch::kDouble);
-    for (int o = 0; o < world; ++o) {
-      if (o == rank) {
-        can[o] = 1.0;
-        continue;
-      }
-      if (!run.read_peer_slots) continue;
-      peer_slots.push_back(std::make_unique<FlashSlots>(run.run_dir, o));
-      peer_slots.back()->ready_steps();
-      auto snap = peer_slots.back()->view(step);
-      if (snap.ok() && snap->state.value("world_size", -1) == world) {
-        local[o] = std::move(snap).value();
-        can[o] = 1.0;
-      }
-    }
-    group->allreduce(can);
-    for (int o = 0; o < world; ++o) {
-      skip[size_t(o)] = can[o].item<double>() == double(world);
-      if (!skip[size_t(o)]) local.erase(o);
-    }
-  }
+  const std::vector<bool> skip = map_peer_slots(step, &local);  // no broadcast for these owners
   try {
     for (int owner = 0; owner < world; ++owner) {
       if (owner != rank && local.count(owner)) {

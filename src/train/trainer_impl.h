@@ -41,6 +41,10 @@ inline constexpr char kModelPrefix[] = "model.";
 inline constexpr char kOptimPrefix[] = "optim.";
 inline constexpr char kRngName[] = "rng.cpu";
 
+class MicroBatchSource;
+struct StepRecord;
+class StepMetrics;
+
 struct Trainer::Impl {
   core::Config config;
   TrainOptions opt;
@@ -137,6 +141,9 @@ struct Trainer::Impl {
   Status wait_persisted();
   // Collective: puts the whole state back together from every rank's part (each rank
   // broadcasts its tensors as one flat byte buffer).
+  // Collective, for assemble: maps the slots of the ranks on this machine that hold `step`
+  // into `local`; true for each owner every rank can read so (no broadcast needed).
+  std::vector<bool> map_peer_slots(int64_t step, std::map<int, ckpt::ShmSnapshot>* local);
   Result<std::map<std::string, torch::Tensor>> assemble(std::map<std::string, torch::Tensor> mine,
                                                         const nlohmann::json& table, int64_t step);
   // Restores model, optimizer, RNG and position; checks everything before changing anything.
@@ -147,6 +154,35 @@ struct Trainer::Impl {
   Result<bool> restore_from_memory();
   // Mean validation loss; samples are split over ranks and the sums combined (collective).
   double evaluate();
+
+  // Create's parts (trainer.cpp), in order. Token files or the stream, samplers, the RNG's
+  // seed, dynamic sharding's client.
+  Status open_data();
+  // The memory check, the model, the plan's process groups and the engine.
+  Status build_engine();
+  // events.jsonl, config.yaml, the checkpoint directory, the flash slots, the progress report
+  // and (without an agent) the persister.
+  Status open_run_files();
+  // --resume: from shared memory or storage; else (or with nothing to resume and
+  // --resume-or-start) the model's initialization; the shard service's position.
+  Status resume_or_init();
+  // Collective: the job's GEMM peak for MFU (an earlier start's, on a restart at the same
+  // world size).
+  void measure_peak();
+  bool defer_init = false;  // the model was built uninitialized for a resume to fill
+
+  // The loop's parts (trainer.cpp). The `start` event and log lines; the step metrics.
+  StepMetrics log_start();
+  // Collective: whether any rank was asked to stop (Ctrl-C, SIGTERM) before this step.
+  bool agree_to_stop();
+  // One optimizer step: every micro-batch `source` gives this rank, the gradients' sync,
+  // clipping and the update; the job's mean loss, or nullopt when the data is used up.
+  Result<std::optional<double>> train_step(MicroBatchSource& source, double lr, StepRecord* record);
+  // After step `step`: metrics, evaluation, progress, interval checkpoints.
+  Status after_step(double loss, double lr, double step_time, const StepRecord& record,
+                    int64_t stop_at, StepMetrics& metrics, RunSummary* sum);
+  // The end of this invocation: the final checkpoint, the slots, the `end` event.
+  Status finish_run(RunSummary* sum, int64_t stop_at, bool data_over, double wall);
 };
 
 }  // namespace cairn::train

@@ -127,6 +127,11 @@ class ShardState {
   std::vector<Shard> doing_of(const std::string& worker) const;
 
  private:
+  // restore()'s "done" lists (by epoch) into shards and their sample count; kCorrupt naming
+  // an epoch or shard that cannot be.
+  Status parse_done_shards(const nlohmann::json& lists, int64_t epoch, int64_t n, int64_t cut,
+                           int64_t known, std::map<Shard, int64_t>* done,
+                           int64_t* done_samples) const;
   struct Lease {
     std::string worker;
     double deadline = 0;
