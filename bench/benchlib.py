@@ -20,12 +20,16 @@ import time
 # cairn's own allocator settings (src/core/malloc_tuning.cpp: mallopt M_MMAP_THRESHOLD 1 GiB,
 # M_TRIM_THRESHOLD 2 GiB), as the environment variables glibc reads at start-up.
 CAIRN_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "2147483648"}
+# Everything cairn tunes for its training processes, as environment variables for a peer: the
+# allocator above and OpenMP's passive waiting (the `cairn` front and `cairn run` set
+# OMP_WAIT_POLICY=PASSIVE for training; tools/cairn/commands.h says why).
+CAIRN_TUNING_ENV = dict(CAIRN_MALLOC_ENV, OMP_WAIT_POLICY="PASSIVE")
 # Everything that changes threads or the allocator. A driver removes these from its own
 # environment before setting them for a side, so that the caller's shell cannot give the two
 # sides different settings.
 SETTING_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_",
                 "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES",
-                "CAIRN_MALLOC_DEFAULTS")
+                "CAIRN_MALLOC_DEFAULTS", "OMP_WAIT_POLICY")
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 
@@ -119,7 +123,8 @@ def cairn_side_line(start, env, precision="fp32", world=1):
     """One line: the settings a cairn run reported in its `start` event, and its environment."""
     peak = start.get("peak_flops", 0) or 0
     return (f"cairn : {describe_env(env)}; it reports: torch threads {start.get('threads', '?')}, "
-            f"BLAS threads {start.get('blas_threads', '?')}; allocator: {cairn_allocator(env)}; "
+            f"BLAS threads {start.get('blas_threads', '?')}, OpenMP waiting "
+            f"{start.get('omp_wait_policy', '?')}; allocator: {cairn_allocator(env)}; "
             f"precision {precision}; GEMM peak {peak / 1e9:.1f} GFLOP/s"
             + (f" over {world} workers measured at once ({peak / world / 1e9:.1f} each)" if world > 1 else ""))
 

@@ -95,7 +95,7 @@ def main():
     a.threads = a.threads or max(1, benchlib.cores() // a.world)
     fpt = flops_per_token(a)
     cairn_env = benchlib.side_env(a.threads)
-    peer_tuned_env = benchlib.side_env(a.threads, benchlib.CAIRN_MALLOC_ENV)
+    peer_tuned_env = benchlib.side_env(a.threads, benchlib.CAIRN_TUNING_ENV)
     peer_glibc_env = benchlib.side_env(a.threads)
     print(benchlib.machine_line() + f"; {a.world} workers per side, {a.threads} thread(s) each for "
           f"OpenMP and OpenBLAS")

@@ -241,7 +241,7 @@ class PeerJob:
 
     def env(self):
         return benchlib.side_env(self.a.threads,
-                                 benchlib.CAIRN_MALLOC_ENV if self.a.peer_malloc == "cairn" else None)
+                                 benchlib.CAIRN_TUNING_ENV if self.a.peer_malloc == "cairn" else None)
 
     def _spawn(self):
         procs = []

@@ -17,10 +17,12 @@ Same conditions on both sides:
   thread settings (cairn: `peak_flops` of its `start` event; the peer: the same 1024^3 torch.mm
   loop), and its MFU is against that peak, the peak of the cores it actually uses. Both use this
   script's FLOP count per token.
-- allocator: cairn keeps freed blocks in its heap (mallopt: mmap threshold 1 GiB, trim threshold
-  2 GiB). The peer runs twice: with the same settings (MALLOC_MMAP_THRESHOLD_=1073741824,
-  MALLOC_TRIM_THRESHOLD_=2147483648) and with glibc's defaults; both ratios are printed. cairn
-  also runs with glibc's defaults (CAIRN_MALLOC_DEFAULTS=1): what its allocator setting is worth.
+- allocator and OpenMP: cairn keeps freed blocks in its heap (mallopt: mmap threshold 1 GiB,
+  trim threshold 2 GiB) and trains with OMP_WAIT_POLICY=PASSIVE (set by the `cairn` front). The
+  peer runs twice: with the same settings (MALLOC_MMAP_THRESHOLD_=1073741824,
+  MALLOC_TRIM_THRESHOLD_=2147483648, OMP_WAIT_POLICY=PASSIVE) and with the defaults; both
+  ratios are printed. cairn also runs with glibc's allocator defaults (CAIRN_MALLOC_DEFAULTS=1):
+  what its allocator setting is worth.
 - precision: --precision bf16 applies to both (cairn train.precision=bf16; the peer
   torch.autocast("cpu", dtype=torch.bfloat16) around forward and loss).
 - timed: the mean step time of --steps steps after --warmup, forward to optimizer step.
@@ -107,7 +109,7 @@ def main():
     fpt = flops_per_token(a)
     cairn_env = benchlib.side_env(a.threads)
     cairn_glibc_env = dict(cairn_env, CAIRN_MALLOC_DEFAULTS="1")
-    peer_tuned_env = benchlib.side_env(a.threads, benchlib.CAIRN_MALLOC_ENV)
+    peer_tuned_env = benchlib.side_env(a.threads, benchlib.CAIRN_TUNING_ENV)
     peer_glibc_env = benchlib.side_env(a.threads)
     print(benchlib.machine_line() + f"; one process per side, {a.threads} thread(s) each for OpenMP and OpenBLAS")
     print(f"model: GPT-2 {a.n_layer} layers, d={a.n_embd}, vocab {a.vocab}; batch {a.batch} x "
@@ -122,16 +124,16 @@ def main():
     print(benchlib.peer_side_line(peer_tuned, peer_tuned_env))
     print(benchlib.peer_side_line(peer_glibc, peer_glibc_env))
     print(benchlib.cairn_side_line(ours_glibc["start"], cairn_glibc_env, a.precision))
-    rows = (("cairn", ours), ("peer, cairn's allocator settings", peer_tuned),
-            ("peer, glibc's defaults", peer_glibc), ("cairn, glibc's defaults", ours_glibc))
+    rows = (("cairn", ours), ("peer, cairn's settings", peer_tuned),
+            ("peer, defaults", peer_glibc), ("cairn, glibc's allocator", ours_glibc))
     for name, r in rows:
         peak = r.get("peak_flops") or 0
         mfu = f"{100 * r['tokens_per_s'] * fpt / peak:5.1f}% of its {peak / 1e9:5.1f} GFLOP/s" if peak else "  n/a"
         print(f"  {name:>33}: {r['tokens_per_s']:8.0f} tokens/s  {r['step_s'] * 1e3:7.0f} ms/step  "
               f"MFU {mfu}  peak RSS {r['rss_mb']:6.0f} MB")
-    print(f"ratio cairn/peer, same allocator settings      : {ours['tokens_per_s'] / peer_tuned['tokens_per_s']:.2f}x")
-    print(f"ratio cairn/peer, peer on glibc's defaults     : {ours['tokens_per_s'] / peer_glibc['tokens_per_s']:.2f}x")
-    print(f"ratio cairn/peer, both on glibc's defaults     : {ours_glibc['tokens_per_s'] / peer_glibc['tokens_per_s']:.2f}x")
+    print(f"ratio cairn/peer, same settings (allocator, OpenMP waiting): {ours['tokens_per_s'] / peer_tuned['tokens_per_s']:.2f}x")
+    print(f"ratio cairn/peer, peer on defaults                         : {ours['tokens_per_s'] / peer_glibc['tokens_per_s']:.2f}x")
+    print(f"ratio cairn/peer, both on glibc's allocator                : {ours_glibc['tokens_per_s'] / peer_glibc['tokens_per_s']:.2f}x")
     print(f"cairn's allocator setting: {ours_glibc['step_s'] * 1e3:.0f} -> {ours['step_s'] * 1e3:.0f} ms/step, "
           f"peak RSS {ours_glibc['rss_mb']:.0f} -> {ours['rss_mb']:.0f} MB")
 

@@ -5,8 +5,10 @@
 function(cairn_module name)
   cmake_parse_arguments(M "TORCH" "" "SOURCES;DEPS" ${ARGN})
   add_library(cairn_${name} STATIC ${M_SOURCES})
-  target_include_directories(cairn_${name} PUBLIC ${PROJECT_SOURCE_DIR}/include
-                                           PRIVATE ${PROJECT_SOURCE_DIR}/src)
+  target_include_directories(cairn_${name}
+                             PUBLIC $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
+                                    $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>
+                             PRIVATE ${PROJECT_SOURCE_DIR}/src)
   target_compile_options(cairn_${name} PRIVATE -Wall -Wextra -Wno-unused-parameter)
   target_link_libraries(cairn_${name} PUBLIC ${M_DEPS})
   if(M_TORCH)
@@ -33,40 +35,38 @@ function(cairn_tests name)
   set_tests_properties(${name}_tests PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")
 endfunction()
 
-# cairn_module_dir(<name> DEPS ... [TORCH] [TEST_DEPS ...] [NO_TORCH_SOURCES ...]): a module from
-# every *.cpp in the current directory; *_test.cpp files form its gtest binary. NO_TORCH_SOURCES
-# names the files of a TORCH module that include no torch header (directly or through ours): they
-# skip the torch precompiled header, whose load alone costs ~8 s of compile per file.
-function(cairn_module_dir name)
-  cmake_parse_arguments(M "TORCH" "" "DEPS;TEST_DEPS;NO_TORCH_SOURCES" ${ARGN})
+# cairn_check_listed(<dir> <files...>): fails the configuration when a .cpp file in <dir> is in
+# none of the lists (the lists are explicit; this only catches a file added and forgotten).
+function(cairn_check_listed dir)
+  file(GLOB present RELATIVE ${dir} ${dir}/*.cpp)
+  foreach(f ${present})
+    if(NOT f IN_LIST ARGN)
+      message(FATAL_ERROR "${dir}/${f} is in no source list of ${dir}/CMakeLists.txt")
+    endif()
+  endforeach()
+endfunction()
+
+# cairn_module_files(<name> SOURCES ... [TESTS ...] DEPS ... [TORCH] [TEST_DEPS ...]
+#                    [NO_TORCH_SOURCES ...]): a module from the listed sources of the current
+# directory; TESTS (the *_test.cpp files) form its gtest binary. NO_TORCH_SOURCES names the
+# files of a TORCH module that include no torch header (directly or through ours): they skip
+# the torch precompiled header, whose load alone costs ~8 s of compile per file.
+function(cairn_module_files name)
+  cmake_parse_arguments(M "TORCH" "" "SOURCES;TESTS;DEPS;TEST_DEPS;NO_TORCH_SOURCES" ${ARGN})
+  cairn_check_listed(${CMAKE_CURRENT_SOURCE_DIR} ${M_SOURCES} ${M_TESTS})
   if(M_NO_TORCH_SOURCES)
     set_source_files_properties(${M_NO_TORCH_SOURCES} PROPERTIES SKIP_PRECOMPILE_HEADERS ON)
   endif()
-  file(GLOB all CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/*.cpp)
-  set(srcs)
-  set(tests)
-  foreach(f ${all})
-    if(f MATCHES "_test\\.cpp$")
-      list(APPEND tests ${f})
-    else()
-      list(APPEND srcs ${f})
-    endif()
-  endforeach()
-  if(NOT srcs)
-    # A module still being written: headers only.
-    add_library(cairn_${name} INTERFACE)
-    target_include_directories(cairn_${name} INTERFACE ${PROJECT_SOURCE_DIR}/include)
-    target_link_libraries(cairn_${name} INTERFACE ${M_DEPS})
-  elseif(M_TORCH)
-    cairn_module(${name} SOURCES ${srcs} DEPS ${M_DEPS} TORCH)
+  if(M_TORCH)
+    cairn_module(${name} SOURCES ${M_SOURCES} DEPS ${M_DEPS} TORCH)
   else()
-    cairn_module(${name} SOURCES ${srcs} DEPS ${M_DEPS})
+    cairn_module(${name} SOURCES ${M_SOURCES} DEPS ${M_DEPS})
   endif()
-  if(tests)
+  if(M_TESTS)
     if(M_TORCH)
-      cairn_tests(${name} SOURCES ${tests} DEPS cairn_${name} ${M_TEST_DEPS} TORCH)
+      cairn_tests(${name} SOURCES ${M_TESTS} DEPS cairn_${name} ${M_TEST_DEPS} TORCH)
     else()
-      cairn_tests(${name} SOURCES ${tests} DEPS cairn_${name} ${M_TEST_DEPS})
+      cairn_tests(${name} SOURCES ${M_TESTS} DEPS cairn_${name} ${M_TEST_DEPS})
     endif()
   endif()
 endfunction()

@@ -26,6 +26,8 @@ for e in start eval checkpoint_saved checkpoint_persisted end; do
   grep -q "\"event\":\"$e\"" "$work/run/events.jsonl" || fail "no $e event"
 done
 [ "$(cat "$work/run/ckpt/latest")" = "step-00000030" ] || fail "latest should be step 30"
+grep '"event":"start"' "$work/run/events.jsonl" | grep -q '"omp_wait_policy":"PASSIVE"' \
+  || fail "cairn train should run with passive OpenMP waiting: $(grep '"event":"start"' "$work/run/events.jsonl")"
 grep -q "n_embd: 32" "$work/run/config.yaml" || fail "config.yaml lacks the resolved model"
 
 echo "-- generate is deterministic at temperature 0"

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "cairn/ckpt/hf.h"
+#include "cairn/model/param_specs.h"
 
 namespace cairn::ckpt {
 namespace {
@@ -24,54 +25,6 @@ std::string shape_text(c10::IntArrayRef shape) {
 
 bool starts_with(const std::string& s, const std::string& prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// The rows of these parameters are vocabulary entries.
-bool is_vocab_param(const std::string& cairn_name) {
-  return cairn_name == "wte.weight" || cairn_name == "tok_embeddings.weight" ||
-         cairn_name == "output.weight";
-}
-
-const char* embedding_name(const model::ModelConfig& c) {
-  return c.is_llama() ? "tok_embeddings.weight" : "wte.weight";
-}
-
-// GPT-2 weights HuggingFace stores as Conv1D (in, out).
-bool gpt2_is_conv1d(const std::string& name) {
-  if (!ends_with(name, ".weight")) return false;
-  for (const char* m : {".attn.c_attn.", ".attn.c_proj.", ".mlp.c_fc.", ".mlp.c_proj."})
-    if (name.find(m) != std::string::npos) return true;
-  return false;
-}
-
-// cairn suffix after "layers.<i>." -> HuggingFace suffix after "model.layers.<i>.".
-constexpr std::pair<const char*, const char*> kLlamaBlock[] = {
-    {"attention_norm.weight", "input_layernorm.weight"},
-    {"attention.wq.weight", "self_attn.q_proj.weight"},
-    {"attention.wk.weight", "self_attn.k_proj.weight"},
-    {"attention.wv.weight", "self_attn.v_proj.weight"},
-    {"attention.wo.weight", "self_attn.o_proj.weight"},
-    {"ffn_norm.weight", "post_attention_layernorm.weight"},
-    {"feed_forward.w1.weight", "mlp.gate_proj.weight"},
-    {"feed_forward.w2.weight", "mlp.down_proj.weight"},
-    {"feed_forward.w3.weight", "mlp.up_proj.weight"},
-};
-
-std::string llama_hf_name(const std::string& name) {
-  if (name == "tok_embeddings.weight") return "model.embed_tokens.weight";
-  if (name == "norm.weight") return "model.norm.weight";
-  if (name == "output.weight") return "lm_head.weight";
-  // "layers.<i>.<rest>"
-  const size_t dot = name.find('.', 7);
-  const std::string block = name.substr(0, dot + 1), rest = name.substr(dot + 1);
-  for (auto& [from, to] : kLlamaBlock)
-    if (rest == from) return "model." + block + to;
-  TORCH_INTERNAL_ASSERT(false, "no HuggingFace name for llama parameter ", name);
 }
 
 // Buffers HuggingFace checkpoints may hold that are not parameters of either model.
@@ -93,61 +46,10 @@ std::string name_list(const std::vector<std::string>& names) {
 
 }  // namespace
 
-std::vector<ParamSpec> model_param_specs(const model::ModelConfig& c) {
-  const int64_t C = c.n_embd, F = c.ffn_dim(), V = c.vocab_size, P = c.block_size;
-  std::vector<ParamSpec> out;
-  auto add = [&](std::string name, std::vector<int64_t> shape) {
-    out.push_back({std::move(name), std::move(shape)});
-  };
-  if (!c.is_llama()) {
-    add("wte.weight", {V, C});
-    add("wpe.weight", {P, C});
-    for (int64_t i = 0; i < c.n_layer; ++i) {
-      const std::string p = "h." + std::to_string(i) + ".";
-      add(p + "ln_1.weight", {C});
-      add(p + "ln_1.bias", {C});
-      add(p + "attn.c_attn.weight", {3 * C, C});
-      add(p + "attn.c_attn.bias", {3 * C});
-      add(p + "attn.c_proj.weight", {C, C});
-      add(p + "attn.c_proj.bias", {C});
-      add(p + "ln_2.weight", {C});
-      add(p + "ln_2.bias", {C});
-      add(p + "mlp.c_fc.weight", {F, C});
-      add(p + "mlp.c_fc.bias", {F});
-      add(p + "mlp.c_proj.weight", {C, F});
-      add(p + "mlp.c_proj.bias", {C});
-    }
-    add("ln_f.weight", {C});
-    add("ln_f.bias", {C});
-    return out;
-  }
-  const int64_t H = c.n_head, K = c.kv_heads(), D = c.head_dim();
-  add("tok_embeddings.weight", {V, C});
-  for (int64_t i = 0; i < c.n_layer; ++i) {
-    const std::string p = "layers." + std::to_string(i) + ".";
-    add(p + "attention_norm.weight", {C});
-    add(p + "attention.wq.weight", {H * D, C});
-    add(p + "attention.wk.weight", {K * D, C});
-    add(p + "attention.wv.weight", {K * D, C});
-    add(p + "attention.wo.weight", {C, H * D});
-    add(p + "ffn_norm.weight", {C});
-    add(p + "feed_forward.w1.weight", {F, C});
-    add(p + "feed_forward.w2.weight", {C, F});
-    add(p + "feed_forward.w3.weight", {F, C});
-  }
-  add("norm.weight", {C});
-  add("output.weight", {V, C});
-  return out;
-}
-
 std::vector<HfName> hf_name_map(const model::ModelConfig& c) {
   std::vector<HfName> out;
-  for (auto& spec : model_param_specs(c)) {
-    if (c.is_llama())
-      out.push_back({spec.name, llama_hf_name(spec.name), false});
-    else
-      out.push_back({spec.name, "transformer." + spec.name, gpt2_is_conv1d(spec.name)});
-  }
+  for (const model::ParamSpec& spec : model::param_specs(c))
+    out.push_back({spec.name, spec.hf_name, spec.hf_transpose});
   return out;
 }
 
@@ -159,7 +61,7 @@ Result<std::vector<std::pair<std::string, torch::Tensor>>> to_hf_tensors(
                                    " is outside [1, " + std::to_string(c.vocab_size) +
                                    "] (the model's vocabulary, padding included)");
   const int64_t rows = o.vocab_size > 0 ? o.vocab_size : c.vocab_size;
-  const auto specs = model_param_specs(c);
+  const auto specs = model::param_specs(c);
   const auto names = hf_name_map(c);
   std::set<std::string> expected;
   for (auto& s : specs) expected.insert(s.name);
@@ -181,8 +83,8 @@ Result<std::vector<std::pair<std::string, torch::Tensor>>> to_hf_tensors(
                                      shape_text(specs[i].shape));
     if (!t.is_floating_point())
       return Status::InvalidArgument("parameter '" + specs[i].name + "' is not floating-point");
-    if (is_vocab_param(specs[i].name)) t = t.slice(0, 0, rows);  // (V', C)
-    if (names[i].transpose) t = t.t();                           // (in, out)
+    if (specs[i].vocab_rows()) t = t.slice(0, 0, rows);  // (V', C)
+    if (names[i].transpose) t = t.t();                   // (in, out)
     out.emplace_back(names[i].hf, t.to(torch::kFloat).contiguous());
   }
   return out;
@@ -192,7 +94,7 @@ Result<TensorMap> from_hf_tensors(const HfConfig& hc, const TensorMap& hf,
                                   const std::string& origin) {
   const model::ModelConfig& c = hc.model;
   CAIRN_RETURN_IF_ERROR(model::validate(c));
-  const auto specs = model_param_specs(c);
+  const auto specs = model::param_specs(c);
   const auto names = hf_name_map(c);
   std::map<std::string, size_t> by_hf;  // HuggingFace name -> index into specs / names
   for (size_t i = 0; i < names.size(); ++i) by_hf[names[i].hf] = i;
@@ -216,7 +118,7 @@ Result<TensorMap> from_hf_tensors(const HfConfig& hc, const TensorMap& hf,
       unknown.push_back(raw);
       continue;
     }
-    const ParamSpec& spec = specs[it->second];
+    const model::ParamSpec& spec = specs[it->second];
     const bool transpose = names[it->second].transpose;
     if (auto prev = source.find(spec.name); prev != source.end())
       return Status::InvalidArgument(origin + ": tensors '" + prev->second + "' and '" + raw +
@@ -239,7 +141,9 @@ Result<TensorMap> from_hf_tensors(const HfConfig& hc, const TensorMap& hf,
     return Status::InvalidArgument(origin + ": unknown tensors for model_type " + c.arch + ": " +
                                    name_list(unknown));
 
-  const std::string embed = embedding_name(c);
+  std::string embed;
+  for (const model::ParamSpec& spec : specs)
+    if (spec.role == model::ParamRole::kTokenEmbedding) embed = spec.name;
   if (c.is_llama() && hc.tied_head && !out.count("output.weight") && out.count(embed))
     out["output.weight"] = out.at(embed).clone();
   std::vector<std::string> missing;

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cairn/core/fs.h"
+#include "cairn/core/json_lines.h"
 #include "cairn/elastic/diagnosis.h"
 #include "cairn/elastic/flash_slots.h"
 #include "cairn/elastic/goodput.h"
@@ -21,28 +22,6 @@ namespace cairn::elastic {
 namespace {
 
 using nlohmann::json;
-
-// Appends one JSON object per line to events.jsonl; shared with workers, so whole lines only.
-class EventLog {
- public:
-  explicit EventLog(std::string path) : path_(std::move(path)) {}
-  // Thread-safe.
-  void write(const std::string& event, json fields = json::object()) {
-    fields["event"] = event;
-    if (!fields.contains("time")) fields["time"] = core::unix_time();
-    std::lock_guard<std::mutex> lock(mu_);
-    Status s = core::append_line(path_, fields.dump());
-    if (!s.ok() && !warned_) {
-      spdlog::warn("cannot write events: {}", s.ToString());
-      warned_ = true;
-    }
-  }
-
- private:
-  std::string path_;
-  bool warned_ = false;
-  std::mutex mu_;
-};
 
 json exit_fields(const WorkerExit& e) {
   json j = {{"rank", e.rank}, {"local_rank", e.local_rank}, {"pid", e.pid}};
@@ -210,7 +189,7 @@ class Agent {
   double start_time_ = core::unix_time();
   Rendezvous& rdzv_;
   const AgentOptions& o_;
-  EventLog events_;
+  core::EventLog events_;
 };
 
 std::vector<WorkerSpec> Agent::worker_specs(const World& world) const {

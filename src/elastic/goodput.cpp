@@ -8,6 +8,8 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "cairn/core/json_lines.h"
+
 namespace cairn::elastic {
 
 std::string Goodput::ToString() const {
@@ -67,20 +69,14 @@ Goodput compute_goodput(const std::vector<StepRow>& rows, const std::vector<Time
 
 Status read_goodput_inputs(const std::string& run_dir, std::vector<StepRow>* rows,
                            std::vector<TimedEvent>* events) {
-  std::ifstream m(run_dir + "/metrics.jsonl");
-  for (std::string line; std::getline(m, line);) {
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j.contains("step_time"))
-      continue;
-    rows->push_back({j["step"].get<int64_t>(), j.value("time", 0.0), j["step_time"].get<double>()});
-  }
-  std::ifstream e(run_dir + "/events.jsonl");
-  for (std::string line; std::getline(e, line);) {
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("event")) continue;
-    events->push_back(
-        {j.value("event", std::string()), j.value("time", 0.0), j.value("duration_ms", 0.0)});
-  }
+  for (const nlohmann::json& j : core::read_json_lines(run_dir + "/metrics.jsonl"))
+    if (j.contains("step") && j.contains("step_time"))
+      rows->push_back(
+          {j["step"].get<int64_t>(), j.value("time", 0.0), j["step_time"].get<double>()});
+  for (const nlohmann::json& j : core::read_json_lines(run_dir + "/events.jsonl"))
+    if (j.contains("event"))
+      events->push_back(
+          {j.value("event", std::string()), j.value("time", 0.0), j.value("duration_ms", 0.0)});
   return Status::Ok();
 }
 

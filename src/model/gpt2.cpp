@@ -16,25 +16,29 @@ namespace {
 
 class Gpt2Attention : public torch::nn::Module {
  public:
-  explicit Gpt2Attention(const ModelConfig& c) : n_head_(c.n_head) {
+  explicit Gpt2Attention(const ModelConfig& c) : d_(c.head_dim()) {
     c_attn = register_module("c_attn", std::make_shared<Linear>(c.n_embd, 3 * c.n_embd, true));
     c_proj = register_module("c_proj", std::make_shared<Linear>(c.n_embd, c.n_embd, true));
   }
 
-  torch::Tensor forward(const torch::Tensor& x) {  // x (B, T, C)
-    const int64_t B = x.size(0), T = x.size(1), C = x.size(2), D = C / n_head_;
-    auto qkv = c_attn->forward(x).split(C, 2);                     // 3 x (B, T, C)
-    auto q = qkv[0].view({B, T, n_head_, D}).transpose(1, 2);      // (B, H, T, D)
-    auto k = qkv[1].view({B, T, n_head_, D}).transpose(1, 2);      // (B, H, T, D)
-    auto v = qkv[2].view({B, T, n_head_, D}).transpose(1, 2);      // (B, H, T, D)
-    auto y = causal_attention(q, k, v);                            // (B, H, T, D)
-    return c_proj->forward(y.transpose(1, 2).reshape({B, T, C}));  // (B, T, C)
+  // x (B, T, C) -> (B, T, C). The head count is read from the projection's width, so that a
+  // projection holding a tensor-parallel share of the heads (H' = H / tp) runs unchanged.
+  torch::Tensor forward(const torch::Tensor& x) {
+    const int64_t B = x.size(0), T = x.size(1);
+    auto qkv = c_attn->forward(x);                                 // (B, T, 3 H' D)
+    const int64_t W = qkv.size(2) / 3, H = W / d_;                 // H' heads of d_
+    auto parts = qkv.split(W, 2);                                  // 3 x (B, T, H' D)
+    auto q = parts[0].view({B, T, H, d_}).transpose(1, 2);         // (B, H', T, D)
+    auto k = parts[1].view({B, T, H, d_}).transpose(1, 2);         // (B, H', T, D)
+    auto v = parts[2].view({B, T, H, d_}).transpose(1, 2);         // (B, H', T, D)
+    auto y = causal_attention(q, k, v);                            // (B, H', T, D)
+    return c_proj->forward(y.transpose(1, 2).reshape({B, T, W}));  // (B, T, C)
   }
 
   std::shared_ptr<Linear> c_attn, c_proj;
 
  private:
-  int64_t n_head_;
+  int64_t d_;  // head size
 };
 
 class Gpt2Mlp : public torch::nn::Module {

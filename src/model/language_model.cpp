@@ -9,23 +9,10 @@
 #include <string>
 
 #include "cairn/model/fused_cross_entropy.h"
+#include "cairn/model/param_specs.h"
 #include "model/arch_impl.h"
 
 namespace cairn::model {
-namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// Output projections that write into the residual stream.
-bool is_residual_projection(const std::string& name) {
-  return ends_with(name, "attn.c_proj.weight") || ends_with(name, "mlp.c_proj.weight") ||
-         ends_with(name, "attention.wo.weight") || ends_with(name, "feed_forward.w2.weight");
-}
-
-}  // namespace
 
 LanguageModel::LanguageModel(ModelConfig config)
     : config_(std::move(config)), checkpointed_(config_.n_layer, false) {}
@@ -52,7 +39,10 @@ torch::Tensor LanguageModel::hidden(const torch::Tensor& idx) {
 torch::Tensor LanguageModel::loss(const torch::Tensor& idx, const torch::Tensor& targets) {
   TORCH_CHECK(targets.sizes() == idx.sizes(), "LanguageModel::loss: targets ", targets.sizes(),
               " must have the shape of idx ", idx.sizes());
-  auto h = hidden(idx);  // (B, T, C)
+  return head_loss(hidden(idx), targets);
+}
+
+torch::Tensor LanguageModel::head_loss(const torch::Tensor& h, const torch::Tensor& targets) {
   return fused_linear_cross_entropy(h.reshape({-1, h.size(2)}), head_weight(),
                                     targets.reshape({-1}));
 }
@@ -107,23 +97,26 @@ void init_parameters(LanguageModel& model, const ModelConfig& config, uint64_t s
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const double resid_std = config.init_std / std::sqrt(2.0 * config.n_layer);
   torch::NoGradGuard no_grad;
+  const std::vector<ParamSpec> specs = param_specs(config);
   for (auto& item : model.named_parameters()) {
     auto& p = item.value();
-    if (ends_with(item.key(), ".bias")) {
-      p.zero_();
-    } else if (p.dim() == 1) {
-      p.fill_(1.0);
-    } else {
-      p.normal_(0.0, is_residual_projection(item.key()) ? resid_std : config.init_std, gen);
+    const ParamSpec* spec = find_spec(specs, item.key());
+    TORCH_CHECK(spec, "init_parameters: no spec for parameter ", item.key());
+    switch (spec->role) {
+      case ParamRole::kNormBias:
+      case ParamRole::kQkvBias:
+      case ParamRole::kAttentionOutBias:
+      case ParamRole::kMlpInBias:
+      case ParamRole::kMlpOutBias:
+        p.zero_();
+        break;
+      case ParamRole::kNormWeight:
+        p.fill_(1.0);
+        break;
+      default:
+        p.normal_(0.0, spec->residual_out ? resid_std : config.init_std, gen);
     }
   }
-}
-
-bool default_weight_decay(const std::string& name, const torch::Tensor& p) {
-  if (p.dim() < 2) return false;
-  const std::string pos = "wpe.weight";
-  return !(name.size() >= pos.size() &&
-           name.compare(name.size() - pos.size(), pos.size(), pos) == 0);
 }
 
 }  // namespace cairn::model

@@ -249,13 +249,5 @@ TEST(LanguageModel, BuildRejectsInvalidConfig) {
   EXPECT_THROW(build_model(c, 0), c10::Error);
 }
 
-TEST(WeightDecay, Rule) {
-  EXPECT_TRUE(default_weight_decay("h.0.attn.c_attn.weight", torch::zeros({4, 4})));
-  EXPECT_TRUE(default_weight_decay("wte.weight", torch::zeros({4, 4})));
-  EXPECT_FALSE(default_weight_decay("wpe.weight", torch::zeros({4, 4})));
-  EXPECT_FALSE(default_weight_decay("h.0.ln_1.weight", torch::zeros({4})));
-  EXPECT_FALSE(default_weight_decay("h.0.attn.c_attn.bias", torch::zeros({12})));
-}
-
 }  // namespace
 }  // namespace cairn::model

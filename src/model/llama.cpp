@@ -37,29 +37,35 @@ std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t T, int64_t D, double
 
 class LlamaAttention : public torch::nn::Module {
  public:
-  explicit LlamaAttention(const ModelConfig& c)
-      : n_head_(c.n_head), n_kv_(c.kv_heads()), d_(c.head_dim()) {
-    wq = register_module("wq", std::make_shared<Linear>(c.n_embd, n_head_ * d_, false));
-    wk = register_module("wk", std::make_shared<Linear>(c.n_embd, n_kv_ * d_, false));
-    wv = register_module("wv", std::make_shared<Linear>(c.n_embd, n_kv_ * d_, false));
-    wo = register_module("wo", std::make_shared<Linear>(n_head_ * d_, c.n_embd, false));
+  explicit LlamaAttention(const ModelConfig& c) : d_(c.head_dim()) {
+    const int64_t H = c.n_head, K = c.kv_heads();
+    wq = register_module("wq", std::make_shared<Linear>(c.n_embd, H * d_, false));
+    wk = register_module("wk", std::make_shared<Linear>(c.n_embd, K * d_, false));
+    wv = register_module("wv", std::make_shared<Linear>(c.n_embd, K * d_, false));
+    wo = register_module("wo", std::make_shared<Linear>(H * d_, c.n_embd, false));
   }
 
   // x (B, T, C); cos, sin (T, D) -> (B, T, C)
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos,
                         const torch::Tensor& sin) {
+    // Head counts come from the projections' widths, so that projections holding a
+    // tensor-parallel share of the heads (H' = H / tp, K' key/value heads) run unchanged.
     const int64_t B = x.size(0), T = x.size(1);
-    auto q = wq->forward(x).view({B, T, n_head_, d_}).transpose(1, 2);  // (B, H, T, D)
-    auto k = wk->forward(x).view({B, T, n_kv_, d_}).transpose(1, 2);    // (B, K, T, D)
-    auto v = wv->forward(x).view({B, T, n_kv_, d_}).transpose(1, 2);    // (B, K, T, D)
+    auto q = wq->forward(x);  // (B, T, H' D)
+    auto k = wk->forward(x);  // (B, T, K' D)
+    auto v = wv->forward(x);
+    const int64_t H = q.size(2) / d_, K = k.size(2) / d_;
+    q = q.view({B, T, H, d_}).transpose(1, 2);  // (B, H', T, D)
+    k = k.view({B, T, K, d_}).transpose(1, 2);  // (B, K', T, D)
+    v = v.view({B, T, K, d_}).transpose(1, 2);  // (B, K', T, D)
     auto y = causal_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v);
-    return wo->forward(y.transpose(1, 2).reshape({B, T, n_head_ * d_}));  // (B, T, C)
+    return wo->forward(y.transpose(1, 2).reshape({B, T, H * d_}));  // (B, T, C)
   }
 
   std::shared_ptr<Linear> wq, wk, wv, wo;
 
  private:
-  int64_t n_head_, n_kv_, d_;
+  int64_t d_;  // head size
 };
 
 class LlamaFeedForward : public torch::nn::Module {

@@ -10,12 +10,21 @@
 #include <unordered_map>
 
 #include "cairn/comm/mesh_groups.h"
-#include "cairn/model/fused_cross_entropy.h"
 #include "cairn/model/language_model.h"
+#include "cairn/model/param_specs.h"
 #include "cairn/parallel/zero3.h"
 
 namespace cairn::parallel {
 namespace {
+
+// Whether a parameter decays, by its spec.
+DataParallel::DecayFn decay_rule(const model::ModelConfig& config) {
+  return [specs = model::param_specs(config)](const std::string& name, const torch::Tensor&) {
+    const model::ParamSpec* spec = model::find_spec(specs, name);
+    TORCH_CHECK(spec, "no spec for parameter ", name);
+    return spec->decays;
+  };
+}
 
 // Checks that every parameter of `params` is in `tensors` with the same shape.
 Status check_params(const Engine::NamedTensors& params,
@@ -39,7 +48,7 @@ class ReplicatedEngine : public Engine {
       : model_(std::move(m)) {
     DataParallel::NamedParams params;
     for (auto& p : model_->named_parameters()) params.emplace_back(p.key(), p.value());
-    dp_ = std::make_unique<DataParallel>(std::move(params), model::default_weight_decay, group, o);
+    dp_ = std::make_unique<DataParallel>(std::move(params), decay_rule(model_->config()), group, o);
     dp_->broadcast_parameters();
   }
   void zero_grad() override { dp_->zero_grad(); }
@@ -85,6 +94,7 @@ StagedModel to_staged(const std::shared_ptr<model::LanguageModel>& m) {
   std::unordered_map<const void*, std::string> name_of;
   for (auto& p : m->named_parameters()) name_of[p.value().unsafeGetTensorImpl()] = p.key();
   const int64_t L = m->config().n_layer;
+  const std::vector<model::ParamSpec> specs = model::param_specs(m->config());
   StagedModel s;
   s.stage_params.resize(size_t(L + 2));
   std::set<const void*> in_layer;
@@ -100,9 +110,9 @@ StagedModel to_staged(const std::shared_ptr<model::LanguageModel>& m) {
   for (auto& p : m->named_parameters()) {
     const void* impl = p.value().unsafeGetTensorImpl();
     if (in_layer.count(impl) || impl == head_impl) continue;
-    bool embedding = p.key().find("wte") != std::string::npos ||
-                     p.key().find("wpe") != std::string::npos ||
-                     p.key().find("tok_embeddings") != std::string::npos;
+    const model::ParamSpec* spec = model::find_spec(specs, p.key());
+    const bool embedding = spec && (spec->role == model::ParamRole::kTokenEmbedding ||
+                                    spec->role == model::ParamRole::kPositionEmbedding);
     s.stage_params[embedding ? 0 : size_t(L + 1)].emplace_back(p.key(), p.value());
   }
   if (m->config().is_llama()) {
@@ -114,9 +124,7 @@ StagedModel to_staged(const std::shared_ptr<model::LanguageModel>& m) {
   s.first = [m](const torch::Tensor& idx) { return m->embed(idx); };
   s.middle = [m](int64_t stage, const torch::Tensor& x) { return m->layer(stage - 1, x); };
   s.last = [m](const torch::Tensor& x, const torch::Tensor& y) {
-    auto h = m->final_norm(x);  // (B, T, C)
-    return model::fused_linear_cross_entropy(h.reshape({-1, h.size(2)}), m->head_weight(),
-                                             y.reshape({-1}));
+    return m->head_loss(m->final_norm(x), y);
   };
   return s;
 }
@@ -127,7 +135,7 @@ class ShardedEngine : public Engine {
       : model_(std::move(m)) {
     for (auto& p : model_->named_parameters())
       shapes_.emplace_back(p.key(), torch::empty(p.value().sizes()));
-    z_ = std::make_unique<Zero3>(to_staged(model_), model::default_weight_decay, group, adam);
+    z_ = std::make_unique<Zero3>(to_staged(model_), decay_rule(model_->config()), group, adam);
   }
   void zero_grad() override { z_->zero_grad(); }
   torch::Tensor loss(const torch::Tensor& x, const torch::Tensor& y, bool) override {

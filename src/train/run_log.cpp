@@ -15,26 +15,18 @@ Result<std::unique_ptr<RunLog>> RunLog::Open(const std::string& run_dir, bool wr
   return std::unique_ptr<RunLog>(new RunLog(run_dir, writer));
 }
 
-void RunLog::append(const std::string& file, const nlohmann::json& j) {
-  if (!writer_) return;
-  std::lock_guard<std::mutex> lock(mu_);
-  Status s = core::append_line(dir_ + "/" + file, j.dump());
-  if (!s.ok()) spdlog::warn("cannot write {}: {}", file, s.ToString());
-}
-
 void RunLog::event(const std::string& kind, nlohmann::json fields) {
-  nlohmann::json j = {{"event", kind}, {"time", core::unix_time()}};
-  for (auto& [k, v] : fields.items()) j[k] = v;
-  append("events.jsonl", j);
+  if (writer_) events_.write(kind, fields);
 }
 
 void RunLog::metrics(nlohmann::json row) {
+  if (!writer_) return;
   if (!row.contains("time")) row["time"] = core::unix_time();
-  append("metrics.jsonl", row);
+  metrics_.append(row);
 }
 
 void RunLog::samples(int64_t step, const std::vector<int64_t>& ids) {
-  append("samples.jsonl", {{"step", step}, {"sample_ids", ids}});
+  if (writer_) samples_.append({{"step", step}, {"sample_ids", ids}});
 }
 
 double measure_gemm_flops(int64_t n, double seconds) {

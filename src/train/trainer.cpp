@@ -21,6 +21,7 @@
 #include "cairn/comm/group.h"
 #include "cairn/core/blas_threads.h"
 #include "cairn/core/fs.h"
+#include "cairn/core/json_lines.h"
 #include "cairn/data/local_sampler.h"
 #include "cairn/data/token_file.h"
 #include "cairn/elastic/flash_slots.h"
@@ -61,14 +62,10 @@ class AutocastScope {
 
 // The GEMM peak of the newest `start` event in the run's events.jsonl at this world size, or 0.
 double earlier_peak(const std::string& run_dir, int world) {
-  std::ifstream f(run_dir + "/events.jsonl");
   double peak = 0;
-  for (std::string line; std::getline(f, line);) {
-    if (line.find("\"event\":\"start\"") == std::string::npos) continue;
-    auto j = nlohmann::json::parse(line, nullptr, false);
-    if (j.is_discarded() || j.value("world_size", -1) != world) continue;
-    peak = j.value("peak_flops", 0.0);
-  }
+  for (const nlohmann::json& j : core::read_json_lines(run_dir + "/events.jsonl"))
+    if (j.value("event", "") == "start" && j.value("world_size", -1) == world)
+      peak = j.value("peak_flops", 0.0);
   return peak;
 }
 
@@ -320,11 +317,10 @@ Status Trainer::Impl::open_run_files() {
   if (!run.agent_persists) {
     ckpt::SlotPersisterOptions po;
     po.slots[rank] = flash->names();
-    po.on_event = [dir = run.run_dir](const std::string& event, const nlohmann::json& fields) {
-      nlohmann::json j = fields;
-      j["event"] = event;
-      j["time"] = core::unix_time();
-      (void)core::append_line(dir + "/events.jsonl", j.dump());
+    // Every rank's persister reports (the RunLog writes rank 0's lines only).
+    po.on_event = [events = std::make_shared<core::EventLog>(run.run_dir + "/events.jsonl")](
+                      const std::string& event, const nlohmann::json& fields) {
+      events->write(event, fields);
     };
     CAIRN_ASSIGN_OR_RETURN(persister, ckpt::SlotPersister::Start(std::move(po)));
   }
@@ -447,6 +443,9 @@ StepMetrics Trainer::Impl::log_start() {
                        {"peak_flops", peak_flops},
                        {"threads", torch::get_num_threads()},
                        {"blas_threads", core::blas_num_threads()},
+                       {"omp_wait_policy", std::getenv("OMP_WAIT_POLICY") != nullptr
+                                               ? std::getenv("OMP_WAIT_POLICY")
+                                               : "default"},
                        {"world_size", world},
                        {"zero_stage", plan.zero_stage},
                        {"plan", plan.to_json()},

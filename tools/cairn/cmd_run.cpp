@@ -149,6 +149,8 @@ void run_run(elastic::LaunchFlags& flags, const CLI::App& cmd) {
   std::error_code same_error;
   ao.standby = options->standby && std::filesystem::equivalent(command[0], self_exe(), same_error);
   ao.run_dir = run_dir;
+  if (command[0] == self_exe() && env.count(kOmpWaitPolicy) == 0)
+    env[kOmpWaitPolicy] = kCairnOmpWaitPolicy;  // cairn workers (commands.h)
   ao.base_env = std::move(env);
   ao.num_cores = usable_cores();
   ao.interrupt = &g_interrupt;

@@ -40,7 +40,9 @@ std::string command_word(int argc, char** argv) {
 #ifdef CAIRN_FRONT
 // Replaces this process with cairn-torch (the same pid, arguments and environment: a warm
 // standby's descriptor and a worker's signals carry over). Returns only on failure.
-int exec_torch_binary(char** argv) {
+int exec_torch_binary(char** argv, bool trains) {
+  if (trains)
+    ::setenv(cairn::cli::kOmpWaitPolicy, cairn::cli::kCairnOmpWaitPolicy, /*overwrite=*/0);
   std::error_code ec;
   const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
   const std::string torch_binary =
@@ -59,10 +61,12 @@ int exec_torch_binary(char** argv) {
 int main(int argc, char** argv) {
 #ifdef CAIRN_FRONT
   // A warm standby parks in cairn-torch, with libtorch already loaded (standby.h).
-  if (std::getenv(cairn::elastic::kStandbyFdVariable) != nullptr) return exec_torch_binary(argv);
+  if (std::getenv(cairn::elastic::kStandbyFdVariable) != nullptr)
+    return exec_torch_binary(argv, /*trains=*/true);
   const std::string word = command_word(argc, argv);
+  // `run` only supervises; its workers get the wait policy when they are cairn (cmd_run.cpp).
   for (const cairn::cli::TorchCommand& c : cairn::cli::kTorchCommands)
-    if (word == c.name) return exec_torch_binary(argv);
+    if (word == c.name) return exec_torch_binary(argv, /*trains=*/word != "run");
 #else
   // A warm standby of `cairn run` waits here for its rank's environment (standby.h).
   cairn::elastic::await_activation_if_standby();

@@ -39,16 +39,6 @@ namespace cairn::ckpt {
 
 using TensorMap = std::map<std::string, torch::Tensor>;
 
-// One parameter of a cairn model: its name (as in LanguageModel::named_parameters()) and shape.
-struct ParamSpec {
-  std::string name;
-  std::vector<int64_t> shape;
-};
-
-// The parameters build_model(config) creates, in its order, computed from the config alone.
-// REQUIRES: model::validate(config) is ok.
-std::vector<ParamSpec> model_param_specs(const model::ModelConfig& config);
-
 // How one cairn parameter is stored in the HuggingFace layout.
 struct HfName {
   std::string cairn;  // "h.0.attn.c_attn.weight"
@@ -56,7 +46,8 @@ struct HfName {
   bool transpose = false;
 };
 
-// The name map of every parameter of `config`'s model, in model_param_specs() order.
+// The name map of every parameter of `config`'s model, in model::param_specs() order (the
+// names and layouts are the specs' hf_name and hf_transpose).
 std::vector<HfName> hf_name_map(const model::ModelConfig& config);
 
 struct HfExportOptions {

@@ -40,6 +40,10 @@ class LanguageModel : public torch::nn::Module {
   // Mean next-token cross-entropy of hidden(idx) against targets (B, T) int64, computed with
   // fused_linear_cross_entropy (targets of -1 are ignored). Returns a float32 scalar.
   torch::Tensor loss(const torch::Tensor& idx, const torch::Tensor& targets);
+  // The loss from hidden states after the final norm, h (B, T, C): the head and the fused
+  // cross-entropy, the one place the loss is composed (loss() and the last stage of a staged
+  // run use it).
+  torch::Tensor head_loss(const torch::Tensor& h, const torch::Tensor& targets);
 
   // idx (B, T) int64 -> token (and, for gpt2, position) embeddings (B, T, C).
   // Throws c10::Error unless idx is (B, T) int64 with 1 <= T <= block_size.
@@ -83,15 +87,12 @@ class LanguageModel : public torch::nn::Module {
   std::vector<bool> checkpointed_;  // per block
 };
 
-// The weight-decay rule of both families: matrices (dim >= 2) decay, except GPT-2's positional
-// table `wpe.weight`; norms and biases never do.
-bool default_weight_decay(const std::string& name, const torch::Tensor& p);
-
-// Builds the architecture config.arch names and initializes it deterministically from seed:
-// weights normal(0, init_std), residual output projections (gpt2 attn.c_proj and mlp.c_proj,
-// llama attention.wo and feed_forward.w2) normal(0, init_std / sqrt(2 * n_layer)), biases 0,
-// norm weights 1. Uses a private generator: neither reads nor advances the global RNG.
-// Parameters are float32 on the CPU. Throws c10::Error if validate(config) fails.
+// Builds the architecture config.arch names and initializes it deterministically from seed,
+// by each parameter's spec (param_specs.h): weights normal(0, init_std), residual output
+// projections (gpt2 attn.c_proj and mlp.c_proj, llama attention.wo and feed_forward.w2)
+// normal(0, init_std / sqrt(2 * n_layer)), biases 0, norm weights 1. Uses a private generator:
+// neither reads nor advances the global RNG. Parameters are float32 on the CPU. Throws c10::Error
+// if validate(config) fails.
 std::shared_ptr<LanguageModel> build_model(const ModelConfig& config, uint64_t seed);
 // The model without cairn's initialization (libtorch's module defaults), for a caller that
 // loads every parameter next; init_parameters(model, config, seed) later gives exactly what

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cairn/core/json_lines.h"
 #include "cairn/core/status.h"
 
 namespace cairn::train {
@@ -29,11 +30,16 @@ class RunLog {
   const std::string& dir() const { return dir_; }
 
  private:
-  RunLog(std::string dir, bool writer) : dir_(std::move(dir)), writer_(writer) {}
-  void append(const std::string& file, const nlohmann::json& j);
+  RunLog(std::string dir, bool writer)
+      : dir_(dir),
+        writer_(writer),
+        events_(dir + "/events.jsonl"),
+        metrics_(dir + "/metrics.jsonl"),
+        samples_(dir + "/samples.jsonl") {}
   std::string dir_;
   bool writer_;
-  std::mutex mu_;
+  core::EventLog events_;
+  core::JsonLinesWriter metrics_, samples_;
 };
 
 // Achieved fp32 GEMM rate of this process (FLOP/s) with torch's current thread count: square
