@@ -26,16 +26,18 @@ DataParallel::DecayFn decay_rule(const model::ModelConfig& config) {
   };
 }
 
-// Checks that every parameter of `params` is in `tensors` with the same shape.
-Status check_params(const Engine::NamedTensors& params,
+// Checks that every parameter of `config`'s model (by its specs) is in `tensors` with its
+// shape: before anything is loaded, so that a bad checkpoint changes nothing.
+Status check_params(const model::ModelConfig& config,
                     const std::map<std::string, torch::Tensor>& tensors,
                     const std::string& prefix) {
-  for (auto& [name, p] : params) {
-    auto it = tensors.find(prefix + name);
+  for (const model::ParamSpec& spec : model::param_specs(config)) {
+    auto it = tensors.find(prefix + spec.name);
     if (it == tensors.end())
-      return Status::InvalidArgument("parameter '" + name + "' is missing from the checkpoint");
-    if (!it->second.sizes().equals(p.sizes()))
-      return Status::InvalidArgument("parameter '" + name +
+      return Status::InvalidArgument("parameter '" + spec.name +
+                                     "' is missing from the checkpoint");
+    if (!it->second.sizes().equals(spec.shape))
+      return Status::InvalidArgument("parameter '" + spec.name +
                                      "' has another shape in the checkpoint");
   }
   return Status::Ok();
@@ -75,11 +77,10 @@ class ReplicatedEngine : public Engine {
   NamedTensors gather_optimizer_state() override { return dp_->gather_state(); }
   Status load(const std::map<std::string, torch::Tensor>& tensors, const std::string& model_prefix,
               const std::string& optim_prefix, int64_t step_count) override {
-    auto params = gather_params();
-    CAIRN_RETURN_IF_ERROR(check_params(params, tensors, model_prefix));
+    CAIRN_RETURN_IF_ERROR(check_params(model_->config(), tensors, model_prefix));
     CAIRN_RETURN_IF_ERROR(dp_->load_state(tensors, optim_prefix, step_count));
     torch::NoGradGuard no_grad;
-    for (auto& [name, p] : params) p.copy_(tensors.at(model_prefix + name));
+    for (auto& [name, p] : gather_params()) p.copy_(tensors.at(model_prefix + name));
     return Status::Ok();
   }
   MemoryReport memory_report() const override { return dp_->memory_report(); }
@@ -133,8 +134,6 @@ class ShardedEngine : public Engine {
  public:
   ShardedEngine(std::shared_ptr<model::LanguageModel> m, comm::Group* group, AdamHyper adam)
       : model_(std::move(m)) {
-    for (auto& p : model_->named_parameters())
-      shapes_.emplace_back(p.key(), torch::empty(p.value().sizes()));
     z_ = std::make_unique<Zero3>(to_staged(model_), decay_rule(model_->config()), group, adam);
   }
   void zero_grad() override { z_->zero_grad(); }
@@ -159,7 +158,7 @@ class ShardedEngine : public Engine {
   NamedTensors gather_optimizer_state() override { return z_->gather_state(); }
   Status load(const std::map<std::string, torch::Tensor>& tensors, const std::string& model_prefix,
               const std::string& optim_prefix, int64_t step_count) override {
-    CAIRN_RETURN_IF_ERROR(check_params(shapes_, tensors, model_prefix));
+    CAIRN_RETURN_IF_ERROR(check_params(model_->config(), tensors, model_prefix));
     CAIRN_RETURN_IF_ERROR(z_->load_state(tensors, optim_prefix, step_count));
     return z_->load_params(tensors, model_prefix);
   }
@@ -167,7 +166,6 @@ class ShardedEngine : public Engine {
 
  private:
   std::shared_ptr<model::LanguageModel> model_;
-  NamedTensors shapes_;  // names and shapes of the (released) parameters
   std::unique_ptr<Zero3> z_;
 };
 

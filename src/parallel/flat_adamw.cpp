@@ -108,12 +108,6 @@ Status FlatAdamW::load_state(const std::vector<FlatShard>& shards,
   return Status::Ok();
 }
 
-int64_t FlatAdamW::moment_numel() const {
-  int64_t n = 0;
-  for (const torch::Tensor& t : exp_avg_) n += t.numel();
-  return n;
-}
-
 Status check_whole_tensors(const std::vector<FlatParam>& params,
                            const std::map<std::string, torch::Tensor>& tensors,
                            const std::string& prefix, const std::vector<std::string>& suffixes,

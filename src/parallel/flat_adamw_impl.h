@@ -68,7 +68,6 @@ class FlatAdamW {
                     int64_t step_count);
 
   const std::vector<FlatParam>& params() const { return params_; }
-  int64_t moment_numel() const;  // elements of one moment this rank holds
 
  private:
   AdamHyper hyper_;

@@ -56,6 +56,20 @@ Status check_object(const json& obj, const std::string& path,
   return Status::Ok();
 }
 
+// Reads an optional string key naming one value of an enum, through its parser; the error
+// names the key's path.
+template <typename E>
+Status read_enum(const json& obj, const char* key, const std::string& path,
+                 Result<E> (*parse)(const std::string&), E* out) {
+  if (!obj.contains(key)) return Status::Ok();
+  std::string name;
+  CAIRN_RETURN_IF_ERROR(read_string(obj, key, path, &name));
+  Result<E> v = parse(name);
+  if (!v.ok()) return bad(path + "." + key, v.status().message());
+  *out = *v;
+  return Status::Ok();
+}
+
 json layer_json(const LayerPlan& l) {
   return {{"tp", l.tp},
           {"sequence_parallel", l.sequence_parallel},
@@ -69,12 +83,7 @@ Status read_layer(const json& j, const std::string& path, LayerPlan* l) {
   CAIRN_RETURN_IF_ERROR(read_int(j, "tp", path, &l->tp));
   CAIRN_RETURN_IF_ERROR(read_bool(j, "sequence_parallel", path, &l->sequence_parallel));
   CAIRN_RETURN_IF_ERROR(read_bool(j, "checkpoint", path, &l->checkpoint));
-  std::string kind = cp_kind_name(l->cp_kind);
-  CAIRN_RETURN_IF_ERROR(read_string(j, "cp_kind", path, &kind));
-  auto k = parse_cp_kind(kind);
-  if (!k.ok()) return bad(path + ".cp_kind", k.status().message());
-  l->cp_kind = *k;
-  return Status::Ok();
+  return read_enum(j, "cp_kind", path, &parse_cp_kind, &l->cp_kind);
 }
 
 }  // namespace
@@ -183,13 +192,7 @@ Result<Plan> Plan::from_json(const json& j, int64_t n_layer) {
   uniform.tp = p.mesh.tp;
   CAIRN_RETURN_IF_ERROR(read_bool(j, "sequence_parallel", "plan", &uniform.sequence_parallel));
   CAIRN_RETURN_IF_ERROR(read_bool(j, "checkpoint", "plan", &uniform.checkpoint));
-  if (j.contains("cp_kind")) {
-    std::string kind;
-    CAIRN_RETURN_IF_ERROR(read_string(j, "cp_kind", "plan", &kind));
-    auto k = parse_cp_kind(kind);
-    if (!k.ok()) return bad("plan.cp_kind", k.status().message());
-    uniform.cp_kind = *k;
-  }
+  CAIRN_RETURN_IF_ERROR(read_enum(j, "cp_kind", "plan", &parse_cp_kind, &uniform.cp_kind));
   if (j.contains("layers")) {
     const json& ls = j.at("layers");
     if (!ls.is_array()) return bad("plan.layers", "expected a list, got " + ls.dump());
@@ -214,20 +217,13 @@ Result<Plan> Plan::from_json(const json& j, int64_t n_layer) {
         p.pipeline.cuts.push_back(x.get<int64_t>());
       }
     }
-    std::string schedule = schedule_name(p.pipeline.schedule);
-    CAIRN_RETURN_IF_ERROR(read_string(pl, "schedule", "plan.pipeline", &schedule));
-    auto s = parse_schedule(schedule);
-    if (!s.ok()) return bad("plan.pipeline.schedule", s.status().message());
-    p.pipeline.schedule = *s;
+    CAIRN_RETURN_IF_ERROR(
+        read_enum(pl, "schedule", "plan.pipeline", &parse_schedule, &p.pipeline.schedule));
     CAIRN_RETURN_IF_ERROR(
         read_int(pl, "virtual_stages", "plan.pipeline", &p.pipeline.virtual_stages));
   }
   return p;
 }
-
-}  // namespace cairn::parallel
-
-namespace cairn::parallel {
 
 Status Plan::validate(const model::ModelConfig& model, int world_size) const {
   for (comm::Axis a :

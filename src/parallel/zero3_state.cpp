@@ -25,8 +25,10 @@ int64_t Zero3::step_count() const { return impl_->optimizer->step_count(); }
 
 Zero3::NamedParams Zero3::gather_state() {
   Impl& m = *impl_;
-  NamedParams out = m.optimizer->gather_state(m.shards(), m.world() > 1 ? m.group : nullptr);
-  for (auto& [name, t] : out) t = t.clone();  // a snapshot: training may go on meanwhile
+  if (m.world() > 1)  // all-gathered into fresh buffers: already a snapshot
+    return m.optimizer->gather_state(m.shards(), m.group);
+  NamedParams out = m.optimizer->gather_state(m.shards(), nullptr);
+  for (auto& [name, t] : out) t = t.clone();  // views of the live moments: a snapshot
   return out;
 }
 

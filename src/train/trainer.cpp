@@ -273,7 +273,11 @@ Status Trainer::Impl::build_engine() {
     mi.seq_len = o.seq_len;
     mi.world = world;
     mi.zero_stage = plan.zero_stage;
-    mi.activation_checkpointing = o.activation_checkpointing;
+    // From the plan (a plan file sets it per block): recomputation counted only when every
+    // block is recomputed, so the estimate never falls below what the job needs.
+    mi.activation_checkpointing =
+        std::all_of(plan.layers.begin(), plan.layers.end(),
+                    [](const parallel::LayerPlan& l) { return l.checkpoint; });
     const MemoryEstimate need = estimate_memory(mi);
     if (auto avail = available_memory_bytes(); avail.ok()) {
       CAIRN_RETURN_IF_ERROR(check_memory(need, run.local_ranks, *avail));
@@ -436,6 +440,7 @@ StepMetrics Trainer::Impl::log_start() {
   const double flops_per_token = model->flops_per_token(opt.seq_len);
   const double tokens_per_step = double(opt.global_batch_size * opt.seq_len);
   const parallel::MemoryReport mem = engine->memory_report();
+  const char* omp_wait_policy = std::getenv("OMP_WAIT_POLICY");
   log->event("start", {{"step", step},
                        {"max_steps", max_steps},
                        {"params", num_params},
@@ -443,9 +448,7 @@ StepMetrics Trainer::Impl::log_start() {
                        {"peak_flops", peak_flops},
                        {"threads", torch::get_num_threads()},
                        {"blas_threads", core::blas_num_threads()},
-                       {"omp_wait_policy", std::getenv("OMP_WAIT_POLICY") != nullptr
-                                               ? std::getenv("OMP_WAIT_POLICY")
-                                               : "default"},
+                       {"omp_wait_policy", omp_wait_policy ? omp_wait_policy : "default"},
                        {"world_size", world},
                        {"zero_stage", plan.zero_stage},
                        {"plan", plan.to_json()},
