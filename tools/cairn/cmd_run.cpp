@@ -18,6 +18,7 @@
 #include "cairn/elastic/rendezvous.h"
 #include "cairn/elastic/worker_env.h"
 #include "commands.h"
+#include "launch_flags.h"
 #include "orphans_at_start.h"
 #include "run_elastic.h"
 
@@ -90,7 +91,7 @@ int usable_cores() {
 }
 
 void run_run(elastic::LaunchFlags& flags, const CLI::App& cmd) {
-  elastic::collect_unknown_flags(cmd, &flags);
+  collect_unknown_flags(cmd, &flags);
   auto options = elastic::resolve_launch_options(flags);
   if (!options.ok()) throw StatusError(options.status());
 
@@ -219,7 +220,7 @@ void register_run_command(CLI::App& app) {
       "      --nnodes 1:4 --node-id node-01 --max-restarts 10 -- cairn train configs/gpt-kjv.yaml "
       "\\\n"
       "      --resume-or-start --set ckpt.dir=/shared/ckpt --set ckpt.memory_interval=1");
-  elastic::add_launch_flags(*cmd, flags.get());
+  add_launch_flags(*cmd, flags.get());
   cmd->callback([flags, cmd] { run_run(*flags, *cmd); });
 }
 

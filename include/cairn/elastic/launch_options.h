@@ -1,8 +1,8 @@
-// `cairn run` flags: torchrun-compatible launcher flags collected as text (LaunchFlags), then
-// validated into LaunchOptions by a pure function that names the offending flag on error.
+// `cairn run` flags: torchrun-compatible launcher flags collected as text (LaunchFlags, filled by
+// the CLI: tools/cairn/launch_flags.h), then validated into LaunchOptions by a pure function that
+// names the offending flag on error.
 #pragma once
 
-#include <CLI/CLI.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -40,15 +40,6 @@ struct LaunchFlags {
   std::vector<std::string> command;             // everything after `--`
   std::vector<std::string> unknown;             // arguments the parser did not recognize
 };
-
-// Registers the flags on `cmd` (torchrun's underscore spellings are aliases). Unrecognized
-// arguments are collected into `flags->unknown` for resolve_launch_options to report.
-// REQUIRES: `flags` outlives the parse of `cmd`.
-void add_launch_flags(CLI::App& cmd, LaunchFlags* flags);
-
-// Collects `cmd->remaining()` into flags->unknown, dropping CLI11's `--` marker. Call from the
-// command's callback.
-void collect_unknown_flags(const CLI::App& cmd, LaunchFlags* flags);
 
 inline constexpr int kDefaultRdzvPort = 29400;    // torchrun's default for --rdzv-endpoint
 inline constexpr int kDefaultMasterPort = 29500;  // torchrun's default for --master-port

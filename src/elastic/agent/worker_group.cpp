@@ -14,7 +14,7 @@
 
 #include "cairn/elastic/process.h"
 #include "cairn/elastic/standby.h"
-#include "elastic/line_buffer_impl.h"
+#include "elastic/agent/line_buffer_impl.h"
 
 namespace cairn::elastic {
 namespace {

@@ -1,4 +1,6 @@
-#include "cairn/elastic/launch_options.h"
+// `cairn run` flags as the CLI parses them (launch_flags.h) and validates them
+// (elastic::resolve_launch_options).
+#include "launch_flags.h"
 
 #include <gtest/gtest.h>
 
@@ -11,10 +13,10 @@ namespace {
 Result<LaunchOptions> parse(std::vector<std::string> args) {
   CLI::App app{"test"};
   LaunchFlags flags;
-  add_launch_flags(app, &flags);
+  cli::add_launch_flags(app, &flags);
   std::reverse(args.begin(), args.end());
   app.parse(args);
-  collect_unknown_flags(app, &flags);
+  cli::collect_unknown_flags(app, &flags);
   return resolve_launch_options(flags);
 }
 
@@ -310,7 +312,7 @@ TEST(LaunchOptions, EmptyValuesAreErrors) {
 TEST(LaunchOptions, CliErrorsForMissingValues) {
   CLI::App app{"test"};
   LaunchFlags flags;
-  add_launch_flags(app, &flags);
+  cli::add_launch_flags(app, &flags);
   std::vector<std::string> args = {"--nproc-per-node"};
   EXPECT_THROW(app.parse(args), CLI::ParseError);
 }

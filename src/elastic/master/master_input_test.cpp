@@ -10,7 +10,7 @@
 #include "cairn.grpc.pb.h"
 #include "cairn/elastic/master_client.h"
 #include "cairn/elastic/master_server.h"
-#include "elastic/master_testing_impl.h"
+#include "elastic/master/master_testing_impl.h"
 #include "elastic/testing_impl.h"
 
 namespace cairn::elastic {

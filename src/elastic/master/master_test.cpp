@@ -19,7 +19,7 @@
 #include "cairn/elastic/master_rendezvous.h"
 #include "cairn/elastic/master_server.h"
 #include "cairn/elastic/shard_client.h"
-#include "elastic/master_testing_impl.h"
+#include "elastic/master/master_testing_impl.h"
 #include "elastic/testing_impl.h"
 
 namespace cairn::elastic {

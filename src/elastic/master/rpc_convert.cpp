@@ -1,5 +1,5 @@
 // protobuf <-> struct conversions and status mapping for the master's RPCs.
-#include "rpc_convert_impl.h"
+#include "elastic/master/rpc_convert_impl.h"
 
 namespace cairn::elastic::rpc {
 
@@ -196,6 +196,8 @@ grpc::Status to_grpc(const Status& s) {
       return {grpc::StatusCode::INVALID_ARGUMENT, s.message()};
     case StatusCode::kFailedPrecondition:
       return {grpc::StatusCode::FAILED_PRECONDITION, s.message()};
+    case StatusCode::kNotFound:
+      return {grpc::StatusCode::NOT_FOUND, s.message()};
     default:
       return {grpc::StatusCode::INTERNAL, s.ToString()};
   }

@@ -1,5 +1,5 @@
 // Line splitting for worker output.
-#include "elastic/line_buffer_impl.h"
+#include "elastic/agent/line_buffer_impl.h"
 
 namespace cairn::elastic {
 

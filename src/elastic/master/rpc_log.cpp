@@ -4,7 +4,7 @@
 
 #include <mutex>
 
-#include "rpc_log_impl.h"
+#include "elastic/master/rpc_log_impl.h"
 
 namespace cairn::elastic::rpc {
 namespace {

@@ -18,8 +18,10 @@
 #include "cairn/elastic/journal.h"
 #include "cairn/elastic/master_client.h"
 #include "cairn/elastic/rdzv_codec.h"
-#include "rpc_convert_impl.h"
-#include "rpc_log_impl.h"
+#include "elastic/master/check_coordinator_impl.h"
+#include "elastic/master/rpc_convert_impl.h"
+#include "elastic/master/rpc_log_impl.h"
+#include "elastic/master/shard_service_impl.h"
 
 namespace cairn::elastic {
 namespace {
@@ -76,7 +78,8 @@ std::string describe(const RdzvEvent& event) {
 }  // namespace
 
 struct MasterServer::Impl final : public v1::Master::Service {
-  explicit Impl(const MasterServerOptions& o) : options(o), state(o.rdzv) {}
+  explicit Impl(const MasterServerOptions& o)
+      : options(o), state(o.rdzv), checks(o.network_check, o.node_check) {}
 
   // --- the service -----------------------------------------------------------------------
   grpc::Status Join(grpc::ServerContext* ctx, const v1::JoinRequest* req,
@@ -145,7 +148,20 @@ struct MasterServer::Impl final : public v1::Master::Service {
   grpc::Status CheckNode(grpc::ServerContext* ctx, const v1::CheckNodeRequest* req,
                          v1::CheckNodeResponse* resp) override {
     return serve(ctx, "CheckNode", [&] {
-      CheckReply r = check_node_locked(*req, steady_now());
+      CheckQuery q;
+      q.node_id = req->node_id();
+      q.round = req->round();
+      q.check_id = req->check_id();
+      q.check_round = req->check_round();
+      if (req->has_result()) {
+        NodeCheckResult res;
+        res.ok = req->result().ok();
+        res.matmul_s = req->result().matmul_s();
+        res.allreduce_s = req->result().allreduce_s();
+        res.error = req->result().error().substr(0, kMaxDiagnosisLength);
+        q.result = std::move(res);
+      }
+      CheckReply r = checks.poll(state, q, steady_now());
       switch (r.action) {
         case CheckAction::kRun:
           resp->set_action(v1::CheckNodeResponse::RUN);
@@ -180,42 +196,13 @@ struct MasterServer::Impl final : public v1::Master::Service {
     });
   }
 
-  // --- the shard service ---------------------------------------------------------------------
+  // --- the shard service (ShardService; this only converts) -----------------------------
   grpc::Status CreateDataset(grpc::ServerContext* ctx, const v1::CreateDatasetRequest* req,
                              v1::CreateDatasetResponse* resp) override {
     return serve_shards(ctx, "CreateDataset", [&]() -> grpc::Status {
-      if (req->dataset().empty() || req->dataset().size() > kMaxDatasetName)
-        return {grpc::StatusCode::INVALID_ARGUMENT,
-                "dataset name: 1 to " + std::to_string(kMaxDatasetName) + " characters"};
-      ShardParams p = rpc::from_proto(req->params());
-      if (Status v = validate_shard_params(p); !v.ok())
-        return rpc::to_grpc(v.WithContext("dataset " + req->dataset()));
-      auto it = datasets.find(req->dataset());
-      if (it != datasets.end()) {
-        const ShardParams& q = it->second->params();
-        // A stream's size when each worker joins differs: it grows.
-        if ((!p.streaming && q.num_samples != p.num_samples) || q.shard_size != p.shard_size ||
-            q.seed != p.seed || q.streaming != p.streaming)
-          return {grpc::StatusCode::FAILED_PRECONDITION,
-                  "dataset " + req->dataset() + " exists with other parameters (" +
-                      std::to_string(q.num_samples) + " samples, shards of " +
-                      std::to_string(q.shard_size) + ", seed " + std::to_string(q.seed) +
-                      (q.streaming ? ", streaming" : "") +
-                      "; asked: " + std::to_string(p.num_samples) + " samples, shards of " +
-                      std::to_string(p.shard_size) + ", seed " + std::to_string(p.seed) +
-                      (p.streaming ? ", streaming" : "") + ")"};
-        // A resumed job may train longer: more epochs.
-        it->second->raise_epochs(p.num_epochs);
-        resp->set_created(false);
-        return grpc::Status::OK;
-      }
-      if (datasets.size() >= kMaxDatasets)
-        return {grpc::StatusCode::RESOURCE_EXHAUSTED,
-                "the master serves at most " + std::to_string(kMaxDatasets) + " datasets"};
-      datasets.emplace(req->dataset(), std::make_unique<ShardState>(p));
-      spdlog::info("master: dataset {}: {} samples in shards of {}, {} epoch(s){}", req->dataset(),
-                   p.num_samples, p.shard_size, p.num_epochs, p.streaming ? ", streaming" : "");
-      resp->set_created(true);
+      auto created = shards.create(req->dataset(), rpc::from_proto(req->params()));
+      if (!created.ok()) return rpc::to_grpc(created.status());
+      resp->set_created(*created);
       return grpc::Status::OK;
     });
   }
@@ -223,38 +210,25 @@ struct MasterServer::Impl final : public v1::Master::Service {
   grpc::Status GetShards(grpc::ServerContext* ctx, const v1::GetShardsRequest* req,
                          v1::GetShardsResponse* resp) override {
     return serve_shards(ctx, "GetShards", [&]() -> grpc::Status {
-      ShardState* s = dataset_locked(req->dataset());
-      if (!s) return unknown_dataset(req->dataset());
-      if (req->worker().empty() || req->worker().size() > kMaxNodeIdLength + 16)
-        return {grpc::StatusCode::INVALID_ARGUMENT, "worker name: 1 to 144 characters"};
-      if (req->want() < 0 || req->want() > 1024 || req->done_size() > 4096)
-        return {grpc::StatusCode::INVALID_ARGUMENT, "want: 0 to 1024 shards; done: at most 4096"};
-      if (req->step() < 0 ||
-          (req->step() > 0 && (req->world() < 1 || req->rank() < 0 || req->rank() >= req->world() ||
-                               req->step_quota() < 1)))
-        return {grpc::StatusCode::INVALID_ARGUMENT,
-                "step quota: step >= 1, 0 <= rank < world, step_quota >= 1"};
-      const double now = steady_now();
-      const int64_t done_step = req->done_step() > 0 ? req->done_step() : -1;
-      for (const auto& d : req->done())
-        if (Status c = s->complete(req->worker(), rpc::from_proto(d), done_step); !c.ok())
-          return rpc::to_grpc(c);
-      s->renew(req->worker(), now);
-      for (int i = 0; i < req->want(); ++i) {
-        bool full = false;
-        AcquireResult r = req->step() > 0
-                              ? s->acquire_for_step(req->worker(), req->step(), req->rank(),
-                                                    req->world(), req->step_quota(), now, &full)
-                              : s->acquire(req->worker(), now);
-        if (full) resp->set_step_full(true);
-        if (!r.shard) {
-          resp->set_exhausted(r.exhausted);
-          resp->set_reason(r.reason);
-          break;
-        }
-        rpc::to_proto(*r.shard, resp->add_shards());
-      }
-      ShardStats st = s->stats();
+      ShardRequest q;
+      q.worker = req->worker();
+      q.want = req->want();
+      if (req->done_size() > int(ShardService::kMaxDone))
+        return rpc::to_grpc(Status::InvalidArgument(
+            "done: at most " + std::to_string(ShardService::kMaxDone) + " shards"));
+      for (const auto& d : req->done()) q.done.push_back(rpc::from_proto(d));
+      q.done_step = req->done_step() > 0 ? req->done_step() : -1;
+      q.step = req->step();
+      q.rank = req->rank();
+      q.world = req->world();
+      q.step_quota = req->step_quota();
+      auto reply = shards.get(req->dataset(), q, steady_now());
+      if (!reply.ok()) return rpc::to_grpc(reply.status());
+      for (const Shard& shard : reply->shards) rpc::to_proto(shard, resp->add_shards());
+      if (reply->step_full) resp->set_step_full(true);
+      resp->set_exhausted(reply->exhausted);
+      resp->set_reason(reply->reason);
+      const ShardStats& st = reply->stats;
       v1::ShardStats* o = resp->mutable_stats();
       o->set_epoch(st.epoch);
       o->set_todo(st.todo);
@@ -270,56 +244,31 @@ struct MasterServer::Impl final : public v1::Master::Service {
   grpc::Status ReleaseShards(grpc::ServerContext* ctx, const v1::ReleaseShardsRequest* req,
                              v1::ReleaseShardsResponse*) override {
     return serve_shards(ctx, "ReleaseShards", [&]() -> grpc::Status {
-      ShardState* s = dataset_locked(req->dataset());
-      if (!s) return unknown_dataset(req->dataset());
-      s->release_worker(req->worker());
-      return grpc::Status::OK;
+      return rpc::to_grpc(shards.release(req->dataset(), req->worker()));
     });
   }
 
   grpc::Status GetShardSnapshot(grpc::ServerContext* ctx, const v1::ShardSnapshotRequest* req,
                                 v1::ShardSnapshot* resp) override {
     return serve_shards(ctx, "GetShardSnapshot", [&]() -> grpc::Status {
-      ShardState* s = dataset_locked(req->dataset());
-      if (!s) return unknown_dataset(req->dataset());
-      return rpc::to_grpc(
-          rpc::to_proto(s->snapshot(req->max_step() > 0 ? req->max_step() : INT64_MAX), resp));
+      auto snapshot = shards.snapshot(req->dataset(), req->max_step());
+      if (!snapshot.ok()) return rpc::to_grpc(snapshot.status());
+      return rpc::to_grpc(rpc::to_proto(*snapshot, resp));
     });
   }
 
   grpc::Status RestoreShards(grpc::ServerContext* ctx, const v1::RestoreShardsRequest* req,
                              v1::RestoreShardsResponse*) override {
     return serve_shards(ctx, "RestoreShards", [&]() -> grpc::Status {
-      ShardState* s = dataset_locked(req->dataset());
-      if (!s) return unknown_dataset(req->dataset());
-      Status r = s->restore(rpc::from_proto(req->snapshot()));
-      if (r.ok())
-        spdlog::info("master: dataset {} restored: {} shards done", req->dataset(),
-                     s->stats().done);
-      return rpc::to_grpc(r);
+      return rpc::to_grpc(shards.restore(req->dataset(), rpc::from_proto(req->snapshot())));
     });
   }
 
   grpc::Status ExtendDataset(grpc::ServerContext* ctx, const v1::ExtendDatasetRequest* req,
                              v1::ExtendDatasetResponse*) override {
     return serve_shards(ctx, "ExtendDataset", [&]() -> grpc::Status {
-      ShardState* s = dataset_locked(req->dataset());
-      if (!s) return unknown_dataset(req->dataset());
-      return rpc::to_grpc(req->finished() ? s->finish(req->num_samples())
-                                          : s->extend(req->num_samples()));
+      return rpc::to_grpc(shards.extend(req->dataset(), req->num_samples(), req->finished()));
     });
-  }
-
-  // REQUIRES: shard_mu held.
-  ShardState* dataset_locked(const std::string& name) {
-    auto it = datasets.find(name);
-    return it == datasets.end() ? nullptr : it->second.get();
-  }
-  static grpc::Status unknown_dataset(const std::string& name) {
-    return {grpc::StatusCode::NOT_FOUND,
-            "dataset " + name +
-                " is not known to the master (create it first; a restarted "
-                "master forgets datasets: the trainers restore them from their checkpoint)"};
   }
 
   // Like serve() for the shard service: its own lock and nothing to journal.
@@ -345,100 +294,6 @@ struct MasterServer::Impl final : public v1::Master::Service {
     spdlog::warn("master: rejected {} from {}: {}", method, ctx->peer(),
                  it == md.end() ? "no job token" : "wrong job token");
     return false;
-  }
-
-  // --- the node check ----------------------------------------------------------------------
-  // REQUIRES: mu held.
-  CheckReply check_node_locked(const v1::CheckNodeRequest& req, double now) {
-    CheckReply r;
-    if (!options.network_check) {
-      r.action = CheckAction::kProceed;
-      r.reason = "no node check (the master runs without --network-check)";
-      return r;
-    }
-    drop_stale_check_locked(now);
-    // The verdict of this round's check stands after it changed the rendezvous (exclusions).
-    if (check && check_for_round == req.round() && check->done())
-      return check->poll(req.node_id(), std::nullopt, now);
-    const Round& round = state.round();
-    if (state.open() || req.round() != round.number || !round.find(req.node_id())) {
-      r.action = CheckAction::kRejoin;
-      r.reason = "round " + std::to_string(req.round()) + " is not the job's current round";
-      return r;
-    }
-    if (check_for_round != round.number) start_check_locked(now);
-    if (!check) {
-      r.action = CheckAction::kProceed;
-      r.reason = "every node of round " + std::to_string(round.number) + " passed a check before";
-      return r;
-    }
-    std::optional<std::pair<int, NodeCheckResult>> report;
-    if (req.has_result() && req.check_id() == check->check_id()) {
-      NodeCheckResult res;
-      res.ok = req.result().ok();
-      res.matmul_s = req.result().matmul_s();
-      res.allreduce_s = req.result().allreduce_s();
-      res.error = req.result().error().substr(0, kMaxDiagnosisLength);
-      report = std::make_pair(req.check_round(), std::move(res));
-    }
-    r = check->poll(req.node_id(), report, now);
-    apply_verdict_locked(now);
-    return r;
-  }
-
-  // A check whose round is over (a member was dropped or left meanwhile) tells nothing: forget
-  // it, so that it neither times out nor excludes anyone. REQUIRES: mu held.
-  void drop_stale_check_locked(double now) {
-    if (!check || check->done()) return;
-    if (!state.open() && state.round().number == check_for_round) return;
-    spdlog::info("master: node check {} abandoned: round {} is over", check->check_id(),
-                 check_for_round);
-    check.reset();
-    state.hold_growth(false, now);
-  }
-
-  // REQUIRES: mu held.
-  void start_check_locked(double now) {
-    const Round& round = state.round();
-    check_for_round = round.number;
-    check.reset();
-    verdict_applied = false;
-    std::vector<CheckMember> members;
-    bool all_checked = true;
-    for (const auto& m : round.members) {
-      const NodeInfo* info = state.node(m.node_id);
-      if (!info) continue;
-      auto it = checked.find(m.node_id);
-      all_checked = all_checked && it != checked.end() && it->second == info->incarnation;
-      members.push_back({m.node_id, m.host, info->store_port});
-    }
-    if (all_checked) {
-      state.hold_growth(false, now);
-      return;
-    }
-    // Nodes that come meanwhile wait for the check to end instead of ending the round under it.
-    state.hold_growth(true, now);
-    const std::string id = std::to_string(round.number) + "." + std::to_string(++check_serial) +
-                           "." + std::to_string(uint32_t(core::unix_time() * 1000));
-    check.emplace(std::move(members), id, options.node_check, now);
-    spdlog::info("master: node check {} of round {} begins ({} nodes)", id, round.number,
-                 round.members.size());
-  }
-
-  // Once the check has a verdict: remembers who passed, excludes who did not. REQUIRES: mu held.
-  void apply_verdict_locked(double now) {
-    if (!check || !check->done() || verdict_applied) return;
-    verdict_applied = true;
-    const NodeCheckVerdict& v = check->verdict();
-    spdlog::info("master: {}", v.summary);
-    for (const auto& id : v.stragglers)
-      spdlog::warn("master: node {} is a straggler (check time {:.3f} s){}", id, v.elapsed_s.at(id),
-                   v.excluded.count(id) ? "; excluded" : "");
-    for (const auto& [id, t] : v.elapsed_s)
-      if (const NodeInfo* info = state.node(id); info && !v.excluded.count(id))
-        checked[id] = info->incarnation;
-    for (const auto& [id, why] : v.excluded) state.exclude(id, why, now);
-    state.hold_growth(false, now);
   }
 
   // --- plumbing ----------------------------------------------------------------------------
@@ -488,17 +343,13 @@ struct MasterServer::Impl final : public v1::Master::Service {
       if (stopping || !journal_error.ok()) continue;
       const double now = steady_now();
       state.tick(now);
-      drop_stale_check_locked(now);
-      if (check) {
-        check->tick(now);
-        apply_verdict_locked(now);
-      }
+      checks.tick(state, now);
       (void)commit_locked();
       // The shard service has its own lock; rendezvous calls need not wait for it.
       lock.unlock();
       {
-        std::lock_guard<std::mutex> shards(shard_mu);
-        for (auto& [name, s] : datasets) s->tick(now);
+        std::lock_guard<std::mutex> shard_lock(shard_mu);
+        shards.tick(now);
       }
       lock.lock();
     }
@@ -506,17 +357,10 @@ struct MasterServer::Impl final : public v1::Master::Service {
 
   MasterServerOptions options;
   mutable std::mutex mu;
-  RdzvState state;  // guarded by mu
-  // The node check of round check_for_round (none when its nodes were checked before).
-  std::optional<NodeCheck> check;           // guarded by mu
-  int64_t check_for_round = 0;              // guarded by mu
-  bool verdict_applied = false;             // guarded by mu
-  int64_t check_serial = 0;                 // guarded by mu
-  std::map<std::string, uint64_t> checked;  // node id -> incarnation that passed; guarded by mu
+  RdzvState state;          // guarded by mu
+  CheckCoordinator checks;  // guarded by mu
   std::mutex shard_mu;
-  std::map<std::string, std::unique_ptr<ShardState>> datasets;  // guarded by shard_mu
-  static constexpr size_t kMaxDatasets = 64;
-  static constexpr size_t kMaxDatasetName = 1024;
+  ShardService shards;               // guarded by shard_mu
   std::unique_ptr<Journal> journal;  // guarded by mu
   Status journal_error;              // guarded by mu; set once
   bool stopping = false;             // guarded by mu

@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "elastic/line_buffer_impl.h"
+#include "elastic/agent/line_buffer_impl.h"
 
 namespace cairn::elastic {
 namespace {

@@ -12,7 +12,7 @@
 #include "cairn.grpc.pb.h"
 #include "cairn/core/fs.h"
 #include "elastic/deadline_impl.h"
-#include "rpc_convert_impl.h"
+#include "elastic/master/rpc_convert_impl.h"
 
 namespace cairn::elastic {
 namespace {

@@ -7,7 +7,7 @@
 #include <fstream>
 
 #include "cairn/elastic/rdzv_codec.h"
-#include "elastic/master_testing_impl.h"
+#include "elastic/master/master_testing_impl.h"
 #include "elastic/testing_impl.h"
 
 namespace cairn::elastic {
