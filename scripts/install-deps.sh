@@ -12,11 +12,12 @@ packages=(
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libxxhash-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libicu-dev bible-kjv gdb clang-format
+  libicu-dev bible-kjv gdb clang-format clang
   # Tools the tests call (a missing one fails its test, never skips it): /usr/bin/python3;
   # ip netns (iproute2); openssl (the master's TLS test); ps, pgrep, kill (procps); unshare
   # (util-linux) and mount; timeout, shuf, od, dd, mktemp, tail --pid (coreutils); xargs, find
-  # (findutils); cmp, diff (diffutils); awk (mawk); clang-format (the format test).
+  # (findutils); cmp, diff (diffutils); awk (mawk); clang-format (the format test); clang++
+  # (the thread-safety analysis test).
   python3 iproute2 openssl procps util-linux mount coreutils findutils diffutils mawk
 )
 # Node.js runs the reference tokenizer in tests and npm fetches its files; a node from

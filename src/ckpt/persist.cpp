@@ -90,16 +90,19 @@ Result<std::unique_ptr<SlotPersister>> SlotPersister::Start(SlotPersisterOptions
     return Status::InvalidArgument("poll interval must be positive");
   std::unique_ptr<SlotPersister> p(new SlotPersister(std::move(options)));
   // A claim left by a persister that died mid-write is this persister's to redo.
-  for (auto& [rank, names] : p->o_.slots)
-    for (ShmSlot* s : p->slots_of(rank))
-      if (s->persist_state() == kPersistRunning) s->requeue_persist();
+  {
+    core::MutexLock lock(p->mu_);
+    for (auto& [rank, names] : p->o_.slots)
+      for (ShmSlot* s : p->slots_of(rank))
+        if (s->persist_state() == kPersistRunning) s->requeue_persist();
+  }
   p->thread_ = std::thread([raw = p.get()] { raw->loop(); });
   return p;
 }
 
 SlotPersister::~SlotPersister() {
   {
-    std::lock_guard<std::mutex> lock(stop_mu_);
+    core::MutexLock lock(stop_mu_);
     stop_ = true;
   }
   stop_cv_.notify_all();
@@ -113,8 +116,9 @@ void SlotPersister::loop() {
   const auto interval = std::chrono::duration<double>(o_.poll_interval_s);
   for (;;) {
     poll_once();
-    std::unique_lock<std::mutex> lock(stop_mu_);
-    if (stop_cv_.wait_for(lock, interval, [this] { return stop_; })) return;
+    core::MutexLock lock(stop_mu_);
+    if (stop_cv_.wait_for(stop_mu_, interval, [this]() CAIRN_REQUIRES(stop_mu_) { return stop_; }))
+      return;
   }
 }
 
@@ -137,7 +141,6 @@ std::vector<ShmSlot*> SlotPersister::slots_of(int rank) {
   return out;
 }
 
-// REQUIRES: mu_ held and the slot's persist claim held (or its writer gone).
 Result<PartInfo> SlotPersister::write_slot(ShmSlot* slot) {
   CAIRN_ASSIGN_OR_RETURN(ShmSnapshot snap, slot->view());
   CAIRN_ASSIGN_OR_RETURN(PersistTarget target, persist_target_from(snap.state));
@@ -147,7 +150,7 @@ Result<PartInfo> SlotPersister::write_slot(ShmSlot* slot) {
 }
 
 int SlotPersister::poll_once() {
-  std::lock_guard<std::mutex> lock(mu_);
+  core::MutexLock lock(mu_);
   int written = 0;
   for (auto& [rank, names] : o_.slots) {
     // Oldest first, so that `latest` moves forward.
@@ -180,7 +183,7 @@ int SlotPersister::poll_once() {
 }
 
 Result<nlohmann::json> SlotPersister::queue_unsaved() {
-  std::lock_guard<std::mutex> lock(mu_);
+  core::MutexLock lock(mu_);
   std::string root;
   auto [step, slots] = newest_unsaved(&root);
   if (step < 0) return nlohmann::json();
@@ -229,7 +232,7 @@ std::pair<int64_t, std::vector<ShmSlot*>> SlotPersister::newest_unsaved(std::str
 }
 
 Result<nlohmann::json> SlotPersister::persist_unsaved(const std::string& reason) {
-  std::lock_guard<std::mutex> lock(mu_);
+  core::MutexLock lock(mu_);
   std::map<int, std::vector<ShmSlot*>> by_rank;
   for (int64_t step : common_steps(&by_rank)) {
     int64_t bytes = 0;

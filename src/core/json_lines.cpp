@@ -10,7 +10,7 @@
 namespace cairn::core {
 
 void JsonLinesWriter::append(const nlohmann::json& j) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   Status s = append_line(path_, j.dump());
   if (!s.ok() && !warned_) {
     spdlog::warn("cannot write {}: {}", path_, s.ToString());

@@ -62,7 +62,7 @@ Result<std::unique_ptr<LocalSampler>> LocalSampler::Open(const TokenFile* file, 
 }
 
 std::shared_ptr<const std::vector<int64_t>> LocalSampler::permutation(int64_t epoch) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  core::MutexLock lock(mu_);
   if (cache_[0].epoch == epoch) return cache_[0].order;
   if (cache_[1].epoch == epoch) {
     std::swap(cache_[0], cache_[1]);

@@ -4,12 +4,12 @@
 
 #include <cstdlib>
 #include <functional>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
 #include "bpe_impl.h"
 #include "cairn/core/fs.h"
+#include "cairn/core/mutex.h"
 #include "pretokenize_impl.h"
 
 namespace cairn::data {
@@ -24,7 +24,7 @@ class PieceCache {
   // Appends the cached ids of `piece` to *out and returns true, or returns false.
   bool lookup(std::string_view piece, size_t hash, std::vector<int32_t>* out) {
     Shard& s = shard(hash);
-    std::lock_guard<std::mutex> lock(s.mu);
+    core::MutexLock lock(s.mu);
     auto it = s.map.find(std::string(piece));
     if (it == s.map.end()) return false;
     out->insert(out->end(), it->second.begin(), it->second.end());
@@ -32,7 +32,7 @@ class PieceCache {
   }
   void insert(std::string_view piece, size_t hash, std::vector<int32_t> ids) {
     Shard& s = shard(hash);
-    std::lock_guard<std::mutex> lock(s.mu);
+    core::MutexLock lock(s.mu);
     if (s.map.size() >= kMaxPerShard) s.map.clear();
     s.map.emplace(std::string(piece), std::move(ids));
   }
@@ -41,8 +41,8 @@ class PieceCache {
   static constexpr size_t kShards = 64;
   static constexpr size_t kMaxPerShard = 16384;
   struct alignas(64) Shard {
-    std::mutex mu;
-    std::unordered_map<std::string, std::vector<int32_t>> map;
+    core::Mutex mu;
+    std::unordered_map<std::string, std::vector<int32_t>> map CAIRN_GUARDED_BY(mu);
   };
   Shard& shard(size_t hash) { return shards_[(hash >> 7) % kShards]; }
   Shard shards_[kShards];

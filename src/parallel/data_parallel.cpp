@@ -6,9 +6,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <mutex>
 
 #include "cairn/comm/group.h"
+#include "cairn/core/mutex.h"
 #include "cairn/parallel/buckets.h"
 #include "parallel/flat_adamw_impl.h"
 
@@ -46,9 +46,9 @@ struct DataParallel::Impl {
   std::vector<Param> params;
   std::vector<Flat> flats;
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;  // keeps hooks alive
-  std::mutex mu;  // hooks may run on autograd's thread
-  bool sync = false;
-  int next_launch = 0;
+  core::Mutex mu;  // hooks may run on autograd's thread
+  bool sync CAIRN_GUARDED_BY(mu) = false;
+  int next_launch CAIRN_GUARDED_BY(mu) = 0;
   std::unique_ptr<FlatAdamW> optimizer;
 
   int world() const { return group ? group->size() : 1; }
@@ -65,7 +65,7 @@ struct DataParallel::Impl {
     return out;
   }
 
-  void launch_ready() {  // REQUIRES: mu held
+  void launch_ready() CAIRN_REQUIRES(mu) {
     while (next_launch < int(flats.size()) && flats[size_t(next_launch)].pending == 0) {
       Flat& f = flats[size_t(next_launch)];
       if (shard_grads) {
@@ -84,6 +84,7 @@ struct DataParallel::Impl {
   }
 
   // ZeRO-2: waits for the reductions in flight and adds each rank's shard to its gradient.
+  // Called under mu, or once no hook can run (after backward).
   void drain() {
     for (auto& x : in_flight) {
       x.work.wait();
@@ -94,7 +95,7 @@ struct DataParallel::Impl {
   }
 
   void on_grad_ready(int param_index) {
-    std::lock_guard<std::mutex> lock(mu);
+    core::MutexLock lock(mu);
     if (!group || (!sync && !shard_grads)) return;
     Param& p = params[size_t(param_index)];
     Flat& f = flats[size_t(p.bucket)];
@@ -217,7 +218,7 @@ void DataParallel::zero_grad() {
 }
 
 void DataParallel::set_sync(bool on) {
-  std::lock_guard<std::mutex> lock(impl_->mu);
+  core::MutexLock lock(impl_->mu);
   // ZeRO-2 reduces every micro-batch (no full gradient is kept between them).
   if (impl_->shard_grads) impl_->drain();
   impl_->sync = on;
@@ -232,7 +233,7 @@ void DataParallel::finish_backward() {
   Impl& m = *impl_;
   if (!m.group || m.world() == 1) return;
   {
-    std::lock_guard<std::mutex> lock(m.mu);
+    core::MutexLock lock(m.mu);
     TORCH_CHECK(m.sync, "finish_backward without set_sync(true)");
     // Parameters that got no gradient this step: send their buckets anyway, in order.
     for (auto& f : m.flats) f.pending = 0;

@@ -7,16 +7,15 @@
 #include <cctype>
 #include <charconv>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "cairn/core/fs.h"
+#include "cairn/core/mutex.h"
 #include "cairn/core/status.h"
 #include "cairn/data/parallel_encode.h"
 #include "cairn/data/prepare.h"
@@ -95,7 +94,7 @@ class ProgressBar {
   }
   ~ProgressBar() {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      core::MutexLock lock(mu_);
       stop_ = true;
     }
     cv_.notify_all();
@@ -106,8 +105,9 @@ class ProgressBar {
  private:
   void run() {
     const auto t0 = std::chrono::steady_clock::now();
-    std::unique_lock<std::mutex> lock(mu_);
-    while (!cv_.wait_for(lock, std::chrono::milliseconds(200), [this] { return stop_; })) {
+    core::MutexLock lock(mu_);
+    while (!cv_.wait_for(mu_, std::chrono::milliseconds(200),
+                         [this]() CAIRN_REQUIRES(mu_) { return stop_; })) {
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const double done = static_cast<double>(done_->load()), mb = 1e6;
       const int width = 30, fill = static_cast<int>(width * done / static_cast<double>(total_));
@@ -120,9 +120,9 @@ class ProgressBar {
   }
   const std::atomic<int64_t>* done_;
   int64_t total_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
+  core::Mutex mu_;
+  core::CondVar cv_;
+  bool stop_ CAIRN_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

@@ -7,11 +7,9 @@
 // Persisters of different nodes need nothing but the shared storage to agree.
 #pragma once
 
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -19,6 +17,7 @@
 
 #include "cairn/ckpt/checkpoint.h"
 #include "cairn/ckpt/shm_slot.h"
+#include "cairn/core/mutex.h"
 #include "cairn/core/status.h"
 
 namespace cairn::ckpt {
@@ -85,23 +84,25 @@ class SlotPersister {
  private:
   explicit SlotPersister(SlotPersisterOptions options);
   // The open slots of `rank`, reopened when missing or replaced by their writer.
-  std::vector<ShmSlot*> slots_of(int rank);
-  Result<PartInfo> write_slot(ShmSlot* slot);
-  // REQUIRES: mu_ held. The steps every rank here holds complete, newest first; fills
-  // `by_rank` with each rank's open slots.
-  std::vector<int64_t> common_steps(std::map<int, std::vector<ShmSlot*>>* by_rank);
-  // REQUIRES: mu_ held. The slots of `step` per rank, for the newest step every rank here holds
-  // complete that storage does not hold (step -1 when there is none).
-  std::pair<int64_t, std::vector<ShmSlot*>> newest_unsaved(std::string* root);
+  std::vector<ShmSlot*> slots_of(int rank) CAIRN_REQUIRES(mu_);
+  // REQUIRES: the slot's persist claim held (or its writer gone).
+  Result<PartInfo> write_slot(ShmSlot* slot) CAIRN_REQUIRES(mu_);
+  // The steps every rank here holds complete, newest first; fills `by_rank` with each rank's
+  // open slots.
+  std::vector<int64_t> common_steps(std::map<int, std::vector<ShmSlot*>>* by_rank)
+      CAIRN_REQUIRES(mu_);
+  // The slots of `step` per rank, for the newest step every rank here holds complete that
+  // storage does not hold (step -1 when there is none).
+  std::pair<int64_t, std::vector<ShmSlot*>> newest_unsaved(std::string* root) CAIRN_REQUIRES(mu_);
   void emit(const std::string& event, const nlohmann::json& fields);
   void loop();
 
   SlotPersisterOptions o_;
-  std::mutex mu_;  // one write at a time; guards open_
-  std::map<std::string, std::unique_ptr<ShmSlot>> open_;
-  std::mutex stop_mu_;
-  std::condition_variable stop_cv_;
-  bool stop_ = false;
+  core::Mutex mu_;  // one write at a time
+  std::map<std::string, std::unique_ptr<ShmSlot>> open_ CAIRN_GUARDED_BY(mu_);
+  core::Mutex stop_mu_;
+  core::CondVar stop_cv_;
+  bool stop_ CAIRN_GUARDED_BY(stop_mu_) = false;
   std::thread thread_;
 };
 

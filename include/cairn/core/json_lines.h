@@ -3,10 +3,11 @@
 // used by the agent and the trainer alike.
 #pragma once
 
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include "cairn/core/mutex.h"
 
 namespace cairn::core {
 
@@ -21,8 +22,8 @@ class JsonLinesWriter {
 
  private:
   std::string path_;
-  std::mutex mu_;
-  bool warned_ = false;
+  Mutex mu_;
+  bool warned_ CAIRN_GUARDED_BY(mu_) = false;
 };
 
 // events.jsonl: {"event": kind, "time": unix seconds, ...fields}; a "time" among the fields

@@ -8,10 +8,10 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <random>
 #include <vector>
 
+#include "cairn/core/mutex.h"
 #include "cairn/core/status.h"
 #include "cairn/data/sample_source.h"
 #include "cairn/data/token_file.h"
@@ -56,8 +56,8 @@ class LocalSampler : public SampleSource {
     int64_t epoch = -1;
     std::shared_ptr<const std::vector<int64_t>> order;
   };
-  mutable std::mutex mu_;
-  mutable Cached cache_[2];  // guarded by mu_; cache_[0] is the most recently used
+  mutable core::Mutex mu_;
+  mutable Cached cache_[2] CAIRN_GUARDED_BY(mu_);  // cache_[0] is the most recently used
 };
 
 }  // namespace cairn::data

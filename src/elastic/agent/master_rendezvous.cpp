@@ -5,11 +5,10 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
-#include <condition_variable>
-#include <mutex>
 #include <random>
 #include <thread>
 
+#include "cairn/core/mutex.h"
 #include "elastic/deadline_impl.h"
 
 namespace cairn::elastic {
@@ -28,27 +27,27 @@ struct MasterRendezvous::Impl {
   MasterRendezvousOptions o;
   std::unique_ptr<MasterClient> client;
 
-  mutable std::mutex mu;
-  std::condition_variable cv;
-  int64_t master_round = 0;   // guarded by mu
-  int64_t step = -1;          // guarded by mu
-  bool rejoin = false;        // guarded by mu
-  std::string rejoin_reason;  // guarded by mu
-  bool stopping = false;      // guarded by mu
+  mutable core::Mutex mu;
+  core::CondVar cv;
+  int64_t master_round CAIRN_GUARDED_BY(mu) = 0;
+  int64_t step CAIRN_GUARDED_BY(mu) = -1;
+  bool rejoin CAIRN_GUARDED_BY(mu) = false;
+  std::string rejoin_reason CAIRN_GUARDED_BY(mu);
+  bool stopping CAIRN_GUARDED_BY(mu) = false;
   std::thread heartbeats;
 
   Result<bool> check(int64_t round, Clock::time_point deadline);
 
-  void heartbeat_loop() {
+  void heartbeat_loop() CAIRN_EXCLUDES(mu) {
     bool failing = false;
-    std::unique_lock<std::mutex> lock(mu);
+    mu.lock();  // released around each call to the master
     while (!stopping) {
-      cv.wait_for(lock, std::chrono::duration<double>(o.heartbeat_interval_s));
+      cv.wait_for(mu, std::chrono::duration<double>(o.heartbeat_interval_s));
       if (stopping || master_round == 0) continue;  // not in a round yet: Join keeps us alive
       const int64_t round = master_round, at_step = step;
-      lock.unlock();
+      mu.unlock();
       auto r = client->heartbeat(o.node_id, round, at_step, o.heartbeat_interval_s);
-      lock.lock();
+      mu.lock();
       if (!r.ok()) {
         if (!failing) spdlog::warn("heartbeat to the master failed: {}", r.status().ToString());
         failing = true;
@@ -63,6 +62,7 @@ struct MasterRendezvous::Impl {
         spdlog::info("master asks node {} to join again: {}", o.node_id, r->reason);
       }
     }
+    mu.unlock();
   }
 };
 
@@ -140,7 +140,7 @@ MasterRendezvous::MasterRendezvous(std::unique_ptr<Impl> impl) : impl_(std::move
 
 MasterRendezvous::~MasterRendezvous() {
   {
-    std::lock_guard<std::mutex> lock(impl_->mu);
+    core::MutexLock lock(impl_->mu);
     impl_->stopping = true;
   }
   impl_->cv.notify_all();
@@ -190,7 +190,7 @@ Result<World> MasterRendezvous::next_round(int round, double timeout_s) {
       w.run_id = impl_->o.run_id;
       w.round = round;
       {
-        std::lock_guard<std::mutex> lock(impl_->mu);
+        core::MutexLock lock(impl_->mu);
         impl_->master_round = r.number;
         impl_->rejoin = false;
         impl_->rejoin_reason.clear();
@@ -211,22 +211,22 @@ Result<World> MasterRendezvous::next_round(int round, double timeout_s) {
 }
 
 bool MasterRendezvous::rejoin_requested() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
+  core::MutexLock lock(impl_->mu);
   return impl_->rejoin;
 }
 
 std::string MasterRendezvous::rejoin_reason() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
+  core::MutexLock lock(impl_->mu);
   return impl_->rejoin_reason;
 }
 
 int64_t MasterRendezvous::master_round() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
+  core::MutexLock lock(impl_->mu);
   return impl_->master_round;
 }
 
 void MasterRendezvous::set_step(int64_t step) {
-  std::lock_guard<std::mutex> lock(impl_->mu);
+  core::MutexLock lock(impl_->mu);
   impl_->step = step;
 }
 
@@ -238,7 +238,7 @@ Status MasterRendezvous::report_failure(int global_rank, ExitStatus exit,
 
 Status MasterRendezvous::leave() {
   {
-    std::lock_guard<std::mutex> lock(impl_->mu);
+    core::MutexLock lock(impl_->mu);
     impl_->master_round = 0;  // no more heartbeats for a round we left
   }
   auto r = impl_->client->leave(impl_->o.node_id, impl_->o.heartbeat_interval_s);

@@ -6,15 +6,14 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <filesystem>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <thread>
 
 #include "cairn.grpc.pb.h"
 #include "cairn/core/fs.h"
+#include "cairn/core/mutex.h"
 #include "cairn/elastic/journal.h"
 #include "cairn/elastic/master_client.h"
 #include "cairn/elastic/rdzv_codec.h"
@@ -84,7 +83,7 @@ struct MasterServer::Impl final : public v1::Master::Service {
   // --- the service -----------------------------------------------------------------------
   grpc::Status Join(grpc::ServerContext* ctx, const v1::JoinRequest* req,
                     v1::JoinResponse* resp) override {
-    return serve(ctx, "Join", [&]() -> grpc::Status {
+    return serve(ctx, "Join", [&]() CAIRN_REQUIRES(mu) -> grpc::Status {
       auto r = state.join(rpc::from_proto(req->node()), req->last_round(), steady_now());
       if (!r.ok()) return rpc::to_grpc(r.status());
       if (r->round) {
@@ -101,7 +100,7 @@ struct MasterServer::Impl final : public v1::Master::Service {
 
   grpc::Status Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
                          v1::HeartbeatResponse* resp) override {
-    return serve(ctx, "Heartbeat", [&] {
+    return serve(ctx, "Heartbeat", [&]() CAIRN_REQUIRES(mu) {
       HeartbeatResult r =
           state.heartbeat(req->node_id(), req->round(), req->last_step(), steady_now());
       resp->set_rejoin(r.rejoin);
@@ -113,7 +112,7 @@ struct MasterServer::Impl final : public v1::Master::Service {
 
   grpc::Status Leave(grpc::ServerContext* ctx, const v1::LeaveRequest* req,
                      v1::LeaveResponse* resp) override {
-    return serve(ctx, "Leave", [&] {
+    return serve(ctx, "Leave", [&]() CAIRN_REQUIRES(mu) {
       resp->set_was_known(state.leave(req->node_id(), steady_now()));
       return grpc::Status::OK;
     });
@@ -121,7 +120,7 @@ struct MasterServer::Impl final : public v1::Master::Service {
 
   grpc::Status ReportFailure(grpc::ServerContext* ctx, const v1::ReportFailureRequest* req,
                              v1::ReportFailureResponse*) override {
-    return serve(ctx, "ReportFailure", [&] {
+    return serve(ctx, "ReportFailure", [&]() CAIRN_REQUIRES(mu) {
       // A report names its node and how the worker ended; anything less is not journaled.
       if (req->node_id().empty())
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "ReportFailure: node_id is empty");
@@ -139,7 +138,7 @@ struct MasterServer::Impl final : public v1::Master::Service {
 
   grpc::Status GetStatus(grpc::ServerContext* ctx, const v1::GetStatusRequest*,
                          v1::GetStatusResponse* resp) override {
-    return serve(ctx, "GetStatus", [&] {
+    return serve(ctx, "GetStatus", [&]() CAIRN_REQUIRES(mu) {
       rpc::to_proto(state.status(steady_now()), rejected.load(), resp);
       return grpc::Status::OK;
     });
@@ -147,7 +146,7 @@ struct MasterServer::Impl final : public v1::Master::Service {
 
   grpc::Status CheckNode(grpc::ServerContext* ctx, const v1::CheckNodeRequest* req,
                          v1::CheckNodeResponse* resp) override {
-    return serve(ctx, "CheckNode", [&] {
+    return serve(ctx, "CheckNode", [&]() CAIRN_REQUIRES(mu) {
       CheckQuery q;
       q.node_id = req->node_id();
       q.round = req->round();
@@ -199,7 +198,7 @@ struct MasterServer::Impl final : public v1::Master::Service {
   // --- the shard service (ShardService; this only converts) -----------------------------
   grpc::Status CreateDataset(grpc::ServerContext* ctx, const v1::CreateDatasetRequest* req,
                              v1::CreateDatasetResponse* resp) override {
-    return serve_shards(ctx, "CreateDataset", [&]() -> grpc::Status {
+    return serve_shards(ctx, "CreateDataset", [&]() CAIRN_REQUIRES(shard_mu) -> grpc::Status {
       auto created = shards.create(req->dataset(), rpc::from_proto(req->params()));
       if (!created.ok()) return rpc::to_grpc(created.status());
       resp->set_created(*created);
@@ -209,7 +208,7 @@ struct MasterServer::Impl final : public v1::Master::Service {
 
   grpc::Status GetShards(grpc::ServerContext* ctx, const v1::GetShardsRequest* req,
                          v1::GetShardsResponse* resp) override {
-    return serve_shards(ctx, "GetShards", [&]() -> grpc::Status {
+    return serve_shards(ctx, "GetShards", [&]() CAIRN_REQUIRES(shard_mu) -> grpc::Status {
       ShardRequest q;
       q.worker = req->worker();
       q.want = req->want();
@@ -243,14 +242,14 @@ struct MasterServer::Impl final : public v1::Master::Service {
 
   grpc::Status ReleaseShards(grpc::ServerContext* ctx, const v1::ReleaseShardsRequest* req,
                              v1::ReleaseShardsResponse*) override {
-    return serve_shards(ctx, "ReleaseShards", [&]() -> grpc::Status {
+    return serve_shards(ctx, "ReleaseShards", [&]() CAIRN_REQUIRES(shard_mu) -> grpc::Status {
       return rpc::to_grpc(shards.release(req->dataset(), req->worker()));
     });
   }
 
   grpc::Status GetShardSnapshot(grpc::ServerContext* ctx, const v1::ShardSnapshotRequest* req,
                                 v1::ShardSnapshot* resp) override {
-    return serve_shards(ctx, "GetShardSnapshot", [&]() -> grpc::Status {
+    return serve_shards(ctx, "GetShardSnapshot", [&]() CAIRN_REQUIRES(shard_mu) -> grpc::Status {
       auto snapshot = shards.snapshot(req->dataset(), req->max_step());
       if (!snapshot.ok()) return rpc::to_grpc(snapshot.status());
       return rpc::to_grpc(rpc::to_proto(*snapshot, resp));
@@ -259,14 +258,14 @@ struct MasterServer::Impl final : public v1::Master::Service {
 
   grpc::Status RestoreShards(grpc::ServerContext* ctx, const v1::RestoreShardsRequest* req,
                              v1::RestoreShardsResponse*) override {
-    return serve_shards(ctx, "RestoreShards", [&]() -> grpc::Status {
+    return serve_shards(ctx, "RestoreShards", [&]() CAIRN_REQUIRES(shard_mu) -> grpc::Status {
       return rpc::to_grpc(shards.restore(req->dataset(), rpc::from_proto(req->snapshot())));
     });
   }
 
   grpc::Status ExtendDataset(grpc::ServerContext* ctx, const v1::ExtendDatasetRequest* req,
                              v1::ExtendDatasetResponse*) override {
-    return serve_shards(ctx, "ExtendDataset", [&]() -> grpc::Status {
+    return serve_shards(ctx, "ExtendDataset", [&]() CAIRN_REQUIRES(shard_mu) -> grpc::Status {
       return rpc::to_grpc(shards.extend(req->dataset(), req->num_samples(), req->finished()));
     });
   }
@@ -277,7 +276,7 @@ struct MasterServer::Impl final : public v1::Master::Service {
     if (!token_ok(ctx, method))
       return {grpc::StatusCode::UNAUTHENTICATED,
               std::string("missing or wrong job token (metadata ") + kJobTokenMetadataKey + ")"};
-    std::lock_guard<std::mutex> lock(shard_mu);
+    core::MutexLock lock(shard_mu);
     try {
       return body();
     } catch (const std::exception& e) {
@@ -297,26 +296,49 @@ struct MasterServer::Impl final : public v1::Master::Service {
   }
 
   // --- plumbing ----------------------------------------------------------------------------
+  // Replays the journal at `path` into the state; before the server starts.
+  Status open_journal(const std::string& path) CAIRN_EXCLUDES(mu) {
+    core::MutexLock lock(mu);
+    const double now = steady_now();
+    CAIRN_ASSIGN_OR_RETURN(
+        journal,
+        Journal::Open(path, [&](const nlohmann::json& record) CAIRN_REQUIRES(mu) -> Status {
+          CAIRN_ASSIGN_OR_RETURN(RdzvEvent event, event_from_json(record));
+          return state.replay(event, now);
+        }));
+    replayed = journal->replayed();
+    if (replayed > 0)
+      spdlog::info("master: replayed {} journal records from {}: round {}, {} nodes known{}",
+                   replayed, path, state.round().number, state.status(now).nodes.size(),
+                   state.open() ? ", next round open" : "");
+    return Status::Ok();
+  }
+
+  void close_journal() CAIRN_EXCLUDES(mu) {
+    core::MutexLock lock(mu);
+    journal.reset();
+  }
+
   // Checks the token, runs `body` under the lock, journals what it changed before answering.
   template <class Body>
   grpc::Status serve(grpc::ServerContext* ctx, const char* method, Body&& body) {
     if (!token_ok(ctx, method))
       return {grpc::StatusCode::UNAUTHENTICATED,
               std::string("missing or wrong job token (metadata ") + kJobTokenMetadataKey + ")"};
-    std::lock_guard<std::mutex> lock(mu);
+    core::MutexLock lock(mu);
     if (!journal_error.ok()) return unavailable();
     grpc::Status s = body();
     Status c = commit_locked();
     return c.ok() ? s : unavailable();
   }
 
-  grpc::Status unavailable() const {
+  grpc::Status unavailable() const CAIRN_REQUIRES(mu) {
     return {grpc::StatusCode::UNAVAILABLE, "the master stopped serving after its journal failed (" +
                                                journal_error.message() + "); restart it"};
   }
 
-  // Journals the state's new events. REQUIRES: mu held.
-  Status commit_locked() {
+  // Journals the state's new events.
+  Status commit_locked() CAIRN_REQUIRES(mu) {
     std::vector<RdzvEvent> events = state.take_events();
     if (events.empty()) return Status::Ok();
     std::vector<nlohmann::json> records;
@@ -337,34 +359,34 @@ struct MasterServer::Impl final : public v1::Master::Service {
   }
 
   void tick_loop() {
-    std::unique_lock<std::mutex> lock(mu);
+    core::MutexLock lock(mu);
     while (!stopping) {
-      cv.wait_for(lock, std::chrono::duration<double>(options.tick_interval_s));
+      cv.wait_for(mu, std::chrono::duration<double>(options.tick_interval_s));
       if (stopping || !journal_error.ok()) continue;
       const double now = steady_now();
       state.tick(now);
       checks.tick(state, now);
       (void)commit_locked();
       // The shard service has its own lock; rendezvous calls need not wait for it.
-      lock.unlock();
+      mu.unlock();
       {
-        std::lock_guard<std::mutex> shard_lock(shard_mu);
+        core::MutexLock shard_lock(shard_mu);
         shards.tick(now);
       }
-      lock.lock();
+      mu.lock();
     }
   }
 
   MasterServerOptions options;
-  mutable std::mutex mu;
-  RdzvState state;          // guarded by mu
-  CheckCoordinator checks;  // guarded by mu
-  std::mutex shard_mu;
-  ShardService shards;               // guarded by shard_mu
-  std::unique_ptr<Journal> journal;  // guarded by mu
-  Status journal_error;              // guarded by mu; set once
-  bool stopping = false;             // guarded by mu
-  std::condition_variable cv;
+  mutable core::Mutex mu;
+  RdzvState state CAIRN_GUARDED_BY(mu);
+  CheckCoordinator checks CAIRN_GUARDED_BY(mu);
+  core::Mutex shard_mu;
+  ShardService shards CAIRN_GUARDED_BY(shard_mu);
+  std::unique_ptr<Journal> journal CAIRN_GUARDED_BY(mu);
+  Status journal_error CAIRN_GUARDED_BY(mu);  // set once
+  bool stopping CAIRN_GUARDED_BY(mu) = false;
+  core::CondVar cv;
   std::atomic<int64_t> rejected{0};
   int64_t replayed = 0;
   int port = 0;
@@ -409,21 +431,8 @@ Result<std::unique_ptr<MasterServer>> MasterServer::Start(const MasterServerOpti
   std::error_code ec;
   const bool journal_existed =
       options.journal_path.empty() || std::filesystem::exists(options.journal_path, ec);
-  if (!options.journal_path.empty()) {
-    const double now = steady_now();
-    CAIRN_ASSIGN_OR_RETURN(
-        impl->journal,
-        Journal::Open(options.journal_path, [&](const nlohmann::json& record) -> Status {
-          CAIRN_ASSIGN_OR_RETURN(RdzvEvent event, event_from_json(record));
-          return impl->state.replay(event, now);
-        }));
-    impl->replayed = impl->journal->replayed();
-    if (impl->replayed > 0)
-      spdlog::info("master: replayed {} journal records from {}: round {}, {} nodes known{}",
-                   impl->replayed, options.journal_path, impl->state.round().number,
-                   impl->state.status(now).nodes.size(),
-                   impl->state.open() ? ", next round open" : "");
-  }
+  if (!options.journal_path.empty())
+    CAIRN_RETURN_IF_ERROR(impl->open_journal(options.journal_path));
 
   std::shared_ptr<grpc::ServerCredentials> creds;
   if (!options.tls_cert_path.empty()) {
@@ -445,7 +454,7 @@ Result<std::unique_ptr<MasterServer>> MasterServer::Start(const MasterServerOpti
   impl->server = builder.BuildAndStart();
   if (!impl->server || impl->port == 0) {
     if (!journal_existed) {
-      impl->journal.reset();
+      impl->close_journal();
       std::filesystem::remove(options.journal_path, ec);
     }
     return Status::FailedPrecondition("cannot listen on " + options.listen_address +
@@ -465,7 +474,7 @@ MasterServer::~MasterServer() {
                               std::chrono::duration<double>(impl_->options.shutdown_deadline_s)));
   impl_->server->Wait();
   {
-    std::lock_guard<std::mutex> lock(impl_->mu);
+    core::MutexLock lock(impl_->mu);
     impl_->stopping = true;
   }
   impl_->cv.notify_all();
@@ -479,7 +488,7 @@ std::string MasterServer::address() const {
 }
 
 RdzvStatus MasterServer::status() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
+  core::MutexLock lock(impl_->mu);
   return impl_->state.status(steady_now());
 }
 
