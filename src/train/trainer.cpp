@@ -432,7 +432,7 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
   CAIRN_RETURN_IF_ERROR(impl->build_engine());
   CAIRN_RETURN_IF_ERROR(impl->open_run_files());
   CAIRN_RETURN_IF_ERROR(impl->resume_or_init());
-  if (run.measure_peak) impl->measure_peak();
+  if (run.testing.measure_peak) impl->measure_peak();
   return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
 }
 
@@ -483,11 +483,11 @@ Result<std::optional<double>> Trainer::Impl::train_step(MicroBatchSource& source
   if (!has_data) return std::optional<double>();
   engine->zero_grad();
   // --debug-slowdown stretches the forward and the backward pass alike.
-  const bool slowed = rank == run.debug_slowdown_rank && run.debug_slowdown > 1;
+  const bool slowed = rank == run.testing.debug_slowdown_rank && run.testing.debug_slowdown > 1;
   auto stretch = [&](Clock::time_point since) {
     if (slowed)
       std::this_thread::sleep_for(
-          std::chrono::duration<double>(seconds_since(since) * (run.debug_slowdown - 1)));
+          std::chrono::duration<double>(seconds_since(since) * (run.testing.debug_slowdown - 1)));
   };
   double loss_sum = 0;
   CAIRN_ASSIGN_OR_RETURN(std::optional<MicroBatch> mb, source.next());

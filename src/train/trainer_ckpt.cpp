@@ -177,7 +177,7 @@ std::vector<bool> Trainer::Impl::map_peer_slots(int64_t step,
       can[o] = 1.0;
       continue;
     }
-    if (!run.read_peer_slots) continue;
+    if (!run.testing.read_peer_slots) continue;
     peer_slots.push_back(std::make_unique<FlashSlots>(run.run_dir, o));
     peer_slots.back()->ready_steps();
     auto snap = peer_slots.back()->view(step);

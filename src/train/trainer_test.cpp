@@ -69,7 +69,7 @@ class TrainerTest : public ::testing::Test {
     r.resume = resume;
     r.stop_after = max_steps;
     r.progress = false;
-    r.measure_peak = false;
+    r.testing.measure_peak = false;
     return r;
   }
   static std::map<std::string, torch::Tensor> Params(Trainer& t) { return t.gather_parameters(); }
@@ -415,7 +415,7 @@ TEST_F(TrainerTest, PartitionedMemoryCheckpointsRestoreAtWorld2) {
           auto group = comm::Group::Create(store, r, 2, {});
           auto run = Run(run_name, resume, stop_after);
           run.group = group.get();
-          run.read_peer_slots = map_peers;
+          run.testing.read_peer_slots = map_peers;
           auto t = Trainer::Create(cfg, run);
           if (!t.ok()) {
             errors[size_t(r)] = t.status().ToString();

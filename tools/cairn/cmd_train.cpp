@@ -146,8 +146,8 @@ void run_train(const TrainArgs& a) {
       throw StatusError(
           Status::InvalidArgument("--debug-slowdown '" + a.debug_slowdown +
                                   "': expected RANK:FACTOR, e.g. 1:3 (1 <= FACTOR <= 1000)"));
-    run.debug_slowdown_rank = int(r);
-    run.debug_slowdown = f;
+    run.testing.debug_slowdown_rank = int(r);
+    run.testing.debug_slowdown = f;
   }
   run.stop = &g_stop;
   run.progress = !a.no_progress;

@@ -34,7 +34,6 @@ struct RunOptions {
   int64_t stop_after = 0;                   // > 0: return after this step (schedule unchanged)
   const std::atomic<bool>* stop = nullptr;  // set => save a checkpoint and return
   bool progress = true;                     // print the progress line
-  bool measure_peak = true;                 // measure GEMM peak for MFU (off in tests)
   bool reuse_peak = false;                  // take the peak an earlier start of this run
                                             // measured at the same world size (restarts)
   comm::Group* group = nullptr;             // data-parallel group (outlives the trainer);
@@ -43,15 +42,21 @@ struct RunOptions {
                                             // slots; false = a thread of this process does
   bool report_progress = false;             // publish each finished step for the agent's
                                             // hang detector (elastic::ProgressWriter)
-  bool read_peer_slots = true;              // restoring from memory, map the slots of ranks
-                                            // on this machine instead of broadcasting them
-  int debug_slowdown_rank = -1;             // tests: this rank's micro-batches take
-  double debug_slowdown = 1;                // this many times as long (it sleeps the rest)
   int local_ranks = 1;                      // ranks of this job on this machine (they share
                                             // its memory: checked at start)
   bool keep_slots = false;                  // leave the in-memory slots behind when the
                                             // trainer ends before max_steps (for a restart;
                                             // the agent removes them at the end of the job)
+
+  // Knobs for tests and benchmarks only: a real run leaves them at their defaults (the
+  // command line sets none but --debug-slowdown, whose purpose is a test's straggler).
+  struct Testing {
+    bool measure_peak = true;      // measure the GEMM peak for MFU (unit tests skip its 0.5 s)
+    bool read_peer_slots = true;   // restoring from memory, map the slots of ranks on this
+                                   // machine; false: broadcast them as across machines
+    int debug_slowdown_rank = -1;  // this rank's micro-batches take
+    double debug_slowdown = 1;     // this many times as long (it sleeps the rest)
+  } testing;
 };
 
 struct RunSummary {
