@@ -169,6 +169,8 @@ expect_error "CAIRN_MASTER_ADDR is not set" train "$work/tiny.yaml" --no-progres
   --run-dir "$work/dyn" --set data.sharding=dynamic
 expect_error "needs parallel.zero_stage 0 or 1" train "$work/tiny.yaml" --no-progress \
   --run-dir "$work/dyn" --set data.sharding=dynamic --set parallel.zero_stage=3
+expect_error "train.device 'tpu': expected cpu, cuda or cuda:N" train "$work/tiny.yaml" --set train.device=tpu
+expect_error "train.device cuda: this libtorch has no CUDA support" train "$work/tiny.yaml" --set train.device=cuda
 expect_error "choose one of deterministic | dynamic" train "$work/tiny.yaml" --set data.sharding=random
 expect_error "expected RANK:FACTOR" train "$work/tiny.yaml" --debug-slowdown 1:0.5
 expect_error "no checkpoint directory" generate --ckpt "$work/nothing" --prompt x

@@ -1,6 +1,8 @@
 // The train.*, data.* and ckpt.* config keys.
 #include "cairn/train/options.h"
 
+#include <torch/cuda.h>
+
 #include <nlohmann/json.hpp>
 
 #include "cairn/core/fs.h"
@@ -32,6 +34,8 @@ core::ConfigSpec train_spec() {
                 "recompute each block in backward instead of keeping its activations")
       .add_string("train.precision", "fp32", {"fp32", "bf16"},
                   "fp32, or bf16 autocast for matmuls (fp32 master weights)")
+      .add_string("train.device", "cpu", {},
+                  "cpu, or cuda / cuda:N (refused with the reason: only the CPU trains today)")
       .add_int("train.threads", 0, 0, 4096,
                "threads per process for torch ops and OpenBLAS GEMMs; 0 = their defaults "
                "(OMP_NUM_THREADS / OPENBLAS_NUM_THREADS)")
@@ -114,6 +118,8 @@ Result<TrainOptions> train_options_from(const core::Config& c) {
   o.bucket_mb = c.get_int("parallel.bucket_mb");
   o.plan_path = c.get_string("parallel.plan");
   o.precision = c.get_string("train.precision");
+  o.device = c.get_string("train.device");
+  if (auto d = resolve_device(o.device); !d.ok()) return d.status();
   o.threads = c.get_int("train.threads");
   o.log_interval = c.get_int("train.log_interval");
   o.data_path = c.get_string("data.path");
@@ -139,6 +145,28 @@ Result<TrainOptions> train_options_from(const core::Config& c) {
                                    ") must not exceed model.block_size (" + std::to_string(block) +
                                    ")");
   return o;
+}
+
+Result<torch::Device> resolve_device(const std::string& spec) {
+  if (spec == "cpu") return torch::Device(torch::kCPU);
+  const bool cuda =
+      spec == "cuda" || (spec.size() > 5 && spec.size() <= 8 && spec.compare(0, 5, "cuda:") == 0 &&
+                         spec.find_first_not_of("0123456789", 5) == std::string::npos);
+  if (!cuda)
+    return Status::InvalidArgument("train.device '" + spec + "': expected cpu, cuda or cuda:N");
+  if (!torch::cuda::is_available())
+    return Status::InvalidArgument(
+        "train.device " + spec +
+        ": this libtorch has no CUDA support or sees no GPU (torch::cuda::is_available() is "
+        "false); use train.device: cpu");
+  const int64_t index = spec == "cuda" ? 0 : std::stoll(spec.substr(5));
+  if (index >= int64_t(torch::cuda::device_count()))
+    return Status::InvalidArgument("train.device " + spec + ": there are " +
+                                   std::to_string(torch::cuda::device_count()) + " GPUs");
+  return Status::Unsupported("train.device " + spec +
+                             ": training on CUDA is not implemented yet (the engines, the Gloo "
+                             "process groups and the checkpoint copies are CPU-only); use "
+                             "train.device: cpu");
 }
 
 Result<parallel::Plan> plan_from(const TrainOptions& o, const model::ModelConfig& m, int world) {

@@ -449,6 +449,7 @@ StepMetrics Trainer::Impl::log_start() {
                        {"threads", torch::get_num_threads()},
                        {"blas_threads", core::blas_num_threads()},
                        {"omp_wait_policy", omp_wait_policy ? omp_wait_policy : "default"},
+                       {"device", opt.device},
                        {"world_size", world},
                        {"zero_stage", plan.zero_stage},
                        {"plan", plan.to_json()},

@@ -272,6 +272,20 @@ TEST_F(TrainerTest, ClearErrors) {
     auto t = Trainer::Create(cfg, run);
     ASSERT_FALSE(t.ok());
   }
+  // train.device: the CPU trains; CUDA is refused with the reason, whatever this libtorch has.
+  EXPECT_TRUE(resolve_device("cpu").ok());
+  EXPECT_EQ(resolve_device("gpu").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(resolve_device("cuda:").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(resolve_device("cuda:x").status().code(), StatusCode::kInvalidArgument);
+  for (const char* spec : {"cuda", "cuda:0"}) {
+    auto d = resolve_device(spec);
+    ASSERT_FALSE(d.ok());
+    EXPECT_EQ(d.status().code(), torch::cuda::is_available() ? StatusCode::kUnsupported
+                                                             : StatusCode::kInvalidArgument);
+  }
+  auto cuda = train_options_from(Config("gpt2", {"train.device=cuda"}));
+  ASSERT_FALSE(cuda.ok());
+  EXPECT_THAT(cuda.status().message(), HasSubstr("train.device cuda"));
   auto long_seq = train_options_from(Config("gpt2", {"train.seq_len=32"}));
   ASSERT_FALSE(long_seq.ok());
   EXPECT_THAT(long_seq.status().message(), HasSubstr("must not exceed model.block_size"));

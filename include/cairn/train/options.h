@@ -37,6 +37,7 @@ struct TrainOptions {
   int64_t bucket_mb = 8;           // parallel.bucket_mb
   std::string plan_path;           // parallel.plan: a JSON plan file; empty = from the keys above
   std::string precision = "fp32";  // fp32 | bf16
+  std::string device = "cpu";      // train.device: cpu | cuda | cuda:N (see resolve_device)
   int64_t threads = 0;             // intra-op threads; 0 = torch default
   int64_t log_interval = 10;       // steps between progress lines when not on a terminal
   std::string data_path;           // directory with train.bin / val.bin (cairn data prepare)
@@ -45,6 +46,11 @@ struct TrainOptions {
   bool stream = false;  // dynamic: train from data.path/train.stream while it grows
   std::string tokenizer = "gpt2";
 };
+
+// The device train.device names. Only the CPU trains today: "cuda" / "cuda:N" fail with
+// kInvalidArgument when this libtorch has no CUDA (or sees no GPU), and with kUnsupported where it
+// has one (the engines, the Gloo groups and the checkpoint copies are CPU-only so far).
+Result<torch::Device> resolve_device(const std::string& spec);
 
 // train.*, data.*, parallel.* and ckpt.* keys.
 core::ConfigSpec train_spec();
