@@ -134,11 +134,21 @@ std::unique_ptr<Group> Group::subgroup(const std::vector<int>& ranks, const std:
 }
 
 Pending Group::allreduce_async(torch::Tensor& t) {
+  ++collectives_;
   std::vector<torch::Tensor> v{t};
   return Pending(pg_->allreduce(v), options_.timeout, "all-reduce");
 }
 
+void Group::allreduce_max(torch::Tensor& t) {
+  ++collectives_;
+  std::vector<torch::Tensor> v{t};
+  c10d::AllreduceOptions o;
+  o.reduceOp = c10d::ReduceOp::MAX;
+  Pending(pg_->allreduce(v, o), options_.timeout, "all-reduce (max)").wait();
+}
+
 void Group::broadcast(torch::Tensor& t, int root) {
+  ++collectives_;
   std::vector<torch::Tensor> v{t};
   c10d::BroadcastOptions o;
   o.rootRank = root;
@@ -151,6 +161,7 @@ void Group::allgather(torch::Tensor& out, const torch::Tensor& in) {
   for (int r = 0; r < size_; ++r) outs.push_back(out.narrow(0, r * in.numel(), in.numel()));
   std::vector<std::vector<torch::Tensor>> o{outs};
   std::vector<torch::Tensor> i{in};
+  ++collectives_;
   Pending(pg_->allgather(o, i), options_.timeout, "all-gather").wait();
 }
 

@@ -16,7 +16,8 @@ namespace {
 
 class Gpt2Attention : public torch::nn::Module {
  public:
-  explicit Gpt2Attention(const ModelConfig& c) : d_(c.head_dim()) {
+  Gpt2Attention(const ModelConfig& c, std::shared_ptr<TensorParallelSeam> tp)
+      : d_(c.head_dim()), tp_(std::move(tp)) {
     c_attn = register_module("c_attn", std::make_shared<Linear>(c.n_embd, 3 * c.n_embd, true));
     c_proj = register_module("c_proj", std::make_shared<Linear>(c.n_embd, c.n_embd, true));
   }
@@ -25,49 +26,56 @@ class Gpt2Attention : public torch::nn::Module {
   // projection holding a tensor-parallel share of the heads (H' = H / tp) runs unchanged.
   torch::Tensor forward(const torch::Tensor& x) {
     const int64_t B = x.size(0), T = x.size(1);
-    auto qkv = c_attn->forward(x);                                 // (B, T, 3 H' D)
-    const int64_t W = qkv.size(2) / 3, H = W / d_;                 // H' heads of d_
-    auto parts = qkv.split(W, 2);                                  // 3 x (B, T, H' D)
-    auto q = parts[0].view({B, T, H, d_}).transpose(1, 2);         // (B, H', T, D)
-    auto k = parts[1].view({B, T, H, d_}).transpose(1, 2);         // (B, H', T, D)
-    auto v = parts[2].view({B, T, H, d_}).transpose(1, 2);         // (B, H', T, D)
-    auto y = causal_attention(q, k, v);                            // (B, H', T, D)
-    return c_proj->forward(y.transpose(1, 2).reshape({B, T, W}));  // (B, T, C)
+    auto qkv = c_attn->forward(x);                          // (B, T, 3 H' D)
+    const int64_t W = qkv.size(2) / 3, H = W / d_;          // H' heads of d_
+    auto parts = qkv.split(W, 2);                           // 3 x (B, T, H' D)
+    auto q = parts[0].view({B, T, H, d_}).transpose(1, 2);  // (B, H', T, D)
+    auto k = parts[1].view({B, T, H, d_}).transpose(1, 2);  // (B, H', T, D)
+    auto v = parts[2].view({B, T, H, d_}).transpose(1, 2);  // (B, H', T, D)
+    auto y = causal_attention(q, k, v);                     // (B, H', T, D)
+    return tp_->row(y.transpose(1, 2).reshape({B, T, W}), c_proj->weight, c_proj->bias);
   }
 
   std::shared_ptr<Linear> c_attn, c_proj;
 
  private:
   int64_t d_;  // head size
+  std::shared_ptr<TensorParallelSeam> tp_;
 };
 
 class Gpt2Mlp : public torch::nn::Module {
  public:
-  explicit Gpt2Mlp(const ModelConfig& c) {
+  Gpt2Mlp(const ModelConfig& c, std::shared_ptr<TensorParallelSeam> tp) : tp_(std::move(tp)) {
     c_fc = register_module("c_fc", std::make_shared<Linear>(c.n_embd, c.ffn_dim(), true));
     c_proj = register_module("c_proj", std::make_shared<Linear>(c.ffn_dim(), c.n_embd, true));
   }
   torch::Tensor forward(const torch::Tensor& x) {  // (B, T, C) -> (B, T, F) -> (B, T, C)
-    return c_proj->forward(torch::gelu(c_fc->forward(x), "tanh"));
+    return tp_->row(torch::gelu(c_fc->forward(x), "tanh"), c_proj->weight, c_proj->bias);
   }
   std::shared_ptr<Linear> c_fc, c_proj;
+
+ private:
+  std::shared_ptr<TensorParallelSeam> tp_;
 };
 
 class Gpt2Block : public torch::nn::Module {
  public:
-  explicit Gpt2Block(const ModelConfig& c) {
+  Gpt2Block(const ModelConfig& c, std::shared_ptr<TensorParallelSeam> tp) : tp_(std::move(tp)) {
     ln_1 = register_module("ln_1", std::make_shared<LayerNorm>(c.n_embd, c.norm_eps));
-    attn = register_module("attn", std::make_shared<Gpt2Attention>(c));
+    attn = register_module("attn", std::make_shared<Gpt2Attention>(c, tp_));
     ln_2 = register_module("ln_2", std::make_shared<LayerNorm>(c.n_embd, c.norm_eps));
-    mlp = register_module("mlp", std::make_shared<Gpt2Mlp>(c));
+    mlp = register_module("mlp", std::make_shared<Gpt2Mlp>(c, tp_));
   }
   torch::Tensor forward(const torch::Tensor& x) {  // (B, T, C) -> (B, T, C)
-    auto h = x + attn->forward(ln_1->forward(x));
-    return h + mlp->forward(ln_2->forward(h));
+    auto h = x + attn->forward(tp_->enter(ln_1->forward(x)));
+    return h + mlp->forward(tp_->enter(ln_2->forward(h)));
   }
   std::shared_ptr<LayerNorm> ln_1, ln_2;
   std::shared_ptr<Gpt2Attention> attn;
   std::shared_ptr<Gpt2Mlp> mlp;
+
+ private:
+  std::shared_ptr<TensorParallelSeam> tp_;
 };
 
 class Gpt2Model : public LanguageModel {
@@ -77,7 +85,7 @@ class Gpt2Model : public LanguageModel {
     wpe_ = register_module("wpe", std::make_shared<Embedding>(c.block_size, c.n_embd));
     auto list = register_module("h", torch::nn::ModuleList());
     for (int64_t i = 0; i < c.n_layer; ++i) {
-      blocks_.push_back(std::make_shared<Gpt2Block>(c));
+      blocks_.push_back(std::make_shared<Gpt2Block>(c, seam_));
       list->push_back(blocks_.back());
     }
     ln_f_ = register_module("ln_f", std::make_shared<LayerNorm>(c.n_embd, c.norm_eps));
@@ -85,6 +93,9 @@ class Gpt2Model : public LanguageModel {
 
   torch::Tensor embed(const torch::Tensor& idx) override {  // idx (B, T) -> (B, T, C)
     check_idx(idx);
+    if (TensorParallelHooks* tp = tensor_parallel())
+      return tp->embed_tokens(idx, wte_->weight) +
+             wpe_->forward(tp->positions(idx.size(1), idx.options()));
     auto pos = torch::arange(idx.size(1), idx.options());  // (T)
     return wte_->forward(idx) + wpe_->forward(pos);
   }

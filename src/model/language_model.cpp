@@ -18,7 +18,20 @@ LanguageModel::LanguageModel(ModelConfig config)
     : config_(std::move(config)), checkpointed_(config_.n_layer, false) {}
 
 torch::Tensor LanguageModel::forward(const torch::Tensor& idx) {
-  return torch::linear(hidden(idx), head_weight());  // (B, T, V)
+  if (seam_->hooks) return seam_->hooks->logits(hidden(idx), head_weight());  // (B, T, V)
+  return torch::linear(hidden(idx), head_weight());                           // (B, T, V)
+}
+
+torch::Tensor TensorParallelSeam::row(const torch::Tensor& x, const torch::Tensor& weight,
+                                      const torch::Tensor& bias) const {
+  if (!hooks) return torch::linear(x, weight, bias);
+  auto y = hooks->leave(torch::linear(x, weight));
+  return bias.defined() ? y + bias : y;
+}
+
+void LanguageModel::set_tensor_parallel(std::shared_ptr<TensorParallelHooks> hooks) {
+  hooks_ = std::move(hooks);
+  seam_->hooks = hooks_.get();
 }
 
 torch::Tensor LanguageModel::hidden(const torch::Tensor& idx) {
@@ -43,6 +56,7 @@ torch::Tensor LanguageModel::loss(const torch::Tensor& idx, const torch::Tensor&
 }
 
 torch::Tensor LanguageModel::head_loss(const torch::Tensor& h, const torch::Tensor& targets) {
+  if (seam_->hooks) return seam_->hooks->head_loss(h, head_weight(), targets);
   return fused_linear_cross_entropy(h.reshape({-1, h.size(2)}), head_weight(),
                                     targets.reshape({-1}));
 }

@@ -37,7 +37,8 @@ std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t T, int64_t D, double
 
 class LlamaAttention : public torch::nn::Module {
  public:
-  explicit LlamaAttention(const ModelConfig& c) : d_(c.head_dim()) {
+  LlamaAttention(const ModelConfig& c, std::shared_ptr<TensorParallelSeam> tp)
+      : d_(c.head_dim()), theta_(c.rope_theta), tp_(std::move(tp)) {
     const int64_t H = c.n_head, K = c.kv_heads();
     wq = register_module("wq", std::make_shared<Linear>(c.n_embd, H * d_, false));
     wk = register_module("wk", std::make_shared<Linear>(c.n_embd, K * d_, false));
@@ -45,60 +46,67 @@ class LlamaAttention : public torch::nn::Module {
     wo = register_module("wo", std::make_shared<Linear>(H * d_, c.n_embd, false));
   }
 
-  // x (B, T, C); cos, sin (T, D) -> (B, T, C)
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos,
-                        const torch::Tensor& sin) {
+  // x (B, T, C) -> (B, T, C), positions 0..T-1.
+  torch::Tensor forward(const torch::Tensor& x) {
     // Head counts come from the projections' widths, so that projections holding a
     // tensor-parallel share of the heads (H' = H / tp, K' key/value heads) run unchanged.
     const int64_t B = x.size(0), T = x.size(1);
-    auto q = wq->forward(x);  // (B, T, H' D)
-    auto k = wk->forward(x);  // (B, T, K' D)
+    const auto [cos, sin] = rope_tables(T, d_, theta_, x.options());  // (T, D) each
+    auto q = wq->forward(x);                                          // (B, T, H' D)
+    auto k = wk->forward(x);                                          // (B, T, K' D)
     auto v = wv->forward(x);
     const int64_t H = q.size(2) / d_, K = k.size(2) / d_;
     q = q.view({B, T, H, d_}).transpose(1, 2);  // (B, H', T, D)
     k = k.view({B, T, K, d_}).transpose(1, 2);  // (B, K', T, D)
     v = v.view({B, T, K, d_}).transpose(1, 2);  // (B, K', T, D)
     auto y = causal_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v);
-    return wo->forward(y.transpose(1, 2).reshape({B, T, H * d_}));  // (B, T, C)
+    return tp_->row(y.transpose(1, 2).reshape({B, T, H * d_}), wo->weight, {});  // (B, T, C)
   }
 
   std::shared_ptr<Linear> wq, wk, wv, wo;
 
  private:
-  int64_t d_;  // head size
+  int64_t d_;     // head size
+  double theta_;  // RoPE base
+  std::shared_ptr<TensorParallelSeam> tp_;
 };
 
 class LlamaFeedForward : public torch::nn::Module {
  public:
-  explicit LlamaFeedForward(const ModelConfig& c) {
+  LlamaFeedForward(const ModelConfig& c, std::shared_ptr<TensorParallelSeam> tp)
+      : tp_(std::move(tp)) {
     w1 = register_module("w1", std::make_shared<Linear>(c.n_embd, c.ffn_dim(), false));
     w2 = register_module("w2", std::make_shared<Linear>(c.ffn_dim(), c.n_embd, false));
     w3 = register_module("w3", std::make_shared<Linear>(c.n_embd, c.ffn_dim(), false));
   }
   torch::Tensor forward(const torch::Tensor& x) {  // (B, T, C) -> (B, T, F) -> (B, T, C)
-    return w2->forward(torch::silu(w1->forward(x)) * w3->forward(x));
+    return tp_->row(torch::silu(w1->forward(x)) * w3->forward(x), w2->weight, {});
   }
   std::shared_ptr<Linear> w1, w2, w3;
+
+ private:
+  std::shared_ptr<TensorParallelSeam> tp_;
 };
 
 class LlamaBlock : public torch::nn::Module {
  public:
-  explicit LlamaBlock(const ModelConfig& c) {
+  LlamaBlock(const ModelConfig& c, std::shared_ptr<TensorParallelSeam> tp) : tp_(std::move(tp)) {
     attention_norm =
         register_module("attention_norm", std::make_shared<RMSNorm>(c.n_embd, c.norm_eps));
-    attention = register_module("attention", std::make_shared<LlamaAttention>(c));
+    attention = register_module("attention", std::make_shared<LlamaAttention>(c, tp_));
     ffn_norm = register_module("ffn_norm", std::make_shared<RMSNorm>(c.n_embd, c.norm_eps));
-    feed_forward = register_module("feed_forward", std::make_shared<LlamaFeedForward>(c));
+    feed_forward = register_module("feed_forward", std::make_shared<LlamaFeedForward>(c, tp_));
   }
-  // x (B, T, C); cos, sin (T, D) -> (B, T, C)
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos,
-                        const torch::Tensor& sin) {
-    auto h = x + attention->forward(attention_norm->forward(x), cos, sin);
-    return h + feed_forward->forward(ffn_norm->forward(h));
+  torch::Tensor forward(const torch::Tensor& x) {  // (B, T, C) -> (B, T, C)
+    auto h = x + attention->forward(tp_->enter(attention_norm->forward(x)));
+    return h + feed_forward->forward(tp_->enter(ffn_norm->forward(h)));
   }
   std::shared_ptr<RMSNorm> attention_norm, ffn_norm;
   std::shared_ptr<LlamaAttention> attention;
   std::shared_ptr<LlamaFeedForward> feed_forward;
+
+ private:
+  std::shared_ptr<TensorParallelSeam> tp_;
 };
 
 class LlamaModel : public LanguageModel {
@@ -108,7 +116,7 @@ class LlamaModel : public LanguageModel {
         register_module("tok_embeddings", std::make_shared<Embedding>(c.vocab_size, c.n_embd));
     auto list = register_module("layers", torch::nn::ModuleList());
     for (int64_t i = 0; i < c.n_layer; ++i) {
-      blocks_.push_back(std::make_shared<LlamaBlock>(c));
+      blocks_.push_back(std::make_shared<LlamaBlock>(c, seam_));
       list->push_back(blocks_.back());
     }
     norm_ = register_module("norm", std::make_shared<RMSNorm>(c.n_embd, c.norm_eps));
@@ -117,12 +125,13 @@ class LlamaModel : public LanguageModel {
 
   torch::Tensor embed(const torch::Tensor& idx) override {  // idx (B, T) -> (B, T, C)
     check_idx(idx);
+    if (TensorParallelHooks* tp = tensor_parallel())
+      return tp->embed_tokens(idx, tok_embeddings_->weight);
     return tok_embeddings_->forward(idx);
   }
 
   torch::Tensor layer(int64_t i, const torch::Tensor& x) override {  // (B, T, C)
-    const auto rope = rope_tables(x.size(1), config_.head_dim(), config_.rope_theta, x.options());
-    return blocks_.at(i)->forward(x, rope.first, rope.second);
+    return blocks_.at(i)->forward(x);
   }
 
   std::shared_ptr<torch::nn::Module> layer_module(int64_t i) override { return blocks_.at(i); }

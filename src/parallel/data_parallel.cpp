@@ -259,6 +259,11 @@ double DataParallel::clip_grad_norm(double max_norm) {
   return m.optimizer->clip_grad_norm(grads, m.shard_grads ? m.group : nullptr, max_norm);
 }
 
+void DataParallel::clip_to(double norm, double max_norm) {
+  TORCH_CHECK(!impl_->shard_grads, "DataParallel::clip_to: gradients are sharded (ZeRO-2)");
+  impl_->optimizer->clip_to(norm, max_norm);
+}
+
 void DataParallel::step(double lr) {
   Impl& m = *impl_;
   m.optimizer->step(m.shards(), lr);

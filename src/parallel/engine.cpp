@@ -1,17 +1,20 @@
-// parallelize() and its two engines today: replicated parameters (DataParallel: DDP, ZeRO-1/2)
-// and sharded parameters (Zero3). Tensor, context and pipeline parallelism plug in here: a
-// plan with tp, cp or pp above 1 gets an engine that runs the model's stages over those
-// groups (see docs/architecture.md).
+// parallelize() and its engines: replicated parameters (DataParallel: DDP, ZeRO-1/2), sharded
+// parameters (Zero3), and tensor parallelism over the tp group with DDP or ZeRO-1 over dp.
+// Context and pipeline parallelism plug in here too: a plan with cp or pp above 1 gets an
+// engine that runs the model's stages over those groups (see docs/architecture.md).
 #include "cairn/parallel/engine.h"
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <set>
 #include <unordered_map>
 
+#include "cairn/comm/group.h"
 #include "cairn/comm/mesh_groups.h"
 #include "cairn/model/language_model.h"
 #include "cairn/model/param_specs.h"
+#include "cairn/parallel/tensor_parallel.h"
 #include "cairn/parallel/zero3.h"
 
 namespace cairn::parallel {
@@ -87,6 +90,128 @@ class ReplicatedEngine : public Engine {
 
  private:
   std::shared_ptr<model::LanguageModel> model_;
+  std::unique_ptr<DataParallel> dp_;
+};
+
+// Tensor parallelism (Megatron's layout) over the tp group, DDP or ZeRO-1 over the dp group:
+// every rank holds its tp slice of every parameter (shard_for_tensor_parallel, from the whole
+// parameters every rank starts with) and DataParallel averages the slices' gradients over dp.
+// Under sequence parallelism the parameters every tp rank holds whole (norms, row-parallel
+// biases, the position table) see only this rank's tokens: their gradients are summed over tp
+// after backward. The clip norm sums the split parameters' squares over tp and counts the whole
+// ones once. Checkpoints hold whole tensors (gathered over tp), so any layout loads them.
+class TensorParallelEngine : public Engine {
+ public:
+  TensorParallelEngine(std::shared_ptr<model::LanguageModel> m, comm::Group* tp, comm::Group* dp,
+                       bool sequence_parallel, DataParallelOptions o)
+      : model_(std::move(m)),
+        tp_(tp),
+        sp_(sequence_parallel),
+        specs_(model::param_specs(model_->config())) {
+    shard_for_tensor_parallel(*model_, tp_, sp_);
+    DataParallel::NamedParams params;
+    for (auto& p : model_->named_parameters()) {
+      params.emplace_back(p.key(), p.value());
+      (spec(p.key()).tp == model::TpSplit::kReplicated ? whole_ : split_).push_back(p.value());
+    }
+    dp_ = std::make_unique<DataParallel>(std::move(params), decay_rule(model_->config()), dp, o);
+    dp_->broadcast_parameters();
+  }
+  void zero_grad() override { dp_->zero_grad(); }
+  torch::Tensor loss(const torch::Tensor& x, const torch::Tensor& y, bool last) override {
+    dp_->set_sync(last);
+    return model_->loss(x, y);
+  }
+  torch::Tensor eval_loss(const torch::Tensor& x, const torch::Tensor& y) override {
+    return model_->loss(x, y);
+  }
+  bool set_last(bool last) override {
+    dp_->set_sync(last);
+    return true;
+  }
+  void finish_backward() override {
+    dp_->finish_backward();
+    if (!sp_ || whole_.empty()) return;
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> grads;
+    for (auto& p : whole_) grads.push_back(p.grad().view({-1}));
+    auto flat = torch::cat(grads);
+    tp_->allreduce(flat);
+    int64_t at = 0;
+    for (auto& g : grads) {
+      g.copy_(flat.narrow(0, at, g.numel()));
+      at += g.numel();
+    }
+  }
+  double clip_grad_norm(double max_norm) override {
+    torch::NoGradGuard no_grad;
+    auto squares = [](const std::vector<torch::Tensor>& ps) {
+      double sq = 0;
+      for (const auto& p : ps) {
+        auto g = p.grad().reshape({-1});
+        sq += g.dot(g).item<double>();
+      }
+      return sq;
+    };
+    auto split = torch::tensor({squares(split_)}, torch::kDouble);
+    tp_->allreduce(split);
+    const double norm = std::sqrt(split.item<double>() + squares(whole_));
+    dp_->clip_to(norm, max_norm);
+    return norm;
+  }
+  void step(double lr) override { dp_->step(lr); }
+  int64_t step_count() const override { return dp_->step_count(); }
+  NamedTensors gather_params() override {
+    NamedTensors out;
+    for (auto& p : model_->named_parameters())
+      out.emplace_back(p.key(), tp_gather(p.value(), spec(p.key()), model_->config(), tp_));
+    return out;
+  }
+  NamedTensors gather_optimizer_state() override {
+    NamedTensors out;
+    for (auto& [name, t] : dp_->gather_state())
+      out.emplace_back(name, tp_gather(t, spec(param_of(name)), model_->config(), tp_));
+    return out;
+  }
+  Status load(const std::map<std::string, torch::Tensor>& tensors, const std::string& model_prefix,
+              const std::string& optim_prefix, int64_t step_count) override {
+    CAIRN_RETURN_IF_ERROR(check_params(model_->config(), tensors, model_prefix));
+    const int rank = tp_->rank(), size = tp_->size();
+    std::map<std::string, torch::Tensor> local;
+    for (const auto& [key, t] : tensors) {
+      if (key.rfind(optim_prefix, 0) != 0) continue;
+      const model::ParamSpec* s =
+          model::find_spec(specs_, param_of(key.substr(optim_prefix.size())));
+      if (!s || !t.sizes().equals(s->shape))
+        return Status::InvalidArgument("optimizer state '" + key +
+                                       "' does not match a parameter's shape");
+      local[key] = tp_slice(t, *s, model_->config(), rank, size);
+    }
+    CAIRN_RETURN_IF_ERROR(dp_->load_state(local, optim_prefix, step_count));
+    torch::NoGradGuard no_grad;
+    for (auto& p : model_->named_parameters())
+      p.value().copy_(tp_slice(tensors.at(model_prefix + p.key()), spec(p.key()), model_->config(),
+                               rank, size));
+    return Status::Ok();
+  }
+  MemoryReport memory_report() const override { return dp_->memory_report(); }
+
+ private:
+  const model::ParamSpec& spec(const std::string& name) const {
+    const model::ParamSpec* s = model::find_spec(specs_, name);
+    TORCH_CHECK(s, "no spec for parameter ", name);
+    return *s;
+  }
+  // "<param>.exp_avg" / "<param>.exp_avg_sq" -> "<param>"
+  static std::string param_of(const std::string& state) {
+    return state.substr(0, state.rfind('.'));
+  }
+
+  std::shared_ptr<model::LanguageModel> model_;
+  comm::Group* tp_;
+  bool sp_;
+  std::vector<model::ParamSpec> specs_;
+  std::vector<torch::Tensor> split_, whole_;  // parameters split over tp / whole on every rank
   std::unique_ptr<DataParallel> dp_;
 };
 
@@ -180,16 +305,36 @@ Result<std::unique_ptr<Engine>> parallelize(std::shared_ptr<model::LanguageModel
     return Status::InvalidArgument("parallelize: the process groups are of mesh " +
                                    have.ToString() + ", the plan's is " + plan.mesh.ToString());
   CAIRN_RETURN_IF_ERROR(plan.validate(model->config(), groups.mesh().size()));
-  for (comm::Axis a : {comm::Axis::kTensor, comm::Axis::kContext, comm::Axis::kPipeline})
+  for (comm::Axis a : {comm::Axis::kContext, comm::Axis::kPipeline})
     if (plan.mesh.extent(a) > 1)
       return Status::Unsupported(std::string("plan: ") + comm::axis_name(a) + " " +
                                  std::to_string(plan.mesh.extent(a)) +
-                                 ": this version trains with data parallelism and ZeRO only "
-                                 "(tp, cp and pp must be 1)");
+                                 ": this version trains with tensor and data parallelism and "
+                                 "ZeRO (cp and pp must be 1)");
   std::vector<bool> checkpointed;
   for (const LayerPlan& l : plan.layers) checkpointed.push_back(l.checkpoint);
   model->set_activation_checkpointing(checkpointed);
   comm::Group* dp = groups.get(comm::Axis::kData);
+  if (plan.mesh.tp > 1) {
+    const LayerPlan& first = plan.layers.front();
+    for (const LayerPlan& l : plan.layers)
+      if (l.tp != plan.mesh.tp || l.sequence_parallel != first.sequence_parallel)
+        return Status::Unsupported(
+            "plan: every block runs at the mesh's tp " + std::to_string(plan.mesh.tp) +
+            " with one sequence-parallel setting in this version (per-block tp is not built)");
+    if (plan.zero_stage >= 2)
+      return Status::Unsupported("plan: tp " + std::to_string(plan.mesh.tp) + " with ZeRO-" +
+                                 std::to_string(plan.zero_stage) +
+                                 " is not built yet; use parallel.zero_stage 0 or 1 with tp");
+    if (std::string unfit = tp_unfit(model->config(), plan.mesh.tp); !unfit.empty())
+      return Status::InvalidArgument("plan: " + unfit);
+    DataParallelOptions o;
+    o.zero_stage = plan.zero_stage;
+    o.bucket_bytes = plan.bucket_bytes;
+    o.adam = adam;
+    return std::unique_ptr<Engine>(std::make_unique<TensorParallelEngine>(
+        std::move(model), groups.get(comm::Axis::kTensor), dp, first.sequence_parallel, o));
+  }
   if (plan.shards_parameters())
     return std::unique_ptr<Engine>(std::make_unique<ShardedEngine>(std::move(model), dp, adam));
   DataParallelOptions o;

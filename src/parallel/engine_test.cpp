@@ -62,8 +62,8 @@ TEST(Parallelize, RefusesAPlanOfAnotherMeshOrModel) {
   EXPECT_NE(r.status().message().find("the model has 3 blocks"), std::string::npos);
 }
 
-// tp, cp and pp above 1 are valid plans this version does not carry out: refused, naming the
-// axis, on every rank.
+// cp and pp above 1 are valid plans this version does not carry out: refused, naming the axis,
+// on every rank. (tp: tensor_parallel_engine_test.)
 TEST(Parallelize, ModelParallelAxesAreRefusedByName) {
   auto store = c10::make_intrusive<c10d::HashStore>();
   std::vector<std::string> errors(2);
@@ -71,8 +71,7 @@ TEST(Parallelize, ModelParallelAxesAreRefusedByName) {
   for (int r = 0; r < 2; ++r)
     threads.emplace_back([&, r] {
       auto world = comm::Group::Create(store, r, 2, comm::GroupOptions{});
-      for (auto [axis, shape] : {std::pair{"tp 2", comm::MeshShape{1, 1, 1, 2}},
-                                 {"cp 2", comm::MeshShape{1, 1, 2, 1}},
+      for (auto [axis, shape] : {std::pair{"cp 2", comm::MeshShape{1, 1, 2, 1}},
                                  {"pp 2", comm::MeshShape{2, 1, 1, 1}}}) {
         Plan plan = Plan::data_parallel(1, 3);
         plan.mesh = shape;

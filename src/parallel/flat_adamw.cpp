@@ -29,8 +29,12 @@ double FlatAdamW::clip_grad_norm(const std::vector<torch::Tensor>& grads, comm::
     sq = t.item<double>();
   }
   const double norm = std::sqrt(sq);
-  grad_scale_ = max_norm > 0 && norm > max_norm ? float(max_norm / (norm + 1e-6)) : 1.0f;
+  clip_to(norm, max_norm);
   return norm;
+}
+
+void FlatAdamW::clip_to(double norm, double max_norm) {
+  grad_scale_ = max_norm > 0 && norm > max_norm ? float(max_norm / (norm + 1e-6)) : 1.0f;
 }
 
 void FlatAdamW::step(const std::vector<FlatShard>& shards, double lr) {

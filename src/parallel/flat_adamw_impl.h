@@ -50,6 +50,9 @@ class FlatAdamW {
   // max_norm > 0) is applied inside the next step(). Collective over sum_over.
   double clip_grad_norm(const std::vector<torch::Tensor>& grads, comm::Group* sum_over,
                         double max_norm);
+  // The same with the norm computed by the caller (tensor parallelism sums parts of it over
+  // another group).
+  void clip_to(double norm, double max_norm);
   // One update of every shard with learning rate lr. Runs of one parameter each (decay is per
   // parameter); the padding between and after them is updated without decay and stays zero
   // (its gradient is zero).

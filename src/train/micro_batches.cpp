@@ -9,13 +9,14 @@ namespace cairn::train {
 namespace {
 
 // A micro-batch's share of the step's mean loss: 1/accum of a rank's when the ranks split
-// the batch evenly; otherwise world/num_micro, the job's mean being taken over the world.
+// the batch evenly; otherwise data_world/num_micro, the job's mean being taken over the
+// data-parallel ranks.
 void set_share(const Trainer::Impl& m, MicroBatch* mb) {
   if (m.even_split()) {
     const int64_t accum = m.accum_steps();
     if (accum > 1) mb->divide_by = double(accum);
   } else {
-    mb->multiply_by = double(m.world) / double(m.num_micro());
+    mb->multiply_by = double(m.data_world) / double(m.num_micro());
   }
 }
 
@@ -31,7 +32,7 @@ class DeterministicBatches : public MicroBatchSource {
     const int64_t accum = m_.accum_steps();
     if (micro_ >= accum) return std::optional<MicroBatch>();
     MicroBatch mb;
-    mb.padding = micro_ * m_.world + m_.rank >= m_.num_micro();
+    mb.padding = micro_ * m_.data_world + m_.data_rank >= m_.num_micro();
     std::tie(mb.x, mb.y) = m_.batch(step_, mb.padding ? 0 : micro_, /*record=*/!mb.padding);
     if (mb.padding)
       mb.multiply_by = 0;

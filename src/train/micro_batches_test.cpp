@@ -54,6 +54,8 @@ class MicroBatchesTest : public ::testing::Test {
     m->opt.log_sample_ids = true;
     m->rank = rank;
     m->world = world;
+    m->data_rank = rank;  // no model parallelism: the data-parallel coordinates are the world's
+    m->data_world = world;
     m->sampler = std::make_unique<data::LocalSampler>(file_.get(), 8, 5);
     return m;
   }
@@ -315,6 +317,8 @@ class DynamicBatchesTest : public ::testing::Test {
     m->opt.log_sample_ids = true;
     m->rank = rank;
     m->world = world;
+    m->data_rank = rank;  // no model parallelism: the data-parallel coordinates are the world's
+    m->data_world = world;
     m->group = group;
     m->sampler = std::make_unique<data::LocalSampler>(file_.get(), kT, kSeed);
     CAIRN_ASSIGN_OR_RETURN(m->log, RunLog::Open(dir_ + "/run", rank == 0));

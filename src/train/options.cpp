@@ -77,9 +77,16 @@ core::ConfigSpec train_spec() {
                "and freed after use; blocks are recomputed in backward)")
       .add_int("parallel.bucket_mb", 8, 1, 1 << 14,
                "gradient bucket size in MiB; each bucket's all-reduce overlaps backward")
+      .add_int("parallel.tp", 1, 1, 1024,
+               "tensor-parallel ranks per model replica (Megatron layout: heads, MLP width and "
+               "vocabulary split); the data-parallel size is the world / tp. With "
+               "parallel.zero_stage 0 or 1")
+      .add_bool("parallel.sequence_parallel", false,
+                "with parallel.tp > 1: norms and residuals on sequence chunks (train.seq_len a "
+                "multiple of tp), all-gather / reduce-scatter instead of all-reduce")
       .add_string("parallel.plan", "", {},
                   "a JSON plan file (mesh, ZeRO stage, per-block layout, pipeline cuts: see "
-                  "README); empty = data parallelism over every rank with the keys above");
+                  "README); empty = the layout the keys above give");
   return s;
 }
 
@@ -117,6 +124,14 @@ Result<TrainOptions> train_options_from(const core::Config& c) {
   o.zero_stage = c.get_int("parallel.zero_stage");
   o.bucket_mb = c.get_int("parallel.bucket_mb");
   o.plan_path = c.get_string("parallel.plan");
+  o.tp = c.get_int("parallel.tp");
+  o.sequence_parallel = c.get_bool("parallel.sequence_parallel");
+  if (o.sequence_parallel && o.tp < 2)
+    return Status::InvalidArgument("parallel.sequence_parallel needs parallel.tp > 1");
+  if (o.sequence_parallel && o.seq_len % o.tp != 0)
+    return Status::InvalidArgument("parallel.sequence_parallel: train.seq_len " +
+                                   std::to_string(o.seq_len) +
+                                   " is not a multiple of parallel.tp " + std::to_string(o.tp));
   o.precision = c.get_string("train.precision");
   o.device = c.get_string("train.device");
   if (auto d = resolve_device(o.device); !d.ok()) return d.status();
@@ -172,15 +187,31 @@ Result<torch::Device> resolve_device(const std::string& spec) {
 Result<parallel::Plan> plan_from(const TrainOptions& o, const model::ModelConfig& m, int world) {
   parallel::Plan plan;
   if (o.plan_path.empty()) {
-    plan = parallel::Plan::data_parallel(world, m.n_layer, int(o.zero_stage));
+    if (world % o.tp != 0) {
+      std::string worlds;
+      for (int64_t k = 1; k <= 4; ++k) worlds += (k > 1 ? ", " : "") + std::to_string(k * o.tp);
+      return Status::InvalidArgument(
+          "parallel.tp " + std::to_string(o.tp) + " does not divide the " + std::to_string(world) +
+          " ranks: run " + worlds + " ranks, or set parallel.tp to a divisor of " +
+          std::to_string(world));
+    }
+    plan = parallel::Plan::data_parallel(world / int(o.tp), m.n_layer, int(o.zero_stage));
+    plan.mesh.tp = int(o.tp);
     plan.bucket_bytes = o.bucket_mb << 20;
-    for (parallel::LayerPlan& l : plan.layers) l.checkpoint = o.activation_checkpointing;
+    for (parallel::LayerPlan& l : plan.layers) {
+      l.checkpoint = o.activation_checkpointing;
+      l.tp = int(o.tp);
+      l.sequence_parallel = o.sequence_parallel;
+    }
   } else {
     const TrainOptions defaults;
-    for (auto [key, set] : {std::pair{"parallel.zero_stage", o.zero_stage != defaults.zero_stage},
-                            {"parallel.bucket_mb", o.bucket_mb != defaults.bucket_mb},
-                            {"train.activation_checkpointing",
-                             o.activation_checkpointing != defaults.activation_checkpointing}})
+    for (auto [key, set] :
+         {std::pair{"parallel.zero_stage", o.zero_stage != defaults.zero_stage},
+          {"parallel.bucket_mb", o.bucket_mb != defaults.bucket_mb},
+          {"parallel.tp", o.tp != defaults.tp},
+          {"parallel.sequence_parallel", o.sequence_parallel != defaults.sequence_parallel},
+          {"train.activation_checkpointing",
+           o.activation_checkpointing != defaults.activation_checkpointing}})
       if (set)
         return Status::InvalidArgument(std::string(key) + " is set while parallel.plan (" +
                                        o.plan_path + ") gives the layout: put it in the plan");

@@ -71,6 +71,14 @@ double earlier_peak(const std::string& run_dir, int world) {
 
 }  // namespace
 
+double Trainer::Impl::sum_over_data(double v) {
+  comm::Group* g = data_group();
+  if (!g) return v;
+  auto t = torch::tensor({v}, torch::kDouble);
+  g->allreduce(t);
+  return t.item<double>();
+}
+
 double Trainer::Impl::sum_over_ranks(double v) {
   if (!group) return v;
   auto t = torch::tensor({v}, torch::kDouble);
@@ -126,17 +134,18 @@ std::vector<int64_t> Trainer::Impl::gather_consumed() {
   for (size_t i = 0; i < consumed.size() && int64_t(i) < cap; ++i) mine[int64_t(i)] = consumed[i];
   consumed.clear();
   torch::Tensor all = mine;
-  if (group) {
-    all = torch::empty({cap * world}, torch::kLong);
-    group->allgather(all, mine);
+  if (comm::Group* g = data_group()) {  // the other axes' ranks hold the same ids
+    all = torch::empty({cap * data_world}, torch::kLong);
+    g->allgather(all, mine);
   }
-  // Back into the global order: rank r's k-th micro-batch is micro-batch k * world + r.
+  // Back into the global order: data rank r's k-th micro-batch is micro-batch
+  // k * data_world + r.
   const int64_t B = opt.micro_batch_size;
   std::vector<int64_t> ids(size_t(num_micro() * B), -1);
   const int64_t* v = all.data_ptr<int64_t>();
-  for (int r = 0; r < world; ++r)
+  for (int r = 0; r < data_world; ++r)
     for (int64_t i = 0; i < cap; ++i) {
-      const int64_t j = (i / B) * world + r;
+      const int64_t j = (i / B) * data_world + r;
       if (v[r * cap + i] >= 0 && j < num_micro()) ids[size_t(j * B + i % B)] = v[r * cap + i];
     }
   ids.erase(std::remove(ids.begin(), ids.end(), int64_t(-1)), ids.end());
@@ -149,7 +158,7 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::Impl::batch(int64_t s, int64_t 
   auto x = torch::empty({B, T}, torch::kLong);
   auto y = torch::empty({B, T}, torch::kLong);
   for (int64_t i = 0; i < B; ++i) {
-    int64_t g = s * opt.global_batch_size + (micro * world + rank) * B + i;
+    int64_t g = s * opt.global_batch_size + (micro * data_world + data_rank) * B + i;
     const int64_t id = sampler->sample_id(g);
     sampler->fill(id, x.data_ptr<int64_t>() + i * T, y.data_ptr<int64_t>() + i * T);
     if (opt.log_sample_ids && record) consumed.push_back(id);
@@ -163,7 +172,7 @@ double Trainer::Impl::evaluate() {
   const int64_t B = opt.micro_batch_size, T = opt.seq_len;
   int64_t n = std::min(val_sampler->num_samples(), opt.eval_batches * B);
   std::vector<int64_t> mine;
-  for (int64_t i = rank; i < n; i += world) mine.push_back(i);
+  for (int64_t i = data_rank; i < n; i += data_world) mine.push_back(i);
   double sum = 0;
   for (size_t start = 0; start < mine.size(); start += size_t(B)) {
     int64_t b = std::min<int64_t>(B, int64_t(mine.size() - start));
@@ -176,7 +185,7 @@ double Trainer::Impl::evaluate() {
     sum += engine->eval_loss(x, y).item<double>() * double(b);
   }
   model->train();
-  return sum_over_ranks(sum) / double(n);
+  return sum_over_data(sum) / double(n);
 }
 
 Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -407,17 +416,6 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
                                    std::to_string(o.global_batch_size) +
                                    ") must be a multiple of train.micro_batch_size (" +
                                    std::to_string(o.micro_batch_size) + ")");
-  if (!impl->even_split() && o.sharding != "dynamic") {
-    // An elastic job may be handed any world: train it, with the same global batch. (Dynamic
-    // sharding splits a step unevenly anyway: its shards go to whichever rank asks.)
-    const int64_t n = impl->num_micro(), per = impl->accum_steps();
-    spdlog::warn(
-        "{} micro-batches per step over {} ranks: each rank runs {}, and {} of them are "
-        "zero-weight padding ({:.0f}% of the compute); a world size dividing {} trains "
-        "faster",
-        n, impl->world, per, per * impl->world - n,
-        100.0 * double(per * impl->world - n) / double(per * impl->world), n);
-  }
   // 0 keeps torch's default (OMP_NUM_THREADS, which `cairn run` sets per worker). GEMMs run
   // on OpenBLAS's own threads either way; extra OpenMP threads mostly contend with them.
   // train.threads bounds OpenBLAS's GEMM threads too, so that the cores a job uses are the
@@ -428,6 +426,22 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
   }
 
   CAIRN_ASSIGN_OR_RETURN(impl->plan, plan_from(o, impl->mcfg, impl->world));
+  {
+    CAIRN_ASSIGN_OR_RETURN(comm::Mesh mesh,
+                           comm::Mesh::Create(impl->plan.mesh, impl->world, impl->plan.order));
+    impl->data_world = impl->plan.mesh.dp;
+    impl->data_rank = mesh.coord(impl->rank, comm::Axis::kData);
+  }
+  if (!impl->even_split() && o.sharding != "dynamic") {
+    // An elastic job may be handed any world: train it, with the same global batch. (Dynamic
+    // sharding splits a step unevenly anyway: its shards go to whichever rank asks.)
+    const int64_t n = impl->num_micro(), per = impl->accum_steps(), dw = impl->data_world;
+    spdlog::warn(
+        "{} micro-batches per step over {} data-parallel ranks: each rank runs {}, and {} of "
+        "them are zero-weight padding ({:.0f}% of the compute); a data-parallel size dividing "
+        "{} trains faster",
+        n, dw, per, per * dw - n, 100.0 * double(per * dw - n) / double(per * dw), n);
+  }
   CAIRN_RETURN_IF_ERROR(impl->open_data());
   CAIRN_RETURN_IF_ERROR(impl->build_engine());
   CAIRN_RETURN_IF_ERROR(impl->open_run_files());
@@ -517,8 +531,8 @@ Result<std::optional<double>> Trainer::Impl::train_step(MicroBatchSource& source
   }
   CAIRN_RETURN_IF_ERROR(source.end_step());
   engine->finish_backward();
-  const double loss = even_split() ? sum_over_ranks(loss_sum / double(accum_steps())) / world
-                                   : sum_over_ranks(loss_sum) / double(num_micro());
+  const double loss = even_split() ? sum_over_data(loss_sum / double(accum_steps())) / data_world
+                                   : sum_over_data(loss_sum) / double(num_micro());
   if (!std::isfinite(loss))
     return Status::FailedPrecondition("loss became " + std::to_string(loss) + " at step " +
                                       std::to_string(step) + "; lower train.lr");

@@ -68,6 +68,9 @@ struct Trainer::Impl {
   int64_t num_params = 0;
   comm::Group* group = nullptr;  // every rank of the job; null in one process
   int world = 1, rank = 0;
+  // The data-parallel coordinates (the mesh's dp axis): ranks that differ only along the
+  // model-parallel axes train the same micro-batches. World and rank without model parallelism.
+  int data_world = 1, data_rank = 0;
   std::unique_ptr<RunLog> log;
   int64_t step = 0;
   int64_t max_steps = 0;
@@ -94,8 +97,8 @@ struct Trainer::Impl {
   // to rank j % world; when the world does not divide them, the ranks left short run a
   // zero-weight micro-batch instead, so that every rank takes part in every collective.
   int64_t num_micro() const { return opt.global_batch_size / opt.micro_batch_size; }
-  int64_t accum_steps() const { return (num_micro() + world - 1) / world; }
-  bool even_split() const { return num_micro() % world == 0; }
+  int64_t accum_steps() const { return (num_micro() + data_world - 1) / data_world; }
+  bool even_split() const { return num_micro() % data_world == 0; }
 
   // A memory save whose copy overlaps the next step's forward and backward.
   struct PendingSave {
@@ -112,8 +115,13 @@ struct Trainer::Impl {
   std::vector<int64_t> gather_consumed();
   // Sum of `v` over ranks (v itself in one process).
   double sum_over_ranks(double v);
+  // Sum of `v` over the data-parallel ranks of this rank's coordinates along the other axes
+  // (their ranks hold the same value). REQUIRES: build_engine() made the groups.
+  double sum_over_data(double v);
+  comm::Group* data_group() const { return groups ? groups->get(comm::Axis::kData) : nullptr; }
   // Inputs and targets (B, T) for micro-batch `micro` of global step `s`.
-  // REQUIRES: micro * world + rank < num_micro(). `record`: add its ids to `consumed`.
+  // REQUIRES: micro * data_world + data_rank < num_micro(). `record`: add its ids to
+  // `consumed`.
   std::pair<torch::Tensor, torch::Tensor> batch(int64_t s, int64_t micro, bool record = true);
   // Dynamic sharding: the micro-batch of one shard (consecutive sample ids).
   std::pair<torch::Tensor, torch::Tensor> shard_batch(const elastic::Shard& shard);

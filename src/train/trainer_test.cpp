@@ -306,6 +306,71 @@ TEST_F(TrainerTest, ClearErrors) {
 // Data parallelism at world 2 and 3, DDP and ZeRO-1/2/3, ranks as threads: the loss of every step
 // matches the one-process run with the same global batch to 1e-5 relative, and all ranks end
 // with identical parameters equal to the one-process ones to 1e-4 relative (+ 1e-5 absolute).
+// parallel.tp: tp2, tp2 with sequence parallelism and dp2 x tp2 (ZeRO-1) train the steps of the
+// one-process run (losses to 1e-5, validation loss too); their checkpoints hold whole tensors
+// that one process resumes from, and a one-process checkpoint resumes at tp2.
+TEST_F(TrainerTest, TensorParallelMatchesOneProcessAndCheckpointsCrossLayouts) {
+  for (std::string arch : {"gpt2", "llama"}) {
+    std::vector<std::string> base = {"train.max_steps=8", "train.eval_interval=0"};
+    if (arch == "llama") base.push_back("model.n_kv_head=2");
+    auto one = Trainer::Create(Config(arch, base), Run(arch + "-tp1"));
+    ASSERT_TRUE(one.ok()) << one.status().ToString();
+    auto ref = (*one)->run();
+    ASSERT_TRUE(ref.ok());
+    auto ref_params = Params(**one);
+    fs::copy(dir_ + "/" + arch + "-tp1", dir_ + "/" + arch + "-tp1-copy",
+             fs::copy_options::recursive);
+    for (auto [world, keys] : {std::pair{2, std::vector<std::string>{"parallel.tp=2"}},
+                               {2, {"parallel.tp=2", "parallel.sequence_parallel=true"}},
+                               {4, {"parallel.tp=2", "parallel.zero_stage=1"}}}) {
+      auto extra = base;
+      extra.insert(extra.end(), keys.begin(), keys.end());
+      std::string name = arch + "-w" + std::to_string(world) + "-" + std::to_string(keys.size());
+      WorldRun w = RunWorld(Config(arch, extra), name, world);
+      ASSERT_NO_FATAL_FAILURE(ExpectLossesMatch(w, *ref, name));
+      EXPECT_NEAR(w.sums[0]->final_val_loss, ref->final_val_loss, 1e-5 * ref->final_val_loss)
+          << name;
+      for (auto& [k, v] : w.params[size_t(world - 1)])
+        EXPECT_TRUE(torch::allclose(v, ref_params[k], 1e-4, 1e-5)) << name << " " << k;
+      // One process resumes from the tp checkpoint: whole tensors.
+      auto resumed = Trainer::Create(Config(arch, base), Run(name, true));
+      ASSERT_TRUE(resumed.ok()) << resumed.status().ToString();
+      EXPECT_EQ((*resumed)->step(), 8);
+    }
+    // A one-process checkpoint resumes at tp2 and trains on like one process.
+    auto more = base;
+    more[0] = "train.max_steps=10";
+    auto cont = Trainer::Create(Config(arch, more), Run(arch + "-tp1", true));
+    ASSERT_TRUE(cont.ok()) << cont.status().ToString();
+    auto cont_sum = (*cont)->run();
+    ASSERT_TRUE(cont_sum.ok());
+    auto tp_more = more;
+    tp_more.push_back("parallel.tp=2");
+    auto store = c10::make_intrusive<c10d::HashStore>();
+    std::vector<Result<RunSummary>> sums(2, Status::Internal("not run"));
+    std::vector<std::thread> threads;
+    for (int r = 0; r < 2; ++r)  // from the copy of the one-process run's step-8 directory
+      threads.emplace_back([&, r] {
+        auto group = comm::Group::Create(store, r, 2, {});
+        auto run = Run(arch + "-tp1-copy", true);
+        run.group = group.get();
+        auto t = Trainer::Create(Config(arch, tp_more), run);
+        if (!t.ok()) {
+          sums[size_t(r)] = t.status();
+          return;
+        }
+        sums[size_t(r)] = (*t)->run();
+      });
+    for (auto& t : threads) t.join();
+    for (auto& s : sums) {
+      ASSERT_TRUE(s.ok()) << s.status().ToString();
+      ASSERT_EQ(s->losses.size(), cont_sum->losses.size());
+      for (size_t i = 0; i < s->losses.size(); ++i)
+        EXPECT_NEAR(s->losses[i], cont_sum->losses[i], 1e-5 * cont_sum->losses[i]) << arch;
+    }
+  }
+}
+
 TEST_F(TrainerTest, DataParallelMatchesOneProcess) {
   std::vector<std::string> batch = {"train.micro_batch_size=2", "train.global_batch_size=12"};
   auto one = Trainer::Create(Config("gpt2", batch), Run("dp1"));

@@ -5,6 +5,7 @@
 // propagate so the agent can restart the workers.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <stdexcept>
@@ -64,13 +65,20 @@ class Group {
   // Sum over ranks, in place.
   Pending allreduce_async(torch::Tensor& t);
   void allreduce(torch::Tensor& t) { allreduce_async(t).wait(); }
+  // Elementwise maximum over ranks, in place.
+  void allreduce_max(torch::Tensor& t);
   void broadcast(torch::Tensor& t, int root);
   // out (size * n) = concatenation of every rank's `in` (n). REQUIRES: both contiguous.
   void allgather(torch::Tensor& out, const torch::Tensor& in);
   // out (n) = sum over ranks of their slice [rank * n, (rank + 1) * n) of `in` (size * n).
-  // `in` is used as scratch.
+  // `in` is used as scratch. Gloo has no reduce-scatter: this all-reduces `in` and keeps the
+  // slice, moving 2 (size - 1) / size * n elements per rank where a ring reduce-scatter (NCCL's)
+  // moves half of that; the interface is the one a native reduce-scatter replaces.
   void reduce_scatter(torch::Tensor& out, torch::Tensor& in);
   void barrier();
+
+  // Collectives this rank has issued on this group (tests count them).
+  int64_t collectives() const { return collectives_.load(); }
 
  private:
   Group(c10::intrusive_ptr<c10d::Store> store, c10::intrusive_ptr<c10d::ProcessGroup> pg, int rank,
@@ -80,6 +88,7 @@ class Group {
   c10::intrusive_ptr<c10d::ProcessGroup> pg_;
   int rank_, size_;
   GroupOptions options_;
+  std::atomic<int64_t> collectives_{0};
 };
 
 }  // namespace cairn::comm

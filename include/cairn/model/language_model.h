@@ -11,6 +11,7 @@
 
 #include "cairn/model/checkpoint.h"
 #include "cairn/model/config.h"
+#include "cairn/model/tensor_parallel_hooks.h"
 
 namespace cairn::model {
 
@@ -77,13 +78,22 @@ class LanguageModel : public torch::nn::Module {
   double flops_per_token(int64_t seq_len) const;
   const ModelConfig& config() const { return config_; }
 
+  // Tensor parallelism (tensor_parallel_hooks.h): the hooks the model calls where a
+  // tensor-parallel region begins and ends; null (the default) is the one-process model. The
+  // caller keeps `hooks` alive and has put this rank's slices into the parameters.
+  void set_tensor_parallel(std::shared_ptr<TensorParallelHooks> hooks);
+  TensorParallelHooks* tensor_parallel() const { return seam_->hooks; }
+
  protected:
   // Checks idx is (B, T) int64 with 1 <= T <= block_size.
   void check_idx(const torch::Tensor& idx) const;
 
   ModelConfig config_;
+  // Given to the blocks at construction; its hooks are set by set_tensor_parallel.
+  std::shared_ptr<TensorParallelSeam> seam_ = std::make_shared<TensorParallelSeam>();
 
  private:
+  std::shared_ptr<TensorParallelHooks> hooks_;
   std::vector<bool> checkpointed_;  // per block
 };
 

@@ -72,6 +72,9 @@ class DataParallel {
   void finish_backward();
   // Scales gradients so their global norm is at most max_norm; returns the norm before.
   double clip_grad_norm(double max_norm);
+  // The same for a norm the caller computed over more than these gradients (tensor
+  // parallelism). REQUIRES: zero_stage < 2 (the gradients the caller reads are whole).
+  void clip_to(double norm, double max_norm);
   // One AdamW update (the same update as torch.optim.AdamW) with learning rate `lr`.
   void step(double lr);
   int64_t step_count() const;

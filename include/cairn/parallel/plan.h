@@ -84,9 +84,9 @@ struct Plan {
   // pp, ZeRO-3 not combined with pp. Errors are kInvalidArgument naming the field and why.
   Status validate(const model::ModelConfig& model, int world_size) const;
 
-  // ZeRO-3: parallelize() shards the parameters, so the model is initialized before it (a
-  // resume cannot skip the initialization).
-  bool shards_parameters() const { return zero_stage == 3; }
+  // ZeRO-3 or tp > 1: parallelize() splits the parameters (from whole ones), so the model is
+  // initialized before it (a resume cannot skip the initialization).
+  bool shards_parameters() const { return zero_stage == 3 || mesh.tp > 1; }
   // Whether data-parallel ranks may train different numbers of micro-batches in a step
   // (dynamic sharding): only when nothing but the step's end communicates (DDP, ZeRO-1).
   bool allows_uneven_micro_batches() const {

@@ -35,6 +35,8 @@ struct TrainOptions {
   bool activation_checkpointing = false;
   int64_t zero_stage = 0;          // parallel.zero_stage
   int64_t bucket_mb = 8;           // parallel.bucket_mb
+  int64_t tp = 1;                  // parallel.tp
+  bool sequence_parallel = false;  // parallel.sequence_parallel
   std::string plan_path;           // parallel.plan: a JSON plan file; empty = from the keys above
   std::string precision = "fp32";  // fp32 | bf16
   std::string device = "cpu";      // train.device: cpu | cuda | cuda:N (see resolve_device)
