@@ -194,7 +194,23 @@ class TensorParallelEngine : public Engine {
                                rank, size));
     return Status::Ok();
   }
-  MemoryReport memory_report() const override { return dp_->memory_report(); }
+  // Per parameter of the whole model: this rank holds about 1/tp of them (plus vocabulary
+  // padding), and DataParallel's figures are per parameter it holds.
+  MemoryReport memory_report() const override {
+    MemoryReport r = dp_->memory_report();
+    int64_t whole = 0;
+    for (const model::ParamSpec& s : specs_) {
+      int64_t n = 1;
+      for (int64_t d : s.shape) n *= d;
+      whole += n;
+    }
+    const double share = double(r.params) / double(whole);
+    r.params = whole;
+    r.param_bytes *= share;
+    r.grad_bytes *= share;
+    r.optimizer_bytes *= share;
+    return r;
+  }
 
  private:
   const model::ParamSpec& spec(const std::string& name) const {

@@ -140,6 +140,12 @@ void CheckLayout(const model::ModelConfig& c, const Layout& l, const Trace& want
     auto e = parallelize(m, PlanFor(c, l), *groups, {});
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     const auto specs = model::param_specs(c);
+    // Memory per parameter of the whole model: about 1/tp of the parameters are here.
+    const MemoryReport mem = (*e)->memory_report();
+    int64_t whole = 0;
+    for (const auto& sp : specs) whole += c10::multiply_integers(sp.shape);
+    EXPECT_EQ(mem.params, whole);
+    EXPECT_LT(mem.param_bytes, 4.0 * (1.0 / l.tp + 0.25)) << "parameters are not split";
     for (int s = 0; s < kSteps; ++s) {
       auto [x, y] = Batch(c, s, dp_rank, l.dp);
       (*e)->zero_grad();

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Tensor parallelism with real processes under `cairn run`: tp2, tp2 with sequence parallelism
+# and dp2 x tp2 (ZeRO-1) follow the one-process run on the KJV corpus (loss per step and
+# validation loss to 1e-5 relative); a tp2 checkpoint resumes in one process and a one-process
+# checkpoint at tp2, both continuing like the uninterrupted run; layouts that cannot be built
+# stop at start with a message naming one that fits. Usage: tp_cli_test.sh CAIRN_BINARY
+set -euo pipefail
+cairn=$1
+work=$(mktemp -d)
+source "$(dirname "$0")/lib.sh"
+trap test_cleanup EXIT
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+
+prepare_kjv 200000
+cat > "$work/tiny.yaml" <<YAML
+model: {arch: gpt2, n_layer: 2, n_head: 4, n_embd: 32, vocab_size: 50257, block_size: 32}
+train: {micro_batch_size: 2, global_batch_size: 8, seq_len: 32, max_steps: 12, lr: 3.0e-3,
+        warmup_steps: 3, eval_interval: 6, eval_batches: 2}
+parallel: {bucket_mb: 1}
+data: {path: $work/data}
+YAML
+
+# compare RUN_A RUN_B [FIRST_STEP]: every step's loss (and validation loss) from FIRST_STEP on
+# within 1e-5 relative.
+compare() {
+  /usr/bin/python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" "${3:-1}" <<'PY'
+import json, sys
+first = int(sys.argv[3])
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+a = {r["step"]: r for r in a if r["step"] >= first}
+b = {r["step"]: r for r in b if r["step"] >= first}
+assert sorted(a) == sorted(b) and a, (sorted(a), sorted(b))
+for s in sorted(a):
+    x, y = a[s], b[s]
+    rel = abs(x["loss"] - y["loss"]) / abs(x["loss"])
+    assert rel < 1e-5, f"step {s}: {x['loss']} vs {y['loss']} (rel {rel:.2e})"
+    if "val_loss" in x or "val_loss" in y:
+        assert abs(x["val_loss"] - y["val_loss"]) / x["val_loss"] < 1e-5, f"val_loss at {s}"
+PY
+}
+
+echo "-- one process"
+"$cairn" train "$work/tiny.yaml" --run-dir "$work/one" --no-progress 2> "$work/one.err" ||
+  { cat "$work/one.err"; fail "one-process run failed"; }
+
+for layout in "2 parallel.tp=2" "2 parallel.tp=2 parallel.sequence_parallel=true" \
+              "4 parallel.tp=2 parallel.zero_stage=1"; do
+  set -- $layout
+  world=$1; shift
+  name="w$world-$(echo "$*" | tr ' =.' '_-_')"
+  sets=(); for kv in "$@"; do sets+=(--set "$kv"); done
+  echo "-- world $world: $*"
+  "$cairn" run --nproc-per-node "$world" --run-dir "$work/$name" -- \
+    "$cairn" train "$work/tiny.yaml" --no-progress "${sets[@]}" > "$work/$name.out" 2>&1 ||
+    { tail -30 "$work/$name.out"; fail "world $world $* failed"; }
+  compare "$work/one" "$work/$name" || fail "world $world $* does not match one process"
+  grep -q '"tp":2' "$work/$name/events.jsonl" || fail "the start event's plan lacks tp 2"
+done
+
+echo "-- a tp2 checkpoint of step 6 resumes in one process like the uninterrupted run"
+"$cairn" run --nproc-per-node 2 --run-dir "$work/half" -- "$cairn" train "$work/tiny.yaml" \
+  --no-progress --stop-after 6 --set parallel.tp=2 > "$work/half.out" 2>&1 ||
+  { tail -20 "$work/half.out"; fail "tp2 first half failed"; }
+[ "$(cat "$work/half/ckpt/latest")" = "step-00000006" ] || fail "no checkpoint at step 6"
+cp -r "$work/half" "$work/half-tp2"
+"$cairn" train "$work/tiny.yaml" --run-dir "$work/half" --resume --no-progress 2> "$work/resume1.err" ||
+  { cat "$work/resume1.err"; fail "one-process resume of a tp2 checkpoint failed"; }
+compare "$work/one" "$work/half" 7 || fail "tp2 -> one process does not continue like one process"
+
+echo "-- a one-process checkpoint of step 6 resumes at tp2"
+"$cairn" train "$work/tiny.yaml" --run-dir "$work/half1" --no-progress --stop-after 6 \
+  2> "$work/half1.err" || { cat "$work/half1.err"; fail "one-process first half failed"; }
+"$cairn" run --nproc-per-node 2 --run-dir "$work/half1" -- "$cairn" train "$work/tiny.yaml" \
+  --resume --no-progress --set parallel.tp=2 > "$work/resume2.out" 2>&1 ||
+  { tail -20 "$work/resume2.out"; fail "tp2 resume of a one-process checkpoint failed"; }
+compare "$work/one" "$work/half1" 7 || fail "one process -> tp2 does not continue like one process"
+
+echo "-- layouts that cannot be built stop at start, naming what fits"
+expect_exit2() {  # expect_exit2 PATTERN WORLD SETS...
+  local pattern=$1 world=$2; shift 2
+  local sets=(); for kv in "$@"; do sets+=(--set "$kv"); done
+  local rc=0
+  "$cairn" run --nproc-per-node "$world" --run-dir "$work/bad" -- "$cairn" train \
+    "$work/tiny.yaml" --no-progress "${sets[@]}" > "$work/bad.out" 2>&1 || rc=$?
+  [ $rc -eq 2 ] || { tail -20 "$work/bad.out"; fail "$* at world $world should exit 2, got $rc"; }
+  grep -q -- "$pattern" "$work/bad.out" || { tail -20 "$work/bad.out"; fail "no '$pattern' for $*"; }
+  rm -rf "$work/bad"
+}
+expect_exit2 "parallel.tp 2 does not divide the 3 ranks: run 2, 4, 6, 8 ranks" 3 parallel.tp=2
+expect_exit2 "model.n_head 4 is not divisible by tp 3" 3 parallel.tp=3
+expect_exit2 "ZeRO-2 is not built yet" 2 parallel.tp=2 parallel.zero_stage=2
+expect_exit2 "needs parallel.tp > 1" 1 parallel.sequence_parallel=true
+echo "PASS"
