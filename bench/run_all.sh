@@ -28,6 +28,11 @@ echo "== data parallel (bench/ddp.py)"
 # 4+4+8/d, 4+4/d+8/d, 16/d); cairn DDP vs PyTorch DDP tokens/s is not quoted.
 "$py" bench/ddp.py --cairn "$cairn" --data "$data" --world 2
 
+echo "== parallel layouts (bench/layouts.py)"
+# README (Tensor parallelism): each layout's step time, tokens/s, peak RSS and bytes per
+# parameter against its formula at world 2, with PyTorch DDP as the reference line.
+"$py" bench/layouts.py --cairn "$cairn" --data "$data"
+
 echo "== flash checkpoints (bench/ckpt.py)"
 # README (Flash checkpoints, How it works): "pause 2.3 ms median; copy 59 ms median against
 # 44 ms for one single-threaded memcpy; a save every step adds 22 ms to the median step ... but

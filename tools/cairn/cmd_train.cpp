@@ -205,6 +205,8 @@ void register_train_command(CLI::App& app) {
       "  cairn train --describe                                       # every config key\n"
       "  cairn train configs/gpt-kjv.yaml --set ckpt.memory_interval=1 --set "
       "ckpt.persist_interval=50\n"
+      "  cairn run --nproc-per-node 2 -- cairn train configs/gpt-kjv.yaml --set parallel.tp=2\n"
+      "      # tensor parallelism over 2 ranks (+ --set parallel.sequence_parallel=true)\n"
       "The run directory holds config.yaml, metrics.jsonl, events.jsonl, train.log and ckpt/.\n"
       "Checkpoints go to shared memory first (a pause of milliseconds) and to ckpt/ in the\n"
       "background: ckpt.memory_interval, ckpt.persist_interval, ckpt.keep_last, ckpt.keep_every.\n"
