@@ -71,6 +71,25 @@ double earlier_peak(const std::string& run_dir, int world) {
 
 }  // namespace
 
+namespace {
+
+// Collective, before anything else: every rank was started with the same config (a rank with
+// another layout would otherwise wait for collectives the others never make).
+Status same_config_everywhere(const core::Config& config, comm::Group& group) {
+  const int64_t mine = int64_t(std::hash<std::string>{}(config.to_yaml()) >> 1);
+  auto all = torch::empty({group.size()}, torch::kLong);
+  group.allgather(all, torch::tensor({mine}, torch::kLong));
+  for (int r = 0; r < group.size(); ++r)
+    if (all[r].item<int64_t>() != mine)
+      return Status::InvalidArgument(
+          "rank " + std::to_string(r) + " was started with another config than rank " +
+          std::to_string(group.rank()) +
+          " (the config files or --set flags differ): every rank of a job needs the same");
+  return Status::Ok();
+}
+
+}  // namespace
+
 double Trainer::Impl::sum_over_data(double v) {
   comm::Group* g = data_group();
   if (!g) return v;
@@ -402,6 +421,7 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
   impl->config = config;
   impl->run = run;
   if (run.run_dir.empty()) return Status::InvalidArgument("a run directory is required");
+  if (run.group) CAIRN_RETURN_IF_ERROR(same_config_everywhere(config, *run.group));
   CAIRN_ASSIGN_OR_RETURN(impl->opt, train_options_from(config));
   CAIRN_ASSIGN_OR_RETURN(impl->mcfg, model::model_config_from(config));
   const TrainOptions& o = impl->opt;

@@ -306,6 +306,27 @@ TEST_F(TrainerTest, ClearErrors) {
 // Data parallelism at world 2 and 3, DDP and ZeRO-1/2/3, ranks as threads: the loss of every step
 // matches the one-process run with the same global batch to 1e-5 relative, and all ranks end
 // with identical parameters equal to the one-process ones to 1e-4 relative (+ 1e-5 absolute).
+// Ranks started with different configs (here another tp) stop at start with the reason, on
+// every rank, instead of waiting for each other's collectives.
+TEST_F(TrainerTest, RanksWithDifferentConfigsStopAtStart) {
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  std::vector<Status> got(2);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r)
+    threads.emplace_back([&, r] {
+      auto group = comm::Group::Create(store, r, 2, {});
+      auto run = Run("mismatch");
+      run.group = group.get();
+      auto t = Trainer::Create(Config("gpt2", {r == 0 ? "parallel.tp=2" : "parallel.tp=1"}), run);
+      got[size_t(r)] = t.ok() ? Status::Ok() : t.status();
+    });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(got[size_t(r)].code(), StatusCode::kInvalidArgument) << got[size_t(r)].ToString();
+    EXPECT_THAT(got[size_t(r)].message(), HasSubstr("was started with another config"));
+  }
+}
+
 // parallel.tp: tp2, tp2 with sequence parallelism and dp2 x tp2 (ZeRO-1) train the steps of the
 // one-process run (losses to 1e-5, validation loss too); their checkpoints hold whole tensors
 // that one process resumes from, and a one-process checkpoint resumes at tp2.
