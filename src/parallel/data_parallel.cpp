@@ -217,6 +217,11 @@ void DataParallel::zero_grad() {
     for (auto& p : impl_->params) p.tensor.mutable_grad() = torch::Tensor();
 }
 
+void DataParallel::scale_grads(double factor) {
+  torch::NoGradGuard no_grad;
+  for (auto& f : impl_->flats) (impl_->shard_grads ? f.shard_grad : f.grad).mul_(factor);
+}
+
 void DataParallel::set_sync(bool on) {
   core::MutexLock lock(impl_->mu);
   // ZeRO-2 reduces every micro-batch (no full gradient is kept between them).
@@ -260,8 +265,28 @@ double DataParallel::clip_grad_norm(double max_norm) {
 }
 
 void DataParallel::clip_to(double norm, double max_norm) {
-  TORCH_CHECK(!impl_->shard_grads, "DataParallel::clip_to: gradients are sharded (ZeRO-2)");
   impl_->optimizer->clip_to(norm, max_norm);
+}
+
+bool DataParallel::shards_gradients() const { return impl_->shard_grads; }
+
+std::vector<torch::Tensor> DataParallel::grad_parts(
+    const std::function<bool(const std::string&)>& select) {
+  Impl& m = *impl_;
+  std::vector<torch::Tensor> out;
+  for (auto& f : m.flats)
+    for (const BucketSlot& s : f.plan.slots) {
+      const Impl::Param& p = m.params[size_t(s.param)];
+      if (!select(p.name)) continue;
+      if (!m.shard_grads) {
+        out.push_back(f.grad.narrow(0, s.offset, s.numel));
+        continue;
+      }
+      const SlotPart part = slot_part(s, f.lo, f.hi);  // offsets inside the parameter
+      if (part.end > part.begin)
+        out.push_back(f.shard_grad.narrow(0, s.offset + part.begin - f.lo, part.end - part.begin));
+    }
+  return out;
 }
 
 void DataParallel::step(double lr) {

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <functional>
 #include <set>
 #include <unordered_map>
 
@@ -69,6 +70,10 @@ class ReplicatedEngine : public Engine {
     return true;
   }
   void finish_backward() override { dp_->finish_backward(); }
+  Status scale_gradients(double factor) override {
+    dp_->scale_grads(factor);
+    return Status::Ok();
+  }
   double clip_grad_norm(double max_norm) override { return dp_->clip_grad_norm(max_norm); }
   void step(double lr) override { dp_->step(lr); }
   int64_t step_count() const override { return dp_->step_count(); }
@@ -93,7 +98,7 @@ class ReplicatedEngine : public Engine {
   std::unique_ptr<DataParallel> dp_;
 };
 
-// Tensor parallelism (Megatron's layout) over the tp group, DDP or ZeRO-1 over the dp group:
+// Tensor parallelism (Megatron's layout) over the tp group, DDP or ZeRO-1/2 over the dp group:
 // every rank holds its tp slice of every parameter (shard_for_tensor_parallel, from the whole
 // parameters every rank starts with) and DataParallel averages the slices' gradients over dp.
 // Under sequence parallelism the parameters every tp rank holds whole (norms, row-parallel
@@ -106,13 +111,14 @@ class TensorParallelEngine : public Engine {
                        bool sequence_parallel, DataParallelOptions o)
       : model_(std::move(m)),
         tp_(tp),
+        dp_group_(dp),
         sp_(sequence_parallel),
         specs_(model::param_specs(model_->config())) {
     shard_for_tensor_parallel(*model_, tp_, sp_);
     DataParallel::NamedParams params;
     for (auto& p : model_->named_parameters()) {
       params.emplace_back(p.key(), p.value());
-      (spec(p.key()).tp == model::TpSplit::kReplicated ? whole_ : split_).push_back(p.value());
+      if (spec(p.key()).tp == model::TpSplit::kReplicated) whole_.insert(p.key());
     }
     dp_ = std::make_unique<DataParallel>(std::move(params), decay_rule(model_->config()), dp, o);
     dp_->broadcast_parameters();
@@ -133,8 +139,9 @@ class TensorParallelEngine : public Engine {
     dp_->finish_backward();
     if (!sp_ || whole_.empty()) return;
     torch::NoGradGuard no_grad;
-    std::vector<torch::Tensor> grads;
-    for (auto& p : whole_) grads.push_back(p.grad().view({-1}));
+    // The same parts on every tp rank of a dp coordinate: their buckets are laid out alike.
+    std::vector<torch::Tensor> grads = dp_->grad_parts(is_whole());
+    if (grads.empty()) return;
     auto flat = torch::cat(grads);
     tp_->allreduce(flat);
     int64_t at = 0;
@@ -145,17 +152,20 @@ class TensorParallelEngine : public Engine {
   }
   double clip_grad_norm(double max_norm) override {
     torch::NoGradGuard no_grad;
-    auto squares = [](const std::vector<torch::Tensor>& ps) {
+    auto squares = [](const std::vector<torch::Tensor>& parts) {
       double sq = 0;
-      for (const auto& p : ps) {
-        auto g = p.grad().reshape({-1});
-        sq += g.dot(g).item<double>();
-      }
+      for (const auto& g : parts) sq += g.dot(g).item<double>();
       return sq;
     };
-    auto split = torch::tensor({squares(split_)}, torch::kDouble);
-    tp_->allreduce(split);
-    const double norm = std::sqrt(split.item<double>() + squares(whole_));
+    auto whole = is_whole();
+    auto split = [&whole](const std::string& name) { return !whole(name); };
+    // [split parameters, whole parameters]; under ZeRO-2 each dp rank holds a part of both.
+    auto sq = torch::tensor({squares(dp_->grad_parts(split)), squares(dp_->grad_parts(whole))},
+                            torch::kDouble);
+    if (dp_->shards_gradients()) dp_group_->allreduce(sq);
+    auto split_sq = sq.narrow(0, 0, 1).clone();
+    tp_->allreduce(split_sq);  // the split parameters' slices are disjoint over tp
+    const double norm = std::sqrt(split_sq.item<double>() + sq[1].item<double>());
     dp_->clip_to(norm, max_norm);
     return norm;
   }
@@ -218,6 +228,9 @@ class TensorParallelEngine : public Engine {
     TORCH_CHECK(s, "no spec for parameter ", name);
     return *s;
   }
+  std::function<bool(const std::string&)> is_whole() const {
+    return [this](const std::string& name) { return whole_.count(name) > 0; };
+  }
   // "<param>.exp_avg" / "<param>.exp_avg_sq" -> "<param>"
   static std::string param_of(const std::string& state) {
     return state.substr(0, state.rfind('.'));
@@ -225,9 +238,10 @@ class TensorParallelEngine : public Engine {
 
   std::shared_ptr<model::LanguageModel> model_;
   comm::Group* tp_;
+  comm::Group* dp_group_;
   bool sp_;
   std::vector<model::ParamSpec> specs_;
-  std::vector<torch::Tensor> split_, whole_;  // parameters split over tp / whole on every rank
+  std::set<std::string> whole_;  // parameters whole on every tp rank (the others are split)
   std::unique_ptr<DataParallel> dp_;
 };
 
@@ -338,10 +352,10 @@ Result<std::unique_ptr<Engine>> parallelize(std::shared_ptr<model::LanguageModel
         return Status::Unsupported(
             "plan: every block runs at the mesh's tp " + std::to_string(plan.mesh.tp) +
             " with one sequence-parallel setting in this version (per-block tp is not built)");
-    if (plan.zero_stage >= 2)
+    if (plan.zero_stage >= 3)
       return Status::Unsupported("plan: tp " + std::to_string(plan.mesh.tp) + " with ZeRO-" +
                                  std::to_string(plan.zero_stage) +
-                                 " is not built yet; use parallel.zero_stage 0 or 1 with tp");
+                                 " is not built yet; use parallel.zero_stage 0, 1 or 2 with tp");
     if (std::string unfit = tp_unfit(model->config(), plan.mesh.tp); !unfit.empty())
       return Status::InvalidArgument("plan: " + unfit);
     DataParallelOptions o;

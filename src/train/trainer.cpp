@@ -452,6 +452,13 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
     impl->data_world = impl->plan.mesh.dp;
     impl->data_rank = mesh.coord(impl->rank, comm::Axis::kData);
   }
+  // A machine holds whole tensor-parallel groups: their collectives stay on it, and an elastic
+  // job that loses or gains machines keeps a world that tp divides.
+  if (const int tp = impl->plan.mesh.tp; tp > 1 && run.local_ranks % tp != 0)
+    return Status::InvalidArgument(
+        "parallel.tp " + std::to_string(tp) + " needs whole tensor-parallel groups on each " +
+        "machine: " + std::to_string(run.local_ranks) + " rank(s) run here; start a multiple of " +
+        std::to_string(tp) + " per machine (--nproc-per-node)");
   if (!impl->even_split() && o.sharding != "dynamic") {
     // An elastic job may be handed any world: train it, with the same global batch. (Dynamic
     // sharding splits a step unevenly anyway: its shards go to whichever rank asks.)
@@ -525,6 +532,7 @@ Result<std::optional<double>> Trainer::Impl::train_step(MicroBatchSource& source
           std::chrono::duration<double>(seconds_since(since) * (run.testing.debug_slowdown - 1)));
   };
   double loss_sum = 0;
+  int64_t trained = 0;  // micro-batches of this rank that are not padding
   CAIRN_ASSIGN_OR_RETURN(std::optional<MicroBatch> mb, source.next());
   while (mb) {
     auto tm = Clock::now();
@@ -545,14 +553,29 @@ Result<std::optional<double>> Trainer::Impl::train_step(MicroBatchSource& source
     if (mb->divide_by != 1) weighted = weighted / mb->divide_by;
     if (mb->multiply_by != 1) weighted = weighted * mb->multiply_by;
     weighted.backward();
-    if (!mb->padding) loss_sum += loss.item<double>();
+    if (!mb->padding) {
+      loss_sum += loss.item<double>();
+      ++trained;
+    }
     stretch(tm);
     mb = std::move(following).value();
   }
   CAIRN_RETURN_IF_ERROR(source.end_step());
   engine->finish_backward();
-  const double loss = even_split() ? sum_over_data(loss_sum / double(accum_steps())) / data_world
-                                   : sum_over_data(loss_sum) / double(num_micro());
+  double loss = 0;
+  if (opt.sharding == "dynamic") {
+    // Each micro-batch was weighted 1 / num_micro(); at the end of the data a step may train
+    // fewer: its loss and gradients are then the mean over those it trained.
+    auto t = torch::tensor({loss_sum, double(trained)}, torch::kDouble);
+    if (comm::Group* g = data_group()) g->allreduce(t);
+    const double total = t[1].item<double>();
+    loss = t[0].item<double>() / total;
+    if (total < double(num_micro()))
+      CAIRN_RETURN_IF_ERROR(engine->scale_gradients(double(num_micro()) / total));
+  } else {
+    loss = even_split() ? sum_over_data(loss_sum / double(accum_steps())) / data_world
+                        : sum_over_data(loss_sum) / double(num_micro());
+  }
   if (!std::isfinite(loss))
     return Status::FailedPrecondition("loss became " + std::to_string(loss) + " at step " +
                                       std::to_string(step) + "; lower train.lr");

@@ -88,6 +88,7 @@ class TrainerTest : public ::testing::Test {
         auto group = comm::Group::Create(store, r, world, {});
         auto run = Run(name);
         run.group = group.get();
+        run.local_ranks = world;  // every rank on this machine
         auto t = Trainer::Create(cfg, run);
         if (!t.ok()) {
           out.sums[size_t(r)] = t.status();
@@ -327,6 +328,27 @@ TEST_F(TrainerTest, RanksWithDifferentConfigsStopAtStart) {
   }
 }
 
+// tp 2 over ranks of different machines (one rank per machine) is refused on every rank.
+TEST_F(TrainerTest, TensorParallelGroupsStayOnOneMachine) {
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  std::vector<Status> got(2);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 2; ++r)
+    threads.emplace_back([&, r] {
+      auto group = comm::Group::Create(store, r, 2, {});
+      auto run = Run("split-machines");
+      run.group = group.get();
+      run.local_ranks = 1;
+      auto t = Trainer::Create(Config("gpt2", {"parallel.tp=2"}), run);
+      got[size_t(r)] = t.ok() ? Status::Ok() : t.status();
+    });
+  for (auto& t : threads) t.join();
+  for (const Status& s : got) {
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+    EXPECT_THAT(s.message(), HasSubstr("whole tensor-parallel groups on each machine"));
+  }
+}
+
 // parallel.tp: tp2, tp2 with sequence parallelism and dp2 x tp2 (ZeRO-1) train the steps of the
 // one-process run (losses to 1e-5, validation loss too); their checkpoints hold whole tensors
 // that one process resumes from, and a one-process checkpoint resumes at tp2.
@@ -375,6 +397,7 @@ TEST_F(TrainerTest, TensorParallelMatchesOneProcessAndCheckpointsCrossLayouts) {
         auto group = comm::Group::Create(store, r, 2, {});
         auto run = Run(arch + "-tp1-copy", true);
         run.group = group.get();
+        run.local_ranks = 2;
         auto t = Trainer::Create(Config(arch, tp_more), run);
         if (!t.ok()) {
           sums[size_t(r)] = t.status();

@@ -70,11 +70,19 @@ class DataParallel {
   void set_sync(bool on);
   // After the synced backward: waits for every bucket and averages gradients over ranks.
   void finish_backward();
+  // Multiplies the gradients (this rank's shards under ZeRO-2) by `factor`.
+  void scale_grads(double factor);
   // Scales gradients so their global norm is at most max_norm; returns the norm before.
   double clip_grad_norm(double max_norm);
   // The same for a norm the caller computed over more than these gradients (tensor
-  // parallelism). REQUIRES: zero_stage < 2 (the gradients the caller reads are whole).
+  // parallelism), e.g. from grad_parts below.
   void clip_to(double norm, double max_norm);
+  // After finish_backward: the gradient of every parameter `select` picks (by name) as this rank
+  // holds it: whole, or under ZeRO-2 the part in this rank's shards (then the parts of all
+  // ranks together are the whole). Views: writing into them changes the gradients.
+  std::vector<torch::Tensor> grad_parts(const std::function<bool(const std::string&)>& select);
+  // Whether each rank holds only a part of the gradients (ZeRO-2 over several ranks).
+  bool shards_gradients() const;
   // One AdamW update (the same update as torch.optim.AdamW) with learning rate `lr`.
   void step(double lr);
   int64_t step_count() const;

@@ -41,7 +41,13 @@ class Engine {
   // Overrides the `last` given to loss() before that micro-batch's backward (whether it syncs
   // gradients); false when the engine cannot (ZeRO-3 decides in its forward).
   virtual bool set_last(bool last) { return false; }
-  virtual void finish_backward() = 0;                  // collective
+  virtual void finish_backward() = 0;  // collective
+  // Multiplies the step's gradients by `factor` (after finish_backward, before clipping): a step
+  // that trained fewer micro-batches than its weights assumed (dynamic sharding at the end of
+  // the data). Engines that cannot train such steps refuse with kUnsupported.
+  virtual Status scale_gradients(double factor) {
+    return Status::Unsupported("this layout does not scale a step's gradients");
+  }
   virtual double clip_grad_norm(double max_norm) = 0;  // collective
   virtual void step(double lr) = 0;                    // collective
   virtual int64_t step_count() const = 0;
