@@ -2,11 +2,13 @@
 # Tensor parallelism with real processes under `cairn run`: tp2, tp2 with sequence parallelism
 # and dp2 x tp2 (ZeRO-1; ZeRO-2 with sequence parallelism) follow the one-process run on the KJV corpus (loss per step and
 # validation loss to 1e-5 relative); a tp2 checkpoint resumes in one process and a one-process
-# checkpoint at tp2, both continuing like the uninterrupted run; layouts that cannot be built
-# stop at start with a message naming one that fits. Usage: tp_cli_test.sh CAIRN_BINARY
+# checkpoint at tp2, both continuing like the uninterrupted run; a tp2 job whose worker is
+# killed restarts from shared memory and ends byte-identical to an uninterrupted one; layouts
+# that cannot be built stop at start with a message naming one that fits. Usage: tp_cli_test.sh CAIRN_BINARY
 set -euo pipefail
 cairn=$1
 work=$(mktemp -d)
+agent=
 source "$(dirname "$0")/lib.sh"
 trap test_cleanup EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
@@ -76,6 +78,28 @@ echo "-- a one-process checkpoint of step 6 resumes at tp2"
   --resume --no-progress --set parallel.tp=2 > "$work/resume2.out" 2>&1 ||
   { tail -20 "$work/resume2.out"; fail "tp2 resume of a one-process checkpoint failed"; }
 compare "$work/one" "$work/half1" 7 || fail "one process -> tp2 does not continue like one process"
+
+echo "-- tp2 through kill -9 of a worker: restarted from shared memory, byte-identical end"
+flash=(--set train.max_steps=24 --set ckpt.memory_interval=1 --set parallel.tp=2)
+"$cairn" run --nproc-per-node 2 --run-dir "$work/tp-straight" -- "$cairn" train "$work/tiny.yaml" \
+  --no-progress "${flash[@]}" > "$work/tp-straight.out" 2>&1 ||
+  { tail -20 "$work/tp-straight.out"; fail "uninterrupted tp2 run failed"; }
+"$cairn" run --nproc-per-node 2 --max-restarts 2 --run-dir "$work/tp-kill" -- "$cairn" train \
+  "$work/tiny.yaml" --no-progress --resume-or-start "${flash[@]}" > "$work/tp-kill.out" 2>&1 &
+agent=$!
+wait_rows "$work/tp-kill" 10 || { tail -n 30 "$work/tp-kill.out"; fail "no step 10 to kill a worker at"; }
+victim=$(worker_pids "$work/tp-kill" | tail -n 1)
+[ -n "$victim" ] || fail "no worker to kill"
+kill -9 "$victim"
+rc=0; wait $agent || rc=$?
+agent=
+[ $rc -eq 0 ] || { tail -30 "$work/tp-kill.out"; fail "the tp2 job should finish after the restart (exit $rc)"; }
+grep -q '"event":"restart"' "$work/tp-kill/events.jsonl" || fail "no restart event"
+grep -q '"event":"checkpoint_loaded"' "$work/tp-kill/events.jsonl" || fail "the restart loaded no checkpoint"
+for r in 0 1; do
+  cmp "$work/tp-straight/ckpt/step-00000024/rank-0000$r.bin" "$work/tp-kill/ckpt/step-00000024/rank-0000$r.bin" ||
+    fail "the restarted tp2 run's final state differs from the uninterrupted one (rank $r's part)"
+done
 
 echo "-- layouts that cannot be built stop at start, naming what fits"
 expect_exit2() {  # expect_exit2 PATTERN WORLD SETS...
