@@ -98,9 +98,12 @@ class ReplicatedEngine : public Engine {
   std::unique_ptr<DataParallel> dp_;
 };
 
-// Tensor parallelism (Megatron's layout) over the tp group, DDP or ZeRO-1/2 over the dp group:
+StagedModel to_staged(const std::shared_ptr<model::LanguageModel>& m);
+
+// Tensor parallelism (Megatron's layout) over the tp group, DDP or ZeRO-1/2/3 over the dp group:
 // every rank holds its tp slice of every parameter (shard_for_tensor_parallel, from the whole
-// parameters every rank starts with) and DataParallel averages the slices' gradients over dp.
+// parameters every rank starts with) and DataParallel (ZeRO-0/1/2) or Zero3 (its stages then run
+// the tensor-parallel model) averages the slices' gradients over dp.
 // Under sequence parallelism the parameters every tp rank holds whole (norms, row-parallel
 // biases, the position table) see only this rank's tokens: their gradients are summed over tp
 // after backward. The clip norm sums the split parameters' squares over tp and counts the whole
@@ -108,7 +111,7 @@ class ReplicatedEngine : public Engine {
 class TensorParallelEngine : public Engine {
  public:
   TensorParallelEngine(std::shared_ptr<model::LanguageModel> m, comm::Group* tp, comm::Group* dp,
-                       bool sequence_parallel, DataParallelOptions o)
+                       bool sequence_parallel, DataParallelOptions o, bool zero3)
       : model_(std::move(m)),
         tp_(tp),
         dp_group_(dp),
@@ -120,27 +123,33 @@ class TensorParallelEngine : public Engine {
       params.emplace_back(p.key(), p.value());
       if (spec(p.key()).tp == model::TpSplit::kReplicated) whole_.insert(p.key());
     }
+    if (zero3) {
+      z3_ = std::make_unique<Zero3>(to_staged(model_), decay_rule(model_->config()), dp, o.adam);
+      return;
+    }
     dp_ = std::make_unique<DataParallel>(std::move(params), decay_rule(model_->config()), dp, o);
     dp_->broadcast_parameters();
   }
-  void zero_grad() override { dp_->zero_grad(); }
+  void zero_grad() override { z3_ ? z3_->zero_grad() : dp_->zero_grad(); }
   torch::Tensor loss(const torch::Tensor& x, const torch::Tensor& y, bool last) override {
+    if (z3_) return z3_->loss(x, y);
     dp_->set_sync(last);
     return model_->loss(x, y);
   }
   torch::Tensor eval_loss(const torch::Tensor& x, const torch::Tensor& y) override {
-    return model_->loss(x, y);
+    return z3_ ? z3_->loss(x, y) : model_->loss(x, y);
   }
   bool set_last(bool last) override {
+    if (z3_) return false;
     dp_->set_sync(last);
     return true;
   }
   void finish_backward() override {
-    dp_->finish_backward();
+    z3_ ? z3_->finish_backward() : dp_->finish_backward();
     if (!sp_ || whole_.empty()) return;
     torch::NoGradGuard no_grad;
-    // The same parts on every tp rank of a dp coordinate: their buckets are laid out alike.
-    std::vector<torch::Tensor> grads = dp_->grad_parts(is_whole());
+    // The same parts on every tp rank of a dp coordinate: their buffers are laid out alike.
+    std::vector<torch::Tensor> grads = grad_parts(is_whole());
     if (grads.empty()) return;
     auto flat = torch::cat(grads);
     tp_->allreduce(flat);
@@ -160,26 +169,28 @@ class TensorParallelEngine : public Engine {
     auto whole = is_whole();
     auto split = [&whole](const std::string& name) { return !whole(name); };
     // [split parameters, whole parameters]; under ZeRO-2 each dp rank holds a part of both.
-    auto sq = torch::tensor({squares(dp_->grad_parts(split)), squares(dp_->grad_parts(whole))},
-                            torch::kDouble);
-    if (dp_->shards_gradients()) dp_group_->allreduce(sq);
+    auto sq =
+        torch::tensor({squares(grad_parts(split)), squares(grad_parts(whole))}, torch::kDouble);
+    if (z3_ ? dp_group_ != nullptr : dp_->shards_gradients()) dp_group_->allreduce(sq);
     auto split_sq = sq.narrow(0, 0, 1).clone();
     tp_->allreduce(split_sq);  // the split parameters' slices are disjoint over tp
     const double norm = std::sqrt(split_sq.item<double>() + sq[1].item<double>());
-    dp_->clip_to(norm, max_norm);
+    z3_ ? z3_->clip_to(norm, max_norm) : dp_->clip_to(norm, max_norm);
     return norm;
   }
-  void step(double lr) override { dp_->step(lr); }
-  int64_t step_count() const override { return dp_->step_count(); }
+  void step(double lr) override { z3_ ? z3_->step(lr) : dp_->step(lr); }
+  int64_t step_count() const override { return z3_ ? z3_->step_count() : dp_->step_count(); }
   NamedTensors gather_params() override {
+    if (z3_) z3_->gather_full_params();
     NamedTensors out;
     for (auto& p : model_->named_parameters())
       out.emplace_back(p.key(), tp_gather(p.value(), spec(p.key()), model_->config(), tp_));
+    if (z3_) z3_->release_full_params();
     return out;
   }
   NamedTensors gather_optimizer_state() override {
     NamedTensors out;
-    for (auto& [name, t] : dp_->gather_state())
+    for (auto& [name, t] : z3_ ? z3_->gather_state() : dp_->gather_state())
       out.emplace_back(name, tp_gather(t, spec(param_of(name)), model_->config(), tp_));
     return out;
   }
@@ -197,6 +208,14 @@ class TensorParallelEngine : public Engine {
                                        "' does not match a parameter's shape");
       local[key] = tp_slice(t, *s, model_->config(), rank, size);
     }
+    if (z3_) {
+      CAIRN_RETURN_IF_ERROR(z3_->load_state(local, optim_prefix, step_count));
+      std::map<std::string, torch::Tensor> params;
+      for (const model::ParamSpec& s : specs_)
+        params[model_prefix + s.name] =
+            tp_slice(tensors.at(model_prefix + s.name), s, model_->config(), rank, size);
+      return z3_->load_params(params, model_prefix);
+    }
     CAIRN_RETURN_IF_ERROR(dp_->load_state(local, optim_prefix, step_count));
     torch::NoGradGuard no_grad;
     for (auto& p : model_->named_parameters())
@@ -205,9 +224,9 @@ class TensorParallelEngine : public Engine {
     return Status::Ok();
   }
   // Per parameter of the whole model: this rank holds about 1/tp of them (plus vocabulary
-  // padding), and DataParallel's figures are per parameter it holds.
+  // padding), and DataParallel's and Zero3's figures are per parameter it holds.
   MemoryReport memory_report() const override {
-    MemoryReport r = dp_->memory_report();
+    MemoryReport r = z3_ ? z3_->memory_report() : dp_->memory_report();
     int64_t whole = 0;
     for (const model::ParamSpec& s : specs_) {
       int64_t n = 1;
@@ -228,6 +247,9 @@ class TensorParallelEngine : public Engine {
     TORCH_CHECK(s, "no spec for parameter ", name);
     return *s;
   }
+  std::vector<torch::Tensor> grad_parts(const std::function<bool(const std::string&)>& select) {
+    return z3_ ? z3_->grad_parts(select) : dp_->grad_parts(select);
+  }
   std::function<bool(const std::string&)> is_whole() const {
     return [this](const std::string& name) { return whole_.count(name) > 0; };
   }
@@ -241,8 +263,9 @@ class TensorParallelEngine : public Engine {
   comm::Group* dp_group_;
   bool sp_;
   std::vector<model::ParamSpec> specs_;
-  std::set<std::string> whole_;  // parameters whole on every tp rank (the others are split)
-  std::unique_ptr<DataParallel> dp_;
+  std::set<std::string> whole_;       // parameters whole on every tp rank (the others are split)
+  std::unique_ptr<DataParallel> dp_;  // ZeRO-0/1/2, or
+  std::unique_ptr<Zero3> z3_;         // ZeRO-3
 };
 
 // The model as ZeRO-3 stages: embedding, one stage per block, final norm + head + loss.
@@ -352,10 +375,6 @@ Result<std::unique_ptr<Engine>> parallelize(std::shared_ptr<model::LanguageModel
         return Status::Unsupported(
             "plan: every block runs at the mesh's tp " + std::to_string(plan.mesh.tp) +
             " with one sequence-parallel setting in this version (per-block tp is not built)");
-    if (plan.zero_stage >= 3)
-      return Status::Unsupported("plan: tp " + std::to_string(plan.mesh.tp) + " with ZeRO-" +
-                                 std::to_string(plan.zero_stage) +
-                                 " is not built yet; use parallel.zero_stage 0, 1 or 2 with tp");
     if (std::string unfit = tp_unfit(model->config(), plan.mesh.tp); !unfit.empty())
       return Status::InvalidArgument("plan: " + unfit);
     DataParallelOptions o;
@@ -363,7 +382,8 @@ Result<std::unique_ptr<Engine>> parallelize(std::shared_ptr<model::LanguageModel
     o.bucket_bytes = plan.bucket_bytes;
     o.adam = adam;
     return std::unique_ptr<Engine>(std::make_unique<TensorParallelEngine>(
-        std::move(model), groups.get(comm::Axis::kTensor), dp, first.sequence_parallel, o));
+        std::move(model), groups.get(comm::Axis::kTensor), dp, first.sequence_parallel, o,
+        plan.zero_stage == 3));
   }
   if (plan.shards_parameters())
     return std::unique_ptr<Engine>(std::make_unique<ShardedEngine>(std::move(model), dp, adam));

@@ -15,6 +15,22 @@ double Zero3::clip_grad_norm(double max_norm) {
   return m.optimizer->clip_grad_norm(grads, m.world() > 1 ? m.group : nullptr, max_norm);
 }
 
+void Zero3::clip_to(double norm, double max_norm) { impl_->optimizer->clip_to(norm, max_norm); }
+
+std::vector<torch::Tensor> Zero3::grad_parts(
+    const std::function<bool(const std::string&)>& select) {
+  Impl& m = *impl_;
+  std::vector<torch::Tensor> out;
+  for (auto& fl : m.flats)
+    for (const BucketSlot& s : fl.plan.slots) {
+      if (!select(m.params[size_t(s.param)].name)) continue;
+      const SlotPart part = slot_part(s, fl.lo, fl.hi);  // offsets inside the parameter
+      if (part.end > part.begin)
+        out.push_back(fl.grad.narrow(0, s.offset + part.begin - fl.lo, part.end - part.begin));
+    }
+  return out;
+}
+
 void Zero3::step(double lr) {
   Impl& m = *impl_;
   TORCH_CHECK(!m.full_params, "Zero3::step: call release_full_params() first");

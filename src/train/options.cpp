@@ -80,7 +80,7 @@ core::ConfigSpec train_spec() {
       .add_int("parallel.tp", 1, 1, 1024,
                "tensor-parallel ranks per model replica (Megatron layout: heads, MLP width and "
                "vocabulary split); the data-parallel size is the world / tp. With "
-               "parallel.zero_stage 0, 1 or 2")
+               "any parallel.zero_stage")
       .add_bool("parallel.sequence_parallel", false,
                 "with parallel.tp > 1: norms and residuals on sequence chunks (train.seq_len a "
                 "multiple of tp), all-gather / reduce-scatter instead of all-reduce")

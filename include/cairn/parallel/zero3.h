@@ -84,6 +84,13 @@ class Zero3 {
   // Scales gradients so their global norm (over all shards) is at most max_norm, inside the
   // next step; returns the norm before. max_norm <= 0 only measures. Collective.
   double clip_grad_norm(double max_norm);
+  // The same for a norm the caller computed over more than these gradients (tensor
+  // parallelism), e.g. from grad_parts.
+  void clip_to(double norm, double max_norm);
+  // After finish_backward: the parts of the gradients of every parameter `select` picks (by
+  // name) in this rank's shards (views: writing into them changes the gradients). The parts of
+  // all ranks together are the whole gradients.
+  std::vector<torch::Tensor> grad_parts(const std::function<bool(const std::string&)>& select);
   // One AdamW update (the same update as DataParallel and torch.optim.AdamW) of this rank's
   // shard, with learning rate `lr`. REQUIRES: full parameters not materialized.
   void step(double lr);
