@@ -3,9 +3,15 @@
 # one, a cairn run agent in each of the other two), a shared checkpoint directory. Kill a whole
 # host: the job shrinks to one node and goes on from the newest checkpoint; bring the host
 # back: the job grows to two nodes again; it finishes with every step trained.
-# Needs root (ip netns). Usage: elastic_netns_test.sh CAIRN
+# With TP > 1 every host runs one tensor-parallel group of TP ranks (parallel.tp=TP): the world
+# goes 2·TP -> TP -> 2·TP and the data-parallel size 2 -> 1 -> 2, resharded from the checkpoint.
+# Needs root (ip netns). Usage: elastic_netns_test.sh CAIRN [TP]
 set -euo pipefail
 cairn=$1
+tp=${2:-1}
+w1=$tp w2=$((2 * tp))
+total=$((tp > 1 ? 150 : 240))  # steps: the tp variant's are slower (twice the processes)
+last=$(printf "step-%08d" $total)
 work=$(mktemp -d)
 ns=cn$$
 pids=()
@@ -43,9 +49,10 @@ done
 prepare_kjv 200000
 cat > "$work/job.yaml" <<YAML
 model: {arch: gpt2, n_layer: 2, n_head: 4, n_embd: 128, vocab_size: 50304, block_size: 64}
-train: {micro_batch_size: 4, global_batch_size: 8, seq_len: 64, max_steps: 240, lr: 2.0e-3,
+train: {micro_batch_size: 4, global_batch_size: 8, seq_len: 64, max_steps: $total, lr: 2.0e-3,
         warmup_steps: 10, eval_interval: 0, eval_batches: 2}
 ckpt: {persist_interval: 10, memory_interval: 1, keep_last: 3, dir: $work/ckpt}
+parallel: {tp: $tp}
 data: {path: $work/data}
 YAML
 
@@ -63,7 +70,8 @@ wait_master() {  # wait_master SECONDS PATTERN: waits until master.out has a lin
 wait_master 30 "serving on"
 start_host() {  # start_host a|b: this host's agent in its namespace
   ip netns exec $ns$1 "$cairn" run --rdzv-backend cairn --rdzv-endpoint $net.1:29400 --nnodes 1:2 \
-    --heartbeat-timeout 5 --node-id host-$1 --max-restarts 5 --grace-period 3 --run-dir "$work/$1" -- \
+    --heartbeat-timeout 5 --node-id host-$1 --max-restarts 5 --grace-period 3 --run-dir "$work/$1" \
+    --nproc-per-node $tp -- \
     "$cairn" train "$work/job.yaml" --no-progress --resume-or-start >> "$work/$1.out" 2>&1 &
   pids+=($!)
   eval "agent_$1=$!"
@@ -82,22 +90,22 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
   for _ in $(seq 1 $((t * 10))); do "$@" && return 0; sleep 0.1; done
   tail -n 20 "$work/a.out" "$work/b.out" "$work/master.out"; fail "timed out waiting for $what"
 }
-wait_for 120 "training at world 2" sh -c "[ \$(cat $work/a/metrics.jsonl 2>/dev/null | wc -l) -ge 30 ]"
-[ "$(starts 2)" -ge 1 ] || fail "the job did not start at world 2"
-echo "   world 2 at step $(steps)"
+wait_for 120 "training at world $w2" sh -c "[ \$(cat $work/a/metrics.jsonl 2>/dev/null | wc -l) -ge 30 ]"
+[ "$(starts $w2)" -ge 1 ] || fail "the job did not start at world $w2"
+echo "   world $w2 at step $(steps)"
 
 echo "-- kill host b (every process in its namespace)"
 ip netns pids ${ns}b | xargs -r kill -9
 at_kill=$(steps)
-wait_for 120 "the job to shrink to world 1" sh -c "[ \$(cat $work/a/events.jsonl | grep '\"event\":\"start\"' | grep -c '\"world_size\":1') -ge 1 ]"
+wait_for 120 "the job to shrink to world $w1" sh -c "[ \$(cat $work/a/events.jsonl | grep '\"event\":\"start\"' | grep -c '\"world_size\":$w1') -ge 1 ]"
 wait_for 60 "progress at world 1" sh -c "[ \$(cat $work/a/metrics.jsonl | tail -n 1 | sed 's/.*\"step\":\([0-9]*\).*/\1/') -gt $at_kill ]"
-echo "   killed at step $at_kill; world 1 goes on at step $(steps)"
+echo "   killed at step $at_kill; world $w1 goes on at step $(steps)"
 grep -q "node host-b dropped" "$work/master.out" || fail "the master did not drop host b"
 
 echo "-- bring host b back"
 start_host b
-wait_for 120 "the job to grow to world 2 again" sh -c "[ \$(cat $work/a/events.jsonl $work/b/events.jsonl | grep '\"event\":\"start\"' | grep -c '\"world_size\":2') -ge 2 ]"
-echo "   world 2 again at step $(steps)"
+wait_for 120 "the job to grow to world $w2 again" sh -c "[ \$(cat $work/a/events.jsonl $work/b/events.jsonl | grep '\"event\":\"start\"' | grep -c '\"world_size\":$w2') -ge 2 ]"
+echo "   world $w2 again at step $(steps)"
 
 echo "-- kill -9 the master; restart it from its journal; training goes on"
 kill -9 $master
@@ -112,17 +120,19 @@ rc=0; wait "$agent_a" || rc=$?
 [ $rc -eq 0 ] || { tail -30 "$work/a.out"; fail "host a's agent exited $rc"; }
 rc=0; wait "$agent_b" || rc=$?
 [ $rc -eq 0 ] || { tail -30 "$work/b.out"; fail "host b's agent exited $rc"; }
-[ "$(cat "$work/ckpt/latest")" = "step-00000240" ] || fail "the job did not reach step 240"
+[ "$(cat "$work/ckpt/latest")" = "$last" ] || fail "the job did not reach step $total"
 "$cairn" ckpt inspect "$work/ckpt" --verify > /dev/null || fail "the final checkpoint does not verify"
-grep -q '"rank-00001.bin"' "$work/ckpt/step-00000240/manifest.json" || fail "the last step was not trained at world 2"
-# Every step of the final trajectory was trained (rows of the surviving run, steps 1..240).
-/usr/bin/python3 - "$work/a/metrics.jsonl" <<'PY'
+grep -q "\"rank-0000$((w2 - 1)).bin\"" "$work/ckpt/$last/manifest.json" ||
+  fail "the last step was not trained at world $w2"
+# Every step of the final trajectory was trained (rows of the surviving run, steps 1..total).
+/usr/bin/python3 - "$work/a/metrics.jsonl" "$total" <<'PY'
 import json, math, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
+total = int(sys.argv[2])
 steps = {r["step"] for r in rows}
-missing = [s for s in range(1, 241) if s not in steps]
+missing = [s for s in range(1, total + 1) if s not in steps]
 assert not missing, f"steps never trained: {missing[:10]}"
 assert all(math.isfinite(r["loss"]) for r in rows)
-print(f"   {len(rows)} step rows for 240 steps ({len(rows) - 240} trained again after rollbacks)")
+print(f"   {len(rows)} step rows for {total} steps ({len(rows) - total} trained again after rollbacks)")
 PY
 echo "PASS"
