@@ -8,30 +8,10 @@
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include "cairn/comm/mesh_groups.h"
+#include "comm/run_ranks_testing_impl.h"
 
 namespace cairn::comm {
 namespace {
-
-// Runs fn(rank, group) on `world` threads sharing one HashStore.
-void RunRanks(int world, const std::function<void(int, Group&)>& fn,
-              std::chrono::milliseconds timeout = std::chrono::milliseconds(20000)) {
-  auto store = c10::make_intrusive<c10d::HashStore>();
-  std::vector<std::thread> threads;
-  std::vector<std::string> errors(static_cast<size_t>(world));
-  for (int r = 0; r < world; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        GroupOptions o;
-        o.timeout = timeout;
-        auto g = Group::Create(store, r, world, o);
-        fn(r, *g);
-      } catch (const std::exception& e) {
-        errors[size_t(r)] = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (int r = 0; r < world; ++r) EXPECT_EQ(errors[size_t(r)], "") << "rank " << r;
-}
 
 TEST(Group, Collectives) {
   for (int world : {2, 3}) {

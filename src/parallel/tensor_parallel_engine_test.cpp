@@ -18,6 +18,7 @@
 #include "cairn/model/param_specs.h"
 #include "cairn/parallel/engine.h"
 #include "cairn/parallel/tensor_parallel.h"
+#include "comm/run_ranks_testing_impl.h"
 
 namespace cairn::parallel {
 namespace {
@@ -100,25 +101,6 @@ Plan PlanFor(const model::ModelConfig& c, const Layout& l) {
   return plan;
 }
 
-// Runs fn(rank, world group) on `world` threads sharing one HashStore; returns the errors.
-void RunWorld(int world, const std::function<void(int, comm::Group&)>& fn) {
-  auto store = c10::make_intrusive<c10d::HashStore>();
-  std::vector<std::thread> threads;
-  std::vector<std::string> errors(static_cast<size_t>(world));
-  for (int r = 0; r < world; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        torch::set_num_threads(1);
-        auto g = comm::Group::Create(store, r, world, comm::GroupOptions{});
-        fn(r, *g);
-      } catch (const std::exception& e) {
-        errors[size_t(r)] = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (int r = 0; r < world; ++r) EXPECT_EQ(errors[size_t(r)], "") << "rank " << r;
-}
-
 void ExpectClose(const torch::Tensor& a, const torch::Tensor& b, double rtol,
                  const std::string& what, double atol = 1e-8) {
   ASSERT_EQ(a.sizes(), b.sizes()) << what;
@@ -128,7 +110,7 @@ void ExpectClose(const torch::Tensor& a, const torch::Tensor& b, double rtol,
 
 void CheckLayout(const model::ModelConfig& c, const Layout& l, const Trace& want) {
   SCOPED_TRACE(c.arch + ", " + l.name());
-  RunWorld(l.tp * l.dp, [&](int rank, comm::Group& world) {
+  comm::RunRanks(l.tp * l.dp, [&](int rank, comm::Group& world) {
     auto mesh = comm::Mesh::Create(comm::MeshShape{1, l.dp, 1, l.tp}, l.tp * l.dp);
     ASSERT_TRUE(mesh.ok());
     auto groups = comm::MeshGroups::Create(&world, *mesh);
@@ -218,7 +200,7 @@ TEST(TensorParallelEngine, LlamaWithGroupedQueryAttentionMatchesTheOneProcessRun
 }
 
 TEST(TensorParallelEngine, LayoutsNotBuiltAreRefusedByName) {
-  RunWorld(2, [&](int, comm::Group& world) {
+  comm::RunRanks(2, [&](int, comm::Group& world) {
     auto mesh = comm::Mesh::Create(comm::MeshShape{1, 1, 1, 2}, 2);
     auto groups = comm::MeshGroups::Create(&world, *mesh);
     ASSERT_TRUE(groups.ok());

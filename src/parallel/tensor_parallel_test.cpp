@@ -14,30 +14,12 @@
 
 #include "cairn/comm/group.h"
 #include "cairn/model/fused_cross_entropy.h"
+#include "comm/run_ranks_testing_impl.h"
 
 namespace cairn::parallel {
 namespace {
 
-// Runs fn(rank, group) on `world` threads sharing one HashStore.
-void RunRanks(int world, const std::function<void(int, comm::Group&)>& fn) {
-  auto store = c10::make_intrusive<c10d::HashStore>();
-  std::vector<std::thread> threads;
-  std::vector<std::string> errors(static_cast<size_t>(world));
-  for (int r = 0; r < world; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        torch::set_num_threads(1);
-        comm::GroupOptions o;
-        o.timeout = std::chrono::milliseconds(30000);
-        auto g = comm::Group::Create(store, r, world, o);
-        fn(r, *g);
-      } catch (const std::exception& e) {
-        errors[size_t(r)] = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (int r = 0; r < world; ++r) EXPECT_EQ(errors[size_t(r)], "") << "rank " << r;
-}
+using comm::RunRanks;
 
 // Same values on every rank.
 torch::Tensor randn(std::vector<int64_t> shape, uint64_t seed) {

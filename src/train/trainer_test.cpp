@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -99,6 +100,25 @@ class TrainerTest : public ::testing::Test {
       });
     for (auto& t : threads) t.join();
     return out;
+  }
+  // Trainer::Create on two ranks (threads) of `local_ranks` per machine, rank r with config(r):
+  // each rank's status.
+  std::vector<Status> CreateOnTwoRanks(const std::string& name, int local_ranks,
+                                       const std::function<core::Config(int)>& config) {
+    auto store = c10::make_intrusive<c10d::HashStore>();
+    std::vector<Status> got(2);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < 2; ++r)
+      threads.emplace_back([&, r] {
+        auto group = comm::Group::Create(store, r, 2, {});
+        auto run = Run(name);
+        run.group = group.get();
+        run.local_ranks = local_ranks;
+        auto t = Trainer::Create(config(r), run);
+        got[size_t(r)] = t.ok() ? Status::Ok() : t.status();
+      });
+    for (auto& t : threads) t.join();
+    return got;
   }
   // Every rank ran, and its loss of every step matches `ref`'s to 1e-5 relative.
   static void ExpectLossesMatch(const WorldRun& w, const RunSummary& ref, const std::string& name) {
@@ -310,39 +330,19 @@ TEST_F(TrainerTest, ClearErrors) {
 // Ranks started with different configs (here another tp) stop at start with the reason, on
 // every rank, instead of waiting for each other's collectives.
 TEST_F(TrainerTest, RanksWithDifferentConfigsStopAtStart) {
-  auto store = c10::make_intrusive<c10d::HashStore>();
-  std::vector<Status> got(2);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < 2; ++r)
-    threads.emplace_back([&, r] {
-      auto group = comm::Group::Create(store, r, 2, {});
-      auto run = Run("mismatch");
-      run.group = group.get();
-      auto t = Trainer::Create(Config("gpt2", {r == 0 ? "parallel.tp=2" : "parallel.tp=1"}), run);
-      got[size_t(r)] = t.ok() ? Status::Ok() : t.status();
-    });
-  for (auto& t : threads) t.join();
-  for (int r = 0; r < 2; ++r) {
-    EXPECT_EQ(got[size_t(r)].code(), StatusCode::kInvalidArgument) << got[size_t(r)].ToString();
-    EXPECT_THAT(got[size_t(r)].message(), HasSubstr("was started with another config"));
+  auto got = CreateOnTwoRanks("mismatch", 2, [this](int r) {
+    return Config("gpt2", {r == 0 ? "parallel.tp=2" : "parallel.tp=1"});
+  });
+  for (const Status& s : got) {
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+    EXPECT_THAT(s.message(), HasSubstr("was started with another config"));
   }
 }
 
 // tp 2 over ranks of different machines (one rank per machine) is refused on every rank.
 TEST_F(TrainerTest, TensorParallelGroupsStayOnOneMachine) {
-  auto store = c10::make_intrusive<c10d::HashStore>();
-  std::vector<Status> got(2);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < 2; ++r)
-    threads.emplace_back([&, r] {
-      auto group = comm::Group::Create(store, r, 2, {});
-      auto run = Run("split-machines");
-      run.group = group.get();
-      run.local_ranks = 1;
-      auto t = Trainer::Create(Config("gpt2", {"parallel.tp=2"}), run);
-      got[size_t(r)] = t.ok() ? Status::Ok() : t.status();
-    });
-  for (auto& t : threads) t.join();
+  auto got = CreateOnTwoRanks("split-machines", 1,
+                              [this](int) { return Config("gpt2", {"parallel.tp=2"}); });
   for (const Status& s : got) {
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
     EXPECT_THAT(s.message(), HasSubstr("whole tensor-parallel groups on each machine"));
