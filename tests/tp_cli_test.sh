@@ -68,6 +68,28 @@ echo "-- a tp2 checkpoint of step 6 resumes in one process like the uninterrupte
   { tail -20 "$work/half.out"; fail "tp2 first half failed"; }
 [ "$(cat "$work/half/ckpt/latest")" = "step-00000006" ] || fail "no checkpoint at step 6"
 cp -r "$work/half" "$work/half-tp2"
+echo "-- the tp2 checkpoint holds each rank's slices (no gather), and exports to HuggingFace"
+"$cairn" ckpt inspect "$work/half-tp2/ckpt" | grep -q "tp=2" || fail "inspect does not show tp=2"
+/usr/bin/python3 - "$work/half-tp2/ckpt/step-00000006/manifest.json" <<'PY' || fail "the tp2 checkpoint is not saved as slices"
+import json, sys
+m = json.load(open(sys.argv[1]))
+t = {e["name"]: e for e in m["tensors"]}
+qkv = t["model.h.0.attn.c_attn.weight"]["shards"]
+# q, k and v are each split over the two ranks: six row ranges, three in each rank's file
+assert len(qkv) == 6, len(qkv)
+assert sorted(s["file"] for s in qkv) == ["rank-00000.bin"] * 3 + ["rank-00001.bin"] * 3, qkv
+rows = sorted(tuple(s["slice"][0]) for s in qkv)
+assert rows == [(i * 16, i * 16 + 16) for i in range(6)], rows
+wte = t["model.wte.weight"]["shards"]
+assert [s["slice"][0] for s in wte] in ([[0, 25129], [25129, 50257]], [[25129, 50257], [0, 25129]]), wte
+PY
+"$cairn" ckpt export --format hf --ckpt "$work/half-tp2/ckpt" --out "$work/hf-tp2" 2> "$work/export.err" ||
+  { cat "$work/export.err"; fail "HF export of a tp2 checkpoint failed"; }
+"$cairn" ckpt import --format hf --in "$work/hf-tp2" --out "$work/imported-tp2" 2> "$work/import.err" ||
+  { cat "$work/import.err"; fail "HF import failed"; }
+digest() { "$cairn" ckpt inspect "$1" --digest | awk '$1 == "digest" { print $2 }'; }
+d1=$(digest "$work/half-tp2/ckpt"); d2=$(digest "$work/imported-tp2")
+[ -n "$d1" ] && [ "$d1" = "$d2" ] || fail "the model digest changed through HF export + import: '$d1' vs '$d2'"
 "$cairn" train "$work/tiny.yaml" --run-dir "$work/half" --resume --no-progress 2> "$work/resume1.err" ||
   { cat "$work/resume1.err"; fail "one-process resume of a tp2 checkpoint failed"; }
 compare "$work/one" "$work/half" 7 || fail "tp2 -> one process does not continue like one process"

@@ -43,11 +43,37 @@ Status pread_all(int fd, void* data, size_t n, int64_t offset, const std::string
   return Status::Ok();
 }
 
-// Writes one rank's data file; fills each tensor's shard entry. `slices` may map a tensor name
-// to {"shape": global shape, "slice": [[begin, end], ...]} when the tensor is a piece of a
-// larger one; other tensors are whole.
+// Whether `piece` ({"shape": [...], "slice": [[begin, end], ...], "name"?}) describes `t`: one
+// range per dimension of the global shape, inside it, with t's extents.
+Status check_piece(const std::string& key, const torch::Tensor& t, const nlohmann::json& piece) {
+  auto bad = [&](const std::string& why) {
+    return Status::InvalidArgument("checkpoint piece '" + key + "': " + why + " (" + piece.dump() +
+                                   ", tensor " + c10::str(t.sizes()) + ")");
+  };
+  try {
+    const auto shape = piece.at("shape").get<std::vector<int64_t>>();
+    const auto slice = piece.at("slice").get<std::vector<std::vector<int64_t>>>();
+    if (piece.contains("name") && !piece["name"].is_string()) return bad("name is not a string");
+    if (shape.size() != size_t(t.dim()) || slice.size() != shape.size())
+      return bad("the shape, the slice and the tensor differ in dimensions");
+    for (size_t d = 0; d < shape.size(); ++d)
+      if (slice[d].size() != 2 || slice[d][0] < 0 || slice[d][1] > shape[d] ||
+          slice[d][1] - slice[d][0] != t.size(int64_t(d)))
+        return bad("dimension " + std::to_string(d) + " does not fit");
+  } catch (const nlohmann::json::exception& e) {
+    return bad(e.what());
+  }
+  return Status::Ok();
+}
+
+// Writes one rank's data file; fills each tensor's shard entry. `slices` may map a tensor's
+// key to {"shape": global shape, "slice": [[begin, end], ...], "name": the whole tensor's name
+// (default: the key)} when the tensor is a piece of a larger one; other tensors are whole.
 Status write_data_file(const std::string& path, int rank, const std::vector<NamedTensor>& tensors,
                        const nlohmann::json& slices, nlohmann::json* entries, int64_t* bytes) {
+  for (auto& nt : tensors)  // before the file exists: nothing half-written
+    if (slices.is_object() && slices.contains(nt.name))
+      CAIRN_RETURN_IF_ERROR(check_piece(nt.name, nt.tensor, slices[nt.name]));
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return errno_status("cannot create", path);
   struct Closer {
@@ -76,9 +102,12 @@ Status write_data_file(const std::string& path, int rank, const std::vector<Name
     pos = start + int64_t(nbytes);
     nlohmann::json slice = nlohmann::json::array();
     nlohmann::json shape = t.sizes().vec();
+    std::string name = tensors[i].name;
     if (slices.is_object() && slices.contains(tensors[i].name)) {
-      slice = slices[tensors[i].name].at("slice");
-      shape = slices[tensors[i].name].at("shape");
+      const nlohmann::json& piece = slices[tensors[i].name];
+      slice = piece.at("slice");
+      shape = piece.at("shape");
+      name = piece.value("name", name);
     } else {
       for (int64_t d : t.sizes()) slice.push_back({0, d});
     }
@@ -87,7 +116,7 @@ Status write_data_file(const std::string& path, int rank, const std::vector<Name
                             {"offset", start},
                             {"bytes", int64_t(nbytes)},
                             {"xxh3", hex64(XXH3_64bits(t.data_ptr(), nbytes))}};
-    entries->push_back({{"name", tensors[i].name},
+    entries->push_back({{"name", name},
                         {"dtype", dtype_name(t.scalar_type())},
                         {"shape", shape},
                         {"shards", nlohmann::json::array({shard})}});
@@ -223,6 +252,20 @@ Result<SaveInfo> write_rank_part(const std::string& root, int64_t step, int rank
   return SaveInfo{dir, bytes, since(t0)};
 }
 
+namespace {
+
+// The layout that wrote a checkpoint, as its state says (informational: any layout loads it);
+// pure data parallelism when the state does not say.
+nlohmann::json manifest_mesh(const nlohmann::json& state, int world) {
+  nlohmann::json mesh = {{"world_size", world}, {"dp", world}, {"tp", 1}, {"pp", 1}};
+  if (state.is_object() && state.contains("mesh") && state["mesh"].is_object())
+    for (auto& [axis, extent] : state["mesh"].items())
+      if (extent.is_number_integer()) mesh[axis] = extent;
+  return mesh;
+}
+
+}  // namespace
+
 Result<bool> try_commit(const std::string& root, int64_t step, int world,
                         const nlohmann::json& state) {
   std::string dir = root + "/" + parts_dir_name(step);
@@ -267,7 +310,7 @@ Result<bool> try_commit(const std::string& root, int64_t step, int world,
                              {"format_version", kManifestVersion},
                              {"step", step},
                              {"created", core::unix_time()},
-                             {"mesh", {{"world_size", world}, {"dp", world}, {"tp", 1}, {"pp", 1}}},
+                             {"mesh", manifest_mesh(state, world)},
                              {"files", files},
                              {"tensors", tensors},
                              {"state", state}};

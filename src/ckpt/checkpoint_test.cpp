@@ -209,6 +209,35 @@ TEST_F(CheckpointTest, ShardedPartsCommitOnceAndLoadWhole) {
   EXPECT_FALSE(fs::exists(root_ + "/.parts-step-00000005"));
 }
 
+// One rank may hold several pieces of a tensor (under their own keys, "name" naming the
+// tensor); a piece whose slice does not fit it is refused before anything is written.
+TEST_F(CheckpointTest, OneRankWritesSeveralPiecesOfATensorAndBadSlicesAreRefused) {
+  auto global = torch::arange(6 * 2, torch::kFloat).reshape({6, 2});
+  std::vector<NamedTensor> mine = {{"x@0", global.narrow(0, 0, 2)},
+                                   {"x@4", global.narrow(0, 4, 2)}};
+  nlohmann::json slices = {
+      {"x@0", {{"name", "x"}, {"shape", {6, 2}}, {"slice", {{0, 2}, {0, 2}}}}},
+      {"x@4", {{"name", "x"}, {"shape", {6, 2}}, {"slice", {{4, 6}, {0, 2}}}}}};
+  ASSERT_TRUE(write_rank_part(root_, 3, 0, mine, slices).ok());
+  ASSERT_TRUE(write_rank_part(root_, 3, 1, {{"x", global.narrow(0, 2, 2)}},
+                              {{"x", {{"shape", {6, 2}}, {"slice", {{2, 4}, {0, 2}}}}}})
+                  .ok());
+  auto c = try_commit(root_, 3, 2, nlohmann::json::object());
+  ASSERT_TRUE(c.ok() && *c) << c.status().ToString();
+  auto loaded = load_latest(root_, nullptr);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_TRUE(loaded->tensors.at("x").equal(global));
+  EXPECT_EQ(loaded->tensors.size(), 1u);
+  for (nlohmann::json bad :
+       {nlohmann::json{{"shape", {6, 2}}, {"slice", {{0, 3}, {0, 2}}}},
+        nlohmann::json{{"shape", {6, 2}}, {"slice", {{5, 7}, {0, 2}}}},
+        nlohmann::json{{"shape", {12}}, {"slice", {{0, 2}}}}, nlohmann::json{{"shape", {6, 2}}}}) {
+    auto s = write_rank_part(root_, 4, 0, {{"x", global.narrow(0, 0, 2)}}, {{"x", bad}});
+    EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument) << bad.dump();
+    EXPECT_THAT(s.status().message(), HasSubstr("checkpoint piece 'x'")) << bad.dump();
+  }
+}
+
 TEST_F(CheckpointTest, MissingPartIsNotCommittedAndCorruptShardIsCaught) {
   Save(1, 1);
   auto a = torch::ones({4, 2});

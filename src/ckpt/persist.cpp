@@ -65,7 +65,15 @@ Result<PartInfo> persist_part(const PersistTarget& target, int64_t step,
   PartInfo info;
   info.step = step;
   info.rank = target.rank;
-  CAIRN_ASSIGN_OR_RETURN(SaveInfo part, write_rank_part(target.root, step, target.rank, tensors));
+  // The pieces of larger tensors this rank holds, as the partition table describes them.
+  nlohmann::json slices = nlohmann::json::object();
+  if (state.is_object() && state.contains("partition") && state["partition"].is_array())
+    for (const nlohmann::json& e : state["partition"])
+      if (e.is_object() && e.value("rank", -1) == target.rank && e.contains("slice"))
+        slices[e.value("key", e.value("name", std::string()))] = {
+            {"name", e.value("name", std::string())}, {"shape", e["shape"]}, {"slice", e["slice"]}};
+  CAIRN_ASSIGN_OR_RETURN(SaveInfo part,
+                         write_rank_part(target.root, step, target.rank, tensors, slices));
   info.bytes = part.bytes;
   info.path = part.path;
   nlohmann::json manifest_state = state;

@@ -100,6 +100,19 @@ class ReplicatedEngine : public Engine {
 
 StagedModel to_staged(const std::shared_ptr<model::LanguageModel>& m);
 
+}  // namespace
+
+Engine::CheckpointShare Engine::checkpoint_share(const std::string& model_prefix,
+                                                 const std::string& optim_prefix) {
+  CheckpointShare share;
+  for (auto& [name, t] : gather_params()) share.replicated.emplace_back(model_prefix + name, t);
+  for (auto& [name, t] : gather_optimizer_state())
+    share.replicated.emplace_back(optim_prefix + name, t);
+  return share;
+}
+
+namespace {
+
 // Tensor parallelism (Megatron's layout) over the tp group, DDP or ZeRO-1/2/3 over the dp group:
 // every rank holds its tp slice of every parameter (shard_for_tensor_parallel, from the whole
 // parameters every rank starts with) and DataParallel (ZeRO-0/1/2) or Zero3 (its stages then run
@@ -193,6 +206,35 @@ class TensorParallelEngine : public Engine {
     for (auto& [name, t] : z3_ ? z3_->gather_state() : dp_->gather_state())
       out.emplace_back(name, tp_gather(t, spec(param_of(name)), model_->config(), tp_));
     return out;
+  }
+  // Each rank writes its own slices: a split tensor's pieces by the dp rank its index picks
+  // (so dp replicas share the writing), the whole ones (norms, biases of row-parallel linears)
+  // by whichever rank the caller picks. The optimizer state is first gathered over dp (1/tp of
+  // the model's); nothing is gathered over tp.
+  CheckpointShare checkpoint_share(const std::string& model_prefix,
+                                   const std::string& optim_prefix) override {
+    CheckpointShare share;
+    const int dp = dp_group_ ? dp_group_->size() : 1, dp_rank = dp_group_ ? dp_group_->rank() : 0;
+    int64_t index = 0;
+    // copy: `t` is ZeRO-3's gathered parameter, freed before this returns.
+    auto add = [&](const std::string& key, const std::string& param, const torch::Tensor& t,
+                   bool copy) {
+      const model::ParamSpec& s = spec(param);
+      if (s.tp == model::TpSplit::kReplicated) {
+        share.replicated.emplace_back(key, copy ? t.clone() : t);
+        return;
+      }
+      if (index++ % dp != dp_rank) return;
+      for (TpPiece& p : tp_pieces(t, s, tp_->rank(), tp_->size()))
+        share.owned.push_back({key, copy ? p.tensor.clone() : p.tensor, s.shape, p.slice});
+    };
+    if (z3_) z3_->gather_full_params();
+    for (auto& p : model_->named_parameters())
+      add(model_prefix + p.key(), p.key(), p.value().detach(), z3_ != nullptr);
+    if (z3_) z3_->release_full_params();
+    for (auto& [name, t] : z3_ ? z3_->gather_state() : dp_->gather_state())
+      add(optim_prefix + name, param_of(name), t, false);
+    return share;
   }
   Status load(const std::map<std::string, torch::Tensor>& tensors, const std::string& model_prefix,
               const std::string& optim_prefix, int64_t step_count) override {

@@ -337,6 +337,44 @@ torch::Tensor tp_slice(const torch::Tensor& full, const model::ParamSpec& spec,
   TORCH_CHECK(false, "tp_slice: unknown split");
 }
 
+std::vector<TpPiece> tp_pieces(const torch::Tensor& local, const model::ParamSpec& spec, int rank,
+                               int tp) {
+  std::vector<std::pair<int64_t, int64_t>> whole;
+  for (int64_t d : spec.shape) whole.emplace_back(0, d);
+  std::vector<TpPiece> out;
+  switch (spec.tp) {
+    case model::TpSplit::kReplicated:
+      if (rank == 0) out.push_back({local, whole});
+      break;
+    case model::TpSplit::kColumn: {
+      const int64_t block = spec.shape[0] / spec.tp_blocks, part = block / tp;
+      for (int b = 0; b < spec.tp_blocks; ++b) {
+        auto slice = whole;
+        slice[0] = {b * block + rank * part, b * block + (rank + 1) * part};
+        out.push_back({local.narrow(0, b * part, part), slice});
+      }
+      break;
+    }
+    case model::TpSplit::kRow: {
+      const int64_t part = spec.shape[1] / tp;
+      auto slice = whole;
+      slice[1] = {rank * part, (rank + 1) * part};
+      out.push_back({local, slice});
+      break;
+    }
+    case model::TpSplit::kVocab: {
+      const VocabShard v = vocab_shard(spec.shape[0], rank, tp);
+      const int64_t real = std::clamp<int64_t>(v.vocab - v.start, 0, v.local);
+      if (real == 0) break;
+      auto slice = whole;
+      slice[0] = {v.start, v.start + real};
+      out.push_back({local.narrow(0, 0, real), slice});
+      break;
+    }
+  }
+  return out;
+}
+
 torch::Tensor tp_gather(const torch::Tensor& local, const model::ParamSpec& spec,
                         const model::ModelConfig&, comm::Group* tp) {
   torch::NoGradGuard no_grad;

@@ -215,5 +215,44 @@ TEST(TensorParallel, WithoutAGroupEveryFunctionIsTheOneProcessComputation) {
   EXPECT_THROW(vocab_parallel_cross_entropy(h, W, bad, vocab_shard(7, 0, 1), nullptr), c10::Error);
 }
 
+// Every split kind: the ranks' tp_slice tensors, placed where tp_pieces says, rebuild the whole
+// tensor with every element written exactly once, and the padding rows of a vocabulary table
+// (7 rows over tp 3: Vp 9) are in no piece.
+TEST(TensorParallel, PiecesOfEveryRanksSliceCoverTheWholeTensorOnce) {
+  model::ModelConfig c;
+  const int tp = 3;
+  std::vector<model::ParamSpec> specs = {
+      {"qkv", {18, 4}, model::ParamRole::kQkv, 0, model::TpSplit::kColumn, 3},
+      {"fc", {6, 4}, model::ParamRole::kMlpIn, 0, model::TpSplit::kColumn, 1},
+      {"proj", {4, 6}, model::ParamRole::kAttentionOut, 0, model::TpSplit::kRow},
+      {"wte", {7, 4}, model::ParamRole::kTokenEmbedding, -1, model::TpSplit::kVocab},
+      {"ln", {4}, model::ParamRole::kNormWeight, 0, model::TpSplit::kReplicated}};
+  for (const model::ParamSpec& spec : specs) {
+    const auto whole = randn(spec.shape, 30) + 10;  // no zeros: an unwritten element shows
+    auto rebuilt = torch::zeros(spec.shape);
+    auto count = torch::zeros(spec.shape);
+    size_t pieces = 0;
+    for (int r = 0; r < tp; ++r) {
+      const auto local = tp_slice(whole, spec, c, r, tp);
+      EXPECT_EQ(local.sizes().vec(), tp_local_shape(spec, c, tp)) << spec.name;
+      for (const TpPiece& p : tp_pieces(local, spec, r, tp)) {
+        ++pieces;
+        ASSERT_EQ(p.slice.size(), spec.shape.size()) << spec.name;
+        auto dst = rebuilt, n = count;
+        for (size_t d = 0; d < p.slice.size(); ++d) {
+          dst = dst.slice(int64_t(d), p.slice[d].first, p.slice[d].second);
+          n = n.slice(int64_t(d), p.slice[d].first, p.slice[d].second);
+        }
+        dst.copy_(p.tensor);
+        n.add_(1);
+      }
+    }
+    EXPECT_TRUE(rebuilt.equal(whole)) << spec.name;
+    EXPECT_TRUE(count.eq(1).all().item<bool>()) << spec.name << ": an element written twice";
+    const size_t expected = spec.name == "qkv" ? 9 : spec.name == "ln" ? 1 : 3;
+    EXPECT_EQ(pieces, expected) << spec.name;
+  }
+}
+
 }  // namespace
 }  // namespace cairn::parallel

@@ -81,6 +81,12 @@ core::ConfigSpec train_spec() {
                "tensor-parallel ranks per model replica (Megatron layout: heads, MLP width and "
                "vocabulary split); the data-parallel size is the world / tp. With "
                "any parallel.zero_stage")
+      .add_int("parallel.dp", 0, 0, 1 << 20,
+               "data-parallel ranks (model replicas); 0 = inferred as the world / parallel.tp. "
+               "Set, it must make dp x tp the world")
+      .add_string("parallel.order", "pp,dp,cp,tp", {},
+                  "the mesh's axes, outermost first: the last varies fastest over consecutive "
+                  "ranks (tp last keeps a tensor-parallel group on one machine)")
       .add_bool("parallel.sequence_parallel", false,
                 "with parallel.tp > 1: norms and residuals on sequence chunks (train.seq_len a "
                 "multiple of tp), all-gather / reduce-scatter instead of all-reduce")
@@ -126,6 +132,9 @@ Result<TrainOptions> train_options_from(const core::Config& c) {
   o.plan_path = c.get_string("parallel.plan");
   o.tp = c.get_int("parallel.tp");
   o.sequence_parallel = c.get_bool("parallel.sequence_parallel");
+  o.dp = c.get_int("parallel.dp");
+  o.order = c.get_string("parallel.order");
+  if (auto order = parse_mesh_order(o.order); !order.ok()) return order.status();
   if (o.sequence_parallel && o.tp < 2)
     return Status::InvalidArgument("parallel.sequence_parallel needs parallel.tp > 1");
   if (o.sequence_parallel && o.seq_len % o.tp != 0)
@@ -184,9 +193,34 @@ Result<torch::Device> resolve_device(const std::string& spec) {
                              "train.device: cpu");
 }
 
+Result<std::array<comm::Axis, comm::kNumAxes>> parse_mesh_order(const std::string& text) {
+  std::vector<std::string> names;
+  std::string name;
+  for (char ch : text + ",") {
+    if (ch == ',') {
+      names.push_back(name);
+      name.clear();
+    } else if (ch != ' ') {
+      name += ch;
+    }
+  }
+  auto order = comm::parse_order(names);
+  if (!order.ok())
+    return Status::InvalidArgument("parallel.order '" + text + "': " + order.status().message() +
+                                   " (e.g. pp,dp,cp,tp)");
+  return order;
+}
+
 Result<parallel::Plan> plan_from(const TrainOptions& o, const model::ModelConfig& m, int world) {
   parallel::Plan plan;
   if (o.plan_path.empty()) {
+    if (o.dp > 0 && o.dp * o.tp != world)
+      return Status::InvalidArgument(
+          "parallel.dp " + std::to_string(o.dp) + " x parallel.tp " + std::to_string(o.tp) + " = " +
+          std::to_string(o.dp * o.tp) + " ranks, but the job has " + std::to_string(world) +
+          (world % o.tp == 0
+               ? ": set parallel.dp=" + std::to_string(world / o.tp) + " or leave it out (inferred)"
+               : ""));
     if (world % o.tp != 0) {
       std::string worlds;
       for (int64_t k = 1; k <= 4; ++k) worlds += (k > 1 ? ", " : "") + std::to_string(k * o.tp);
@@ -197,6 +231,7 @@ Result<parallel::Plan> plan_from(const TrainOptions& o, const model::ModelConfig
     }
     plan = parallel::Plan::data_parallel(world / int(o.tp), m.n_layer, int(o.zero_stage));
     plan.mesh.tp = int(o.tp);
+    CAIRN_ASSIGN_OR_RETURN(plan.order, parse_mesh_order(o.order));
     plan.bucket_bytes = o.bucket_mb << 20;
     for (parallel::LayerPlan& l : plan.layers) {
       l.checkpoint = o.activation_checkpointing;
@@ -209,6 +244,8 @@ Result<parallel::Plan> plan_from(const TrainOptions& o, const model::ModelConfig
          {std::pair{"parallel.zero_stage", o.zero_stage != defaults.zero_stage},
           {"parallel.bucket_mb", o.bucket_mb != defaults.bucket_mb},
           {"parallel.tp", o.tp != defaults.tp},
+          {"parallel.dp", o.dp != defaults.dp},
+          {"parallel.order", o.order != defaults.order},
           {"parallel.sequence_parallel", o.sequence_parallel != defaults.sequence_parallel},
           {"train.activation_checkpointing",
            o.activation_checkpointing != defaults.activation_checkpointing}})

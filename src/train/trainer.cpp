@@ -88,6 +88,27 @@ Status same_config_everywhere(const core::Config& config, comm::Group& group) {
   return Status::Ok();
 }
 
+// A machine holds whole tensor-parallel groups: their collectives stay on it, and an elastic
+// job that loses or gains machines keeps a world that tp divides. Ranks are numbered machine
+// by machine, `local_ranks` on each.
+Status tensor_groups_on_one_machine(const comm::Mesh& mesh, int64_t local_ranks) {
+  const int tp = mesh.shape().tp;
+  if (tp == 1) return Status::Ok();
+  if (local_ranks % tp != 0)
+    return Status::InvalidArgument(
+        "parallel.tp " + std::to_string(tp) + " needs whole tensor-parallel groups on each " +
+        "machine: " + std::to_string(local_ranks) + " rank(s) run here; start a multiple of " +
+        std::to_string(tp) + " per machine (--nproc-per-node)");
+  for (const std::vector<int>& g : mesh.all_groups(comm::Axis::kTensor))
+    for (int r : g)
+      if (r / local_ranks != g[0] / local_ranks)
+        return Status::InvalidArgument(
+            "parallel.order puts the tensor-parallel group of ranks " + std::to_string(g[0]) +
+            " and " + std::to_string(r) + " on different machines (" + std::to_string(local_ranks) +
+            " ranks per machine): keep tp last in parallel.order, e.g. pp,dp,cp,tp");
+  return Status::Ok();
+}
+
 }  // namespace
 
 double Trainer::Impl::sum_over_data(double v) {
@@ -451,14 +472,8 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
                            comm::Mesh::Create(impl->plan.mesh, impl->world, impl->plan.order));
     impl->data_world = impl->plan.mesh.dp;
     impl->data_rank = mesh.coord(impl->rank, comm::Axis::kData);
+    CAIRN_RETURN_IF_ERROR(tensor_groups_on_one_machine(mesh, run.local_ranks));
   }
-  // A machine holds whole tensor-parallel groups: their collectives stay on it, and an elastic
-  // job that loses or gains machines keeps a world that tp divides.
-  if (const int tp = impl->plan.mesh.tp; tp > 1 && run.local_ranks % tp != 0)
-    return Status::InvalidArgument(
-        "parallel.tp " + std::to_string(tp) + " needs whole tensor-parallel groups on each " +
-        "machine: " + std::to_string(run.local_ranks) + " rank(s) run here; start a multiple of " +
-        std::to_string(tp) + " per machine (--nproc-per-node)");
   if (!impl->even_split() && o.sharding != "dynamic") {
     // An elastic job may be handed any world: train it, with the same global batch. (Dynamic
     // sharding splits a step unevenly anyway: its shards go to whichever rank asks.)

@@ -13,12 +13,42 @@
 
 namespace cairn::train {
 
-std::vector<ckpt::NamedTensor> Trainer::Impl::state_tensors() {
-  std::vector<ckpt::NamedTensor> out;
-  for (auto& [name, t] : engine->gather_params()) out.push_back({kModelPrefix + name, t});
-  for (auto& [name, t] : engine->gather_optimizer_state()) out.push_back({kOptimPrefix + name, t});
-  out.push_back({kRngName, at::detail::getDefaultCPUGenerator().get_state()});
+namespace {
+
+// Every rank's `mine` (collective; in rank order).
+std::vector<nlohmann::json> allgather_json(const nlohmann::json& mine, comm::Group* group) {
+  if (!group || group->size() == 1) return {mine};
+  const std::string text = mine.dump();
+  const int world = group->size();
+  auto sizes = torch::empty({world}, torch::kLong);
+  group->allgather(sizes, torch::tensor({int64_t(text.size())}, torch::kLong));
+  const int64_t longest = sizes.max().item<int64_t>();
+  auto padded = torch::zeros({longest}, torch::kByte);
+  std::memcpy(padded.data_ptr(), text.data(), text.size());
+  auto all = torch::empty({longest * world}, torch::kByte);
+  group->allgather(all, padded);
+  std::vector<nlohmann::json> out;
+  for (int r = 0; r < world; ++r) {
+    const char* p = static_cast<const char*>(all.data_ptr()) + r * longest;
+    out.push_back(nlohmann::json::parse(std::string(p, size_t(sizes[r].item<int64_t>()))));
+  }
   return out;
+}
+
+std::string piece_key(const parallel::StatePiece& p) {
+  std::string key = p.name + "@";
+  for (size_t d = 0; d < p.slice.size(); ++d)
+    key +=
+        (d ? "," : "") + std::to_string(p.slice[d].first) + ":" + std::to_string(p.slice[d].second);
+  return key;
+}
+
+}  // namespace
+
+parallel::Engine::CheckpointShare Trainer::Impl::state_share() {
+  parallel::Engine::CheckpointShare share = engine->checkpoint_share(kModelPrefix, kOptimPrefix);
+  share.replicated.emplace_back(kRngName, at::detail::getDefaultCPUGenerator().get_state());
+  return share;
 }
 
 nlohmann::json Trainer::Impl::state_json(const char* reason) {
@@ -26,6 +56,7 @@ nlohmann::json Trainer::Impl::state_json(const char* reason) {
           {"samples_consumed", step * opt.global_batch_size},
           {"optimizer_step", engine->step_count()},
           {"world_size", world},
+          {"mesh", plan.to_json()["mesh"]},
           {"config_yaml", config.to_yaml()},
           {"reason", reason},
           {"shards", shards_state}};
@@ -42,27 +73,49 @@ ckpt::PersistTarget Trainer::Impl::persist_target() const {
 }
 
 std::pair<std::vector<ckpt::NamedTensor>, nlohmann::json> Trainer::Impl::partition(
-    std::vector<ckpt::NamedTensor> all) const {
+    parallel::Engine::CheckpointShare share) {
+  std::vector<ckpt::NamedTensor> mine;
+  nlohmann::json pieces = nlohmann::json::array();
+  for (parallel::StatePiece& p : share.owned) {
+    nlohmann::json slice = nlohmann::json::array();
+    for (auto [begin, end] : p.slice) slice.push_back({begin, end});
+    const std::string key = piece_key(p);
+    pieces.push_back({{"key", key},
+                      {"name", p.name},
+                      {"dtype", std::string(c10::toString(p.tensor.scalar_type()))},
+                      {"shape", p.shape},
+                      {"slice", slice},
+                      {"bytes", int64_t(p.tensor.nbytes())}});
+    mine.push_back({key, std::move(p.tensor)});
+  }
+  nlohmann::json table = nlohmann::json::array();
+  std::vector<int64_t> load(size_t(world), 0);
+  const std::vector<nlohmann::json> every = allgather_json(pieces, group);
+  for (int r = 0; r < int(every.size()); ++r)
+    for (nlohmann::json e : every[size_t(r)]) {
+      load[size_t(r)] += e["bytes"].get<int64_t>();
+      e["rank"] = r;
+      table.push_back(std::move(e));
+    }
+  auto& all = share.replicated;
   std::vector<size_t> order(all.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return all[a].tensor.nbytes() > all[b].tensor.nbytes();
+    return all[a].second.nbytes() > all[b].second.nbytes();
   });
-  std::vector<int64_t> load(size_t(world), 0);
   std::vector<int> owner(all.size());
   for (size_t i : order) {
     int r = int(std::min_element(load.begin(), load.end()) - load.begin());
     owner[i] = r;
-    load[size_t(r)] += int64_t(all[i].tensor.nbytes());
+    load[size_t(r)] += int64_t(all[i].second.nbytes());
   }
-  std::vector<ckpt::NamedTensor> mine;
-  nlohmann::json table = nlohmann::json::array();
   for (size_t i = 0; i < all.size(); ++i) {
-    table.push_back({{"name", all[i].name},
-                     {"dtype", std::string(c10::toString(all[i].tensor.scalar_type()))},
-                     {"shape", all[i].tensor.sizes().vec()},
+    table.push_back({{"key", all[i].first},
+                     {"name", all[i].first},
+                     {"dtype", std::string(c10::toString(all[i].second.scalar_type()))},
+                     {"shape", all[i].second.sizes().vec()},
                      {"rank", owner[i]}});
-    if (owner[i] == rank) mine.push_back(std::move(all[i]));
+    if (owner[i] == rank) mine.push_back({all[i].first, std::move(all[i].second)});
   }
   return {std::move(mine), std::move(table)};
 }
@@ -101,7 +154,7 @@ Status Trainer::Impl::checkpoint(bool persist, const char* reason, bool overlap)
   if (dynamic) {
     CAIRN_ASSIGN_OR_RETURN(shards_state, dynamic->snapshot(step, group));
   }
-  auto [mine, table] = partition(state_tensors());
+  auto [mine, table] = partition(state_share());
   nlohmann::json state = state_json(reason);
   state["partition"] = table;
   state["persist"] = ckpt::to_json(persist_target());
@@ -194,70 +247,129 @@ std::vector<bool> Trainer::Impl::map_peer_slots(int64_t step,
   return skip;
 }
 
+namespace {
+
+// A partition entry's tensor as held by its owner: a piece's extents, or the whole shape.
+Result<std::pair<c10::ScalarType, std::vector<int64_t>>> held_shape(const nlohmann::json& e) {
+  auto dtype = c10::ScalarType::Undefined;
+  for (auto c : {torch::kFloat, torch::kDouble, torch::kBFloat16, torch::kHalf, torch::kLong,
+                 torch::kInt, torch::kByte, torch::kChar, torch::kBool})
+    if (e.at("dtype").get<std::string>() == c10::toString(c)) dtype = c;
+  if (dtype == c10::ScalarType::Undefined)
+    return Status::Corrupt("in-memory checkpoint: unknown dtype of '" +
+                           e.at("name").get<std::string>() + "'");
+  std::vector<int64_t> shape = e.at("shape").get<std::vector<int64_t>>();
+  if (e.contains("slice")) {
+    auto slice = e["slice"].get<std::vector<std::pair<int64_t, int64_t>>>();
+    if (slice.size() != shape.size())
+      return Status::Corrupt("in-memory checkpoint: the slice of '" +
+                             e.at("key").get<std::string>() + "' does not match its shape");
+    for (size_t d = 0; d < shape.size(); ++d) {
+      if (slice[d].first < 0 || slice[d].second > shape[d] || slice[d].first > slice[d].second)
+        return Status::Corrupt("in-memory checkpoint: the slice of '" +
+                               e.at("key").get<std::string>() + "' is outside its shape");
+      shape[d] = slice[d].second - slice[d].first;
+    }
+  }
+  return std::make_pair(dtype, shape);
+}
+
+// Puts entry e's tensor `t` in `out`: whole, or into its slice of the whole tensor (created on
+// first use); `covered` counts each whole tensor's elements written.
+Status place(const nlohmann::json& e, const torch::Tensor& t,
+             std::map<std::string, torch::Tensor>* out, std::map<std::string, int64_t>* covered) {
+  const std::string name = e.at("name").get<std::string>();
+  if (!e.contains("slice")) {
+    (*out)[name] = t;
+    (*covered)[name] += t.numel();
+    return Status::Ok();
+  }
+  torch::Tensor& whole = (*out)[name];
+  if (!whole.defined())
+    whole = torch::empty(e.at("shape").get<std::vector<int64_t>>(), torch::dtype(t.scalar_type()));
+  torch::Tensor dst = whole;
+  auto slice = e["slice"].get<std::vector<std::pair<int64_t, int64_t>>>();
+  for (size_t d = 0; d < slice.size(); ++d)
+    dst = dst.slice(int64_t(d), slice[d].first, slice[d].second);
+  if (!dst.sizes().equals(t.sizes()))
+    return Status::Corrupt("in-memory checkpoint: the piece '" + e.at("key").get<std::string>() +
+                           "' does not have its slice's shape");
+  dst.copy_(t);
+  (*covered)[name] += t.numel();
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<std::map<std::string, torch::Tensor>> Trainer::Impl::assemble(
     std::map<std::string, torch::Tensor> mine, const nlohmann::json& table, int64_t step) {
   std::map<std::string, torch::Tensor> out;
+  std::map<std::string, int64_t> covered;
   std::map<int, ckpt::ShmSnapshot> local;
   const std::vector<bool> skip = map_peer_slots(step, &local);  // no broadcast for these owners
+  auto key_of = [](const nlohmann::json& e) {
+    return e.value("key", e.at("name").get<std::string>());
+  };
   try {
     for (int owner = 0; owner < world; ++owner) {
       if (owner != rank && local.count(owner)) {
         auto& snap = local[owner];
         for (auto& e : table) {
           if (e.at("rank").get<int>() != owner) continue;
-          const std::string name = e.at("name").get<std::string>();
-          auto it = snap.tensors.find(name);
+          auto it = snap.tensors.find(key_of(e));
           if (it == snap.tensors.end())
             return Status::Corrupt("in-memory checkpoint of rank " + std::to_string(owner) +
-                                   " lacks '" + name + "'");
-          out[name] = it->second;
+                                   " lacks '" + key_of(e) + "'");
+          CAIRN_RETURN_IF_ERROR(place(e, it->second, &out, &covered));
         }
         continue;
       }
-      std::vector<std::pair<std::string, torch::Tensor>> parts;
+      std::vector<std::pair<const nlohmann::json*, torch::Tensor>> parts;
       int64_t bytes = 0;
       for (auto& e : table) {
         if (e.at("rank").get<int>() != owner) continue;
-        const std::string name = e.at("name").get<std::string>();
+        CAIRN_ASSIGN_OR_RETURN(auto held, held_shape(e));
         torch::Tensor t;
         if (owner == rank) {
-          auto it = mine.find(name);
+          auto it = mine.find(key_of(e));
           if (it == mine.end())
             return Status::Corrupt("in-memory checkpoint of rank " + std::to_string(rank) +
-                                   " lacks '" + name + "'");
+                                   " lacks '" + key_of(e) + "'");
           t = std::move(it->second);
+          if (t.scalar_type() != held.first || !t.sizes().equals(held.second))
+            return Status::Corrupt("in-memory checkpoint of rank " + std::to_string(rank) + ": '" +
+                                   key_of(e) + "' is not what its table says");
         } else {
-          auto dtype = c10::ScalarType::Undefined;
-          for (auto c : {torch::kFloat, torch::kDouble, torch::kBFloat16, torch::kHalf,
-                         torch::kLong, torch::kInt, torch::kByte, torch::kChar, torch::kBool})
-            if (e.at("dtype").get<std::string>() == c10::toString(c)) dtype = c;
-          if (dtype == c10::ScalarType::Undefined)
-            return Status::Corrupt("in-memory checkpoint: unknown dtype of '" + name + "'");
-          t = torch::empty(e.at("shape").get<std::vector<int64_t>>(), torch::dtype(dtype));
+          t = torch::empty(held.second, torch::dtype(held.first));
         }
         bytes += int64_t(t.nbytes());
-        parts.emplace_back(name, t);
+        parts.emplace_back(&e, t);
       }
       if (world > 1 && bytes > 0 && !skip[size_t(owner)]) {
         auto flat = torch::empty({bytes}, torch::kByte);
         char* p = static_cast<char*>(flat.data_ptr());
         if (owner == rank)
-          for (auto& [n, t] : parts) {
+          for (auto& [e, t] : parts) {
             std::memcpy(p, t.data_ptr(), t.nbytes());
             p += t.nbytes();
           }
         group->broadcast(flat, owner);
         p = static_cast<char*>(flat.data_ptr());
-        for (auto& [n, t] : parts) {
+        for (auto& [e, t] : parts) {
           if (owner != rank) std::memcpy(t.data_ptr(), p, t.nbytes());
           p += t.nbytes();
         }
       }
-      for (auto& [n, t] : parts) out[n] = t;
+      for (auto& [e, t] : parts) CAIRN_RETURN_IF_ERROR(place(*e, t, &out, &covered));
     }
   } catch (const nlohmann::json::exception& e) {
     return Status::Corrupt(std::string("in-memory checkpoint: malformed partition: ") + e.what());
   }
+  for (auto& [name, t] : out)
+    if (covered[name] != t.numel())
+      return Status::Corrupt("in-memory checkpoint: the pieces of '" + name + "' cover " +
+                             std::to_string(covered[name]) + " of its " +
+                             std::to_string(t.numel()) + " elements");
   return out;
 }
 

@@ -128,14 +128,18 @@ struct Trainer::Impl {
   // Collective: micro-batches per rank and every rank's sample ids of this step.
   Result<std::pair<std::vector<int64_t>, std::vector<int64_t>>> gather_trained(
       const std::vector<elastic::Shard>& shards);
-  std::vector<ckpt::NamedTensor> state_tensors();
+  // Collective: this rank's share of the state (the engine's, and the RNG state, whole).
+  parallel::Engine::CheckpointShare state_share();
   nlohmann::json state_json(const char* reason);
   ckpt::PersistTarget persist_target() const;
-  // Splits the whole state over the ranks so that each copies and persists about 1/world of
-  // it: largest tensors first, each to the least loaded rank (deterministic). Returns this
-  // rank's tensors and the table every rank needs to put the state back together.
+  // Collective. Spreads the state over the ranks so that each copies and persists about
+  // 1/world of it: each rank keeps the pieces only it holds, and the whole tensors every rank
+  // holds go, largest first, to the least loaded rank (deterministic, counting the pieces).
+  // Returns this rank's tensors (a piece under the key "<name>@<slice>") and the table every
+  // rank needs to put the state back together: one entry per tensor or piece, {"key", "name",
+  // "dtype", "shape" (global), "rank", and for a piece "slice"}.
   std::pair<std::vector<ckpt::NamedTensor>, nlohmann::json> partition(
-      std::vector<ckpt::NamedTensor> all) const;
+      parallel::Engine::CheckpointShare share);
   // Collective: a checkpoint of the current step. Every rank copies its part of the state
   // into a shared-memory slot; with `persist` the slot is then handed to the persister (the
   // agent's, or this process's), which writes it to storage in the background. The copy runs
@@ -147,11 +151,12 @@ struct Trainer::Impl {
   Status finish_checkpoint();
   // Collective: waits until the checkpoint of the current step is committed on storage.
   Status wait_persisted();
-  // Collective: puts the whole state back together from every rank's part (each rank
-  // broadcasts its tensors as one flat byte buffer).
   // Collective, for assemble: maps the slots of the ranks on this machine that hold `step`
   // into `local`; true for each owner every rank can read so (no broadcast needed).
   std::vector<bool> map_peer_slots(int64_t step, std::map<int, ckpt::ShmSnapshot>* local);
+  // Collective: puts the whole state back together from every rank's part of the partition
+  // `table` (each rank broadcasts its tensors as one flat byte buffer; pieces are copied into
+  // their slices). Corrupt when a tensor is missing or its pieces do not cover it.
   Result<std::map<std::string, torch::Tensor>> assemble(std::map<std::string, torch::Tensor> mine,
                                                         const nlohmann::json& table, int64_t step);
   // Restores model, optimizer, RNG and position; checks everything before changing anything.

@@ -45,9 +45,11 @@ Result<SaveInfo> save_checkpoint(const std::string& root, int64_t step,
 // try_commit; the one that finds every part durable merges the manifest, renames the step
 // directory into place and moves `latest`. A part lives in <root>/.parts-step-<N>/ until then.
 //
-// `slices` maps the name of a tensor that is a piece of a larger one to
-// {"shape": [global shape], "slice": [[begin, end], ...]}; other tensors are whole and must be
-// written by exactly one rank (the shards of a tensor must cover it exactly once).
+// `slices` maps the name (key) of a tensor that is a piece of a larger one to
+// {"shape": [global shape], "slice": [[begin, end], ...], "name": "<the larger tensor's name>"}
+// ("name" defaults to the key: a rank holding several pieces of one tensor gives each its own
+// key); other tensors are whole and must be written by exactly one rank (the shards of a tensor
+// must cover it exactly once). A piece whose slice does not fit its tensor is kInvalidArgument.
 Result<SaveInfo> write_rank_part(const std::string& root, int64_t step, int rank,
                                  const std::vector<NamedTensor>& tensors,
                                  const nlohmann::json& slices = nlohmann::json::object());

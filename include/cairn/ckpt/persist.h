@@ -45,6 +45,8 @@ struct PartInfo {
 
 // Writes one rank's part and tries to commit the step; on commit applies retention.
 // `state` is the manifest's state object; keys "persist" and "partition" are dropped from it.
+// The partition's entries of this rank that carry a "slice" (and "key", "name", global
+// "shape") say which of `tensors` are pieces of larger ones (write_rank_part's slices).
 Result<PartInfo> persist_part(const PersistTarget& target, int64_t step,
                               const std::vector<NamedTensor>& tensors, const nlohmann::json& state);
 

@@ -28,9 +28,26 @@ class MeshGroups;
 
 namespace cairn::parallel {
 
+// One piece of a checkpoint's tensor `name`: `tensor` is its [begin, end) `slice` in every
+// dimension of the global `shape`.
+struct StatePiece {
+  std::string name;
+  torch::Tensor tensor;
+  std::vector<int64_t> shape;
+  std::vector<std::pair<int64_t, int64_t>> slice;
+};
+
 class Engine {
  public:
   using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+  // A rank's share of a checkpoint: whole tensors that every rank holds alike (the caller
+  // spreads their writing over the ranks), and pieces only this rank writes. Over all ranks
+  // every element of every tensor is in exactly one of them. Tensors may be views of the live
+  // state: copy them before the next step().
+  struct CheckpointShare {
+    NamedTensors replicated;
+    std::vector<StatePiece> owned;
+  };
   virtual ~Engine() = default;
 
   virtual void zero_grad() = 0;
@@ -54,6 +71,12 @@ class Engine {
   // Whole parameters and optimizer state by name, for a checkpoint (collective).
   virtual NamedTensors gather_params() = 0;
   virtual NamedTensors gather_optimizer_state() = 0;
+  // This rank's share of parameters ("<model_prefix><param>") and optimizer state
+  // ("<optim_prefix><param>.exp_avg", ...) for a checkpoint (collective). The default is every
+  // tensor whole on every rank (gather_params, gather_optimizer_state); a layout that splits
+  // tensors over ranks writes its slices instead, so that no rank holds the whole model.
+  virtual CheckpointShare checkpoint_share(const std::string& model_prefix,
+                                           const std::string& optim_prefix);
   // Restores from whole tensors "<model_prefix><param>" and "<optim_prefix><param>.exp_avg"...;
   // checks everything first and changes nothing on error.
   virtual Status load(const std::map<std::string, torch::Tensor>& tensors,

@@ -95,6 +95,17 @@ std::vector<int64_t> tp_local_shape(const model::ParamSpec& spec, const model::M
 // table are zero).
 torch::Tensor tp_slice(const torch::Tensor& full, const model::ParamSpec& spec,
                        const model::ModelConfig& config, int rank, int tp);
+// Where rank `rank`'s slice `local` (of tp_local_shape) lies in the whole tensor, as
+// rectangular pieces: one, or one per block of a blocked column split (GPT-2's q, k, v), each
+// a view of `local` with its [begin, end) in every dimension of spec.shape. Vocabulary padding
+// rows are in none; a rank holding only padding has no piece. Over the tp ranks the pieces
+// cover the whole tensor exactly once (a replicated parameter: rank 0's one piece).
+struct TpPiece {
+  torch::Tensor tensor;
+  std::vector<std::pair<int64_t, int64_t>> slice;
+};
+std::vector<TpPiece> tp_pieces(const torch::Tensor& local, const model::ParamSpec& spec, int rank,
+                               int tp);
 // The whole tensor from every rank's slice `local` (collective over the group): tp_slice's
 // inverse.
 torch::Tensor tp_gather(const torch::Tensor& local, const model::ParamSpec& spec,

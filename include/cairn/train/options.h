@@ -3,6 +3,7 @@
 
 #include <torch/types.h>
 
+#include <array>
 #include <cstdint>
 #include <string>
 
@@ -33,10 +34,12 @@ struct TrainOptions {
   int64_t keep_every = 0;          // also keep steps divisible by this; 0 = none
   double persist_timeout_s = 600;  // longest wait for a free slot or a final persist
   bool activation_checkpointing = false;
-  int64_t zero_stage = 0;          // parallel.zero_stage
-  int64_t bucket_mb = 8;           // parallel.bucket_mb
-  int64_t tp = 1;                  // parallel.tp
-  bool sequence_parallel = false;  // parallel.sequence_parallel
+  int64_t zero_stage = 0;             // parallel.zero_stage
+  int64_t bucket_mb = 8;              // parallel.bucket_mb
+  int64_t tp = 1;                     // parallel.tp
+  int64_t dp = 0;                     // parallel.dp; 0 = the world / tp
+  std::string order = "pp,dp,cp,tp";  // parallel.order: the mesh's axes, outermost first
+  bool sequence_parallel = false;     // parallel.sequence_parallel
   std::string plan_path;           // parallel.plan: a JSON plan file; empty = from the keys above
   std::string precision = "fp32";  // fp32 | bf16
   std::string device = "cpu";      // train.device: cpu | cuda | cuda:N (see resolve_device)
@@ -61,10 +64,13 @@ core::ConfigSpec job_spec();
 // Reads and cross-checks the options (e.g. global batch divisible by micro batch).
 Result<TrainOptions> train_options_from(const core::Config& config);
 
-// The job's parallel plan over `world` ranks: the file parallel.plan when set (then
-// parallel.zero_stage, parallel.bucket_mb and train.activation_checkpointing must be left at
-// their defaults: the plan says it), else data parallelism with those keys. Validated against
-// the model; errors name the key or the plan's field.
+// parallel.order's text ("pp,dp,cp,tp": four distinct axes, outermost first) as a mesh order.
+Result<std::array<comm::Axis, comm::kNumAxes>> parse_mesh_order(const std::string& text);
+
+// The job's parallel plan over `world` ranks: the file parallel.plan when set (then the other
+// parallel.* keys and train.activation_checkpointing must be left at their defaults: the plan
+// says it), else the layout those keys give (dp x tp, ZeRO over dp, the mesh's order).
+// Validated against the model; errors name the key or the plan's field.
 Result<parallel::Plan> plan_from(const TrainOptions& options, const model::ModelConfig& model,
                                  int world);
 
