@@ -135,6 +135,7 @@ class TensorParallelEngine : public Engine {
     for (auto& p : model_->named_parameters()) {
       params.emplace_back(p.key(), p.value());
       if (spec(p.key()).tp == model::TpSplit::kReplicated) whole_.insert(p.key());
+      if (tp_kv_replicated(spec(p.key()), model_->config(), tp_->size())) kv_.insert(p.key());
     }
     if (zero3) {
       z3_ = std::make_unique<Zero3>(to_staged(model_), decay_rule(model_->config()), dp, o.adam);
@@ -159,18 +160,7 @@ class TensorParallelEngine : public Engine {
   }
   void finish_backward() override {
     z3_ ? z3_->finish_backward() : dp_->finish_backward();
-    if (!sp_ || whole_.empty()) return;
-    torch::NoGradGuard no_grad;
-    // The same parts on every tp rank of a dp coordinate: their buffers are laid out alike.
-    std::vector<torch::Tensor> grads = grad_parts(is_whole());
-    if (grads.empty()) return;
-    auto flat = torch::cat(grads);
-    tp_->allreduce(flat);
-    int64_t at = 0;
-    for (auto& g : grads) {
-      g.copy_(flat.narrow(0, at, g.numel()));
-      at += g.numel();
-    }
+    sum_partial_grads();
   }
   double clip_grad_norm(double max_norm) override {
     torch::NoGradGuard no_grad;
@@ -179,11 +169,14 @@ class TensorParallelEngine : public Engine {
       for (const auto& g : parts) sq += g.dot(g).item<double>();
       return sq;
     };
-    auto whole = is_whole();
-    auto split = [&whole](const std::string& name) { return !whole(name); };
+    auto whole = is_whole(), kv = is_kv();
+    auto split = [&](const std::string& name) { return !whole(name) && !kv(name); };
+    // A replicated key/value head counts once: on its first replica.
+    const bool first_replica = tp_->rank() % tp_kv_replicas(model_->config(), tp_->size()) == 0;
+    const double kv_sq = kv_.empty() || !first_replica ? 0.0 : squares(grad_parts(kv));
     // [split parameters, whole parameters]; under ZeRO-2 each dp rank holds a part of both.
-    auto sq =
-        torch::tensor({squares(grad_parts(split)), squares(grad_parts(whole))}, torch::kDouble);
+    auto sq = torch::tensor({squares(grad_parts(split)) + kv_sq, squares(grad_parts(whole))},
+                            torch::kDouble);
     if (z3_ ? dp_group_ != nullptr : dp_->shards_gradients()) dp_group_->allreduce(sq);
     auto split_sq = sq.narrow(0, 0, 1).clone();
     tp_->allreduce(split_sq);  // the split parameters' slices are disjoint over tp
@@ -225,7 +218,7 @@ class TensorParallelEngine : public Engine {
         return;
       }
       if (index++ % dp != dp_rank) return;
-      for (TpPiece& p : tp_pieces(t, s, tp_->rank(), tp_->size()))
+      for (TpPiece& p : tp_pieces(t, s, model_->config(), tp_->rank(), tp_->size()))
         share.owned.push_back({key, copy ? p.tensor.clone() : p.tensor, s.shape, p.slice});
     };
     if (z3_) z3_->gather_full_params();
@@ -295,6 +288,44 @@ class TensorParallelEngine : public Engine {
   std::function<bool(const std::string&)> is_whole() const {
     return [this](const std::string& name) { return whole_.count(name) > 0; };
   }
+  std::function<bool(const std::string&)> is_kv() const {
+    return [this](const std::string& name) { return kv_.count(name) > 0; };
+  }
+  // Gradients that are partial sums over tp ranks, summed in one all-reduce over tp: under
+  // sequence parallelism those of the whole parameters (each rank saw its sequence chunk), and
+  // those of key/value heads replicated over tp (each replica saw its own query heads), summed
+  // over their replicas only: each rank puts its part in its head's slot of a buffer of every
+  // head's slots, zeros elsewhere (K times the bytes of one head's gradients, for no
+  // sub-groups of tp). The parts are laid out alike on every tp rank of a dp coordinate.
+  void sum_partial_grads() {
+    std::vector<torch::Tensor> whole, kv;
+    if (sp_ && !whole_.empty()) whole = grad_parts(is_whole());
+    if (!kv_.empty()) kv = grad_parts(is_kv());
+    if (whole.empty() && kv.empty()) return;
+    torch::NoGradGuard no_grad;
+    auto count = [](const std::vector<torch::Tensor>& v) {
+      int64_t n = 0;
+      for (const auto& t : v) n += t.numel();
+      return n;
+    };
+    const int64_t nw = count(whole), nk = count(kv);
+    const int64_t heads = model_->config().kv_heads();
+    const int64_t slot = tp_->rank() / tp_kv_replicas(model_->config(), tp_->size());
+    auto flat = torch::zeros({nw + (kv.empty() ? 0 : nk * heads)},
+                             (whole.empty() ? kv : whole)[0].options());
+    auto copy = [&flat](std::vector<torch::Tensor>& parts, int64_t at, bool into_flat) {
+      for (auto& g : parts) {
+        auto f = flat.narrow(0, at, g.numel());
+        into_flat ? f.copy_(g.view({-1})) : g.view({-1}).copy_(f);
+        at += g.numel();
+      }
+    };
+    copy(whole, 0, true);
+    copy(kv, nw + slot * nk, true);
+    tp_->allreduce(flat);
+    copy(whole, 0, false);
+    copy(kv, nw + slot * nk, false);
+  }
   // "<param>.exp_avg" / "<param>.exp_avg_sq" -> "<param>"
   static std::string param_of(const std::string& state) {
     return state.substr(0, state.rfind('.'));
@@ -306,6 +337,7 @@ class TensorParallelEngine : public Engine {
   bool sp_;
   std::vector<model::ParamSpec> specs_;
   std::set<std::string> whole_;       // parameters whole on every tp rank (the others are split)
+  std::set<std::string> kv_;          // key/value heads replicated over tp (tp_kv_replicas)
   std::unique_ptr<DataParallel> dp_;  // ZeRO-0/1/2, or
   std::unique_ptr<Zero3> z3_;         // ZeRO-3
 };

@@ -225,6 +225,15 @@ Result<Plan> Plan::from_json(const json& j, int64_t n_layer) {
   return p;
 }
 
+std::vector<int> tp_that_fit(const model::ModelConfig& m, int most) {
+  std::vector<int> out;
+  for (int t = 1; t <= most; ++t)
+    if (m.n_head % t == 0 && (m.kv_heads() % t == 0 || t % m.kv_heads() == 0) &&
+        m.ffn_dim() % t == 0)
+      out.push_back(t);
+  return out;
+}
+
 Status Plan::validate(const model::ModelConfig& model, int world_size) const {
   for (comm::Axis a :
        {comm::Axis::kPipeline, comm::Axis::kData, comm::Axis::kContext, comm::Axis::kTensor})
@@ -247,17 +256,20 @@ Status Plan::validate(const model::ModelConfig& model, int world_size) const {
     if (l.tp < 1 || mesh.tp % l.tp != 0)
       return bad(path + ".tp", std::to_string(l.tp) + " does not divide the mesh's tp " +
                                    std::to_string(mesh.tp));
+    std::string fits;
+    for (int t : tp_that_fit(model)) fits += (fits.empty() ? "" : ", ") + std::to_string(t);
+    fits = " (tp that fit this model: " + fits + ")";
     if (model.n_head % l.tp != 0)
       return bad(path + ".tp", "model.n_head " + std::to_string(model.n_head) +
-                                   " is not divisible by tp " + std::to_string(l.tp));
+                                   " is not divisible by tp " + std::to_string(l.tp) + fits);
     if (model.kv_heads() % l.tp != 0 && l.tp % model.kv_heads() != 0)
       return bad(path + ".tp", "the " + std::to_string(model.kv_heads()) +
                                    " key/value heads can neither be split over nor replicated "
                                    "across tp " +
-                                   std::to_string(l.tp));
+                                   std::to_string(l.tp) + fits);
     if (ffn % l.tp != 0)
       return bad(path + ".tp", "the MLP width " + std::to_string(ffn) + " is not divisible by tp " +
-                                   std::to_string(l.tp));
+                                   std::to_string(l.tp) + fits);
     if (l.sequence_parallel && l.tp < 2)
       return bad(path + ".sequence_parallel", "needs tp > 1 (it splits the tp group's work)");
     if ((mesh.cp > 1) != (l.cp_kind != ContextParallelKind::kNone))

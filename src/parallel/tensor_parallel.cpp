@@ -10,6 +10,7 @@
 #include "cairn/comm/group.h"
 #include "cairn/model/language_model.h"
 #include "cairn/model/tensor_parallel_hooks.h"
+#include "cairn/parallel/plan.h"
 
 namespace cairn::parallel {
 namespace {
@@ -271,26 +272,39 @@ torch::Tensor vocab_parallel_cross_entropy(const torch::Tensor& h, const torch::
 std::string tp_unfit(const model::ModelConfig& c, int tp) {
   if (tp < 1) return "tp " + std::to_string(tp) + " must be at least 1";
   auto divides = [tp](int64_t n) { return n % tp == 0; };
-  std::vector<int> fits;
-  for (int t = 1; t <= 64; ++t)
-    if (c.n_head % t == 0 && c.kv_heads() % t == 0 && c.ffn_dim() % t == 0) fits.push_back(t);
+  // Key/value heads are split (a multiple of tp) or replicated (dividing tp).
+  auto kv_fit = [&c](int t) { return c.kv_heads() % t == 0 || t % c.kv_heads() == 0; };
   std::string ok;
-  for (int t : fits) ok += (ok.empty() ? "" : ", ") + std::to_string(t);
+  for (int t : tp_that_fit(c)) ok += (ok.empty() ? "" : ", ") + std::to_string(t);
   auto why = [&](const std::string& what) {
     return what + " is not a multiple of tp " + std::to_string(tp) +
            " (tp that fit this model: " + ok + ")";
   };
   if (!divides(c.n_head)) return why("model.n_head " + std::to_string(c.n_head));
-  if (!divides(c.kv_heads()))
-    return why("the key/value heads (" + std::to_string(c.kv_heads()) +
-               "; replicating them over tp is not built)");
+  if (!kv_fit(tp))
+    return "the key/value heads (" + std::to_string(c.kv_heads()) +
+           ") are neither a multiple of tp " + std::to_string(tp) +
+           " nor a divisor of it (tp that fit this model: " + ok + ")";
   if (!divides(c.ffn_dim())) return why("the MLP width " + std::to_string(c.ffn_dim()));
   return "";
 }
 
-std::vector<int64_t> tp_local_shape(const model::ParamSpec& spec, const model::ModelConfig&,
+int tp_kv_replicas(const model::ModelConfig& c, int tp) {
+  return c.kv_heads() < tp ? tp / int(c.kv_heads()) : 1;
+}
+
+bool tp_kv_replicated(const model::ParamSpec& spec, const model::ModelConfig& c, int tp) {
+  return (spec.role == model::ParamRole::kKey || spec.role == model::ParamRole::kValue) &&
+         tp_kv_replicas(c, tp) > 1;
+}
+
+std::vector<int64_t> tp_local_shape(const model::ParamSpec& spec, const model::ModelConfig& c,
                                     int tp) {
   std::vector<int64_t> shape = spec.shape;
+  if (tp_kv_replicated(spec, c, tp)) {
+    shape[0] = c.head_dim();  // one key/value head
+    return shape;
+  }
   switch (spec.tp) {
     case model::TpSplit::kReplicated:
       break;
@@ -312,6 +326,10 @@ torch::Tensor tp_slice(const torch::Tensor& full, const model::ParamSpec& spec,
   TORCH_CHECK(full.sizes().equals(spec.shape), "tp_slice: ", spec.name, " is ", full.sizes(),
               ", its spec says ", c10::IntArrayRef(spec.shape));
   torch::NoGradGuard no_grad;
+  if (tp_kv_replicated(spec, config, tp)) {  // the head of this rank's query heads
+    const int64_t d = config.head_dim();
+    return full.narrow(0, (rank / tp_kv_replicas(config, tp)) * d, d).clone();
+  }
   switch (spec.tp) {
     case model::TpSplit::kReplicated:
       return full.clone();
@@ -337,11 +355,20 @@ torch::Tensor tp_slice(const torch::Tensor& full, const model::ParamSpec& spec,
   TORCH_CHECK(false, "tp_slice: unknown split");
 }
 
-std::vector<TpPiece> tp_pieces(const torch::Tensor& local, const model::ParamSpec& spec, int rank,
-                               int tp) {
+std::vector<TpPiece> tp_pieces(const torch::Tensor& local, const model::ParamSpec& spec,
+                               const model::ModelConfig& config, int rank, int tp) {
   std::vector<std::pair<int64_t, int64_t>> whole;
   for (int64_t d : spec.shape) whole.emplace_back(0, d);
   std::vector<TpPiece> out;
+  if (tp_kv_replicated(spec, config, tp)) {  // the first replica of each head writes it
+    const int replicas = tp_kv_replicas(config, tp);
+    const int64_t d = config.head_dim(), head = rank / replicas;
+    if (rank % replicas == 0) {
+      whole[0] = {head * d, (head + 1) * d};
+      out.push_back({local, whole});
+    }
+    return out;
+  }
   switch (spec.tp) {
     case model::TpSplit::kReplicated:
       if (rank == 0) out.push_back({local, whole});
@@ -376,7 +403,7 @@ std::vector<TpPiece> tp_pieces(const torch::Tensor& local, const model::ParamSpe
 }
 
 torch::Tensor tp_gather(const torch::Tensor& local, const model::ParamSpec& spec,
-                        const model::ModelConfig&, comm::Group* tp) {
+                        const model::ModelConfig& config, comm::Group* tp) {
   torch::NoGradGuard no_grad;
   if (spec.tp == model::TpSplit::kReplicated || !active(tp)) return local.detach().clone();
   const int size = tp->size();
@@ -385,6 +412,11 @@ torch::Tensor tp_gather(const torch::Tensor& local, const model::ParamSpec& spec
   std::vector<torch::Tensor> pieces;  // rank r's slice, in its local shape
   for (int r = 0; r < size; ++r)
     pieces.push_back(all.narrow(0, r * local.numel(), local.numel()).view(local.sizes()));
+  if (tp_kv_replicated(spec, config, size)) {  // each head from its first replica
+    std::vector<torch::Tensor> heads;
+    for (int r = 0; r < size; r += tp_kv_replicas(config, size)) heads.push_back(pieces[size_t(r)]);
+    return torch::cat(heads, 0);
+  }
   switch (spec.tp) {
     case model::TpSplit::kColumn: {
       const int64_t part = local.size(0) / spec.tp_blocks;

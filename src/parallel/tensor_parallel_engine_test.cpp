@@ -3,12 +3,15 @@
 // parallelism, tp3, and dp2 x tp2 with ZeRO-0, 1, 2 and 3 train 4 steps whose losses match the
 // one-process run with the same global batch to 1e-5 relative; the gradients of step 1,
 // reassembled from the slices, match to 1e-5; a checkpoint gathered from the slices equals the
-// one-process one and loads back; layouts this version does not build are refused by name.
+// one-process one and loads back, and the ranks' checkpoint shares (slices, nothing gathered)
+// cover it once; LLaMA with key/value heads replicated over tp (fewer of them than tp) too;
+// layouts that do not fit are refused by name.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <functional>
 #include <map>
+#include <mutex>
 #include <thread>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
@@ -108,8 +111,52 @@ void ExpectClose(const torch::Tensor& a, const torch::Tensor& b, double rtol,
   EXPECT_LE(err, rtol * scale + atol) << what << ": max error " << err << " at scale " << scale;
 }
 
+// The checkpoint as the ranks write it (Engine::checkpoint_share): every rank's pieces put in
+// place, and rank 0's copy of the tensors all ranks hold; `count` says how often each element
+// was written.
+struct Shares {
+  std::mutex mu;
+  std::map<std::string, torch::Tensor> whole, count;
+  std::map<std::string, torch::Tensor> gathered;  // rank 0's gather_params + optimizer state
+
+  void add(const Engine::CheckpointShare& share, int rank) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto put = [this](const std::string& name, const torch::Tensor& t,
+                      const std::vector<int64_t>& shape,
+                      const std::vector<std::pair<int64_t, int64_t>>& slice) {
+      if (!whole.count(name)) {
+        whole[name] = torch::zeros(shape, t.options());
+        count[name] = torch::zeros(shape, torch::kInt);
+      }
+      auto dst = whole[name], n = count[name];
+      for (size_t d = 0; d < slice.size(); ++d) {
+        dst = dst.slice(int64_t(d), slice[d].first, slice[d].second);
+        n = n.slice(int64_t(d), slice[d].first, slice[d].second);
+      }
+      dst.copy_(t);
+      n.add_(1);
+    };
+    for (const StatePiece& p : share.owned) put(p.name, p.tensor, p.shape, p.slice);
+    if (rank != 0) return;
+    for (const auto& [name, t] : share.replicated) {
+      std::vector<std::pair<int64_t, int64_t>> all;
+      for (int64_t d : t.sizes()) all.emplace_back(0, d);
+      put(name, t, t.sizes().vec(), all);
+    }
+  }
+  void ExpectWholeOnce() {
+    ASSERT_EQ(whole.size(), gathered.size());
+    for (auto& [name, t] : gathered) {
+      ASSERT_TRUE(whole.count(name)) << name << " is in no rank's share";
+      EXPECT_TRUE(whole[name].equal(t)) << name;
+      EXPECT_TRUE(count[name].eq(1).all().item<bool>()) << name << ": not written exactly once";
+    }
+  }
+};
+
 void CheckLayout(const model::ModelConfig& c, const Layout& l, const Trace& want) {
   SCOPED_TRACE(c.arch + ", " + l.name());
+  Shares shares;
   comm::RunRanks(l.tp * l.dp, [&](int rank, comm::Group& world) {
     auto mesh = comm::Mesh::Create(comm::MeshShape{1, l.dp, 1, l.tp}, l.tp * l.dp);
     ASSERT_TRUE(mesh.ok());
@@ -162,6 +209,12 @@ void CheckLayout(const model::ModelConfig& c, const Layout& l, const Trace& want
       ExpectClose(t, want.params.at(name), 1e-4, "param " + name, 1e-5);
     auto state = (*e)->gather_optimizer_state();
     EXPECT_EQ(state.size(), 2 * params.size());
+    shares.add((*e)->checkpoint_share("model/", "optim/"), rank);
+    if (rank == 0) {
+      std::lock_guard<std::mutex> lock(shares.mu);
+      for (auto& [name, t] : params) shares.gathered["model/" + name] = t;
+      for (auto& [name, t] : state) shares.gathered["optim/" + name] = t;
+    }
     // ...which loads back into the slices: the next loss is the one before reloading.
     std::map<std::string, torch::Tensor> tensors;
     for (auto& [name, t] : params) tensors["model/" + name] = t.clone();
@@ -175,6 +228,8 @@ void CheckLayout(const model::ModelConfig& c, const Layout& l, const Trace& want
     ASSERT_TRUE((*e)->load(tensors, "model/", "optim/", kSteps).ok());
     EXPECT_EQ((*e)->eval_loss(x, y).item<double>(), before);
   });
+  // The ranks' checkpoint shares are the whole state, each element written by one rank.
+  shares.ExpectWholeOnce();
 }
 
 TEST(TensorParallelEngine, Gpt2LayoutsMatchTheOneProcessRun) {
@@ -199,20 +254,35 @@ TEST(TensorParallelEngine, LlamaWithGroupedQueryAttentionMatchesTheOneProcessRun
     CheckLayout(c, l, want);
 }
 
-TEST(TensorParallelEngine, LayoutsNotBuiltAreRefusedByName) {
+// Fewer key/value heads than tp ranks: each rank holds its query heads' key/value head, the
+// replicas' gradients of it are summed over them, and the clip norm counts it once.
+TEST(TensorParallelEngine, LlamaWithKeyValueHeadsReplicatedOverTp) {
+  model::ModelConfig one_kv = Llama();  // 4 query heads, 1 key/value head
+  one_kv.n_kv_head = 1;
+  const Trace want = Reference(one_kv);
+  for (Layout l : {Layout{2, 1, 0, false}, Layout{2, 1, 0, true}, Layout{2, 2, 2, true},
+                   Layout{4, 1, 0, false}})
+    CheckLayout(one_kv, l, want);
+  const model::ModelConfig two_kv = Llama();  // 2 key/value heads over tp 4: 2 replicas each
+  CheckLayout(two_kv, Layout{4, 1, 0, true}, Reference(two_kv));
+}
+
+TEST(TensorParallelEngine, LayoutsThatDoNotFitAreRefusedByName) {
   comm::RunRanks(2, [&](int, comm::Group& world) {
     auto mesh = comm::Mesh::Create(comm::MeshShape{1, 1, 1, 2}, 2);
     auto groups = comm::MeshGroups::Create(&world, *mesh);
     ASSERT_TRUE(groups.ok());
-    // Key/value heads fewer than tp (their replication is not built).
-    model::ModelConfig one_kv = Llama();
-    one_kv.n_kv_head = 1;
-    auto e =
-        parallelize(model::build_model(one_kv, 1), PlanFor(one_kv, Layout{2, 1, 0}), *groups, {});
+    // 3 key/value heads over tp 2: neither split nor replicated evenly.
+    model::ModelConfig three_kv = Llama();
+    three_kv.n_head = 6;
+    three_kv.n_embd = 24;
+    three_kv.n_kv_head = 3;
+    auto e = parallelize(model::build_model(three_kv, 1), PlanFor(three_kv, Layout{2, 1, 0}),
+                         *groups, {});
     ASSERT_FALSE(e.ok());
     EXPECT_NE(e.status().message().find("key/value heads"), std::string::npos)
         << e.status().ToString();
-    EXPECT_NE(e.status().message().find("tp that fit this model: 1"), std::string::npos)
+    EXPECT_NE(e.status().message().find("(tp that fit this model: 1)"), std::string::npos)
         << e.status().ToString();
   });
 }

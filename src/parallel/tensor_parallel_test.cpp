@@ -235,7 +235,7 @@ TEST(TensorParallel, PiecesOfEveryRanksSliceCoverTheWholeTensorOnce) {
     for (int r = 0; r < tp; ++r) {
       const auto local = tp_slice(whole, spec, c, r, tp);
       EXPECT_EQ(local.sizes().vec(), tp_local_shape(spec, c, tp)) << spec.name;
-      for (const TpPiece& p : tp_pieces(local, spec, r, tp)) {
+      for (const TpPiece& p : tp_pieces(local, spec, c, r, tp)) {
         ++pieces;
         ASSERT_EQ(p.slice.size(), spec.shape.size()) << spec.name;
         auto dst = rebuilt, n = count;

@@ -52,6 +52,10 @@ struct PipelinePlan {
   }
 };
 
+// The tensor-parallel sizes up to `most` that `model` can be split over: the query heads and the
+// MLP width divisible, the key/value heads divisible (split) or dividing it (replicated).
+std::vector<int> tp_that_fit(const model::ModelConfig& model, int most = 64);
+
 struct Plan {
   comm::MeshShape mesh;  // extents; their product is the world size
   std::array<comm::Axis, comm::kNumAxes> order = comm::kDefaultOrder;

@@ -84,10 +84,17 @@ torch::Tensor vocab_parallel_cross_entropy(const torch::Tensor& h, const torch::
                                            int64_t ignore_index = -1);
 
 // --- the model's parameters over a tensor-parallel group --------------------------------------
-// Why `config`'s model cannot be split over tp ranks ("" when it can): the query heads, the
-// key/value heads and the MLP width must be multiples of tp (key/value heads are not replicated
-// when tp exceeds them: that layout is not built), and, for sequence parallelism, the sequence.
+// Why `config`'s model cannot be split over tp ranks ("" when it can): the query heads and the
+// MLP width must be multiples of tp, and the key/value heads a multiple of tp (split) or a
+// divisor of it (replicated, below).
 std::string tp_unfit(const model::ModelConfig& config, int tp);
+// Grouped-query attention with fewer key/value heads K than tp ranks: each rank holds the one
+// key/value head its query heads use, so tp / K consecutive ranks (its "replicas") hold the same
+// head, and their gradients of it are partial sums to be added up over those ranks. 1 when the
+// key/value heads are split instead.
+int tp_kv_replicas(const model::ModelConfig& config, int tp);
+// Whether `spec` is a key or value projection replicated so (tp_kv_replicas > 1).
+bool tp_kv_replicated(const model::ParamSpec& spec, const model::ModelConfig& config, int tp);
 // The shape of a rank's slice of the parameter `spec` over tp ranks.
 std::vector<int64_t> tp_local_shape(const model::ParamSpec& spec, const model::ModelConfig& config,
                                     int tp);
@@ -99,13 +106,14 @@ torch::Tensor tp_slice(const torch::Tensor& full, const model::ParamSpec& spec,
 // rectangular pieces: one, or one per block of a blocked column split (GPT-2's q, k, v), each
 // a view of `local` with its [begin, end) in every dimension of spec.shape. Vocabulary padding
 // rows are in none; a rank holding only padding has no piece. Over the tp ranks the pieces
-// cover the whole tensor exactly once (a replicated parameter: rank 0's one piece).
+// cover the whole tensor exactly once (a replicated parameter: rank 0's one piece; a replicated
+// key/value head: its first replica's).
 struct TpPiece {
   torch::Tensor tensor;
   std::vector<std::pair<int64_t, int64_t>> slice;
 };
-std::vector<TpPiece> tp_pieces(const torch::Tensor& local, const model::ParamSpec& spec, int rank,
-                               int tp);
+std::vector<TpPiece> tp_pieces(const torch::Tensor& local, const model::ParamSpec& spec,
+                               const model::ModelConfig& config, int rank, int tp);
 // The whole tensor from every rank's slice `local` (collective over the group): tp_slice's
 // inverse.
 torch::Tensor tp_gather(const torch::Tensor& local, const model::ParamSpec& spec,
