@@ -2,7 +2,9 @@
 # Tensor parallelism with real processes under `cairn run`: tp2, tp2 with sequence parallelism
 # and dp2 x tp2 (ZeRO-1; ZeRO-2 with sequence parallelism; ZeRO-3) follow the one-process run on the KJV corpus (loss per step and
 # validation loss to 1e-5 relative); a tp2 checkpoint resumes in one process and a one-process
-# checkpoint at tp2, both continuing like the uninterrupted run; a tp2 job whose worker is
+# checkpoint at tp2, dp2 x tp2 at dp4 and dp4 at dp2 x tp2 with ZeRO-3, all continuing like the
+# uninterrupted run; the tp2 checkpoint holds each rank's slices (no gather) and exports to
+# HuggingFace with the same model digest; a tp2 job whose worker is
 # killed restarts from shared memory and ends byte-identical to an uninterrupted one; layouts
 # that cannot be built stop at start with a message naming one that fits. Usage: tp_cli_test.sh CAIRN_BINARY
 set -euo pipefail
@@ -101,6 +103,22 @@ echo "-- a one-process checkpoint of step 6 resumes at tp2"
   --resume --no-progress --set parallel.tp=2 > "$work/resume2.out" 2>&1 ||
   { tail -20 "$work/resume2.out"; fail "tp2 resume of a one-process checkpoint failed"; }
 compare "$work/one" "$work/half1" 7 || fail "one process -> tp2 does not continue like one process"
+
+echo "-- dp2 x tp2 -> dp4 and dp4 -> dp2 x tp2 with ZeRO-3: each continues like one process"
+# world4 RUN FLAG KEY=VALUE...: a world-4 job in RUN with one train flag and the keys set
+world4() {
+  local run=$1 flag=$2; shift 2
+  local sets=(); for kv in "$@"; do sets+=(--set "$kv"); done
+  "$cairn" run --nproc-per-node 4 --run-dir "$work/$run" -- "$cairn" train "$work/tiny.yaml" \
+    --no-progress $flag "${sets[@]}" > "$work/$run.out" 2>&1 ||
+    { tail -20 "$work/$run.out"; fail "$run ($flag $*) failed"; }
+}
+world4 dptp "--stop-after=6" parallel.tp=2 parallel.zero_stage=1
+world4 dptp --resume parallel.zero_stage=1
+compare "$work/one" "$work/dptp" 7 || fail "dp2 x tp2 -> dp4 does not continue like one process"
+world4 dp4 "--stop-after=6"
+world4 dp4 --resume parallel.tp=2 parallel.zero_stage=3
+compare "$work/one" "$work/dp4" 7 || fail "dp4 -> dp2 x tp2 (ZeRO-3) does not continue like one process"
 
 echo "-- tp2 through kill -9 of a worker: restarted from shared memory, byte-identical end"
 flash=(--set train.max_steps=24 --set ckpt.memory_interval=1 --set parallel.tp=2)

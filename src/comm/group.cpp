@@ -77,6 +77,10 @@ void Pending::wait() {
   work_.reset();
   if (!done)
     throw CollectiveError(what_ + " timed out after " + std::to_string(timeout_.count()) + " ms");
+  if (target_.defined()) {
+    target_.copy_(staged_);
+    staged_ = target_ = torch::Tensor();
+  }
 }
 
 Result<std::unique_ptr<Group>> Group::FromEnv(const GroupOptions& options) {
@@ -133,36 +137,52 @@ std::unique_ptr<Group> Group::subgroup(const std::vector<int>& ranks, const std:
   return std::unique_ptr<Group>(new Group(store_, pg, mine, int(ranks.size()), options_));
 }
 
+namespace {
+
+// Gloo reduces and moves no bfloat16: such tensors travel as fp32 copies (sums in fp32).
+bool staged(const torch::Tensor& t) { return t.scalar_type() == torch::kBFloat16; }
+
+}  // namespace
+
 Pending Group::allreduce_async(torch::Tensor& t) {
   ++collectives_;
+  if (staged(t)) {
+    std::vector<torch::Tensor> v{t.to(torch::kFloat)};
+    return Pending(pg_->allreduce(v), options_.timeout, "all-reduce", v[0], t);
+  }
   std::vector<torch::Tensor> v{t};
   return Pending(pg_->allreduce(v), options_.timeout, "all-reduce");
 }
 
 void Group::allreduce_max(torch::Tensor& t) {
   ++collectives_;
-  std::vector<torch::Tensor> v{t};
+  std::vector<torch::Tensor> v{staged(t) ? t.to(torch::kFloat) : t};
   c10d::AllreduceOptions o;
   o.reduceOp = c10d::ReduceOp::MAX;
   Pending(pg_->allreduce(v, o), options_.timeout, "all-reduce (max)").wait();
+  if (staged(t)) t.copy_(v[0]);
 }
 
 void Group::broadcast(torch::Tensor& t, int root) {
   ++collectives_;
-  std::vector<torch::Tensor> v{t};
+  std::vector<torch::Tensor> v{staged(t) ? t.to(torch::kFloat) : t};
   c10d::BroadcastOptions o;
   o.rootRank = root;
   Pending(pg_->broadcast(v, o), options_.timeout, "broadcast").wait();
+  if (staged(t)) t.copy_(v[0]);
 }
 
 void Group::allgather(torch::Tensor& out, const torch::Tensor& in) {
   TORCH_CHECK(out.numel() == in.numel() * size_, "allgather: out must hold size * in elements");
+  const bool stage = staged(out) || staged(in);
+  torch::Tensor o_t = stage ? torch::empty(out.sizes(), out.options().dtype(torch::kFloat)) : out;
   std::vector<torch::Tensor> outs;
-  for (int r = 0; r < size_; ++r) outs.push_back(out.narrow(0, r * in.numel(), in.numel()));
+  for (int r = 0; r < size_; ++r) outs.push_back(o_t.narrow(0, r * in.numel(), in.numel()));
   std::vector<std::vector<torch::Tensor>> o{outs};
-  std::vector<torch::Tensor> i{in};
+  std::vector<torch::Tensor> i{stage ? in.to(torch::kFloat) : in};
   ++collectives_;
   Pending(pg_->allgather(o, i), options_.timeout, "all-gather").wait();
+  if (stage) out.copy_(o_t);
 }
 
 void Group::reduce_scatter(torch::Tensor& out, torch::Tensor& in) {

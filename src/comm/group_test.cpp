@@ -42,6 +42,31 @@ TEST(Group, Collectives) {
   }
 }
 
+// bfloat16 tensors (bf16 autocast's activations under tensor parallelism) go through every
+// collective, as fp32 copies: Gloo has no bfloat16.
+TEST(Group, BFloat16Collectives) {
+  RunRanks(2, [](int r, Group& g) {
+    const auto bf = torch::kBFloat16;
+    auto t = torch::full({5}, float(r + 1), bf);
+    g.allreduce(t);
+    EXPECT_EQ(t.scalar_type(), bf);
+    EXPECT_TRUE(torch::equal(t, torch::full({5}, 3.0, bf)));
+    auto m = torch::full({2}, float(r), bf);
+    g.allreduce_max(m);
+    EXPECT_TRUE(torch::equal(m, torch::full({2}, 1.0, bf)));
+    auto b = torch::full({3}, float(r + 5), bf);
+    g.broadcast(b, 0);
+    EXPECT_TRUE(torch::equal(b, torch::full({3}, 5.0, bf)));
+    auto out = torch::empty({4}, bf);
+    g.allgather(out, torch::full({2}, float(r), bf));
+    EXPECT_TRUE(torch::equal(out, torch::tensor({0.0, 0.0, 1.0, 1.0}).to(bf)));
+    auto big = torch::arange(4, torch::kFloat).to(bf);
+    auto mine = torch::empty({2}, bf);
+    g.reduce_scatter(mine, big);
+    EXPECT_TRUE(torch::equal(mine, (torch::arange(2 * r, 2 * r + 2, torch::kFloat) * 2).to(bf)));
+  });
+}
+
 TEST(Group, Subgroups) {
   RunRanks(4, [](int r, Group& g) {
     // Groups {0, 2} and {1, 3}, created by every rank in the same order.

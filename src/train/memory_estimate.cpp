@@ -29,10 +29,25 @@ int64_t count_params(const model::ModelConfig& c) {
   return V * C + c.block_size * C + L * block + 2 * C;  // head tied to wte
 }
 
+namespace {
+
+// Parameters every tensor-parallel rank holds whole: the norms, the biases of the row-parallel
+// projections and GPT-2's position table.
+int64_t whole_params(const model::ModelConfig& c) {
+  const int64_t C = c.n_embd, L = c.n_layer;
+  if (c.is_llama()) return L * 2 * C + C;
+  return c.block_size * C + L * 6 * C + 2 * C;
+}
+
+}  // namespace
+
 MemoryEstimate estimate_memory(const MemoryEstimateInput& in) {
   MemoryEstimate e;
   e.params = count_params(in.model);
-  const double P = double(e.params), d = double(in.world > 0 ? in.world : 1);
+  const double tp = double(in.tp > 0 ? in.tp : 1), W = double(whole_params(in.model));
+  // The parameters this rank holds: 1/tp of the split ones, all of the whole ones.
+  const double P = tp > 1 ? (double(e.params) - W) / tp + W : double(e.params);
+  const double d = double(in.world > 0 ? in.world : 1);
   // Bytes per parameter for fp32 weights (4), gradients (4) and AdamW's two moments (8).
   switch (in.zero_stage) {
     case 0:
@@ -54,11 +69,15 @@ MemoryEstimate estimate_memory(const MemoryEstimateInput& in) {
   const double tokens = B * T;
   // One block's saved activations (fp32): ~68 values per token and channel (inputs of the
   // norms, projections, MLP and residuals) plus the attention scores, 10 per head per pair.
-  const double block = 4 * tokens * (17 * C) + 4 * B * H * T * T * 2.5;
-  const double saved = in.activation_checkpointing ? L * 4 * tokens * C + block : L * block;
-  // Transients: the chunked head + loss (a chunk of logits and its gradient) and the
-  // embedding output; ZeRO-3 also gathers one block's parameters at a time.
-  const double head = 2 * 4 * std::min(tokens, 2048.0) * V / 4 + 4 * tokens * C * 2;
+  // Under tp, 6 of them (the norms' inputs and outputs, the residuals) stay whole without
+  // sequence parallelism; the heads' scores and the rest are split.
+  const double whole_per = tp > 1 && !in.sequence_parallel ? 6 : 6 / tp;
+  const double block = 4 * tokens * C * (whole_per + 11 / tp) + 4 * B * H * T * T * 2.5 / tp;
+  const double boundary = 4 * tokens * C / (in.sequence_parallel ? tp : 1);  // a block's input
+  const double saved = in.activation_checkpointing ? L * boundary + block : L * block;
+  // Transients: the chunked head + loss (a chunk of logits and its gradient, its vocabulary
+  // rows under tp) and the embedding output; ZeRO-3 also gathers one block's parameters.
+  const double head = 2 * 4 * std::min(tokens, 2048.0) * V / 4 / tp + 4 * tokens * C * 2;
   const double gathered = in.zero_stage >= 3 ? 2 * 4 * P / (L > 0 ? L : 1) : 0;
   e.activation_bytes = saved + head + gathered;
   return e;

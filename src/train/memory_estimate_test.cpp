@@ -4,6 +4,8 @@
 #include <torch/torch.h>
 
 #include "cairn/model/language_model.h"
+#include "cairn/model/param_specs.h"
+#include "cairn/parallel/tensor_parallel.h"
 
 namespace cairn::train {
 namespace {
@@ -37,6 +39,28 @@ TEST(MemoryEstimate, StateBytesFollowTheZeroStage) {
   for (int stage = 0; stage <= 3; ++stage) {
     in.zero_stage = stage;
     EXPECT_DOUBLE_EQ(estimate_memory(in).state_bytes, expected[stage]) << "stage " << stage;
+  }
+}
+
+// Under tp the state is that of the parameters a rank holds: its slices and the whole ones
+// (up to a vocabulary padding row); activations shrink with tp, and more with sequence
+// parallelism.
+TEST(MemoryEstimate, TensorParallelRanksHoldTheirSlices) {
+  for (const char* arch : {"gpt2", "llama"}) {
+    MemoryEstimateInput in;
+    in.model = Tiny(arch);
+    in.micro_batch_size = 4;
+    in.seq_len = 16;
+    const MemoryEstimate one = estimate_memory(in);
+    in.tp = 2;
+    int64_t held = 0;
+    for (const model::ParamSpec& spec : model::param_specs(in.model))
+      held += c10::multiply_integers(parallel::tp_local_shape(spec, in.model, 2));
+    const MemoryEstimate two = estimate_memory(in);
+    EXPECT_NEAR(two.state_bytes / 16, double(held), double(in.model.n_embd)) << arch;
+    EXPECT_LT(two.activation_bytes, one.activation_bytes) << arch;
+    in.sequence_parallel = true;
+    EXPECT_LT(estimate_memory(in).activation_bytes, two.activation_bytes) << arch;
   }
 }
 

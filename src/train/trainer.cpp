@@ -320,8 +320,12 @@ Status Trainer::Impl::build_engine() {
     mi.model = mcfg;
     mi.micro_batch_size = o.micro_batch_size;
     mi.seq_len = o.seq_len;
-    mi.world = world;
+    mi.world = plan.mesh.dp;  // ZeRO shards over the data-parallel ranks
     mi.zero_stage = plan.zero_stage;
+    mi.tp = plan.mesh.tp;
+    mi.sequence_parallel =
+        std::all_of(plan.layers.begin(), plan.layers.end(),
+                    [](const parallel::LayerPlan& l) { return l.sequence_parallel; });
     // From the plan (a plan file sets it per block): recomputation counted only when every
     // block is recomputed, so the estimate never falls below what the job needs.
     mi.activation_checkpointing =

@@ -13,6 +13,7 @@
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include "cairn/ckpt/checkpoint.h"
+#include "cairn/ckpt/inspect.h"
 #include "cairn/ckpt/shm_slot.h"
 #include "cairn/comm/group.h"
 #include "cairn/data/token_file.h"
@@ -268,6 +269,28 @@ TEST_F(TrainerTest, Bf16Trains) {
   EXPECT_LT(s->losses.back(), s->losses.front() - 0.5);
 }
 
+// bf16 autocast under tp2 (+ sequence parallelism) follows the one-process bf16 run: the same
+// bf16 matmuls on slices, summed over the ranks in fp32 or bf16 in another order, so the losses
+// agree to bf16's resolution (1e-2 relative) over 8 steps. (Gloo has no bfloat16: the
+// activations' collectives run on fp32 copies.)
+TEST_F(TrainerTest, Bf16WithTensorParallelismFollowsOneProcess) {
+  const std::vector<std::string> base = {"train.precision=bf16", "train.lr=1e-2",
+                                         "train.max_steps=8", "train.eval_interval=0"};
+  auto one = Trainer::Create(Config("gpt2", base), Run("bf16-tp1"));
+  ASSERT_TRUE(one.ok()) << one.status().ToString();
+  auto ref = (*one)->run();
+  ASSERT_TRUE(ref.ok());
+  auto keys = base;
+  keys.insert(keys.end(), {"parallel.tp=2", "parallel.sequence_parallel=true"});
+  WorldRun w = RunWorld(Config("gpt2", keys), "bf16-tp2", 2);
+  for (auto& sum : w.sums) {
+    ASSERT_TRUE(sum.ok()) << sum.status().ToString();
+    ASSERT_EQ(sum->losses.size(), ref->losses.size());
+    for (size_t i = 0; i < ref->losses.size(); ++i)
+      EXPECT_NEAR(sum->losses[i], ref->losses[i], 1e-2 * ref->losses[i]) << "step " << i + 1;
+  }
+}
+
 TEST_F(TrainerTest, StopFlagSavesAndReturns) {
   std::atomic<bool> stop{true};
   auto r = Run("stop");
@@ -379,9 +402,10 @@ TEST_F(TrainerTest, MeshKeysThatDoNotFitAreRefusedNamingWhatWould) {
   EXPECT_TRUE(ok.ok()) << ok.status().ToString();
 }
 
-// parallel.tp: tp2, tp2 with sequence parallelism and dp2 x tp2 (ZeRO-1) train the steps of the
-// one-process run (losses to 1e-5, validation loss too); their checkpoints hold whole tensors
-// that one process resumes from, and a one-process checkpoint resumes at tp2.
+// parallel.tp: tp2, tp2 with sequence parallelism (and activation checkpointing, whose
+// recomputation reissues the blocks' collectives) and dp2 x tp2 (ZeRO-1) train the steps of the
+// one-process run (losses to 1e-5, validation loss too); their checkpoints hold slices that one
+// process resumes from, and a one-process checkpoint resumes at tp2.
 TEST_F(TrainerTest, TensorParallelMatchesOneProcessAndCheckpointsCrossLayouts) {
   for (std::string arch : {"gpt2", "llama"}) {
     std::vector<std::string> base = {"train.max_steps=8", "train.eval_interval=0"};
@@ -395,6 +419,9 @@ TEST_F(TrainerTest, TensorParallelMatchesOneProcessAndCheckpointsCrossLayouts) {
              fs::copy_options::recursive);
     for (auto [world, keys] : {std::pair{2, std::vector<std::string>{"parallel.tp=2"}},
                                {2, {"parallel.tp=2", "parallel.sequence_parallel=true"}},
+                               {2,
+                                {"parallel.tp=2", "parallel.sequence_parallel=true",
+                                 "train.activation_checkpointing=true"}},
                                {4, {"parallel.tp=2", "parallel.zero_stage=1"}}}) {
       auto extra = base;
       extra.insert(extra.end(), keys.begin(), keys.end());
@@ -629,6 +656,47 @@ TEST_F(TrainerTest, PartitionedMemoryCheckpointsRestoreAtWorld2) {
     std::string all((std::istreambuf_iterator<char>(events)), {});
     EXPECT_NE(all.find("\"source\":\"memory\""), std::string::npos) << name;
   }
+}
+
+// The model digest does not depend on the layout that saved the state: a tp2 run's in-memory
+// checkpoint (slices) restored at dp2 and persisted from there without a step trained has the
+// digest of the tp2 run's own storage checkpoint of that step.
+TEST_F(TrainerTest, TheDigestOfAStateDoesNotDependOnTheLayoutThatSavedIt) {
+  const std::vector<std::string> base = {"ckpt.memory_interval=1", "train.max_steps=10"};
+  auto keys = base;
+  keys.push_back("parallel.tp=2");
+  auto world2 = [&](const std::vector<std::string>& k, bool resume) {
+    auto store = c10::make_intrusive<c10d::HashStore>();
+    std::vector<Status> got(2);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < 2; ++r)
+      threads.emplace_back([&, r] {
+        auto group = comm::Group::Create(store, r, 2, {});
+        auto run = Run("digest", resume, 5);
+        run.group = group.get();
+        run.local_ranks = 2;
+        auto t = Trainer::Create(Config("gpt2", k), run);
+        got[size_t(r)] = t.ok() ? (*t)->run().status() : t.status();
+      });
+    for (auto& t : threads) t.join();
+    for (auto& s : got) EXPECT_TRUE(s.ok()) << s.ToString();
+  };
+  world2(keys, false);  // tp2, stopped after step 5: its slots hold step 5
+  const std::string ckpt = dir_ + "/digest/ckpt";
+  auto tp_saved = ckpt::load_latest(ckpt, nullptr);
+  ASSERT_TRUE(tp_saved.ok()) << tp_saved.status().ToString();
+  ASSERT_EQ(tp_saved->step, 5);
+  EXPECT_EQ(tp_saved->manifest["mesh"]["tp"], 2);
+  fs::remove_all(ckpt);  // memory is the only source: restored at dp2, persisted unchanged
+  world2(base, true);
+  auto dp_saved = ckpt::load_latest(ckpt, nullptr);
+  ASSERT_TRUE(dp_saved.ok()) << dp_saved.status().ToString();
+  ASSERT_EQ(dp_saved->step, 5);
+  EXPECT_EQ(dp_saved->manifest["mesh"]["tp"], 1);
+  EXPECT_EQ(ckpt::model_digest(dp_saved->tensors), ckpt::model_digest(tp_saved->tensors));
+  ASSERT_EQ(dp_saved->tensors.size(), tp_saved->tensors.size());
+  for (auto& [name, t] : tp_saved->tensors)  // the optimizer state and the RNG too
+    EXPECT_TRUE(dp_saved->tensors.at(name).equal(t)) << name;
 }
 
 // A storage checkpoint newer than memory wins.

@@ -33,6 +33,15 @@ class Pending {
   Pending() = default;
   Pending(c10::intrusive_ptr<c10d::Work> work, std::chrono::milliseconds timeout, std::string what)
       : work_(std::move(work)), timeout_(timeout), what_(std::move(what)) {}
+  // The collective ran on `staged`, an fp32 copy of `target` (Gloo has no bfloat16): wait()
+  // copies the result back.
+  Pending(c10::intrusive_ptr<c10d::Work> work, std::chrono::milliseconds timeout, std::string what,
+          torch::Tensor staged, torch::Tensor target)
+      : work_(std::move(work)),
+        timeout_(timeout),
+        what_(std::move(what)),
+        staged_(std::move(staged)),
+        target_(std::move(target)) {}
   void wait();
   bool valid() const { return bool(work_); }
 
@@ -40,6 +49,7 @@ class Pending {
   c10::intrusive_ptr<c10d::Work> work_;
   std::chrono::milliseconds timeout_{0};
   std::string what_;
+  torch::Tensor staged_, target_;
 };
 
 class Group {

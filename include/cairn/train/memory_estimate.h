@@ -26,6 +26,8 @@ struct MemoryEstimateInput {
   int world = 1;  // data-parallel ranks (ZeRO shards over them)
   int zero_stage = 0;
   bool activation_checkpointing = false;
+  int tp = 1;                      // tensor-parallel ranks a model replica is split over
+  bool sequence_parallel = false;  // with tp: the norms' and residuals' activations split too
 };
 
 // Exact parameter count of the model `config` builds.
@@ -33,7 +35,10 @@ int64_t count_params(const model::ModelConfig& config);
 
 // Pure: the estimate for one rank (fp32 parameters and AdamW; bf16 autocast is not counted as
 // a saving). Activations follow the usual per-layer count for a transformer block (about 68
-// fp32 values per token and channel, plus the attention scores per head) and errs high.
+// fp32 values per token and channel, plus the attention scores per head) and errs high. Under
+// tp a rank holds 1/tp of the split parameters and all of the whole ones (norms, biases of the
+// row-parallel projections, GPT-2's position table), and 1/tp of a block's activations but
+// those of its norms and residuals (also 1/tp with sequence parallelism).
 MemoryEstimate estimate_memory(const MemoryEstimateInput& in);
 
 // Bytes this process can still use: MemAvailable from /proc/meminfo, lowered by a cgroup
