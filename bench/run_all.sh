@@ -31,7 +31,7 @@ echo "== data parallel (bench/ddp.py)"
 echo "== parallel layouts (bench/layouts.py)"
 # README (Tensor parallelism): each layout's step time, tokens/s, peak RSS and bytes per
 # parameter against its formula at world 2, with PyTorch DDP as the reference line.
-"$py" bench/layouts.py --cairn "$cairn" --data "$data"
+"$py" bench/layouts.py --cairn "$cairn" --data "$data" --world4
 
 echo "== flash checkpoints (bench/ckpt.py)"
 # README (Flash checkpoints, How it works): "pause 2.3 ms median; copy 59 ms median against
