@@ -221,7 +221,9 @@ Result<ShmWriteInfo> ShmSlot::write(int64_t step, const std::vector<NamedTensor>
   std::vector<std::tuple<char*, const char*, size_t>> pieces;
   for (size_t i = 0; i < tensors.size(); ++i) {
     torch::Tensor t = tensors[i].tensor.detach();
-    TORCH_CHECK(t.device().is_cpu(), "ShmSlot::write: tensor ", tensors[i].name, " is not on CPU");
+    // A device tensor (a GPU's) is copied to the host here, on the writer's thread: the copy
+    // overlaps training like the rest of the save.
+    if (!t.device().is_cpu()) keep.push_back(t = t.to(torch::kCPU));
     if (!t.is_contiguous()) keep.push_back(t = t.contiguous());
     pieces.emplace_back(data(base_) + l.offsets[i], static_cast<const char*>(t.data_ptr()),
                         t.nbytes());

@@ -1,4 +1,4 @@
-// Gloo process groups with bounded collectives.
+// Gloo (and, for CUDA tensors, NCCL) process groups with bounded collectives.
 #include "cairn/comm/group.h"
 
 #include <netdb.h>
@@ -11,6 +11,9 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef USE_C10D_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 namespace cairn::comm {
 namespace {
@@ -63,7 +66,30 @@ c10::intrusive_ptr<c10d::ProcessGroup> make_gloo(c10::intrusive_ptr<c10d::Store>
   return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, opts);
 }
 
+// NCCL's group over the same store (its own prefix), or null without NCCL or CUDA.
+c10::intrusive_ptr<c10d::ProcessGroup> make_device_group(c10::intrusive_ptr<c10d::Store> store,
+                                                         int rank, int size,
+                                                         const GroupOptions& o) {
+  if (!o.cuda) return {};
+#ifdef USE_C10D_NCCL
+  auto opts = c10d::ProcessGroupNCCL::Options::create();
+  opts->timeout = o.timeout;
+  auto prefixed = c10::make_intrusive<c10d::PrefixStore>("nccl", std::move(store));
+  return c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, rank, size, opts);
+#else
+  return {};
+#endif
+}
+
 }  // namespace
+
+bool has_nccl() {
+#ifdef USE_C10D_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
 
 void Pending::wait() {
   if (!work_) return;
@@ -120,7 +146,8 @@ std::unique_ptr<Group> Group::Create(c10::intrusive_ptr<c10d::Store> store, int 
                                      const GroupOptions& options) {
   auto prefixed = c10::make_intrusive<c10d::PrefixStore>("cairn/world", store);
   auto pg = make_gloo(prefixed, rank, size, options);
-  return std::unique_ptr<Group>(new Group(store, pg, rank, size, options));
+  auto device_pg = make_device_group(prefixed, rank, size, options);
+  return std::unique_ptr<Group>(new Group(store, pg, device_pg, rank, size, options));
 }
 
 Group::~Group() = default;
@@ -134,24 +161,19 @@ std::unique_ptr<Group> Group::subgroup(const std::vector<int>& ranks, const std:
   for (int r : ranks) key += "-" + std::to_string(r);
   auto prefixed = c10::make_intrusive<c10d::PrefixStore>(key, store_);
   auto pg = make_gloo(prefixed, mine, int(ranks.size()), options_);
-  return std::unique_ptr<Group>(new Group(store_, pg, mine, int(ranks.size()), options_));
+  auto device_pg = make_device_group(prefixed, mine, int(ranks.size()), options_);
+  return std::unique_ptr<Group>(
+      new Group(store_, pg, device_pg, mine, int(ranks.size()), options_));
 }
-
-namespace {
-
-// Gloo reduces and moves no bfloat16: such tensors travel as fp32 copies (sums in fp32).
-bool staged(const torch::Tensor& t) { return t.scalar_type() == torch::kBFloat16; }
-
-}  // namespace
 
 Pending Group::allreduce_async(torch::Tensor& t) {
   ++collectives_;
   if (staged(t)) {
     std::vector<torch::Tensor> v{t.to(torch::kFloat)};
-    return Pending(pg_->allreduce(v), options_.timeout, "all-reduce", v[0], t);
+    return Pending(pg_for(t).allreduce(v), options_.timeout, "all-reduce", v[0], t);
   }
   std::vector<torch::Tensor> v{t};
-  return Pending(pg_->allreduce(v), options_.timeout, "all-reduce");
+  return Pending(pg_for(t).allreduce(v), options_.timeout, "all-reduce");
 }
 
 void Group::allreduce_max(torch::Tensor& t) {
@@ -159,7 +181,7 @@ void Group::allreduce_max(torch::Tensor& t) {
   std::vector<torch::Tensor> v{staged(t) ? t.to(torch::kFloat) : t};
   c10d::AllreduceOptions o;
   o.reduceOp = c10d::ReduceOp::MAX;
-  Pending(pg_->allreduce(v, o), options_.timeout, "all-reduce (max)").wait();
+  Pending(pg_for(t).allreduce(v, o), options_.timeout, "all-reduce (max)").wait();
   if (staged(t)) t.copy_(v[0]);
 }
 
@@ -168,7 +190,7 @@ void Group::broadcast(torch::Tensor& t, int root) {
   std::vector<torch::Tensor> v{staged(t) ? t.to(torch::kFloat) : t};
   c10d::BroadcastOptions o;
   o.rootRank = root;
-  Pending(pg_->broadcast(v, o), options_.timeout, "broadcast").wait();
+  Pending(pg_for(t).broadcast(v, o), options_.timeout, "broadcast").wait();
   if (staged(t)) t.copy_(v[0]);
 }
 
@@ -181,7 +203,7 @@ void Group::allgather(torch::Tensor& out, const torch::Tensor& in) {
   std::vector<std::vector<torch::Tensor>> o{outs};
   std::vector<torch::Tensor> i{stage ? in.to(torch::kFloat) : in};
   ++collectives_;
-  Pending(pg_->allgather(o, i), options_.timeout, "all-gather").wait();
+  Pending(pg_for(in).allgather(o, i), options_.timeout, "all-gather").wait();
   if (stage) out.copy_(o_t);
 }
 

@@ -38,4 +38,14 @@ void adamw_update(float* __restrict p, const float* __restrict g, float* __restr
   });
 }
 
+void adamw_update_tensors(torch::Tensor& p, const torch::Tensor& g, torch::Tensor& m,
+                          torch::Tensor& v, const AdamCoeffs& c, bool decay) {
+  const torch::Tensor gs = g * c.grad_scale;
+  m.mul_(c.beta1).add_(gs, c.one_minus_beta1);
+  v.mul_(c.beta2).addcmul_(gs, gs, c.one_minus_beta2);
+  const torch::Tensor denom = v.sqrt().mul_(c.inv_bias2_sqrt).add_(c.eps);
+  if (decay) p.mul_(c.decay_factor);
+  p.addcdiv_(m, denom, -c.step_size);
+}
+
 }  // namespace cairn::parallel

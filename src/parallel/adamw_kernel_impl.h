@@ -24,5 +24,10 @@ AdamCoeffs adam_coeffs(const AdamHyper& h, int64_t step, double lr, float grad_s
 // moments with g * grad_scale. Runs on torch's intra-op threads. REQUIRES: no aliasing.
 void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const AdamCoeffs& c,
                   bool decay);
+// The same update with tensor operations, for tensors off the CPU (a GPU): p, g, m, v of one
+// size and device, fp32. Equal to adamw_update up to the fused multiply-adds the compiler may
+// form (tested on the CPU).
+void adamw_update_tensors(torch::Tensor& p, const torch::Tensor& g, torch::Tensor& m,
+                          torch::Tensor& v, const AdamCoeffs& c, bool decay);
 
 }  // namespace cairn::parallel

@@ -41,7 +41,8 @@ struct DataParallel::Impl {
 
   comm::Group* group = nullptr;
   DataParallelOptions options;
-  bool shard_grads = false;  // ZeRO-2 with more than one rank
+  torch::TensorOptions buffers = torch::kFloat;  // fp32 on the parameters' device
+  bool shard_grads = false;                      // ZeRO-2 with more than one rank
   std::vector<InFlight> in_flight;
   std::vector<Param> params;
   std::vector<Flat> flats;
@@ -70,7 +71,7 @@ struct DataParallel::Impl {
       Flat& f = flats[size_t(next_launch)];
       if (shard_grads) {
         // Gloo has no reduce-scatter: the bucket is all-reduced and each rank keeps its shard.
-        if (!f.staging.defined()) f.staging = torch::zeros({f.plan.numel});
+        if (!f.staging.defined()) f.staging = torch::zeros({f.plan.numel}, buffers);
         InFlight x{next_launch, f.staging, {}};
         x.work = group->allreduce_async(x.staging);
         in_flight.push_back(std::move(x));
@@ -101,7 +102,7 @@ struct DataParallel::Impl {
     Flat& f = flats[size_t(p.bucket)];
     if (shard_grads) {
       // Move the gradient into the bucket's staging buffer and free it.
-      if (!f.staging.defined()) f.staging = torch::zeros({f.plan.numel});
+      if (!f.staging.defined()) f.staging = torch::zeros({f.plan.numel}, buffers);
       f.staging.narrow(0, p.slot.offset, p.slot.numel).copy_(p.tensor.grad().reshape({-1}));
       p.tensor.mutable_grad() = torch::Tensor();
     }
@@ -138,9 +139,12 @@ DataParallel::DataParallel(NamedParams named, DecayFn decays, comm::Group* group
   TORCH_CHECK(options.zero_stage >= 0 && options.zero_stage <= 2,
               "DataParallel: zero_stage must be 0, 1 or 2, got ", options.zero_stage);
   std::vector<int64_t> numels;
+  if (!named.empty())
+    m.buffers = torch::TensorOptions(torch::kFloat).device(named[0].second.device());
   for (auto& [name, t] : named) {
-    TORCH_CHECK(t.scalar_type() == torch::kFloat && t.device().is_cpu(), "DataParallel: parameter ",
-                name, " must be fp32 on CPU");
+    TORCH_CHECK(t.scalar_type() == torch::kFloat && t.device() == named[0].second.device(),
+                "DataParallel: parameter ", name, " must be fp32 on ", named[0].second.device(),
+                " like the others");
     m.params.push_back({name, t, decays(name, t), 0, {}});
     numels.push_back(t.numel());
   }
@@ -151,12 +155,12 @@ DataParallel::DataParallel(NamedParams named, DecayFn decays, comm::Group* group
   for (size_t b = 0; b < plan.size(); ++b) {
     Impl::Flat f;
     f.plan = plan[b];
-    f.param = torch::zeros({f.plan.numel});
-    if (!m.shard_grads) f.grad = torch::zeros({f.plan.numel});
+    f.param = torch::zeros({f.plan.numel}, m.buffers);
+    if (!m.shard_grads) f.grad = torch::zeros({f.plan.numel}, m.buffers);
     int64_t shard = f.plan.numel / world;
     f.lo = options.zero_stage >= 1 ? m.rank() * shard : 0;
     f.hi = options.zero_stage >= 1 ? f.lo + shard : f.plan.numel;
-    if (m.shard_grads) f.shard_grad = torch::zeros({f.hi - f.lo});
+    if (m.shard_grads) f.shard_grad = torch::zeros({f.hi - f.lo}, m.buffers);
     for (auto& s : f.plan.slots) {
       Impl::Param& p = m.params[size_t(s.param)];
       p.bucket = int(b);
@@ -173,7 +177,8 @@ DataParallel::DataParallel(NamedParams named, DecayFn decays, comm::Group* group
   for (const Impl::Param& p : m.params) fps.push_back({p.name, p.tensor.sizes().vec(), p.decay});
   std::vector<int64_t> shard_numels;
   for (const Impl::Flat& f : m.flats) shard_numels.push_back(f.hi - f.lo);
-  m.optimizer = std::make_unique<FlatAdamW>(options.adam, std::move(fps), shard_numels);
+  m.optimizer =
+      std::make_unique<FlatAdamW>(options.adam, std::move(fps), shard_numels, m.buffers.device());
   if (group && world > 1) {
     for (size_t i = 0; i < m.params.size(); ++i) {
       auto acc = torch::autograd::impl::grad_accumulator(m.params[i].tensor);

@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <functional>
 
 #include "cairn/comm/group.h"
 #include "parallel/adamw_kernel_impl.h"
@@ -10,11 +11,12 @@
 namespace cairn::parallel {
 
 FlatAdamW::FlatAdamW(AdamHyper hyper, std::vector<FlatParam> params,
-                     const std::vector<int64_t>& shard_numels)
+                     const std::vector<int64_t>& shard_numels, torch::Device device)
     : hyper_(hyper), params_(std::move(params)) {
+  const auto options = torch::TensorOptions(torch::kFloat).device(device);
   for (int64_t n : shard_numels) {
-    exp_avg_.push_back(torch::zeros({n}));
-    exp_avg_sq_.push_back(torch::zeros({n}));
+    exp_avg_.push_back(torch::zeros({n}, options));
+    exp_avg_sq_.push_back(torch::zeros({n}, options));
   }
 }
 
@@ -46,15 +48,26 @@ void FlatAdamW::step(const std::vector<FlatShard>& shards, double lr) {
   grad_scale_ = 1.0f;
   for (size_t i = 0; i < shards.size(); ++i) {
     const FlatShard& s = shards[i];
-    float* p = s.param.data_ptr<float>();
-    const float* g = s.grad.data_ptr<float>();
-    float* ma = exp_avg_[i].data_ptr<float>();
-    float* va = exp_avg_sq_[i].data_ptr<float>();
-    // Buffer positions [b, e) of the shard, which starts at buffer position lo.
-    auto update = [&](int64_t b, int64_t e, bool decay) {
-      const int64_t o = b - s.lo;
-      adamw_update(p + o, g + o, ma + o, va + o, e - b, c, decay);
-    };
+    // Buffer positions [b, e) of the shard, which starts at buffer position lo: the CPU kernel,
+    // or tensor operations on another device.
+    std::function<void(int64_t, int64_t, bool)> update;
+    if (s.param.is_cpu()) {
+      float* p = s.param.data_ptr<float>();
+      const float* g = s.grad.data_ptr<float>();
+      float* ma = exp_avg_[i].data_ptr<float>();
+      float* va = exp_avg_sq_[i].data_ptr<float>();
+      update = [=, &c](int64_t b, int64_t e, bool decay) {
+        const int64_t o = b - s.lo;
+        adamw_update(p + o, g + o, ma + o, va + o, e - b, c, decay);
+      };
+    } else {
+      update = [&, i](int64_t b, int64_t e, bool decay) {
+        const int64_t o = b - s.lo;
+        auto p = s.param.narrow(0, o, e - b), m = exp_avg_[i].narrow(0, o, e - b),
+             v = exp_avg_sq_[i].narrow(0, o, e - b);
+        adamw_update_tensors(p, s.grad.narrow(0, o, e - b), m, v, c, decay);
+      };
+    }
     int64_t pos = s.lo;
     for (const BucketSlot& slot : s.plan->slots) {
       const SlotPart part = slot_part(slot, s.lo, s.hi);
@@ -74,7 +87,8 @@ std::vector<std::pair<std::string, torch::Tensor>> FlatAdamW::gather_state(
   std::vector<std::pair<torch::Tensor, torch::Tensor>> full;
   for (size_t i = 0; i < shards.size(); ++i) {
     if (gather_over) {
-      auto a = torch::empty({shards[i].plan->numel}), b = torch::empty({shards[i].plan->numel});
+      auto a = torch::empty({shards[i].plan->numel}, exp_avg_[i].options()),
+           b = torch::empty({shards[i].plan->numel}, exp_avg_[i].options());
       gather_over->allgather(a, exp_avg_[i]);
       gather_over->allgather(b, exp_avg_sq_[i]);
       full.emplace_back(a, b);

@@ -41,9 +41,10 @@ struct FlatShard {
 
 class FlatAdamW {
  public:
-  // One pair of moments per shard, of each shard's size (hi - lo), zero.
+  // One pair of moments per shard, of each shard's size (hi - lo), zero, on `device` (the
+  // shards' device: the CPU runs the fused kernel, another device tensor operations).
   FlatAdamW(AdamHyper hyper, std::vector<FlatParam> params,
-            const std::vector<int64_t>& shard_numels);
+            const std::vector<int64_t>& shard_numels, torch::Device device = torch::kCPU);
 
   // Norm of the gradients `grads` hold, summed over `sum_over` when each rank holds a disjoint
   // part (null: they are the whole). The factor that brings it to max_norm (when above it and

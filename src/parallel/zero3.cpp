@@ -15,28 +15,34 @@
 namespace cairn::parallel {
 namespace {
 
+// Autocast on the CPU and on the GPU (CUDA's is libtorch's "enabled" / "gpu dtype").
 struct AutocastState {
-  bool enabled = false;
-  at::ScalarType dtype = at::kBFloat16;
+  bool cpu = false, gpu = false;
+  at::ScalarType cpu_dtype = at::kBFloat16, gpu_dtype = at::kHalf;
   static AutocastState current() {
-    return {at::autocast::is_cpu_enabled(), at::autocast::get_autocast_cpu_dtype()};
+    return {at::autocast::is_cpu_enabled(), at::autocast::is_enabled(),
+            at::autocast::get_autocast_cpu_dtype(), at::autocast::get_autocast_gpu_dtype()};
+  }
+  void apply() const {
+    at::autocast::set_cpu_enabled(cpu);
+    at::autocast::set_autocast_cpu_dtype(cpu_dtype);
+    at::autocast::set_enabled(gpu);
+    at::autocast::set_autocast_gpu_dtype(gpu_dtype);
   }
 };
 
-// Sets CPU autocast to `state` with the cast cache off, and restores the previous settings on
+// Sets autocast to `state` with the cast cache off, and restores the previous settings on
 // exit. The cache would keep cast copies of parameters alive after their stage is released
 // (and serve them after the parameter has been re-pointed), so stages never use it.
 class AutocastGuard {
  public:
   explicit AutocastGuard(const AutocastState& state)
       : prev_(AutocastState::current()), prev_cache_(at::autocast::is_autocast_cache_enabled()) {
-    at::autocast::set_cpu_enabled(state.enabled);
-    at::autocast::set_autocast_cpu_dtype(state.dtype);
+    state.apply();
     at::autocast::set_autocast_cache_enabled(false);
   }
   ~AutocastGuard() {
-    at::autocast::set_cpu_enabled(prev_.enabled);
-    at::autocast::set_autocast_cpu_dtype(prev_.dtype);
+    prev_.apply();
     at::autocast::set_autocast_cache_enabled(prev_cache_);
   }
   AutocastGuard(const AutocastGuard&) = delete;
@@ -170,7 +176,7 @@ torch::Tensor Zero3::Impl::run(int64_t s, const torch::Tensor& x,
 torch::Tensor Zero3::Impl::gather(int f) const {
   const Flat& fl = flats[size_t(f)];
   if (world() == 1) return fl.param;
-  auto full = torch::empty({fl.plan.numel});
+  auto full = torch::empty({fl.plan.numel}, buffers);
   group->allgather(full, fl.param);
   return full;
 }
@@ -181,7 +187,7 @@ void Zero3::Impl::point(int f, const torch::Tensor& full) {
     if (full.defined()) {
       p.tensor.set_data(full.narrow(0, slot.offset, slot.numel).view(p.sizes));
     } else {
-      p.tensor.set_data(torch::empty({0}));
+      p.tensor.set_data(torch::empty({0}, buffers));
     }
   }
 }
@@ -202,7 +208,7 @@ void Zero3::Impl::reduce(int64_t s, const std::vector<torch::Tensor>& grads) {
       continue;
     }
     // Every rank reduces every buffer of the stage, with or without gradients in it.
-    auto buffer = torch::zeros({fl.plan.numel});
+    auto buffer = torch::zeros({fl.plan.numel}, buffers);
     for (const auto& slot : fl.plan.slots) {
       auto it = by_param.find(slot.param);
       if (it != by_param.end()) buffer.narrow(0, slot.offset, slot.numel).copy_(it->second);
@@ -238,8 +244,10 @@ Zero3::Zero3(StagedModel model, DecayFn decays, comm::Group* group, AdamHyper ad
   for (size_t s = 0; s < n; ++s) {
     std::vector<int> uses;
     for (auto& [name, t] : model.stage_params[s]) {
-      TORCH_CHECK(t.defined() && t.scalar_type() == torch::kFloat && t.device().is_cpu(),
-                  "Zero3: parameter ", name, " must be fp32 on CPU");
+      if (m.params.empty()) m.buffers = torch::TensorOptions(torch::kFloat).device(t.device());
+      TORCH_CHECK(
+          t.defined() && t.scalar_type() == torch::kFloat && t.device() == m.buffers.device(),
+          "Zero3: parameter ", name, " must be fp32 on ", m.buffers.device(), " like the others");
       TORCH_CHECK(t.is_leaf() && t.requires_grad(), "Zero3: parameter ", name,
                   " must be a leaf that requires grad");
       auto [it, added] = index.emplace(t.unsafeGetTensorImpl(), int(m.params.size()));
@@ -262,20 +270,20 @@ Zero3::Zero3(StagedModel model, DecayFn decays, comm::Group* group, AdamHyper ad
     const int64_t shard = b.numel / world;
     fl.lo = m.rank() * shard;
     fl.hi = fl.lo + shard;
-    auto full = torch::zeros({b.numel});
+    auto full = torch::zeros({b.numel}, m.buffers);
     for (const auto& slot : b.slots)
       full.narrow(0, slot.offset, slot.numel)
           .copy_(m.params[size_t(slot.param)].tensor.reshape({-1}));
     if (world > 1) group->broadcast(full, 0);
     fl.param = world > 1 ? full.narrow(0, fl.lo, shard).clone() : full;
-    fl.grad = torch::zeros({shard});
+    fl.grad = torch::zeros({shard}, m.buffers);
     m.flats.push_back(std::move(fl));
   }
   std::vector<FlatParam> fps;
   for (const Impl::Param& p : m.params) fps.push_back({p.name, p.sizes, p.decay});
   std::vector<int64_t> shard_numels;
   for (const Impl::Flat& fl : m.flats) shard_numels.push_back(fl.hi - fl.lo);
-  m.optimizer = std::make_unique<FlatAdamW>(adam, std::move(fps), shard_numels);
+  m.optimizer = std::make_unique<FlatAdamW>(adam, std::move(fps), shard_numels, m.buffers.device());
   for (size_t i = 0; i < m.params.size(); ++i) {
     Impl::Param& p = m.params[i];
     p.flat = layout.param_flat[i];

@@ -56,8 +56,9 @@ struct Zero3::Impl {
 
   StagedModel model;
   comm::Group* group = nullptr;
-  std::vector<Param> params;                   // distinct parameters, first-use order
-  std::vector<std::vector<int>> stage_params;  // per stage: distinct parameter indices
+  torch::TensorOptions buffers = torch::kFloat;  // fp32 on the parameters' device
+  std::vector<Param> params;                     // distinct parameters, first-use order
+  std::vector<std::vector<int>> stage_params;    // per stage: distinct parameter indices
   std::vector<Flat> flats;
   std::vector<std::vector<int>> stage_flats;
   std::deque<InFlight> in_flight;

@@ -35,7 +35,8 @@ core::ConfigSpec train_spec() {
       .add_string("train.precision", "fp32", {"fp32", "bf16"},
                   "fp32, or bf16 autocast for matmuls (fp32 master weights)")
       .add_string("train.device", "cpu", {},
-                  "cpu, or cuda / cuda:N (refused with the reason: only the CPU trains today)")
+                  "cpu, or cuda / cuda:N on a libtorch built with CUDA (refused with the "
+                  "reason otherwise; the GPU path is untested)")
       .add_int("train.threads", 0, 0, 4096,
                "threads per process for torch ops and OpenBLAS GEMMs; 0 = their defaults "
                "(OMP_NUM_THREADS / OPENBLAS_NUM_THREADS)")
@@ -187,10 +188,7 @@ Result<torch::Device> resolve_device(const std::string& spec) {
   if (index >= int64_t(torch::cuda::device_count()))
     return Status::InvalidArgument("train.device " + spec + ": there are " +
                                    std::to_string(torch::cuda::device_count()) + " GPUs");
-  return Status::Unsupported("train.device " + spec +
-                             ": training on CUDA is not implemented yet (the engines, the Gloo "
-                             "process groups and the checkpoint copies are CPU-only); use "
-                             "train.device: cpu");
+  return torch::Device(torch::kCUDA, int8_t(index));
 }
 
 Result<std::array<comm::Axis, comm::kNumAxes>> parse_mesh_order(const std::string& text) {

@@ -42,22 +42,28 @@
 namespace cairn::train {
 namespace {
 
-// bf16 autocast for the matmuls of one forward pass; fp32 master weights and optimizer.
+// bf16 autocast for the matmuls of one forward pass on `device` (the CPU's autocast, or
+// CUDA's); fp32 master weights and optimizer.
 class AutocastScope {
  public:
-  explicit AutocastScope(bool on) : on_(on) {
+  AutocastScope(bool on, const torch::Device& device) : on_(on), cuda_(device.is_cuda()) {
     if (!on_) return;
-    at::autocast::set_cpu_enabled(true);
-    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    if (cuda_) {
+      at::autocast::set_enabled(true);
+      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    } else {
+      at::autocast::set_cpu_enabled(true);
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    }
   }
   ~AutocastScope() {
     if (!on_) return;
-    at::autocast::set_cpu_enabled(false);
+    cuda_ ? at::autocast::set_enabled(false) : at::autocast::set_cpu_enabled(false);
     at::autocast::clear_cache();
   }
 
  private:
-  bool on_;
+  bool on_, cuda_;
 };
 
 // The GEMM peak of the newest `start` event in the run's events.jsonl at this world size, or 0.
@@ -221,8 +227,8 @@ double Trainer::Impl::evaluate() {
     for (int64_t i = 0; i < b; ++i)
       val_sampler->fill(mine[start + size_t(i)], x.data_ptr<int64_t>() + i * T,
                         y.data_ptr<int64_t>() + i * T);
-    AutocastScope autocast(opt.precision == "bf16");
-    sum += engine->eval_loss(x, y).item<double>() * double(b);
+    AutocastScope autocast(opt.precision == "bf16", device);
+    sum += engine->eval_loss(x.to(device), y.to(device)).item<double>() * double(b);
   }
   model->train();
   return sum_over_data(sum) / double(n);
@@ -340,9 +346,11 @@ Status Trainer::Impl::build_engine() {
   }
   // A resume usually loads every parameter: initialize only if nothing was restored (below).
   // ZeRO-3 shards the parameters when the engine is made, so it initializes first.
-  defer_init = run.resume && !plan.shards_parameters();
+  // A model for another device is built and initialized on the CPU, then moved.
+  defer_init = run.resume && !plan.shards_parameters() && device.is_cpu();
   model = defer_init ? cairn::model::build_model_uninitialized(mcfg)
                      : cairn::model::build_model(mcfg, o.seed);
+  if (!device.is_cpu()) model->to(device);
   num_params = model->num_params();  // before ZeRO-3 releases the parameters
   CAIRN_ASSIGN_OR_RETURN(comm::Mesh mesh, comm::Mesh::Create(plan.mesh, world, plan.order));
   CAIRN_ASSIGN_OR_RETURN(comm::MeshGroups built, comm::MeshGroups::Create(group, mesh));
@@ -456,6 +464,7 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
     impl->world = run.group->size();
     impl->rank = run.group->rank();
   }
+  CAIRN_ASSIGN_OR_RETURN(impl->device, resolve_device(o.device));
   if (o.global_batch_size % o.micro_batch_size != 0)
     return Status::InvalidArgument("train.global_batch_size (" +
                                    std::to_string(o.global_batch_size) +
@@ -557,8 +566,8 @@ Result<std::optional<double>> Trainer::Impl::train_step(MicroBatchSource& source
     auto tm = Clock::now();
     torch::Tensor loss;
     {
-      AutocastScope autocast(opt.precision == "bf16");
-      loss = engine->loss(mb->x, mb->y, mb->last.value_or(false));
+      AutocastScope autocast(opt.precision == "bf16", device);
+      loss = engine->loss(mb->x.to(device), mb->y.to(device), mb->last.value_or(false));
     }
     stretch(tm);
     // The following micro-batch is asked for before this one's backward, which must know

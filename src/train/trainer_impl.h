@@ -68,6 +68,7 @@ struct Trainer::Impl {
   int64_t num_params = 0;
   comm::Group* group = nullptr;  // every rank of the job; null in one process
   int world = 1, rank = 0;
+  torch::Device device = torch::kCPU;  // train.device: the model, its state and the batches
   // The data-parallel coordinates (the mesh's dp axis): ranks that differ only along the
   // model-parallel axes train the same micro-batches. World and rank without model parallelism.
   int data_world = 1, data_rank = 0;

@@ -170,7 +170,9 @@ void run_train(const TrainArgs& a) {
   spdlog::debug("{}", allocator);
   std::unique_ptr<comm::Group> group;
   if (world > 1) {
-    auto g = comm::Group::FromEnv({});
+    comm::GroupOptions go;  // CUDA tensors over NCCL where libtorch has it (train.device)
+    go.cuda = config->get_string("train.device").rfind("cuda", 0) == 0;
+    auto g = comm::Group::FromEnv(go);
     if (!g.ok()) throw StatusError(g.status());
     group = std::move(g).value();
     run.group = group.get();

@@ -1,5 +1,7 @@
-// Group: a process group (Gloo on CPU) with the collectives cairn uses, each bounded by a
-// timeout. Collectives must be called by every rank of the group in the same order.
+// Group: a process group with the collectives cairn uses, each bounded by a timeout. CPU
+// tensors go over Gloo; with GroupOptions::cuda, CUDA tensors go over NCCL when libtorch was
+// built with it (USE_C10D_NCCL), else over Gloo too. Collectives must be called by every rank of
+// the group in the same order.
 //
 // A timed-out or failed collective throws comm::CollectiveError, which the trainer lets
 // propagate so the agent can restart the workers.
@@ -25,7 +27,13 @@ struct CollectiveError : std::runtime_error {
 struct GroupOptions {
   std::chrono::milliseconds timeout{120000};  // every collective and the initial connection
   std::string bind_host = "127.0.0.1";        // address this rank's Gloo device binds to
+  // Also an NCCL process group for CUDA tensors, when libtorch has one (has_nccl()). The GPU
+  // path is not tested: no GPU here.
+  bool cuda = false;
 };
+
+// Whether this libtorch was built with NCCL (CUDA tensors' collectives on the GPU).
+bool has_nccl();
 
 // An in-flight collective. wait() throws CollectiveError on failure or timeout.
 class Pending {
@@ -91,11 +99,25 @@ class Group {
   int64_t collectives() const { return collectives_.load(); }
 
  private:
-  Group(c10::intrusive_ptr<c10d::Store> store, c10::intrusive_ptr<c10d::ProcessGroup> pg, int rank,
-        int size, GroupOptions options)
-      : store_(std::move(store)), pg_(std::move(pg)), rank_(rank), size_(size), options_(options) {}
+  Group(c10::intrusive_ptr<c10d::Store> store, c10::intrusive_ptr<c10d::ProcessGroup> pg,
+        c10::intrusive_ptr<c10d::ProcessGroup> device_pg, int rank, int size, GroupOptions options)
+      : store_(std::move(store)),
+        pg_(std::move(pg)),
+        device_pg_(std::move(device_pg)),
+        rank_(rank),
+        size_(size),
+        options_(options) {}
+  // The process group for `t`: NCCL's for a CUDA tensor when there is one, else Gloo's.
+  c10d::ProcessGroup& pg_for(const torch::Tensor& t) const {
+    return t.is_cuda() && device_pg_ ? *device_pg_ : *pg_;
+  }
+  // Gloo moves no bfloat16: such tensors travel as fp32 copies on it.
+  bool staged(const torch::Tensor& t) const {
+    return t.scalar_type() == torch::kBFloat16 && &pg_for(t) == pg_.get();
+  }
   c10::intrusive_ptr<c10d::Store> store_;
-  c10::intrusive_ptr<c10d::ProcessGroup> pg_;
+  c10::intrusive_ptr<c10d::ProcessGroup> pg_;         // Gloo
+  c10::intrusive_ptr<c10d::ProcessGroup> device_pg_;  // NCCL, or null
   int rank_, size_;
   GroupOptions options_;
   std::atomic<int64_t> collectives_{0};

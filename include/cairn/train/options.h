@@ -52,9 +52,11 @@ struct TrainOptions {
   std::string tokenizer = "gpt2";
 };
 
-// The device train.device names. Only the CPU trains today: "cuda" / "cuda:N" fail with
-// kInvalidArgument when this libtorch has no CUDA (or sees no GPU), and with kUnsupported where it
-// has one (the engines, the Gloo groups and the checkpoint copies are CPU-only so far).
+// The device train.device names: "cpu", or "cuda" / "cuda:N", which fail with
+// kInvalidArgument when this libtorch has no CUDA (or sees no GPU, or not that many). On a GPU
+// the model, its buckets, optimizer state and batches live there, collectives of its tensors
+// go over NCCL when libtorch has it, and checkpoints are copied to the host by the save's
+// thread. That path is not tested: no GPU was available.
 Result<torch::Device> resolve_device(const std::string& spec);
 
 // train.*, data.*, parallel.* and ckpt.* keys.
