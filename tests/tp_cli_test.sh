@@ -71,7 +71,9 @@ echo "-- a tp2 checkpoint of step 6 resumes in one process like the uninterrupte
 [ "$(cat "$work/half/ckpt/latest")" = "step-00000006" ] || fail "no checkpoint at step 6"
 cp -r "$work/half" "$work/half-tp2"
 echo "-- the tp2 checkpoint holds each rank's slices (no gather), and exports to HuggingFace"
-"$cairn" ckpt inspect "$work/half-tp2/ckpt" | grep -q "tp=2" || fail "inspect does not show tp=2"
+# (the output is read whole first: grep -q quitting early would break inspect's pipe)
+inspected=$("$cairn" ckpt inspect "$work/half-tp2/ckpt") || fail "ckpt inspect of the tp2 checkpoint failed"
+grep -q "tp=2" <<< "$inspected" || fail "inspect does not show tp=2: $inspected"
 /usr/bin/python3 - "$work/half-tp2/ckpt/step-00000006/manifest.json" <<'PY' || fail "the tp2 checkpoint is not saved as slices"
 import json, sys
 m = json.load(open(sys.argv[1]))

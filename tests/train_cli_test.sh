@@ -115,7 +115,7 @@ orphan_run() {  # orphan_run DIR: a run killed with -9 after 8 steps; prints its
   echo $p
 }
 p1=$(orphan_run "$work/o1")
-slots_of "$work/o1" $p1 | grep -q "to persist to $work/o1/ckpt" || { "$cairn" ckpt gc --dry-run; fail "gc --dry-run should offer to persist o1"; }
+grep -q "to persist to $work/o1/ckpt" <<< "$(slots_of "$work/o1" $p1)" || { "$cairn" ckpt gc --dry-run; fail "gc --dry-run should offer to persist o1"; }
 [ "$(slots_of "$work/o1" $p1 | wc -l)" -eq 2 ] || fail "a dry run removed something"
 "$cairn" ckpt gc --run-dir "$work/o1" > "$work/gc.out" 2>&1 || { cat "$work/gc.out"; fail "cairn ckpt gc failed"; }
 grep -q "removed: owner pid $p1 is gone; persisted step" "$work/gc.out" || { cat "$work/gc.out"; fail "gc did not persist o1"; }
@@ -194,7 +194,9 @@ echo "-- small CLI matters"
 "$cairn" --version | grep -q "^cairn [0-9]" || fail "cairn --version"
 "$cairn" data encode --log-level warn <<< "hello" > /dev/null || fail "--log-level after the subcommand"
 "$cairn" train --describe | grep -q "0000000000000" && fail "--describe prints floats at full precision"
-"$cairn" generate --help | grep -q "max-tokens.*100" || fail "generate --help shows no defaults"
+# Outputs are read whole before grep -q, which would otherwise break the writer's pipe.
+help=$("$cairn" generate --help)
+grep -q "max-tokens.*100" <<< "$help" || fail "generate --help shows no defaults"
 "$cairn" generate --ckpt "$work/k9/ckpt" --prompt "$(printf 'In the beginning %.0s' $(seq 1 20))" \
   --max-tokens 2 --temperature 0 2>&1 >/dev/null | grep -q "longer than the model's context" ||
   fail "a prompt longer than the context should be warned about"
