@@ -22,13 +22,7 @@ echo "-- kill -9 one worker at step >= 20; the agent restarts the group"
 "$cairn" run --nproc-per-node 2 --max-restarts 2 --run-dir "$work/run" -- \
   "$cairn" train "$work/tiny.yaml" --no-progress --resume-or-start > "$work/run.out" 2>&1 &
 agent=$!
-wait_rows "$work/run" 20 || { tail -n 30 "$work/run.out"; fail "no step 20 to kill a worker at"; }
-victim=$(worker_pids "$work/run" | tail -n 1)
-[ -n "$victim" ] || fail "no worker to kill"
-kill -9 "$victim"
-rc=0; wait $agent || rc=$?
-agent=
-[ $rc -eq 0 ] || { tail -30 "$work/run.out"; fail "the job should finish after the restart (exit $rc)"; }
+kill_worker_and_finish "$work/run" 20 "$work/run.out"
 grep -q '"event":"worker_failed"' "$work/run/events.jsonl" || fail "no worker_failed event"
 grep -q '"event":"restart"' "$work/run/events.jsonl" || fail "no restart event"
 # The agent persisted the newest slot before restarting; the restarted ranks load the newest

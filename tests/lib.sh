@@ -73,6 +73,20 @@ worker_pids() {
   return 0
 }
 
+# kill_worker_and_finish RUN_DIR STEP OUT: once the run in RUN_DIR (its `cairn run` is $agent,
+# its output OUT) has STEP metrics rows, SIGKILLs its newest worker and waits for the job; fails
+# unless it then finishes with exit 0. Clears $agent.
+kill_worker_and_finish() {
+  local run=$1 step=$2 out=$3 victim rc=0
+  wait_rows "$run" "$step" || { tail -n 30 "$out"; fail "no step $step to kill a worker at"; }
+  victim=$(worker_pids "$run" | tail -n 1)
+  [ -n "$victim" ] || fail "no worker to kill"
+  kill -9 "$victim"
+  wait "$agent" || rc=$?
+  agent=
+  [ $rc -eq 0 ] || { tail -30 "$out"; fail "the job should finish after the restart (exit $rc)"; }
+}
+
 # test_processes: the processes of this test, one pid per line: every process below this shell
 # and any whose command line names $work/ (a worker whose agent died first). Use it as
 # $(test_processes): the subshell that lists them, and what it runs, are left out.

@@ -130,13 +130,7 @@ flash=(--set train.max_steps=24 --set ckpt.memory_interval=1 --set parallel.tp=2
 "$cairn" run --nproc-per-node 2 --max-restarts 2 --run-dir "$work/tp-kill" -- "$cairn" train \
   "$work/tiny.yaml" --no-progress --resume-or-start "${flash[@]}" > "$work/tp-kill.out" 2>&1 &
 agent=$!
-wait_rows "$work/tp-kill" 10 || { tail -n 30 "$work/tp-kill.out"; fail "no step 10 to kill a worker at"; }
-victim=$(worker_pids "$work/tp-kill" | tail -n 1)
-[ -n "$victim" ] || fail "no worker to kill"
-kill -9 "$victim"
-rc=0; wait $agent || rc=$?
-agent=
-[ $rc -eq 0 ] || { tail -30 "$work/tp-kill.out"; fail "the tp2 job should finish after the restart (exit $rc)"; }
+kill_worker_and_finish "$work/tp-kill" 10 "$work/tp-kill.out"
 grep -q '"event":"restart"' "$work/tp-kill/events.jsonl" || fail "no restart event"
 grep -q '"event":"checkpoint_loaded"' "$work/tp-kill/events.jsonl" || fail "the restart loaded no checkpoint"
 for r in 0 1; do

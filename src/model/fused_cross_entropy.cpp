@@ -43,15 +43,7 @@ class FusedLinearCrossEntropyFn : public torch::autograd::Function<FusedLinearCr
       if (!any_grad) continue;
       auto g = logp.exp_();  // softmax, (n, V)
       g.scatter_add_(1, tc, vc.to(torch::kFloat).neg().unsqueeze(1));
-      const int64_t valid_in_chunk = vc.sum().item<int64_t>();
-      if (valid_in_chunk < n) g.masked_fill_(vc.logical_not().unsqueeze(1), 0);
-      auto gc = g.scalar_type() == w.scalar_type() ? g : g.to(w.scalar_type());
-      if (need_h) {
-        auto ghc = gh.narrow(0, r, n);  // (n, C)
-        at::mm_out(ghc, gc, w);
-        ghc.mul_(inv);
-      }
-      if (need_w) gw.addmm_(g.t(), hc.to(torch::kFloat), 1.0, inv);
+      add_chunk_gradients(g, vc, hc, w, gh, gw, r, inv);
     }
     if (gw.defined() && gw.scalar_type() != w.scalar_type()) gw = gw.to(w.scalar_type());
     ctx->save_for_backward({gh, gw});
@@ -98,6 +90,20 @@ torch::Tensor fused_linear_cross_entropy(const torch::Tensor& h, const torch::Te
   const bool grad = torch::GradMode::is_enabled();
   return FusedLinearCrossEntropyFn::apply(h, w, targets, chunk_rows, ignore_index,
                                           grad && h.requires_grad(), grad && w.requires_grad());
+}
+
+void add_chunk_gradients(torch::Tensor& g, const torch::Tensor& valid, const torch::Tensor& hc,
+                         const torch::Tensor& w, torch::Tensor& gh, torch::Tensor& gw, int64_t r,
+                         double inv) {
+  const int64_t n = g.size(0);
+  if (valid.sum().item<int64_t>() < n) g.masked_fill_(valid.logical_not().unsqueeze(1), 0);
+  if (gh.defined()) {
+    auto gc = g.scalar_type() == w.scalar_type() ? g : g.to(w.scalar_type());
+    auto ghc = gh.narrow(0, r, n);  // (n, C)
+    at::mm_out(ghc, gc, w);
+    ghc.mul_(inv);
+  }
+  if (gw.defined()) gw.addmm_(g.t(), hc.to(torch::kFloat), 1.0, inv);
 }
 
 }  // namespace cairn::model

@@ -279,18 +279,13 @@ std::vector<torch::Tensor> DataParallel::grad_parts(
     const std::function<bool(const std::string&)>& select) {
   Impl& m = *impl_;
   std::vector<torch::Tensor> out;
-  for (auto& f : m.flats)
-    for (const BucketSlot& s : f.plan.slots) {
-      const Impl::Param& p = m.params[size_t(s.param)];
-      if (!select(p.name)) continue;
-      if (!m.shard_grads) {
-        out.push_back(f.grad.narrow(0, s.offset, s.numel));
-        continue;
-      }
-      const SlotPart part = slot_part(s, f.lo, f.hi);  // offsets inside the parameter
-      if (part.end > part.begin)
-        out.push_back(f.shard_grad.narrow(0, s.offset + part.begin - f.lo, part.end - part.begin));
-    }
+  auto by_name = [&](int64_t param) { return select(m.params[size_t(param)].name); };
+  for (auto& f : m.flats) {
+    // Without ZeRO-2 every rank holds the whole buffer's gradient.
+    auto parts = m.shard_grads ? shard_parts(f.plan, f.lo, f.hi, f.shard_grad, by_name)
+                               : shard_parts(f.plan, 0, f.plan.numel, f.grad, by_name);
+    for (auto& part : parts) out.push_back(part);
+  }
   return out;
 }
 

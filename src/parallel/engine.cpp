@@ -204,6 +204,7 @@ class TensorParallelEngine : public Engine {
   // (so dp replicas share the writing), the whole ones (norms, biases of row-parallel linears)
   // by whichever rank the caller picks. The optimizer state is first gathered over dp (1/tp of
   // the model's); nothing is gathered over tp.
+  bool shares_pieces() const override { return true; }
   CheckpointShare checkpoint_share(const std::string& model_prefix,
                                    const std::string& optim_prefix) override {
     CheckpointShare share;

@@ -10,6 +10,19 @@
 
 namespace cairn::parallel {
 
+std::vector<torch::Tensor> shard_parts(const Bucket& plan, int64_t lo, int64_t hi,
+                                       const torch::Tensor& shard,
+                                       const std::function<bool(int64_t param)>& select) {
+  std::vector<torch::Tensor> out;
+  for (const BucketSlot& s : plan.slots) {
+    if (!select(s.param)) continue;
+    const SlotPart part = slot_part(s, lo, hi);  // offsets inside the parameter
+    if (part.end > part.begin)
+      out.push_back(shard.narrow(0, s.offset + part.begin - lo, part.end - part.begin));
+  }
+  return out;
+}
+
 FlatAdamW::FlatAdamW(AdamHyper hyper, std::vector<FlatParam> params,
                      const std::vector<int64_t>& shard_numels, torch::Device device)
     : hyper_(hyper), params_(std::move(params)) {

@@ -9,6 +9,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -38,6 +39,12 @@ struct FlatShard {
   torch::Tensor param;  // (hi - lo) fp32, contiguous: updated in place
   torch::Tensor grad;   // (hi - lo) fp32, contiguous: the averaged gradient of that range
 };
+
+// The parts of `shard` (positions [lo, hi) of a buffer laid out as `plan`) that belong to the
+// parameters `select` picks (by index in the plan's slots), as views, in slot order.
+std::vector<torch::Tensor> shard_parts(const Bucket& plan, int64_t lo, int64_t hi,
+                                       const torch::Tensor& shard,
+                                       const std::function<bool(int64_t param)>& select);
 
 class FlatAdamW {
  public:

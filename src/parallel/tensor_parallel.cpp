@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "cairn/comm/group.h"
+#include "cairn/model/fused_cross_entropy.h"
 #include "cairn/model/language_model.h"
 #include "cairn/model/tensor_parallel_hooks.h"
 #include "cairn/parallel/plan.h"
@@ -171,14 +172,7 @@ struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossE
       if (!any_grad) continue;
       p.div_(s.unsqueeze(1));  // softmax
       p.scatter_add_(1, tc, mc.to(torch::kFloat).neg().unsqueeze(1));
-      if (vc.sum().item<int64_t>() < n) p.masked_fill_(vc.logical_not().unsqueeze(1), 0);
-      auto pc = p.scalar_type() == w.scalar_type() ? p : p.to(w.scalar_type());
-      if (need_h) {
-        auto ghc = gh.narrow(0, r, n);  // (n, C)
-        at::mm_out(ghc, pc, w);
-        ghc.mul_(inv);
-      }
-      if (need_w) gw.addmm_(p.t(), hc.to(torch::kFloat), 1.0, inv);
+      model::add_chunk_gradients(p, vc, hc, w, gh, gw, r, inv);
     }
     if (gw.defined() && gw.scalar_type() != w.scalar_type()) gw = gw.to(w.scalar_type());
     ctx->save_for_backward({gh, gw});

@@ -21,13 +21,9 @@ std::vector<torch::Tensor> Zero3::grad_parts(
     const std::function<bool(const std::string&)>& select) {
   Impl& m = *impl_;
   std::vector<torch::Tensor> out;
+  auto by_name = [&](int64_t param) { return select(m.params[size_t(param)].name); };
   for (auto& fl : m.flats)
-    for (const BucketSlot& s : fl.plan.slots) {
-      if (!select(m.params[size_t(s.param)].name)) continue;
-      const SlotPart part = slot_part(s, fl.lo, fl.hi);  // offsets inside the parameter
-      if (part.end > part.begin)
-        out.push_back(fl.grad.narrow(0, s.offset + part.begin - fl.lo, part.end - part.begin));
-    }
+    for (auto& part : shard_parts(fl.plan, fl.lo, fl.hi, fl.grad, by_name)) out.push_back(part);
   return out;
 }
 

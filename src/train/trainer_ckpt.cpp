@@ -90,7 +90,11 @@ std::pair<std::vector<ckpt::NamedTensor>, nlohmann::json> Trainer::Impl::partiti
   }
   nlohmann::json table = nlohmann::json::array();
   std::vector<int64_t> load(size_t(world), 0);
-  const std::vector<nlohmann::json> every = allgather_json(pieces, group);
+  // Every rank's pieces (two all-gathers), only for a layout that has them.
+  TORCH_CHECK(engine->shares_pieces() || pieces.empty(),
+              "the engine gave checkpoint pieces it said it would not");
+  const std::vector<nlohmann::json> every =
+      engine->shares_pieces() ? allgather_json(pieces, group) : std::vector<nlohmann::json>{};
   for (int r = 0; r < int(every.size()); ++r)
     for (nlohmann::json e : every[size_t(r)]) {
       load[size_t(r)] += e["bytes"].get<int64_t>();

@@ -24,4 +24,13 @@ torch::Tensor fused_linear_cross_entropy(const torch::Tensor& h, const torch::Te
                                          const torch::Tensor& targets, int64_t chunk_rows = 256,
                                          int64_t ignore_index = -1);
 
+// One chunk of rows [r, r + n) of such a loss, backward: `g` (n, V') float32 holds the chunk's
+// softmax - one_hot (overwritten: rows whose `valid` (n) is false are zeroed); adds it into the
+// gradients, scaled by `inv` (1 / the valid rows of the whole batch): gh rows [r, r + n)
+// = inv g w (written, when gh is defined) and gw += inv g^T hc (float32, when defined).
+// hc (n, C) and w (V', C) are the chunk's inputs and the (local) head.
+void add_chunk_gradients(torch::Tensor& g, const torch::Tensor& valid, const torch::Tensor& hc,
+                         const torch::Tensor& w, torch::Tensor& gh, torch::Tensor& gw, int64_t r,
+                         double inv);
+
 }  // namespace cairn::model

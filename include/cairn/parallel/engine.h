@@ -77,6 +77,9 @@ class Engine {
   // tensors over ranks writes its slices instead, so that no rank holds the whole model.
   virtual CheckpointShare checkpoint_share(const std::string& model_prefix,
                                            const std::string& optim_prefix);
+  // Whether checkpoint_share gives pieces (CheckpointShare::owned) on any rank: the same on
+  // every rank, so that callers skip gathering a table of pieces when there are none.
+  virtual bool shares_pieces() const { return false; }
   // Restores from whole tensors "<model_prefix><param>" and "<optim_prefix><param>.exp_avg"...;
   // checks everything first and changes nothing on error.
   virtual Status load(const std::map<std::string, torch::Tensor>& tensors,
