@@ -6,6 +6,17 @@ world (Debian's PyTorch 1.13 has no tensor-parallel API, so DDP is the only peer
 reference line, in one invocation.
 
   /usr/bin/python3 bench/layouts.py --cairn build/bin/cairn --data data/kjv
+  /usr/bin/python3 bench/layouts.py --long-only    # just the context-parallel rows
+
+With --long (or --long-only), context parallelism on configs/gpt-kjv-long.yaml (the same model,
+one sequence of --long-seq tokens per step, activation checkpointing off): one process (cp 1),
+cp 2 and cp 4 with each kind (ring, ulysses, 2d), each row with its step time, the peak RSS of
+its largest worker, the seconds per step a rank was blocked on cp communication and what it
+sent; ring rows run again with parallel.cp_overlap=false, so that the blocked time with and
+without overlap shows how much of the ring's communication the block computations hide. The
+PyTorch peer (naive attention, full T x T scores) runs one process at --peer-seq, beside
+cairn's one process at the same length (the peer has no context parallelism; at the long length
+its scores alone would take 3 x 4 x T^2 x 4 bytes per layer).
 
 Every worker of both sides gets OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = --threads (default:
 cores / world, at least 1), cairn's also train.threads; both sides use cairn's allocator
@@ -99,6 +110,84 @@ def run_peer(a, world, env):
     return json.loads(outs[0].strip().splitlines()[-1])
 
 
+def run_long(a, world, cp, kind, ulysses, overlap, seq, tmp, env):
+    """cairn on configs/gpt-kjv-long.yaml at `seq` tokens: (step s, tokens/s, peak RSS MB,
+    blocked s per step, sent MB per step, start event)."""
+    name = f"long-cp{cp}-{kind}{ulysses or ''}-{'ov' if overlap else 'wait'}-{seq}"
+    sets = {"model.block_size": seq, "train.seq_len": seq, "train.max_steps": a.long_steps + 1,
+            "train.eval_interval": 0, "train.threads": a.threads, "data.path": os.path.abspath(a.data),
+            "ckpt.persist_interval": 0, "ckpt.memory_interval": 0, "parallel.cp": cp}
+    if cp > 1:
+        sets["parallel.cp_kind"] = kind
+        sets["parallel.cp_overlap"] = "true" if overlap else "false"
+        if kind == "2d":
+            sets["parallel.cp_ulysses"] = ulysses
+    run = os.path.join(tmp, name)
+    args = [a.cairn, "--log-level", "warn", "train", os.path.join(HERE, "..", "configs", "gpt-kjv-long.yaml"),
+            "--no-progress"]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    if world > 1:
+        args = [a.cairn, "run", "--nproc-per-node", str(world), "--run-dir", run, "--"] + args
+    else:
+        args += ["--run-dir", run]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rc, rss_mb = benchlib.wait_rusage(proc)
+    if rc:
+        raise SystemExit(f"cairn {name} failed (exit {rc}); see {run}")
+    rows = [json.loads(l) for l in open(os.path.join(run, "metrics.jsonl"))][1:]  # after 1 warmup
+    mean = lambda key: sum(r.get(key, 0.0) for r in rows) / len(rows)  # noqa: E731
+    step = mean("step_time")
+    return step, seq / step, rss_mb, mean("cp_comm_s"), mean("cp_sent_mb"), benchlib.start_event(run)
+
+
+def long_section(a):
+    seq = a.long_seq
+    print(f"\ncontext parallelism: configs/gpt-kjv-long.yaml (GPT-2 {N_LAYER} layers, d={N_EMBD}, "
+          f"{N_HEAD} heads), one sequence of {seq} tokens per step, fp32, activation checkpointing "
+          f"off; mean of {a.long_steps} steps after 1")
+    with tempfile.TemporaryDirectory() as tmp:
+        # The peer and cairn's one process at a length the peer's full scores fit.
+        threads = a.threads or benchlib.cores()
+        env = benchlib.side_env(threads, benchlib.CAIRN_TUNING_ENV)
+        a.threads = threads
+        wenv = dict(env, WORLD_SIZE="1", RANK="0")
+        out = subprocess.run(
+            [a.python, os.path.join(HERE, "peer_gpt.py"), "--n-layer", str(N_LAYER), "--n-head",
+             str(N_HEAD), "--n-embd", str(N_EMBD), "--vocab", str(VOCAB), "--seq-len", str(a.peer_seq),
+             "--batch", "1", "--steps", str(a.long_steps), "--warmup", "1", "--threads", str(threads)],
+            env=wenv, stdout=subprocess.PIPE, text=True)
+        if out.returncode:
+            raise SystemExit("peer failed")
+        peer = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"one process at {a.peer_seq} tokens, {threads} thread(s) for OpenMP and OpenBLAS, both sides")
+        print(benchlib.peer_side_line(peer, env))
+        step, tps, rss, _, _, start = run_long(a, 1, 1, "ring", 0, True, a.peer_seq, tmp, env)
+        print(benchlib.cairn_side_line(start, env, "fp32", 1))
+        print(f"  {'side':28s} {'step s':>7s} {'tokens/s':>9s} {'vs peer':>8s}")
+        print(f"  {'pytorch (peer)':28s} {peer['step_s']:7.3f} {peer['tokens_per_s']:9.0f} {1:8.2f}x")
+        print(f"  {'cairn':28s} {step:7.3f} {tps:9.0f} {tps / peer['tokens_per_s']:7.2f}x")
+        sys.stdout.flush()
+        print(f"\ncairn at {seq} tokens (world = cp; cp 4 runs four workers on {benchlib.cores()} cores)")
+        print(f"  {'layout':28s} {'threads':>7s} {'step s':>7s} {'tokens/s':>9s} {'peak RSS MB':>12s}"
+              f" {'vs cp1':>7s} {'cp wait s':>10s} {'sent MB':>8s}")
+        base_rss = None
+        layouts = [(1, "ring", 0, True), (2, "ring", 0, True), (2, "ring", 0, False), (2, "ulysses", 0, True),
+                   (4, "ring", 0, True), (4, "ring", 0, False), (4, "ulysses", 0, True), (4, "2d", 2, True)]
+        for cp, kind, ulysses, overlap in layouts:
+            threads = max(1, benchlib.cores() // cp)
+            a.threads = threads
+            env = benchlib.side_env(threads, benchlib.CAIRN_TUNING_ENV)
+            step, tps, rss, wait, sent, _ = run_long(a, cp, cp, kind, ulysses, overlap, seq, tmp, env)
+            base_rss = base_rss or rss
+            label = "one process" if cp == 1 else (
+                f"cp{cp} {kind}" + (f" ({ulysses} x {cp // ulysses})" if kind == "2d" else "") +
+                ("" if overlap else ", no overlap"))
+            print(f"  {label:28s} {threads:7d} {step:7.3f} {tps:9.0f} {rss:12.0f} {rss / base_rss:6.2f}x"
+                  f" {wait:10.3f} {sent:8.1f}")
+            sys.stdout.flush()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cairn", default="build/bin/cairn")
@@ -108,7 +197,16 @@ def main():
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--world4", action="store_true", help="also world 4 (oversubscribes 2 cores)")
+    p.add_argument("--long", action="store_true", help="also the context-parallel rows")
+    p.add_argument("--long-only", action="store_true", help="only the context-parallel rows")
+    p.add_argument("--long-seq", type=int, default=16384, help="the context-parallel rows' length")
+    p.add_argument("--long-steps", type=int, default=2, help="timed steps per context-parallel row")
+    p.add_argument("--peer-seq", type=int, default=4096, help="the length of the one-process comparison")
     a = p.parse_args()
+    if a.long_only:
+        print(benchlib.machine_line())
+        long_section(a)
+        return
     worlds = [2, 4] if a.world4 else [2]
     print(benchlib.machine_line())
     print(f"GPT-2 {N_LAYER} layers, d={N_EMBD}, {N_HEAD} heads, vocab {VOCAB}, global batch {BATCH} x "
@@ -140,6 +238,9 @@ def main():
                 print(f"  {label:28s} {step:7.3f} {tps:9.0f} {tps / base:7.2f}x {rss:12.0f}"
                       f" {mem.get('total', float('nan')):12.2f} {formula(dp, tp, zero):8.2f}")
                 sys.stdout.flush()
+    if a.long:
+        a.threads = 0
+        long_section(a)
 
 
 if __name__ == "__main__":

@@ -215,6 +215,39 @@ void Group::reduce_scatter(torch::Tensor& out, torch::Tensor& in) {
   out.copy_(in.narrow(0, rank_ * out.numel(), out.numel()));
 }
 
+void Group::all_to_all(torch::Tensor& out, const torch::Tensor& in) {
+  TORCH_CHECK(out.sizes() == in.sizes() && out.is_contiguous() && in.is_contiguous(),
+              "all_to_all: out and in must be contiguous and of one shape");
+  TORCH_CHECK(in.dim() > 0 && in.size(0) % size_ == 0, "all_to_all: dimension 0 of ", in.sizes(),
+              " is not a multiple of the group's ", size_, " ranks");
+  const bool stage = staged(out) || staged(in);
+  torch::Tensor o = stage ? torch::empty(out.sizes(), out.options().dtype(torch::kFloat)) : out;
+  torch::Tensor i = stage ? in.to(torch::kFloat) : in;
+  std::vector<int64_t> equal;  // empty: equal splits
+  ++collectives_;
+  Pending(pg_for(in).alltoall_base(o, i, equal, equal), options_.timeout, "all-to-all").wait();
+  if (stage) out.copy_(o);
+}
+
+Pending Group::send_async(const torch::Tensor& t, int dst, int tag) {
+  TORCH_CHECK(t.is_contiguous(), "send: the tensor must be contiguous");
+  ++sends_;
+  std::vector<torch::Tensor> v{staged(t) ? t.to(torch::kFloat) : t};
+  return Pending(pg_for(t).send(v, dst, tag), options_.timeout,
+                 "send to rank " + std::to_string(dst));
+}
+
+Pending Group::recv_async(torch::Tensor& t, int src, int tag) {
+  TORCH_CHECK(t.is_contiguous(), "recv: the tensor must be contiguous");
+  const std::string what = "receive from rank " + std::to_string(src);
+  if (staged(t)) {
+    std::vector<torch::Tensor> v{torch::empty(t.sizes(), t.options().dtype(torch::kFloat))};
+    return Pending(pg_for(t).recv(v, src, tag), options_.timeout, what, v[0], t);
+  }
+  std::vector<torch::Tensor> v{t};
+  return Pending(pg_for(t).recv(v, src, tag), options_.timeout, what);
+}
+
 void Group::barrier() {
   auto t = torch::zeros({1});
   allreduce(t);

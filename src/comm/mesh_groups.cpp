@@ -33,7 +33,52 @@ Result<MeshGroups> MeshGroups::Create(Group* world, const Mesh& mesh) {
     }
     g.groups_[size_t(a)] = g.owned_[size_t(a)].get();
   }
+  g.world_ = world;
+  const MeshShape& s = mesh.shape();
+  if (s.cp == 1 || s.dp == 1) {
+    g.data_context_ = g.get(s.cp == 1 ? Axis::kData : Axis::kContext);
+  } else if (s.dp * s.cp == world_size) {
+    g.data_context_ = world;
+  } else {
+    for (int r = 0; r < mesh.size(); ++r) {  // one group per (pp, tp), by its smallest rank
+      if (mesh.coord(r, Axis::kData) != 0 || mesh.coord(r, Axis::kContext) != 0) continue;
+      std::array<int, kNumAxes> c = mesh.coords(r);
+      std::vector<int> ranks;
+      for (int d = 0; d < s.dp; ++d)
+        for (int x = 0; x < s.cp; ++x) {
+          c[size_t(Axis::kData)] = d;
+          c[size_t(Axis::kContext)] = x;
+          ranks.push_back(mesh.rank_of(c));
+        }
+      std::unique_ptr<Group> sub = world->subgroup(ranks, "dp-cp");
+      if (sub) g.owned_data_context_ = std::move(sub);
+    }
+    g.data_context_ = g.owned_data_context_.get();
+  }
   return g;
+}
+
+MeshGroups::ContextSplit MeshGroups::split_context(int ulysses) const {
+  const int cp = mesh_.shape().cp;
+  TORCH_CHECK(ulysses >= 1 && cp % ulysses == 0, "split_context: ", ulysses, " does not divide cp ",
+              cp);
+  ContextSplit out;
+  const int ring = cp / ulysses;
+  if (cp == 1) return out;
+  for (const std::vector<int>& ranks : mesh_.all_groups(Axis::kContext)) {  // same order everywhere
+    if (ulysses > 1)
+      for (int k = 0; k < ring; ++k) {
+        std::vector<int> inner(ranks.begin() + k * ulysses, ranks.begin() + (k + 1) * ulysses);
+        if (auto sub = world_->subgroup(inner, "cp-inner")) out.inner = std::move(sub);
+      }
+    if (ring > 1)
+      for (int u = 0; u < ulysses; ++u) {
+        std::vector<int> outer;
+        for (int k = 0; k < ring; ++k) outer.push_back(ranks[size_t(k * ulysses + u)]);
+        if (auto sub = world_->subgroup(outer, "cp-outer")) out.outer = std::move(sub);
+      }
+  }
+  return out;
 }
 
 }  // namespace cairn::comm

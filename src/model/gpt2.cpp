@@ -7,7 +7,6 @@
 #include <memory>
 #include <vector>
 
-#include "cairn/model/attention.h"
 #include "model/arch_impl.h"
 #include "model/layers_impl.h"
 
@@ -16,7 +15,7 @@ namespace {
 
 class Gpt2Attention : public torch::nn::Module {
  public:
-  Gpt2Attention(const ModelConfig& c, std::shared_ptr<TensorParallelSeam> tp)
+  Gpt2Attention(const ModelConfig& c, std::shared_ptr<ParallelSeam> tp)
       : d_(c.head_dim()), tp_(std::move(tp)) {
     c_attn = register_module("c_attn", std::make_shared<Linear>(c.n_embd, 3 * c.n_embd, true));
     c_proj = register_module("c_proj", std::make_shared<Linear>(c.n_embd, c.n_embd, true));
@@ -32,7 +31,7 @@ class Gpt2Attention : public torch::nn::Module {
     auto q = parts[0].view({B, T, H, d_}).transpose(1, 2);  // (B, H', T, D)
     auto k = parts[1].view({B, T, H, d_}).transpose(1, 2);  // (B, H', T, D)
     auto v = parts[2].view({B, T, H, d_}).transpose(1, 2);  // (B, H', T, D)
-    auto y = causal_attention(q, k, v);                     // (B, H', T, D)
+    auto y = tp_->attention(q, k, v);                       // (B, H', T, D)
     return tp_->row(y.transpose(1, 2).reshape({B, T, W}), c_proj->weight, c_proj->bias);
   }
 
@@ -40,12 +39,12 @@ class Gpt2Attention : public torch::nn::Module {
 
  private:
   int64_t d_;  // head size
-  std::shared_ptr<TensorParallelSeam> tp_;
+  std::shared_ptr<ParallelSeam> tp_;
 };
 
 class Gpt2Mlp : public torch::nn::Module {
  public:
-  Gpt2Mlp(const ModelConfig& c, std::shared_ptr<TensorParallelSeam> tp) : tp_(std::move(tp)) {
+  Gpt2Mlp(const ModelConfig& c, std::shared_ptr<ParallelSeam> tp) : tp_(std::move(tp)) {
     c_fc = register_module("c_fc", std::make_shared<Linear>(c.n_embd, c.ffn_dim(), true));
     c_proj = register_module("c_proj", std::make_shared<Linear>(c.ffn_dim(), c.n_embd, true));
   }
@@ -55,12 +54,12 @@ class Gpt2Mlp : public torch::nn::Module {
   std::shared_ptr<Linear> c_fc, c_proj;
 
  private:
-  std::shared_ptr<TensorParallelSeam> tp_;
+  std::shared_ptr<ParallelSeam> tp_;
 };
 
 class Gpt2Block : public torch::nn::Module {
  public:
-  Gpt2Block(const ModelConfig& c, std::shared_ptr<TensorParallelSeam> tp) : tp_(std::move(tp)) {
+  Gpt2Block(const ModelConfig& c, std::shared_ptr<ParallelSeam> tp) : tp_(std::move(tp)) {
     ln_1 = register_module("ln_1", std::make_shared<LayerNorm>(c.n_embd, c.norm_eps));
     attn = register_module("attn", std::make_shared<Gpt2Attention>(c, tp_));
     ln_2 = register_module("ln_2", std::make_shared<LayerNorm>(c.n_embd, c.norm_eps));
@@ -75,7 +74,7 @@ class Gpt2Block : public torch::nn::Module {
   std::shared_ptr<Gpt2Mlp> mlp;
 
  private:
-  std::shared_ptr<TensorParallelSeam> tp_;
+  std::shared_ptr<ParallelSeam> tp_;
 };
 
 class Gpt2Model : public LanguageModel {
@@ -93,10 +92,9 @@ class Gpt2Model : public LanguageModel {
 
   torch::Tensor embed(const torch::Tensor& idx) override {  // idx (B, T) -> (B, T, C)
     check_idx(idx);
+    auto pos = seam_->stream_positions(idx.size(1), idx.options());  // (T')
     if (TensorParallelHooks* tp = tensor_parallel())
-      return tp->embed_tokens(idx, wte_->weight) +
-             wpe_->forward(tp->positions(idx.size(1), idx.options()));
-    auto pos = torch::arange(idx.size(1), idx.options());  // (T)
+      return tp->embed_tokens(idx, wte_->weight) + wpe_->forward(pos);
     return wte_->forward(idx) + wpe_->forward(pos);
   }
 

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <string>
 
+#include "cairn/model/attention.h"
 #include "cairn/model/fused_cross_entropy.h"
 #include "cairn/model/param_specs.h"
 #include "model/arch_impl.h"
@@ -22,16 +23,39 @@ torch::Tensor LanguageModel::forward(const torch::Tensor& idx) {
   return torch::linear(hidden(idx), head_weight());                           // (B, T, V)
 }
 
-torch::Tensor TensorParallelSeam::row(const torch::Tensor& x, const torch::Tensor& weight,
-                                      const torch::Tensor& bias) const {
+torch::Tensor ParallelSeam::row(const torch::Tensor& x, const torch::Tensor& weight,
+                                const torch::Tensor& bias) const {
   if (!hooks) return torch::linear(x, weight, bias);
   auto y = hooks->leave(torch::linear(x, weight));
   return bias.defined() ? y + bias : y;
 }
 
+torch::Tensor ParallelSeam::attention(const torch::Tensor& q, const torch::Tensor& k,
+                                      const torch::Tensor& v) const {
+  return cp ? cp->attention(q, k, v) : causal_attention(q, k, v);
+}
+
+torch::Tensor ParallelSeam::sequence_positions(int64_t T,
+                                               const torch::TensorOptions& options) const {
+  auto o = options.dtype(torch::kLong);
+  return cp ? cp->positions(T, o) : torch::arange(T, o);
+}
+
+torch::Tensor ParallelSeam::stream_positions(int64_t T, const torch::TensorOptions& options) const {
+  auto seq = sequence_positions(T, options);  // (T)
+  if (!hooks) return seq;
+  auto mine = hooks->positions(T, options.dtype(torch::kLong));  // indices into the T, (T')
+  return cp ? seq.index_select(0, mine) : mine;
+}
+
 void LanguageModel::set_tensor_parallel(std::shared_ptr<TensorParallelHooks> hooks) {
   hooks_ = std::move(hooks);
   seam_->hooks = hooks_.get();
+}
+
+void LanguageModel::set_context_parallel(std::shared_ptr<ContextParallelHooks> hooks) {
+  cp_hooks_ = std::move(hooks);
+  seam_->cp = cp_hooks_.get();
 }
 
 torch::Tensor LanguageModel::hidden(const torch::Tensor& idx) {

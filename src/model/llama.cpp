@@ -8,7 +8,6 @@
 #include <utility>
 #include <vector>
 
-#include "cairn/model/attention.h"
 #include "model/arch_impl.h"
 #include "model/layers_impl.h"
 
@@ -24,20 +23,21 @@ torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos,
   return x * cos + rotated * sin;
 }
 
-// cos and sin of the rotation angles t * theta^(-2i/D) of positions t < T, each (T, D) with
+// cos and sin of the rotation angles t * theta^(-2i/D) of the positions t (T), each (T, D) with
 // the D/2 frequencies repeated; computed in float64 and rounded once to `options`.
-std::pair<torch::Tensor, torch::Tensor> rope_tables(int64_t T, int64_t D, double theta,
+std::pair<torch::Tensor, torch::Tensor> rope_tables(const torch::Tensor& positions, int64_t D,
+                                                    double theta,
                                                     const torch::TensorOptions& options) {
   auto f64 = torch::dtype(torch::kDouble);
   auto inv_freq = torch::pow(theta, torch::arange(0, D, 2, f64) / -double(D));  // (D/2)
-  auto angles = torch::outer(torch::arange(T, f64), inv_freq);                  // (T, D/2)
+  auto angles = torch::outer(positions.to(torch::kDouble), inv_freq);           // (T, D/2)
   angles = torch::cat({angles, angles}, 1);                                     // (T, D)
   return {angles.cos().to(options), angles.sin().to(options)};
 }
 
 class LlamaAttention : public torch::nn::Module {
  public:
-  LlamaAttention(const ModelConfig& c, std::shared_ptr<TensorParallelSeam> tp)
+  LlamaAttention(const ModelConfig& c, std::shared_ptr<ParallelSeam> tp)
       : d_(c.head_dim()), theta_(c.rope_theta), tp_(std::move(tp)) {
     const int64_t H = c.n_head, K = c.kv_heads();
     wq = register_module("wq", std::make_shared<Linear>(c.n_embd, H * d_, false));
@@ -46,20 +46,21 @@ class LlamaAttention : public torch::nn::Module {
     wo = register_module("wo", std::make_shared<Linear>(H * d_, c.n_embd, false));
   }
 
-  // x (B, T, C) -> (B, T, C), positions 0..T-1.
+  // x (B, T, C) -> (B, T, C), at the seam's sequence positions (0..T-1 in one process).
   torch::Tensor forward(const torch::Tensor& x) {
     // Head counts come from the projections' widths, so that projections holding a
     // tensor-parallel share of the heads (H' = H / tp, K' key/value heads) run unchanged.
     const int64_t B = x.size(0), T = x.size(1);
-    const auto [cos, sin] = rope_tables(T, d_, theta_, x.options());  // (T, D) each
-    auto q = wq->forward(x);                                          // (B, T, H' D)
-    auto k = wk->forward(x);                                          // (B, T, K' D)
+    const auto [cos, sin] =
+        rope_tables(tp_->sequence_positions(T, x.options()), d_, theta_, x.options());  // (T, D)
+    auto q = wq->forward(x);  // (B, T, H' D)
+    auto k = wk->forward(x);  // (B, T, K' D)
     auto v = wv->forward(x);
     const int64_t H = q.size(2) / d_, K = k.size(2) / d_;
     q = q.view({B, T, H, d_}).transpose(1, 2);  // (B, H', T, D)
     k = k.view({B, T, K, d_}).transpose(1, 2);  // (B, K', T, D)
     v = v.view({B, T, K, d_}).transpose(1, 2);  // (B, K', T, D)
-    auto y = causal_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v);
+    auto y = tp_->attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v);
     return tp_->row(y.transpose(1, 2).reshape({B, T, H * d_}), wo->weight, {});  // (B, T, C)
   }
 
@@ -68,13 +69,12 @@ class LlamaAttention : public torch::nn::Module {
  private:
   int64_t d_;     // head size
   double theta_;  // RoPE base
-  std::shared_ptr<TensorParallelSeam> tp_;
+  std::shared_ptr<ParallelSeam> tp_;
 };
 
 class LlamaFeedForward : public torch::nn::Module {
  public:
-  LlamaFeedForward(const ModelConfig& c, std::shared_ptr<TensorParallelSeam> tp)
-      : tp_(std::move(tp)) {
+  LlamaFeedForward(const ModelConfig& c, std::shared_ptr<ParallelSeam> tp) : tp_(std::move(tp)) {
     w1 = register_module("w1", std::make_shared<Linear>(c.n_embd, c.ffn_dim(), false));
     w2 = register_module("w2", std::make_shared<Linear>(c.ffn_dim(), c.n_embd, false));
     w3 = register_module("w3", std::make_shared<Linear>(c.n_embd, c.ffn_dim(), false));
@@ -85,12 +85,12 @@ class LlamaFeedForward : public torch::nn::Module {
   std::shared_ptr<Linear> w1, w2, w3;
 
  private:
-  std::shared_ptr<TensorParallelSeam> tp_;
+  std::shared_ptr<ParallelSeam> tp_;
 };
 
 class LlamaBlock : public torch::nn::Module {
  public:
-  LlamaBlock(const ModelConfig& c, std::shared_ptr<TensorParallelSeam> tp) : tp_(std::move(tp)) {
+  LlamaBlock(const ModelConfig& c, std::shared_ptr<ParallelSeam> tp) : tp_(std::move(tp)) {
     attention_norm =
         register_module("attention_norm", std::make_shared<RMSNorm>(c.n_embd, c.norm_eps));
     attention = register_module("attention", std::make_shared<LlamaAttention>(c, tp_));
@@ -106,7 +106,7 @@ class LlamaBlock : public torch::nn::Module {
   std::shared_ptr<LlamaFeedForward> feed_forward;
 
  private:
-  std::shared_ptr<TensorParallelSeam> tp_;
+  std::shared_ptr<ParallelSeam> tp_;
 };
 
 class LlamaModel : public LanguageModel {

@@ -15,6 +15,7 @@
 #include "cairn/comm/mesh_groups.h"
 #include "cairn/model/language_model.h"
 #include "cairn/model/param_specs.h"
+#include "cairn/parallel/context_parallel.h"
 #include "cairn/parallel/tensor_parallel.h"
 #include "cairn/parallel/zero3.h"
 
@@ -422,6 +423,130 @@ class ShardedEngine : public Engine {
   std::unique_ptr<Zero3> z_;
 };
 
+// Context parallelism around any of the engines above: they average gradients over dp x cp (the
+// ranks holding the same parameters) and this one gives each micro-batch's tokens to the
+// model as the cp split says: this rank's share of every sequence (its positions, from the
+// hooks), and the loss as the mean over the whole sequence. Each rank's loss is the mean over
+// its T / cp tokens, so the mean of the ranks' losses is the whole sequence's and averaging the
+// gradients over cp (with dp) gives its gradient. Nothing else depends on cp.
+class ContextParallelEngine : public Engine {
+ public:
+  ContextParallelEngine(std::unique_ptr<Engine> inner, comm::Group* cp,
+                        std::shared_ptr<model::ContextParallelHooks> hooks,
+                        comm::MeshGroups::ContextSplit split,
+                        std::shared_ptr<ContextCommStats> stats)
+      : inner_(std::move(inner)),
+        cp_(cp),
+        hooks_(std::move(hooks)),
+        split_(std::move(split)),
+        stats_(std::move(stats)) {}
+
+  void zero_grad() override { inner_->zero_grad(); }
+  torch::Tensor loss(const torch::Tensor& x, const torch::Tensor& y, bool last) override {
+    auto idx = mine(x.size(1), x.device());
+    return whole_mean(inner_->loss(x.index_select(1, idx), y.index_select(1, idx), last));
+  }
+  torch::Tensor eval_loss(const torch::Tensor& x, const torch::Tensor& y) override {
+    auto idx = mine(x.size(1), x.device());
+    return whole_mean(inner_->eval_loss(x.index_select(1, idx), y.index_select(1, idx)));
+  }
+  bool set_last(bool last) override { return inner_->set_last(last); }
+  void finish_backward() override { inner_->finish_backward(); }
+  Status scale_gradients(double factor) override { return inner_->scale_gradients(factor); }
+  double clip_grad_norm(double max_norm) override { return inner_->clip_grad_norm(max_norm); }
+  void step(double lr) override { inner_->step(lr); }
+  int64_t step_count() const override { return inner_->step_count(); }
+  NamedTensors gather_params() override { return inner_->gather_params(); }
+  NamedTensors gather_optimizer_state() override { return inner_->gather_optimizer_state(); }
+  CheckpointShare checkpoint_share(const std::string& model_prefix,
+                                   const std::string& optim_prefix) override {
+    return inner_->checkpoint_share(model_prefix, optim_prefix);
+  }
+  bool shares_pieces() const override { return inner_->shares_pieces(); }
+  Status load(const std::map<std::string, torch::Tensor>& tensors, const std::string& model_prefix,
+              const std::string& optim_prefix, int64_t step_count) override {
+    return inner_->load(tensors, model_prefix, optim_prefix, step_count);
+  }
+  MemoryReport memory_report() const override { return inner_->memory_report(); }
+  std::vector<std::pair<std::string, double>> take_step_stats() override {
+    auto out = inner_->take_step_stats();
+    out.insert(out.end(), {{"cp_comm_s", stats_->wait_s},
+                           {"cp_sent_mb", double(stats_->bytes) / 1e6},
+                           {"cp_messages", double(stats_->messages)}});
+    *stats_ = ContextCommStats{};
+    return out;
+  }
+
+ private:
+  // This rank's token columns of a sequence of T.
+  torch::Tensor mine(int64_t T, const torch::Device& device) const {
+    return hooks_->positions(T / cp_->size(), torch::dtype(torch::kLong).device(device));
+  }
+  // `local` (this rank's mean) with the value of the mean over the cp group and its gradient.
+  torch::Tensor whole_mean(const torch::Tensor& local) const {
+    auto mean = local.detach().to(torch::kFloat).reshape({1}).clone();
+    cp_->allreduce(mean);
+    mean.div_(cp_->size());
+    return local + (mean.reshape({}).to(local.scalar_type()) - local.detach());
+  }
+
+  std::unique_ptr<Engine> inner_;
+  comm::Group* cp_;
+  std::shared_ptr<model::ContextParallelHooks> hooks_;
+  comm::MeshGroups::ContextSplit split_;  // owns 2D's groups
+  std::shared_ptr<ContextCommStats> stats_;
+};
+
+// The groups context parallelism runs over: the cp group (ulysses or ring), or its 2D split.
+std::pair<std::shared_ptr<model::ContextParallelHooks>, comm::MeshGroups::ContextSplit>
+context_hooks(const Plan& plan, const comm::MeshGroups& groups,
+              const std::shared_ptr<ContextCommStats>& stats) {
+  comm::Group* cp = groups.get(comm::Axis::kContext);
+  comm::MeshGroups::ContextSplit split;
+  std::shared_ptr<model::ContextParallelHooks> hooks;
+  switch (plan.layers.front().cp_kind) {
+    case ContextParallelKind::kUlysses:
+      hooks = make_context_parallel_hooks(cp, nullptr, plan.cp_overlap, stats);
+      break;
+    case ContextParallelKind::kRing:
+      hooks = make_context_parallel_hooks(nullptr, cp, plan.cp_overlap, stats);
+      break;
+    case ContextParallelKind::kTwoD:
+    case ContextParallelKind::kNone:
+      split = groups.split_context(plan.cp_ulysses);
+      hooks =
+          make_context_parallel_hooks(split.inner.get(), split.outer.get(), plan.cp_overlap, stats);
+      break;
+  }
+  return std::make_pair(std::move(hooks), std::move(split));
+}
+
+// The engine for everything but cp, averaging over `dp` (the dp group, or dp x cp).
+Result<std::unique_ptr<Engine>> base_engine(std::shared_ptr<model::LanguageModel> model,
+                                            const Plan& plan, const comm::MeshGroups& groups,
+                                            comm::Group* dp, AdamHyper adam) {
+  DataParallelOptions o;
+  o.zero_stage = plan.zero_stage;
+  o.bucket_bytes = plan.bucket_bytes;
+  o.adam = adam;
+  if (plan.mesh.tp > 1) {
+    const LayerPlan& first = plan.layers.front();
+    for (const LayerPlan& l : plan.layers)
+      if (l.tp != plan.mesh.tp || l.sequence_parallel != first.sequence_parallel)
+        return Status::Unsupported(
+            "plan: every block runs at the mesh's tp " + std::to_string(plan.mesh.tp) +
+            " with one sequence-parallel setting in this version (per-block tp is not built)");
+    if (std::string unfit = tp_unfit(model->config(), plan.mesh.tp); !unfit.empty())
+      return Status::InvalidArgument("plan: " + unfit);
+    return std::unique_ptr<Engine>(std::make_unique<TensorParallelEngine>(
+        std::move(model), groups.get(comm::Axis::kTensor), dp, first.sequence_parallel, o,
+        plan.zero_stage == 3));
+  }
+  if (plan.shards_parameters())
+    return std::unique_ptr<Engine>(std::make_unique<ShardedEngine>(std::move(model), dp, adam));
+  return std::unique_ptr<Engine>(std::make_unique<ReplicatedEngine>(std::move(model), dp, o));
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Engine>> parallelize(std::shared_ptr<model::LanguageModel> model,
@@ -433,40 +558,28 @@ Result<std::unique_ptr<Engine>> parallelize(std::shared_ptr<model::LanguageModel
     return Status::InvalidArgument("parallelize: the process groups are of mesh " +
                                    have.ToString() + ", the plan's is " + plan.mesh.ToString());
   CAIRN_RETURN_IF_ERROR(plan.validate(model->config(), groups.mesh().size()));
-  for (comm::Axis a : {comm::Axis::kContext, comm::Axis::kPipeline})
-    if (plan.mesh.extent(a) > 1)
-      return Status::Unsupported(std::string("plan: ") + comm::axis_name(a) + " " +
-                                 std::to_string(plan.mesh.extent(a)) +
-                                 ": this version trains with tensor and data parallelism and "
-                                 "ZeRO (cp and pp must be 1)");
+  if (plan.mesh.pp > 1)
+    return Status::Unsupported("plan: pp " + std::to_string(plan.mesh.pp) +
+                               ": this version trains with tensor, context and data parallelism "
+                               "and ZeRO (pp must be 1)");
+  for (const LayerPlan& l : plan.layers)
+    if (l.cp_kind != plan.layers.front().cp_kind)
+      return Status::Unsupported(
+          "plan: every block runs one context-parallel kind in this "
+          "version (per-block cp kinds are not built)");
   std::vector<bool> checkpointed;
   for (const LayerPlan& l : plan.layers) checkpointed.push_back(l.checkpoint);
   model->set_activation_checkpointing(checkpointed);
-  comm::Group* dp = groups.get(comm::Axis::kData);
-  if (plan.mesh.tp > 1) {
-    const LayerPlan& first = plan.layers.front();
-    for (const LayerPlan& l : plan.layers)
-      if (l.tp != plan.mesh.tp || l.sequence_parallel != first.sequence_parallel)
-        return Status::Unsupported(
-            "plan: every block runs at the mesh's tp " + std::to_string(plan.mesh.tp) +
-            " with one sequence-parallel setting in this version (per-block tp is not built)");
-    if (std::string unfit = tp_unfit(model->config(), plan.mesh.tp); !unfit.empty())
-      return Status::InvalidArgument("plan: " + unfit);
-    DataParallelOptions o;
-    o.zero_stage = plan.zero_stage;
-    o.bucket_bytes = plan.bucket_bytes;
-    o.adam = adam;
-    return std::unique_ptr<Engine>(std::make_unique<TensorParallelEngine>(
-        std::move(model), groups.get(comm::Axis::kTensor), dp, first.sequence_parallel, o,
-        plan.zero_stage == 3));
-  }
-  if (plan.shards_parameters())
-    return std::unique_ptr<Engine>(std::make_unique<ShardedEngine>(std::move(model), dp, adam));
-  DataParallelOptions o;
-  o.zero_stage = plan.zero_stage;
-  o.bucket_bytes = plan.bucket_bytes;
-  o.adam = adam;
-  return std::unique_ptr<Engine>(std::make_unique<ReplicatedEngine>(std::move(model), dp, o));
+  if (plan.mesh.cp == 1)
+    return base_engine(std::move(model), plan, groups, groups.get(comm::Axis::kData), adam);
+  auto stats = std::make_shared<ContextCommStats>();
+  auto [hooks, split] = context_hooks(plan, groups, stats);
+  model->set_context_parallel(hooks);
+  CAIRN_ASSIGN_OR_RETURN(std::unique_ptr<Engine> inner,
+                         base_engine(model, plan, groups, groups.data_context(), adam));
+  return std::unique_ptr<Engine>(std::make_unique<ContextParallelEngine>(
+      std::move(inner), groups.get(comm::Axis::kContext), std::move(hooks), std::move(split),
+      std::move(stats)));
 }
 
 }  // namespace cairn::parallel

@@ -62,16 +62,16 @@ TEST(Parallelize, RefusesAPlanOfAnotherMeshOrModel) {
   EXPECT_NE(r.status().message().find("the model has 3 blocks"), std::string::npos);
 }
 
-// cp and pp above 1 are valid plans this version does not carry out: refused, naming the axis,
-// on every rank. (tp: tensor_parallel_engine_test.)
-TEST(Parallelize, ModelParallelAxesAreRefusedByName) {
+// Valid plans this version does not carry out: pp above 1, and blocks of different
+// context-parallel kinds. Refused, naming what, on every rank. (tp: tensor_parallel_engine_test.)
+TEST(Parallelize, ModelParallelLayoutsNotBuiltAreRefusedByName) {
   auto store = c10::make_intrusive<c10d::HashStore>();
   std::vector<std::string> errors(2);
   std::vector<std::thread> threads;
   for (int r = 0; r < 2; ++r)
     threads.emplace_back([&, r] {
       auto world = comm::Group::Create(store, r, 2, comm::GroupOptions{});
-      for (auto [axis, shape] : {std::pair{"cp 2", comm::MeshShape{1, 1, 2, 1}},
+      for (auto [what, shape] : {std::pair{"per-block cp kinds", comm::MeshShape{1, 1, 2, 1}},
                                  {"pp 2", comm::MeshShape{2, 1, 1, 1}}}) {
         Plan plan = Plan::data_parallel(1, 3);
         plan.mesh = shape;
@@ -79,14 +79,16 @@ TEST(Parallelize, ModelParallelAxesAreRefusedByName) {
           l.tp = shape.tp;
           if (shape.cp > 1) l.cp_kind = ContextParallelKind::kRing;
         }
+        if (shape.cp > 1) plan.layers[1].cp_kind = ContextParallelKind::kUlysses;
         if (shape.pp > 1) plan.pipeline.cuts = {1};
+        ASSERT_TRUE(plan.validate(Tiny(), 2).ok()) << plan.validate(Tiny(), 2).ToString();
         auto mesh = comm::Mesh::Create(shape, 2);
         auto groups = comm::MeshGroups::Create(world.get(), *mesh);
         auto e = parallelize(model::build_model(Tiny(), 3), plan, *groups, AdamHyper{});
         if (e.ok() || e.status().code() != StatusCode::kUnsupported ||
-            e.status().message().find(std::string("plan: ") + axis) == std::string::npos)
+            e.status().message().find(what) == std::string::npos)
           errors[size_t(r)] +=
-              std::string(axis) + ": " + (e.ok() ? "accepted" : e.status().ToString()) + "\n";
+              std::string(what) + ": " + (e.ok() ? "accepted" : e.status().ToString()) + "\n";
       }
     });
   for (auto& t : threads) t.join();

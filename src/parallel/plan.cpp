@@ -152,14 +152,17 @@ json Plan::to_json() const {
       {"pipeline",
        {{"cuts", pipeline.cuts},
         {"schedule", schedule_name(pipeline.schedule)},
-        {"virtual_stages", pipeline.virtual_stages}}}};
+        {"virtual_stages", pipeline.virtual_stages}}},
+      {"cp_ulysses", cp_ulysses},
+      {"cp_overlap", cp_overlap}};
 }
 
 Result<Plan> Plan::from_json(const json& j, int64_t n_layer) {
   Plan p;
-  CAIRN_RETURN_IF_ERROR(check_object(j, "plan",
-                                     {"mesh", "zero_stage", "bucket_mb", "layers", "pipeline",
-                                      "sequence_parallel", "cp_kind", "checkpoint"}));
+  CAIRN_RETURN_IF_ERROR(
+      check_object(j, "plan",
+                   {"mesh", "zero_stage", "bucket_mb", "layers", "pipeline", "sequence_parallel",
+                    "cp_kind", "checkpoint", "cp_ulysses", "cp_overlap"}));
   if (j.contains("mesh")) {
     const json& m = j.at("mesh");
     CAIRN_RETURN_IF_ERROR(check_object(m, "plan.mesh", {"pp", "dp", "cp", "tp", "order"}));
@@ -181,6 +184,8 @@ Result<Plan> Plan::from_json(const json& j, int64_t n_layer) {
     }
   }
   CAIRN_RETURN_IF_ERROR(read_int(j, "zero_stage", "plan", &p.zero_stage));
+  CAIRN_RETURN_IF_ERROR(read_int(j, "cp_ulysses", "plan", &p.cp_ulysses));
+  CAIRN_RETURN_IF_ERROR(read_bool(j, "cp_overlap", "plan", &p.cp_overlap));
   if (j.contains("bucket_mb")) {
     const json& b = j.at("bucket_mb");
     if (!b.is_number() || !(b.get<double>() > 0))
@@ -225,6 +230,33 @@ Result<Plan> Plan::from_json(const json& j, int64_t n_layer) {
   return p;
 }
 
+int Plan::ulysses_degree(const LayerPlan& l) const {
+  if (l.cp_kind == ContextParallelKind::kUlysses) return mesh.cp;
+  if (l.cp_kind == ContextParallelKind::kTwoD && cp_ulysses > 0) return cp_ulysses;
+  return 1;
+}
+
+int Plan::ring_degree(const LayerPlan& l) const {
+  if (l.cp_kind == ContextParallelKind::kRing) return mesh.cp;
+  if (l.cp_kind == ContextParallelKind::kTwoD && cp_ulysses > 0) return mesh.cp / cp_ulysses;
+  return 1;
+}
+
+std::string ulysses_unfit(const model::ModelConfig& m, int tp, int ulysses) {
+  if (ulysses <= 1) return "";
+  // A tp rank's heads: its share of the query heads, and of the key/value heads (one when they
+  // are replicated over tp).
+  const int64_t h = m.n_head / tp, kv = m.kv_heads() % tp == 0 ? m.kv_heads() / tp : 1;
+  if (h % ulysses == 0 && kv % ulysses == 0) return "";
+  std::string fits;
+  for (int64_t u = 1; u <= h; ++u)
+    if (h % u == 0 && kv % u == 0) fits += (fits.empty() ? "" : ", ") + std::to_string(u);
+  return "a Ulysses degree of " + std::to_string(ulysses) + " splits each tp rank's " +
+         std::to_string(h) + " query heads and " + std::to_string(kv) +
+         " key/value head(s), which it must divide (degrees that fit: " + fits +
+         "; ring attention has no such limit)";
+}
+
 std::vector<int> tp_that_fit(const model::ModelConfig& m, int most) {
   std::vector<int> out;
   for (int t = 1; t <= most; ++t)
@@ -249,6 +281,14 @@ Status Plan::validate(const model::ModelConfig& model, int world_size) const {
   if (int64_t(layers.size()) != model.n_layer)
     return bad("plan.layers", "has " + std::to_string(layers.size()) + " entries, the model has " +
                                   std::to_string(model.n_layer) + " blocks (model.n_layer)");
+  const bool two_d = !layers.empty() && layers[0].cp_kind == ContextParallelKind::kTwoD;
+  if (two_d && (cp_ulysses <= 1 || cp_ulysses >= mesh.cp || mesh.cp % cp_ulysses != 0))
+    return bad("plan.cp_ulysses", "2d needs a Ulysses degree between 1 and cp " +
+                                      std::to_string(mesh.cp) + " that divides it, got " +
+                                      std::to_string(cp_ulysses));
+  if (!two_d && cp_ulysses != 0)
+    return bad("plan.cp_ulysses",
+               "is for cp_kind 2d only (got " + std::to_string(cp_ulysses) + ")");
   const int64_t ffn = model.ffn_dim();
   for (size_t i = 0; i < layers.size(); ++i) {
     const LayerPlan& l = layers[i];
@@ -277,10 +317,8 @@ Status Plan::validate(const model::ModelConfig& model, int world_size) const {
                  mesh.cp > 1 ? "must name how attention is split (ulysses, ring, 2d) when cp is " +
                                    std::to_string(mesh.cp)
                              : std::string("must be none when the mesh's cp is 1"));
-    if (l.cp_kind == ContextParallelKind::kUlysses && model.n_head % (l.tp * mesh.cp) != 0)
-      return bad(path + ".cp_kind",
-                 "ulysses needs model.n_head " + std::to_string(model.n_head) +
-                     " divisible by tp x cp = " + std::to_string(l.tp * mesh.cp));
+    if (std::string why = ulysses_unfit(model, l.tp, ulysses_degree(l)); !why.empty())
+      return bad(path + ".cp_kind", why);
   }
   const auto& cuts = pipeline.cuts;
   if (int64_t(cuts.size()) != mesh.pp - 1)
@@ -314,7 +352,12 @@ std::string Plan::summary() const {
   s += ", " + std::to_string(layers.size()) + " blocks";
   if (ckpt > 0) s += " (" + std::to_string(ckpt) + " checkpointed)";
   if (!layers.empty() && layers[0].sequence_parallel) s += ", sequence parallel";
-  if (mesh.cp > 1 && !layers.empty()) s += std::string(", cp ") + cp_kind_name(layers[0].cp_kind);
+  if (mesh.cp > 1 && !layers.empty()) {
+    s += std::string(", cp ") + cp_kind_name(layers[0].cp_kind);
+    if (layers[0].cp_kind == ContextParallelKind::kTwoD)
+      s += " (ulysses " + std::to_string(ulysses_degree(layers[0])) + " x ring " +
+           std::to_string(ring_degree(layers[0])) + ")";
+  }
   if (mesh.pp > 1) s += std::string(", pipeline ") + schedule_name(pipeline.schedule);
   return s;
 }

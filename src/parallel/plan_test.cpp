@@ -45,6 +45,8 @@ TEST(Plan, JsonRoundTripsEveryField) {
   p.layers[1].checkpoint = true;
   p.pipeline.cuts = {2};
   p.pipeline.schedule = PipelineSchedule::kGPipe;
+  p.cp_ulysses = 0;
+  p.cp_overlap = false;
   auto back = Plan::from_json(json::parse(p.to_json().dump()), 4);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_TRUE(*back == p) << back->to_json().dump() << "\nvs\n" << p.to_json().dump();
@@ -131,8 +133,31 @@ TEST(Plan, ValidateNamesWhatDoesNotFit) {
   EXPECT_NE(with([](Plan& p) {
               p.mesh.cp = 8;
               for (auto& l : p.layers) l.cp_kind = ContextParallelKind::kUlysses;
-            }).find("ulysses needs model.n_head 4 divisible by tp x cp = 8"),
+            })
+                .find("a Ulysses degree of 8 splits each tp rank's 4 query heads and 4 key/value "
+                      "head(s), which it must divide (degrees that fit: 1, 2, 4"),
             std::string::npos);
+  EXPECT_NE(with([](Plan& p) {
+              p.mesh.cp = 4;
+              for (auto& l : p.layers) l.cp_kind = ContextParallelKind::kTwoD;
+            }).find("plan.cp_ulysses: 2d needs a Ulysses degree between 1 and cp 4"),
+            std::string::npos);
+  EXPECT_NE(with([](Plan& p) {
+              p.mesh.cp = 4;
+              p.cp_ulysses = 2;
+              for (auto& l : p.layers) l.cp_kind = ContextParallelKind::kRing;
+            }).find("plan.cp_ulysses: is for cp_kind 2d only"),
+            std::string::npos);
+  {
+    Plan two_d = Plan::data_parallel(1, 4);
+    two_d.mesh.cp = 4;
+    two_d.cp_ulysses = 2;
+    for (auto& l : two_d.layers) l.cp_kind = ContextParallelKind::kTwoD;
+    EXPECT_TRUE(two_d.validate(m, 4).ok()) << two_d.validate(m, 4).ToString();
+    EXPECT_EQ(two_d.ulysses_degree(two_d.layers[0]), 2);
+    EXPECT_EQ(two_d.ring_degree(two_d.layers[0]), 2);
+    EXPECT_EQ(two_d.summary(), "pp=1 dp=1 cp=4 tp=1, 4 blocks, cp 2d (ulysses 2 x ring 2)");
+  }
   EXPECT_NE(with([](Plan& p) { p.mesh.pp = 2; }).find("pp 2 needs 1 cut(s), got 0"),
             std::string::npos);
   EXPECT_NE(with([](Plan& p) {

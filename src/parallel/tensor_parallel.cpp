@@ -10,7 +10,7 @@
 #include "cairn/comm/group.h"
 #include "cairn/model/fused_cross_entropy.h"
 #include "cairn/model/language_model.h"
-#include "cairn/model/tensor_parallel_hooks.h"
+#include "cairn/model/parallel_hooks.h"
 #include "cairn/parallel/plan.h"
 
 namespace cairn::parallel {

@@ -66,13 +66,17 @@ MemoryEstimate estimate_memory(const MemoryEstimateInput& in) {
   const auto& c = in.model;
   const double B = double(in.micro_batch_size), T = double(in.seq_len), C = double(c.n_embd);
   const double H = double(c.n_head), L = double(c.n_layer), V = double(c.vocab_size);
-  const double tokens = B * T;
+  // Context parallelism: this rank's 1/cp of every sequence, and 1/cp of the attention scores
+  // (Ulysses: 1/cp of the heads over the whole sequence; a ring keeps no scores, only a block's
+  // while it is computed, which this errs above).
+  const double cp = double(in.cp > 0 ? in.cp : 1);
+  const double tokens = B * T / cp;
   // One block's saved activations (fp32): ~68 values per token and channel (inputs of the
   // norms, projections, MLP and residuals) plus the attention scores, 10 per head per pair.
   // Under tp, 6 of them (the norms' inputs and outputs, the residuals) stay whole without
   // sequence parallelism; the heads' scores and the rest are split.
   const double whole_per = tp > 1 && !in.sequence_parallel ? 6 : 6 / tp;
-  const double block = 4 * tokens * C * (whole_per + 11 / tp) + 4 * B * H * T * T * 2.5 / tp;
+  const double block = 4 * tokens * C * (whole_per + 11 / tp) + 4 * B * H * T * T * 2.5 / tp / cp;
   const double boundary = 4 * tokens * C / (in.sequence_parallel ? tp : 1);  // a block's input
   const double saved = in.activation_checkpointing ? L * boundary + block : L * block;
   // Transients: the chunked head + loss (a chunk of logits and its gradient, its vocabulary

@@ -7,6 +7,7 @@
 
 #include "cairn/core/fs.h"
 #include "cairn/model/config.h"
+#include "cairn/parallel/context_parallel.h"
 
 namespace cairn::train {
 
@@ -83,8 +84,25 @@ core::ConfigSpec train_spec() {
                "vocabulary split); the data-parallel size is the world / tp. With "
                "any parallel.zero_stage")
       .add_int("parallel.dp", 0, 0, 1 << 20,
-               "data-parallel ranks (model replicas); 0 = inferred as the world / parallel.tp. "
-               "Set, it must make dp x tp the world")
+               "data-parallel ranks (model replicas); 0 = inferred as the world / (parallel.tp x "
+               "parallel.cp). Set, it must make dp x cp x tp the world")
+      .add_int("parallel.cp", 1, 1, 1024,
+               "context-parallel ranks: each sequence is split over them (train.seq_len a "
+               "multiple of cp, or of 2 x cp for a ring), for sequences whose activations do not "
+               "fit one rank")
+      .add_string("parallel.cp_kind", "ring", {"ulysses", "ring", "2d"},
+                  "with parallel.cp > 1: ulysses (all-to-all to head shards; heads divisible by "
+                  "cp), ring (key/value blocks passed around a ring, any head count) or 2d "
+                  "(ulysses inside, ring across)")
+      .add_int("parallel.cp_ulysses", 0, 0, 1024,
+               "2d: the Ulysses degree (divides cp); 0 = cp / parallel.cp_ring, or the largest "
+               "that fits the heads")
+      .add_int("parallel.cp_ring", 0, 0, 1024,
+               "2d: the ring degree (cp / parallel.cp_ulysses); 0 = from parallel.cp_ulysses")
+      .add_bool("parallel.cp_overlap", true,
+                "ring and 2d: send the next key/value block while this one is computed; false "
+                "waits for each transfer at once (same results; shows what the overlap hides in "
+                "metrics.jsonl's cp_comm_s)")
       .add_string("parallel.order", "pp,dp,cp,tp", {},
                   "the mesh's axes, outermost first: the last varies fastest over consecutive "
                   "ranks (tp last keeps a tensor-parallel group on one machine)")
@@ -135,6 +153,11 @@ Result<TrainOptions> train_options_from(const core::Config& c) {
   o.sequence_parallel = c.get_bool("parallel.sequence_parallel");
   o.dp = c.get_int("parallel.dp");
   o.order = c.get_string("parallel.order");
+  o.cp = c.get_int("parallel.cp");
+  o.cp_kind = c.get_string("parallel.cp_kind");
+  o.cp_ulysses = c.get_int("parallel.cp_ulysses");
+  o.cp_ring = c.get_int("parallel.cp_ring");
+  o.cp_overlap = c.get_bool("parallel.cp_overlap");
   if (auto order = parse_mesh_order(o.order); !order.ok()) return order.status();
   if (o.sequence_parallel && o.tp < 2)
     return Status::InvalidArgument("parallel.sequence_parallel needs parallel.tp > 1");
@@ -209,32 +232,75 @@ Result<std::array<comm::Axis, comm::kNumAxes>> parse_mesh_order(const std::strin
   return order;
 }
 
+// The Ulysses degree of a 2d layout from parallel.cp_ulysses / parallel.cp_ring (0 for the
+// other kinds, where setting either is refused).
+Result<int> cp_ulysses_from(const TrainOptions& o, const model::ModelConfig& m) {
+  if (o.cp == 1 || o.cp_kind != "2d") {
+    if (o.cp_ulysses != 0 || o.cp_ring != 0)
+      return Status::InvalidArgument(
+          std::string(o.cp_ulysses ? "parallel.cp_ulysses" : "parallel.cp_ring") +
+          " is for parallel.cp_kind 2d with parallel.cp > 1");
+    return 0;
+  }
+  int64_t u = o.cp_ulysses;
+  if (o.cp_ring > 0) {
+    if (o.cp % o.cp_ring != 0 || (u > 0 && u * o.cp_ring != o.cp))
+      return Status::InvalidArgument(
+          "parallel.cp_ring " + std::to_string(o.cp_ring) +
+          (u > 0 ? " x parallel.cp_ulysses " + std::to_string(u) : std::string()) +
+          " must make parallel.cp " + std::to_string(o.cp));
+    u = o.cp / o.cp_ring;
+  }
+  if (u == 0)  // the largest Ulysses degree below cp that splits the heads
+    for (int64_t d = o.cp / 2; d > 1 && u == 0; --d)
+      if (o.cp % d == 0 && parallel::ulysses_unfit(m, int(o.tp), int(d)).empty()) u = d;
+  if (u == 0)
+    return Status::InvalidArgument(
+        "parallel.cp_kind 2d: no Ulysses degree between 1 and cp " + std::to_string(o.cp) +
+        " divides cp and the heads: " + parallel::ulysses_unfit(m, int(o.tp), 2) +
+        "; use parallel.cp_kind ring");
+  return int(u);
+}
+
 Result<parallel::Plan> plan_from(const TrainOptions& o, const model::ModelConfig& m, int world) {
   parallel::Plan plan;
   if (o.plan_path.empty()) {
-    if (o.dp > 0 && o.dp * o.tp != world)
+    const int64_t mp = o.tp * o.cp;  // ranks per model replica
+    const std::string per_replica =
+        o.cp > 1 ? "parallel.cp " + std::to_string(o.cp) + " x parallel.tp " + std::to_string(o.tp)
+                 : "parallel.tp " + std::to_string(o.tp);
+    if (o.dp > 0 && o.dp * mp != world)
       return Status::InvalidArgument(
-          "parallel.dp " + std::to_string(o.dp) + " x parallel.tp " + std::to_string(o.tp) + " = " +
-          std::to_string(o.dp * o.tp) + " ranks, but the job has " + std::to_string(world) +
-          (world % o.tp == 0
-               ? ": set parallel.dp=" + std::to_string(world / o.tp) + " or leave it out (inferred)"
+          "parallel.dp " + std::to_string(o.dp) + " x " + per_replica + " = " +
+          std::to_string(o.dp * mp) + " ranks, but the job has " + std::to_string(world) +
+          (world % mp == 0
+               ? ": set parallel.dp=" + std::to_string(world / mp) + " or leave it out (inferred)"
                : ""));
-    if (world % o.tp != 0) {
+    if (world % mp != 0) {
       std::string worlds;
-      for (int64_t k = 1; k <= 4; ++k) worlds += (k > 1 ? ", " : "") + std::to_string(k * o.tp);
+      for (int64_t k = 1; k <= 4; ++k) worlds += (k > 1 ? ", " : "") + std::to_string(k * mp);
       return Status::InvalidArgument(
-          "parallel.tp " + std::to_string(o.tp) + " does not divide the " + std::to_string(world) +
-          " ranks: run " + worlds + " ranks, or set parallel.tp to a divisor of " +
-          std::to_string(world));
+          (o.cp > 1 ? per_replica + " = " + std::to_string(mp) : per_replica) +
+          " does not divide the " + std::to_string(world) + " ranks: run " + worlds +
+          " ranks, or set " + (o.cp > 1 ? "parallel.tp x parallel.cp" : "parallel.tp") +
+          " to a divisor of " + std::to_string(world));
     }
-    plan = parallel::Plan::data_parallel(world / int(o.tp), m.n_layer, int(o.zero_stage));
+    plan = parallel::Plan::data_parallel(world / int(mp), m.n_layer, int(o.zero_stage));
     plan.mesh.tp = int(o.tp);
+    plan.mesh.cp = int(o.cp);
     CAIRN_ASSIGN_OR_RETURN(plan.order, parse_mesh_order(o.order));
     plan.bucket_bytes = o.bucket_mb << 20;
+    CAIRN_ASSIGN_OR_RETURN(plan.cp_ulysses, cp_ulysses_from(o, m));
+    plan.cp_overlap = o.cp_overlap;
+    parallel::ContextParallelKind kind = parallel::ContextParallelKind::kNone;
+    if (o.cp > 1) {
+      CAIRN_ASSIGN_OR_RETURN(kind, parallel::parse_cp_kind(o.cp_kind));
+    }
     for (parallel::LayerPlan& l : plan.layers) {
       l.checkpoint = o.activation_checkpointing;
       l.tp = int(o.tp);
       l.sequence_parallel = o.sequence_parallel;
+      l.cp_kind = kind;
     }
   } else {
     const TrainOptions defaults;
@@ -245,6 +311,11 @@ Result<parallel::Plan> plan_from(const TrainOptions& o, const model::ModelConfig
           {"parallel.dp", o.dp != defaults.dp},
           {"parallel.order", o.order != defaults.order},
           {"parallel.sequence_parallel", o.sequence_parallel != defaults.sequence_parallel},
+          {"parallel.cp", o.cp != defaults.cp},
+          {"parallel.cp_kind", o.cp_kind != defaults.cp_kind},
+          {"parallel.cp_ulysses", o.cp_ulysses != defaults.cp_ulysses},
+          {"parallel.cp_ring", o.cp_ring != defaults.cp_ring},
+          {"parallel.cp_overlap", o.cp_overlap != defaults.cp_overlap},
           {"train.activation_checkpointing",
            o.activation_checkpointing != defaults.activation_checkpointing}})
       if (set)
@@ -260,6 +331,22 @@ Result<parallel::Plan> plan_from(const TrainOptions& o, const model::ModelConfig
   }
   if (Status s = plan.validate(m, world); !s.ok())
     return o.plan_path.empty() ? s : s.WithContext("parallel.plan " + o.plan_path);
+  if (plan.mesh.cp > 1) {
+    parallel::ContextSplit split;
+    split.ulysses = plan.ulysses_degree(plan.layers.front());
+    split.ring = plan.ring_degree(plan.layers.front());
+    if (std::string unfit = parallel::context_unfit(o.seq_len, split); !unfit.empty())
+      return Status::InvalidArgument("parallel.cp " + std::to_string(plan.mesh.cp) + " (" +
+                                     parallel::cp_kind_name(plan.layers.front().cp_kind) +
+                                     "): train.seq_len: " + unfit);
+    const int64_t share = o.seq_len / plan.mesh.cp;
+    if (plan.layers.front().sequence_parallel && share % plan.mesh.tp != 0)
+      return Status::InvalidArgument(
+          "parallel.sequence_parallel with parallel.cp " + std::to_string(plan.mesh.cp) +
+          ": each rank's " + std::to_string(share) + " tokens of train.seq_len " +
+          std::to_string(o.seq_len) + " are not a multiple of parallel.tp " +
+          std::to_string(plan.mesh.tp));
+  }
   return plan;
 }
 

@@ -326,9 +326,10 @@ Status Trainer::Impl::build_engine() {
     mi.model = mcfg;
     mi.micro_batch_size = o.micro_batch_size;
     mi.seq_len = o.seq_len;
-    mi.world = plan.mesh.dp;  // ZeRO shards over the data-parallel ranks
+    mi.world = plan.mesh.dp * plan.mesh.cp;  // ZeRO shards over the ranks of one replica's data
     mi.zero_stage = plan.zero_stage;
     mi.tp = plan.mesh.tp;
+    mi.cp = plan.mesh.cp;
     mi.sequence_parallel =
         std::all_of(plan.layers.begin(), plan.layers.end(),
                     [](const parallel::LayerPlan& l) { return l.sequence_parallel; });
@@ -619,6 +620,7 @@ Result<std::optional<double>> Trainer::Impl::train_step(MicroBatchSource& source
 Status Trainer::Impl::after_step(double loss, double lr, double step_time, const StepRecord& record,
                                  int64_t stop_at, StepMetrics& metrics, RunSummary* sum) {
   nlohmann::json row = metrics.row(step, loss, lr, step_time);
+  for (const auto& [key, value] : engine->take_step_stats()) row[key] = value;
   if (!record.micro_batches_per_rank.empty()) row["micro_batches"] = record.micro_batches_per_rank;
   sum->losses.push_back(loss);
   sum->final_loss = loss;
@@ -627,6 +629,7 @@ Status Trainer::Impl::after_step(double loss, double lr, double step_time, const
   if ((opt.eval_interval > 0 && step % opt.eval_interval == 0) || last) {
     auto te = Clock::now();
     const double val = evaluate();
+    engine->take_step_stats();  // validation's communication is not the next step's
     row["val_loss"] = val;
     sum->final_val_loss = val;
     log->event("eval",

@@ -93,10 +93,21 @@ class Group {
   // slice, moving 2 (size - 1) / size * n elements per rank where a ring reduce-scatter (NCCL's)
   // moves half of that; the interface is the one a native reduce-scatter replaces.
   void reduce_scatter(torch::Tensor& out, torch::Tensor& in);
+  // Exchanges blocks of dimension 0: `in` holds size blocks of equal rows, block j for rank j;
+  // `out` receives, as its block j, rank j's block for this rank. REQUIRES: both contiguous,
+  // of one shape, dimension 0 a multiple of size.
+  void all_to_all(torch::Tensor& out, const torch::Tensor& in);
+  // Point to point: sends `t` to rank `dst`, or receives into `t` from rank `src` (ranks of this
+  // group), matched with the peer's call of the same tag. `t` stays untouched (send) or unread
+  // (recv) until wait(). REQUIRES: t contiguous.
+  Pending send_async(const torch::Tensor& t, int dst, int tag);
+  Pending recv_async(torch::Tensor& t, int src, int tag);
   void barrier();
 
   // Collectives this rank has issued on this group (tests count them).
   int64_t collectives() const { return collectives_.load(); }
+  // Sends this rank has issued on this group (tests count them).
+  int64_t sends() const { return sends_.load(); }
 
  private:
   Group(c10::intrusive_ptr<c10d::Store> store, c10::intrusive_ptr<c10d::ProcessGroup> pg,
@@ -121,6 +132,7 @@ class Group {
   int rank_, size_;
   GroupOptions options_;
   std::atomic<int64_t> collectives_{0};
+  std::atomic<int64_t> sends_{0};
 };
 
 }  // namespace cairn::comm

@@ -28,6 +28,18 @@ class MeshGroups {
 
   // This rank's group along `a`, or null when the axis' extent is 1.
   Group* get(Axis a) const { return groups_[size_t(a)]; }
+  // The ranks that share this rank's pp and tp coordinates: its dp and cp groups together,
+  // ordered by (dp, cp) coordinates (the replicas of its parameters when cp > 1, over which
+  // gradients are averaged); null when dp x cp is 1.
+  Group* data_context() const { return data_context_; }
+  // The cp group split in two (collective over the job): `ulysses` consecutive cp coordinates
+  // form an inner group, those with the same offset in their run an outer group of
+  // cp / ulysses (2D context parallelism: Ulysses inside, ring across). Either may be null
+  // (extent 1). REQUIRES: ulysses divides cp.
+  struct ContextSplit {
+    std::unique_ptr<Group> inner, outer;
+  };
+  ContextSplit split_context(int ulysses) const;
   const Mesh& mesh() const { return mesh_; }
   int rank() const { return rank_; }  // in the world
 
@@ -35,8 +47,11 @@ class MeshGroups {
   explicit MeshGroups(Mesh mesh);  // out of line: Group is incomplete here
   Mesh mesh_;
   int rank_ = 0;
+  Group* world_ = nullptr;
   std::array<std::unique_ptr<Group>, kNumAxes> owned_;
   std::array<Group*, kNumAxes> groups_{};
+  std::unique_ptr<Group> owned_data_context_;
+  Group* data_context_ = nullptr;
 };
 
 }  // namespace cairn::comm

@@ -11,7 +11,7 @@
 
 #include "cairn/model/checkpoint.h"
 #include "cairn/model/config.h"
-#include "cairn/model/tensor_parallel_hooks.h"
+#include "cairn/model/parallel_hooks.h"
 
 namespace cairn::model {
 
@@ -78,11 +78,15 @@ class LanguageModel : public torch::nn::Module {
   double flops_per_token(int64_t seq_len) const;
   const ModelConfig& config() const { return config_; }
 
-  // Tensor parallelism (tensor_parallel_hooks.h): the hooks the model calls where a
+  // Tensor parallelism (parallel_hooks.h): the hooks the model calls where a
   // tensor-parallel region begins and ends; null (the default) is the one-process model. The
   // caller keeps `hooks` alive and has put this rank's slices into the parameters.
   void set_tensor_parallel(std::shared_ptr<TensorParallelHooks> hooks);
   TensorParallelHooks* tensor_parallel() const { return seam_->hooks; }
+  // Context parallelism (parallel_hooks.h): every call then takes this rank's share of each
+  // sequence (idx (B, T') of the hooks' positions) and attention reaches the rest over the cp
+  // group. The caller keeps `hooks` alive.
+  void set_context_parallel(std::shared_ptr<ContextParallelHooks> hooks);
 
  protected:
   // Checks idx is (B, T) int64 with 1 <= T <= block_size.
@@ -90,10 +94,11 @@ class LanguageModel : public torch::nn::Module {
 
   ModelConfig config_;
   // Given to the blocks at construction; its hooks are set by set_tensor_parallel.
-  std::shared_ptr<TensorParallelSeam> seam_ = std::make_shared<TensorParallelSeam>();
+  std::shared_ptr<ParallelSeam> seam_ = std::make_shared<ParallelSeam>();
 
  private:
   std::shared_ptr<TensorParallelHooks> hooks_;
+  std::shared_ptr<ContextParallelHooks> cp_hooks_;
   std::vector<bool> checkpointed_;  // per block
 };
 

@@ -86,6 +86,9 @@ class Engine {
                       const std::string& model_prefix, const std::string& optim_prefix,
                       int64_t step_count) = 0;
   virtual MemoryReport memory_report() const = 0;
+  // Counters of this rank's work since the last call, for the step's metrics row (e.g.
+  // "cp_comm_s": seconds blocked on context-parallel communication); resets them.
+  virtual std::vector<std::pair<std::string, double>> take_step_stats() { return {}; }
 };
 
 // Lays `model` out as `plan` says over `groups` (built from the plan's mesh; collective over

@@ -56,6 +56,10 @@ struct PipelinePlan {
 // MLP width divisible, the key/value heads divisible (split) or dividing it (replicated).
 std::vector<int> tp_that_fit(const model::ModelConfig& model, int most = 64);
 
+// Why Ulysses attention of degree `ulysses` cannot split `model`'s heads at tensor-parallel
+// degree tp ("" when it can), naming the degrees that fit.
+std::string ulysses_unfit(const model::ModelConfig& model, int tp, int ulysses);
+
 struct Plan {
   comm::MeshShape mesh;  // extents; their product is the world size
   std::array<comm::Axis, comm::kNumAxes> order = comm::kDefaultOrder;
@@ -64,6 +68,17 @@ struct Plan {
   int64_t bucket_bytes = 8 << 20;  // gradient all-reduce bucket (zero_stage 0-2)
   std::vector<LayerPlan> layers;   // one per transformer block
   PipelinePlan pipeline;
+  // 2D context parallelism: the Ulysses degree inside the cp axis (1 < cp_ulysses < cp, dividing
+  // it; the ring runs across cp / cp_ulysses). 0 for the other kinds.
+  int cp_ulysses = 0;
+  // Ring attention sends the next key/value block while computing this one (false: waits for
+  // each transfer at once, the same numbers: to measure what the overlap hides).
+  bool cp_overlap = true;
+
+  // The Ulysses degree of a block: cp for ulysses, cp_ulysses for 2d, else 1.
+  int ulysses_degree(const LayerPlan& l) const;
+  // The ring degree of a block: cp for ring, cp / cp_ulysses for 2d, else 1.
+  int ring_degree(const LayerPlan& l) const;
 
   // Data parallelism over `world` ranks for a model of `n_layer` blocks: what a config without
   // any tp / cp / pp key means.
@@ -73,7 +88,8 @@ struct Plan {
   //  "zero_stage": 1, "bucket_mb": 8,
   //  "layers": [{"tp": 1, "sequence_parallel": false, "cp_kind": "none", "checkpoint": false},
   //             ...],
-  //  "pipeline": {"cuts": [], "schedule": "1f1b", "virtual_stages": 1}}
+  //  "pipeline": {"cuts": [], "schedule": "1f1b", "virtual_stages": 1}, "cp_ulysses": 0,
+  //  "cp_overlap": true}
   // from_json accepts missing keys (their defaults; "layers" missing: each of the model's
   // n_layer blocks gets tp = mesh tp and the top-level "sequence_parallel", "cp_kind" and
   // "checkpoint" if present) and rejects unknown ones, naming the path ("plan.layers[3].tp").
@@ -85,7 +101,9 @@ struct Plan {
   // layer plan per block, each block's tp divides the mesh's tp and the model's head counts
   // and MLP width, sequence parallelism only with tp > 1, a cp kind exactly when cp > 1 (and
   // heads divisible for Ulysses), pipeline cuts increasing inside the model and one fewer than
-  // pp, ZeRO-3 not combined with pp. Errors are kInvalidArgument naming the field and why.
+  // pp, ZeRO-3 not combined with pp, the Ulysses degree dividing each tp rank's query and
+  // key/value heads, cp_ulysses exactly for 2d. Errors are kInvalidArgument naming the field and
+  // why.
   Status validate(const model::ModelConfig& model, int world_size) const;
 
   // ZeRO-3 or tp > 1: parallelize() splits the parameters (from whole ones), so the model is
@@ -103,7 +121,8 @@ struct Plan {
   bool operator==(const Plan& o) const {
     return mesh.pp == o.mesh.pp && mesh.dp == o.mesh.dp && mesh.cp == o.mesh.cp &&
            mesh.tp == o.mesh.tp && order == o.order && zero_stage == o.zero_stage &&
-           bucket_bytes == o.bucket_bytes && layers == o.layers && pipeline == o.pipeline;
+           bucket_bytes == o.bucket_bytes && layers == o.layers && pipeline == o.pipeline &&
+           cp_ulysses == o.cp_ulysses && cp_overlap == o.cp_overlap;
   }
 };
 

@@ -119,7 +119,7 @@ std::vector<TpPiece> tp_pieces(const torch::Tensor& local, const model::ParamSpe
 torch::Tensor tp_gather(const torch::Tensor& local, const model::ParamSpec& spec,
                         const model::ModelConfig& config, comm::Group* tp);
 
-// The hooks that run `model` tensor-parallel over `tp` (tensor_parallel_hooks.h). Under
+// The hooks that run `model` tensor-parallel over `tp` (parallel_hooks.h). Under
 // sequence parallelism every sequence length must be a multiple of the group's size.
 std::shared_ptr<model::TensorParallelHooks> make_tensor_parallel_hooks(
     const model::ModelConfig& config, comm::Group* tp, bool sequence_parallel);

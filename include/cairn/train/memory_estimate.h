@@ -23,11 +23,12 @@ struct MemoryEstimateInput {
   model::ModelConfig model;
   int64_t micro_batch_size = 1;
   int64_t seq_len = 1;
-  int world = 1;  // data-parallel ranks (ZeRO shards over them)
+  int world = 1;  // ranks holding the same parameters (dp x cp: ZeRO shards over them)
   int zero_stage = 0;
   bool activation_checkpointing = false;
   int tp = 1;                      // tensor-parallel ranks a model replica is split over
   bool sequence_parallel = false;  // with tp: the norms' and residuals' activations split too
+  int cp = 1;                      // context-parallel ranks: each holds 1/cp of every sequence
 };
 
 // Exact parameter count of the model `config` builds.

@@ -37,9 +37,14 @@ struct TrainOptions {
   int64_t zero_stage = 0;             // parallel.zero_stage
   int64_t bucket_mb = 8;              // parallel.bucket_mb
   int64_t tp = 1;                     // parallel.tp
-  int64_t dp = 0;                     // parallel.dp; 0 = the world / tp
+  int64_t dp = 0;                     // parallel.dp; 0 = the world / (tp x cp)
   std::string order = "pp,dp,cp,tp";  // parallel.order: the mesh's axes, outermost first
   bool sequence_parallel = false;     // parallel.sequence_parallel
+  int64_t cp = 1;                     // parallel.cp: context-parallel ranks
+  std::string cp_kind = "ring";       // parallel.cp_kind: ulysses | ring | 2d (with cp > 1)
+  int64_t cp_ulysses = 0;             // parallel.cp_ulysses (2d); 0 = from cp_ring or inferred
+  int64_t cp_ring = 0;                // parallel.cp_ring (2d); 0 = from cp_ulysses or inferred
+  bool cp_overlap = true;             // parallel.cp_overlap
   std::string plan_path;           // parallel.plan: a JSON plan file; empty = from the keys above
   std::string precision = "fp32";  // fp32 | bf16
   std::string device = "cpu";      // train.device: cpu | cuda | cuda:N (see resolve_device)
