@@ -9,11 +9,15 @@
 //   s == r  both chunks, causal by position (the first chunk sees none of the second);
 //   s <  r  every query row sees the block's first chunk (earlier), none of its second (later);
 //   s >  r  only the second query chunk sees anything, and it sees the whole block;
-// so after the first step every block is half the work of a full one, on every rank.
+// so after the first step every block is half the work of a full one, on every rank. A block is
+// computed in tiles of query rows, each against the keys it may see (within the own block, up to
+// its last row), so that a rank never holds more scores than a tile's and skips the masked
+// half of its own block.
 #include "cairn/parallel/context_parallel.h"
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -168,16 +172,30 @@ struct HeadsToSeq : torch::autograd::Function<HeadsToSeq> {
 
 // Keys and values travel as one buffer (2, BK, m, D); in backward with their gradients.
 struct Block {
-  int64_t q_begin, q_rows;  // the query rows that see the block
+  int64_t q_begin, q_rows;  // query rows of the tile
   int64_t k_begin, k_rows;  // the keys of the block they see
   bool causal;              // mask by position (the rank's own block)
 };
 
-// What rank r's queries see of rank s's block (see the file comment); c = rows per chunk.
-Block visible(int r, int s, int64_t c) {
-  if (s == r) return {0, 2 * c, 0, 2 * c, true};
-  if (s < r) return {0, 2 * c, 0, c, false};
-  return {c, c, 0, 2 * c, false};
+// The tiles of at most t query rows in which rank r's queries see rank s's block (see the file
+// comment); c = rows per chunk.
+std::vector<Block> tiles(int r, int s, int64_t c, int64_t t) {
+  std::vector<Block> out;
+  auto rows = [&](int64_t begin, int64_t end) {
+    for (int64_t a = begin; a < end; a += t) {
+      const int64_t n = std::min(t, end - a);
+      if (s == r)
+        out.push_back({a, n, 0, a + n, true});  // up to the tile's last row
+      else if (s < r)
+        out.push_back({a, n, 0, c, false});
+      else
+        out.push_back({a, n, 0, 2 * c, false});
+    }
+  };
+  if (s == r) rows(0, c), rows(c, 2 * c);  // each chunk causally (tiles within a chunk)
+  if (s < r) rows(0, 2 * c);               // every row sees the block's first chunk
+  if (s > r) rows(c, 2 * c);               // the second chunk sees the whole block
+  return out;
 }
 
 // The (2c, 2c) causal mask of a rank's own block (true: hidden): its rows and keys are the two
@@ -208,7 +226,9 @@ torch::Tensor scores(const torch::Tensor& q, const torch::Tensor& k, const Block
   auto qb = q.narrow(2, b.q_begin, b.q_rows).reshape({BK, G * b.q_rows, D}) * scale;
   auto s = torch::bmm(qb, k.narrow(1, b.k_begin, b.k_rows).transpose(1, 2));
   s = s.view({BK, G, b.q_rows, b.k_rows});
-  if (b.causal) s.masked_fill_(mask, -std::numeric_limits<float>::infinity());
+  if (b.causal)
+    s.masked_fill_(mask.narrow(0, b.q_begin, b.q_rows).narrow(1, b.k_begin, b.k_rows),
+                   -std::numeric_limits<float>::infinity());
   return s;
 }
 
@@ -231,7 +251,7 @@ struct RingComm {
 // Forward of every block around the ring: out (BK, G, 2c, D) and lse (BK, G, 2c), fp32.
 std::pair<torch::Tensor, torch::Tensor> ring_forward(const torch::Tensor& q, const torch::Tensor& k,
                                                      const torch::Tensor& v, const RingComm& rc,
-                                                     double scale) {
+                                                     double scale, int64_t tile_rows) {
   const int R = rc.size(), r = rc.rank();
   const int64_t BK = q.size(0), G = q.size(1), T2 = q.size(2), D = q.size(3), c = T2 / 2;
   auto out = torch::zeros({BK, G, T2, D}, q.options());
@@ -242,18 +262,19 @@ std::pair<torch::Tensor, torch::Tensor> ring_forward(const torch::Tensor& q, con
     const int s = ((r - i) % R + R) % R;
     Hop hop;
     if (i + 1 < R) hop = rc.post(cur, 0);  // the next block travels while this one is computed
-    const Block b = visible(r, s, c);
-    auto sc = scores(q, cur[0], b, mask, scale);  // (BK, G, n, m)
-    auto lb = torch::logsumexp(sc, -1);           // (BK, G, n)
-    auto p = (sc - lb.unsqueeze(-1)).exp_();      // (BK, G, n, m)
-    auto ob =
-        torch::bmm(p.view({BK, G * b.q_rows, b.k_rows}), cur[1].narrow(1, b.k_begin, b.k_rows))
-            .view({BK, G, b.q_rows, D});
-    auto o = out.narrow(2, b.q_begin, b.q_rows);
-    auto l = lse.narrow(2, b.q_begin, b.q_rows);
-    auto merged = torch::logaddexp(l, lb);
-    o.mul_((l - merged).exp_().unsqueeze(-1)).add_(ob * (lb - merged).exp_().unsqueeze(-1));
-    l.copy_(merged);
+    for (const Block& b : tiles(r, s, c, tile_rows)) {
+      auto sc = scores(q, cur[0], b, mask, scale);  // (BK, G, n, m)
+      auto lb = torch::logsumexp(sc, -1);           // (BK, G, n)
+      auto p = sc.sub_(lb.unsqueeze(-1)).exp_();    // (BK, G, n, m)
+      auto ob =
+          torch::bmm(p.view({BK, G * b.q_rows, b.k_rows}), cur[1].narrow(1, b.k_begin, b.k_rows))
+              .view({BK, G, b.q_rows, D});
+      auto o = out.narrow(2, b.q_begin, b.q_rows);
+      auto l = lse.narrow(2, b.q_begin, b.q_rows);
+      auto merged = torch::logaddexp(l, lb);
+      o.mul_((l - merged).exp_().unsqueeze(-1)).add_(ob.mul_((lb - merged).exp_().unsqueeze(-1)));
+      l.copy_(merged);
+    }
     if (i + 1 < R) cur = hop.finish();
   }
   return {out, lse};
@@ -270,12 +291,14 @@ torch::Tensor keys(const torch::Tensor& k, const Shape& d) {
 struct RingAttention : torch::autograd::Function<RingAttention> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& q_in,
                                const torch::Tensor& k_in, const torch::Tensor& v_in, int64_t group,
-                               bool overlap, int64_t stats) {
+                               bool overlap, int64_t stats, int64_t tile_rows) {
     const Shape d = shape_of(q_in, k_in);
     const double scale = 1.0 / std::sqrt(double(d.D));
     auto q = queries(q_in, d), k = keys(k_in, d), v = keys(v_in, d);
-    auto [out, lse] = ring_forward(q, k, v, {unpack(group), overlap, unpack_stats(stats)}, scale);
+    auto [out, lse] =
+        ring_forward(q, k, v, {unpack(group), overlap, unpack_stats(stats)}, scale, tile_rows);
     ctx->saved_data["group"] = group;
+    ctx->saved_data["tile_rows"] = tile_rows;
     ctx->saved_data["overlap"] = overlap;
     ctx->saved_data["stats"] = stats;
     ctx->save_for_backward({q, k, v, out, lse});
@@ -295,6 +318,7 @@ struct RingAttention : torch::autograd::Function<RingAttention> {
     const int R = rc.size(), r = rc.rank();
     const int64_t BK = q.size(0), G = q.size(1), T2 = q.size(2), D = q.size(3), c = T2 / 2;
     const double scale = 1.0 / std::sqrt(double(D));
+    const int64_t tile_rows = ctx->saved_data["tile_rows"].toInt();
     const int64_t B = grads[0].size(0), H = grads[0].size(1), K = BK / B;
     auto go = grads[0].to(torch::kFloat).contiguous().view({BK, G, T2, D});
     auto delta = (go * out).sum(-1);  // (BK, G, 2c): rowsum(dO * O)
@@ -307,20 +331,22 @@ struct RingAttention : torch::autograd::Function<RingAttention> {
       const int s = ((r - i) % R + R) % R;
       Hop kv_hop;
       if (i + 1 < R) kv_hop = rc.post(kv, 0);
-      const Block b = visible(r, s, c);
-      const int64_t n = b.q_rows, m = b.k_rows;
-      auto kb = kv[0].narrow(1, b.k_begin, m), vb = kv[1].narrow(1, b.k_begin, m);
-      auto p = (scores(q, kv[0], b, mask, scale) - lse.narrow(2, b.q_begin, n).unsqueeze(-1))
-                   .exp_()
-                   .view({BK, G * n, m});  // (BK, G n, m)
-      auto gob = go.narrow(2, b.q_begin, n).reshape({BK, G * n, D});
       auto mine = torch::zeros({2, BK, T2, D}, q.options());  // this rank's part of dk, dv
-      mine[1].narrow(1, b.k_begin, m).baddbmm_(p.transpose(1, 2), gob);
-      auto ds = torch::bmm(gob, vb.transpose(1, 2));  // dP (BK, G n, m)
-      ds.sub_(delta.narrow(2, b.q_begin, n).reshape({BK, G * n, 1})).mul_(p);
-      dq.narrow(2, b.q_begin, n).add_(torch::bmm(ds, kb).mul_(scale).view({BK, G, n, D}));
-      auto qb = q.narrow(2, b.q_begin, n).reshape({BK, G * n, D});
-      mine[0].narrow(1, b.k_begin, m).baddbmm_(ds.transpose(1, 2), qb, 1.0, scale);
+      for (const Block& b : tiles(r, s, c, tile_rows)) {
+        const int64_t n = b.q_rows, m = b.k_rows;
+        auto kb = kv[0].narrow(1, b.k_begin, m), vb = kv[1].narrow(1, b.k_begin, m);
+        auto p = scores(q, kv[0], b, mask, scale)
+                     .sub_(lse.narrow(2, b.q_begin, n).unsqueeze(-1))
+                     .exp_()
+                     .view({BK, G * n, m});  // (BK, G n, m)
+        auto gob = go.narrow(2, b.q_begin, n).reshape({BK, G * n, D});
+        mine[1].narrow(1, b.k_begin, m).baddbmm_(p.transpose(1, 2), gob);
+        auto ds = torch::bmm(gob, vb.transpose(1, 2));  // dP (BK, G n, m)
+        ds.sub_(delta.narrow(2, b.q_begin, n).reshape({BK, G * n, 1})).mul_(p);
+        dq.narrow(2, b.q_begin, n).add_(torch::bmm(ds, kb).mul_(scale).view({BK, G, n, D}));
+        auto qb = q.narrow(2, b.q_begin, n).reshape({BK, G * n, D});
+        mine[0].narrow(1, b.k_begin, m).baddbmm_(ds.transpose(1, 2), qb, 1.0, scale);
+      }
       dkv = i == 0 ? mine : grad_hop.finish().add_(mine);  // earlier ranks' parts, plus ours
       if (R > 1) grad_hop = rc.post(dkv, 1);
       if (i + 1 < R) kv = kv_hop.finish();
@@ -329,7 +355,7 @@ struct RingAttention : torch::autograd::Function<RingAttention> {
     auto as = [&](const torch::Tensor& t, int64_t heads, const torch::Tensor& like) {
       return t.view({B, heads, T2, D}).to(like.scalar_type());
     };
-    return {as(dq, H, grads[0]), as(dkv[0], K, grads[0]), as(dkv[1], K, grads[0]),
+    return {as(dq, H, grads[0]), as(dkv[0], K, grads[0]), as(dkv[1], K, grads[0]), torch::Tensor(),
             torch::Tensor(),     torch::Tensor(),         torch::Tensor()};
   }
 };
@@ -420,11 +446,13 @@ torch::Tensor ulysses_heads_to_seq(const torch::Tensor& y, comm::Group* g,
 }
 
 torch::Tensor ring_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                             comm::Group* g, bool overlap, ContextCommStats* stats) {
+                             comm::Group* g, bool overlap, ContextCommStats* stats,
+                             int64_t tile_rows) {
   shape_of(q, k);
   TORCH_CHECK(k.sizes() == v.sizes() && q.size(2) == k.size(2), "ring attention: k ", k.sizes(),
               " and v ", v.sizes(), " must match q's rows ", q.sizes());
-  return RingAttention::apply(q, k, v, pack(g), overlap, pack(stats));
+  TORCH_CHECK(tile_rows > 0, "ring attention: tile_rows ", tile_rows, " must be positive");
+  return RingAttention::apply(q, k, v, pack(g), overlap, pack(stats), tile_rows);
 }
 
 std::pair<torch::Tensor, torch::Tensor> ring_attention_forward(const torch::Tensor& q,
@@ -434,7 +462,7 @@ std::pair<torch::Tensor, torch::Tensor> ring_attention_forward(const torch::Tens
   torch::NoGradGuard no_grad;
   const Shape d = shape_of(q, k);
   auto [out, lse] = ring_forward(queries(q, d), keys(k, d), keys(v, d), RingComm{g},
-                                 1.0 / std::sqrt(double(d.D)));
+                                 1.0 / std::sqrt(double(d.D)), kRingTileRows);
   return {out.view({d.B, d.H, d.T2, d.D}), lse.view({d.B, d.H, d.T2})};
 }
 

@@ -121,6 +121,15 @@ void CheckAttention(int ulysses, int ring, const Full& f) {
       auto [out, lse] = ring_attention_forward(q.detach(), k.detach(), v.detach(), r);
       ExpectClose(out, f.y.index_select(2, pos), 1e-5, "ring output");
       ExpectClose(lse, f.lse.index_select(2, pos), 1e-5, "log-sum-exp");
+      // Tiles of 3 query rows: chunks of 4 (ring 4) and 8 (ring 2) cut with a remainder.
+      auto q3 = q.detach().requires_grad_(), k3 = k.detach().requires_grad_(),
+           v3 = v.detach().requires_grad_();
+      auto y3 = ring_attention(q3, k3, v3, r, true, nullptr, /*tile_rows=*/3);
+      ExpectClose(y3, f.y.index_select(2, pos), 1e-5, "output in tiles of 3");
+      y3.backward(f.gy.index_select(2, pos));
+      ExpectClose(q3.grad(), f.dq.index_select(2, pos), 1e-5, "dq in tiles of 3");
+      ExpectClose(k3.grad(), f.dk.index_select(2, pos), 1e-5, "dk in tiles of 3");
+      ExpectClose(v3.grad(), f.dv.index_select(2, pos), 1e-5, "dv in tiles of 3");
     }
     // Without overlap: the same numbers bit for bit, and every exchange counted.
     auto stats = std::make_shared<ContextCommStats>();

@@ -66,24 +66,34 @@ MemoryEstimate estimate_memory(const MemoryEstimateInput& in) {
   const auto& c = in.model;
   const double B = double(in.micro_batch_size), T = double(in.seq_len), C = double(c.n_embd);
   const double H = double(c.n_head), L = double(c.n_layer), V = double(c.vocab_size);
-  // Context parallelism: this rank's 1/cp of every sequence, and 1/cp of the attention scores
-  // (Ulysses: 1/cp of the heads over the whole sequence; a ring keeps no scores, only a block's
-  // while it is computed, which this errs above).
+  // Context parallelism: this rank's 1/cp of every sequence.
   const double cp = double(in.cp > 0 ? in.cp : 1);
+  const double ring = double(in.cp_ring > 0 ? in.cp_ring : 1), ulysses = cp / ring;
   const double tokens = B * T / cp;
-  // One block's saved activations (fp32): ~68 values per token and channel (inputs of the
-  // norms, projections, MLP and residuals) plus the attention scores, 10 per head per pair.
-  // Under tp, 6 of them (the norms' inputs and outputs, the residuals) stay whole without
-  // sequence parallelism; the heads' scores and the rest are split.
+  // One block's saved activations (fp32): ~68 bytes per token and channel (inputs of the
+  // norms, projections, MLP and residuals; 4 more with a ring, its fp32 copies of q, k, v and
+  // the output) plus what attention keeps of the scores. Under tp, 6 of the 17 values (the
+  // norms' inputs and outputs, the residuals) stay whole without sequence parallelism; the
+  // heads' scores and the rest are split. causal_attention keeps the probabilities of the
+  // causal triangle, 2 bytes per head per pair (fp32, half the pairs), for the heads it runs:
+  // H / tp over the whole sequence in one process, H / (tp cp) under Ulysses. Ring attention
+  // keeps none: it recomputes each block's scores in backward from the saved log-sum-exp.
   const double whole_per = tp > 1 && !in.sequence_parallel ? 6 : 6 / tp;
-  const double block = 4 * tokens * C * (whole_per + 11 / tp) + 4 * B * H * T * T * 2.5 / tp / cp;
+  const double heads = H / tp / ulysses;  // the heads each rank's attention runs
+  const double ring_copies = ring > 1 ? 4 : 0;
+  const double scores = ring > 1 ? 0 : 2 * B * heads * T * T;
+  const double block = 4 * tokens * C * (whole_per + (11 + ring_copies) / tp) + scores;
+  // Attention's transients: a ring tile's scores, probabilities and their gradient (three fp32
+  // tables of up to 256 query rows by the T / ring keys of a block, per head).
+  const double ring_block =
+      ring > 1 ? 3 * 4 * B * heads * std::min(256.0, T / ring) * (T / ring) : 0;
   const double boundary = 4 * tokens * C / (in.sequence_parallel ? tp : 1);  // a block's input
   const double saved = in.activation_checkpointing ? L * boundary + block : L * block;
   // Transients: the chunked head + loss (a chunk of logits and its gradient, its vocabulary
   // rows under tp) and the embedding output; ZeRO-3 also gathers one block's parameters.
   const double head = 2 * 4 * std::min(tokens, 2048.0) * V / 4 / tp + 4 * tokens * C * 2;
   const double gathered = in.zero_stage >= 3 ? 2 * 4 * P / (L > 0 ? L : 1) : 0;
-  e.activation_bytes = saved + head + gathered;
+  e.activation_bytes = saved + std::max(head, ring_block) + gathered;
   return e;
 }
 

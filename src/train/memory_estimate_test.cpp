@@ -77,6 +77,31 @@ TEST(MemoryEstimate, CheckpointingAndShorterSequencesNeedLess) {
   EXPECT_LT(estimate_memory(in).activation_bytes, full);
 }
 
+// configs/gpt-kjv-long.yaml: one process keeps the causal triangle's probabilities (2 bytes per
+// head per pair and layer, at least); Ulysses keeps 1/cp of the heads' and a ring none of them.
+TEST(MemoryEstimate, ContextParallelismSplitsTheLongSequencesActivations) {
+  MemoryEstimateInput in;
+  in.model = Tiny("gpt2");
+  in.model.n_layer = 4;
+  in.model.n_head = 4;
+  in.model.n_embd = 192;
+  in.model.vocab_size = 50304;
+  in.model.block_size = in.seq_len = 16384;
+  const double probs = 4 * 2 * 4 * 16384.0 * 16384.0;
+  const double one = estimate_memory(in).activation_bytes;
+  EXPECT_GT(one, probs);
+  EXPECT_LT(one, 1.5 * probs);
+  in.cp = 4;
+  const double ulysses = estimate_memory(in).activation_bytes;
+  EXPECT_GT(ulysses, probs / 4);
+  EXPECT_LT(ulysses, one / 3);
+  in.cp_ring = 4;
+  const double ring = estimate_memory(in).activation_bytes;
+  EXPECT_LT(ring, ulysses / 2);
+  in.cp_ring = 2;  // 2d: 2 Ulysses x 2 ring
+  EXPECT_LT(estimate_memory(in).activation_bytes, ulysses / 2);
+}
+
 TEST(MemoryEstimate, ATooLargeJobIsRefusedWithTheFigures) {
   MemoryEstimateInput in;
   in.model = Tiny("gpt2");

@@ -330,6 +330,7 @@ Status Trainer::Impl::build_engine() {
     mi.zero_stage = plan.zero_stage;
     mi.tp = plan.mesh.tp;
     mi.cp = plan.mesh.cp;
+    mi.cp_ring = plan.ring_degree(plan.layers.front());
     mi.sequence_parallel =
         std::all_of(plan.layers.begin(), plan.layers.end(),
                     [](const parallel::LayerPlan& l) { return l.sequence_parallel; });

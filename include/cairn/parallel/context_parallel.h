@@ -82,9 +82,12 @@ torch::Tensor ulysses_heads_to_seq(const torch::Tensor& y, comm::Group* g,
 // Forward: R - 1 key/value hops; backward: R - 1 key/value hops and R hops of their gradients.
 // With `overlap` each hop travels while a block is computed; without, it is waited for at once
 // (the same result: a measure of what the overlap hides). Hops are counted in `stats`.
+// Each block is computed in tiles of `tile_rows` query rows: the scores a rank holds at once
+// are a tile's, (B, H, tile_rows, <= 2c) fp32.
+inline constexpr int64_t kRingTileRows = 256;
 torch::Tensor ring_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                             comm::Group* g, bool overlap = true,
-                             ContextCommStats* stats = nullptr);
+                             comm::Group* g, bool overlap = true, ContextCommStats* stats = nullptr,
+                             int64_t tile_rows = kRingTileRows);
 // The forward alone, without a graph: output (B, H, 2c, D) fp32 and the log-sum-exp of each
 // query row's scaled scores over the keys it sees, (B, H, 2c) fp32 (tests).
 std::pair<torch::Tensor, torch::Tensor> ring_attention_forward(const torch::Tensor& q,

@@ -29,6 +29,7 @@ struct MemoryEstimateInput {
   int tp = 1;                      // tensor-parallel ranks a model replica is split over
   bool sequence_parallel = false;  // with tp: the norms' and residuals' activations split too
   int cp = 1;                      // context-parallel ranks: each holds 1/cp of every sequence
+  int cp_ring = 1;                 // of which a ring (cp / cp_ring Ulysses ranks inside it)
 };
 
 // Exact parameter count of the model `config` builds.
@@ -36,7 +37,8 @@ int64_t count_params(const model::ModelConfig& config);
 
 // Pure: the estimate for one rank (fp32 parameters and AdamW; bf16 autocast is not counted as
 // a saving). Activations follow the usual per-layer count for a transformer block (about 68
-// fp32 values per token and channel, plus the attention scores per head) and errs high. Under
+// bytes per token and channel, plus the attention probabilities causal_attention keeps per
+// head, none for ring attention) and err high. Under
 // tp a rank holds 1/tp of the split parameters and all of the whole ones (norms, biases of the
 // row-parallel projections, GPT-2's position table), and 1/tp of a block's activations but
 // those of its norms and residuals (also 1/tp with sequence parallelism).
