@@ -33,6 +33,16 @@ echo "== parallel layouts (bench/layouts.py)"
 # parameter against its formula at world 2, with PyTorch DDP as the reference line.
 "$py" bench/layouts.py --cairn "$cairn" --data "$data" --world4
 
+echo "== context parallelism (bench/layouts.py --long-only)"
+# README (Context parallelism): the table of step time, tokens/s, peak RSS per rank, blocked
+# seconds and MB sent per step for one process, cp2/cp4 ring (with and without overlap),
+# ulysses and 2d at 16,384 tokens; "72.3 against 6.3 s per step (11.5x)": the 4,096-token
+# lines "pytorch (peer)" and "cairn". Needs a validation split of at least one sequence.
+if [ ! -f "${data}-long/val.bin" ]; then
+  "$cairn" data prepare --input "$(dirname "$data")/kjv.txt" --out "${data}-long" --val-fraction 0.05
+fi
+"$py" bench/layouts.py --cairn "$cairn" --data "${data}-long" --long-only
+
 echo "== flash checkpoints (bench/ckpt.py)"
 # README (Flash checkpoints, How it works): "pause 2.3 ms median; copy 59 ms median against
 # 44 ms for one single-threaded memcpy; a save every step adds 22 ms to the median step ... but

@@ -118,16 +118,18 @@ const char* schedule_name(PipelineSchedule s) {
       return "gpipe";
     case PipelineSchedule::kInterleaved:
       return "interleaved";
+    case PipelineSchedule::kZeroBubbleH1:
+      return "zb-h1";
   }
   return "?";
 }
 
 Result<PipelineSchedule> parse_schedule(const std::string& s) {
-  for (auto k :
-       {PipelineSchedule::kOneFOneB, PipelineSchedule::kGPipe, PipelineSchedule::kInterleaved})
+  for (auto k : {PipelineSchedule::kOneFOneB, PipelineSchedule::kGPipe,
+                 PipelineSchedule::kInterleaved, PipelineSchedule::kZeroBubbleH1})
     if (s == schedule_name(k)) return k;
   return Status::InvalidArgument("'" + s +
-                                 "' is not a pipeline schedule (1f1b, gpipe, interleaved)");
+                                 "' is not a pipeline schedule (1f1b, gpipe, interleaved, zb-h1)");
 }
 
 Plan Plan::data_parallel(int world, int64_t n_layer, int zero_stage) {

@@ -37,8 +37,9 @@ struct LayerPlan {
   }
 };
 
-enum class PipelineSchedule { kOneFOneB, kGPipe, kInterleaved };
-const char* schedule_name(PipelineSchedule s);  // "1f1b" | "gpipe" | "interleaved"
+enum class PipelineSchedule { kOneFOneB, kGPipe, kInterleaved, kZeroBubbleH1 };
+// "1f1b" | "gpipe" | "interleaved" | "zb-h1" (pipeline_schedule.h)
+const char* schedule_name(PipelineSchedule s);
 Result<PipelineSchedule> parse_schedule(const std::string& s);
 
 struct PipelinePlan {
