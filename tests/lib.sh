@@ -35,6 +35,38 @@ data: {path: $work/data}
 YAML
 }
 
+# layout_config: $work/tiny.yaml, the small GPT-2 of the layout tests (d=32, 4 heads, 2 layers,
+# global batch 8 in micro-batches of 2, 12 steps, validation at 6 and 12) on $work/data.
+layout_config() {
+  cat > "$work/tiny.yaml" <<YAML
+model: {arch: gpt2, n_layer: 2, n_head: 4, n_embd: 32, vocab_size: 50257, block_size: 32}
+train: {micro_batch_size: 2, global_batch_size: 8, seq_len: 32, max_steps: 12, lr: 3.0e-3,
+        warmup_steps: 3, eval_interval: 6, eval_batches: 2}
+parallel: {bucket_mb: 1}
+data: {path: $work/data}
+YAML
+}
+
+# compare RUN_A RUN_B [FIRST_STEP]: every step's loss (and validation loss) from FIRST_STEP on
+# within 1e-5 relative.
+compare() {
+  /usr/bin/python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" "${3:-1}" <<'PY'
+import json, sys
+first = int(sys.argv[3])
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+a = {r["step"]: r for r in a if r["step"] >= first}
+b = {r["step"]: r for r in b if r["step"] >= first}
+assert sorted(a) == sorted(b) and a, (sorted(a), sorted(b))
+for s in sorted(a):
+    x, y = a[s], b[s]
+    rel = abs(x["loss"] - y["loss"]) / abs(x["loss"])
+    assert rel < 1e-5, f"step {s}: {x['loss']} vs {y['loss']} (rel {rel:.2e})"
+    if "val_loss" in x or "val_loss" in y:
+        assert abs(x["val_loss"] - y["val_loss"]) / x["val_loss"] < 1e-5, f"val_loss at {s}"
+PY
+}
+
 # free_port: a TCP port on 127.0.0.1 that the kernel reports free (bound to port 0, then
 # closed), for a master or an agent the test starts next. Never invent one from $$: ports
 # from 32768 up are the kernel's ephemeral range, handed to other tests' connections.

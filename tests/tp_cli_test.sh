@@ -16,33 +16,7 @@ trap test_cleanup EXIT
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 prepare_kjv 200000
-cat > "$work/tiny.yaml" <<YAML
-model: {arch: gpt2, n_layer: 2, n_head: 4, n_embd: 32, vocab_size: 50257, block_size: 32}
-train: {micro_batch_size: 2, global_batch_size: 8, seq_len: 32, max_steps: 12, lr: 3.0e-3,
-        warmup_steps: 3, eval_interval: 6, eval_batches: 2}
-parallel: {bucket_mb: 1}
-data: {path: $work/data}
-YAML
-
-# compare RUN_A RUN_B [FIRST_STEP]: every step's loss (and validation loss) from FIRST_STEP on
-# within 1e-5 relative.
-compare() {
-  /usr/bin/python3 - "$1/metrics.jsonl" "$2/metrics.jsonl" "${3:-1}" <<'PY'
-import json, sys
-first = int(sys.argv[3])
-a = [json.loads(l) for l in open(sys.argv[1])]
-b = [json.loads(l) for l in open(sys.argv[2])]
-a = {r["step"]: r for r in a if r["step"] >= first}
-b = {r["step"]: r for r in b if r["step"] >= first}
-assert sorted(a) == sorted(b) and a, (sorted(a), sorted(b))
-for s in sorted(a):
-    x, y = a[s], b[s]
-    rel = abs(x["loss"] - y["loss"]) / abs(x["loss"])
-    assert rel < 1e-5, f"step {s}: {x['loss']} vs {y['loss']} (rel {rel:.2e})"
-    if "val_loss" in x or "val_loss" in y:
-        assert abs(x["val_loss"] - y["val_loss"]) / x["val_loss"] < 1e-5, f"val_loss at {s}"
-PY
-}
+layout_config
 
 echo "-- one process"
 "$cairn" train "$work/tiny.yaml" --run-dir "$work/one" --no-progress 2> "$work/one.err" ||

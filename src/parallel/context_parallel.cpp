@@ -192,9 +192,12 @@ std::vector<Block> tiles(int r, int s, int64_t c, int64_t t) {
         out.push_back({a, n, 0, 2 * c, false});
     }
   };
-  if (s == r) rows(0, c), rows(c, 2 * c);  // each chunk causally (tiles within a chunk)
-  if (s < r) rows(0, 2 * c);               // every row sees the block's first chunk
-  if (s > r) rows(c, 2 * c);               // the second chunk sees the whole block
+  if (s == r) {  // each chunk causally (tiles within a chunk)
+    rows(0, c);
+    rows(c, 2 * c);
+  }
+  if (s < r) rows(0, 2 * c);  // every row sees the block's first chunk
+  if (s > r) rows(c, 2 * c);  // the second chunk sees the whole block
   return out;
 }
 

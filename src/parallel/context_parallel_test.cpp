@@ -21,15 +21,14 @@
 #include "cairn/parallel/engine.h"
 #include "cairn/parallel/tensor_parallel.h"
 #include "comm/run_ranks_testing_impl.h"
+#include "parallel/layout_testing.h"
 
 namespace cairn::parallel {
 namespace {
 
 void ExpectClose(const torch::Tensor& a, const torch::Tensor& b, double rtol,
-                 const std::string& what, double atol = 1e-7) {
-  ASSERT_EQ(a.sizes(), b.sizes()) << what;
-  const double scale = b.abs().max().item<double>(), err = (a - b).abs().max().item<double>();
-  EXPECT_LE(err, rtol * scale + atol) << what << ": max error " << err << " at scale " << scale;
+                 const std::string& what) {
+  testing::ExpectClose(a, b, rtol, what, 1e-7);
 }
 
 TEST(ContextParallel, PositionsZigzagAndSplitContiguously) {
@@ -174,37 +173,9 @@ TEST(ContextParallel, UlyssesRefusesHeadsItCannotSplit) {
 constexpr int kSteps = 20;
 constexpr int64_t kBatch = 4, kSeq = 16;
 
-model::ModelConfig Gpt2() {
-  model::ModelConfig c;
-  c.n_layer = 2;
-  c.n_head = 4;
-  c.n_embd = 16;
-  c.vocab_size = 63;
-  c.block_size = kSeq;
-  return c;
-}
-
-model::ModelConfig Llama() {
-  model::ModelConfig c = Gpt2();
-  c.arch = "llama";
-  c.n_kv_head = 2;
-  c.vocab_size = 61;
-  return c;
-}
-
-std::pair<torch::Tensor, torch::Tensor> Batch(const model::ModelConfig& c, int step, int part,
-                                              int parts) {
-  auto gen = at::detail::createCPUGenerator(100 + step);
-  auto x = torch::randint(0, c.vocab_size, {kBatch, kSeq}, gen);
-  auto y = torch::randint(0, c.vocab_size, {kBatch, kSeq}, gen);
-  const int64_t n = kBatch / parts;
-  return {x.narrow(0, part * n, n), y.narrow(0, part * n, n)};
-}
-
-struct Trace {
-  std::vector<double> losses;
-  std::map<std::string, torch::Tensor> grads;  // step 1's
-};
+using testing::Trace;
+model::ModelConfig Gpt2() { return testing::TinyGpt2(kSeq, 2, 4, 16); }
+model::ModelConfig Llama() { return testing::TinyLlama(kSeq); }
 
 struct Layout {
   ContextParallelKind kind;
@@ -243,27 +214,10 @@ Trace Run(const model::ModelConfig& c, const Layout& l) {
     auto m = model::build_model(c, 11);
     auto e = parallelize(m, l.plan(c), *groups, {});
     ASSERT_TRUE(e.ok()) << e.status().ToString();
-    const auto specs = model::param_specs(c);
     Trace t;
     for (int s = 0; s < kSteps; ++s) {
-      auto [x, y] = Batch(c, s, dp ? dp->rank() : 0, l.dp);
-      (*e)->zero_grad();
-      auto loss = (*e)->loss(x, y, true);
-      loss.backward();
-      (*e)->finish_backward();
-      if (s == 0 && l.zero < 2)
-        for (auto& p : m->named_parameters())
-          t.grads[p.key()] =
-              tp ? tp_gather(p.value().grad(), *model::find_spec(specs, p.key()), c, tp)
-                 : p.value().grad().clone();
-      (*e)->clip_grad_norm(0.5);
-      (*e)->step(3e-3);
-      auto mean = loss.detach().clone();
-      if (dp) {
-        dp->allreduce(mean);
-        mean.div_(l.dp);
-      }
-      t.losses.push_back(mean.item<double>());
+      auto [x, y] = testing::StepBatch(c, s, kBatch, kSeq, dp ? dp->rank() : 0, l.dp);
+      testing::TrainStep(**e, *m, x, y, x.size(0), dp, tp, s == 0 && l.zero < 2, &t);
     }
     if (rank == 0) out = t;
   });
@@ -275,12 +229,7 @@ void CheckLayouts(const model::ModelConfig& c, const std::vector<Layout>& layout
   ASSERT_EQ(want.losses.size(), size_t(kSteps));
   for (const Layout& l : layouts) {
     SCOPED_TRACE(c.arch + ", " + l.name());
-    const Trace got = Run(c, l);
-    ASSERT_EQ(got.losses.size(), size_t(kSteps));
-    for (int s = 0; s < kSteps; ++s)
-      EXPECT_NEAR(got.losses[size_t(s)], want.losses[size_t(s)], 1e-5 * want.losses[size_t(s)])
-          << "step " << s + 1;
-    for (auto& [name, g] : got.grads) ExpectClose(g, want.grads.at(name), 1e-5, "gradient " + name);
+    testing::ExpectSameRun(Run(c, l), want);
   }
 }
 

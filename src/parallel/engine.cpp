@@ -112,6 +112,17 @@ Engine::CheckpointShare Engine::checkpoint_share(const std::string& model_prefix
   return share;
 }
 
+std::vector<double> Engine::forward_backward(const std::vector<MicroBatchInput>& micro_batches) {
+  std::vector<double> losses;
+  for (size_t i = 0; i < micro_batches.size(); ++i) {
+    const MicroBatchInput& mb = micro_batches[i];
+    torch::Tensor loss = this->loss(mb.x, mb.y, i + 1 == micro_batches.size());
+    (mb.weight == 1 ? loss : loss * mb.weight).backward();
+    losses.push_back(loss.item<double>());
+  }
+  return losses;
+}
+
 namespace {
 
 // Tensor parallelism (Megatron's layout) over the tp group, DDP or ZeRO-1/2/3 over the dp group:
@@ -478,9 +489,13 @@ class ContextParallelEngine : public Engine {
   }
 
  private:
-  // This rank's token columns of a sequence of T.
-  torch::Tensor mine(int64_t T, const torch::Device& device) const {
-    return hooks_->positions(T / cp_->size(), torch::dtype(torch::kLong).device(device));
+  // This rank's token columns of a sequence of T (computed once per length and device).
+  const torch::Tensor& mine(int64_t T, const torch::Device& device) {
+    if (!mine_.defined() || mine_T_ != T || mine_.device() != device) {
+      mine_ = hooks_->positions(T / cp_->size(), torch::dtype(torch::kLong).device(device));
+      mine_T_ = T;
+    }
+    return mine_;
   }
   // `local` (this rank's mean) with the value of the mean over the cp group and its gradient.
   torch::Tensor whole_mean(const torch::Tensor& local) const {
@@ -495,6 +510,8 @@ class ContextParallelEngine : public Engine {
   std::shared_ptr<model::ContextParallelHooks> hooks_;
   comm::MeshGroups::ContextSplit split_;  // owns 2D's groups
   std::shared_ptr<ContextCommStats> stats_;
+  torch::Tensor mine_;  // mine()'s columns for sequences of mine_T_
+  int64_t mine_T_ = 0;
 };
 
 // The groups context parallelism runs over: the cp group (ulysses or ring), or its 2D split.

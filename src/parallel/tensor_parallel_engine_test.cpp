@@ -22,6 +22,7 @@
 #include "cairn/parallel/engine.h"
 #include "cairn/parallel/tensor_parallel.h"
 #include "comm/run_ranks_testing_impl.h"
+#include "parallel/layout_testing.h"
 
 namespace cairn::parallel {
 namespace {
@@ -29,39 +30,12 @@ namespace {
 constexpr int kSteps = 4;
 constexpr int64_t kBatch = 4, kSeq = 8;
 
+using testing::ExpectClose;
+using testing::Trace;
 model::ModelConfig Gpt2(int64_t n_head = 2, int64_t n_embd = 16) {
-  model::ModelConfig c;
-  c.n_layer = 2;
-  c.n_head = n_head;
-  c.n_embd = n_embd;
-  c.vocab_size = 63;  // odd: padded under tp 2
-  c.block_size = kSeq;
-  return c;
+  return testing::TinyGpt2(kSeq, 2, n_head, n_embd);
 }
-
-model::ModelConfig Llama() {
-  model::ModelConfig c = Gpt2(4, 16);
-  c.arch = "llama";
-  c.n_kv_head = 2;
-  c.vocab_size = 61;
-  return c;
-}
-
-// Step s's global batch (kBatch sequences); rank `part` of `parts` takes its consecutive share.
-std::pair<torch::Tensor, torch::Tensor> Batch(const model::ModelConfig& c, int step, int part,
-                                              int parts) {
-  auto gen = at::detail::createCPUGenerator(100 + step);
-  auto x = torch::randint(0, c.vocab_size, {kBatch, kSeq}, gen);
-  auto y = torch::randint(0, c.vocab_size, {kBatch, kSeq}, gen);
-  const int64_t n = kBatch / parts;
-  return {x.narrow(0, part * n, n), y.narrow(0, part * n, n)};
-}
-
-struct Trace {
-  std::vector<double> losses, norms;
-  std::map<std::string, torch::Tensor> grads;   // step 1's, whole
-  std::map<std::string, torch::Tensor> params;  // after the last step, whole
-};
+model::ModelConfig Llama() { return testing::TinyLlama(kSeq); }
 
 // The one-process run.
 Trace Reference(const model::ModelConfig& c) {
@@ -70,16 +44,8 @@ Trace Reference(const model::ModelConfig& c) {
   EXPECT_TRUE(e.ok());
   Trace t;
   for (int s = 0; s < kSteps; ++s) {
-    auto [x, y] = Batch(c, s, 0, 1);
-    (*e)->zero_grad();
-    auto loss = (*e)->loss(x, y, true);
-    loss.backward();
-    (*e)->finish_backward();
-    if (s == 0)
-      for (auto& p : m->named_parameters()) t.grads[p.key()] = p.value().grad().clone();
-    t.norms.push_back((*e)->clip_grad_norm(0.5));
-    (*e)->step(3e-3);
-    t.losses.push_back(loss.item<double>());
+    auto [x, y] = testing::StepBatch(c, s, kBatch, kSeq);
+    testing::TrainStep(**e, *m, x, y, kBatch, nullptr, nullptr, s == 0, &t);
   }
   for (auto& [name, p] : (*e)->gather_params()) t.params[name] = p.clone();
   return t;
@@ -102,13 +68,6 @@ Plan PlanFor(const model::ModelConfig& c, const Layout& l) {
     b.sequence_parallel = l.sp;
   }
   return plan;
-}
-
-void ExpectClose(const torch::Tensor& a, const torch::Tensor& b, double rtol,
-                 const std::string& what, double atol = 1e-8) {
-  ASSERT_EQ(a.sizes(), b.sizes()) << what;
-  const double scale = b.abs().max().item<double>(), err = (a - b).abs().max().item<double>();
-  EXPECT_LE(err, rtol * scale + atol) << what << ": max error " << err << " at scale " << scale;
 }
 
 // The checkpoint as the ranks write it (Engine::checkpoint_share): every rank's pieces put in
@@ -175,30 +134,16 @@ void CheckLayout(const model::ModelConfig& c, const Layout& l, const Trace& want
     for (const auto& sp : specs) whole += c10::multiply_integers(sp.shape);
     EXPECT_EQ(mem.params, whole);
     EXPECT_LT(mem.param_bytes, 4.0 * (1.0 / l.tp + 0.25)) << "parameters are not split";
+    Trace got;
     for (int s = 0; s < kSteps; ++s) {
-      auto [x, y] = Batch(c, s, dp_rank, l.dp);
-      (*e)->zero_grad();
-      auto loss = (*e)->loss(x, y, true);
-      loss.backward();
-      (*e)->finish_backward();
-      // (Under ZeRO-2/3 a rank keeps only its shards of the gradients: there the clip norm
-      // below, summed from the shards, is the gradients' check.)
-      if (s == 0 && l.zero < 2)
-        for (auto& p : m->named_parameters()) {
-          auto whole = tp_gather(p.value().grad(), *model::find_spec(specs, p.key()), c, tp);
-          ExpectClose(whole, want.grads.at(p.key()), 1e-5, "step 1 gradient of " + p.key());
-        }
-      const double norm = (*e)->clip_grad_norm(0.5);
-      EXPECT_NEAR(norm, want.norms[size_t(s)], 1e-5 * want.norms[size_t(s)]) << "step " << s;
-      (*e)->step(3e-3);
-      auto mean = loss.detach().clone();  // the step's loss: the mean over dp of the parts
-      if (dp) {
-        dp->allreduce(mean);
-        mean.div_(l.dp);
-      }
-      EXPECT_NEAR(mean.item<double>(), want.losses[size_t(s)], 1e-5 * want.losses[size_t(s)])
+      auto [x, y] = testing::StepBatch(c, s, kBatch, kSeq, dp_rank, l.dp);
+      // (Under ZeRO-2/3 a rank keeps only its shards of the gradients: there the clip norm,
+      // summed from the shards, is the gradients' check.)
+      testing::TrainStep(**e, *m, x, y, x.size(0), dp, tp, s == 0 && l.zero < 2, &got);
+      EXPECT_NEAR(got.norms.back(), want.norms[size_t(s)], 1e-5 * want.norms[size_t(s)])
           << "step " << s;
     }
+    testing::ExpectSameRun(got, want);
     // The checkpoint form: whole tensors, as one process has them.
     auto params = (*e)->gather_params();
     ASSERT_EQ(params.size(), want.params.size());
@@ -219,7 +164,7 @@ void CheckLayout(const model::ModelConfig& c, const Layout& l, const Trace& want
     std::map<std::string, torch::Tensor> tensors;
     for (auto& [name, t] : params) tensors["model/" + name] = t.clone();
     for (auto& [name, t] : state) tensors["optim/" + name] = t.clone();
-    auto [x, y] = Batch(c, kSteps, dp_rank, l.dp);
+    auto [x, y] = testing::StepBatch(c, kSteps, kBatch, kSeq, dp_rank, l.dp);
     const double before = (*e)->eval_loss(x, y).item<double>();
     {
       torch::NoGradGuard no_grad;

@@ -58,6 +58,20 @@ class Engine {
   // Overrides the `last` given to loss() before that micro-batch's backward (whether it syncs
   // gradients); false when the engine cannot (ZeRO-3 decides in its forward).
   virtual bool set_last(bool last) { return false; }
+  // One micro-batch of a step: tokens, targets, and the factor its loss is multiplied by in the
+  // step's gradient (e.g. 1 / the step's micro-batches).
+  struct MicroBatchInput {
+    torch::Tensor x, y;
+    double weight = 1;
+  };
+  // Forward and backward of a step's micro-batches (before finish_backward); returns each one's
+  // loss, the same on every rank of a model replica. The default runs them one after the
+  // other: loss(), then backward of loss x weight, the last one syncing gradients. A pipeline
+  // interleaves them as its schedule says.
+  virtual std::vector<double> forward_backward(const std::vector<MicroBatchInput>& micro_batches);
+  // Whether the engine trains only whole steps (forward_backward): loss() is then refused, so
+  // that the caller cannot run micro-batches one at a time.
+  virtual bool needs_whole_steps() const { return false; }
   virtual void finish_backward() = 0;  // collective
   // Multiplies the step's gradients by `factor` (after finish_backward, before clipping): a step
   // that trained fewer micro-batches than its weights assumed (dynamic sharding at the end of
