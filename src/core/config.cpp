@@ -26,6 +26,8 @@ const char* type_name(FieldType t) {
       return "true or false";
     case FieldType::kString:
       return "a string";
+    case FieldType::kIntList:
+      return "a list of integers";
   }
   return "?";
 }
@@ -71,7 +73,37 @@ Result<std::string> canonical(const Field& f, const std::string& text) {
   auto bad = [&](const std::string& why) {
     return Status::InvalidArgument(f.key + ": '" + text + "' " + why);
   };
+  if (f.type != FieldType::kIntList && text.find_first_not_of(' ') != std::string::npos &&
+      text[text.find_first_not_of(' ')] == '[')
+    return bad("is a list; expected " + std::string(type_name(f.type)));
   switch (f.type) {
+    case FieldType::kIntList: {
+      std::string body = text;
+      body.erase(0, body.find_first_not_of(' '));
+      body.erase(body.find_last_not_of(' ') + 1);
+      if (!body.empty() && body.front() == '[') {
+        if (body.back() != ']') return bad("is not a list of integers (e.g. [3, 4, 4, 2])");
+        body = body.substr(1, body.size() - 2);
+      }
+      std::string out;
+      size_t at = 0;
+      while (body.find_first_not_of(" ") != std::string::npos) {
+        const size_t comma = body.find(',', at);
+        std::string item = body.substr(at, comma == std::string::npos ? comma : comma - at);
+        item.erase(0, item.find_first_not_of(' '));
+        item.erase(item.find_last_not_of(' ') + 1);
+        int64_t v = 0;
+        auto r = std::from_chars(item.data(), item.data() + item.size(), v);
+        if (item.empty() || r.ec != std::errc() || r.ptr != item.data() + item.size())
+          return bad("is not a list of integers (e.g. [3, 4, 4, 2]): '" + item + "'");
+        if (v < f.min || v > f.max)
+          return bad("has " + item + ", out of range: " + allowed_range(f));
+        out += (out.empty() ? "" : ", ") + std::to_string(v);
+        if (comma == std::string::npos) break;
+        at = comma + 1;
+      }
+      return "[" + out + "]";
+    }
     case FieldType::kInt: {
       int64_t v = 0;
       const char* b = text.data();
@@ -142,8 +174,19 @@ Status flatten(const YAML::Node& node, const std::string& prefix, const std::str
     if (prefix.empty()) return Status::Ok();  // empty document
     return Status::InvalidArgument(origin + ": key '" + prefix + "' has no value");
   }
+  if (node.IsSequence()) {  // a list of scalars: its text, for a list key to parse
+    std::string text;
+    for (const YAML::Node& item : node) {
+      if (!item.IsScalar())
+        return Status::InvalidArgument(origin + ": key '" + prefix +
+                                       "' must be a single value or a list of values");
+      text += (text.empty() ? "" : ", ") + item.Scalar();
+    }
+    out->emplace_back(prefix, "[" + text + "]");
+    return Status::Ok();
+  }
   return Status::InvalidArgument(origin + ": key '" + prefix +
-                                 "' must be a single value, not a list");
+                                 "' must be a single value, not a map of lists");
 }
 
 }  // namespace
@@ -152,6 +195,11 @@ ConfigSpec& ConfigSpec::add(Field f) {
   if (find(f.key)) throw std::logic_error("config key declared twice: " + f.key);
   fields_.push_back(std::move(f));
   return *this;
+}
+
+ConfigSpec& ConfigSpec::add_int_list(const std::string& key, int64_t min, int64_t max,
+                                     const std::string& doc) {
+  return add({key, FieldType::kIntList, "[]", false, double(min), double(max), {}, doc});
 }
 
 ConfigSpec& ConfigSpec::add_int(const std::string& key, int64_t def, int64_t min, int64_t max,
@@ -200,6 +248,19 @@ std::string ConfigSpec::describe() const {
     s += ")\n      " + f.doc + "\n";
   }
   return s;
+}
+
+std::vector<int64_t> Config::get_int_list(const std::string& key) const {
+  if (types_.at(key) != FieldType::kIntList)
+    throw std::out_of_range(key + " is not an integer list key");
+  std::vector<int64_t> out;
+  std::stringstream ss(values_.at(key).substr(1));
+  int64_t v = 0;
+  while (ss >> v) {
+    out.push_back(v);
+    ss.ignore(1);  // ',' or ']'
+  }
+  return out;
 }
 
 int64_t Config::get_int(const std::string& key) const {

@@ -59,9 +59,15 @@ void LanguageModel::set_context_parallel(std::shared_ptr<ContextParallelHooks> h
 }
 
 torch::Tensor LanguageModel::hidden(const torch::Tensor& idx) {
-  auto x = embed(idx);  // (B, T, C)
+  return final_norm(blocks(0, config_.n_layer, embed(idx)));  // (B, T, C)
+}
+
+torch::Tensor LanguageModel::blocks(int64_t begin, int64_t end, const torch::Tensor& input) {
+  TORCH_CHECK(0 <= begin && begin <= end && end <= config_.n_layer, "LanguageModel::blocks: [",
+              begin, ", ", end, ") is not a range of the ", config_.n_layer, " blocks");
+  torch::Tensor x = input;
   const bool recording = torch::GradMode::is_enabled();
-  for (int64_t i = 0; i < config_.n_layer; ++i) {
+  for (int64_t i = begin; i < end; ++i) {
     if (recording && checkpointed_[i]) {
       // The closure runs again during backward: the model must outlive the graph.
       x = checkpoint([this, i](const torch::Tensor& t) { return layer(i, t); }, x,
@@ -70,7 +76,7 @@ torch::Tensor LanguageModel::hidden(const torch::Tensor& idx) {
       x = layer(i, x);
     }
   }
-  return final_norm(x);  // (B, T, C)
+  return x;
 }
 
 torch::Tensor LanguageModel::loss(const torch::Tensor& idx, const torch::Tensor& targets) {

@@ -1,7 +1,7 @@
 // parallelize() and its engines: replicated parameters (DataParallel: DDP, ZeRO-1/2), sharded
 // parameters (Zero3), and tensor parallelism over the tp group with DDP or ZeRO-1 over dp.
-// Context and pipeline parallelism plug in here too: a plan with cp or pp above 1 gets an
-// engine that runs the model's stages over those groups (see docs/architecture.md).
+// Context parallelism wraps them (ContextParallelEngine); a plan with pp above 1 gets the
+// pipeline engine (pipeline_engine.cpp). See docs/architecture.md.
 #include "cairn/parallel/engine.h"
 
 #include <torch/torch.h>
@@ -18,6 +18,7 @@
 #include "cairn/parallel/context_parallel.h"
 #include "cairn/parallel/tensor_parallel.h"
 #include "cairn/parallel/zero3.h"
+#include "parallel/pipeline_engine_impl.h"
 
 namespace cairn::parallel {
 namespace {
@@ -575,10 +576,6 @@ Result<std::unique_ptr<Engine>> parallelize(std::shared_ptr<model::LanguageModel
     return Status::InvalidArgument("parallelize: the process groups are of mesh " +
                                    have.ToString() + ", the plan's is " + plan.mesh.ToString());
   CAIRN_RETURN_IF_ERROR(plan.validate(model->config(), groups.mesh().size()));
-  if (plan.mesh.pp > 1)
-    return Status::Unsupported("plan: pp " + std::to_string(plan.mesh.pp) +
-                               ": this version trains with tensor, context and data parallelism "
-                               "and ZeRO (pp must be 1)");
   for (const LayerPlan& l : plan.layers)
     if (l.cp_kind != plan.layers.front().cp_kind)
       return Status::Unsupported(
@@ -587,6 +584,13 @@ Result<std::unique_ptr<Engine>> parallelize(std::shared_ptr<model::LanguageModel
   std::vector<bool> checkpointed;
   for (const LayerPlan& l : plan.layers) checkpointed.push_back(l.checkpoint);
   model->set_activation_checkpointing(checkpointed);
+  if (plan.mesh.pp > 1) {
+    DataParallelOptions o;
+    o.zero_stage = plan.zero_stage;
+    o.bucket_bytes = plan.bucket_bytes;
+    o.adam = adam;
+    return make_pipeline_engine(std::move(model), plan, groups, o);
+  }
   if (plan.mesh.cp == 1)
     return base_engine(std::move(model), plan, groups, groups.get(comm::Axis::kData), adam);
   auto stats = std::make_shared<ContextCommStats>();

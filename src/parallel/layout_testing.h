@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <map>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -107,5 +108,48 @@ inline void ExpectSameRun(const Trace& got, const Trace& want, double rtol = 1e-
     EXPECT_NEAR(got.losses[s], want.losses[s], rtol * want.losses[s]) << "step " << s + 1;
   for (auto& [name, g] : got.grads) ExpectClose(g, want.grads.at(name), rtol, "gradient " + name);
 }
+
+// The checkpoint as the ranks write it (Engine::checkpoint_share): every rank's pieces put in
+// place, and rank 0's copy of the tensors all ranks hold; `count` says how often each element
+// was written.
+struct Shares {
+  std::mutex mu;
+  std::map<std::string, torch::Tensor> whole, count;
+  std::map<std::string, torch::Tensor> gathered;  // rank 0's gather_params + optimizer state
+
+  void add(const Engine::CheckpointShare& share, int rank) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto put = [this](const std::string& name, const torch::Tensor& t,
+                      const std::vector<int64_t>& shape,
+                      const std::vector<std::pair<int64_t, int64_t>>& slice) {
+      if (!whole.count(name)) {
+        whole[name] = torch::zeros(shape, t.options());
+        count[name] = torch::zeros(shape, torch::kInt);
+      }
+      auto dst = whole[name], n = count[name];
+      for (size_t d = 0; d < slice.size(); ++d) {
+        dst = dst.slice(int64_t(d), slice[d].first, slice[d].second);
+        n = n.slice(int64_t(d), slice[d].first, slice[d].second);
+      }
+      dst.copy_(t);
+      n.add_(1);
+    };
+    for (const StatePiece& p : share.owned) put(p.name, p.tensor, p.shape, p.slice);
+    if (rank != 0) return;
+    for (const auto& [name, t] : share.replicated) {
+      std::vector<std::pair<int64_t, int64_t>> all;
+      for (int64_t d : t.sizes()) all.emplace_back(0, d);
+      put(name, t, t.sizes().vec(), all);
+    }
+  }
+  void ExpectWholeOnce() {
+    ASSERT_EQ(whole.size(), gathered.size());
+    for (auto& [name, t] : gathered) {
+      ASSERT_TRUE(whole.count(name)) << name << " is in no rank's share";
+      EXPECT_TRUE(whole[name].equal(t)) << name;
+      EXPECT_TRUE(count[name].eq(1).all().item<bool>()) << name << ": not written exactly once";
+    }
+  }
+};
 
 }  // namespace cairn::parallel::testing

@@ -241,4 +241,81 @@ double schedule_bubble_formula(const ScheduleShape& sh) {
   return 0;
 }
 
+StageCosts stage_costs(const model::ModelConfig& m, int64_t seq_len) {
+  const double C = double(m.n_embd), D = double(m.head_dim());
+  const double q = double(m.n_head) * D, kv = double(m.kv_heads()) * D;
+  const double mlp = double(m.ffn_dim()) * C * (m.is_llama() ? 3 : 2);
+  StageCosts c;
+  c.embedding = 6 * C;
+  c.block = 6 * (C * (q + 2 * kv) + q * C + mlp) + 12 * double(seq_len) * C;
+  c.head = 6 * double(m.vocab_size) * C;
+  return c;
+}
+
+std::vector<int64_t> balanced_cuts(int64_t n, int stages, const StageCosts& costs) {
+  const int P = stages;
+  // cost(s, a, b): stage s holding blocks [a, b).
+  auto cost = [&](int s, int64_t a, int64_t b) {
+    return double(b - a) * costs.block + (s == 0 ? costs.embedding : 0) +
+           (s == P - 1 ? costs.head : 0);
+  };
+  auto allowed = [&](int s, int64_t a, int64_t b) {
+    return b > a || (b == a && (s == 0 || s == P - 1));
+  };
+  const double inf = 1e300;
+  // best[s][a]: the cheapest costliest stage of stages s .. P-1 holding blocks [a, n).
+  std::vector<std::vector<double>> best(size_t(P + 1), std::vector<double>(size_t(n + 1), inf));
+  best[size_t(P)][size_t(n)] = 0;
+  for (int s = P - 1; s >= 0; --s)
+    for (int64_t a = 0; a <= n; ++a)
+      for (int64_t b = a; b <= n; ++b)
+        if (allowed(s, a, b) && best[size_t(s + 1)][size_t(b)] < inf)
+          best[size_t(s)][size_t(a)] = std::min(
+              best[size_t(s)][size_t(a)], std::max(cost(s, a, b), best[size_t(s + 1)][size_t(b)]));
+  const double target = best[0][0] * (1 + 1e-12);
+  // Of the cuts within the optimum, the most even: the least sum of squared stage costs.
+  std::vector<std::vector<double>> even(size_t(P + 1), std::vector<double>(size_t(n + 1), inf));
+  even[size_t(P)][size_t(n)] = 0;
+  for (int s = P - 1; s >= 0; --s)
+    for (int64_t a = 0; a <= n; ++a)
+      for (int64_t b = a; b <= n; ++b)
+        if (allowed(s, a, b) && cost(s, a, b) <= target && even[size_t(s + 1)][size_t(b)] < inf)
+          even[size_t(s)][size_t(a)] =
+              std::min(even[size_t(s)][size_t(a)],
+                       cost(s, a, b) * cost(s, a, b) + even[size_t(s + 1)][size_t(b)]);
+  // Front to back, each stage as few blocks as keep that sum reachable.
+  std::vector<int64_t> cuts;
+  int64_t a = 0;
+  for (int s = 0; s + 1 < P; ++s) {
+    int64_t b = a;
+    auto rest = [&](int64_t b) {
+      return cost(s, a, b) * cost(s, a, b) + even[size_t(s + 1)][size_t(b)];
+    };
+    while (!(allowed(s, a, b) && cost(s, a, b) <= target &&
+             rest(b) <= even[size_t(s)][size_t(a)] * (1 + 1e-12)))
+      ++b;
+    cuts.push_back(b);
+    a = b;
+  }
+  return cuts;
+}
+
+std::vector<int64_t> blocks_per_stage(const std::vector<int64_t>& cuts, int64_t n_blocks) {
+  std::vector<int64_t> out;
+  int64_t a = 0;
+  for (int64_t c : cuts) {
+    out.push_back(c - a);
+    a = c;
+  }
+  out.push_back(n_blocks - a);
+  return out;
+}
+
+std::vector<int64_t> cuts_from_blocks(const std::vector<int64_t>& blocks) {
+  std::vector<int64_t> cuts;
+  int64_t a = 0;
+  for (size_t i = 0; i + 1 < blocks.size(); ++i) cuts.push_back(a += blocks[i]);
+  return cuts;
+}
+
 }  // namespace cairn::parallel

@@ -115,5 +115,46 @@ TEST(PipelineSchedule, TheSimulatorCatchesBrokenPrograms) {
             std::string::npos);
 }
 
+TEST(StageCuts, BalanceTheCostCountingEmbeddingAndHead) {
+  // Blocks alone: as even as the count allows, the extra blocks late.
+  const StageCosts blocks{0, 1, 0};
+  EXPECT_EQ(balanced_cuts(8, 4, blocks), (std::vector<int64_t>{2, 4, 6}));
+  EXPECT_EQ(balanced_cuts(13, 4, blocks), (std::vector<int64_t>{3, 6, 9}));  // 3, 3, 3, 4
+  EXPECT_EQ(balanced_cuts(3, 1, blocks), (std::vector<int64_t>{}));
+  // A head worth 2.5 blocks: the last stage gets fewer blocks.
+  EXPECT_EQ(balanced_cuts(13, 4, StageCosts{0, 1, 2.5}), (std::vector<int64_t>{4, 8, 12}));
+  // A head worth 20 blocks (the main config's 50k vocabulary over 4 blocks): alone on its stage.
+  EXPECT_EQ(balanced_cuts(4, 2, StageCosts{0.1, 1, 20}), (std::vector<int64_t>{4}));
+  EXPECT_EQ(balanced_cuts(4, 4, StageCosts{0.1, 1, 20}), (std::vector<int64_t>{1, 2, 4}));
+  // Every cut balanced_cuts gives is the cheapest: brute force over all cuts of 7 into 3.
+  const StageCosts c{0.7, 1, 1.9};
+  auto worst = [&](const std::vector<int64_t>& cuts, int64_t n) {
+    std::vector<int64_t> per = blocks_per_stage(cuts, n);
+    double w = 0;
+    for (size_t s = 0; s < per.size(); ++s)
+      w = std::max(w, double(per[s]) * c.block + (s == 0 ? c.embedding : 0) +
+                          (s + 1 == per.size() ? c.head : 0));
+    return w;
+  };
+  double best = 1e9;
+  for (int64_t a = 0; a <= 7; ++a)
+    for (int64_t b = a + 1; b <= 7; ++b) best = std::min(best, worst({a, b}, 7));
+  EXPECT_DOUBLE_EQ(worst(balanced_cuts(7, 3, c), 7), best);
+  // Costs from a config: GPT-2 small-ish, 50k vocabulary.
+  model::ModelConfig m;
+  m.n_layer = 4;
+  m.n_head = 4;
+  m.n_embd = 192;
+  m.vocab_size = 50304;
+  const StageCosts g = stage_costs(m, 128);
+  EXPECT_DOUBLE_EQ(g.block, 6.0 * (4 * 192 * 192 + 2 * 192 * 768) + 12.0 * 128 * 192);
+  EXPECT_DOUBLE_EQ(g.head, 6.0 * 50304 * 192);
+  EXPECT_GT(g.head, 19 * g.block);
+  // Blocks per stage and back.
+  EXPECT_EQ(blocks_per_stage({3, 7, 11}, 13), (std::vector<int64_t>{3, 4, 4, 2}));
+  EXPECT_EQ(cuts_from_blocks({3, 4, 4, 2}), (std::vector<int64_t>{3, 7, 11}));
+  EXPECT_EQ(blocks_per_stage({}, 5), (std::vector<int64_t>{5}));
+}
+
 }  // namespace
 }  // namespace cairn::parallel

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <set>
 
+#include "cairn/parallel/pipeline_schedule.h"
+
 namespace cairn::parallel {
 namespace {
 
@@ -322,22 +324,34 @@ Status Plan::validate(const model::ModelConfig& model, int world_size) const {
     if (std::string why = ulysses_unfit(model, l.tp, ulysses_degree(l)); !why.empty())
       return bad(path + ".cp_kind", why);
   }
-  const auto& cuts = pipeline.cuts;
-  if (int64_t(cuts.size()) != mesh.pp - 1)
-    return bad("plan.pipeline.cuts", "pp " + std::to_string(mesh.pp) + " needs " +
-                                         std::to_string(mesh.pp - 1) + " cut(s), got " +
-                                         std::to_string(cuts.size()));
-  for (size_t i = 0; i < cuts.size(); ++i) {
-    const int64_t lo = i == 0 ? 1 : cuts[i - 1] + 1;
-    if (cuts[i] < lo || cuts[i] >= model.n_layer)
-      return bad("plan.pipeline.cuts[" + std::to_string(i) + "]",
-                 std::to_string(cuts[i]) + " must be in [" + std::to_string(lo) + ", " +
-                     std::to_string(model.n_layer - 1) +
-                     "]: cuts increase and every stage holds at least one block");
-  }
   if (pipeline.virtual_stages < 1) return bad("plan.pipeline.virtual_stages", "must be at least 1");
   if (pipeline.virtual_stages > 1 && pipeline.schedule != PipelineSchedule::kInterleaved)
     return bad("plan.pipeline.virtual_stages", "more than 1 needs the interleaved schedule");
+  if (pipeline.virtual_stages == 1 && pipeline.schedule == PipelineSchedule::kInterleaved &&
+      mesh.pp > 1)
+    return bad("plan.pipeline.virtual_stages",
+               "the interleaved schedule needs at least 2 model chunks per rank");
+  const auto& cuts = pipeline.cuts;
+  const int64_t chunks = int64_t(mesh.pp) * pipeline.virtual_stages;
+  if (int64_t(cuts.size()) != chunks - 1)
+    return bad("plan.pipeline.cuts",
+               "pp " + std::to_string(mesh.pp) +
+                   (pipeline.virtual_stages > 1
+                        ? " x " + std::to_string(pipeline.virtual_stages) + " virtual stages"
+                        : std::string()) +
+                   " needs " + std::to_string(chunks - 1) + " cut(s), got " +
+                   std::to_string(cuts.size()));
+  // Stage i holds blocks [cuts[i-1], cuts[i]); the first and the last may hold none.
+  for (size_t i = 0; i < cuts.size(); ++i) {
+    const int64_t lo = i == 0 ? 0 : cuts[i - 1] + 1;
+    const int64_t hi = i + 2 == size_t(chunks) ? model.n_layer : model.n_layer - 1;
+    if (cuts[i] < lo || cuts[i] > hi)
+      return bad("plan.pipeline.cuts[" + std::to_string(i) + "]",
+                 std::to_string(cuts[i]) + " must be in [" + std::to_string(lo) + ", " +
+                     std::to_string(hi) +
+                     "]: cuts increase and every stage holds at least one block (the first "
+                     "and the last may hold the embedding or the head alone)");
+  }
   if (zero_stage == 3 && mesh.pp > 1)
     return bad("plan.zero_stage",
                "ZeRO-3 with pipeline stages gathers every stage's "
@@ -360,7 +374,15 @@ std::string Plan::summary() const {
       s += " (ulysses " + std::to_string(ulysses_degree(layers[0])) + " x ring " +
            std::to_string(ring_degree(layers[0])) + ")";
   }
-  if (mesh.pp > 1) s += std::string(", pipeline ") + schedule_name(pipeline.schedule);
+  if (mesh.pp > 1) {
+    s += std::string(", pipeline ") + schedule_name(pipeline.schedule);
+    if (pipeline.virtual_stages > 1)
+      s += " (" + std::to_string(pipeline.virtual_stages) + " chunks per rank)";
+    std::string per;
+    for (int64_t n : blocks_per_stage(pipeline.cuts, int64_t(layers.size())))
+      per += (per.empty() ? "" : ", ") + std::to_string(n);
+    s += ", blocks per stage [" + per + "]";
+  }
   return s;
 }
 

@@ -53,7 +53,7 @@ TEST(Plan, JsonRoundTripsEveryField) {
   EXPECT_TRUE(p.validate(small_model(), 8).ok()) << p.validate(small_model(), 8).ToString();
   EXPECT_EQ(p.summary(),
             "pp=2 dp=1 cp=2 tp=2, ZeRO-2, 4 blocks (1 checkpointed), sequence parallel, cp ring, "
-            "pipeline gpipe");
+            "pipeline gpipe, blocks per stage [2, 2]");
 }
 
 TEST(Plan, MissingLayersTakeTheMeshTpAndTheTopLevelKeys) {
@@ -163,13 +163,40 @@ TEST(Plan, ValidateNamesWhatDoesNotFit) {
   EXPECT_NE(with([](Plan& p) {
               p.mesh.pp = 3;
               p.pipeline.cuts = {2, 2};
-            }).find("plan.pipeline.cuts[1]: 2 must be in [3, 3]"),
+            }).find("plan.pipeline.cuts[1]: 2 must be in [3, 4]"),
             std::string::npos);
   EXPECT_NE(with([](Plan& p) {
               p.mesh.pp = 2;
-              p.pipeline.cuts = {4};
-            }).find("plan.pipeline.cuts[0]"),
+              p.pipeline.cuts = {5};
+            }).find("plan.pipeline.cuts[0]: 5 must be in [0, 4]"),
             std::string::npos);
+  // The first or the last stage may hold no block (the embedding or the head alone).
+  for (std::vector<int64_t> cuts : {std::vector<int64_t>{0}, {4}}) {
+    Plan p = Plan::data_parallel(1, 4);
+    p.mesh.pp = 2;
+    p.pipeline.cuts = cuts;
+    EXPECT_TRUE(p.validate(m, 2).ok()) << p.validate(m, 2).ToString();
+  }
+  EXPECT_NE(with([](Plan& p) {
+              p.mesh.pp = 3;
+              p.pipeline.cuts = {0, 0};
+            }).find("plan.pipeline.cuts[1]: 0 must be in [1, 4]"),
+            std::string::npos);
+  // Interleaved: pp x virtual stages chunks.
+  {
+    Plan p = Plan::data_parallel(1, 4);
+    p.mesh.pp = 2;
+    p.pipeline.schedule = PipelineSchedule::kInterleaved;
+    p.pipeline.virtual_stages = 2;
+    p.pipeline.cuts = {1, 2};
+    EXPECT_NE(error_of(p.validate(m, 2)).find("pp 2 x 2 virtual stages needs 3 cut(s), got 2"),
+              std::string::npos);
+    p.pipeline.cuts = {1, 2, 3};
+    EXPECT_TRUE(p.validate(m, 2).ok()) << p.validate(m, 2).ToString();
+    p.pipeline.virtual_stages = 1;
+    p.pipeline.cuts = {2};
+    EXPECT_NE(error_of(p.validate(m, 2)).find("at least 2 model chunks"), std::string::npos);
+  }
   EXPECT_NE(with([](Plan& p) {
               p.mesh.pp = 2;
               p.pipeline.cuts = {2};

@@ -8,6 +8,7 @@
 #include "cairn/core/fs.h"
 #include "cairn/model/config.h"
 #include "cairn/parallel/context_parallel.h"
+#include "cairn/parallel/pipeline_schedule.h"
 
 namespace cairn::train {
 
@@ -84,8 +85,8 @@ core::ConfigSpec train_spec() {
                "vocabulary split); the data-parallel size is the world / tp. With "
                "any parallel.zero_stage")
       .add_int("parallel.dp", 0, 0, 1 << 20,
-               "data-parallel ranks (model replicas); 0 = inferred as the world / (parallel.tp x "
-               "parallel.cp). Set, it must make dp x cp x tp the world")
+               "data-parallel ranks (model replicas); 0 = inferred as the world / (parallel.pp x "
+               "parallel.tp x parallel.cp). Set, it must make pp x dp x cp x tp the world")
       .add_int("parallel.cp", 1, 1, 1024,
                "context-parallel ranks: each sequence is split over them (train.seq_len a "
                "multiple of cp, or of 2 x cp for a ring), for sequences whose activations do not "
@@ -103,6 +104,21 @@ core::ConfigSpec train_spec() {
                 "ring and 2d: send the next key/value block while this one is computed; false "
                 "waits for each transfer at once (same results; shows what the overlap hides in "
                 "metrics.jsonl's cp_comm_s)")
+      .add_int("parallel.pp", 1, 1, 1024,
+               "pipeline stages: the blocks cut into pp stages (the first also embeds, the last "
+               "also holds the head and loss), micro-batches flowing through them; with dp and "
+               "ZeRO-0/1/2")
+      .add_string("parallel.pp_schedule", "1f1b", {"1f1b", "gpipe", "interleaved", "zb-h1"},
+                  "with parallel.pp > 1: gpipe (all forwards, then all backwards), 1f1b (one "
+                  "forward, one backward: at most pp micro-batches in flight), interleaved "
+                  "(1f1b over parallel.pp_virtual chunks per rank: a smaller bubble); the "
+                  "micro-batches are train.global_batch_size / (train.micro_batch_size x dp)")
+      .add_int_list("parallel.pp_layers", 0, 1 << 20,
+                    "blocks per stage in order, e.g. [3, 4, 4, 2] (pp x pp_virtual entries "
+                    "summing to model.n_layer; the first and the last may be 0); empty = the cut "
+                    "that balances the estimated cost, embedding and head included")
+      .add_int("parallel.pp_virtual", 0, 0, 64,
+               "model chunks per pipeline rank (interleaved only); 0 = 2 for interleaved, else 1")
       .add_string("parallel.order", "pp,dp,cp,tp", {},
                   "the mesh's axes, outermost first: the last varies fastest over consecutive "
                   "ranks (tp last keeps a tensor-parallel group on one machine)")
@@ -158,6 +174,10 @@ Result<TrainOptions> train_options_from(const core::Config& c) {
   o.cp_ulysses = c.get_int("parallel.cp_ulysses");
   o.cp_ring = c.get_int("parallel.cp_ring");
   o.cp_overlap = c.get_bool("parallel.cp_overlap");
+  o.pp = c.get_int("parallel.pp");
+  o.pp_schedule = c.get_string("parallel.pp_schedule");
+  o.pp_layers = c.get_int_list("parallel.pp_layers");
+  o.pp_virtual = c.get_int("parallel.pp_virtual");
   if (auto order = parse_mesh_order(o.order); !order.ok()) return order.status();
   if (o.sequence_parallel && o.tp < 2)
     return Status::InvalidArgument("parallel.sequence_parallel needs parallel.tp > 1");
@@ -262,13 +282,61 @@ Result<int> cp_ulysses_from(const TrainOptions& o, const model::ModelConfig& m) 
   return int(u);
 }
 
+// plan->pipeline from parallel.pp* (plan->mesh.pp set): the schedule, the chunks per rank and
+// the cut, given (parallel.pp_layers) or balanced by the estimated cost.
+Status pipeline_from(const TrainOptions& o, const model::ModelConfig& m, parallel::Plan* plan) {
+  const bool interleaved = o.pp_schedule == "interleaved";
+  if (o.pp == 1) {
+    if (!o.pp_layers.empty() || o.pp_virtual > 1)
+      return Status::InvalidArgument(
+          std::string(o.pp_layers.empty() ? "parallel.pp_virtual" : "parallel.pp_layers") +
+          " is for parallel.pp > 1");
+    return Status::Ok();
+  }
+  CAIRN_ASSIGN_OR_RETURN(plan->pipeline.schedule, parallel::parse_schedule(o.pp_schedule));
+  if (o.pp_virtual > 1 && !interleaved)
+    return Status::InvalidArgument("parallel.pp_virtual " + std::to_string(o.pp_virtual) +
+                                   " needs parallel.pp_schedule interleaved");
+  if (interleaved && o.pp_virtual == 1)
+    return Status::InvalidArgument(
+        "parallel.pp_schedule interleaved needs parallel.pp_virtual of at least 2 (or 0: 2)");
+  const int v = interleaved ? int(o.pp_virtual == 0 ? 2 : o.pp_virtual) : 1;
+  plan->pipeline.virtual_stages = v;
+  const int64_t chunks = o.pp * v;
+  if (o.pp_layers.empty()) {
+    if (chunks > m.n_layer + 2)
+      return Status::InvalidArgument(
+          "parallel.pp " + std::to_string(o.pp) +
+          (v > 1 ? " x parallel.pp_virtual " + std::to_string(v) : std::string()) + " = " +
+          std::to_string(chunks) + " stages for model.n_layer " + std::to_string(m.n_layer) +
+          " blocks: every stage but the first and the last needs a block");
+    plan->pipeline.cuts =
+        parallel::balanced_cuts(m.n_layer, int(chunks), parallel::stage_costs(m, o.seq_len));
+  } else {
+    int64_t sum = 0;
+    std::string list;
+    for (int64_t n : o.pp_layers) {
+      sum += n;
+      list += (list.empty() ? "" : ", ") + std::to_string(n);
+    }
+    if (int64_t(o.pp_layers.size()) != chunks || sum != m.n_layer)
+      return Status::InvalidArgument(
+          "parallel.pp_layers [" + list + "]: needs " + std::to_string(chunks) +
+          " entries (parallel.pp" + (v > 1 ? " x parallel.pp_virtual" : std::string()) +
+          ") summing to model.n_layer " + std::to_string(m.n_layer) + ", got " +
+          std::to_string(o.pp_layers.size()) + " summing to " + std::to_string(sum));
+    plan->pipeline.cuts = parallel::cuts_from_blocks(o.pp_layers);
+  }
+  return Status::Ok();
+}
+
 Result<parallel::Plan> plan_from(const TrainOptions& o, const model::ModelConfig& m, int world) {
   parallel::Plan plan;
   if (o.plan_path.empty()) {
-    const int64_t mp = o.tp * o.cp;  // ranks per model replica
-    const std::string per_replica =
-        o.cp > 1 ? "parallel.cp " + std::to_string(o.cp) + " x parallel.tp " + std::to_string(o.tp)
-                 : "parallel.tp " + std::to_string(o.tp);
+    const int64_t mp = o.pp * o.tp * o.cp;  // ranks per model replica
+    std::string per_replica = "parallel.tp " + std::to_string(o.tp);
+    if (o.cp > 1) per_replica = "parallel.cp " + std::to_string(o.cp) + " x " + per_replica;
+    if (o.pp > 1) per_replica = "parallel.pp " + std::to_string(o.pp) + " x " + per_replica;
     if (o.dp > 0 && o.dp * mp != world)
       return Status::InvalidArgument(
           "parallel.dp " + std::to_string(o.dp) + " x " + per_replica + " = " +
@@ -280,14 +348,17 @@ Result<parallel::Plan> plan_from(const TrainOptions& o, const model::ModelConfig
       std::string worlds;
       for (int64_t k = 1; k <= 4; ++k) worlds += (k > 1 ? ", " : "") + std::to_string(k * mp);
       return Status::InvalidArgument(
-          (o.cp > 1 ? per_replica + " = " + std::to_string(mp) : per_replica) +
+          (o.cp > 1 || o.pp > 1 ? per_replica + " = " + std::to_string(mp) : per_replica) +
           " does not divide the " + std::to_string(world) + " ranks: run " + worlds +
-          " ranks, or set " + (o.cp > 1 ? "parallel.tp x parallel.cp" : "parallel.tp") +
+          " ranks, or set " +
+          (o.cp > 1 || o.pp > 1 ? std::string("their product") : std::string("parallel.tp")) +
           " to a divisor of " + std::to_string(world));
     }
     plan = parallel::Plan::data_parallel(world / int(mp), m.n_layer, int(o.zero_stage));
     plan.mesh.tp = int(o.tp);
     plan.mesh.cp = int(o.cp);
+    plan.mesh.pp = int(o.pp);
+    CAIRN_RETURN_IF_ERROR(pipeline_from(o, m, &plan));
     CAIRN_ASSIGN_OR_RETURN(plan.order, parse_mesh_order(o.order));
     plan.bucket_bytes = o.bucket_mb << 20;
     CAIRN_ASSIGN_OR_RETURN(plan.cp_ulysses, cp_ulysses_from(o, m));
@@ -316,6 +387,10 @@ Result<parallel::Plan> plan_from(const TrainOptions& o, const model::ModelConfig
           {"parallel.cp_ulysses", o.cp_ulysses != defaults.cp_ulysses},
           {"parallel.cp_ring", o.cp_ring != defaults.cp_ring},
           {"parallel.cp_overlap", o.cp_overlap != defaults.cp_overlap},
+          {"parallel.pp", o.pp != defaults.pp},
+          {"parallel.pp_schedule", o.pp_schedule != defaults.pp_schedule},
+          {"parallel.pp_layers", o.pp_layers != defaults.pp_layers},
+          {"parallel.pp_virtual", o.pp_virtual != defaults.pp_virtual},
           {"train.activation_checkpointing",
            o.activation_checkpointing != defaults.activation_checkpointing}})
       if (set)
@@ -331,6 +406,18 @@ Result<parallel::Plan> plan_from(const TrainOptions& o, const model::ModelConfig
   }
   if (Status s = plan.validate(m, world); !s.ok())
     return o.plan_path.empty() ? s : s.WithContext("parallel.plan " + o.plan_path);
+  if (plan.mesh.pp > 1) {  // the step's micro-batches must fit the schedule
+    const int64_t per_rank = o.micro_batch_size * plan.mesh.dp;
+    const int64_t micro = o.global_batch_size / std::max<int64_t>(per_rank, 1);
+    const parallel::ScheduleShape shape{plan.pipeline.schedule, plan.mesh.pp, int(micro),
+                                        plan.pipeline.virtual_stages};
+    if (std::string unfit = parallel::schedule_unfit(shape); !unfit.empty())
+      return Status::InvalidArgument(
+          std::string("pipeline schedule ") + parallel::schedule_name(plan.pipeline.schedule) +
+          " with " + std::to_string(micro) +
+          " micro-batches per step (train.global_batch_size / (train.micro_batch_size x dp)): " +
+          unfit);
+  }
   if (plan.mesh.cp > 1) {
     parallel::ContextSplit split;
     split.ulysses = plan.ulysses_degree(plan.layers.front());

@@ -564,6 +564,27 @@ Result<std::optional<double>> Trainer::Impl::train_step(MicroBatchSource& source
   double loss_sum = 0;
   int64_t trained = 0;  // micro-batches of this rank that are not padding
   CAIRN_ASSIGN_OR_RETURN(std::optional<MicroBatch> mb, source.next());
+  if (engine->needs_whole_steps()) {  // a pipeline: the step's micro-batches go in together
+    std::vector<MicroBatch> all;
+    std::vector<parallel::Engine::MicroBatchInput> inputs;
+    while (mb) {
+      inputs.push_back({mb->x.to(device), mb->y.to(device), mb->multiply_by / mb->divide_by});
+      all.push_back(std::move(*mb));
+      CAIRN_ASSIGN_OR_RETURN(mb, source.next());
+    }
+    auto tm = Clock::now();
+    std::vector<double> losses;
+    {
+      AutocastScope autocast(opt.precision == "bf16", device);
+      losses = engine->forward_backward(inputs);
+    }
+    stretch(tm);
+    for (size_t i = 0; i < all.size(); ++i)
+      if (!all[i].padding) {
+        loss_sum += losses[i];
+        ++trained;
+      }
+  }
   while (mb) {
     auto tm = Clock::now();
     torch::Tensor loss;

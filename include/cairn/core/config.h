@@ -16,7 +16,7 @@
 
 namespace cairn::core {
 
-enum class FieldType { kInt, kFloat, kBool, kString };
+enum class FieldType { kInt, kFloat, kBool, kString, kIntList };
 
 struct Field {
   std::string key;  // dotted: "model.n_layer"
@@ -37,6 +37,10 @@ class ConfigSpec {
   ConfigSpec& add_bool(const std::string& key, bool def, const std::string& doc);
   ConfigSpec& add_string(const std::string& key, const std::string& def,
                          std::vector<std::string> choices, const std::string& doc);
+  // A list of integers, each in [min, max]: a YAML list ([3, 4, 4, 2]) or, as an override,
+  // "[3,4,4,2]" or "3,4,4,2"; the default is the empty list.
+  ConfigSpec& add_int_list(const std::string& key, int64_t min, int64_t max,
+                           const std::string& doc);
   // A string key with no default that every config must set.
   ConfigSpec& add_required_string(const std::string& key, const std::string& doc);
   // Adds every field of `other`. REQUIRES: no key in both.
@@ -60,6 +64,7 @@ class Config {
   double get_float(const std::string& key) const;
   bool get_bool(const std::string& key) const;
   const std::string& get_string(const std::string& key) const;
+  std::vector<int64_t> get_int_list(const std::string& key) const;
   bool has(const std::string& key) const { return values_.count(key) > 0; }
 
   // Sets a value from text, validated against `spec`.

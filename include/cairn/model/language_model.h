@@ -54,6 +54,9 @@ class LanguageModel : public torch::nn::Module {
   virtual torch::Tensor layer(int64_t i, const torch::Tensor& x) = 0;
   // The module holding block i's parameters (named h.<i> or layers.<i> in this model).
   virtual std::shared_ptr<torch::nn::Module> layer_module(int64_t i) = 0;
+  // Blocks [begin, end) in order on x (B, T, C), those marked for activation checkpointing
+  // through checkpoint() when a graph is recorded (a pipeline stage's share of hidden()).
+  torch::Tensor blocks(int64_t begin, int64_t end, const torch::Tensor& x);
   // Final norm: (B, T, C) -> (B, T, C).
   virtual torch::Tensor final_norm(const torch::Tensor& x) = 0;
   // The output projection, (V, C): logits = hidden @ head_weight^T.

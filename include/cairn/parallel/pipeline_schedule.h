@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cairn/core/status.h"
+#include "cairn/model/config.h"
 #include "cairn/parallel/plan.h"
 
 namespace cairn::parallel {
@@ -90,5 +91,31 @@ Result<ScheduleRun> simulate_schedule(const ScheduleShape& shape,
 // backward_weight: gpipe and 1f1b (p - 1) / (m + p - 1), interleaved (p - 1) / (v m + p - 1),
 // zb-h1 (p - 1) / (3 m + p - 1) (a third of 1f1b's idle time).
 double schedule_bubble_formula(const ScheduleShape& shape);
+
+// --- stage cuts ------------------------------------------------------------------------------
+
+// What the parts of a model cost, forward + backward per token (flops_per_token's convention:
+// 6 FLOPs per weight of a matrix product, 12 T C for a block's attention scores): the
+// embedding (a lookup: counted as 6 C, next to nothing), one block, and the final norm + head
+// + loss (6 V C, the whole vocabulary's logits).
+struct StageCosts {
+  double embedding = 0, block = 0, head = 0;
+};
+StageCosts stage_costs(const model::ModelConfig& model, int64_t seq_len);
+
+// The cut of n_blocks blocks into `stages` stages in model order (the plan's cuts: the first
+// block of stages 1 .. stages-1) whose costliest stage, counting the embedding on the first and
+// the head on the last, is the cheapest possible. Every stage holds at least one block except
+// the first and the last, which may hold none (the embedding or the head alone, when a large
+// vocabulary's head costs as much as several blocks). Of the cuts as good, the most even (the
+// least sum of squared stage costs), and of those the one with blocks as late as possible (the
+// first stages keep the most activations in flight under 1F1B).
+// REQUIRES: 1 <= stages <= n_blocks + 2.
+std::vector<int64_t> balanced_cuts(int64_t n_blocks, int stages, const StageCosts& costs);
+
+// Blocks per stage, the form parallel.pp_layers takes, from cuts: {3, 7, 11} of 13 blocks ->
+// {3, 4, 4, 2}; and back (the list's sum must be n_blocks, checked by Plan::validate).
+std::vector<int64_t> blocks_per_stage(const std::vector<int64_t>& cuts, int64_t n_blocks);
+std::vector<int64_t> cuts_from_blocks(const std::vector<int64_t>& blocks_per_stage);
 
 }  // namespace cairn::parallel

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "cairn/core/config.h"
 #include "cairn/core/status.h"
@@ -45,6 +46,12 @@ struct TrainOptions {
   int64_t cp_ulysses = 0;             // parallel.cp_ulysses (2d); 0 = from cp_ring or inferred
   int64_t cp_ring = 0;                // parallel.cp_ring (2d); 0 = from cp_ulysses or inferred
   bool cp_overlap = true;             // parallel.cp_overlap
+  int64_t pp = 1;                     // parallel.pp: pipeline stages
+  std::string pp_schedule = "1f1b";   // parallel.pp_schedule: 1f1b | gpipe | interleaved | zb-h1
+  std::vector<int64_t> pp_layers;     // parallel.pp_layers: blocks per (virtual) stage; empty =
+                                      // balanced by cost
+  int64_t pp_virtual = 0;             // parallel.pp_virtual: chunks per rank; 0 = 2 for
+                                      // interleaved, else 1
   std::string plan_path;           // parallel.plan: a JSON plan file; empty = from the keys above
   std::string precision = "fp32";  // fp32 | bf16
   std::string device = "cpu";      // train.device: cpu | cuda | cuda:N (see resolve_device)
