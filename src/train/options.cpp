@@ -334,9 +334,14 @@ Result<parallel::Plan> plan_from(const TrainOptions& o, const model::ModelConfig
   parallel::Plan plan;
   if (o.plan_path.empty()) {
     const int64_t mp = o.pp * o.tp * o.cp;  // ranks per model replica
-    std::string per_replica = "parallel.tp " + std::to_string(o.tp);
-    if (o.cp > 1) per_replica = "parallel.cp " + std::to_string(o.cp) + " x " + per_replica;
-    if (o.pp > 1) per_replica = "parallel.pp " + std::to_string(o.pp) + " x " + per_replica;
+    // The model-parallel axes set, e.g. "parallel.pp 2 x parallel.tp 2".
+    std::string per_replica;
+    int set_axes = 0;
+    for (auto [key, n] :
+         {std::pair{"parallel.pp", o.pp}, {"parallel.cp", o.cp}, {"parallel.tp", o.tp}})
+      if (n > 1 || (key == std::string("parallel.tp") && set_axes == 0)) {
+        per_replica += (set_axes++ ? " x " : "") + std::string(key) + " " + std::to_string(n);
+      }
     if (o.dp > 0 && o.dp * mp != world)
       return Status::InvalidArgument(
           "parallel.dp " + std::to_string(o.dp) + " x " + per_replica + " = " +
@@ -348,10 +353,11 @@ Result<parallel::Plan> plan_from(const TrainOptions& o, const model::ModelConfig
       std::string worlds;
       for (int64_t k = 1; k <= 4; ++k) worlds += (k > 1 ? ", " : "") + std::to_string(k * mp);
       return Status::InvalidArgument(
-          (o.cp > 1 || o.pp > 1 ? per_replica + " = " + std::to_string(mp) : per_replica) +
+          (set_axes > 1 ? per_replica + " = " + std::to_string(mp) : per_replica) +
           " does not divide the " + std::to_string(world) + " ranks: run " + worlds +
           " ranks, or set " +
-          (o.cp > 1 || o.pp > 1 ? std::string("their product") : std::string("parallel.tp")) +
+          (set_axes > 1 ? std::string("their product")
+                        : per_replica.substr(0, per_replica.find(" "))) +
           " to a divisor of " + std::to_string(world));
     }
     plan = parallel::Plan::data_parallel(world / int(mp), m.n_layer, int(o.zero_stage));
