@@ -25,13 +25,13 @@ class Gpt2Attention : public torch::nn::Module {
   // projection holding a tensor-parallel share of the heads (H' = H / tp) runs unchanged.
   torch::Tensor forward(const torch::Tensor& x) {
     const int64_t B = x.size(0), T = x.size(1);
-    auto qkv = c_attn->forward(x);                          // (B, T, 3 H' D)
-    const int64_t W = qkv.size(2) / 3, H = W / d_;          // H' heads of d_
-    auto parts = qkv.split(W, 2);                           // 3 x (B, T, H' D)
-    auto q = parts[0].view({B, T, H, d_}).transpose(1, 2);  // (B, H', T, D)
-    auto k = parts[1].view({B, T, H, d_}).transpose(1, 2);  // (B, H', T, D)
-    auto v = parts[2].view({B, T, H, d_}).transpose(1, 2);  // (B, H', T, D)
-    auto y = tp_->attention(q, k, v);                       // (B, H', T, D)
+    auto qkv = tp_->linear(x, c_attn->weight, c_attn->bias);  // (B, T, 3 H' D)
+    const int64_t W = qkv.size(2) / 3, H = W / d_;            // H' heads of d_
+    auto parts = qkv.split(W, 2);                             // 3 x (B, T, H' D)
+    auto q = parts[0].view({B, T, H, d_}).transpose(1, 2);    // (B, H', T, D)
+    auto k = parts[1].view({B, T, H, d_}).transpose(1, 2);    // (B, H', T, D)
+    auto v = parts[2].view({B, T, H, d_}).transpose(1, 2);    // (B, H', T, D)
+    auto y = tp_->attention(q, k, v);                         // (B, H', T, D)
     return tp_->row(y.transpose(1, 2).reshape({B, T, W}), c_proj->weight, c_proj->bias);
   }
 
@@ -49,7 +49,8 @@ class Gpt2Mlp : public torch::nn::Module {
     c_proj = register_module("c_proj", std::make_shared<Linear>(c.ffn_dim(), c.n_embd, true));
   }
   torch::Tensor forward(const torch::Tensor& x) {  // (B, T, C) -> (B, T, F) -> (B, T, C)
-    return tp_->row(torch::gelu(c_fc->forward(x), "tanh"), c_proj->weight, c_proj->bias);
+    return tp_->row(torch::gelu(tp_->linear(x, c_fc->weight, c_fc->bias), "tanh"), c_proj->weight,
+                    c_proj->bias);
   }
   std::shared_ptr<Linear> c_fc, c_proj;
 

@@ -23,10 +23,80 @@ torch::Tensor LanguageModel::forward(const torch::Tensor& idx) {
   return torch::linear(hidden(idx), head_weight());                           // (B, T, V)
 }
 
+namespace {
+
+// x W^T + b whose backward gives the input gradient only and keeps (x, gy) in the store. A
+// projection without bias passes an empty tensor (autograd functions take no undefined input).
+class DeferredLinearFn : public torch::autograd::Function<DeferredLinearFn> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& weight, const torch::Tensor& bias,
+                               WeightGradStore* store) {
+    ctx->save_for_backward({x, weight, bias});
+    ctx->saved_data["store"] = reinterpret_cast<int64_t>(store);
+    return torch::linear(x, weight, bias.numel() > 0 ? bias : torch::Tensor());
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const torch::Tensor &x = saved[0], &weight = saved[1], &bias = saved[2];
+    const torch::Tensor& gy = grads[0];  // (..., out)
+    auto* store = reinterpret_cast<WeightGradStore*>(ctx->saved_data["store"].toInt());
+    torch::Tensor gx;
+    if (ctx->needs_input_grad(0))
+      gx = torch::matmul(gy, weight.to(gy.scalar_type())).to(x.scalar_type());  // (..., in)
+    store->push(x, gy.clone(), weight, bias.numel() > 0 ? bias : torch::Tensor());
+    return {gx, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+void WeightGradStore::push(torch::Tensor x, torch::Tensor gy, torch::Tensor weight,
+                           torch::Tensor bias) {
+  auto it =
+      std::find_if(kept_.rbegin(), kept_.rend(), [&](const auto& k) { return k.first == key_; });
+  std::vector<Entry>& list =
+      it != kept_.rend() ? it->second : kept_.emplace_back(key_, std::vector<Entry>()).second;
+  list.push_back({std::move(x), std::move(gy), std::move(weight), std::move(bias)});
+}
+
+void WeightGradStore::run(int64_t key) {
+  auto it = std::find_if(kept_.begin(), kept_.end(), [&](const auto& k) { return k.first == key; });
+  if (it == kept_.end()) return;  // a chunk without projections (the head or embedding alone)
+  torch::NoGradGuard no_grad;
+  for (Entry& e : it->second) {
+    auto gy = e.gy.reshape({-1, e.gy.size(-1)}).to(torch::kFloat);  // (N, out)
+    auto x = e.x.reshape({-1, e.x.size(-1)}).to(torch::kFloat);     // (N, in)
+    auto add = [](torch::Tensor& p, const torch::Tensor& g) {
+      if (p.mutable_grad().defined())
+        p.mutable_grad().add_(g.to(p.scalar_type()));
+      else
+        p.mutable_grad() = g.to(p.scalar_type()).clone();
+    };
+    if (e.weight.requires_grad()) add(e.weight, gy.t().mm(x));  // (out, in)
+    if (e.bias.defined() && e.bias.requires_grad()) add(e.bias, gy.sum(0));
+  }
+  kept_.erase(it);
+}
+
+size_t WeightGradStore::pending() const {
+  size_t n = 0;
+  for (const auto& k : kept_) n += k.second.size();
+  return n;
+}
+
+torch::Tensor ParallelSeam::linear(const torch::Tensor& x, const torch::Tensor& weight,
+                                   const torch::Tensor& bias) const {
+  if (!weight_grads || !torch::GradMode::is_enabled()) return torch::linear(x, weight, bias);
+  return DeferredLinearFn::apply(
+      x, weight, bias.defined() ? bias : torch::empty({0}, weight.options()), weight_grads);
+}
+
 torch::Tensor ParallelSeam::row(const torch::Tensor& x, const torch::Tensor& weight,
                                 const torch::Tensor& bias) const {
-  if (!hooks) return torch::linear(x, weight, bias);
-  auto y = hooks->leave(torch::linear(x, weight));
+  if (!hooks) return linear(x, weight, bias);
+  auto y = hooks->leave(linear(x, weight, torch::Tensor()));
   return bias.defined() ? y + bias : y;
 }
 

@@ -116,6 +116,44 @@ TEST_P(LanguageModelTest, CheckpointedGradientsEqualPlain) {
   EXPECT_THROW(m->set_activation_checkpointing(std::vector<bool>{true}), c10::Error);
 }
 
+// Split backward: with a weight-gradient store the blocks' projections get no gradient in
+// backward (the norms, embeddings and head do), and running the store gives the plain
+// gradients; the input gradient is the plain one at once. Checkpointed blocks too.
+TEST_P(LanguageModelTest, DeferredWeightGradientsEqualPlain) {
+  auto c = Config();
+  c.n_layer = 2;
+  auto idx = torch::randint(0, c.vocab_size, {2, 12}, torch::kLong);
+  auto targets = torch::randint(0, c.vocab_size, {2, 12}, torch::kLong);
+  auto plain = build_model(c, 5);
+  auto xp = plain->embed(idx).detach().requires_grad_();
+  plain->head_loss(plain->final_norm(plain->blocks(0, 2, xp)), targets).backward();
+  for (bool checkpointed : {false, true}) {
+    SCOPED_TRACE(checkpointed ? "checkpointed" : "plain blocks");
+    auto m = build_model(c, 5);
+    m->set_activation_checkpointing(checkpointed);
+    WeightGradStore store;
+    m->set_weight_grad_store(&store);
+    store.set_key(7);
+    auto x = m->embed(idx).detach().requires_grad_();
+    m->head_loss(m->final_norm(m->blocks(0, 2, x)), targets).backward();
+    EXPECT_LT(max_diff(x.grad(), xp.grad()), 1e-6) << "input gradient";
+    EXPECT_EQ(store.pending(), size_t(c.is_llama() ? 14 : 8));  // projections of 2 blocks
+    const std::string proj =
+        c.is_llama() ? "layers.0.attention.wq.weight" : "h.0.attn.c_attn.weight";
+    EXPECT_FALSE(m->named_parameters()[proj].grad().defined()) << "computed in backward";
+    store.run(3);  // nothing kept under another key: nothing to do
+    EXPECT_EQ(store.pending(), size_t(c.is_llama() ? 14 : 8));
+    store.run(7);
+    EXPECT_EQ(store.pending(), 0u);
+    auto pp = plain->named_parameters(), mp = m->named_parameters();
+    for (const auto& item : pp) {
+      if (!item.value().grad().defined()) continue;  // the embeddings: not in this graph
+      ASSERT_TRUE(mp[item.key()].grad().defined()) << item.key();
+      EXPECT_LT(max_diff(item.value().grad(), mp[item.key()].grad()), 1e-6) << item.key();
+    }
+  }
+}
+
 TEST_P(LanguageModelTest, StagesComposeToHidden) {
   auto c = Config();
   auto m = build_model(c, 8);

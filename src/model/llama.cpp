@@ -53,9 +53,9 @@ class LlamaAttention : public torch::nn::Module {
     const int64_t B = x.size(0), T = x.size(1);
     const auto [cos, sin] =
         rope_tables(tp_->sequence_positions(T, x.options()), d_, theta_, x.options());  // (T, D)
-    auto q = wq->forward(x);  // (B, T, H' D)
-    auto k = wk->forward(x);  // (B, T, K' D)
-    auto v = wv->forward(x);
+    auto q = tp_->linear(x, wq->weight, {});  // (B, T, H' D)
+    auto k = tp_->linear(x, wk->weight, {});  // (B, T, K' D)
+    auto v = tp_->linear(x, wv->weight, {});
     const int64_t H = q.size(2) / d_, K = k.size(2) / d_;
     q = q.view({B, T, H, d_}).transpose(1, 2);  // (B, H', T, D)
     k = k.view({B, T, K, d_}).transpose(1, 2);  // (B, K', T, D)
@@ -80,7 +80,8 @@ class LlamaFeedForward : public torch::nn::Module {
     w3 = register_module("w3", std::make_shared<Linear>(c.n_embd, c.ffn_dim(), false));
   }
   torch::Tensor forward(const torch::Tensor& x) {  // (B, T, C) -> (B, T, F) -> (B, T, C)
-    return tp_->row(torch::silu(w1->forward(x)) * w3->forward(x), w2->weight, {});
+    return tp_->row(torch::silu(tp_->linear(x, w1->weight, {})) * tp_->linear(x, w3->weight, {}),
+                    w2->weight, {});
   }
   std::shared_ptr<Linear> w1, w2, w3;
 

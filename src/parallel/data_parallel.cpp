@@ -117,8 +117,12 @@ class GradReadyHook : public torch::autograd::FunctionPostHook {
  public:
   GradReadyHook(std::weak_ptr<DataParallel::Impl> impl, int param)
       : impl_(std::move(impl)), param_(param) {}
+  // Autograd calls a parameter's accumulator (and this hook) with an undefined gradient when the
+  // function using it gave none, e.g. a projection whose weight gradient is deferred to a later
+  // pass (model::WeightGradStore): such a parameter is not ready.
   torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
-                                            const torch::autograd::variable_list&) override {
+                                            const torch::autograd::variable_list& inputs) override {
+    if (inputs.empty() || !inputs[0].defined()) return outputs;
     if (auto impl = impl_.lock()) impl->on_grad_ready(param_);
     return outputs;
   }

@@ -62,8 +62,9 @@ TEST(Parallelize, RefusesAPlanOfAnotherMeshOrModel) {
   EXPECT_NE(r.status().message().find("the model has 3 blocks"), std::string::npos);
 }
 
-// Valid plans this version does not carry out: the zb-h1 schedule, and blocks of different
-// context-parallel kinds. Refused, naming what, on every rank. (tp: tensor_parallel_engine_test.)
+// Valid plans this version does not carry out: the zb-h1 schedule with ZeRO-2, and blocks of
+// different context-parallel kinds. Refused, naming what, on every rank. (tp:
+// tensor_parallel_engine_test.)
 TEST(Parallelize, ModelParallelLayoutsNotBuiltAreRefusedByName) {
   auto store = c10::make_intrusive<c10d::HashStore>();
   std::vector<std::string> errors(2);
@@ -72,7 +73,7 @@ TEST(Parallelize, ModelParallelLayoutsNotBuiltAreRefusedByName) {
     threads.emplace_back([&, r] {
       auto world = comm::Group::Create(store, r, 2, comm::GroupOptions{});
       for (auto [what, shape] : {std::pair{"per-block cp kinds", comm::MeshShape{1, 1, 2, 1}},
-                                 {"zb-h1", comm::MeshShape{2, 1, 1, 1}}}) {
+                                 {"zb-h1 schedule with ZeRO-2", comm::MeshShape{2, 1, 1, 1}}}) {
         Plan plan = Plan::data_parallel(1, 3);
         plan.mesh = shape;
         for (LayerPlan& l : plan.layers) {
@@ -83,6 +84,7 @@ TEST(Parallelize, ModelParallelLayoutsNotBuiltAreRefusedByName) {
         if (shape.pp > 1) {
           plan.pipeline.cuts = {1};
           plan.pipeline.schedule = PipelineSchedule::kZeroBubbleH1;
+          plan.zero_stage = 2;
         }
         ASSERT_TRUE(plan.validate(Tiny(), 2).ok()) << plan.validate(Tiny(), 2).ToString();
         auto mesh = comm::Mesh::Create(shape, 2);

@@ -4,7 +4,9 @@
 // program for this rank says (pipeline_schedule.h): a forward takes its input activation from
 // the previous rank (or embeds the tokens) and sends its output to the next; a backward takes
 // its output's gradient from the next rank (or starts from the loss) and sends its input's
-// gradient to the previous. Receives are posted one action ahead, sends complete in the
+// gradient to the previous (zb-h1: the input gradient only; the blocks' weight gradients are
+// kept in a WeightGradStore and computed by the schedule's weight passes). Receives are posted
+// one action ahead, sends complete in the
 // background; every wait is bounded by the group's timeout.
 //
 // Each chunk's parameters have their own DataParallel over the dp group (DDP, ZeRO-1/2), so
@@ -59,6 +61,7 @@ class PipelineEngine : public Engine {
     const void* head = model_->head_weight().unsafeGetTensorImpl();
     for (int c = 0; c < v_; ++c) chunks_.push_back(Chunk{c * P_ + stage_});
     DataParallel::NamedParams tied;
+    if (kind_ == PipelineSchedule::kZeroBubbleH1) model_->set_weight_grad_store(&weight_grads_);
     for (auto& p : model_->named_parameters()) {
       const void* impl = p.value().unsafeGetTensorImpl();
       const model::ParamSpec* spec = model::find_spec(specs_, p.key());
@@ -118,7 +121,8 @@ class PipelineEngine : public Engine {
       program_m_ = m;
       last_backward_.assign(size_t(v_), -1);
       for (size_t k = 0; k < program_.size(); ++k)
-        if (program_[k].op != PipeOp::kForward) last_backward_[size_t(program_[k].chunk)] = int(k);
+        if (program_[k].op == PipeOp::kBackward || program_[k].op == PipeOp::kBackwardInput)
+          last_backward_[size_t(program_[k].chunk)] = int(k);
     }
     mbs_ = &mbs;
     losses_.assign(size_t(m), 0.0);
@@ -128,11 +132,15 @@ class PipelineEngine : public Engine {
       const PipeAction& a = program_[k];
       if (a.op == PipeOp::kForward)
         forward(a);
+      else if (a.op == PipeOp::kBackwardWeight)
+        weight_grads_.run(a.micro * v_ + a.chunk);
       else
         backward(a, int(k) == last_backward_[size_t(a.chunk)]);
     }
     for (auto& s : sends_) s.pending.wait();
     sends_.clear();
+    TORCH_CHECK(weight_grads_.pending() == 0, "pipeline: ", weight_grads_.pending(),
+                " weight-gradient passes were kept but not run");
     mbs_ = nullptr;
     // The losses are the last stage's: every rank reports them.
     auto t = torch::tensor(losses_, torch::kDouble);
@@ -339,6 +347,7 @@ class PipelineEngine : public Engine {
   // Posts the receive program_[k] needs, if any and not yet posted.
   void post_receive(size_t k) {
     const PipeAction& a = program_[k];
+    if (a.op == PipeOp::kBackwardWeight) return;  // local work only
     const int vs = vs_of(a), V = P_ * v_;
     const bool forward = a.op == PipeOp::kForward;
     if (forward ? vs == 0 : vs == V - 1) return;
@@ -386,8 +395,6 @@ class PipelineEngine : public Engine {
   }
 
   void backward(const PipeAction& a, bool last_of_chunk) {
-    TORCH_CHECK(a.op == PipeOp::kBackward, "pipeline: ", pipe_op_name(a.op),
-                " passes are not run by this engine");
     const int vs = vs_of(a), V = P_ * v_;
     auto it = in_flight_.find({a.micro, a.chunk});
     TORCH_CHECK(it != in_flight_.end(), "pipeline: backward before forward");
@@ -401,6 +408,7 @@ class PipelineEngine : public Engine {
       grad = torch::full_like(f.output, (*mbs_)[size_t(a.micro)].weight);
     else
       grad = take_received(false, a.micro, vs).to(f.output.scalar_type());
+    weight_grads_.set_key(a.micro * v_ + a.chunk);  // zb-h1: where the projections' work goes
     torch::autograd::backward({f.output}, {grad});
     if (vs > 0) send(f.input.grad(), prev_rank(), gradient_tag(a.micro, vs - 1));
   }
@@ -431,6 +439,7 @@ class PipelineEngine : public Engine {
   };
   std::map<std::tuple<bool, int, int>, Incoming> incoming_;  // (forward?, micro, vs)
   std::vector<Send> sends_;
+  model::WeightGradStore weight_grads_;  // zb-h1: the weight passes' work, by micro-batch and chunk
 };
 
 }  // namespace
@@ -443,11 +452,11 @@ Result<std::unique_ptr<Engine>> make_pipeline_engine(std::shared_ptr<model::Lang
     return Status::Unsupported("plan: pp " + std::to_string(plan.mesh.pp) +
                                " with tp or cp above 1 is not built in this version (pp composes "
                                "with dp and ZeRO-1/2)");
-  if (plan.pipeline.schedule == PipelineSchedule::kZeroBubbleH1)
+  if (plan.pipeline.schedule == PipelineSchedule::kZeroBubbleH1 && plan.zero_stage == 2)
     return Status::Unsupported(
-        "plan.pipeline.schedule zb-h1: its split backward (input, then weight gradients) is "
-        "scheduled (pipeline_schedule.h) but not run by this version; use 1f1b, gpipe or "
-        "interleaved");
+        "plan: the zb-h1 schedule with ZeRO-2: ZeRO-2 reduces each micro-batch's gradients as "
+        "its backward ends, before zb-h1's weight passes add theirs; use zero_stage 0 or 1 "
+        "with zb-h1");
   return std::unique_ptr<Engine>(
       std::make_unique<PipelineEngine>(std::move(model), plan, groups.get(comm::Axis::kPipeline),
                                        groups.get(comm::Axis::kData), options));

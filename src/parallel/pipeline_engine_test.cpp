@@ -1,10 +1,10 @@
 // Pipeline parallelism end to end through parallelize(), ranks as threads: GPT-2 (tied token
-// table across the first and the last stage) and LLaMA, at pp2 and pp4 with gpipe, 1f1b and
-// interleaved, uneven cuts (a stage holding the head alone, one holding the embedding alone),
-// pp2 x dp2 with ZeRO-1 and 2, and activation checkpointing: 20 steps whose losses and clip
-// norms match the one-process run with the same global batch to 1e-5 relative, with step 1's
-// gradients of every parameter (from the rank holding it) to 1e-5; the checkpoint gathered from
-// the stages equals what the ranks' shares write, each element once, and loads back. A stage
+// table across the first and the last stage) and LLaMA, at pp2 and pp4 with gpipe, 1f1b,
+// interleaved and zb-h1 (split backward), uneven cuts (a stage holding the head alone, one holding
+// the embedding alone), pp2 x dp2 with ZeRO-1 and 2, and activation checkpointing: 20 steps whose
+// losses and clip norms match the one-process run with the same global batch to 1e-5 relative, with
+// step 1's gradients of every parameter (from the rank holding it) to 1e-5; the checkpoint gathered
+// from the stages equals what the ranks' shares write, each element once, and loads back. A stage
 // whose neighbour stops answering fails with CollectiveError within the timeout, not a hang.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -167,6 +167,8 @@ TEST(PipelineEngine, Gpt2LayoutsMatchTheOneProcessRun) {
   CheckLayout(c, Layout{2, 1, 0, 2, S::kInterleaved, {0, 2, 3, 1}}, want);  // the embedding alone
   CheckLayout(c, Layout{2, 2, 1, 1, S::kOneFOneB, {4, 2}}, want);
   CheckLayout(c, Layout{2, 2, 2, 1, S::kGPipe, {}, true}, want);
+  CheckLayout(c, Layout{2, 1, 0, 1, S::kZeroBubbleH1}, want);
+  CheckLayout(c, Layout{4, 2, 1, 1, S::kZeroBubbleH1, {1, 2, 3, 0}, true}, want);  // head alone
 }
 
 TEST(PipelineEngine, LlamaLayoutsMatchTheOneProcessRun) {
@@ -177,6 +179,7 @@ TEST(PipelineEngine, LlamaLayoutsMatchTheOneProcessRun) {
   CheckLayout(c, Layout{4, 1, 0, 1, S::kOneFOneB, {}, true}, want);
   CheckLayout(c, Layout{2, 1, 0, 3, S::kInterleaved}, want);
   CheckLayout(c, Layout{2, 2, 1, 1, S::kOneFOneB, {3, 3}}, want);
+  CheckLayout(c, Layout{4, 1, 0, 1, S::kZeroBubbleH1}, want);
 }
 
 TEST(PipelineEngine, ANeighbourThatStopsAnsweringFailsTheStepWithinTheTimeout) {

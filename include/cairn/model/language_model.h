@@ -90,6 +90,10 @@ class LanguageModel : public torch::nn::Module {
   // sequence (idx (B, T') of the hooks' positions) and attention reaches the rest over the cp
   // group. The caller keeps `hooks` alive.
   void set_context_parallel(std::shared_ptr<ContextParallelHooks> hooks);
+  // Split backward (parallel_hooks.h): the blocks' projections keep their weight gradients in
+  // `store` for a later pass; null (the default) computes them in backward. The caller keeps
+  // `store` alive.
+  void set_weight_grad_store(WeightGradStore* store) { seam_->weight_grads = store; }
 
  protected:
   // Checks idx is (B, T) int64 with 1 <= T <= block_size.

@@ -21,6 +21,8 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 namespace cairn::model {
 
@@ -61,11 +63,39 @@ class ContextParallelHooks {
                                   const torch::Tensor& v) = 0;
 };
 
+// --- split backward (zero-bubble pipelines) --------------------------------------------------
+// A zero-bubble pipeline splits a stage's backward pass in two: the input gradient first (what
+// the previous stage waits for), the weight gradients later, where the schedule has a bubble.
+// With a store installed in the seam, the blocks' projections (x W^T + b) compute only their
+// input gradient in backward and keep what their weight gradient needs (x and the output's
+// gradient); run() computes those weight gradients into the weights' .grad. Everything else
+// (norms, embeddings, the head) gets its gradient in the first pass as usual.
+class WeightGradStore {
+ public:
+  // Where the next backward's kept work goes (e.g. a micro-batch and model chunk).
+  void set_key(int64_t key) { key_ = key; }
+  // From a projection's backward: gy (..., out) the output's gradient, x (..., in) its input.
+  void push(torch::Tensor x, torch::Tensor gy, torch::Tensor weight, torch::Tensor bias);
+  // Adds the weight (and bias) gradients kept under `key` to .grad and drops them (none kept:
+  // nothing to do).
+  void run(int64_t key);
+  // Kept entries over all keys (tests: nothing is left after a step).
+  size_t pending() const;
+
+ private:
+  struct Entry {
+    torch::Tensor x, gy, weight, bias;
+  };
+  int64_t key_ = 0;
+  std::vector<std::pair<int64_t, std::vector<Entry>>> kept_;
+};
+
 // What the blocks hold: the model's hooks, or none. Shared by the model and its blocks, so
 // that installing hooks after construction reaches every block.
 struct ParallelSeam {
-  TensorParallelHooks* hooks = nullptr;  // tensor parallelism
-  ContextParallelHooks* cp = nullptr;    // context parallelism
+  TensorParallelHooks* hooks = nullptr;     // tensor parallelism
+  ContextParallelHooks* cp = nullptr;       // context parallelism
+  WeightGradStore* weight_grads = nullptr;  // split backward: projections defer weight gradients
   torch::Tensor enter(const torch::Tensor& x) const { return hooks ? hooks->enter(x) : x; }
   // causal_attention (attention.h), or its context-parallel form.
   torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k,
@@ -76,6 +106,10 @@ struct ParallelSeam {
   // Positions of the residual stream's tokens (of those T): the sequence positions, narrowed
   // to this rank's chunk under sequence parallelism.
   torch::Tensor stream_positions(int64_t T, const torch::TensorOptions& options) const;
+  // A block's projection x W^T + b (bias may be undefined), its weight gradient deferred to
+  // weight_grads when one is installed.
+  torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight,
+                       const torch::Tensor& bias) const;
   // The projection that leaves a tensor-parallel region: x W^T + b, with the partial products
   // summed over the group before the bias is added once. bias may be undefined.
   torch::Tensor row(const torch::Tensor& x, const torch::Tensor& weight,
