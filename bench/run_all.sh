@@ -43,6 +43,13 @@ if [ ! -f "${data}-long/val.bin" ]; then
 fi
 "$py" bench/layouts.py --cairn "$cairn" --data "${data}-long" --long-only
 
+echo "== pipeline parallelism (bench/pipeline.py)"
+# README (Pipeline parallelism): the table of step time, measured bubble (mean and worst stage)
+# against the schedule's formula, activation MB per stage and peak RSS for pp2 and pp4 with
+# gpipe, 1f1b, interleaved and zb-h1, against cairn's one process (and the PyTorch peer's one
+# process, which has no pipeline).
+"$py" bench/pipeline.py --cairn "$cairn" --data "$data"
+
 echo "== flash checkpoints (bench/ckpt.py)"
 # README (Flash checkpoints, How it works): "pause 2.3 ms median; copy 59 ms median against
 # 44 ms for one single-threaded memcpy; a save every step adds 22 ms to the median step ... but

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Pipeline parallelism with real processes under `cairn run`: pp2 (1f1b, gpipe, an explicit cut
-# with the head alone), pp4 (1f1b, the default cut), pp2 interleaved, pp2 zb-h1 and pp2 x dp2
-# with ZeRO-1
-# follow the one-process run on the KJV corpus (loss per step and validation loss to 1e-5
-# relative); a pp2 checkpoint resumes in one process and a one-process checkpoint at pp2, and
-# pp2 x dp2 at pp4, all continuing like the uninterrupted run; a pp2 job whose worker is killed
-# restarts from shared memory and ends byte-identical to an uninterrupted one; bad pipeline
-# settings stop at start naming what fits. Usage: pp_cli_test.sh CAIRN_BINARY
+# with the head alone), pp4 (1f1b, the default cut), pp2 interleaved, pp2 zb-h1, pp2 x dp2 with
+# ZeRO-1, pp2 x tp2 with sequence parallelism and pp2 x cp2 (ring) follow the one-process run on
+# the KJV corpus (loss per step and validation loss to 1e-5 relative); a pp2 checkpoint resumes
+# in one process, and a one-process checkpoint at pp2, pp2 x dp2 at pp4, pp2 x tp2 at pp2 x cp2
+# and pp2 on 3 ranks with parallel.pp_elastic (at pp3), all continuing like the uninterrupted
+# run; a pp2 job whose worker is killed restarts from shared memory and ends byte-identical to
+# an uninterrupted one; bad pipeline settings stop at start naming what fits.
+# Usage: pp_cli_test.sh CAIRN_BINARY
 set -euo pipefail
 cairn=$1
 work=$(mktemp -d)
@@ -27,7 +28,9 @@ for layout in "2 parallel.pp=2" "2 parallel.pp=2 parallel.pp_schedule=gpipe" \
               "4 parallel.pp=4" \
               "2 parallel.pp=2 parallel.pp_schedule=interleaved" \
               "2 parallel.pp=2 parallel.pp_schedule=zb-h1" \
-              "4 parallel.pp=2 parallel.zero_stage=1"; do
+              "4 parallel.pp=2 parallel.zero_stage=1" \
+              "4 parallel.pp=2 parallel.tp=2 parallel.sequence_parallel=true" \
+              "4 parallel.pp=2 parallel.cp=2"; do
   set -- $layout
   world=$1; shift
   name="w$world-$(echo "$*" | tr -c 'a-z0-9\n' '_')"
@@ -67,6 +70,27 @@ echo "-- pp2 x dp2 (ZeRO-1) -> pp4: continues like one process"
   --no-progress --resume --set parallel.pp=4 > "$work/ppdp2.out" 2>&1 ||
   { tail -20 "$work/ppdp2.out"; fail "pp4 resume failed"; }
 compare "$work/one" "$work/ppdp" 7 || fail "pp2 x dp2 -> pp4 does not continue like one process"
+
+echo "-- pp2 x tp2 (sequence parallel) -> pp2 x cp2: continues like one process"
+"$cairn" run --nproc-per-node 4 --run-dir "$work/pptp" -- "$cairn" train "$work/tiny.yaml" \
+  --no-progress --stop-after 6 --set parallel.pp=2 --set parallel.tp=2 \
+  --set parallel.sequence_parallel=true > "$work/pptp.out" 2>&1 ||
+  { tail -20 "$work/pptp.out"; fail "pp2 x tp2 first half failed"; }
+"$cairn" run --nproc-per-node 4 --run-dir "$work/pptp" -- "$cairn" train "$work/tiny.yaml" \
+  --no-progress --resume --set parallel.pp=2 --set parallel.cp=2 > "$work/pptp2.out" 2>&1 ||
+  { tail -20 "$work/pptp2.out"; fail "pp2 x cp2 resume failed"; }
+compare "$work/one" "$work/pptp" 7 || fail "pp2 x tp2 -> pp2 x cp2 does not continue like one process"
+
+echo "-- parallel.pp_elastic: a pp2 checkpoint resumed on 3 ranks trains at pp3, re-cut"
+"$cairn" run --nproc-per-node 2 --run-dir "$work/elastic" -- "$cairn" train "$work/tiny.yaml" \
+  --no-progress --stop-after 6 --set parallel.pp=2 > "$work/elastic.out" 2>&1 ||
+  { tail -20 "$work/elastic.out"; fail "pp2 first half failed"; }
+"$cairn" run --nproc-per-node 3 --run-dir "$work/elastic" -- "$cairn" train "$work/tiny.yaml" \
+  --no-progress --resume --set parallel.pp=2 --set parallel.pp_elastic=true > "$work/elastic2.out" 2>&1 ||
+  { tail -20 "$work/elastic2.out"; fail "the pp_elastic resume on 3 ranks failed"; }
+grep -q "parallel.pp_elastic: 3 ranks do not fit parallel.pp 2: training at pp=3" "$work/elastic2.out" ||
+  { tail -20 "$work/elastic2.out"; fail "no pp3 re-cut reported"; }
+compare "$work/one" "$work/elastic" 7 || fail "pp2 -> pp3 (elastic) does not continue like one process"
 
 echo "-- pp2 through kill -9 of a worker: restarted from shared memory, byte-identical end"
 flash=(--set train.max_steps=24 --set ckpt.memory_interval=1 --set parallel.pp=2)

@@ -278,10 +278,12 @@ Result<bool> try_commit(const std::string& root, int64_t step, int world,
       return Status::Corrupt(dir + "/" + part_file_name(r) + ": not a list of tensor entries");
     parts.push_back(std::move(j));
   }
-  // Exactly one committer: whoever creates the lock file.
+  // Exactly one committer: whoever creates the lock file. The lock stays until the directory
+  // has its final name, so that a rank that read every part while another was committing finds
+  // either the lock (EEXIST) or no directory at all (ENOENT: committed), never a second chance.
   int lock = ::open((dir + "/commit.lock").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (lock < 0) {
-    if (errno == EEXIST) return false;
+    if (errno == EEXIST || errno == ENOENT) return false;
     return errno_status("cannot create", dir + "/commit.lock");
   }
   ::close(lock);
@@ -320,13 +322,13 @@ Result<bool> try_commit(const std::string& root, int64_t step, int world,
   (void)entries;
   CAIRN_RETURN_IF_ERROR(core::write_file_atomic(dir + "/manifest.json", manifest.dump(1)));
   for (int r = 0; r < world; ++r) ::unlink((dir + "/" + part_file_name(r)).c_str());
-  ::unlink((dir + "/commit.lock").c_str());
   CAIRN_RETURN_IF_ERROR(core::fsync_dir(dir));
   std::string final_dir = root + "/" + step_dir_name(step);
   std::error_code ec;
   if (fs::exists(final_dir)) fs::remove_all(final_dir, ec);
   if (::rename(dir.c_str(), final_dir.c_str()) != 0)
     return errno_status("cannot rename to", final_dir);
+  ::unlink((final_dir + "/commit.lock").c_str());
   CAIRN_RETURN_IF_ERROR(core::fsync_dir(root));
   CAIRN_RETURN_IF_ERROR(core::write_file_atomic(root + "/latest", step_dir_name(step) + "\n"));
   return true;

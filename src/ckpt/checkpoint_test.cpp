@@ -209,6 +209,38 @@ TEST_F(CheckpointTest, ShardedPartsCommitOnceAndLoadWhole) {
   EXPECT_FALSE(fs::exists(root_ + "/.parts-step-00000005"));
 }
 
+// Every rank writes its part and then tries to commit, all at once, many times over: exactly
+// one commits each step, the others see the lock or the committed directory (never an error,
+// never a second commit), and the committed step holds no lock file.
+TEST_F(CheckpointTest, RanksCommittingAtOnceNeverFailNorCommitTwice) {
+  const int world = 4;
+  for (int64_t step = 1; step <= 40; ++step) {
+    std::vector<Result<bool>> committed(world, Status::Internal("not run"));
+    std::vector<NamedTensor> mine = {{"model.w", torch::ones({2})}};
+    for (int r = 0; r < world; ++r) {
+      nlohmann::json slices = {
+          {"model.w", {{"shape", {2 * world}}, {"slice", {{2 * r, 2 * r + 2}}}}}};
+      ASSERT_TRUE(write_rank_part(root_, step, r, mine, slices).ok());
+    }
+    std::vector<std::thread> threads;
+    for (int r = 0; r < world; ++r)
+      threads.emplace_back([&, r] {
+        committed[size_t(r)] = try_commit(root_, step, world, nlohmann::json::object());
+      });
+    for (auto& t : threads) t.join();
+    int commits = 0;
+    for (auto& c : committed) {
+      ASSERT_TRUE(c.ok()) << "step " << step << ": " << c.status().ToString();
+      commits += *c;
+    }
+    ASSERT_EQ(commits, 1) << "step " << step;
+    char name[32];
+    std::snprintf(name, sizeof(name), "/step-%08lld", static_cast<long long>(step));
+    ASSERT_TRUE(fs::exists(root_ + name)) << step;
+    EXPECT_FALSE(fs::exists(root_ + name + "/commit.lock")) << step;
+  }
+}
+
 // One rank may hold several pieces of a tensor (under their own keys, "name" naming the
 // tensor); a piece whose slice does not fit it is refused before anything is written.
 TEST_F(CheckpointTest, OneRankWritesSeveralPiecesOfATensorAndBadSlicesAreRefused) {

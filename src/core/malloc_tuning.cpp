@@ -23,4 +23,9 @@ AllocatorSetting keep_freed_memory() {
                      std::string(trim_ok ? "set" : "refused") + ")"};
 }
 
+int64_t heap_bytes_in_use() {
+  const struct mallinfo2 m = ::mallinfo2();
+  return int64_t(m.uordblks) + int64_t(m.hblkhd);
+}
+
 }  // namespace cairn::core

@@ -4,6 +4,7 @@
 #include <malloc.h>
 
 #include <cstdlib>
+#include <cstring>
 
 namespace cairn::core {
 namespace {
@@ -36,6 +37,16 @@ TEST(MallocTuning, FreedLargeBlocksStayInTheHeap) {
   EXPECT_LT(::mallinfo2().hblkhd, mapped_before + n);
   std::free(a);
   EXPECT_GE(::mallinfo2().fordblks, n);
+}
+
+TEST(HeapInUse, CountsWhatIsAllocatedUntilFreed) {
+  const int64_t before = heap_bytes_in_use();
+  const size_t n = 64 << 20;
+  char* p = static_cast<char*>(std::malloc(n));
+  std::memset(p, 1, n);
+  EXPECT_GE(heap_bytes_in_use() - before, int64_t(n));
+  std::free(p);
+  EXPECT_LT(heap_bytes_in_use() - before, int64_t(n / 2));
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <functional>
 #include <set>
+#include <tuple>
 #include <unordered_map>
 
 #include "cairn/comm/group.h"
@@ -19,6 +20,7 @@
 #include "cairn/parallel/tensor_parallel.h"
 #include "cairn/parallel/zero3.h"
 #include "parallel/pipeline_engine_impl.h"
+#include "parallel/tp_gradients_impl.h"
 
 namespace cairn::parallel {
 namespace {
@@ -142,14 +144,11 @@ class TensorParallelEngine : public Engine {
         tp_(tp),
         dp_group_(dp),
         sp_(sequence_parallel),
-        specs_(model::param_specs(model_->config())) {
+        specs_(model::param_specs(model_->config())),
+        grads_(model_->config(), tp, sequence_parallel) {
     shard_for_tensor_parallel(*model_, tp_, sp_);
     DataParallel::NamedParams params;
-    for (auto& p : model_->named_parameters()) {
-      params.emplace_back(p.key(), p.value());
-      if (spec(p.key()).tp == model::TpSplit::kReplicated) whole_.insert(p.key());
-      if (tp_kv_replicated(spec(p.key()), model_->config(), tp_->size())) kv_.insert(p.key());
-    }
+    for (auto& p : model_->named_parameters()) params.emplace_back(p.key(), p.value());
     if (zero3) {
       z3_ = std::make_unique<Zero3>(to_staged(model_), decay_rule(model_->config()), dp, o.adam);
       return;
@@ -173,27 +172,13 @@ class TensorParallelEngine : public Engine {
   }
   void finish_backward() override {
     z3_ ? z3_->finish_backward() : dp_->finish_backward();
-    sum_partial_grads();
+    grads_.sum_partial(parts());
   }
   double clip_grad_norm(double max_norm) override {
-    torch::NoGradGuard no_grad;
-    auto squares = [](const std::vector<torch::Tensor>& parts) {
-      double sq = 0;
-      for (const auto& g : parts) sq += g.dot(g).item<double>();
-      return sq;
-    };
-    auto whole = is_whole(), kv = is_kv();
-    auto split = [&](const std::string& name) { return !whole(name) && !kv(name); };
-    // A replicated key/value head counts once: on its first replica.
-    const bool first_replica = tp_->rank() % tp_kv_replicas(model_->config(), tp_->size()) == 0;
-    const double kv_sq = kv_.empty() || !first_replica ? 0.0 : squares(grad_parts(kv));
-    // [split parameters, whole parameters]; under ZeRO-2 each dp rank holds a part of both.
-    auto sq = torch::tensor({squares(grad_parts(split)) + kv_sq, squares(grad_parts(whole))},
-                            torch::kDouble);
+    // Under ZeRO-2/3 each dp rank holds a part of every gradient.
+    auto sq = grads_.squares(parts());
     if (z3_ ? dp_group_ != nullptr : dp_->shards_gradients()) dp_group_->allreduce(sq);
-    auto split_sq = sq.narrow(0, 0, 1).clone();
-    tp_->allreduce(split_sq);  // the split parameters' slices are disjoint over tp
-    const double norm = std::sqrt(split_sq.item<double>() + sq[1].item<double>());
+    const double norm = std::sqrt(grads_.total(sq));
     z3_ ? z3_->clip_to(norm, max_norm) : dp_->clip_to(norm, max_norm);
     return norm;
   }
@@ -296,49 +281,10 @@ class TensorParallelEngine : public Engine {
     TORCH_CHECK(s, "no spec for parameter ", name);
     return *s;
   }
-  std::vector<torch::Tensor> grad_parts(const std::function<bool(const std::string&)>& select) {
-    return z3_ ? z3_->grad_parts(select) : dp_->grad_parts(select);
-  }
-  std::function<bool(const std::string&)> is_whole() const {
-    return [this](const std::string& name) { return whole_.count(name) > 0; };
-  }
-  std::function<bool(const std::string&)> is_kv() const {
-    return [this](const std::string& name) { return kv_.count(name) > 0; };
-  }
-  // Gradients that are partial sums over tp ranks, summed in one all-reduce over tp: under
-  // sequence parallelism those of the whole parameters (each rank saw its sequence chunk), and
-  // those of key/value heads replicated over tp (each replica saw its own query heads), summed
-  // over their replicas only: each rank puts its part in its head's slot of a buffer of every
-  // head's slots, zeros elsewhere (K times the bytes of one head's gradients, for no
-  // sub-groups of tp). The parts are laid out alike on every tp rank of a dp coordinate.
-  void sum_partial_grads() {
-    std::vector<torch::Tensor> whole, kv;
-    if (sp_ && !whole_.empty()) whole = grad_parts(is_whole());
-    if (!kv_.empty()) kv = grad_parts(is_kv());
-    if (whole.empty() && kv.empty()) return;
-    torch::NoGradGuard no_grad;
-    auto count = [](const std::vector<torch::Tensor>& v) {
-      int64_t n = 0;
-      for (const auto& t : v) n += t.numel();
-      return n;
+  TpGradients::Parts parts() {
+    return [this](const TpGradients::Select& select) {
+      return z3_ ? z3_->grad_parts(select) : dp_->grad_parts(select);
     };
-    const int64_t nw = count(whole), nk = count(kv);
-    const int64_t heads = model_->config().kv_heads();
-    const int64_t slot = tp_->rank() / tp_kv_replicas(model_->config(), tp_->size());
-    auto flat = torch::zeros({nw + (kv.empty() ? 0 : nk * heads)},
-                             (whole.empty() ? kv : whole)[0].options());
-    auto copy = [&flat](std::vector<torch::Tensor>& parts, int64_t at, bool into_flat) {
-      for (auto& g : parts) {
-        auto f = flat.narrow(0, at, g.numel());
-        into_flat ? f.copy_(g.view({-1})) : g.view({-1}).copy_(f);
-        at += g.numel();
-      }
-    };
-    copy(whole, 0, true);
-    copy(kv, nw + slot * nk, true);
-    tp_->allreduce(flat);
-    copy(whole, 0, false);
-    copy(kv, nw + slot * nk, false);
   }
   // "<param>.exp_avg" / "<param>.exp_avg_sq" -> "<param>"
   static std::string param_of(const std::string& state) {
@@ -350,8 +296,7 @@ class TensorParallelEngine : public Engine {
   comm::Group* dp_group_;
   bool sp_;
   std::vector<model::ParamSpec> specs_;
-  std::set<std::string> whole_;       // parameters whole on every tp rank (the others are split)
-  std::set<std::string> kv_;          // key/value heads replicated over tp (tp_kv_replicas)
+  TpGradients grads_;
   std::unique_ptr<DataParallel> dp_;  // ZeRO-0/1/2, or
   std::unique_ptr<Zero3> z3_;         // ZeRO-3
 };
@@ -539,6 +484,19 @@ context_hooks(const Plan& plan, const comm::MeshGroups& groups,
   return std::make_pair(std::move(hooks), std::move(split));
 }
 
+// Why the plan's tensor parallelism cannot run `config`'s model (Ok when it can).
+Status check_tensor_parallel(const Plan& plan, const model::ModelConfig& config) {
+  const LayerPlan& first = plan.layers.front();
+  for (const LayerPlan& l : plan.layers)
+    if (l.tp != plan.mesh.tp || l.sequence_parallel != first.sequence_parallel)
+      return Status::Unsupported(
+          "plan: every block runs at the mesh's tp " + std::to_string(plan.mesh.tp) +
+          " with one sequence-parallel setting in this version (per-block tp is not built)");
+  if (std::string unfit = tp_unfit(config, plan.mesh.tp); !unfit.empty())
+    return Status::InvalidArgument("plan: " + unfit);
+  return Status::Ok();
+}
+
 // The engine for everything but cp, averaging over `dp` (the dp group, or dp x cp).
 Result<std::unique_ptr<Engine>> base_engine(std::shared_ptr<model::LanguageModel> model,
                                             const Plan& plan, const comm::MeshGroups& groups,
@@ -548,17 +506,10 @@ Result<std::unique_ptr<Engine>> base_engine(std::shared_ptr<model::LanguageModel
   o.bucket_bytes = plan.bucket_bytes;
   o.adam = adam;
   if (plan.mesh.tp > 1) {
-    const LayerPlan& first = plan.layers.front();
-    for (const LayerPlan& l : plan.layers)
-      if (l.tp != plan.mesh.tp || l.sequence_parallel != first.sequence_parallel)
-        return Status::Unsupported(
-            "plan: every block runs at the mesh's tp " + std::to_string(plan.mesh.tp) +
-            " with one sequence-parallel setting in this version (per-block tp is not built)");
-    if (std::string unfit = tp_unfit(model->config(), plan.mesh.tp); !unfit.empty())
-      return Status::InvalidArgument("plan: " + unfit);
+    CAIRN_RETURN_IF_ERROR(check_tensor_parallel(plan, model->config()));
     return std::unique_ptr<Engine>(std::make_unique<TensorParallelEngine>(
-        std::move(model), groups.get(comm::Axis::kTensor), dp, first.sequence_parallel, o,
-        plan.zero_stage == 3));
+        std::move(model), groups.get(comm::Axis::kTensor), dp,
+        plan.layers.front().sequence_parallel, o, plan.zero_stage == 3));
   }
   if (plan.shards_parameters())
     return std::unique_ptr<Engine>(std::make_unique<ShardedEngine>(std::move(model), dp, adam));
@@ -589,7 +540,21 @@ Result<std::unique_ptr<Engine>> parallelize(std::shared_ptr<model::LanguageModel
     o.zero_stage = plan.zero_stage;
     o.bucket_bytes = plan.bucket_bytes;
     o.adam = adam;
-    return make_pipeline_engine(std::move(model), plan, groups, o);
+    StageGroups stage;
+    stage.dp = groups.get(comm::Axis::kData);
+    if (plan.mesh.tp > 1) {
+      CAIRN_RETURN_IF_ERROR(check_tensor_parallel(plan, model->config()));
+      stage.tp = groups.get(comm::Axis::kTensor);
+      stage.sequence_parallel = plan.layers.front().sequence_parallel;
+    }
+    if (plan.mesh.cp > 1) {
+      stage.cp_stats = std::make_shared<ContextCommStats>();
+      std::tie(stage.cp_hooks, stage.cp_split) = context_hooks(plan, groups, stage.cp_stats);
+      model->set_context_parallel(stage.cp_hooks);
+      stage.cp = groups.get(comm::Axis::kContext);
+      stage.dp = groups.data_context();
+    }
+    return make_pipeline_engine(std::move(model), plan, groups, o, std::move(stage));
   }
   if (plan.mesh.cp == 1)
     return base_engine(std::move(model), plan, groups, groups.get(comm::Axis::kData), adam);

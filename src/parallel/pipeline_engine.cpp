@@ -16,18 +16,29 @@
 // so both copies take the same update and stay equal. Clipping sums the squared gradients
 // over stages (the tied table once). Checkpoints hold whole tensors, each written by one rank
 // of the stage that holds it: any layout loads them.
+//
+// With tp > 1 every chunk runs tensor-parallel over the stage's tp group (its parameters are
+// this rank's slices; the partial gradients are summed over tp after backward, TpGradients);
+// under sequence parallelism the activations passed between stages are this rank's chunk of
+// the sequence. With cp > 1 each micro-batch's tokens are split over the cp ranks from the
+// embedding to the loss (this rank's columns, by the hooks' positions) and the gradients are
+// averaged over dp x cp; the losses reported are the means over cp.
 #include <torch/torch.h>
 
+#include <chrono>
 #include <cmath>
 #include <map>
 #include <unordered_map>
 
 #include "cairn/comm/group.h"
 #include "cairn/comm/mesh_groups.h"
+#include "cairn/core/malloc_tuning.h"
 #include "cairn/model/language_model.h"
 #include "cairn/model/param_specs.h"
 #include "cairn/parallel/pipeline_schedule.h"
+#include "cairn/parallel/tensor_parallel.h"
 #include "parallel/pipeline_engine_impl.h"
+#include "parallel/tp_gradients_impl.h"
 
 namespace cairn::parallel {
 namespace {
@@ -41,15 +52,20 @@ std::string param_of(const std::string& state) { return state.substr(0, state.rf
 class PipelineEngine : public Engine {
  public:
   PipelineEngine(std::shared_ptr<model::LanguageModel> m, const Plan& plan, comm::Group* pp,
-                 comm::Group* dp, DataParallelOptions o)
+                 StageGroups sg, DataParallelOptions o)
       : model_(std::move(m)),
         pp_(pp),
-        dp_(dp),
+        dp_(sg.dp),
+        tp_(sg.tp),
+        sp_(sg.sequence_parallel),
+        sg_(std::move(sg)),
         P_(pp->size()),
         stage_(pp->rank()),
         v_(plan.pipeline.virtual_stages),
         kind_(plan.pipeline.schedule),
-        specs_(model::param_specs(model_->config())) {
+        specs_(model::param_specs(model_->config())),
+        grads_(model_->config(), tp_, sp_) {
+    if (tp_) shard_for_tensor_parallel(*model_, tp_, sp_);
     const int64_t L = model_->config().n_layer;
     const int V = P_ * v_;
     bounds_.push_back(0);
@@ -59,7 +75,7 @@ class PipelineEngine : public Engine {
     for (int64_t i = 0; i < L; ++i)
       for (auto& p : model_->layer_module(i)->parameters()) block_of[p.unsafeGetTensorImpl()] = i;
     const void* head = model_->head_weight().unsafeGetTensorImpl();
-    for (int c = 0; c < v_; ++c) chunks_.push_back(Chunk{c * P_ + stage_});
+    for (int c = 0; c < v_; ++c) chunks_.push_back(Chunk{c * P_ + stage_, {}, nullptr});
     DataParallel::NamedParams tied;
     if (kind_ == PipelineSchedule::kZeroBubbleH1) model_->set_weight_grad_store(&weight_grads_);
     for (auto& p : model_->named_parameters()) {
@@ -92,11 +108,11 @@ class PipelineEngine : public Engine {
     };
     for (Chunk& c : chunks_) {
       if (c.params.empty()) continue;
-      c.dp = std::make_unique<DataParallel>(c.params, decays, dp, o);
+      c.dp = std::make_unique<DataParallel>(c.params, decays, dp_, o);
       c.dp->broadcast_parameters();
     }
     if (!tied.empty()) {
-      tied_ = std::make_unique<DataParallel>(tied, decays, dp, o);
+      tied_ = std::make_unique<DataParallel>(tied, decays, dp_, o);
       tied_->broadcast_parameters();
     }
   }
@@ -111,7 +127,8 @@ class PipelineEngine : public Engine {
                 "micro-batches");
   }
 
-  std::vector<double> forward_backward(const std::vector<MicroBatchInput>& mbs) override {
+  std::vector<double> forward_backward(const std::vector<MicroBatchInput>& whole_mbs) override {
+    const std::vector<MicroBatchInput>& mbs = mine(whole_mbs);
     const int m = int(mbs.size());
     const ScheduleShape shape{kind_, P_, m, v_};
     const std::string unfit = schedule_unfit(shape);
@@ -126,6 +143,10 @@ class PipelineEngine : public Engine {
     }
     mbs_ = &mbs;
     losses_.assign(size_t(m), 0.0);
+    const auto start = std::chrono::steady_clock::now();
+    idle_s_ = 0;
+    const int64_t heap_before = core::heap_bytes_in_use();
+    int64_t heap_peak = heap_before;
     for (size_t k = 0; k < program_.size(); ++k) {
       post_receive(k);
       if (k + 1 < program_.size()) post_receive(k + 1);
@@ -136,20 +157,35 @@ class PipelineEngine : public Engine {
         weight_grads_.run(a.micro * v_ + a.chunk);
       else
         backward(a, int(k) == last_backward_[size_t(a.chunk)]);
+      heap_peak = std::max(heap_peak, core::heap_bytes_in_use());
     }
-    for (auto& s : sends_) s.pending.wait();
+    {
+      Timer idle(&idle_s_);
+      for (auto& s : sends_) s.pending.wait();
+    }
     sends_.clear();
+    record_stage_stats(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+        double(heap_peak - heap_before));
     TORCH_CHECK(weight_grads_.pending() == 0, "pipeline: ", weight_grads_.pending(),
                 " weight-gradient passes were kept but not run");
     mbs_ = nullptr;
-    // The losses are the last stage's: every rank reports them.
+    // The losses are the last stage's: every rank reports them (means over cp).
     auto t = torch::tensor(losses_, torch::kDouble);
     pp_->broadcast(t, last_rank());
+    mean_over_cp(t);
+    mine_mbs_.clear();
     return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + m);
   }
 
-  torch::Tensor eval_loss(const torch::Tensor& x, const torch::Tensor& y) override {
+  torch::Tensor eval_loss(const torch::Tensor& whole_x, const torch::Tensor& whole_y) override {
     torch::NoGradGuard no_grad;
+    torch::Tensor x = whole_x, y = whole_y;
+    if (sg_.cp) {
+      const torch::Tensor& idx = columns(x.size(1), x.device());
+      x = x.index_select(1, idx);
+      y = y.index_select(1, idx);
+    }
     const int V = P_ * v_;
     torch::Tensor h, loss = torch::zeros({1}, torch::kFloat);
     for (int vs = 0; vs < V; ++vs) {
@@ -169,13 +205,18 @@ class PipelineEngine : public Engine {
       }
     }
     pp_->broadcast(loss, last_rank());
+    mean_over_cp(loss);
     return loss.reshape({});
   }
 
   void finish_backward() override {
     for (DataParallel* d : dps()) d->finish_backward();
+    add_tied_gradients();
+    grads_.sum_partial(parts(true));
+  }
+  // The first and the last stage add each other's gradient of the tied table.
+  void add_tied_gradients() {
     if (!tied_ || P_ * v_ == 1) return;
-    // The first and the last stage add each other's gradient of the tied table.
     torch::NoGradGuard no_grad;
     std::vector<torch::Tensor> parts = tied_->grad_parts([](const std::string&) { return true; });
     std::vector<torch::Tensor> flat_parts;
@@ -196,16 +237,11 @@ class PipelineEngine : public Engine {
     return Status::Ok();
   }
   double clip_grad_norm(double max_norm) override {
-    torch::NoGradGuard no_grad;
-    auto all = [](const std::string&) { return true; };
-    double sq = 0;
-    for (Chunk& c : chunks_)
-      if (c.dp)
-        for (const auto& g : c.dp->grad_parts(all)) sq += g.dot(g).item<double>();
-    if (tied_ && stage_ == 0)  // the tied table counts once
-      for (const auto& g : tied_->grad_parts(all)) sq += g.dot(g).item<double>();
-    auto t = torch::tensor({sq}, torch::kDouble);
-    if (dp_ && dps().front()->shards_gradients()) dp_->allreduce(t);
+    // The tied table counts once: on the first stage. Under ZeRO-2 each dp rank holds a part
+    // of every gradient; over tp the split parameters' slices are disjoint.
+    auto sq = grads_.squares(parts(stage_ == 0));
+    if (dp_ && dps().front()->shards_gradients()) dp_->allreduce(sq);
+    auto t = torch::tensor({grads_.total(sq)}, torch::kDouble);
     pp_->allreduce(t);
     const double norm = std::sqrt(t.item<double>());
     for (DataParallel* d : dps()) d->clip_to(norm, max_norm);
@@ -220,8 +256,8 @@ class PipelineEngine : public Engine {
     NamedTensors out;
     for (const model::ParamSpec& s : specs_) {
       const int owner = owner_.at(s.name);
-      torch::Tensor t =
-          owner == stage_ ? own_.at(s.name).detach().clone() : torch::empty(s.shape, torch::kFloat);
+      torch::Tensor t = owner == stage_ ? whole(own_.at(s.name).detach(), s)
+                                        : torch::empty(s.shape, torch::kFloat);
       pp_->broadcast(t, owner);
       out.emplace_back(s.name, t);
     }
@@ -235,14 +271,14 @@ class PipelineEngine : public Engine {
         const std::string key = s.name + suffix;
         const int owner = owner_.at(s.name);
         torch::Tensor t =
-            owner == stage_ ? mine.at(key).clone() : torch::empty(s.shape, torch::kFloat);
+            owner == stage_ ? whole(mine.at(key), s) : torch::empty(s.shape, torch::kFloat);
         pp_->broadcast(t, owner);
         out.emplace_back(key, t);
       }
     return out;
   }
-  // Each stage writes its own tensors, spread over its dp ranks; the tied table by the first
-  // stage. Nothing crosses stages.
+  // Each stage writes its own tensors, spread over its dp (x cp) ranks, each tp rank its
+  // slices' pieces; the tied table by the first stage. Nothing crosses stages or tp ranks.
   bool shares_pieces() const override { return true; }
   CheckpointShare checkpoint_share(const std::string& model_prefix,
                                    const std::string& optim_prefix) override {
@@ -250,11 +286,12 @@ class PipelineEngine : public Engine {
     const int dp = dp_ ? dp_->size() : 1, dp_rank = dp_ ? dp_->rank() : 0;
     std::map<std::string, torch::Tensor> state = local_state();
     int64_t index = 0;
+    const int tp = tp_ ? tp_->size() : 1, tp_rank = tp_ ? tp_->rank() : 0;
     auto add = [&](const std::string& key, const std::string& param, const torch::Tensor& t) {
       if (owner_.at(param) != stage_ || index++ % dp != dp_rank) return;
-      std::vector<std::pair<int64_t, int64_t>> whole;
-      for (int64_t d : t.sizes()) whole.emplace_back(0, d);
-      share.owned.push_back({key, t, t.sizes().vec(), whole});
+      const model::ParamSpec& s = spec(param);
+      for (TpPiece& p : tp_pieces(t, s, model_->config(), tp_rank, tp))
+        share.owned.push_back({key, p.tensor, s.shape, p.slice});
     };
     for (const model::ParamSpec& s : specs_) {
       if (owner_.at(s.name) != stage_) continue;
@@ -282,11 +319,44 @@ class PipelineEngine : public Engine {
                                          "' is missing from the checkpoint or has another shape");
       }
     }
+    // This rank's slices of its parameters' optimizer state.
+    std::map<std::string, torch::Tensor> local;
+    for (auto& [name, p] : own_)
+      for (const char* suffix : {".exp_avg", ".exp_avg_sq"}) {
+        const std::string key = optim_prefix + name + suffix;
+        local[key] = slice(tensors.at(key), spec(name));
+      }
     for (DataParallel* d : dps())
-      CAIRN_RETURN_IF_ERROR(d->load_state(tensors, optim_prefix, step_count));
+      CAIRN_RETURN_IF_ERROR(d->load_state(local, optim_prefix, step_count));
     torch::NoGradGuard no_grad;
-    for (auto& [name, p] : own_) p.copy_(tensors.at(model_prefix + name));
+    for (auto& [name, p] : own_) p.copy_(slice(tensors.at(model_prefix + name), spec(name)));
     return Status::Ok();
+  }
+  // Per step: the bubble (each stage's seconds blocked on its neighbours / its step's seconds),
+  // its mean and max over stages, and each stage's activation memory (the most the allocator
+  // held during the step above what it held before; up to 8 stages listed).
+  std::vector<std::pair<std::string, double>> take_step_stats() override {
+    std::vector<std::pair<std::string, double>> out;
+    if (!stage_stats_.defined()) return out;
+    auto idle = stage_stats_[0], step = stage_stats_[1], act = stage_stats_[2];
+    auto bubble = idle / step.clamp_min(1e-9);
+    out.emplace_back("pp_idle_s", idle.mean().item<double>());
+    out.emplace_back("pp_bubble", bubble.mean().item<double>());
+    out.emplace_back("pp_bubble_max", bubble.max().item<double>());
+    if (P_ <= 8)
+      for (int s = 0; s < P_; ++s) {
+        out.emplace_back("pp_bubble_s" + std::to_string(s), bubble[s].item<double>());
+        out.emplace_back("pp_act_mb_s" + std::to_string(s), act[s].item<double>() / 1e6);
+      }
+    stage_stats_ = torch::Tensor();
+    if (sg_.cp_stats) {
+      ContextCommStats& c = *sg_.cp_stats;
+      out.insert(out.end(), {{"cp_comm_s", c.wait_s},
+                             {"cp_sent_mb", double(c.bytes) / 1e6},
+                             {"cp_messages", double(c.messages)}});
+      c = ContextCommStats{};
+    }
+    return out;
   }
   MemoryReport memory_report() const override {
     MemoryReport r;
@@ -316,6 +386,58 @@ class PipelineEngine : public Engine {
     comm::Pending pending;
   };
 
+  const model::ParamSpec& spec(const std::string& name) const {
+    const model::ParamSpec* s = model::find_spec(specs_, name);
+    TORCH_CHECK(s, "no spec for parameter ", name);
+    return *s;
+  }
+  // A tensor of parameter `s` as this rank holds it -> whole (collective over tp), and back.
+  torch::Tensor whole(const torch::Tensor& local, const model::ParamSpec& s) {
+    return tp_ ? tp_gather(local, s, model_->config(), tp_) : local.clone();
+  }
+  torch::Tensor slice(const torch::Tensor& whole, const model::ParamSpec& s) const {
+    return tp_ ? tp_slice(whole, s, model_->config(), tp_->rank(), tp_->size()) : whole;
+  }
+  // The gradient parts of this rank's parameters `select` picks, over its chunks (and the tied
+  // table with `tied`), in the same order on every tp rank of the stage.
+  TpGradients::Parts parts(bool tied) {
+    return [this, tied](const TpGradients::Select& select) {
+      std::vector<torch::Tensor> out;
+      for (Chunk& c : chunks_)
+        if (c.dp)
+          for (auto& g : c.dp->grad_parts(select)) out.push_back(g);
+      if (tied && tied_)
+        for (auto& g : tied_->grad_parts(select)) out.push_back(g);
+      return out;
+    };
+  }
+  // Context parallelism: this rank's columns of a sequence of T (computed once per length).
+  const torch::Tensor& columns(int64_t T, const torch::Device& device) {
+    if (!columns_.defined() || columns_T_ != T || columns_.device() != device) {
+      columns_ =
+          sg_.cp_hooks->positions(T / sg_.cp->size(), torch::dtype(torch::kLong).device(device));
+      columns_T_ = T;
+    }
+    return columns_;
+  }
+  // The micro-batches as this rank runs them: its columns of each under cp.
+  const std::vector<MicroBatchInput>& mine(const std::vector<MicroBatchInput>& mbs) {
+    if (!sg_.cp) return mbs;
+    mine_mbs_.clear();
+    for (const MicroBatchInput& mb : mbs) {
+      const torch::Tensor& idx = columns(mb.x.size(1), mb.x.device());
+      mine_mbs_.push_back({mb.x.index_select(1, idx), mb.y.index_select(1, idx), mb.weight});
+    }
+    return mine_mbs_;
+  }
+  // Each rank's loss is the mean over its T / cp tokens: the whole sequence's is their mean.
+  void mean_over_cp(torch::Tensor& losses) const {
+    if (!sg_.cp) return;
+    auto f = losses.to(torch::kDouble);
+    sg_.cp->allreduce(f);
+    losses = (f / sg_.cp->size()).to(losses.scalar_type());
+  }
+
   int last_rank() const { return (P_ * v_ - 1) % P_; }
   int next_rank() const { return (stage_ + 1) % P_; }
   int prev_rank() const { return (stage_ + P_ - 1) % P_; }
@@ -323,6 +445,26 @@ class PipelineEngine : public Engine {
   // Message tags: the activation into virtual stage vs and the gradient out of it, micro m.
   int activation_tag(int m, int vs) const { return 2 * (m * P_ * v_ + vs); }
   int gradient_tag(int m, int vs) const { return 2 * (m * P_ * v_ + vs) + 1; }
+
+  // Adds the seconds of its scope to *total.
+  struct Timer {
+    explicit Timer(double* total) : total_(total), start_(std::chrono::steady_clock::now()) {}
+    ~Timer() {
+      *total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    }
+    double* total_;
+    std::chrono::steady_clock::time_point start_;
+  };
+  // Every stage's idle time, step time and activation memory of the step just run (one
+  // all-reduce over pp), kept for take_step_stats.
+  void record_stage_stats(double step_s, double activation_bytes) {
+    auto t = torch::zeros({3, P_}, torch::kDouble);
+    t[0][stage_] = idle_s_;
+    t[1][stage_] = step_s;
+    t[2][stage_] = activation_bytes;
+    pp_->allreduce(t);
+    stage_stats_ = t;
+  }
 
   std::vector<DataParallel*> dps() const {
     std::vector<DataParallel*> out;
@@ -339,8 +481,11 @@ class PipelineEngine : public Engine {
         if (owner_.at(param_of(name)) == stage_) out[name] = t;
     return out;
   }
+  // The residual stream between stages for micro-batch tokens x (this rank's columns under cp):
+  // this rank's chunk of the sequence under sequence parallelism.
   torch::Tensor activation_buffer(const torch::Tensor& x) const {
-    return torch::empty({x.size(0), x.size(1), model_->config().n_embd},
+    const int64_t T = sp_ ? x.size(1) / tp_->size() : x.size(1);
+    return torch::empty({x.size(0), T, model_->config().n_embd},
                         torch::dtype(torch::kFloat).device(x.device()));
   }
 
@@ -361,7 +506,10 @@ class PipelineEngine : public Engine {
   torch::Tensor take_received(bool forward, int micro, int vs) {
     auto it = incoming_.find(std::make_tuple(forward, micro, vs));
     TORCH_CHECK(it != incoming_.end(), "pipeline: no receive posted");
-    it->second.pending.wait();
+    {
+      Timer idle(&idle_s_);
+      it->second.pending.wait();
+    }
     torch::Tensor t = it->second.tensor;
     incoming_.erase(it);
     return t;
@@ -415,10 +563,14 @@ class PipelineEngine : public Engine {
 
   std::shared_ptr<model::LanguageModel> model_;
   comm::Group* pp_;
-  comm::Group* dp_;
+  comm::Group* dp_;  // dp, or dp x cp
+  comm::Group* tp_;  // null at tp 1
+  bool sp_;
+  StageGroups sg_;
   int P_, stage_, v_;
   PipelineSchedule kind_;
   std::vector<model::ParamSpec> specs_;
+  TpGradients grads_;
   std::vector<int64_t> bounds_;  // virtual stage vs holds blocks [bounds_[vs], bounds_[vs + 1])
   std::vector<Chunk> chunks_;
   std::unique_ptr<DataParallel> tied_;  // GPT-2's token table, on the first and the last stage
@@ -432,6 +584,9 @@ class PipelineEngine : public Engine {
   std::vector<int> last_backward_;  // per chunk: the program index of its last backward
   const std::vector<MicroBatchInput>* mbs_ = nullptr;
   std::vector<double> losses_;
+  std::vector<MicroBatchInput> mine_mbs_;  // under cp: this rank's columns of the step's
+  torch::Tensor columns_;                  // columns()'s for sequences of columns_T_
+  int64_t columns_T_ = 0;
   std::map<std::pair<int, int>, InFlight> in_flight_;  // (micro, chunk)
   struct Incoming {
     torch::Tensor tensor;
@@ -440,6 +595,8 @@ class PipelineEngine : public Engine {
   std::map<std::tuple<bool, int, int>, Incoming> incoming_;  // (forward?, micro, vs)
   std::vector<Send> sends_;
   model::WeightGradStore weight_grads_;  // zb-h1: the weight passes' work, by micro-batch and chunk
+  double idle_s_ = 0;                    // this step's seconds blocked on neighbours
+  torch::Tensor stage_stats_;            // (3, pp): idle s, step s, activation bytes per stage
 };
 
 }  // namespace
@@ -447,19 +604,15 @@ class PipelineEngine : public Engine {
 Result<std::unique_ptr<Engine>> make_pipeline_engine(std::shared_ptr<model::LanguageModel> model,
                                                      const Plan& plan,
                                                      const comm::MeshGroups& groups,
-                                                     DataParallelOptions options) {
-  if (plan.mesh.tp > 1 || plan.mesh.cp > 1)
-    return Status::Unsupported("plan: pp " + std::to_string(plan.mesh.pp) +
-                               " with tp or cp above 1 is not built in this version (pp composes "
-                               "with dp and ZeRO-1/2)");
+                                                     DataParallelOptions options,
+                                                     StageGroups stage) {
   if (plan.pipeline.schedule == PipelineSchedule::kZeroBubbleH1 && plan.zero_stage == 2)
     return Status::Unsupported(
         "plan: the zb-h1 schedule with ZeRO-2: ZeRO-2 reduces each micro-batch's gradients as "
         "its backward ends, before zb-h1's weight passes add theirs; use zero_stage 0 or 1 "
         "with zb-h1");
-  return std::unique_ptr<Engine>(
-      std::make_unique<PipelineEngine>(std::move(model), plan, groups.get(comm::Axis::kPipeline),
-                                       groups.get(comm::Axis::kData), options));
+  return std::unique_ptr<Engine>(std::make_unique<PipelineEngine>(
+      std::move(model), plan, groups.get(comm::Axis::kPipeline), std::move(stage), options));
 }
 
 }  // namespace cairn::parallel

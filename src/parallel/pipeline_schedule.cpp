@@ -248,6 +248,10 @@ StageCosts stage_costs(const model::ModelConfig& m, int64_t seq_len) {
   StageCosts c;
   c.embedding = 6 * C;
   c.block = 6 * (C * (q + 2 * kv) + q * C + mlp) + 12 * double(seq_len) * C;
+  // The fused loss computes the logits again in backward (8 V C in all), but the blocks' element-
+  // wise work (norms, GELU, softmax), which 6 per weight leaves out, weighs about as much: at
+  // 6 V C bench/pipeline.py's pp2 cut ([13, 3]) measured the formula's bubble, at 8 V C ([15, 1])
+  // the last stage waited twice as long.
   c.head = 6 * double(m.vocab_size) * C;
   return c;
 }

@@ -22,7 +22,7 @@
 #include "cairn/parallel/engine.h"
 #include "cairn/parallel/tensor_parallel.h"
 #include "comm/run_ranks_testing_impl.h"
-#include "parallel/layout_testing.h"
+#include "parallel/layout_testing_impl.h"
 
 namespace cairn::parallel {
 namespace {

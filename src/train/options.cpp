@@ -117,6 +117,11 @@ core::ConfigSpec train_spec() {
                     "blocks per stage in order, e.g. [3, 4, 4, 2] (pp x pp_virtual entries "
                     "summing to model.n_layer; the first and the last may be 0); empty = the cut "
                     "that balances the estimated cost, embedding and head included")
+      .add_bool("parallel.pp_elastic", false,
+                "when the world does not fit parallel.pp x cp x tp (an elastic job that lost a "
+                "node), train at the nearest pipeline size that fits (the smallest above pp, "
+                "else the largest below) with the cut recomputed, from the same checkpoints; "
+                "when it fits, fewer ranks shrink dp first")
       .add_int("parallel.pp_virtual", 0, 0, 64,
                "model chunks per pipeline rank (interleaved only); 0 = 2 for interleaved, else 1")
       .add_string("parallel.order", "pp,dp,cp,tp", {},
@@ -178,6 +183,7 @@ Result<TrainOptions> train_options_from(const core::Config& c) {
   o.pp_schedule = c.get_string("parallel.pp_schedule");
   o.pp_layers = c.get_int_list("parallel.pp_layers");
   o.pp_virtual = c.get_int("parallel.pp_virtual");
+  o.pp_elastic = c.get_bool("parallel.pp_elastic");
   if (auto order = parse_mesh_order(o.order); !order.ok()) return order.status();
   if (o.sequence_parallel && o.tp < 2)
     return Status::InvalidArgument("parallel.sequence_parallel needs parallel.tp > 1");
@@ -330,7 +336,31 @@ Status pipeline_from(const TrainOptions& o, const model::ModelConfig& m, paralle
   return Status::Ok();
 }
 
-Result<parallel::Plan> plan_from(const TrainOptions& o, const model::ModelConfig& m, int world) {
+// parallel.pp_elastic: the pipeline size a world that does not fit parallel.pp x cp x tp
+// trains at (the smallest above pp that fits, else the largest below), or pp when it fits.
+Result<int64_t> elastic_pp(const TrainOptions& o, const model::ModelConfig& m, int world) {
+  const int64_t per_pipeline = o.tp * o.cp, fit = o.pp * per_pipeline;
+  if (!o.pp_elastic || o.pp == 1 || o.dp != 0 || world % fit == 0 || world % per_pipeline != 0)
+    return o.pp;
+  const int64_t rest = world / per_pipeline;  // pp x dp
+  int64_t pp = 0;
+  for (int64_t d = o.pp + 1; d <= rest && pp == 0; ++d)
+    if (rest % d == 0 && d <= m.n_layer + 2) pp = d;
+  for (int64_t d = o.pp - 1; d >= 1 && pp == 0; --d)
+    if (rest % d == 0) pp = d;
+  if (!o.pp_layers.empty())
+    return Status::InvalidArgument(
+        "parallel.pp_elastic: the " + std::to_string(world) + " ranks fit pipeline size " +
+        std::to_string(pp) + ", not parallel.pp " + std::to_string(o.pp) +
+        ", and parallel.pp_layers gives a cut for " + std::to_string(o.pp) +
+        " stages: leave parallel.pp_layers out so that the cut is recomputed");
+  return pp;
+}
+
+Result<parallel::Plan> plan_from(const TrainOptions& options, const model::ModelConfig& m,
+                                 int world) {
+  TrainOptions o = options;
+  CAIRN_ASSIGN_OR_RETURN(o.pp, elastic_pp(options, m, world));
   parallel::Plan plan;
   if (o.plan_path.empty()) {
     const int64_t mp = o.pp * o.tp * o.cp;  // ranks per model replica
@@ -397,6 +427,7 @@ Result<parallel::Plan> plan_from(const TrainOptions& o, const model::ModelConfig
           {"parallel.pp_schedule", o.pp_schedule != defaults.pp_schedule},
           {"parallel.pp_layers", o.pp_layers != defaults.pp_layers},
           {"parallel.pp_virtual", o.pp_virtual != defaults.pp_virtual},
+          {"parallel.pp_elastic", o.pp_elastic != defaults.pp_elastic},
           {"train.activation_checkpointing",
            o.activation_checkpointing != defaults.activation_checkpointing}})
       if (set)

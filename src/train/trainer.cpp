@@ -482,6 +482,9 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
   }
 
   CAIRN_ASSIGN_OR_RETURN(impl->plan, plan_from(o, impl->mcfg, impl->world));
+  if (impl->plan.mesh.pp != o.pp && impl->rank == 0)
+    spdlog::warn("parallel.pp_elastic: {} ranks do not fit parallel.pp {}: training at {}",
+                 impl->world, o.pp, impl->plan.summary());
   {
     CAIRN_ASSIGN_OR_RETURN(comm::Mesh mesh,
                            comm::Mesh::Create(impl->plan.mesh, impl->world, impl->plan.order));

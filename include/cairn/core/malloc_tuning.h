@@ -6,6 +6,7 @@
 // quarter of a step of the demo model. Keeping freed memory in the heap removes that.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace cairn::core {
@@ -20,5 +21,10 @@ struct AllocatorSetting {
   std::string description;   // what was done and why, for the log
 };
 AllocatorSetting keep_freed_memory();
+
+// Bytes the allocator has handed out and not taken back (glibc's mallinfo2: heap blocks in use
+// plus mmapped blocks): what the process's tensors and other objects hold right now, unlike the
+// resident size, which keeps freed memory.
+int64_t heap_bytes_in_use();
 
 }  // namespace cairn::core

@@ -108,8 +108,8 @@ class Engine {
 // Lays `model` out as `plan` says over `groups` (built from the plan's mesh; collective over
 // the job) and returns the engine that trains it with AdamW (`adam`). Applies the plan's
 // per-block activation checkpointing to the model. Checks plan.validate() against the model
-// and that the groups' mesh is the plan's. Layouts this version cannot carry out yet (pp with
-// tp or cp, the zb-h1 schedule) are kUnsupported, naming what.
+// and that the groups' mesh is the plan's. Layouts this version cannot carry out yet (per-block
+// tp or cp kinds, zb-h1 with ZeRO-2) are kUnsupported, naming what.
 Result<std::unique_ptr<Engine>> parallelize(std::shared_ptr<model::LanguageModel> model,
                                             const Plan& plan, const comm::MeshGroups& groups,
                                             AdamHyper adam);

@@ -97,7 +97,7 @@ double schedule_bubble_formula(const ScheduleShape& shape);
 // What the parts of a model cost, forward + backward per token (flops_per_token's convention:
 // 6 FLOPs per weight of a matrix product, 12 T C for a block's attention scores): the
 // embedding (a lookup: counted as 6 C, next to nothing), one block, and the final norm + head
-// + loss (6 V C, the whole vocabulary's logits).
+// + loss (6 V C, the whole vocabulary's logits; see stage_costs in the .cpp for why not 8).
 struct StageCosts {
   double embedding = 0, block = 0, head = 0;
 };

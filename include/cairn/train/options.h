@@ -52,6 +52,8 @@ struct TrainOptions {
                                       // balanced by cost
   int64_t pp_virtual = 0;             // parallel.pp_virtual: chunks per rank; 0 = 2 for
                                       // interleaved, else 1
+  bool pp_elastic = false;            // parallel.pp_elastic: a world that does not fit pp x cp
+                                      // x tp trains at the nearest pp that fits
   std::string plan_path;           // parallel.plan: a JSON plan file; empty = from the keys above
   std::string precision = "fp32";  // fp32 | bf16
   std::string device = "cpu";      // train.device: cpu | cuda | cuda:N (see resolve_device)
