@@ -43,6 +43,10 @@ if [ ! -f "${data}-long/val.bin" ]; then
 fi
 "$py" bench/layouts.py --cairn "$cairn" --data "${data}-long" --long-only
 
+echo "== planner search time (bench/planner_search.sh)"
+# README (Automatic parallelism): the search-time table.
+bash bench/planner_search.sh "$cairn"
+
 echo "== pipeline parallelism (bench/pipeline.py)"
 # README (Pipeline parallelism): the table of step time, measured bubble (mean and worst stage)
 # against the schedule's formula, activation MB per stage and peak RSS for pp2 and pp4 with

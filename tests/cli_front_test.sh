@@ -19,7 +19,7 @@ grep -q libtorch_cpu <<< "$torch_libs" || fail "cairn-torch does not link libtor
 
 # The front's help lists every command, the torch ones included.
 help=$("$cairn" --help)
-for c in data train generate run master ckpt node-check; do
+for c in data train generate run master ckpt node-check plan; do
   grep -qE "^  $c( |$)" <<< "$help" || fail "cairn --help does not list '$c': $help"
 done
 grep -qx "cairn [0-9.]*" <<< "$("$cairn" --version)" || fail "cairn --version"

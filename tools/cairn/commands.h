@@ -51,6 +51,7 @@ inline constexpr TorchCommand kTorchCommands[] = {
      "Inspect checkpoints; export them to and import them from HuggingFace format; clean up "
      "in-memory checkpoints of dead processes (gc)"},
     {"node-check", "One node's part of the node check (run by `cairn run --network-check`)"},
+    {"plan", "Search the fastest parallel layout of a job on a cluster (cost model)"},
 };
 // OpenMP's wait policy for cairn's training processes. With libgomp's default (spin, then
 // yield) the OpenMP threads that finish an element-wise kernel keep spinning while OpenBLAS's
@@ -74,5 +75,6 @@ void register_run_command(CLI::App& app);         // cmd_run.cpp: launch and sup
 void register_master_command(CLI::App& app);      // cmd_master.cpp: the elastic job master
 void register_ckpt_command(CLI::App& app);        // cmd_ckpt.cpp: export, import, inspect
 void register_node_check_command(CLI::App& app);  // cmd_node_check.cpp: one node's check
+void register_plan_command(CLI::App& app);        // cmd_plan.cpp: the planner's search
 
 }  // namespace cairn::cli

@@ -99,6 +99,7 @@ int main(int argc, char** argv) {
   cairn::cli::register_run_command(app);
   cairn::cli::register_ckpt_command(app);
   cairn::cli::register_node_check_command(app);
+  cairn::cli::register_plan_command(app);
 #endif
   // `cairn bogus`: name the unknown command instead of CLI11's "A subcommand is required".
   if (const std::string a = command_word(argc, argv); !a.empty()) {

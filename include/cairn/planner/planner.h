@@ -1,0 +1,139 @@
+// The planner: what a layout of a model over a cluster costs (step time and memory per device,
+// pure functions of the model, the batch, the cluster's figures and the layout), and the search
+// for the fastest layout that fits the memory budget.
+//
+//   Cluster (configs/clusters/*.json: measured here, or described from public specifications)
+//   Workload (model config, sequence length, global batch)
+//        │
+//        ▼
+//   search: every mesh pp x dp x cp x tp of the world the model fits, micro-batch size,
+//   schedule (and chunks per rank), ZeRO stage, sequence parallelism, cp kind
+//        │  estimate(): compute + recompute + exposed communication + pipeline bubble,
+//        │  memory: parameters, gradients and AdamW state by ZeRO stage, activations in flight
+//        │  by schedule (the schedule simulator's count), checkpointing, transient buffers;
+//        │  blocks checkpointed: the fewest that fit (blocks cost alike, so that is fastest)
+//        ▼
+//   the best candidates, fastest first, each a parallel::Plan + micro-batch size + its Cost
+//
+// Collective times are ring algorithms over the link the group spans: a group whose ranks fit
+// one node (the mesh's innermost axes are a node's consecutive ranks) uses the node's link,
+// else the network's. Units: bytes, seconds, FLOP/s.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cairn/core/status.h"
+#include "cairn/model/config.h"
+#include "cairn/parallel/plan.h"
+
+namespace cairn::planner {
+
+struct Link {
+  double bandwidth = 0;  // bytes/s one way, per device
+  double latency = 0;    // s per message
+};
+
+struct Cluster {
+  std::string name;
+  std::string source;  // where the figures come from (measured by ..., a vendor's datasheet)
+  int nodes = 1;
+  int devices_per_node = 1;
+  double memory_bytes = 0;  // per device, usable for training
+  double peak_flops = 0;    // per device, in the training precision
+  double efficiency = 0.5;  // of peak_flops a step's matrix products reach
+  Link intra, inter;        // within a node, across nodes
+  double dp_overlap = 0.5;  // fraction of the gradient all-reduce hidden behind backward
+  int devices() const { return nodes * devices_per_node; }
+};
+
+// {"name": ..., "source": ..., "nodes": 128, "devices_per_node": 8, "memory_gb": 80,
+//  "peak_tflops": 312, "efficiency": 0.45, "intra": {"gb_per_s": 300, "latency_us": 3},
+//  "inter": {"gb_per_s": 25, "latency_us": 10}, "dp_overlap": 0.6}
+// Every key but "source" and "dp_overlap" is required; unknown keys and values out of range
+// are refused naming the key.
+Result<Cluster> cluster_from_json(const std::string& text, const std::string& what);
+Result<Cluster> load_cluster(const std::string& path);
+
+struct Workload {
+  model::ModelConfig model;
+  int64_t seq_len = 0;
+  int64_t global_batch = 0;  // sequences per optimizer step
+};
+
+// One candidate: the plan (mesh, ZeRO, per-block layout, pipeline) and the micro-batch size.
+struct Candidate {
+  parallel::Plan plan;
+  int64_t micro_batch = 1;  // sequences per micro-batch per dp rank
+};
+
+struct Cost {
+  // Per optimizer step, on the slowest stage.
+  double compute_s = 0;    // forward + backward of the stage's share
+  double recompute_s = 0;  // the checkpointed blocks' second forward
+  double tp_s = 0;         // tensor-parallel collectives (not overlapped)
+  double cp_s = 0;         // context-parallel traffic left exposed
+  double dp_s = 0;         // gradient reduction (and ZeRO gathers) left exposed
+  double pp_s = 0;         // activations and gradients sent between stages
+  double bubble_s = 0;     // the stage idle in the pipeline's fill and drain
+  double step_s() const { return compute_s + recompute_s + tp_s + cp_s + dp_s + pp_s + bubble_s; }
+  // Per device, on the stage that holds the most.
+  double param_bytes = 0, grad_bytes = 0, optimizer_bytes = 0, activation_bytes = 0,
+         buffer_bytes = 0;
+  double memory_bytes() const {
+    return param_bytes + grad_bytes + optimizer_bytes + activation_bytes + buffer_bytes;
+  }
+  double tokens_per_s = 0;
+  // The largest term of step_s besides compute ("compute" when none is above a tenth of it).
+  std::string bottleneck() const;
+};
+
+// --- the cost model's pieces (pure) -----------------------------------------------------------
+// Ring all-reduce of `bytes` over n ranks: 2 (n-1)/n bytes each way and 2 (n-1) messages.
+double allreduce_s(double bytes, int n, const Link& link);
+// Ring all-gather / reduce-scatter of a `bytes` whole: (n-1)/n bytes and n-1 messages.
+double allgather_s(double bytes, int n, const Link& link);
+// All-to-all of `bytes` per rank: (n-1)/n of them leave, n-1 messages.
+double alltoall_s(double bytes, int n, const Link& link);
+// The link a group of `span` consecutive ranks (its extent times the extents inside it) uses.
+const Link& link_for(const Cluster& c, int64_t span);
+// Bytes per parameter held per device for fp32 weights, gradients and AdamW's moments under
+// ZeRO `stage` sharded over d ranks: 16, 8 + 8/d, 4 + 12/d, 16/d.
+double state_bytes_per_param(int zero_stage, int d);
+
+// The cost of `c` for `w` on `cluster`. REQUIRES: c.plan.validate(w.model, world) is Ok and the
+// global batch splits into c.micro_batch x dp x micro-batches fitting the schedule.
+Cost estimate(const Workload& w, const Cluster& cluster, const Candidate& c);
+
+// --- search ------------------------------------------------------------------------------------
+struct SearchOptions {
+  int world = 0;             // devices to plan for (0: the cluster's)
+  double memory_bytes = 0;   // budget per device (0: the cluster's)
+  int top = 5;               // candidates to return
+  int max_micro_batch = 64;  // largest micro-batch size tried
+};
+
+struct Planned {
+  Candidate candidate;
+  Cost cost;
+};
+
+struct SearchResult {
+  std::vector<Planned> best;  // fastest first, at most options.top
+  int64_t evaluated = 0;      // candidates costed
+  int64_t over_memory = 0;    // of which did not fit even with every block checkpointed
+};
+
+// The fastest candidates that fit; NotFound naming the smallest memory need when none fits.
+Result<SearchResult> search(const Workload& w, const Cluster& cluster,
+                            const SearchOptions& options);
+
+// Why `a` is faster than `b`: the term of step_s that differs most in a's favour, e.g.
+// "pipeline bubble 0.68 s against 1.90 s".
+std::string why_faster(const Cost& a, const Cost& b);
+
+// One line per cost term of `c`, for `cairn plan --explain`.
+std::string explain(const Candidate& c, const Cost& cost);
+
+}  // namespace cairn::planner

@@ -1,0 +1,376 @@
+// The cost model: step time and memory per device of a layout (planner.h).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <sstream>
+#include <tuple>
+
+#include "cairn/model/param_specs.h"
+#include "cairn/parallel/pipeline_schedule.h"
+#include "cairn/planner/planner.h"
+#include "planner/cost_model_impl.h"
+
+namespace cairn::planner {
+
+double allreduce_s(double bytes, int n, const Link& link) {
+  if (n <= 1) return 0;
+  return 2.0 * (n - 1) / n * bytes / link.bandwidth + 2.0 * (n - 1) * link.latency;
+}
+
+double allgather_s(double bytes, int n, const Link& link) {
+  if (n <= 1) return 0;
+  return double(n - 1) / n * bytes / link.bandwidth + double(n - 1) * link.latency;
+}
+
+double alltoall_s(double bytes, int n, const Link& link) { return allgather_s(bytes, n, link); }
+
+const Link& link_for(const Cluster& c, int64_t span) {
+  return span <= c.devices_per_node ? c.intra : c.inter;
+}
+
+double state_bytes_per_param(int zero_stage, int d) {
+  const double D = d > 0 ? d : 1;
+  switch (zero_stage) {
+    case 0:
+      return 16;
+    case 1:
+      return 8 + 8 / D;
+    case 2:
+      return 4 + 12 / D;
+    default:
+      return 16 / D;
+  }
+}
+
+std::string Cost::bottleneck() const {
+  const std::pair<const char*, double> terms[] = {
+      {"recompute", recompute_s}, {"tp communication", tp_s}, {"cp communication", cp_s},
+      {"dp communication", dp_s}, {"pipeline sends", pp_s},   {"pipeline bubble", bubble_s}};
+  const char* best = "compute";
+  double most = 0.1 * compute_s;
+  for (const auto& [name, s] : terms)
+    if (s > most) {
+      best = name;
+      most = s;
+    }
+  return best;
+}
+
+// --- the model's shape, once per workload ----------------------------------------------------
+
+ModelShape::ModelShape(const Workload& w) : w_(w), specs_(model::param_specs(w.model)) {
+  costs_ = parallel::stage_costs(w.model, w.seq_len);
+}
+
+// Parameters one tp rank holds of `s`: 1/tp of a split one (key/value heads fewer than tp:
+// 1/K of them), a vocabulary table's padded rows / tp, a whole one entirely.
+double ModelShape::held(const model::ParamSpec& s, int tp) const {
+  double n = 1;
+  for (int64_t d : s.shape) n *= double(d);
+  if (tp == 1 || s.tp == model::TpSplit::kReplicated) return n;
+  if (s.vocab_rows()) return std::ceil(double(s.shape[0]) / tp) * double(s.shape[1]);
+  const int64_t K = w_.model.kv_heads();
+  const bool kv = s.role == model::ParamRole::kKey || s.role == model::ParamRole::kValue;
+  if (kv && K < tp) return n / double(K);
+  return n / tp;
+}
+
+const ModelShape::Held& ModelShape::params(int tp) {
+  auto it = held_.find(tp);
+  if (it != held_.end()) return it->second;
+  Held h;
+  for (const model::ParamSpec& s : specs_) {
+    const double n = held(s, tp);
+    if (s.layer == 0) h.block += n;
+    if (s.layer >= 0) continue;
+    if (s.role == model::ParamRole::kTokenEmbedding) {
+      h.first += n;
+      if (!w_.model.is_llama()) h.last += n;  // GPT-2's tied head: a copy on the last stage
+    } else if (s.role == model::ParamRole::kPositionEmbedding) {
+      h.first += n;
+    } else {
+      h.last += n;  // the final norm, LLaMA's head
+    }
+  }
+  return held_.emplace(tp, h).first->second;
+}
+
+const std::vector<int64_t>& ModelShape::cuts(int chunks) {
+  auto it = cuts_.find(chunks);
+  if (it != cuts_.end()) return it->second;
+  return cuts_.emplace(chunks, parallel::balanced_cuts(w_.model.n_layer, chunks, costs_))
+      .first->second;
+}
+
+const ModelShape::Pipe& ModelShape::pipe(parallel::PipelineSchedule kind, int pp, int m, int v) {
+  const auto key = std::make_tuple(int(kind), pp, m, v);
+  auto it = pipes_.find(key);
+  if (it != pipes_.end()) return it->second;
+  Pipe p;
+  if (pp == 1) {
+    p.in_flight = {1};
+    p.idle_per_busy = 0;
+  } else {
+    // Past 2 pp micro-batches a schedule only lengthens its steady state: the fill and drain
+    // (the idle time) and the most in flight stay what they are at 2 pp (GPipe's in flight:
+    // m), so a long step is simulated at 2 pp (once for every longer one) and scaled.
+    const int sim_m = std::min(m, 2 * pp);
+    const auto sim_key = std::make_tuple(int(kind), pp, sim_m, v);
+    auto sim = simulated_.find(sim_key);
+    if (sim == simulated_.end())
+      sim = simulated_.emplace(sim_key, simulate_pipe(kind, pp, sim_m, v)).first;
+    const Simulated& r = sim->second;
+    p.in_flight = r.in_flight;
+    if (kind == parallel::PipelineSchedule::kGPipe) p.in_flight.assign(size_t(pp), m * v);
+    // A forward costs 1, a backward 2 (input and weight gradients): 3 v per micro-batch.
+    p.idle_per_busy = r.idle / (3.0 * v * m);
+  }
+  return pipes_.emplace(key, p).first->second;
+}
+
+ModelShape::Simulated simulate_pipe(parallel::PipelineSchedule kind, int pp, int m, int v) {
+  const parallel::ScheduleShape shape{kind, pp, m, v};
+  auto run = parallel::simulate_schedule(shape, parallel::pipeline_schedule(shape));
+  return {double(run->makespan - run->busy.front()), run->peak_in_flight};
+}
+
+// --- one layout --------------------------------------------------------------------------------
+
+namespace {
+
+double bytes_of(double n) { return 4 * n; }  // fp32
+
+}  // namespace
+
+Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
+                     std::vector<int>* checkpointed, double budget) {
+  const Workload& w = shape.workload();
+  const model::ModelConfig& mc = w.model;
+  const double T = double(w.seq_len), C = double(mc.n_embd), V = double(mc.vocab_size);
+  const double H = double(mc.n_head);
+  const double KVd = double(mc.kv_heads() * mc.head_dim());
+  const int pp = l.pp, v = l.v, tp = l.tp, cp = l.cp;
+  const int64_t m = l.micro_batches;
+  const double mb = double(l.micro_batch);
+  const double tokens = mb * T / cp;  // this rank's tokens of a micro-batch
+  const double flops = cluster.peak_flops * cluster.efficiency;
+  const parallel::StageCosts& sc = shape.costs();
+  const ModelShape::Held& held = shape.params(tp);
+  const std::vector<int64_t>& cuts = shape.cuts(pp * v);
+  const ModelShape::Pipe& pipe = shape.pipe(l.schedule, pp, int(m), v);
+
+  // Links: tp innermost, then cp, dp, pp (the default order).
+  const Link& tp_link = link_for(cluster, tp);
+  const Link& cp_link = link_for(cluster, int64_t(cp) * tp);
+  const Link& dp_link = link_for(cluster, int64_t(l.dp) * cp * tp);
+  const Link& pp_link = link_for(cluster, 2 * int64_t(l.dp) * cp * tp);
+
+  // One block's activations kept for backward per micro-batch, and a checkpointed block's
+  // (its input); the same count as the trainer's start-up memory check.
+  const bool ring = l.cp_kind == parallel::ContextParallelKind::kRing && cp > 1;
+  const double ulysses = l.cp_kind == parallel::ContextParallelKind::kUlysses ? cp : 1;
+  const double whole_per = tp > 1 && !l.sp ? 6 : 6.0 / tp;
+  const double heads = H / tp / ulysses;
+  const double scores = ring ? 0 : 2 * mb * heads * T * T;
+  const double block_act =
+      4 * tokens * C * (whole_per + (11 + (ring ? 4 : 0)) / double(tp)) + scores;
+  const double boundary = 4 * tokens * C / (l.sp ? tp : 1);
+
+  const int D = l.dp * cp;  // ranks holding the same parameters
+  const double per_param = state_bytes_per_param(l.zero, D);
+
+  Cost worst_time, worst_mem;
+  double worst_step = -1, worst_bytes = -1;
+  if (checkpointed) checkpointed->assign(size_t(pp), 0);
+  for (int s = 0; s < pp; ++s) {
+    // This rank's chunks: virtual stages s, s + pp, ...
+    int64_t blocks = 0;
+    double cost = 0;  // training FLOPs per token
+    bool first = false, last = false;
+    for (int c = 0; c < v; ++c) {
+      const int vs = c * pp + s;
+      const int64_t b0 = vs == 0 ? 0 : cuts[size_t(vs - 1)];
+      const int64_t b1 = vs == pp * v - 1 ? mc.n_layer : cuts[size_t(vs)];
+      blocks += b1 - b0;
+      cost += double(b1 - b0) * sc.block;
+      first |= vs == 0;
+      last |= vs == pp * v - 1;
+    }
+    if (first) cost += sc.embedding;
+    if (last) cost += sc.head;
+    Cost k;
+    k.compute_s = double(m) * tokens * cost / tp / flops;
+    // Memory without checkpointing.
+    const double params =
+        double(blocks) * held.block + (first ? held.first : 0) + (last ? held.last : 0);
+    const double state = params * per_param;
+    k.param_bytes = bytes_of(params) * (l.zero >= 3 ? 1.0 / D : 1.0);
+    k.grad_bytes = bytes_of(params) * (l.zero >= 2 ? 1.0 / D : 1.0);
+    k.optimizer_bytes = state - k.param_bytes - k.grad_bytes;
+    const double in_flight = double(pipe.in_flight[size_t(s)]) / v;  // micro-batches of all
+    // Transients: a checkpointed block recomputed, the head's chunked logits and gradient,
+    // the embedding output, received activations, ZeRO-3's gathered block, DDP's buckets.
+    const double head = last ? 2 * 4 * std::min(tokens, 2048.0) * V / 4 / tp + 8 * tokens * C : 0;
+    const double gathered = l.zero >= 3 ? 2 * bytes_of(held.block) : 0;
+    const double base_buffers = head + gathered + 2 * double(8 << 20) + (pp > 1 ? 2 * boundary : 0);
+    auto activations = [&](int64_t ckpt) {
+      return in_flight * (double(blocks - ckpt) * block_act + double(ckpt) * boundary);
+    };
+    int64_t ckpt = 0;
+    const double fixed = k.param_bytes + k.grad_bytes + k.optimizer_bytes + base_buffers;
+    if (budget > 0 && fixed + activations(0) > budget && blocks > 0) {
+      // The fewest checkpointed blocks that fit (each saves the same and costs the same).
+      const double save = in_flight * (block_act - boundary);
+      const double over = fixed + activations(0) + block_act - budget;
+      ckpt = save > 0 ? std::min<int64_t>(blocks, int64_t(std::ceil(over / save))) : blocks;
+      ckpt = std::max<int64_t>(ckpt, 1);
+    }
+    if (checkpointed) (*checkpointed)[size_t(s)] = int(ckpt);
+    if (!checkpointed && l.checkpointed) ckpt = (*l.checkpointed)[size_t(s)];
+    k.activation_bytes = activations(ckpt);
+    k.buffer_bytes = base_buffers + (ckpt > 0 ? block_act : 0);
+    k.recompute_s = double(m) * tokens * double(ckpt) * sc.block / 3 / tp / flops;
+
+    // Tensor parallelism: per block 2 all-reduces of the block's activations forward and 2
+    // backward (or as many all-gathers + reduce-scatters under sequence parallelism, the same
+    // bytes), 2 more in a checkpointed block's recompute; the embedding's 2.
+    const double act_bytes = 4 * tokens * C;
+    const double ar = tp > 1 ? allreduce_s(act_bytes, tp, tp_link) : 0;
+    k.tp_s = double(m) * ar * (4.0 * blocks + 2.0 * ckpt + (first ? 2 : 0));
+
+    // Context parallelism per block: the ring passes key/value blocks (cp - 1 hops forward; in
+    // backward cp - 1 hops of them and cp of their gradients), hidden behind the attention's
+    // compute as far as it lasts; Ulysses' all-to-alls (q, k, v and the output, forward and
+    // backward) are exposed.
+    if (cp > 1) {
+      const double attn_s = tokens * 12 * T * C / tp / flops;  // one block's, fwd + bwd
+      double comm = 0;
+      if (ring) {
+        const double kv = 2 * 4 * tokens * KVd / tp;
+        comm = (3.0 * cp - 2) * (kv / cp_link.bandwidth + cp_link.latency);
+        comm = std::max(0.0, comm - attn_s);
+      } else {
+        const double qkvo = 4 * tokens * (2 * C + 2 * KVd) / tp;
+        comm = 2 * alltoall_s(qkvo, cp, cp_link);
+      }
+      k.cp_s = double(m) * comm * double(blocks + ckpt);
+    }
+
+    // Data parallelism over dp x cp: the gradients reduced (all-reduce: reduce-scatter and
+    // all-gather), hidden behind backward by the cluster's overlap; ZeRO-1/2 gather the
+    // updated parameters after the step (exposed), ZeRO-3 gathers them forward and backward.
+    if (D > 1) {
+      const double g = bytes_of(params);
+      const double rs = allgather_s(g, D, dp_link);
+      const double hidden = 1 - cluster.dp_overlap;
+      if (l.zero == 0)
+        k.dp_s = hidden * allreduce_s(g, D, dp_link);
+      else if (l.zero <= 2)
+        k.dp_s = hidden * rs + rs;
+      else
+        k.dp_s = hidden * (rs + 2 * double(m) * rs);
+    }
+
+    // Pipeline: each micro-batch's activation in and its gradient out per chunk boundary.
+    if (pp > 1) k.pp_s = double(m) * v * 2 * (boundary / pp_link.bandwidth + pp_link.latency);
+    k.bubble_s = pipe.idle_per_busy * (k.compute_s + k.recompute_s + k.tp_s + k.cp_s);
+
+    if (k.step_s() > worst_step) {
+      worst_step = k.step_s();
+      worst_time = k;
+    }
+    if (k.memory_bytes() > worst_bytes) {
+      worst_bytes = k.memory_bytes();
+      worst_mem = k;
+    }
+  }
+  Cost out = worst_time;
+  out.param_bytes = worst_mem.param_bytes;
+  out.grad_bytes = worst_mem.grad_bytes;
+  out.optimizer_bytes = worst_mem.optimizer_bytes;
+  out.activation_bytes = worst_mem.activation_bytes;
+  out.buffer_bytes = worst_mem.buffer_bytes;
+  out.tokens_per_s = double(w.global_batch) * T / out.step_s();
+  return out;
+}
+
+// --- the public form ----------------------------------------------------------------------------
+
+Cost estimate(const Workload& w, const Cluster& cluster, const Candidate& c) {
+  ModelShape shape(w);
+  const parallel::Plan& p = c.plan;
+  Layout l;
+  l.pp = p.mesh.pp;
+  l.dp = p.mesh.dp;
+  l.cp = p.mesh.cp;
+  l.tp = p.mesh.tp;
+  l.sp = !p.layers.empty() && p.layers.front().sequence_parallel;
+  l.cp_kind = p.layers.empty() ? parallel::ContextParallelKind::kNone : p.layers.front().cp_kind;
+  l.zero = p.zero_stage;
+  l.schedule = p.pipeline.schedule;
+  l.v = p.pipeline.virtual_stages;
+  l.micro_batch = c.micro_batch;
+  l.micro_batches = w.global_batch / (c.micro_batch * l.dp);
+  // The checkpointed blocks each rank holds, by the plan's cut.
+  std::vector<int> ckpt(size_t(l.pp), 0);
+  const std::vector<int64_t>& cuts = p.pipeline.cuts;
+  for (int64_t b = 0; b < int64_t(p.layers.size()); ++b) {
+    if (!p.layers[size_t(b)].checkpoint) continue;
+    const int vs = int(std::upper_bound(cuts.begin(), cuts.end(), b) - cuts.begin());
+    ++ckpt[size_t(vs % l.pp)];
+  }
+  l.checkpointed = &ckpt;
+  return estimate_layout(shape, cluster, l, nullptr, 0);
+}
+
+std::string why_faster(const Cost& a, const Cost& b) {
+  const std::tuple<const char*, double, double> terms[] = {
+      {"compute", a.compute_s, b.compute_s},      {"recompute", a.recompute_s, b.recompute_s},
+      {"tp communication", a.tp_s, b.tp_s},       {"cp communication", a.cp_s, b.cp_s},
+      {"dp communication", a.dp_s, b.dp_s},       {"pipeline sends", a.pp_s, b.pp_s},
+      {"pipeline bubble", a.bubble_s, b.bubble_s}};
+  const char* name = "compute";
+  double gain = 0, ta = a.compute_s, tb = b.compute_s;
+  for (const auto& [n, x, y] : terms)
+    if (y - x > gain) {
+      gain = y - x;
+      name = n;
+      ta = x;
+      tb = y;
+    }
+  char buf[128];
+  std::snprintf(buf, sizeof(buf), "%s %.4g s against %.4g s", name, ta, tb);
+  return buf;
+}
+
+std::string explain(const Candidate& c, const Cost& k) {
+  std::ostringstream o;
+  char buf[160];
+  auto line = [&](const char* what, double s) {
+    std::snprintf(buf, sizeof(buf), "  %-18s %10.4f s  %5.1f%%\n", what, s,
+                  100 * s / std::max(k.step_s(), 1e-30));
+    o << buf;
+  };
+  o << c.plan.summary() << ", micro-batch " << c.micro_batch << "\n";
+  line("compute", k.compute_s);
+  line("recompute", k.recompute_s);
+  line("tp communication", k.tp_s);
+  line("cp communication", k.cp_s);
+  line("dp communication", k.dp_s);
+  line("pipeline sends", k.pp_s);
+  line("pipeline bubble", k.bubble_s);
+  std::snprintf(buf, sizeof(buf), "  %-18s %10.4f s  (%.0f tokens/s)\n", "step", k.step_s(),
+                k.tokens_per_s);
+  o << buf;
+  const double gib = double(1ull << 30);
+  std::snprintf(buf, sizeof(buf),
+                "  memory per device  %.2f GiB: parameters %.2f, gradients %.2f, optimizer %.2f, "
+                "activations %.2f, buffers %.2f\n",
+                k.memory_bytes() / gib, k.param_bytes / gib, k.grad_bytes / gib,
+                k.optimizer_bytes / gib, k.activation_bytes / gib, k.buffer_bytes / gib);
+  o << buf << "  bottleneck: " << k.bottleneck() << "\n";
+  return o.str();
+}
+
+}  // namespace cairn::planner

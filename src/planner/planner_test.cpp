@@ -1,0 +1,297 @@
+// The planner's pieces against hand-computed values (collective times, bytes per parameter by
+// ZeRO stage, parameters per stage and tp rank, the bubble by schedule), cluster files' errors,
+// and the search against brute force: on small cases every plan the engine accepts (each mesh,
+// micro-batch size, schedule, ZeRO stage, sequence parallelism, cp kind and every subset of
+// checkpointed blocks) is costed, and the search's best is the fastest that fits.
+#include "cairn/planner/planner.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "cairn/model/param_specs.h"
+#include "cairn/parallel/pipeline_schedule.h"
+#include "planner/cost_model_impl.h"
+
+namespace cairn::planner {
+namespace {
+
+using parallel::ContextParallelKind;
+using parallel::PipelineSchedule;
+
+Cluster TwoNodes() {
+  Cluster c;
+  c.name = "test";
+  c.nodes = 2;
+  c.devices_per_node = 2;
+  c.memory_bytes = 1e9;
+  c.peak_flops = 1e12;
+  c.efficiency = 0.5;
+  c.intra = Link{1e10, 1e-6};
+  c.inter = Link{1e9, 1e-5};
+  c.dp_overlap = 0.5;
+  return c;
+}
+
+Workload Tiny(const std::string& arch = "gpt2") {
+  Workload w;
+  w.model.arch = arch;
+  w.model.n_layer = 4;
+  w.model.n_head = 4;
+  w.model.n_embd = 64;
+  w.model.vocab_size = 500;
+  w.model.block_size = 64;
+  if (arch == "llama") w.model.n_kv_head = 2;
+  w.seq_len = 64;
+  w.global_batch = 8;
+  return w;
+}
+
+TEST(Planner, CollectiveTimesAreTheRingAlgorithms) {
+  const Link l{1e9, 1e-5};
+  EXPECT_DOUBLE_EQ(allreduce_s(1e9, 4, l), 2 * 0.75 + 6 * 1e-5);
+  EXPECT_DOUBLE_EQ(allgather_s(1e9, 4, l), 0.75 + 3 * 1e-5);
+  EXPECT_DOUBLE_EQ(alltoall_s(1e9, 2, l), 0.5 + 1e-5);
+  EXPECT_EQ(allreduce_s(1e9, 1, l), 0);
+  const Cluster c = TwoNodes();
+  EXPECT_EQ(&link_for(c, 2), &c.intra);
+  EXPECT_EQ(&link_for(c, 4), &c.inter);
+}
+
+TEST(Planner, BytesPerParameterByZeroStage) {
+  EXPECT_EQ(state_bytes_per_param(0, 4), 16);
+  EXPECT_EQ(state_bytes_per_param(1, 4), 10);
+  EXPECT_EQ(state_bytes_per_param(2, 4), 7);
+  EXPECT_EQ(state_bytes_per_param(3, 4), 4);
+  EXPECT_EQ(state_bytes_per_param(2, 1), 16);
+}
+
+TEST(Planner, ParametersPerStageAndTpRank) {
+  for (const std::string arch : {"gpt2", "llama"}) {
+    const Workload w = Tiny(arch);
+    ModelShape shape(w);
+    double all = 0, tied = 0;
+    for (const model::ParamSpec& s : model::param_specs(w.model)) {
+      double n = 1;
+      for (int64_t d : s.shape) n *= double(d);
+      all += n;
+      if (arch == "gpt2" && s.role == model::ParamRole::kTokenEmbedding) tied = n;
+    }
+    const ModelShape::Held& h1 = shape.params(1);
+    // GPT-2's tied table is held twice: on the first stage and on the last.
+    EXPECT_DOUBLE_EQ(h1.block * 4 + h1.first + h1.last, all + tied) << arch;
+    const double C = 64, F = double(w.model.ffn_dim()), V = 500;
+    const ModelShape::Held& h2 = shape.params(2);
+    if (arch == "gpt2") {
+      // qkv and c_fc (+ biases) and both projections halved; 2 norms and 2 out-biases whole.
+      EXPECT_DOUBLE_EQ(h2.block, (3 * C * C + 3 * C + C * C + C * F + F + F * C) / 2 + 6 * C);
+      EXPECT_DOUBLE_EQ(h2.first, 250 * C + 64 * C);  // half the vocabulary rows, positions
+    } else {
+      // 4 query heads, 2 key/value heads of 16: q, k, v, o and the 3 MLP matrices halved.
+      EXPECT_DOUBLE_EQ(h2.block, (C * C + 2 * C * 32 + C * C + 3 * C * F) / 2 + 2 * C);
+      EXPECT_DOUBLE_EQ(h2.last, 250 * C + C);  // half the head's rows, the final norm
+      // tp 4 > 2 key/value heads: each rank holds one whole key/value head (1/2 of k and v).
+      EXPECT_DOUBLE_EQ(shape.params(4).block,
+                       (C * C + C * C + 3 * C * F) / 4 + 2 * C * 32 / 2 + 2 * C);
+    }
+    (void)V;
+  }
+}
+
+TEST(Planner, TheBubbleIsTheSchedulesFormula) {
+  ModelShape shape(Tiny());
+  for (auto [kind, p, m, v] : {std::make_tuple(PipelineSchedule::kOneFOneB, 4, 8, 1),
+                               std::make_tuple(PipelineSchedule::kGPipe, 2, 4, 1),
+                               std::make_tuple(PipelineSchedule::kInterleaved, 2, 4, 2)}) {
+    const double f = parallel::schedule_bubble_formula({kind, p, m, v});
+    EXPECT_NEAR(shape.pipe(kind, p, m, v).idle_per_busy, f / (1 - f), 1e-12)
+        << parallel::schedule_name(kind);
+  }
+  // Long steps are simulated at 2 pp micro-batches and scaled: the same as simulating them.
+  for (auto kind : {PipelineSchedule::kOneFOneB, PipelineSchedule::kGPipe,
+                    PipelineSchedule::kInterleaved, PipelineSchedule::kZeroBubbleH1})
+    for (auto [p, m] : {std::make_pair(2, 12), std::make_pair(4, 16), std::make_pair(3, 21)}) {
+      const int v = kind == PipelineSchedule::kInterleaved ? 2 : 1;
+      const parallel::ScheduleShape full{kind, p, m, v};
+      auto run = parallel::simulate_schedule(full, parallel::pipeline_schedule(full));
+      ASSERT_TRUE(run.ok());
+      const ModelShape::Pipe& scaled = shape.pipe(kind, p, m, v);
+      EXPECT_NEAR(scaled.idle_per_busy,
+                  double(run->makespan - run->busy.front()) / double(run->busy.front()), 1e-12)
+          << parallel::schedule_name(kind) << " p" << p << " m" << m;
+      EXPECT_EQ(scaled.in_flight, run->peak_in_flight)
+          << parallel::schedule_name(kind) << " p" << p << " m" << m;
+    }
+  // 1F1B keeps at most p - s micro-batches in flight on stage s; GPipe all m.
+  EXPECT_EQ(shape.pipe(PipelineSchedule::kOneFOneB, 4, 8, 1).in_flight,
+            (std::vector<int>{4, 3, 2, 1}));
+  EXPECT_EQ(shape.pipe(PipelineSchedule::kGPipe, 2, 4, 1).in_flight, (std::vector<int>{4, 4}));
+}
+
+TEST(Planner, OneDeviceCostsItsParametersAndCompute) {
+  const Workload w = Tiny();
+  Cluster c = TwoNodes();
+  Candidate one{parallel::Plan::data_parallel(1, 4), 8};
+  const Cost k = estimate(w, c, one);
+  double held = 0;
+  for (const model::ParamSpec& s : model::param_specs(w.model)) {
+    double n = 1;
+    for (int64_t d : s.shape) n *= double(d);
+    held += n;
+  }
+  held += 500 * 64;  // the tied table's second copy (one stage holds both ends here)
+  EXPECT_DOUBLE_EQ(k.param_bytes, 4 * held);
+  EXPECT_DOUBLE_EQ(k.grad_bytes, 4 * held);
+  EXPECT_DOUBLE_EQ(k.optimizer_bytes, 8 * held);
+  const parallel::StageCosts sc = parallel::stage_costs(w.model, 64);
+  EXPECT_NEAR(k.compute_s, 8 * 64 * (sc.embedding + 4 * sc.block + sc.head) / 0.5e12, 1e-15);
+  EXPECT_EQ(k.tp_s + k.cp_s + k.dp_s + k.pp_s + k.bubble_s + k.recompute_s, 0);
+  EXPECT_DOUBLE_EQ(k.tokens_per_s, 8 * 64 / k.step_s());
+  // Checkpointing two blocks: their forward again, less activation memory.
+  one.plan.layers[0].checkpoint = one.plan.layers[1].checkpoint = true;
+  const Cost ck = estimate(w, c, one);
+  EXPECT_NEAR(ck.recompute_s, 8 * 64 * 2 * sc.block / 3 / 0.5e12, 1e-15);
+  EXPECT_LT(ck.activation_bytes, k.activation_bytes);
+  EXPECT_NE(why_faster(k, ck).find("recompute 0 s against"), std::string::npos)
+      << why_faster(k, ck);
+}
+
+// Every plan the engine accepts at `world` for w, costed: the fastest that fits `budget` (-1
+// when none does), and the least memory any needs.
+struct Brute {
+  double best = -1, least_memory = -1;
+  int checkpointed = 0;  // blocks checkpointed in the fastest
+};
+Brute BruteForce(const Workload& w, const Cluster& c, int world, double budget) {
+  Brute out;
+  const int64_t L = w.model.n_layer;
+  for (int pp = 1; pp <= world; ++pp)
+    for (int dp = 1; dp <= world; ++dp)
+      for (int cp = 1; cp <= world; ++cp)
+        for (int tp = 1; tp <= world; ++tp) {
+          if (pp * dp * cp * tp != world || w.global_batch % dp) continue;
+          for (int64_t mb = 1; mb <= w.global_batch / dp; ++mb) {
+            if ((w.global_batch / dp) % mb) continue;
+            const int m = int(w.global_batch / dp / mb);
+            for (int s = 0; s < 4; ++s)
+              for (int v = 1; v <= 2; ++v)
+                for (int zero = 0; zero <= 3; ++zero)
+                  for (int sp = 0; sp <= 1; ++sp)
+                    for (auto kind : {ContextParallelKind::kRing, ContextParallelKind::kUlysses})
+                      for (int mask = 0; mask < (1 << L); ++mask) {
+                        const auto sched = PipelineSchedule(s);
+                        if (pp == 1 && (s != 0 || v != 1)) continue;
+                        if ((v == 2) != (sched == PipelineSchedule::kInterleaved)) continue;
+                        if (cp == 1 && kind != ContextParallelKind::kRing) continue;
+                        if (zero == 2 && sched == PipelineSchedule::kZeroBubbleH1) continue;
+                        if (pp > 1 && !parallel::schedule_unfit({sched, pp, m, v}).empty())
+                          continue;
+                        if (cp > 1 && kind == ContextParallelKind::kRing && w.seq_len % (2 * cp))
+                          continue;
+                        Candidate cand{parallel::Plan::data_parallel(dp, L, zero), mb};
+                        parallel::Plan& p = cand.plan;
+                        p.mesh = comm::MeshShape{pp, dp, cp, tp};
+                        for (int64_t b = 0; b < L; ++b) {
+                          p.layers[size_t(b)].tp = tp;
+                          p.layers[size_t(b)].sequence_parallel = sp == 1;
+                          p.layers[size_t(b)].cp_kind = cp > 1 ? kind : ContextParallelKind::kNone;
+                          p.layers[size_t(b)].checkpoint = (mask >> b) & 1;
+                        }
+                        if (pp > 1) {
+                          p.pipeline.schedule = sched;
+                          p.pipeline.virtual_stages = v;
+                          if (pp * v > L + 2) continue;
+                          p.pipeline.cuts = parallel::balanced_cuts(
+                              L, pp * v, parallel::stage_costs(w.model, w.seq_len));
+                        }
+                        if (!p.validate(w.model, world).ok()) continue;
+                        const Cost k = estimate(w, c, cand);
+                        if (out.least_memory < 0 || k.memory_bytes() < out.least_memory)
+                          out.least_memory = k.memory_bytes();
+                        if (k.memory_bytes() > budget) continue;
+                        if (out.best < 0 || k.step_s() < out.best) {
+                          out.best = k.step_s();
+                          out.checkpointed = __builtin_popcount(unsigned(mask));
+                        }
+                      }
+          }
+        }
+  return out;
+}
+
+TEST(Planner, TheSearchFindsTheBruteForceOptimum) {
+  Cluster c = TwoNodes();
+  int binding = 0;  // cases where the budget made the optimum checkpoint blocks
+  for (const std::string arch : {"gpt2", "llama"})
+    for (int world : {2, 4}) {
+      const Workload w = Tiny(arch);
+      const Brute free = BruteForce(w, c, world, 1e30);
+      ASSERT_GT(free.best, 0);
+      // No limit; a little below what the unconstrained optimum needs; just above the least
+      // any plan needs; below it (nothing fits).
+      SearchOptions o;
+      o.world = world;
+      o.top = 3;
+      o.memory_bytes = 1e30;
+      auto unconstrained = search(w, c, o);
+      ASSERT_TRUE(unconstrained.ok());
+      const double free_memory = unconstrained->best.front().cost.memory_bytes();
+      for (double budget :
+           {1e30, 0.97 * free_memory, 1.02 * free.least_memory, 0.98 * free.least_memory}) {
+        SCOPED_TRACE(arch + " world " + std::to_string(world) + " budget " +
+                     std::to_string(budget / 1e6) + " MB");
+        const Brute want = BruteForce(w, c, world, budget);
+        o.memory_bytes = budget;
+        auto got = search(w, c, o);
+        if (want.best < 0) {
+          ASSERT_FALSE(got.ok());
+          EXPECT_NE(got.status().message().find("no layout of"), std::string::npos);
+          continue;
+        }
+        ASSERT_TRUE(got.ok()) << got.status().ToString();
+        binding += want.checkpointed > 0;
+        const Planned& top = got->best.front();
+        EXPECT_NEAR(top.cost.step_s(), want.best, 1e-12 * want.best)
+            << explain(top.candidate, top.cost);
+        EXPECT_TRUE(top.candidate.plan.validate(w.model, world).ok());
+        // The candidate costs, through the public estimate, what the search said.
+        EXPECT_NEAR(estimate(w, c, top.candidate).step_s(), top.cost.step_s(), 1e-12 * want.best);
+        EXPECT_LE(top.cost.memory_bytes(), budget);
+        for (size_t i = 1; i < got->best.size(); ++i)
+          EXPECT_LE(got->best[i - 1].cost.step_s(), got->best[i].cost.step_s());
+      }
+    }
+  EXPECT_GT(binding, 0) << "no budget made checkpointing part of the optimum";
+}
+
+TEST(Planner, ClusterFilesNameWhatIsWrong) {
+  const std::string good = R"({"name": "x", "nodes": 2, "devices_per_node": 8, "memory_gb": 80,
+    "peak_tflops": 312, "efficiency": 0.4, "intra": {"gb_per_s": 300, "latency_us": 3},
+    "inter": {"gb_per_s": 25, "latency_us": 10}})";
+  auto c = cluster_from_json(good, "a.json");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->devices(), 16);
+  EXPECT_DOUBLE_EQ(c->intra.bandwidth, 300e9);
+  EXPECT_DOUBLE_EQ(c->inter.latency, 10e-6);
+  EXPECT_DOUBLE_EQ(c->peak_flops, 312e12);
+  auto error = [](const std::string& text) {
+    auto r = cluster_from_json(text, "a.json");
+    return r.ok() ? std::string("ok") : r.status().message();
+  };
+  EXPECT_NE(error("{"), "ok");
+  EXPECT_NE(error(R"({"name": "x"})").find("a.json.nodes is missing"), std::string::npos);
+  std::string bad = good;
+  bad.replace(bad.find("\"efficiency\": 0.4"), 17, "\"efficiency\": 1.5");
+  EXPECT_NE(error(bad).find("a.json.efficiency: 1.5 is outside [0.001, 1"), std::string::npos)
+      << error(bad);
+  bad = good;
+  bad.replace(bad.find("\"latency_us\": 3"), 15, "\"latncy_us\": 3");
+  EXPECT_NE(error(bad).find("a.json.intra.latncy_us: unknown key"), std::string::npos)
+      << error(bad);
+  bad = good;
+  bad.replace(bad.find("\"nodes\": 2"), 10, "\"nodes\": 2.5");
+  EXPECT_NE(error(bad).find("whole numbers"), std::string::npos) << error(bad);
+}
+
+}  // namespace
+}  // namespace cairn::planner
