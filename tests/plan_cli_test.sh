@@ -2,7 +2,8 @@
 # `cairn plan` end to end: the small GPT-2 of the layout tests planned for one node of 4 described
 # devices; the table, the explanation and the plan file are written; the plan trains under
 # `cairn run` with 4 workers and follows the one-process run on the KJV corpus (loss per step
-# and validation loss to 1e-5 relative), whatever layout won. Bad input stops with exit 2 naming
+# and validation loss to 1e-5 relative), whatever layout won. `cairn plan profile-hw` measures
+# this machine into a cluster file that plans. Bad input stops with exit 2 naming
 # what is wrong: a cluster file's unknown key or out-of-range value, more devices than the
 # cluster has, a budget no layout fits (with the least any needs).
 # Usage: plan_cli_test.sh CAIRN_BINARY
@@ -47,6 +48,18 @@ grep -q '"bucket_mb": 1' "$work/plan.json" || fail "the plan does not carry the 
   --no-progress --set parallel.plan="$work/plan.json" --set train.micro_batch_size="$micro" \
   > "$work/planned.out" 2>&1 || { tail -30 "$work/planned.out"; fail "the planned run failed"; }
 compare "$work/one" "$work/planned" || fail "the planned layout does not match one process"
+
+echo "-- profile-hw measures this machine as a cluster file the planner takes"
+"$cairn" plan profile-hw --ranks 2 --seconds 0.05 --out "$work/here.json" > "$work/hw.out" 2>&1 ||
+  { cat "$work/hw.out"; fail "profile-hw failed"; }
+grep -q "^all-reduce fit: " "$work/hw.out" || fail "profile-hw printed no all-reduce fit"
+grep -q '"collectives"' "$work/here.json" || fail "the cluster file keeps no measured table"
+"$cairn" plan "$work/tiny.yaml" --cluster "$work/here.json" --top 2 > "$work/here.out" 2>&1 ||
+  { cat "$work/here.out"; fail "planning on the measured cluster failed"; }
+grep -q "on 2 devices of this machine, 2 ranks (measured)" "$work/here.out" ||
+  { cat "$work/here.out"; fail "the measured cluster was not used"; }
+rc=0; "$cairn" plan profile-hw --ranks 1 > "$work/bad.out" 2>&1 || rc=$?
+[ $rc -eq 2 ] || fail "profile-hw --ranks 1 should exit 2, got $rc"
 
 echo "-- bad input exits 2 naming what is wrong"
 expect_exit2() {  # expect_exit2 PATTERN ARGS...

@@ -59,7 +59,9 @@ Result<Cluster> cluster_from_json(const std::string& text, const std::string& wh
   CAIRN_RETURN_IF_ERROR(
       unknown_keys(j, what,
                    {"name", "source", "nodes", "devices_per_node", "memory_gb", "peak_tflops",
-                    "efficiency", "intra", "inter", "dp_overlap"}));
+                    "efficiency", "intra", "inter", "dp_overlap", "measured"}));
+  if (auto m = j.find("measured"); m != j.end() && !m->is_object())
+    return Status::InvalidArgument(what + ".measured: not an object");
   Cluster c;
   auto name = j.find("name");
   if (name == j.end() || !name->is_string())

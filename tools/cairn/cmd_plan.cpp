@@ -9,6 +9,7 @@
 #include "cairn/core/fs.h"
 #include "cairn/model/config.h"
 #include "cairn/planner/planner.h"
+#include "cairn/planner/profile.h"
 #include "cairn/train/options.h"
 #include "commands.h"
 
@@ -38,7 +39,48 @@ std::string gib(double bytes) {
   return buf;
 }
 
+struct ProfileArgs {
+  int ranks = 2;
+  double seconds = 0.5;
+  double efficiency = 0.5;
+  std::string name;
+  std::string out;
+};
+
+void run_profile(const ProfileArgs& a) {
+  std::fprintf(stderr, "profiling %d ranks (GEMM, memory copy, collectives 4 KiB - 16 MiB)...\n",
+               a.ranks);
+  const planner::HardwareProfile p = take(planner::profile_hardware(a.ranks, a.seconds));
+  std::printf("GEMM %lld x %lld per rank, all %d at once: fp32 %.1f GFLOP/s, bf16 %.1f GFLOP/s\n",
+              (long long)p.gemm_n, (long long)p.gemm_n, p.ranks, p.gemm_fp32_flops / 1e9,
+              p.gemm_bf16_flops / 1e9);
+  std::printf("memory copy %.1f GB/s; memory %.2f GiB per rank\n", p.memcpy_bytes_per_s / 1e9,
+              p.memory_bytes / double(1ull << 30));
+  std::printf("| op | bytes | us |\n|---|---|---|\n");
+  for (const auto& pt : p.collectives)
+    std::printf("| %s | %.0f | %.1f |\n", pt.op.c_str(), pt.bytes, pt.seconds * 1e6);
+  std::printf("all-reduce fit: %.3f GB/s, %.1f us per message\n", p.link.bandwidth / 1e9,
+              p.link.latency * 1e6);
+  const std::string name =
+      a.name.empty() ? "this machine, " + std::to_string(a.ranks) + " ranks (measured)" : a.name;
+  const std::string text = planner::profile_to_cluster(p, name, a.efficiency).dump(1) + "\n";
+  // What is written loads back as a cluster.
+  auto back = planner::cluster_from_json(text, "the profile");
+  if (!back.ok()) throw StatusError(back.status());
+  if (a.out.empty()) {
+    std::printf("%s", text.c_str());
+    return;
+  }
+  const Status s = core::write_file_atomic(a.out, text);
+  if (!s.ok()) throw StatusError(s);
+  std::printf("cluster written to %s: cairn plan CONFIG --cluster %s\n", a.out.c_str(),
+              a.out.c_str());
+}
+
 void run_plan(const PlanArgs& a) {
+  if (a.config.empty() || a.cluster.empty())
+    throw StatusError(Status::InvalidArgument(
+        "cairn plan needs a CONFIG and --cluster FILE (or the profile-hw subcommand)"));
   auto config = take(core::load_config_file(a.config, train::job_spec(), a.overrides));
   const train::TrainOptions o = take(train::train_options_from(config));
   planner::Workload w;
@@ -103,12 +145,10 @@ void register_plan_command(CLI::App& app) {
   cmd->group("Commands");
   cmd->add_option("config", a->config,
                   "the job's YAML config (model.*, train.seq_len, "
-                  "train.global_batch_size)")
-      ->required();
+                  "train.global_batch_size)");
   cmd->add_option("--cluster", a->cluster,
                   "a cluster description (configs/clusters/*.json): devices, memory, FLOP/s, "
-                  "links")
-      ->required();
+                  "links");
   cmd->add_option("--set", a->overrides, "override a config key: section.key=value");
   cmd->add_option("--memory-gb", a->memory_gb,
                   "memory budget per device in GiB (default: the cluster's)")
@@ -127,8 +167,30 @@ void register_plan_command(CLI::App& app) {
       "buffers. Blocks are checkpointed only as\nneeded to fit the budget.\n\nExamples:\n"
       "  cairn plan configs/gpt-kjv.yaml --cluster configs/clusters/a100-128x8.json --world 64\n"
       "  cairn plan configs/gpt-96l.yaml --cluster configs/clusters/a100-128x8.json --top 10 "
-      "--explain --out plan.json\n");
-  cmd->callback([a] { run_plan(*a); });
+      "--explain --out plan.json\n"
+      "  cairn plan profile-hw --ranks 2 --out this-machine.json   # measure this machine\n");
+  auto pa = std::make_shared<ProfileArgs>();
+  CLI::App* prof = cmd->add_subcommand(
+      "profile-hw", "Measure this machine (GEMM, memory copy, collectives) as a cluster file");
+  prof->add_option("--ranks", pa->ranks, "ranks (devices) to measure together")
+      ->check(CLI::Range(2, 1024));
+  prof->add_option("--seconds", pa->seconds, "about how long each measurement repeats")
+      ->check(positive());
+  prof->add_option("--efficiency", pa->efficiency,
+                   "the fraction of the GEMM peak a training step reaches (assumed: not measured "
+                   "by profile-hw)")
+      ->check(CLI::Range(0.001, 1.0));
+  prof->add_option("--name", pa->name, "the cluster's name in the file");
+  prof->add_option("--out", pa->out, "write the cluster file here (default: print it)");
+  prof->footer(
+      "\nExample:\n  cairn plan profile-hw --ranks 2 --out this-machine.json\n"
+      "  cairn plan configs/gpt-kjv.yaml --cluster this-machine.json\n");
+  prof->callback([pa] { run_profile(*pa); });
+  cmd->require_subcommand(0, 1);
+  cmd->callback([a, cmd] {
+    if (cmd->got_subcommand("profile-hw")) return;
+    run_plan(*a);
+  });
 }
 
 }  // namespace cairn::cli

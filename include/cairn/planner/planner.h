@@ -51,8 +51,8 @@ struct Cluster {
 // {"name": ..., "source": ..., "nodes": 128, "devices_per_node": 8, "memory_gb": 80,
 //  "peak_tflops": 312, "efficiency": 0.45, "intra": {"gb_per_s": 300, "latency_us": 3},
 //  "inter": {"gb_per_s": 25, "latency_us": 10}, "dp_overlap": 0.6}
-// Every key but "source" and "dp_overlap" is required; unknown keys and values out of range
-// are refused naming the key.
+// Every key but "source", "dp_overlap" and "measured" (profile-hw's tables, kept for the
+// reader) is required; unknown keys and values out of range are refused naming the key.
 Result<Cluster> cluster_from_json(const std::string& text, const std::string& what);
 Result<Cluster> load_cluster(const std::string& path);
 
