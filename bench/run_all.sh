@@ -47,6 +47,11 @@ echo "== planner search time (bench/planner_search.sh)"
 # README (Automatic parallelism): the search-time table.
 bash bench/planner_search.sh "$cairn"
 
+echo "== planner predictions against measurements (bench/planner.py)"
+# README (Automatic parallelism): the predicted-against-measured figures (median time error,
+# memory error range, the planner's choice against the best measured layout) at world 2.
+"$py" bench/planner.py --cairn "$cairn" --data "$data"
+
 echo "== pipeline parallelism (bench/pipeline.py)"
 # README (Pipeline parallelism): the table of step time, measured bubble (mean and worst stage)
 # against the schedule's formula, activation MB per stage and peak RSS for pp2 and pp4 with

@@ -5,10 +5,14 @@
 # back: the job grows to two nodes again; it finishes with every step trained.
 # With TP > 1 every host runs one tensor-parallel group of TP ranks (parallel.tp=TP): the world
 # goes 2·TP -> TP -> 2·TP and the data-parallel size 2 -> 1 -> 2, resharded from the checkpoint.
-# Needs root (ip netns). Usage: elastic_netns_test.sh CAIRN [TP]
+# With PLAN=auto (parallel.plan=auto, TP ranks per host) the planner picks the layout at each
+# start: the world's change is re-planned (events.jsonl "plan": replanned, the previous world's
+# plan and the new one), the machine profiled once and the profile reused.
+# Needs root (ip netns). Usage: elastic_netns_test.sh CAIRN [TP [PLAN]]
 set -euo pipefail
 cairn=$1
 tp=${2:-1}
+plan=${3:-}
 w1=$tp w2=$((2 * tp))
 total=$((tp > 1 ? 150 : 240))  # steps: the tp variant's are slower (twice the processes)
 last=$(printf "step-%08d" $total)
@@ -55,6 +59,11 @@ ckpt: {persist_interval: 10, memory_interval: 1, keep_last: 3, dir: $work/ckpt}
 parallel: {tp: $tp}
 data: {path: $work/data}
 YAML
+plan_flags=()
+if [ "$plan" = auto ]; then
+  sed -i 's/^parallel: .*$/parallel: {}/' "$work/job.yaml"
+  plan_flags=(--plan auto --plan-cache "$work/cache")
+fi
 
 start_master() {
   ip netns exec ${ns}m "$cairn" master --host $net.1 --port 29400 --nnodes 1:2 --rdzv-wait 2 \
@@ -72,7 +81,8 @@ start_host() {  # start_host a|b: this host's agent in its namespace
   ip netns exec $ns$1 "$cairn" run --rdzv-backend cairn --rdzv-endpoint $net.1:29400 --nnodes 1:2 \
     --heartbeat-timeout 5 --node-id host-$1 --max-restarts 5 --grace-period 3 --run-dir "$work/$1" \
     --nproc-per-node $tp -- \
-    "$cairn" train "$work/job.yaml" --no-progress --resume-or-start >> "$work/$1.out" 2>&1 &
+    "$cairn" train "$work/job.yaml" --no-progress --resume-or-start "${plan_flags[@]}" \
+    >> "$work/$1.out" 2>&1 &
   pids+=($!)
   eval "agent_$1=$!"
 }
@@ -135,4 +145,31 @@ assert not missing, f"steps never trained: {missing[:10]}"
 assert all(math.isfinite(r["loss"]) for r in rows)
 print(f"   {len(rows)} step rows for {total} steps ({len(rows) - total} trained again after rollbacks)")
 PY
+if [ "$plan" = auto ]; then
+  echo "-- every start planned for its world; each change of world re-planned"
+  cat "$work"/a/events.jsonl "$work"/b/events.jsonl > "$work/events.all"
+  /usr/bin/python3 - "$work/events.all" "$w1" "$w2" <<'PY' || fail "the plans do not follow the world"
+import json, sys
+w1, w2 = int(sys.argv[2]), int(sys.argv[3])
+ev = [json.loads(l) for l in open(sys.argv[1])]
+plans = [e for e in ev if e.get("event") == "plan"]
+starts = [e for e in ev if e.get("event") == "start"]
+assert len(plans) >= 3, f"{len(plans)} plan events"
+for e in plans:
+    m = e["plan"]["plan"]["mesh"]
+    assert m["pp"] * m["dp"] * m["cp"] * m["tp"] == e["world"], e
+    assert e["plan"]["step_s"] > 0 and e["plan"]["memory_bytes"] > 0, e
+shrink = [e for e in plans if e["replanned"] and e["world"] == w1 and e["previous"]["world"] == w2]
+grow = [e for e in plans if e["replanned"] and e["world"] == w2 and e["previous"]["world"] == w1]
+assert shrink and grow, [(e["world"], e["previous"] and e["previous"]["world"]) for e in plans]
+for e in shrink + grow:
+    assert e["plan"]["search_s"] < 1.0, e["plan"]["search_s"]
+# The starts trained the plans chosen for them.
+for s in starts:
+    assert s["plan"]["mesh"] in [p["plan"]["plan"]["mesh"] for p in plans if p["world"] == s["world_size"]], s
+profiled = [e for e in plans if e["plan"]["profile_s"] > 0]
+assert len(profiled) == 1, f"the machine was profiled {len(profiled)} times"
+print("   plans:", ", ".join(f'world {e["world"]}: {e["plan"]["summary"]}' for e in plans))
+PY
+fi
 echo "PASS"

@@ -3,7 +3,10 @@
 # devices; the table, the explanation and the plan file are written; the plan trains under
 # `cairn run` with 4 workers and follows the one-process run on the KJV corpus (loss per step
 # and validation loss to 1e-5 relative), whatever layout won. `cairn plan profile-hw` measures
-# this machine into a cluster file that plans. Bad input stops with exit 2 naming
+# this machine into a cluster file that plans. The winner's picture (SVG) has each stage's time
+# and memory; --evaluate costs the config's own layout. `cairn train --plan auto` profiles the
+# machine once (cached), plans, trains like one process, and a resume at another world re-plans
+# (events.jsonl). Bad input stops with exit 2 naming
 # what is wrong: a cluster file's unknown key or out-of-range value, more devices than the
 # cluster has, a budget no layout fits (with the least any needs).
 # Usage: plan_cli_test.sh CAIRN_BINARY
@@ -35,6 +38,26 @@ grep -q "memory per device" "$work/plan.out" || fail "--explain printed no memor
 assert m['pp']*m['dp']*m['cp']*m['tp'] == 4, m" "$work/plan.json" || fail "the plan is not of 4 devices"
 micro=$(sed -n 's/.*--set train.micro_batch_size=\([0-9]*\)$/\1/p' "$work/plan.out")
 [ -n "$micro" ] || fail "no micro-batch size printed with the plan"
+echo "-- the plan's picture: one time bar and one memory bar per pipeline stage"
+/usr/bin/python3 - "$work/plan.svg" "$work/plan.json" <<'PY' || fail "the picture is wrong"
+import json, sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+pp = json.load(open(sys.argv[2]))["mesh"]["pp"]
+groups = [g for g in root.iter("{http://www.w3.org/2000/svg}g")]
+time = [g for g in groups if g.get("class") == "time"]
+memory = [g for g in groups if g.get("class") == "memory"]
+assert len(time) == pp and len(memory) == pp, (len(time), len(memory), pp)
+assert all(float(g.get("data-step-s")) > 0 and len(g) > 0 for g in time)
+assert all(float(g.get("data-gib")) > 0 and len(g) > 0 for g in memory)
+PY
+
+echo "-- --evaluate costs the config's own layout"
+"$cairn" plan "$work/tiny.yaml" --cluster "$work/node4.json" --evaluate --world 2 \
+  --set parallel.tp=2 > "$work/eval.out" 2>&1 || { cat "$work/eval.out"; fail "--evaluate failed"; }
+cat "$work/eval.out"
+grep -q "^pp=1 dp=1 cp=1 tp=2" "$work/eval.out" || fail "--evaluate did not cost the tp2 layout"
+awk '$1 == "tp" && $2 == "communication" { exit !($3 > 0) }' "$work/eval.out" ||
+  fail "--evaluate of tp2 has no tp communication"
 
 echo "-- the plan trains under cairn run like one process"
 # (validation takes eval_batches micro-batches: the same micro-batch size on both sides)
@@ -60,6 +83,45 @@ grep -q "on 2 devices of this machine, 2 ranks (measured)" "$work/here.out" ||
   { cat "$work/here.out"; fail "the measured cluster was not used"; }
 rc=0; "$cairn" plan profile-hw --ranks 1 > "$work/bad.out" 2>&1 || rc=$?
 [ $rc -eq 2 ] || fail "profile-hw --ranks 1 should exit 2, got $rc"
+
+echo "-- --plan auto: profiles the machine once, plans, trains like one process; a resume at"
+echo "   another world re-plans"
+"$cairn" train "$work/tiny.yaml" --run-dir "$work/one2" --no-progress 2> "$work/one2.err" ||
+  { cat "$work/one2.err"; fail "one-process run (micro-batch 2) failed"; }
+"$cairn" run --nproc-per-node 2 --run-dir "$work/auto" -- "$cairn" train "$work/tiny.yaml" \
+  --no-progress --plan auto --plan-cache "$work/cache" --stop-after 6 > "$work/auto.out" 2>&1 ||
+  { tail -30 "$work/auto.out"; fail "--plan auto at 2 ranks failed"; }
+grep -q "profiled this machine" "$work/auto.out" || fail "the first auto start did not profile"
+grep -q "parallel.plan=auto on 2 ranks: pp=" "$work/auto.out" || fail "the plan was not printed"
+ls "$work/cache"/hw-*-2ranks.json > /dev/null || fail "the profile was not cached"
+"$cairn" run --nproc-per-node 4 --run-dir "$work/auto" -- "$cairn" train "$work/tiny.yaml" \
+  --no-progress --plan auto --plan-cache "$work/cache" --resume > "$work/auto4.out" 2>&1 ||
+  { tail -30 "$work/auto4.out"; fail "--plan auto resume at 4 ranks failed"; }
+grep -q "re-planned for 4 ranks (was 2 ranks: pp=" "$work/auto4.out" || fail "no re-plan at 4 ranks"
+compare "$work/one2" "$work/auto" || fail "the auto plans do not follow the one-process run"
+/usr/bin/python3 - "$work/auto/events.jsonl" <<'PY' || fail "events.jsonl does not record the plans"
+import json, sys
+plans = [e for e in map(json.loads, open(sys.argv[1])) if e.get("event") == "plan"]
+assert [e["world"] for e in plans] == [2, 4], plans
+assert plans[0]["previous"] is None and not plans[0]["replanned"]
+assert plans[1]["replanned"] and plans[1]["previous"]["world"] == 2
+assert plans[1]["previous"]["summary"] == plans[0]["plan"]["summary"]
+assert plans[0]["plan"]["profile_s"] > 0 and plans[1]["plan"]["profile_s"] > 0  # 2, then 4 ranks
+PY
+"$cairn" run --nproc-per-node 2 --run-dir "$work/auto2" -- "$cairn" train "$work/tiny.yaml" \
+  --no-progress --plan auto --plan-cache "$work/cache" --max-steps 1 > "$work/auto2.out" 2>&1 ||
+  { tail -30 "$work/auto2.out"; fail "a second --plan auto at 2 ranks failed"; }
+grep -q "profiled this machine" "$work/auto2.out" && fail "the cached profile was not reused"
+rc=0
+"$cairn" train "$work/tiny.yaml" --run-dir "$work/autobad" --plan auto --set parallel.tp=2 \
+  > "$work/autobad.out" 2>&1 || rc=$?
+[ $rc -eq 2 ] && grep -q "parallel.tp is set while parallel.plan=auto" "$work/autobad.out" ||
+  { cat "$work/autobad.out"; fail "--plan auto with parallel.tp should exit 2 naming the key"; }
+echo "broken" > "$work/cache/$(basename "$(ls "$work/cache"/hw-*-2ranks.json)")"
+"$cairn" run --nproc-per-node 2 --run-dir "$work/auto3" -- "$cairn" train "$work/tiny.yaml" \
+  --no-progress --plan auto --plan-cache "$work/cache" --max-steps 1 > "$work/auto3.out" 2>&1 ||
+  { tail -30 "$work/auto3.out"; fail "--plan auto with a broken cached profile failed"; }
+grep -q "profiling the machine again" "$work/auto3.out" || fail "a broken profile was not replaced"
 
 echo "-- bad input exits 2 naming what is wrong"
 expect_exit2() {  # expect_exit2 PATTERN ARGS...

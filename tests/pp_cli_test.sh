@@ -42,6 +42,19 @@ for layout in "2 parallel.pp=2" "2 parallel.pp=2 parallel.pp_schedule=gpipe" \
   compare "$work/one" "$work/$name" || fail "world $world $* does not match one process"
   grep -q "blocks per stage \[" "$work/$name.out" || fail "the cut is not printed at start"
 done
+echo "-- every stage's bubble and activation memory are in every step's metrics"
+/usr/bin/python3 - "$work/w2-parallel_pp_2/metrics.jsonl" "$work/w4-parallel_pp_4/metrics.jsonl" <<'PY' ||
+import json, sys
+for path, stages in zip(sys.argv[1:], (2, 4)):
+    rows = [json.loads(l) for l in open(path)]
+    rows = [r for r in rows if "loss" in r]
+    assert rows, path
+    for r in rows:
+        for s in range(stages):
+            assert 0 <= r[f"pp_bubble_s{s}"] < 1, (path, r["step"], s, r[f"pp_bubble_s{s}"])
+            assert r[f"pp_act_mb_s{s}"] > 0, (path, r["step"], f"stage {s} kept no activations")
+PY
+  fail "per-stage pipeline stats missing or empty"
 grep -q "blocks per stage \[2, 0\]" "$work/w2-parallel_pp_2_parallel_pp_layers__2_0_.out" ||
   fail "pp_layers=[2,0] was not the cut"
 

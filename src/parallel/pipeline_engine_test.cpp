@@ -124,7 +124,10 @@ void CheckLayout(const model::ModelConfig& c, const Layout& l, const Trace& want
           << "step " << s + 1;
     }
     testing::ExpectSameRun(got, want);
-    // The last step's bubble and activation memory, every stage's on every rank.
+    // The last step's bubble and activation memory, every stage's on every rank. The ranks are
+    // threads sharing one heap here, so a stage's activation figure (its heap growth) may be
+    // offset by another's frees: that it is above zero is checked with one process per stage,
+    // in tests/pp_cli_test.sh.
     std::map<std::string, double> stats;
     for (auto& [key, value] : (*e)->take_step_stats()) stats[key] = value;
     for (int s = 0; s < l.pp; ++s) {
@@ -133,7 +136,6 @@ void CheckLayout(const model::ModelConfig& c, const Layout& l, const Trace& want
       ASSERT_TRUE(stats.count(b) && stats.count(m)) << s;
       EXPECT_GE(stats[b], 0.0);
       EXPECT_LT(stats[b], 1.0);
-      EXPECT_GT(stats[m], 0.0) << "stage " << s << " kept no activations";
     }
     EXPECT_LE(stats["pp_bubble"], stats["pp_bubble_max"]);
     EXPECT_TRUE((*e)->take_step_stats().empty()) << "taken twice";

@@ -59,7 +59,7 @@ Result<Cluster> cluster_from_json(const std::string& text, const std::string& wh
   CAIRN_RETURN_IF_ERROR(
       unknown_keys(j, what,
                    {"name", "source", "nodes", "devices_per_node", "memory_gb", "peak_tflops",
-                    "efficiency", "intra", "inter", "dp_overlap", "measured"}));
+                    "efficiency", "intra", "inter", "dp_overlap", "runtime_gb", "measured"}));
   if (auto m = j.find("measured"); m != j.end() && !m->is_object())
     return Status::InvalidArgument(what + ".measured: not an object");
   Cluster c;
@@ -80,6 +80,9 @@ Result<Cluster> cluster_from_json(const std::string& text, const std::string& wh
   CAIRN_RETURN_IF_ERROR(number(j, what, "peak_tflops", 1e-6, 1e6, true, &tflops));
   CAIRN_RETURN_IF_ERROR(number(j, what, "efficiency", 1e-3, 1, true, &c.efficiency));
   CAIRN_RETURN_IF_ERROR(number(j, what, "dp_overlap", 0, 1, false, &c.dp_overlap));
+  double runtime_gb = 0;
+  CAIRN_RETURN_IF_ERROR(number(j, what, "runtime_gb", 0, 1e6, false, &runtime_gb));
+  c.runtime_bytes = runtime_gb * double(1ull << 30);
   CAIRN_RETURN_IF_ERROR(link(j, what, "intra", &c.intra));
   CAIRN_RETURN_IF_ERROR(link(j, what, "inter", &c.inter));
   c.nodes = int(nodes);

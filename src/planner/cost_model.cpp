@@ -144,7 +144,7 @@ double bytes_of(double n) { return 4 * n; }  // fp32
 }  // namespace
 
 Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
-                     std::vector<int>* checkpointed, double budget) {
+                     std::vector<int>* checkpointed, double budget, std::vector<Cost>* stages) {
   const Workload& w = shape.workload();
   const model::ModelConfig& mc = w.model;
   const double T = double(w.seq_len), C = double(mc.n_embd), V = double(mc.vocab_size);
@@ -200,7 +200,16 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     if (first) cost += sc.embedding;
     if (last) cost += sc.head;
     Cost k;
-    k.compute_s = double(m) * tokens * cost / tp / flops;
+    if (w.measured) {  // this machine's times of the parts, split over tp
+      const MeasuredModel& mm = *w.measured;
+      k.compute_s =
+          double(m) *
+          (double(blocks) * mm.block.at(tokens, T) + (first ? mm.embedding.at(tokens, T) : 0) +
+           (last ? mm.head.at(tokens, T) : 0)) /
+          tp;
+    } else {
+      k.compute_s = double(m) * tokens * cost / tp / flops;
+    }
     // Memory without checkpointing.
     const double params =
         double(blocks) * held.block + (first ? held.first : 0) + (last ? held.last : 0);
@@ -213,7 +222,8 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     // the embedding output, received activations, ZeRO-3's gathered block, DDP's buckets.
     const double head = last ? 2 * 4 * std::min(tokens, 2048.0) * V / 4 / tp + 8 * tokens * C : 0;
     const double gathered = l.zero >= 3 ? 2 * bytes_of(held.block) : 0;
-    const double base_buffers = head + gathered + 2 * double(8 << 20) + (pp > 1 ? 2 * boundary : 0);
+    const double base_buffers =
+        head + gathered + 2 * double(8 << 20) + (pp > 1 ? 2 * boundary : 0) + cluster.runtime_bytes;
     auto activations = [&](int64_t ckpt) {
       return in_flight * (double(blocks - ckpt) * block_act + double(ckpt) * boundary);
     };
@@ -230,7 +240,9 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     if (!checkpointed && l.checkpointed) ckpt = (*l.checkpointed)[size_t(s)];
     k.activation_bytes = activations(ckpt);
     k.buffer_bytes = base_buffers + (ckpt > 0 ? block_act : 0);
-    k.recompute_s = double(m) * tokens * double(ckpt) * sc.block / 3 / tp / flops;
+    k.recompute_s = w.measured
+                        ? double(m) * double(ckpt) * w.measured->block_forward.at(tokens, T) / tp
+                        : double(m) * tokens * double(ckpt) * sc.block / 3 / tp / flops;
 
     // Tensor parallelism: per block 2 all-reduces of the block's activations forward and 2
     // backward (or as many all-gathers + reduce-scatters under sequence parallelism, the same
@@ -244,7 +256,9 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     // compute as far as it lasts; Ulysses' all-to-alls (q, k, v and the output, forward and
     // backward) are exposed.
     if (cp > 1) {
-      const double attn_s = tokens * 12 * T * C / tp / flops;  // one block's, fwd + bwd
+      const double attn_s =  // one block's, fwd + bwd
+          w.measured ? tokens * T * w.measured->block.per_token_pos / tp
+                     : tokens * 12 * T * C / tp / flops;
       double comm = 0;
       if (ring) {
         const double kv = 2 * 4 * tokens * KVd / tp;
@@ -276,6 +290,7 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     if (pp > 1) k.pp_s = double(m) * v * 2 * (boundary / pp_link.bandwidth + pp_link.latency);
     k.bubble_s = pipe.idle_per_busy * (k.compute_s + k.recompute_s + k.tp_s + k.cp_s);
 
+    if (stages) stages->push_back(k);
     if (k.step_s() > worst_step) {
       worst_step = k.step_s();
       worst_time = k;
@@ -298,6 +313,11 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
 // --- the public form ----------------------------------------------------------------------------
 
 Cost estimate(const Workload& w, const Cluster& cluster, const Candidate& c) {
+  return estimate_stages(w, cluster, c, nullptr);
+}
+
+Cost estimate_stages(const Workload& w, const Cluster& cluster, const Candidate& c,
+                     std::vector<Cost>* stages) {
   ModelShape shape(w);
   const parallel::Plan& p = c.plan;
   Layout l;
@@ -321,7 +341,8 @@ Cost estimate(const Workload& w, const Cluster& cluster, const Candidate& c) {
     ++ckpt[size_t(vs % l.pp)];
   }
   l.checkpointed = &ckpt;
-  return estimate_layout(shape, cluster, l, nullptr, 0);
+  if (stages) stages->clear();
+  return estimate_layout(shape, cluster, l, nullptr, 0, stages);
 }
 
 std::string why_faster(const Cost& a, const Cost& b) {

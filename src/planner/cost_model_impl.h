@@ -68,7 +68,9 @@ struct Layout {
 // The cost of `l`. With `checkpointed`, chooses per pp rank the fewest checkpointed blocks
 // that fit `budget` bytes (all of them when none fits: the caller compares the memory with the
 // budget) and writes them there; without, takes l.checkpointed (none when null).
+// With `stages`, each pp rank's own cost is appended there (tokens_per_s left 0).
 Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
-                     std::vector<int>* checkpointed, double budget);
+                     std::vector<int>* checkpointed, double budget,
+                     std::vector<Cost>* stages = nullptr);
 
 }  // namespace cairn::planner

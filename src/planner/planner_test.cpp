@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <regex>
+#include <set>
 
 #include "cairn/model/param_specs.h"
 #include "cairn/parallel/pipeline_schedule.h"
@@ -170,6 +172,7 @@ Brute BruteForce(const Workload& w, const Cluster& c, int world, double budget) 
       for (int cp = 1; cp <= world; ++cp)
         for (int tp = 1; tp <= world; ++tp) {
           if (pp * dp * cp * tp != world || w.global_batch % dp) continue;
+          if (c.devices_per_node % tp) continue;  // tp groups stay within a node
           for (int64_t mb = 1; mb <= w.global_batch / dp; ++mb) {
             if ((w.global_batch / dp) % mb) continue;
             const int m = int(w.global_batch / dp / mb);
@@ -262,6 +265,74 @@ TEST(Planner, TheSearchFindsTheBruteForceOptimum) {
       }
     }
   EXPECT_GT(binding, 0) << "no budget made checkpointing part of the optimum";
+}
+
+TEST(Planner, TheSearchKeepsAFixedMicroBatchAndTensorGroupsWithinANode) {
+  Cluster c = TwoNodes();  // 2 devices per node
+  SearchOptions o;
+  o.world = 4;
+  o.top = 1000;
+  o.memory_bytes = 1e30;
+  auto all = search(Tiny(), c, o);
+  ASSERT_TRUE(all.ok());
+  std::set<int64_t> sizes;
+  for (const Planned& p : all->best) {
+    EXPECT_LE(p.candidate.plan.mesh.tp, 2) << p.candidate.plan.summary() << " spans nodes";
+    sizes.insert(p.candidate.micro_batch);
+  }
+  ASSERT_GT(sizes.size(), 1u) << "the test needs a choice of micro-batch sizes";
+  o.micro_batch = *sizes.rbegin();
+  auto fixed = search(Tiny(), c, o);
+  ASSERT_TRUE(fixed.ok());
+  for (const Planned& p : fixed->best) EXPECT_EQ(p.candidate.micro_batch, o.micro_batch);
+  c.devices_per_node = 4;  // now tp 4 is one node's
+  o.micro_batch = 0;
+  auto wide = search(Tiny(), c, o);
+  ASSERT_TRUE(wide.ok());
+  bool tp4 = false;
+  for (const Planned& p : wide->best) tp4 |= p.candidate.plan.mesh.tp == 4;
+  EXPECT_TRUE(tp4);
+}
+
+TEST(Planner, ThePictureDrawsEachStagesTimeAndMemory) {
+  const Workload w = Tiny();
+  SearchOptions o;
+  o.world = 4;
+  o.top = 1000;
+  o.memory_bytes = 1e30;
+  auto all = search(w, TwoNodes(), o);
+  ASSERT_TRUE(all.ok());
+  const Planned* pp2 = nullptr;
+  for (const Planned& p : all->best)
+    if (p.candidate.plan.mesh.pp == 2) pp2 = &p;
+  ASSERT_NE(pp2, nullptr);
+  std::vector<Cost> stages;
+  const Cost whole = estimate_stages(w, TwoNodes(), pp2->candidate, &stages);
+  ASSERT_EQ(stages.size(), 2u);
+  // The plan's cost is its slowest stage's time and its fullest stage's memory.
+  EXPECT_DOUBLE_EQ(whole.step_s(), std::max(stages[0].step_s(), stages[1].step_s()));
+  EXPECT_DOUBLE_EQ(whole.memory_bytes(),
+                   std::max(stages[0].memory_bytes(), stages[1].memory_bytes()));
+  const double budget = 2 * whole.memory_bytes();
+  const std::string svg = plan_svg(pp2->candidate, stages, budget, "a <test> & plan");
+  EXPECT_NE(svg.find("a &lt;test&gt; &amp; plan"), std::string::npos);
+  EXPECT_EQ(svg.rfind("</svg>\n"), svg.size() - 7);
+  // Each group's bars add up to its stage's share of the panel (380 wide): time against the
+  // slowest stage, memory against the budget (the largest here).
+  const std::regex group("<g class=\"(time|memory)\" data-stage=\"(\\d)\"[^>]*>([\\s\\S]*?)</g>");
+  const std::regex rect("width=\"([0-9.]+)\"");
+  int groups = 0;
+  for (std::sregex_iterator g(svg.begin(), svg.end(), group), end; g != end; ++g, ++groups) {
+    const std::string body = (*g)[3];
+    double width = 0;
+    for (std::sregex_iterator r(body.begin(), body.end(), rect); r != end; ++r)
+      width += std::stod((*r)[1]);
+    const Cost& k = stages[size_t(std::stoi((*g)[2]))];
+    const double want =
+        (*g)[1] == "time" ? 380 * k.step_s() / whole.step_s() : 380 * k.memory_bytes() / budget;
+    EXPECT_NEAR(width, want, 0.05 * 7) << (*g)[1] << " stage " << (*g)[2];
+  }
+  EXPECT_EQ(groups, 4);
 }
 
 TEST(Planner, ClusterFilesNameWhatIsWrong) {

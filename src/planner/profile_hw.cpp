@@ -93,6 +93,18 @@ double available_bytes() {
   return kib * 1024;
 }
 
+// This process's resident memory (VmRSS), bytes.
+double resident_bytes() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  double kib = 0;
+  while (std::fgets(line, sizeof(line), f))
+    if (std::sscanf(line, "VmRSS: %lf kB", &kib) == 1) break;
+  std::fclose(f);
+  return kib * 1024;
+}
+
 }  // namespace
 
 Link fit_allreduce(const std::vector<std::pair<double, double>>& points, int n) {
@@ -117,6 +129,7 @@ Result<HardwareProfile> profile_hardware(int ranks, double seconds) {
   if (ranks < 2) return Status::InvalidArgument("profile-hw: --ranks must be at least 2");
   if (!(seconds > 0)) return Status::InvalidArgument("profile-hw: --seconds must be above 0");
   HardwareProfile p;
+  p.runtime_bytes = resident_bytes();  // the binary and libtorch loaded, no tensor yet
   p.ranks = ranks;
   p.gemm_n = 1024;
   const int blas_before = core::blas_num_threads();
@@ -185,7 +198,8 @@ nlohmann::json profile_to_cluster(const HardwareProfile& p, const std::string& n
                              {"gemm_n", p.gemm_n},
                              {"gemm_fp32_gflops", p.gemm_fp32_flops / 1e9},
                              {"gemm_bf16_gflops", p.gemm_bf16_flops / 1e9},
-                             {"memcpy_gb_per_s", p.memcpy_bytes_per_s / 1e9}};
+                             {"memcpy_gb_per_s", p.memcpy_bytes_per_s / 1e9},
+                             {"runtime_mb", p.runtime_bytes / 1e6}};
   nlohmann::json table = nlohmann::json::array();
   for (const auto& pt : p.collectives)
     table.push_back({{"op", pt.op}, {"bytes", pt.bytes}, {"us", pt.seconds * 1e6}});
@@ -198,6 +212,7 @@ nlohmann::json profile_to_cluster(const HardwareProfile& p, const std::string& n
           {"memory_gb", p.memory_bytes / double(1ull << 30)},
           {"peak_tflops", p.gemm_fp32_flops / 1e12},
           {"efficiency", efficiency},
+          {"runtime_gb", p.runtime_bytes / double(1ull << 30)},
           {"intra", link},
           {"inter", link},
           {"measured", measured}};

@@ -1,7 +1,14 @@
 // The hardware profile: the all-reduce fit recovers a known link, and a short real profile of 2
 // ranks gives positive figures for every measurement and a cluster file the planner loads.
+// The model profile: the fit recovers known times, a short real profile of a small model has
+// every part at every shape, and its file loads for the same model only; with it the cost
+// model's compute is the profile's times.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+
+#include "cairn/core/fs.h"
 #include "cairn/planner/profile.h"
 
 namespace cairn::planner {
@@ -36,6 +43,99 @@ TEST(ProfileHw, AShortProfileGivesACluster) {
   EXPECT_DOUBLE_EQ(c->efficiency, 0.4);
   EXPECT_NEAR(c->peak_flops, p->gemm_fp32_flops, 1e-6 * p->gemm_fp32_flops);
   EXPECT_FALSE(profile_hardware(1, 0.1).ok());
+}
+
+TEST(ProfileModel, TheFitRecoversKnownTimes) {
+  const PartTime want{30e-6, 2e-6, 5e-9};
+  std::vector<std::array<double, 3>> points;
+  for (double T : {64.0, 128.0})
+    for (double B : {1.0, 4.0, 8.0}) points.push_back({B * T, T, want.at(B * T, T)});
+  const PartTime got = ModelProfile::fit_part(points);
+  EXPECT_NEAR(got.fixed, want.fixed, 1e-12);
+  EXPECT_NEAR(got.per_token, want.per_token, 1e-14);
+  EXPECT_NEAR(got.per_token_pos, want.per_token_pos, 1e-16);
+  // One sequence length: no position term, the rest still fitted.
+  points.resize(3);
+  const PartTime flat = ModelProfile::fit_part(points);
+  EXPECT_EQ(flat.per_token_pos, 0);
+  EXPECT_NEAR(flat.at(8 * 64, 64), want.at(8 * 64, 64), 1e-9);
+}
+
+model::ModelConfig Small() {
+  model::ModelConfig m;
+  m.arch = "gpt2";
+  m.n_layer = 3;
+  m.n_head = 2;
+  m.n_embd = 32;
+  m.vocab_size = 256;
+  m.block_size = 32;
+  return m;
+}
+
+TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
+  const model::ModelConfig m = Small();
+  auto p = profile_model(m, 2, {1, 2}, {16, 32}, 0.01);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  ASSERT_EQ(p->points.size(), 3u * 2u * 2u);  // 3 parts x 2 lengths x 2 sizes
+  for (const auto& pt : p->points) {
+    EXPECT_GT(pt.forward_s, 0) << pt.part;
+    EXPECT_GT(pt.backward_s, 0) << pt.part;
+  }
+  EXPECT_GT(p->fit.block.at(64, 32), 0);
+  const std::string dir = ::testing::TempDir() + "/profile_model_test";
+  std::filesystem::create_directories(dir);
+  const std::string path = dir + "/model.json";
+  ASSERT_TRUE(core::write_file_atomic(path, model_profile_to_json(*p, m).dump()).ok());
+  auto back = load_model_profile(path, m);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_DOUBLE_EQ(back->block.per_token, p->fit.block.per_token);
+  model::ModelConfig deeper = m;  // the parts are per block: any depth
+  deeper.n_layer = 12;
+  EXPECT_TRUE(load_model_profile(path, deeper).ok());
+  model::ModelConfig wider = m;
+  wider.n_embd = 64;
+  auto other = load_model_profile(path, wider);
+  ASSERT_FALSE(other.ok());
+  EXPECT_NE(other.status().message().find("a profile of another model (model.n_embd 32, the "
+                                          "job's 64)"),
+            std::string::npos)
+      << other.status().message();
+  std::ofstream(dir + "/broken.json") << "{\"model\": ";
+  EXPECT_NE(load_model_profile(dir + "/broken.json", m).status().message().find("not a JSON"),
+            std::string::npos);
+  // Bad shapes are refused by name.
+  EXPECT_NE(profile_model(m, 2, {1, 2}, {64}, 0.01).status().message().find("sequence length 64"),
+            std::string::npos);
+  EXPECT_FALSE(profile_model(m, 2, {1}, {16}, 0.01).ok());  // one token count: nothing to fit
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ProfileModel, TheCostModelTakesItsComputeFromTheProfile) {
+  Workload w;
+  w.model = Small();
+  w.seq_len = 32;
+  w.global_batch = 8;
+  Cluster c;
+  c.name = "c";
+  c.devices_per_node = 2;
+  c.memory_bytes = 1e12;
+  c.peak_flops = 1e12;
+  c.intra = c.inter = Link{1e10, 1e-6};
+  MeasuredModel mm;
+  mm.embedding = {1e-3, 1e-6, 0};
+  mm.block = {2e-3, 4e-6, 1e-8};
+  mm.block_forward = {1e-3, 1e-6, 0};
+  mm.head = {3e-3, 5e-6, 0};
+  w.measured = mm;
+  Candidate one{parallel::Plan::data_parallel(1, w.model.n_layer, 0), 4};
+  const Cost k = estimate(w, c, one);
+  // 2 micro-batches of 4 x 32 tokens: the embedding, 3 blocks and the head each.
+  const double tokens = 4 * 32;
+  EXPECT_NEAR(
+      k.compute_s,
+      2 * (mm.embedding.at(tokens, 32) + 3 * mm.block.at(tokens, 32) + mm.head.at(tokens, 32)),
+      1e-12);
+  EXPECT_EQ(k.recompute_s, 0);
 }
 
 }  // namespace

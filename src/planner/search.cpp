@@ -93,7 +93,8 @@ Result<SearchResult> search(const Workload& w, const Cluster& cluster,
   };
 
   for (int tp : parallel::tp_that_fit(mc, world)) {
-    if (world % tp) continue;
+    // A tensor-parallel group stays within a node (its collectives are on every block's path).
+    if (world % tp || cluster.devices_per_node % tp) continue;
     for (int cp : divisors(world / tp)) {
       std::vector<ContextParallelKind> kinds;
       if (cp == 1) {
@@ -109,6 +110,7 @@ Result<SearchResult> search(const Workload& w, const Cluster& cluster,
         if (w.global_batch % dp) continue;
         for (int mb : divisors(w.global_batch / dp)) {
           if (mb > options.max_micro_batch) break;
+          if (options.micro_batch > 0 && mb != options.micro_batch) continue;
           const int m = int(w.global_batch / dp / mb);
           std::vector<std::pair<PipelineSchedule, int>> schedules = {
               {PipelineSchedule::kOneFOneB, 1}};

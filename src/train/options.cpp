@@ -132,7 +132,8 @@ core::ConfigSpec train_spec() {
                 "multiple of tp), all-gather / reduce-scatter instead of all-reduce")
       .add_string("parallel.plan", "", {},
                   "a JSON plan file (mesh, ZeRO stage, per-block layout, pipeline cuts: see "
-                  "README); empty = the layout the keys above give");
+                  "README), or auto (the planner picks the fastest layout that fits for the "
+                  "world the job starts with); empty = the layout the keys above give");
   return s;
 }
 
@@ -357,6 +358,32 @@ Result<int64_t> elastic_pp(const TrainOptions& o, const model::ModelConfig& m, i
   return pp;
 }
 
+Status layout_keys_unset(const TrainOptions& o, const std::string& source) {
+  const TrainOptions defaults;
+  for (auto [key, set] :
+       {std::pair{"parallel.zero_stage", o.zero_stage != defaults.zero_stage},
+        {"parallel.tp", o.tp != defaults.tp},
+        {"parallel.dp", o.dp != defaults.dp},
+        {"parallel.order", o.order != defaults.order},
+        {"parallel.sequence_parallel", o.sequence_parallel != defaults.sequence_parallel},
+        {"parallel.cp", o.cp != defaults.cp},
+        {"parallel.cp_kind", o.cp_kind != defaults.cp_kind},
+        {"parallel.cp_ulysses", o.cp_ulysses != defaults.cp_ulysses},
+        {"parallel.cp_ring", o.cp_ring != defaults.cp_ring},
+        {"parallel.cp_overlap", o.cp_overlap != defaults.cp_overlap},
+        {"parallel.pp", o.pp != defaults.pp},
+        {"parallel.pp_schedule", o.pp_schedule != defaults.pp_schedule},
+        {"parallel.pp_layers", o.pp_layers != defaults.pp_layers},
+        {"parallel.pp_virtual", o.pp_virtual != defaults.pp_virtual},
+        {"parallel.pp_elastic", o.pp_elastic != defaults.pp_elastic},
+        {"train.activation_checkpointing",
+         o.activation_checkpointing != defaults.activation_checkpointing}})
+    if (set)
+      return Status::InvalidArgument(std::string(key) + " is set while " + source +
+                                     " gives the layout: put it in the plan");
+  return Status::Ok();
+}
+
 Result<parallel::Plan> plan_from(const TrainOptions& options, const model::ModelConfig& m,
                                  int world) {
   TrainOptions o = options;
@@ -410,29 +437,14 @@ Result<parallel::Plan> plan_from(const TrainOptions& options, const model::Model
       l.cp_kind = kind;
     }
   } else {
-    const TrainOptions defaults;
-    for (auto [key, set] :
-         {std::pair{"parallel.zero_stage", o.zero_stage != defaults.zero_stage},
-          {"parallel.bucket_mb", o.bucket_mb != defaults.bucket_mb},
-          {"parallel.tp", o.tp != defaults.tp},
-          {"parallel.dp", o.dp != defaults.dp},
-          {"parallel.order", o.order != defaults.order},
-          {"parallel.sequence_parallel", o.sequence_parallel != defaults.sequence_parallel},
-          {"parallel.cp", o.cp != defaults.cp},
-          {"parallel.cp_kind", o.cp_kind != defaults.cp_kind},
-          {"parallel.cp_ulysses", o.cp_ulysses != defaults.cp_ulysses},
-          {"parallel.cp_ring", o.cp_ring != defaults.cp_ring},
-          {"parallel.cp_overlap", o.cp_overlap != defaults.cp_overlap},
-          {"parallel.pp", o.pp != defaults.pp},
-          {"parallel.pp_schedule", o.pp_schedule != defaults.pp_schedule},
-          {"parallel.pp_layers", o.pp_layers != defaults.pp_layers},
-          {"parallel.pp_virtual", o.pp_virtual != defaults.pp_virtual},
-          {"parallel.pp_elastic", o.pp_elastic != defaults.pp_elastic},
-          {"train.activation_checkpointing",
-           o.activation_checkpointing != defaults.activation_checkpointing}})
-      if (set)
-        return Status::InvalidArgument(std::string(key) + " is set while parallel.plan (" +
-                                       o.plan_path + ") gives the layout: put it in the plan");
+    if (o.plan_path == "auto")
+      return Status::InvalidArgument(
+          "parallel.plan=auto is resolved when the job starts (cairn train): give a plan file "
+          "or the parallel.* keys here");
+    CAIRN_RETURN_IF_ERROR(layout_keys_unset(o, "parallel.plan (" + o.plan_path + ")"));
+    if (o.bucket_mb != TrainOptions().bucket_mb)  // a plan file carries its bucket size
+      return Status::InvalidArgument("parallel.bucket_mb is set while parallel.plan (" +
+                                     o.plan_path + ") gives the layout: put it in the plan");
     CAIRN_ASSIGN_OR_RETURN(std::string text, core::read_file(o.plan_path));
     nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded())
@@ -441,8 +453,14 @@ Result<parallel::Plan> plan_from(const TrainOptions& options, const model::Model
     if (!p.ok()) return p.status().WithContext("parallel.plan " + o.plan_path);
     plan = *std::move(p);
   }
-  if (Status s = plan.validate(m, world); !s.ok())
+  if (Status s = plan_fits_job(o, m, world, plan); !s.ok())
     return o.plan_path.empty() ? s : s.WithContext("parallel.plan " + o.plan_path);
+  return plan;
+}
+
+Status plan_fits_job(const TrainOptions& o, const model::ModelConfig& m, int world,
+                     const parallel::Plan& plan) {
+  CAIRN_RETURN_IF_ERROR(plan.validate(m, world));
   if (plan.mesh.pp > 1) {  // the step's micro-batches must fit the schedule
     const int64_t per_rank = o.micro_batch_size * plan.mesh.dp;
     const int64_t micro = o.global_batch_size / std::max<int64_t>(per_rank, 1);
@@ -471,7 +489,7 @@ Result<parallel::Plan> plan_from(const TrainOptions& options, const model::Model
           std::to_string(o.seq_len) + " are not a multiple of parallel.tp " +
           std::to_string(plan.mesh.tp));
   }
-  return plan;
+  return Status::Ok();
 }
 
 }  // namespace cairn::train

@@ -24,6 +24,7 @@
 #include "cairn/elastic/progress.h"
 #include "cairn/model/config.h"
 #include "cairn/parallel/engine.h"
+#include "cairn/train/auto_plan.h"
 #include "cairn/train/options.h"
 #include "cairn/train/run_log.h"
 #include "cairn/train/trainer.h"
@@ -55,6 +56,7 @@ struct Trainer::Impl {
   std::unique_ptr<data::TokenStream> stream;                 // data.stream: train.stream
   std::shared_ptr<model::LanguageModel> model;
   parallel::Plan plan;
+  std::optional<AutoPlan> auto_plan;         // parallel.plan=auto: the planner's choice
   std::unique_ptr<comm::MeshGroups> groups;  // the plan's process groups
   std::unique_ptr<parallel::Engine> engine;
   std::unique_ptr<FlashSlots> flash;
@@ -73,6 +75,7 @@ struct Trainer::Impl {
   // model-parallel axes train the same micro-batches. World and rank without model parallelism.
   int data_world = 1, data_rank = 0;
   std::unique_ptr<RunLog> log;
+  void record_auto_plan();  // events.jsonl "plan": the previous auto plan of the run and this one
   int64_t step = 0;
   int64_t max_steps = 0;
   double peak_flops = 0;

@@ -1,12 +1,15 @@
 // `cairn plan`: the fastest layouts of a training job on a cluster, by the planner's cost model
 // (planner.h): a table of the best, the cost breakdown of the winner, its plan as JSON for
-// `cairn train --set parallel.plan=FILE`.
+// `cairn train --set parallel.plan=FILE` and its picture (SVG); or the cost of the config's
+// own layout (--evaluate).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
 
 #include "cairn/core/config.h"
 #include "cairn/core/fs.h"
+#include "cairn/core/malloc_tuning.h"
 #include "cairn/model/config.h"
 #include "cairn/planner/planner.h"
 #include "cairn/planner/profile.h"
@@ -23,8 +26,11 @@ struct PlanArgs {
   double memory_gb = 0;
   int world = 0;
   int top = 5;
+  int64_t micro_batch = 0;
+  std::string model_profile;
   std::string out;
   bool explain = false;
+  bool evaluate = false;
 };
 
 template <typename T>
@@ -39,6 +45,15 @@ std::string gib(double bytes) {
   return buf;
 }
 
+// plan.json -> plan.svg (any other name: NAME.svg).
+std::string picture_path(const std::string& plan_path) {
+  const size_t slash = plan_path.find_last_of('/');
+  const size_t dot = plan_path.find_last_of('.');
+  if (dot != std::string::npos && (slash == std::string::npos || dot > slash + 1))
+    return plan_path.substr(0, dot) + ".svg";
+  return plan_path + ".svg";
+}
+
 struct ProfileArgs {
   int ranks = 2;
   double seconds = 0.5;
@@ -48,14 +63,17 @@ struct ProfileArgs {
 };
 
 void run_profile(const ProfileArgs& a) {
+  core::keep_freed_memory();  // before the first tensor: the allocator training runs with
   std::fprintf(stderr, "profiling %d ranks (GEMM, memory copy, collectives 4 KiB - 16 MiB)...\n",
                a.ranks);
   const planner::HardwareProfile p = take(planner::profile_hardware(a.ranks, a.seconds));
   std::printf("GEMM %lld x %lld per rank, all %d at once: fp32 %.1f GFLOP/s, bf16 %.1f GFLOP/s\n",
               (long long)p.gemm_n, (long long)p.gemm_n, p.ranks, p.gemm_fp32_flops / 1e9,
               p.gemm_bf16_flops / 1e9);
-  std::printf("memory copy %.1f GB/s; memory %.2f GiB per rank\n", p.memcpy_bytes_per_s / 1e9,
-              p.memory_bytes / double(1ull << 30));
+  std::printf(
+      "memory copy %.1f GB/s; memory %.2f GiB per rank; %.0f MB resident before any "
+      "tensor\n",
+      p.memcpy_bytes_per_s / 1e9, p.memory_bytes / double(1ull << 30), p.runtime_bytes / 1e6);
   std::printf("| op | bytes | us |\n|---|---|---|\n");
   for (const auto& pt : p.collectives)
     std::printf("| %s | %.0f | %.1f |\n", pt.op.c_str(), pt.bytes, pt.seconds * 1e6);
@@ -77,6 +95,59 @@ void run_profile(const ProfileArgs& a) {
               a.out.c_str());
 }
 
+struct ModelProfileArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+  int ranks = 2;
+  std::vector<int64_t> batches;
+  std::vector<int64_t> seqs;
+  double seconds = 0.2;
+  std::string out;
+};
+
+void run_profile_model(const ModelProfileArgs& a) {
+  if (a.config.empty())
+    throw StatusError(Status::InvalidArgument("cairn plan profile-model needs a CONFIG"));
+  core::keep_freed_memory();  // before the first tensor: the allocator training runs with
+  auto config = take(core::load_config_file(a.config, train::job_spec(), a.overrides));
+  const train::TrainOptions o = take(train::train_options_from(config));
+  const model::ModelConfig m = take(model::model_config_from(config));
+  // Default shapes: the job's micro-batch size and half of it (and 1), at train.seq_len and
+  // half of it.
+  std::vector<int64_t> batches = a.batches, seqs = a.seqs;
+  if (batches.empty())
+    for (int64_t b : {int64_t(1), std::max<int64_t>(1, o.micro_batch_size / 2), o.micro_batch_size})
+      if (std::find(batches.begin(), batches.end(), b) == batches.end()) batches.push_back(b);
+  if (seqs.empty()) seqs = {std::max<int64_t>(1, o.seq_len / 2), o.seq_len};
+  std::fprintf(stderr, "profiling %s's embedding, one block and head on %d ranks at once...\n",
+               a.config.c_str(), a.ranks);
+  const planner::ModelProfile p =
+      take(planner::profile_model(m, a.ranks, batches, seqs, a.seconds));
+  std::printf("| part | micro-batch | seq | forward us | backward us | activations MB |\n");
+  std::printf("|---|---|---|---|---|---|\n");
+  for (const auto& pt : p.points)
+    std::printf("| %s | %lld | %lld | %.0f | %.0f | %.2f |\n", pt.part.c_str(), (long long)pt.batch,
+                (long long)pt.seq, pt.forward_s * 1e6, pt.backward_s * 1e6,
+                pt.activation_bytes / 1e6);
+  auto line = [](const char* name, const planner::PartTime& t) {
+    std::printf("fit %-13s %8.1f us + %8.4f us/token + %10.6f us/token/position\n", name,
+                t.fixed * 1e6, t.per_token * 1e6, t.per_token_pos * 1e6);
+  };
+  line("embedding", p.fit.embedding);
+  line("block", p.fit.block);
+  line("block forward", p.fit.block_forward);
+  line("head", p.fit.head);
+  const std::string text = planner::model_profile_to_json(p, m).dump(1) + "\n";
+  if (a.out.empty()) {
+    std::printf("%s", text.c_str());
+    return;
+  }
+  const Status s = core::write_file_atomic(a.out, text);
+  if (!s.ok()) throw StatusError(s);
+  std::printf("model profile written to %s: cairn plan %s --cluster FILE --model-profile %s\n",
+              a.out.c_str(), a.config.c_str(), a.out.c_str());
+}
+
 void run_plan(const PlanArgs& a) {
   if (a.config.empty() || a.cluster.empty())
     throw StatusError(Status::InvalidArgument(
@@ -87,11 +158,25 @@ void run_plan(const PlanArgs& a) {
   w.model = take(model::model_config_from(config));
   w.seq_len = o.seq_len;
   w.global_batch = o.global_batch_size;
+  if (!a.model_profile.empty())
+    w.measured = take(planner::load_model_profile(a.model_profile, w.model));
   const planner::Cluster cluster = take(planner::load_cluster(a.cluster));
+  if (a.evaluate) {  // the config's own layout (parallel.*), costed
+    const int world = a.world > 0 ? a.world : cluster.devices();
+    planner::Candidate c{take(train::plan_from(o, w.model, world)), o.micro_batch_size};
+    if (w.global_batch % (c.micro_batch * c.plan.mesh.dp) != 0)
+      throw StatusError(
+          Status::InvalidArgument("train.global_batch_size " + std::to_string(w.global_batch) +
+                                  " is not a multiple of train.micro_batch_size x dp"));
+    const planner::Cost k = planner::estimate(w, cluster, c);
+    std::printf("%s", planner::explain(c, k).c_str());
+    return;
+  }
   planner::SearchOptions so;
   so.world = a.world;
   so.memory_bytes = a.memory_gb * double(1ull << 30);
   so.top = a.top;
+  so.micro_batch = a.micro_batch;
   const auto start = std::chrono::steady_clock::now();
   planner::SearchResult r = take(planner::search(w, cluster, so));
   const double took =
@@ -133,6 +218,17 @@ void run_plan(const PlanArgs& a) {
         "\nplan written to %s: cairn train %s --set parallel.plan=%s --set "
         "train.micro_batch_size=%lld\n",
         a.out.c_str(), a.config.c_str(), a.out.c_str(), (long long)best.candidate.micro_batch);
+    // Its picture beside it: each stage's time and memory.
+    std::vector<planner::Cost> stages;
+    planner::estimate_stages(w, cluster, best.candidate, &stages);
+    const std::string svg = picture_path(a.out);
+    const double budget = so.memory_bytes > 0 ? so.memory_bytes : cluster.memory_bytes;
+    const Status p =
+        core::write_file_atomic(svg, planner::plan_svg(best.candidate, stages, budget,
+                                                       a.config + " on " + std::to_string(world) +
+                                                           " devices of " + cluster.name));
+    if (!p.ok()) throw StatusError(p);
+    std::printf("picture (per stage time and memory) written to %s\n", svg.c_str());
   }
 }
 
@@ -156,9 +252,19 @@ void register_plan_command(CLI::App& app) {
   cmd->add_option("--world", a->world, "devices to plan for (default: all of the cluster's)")
       ->check(non_negative());
   cmd->add_option("--top", a->top, "how many of the best layouts to print")->check(positive());
+  cmd->add_option("--micro-batch", a->micro_batch,
+                  "only this micro-batch size (default: every size that divides the batch)")
+      ->check(positive());
   cmd->add_option("--out", a->out,
-                  "write the winner's plan (JSON) here, for --set parallel.plan=FILE");
+                  "write the winner's plan (JSON) here, for --set parallel.plan=FILE, and its "
+                  "picture (SVG: per-stage time and memory) beside it");
+  cmd->add_option("--model-profile", a->model_profile,
+                  "compute times from this model profile (cairn plan profile-model) instead "
+                  "of FLOPs at the cluster's peak x efficiency");
   cmd->add_flag("--explain", a->explain, "print the winner's cost breakdown");
+  cmd->add_flag("--evaluate", a->evaluate,
+                "no search: print the cost of the config's own layout (parallel.*, "
+                "train.micro_batch_size) on --world devices");
   cmd->footer(
       "\nThe cost model: compute at the cluster's peak x efficiency, recompute of checkpointed "
       "blocks,\ntensor-parallel collectives, context-parallel traffic left exposed, the "
@@ -168,7 +274,8 @@ void register_plan_command(CLI::App& app) {
       "  cairn plan configs/gpt-kjv.yaml --cluster configs/clusters/a100-128x8.json --world 64\n"
       "  cairn plan configs/gpt-96l.yaml --cluster configs/clusters/a100-128x8.json --top 10 "
       "--explain --out plan.json\n"
-      "  cairn plan profile-hw --ranks 2 --out this-machine.json   # measure this machine\n");
+      "  cairn plan profile-hw --ranks 2 --out this-machine.json   # measure this machine\n"
+      "  cairn plan profile-model configs/gpt-kjv.yaml --out kjv-model.json   # and the model\n");
   auto pa = std::make_shared<ProfileArgs>();
   CLI::App* prof = cmd->add_subcommand(
       "profile-hw", "Measure this machine (GEMM, memory copy, collectives) as a cluster file");
@@ -186,9 +293,35 @@ void register_plan_command(CLI::App& app) {
       "\nExample:\n  cairn plan profile-hw --ranks 2 --out this-machine.json\n"
       "  cairn plan configs/gpt-kjv.yaml --cluster this-machine.json\n");
   prof->callback([pa] { run_profile(*pa); });
+  auto ma = std::make_shared<ModelProfileArgs>();
+  CLI::App* mprof = cmd->add_subcommand(
+      "profile-model",
+      "Time a model's embedding, block and head (forward, backward) on this machine, fitted");
+  mprof->add_option("config", ma->config, "the job's YAML config (model.*, train.*)");
+  mprof->add_option("--set", ma->overrides, "override a config key: section.key=value");
+  mprof->add_option("--ranks", ma->ranks, "ranks (threads, one core each) timed at once")
+      ->check(CLI::Range(1, 1024));
+  mprof
+      ->add_option("--batch", ma->batches,
+                   "micro-batch sizes (default: 1, half of train.micro_batch_size, it)")
+      ->delimiter(',')
+      ->check(positive());
+  mprof->add_option("--seq", ma->seqs, "sequence lengths (default: train.seq_len and half)")
+      ->delimiter(',')
+      ->check(positive());
+  mprof->add_option("--seconds", ma->seconds, "about how long each point repeats")
+      ->check(positive());
+  mprof->add_option("--out", ma->out, "write the profile here (default: print it)");
+  mprof->footer(
+      "\nEach part is timed on --ranks threads at once (one thread each, as the workers share "
+      "the\ncores); time = fixed + a x tokens + b x tokens x sequence length, fitted by least "
+      "squares.\nExample:\n  cairn plan profile-model configs/gpt-kjv.yaml --ranks 2 --out "
+      "kjv-model.json\n  cairn plan configs/gpt-kjv.yaml --cluster here.json --model-profile "
+      "kjv-model.json\n");
+  mprof->callback([ma] { run_profile_model(*ma); });
   cmd->require_subcommand(0, 1);
   cmd->callback([a, cmd] {
-    if (cmd->got_subcommand("profile-hw")) return;
+    if (cmd->got_subcommand("profile-hw") || cmd->got_subcommand("profile-model")) return;
     run_plan(*a);
   });
 }

@@ -95,6 +95,8 @@ struct TrainArgs {
   bool no_progress = false;
   bool describe = false;
   std::string debug_slowdown;  // RANK:FACTOR
+  std::string plan;            // same as --set parallel.plan=
+  std::string plan_cache;
 };
 
 void run_train(const TrainArgs& a) {
@@ -108,6 +110,7 @@ void run_train(const TrainArgs& a) {
   const std::string allocator = core::keep_freed_memory().description;  // before the first tensor
   std::vector<std::string> overrides = a.overrides;
   if (a.max_steps > 0) overrides.push_back("train.max_steps=" + std::to_string(a.max_steps));
+  if (!a.plan.empty()) overrides.push_back("parallel.plan=" + a.plan);
   auto config = core::load_config_file(a.config, train::job_spec(), overrides);
   if (!config.ok()) throw StatusError(config.status());
   const bool resume = a.resume || a.resume_or_start;
@@ -124,6 +127,7 @@ void run_train(const TrainArgs& a) {
   train::RunOptions run;
   run.run_dir = a.run_dir.empty() ? default_run_dir() : a.run_dir;
   run.local_ranks = env_int("LOCAL_WORLD_SIZE", 1);
+  run.plan_cache_dir = a.plan_cache;
   run.resume = resume;
   run.start_if_nothing = a.resume_or_start;
   std::error_code ec;
@@ -221,6 +225,9 @@ void register_train_command(CLI::App& app) {
       "      # pipeline parallelism: the blocks cut into 4 stages by estimated cost (printed at\n"
       "      # start; or --set parallel.pp_layers=[1,1,2,0]); schedules gpipe, 1f1b, interleaved\n"
       "      # (parallel.pp_virtual chunks per rank) and zb-h1\n"
+      "  cairn run --nproc-per-node 2 -- cairn train configs/gpt-kjv.yaml --plan auto\n"
+      "      # the planner picks the layout for the world the job starts with (and again after\n"
+      "      # an elastic restart at another world), from this machine's cached profile\n"
       "The run directory holds config.yaml, metrics.jsonl, events.jsonl, train.log and ckpt/.\n"
       "Checkpoints go to shared memory first (a pause of milliseconds) and to ckpt/ in the\n"
       "background: ckpt.memory_interval, ckpt.persist_interval, ckpt.keep_last, ckpt.keep_every.\n"
@@ -243,6 +250,15 @@ void register_train_command(CLI::App& app) {
   cmd->add_flag("--resume-or-start", args->resume_or_start,
                 "like --resume, but start from step 0 when there is no checkpoint yet (the form "
                 "for `cairn run --max-restarts` jobs, whose first start finds none)");
+  cmd->add_option("--plan", args->plan,
+                  "same as --set parallel.plan=: a plan file (cairn plan --out), or auto: the "
+                  "planner's fastest layout for the job's world (the machine is profiled once, "
+                  "then the profile is reused)")
+      ->option_text("FILE|auto");
+  cmd->add_option("--plan-cache", args->plan_cache,
+                  "with --plan auto: where hardware profiles are kept (default "
+                  "$CAIRN_CACHE_DIR, $XDG_CACHE_HOME/cairn or ~/.cache/cairn)")
+      ->option_text("DIR");
   cmd->add_flag("--no-progress", args->no_progress, "no progress line");
   cmd->add_flag("--describe", args->describe, "list every config key with its default and exit");
   cmd->add_option(

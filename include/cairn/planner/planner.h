@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,26 +41,46 @@ struct Cluster {
   std::string source;  // where the figures come from (measured by ..., a vendor's datasheet)
   int nodes = 1;
   int devices_per_node = 1;
-  double memory_bytes = 0;  // per device, usable for training
-  double peak_flops = 0;    // per device, in the training precision
-  double efficiency = 0.5;  // of peak_flops a step's matrix products reach
-  Link intra, inter;        // within a node, across nodes
-  double dp_overlap = 0.5;  // fraction of the gradient all-reduce hidden behind backward
+  double memory_bytes = 0;   // per device, usable for training
+  double peak_flops = 0;     // per device, in the training precision
+  double efficiency = 0.5;   // of peak_flops a step's matrix products reach
+  Link intra, inter;         // within a node, across nodes
+  double dp_overlap = 0.5;   // fraction of the gradient all-reduce hidden behind backward
+  double runtime_bytes = 0;  // per device before any tensor: the framework's code and context
   int devices() const { return nodes * devices_per_node; }
 };
 
 // {"name": ..., "source": ..., "nodes": 128, "devices_per_node": 8, "memory_gb": 80,
 //  "peak_tflops": 312, "efficiency": 0.45, "intra": {"gb_per_s": 300, "latency_us": 3},
 //  "inter": {"gb_per_s": 25, "latency_us": 10}, "dp_overlap": 0.6}
-// Every key but "source", "dp_overlap" and "measured" (profile-hw's tables, kept for the
+// Every key but "source", "dp_overlap", "runtime_gb" (memory a worker holds before its first
+// tensor, counted in every plan's buffers) and "measured" (profile-hw's tables, kept for the
 // reader) is required; unknown keys and values out of range are refused naming the key.
 Result<Cluster> cluster_from_json(const std::string& text, const std::string& what);
 Result<Cluster> load_cluster(const std::string& path);
+
+// Seconds of a model part for a micro-batch of `tokens` tokens of sequences of T positions:
+// fixed + per_token x tokens + per_token_pos x tokens x T (attention's share grows with T).
+struct PartTime {
+  double fixed = 0, per_token = 0, per_token_pos = 0;
+  double at(double tokens, double T) const {
+    return fixed + tokens * (per_token + per_token_pos * T);
+  }
+};
+
+// A model's parts timed on this machine (`cairn plan profile-model`), forward + backward
+// (block_forward: a checkpointed block's recompute), each rank of the profile's running at once.
+struct MeasuredModel {
+  PartTime embedding, block, block_forward, head;
+};
 
 struct Workload {
   model::ModelConfig model;
   int64_t seq_len = 0;
   int64_t global_batch = 0;  // sequences per optimizer step
+  // When set, compute comes from these times (split over tp and cp) instead of FLOPs at the
+  // cluster's peak x efficiency.
+  std::optional<MeasuredModel> measured;
 };
 
 // One candidate: the plan (mesh, ZeRO, per-block layout, pipeline) and the micro-batch size.
@@ -80,7 +101,7 @@ struct Cost {
   double step_s() const { return compute_s + recompute_s + tp_s + cp_s + dp_s + pp_s + bubble_s; }
   // Per device, on the stage that holds the most.
   double param_bytes = 0, grad_bytes = 0, optimizer_bytes = 0, activation_bytes = 0,
-         buffer_bytes = 0;
+         buffer_bytes = 0;  // buffers: transients and the cluster's runtime_bytes
   double memory_bytes() const {
     return param_bytes + grad_bytes + optimizer_bytes + activation_bytes + buffer_bytes;
   }
@@ -105,6 +126,9 @@ double state_bytes_per_param(int zero_stage, int d);
 // The cost of `c` for `w` on `cluster`. REQUIRES: c.plan.validate(w.model, world) is Ok and the
 // global batch splits into c.micro_batch x dp x micro-batches fitting the schedule.
 Cost estimate(const Workload& w, const Cluster& cluster, const Candidate& c);
+// The same, and each pipeline stage's own cost in `stages` (one per pp rank, in order).
+Cost estimate_stages(const Workload& w, const Cluster& cluster, const Candidate& c,
+                     std::vector<Cost>* stages);
 
 // --- search ------------------------------------------------------------------------------------
 struct SearchOptions {
@@ -112,6 +136,7 @@ struct SearchOptions {
   double memory_bytes = 0;   // budget per device (0: the cluster's)
   int top = 5;               // candidates to return
   int max_micro_batch = 64;  // largest micro-batch size tried
+  int64_t micro_batch = 0;   // > 0: only this micro-batch size (the job's data order fixes it)
 };
 
 struct Planned {
@@ -135,5 +160,11 @@ std::string why_faster(const Cost& a, const Cost& b);
 
 // One line per cost term of `c`, for `cairn plan --explain`.
 std::string explain(const Candidate& c, const Cost& cost);
+
+// A picture of `c` (SVG, self-contained): per pipeline stage a bar of its step time by term
+// (compute, recompute, tp, cp, dp, sends, bubble) and a bar of its memory per device by kind
+// (parameters, gradients, optimizer state, activations, buffers) against the budget line.
+std::string plan_svg(const Candidate& c, const std::vector<Cost>& stages, double budget_bytes,
+                     const std::string& title);
 
 }  // namespace cairn::planner

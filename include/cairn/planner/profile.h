@@ -3,6 +3,7 @@
 // worker processes use), all measuring at once so that they share the cores as workers do.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -20,6 +21,8 @@ struct HardwareProfile {
   int64_t gemm_n = 0;
   double memcpy_bytes_per_s = 0;  // one rank copying alone
   double memory_bytes = 0;        // available now / ranks
+  double runtime_bytes = 0;       // this process's resident memory before profiling (the
+                                  // binary, libtorch): what a worker holds before any tensor
   struct Point {
     std::string op;  // allreduce | allgather | all_to_all | sendrecv
     double bytes = 0;
@@ -42,5 +45,39 @@ Result<HardwareProfile> profile_hardware(int ranks, double seconds);
 // measure), the GEMM peak, `efficiency` (the fraction of it a training step reaches).
 nlohmann::json profile_to_cluster(const HardwareProfile& p, const std::string& name,
                                   double efficiency);
+
+// `cairn plan profile-model`: a model's parts (the embedding, one block, the head and loss)
+// timed forward and backward on `ranks` threads at once (each its own copy of the part, one
+// thread each, as workers share the cores) at a few micro-batch sizes and sequence lengths,
+// and fitted: time = fixed + a x tokens + b x tokens x T. Activation memory per block is the
+// heap's growth over the forward (kept for backward).
+struct ModelProfile {
+  int ranks = 0;
+  struct Point {
+    std::string part;  // embedding | block | head
+    int64_t batch = 0, seq = 0;
+    double forward_s = 0, backward_s = 0;  // medians, the slowest rank's
+    double activation_bytes = 0;           // block: kept by the forward
+  };
+  std::vector<Point> points;
+  MeasuredModel fit;
+  // Fits fixed + a x tokens + b x tokens x T to (tokens, T, seconds) by least squares with
+  // every term >= 0; b = 0 when every point has the same T. REQUIRES: points of at least 2
+  // distinct token counts.
+  static PartTime fit_part(const std::vector<std::array<double, 3>>& points);
+};
+
+// Measures `model` (one block stands for all) at micro-batch sizes `batches` and sequence
+// lengths `seqs` (each <= model.block_size).
+Result<ModelProfile> profile_model(const model::ModelConfig& model, int ranks,
+                                   const std::vector<int64_t>& batches,
+                                   const std::vector<int64_t>& seqs, double seconds);
+
+// {"model": {...}, "ranks": n, "fit": {"embedding": {"fixed_s", "per_token_s",
+// "per_token_pos_s"}, "block": ..., "block_forward": ..., "head": ...}, "points": [...]}
+nlohmann::json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& model);
+// The fit of a model profile file, checked against the job's model (another model's profile is
+// refused naming the field that differs).
+Result<MeasuredModel> load_model_profile(const std::string& path, const model::ModelConfig& model);
 
 }  // namespace cairn::planner

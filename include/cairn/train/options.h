@@ -54,13 +54,14 @@ struct TrainOptions {
                                       // interleaved, else 1
   bool pp_elastic = false;            // parallel.pp_elastic: a world that does not fit pp x cp
                                       // x tp trains at the nearest pp that fits
-  std::string plan_path;           // parallel.plan: a JSON plan file; empty = from the keys above
-  std::string precision = "fp32";  // fp32 | bf16
-  std::string device = "cpu";      // train.device: cpu | cuda | cuda:N (see resolve_device)
-  int64_t threads = 0;             // intra-op threads; 0 = torch default
-  int64_t log_interval = 10;       // steps between progress lines when not on a terminal
-  std::string data_path;           // directory with train.bin / val.bin (cairn data prepare)
-  bool log_sample_ids = false;     // samples.jsonl: the sample ids of every step
+  std::string plan_path;              // parallel.plan: a JSON plan file, or "auto" (the planner,
+                                      // at start); empty = from the keys above
+  std::string precision = "fp32";     // fp32 | bf16
+  std::string device = "cpu";         // train.device: cpu | cuda | cuda:N (see resolve_device)
+  int64_t threads = 0;                // intra-op threads; 0 = torch default
+  int64_t log_interval = 10;          // steps between progress lines when not on a terminal
+  std::string data_path;              // directory with train.bin / val.bin (cairn data prepare)
+  bool log_sample_ids = false;        // samples.jsonl: the sample ids of every step
   std::string sharding = "deterministic";  // or "dynamic": shards from the master's service
   bool stream = false;  // dynamic: train from data.path/train.stream while it grows
   std::string tokenizer = "gpt2";
@@ -89,5 +90,14 @@ Result<std::array<comm::Axis, comm::kNumAxes>> parse_mesh_order(const std::strin
 // Validated against the model; errors name the key or the plan's field.
 Result<parallel::Plan> plan_from(const TrainOptions& options, const model::ModelConfig& model,
                                  int world);
+
+// The checks plan_from makes of every plan against the job: the plan is valid for the model
+// and world, the step's micro-batches fit its pipeline schedule, train.seq_len fits its cp.
+Status plan_fits_job(const TrainOptions& options, const model::ModelConfig& model, int world,
+                     const parallel::Plan& plan);
+
+// When `source` (a plan file, the planner) gives the layout, the keys that would also give it
+// (parallel.* but parallel.bucket_mb, train.activation_checkpointing) are at their defaults.
+Status layout_keys_unset(const TrainOptions& options, const std::string& source);
 
 }  // namespace cairn::train

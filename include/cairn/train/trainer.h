@@ -47,6 +47,8 @@ struct RunOptions {
   bool keep_slots = false;                  // leave the in-memory slots behind when the
                                             // trainer ends before max_steps (for a restart;
                                             // the agent removes them at the end of the job)
+  std::string plan_cache_dir;               // parallel.plan=auto: hardware profiles (empty:
+                                            // default_cache_dir())
 
   // Knobs for tests and benchmarks only: a real run leaves them at their defaults (the
   // command line sets none but --debug-slowdown, whose purpose is a test's straggler).

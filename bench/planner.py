@@ -1,0 +1,168 @@
+"""The planner's predictions against measurements on this machine: for every layout of the demo
+GPT-2 (configs/gpt-kjv.yaml: 4 blocks, d=192, micro-batch 8, global batch 16, sequences of 128)
+at world 2 (and 4 with --world4), the step time and memory per rank `cairn plan --evaluate`
+predicts next to what `cairn run ... cairn train` measures, the errors, and the layout the
+planner chooses (`cairn plan --micro-batch 8`) measured against the best measured layout.
+
+  /usr/bin/python3 bench/planner.py --cairn build/bin/cairn --data data/kjv [--world4]
+
+How: `cairn plan profile-hw --ranks W` measures the machine (collectives over loopback, the
+resident memory of a process before any tensor) and `cairn plan profile-model --ranks W` times
+the model's embedding, one block and head forward and backward on W threads at once (one
+thread each, as the workers run), fitted in tokens and sequence length; `cairn plan
+--evaluate --model-profile` then predicts each layout from those two files alone: nothing is
+calibrated on a training run. Measured: the mean step time of --steps steps after --warmup
+(metrics.jsonl) and the peak RSS of the largest worker (the kernel's rusage; the prediction
+counts the profile's runtime memory plus parameters, gradients, optimizer state, activations
+and buffers). Every worker runs with OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = train.threads =
+1, cairn's allocator settings, fp32, one layout at a time.
+
+There is no peer in this bench: the planners cairn is measured against (Galvatron's search,
+ATorch's auto_accelerate) cannot be installed here; their published search times and
+accuracies are in the project's references, not re-measured.
+"""
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import benchlib  # noqa: E402
+
+CONFIG = os.path.join(HERE, "..", "configs", "gpt-kjv.yaml")
+
+# (label, --set keys) per world; dp fills what the model-parallel axes leave.
+LAYOUTS = {
+    2: [("dp=2", {}),
+        ("dp=2 ZeRO-1", {"parallel.zero_stage": 1}),
+        ("dp=2 ZeRO-2", {"parallel.zero_stage": 2}),
+        ("dp=2 ZeRO-3", {"parallel.zero_stage": 3}),
+        ("tp=2", {"parallel.tp": 2}),
+        ("tp=2 sp", {"parallel.tp": 2, "parallel.sequence_parallel": "true"}),
+        ("cp=2 ring", {"parallel.cp": 2}),
+        ("cp=2 ulysses", {"parallel.cp": 2, "parallel.cp_kind": "ulysses"}),
+        ("pp=2 1f1b", {"parallel.pp": 2}),
+        ("pp=2 gpipe", {"parallel.pp": 2, "parallel.pp_schedule": "gpipe"}),
+        ("pp=2 zb-h1", {"parallel.pp": 2, "parallel.pp_schedule": "zb-h1"})],
+    4: [("dp=2 tp=2", {"parallel.tp": 2}),
+        ("dp=2 cp=2 ring", {"parallel.cp": 2}),
+        ("pp=2 dp=2 1f1b", {"parallel.pp": 2}),
+        ("tp=4", {"parallel.tp": 4}),
+        ("pp=2 tp=2", {"parallel.pp": 2, "parallel.tp": 2}),
+        ("pp=4 1f1b", {"parallel.pp": 4})],
+}
+
+
+def sets_args(sets):
+    out = []
+    for k, v in sets.items():
+        out += ["--set", f"{k}={v}"]
+    return out
+
+
+def evaluate(a, cluster, model, world, sets):
+    """cairn plan --evaluate: {term: seconds}, step s, memory GiB."""
+    out = subprocess.run([a.cairn, "plan", CONFIG, "--cluster", cluster, "--model-profile", model,
+                          "--evaluate", "--world", str(world)] + sets_args(sets), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    if out.returncode:
+        raise SystemExit(f"cairn plan --evaluate {sets} failed:\n{out.stdout}")
+    terms = {}
+    for line in out.stdout.splitlines():
+        m = re.match(r"^  ([a-z ]+?)\s+([0-9.e+-]+) s", line)
+        if m:
+            terms[m.group(1)] = float(m.group(2))
+    mem = float(re.search(r"memory per device\s+([0-9.]+) GiB", out.stdout).group(1))
+    return terms, terms["step"], mem
+
+
+def measure(a, world, sets, tmp, name, env, plan_file=None):
+    """cairn run ... cairn train: (mean step s, peak RSS of the largest worker in GiB)."""
+    run = os.path.join(tmp, name)
+    keys = dict(sets, **{"train.max_steps": a.steps + a.warmup, "train.eval_interval": 0,
+                         "train.threads": 1, "ckpt.persist_interval": 0,
+                         "ckpt.memory_interval": 0, "data.path": os.path.abspath(a.data)})
+    cmd = [a.cairn, "run", "--nproc-per-node", str(world), "--run-dir", run, "--", a.cairn,
+           "--log-level", "warn", "train", CONFIG, "--no-progress"] + sets_args(keys)
+    if plan_file:
+        cmd += ["--plan", plan_file]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rc, rss_mb = benchlib.wait_rusage(proc)
+    if rc:
+        raise SystemExit(f"cairn {name} failed (exit {rc}); see {run}")
+    rows = [r for r in benchlib.read_jsonl(os.path.join(run, "metrics.jsonl")) if "step_time" in r]
+    times = [r["step_time"] for r in rows[a.warmup:]]
+    return sum(times) / len(times), rss_mb * 1e6 / 2**30
+
+
+def world_section(a, world, tmp, env):
+    print(f"\n== world {world}: {world} workers on {benchlib.cores()} cores")
+    hw = os.path.join(tmp, f"here-{world}.json")
+    model = os.path.join(tmp, f"model-{world}.json")
+    for cmd in (["profile-hw", "--ranks", str(world), "--seconds", "0.3", "--out", hw],
+                ["profile-model", CONFIG, "--ranks", str(world), "--out", model]):
+        prof = subprocess.run([a.cairn, "plan"] + cmd, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+        if prof.returncode:
+            raise SystemExit(f"cairn plan {cmd[0]} failed:\n{prof.stdout}")
+        for line in prof.stdout.splitlines():
+            if line.startswith(("GEMM", "memory copy", "all-reduce fit", "fit ")):
+                print("profile: " + line)
+    print(f"  {'layout':16s} {'pred s':>8s} {'meas s':>8s} {'err':>7s} {'pred GiB':>9s} "
+          f"{'meas GiB':>9s} {'err':>7s}  largest term besides compute (predicted)")
+    results = []
+    for label, sets in LAYOUTS[world]:
+        terms, pred_s, pred_mem = evaluate(a, hw, model, world, sets)
+        meas_s, meas_mem = measure(a, world, sets, tmp, f"w{world}-{len(results)}", env)
+        t_err = pred_s / meas_s - 1
+        m_err = pred_mem / meas_mem - 1
+        big = max((k for k in terms if k not in ("step", "compute")), key=lambda k: terms[k])
+        results.append((label, pred_s, meas_s, t_err, pred_mem, meas_mem, m_err))
+        print(f"  {label:16s} {pred_s:8.3f} {meas_s:8.3f} {100 * t_err:+6.1f}% {pred_mem:9.3f} "
+              f"{meas_mem:9.3f} {100 * m_err:+6.1f}%  {big} {terms[big]:.3f} s")
+        sys.stdout.flush()
+    print(f"median |time error| {100 * statistics.median(abs(r[3]) for r in results):.1f}% "
+          f"(max {100 * max(abs(r[3]) for r in results):.1f}%); memory: median error "
+          f"{100 * statistics.median(r[6] for r in results):+.1f}%, most under "
+          f"{100 * min(r[6] for r in results):+.1f}%, most over "
+          f"{100 * max(r[6] for r in results):+.1f}% over {len(results)} layouts")
+    # The planner's choice at this micro-batch size, measured.
+    plan = os.path.join(tmp, f"plan-{world}.json")
+    out = subprocess.run([a.cairn, "plan", CONFIG, "--cluster", hw, "--model-profile", model,
+                          "--world", str(world), "--micro-batch", "8", "--top", "3", "--out", plan],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if out.returncode:
+        raise SystemExit(f"cairn plan failed:\n{out.stdout}")
+    row = next(l for l in out.stdout.splitlines() if l.startswith("| 1 |"))
+    chosen = row.split("|")[2].strip()
+    meas_s, _ = measure(a, world, {}, tmp, f"w{world}-chosen", env, plan_file=plan)
+    best = min(results, key=lambda r: r[2])
+    print(f"planner's choice: {chosen}: measured {meas_s:.3f} s/step; best measured "
+          f"{best[0]} {best[2]:.3f} s/step: the choice is {100 * (meas_s / best[2] - 1):+.1f}%")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cairn", default="build/bin/cairn")
+    p.add_argument("--data", default="data/kjv")
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--world4", action="store_true", help="also world 4 (oversubscribes 2 cores)")
+    a = p.parse_args()
+    env = benchlib.side_env(1, benchlib.CAIRN_TUNING_ENV)
+    print(benchlib.machine_line())
+    print(f"cairn: {benchlib.describe_env(env)}, train.threads=1, fp32; configs/gpt-kjv.yaml; "
+          f"mean of {a.steps} steps after {a.warmup}; no peer (see the docstring)")
+    with tempfile.TemporaryDirectory() as tmp:
+        world_section(a, 2, tmp, env)
+        if a.world4:
+            world_section(a, 4, tmp, env)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+// parallel.plan=auto: the planner (cairn/planner/planner.h) picks a job's layout when it starts,
+// for the world it starts with, from this machine's profile.
+//
+//   rank 0: profile cache (CACHE_DIR/hw-HOST-Nranks.json, written by the first auto start or
+//           `cairn plan profile-hw`) ── missing ──▶ profile_hardware(N local ranks), cached;
+//           the model's parts timed likewise (CACHE_DIR/model-ARCH-d..-HOST-Nranks.json,
+//           profile_model), so that compute comes from measured times
+//        │  the cluster: ceil(world / N) nodes of N devices, the profile's links and peak
+//        ▼
+//   search(model, train.seq_len, train.global_batch_size, world, train.micro_batch_size fixed)
+//        │  the fastest plan that fits the profile's memory per rank, checked against the job
+//        ▼
+//   broadcast to every rank (one decision, whatever each rank's clock or cache)
+//
+// An elastic restart at another world plans again (milliseconds with the profile cached); the
+// trainer records the previous and the new plan in events.jsonl ("plan").
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "cairn/core/status.h"
+#include "cairn/model/config.h"
+#include "cairn/parallel/plan.h"
+#include "cairn/train/options.h"
+
+namespace cairn::comm {
+class Group;
+}
+
+namespace cairn::train {
+
+struct AutoPlanOptions {
+  std::string cache_dir;          // where hardware profiles are kept (default_cache_dir())
+  int local_ranks = 1;            // ranks of the job on this machine (the profile's devices)
+  double profile_seconds = 0.25;  // about how long each profiled measurement repeats
+};
+
+struct AutoPlan {
+  parallel::Plan plan;
+  double step_s = 0;               // predicted seconds per step
+  double memory_bytes = 0;         // predicted peak per rank
+  std::string bottleneck;          // the cost term that decided
+  int64_t evaluated = 0;           // layouts costed
+  double search_s = 0;             // the search alone
+  double profile_s = 0;            // > 0: the machine or the model was profiled now (not cached)
+  std::string profile_path;        // the machine's profile (a cluster file)
+  std::string model_profile_path;  // the model's (cairn plan profile-model's format)
+  nlohmann::json to_json() const;  // for events.jsonl
+};
+
+// $CAIRN_CACHE_DIR, else $XDG_CACHE_HOME/cairn, else $HOME/.cache/cairn, else /tmp/cairn-cache.
+std::string default_cache_dir();
+
+// The profile's file for `local_ranks` ranks on this host, in `cache_dir`.
+std::string profile_cache_path(const std::string& cache_dir, int local_ranks);
+
+// The plan for the job of `options` over `group` (null: one process, trained as one rank).
+// Collective over the group: every rank returns the same plan, or the same error (e.g.
+// NotFound when no layout fits the memory, naming the least any needs).
+Result<AutoPlan> auto_plan(const TrainOptions& options, const model::ModelConfig& model,
+                           comm::Group* group, const AutoPlanOptions& auto_options);
+
+}  // namespace cairn::train

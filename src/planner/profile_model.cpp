@@ -1,0 +1,297 @@
+// Model profile (profile.h: profile_model).
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <set>
+#include <stdexcept>
+#include <thread>
+
+#include "cairn/core/blas_threads.h"
+#include "cairn/core/fs.h"
+#include "cairn/core/malloc_tuning.h"
+#include "cairn/model/language_model.h"
+#include "cairn/planner/profile.h"
+
+namespace cairn::planner {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using json = nlohmann::json;
+
+double since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+double median(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
+  return v[v.size() / 2];
+}
+
+struct Timed {
+  double forward_s = 0, backward_s = 0, activation_bytes = 0;
+};
+
+// One part's forward and backward at (batch, seq), repeated for about `seconds` (at least 3
+// times after one warm-up): medians. Activation bytes: the heap's growth over the forward.
+Timed time_part(model::LanguageModel& m, const std::string& part, int64_t batch, int64_t seq,
+                double seconds) {
+  const int64_t C = m.config().n_embd, V = m.config().vocab_size;
+  auto idx = torch::randint(V, {batch, seq}, torch::kLong);
+  auto x = torch::randn({batch, seq, C});
+  std::vector<double> fwd, bwd, act;
+  const auto start = Clock::now();
+  for (int rep = 0; rep < 1000; ++rep) {
+    if (rep > 3 && since(start) > seconds) break;
+    m.zero_grad();
+    auto in = x.detach().requires_grad_(part != "embedding");
+    const int64_t heap = core::heap_bytes_in_use();
+    auto t0 = Clock::now();
+    torch::Tensor out;
+    if (part == "embedding") {
+      out = m.embed(idx).sum();
+    } else if (part == "block") {
+      out = m.layer(0, in);
+    } else {
+      out = m.head_loss(m.final_norm(in), idx);
+    }
+    const double f = since(t0);
+    const double kept = double(core::heap_bytes_in_use() - heap);
+    t0 = Clock::now();
+    if (out.dim() == 0)
+      out.backward();
+    else
+      out.backward(torch::ones_like(out));
+    const double b = since(t0);
+    if (rep == 0) continue;  // warm-up
+    fwd.push_back(f);
+    bwd.push_back(b);
+    act.push_back(kept);
+  }
+  return {median(fwd), median(bwd), median(act)};
+}
+
+double num(const json& j, const std::string& where, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_number())
+    throw std::runtime_error(where + "." + key + ": missing or not a number");
+  return it->get<double>();
+}
+
+}  // namespace
+
+PartTime ModelProfile::fit_part(const std::vector<std::array<double, 3>>& points) {
+  // Non-negative least squares on the columns [1, tokens, tokens x T] (the last only when T
+  // varies): every subset of the columns solved by the normal equations, the best fit whose
+  // coefficients are all >= 0 kept (a negative time per token is noise, not a machine).
+  bool t_varies = false;
+  for (const auto& p : points) t_varies |= p[1] != points.front()[1];
+  const int columns = t_varies ? 3 : 2;
+  auto value = [](const std::array<double, 3>& p, int c) {
+    return c == 0 ? 1.0 : c == 1 ? p[0] : p[0] * p[1];
+  };
+  PartTime best;
+  double best_residual = -1;
+  for (int mask = 1; mask < (1 << columns); ++mask) {
+    std::vector<int> cols;
+    for (int c = 0; c < columns; ++c)
+      if (mask >> c & 1) cols.push_back(c);
+    const int n = int(cols.size());
+    double A[3][4] = {};
+    for (const auto& p : points)
+      for (int i = 0; i < n; ++i) {
+        for (int j = 0; j < n; ++j)
+          A[i][j] += value(p, cols[size_t(i)]) * value(p, cols[size_t(j)]);
+        A[i][n] += value(p, cols[size_t(i)]) * p[2];
+      }
+    bool singular = false;
+    for (int c = 0; c < n && !singular; ++c) {
+      int pivot = c;
+      for (int r = c + 1; r < n; ++r)
+        if (std::abs(A[r][c]) > std::abs(A[pivot][c])) pivot = r;
+      std::swap(A[c], A[pivot]);
+      if (std::abs(A[c][c]) < 1e-300) {
+        singular = true;
+        break;
+      }
+      for (int r = 0; r < n; ++r) {
+        if (r == c) continue;
+        const double f = A[r][c] / A[c][c];
+        for (int k = c; k <= n; ++k) A[r][k] -= f * A[c][k];
+      }
+    }
+    if (singular) continue;
+    double coef[3] = {0, 0, 0};
+    bool negative = false;
+    for (int i = 0; i < n; ++i) {
+      coef[cols[size_t(i)]] = A[i][n] / A[i][i];
+      negative |= coef[cols[size_t(i)]] < 0;
+    }
+    if (negative) continue;
+    double residual = 0;
+    for (const auto& p : points) {
+      double e = p[2];
+      for (int c = 0; c < columns; ++c) e -= coef[c] * value(p, c);
+      residual += e * e;
+    }
+    if (best_residual < 0 || residual < best_residual * (1 - 1e-12)) {
+      best_residual = residual;
+      best = PartTime{coef[0], coef[1], coef[2]};
+    }
+  }
+  return best;
+}
+
+Result<ModelProfile> profile_model(const model::ModelConfig& config, int ranks,
+                                   const std::vector<int64_t>& batches,
+                                   const std::vector<int64_t>& seqs, double seconds) {
+  if (ranks < 1) return Status::InvalidArgument("profile-model: --ranks must be at least 1");
+  if (batches.empty() || seqs.empty())
+    return Status::InvalidArgument("profile-model: no micro-batch sizes or sequence lengths");
+  for (int64_t T : seqs)
+    if (T < 1 || T > config.block_size)
+      return Status::InvalidArgument("profile-model: sequence length " + std::to_string(T) +
+                                     " is outside [1, model.block_size " +
+                                     std::to_string(config.block_size) + "]");
+  std::set<int64_t> token_counts;
+  for (int64_t B : batches)
+    for (int64_t T : seqs) token_counts.insert(B * T);
+  if (token_counts.size() < 2)
+    return Status::InvalidArgument("profile-model: needs at least two micro-batch token counts");
+  // One block stands for all: the embedding, block 0, the final norm and the head.
+  model::ModelConfig one = config;
+  one.n_layer = 1;
+  CAIRN_RETURN_IF_ERROR(model::validate(one));
+  ModelProfile p;
+  p.ranks = ranks;
+  const int blas_before = core::blas_num_threads();
+  core::set_blas_num_threads(1);  // one core per rank, as the workers run
+  std::vector<std::vector<ModelProfile::Point>> per_rank(static_cast<size_t>(ranks));
+  std::vector<std::string> errors(static_cast<size_t>(ranks));
+  {
+    std::vector<std::thread> threads;
+    for (int r = 0; r < ranks; ++r)
+      threads.emplace_back([&, r] {
+        try {
+          torch::set_num_threads(1);
+          auto m = model::build_model(one, 1234);
+          for (const char* part : {"embedding", "block", "head"})
+            for (int64_t T : seqs)
+              for (int64_t B : batches) {
+                const Timed t = time_part(*m, part, B, T, seconds);
+                per_rank[size_t(r)].push_back(
+                    {part, B, T, t.forward_s, t.backward_s, t.activation_bytes});
+              }
+        } catch (const std::exception& e) {
+          errors[size_t(r)] = e.what();
+        }
+      });
+    for (auto& t : threads) t.join();
+  }
+  core::set_blas_num_threads(blas_before);
+  for (const std::string& e : errors)
+    if (!e.empty()) return Status::Internal("profile-model: " + e);
+  // The slowest rank's time at each point (a step waits for the slowest); rank 0's memory
+  // (the heap is the process's: the ranks' allocations overlap, so the least is the closest).
+  for (size_t i = 0; i < per_rank[0].size(); ++i) {
+    ModelProfile::Point pt = per_rank[0][i];
+    for (const auto& rank : per_rank) {
+      pt.forward_s = std::max(pt.forward_s, rank[i].forward_s);
+      pt.backward_s = std::max(pt.backward_s, rank[i].backward_s);
+      pt.activation_bytes = std::min(pt.activation_bytes, rank[i].activation_bytes);
+    }
+    p.points.push_back(pt);
+  }
+  auto fit = [&](const std::string& part, bool forward_only) {
+    std::vector<std::array<double, 3>> pts;
+    for (const auto& pt : p.points)
+      if (pt.part == part)
+        pts.push_back({double(pt.batch * pt.seq), double(pt.seq),
+                       pt.forward_s + (forward_only ? 0 : pt.backward_s)});
+    return ModelProfile::fit_part(pts);
+  };
+  p.fit.embedding = fit("embedding", false);
+  p.fit.block = fit("block", false);
+  p.fit.block_forward = fit("block", true);
+  p.fit.head = fit("head", false);
+  return p;
+}
+
+namespace {
+
+json part_json(const PartTime& t) {
+  return {{"fixed_s", t.fixed}, {"per_token_s", t.per_token}, {"per_token_pos_s", t.per_token_pos}};
+}
+
+json model_json(const model::ModelConfig& m) {
+  return {{"arch", m.arch},
+          {"n_layer", m.n_layer},
+          {"n_head", m.n_head},
+          {"n_kv_head", m.n_kv_head},
+          {"n_embd", m.n_embd},
+          {"vocab_size", m.vocab_size},
+          {"block_size", m.block_size}};
+}
+
+}  // namespace
+
+json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& m) {
+  json points = json::array();
+  for (const auto& pt : p.points)
+    points.push_back({{"part", pt.part},
+                      {"batch", pt.batch},
+                      {"seq", pt.seq},
+                      {"forward_us", pt.forward_s * 1e6},
+                      {"backward_us", pt.backward_s * 1e6},
+                      {"activation_bytes", pt.activation_bytes}});
+  return {{"model", model_json(m)},
+          {"ranks", p.ranks},
+          {"source", "measured by cairn plan profile-model: " + std::to_string(p.ranks) +
+                         " ranks as threads of one process, one thread each, all at once"},
+          {"fit",
+           {{"embedding", part_json(p.fit.embedding)},
+            {"block", part_json(p.fit.block)},
+            {"block_forward", part_json(p.fit.block_forward)},
+            {"head", part_json(p.fit.head)}}},
+          {"points", points}};
+}
+
+Result<MeasuredModel> load_model_profile(const std::string& path, const model::ModelConfig& m) {
+  CAIRN_ASSIGN_OR_RETURN(std::string text, core::read_file(path));
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object())
+    return Status::InvalidArgument(path + ": not a JSON object");
+  try {
+    const json want = model_json(m);
+    const json& got = j.at("model");
+    for (auto it = want.begin(); it != want.end(); ++it) {
+      if (it.key() == "n_layer") continue;  // the parts are per block: any depth
+      if (!got.contains(it.key()) || got.at(it.key()) != it.value())
+        return Status::InvalidArgument(
+            path + ": a profile of another model (model." + it.key() + " " +
+            (got.contains(it.key()) ? got.at(it.key()).dump() : std::string("missing")) +
+            ", the job's " + it.value().dump() + ")");
+    }
+    MeasuredModel mm;
+    const json& fit = j.at("fit");
+    auto part = [&](const char* name, PartTime* t) {
+      const std::string where = path + ".fit." + name;
+      const json& f = fit.at(name);
+      t->fixed = num(f, where, "fixed_s");
+      t->per_token = num(f, where, "per_token_s");
+      t->per_token_pos = num(f, where, "per_token_pos_s");
+      if (!(t->fixed >= 0 && t->per_token >= 0 && t->per_token_pos >= 0))
+        throw std::runtime_error(where + ": negative time");
+    };
+    part("embedding", &mm.embedding);
+    part("block", &mm.block);
+    part("block_forward", &mm.block_forward);
+    part("head", &mm.head);
+    return mm;
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument(path + ": " + e.what());
+  }
+}
+
+}  // namespace cairn::planner
