@@ -182,6 +182,8 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
 
   Cost worst_time, worst_mem;
   double worst_step = -1, worst_bytes = -1;
+  std::vector<Cost> all;  // per pp rank, before the bubble
+  all.reserve(size_t(pp));
   if (checkpointed) checkpointed->assign(size_t(pp), 0);
   for (int s = 0; s < pp; ++s) {
     // This rank's chunks: virtual stages s, s + pp, ...
@@ -221,7 +223,12 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     // Transients: a checkpointed block recomputed, the head's chunked logits and gradient,
     // the embedding output, received activations, ZeRO-3's gathered block, DDP's buckets.
     const double head = last ? 2 * 4 * std::min(tokens, 2048.0) * V / 4 / tp + 8 * tokens * C : 0;
-    const double gathered = l.zero >= 3 ? 2 * bytes_of(held.block) : 0;
+    // ZeRO-3 gathers one stage of the model at a time (parameters and their whole gradient):
+    // the largest it runs, a block or the embedding / head with its vocabulary table.
+    const double gathered =
+        l.zero >= 3
+            ? 2 * bytes_of(std::max({held.block, first ? held.first : 0.0, last ? held.last : 0.0}))
+            : 0;
     const double base_buffers =
         head + gathered + 2 * double(8 << 20) + (pp > 1 ? 2 * boundary : 0) + cluster.runtime_bytes;
     auto activations = [&](int64_t ckpt) {
@@ -240,9 +247,21 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     if (!checkpointed && l.checkpointed) ckpt = (*l.checkpointed)[size_t(s)];
     k.activation_bytes = activations(ckpt);
     k.buffer_bytes = base_buffers + (ckpt > 0 ? block_act : 0);
-    k.recompute_s = w.measured
-                        ? double(m) * double(ckpt) * w.measured->block_forward.at(tokens, T) / tp
-                        : double(m) * tokens * double(ckpt) * sc.block / 3 / tp / flops;
+    // Checkpointed blocks run their forward again; under ZeRO-3 every stage does (each
+    // gathers its parameters again in backward and recomputes without a kept graph).
+    const int64_t again = l.zero >= 3 ? blocks : ckpt;
+    if (w.measured) {
+      const MeasuredModel& mm = *w.measured;
+      k.recompute_s = double(m) * double(again) * mm.block_forward.at(tokens, T) / tp;
+      if (l.zero >= 3)
+        k.recompute_s += double(m) *
+                         ((first ? mm.embedding_forward.at(tokens, T) : 0) +
+                          (last ? mm.head_forward.at(tokens, T) : 0)) /
+                         tp;
+    } else {
+      const double extras = l.zero >= 3 ? (first ? sc.embedding : 0) + (last ? sc.head : 0) : 0;
+      k.recompute_s = double(m) * tokens * (double(again) * sc.block + extras) / 3 / tp / flops;
+    }
 
     // Tensor parallelism: per block 2 all-reduces of the block's activations forward and 2
     // backward (or as many all-gathers + reduce-scatters under sequence parallelism, the same
@@ -288,8 +307,17 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
 
     // Pipeline: each micro-batch's activation in and its gradient out per chunk boundary.
     if (pp > 1) k.pp_s = double(m) * v * 2 * (boundary / pp_link.bandwidth + pp_link.latency);
-    k.bubble_s = pipe.idle_per_busy * (k.compute_s + k.recompute_s + k.tp_s + k.cp_s);
-
+    all.push_back(k);
+  }
+  // The bubble: a stage idles while the others fill and drain the pipeline, i.e. for the
+  // schedule's idle fraction of the *other* stages' work (the balanced pipeline's
+  // idle_per_busy x their mean busy time): a slow stage waits little for fast ones, which is
+  // what a pipeline whose last stage holds a large head alone does.
+  auto busy = [](const Cost& k) { return k.compute_s + k.recompute_s + k.tp_s + k.cp_s; };
+  double busy_sum = 0;
+  for (const Cost& k : all) busy_sum += busy(k);
+  for (Cost& k : all) {
+    k.bubble_s = pp > 1 ? pipe.idle_per_busy * (busy_sum - busy(k)) / (pp - 1) : 0;
     if (stages) stages->push_back(k);
     if (k.step_s() > worst_step) {
       worst_step = k.step_s();

@@ -137,6 +137,7 @@ void run_profile_model(const ModelProfileArgs& a) {
   line("block", p.fit.block);
   line("block forward", p.fit.block_forward);
   line("head", p.fit.head);
+  line("head forward", p.fit.head_forward);
   const std::string text = planner::model_profile_to_json(p, m).dump(1) + "\n";
   if (a.out.empty()) {
     std::printf("%s", text.c_str());

@@ -68,10 +68,11 @@ struct PartTime {
   }
 };
 
-// A model's parts timed on this machine (`cairn plan profile-model`), forward + backward
-// (block_forward: a checkpointed block's recompute), each rank of the profile's running at once.
+// A model's parts timed on this machine (`cairn plan profile-model`), each rank of the
+// profile's running at once.
 struct MeasuredModel {
-  PartTime embedding, block, block_forward, head;
+  PartTime embedding, block, head;                          // forward + backward
+  PartTime embedding_forward, block_forward, head_forward;  // forward (what a recompute runs)
 };
 
 struct Workload {

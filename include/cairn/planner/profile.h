@@ -49,14 +49,15 @@ nlohmann::json profile_to_cluster(const HardwareProfile& p, const std::string& n
 // `cairn plan profile-model`: a model's parts (the embedding, one block, the head and loss)
 // timed forward and backward on `ranks` threads at once (each its own copy of the part, one
 // thread each, as workers share the cores) at a few micro-batch sizes and sequence lengths,
-// and fitted: time = fixed + a x tokens + b x tokens x T. Activation memory per block is the
-// heap's growth over the forward (kept for backward).
+// the fastest repetition of the slowest rank at each, and fitted: time = fixed + a x tokens
+// (+ b x tokens x T for a block, which attends). Activation memory per block is the heap's
+// growth over the forward (kept for backward).
 struct ModelProfile {
   int ranks = 0;
   struct Point {
     std::string part;  // embedding | block | head
     int64_t batch = 0, seq = 0;
-    double forward_s = 0, backward_s = 0;  // medians, the slowest rank's
+    double forward_s = 0, backward_s = 0;  // the fastest repetition, the slowest rank's
     double activation_bytes = 0;           // block: kept by the forward
   };
   std::vector<Point> points;
@@ -74,7 +75,8 @@ Result<ModelProfile> profile_model(const model::ModelConfig& model, int ranks,
                                    const std::vector<int64_t>& seqs, double seconds);
 
 // {"model": {...}, "ranks": n, "fit": {"embedding": {"fixed_s", "per_token_s",
-// "per_token_pos_s"}, "block": ..., "block_forward": ..., "head": ...}, "points": [...]}
+// "per_token_pos_s"}, "block": ..., "head": ..., and the forwards alone: "embedding_forward",
+// "block_forward", "head_forward"}, "points": [...]}
 nlohmann::json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& model);
 // The fit of a model profile file, checked against the job's model (another model's profile is
 // refused naming the field that differs).
