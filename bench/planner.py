@@ -2,7 +2,8 @@
 GPT-2 (configs/gpt-kjv.yaml: 4 blocks, d=192, micro-batch 8, global batch 16, sequences of 128)
 at world 2 (and 4 with --world4), the step time and memory per rank `cairn plan --evaluate`
 predicts next to what `cairn run ... cairn train` measures, the errors, and the layout the
-planner chooses (`cairn plan --micro-batch 8`) measured against the best measured layout.
+planner chooses (`cairn plan --micro-batch 8 --prefer-simpler 0.05`, as `--plan auto` plans)
+measured against the best measured layout.
 
   /usr/bin/python3 bench/planner.py --cairn build/bin/cairn --data data/kjv [--world4]
 
@@ -133,7 +134,8 @@ def world_section(a, world, tmp, env):
     # The planner's choice at this micro-batch size, measured.
     plan = os.path.join(tmp, f"plan-{world}.json")
     out = subprocess.run([a.cairn, "plan", CONFIG, "--cluster", hw, "--model-profile", model,
-                          "--world", str(world), "--micro-batch", "8", "--top", "3", "--out", plan],
+                          "--world", str(world), "--micro-batch", "8", "--prefer-simpler", "0.05",
+                          "--top", "3", "--out", plan],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if out.returncode:
         raise SystemExit(f"cairn plan failed:\n{out.stdout}")

@@ -294,6 +294,34 @@ TEST(Planner, TheSearchKeepsAFixedMicroBatchAndTensorGroupsWithinANode) {
   EXPECT_TRUE(tp4);
 }
 
+TEST(Planner, PreferSimplerPutsTheFewestModelParallelRanksFirstWithinTheMargin) {
+  const Workload w = Tiny();
+  SearchOptions o;
+  o.world = 4;
+  o.top = 1000;
+  o.memory_bytes = 1e30;
+  auto all = search(w, TwoNodes(), o);
+  ASSERT_TRUE(all.ok());
+  const double fastest = all->best.front().cost.step_s();
+  auto ranks = [](const Planned& p) {
+    return p.candidate.plan.mesh.pp * p.candidate.plan.mesh.cp * p.candidate.plan.mesh.tp;
+  };
+  for (double margin : {0.02, 0.2, 1.0}) {
+    // What the preference must pick: the fewest model-parallel ranks within the margin.
+    int want = 1 << 30;
+    for (const Planned& p : all->best)
+      if (p.cost.step_s() <= fastest * (1 + margin)) want = std::min(want, ranks(p));
+    o.prefer_simpler = margin;
+    o.top = 3;
+    auto got = search(w, TwoNodes(), o);
+    ASSERT_TRUE(got.ok());
+    ASSERT_EQ(got->best.size(), 3u);
+    EXPECT_EQ(ranks(got->best.front()), want) << margin;
+    EXPECT_LE(got->best.front().cost.step_s(), fastest * (1 + margin) * (1 + 1e-12));
+    EXPECT_EQ(got->preferred_simpler, got->best.front().cost.step_s() > fastest * (1 + 1e-9));
+  }
+}
+
 TEST(Planner, ThePictureDrawsEachStagesTimeAndMemory) {
   const Workload w = Tiny();
   SearchOptions o;

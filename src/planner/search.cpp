@@ -48,6 +48,13 @@ parallel::Plan to_plan(ModelShape& shape, const Layout& l, const std::vector<int
   return p;
 }
 
+// The least predicted step time of [begin, end).
+double best_step(const std::vector<Planned>& v, std::vector<Planned>::const_iterator end) {
+  double t = v.front().cost.step_s();
+  for (auto it = v.begin(); it != end; ++it) t = std::min(t, it->cost.step_s());
+  return t;
+}
+
 }  // namespace
 
 Result<SearchResult> search(const Workload& w, const Cluster& cluster,
@@ -65,7 +72,8 @@ Result<SearchResult> search(const Workload& w, const Cluster& cluster,
   SearchResult result;
   double least_memory = -1;
   std::vector<Planned> best;
-  const size_t top = size_t(std::max(1, options.top));
+  // With a preference for simpler layouts, more candidates are kept to choose among.
+  const size_t top = size_t(std::max(options.prefer_simpler > 0 ? 256 : 1, options.top));
 
   auto consider = [&](const Layout& l) {
     std::vector<int> ckpt;
@@ -155,6 +163,27 @@ Result<SearchResult> search(const Workload& w, const Cluster& cluster,
         std::to_string(budget / double(1ull << 30)).substr(0, 6) + " GiB per device" +
         (least_memory > 0 ? std::string(" (the least any needs: ") + need + ")" : std::string()));
   }
+  if (options.prefer_simpler > 0) {
+    // Of the layouts predicted within the margin of the fastest, the one with the fewest
+    // model-parallel ranks (then the lower ZeRO stage) first: the cost model counts their
+    // collectives but not their engines' other overheads, which measure as a few to a few
+    // tens of percent (bench/planner.py). The rest keep their order.
+    const double limit = best.front().cost.step_s() * (1 + options.prefer_simpler);
+    auto simpler = [](const Planned& a, const Planned& b) {
+      const comm::MeshShape& x = a.candidate.plan.mesh;
+      const comm::MeshShape& y = b.candidate.plan.mesh;
+      const int64_t mx = int64_t(x.pp) * x.cp * x.tp, my = int64_t(y.pp) * y.cp * y.tp;
+      if (mx != my) return mx < my;
+      if (a.candidate.plan.zero_stage != b.candidate.plan.zero_stage)
+        return a.candidate.plan.zero_stage < b.candidate.plan.zero_stage;
+      return a.cost.step_s() < b.cost.step_s();
+    };
+    auto end = std::stable_partition(best.begin(), best.end(),
+                                     [&](const Planned& p) { return p.cost.step_s() <= limit; });
+    std::stable_sort(best.begin(), end, simpler);
+    result.preferred_simpler = best.front().cost.step_s() > best_step(best, end) * (1 + 1e-9);
+  }
+  if (best.size() > size_t(std::max(1, options.top))) best.resize(size_t(std::max(1, options.top)));
   result.best = std::move(best);
   return result;
 }

@@ -22,6 +22,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Of the layouts predicted within 5% of the fastest, the simplest: the step-time predictions'
+// median error is about that (bench/planner.py), and model-parallel engines' overheads beyond
+// their collectives are what the cost model misses.
+constexpr double kPreferSimpler = 0.05;
+
 double since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
@@ -114,6 +119,7 @@ Result<AutoPlan> decide(const TrainOptions& o, const model::ModelConfig& m, int 
   so.world = world;
   so.top = 1;
   so.micro_batch = o.micro_batch_size;  // the data order (and the checkpoints) depend on it
+  so.prefer_simpler = kPreferSimpler;
   const auto start = Clock::now();
   auto r = planner::search(w, cluster, so);
   out.search_s = since(start);

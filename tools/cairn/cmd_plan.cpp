@@ -27,6 +27,7 @@ struct PlanArgs {
   int world = 0;
   int top = 5;
   int64_t micro_batch = 0;
+  double prefer_simpler = 0;
   std::string model_profile;
   std::string out;
   bool explain = false;
@@ -178,6 +179,7 @@ void run_plan(const PlanArgs& a) {
   so.memory_bytes = a.memory_gb * double(1ull << 30);
   so.top = a.top;
   so.micro_batch = a.micro_batch;
+  so.prefer_simpler = a.prefer_simpler;
   const auto start = std::chrono::steady_clock::now();
   planner::SearchResult r = take(planner::search(w, cluster, so));
   const double took =
@@ -203,7 +205,12 @@ void run_plan(const PlanArgs& a) {
   if (r.best.size() > 1) {
     const planner::Planned& next = r.best[1];
     const double faster = next.cost.step_s() / best.cost.step_s() - 1;
-    if (faster < 5e-4)
+    if (r.preferred_simpler)
+      std::printf(
+          "\nthe winner is predicted within %.0f%% of the fastest with fewer model-parallel "
+          "ranks (--prefer-simpler)\n",
+          100 * a.prefer_simpler);
+    else if (faster < 5e-4)
       std::printf(
           "\nthe winner is as fast as #2 (predicted); it takes larger micro-batches or "
           "less memory\n");
@@ -259,6 +266,11 @@ void register_plan_command(CLI::App& app) {
   cmd->add_option("--out", a->out,
                   "write the winner's plan (JSON) here, for --set parallel.plan=FILE, and its "
                   "picture (SVG: per-stage time and memory) beside it");
+  cmd->add_option("--prefer-simpler", a->prefer_simpler,
+                  "of the layouts predicted within this fraction of the fastest (e.g. 0.05), "
+                  "put the one with the fewest model-parallel ranks first (--plan auto uses "
+                  "0.05)")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--model-profile", a->model_profile,
                   "compute times from this model profile (cairn plan profile-model) instead "
                   "of FLOPs at the cluster's peak x efficiency");

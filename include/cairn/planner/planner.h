@@ -138,6 +138,9 @@ struct SearchOptions {
   int top = 5;               // candidates to return
   int max_micro_batch = 64;  // largest micro-batch size tried
   int64_t micro_batch = 0;   // > 0: only this micro-batch size (the job's data order fixes it)
+  // > 0: of the layouts predicted within this fraction of the fastest, put first the one with
+  // the fewest model-parallel ranks (pp x cp x tp), then the lowest ZeRO stage.
+  double prefer_simpler = 0;
 };
 
 struct Planned {
@@ -146,9 +149,10 @@ struct Planned {
 };
 
 struct SearchResult {
-  std::vector<Planned> best;  // fastest first, at most options.top
-  int64_t evaluated = 0;      // candidates costed
-  int64_t over_memory = 0;    // of which did not fit even with every block checkpointed
+  std::vector<Planned> best;       // fastest first, at most options.top
+  int64_t evaluated = 0;           // candidates costed
+  int64_t over_memory = 0;         // of which did not fit even with every block checkpointed
+  bool preferred_simpler = false;  // prefer_simpler put a slower (predicted) layout first
 };
 
 // The fastest candidates that fit; NotFound naming the smallest memory need when none fits.
