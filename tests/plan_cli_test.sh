@@ -94,6 +94,7 @@ echo "   another world re-plans"
 grep -q "profiled this machine" "$work/auto.out" || fail "the first auto start did not profile"
 grep -q "parallel.plan=auto on 2 ranks: pp=" "$work/auto.out" || fail "the plan was not printed"
 ls "$work/cache"/hw-*-2ranks.json > /dev/null || fail "the profile was not cached"
+grep -q '<g class="time" data-stage="0"' "$work/auto/plan.svg" || fail "no picture of the auto plan"
 "$cairn" run --nproc-per-node 4 --run-dir "$work/auto" -- "$cairn" train "$work/tiny.yaml" \
   --no-progress --plan auto --plan-cache "$work/cache" --resume > "$work/auto4.out" 2>&1 ||
   { tail -30 "$work/auto4.out"; fail "--plan auto resume at 4 ranks failed"; }

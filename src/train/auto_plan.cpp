@@ -135,6 +135,16 @@ Result<AutoPlan> decide(const TrainOptions& o, const model::ModelConfig& m, int 
   out.evaluated = r->evaluated;
   if (Status s = plan_fits_job(o, m, world, out.plan); !s.ok())
     return s.WithContext("parallel.plan=auto chose " + out.plan.summary());
+  if (!a.picture_path.empty()) {  // each stage's predicted time and memory
+    std::vector<planner::Cost> stages;
+    planner::estimate_stages(w, cluster, best.candidate, &stages);
+    const std::string svg = planner::plan_svg(
+        best.candidate, stages, cluster.memory_bytes,
+        "parallel.plan=auto on " + std::to_string(world) + " ranks of " + cluster.name);
+    Status s = core::make_dirs(std::filesystem::path(a.picture_path).parent_path().string());
+    if (s.ok()) s = core::write_file_atomic(a.picture_path, svg);
+    if (!s.ok()) spdlog::warn("parallel.plan=auto: the plan's picture: {}", s.ToString());
+  }
   return out;
 }
 

@@ -485,6 +485,7 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
     AutoPlanOptions ao;
     ao.cache_dir = run.plan_cache_dir.empty() ? default_cache_dir() : run.plan_cache_dir;
     ao.local_ranks = run.local_ranks;
+    ao.picture_path = run.run_dir + "/plan.svg";
     CAIRN_ASSIGN_OR_RETURN(impl->auto_plan, auto_plan(o, impl->mcfg, run.group, ao));
     impl->plan = impl->auto_plan->plan;
   } else {

@@ -34,6 +34,7 @@ struct AutoPlanOptions {
   std::string cache_dir;          // where hardware profiles are kept (default_cache_dir())
   int local_ranks = 1;            // ranks of the job on this machine (the profile's devices)
   double profile_seconds = 0.25;  // about how long each profiled measurement repeats
+  std::string picture_path;       // non-empty: rank 0 writes the plan's picture (SVG) here
 };
 
 struct AutoPlan {
