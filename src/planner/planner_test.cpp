@@ -14,39 +14,23 @@
 #include "cairn/model/param_specs.h"
 #include "cairn/parallel/pipeline_schedule.h"
 #include "planner/cost_model_impl.h"
+#include "planner/planner_testing_impl.h"
 
 namespace cairn::planner {
 namespace {
 
 using parallel::ContextParallelKind;
 using parallel::PipelineSchedule;
+using testing::Tiny;
+using testing::TwoNodes;
 
-Cluster TwoNodes() {
-  Cluster c;
-  c.name = "test";
-  c.nodes = 2;
-  c.devices_per_node = 2;
-  c.memory_bytes = 1e9;
-  c.peak_flops = 1e12;
-  c.efficiency = 0.5;
-  c.intra = Link{1e10, 1e-6};
-  c.inter = Link{1e9, 1e-5};
-  c.dp_overlap = 0.5;
-  return c;
-}
-
-Workload Tiny(const std::string& arch = "gpt2") {
-  Workload w;
-  w.model.arch = arch;
-  w.model.n_layer = 4;
-  w.model.n_head = 4;
-  w.model.n_embd = 64;
-  w.model.vocab_size = 500;
-  w.model.block_size = 64;
-  if (arch == "llama") w.model.n_kv_head = 2;
-  w.seq_len = 64;
-  w.global_batch = 8;
-  return w;
+// Every layout of `world` devices that the search keeps, fastest first (no memory limit).
+SearchOptions EveryLayout(int world) {
+  SearchOptions o;
+  o.world = world;
+  o.top = 1000;
+  o.memory_bytes = 1e30;
+  return o;
 }
 
 TEST(Planner, CollectiveTimesAreTheRingAlgorithms) {
@@ -269,10 +253,7 @@ TEST(Planner, TheSearchFindsTheBruteForceOptimum) {
 
 TEST(Planner, TheSearchKeepsAFixedMicroBatchAndTensorGroupsWithinANode) {
   Cluster c = TwoNodes();  // 2 devices per node
-  SearchOptions o;
-  o.world = 4;
-  o.top = 1000;
-  o.memory_bytes = 1e30;
+  SearchOptions o = EveryLayout(4);
   auto all = search(Tiny(), c, o);
   ASSERT_TRUE(all.ok());
   std::set<int64_t> sizes;
@@ -296,10 +277,7 @@ TEST(Planner, TheSearchKeepsAFixedMicroBatchAndTensorGroupsWithinANode) {
 
 TEST(Planner, PreferSimplerPutsTheFewestModelParallelRanksFirstWithinTheMargin) {
   const Workload w = Tiny();
-  SearchOptions o;
-  o.world = 4;
-  o.top = 1000;
-  o.memory_bytes = 1e30;
+  SearchOptions o = EveryLayout(4);
   auto all = search(w, TwoNodes(), o);
   ASSERT_TRUE(all.ok());
   const double fastest = all->best.front().cost.step_s();
@@ -324,10 +302,7 @@ TEST(Planner, PreferSimplerPutsTheFewestModelParallelRanksFirstWithinTheMargin) 
 
 TEST(Planner, ThePictureDrawsEachStagesTimeAndMemory) {
   const Workload w = Tiny();
-  SearchOptions o;
-  o.world = 4;
-  o.top = 1000;
-  o.memory_bytes = 1e30;
+  SearchOptions o = EveryLayout(4);
   auto all = search(w, TwoNodes(), o);
   ASSERT_TRUE(all.ok());
   const Planned* pp2 = nullptr;

@@ -10,6 +10,7 @@
 
 #include "cairn/core/fs.h"
 #include "cairn/planner/profile.h"
+#include "planner/planner_testing_impl.h"
 
 namespace cairn::planner {
 namespace {
@@ -61,19 +62,8 @@ TEST(ProfileModel, TheFitRecoversKnownTimes) {
   EXPECT_NEAR(flat.at(8 * 64, 64), want.at(8 * 64, 64), 1e-9);
 }
 
-model::ModelConfig Small() {
-  model::ModelConfig m;
-  m.arch = "gpt2";
-  m.n_layer = 3;
-  m.n_head = 2;
-  m.n_embd = 32;
-  m.vocab_size = 256;
-  m.block_size = 32;
-  return m;
-}
-
 TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
-  const model::ModelConfig m = Small();
+  const model::ModelConfig m = testing::Tiny().model;
   auto p = profile_model(m, 2, {1, 2}, {16, 32}, 0.01);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   ASSERT_EQ(p->points.size(), 3u * 2u * 2u);  // 3 parts x 2 lengths x 2 sizes
@@ -93,34 +83,26 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
   deeper.n_layer = 12;
   EXPECT_TRUE(load_model_profile(path, deeper).ok());
   model::ModelConfig wider = m;
-  wider.n_embd = 64;
+  wider.n_embd = 128;
   auto other = load_model_profile(path, wider);
   ASSERT_FALSE(other.ok());
-  EXPECT_NE(other.status().message().find("a profile of another model (model.n_embd 32, the "
-                                          "job's 64)"),
+  EXPECT_NE(other.status().message().find("a profile of another model (model.n_embd 64, the "
+                                          "job's 128)"),
             std::string::npos)
       << other.status().message();
   std::ofstream(dir + "/broken.json") << "{\"model\": ";
   EXPECT_NE(load_model_profile(dir + "/broken.json", m).status().message().find("not a JSON"),
             std::string::npos);
   // Bad shapes are refused by name.
-  EXPECT_NE(profile_model(m, 2, {1, 2}, {64}, 0.01).status().message().find("sequence length 64"),
+  EXPECT_NE(profile_model(m, 2, {1, 2}, {128}, 0.01).status().message().find("sequence length 128"),
             std::string::npos);
   EXPECT_FALSE(profile_model(m, 2, {1}, {16}, 0.01).ok());  // one token count: nothing to fit
   std::filesystem::remove_all(dir);
 }
 
 TEST(ProfileModel, TheCostModelTakesItsComputeFromTheProfile) {
-  Workload w;
-  w.model = Small();
-  w.seq_len = 32;
-  w.global_batch = 8;
-  Cluster c;
-  c.name = "c";
-  c.devices_per_node = 2;
-  c.memory_bytes = 1e12;
-  c.peak_flops = 1e12;
-  c.intra = c.inter = Link{1e10, 1e-6};
+  Workload w = testing::Tiny();  // 4 blocks, sequences of 64, 8 per step
+  const Cluster c = testing::TwoNodes();
   MeasuredModel mm;
   mm.embedding = {1e-3, 1e-6, 0};
   mm.block = {2e-3, 4e-6, 1e-8};
@@ -129,11 +111,11 @@ TEST(ProfileModel, TheCostModelTakesItsComputeFromTheProfile) {
   w.measured = mm;
   Candidate one{parallel::Plan::data_parallel(1, w.model.n_layer, 0), 4};
   const Cost k = estimate(w, c, one);
-  // 2 micro-batches of 4 x 32 tokens: the embedding, 3 blocks and the head each.
-  const double tokens = 4 * 32;
+  // 2 micro-batches of 4 x 64 tokens: the embedding, 4 blocks and the head each.
+  const double tokens = 4 * 64;
   EXPECT_NEAR(
       k.compute_s,
-      2 * (mm.embedding.at(tokens, 32) + 3 * mm.block.at(tokens, 32) + mm.head.at(tokens, 32)),
+      2 * (mm.embedding.at(tokens, 64) + 4 * mm.block.at(tokens, 64) + mm.head.at(tokens, 64)),
       1e-12);
   EXPECT_EQ(k.recompute_s, 0);
 }

@@ -520,47 +520,6 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
   return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
 }
 
-void Trainer::Impl::record_auto_plan() {
-  const AutoPlan& a = *auto_plan;
-  nlohmann::json now = a.to_json();
-  now["world"] = world;
-  // The run's previous auto plan (an earlier start: an elastic restart, a resume), kept
-  // beside the checkpoints, which every machine of the job reads.
-  const std::string path = ckpt_dir + "/auto_plan.json";
-  nlohmann::json previous;
-  if (rank == 0) {
-    if (auto text = core::read_file(path); text.ok())
-      previous = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-    if (previous.is_discarded() || !previous.is_object() || !previous.contains("world"))
-      previous = nullptr;
-    Status s = core::make_dirs(ckpt_dir);
-    if (s.ok()) s = core::write_file_atomic(path, now.dump(1) + "\n");
-    if (!s.ok()) spdlog::warn("parallel.plan=auto: {}", s.ToString());
-    if (a.profile_s > 0)
-      spdlog::info(
-          "parallel.plan=auto: profiled this machine (or the model) in {:.1f} s, "
-          "cached in {} and {}",
-          a.profile_s, a.profile_path, a.model_profile_path);
-    if (world > 1)
-      spdlog::info(
-          "parallel.plan=auto on {} ranks: {} (predicted {:.3g} s/step, {:.2f} GiB per rank, "
-          "bottleneck {}); searched {} layouts in {:.1f} ms",
-          world, a.plan.summary(), a.step_s, a.memory_bytes / double(1ull << 30), a.bottleneck,
-          a.evaluated, a.search_s * 1e3);
-    if (!previous.is_null() && previous.value("world", 0) != world)
-      spdlog::info(
-          "parallel.plan=auto: re-planned for {} ranks (was {} ranks: {}, predicted "
-          "{:.3g} s/step)",
-          world, previous.value("world", 0), previous.value("summary", std::string()),
-          previous.value("step_s", 0.0));
-  }
-  log->event("plan", {{"auto", true},
-                      {"world", world},
-                      {"plan", now},
-                      {"previous", previous},
-                      {"replanned", !previous.is_null() && previous.value("world", 0) != world}});
-}
-
 StepMetrics Trainer::Impl::log_start() {
   const double flops_per_token = model->flops_per_token(opt.seq_len);
   const double tokens_per_step = double(opt.global_batch_size * opt.seq_len);
