@@ -18,8 +18,9 @@ import sys
 import time
 
 # cairn's own allocator settings (src/core/malloc_tuning.cpp: mallopt M_MMAP_THRESHOLD 1 GiB,
-# M_TRIM_THRESHOLD 2 GiB), as the environment variables glibc reads at start-up.
-CAIRN_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "2147483648"}
+# M_TRIM_THRESHOLD 2 GiB, M_ARENA_MAX 1), as the environment variables glibc reads at start-up.
+CAIRN_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "2147483648",
+                    "MALLOC_ARENA_MAX": "1"}
 # Everything cairn tunes for its training processes, as environment variables for a peer: the
 # allocator above and OpenMP's passive waiting (the `cairn` front and `cairn run` set
 # OMP_WAIT_POLICY=PASSIVE for training; tools/cairn/commands.h says why).
@@ -31,7 +32,7 @@ SETTING_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "M
                 "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES",
                 "CAIRN_MALLOC_DEFAULTS", "OMP_WAIT_POLICY")
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # <malloc.h>
 
 
 # ---------------------------------------------------------------- the machine (drivers)
@@ -235,7 +236,8 @@ def allocator():
 def keep_freed_memory():
     """cairn's allocator settings applied to this process (mallopt, as malloc_tuning.cpp does)."""
     libc = _libc()
-    return libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 0x7FFFFFFF) == 1
+    return (libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 0x7FFFFFFF) == 1
+            and libc.mallopt(M_ARENA_MAX, 1) == 1)
 
 
 def peer_settings(precision="fp32"):

@@ -13,9 +13,12 @@ the model's embedding, one block and head forward and backward on W threads at o
 thread each, as the workers run), fitted in tokens and sequence length; `cairn plan
 --evaluate --model-profile` then predicts each layout from those two files alone: nothing is
 calibrated on a training run. Measured: the mean step time of --steps steps after --warmup
-(metrics.jsonl) and the peak RSS of the largest worker (the kernel's rusage; the prediction
-counts the profile's runtime memory plus parameters, gradients, optimizer state, activations
-and buffers). Every worker runs with OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = train.threads =
+and the peak resident memory of the fullest rank while it trained (metrics.jsonl's
+mem_peak_mb: the kernel's high-water mark, max over ranks; the prediction counts the
+profile's runtime memory plus parameters, gradients, optimizer state, activations and
+buffers). "end GiB" is the largest worker's peak over its whole life (rusage), which adds the
+final validation and the final checkpoint copied into shared memory (host memory beside the
+device's on a GPU machine; not what the planner budgets). Every worker runs with OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = train.threads =
 1, cairn's allocator settings, fp32, one layout at a time.
 
 There is no peer in this bench: the planners cairn is measured against (Galvatron's search,
@@ -82,7 +85,7 @@ def evaluate(a, cluster, model, world, sets):
 
 
 def measure(a, world, sets, tmp, name, env, plan_file=None):
-    """cairn run ... cairn train: (mean step s, peak RSS of the largest worker in GiB)."""
+    """cairn run ... cairn train: (mean step s, training peak GiB, whole-life peak GiB)."""
     run = os.path.join(tmp, name)
     keys = dict(sets, **{"train.max_steps": a.steps + a.warmup, "train.eval_interval": 0,
                          "train.threads": 1, "ckpt.persist_interval": 0,
@@ -97,7 +100,8 @@ def measure(a, world, sets, tmp, name, env, plan_file=None):
         raise SystemExit(f"cairn {name} failed (exit {rc}); see {run}")
     rows = [r for r in benchlib.read_jsonl(os.path.join(run, "metrics.jsonl")) if "step_time" in r]
     times = [r["step_time"] for r in rows[a.warmup:]]
-    return sum(times) / len(times), rss_mb * 1e6 / 2**30
+    peak_mb = max(r["mem_peak_mb"] for r in rows)
+    return sum(times) / len(times), peak_mb * 1e6 / 2**30, rss_mb * 1e6 / 2**30
 
 
 def world_section(a, world, tmp, env):
@@ -114,17 +118,17 @@ def world_section(a, world, tmp, env):
             if line.startswith(("GEMM", "memory copy", "all-reduce fit", "fit ")):
                 print("profile: " + line)
     print(f"  {'layout':16s} {'pred s':>8s} {'meas s':>8s} {'err':>7s} {'pred GiB':>9s} "
-          f"{'meas GiB':>9s} {'err':>7s}  largest term besides compute (predicted)")
+          f"{'meas GiB':>9s} {'err':>7s} {'end GiB':>8s}  largest term besides compute (predicted)")
     results = []
     for label, sets in LAYOUTS[world]:
         terms, pred_s, pred_mem = evaluate(a, hw, model, world, sets)
-        meas_s, meas_mem = measure(a, world, sets, tmp, f"w{world}-{len(results)}", env)
+        meas_s, meas_mem, end_mem = measure(a, world, sets, tmp, f"w{world}-{len(results)}", env)
         t_err = pred_s / meas_s - 1
         m_err = pred_mem / meas_mem - 1
         big = max((k for k in terms if k not in ("step", "compute")), key=lambda k: terms[k])
         results.append((label, pred_s, meas_s, t_err, pred_mem, meas_mem, m_err))
         print(f"  {label:16s} {pred_s:8.3f} {meas_s:8.3f} {100 * t_err:+6.1f}% {pred_mem:9.3f} "
-              f"{meas_mem:9.3f} {100 * m_err:+6.1f}%  {big} {terms[big]:.3f} s")
+              f"{meas_mem:9.3f} {100 * m_err:+6.1f}% {end_mem:8.3f}  {big} {terms[big]:.3f} s")
         sys.stdout.flush()
     print(f"median |time error| {100 * statistics.median(abs(r[3]) for r in results):.1f}% "
           f"(max {100 * max(abs(r[3]) for r in results):.1f}%); memory: median error "
@@ -141,7 +145,7 @@ def world_section(a, world, tmp, env):
         raise SystemExit(f"cairn plan failed:\n{out.stdout}")
     row = next(l for l in out.stdout.splitlines() if l.startswith("| 1 |"))
     chosen = row.split("|")[2].strip()
-    meas_s, _ = measure(a, world, {}, tmp, f"w{world}-chosen", env, plan_file=plan)
+    meas_s, _, _ = measure(a, world, {}, tmp, f"w{world}-chosen", env, plan_file=plan)
     best = min(results, key=lambda r: r[2])
     print(f"planner's choice: {chosen}: measured {meas_s:.3f} s/step; best measured "
           f"{best[0]} {best[2]:.3f} s/step: the choice is {100 * (meas_s / best[2] - 1):+.1f}%")

@@ -9,7 +9,8 @@
 namespace cairn::core {
 
 AllocatorSetting keep_freed_memory() {
-  for (const char* v : {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"})
+  for (const char* v :
+       {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX"})
     if (std::getenv(v) != nullptr) return {false, std::string("allocator left as set by ") + v};
   if (const char* t = std::getenv("GLIBC_TUNABLES"); t && std::strstr(t, "glibc.malloc."))
     return {false, "allocator left as set by GLIBC_TUNABLES"};
@@ -17,10 +18,13 @@ AllocatorSetting keep_freed_memory() {
     return {false, "allocator left at glibc's defaults (CAIRN_MALLOC_DEFAULTS=1)"};
   const bool mmap_ok = ::mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1;
   const bool trim_ok = ::mallopt(M_TRIM_THRESHOLD, 0x7fffffff) == 1;
-  if (mmap_ok && trim_ok) return {true, "allocator keeps freed blocks below 1 GiB for reuse"};
+  const bool arena_ok = ::mallopt(M_ARENA_MAX, 1) == 1;
+  if (mmap_ok && trim_ok && arena_ok)
+    return {true, "allocator keeps freed blocks below 1 GiB for reuse, in one arena"};
   return {false, "allocator settings refused by glibc (mmap threshold " +
                      std::string(mmap_ok ? "set" : "refused") + ", trim threshold " +
-                     std::string(trim_ok ? "set" : "refused") + ")"};
+                     std::string(trim_ok ? "set" : "refused") + ", arena limit " +
+                     std::string(arena_ok ? "set" : "refused") + ")"};
 }
 
 int64_t heap_bytes_in_use() {

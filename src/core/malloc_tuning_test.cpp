@@ -3,8 +3,12 @@
 #include <gtest/gtest.h>
 #include <malloc.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
+
+#include "cairn/core/proc.h"
 
 namespace cairn::core {
 namespace {
@@ -26,7 +30,7 @@ TEST(MallocTuning, UsersOwnSettingsAreLeftAlone) {
 TEST(MallocTuning, FreedLargeBlocksStayInTheHeap) {
   const AllocatorSetting set = keep_freed_memory();
   ASSERT_TRUE(set.keeps_freed) << set.description;
-  EXPECT_EQ(set.description, "allocator keeps freed blocks below 1 GiB for reuse");
+  EXPECT_EQ(set.description, "allocator keeps freed blocks below 1 GiB for reuse, in one arena");
   // glibc's default maps a 64 MiB block on its own (hblkhd) and unmaps it when freed; now it
   // comes from the heap and stays there, free for the next one (fordblks).
   const size_t n = 64u << 20;
@@ -37,6 +41,37 @@ TEST(MallocTuning, FreedLargeBlocksStayInTheHeap) {
   EXPECT_LT(::mallinfo2().hblkhd, mapped_before + n);
   std::free(a);
   EXPECT_GE(::mallinfo2().fordblks, n);
+}
+
+// Touches every page of [p, p + n) through a volatile pointer (the compiler keeps the writes).
+void touch(char* p, size_t n, char value) {
+  volatile char* v = p;
+  for (size_t i = 0; i < n; i += 4096) v[i] = value;
+}
+
+// In a fresh process (the test binary run again for this test alone): a block another thread
+// freed serves this thread's next allocation, so the resident size does not grow twice. (With
+// an arena per thread the other thread's 16 MiB stays in its own heap: +16 MiB here.)
+TEST(MallocTuning, ThreadsShareOneArena) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        if (!keep_freed_memory().keeps_freed) std::_Exit(2);
+        const size_t n = 16u << 20;
+        std::thread([n] {
+          char* p = static_cast<char*>(std::malloc(n));
+          touch(p, n, 1);
+          std::free(p);
+        }).join();
+        const int64_t before = resident_bytes();
+        char* q = static_cast<char*>(std::malloc(n));
+        touch(q, n, 3);
+        const int64_t grew = resident_bytes() - before;
+        std::fprintf(stderr, "resident grew by %lld bytes\n", static_cast<long long>(grew));
+        std::free(q);
+        std::_Exit(grew < int64_t(n / 4) ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "resident grew by");
 }
 
 TEST(HeapInUse, CountsWhatIsAllocatedUntilFreed) {

@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 namespace cairn::core {
@@ -26,7 +28,48 @@ bool stat_fields(int pid, std::string* out) {
   return true;
 }
 
+// A "Name:   N kB" line of /proc/self/status, in bytes (0 when absent).
+int64_t status_kib_field(const char* name) {
+  FILE* f = std::fopen("/proc/self/status", "re");
+  if (!f) return 0;
+  char line[256];
+  const size_t n = std::strlen(name);
+  long long kib = 0;
+  while (std::fgets(line, sizeof(line), f))
+    if (std::strncmp(line, name, n) == 0 && line[n] == ':') {
+      kib = std::strtoll(line + n + 1, nullptr, 10);
+      break;
+    }
+  std::fclose(f);
+  return int64_t(kib) * 1024;
+}
+
 }  // namespace
+
+int64_t resident_bytes() { return status_kib_field("VmRSS"); }
+int64_t peak_resident_bytes() { return status_kib_field("VmHWM"); }
+
+Result<int64_t> available_memory_bytes() {
+  int64_t avail = -1;
+  std::ifstream meminfo("/proc/meminfo");
+  for (std::string line; std::getline(meminfo, line);) {
+    if (line.rfind("MemAvailable:", 0) != 0) continue;
+    std::istringstream ss(line.substr(13));
+    int64_t kib = 0;
+    if (ss >> kib) avail = kib * 1024;
+  }
+  // cgroup v2: the limit of this process's group, less what the group uses already.
+  std::ifstream max_f("/sys/fs/cgroup/memory.max"), cur_f("/sys/fs/cgroup/memory.current");
+  std::string max_s;
+  int64_t cur = 0;
+  if (max_f >> max_s && max_s != "max" && cur_f >> cur) {
+    const int64_t room = std::stoll(max_s) - cur;
+    if (avail < 0 || room < avail) avail = room > 0 ? room : 0;
+  }
+  if (avail < 0)
+    return Status::NotFound("neither /proc/meminfo nor the cgroup tells the free memory");
+  return avail;
+}
 
 uint64_t process_start_time(int pid) {
   std::string f;

@@ -1,8 +1,12 @@
 #include "cairn/core/proc.h"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
 
 namespace cairn::core {
 namespace {
@@ -32,6 +36,29 @@ TEST(Proc, NoSuchProcess) {
   EXPECT_FALSE(process_alive(0, 0));
   EXPECT_FALSE(process_alive(-5, 0));
   EXPECT_EQ(process_start_time(0), 0u);
+}
+
+TEST(Proc, AvailableMemoryIsRead) {
+  auto a = available_memory_bytes();
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_GT(*a, int64_t(0));
+}
+
+TEST(Proc, ResidentMemoryGrowsWithTouchedPagesAndThePeakStays) {
+  const int64_t before = resident_bytes(), peak_before = peak_resident_bytes();
+  ASSERT_GT(before, 0);
+  EXPECT_GE(peak_before, before);
+  const size_t n = 64 << 20;  // mapped here, so no allocator's kept pages serve it
+  void* m = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(m, MAP_FAILED);
+  volatile char* p = static_cast<char*>(m);
+  for (size_t i = 0; i < n; i += 4096) p[i] = 1;  // touched: resident
+  const int64_t during = resident_bytes();
+  EXPECT_GE(during, before + int64_t(n) * 9 / 10);
+  ::munmap(m, n);
+  EXPECT_LT(resident_bytes(), during - int64_t(n) / 2) << "unmapped pages leave";
+  // The kernel batches its per-thread page counts, so both figures may lag by a few pages.
+  EXPECT_GE(peak_resident_bytes(), during - (1 << 20)) << "the high-water mark keeps the peak";
 }
 
 }  // namespace

@@ -82,11 +82,16 @@ const ModelShape::Held& ModelShape::params(int tp) {
   Held h;
   for (const model::ParamSpec& s : specs_) {
     const double n = held(s, tp);
+    if (s.layer == 0) h.largest_block = std::max(h.largest_block, n);
+    if (s.layer < 0) h.largest_edge = std::max(h.largest_edge, n);
     if (s.layer == 0) h.block += n;
     if (s.layer >= 0) continue;
     if (s.role == model::ParamRole::kTokenEmbedding) {
       h.first += n;
-      if (!w_.model.is_llama()) h.last += n;  // GPT-2's tied head: a copy on the last stage
+      if (!w_.model.is_llama()) {  // GPT-2's tied head: a copy on the last stage
+        h.last += n;
+        h.tied += n;
+      }
     } else if (s.role == model::ParamRole::kPositionEmbedding) {
       h.first += n;
     } else {
@@ -213,26 +218,50 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
       k.compute_s = double(m) * tokens * cost / tp / flops;
     }
     // Memory without checkpointing.
-    const double params =
-        double(blocks) * held.block + (first ? held.first : 0) + (last ? held.last : 0);
+    const double params = double(blocks) * held.block + (first ? held.first : 0) +
+                          (last ? held.last - (first ? held.tied : 0) : 0);
     const double state = params * per_param;
     k.param_bytes = bytes_of(params) * (l.zero >= 3 ? 1.0 / D : 1.0);
     k.grad_bytes = bytes_of(params) * (l.zero >= 2 ? 1.0 / D : 1.0);
     k.optimizer_bytes = state - k.param_bytes - k.grad_bytes;
     const double in_flight = double(pipe.in_flight[size_t(s)]) / v;  // micro-batches of all
-    // Transients: a checkpointed block recomputed, the head's chunked logits and gradient,
-    // the embedding output, received activations, ZeRO-3's gathered block, DDP's buckets.
-    const double head = last ? 2 * 4 * std::min(tokens, 2048.0) * V / 4 / tp + 8 * tokens * C : 0;
-    // ZeRO-3 gathers one stage of the model at a time (parameters and their whole gradient):
-    // the largest it runs, a block or the embedding / head with its vocabulary table.
+    // Kept per micro-batch in flight besides the blocks' activations: the head's gradients of
+    // its table and of its input, which the fused loss computes in forward for backward.
+    const double table = bytes_of(V * C / tp);
+    const double head_kept = last ? table + 4 * tokens * C : 0;
+    // Transients: a checkpointed block recomputed; the head's chunk of logits and the scaled
+    // copies of its kept gradients; the embedding's dense table gradient; received activations;
+    // the buckets in flight (each at least the largest parameter).
+    const double head = last ? 4 * std::min(tokens, 256.0) * V / tp + head_kept : 0;
+    const double embedding_grad = first ? table : 0;
+    const double bucket =
+        std::max(double(8 << 20), bytes_of(std::max(blocks > 0 ? held.largest_block : 0,
+                                                    first || last ? held.largest_edge : 0)));
+    // ZeRO-3 gathers one stage of the model at a time (parameters and their whole gradient,
+    // the all-gather's own output besides): the largest it runs, a block or the embedding /
+    // head with its vocabulary table.
     const double gathered =
         l.zero >= 3
-            ? 2 * bytes_of(std::max({held.block, first ? held.first : 0.0, last ? held.last : 0.0}))
+            ? 3 * bytes_of(std::max({held.block, first ? held.first : 0.0, last ? held.last : 0.0}))
             : 0;
-    const double base_buffers =
-        head + gathered + 2 * double(8 << 20) + (pp > 1 ? 2 * boundary : 0) + cluster.runtime_bytes;
+    // ZeRO-1 and 2 take the updated parameters back after the step: a bucket's all-gather
+    // output and this rank's shard of it, in a heap the step's activations left in pieces
+    // (measured additive here).
+    const double regather = (l.zero == 1 || l.zero == 2) && D > 1 ? bucket * (1 + 1.0 / D) : 0;
+    // ZeRO-2 stages each bucket's whole gradient for its reduction until backward ends: they
+    // grow as the activations are freed, so the larger of the two counts.
+    const double staged = l.zero == 2 && D > 1 ? bytes_of(params) : 0;
+    // The heap a step leaves in pieces: after a few steps glibc's heap holds about one more
+    // block of the largest size the step allocates and frees (measured here: resident memory
+    // climbs by such blocks over the first steps, then stays; bench/planner.py).
+    const double largest_transient = std::max({last ? 4 * std::min(tokens, 256.0) * V / tp : 0.0,
+                                               first || last ? table : 0.0, bucket, gathered / 3});
+    const double base_buffers = std::max(head, embedding_grad) + gathered + 2 * bucket + regather +
+                                (pp > 1 ? 2 * boundary : 0) + largest_transient +
+                                cluster.runtime_bytes;
     auto activations = [&](int64_t ckpt) {
-      return in_flight * (double(blocks - ckpt) * block_act + double(ckpt) * boundary);
+      return std::max(staged, in_flight * (double(blocks - ckpt) * block_act +
+                                           double(ckpt) * boundary + head_kept));
     };
     int64_t ckpt = 0;
     const double fixed = k.param_bytes + k.grad_bytes + k.optimizer_bytes + base_buffers;
@@ -414,8 +443,8 @@ std::string explain(const Candidate& c, const Cost& k) {
   o << buf;
   const double gib = double(1ull << 30);
   std::snprintf(buf, sizeof(buf),
-                "  memory per device  %.2f GiB: parameters %.2f, gradients %.2f, optimizer %.2f, "
-                "activations %.2f, buffers %.2f\n",
+                "  memory per device  %.3f GiB: parameters %.3f, gradients %.3f, optimizer %.3f, "
+                "activations %.3f, buffers %.3f\n",
                 k.memory_bytes() / gib, k.param_bytes / gib, k.grad_bytes / gib,
                 k.optimizer_bytes / gib, k.activation_bytes / gib, k.buffer_bytes / gib);
   o << buf << "  bottleneck: " << k.bottleneck() << "\n";

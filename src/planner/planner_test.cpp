@@ -125,7 +125,8 @@ TEST(Planner, OneDeviceCostsItsParametersAndCompute) {
     for (int64_t d : s.shape) n *= double(d);
     held += n;
   }
-  held += 500 * 64;  // the tied table's second copy (one stage holds both ends here)
+  // GPT-2's tied table counts once: one stage holds both ends here (one tensor, as the model
+  // builds it); the last stage of a pipeline holds its own copy.
   EXPECT_DOUBLE_EQ(k.param_bytes, 4 * held);
   EXPECT_DOUBLE_EQ(k.grad_bytes, 4 * held);
   EXPECT_DOUBLE_EQ(k.optimizer_bytes, 8 * held);
@@ -298,6 +299,29 @@ TEST(Planner, PreferSimplerPutsTheFewestModelParallelRanksFirstWithinTheMargin) 
     EXPECT_LE(got->best.front().cost.step_s(), fastest * (1 + margin) * (1 + 1e-12));
     EXPECT_EQ(got->preferred_simpler, got->best.front().cost.step_s() > fastest * (1 + 1e-9));
   }
+}
+
+// GPT-2's tied table: one tensor on a rank that holds both ends (above), a copy on each end
+// of a pipeline: the first stage's embedding and the last stage's head.
+TEST(Planner, APipelinesLastStageHoldsItsOwnCopyOfTheTiedTable) {
+  const Workload w = Tiny();
+  auto all = search(w, TwoNodes(), EveryLayout(2));
+  ASSERT_TRUE(all.ok());
+  const Planned* pp2 = nullptr;
+  for (const Planned& p : all->best)
+    if (p.candidate.plan.mesh.pp == 2) pp2 = &p;
+  ASSERT_NE(pp2, nullptr);
+  std::vector<Cost> stages;
+  estimate_stages(w, TwoNodes(), pp2->candidate, &stages);
+  ASSERT_EQ(stages.size(), 2u);
+  double held = 0;
+  for (const model::ParamSpec& s : model::param_specs(w.model)) {
+    double n = 1;
+    for (int64_t d : s.shape) n *= double(d);
+    held += n;
+  }
+  EXPECT_DOUBLE_EQ(stages[0].param_bytes + stages[1].param_bytes, 4 * (held + 500 * 64));
+  EXPECT_GE(stages[1].param_bytes, 4 * 500 * 64) << "the head's table";
 }
 
 TEST(Planner, ThePictureDrawsEachStagesTimeAndMemory) {

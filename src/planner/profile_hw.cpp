@@ -9,6 +9,7 @@
 
 #include "cairn/comm/group.h"
 #include "cairn/core/blas_threads.h"
+#include "cairn/core/proc.h"
 #include "cairn/planner/profile.h"
 
 namespace cairn::planner {
@@ -82,29 +83,6 @@ double collective_s(comm::Group& g, const std::string& op, int64_t bytes, double
   return times[times.size() / 2];
 }
 
-double available_bytes() {
-  FILE* f = std::fopen("/proc/meminfo", "r");
-  if (!f) return 0;
-  char line[256];
-  double kib = 0;
-  while (std::fgets(line, sizeof(line), f))
-    if (std::sscanf(line, "MemAvailable: %lf kB", &kib) == 1) break;
-  std::fclose(f);
-  return kib * 1024;
-}
-
-// This process's resident memory (VmRSS), bytes.
-double resident_bytes() {
-  FILE* f = std::fopen("/proc/self/status", "r");
-  if (!f) return 0;
-  char line[256];
-  double kib = 0;
-  while (std::fgets(line, sizeof(line), f))
-    if (std::sscanf(line, "VmRSS: %lf kB", &kib) == 1) break;
-  std::fclose(f);
-  return kib * 1024;
-}
-
 }  // namespace
 
 Link fit_allreduce(const std::vector<std::pair<double, double>>& points, int n) {
@@ -129,7 +107,8 @@ Result<HardwareProfile> profile_hardware(int ranks, double seconds) {
   if (ranks < 2) return Status::InvalidArgument("profile-hw: --ranks must be at least 2");
   if (!(seconds > 0)) return Status::InvalidArgument("profile-hw: --seconds must be above 0");
   HardwareProfile p;
-  p.runtime_bytes = resident_bytes();  // the binary and libtorch loaded, no tensor yet
+  p.runtime_bytes =
+      double(core::resident_bytes());  // the binary and libtorch loaded, no tensor yet
   p.ranks = ranks;
   p.gemm_n = 1024;
   const int blas_before = core::blas_num_threads();
@@ -153,7 +132,8 @@ Result<HardwareProfile> profile_hardware(int ranks, double seconds) {
     const double s = median_s(seconds, [&] { dst.copy_(src); });
     p.memcpy_bytes_per_s = 2.0 * double(src.numel()) * 4 / s;  // read + write
   }
-  p.memory_bytes = available_bytes() / ranks;
+  const Result<int64_t> avail = core::available_memory_bytes();  // cgroup-aware
+  p.memory_bytes = avail.ok() ? double(*avail) / ranks : 0;
   // Collectives over sizes 4 KiB .. 16 MiB.
   auto store = c10::make_intrusive<c10d::HashStore>();
   std::vector<std::string> errors(static_cast<size_t>(ranks));

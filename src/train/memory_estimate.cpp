@@ -97,28 +97,6 @@ MemoryEstimate estimate_memory(const MemoryEstimateInput& in) {
   return e;
 }
 
-Result<int64_t> available_memory_bytes() {
-  int64_t avail = -1;
-  std::ifstream meminfo("/proc/meminfo");
-  for (std::string line; std::getline(meminfo, line);) {
-    if (line.rfind("MemAvailable:", 0) != 0) continue;
-    std::istringstream ss(line.substr(13));
-    int64_t kib = 0;
-    if (ss >> kib) avail = kib * 1024;
-  }
-  // cgroup v2: the limit of this process's group, less what the group uses already.
-  std::ifstream max_f("/sys/fs/cgroup/memory.max"), cur_f("/sys/fs/cgroup/memory.current");
-  std::string max_s;
-  int64_t cur = 0;
-  if (max_f >> max_s && max_s != "max" && cur_f >> cur) {
-    const int64_t room = std::stoll(max_s) - cur;
-    if (avail < 0 || room < avail) avail = room > 0 ? room : 0;
-  }
-  if (avail < 0)
-    return Status::NotFound("neither /proc/meminfo nor the cgroup tells the free memory");
-  return avail;
-}
-
 Status check_memory(const MemoryEstimate& e, int local_ranks, int64_t available) {
   const double need = e.total() * double(local_ranks > 0 ? local_ranks : 1);
   if (need <= double(available)) return Status::Ok();

@@ -22,6 +22,7 @@
 #include "cairn/core/blas_threads.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/json_lines.h"
+#include "cairn/core/proc.h"
 #include "cairn/data/local_sampler.h"
 #include "cairn/data/token_file.h"
 #include "cairn/elastic/flash_slots.h"
@@ -340,7 +341,7 @@ Status Trainer::Impl::build_engine() {
         std::all_of(plan.layers.begin(), plan.layers.end(),
                     [](const parallel::LayerPlan& l) { return l.checkpoint; });
     const MemoryEstimate need = estimate_memory(mi);
-    if (auto avail = available_memory_bytes(); avail.ok()) {
+    if (auto avail = core::available_memory_bytes(); avail.ok()) {
       CAIRN_RETURN_IF_ERROR(check_memory(need, run.local_ranks, *avail));
       spdlog::debug("memory estimate {:.0f} MB per rank, {:.0f} MB available", need.total() / 1e6,
                     double(*avail) / 1e6);
@@ -643,7 +644,7 @@ Result<std::optional<double>> Trainer::Impl::train_step(MicroBatchSource& source
   if (!std::isfinite(loss))
     return Status::FailedPrecondition("loss became " + std::to_string(loss) + " at step " +
                                       std::to_string(step) + "; lower train.lr");
-  engine->clip_grad_norm(opt.grad_clip);
+  grad_norm = engine->clip_grad_norm(opt.grad_clip);
   // The previous step's memory save must be complete before the state changes.
   CAIRN_RETURN_IF_ERROR(finish_checkpoint());
   engine->step(lr);
@@ -655,6 +656,12 @@ Result<std::optional<double>> Trainer::Impl::train_step(MicroBatchSource& source
 Status Trainer::Impl::after_step(double loss, double lr, double step_time, const StepRecord& record,
                                  int64_t stop_at, StepMetrics& metrics, RunSummary* sum) {
   nlohmann::json row = metrics.row(step, loss, lr, step_time);
+  // The largest resident memory of any rank so far (a job runs out of memory on its fullest
+  // rank), shared-memory checkpoint slots it wrote included.
+  auto peak = torch::tensor({double(core::peak_resident_bytes()) / 1e6}, torch::kDouble);
+  if (group) group->allreduce_max(peak);
+  row["mem_peak_mb"] = peak.item<double>();
+  row["grad_norm"] = grad_norm;
   for (const auto& [key, value] : engine->take_step_stats()) row[key] = value;
   if (!record.micro_batches_per_rank.empty()) row["micro_batches"] = record.micro_batches_per_rank;
   sum->losses.push_back(loss);

@@ -55,6 +55,7 @@ struct Trainer::Impl {
   std::unique_ptr<data::LocalSampler> sampler, val_sampler;  // sampler: null with data.stream
   std::unique_ptr<data::TokenStream> stream;                 // data.stream: train.stream
   std::shared_ptr<model::LanguageModel> model;
+  double grad_norm = 0;  // the last step's global gradient norm, before clipping
   parallel::Plan plan;
   std::optional<AutoPlan> auto_plan;         // parallel.plan=auto: the planner's choice
   std::unique_ptr<comm::MeshGroups> groups;  // the plan's process groups

@@ -184,8 +184,12 @@ TEST_F(TrainerTest, LossFallsAndLogsAreWritten) {
   int rows = 0, with_val = 0;
   for (std::string line; std::getline(metrics, line); ++rows) {
     auto j = nlohmann::json::parse(line);
-    for (const char* k : {"step", "time", "loss", "lr", "tokens_per_s", "mfu"})
+    for (const char* k :
+         {"step", "time", "loss", "lr", "tokens_per_s", "mfu", "grad_norm", "mem_peak_mb"})
       EXPECT_TRUE(j.contains(k)) << k;
+    EXPECT_GT(j.value("grad_norm", 0.0), 0) << line;
+    EXPECT_TRUE(std::isfinite(j.value("grad_norm", 0.0))) << line;
+    EXPECT_GT(j.value("mem_peak_mb", 0.0), 50) << "a process with libtorch loaded: " << line;
     with_val += j.contains("val_loss");
   }
   EXPECT_EQ(rows, 40);

@@ -3,7 +3,11 @@
 // glibc serves blocks above its mmap threshold (which it raises to at most 32 MB) with fresh
 // mappings and returns the top of the heap to the kernel once more than the trim threshold is
 // free there, so each step faulted the same memory in again: about 0.5 ms per MB here, a
-// quarter of a step of the demo model. Keeping freed memory in the heap removes that.
+// quarter of a step of the demo model. Keeping freed memory in the heap removes that. And
+// glibc gives threads their own arenas: a block freed in one (a communication thread's
+// buffer) cannot serve another thread's next allocation, so each kept heap grew to its own
+// peak (a ZeRO-1 worker of the demo model: 652 MB resident against 550 MB in one arena, at
+// the same step time).
 #pragma once
 
 #include <cstdint>
@@ -12,10 +16,11 @@
 namespace cairn::core {
 
 // Sets glibc's mmap threshold to 1 GiB and its trim threshold to 2 GiB (mallopt), so freed
-// blocks below 1 GiB are reused instead of unmapped: the process keeps its peak heap resident.
-// Leaves the allocator alone when the user chose its settings (MALLOC_MMAP_THRESHOLD_,
-// MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_ or a malloc tunable in GLIBC_TUNABLES) or set
-// CAIRN_MALLOC_DEFAULTS=1.
+// blocks below 1 GiB are reused instead of unmapped: the process keeps its peak heap resident;
+// and one arena for every thread (M_ARENA_MAX 1; call it before starting threads). Leaves the
+// allocator alone when the user chose its settings (MALLOC_MMAP_THRESHOLD_,
+// MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_, MALLOC_ARENA_MAX or a malloc tunable in
+// GLIBC_TUNABLES) or set CAIRN_MALLOC_DEFAULTS=1.
 struct AllocatorSetting {
   bool keeps_freed = false;  // freed blocks below 1 GiB now stay in the heap
   std::string description;   // what was done and why, for the log

@@ -1,8 +1,11 @@
 // Facts about processes on this machine, read from /proc: whether a process recorded earlier
-// (pid + start time) is still the same live process.
+// (pid + start time) is still the same live process; this process's resident memory and the
+// memory it can still use.
 #pragma once
 
 #include <cstdint>
+
+#include "cairn/core/status.h"
 
 namespace cairn::core {
 
@@ -13,5 +16,14 @@ uint64_t process_start_time(int pid);
 // True when `pid` names a live process and, when `start_time` is not 0, it is the process that
 // started then (a recycled pid is another process). A zombie counts as dead.
 bool process_alive(int pid, uint64_t start_time);
+
+// This process's resident memory now (VmRSS) and its high-water mark since it started (VmHWM),
+// in bytes; 0 when /proc cannot be read. Shared memory this process has touched counts.
+int64_t resident_bytes();
+int64_t peak_resident_bytes();
+
+// Bytes this process can still use: MemAvailable from /proc/meminfo, lowered by a cgroup
+// (v2) memory limit when one is set. NotFound when neither can be read.
+Result<int64_t> available_memory_bytes();
 
 }  // namespace cairn::core

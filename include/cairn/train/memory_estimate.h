@@ -44,10 +44,6 @@ int64_t count_params(const model::ModelConfig& config);
 // those of its norms and residuals (also 1/tp with sequence parallelism).
 MemoryEstimate estimate_memory(const MemoryEstimateInput& in);
 
-// Bytes this process can still use: MemAvailable from /proc/meminfo, lowered by a cgroup
-// (v2) memory limit when one is set. NotFound when neither can be read.
-Result<int64_t> available_memory_bytes();
-
 // InvalidArgument naming the estimate, its parts and the memory available when
 // `local_ranks` ranks of this estimate do not fit in `available` bytes.
 Status check_memory(const MemoryEstimate& e, int local_ranks, int64_t available);
