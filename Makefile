@@ -3,6 +3,7 @@ BUILD ?= build
 CAIRN := $(BUILD)/bin/cairn
 DATA ?= data/kjv
 RUN ?= runs/demo
+DASHBOARD_PORT ?= 8265
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build test demo data bench clean
@@ -26,10 +27,14 @@ $(DATA)/train.bin:
 
 data: build $(DATA)/train.bin
 
+# The demo's dashboard runs beside the job (open the address it prints) and stops with it.
 demo: build data
 	rm -rf $(RUN)
+	mkdir -p $(RUN)
+	$(CAIRN) dashboard $(RUN) --port $(DASHBOARD_PORT) & dash=$$!; \
 	$(CAIRN) run --nproc-per-node 2 --run-dir $(RUN) -- \
-	  $(CAIRN) train configs/gpt-kjv.yaml --set data.path=$(DATA)
+	  $(CAIRN) train configs/gpt-kjv.yaml --set data.path=$(DATA); rc=$$?; \
+	kill $$dash 2>/dev/null; wait $$dash 2>/dev/null; exit $$rc
 	$(CAIRN) generate --ckpt $(RUN)/ckpt --prompt "In the beginning" --max-tokens 80 --seed 1
 
 bench: build data

@@ -13,6 +13,10 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libicu-dev bible-kjv gdb clang-format clang
+  # the dashboard: its HTTP server; Prometheus (its test scrapes it; promtool checks /metrics)
+  libcpp-httplib-dev prometheus
+  # the dashboard's browser test: Debian's chromium (puppeteer-core drives it, below)
+  chromium
   # Tools the tests call (a missing one fails its test, never skips it): /usr/bin/python3;
   # ip netns (iproute2); openssl (the master's TLS test); ps, pgrep, kill (procps); unshare
   # (util-linux) and mount; timeout, shuf, od, dd, mktemp, tail --pid (coreutils); xargs, find
@@ -42,7 +46,7 @@ fi
 
 # Every command the tests call must now be there.
 tools=(/usr/bin/python3 ip openssl ps pgrep unshare mount timeout shuf od dd mktemp xargs cmp diff
-       awk gdb bible node npm)
+       awk gdb bible node npm prometheus promtool chromium)
 for t in "${tools[@]}"; do
   command -v "$t" >/dev/null || { echo "install-deps: $t is still missing after installing the packages" >&2; exit 1; }
 done
@@ -75,4 +79,37 @@ if ! check; then
     exit 1
   fi
 fi
-echo "install-deps: ok (tokenizer in $tok)"
+# uPlot, the dashboard's charts, from npm, pinned by version and sha256; the build embeds it
+# in the binary (src/dashboard/CMakeLists.txt), so the page works offline.
+up=$cache/uplot
+up_js=19c8d4c6ad88929a79f4ae49d6f7161566dfd0ba3d15cc495e974f787eb78f1f
+up_css=df630c6a8d6f8eeaff264b50f73ce5b114f646ffd9a0bb74f049b0a00135fa04
+up_lic=8f989229699b4fe2f1a0432d0e9edc338a8a911e250e2d1b01ecd770a5f5b1bd
+up_check() { [ -f "$up/uPlot.iife.min.js" ] && [ -f "$up/uPlot.min.css" ] && [ -f "$up/LICENSE" ] &&
+  echo "$up_js  $up/uPlot.iife.min.js" | sha256sum -c --status &&
+  echo "$up_css  $up/uPlot.min.css" | sha256sum -c --status &&
+  echo "$up_lic  $up/LICENSE" | sha256sum -c --status; }
+if ! up_check; then
+  echo "install-deps: fetching uplot@1.6.32"
+  utmp=$(mktemp -d)
+  (cd "$utmp" && npm pack --silent uplot@1.6.32 >/dev/null && tar xzf uplot-1.6.32.tgz)
+  mkdir -p "$up"
+  cp "$utmp/package/dist/uPlot.iife.min.js" "$utmp/package/dist/uPlot.min.css" "$utmp/package/LICENSE" "$up/"
+  rm -rf "$utmp"
+  if ! up_check; then
+    echo "install-deps: sha256 mismatch for uplot files in $up" >&2
+    sha256sum "$up/uPlot.iife.min.js" "$up/uPlot.min.css" "$up/LICENSE" >&2
+    exit 1
+  fi
+fi
+# puppeteer-core for the dashboard's browser test, installed from tests/browser's lock file
+# (npm ci checks every package's integrity hash), again only when the lock file changed.
+bt=$cache/browser-test
+if ! cmp -s "$here/tests/browser/package-lock.json" "$bt/package-lock.json" ||
+   [ ! -d "$bt/node_modules/puppeteer-core" ]; then
+  echo "install-deps: installing puppeteer-core (tests/browser/package-lock.json)"
+  mkdir -p "$bt"
+  cp "$here/tests/browser/package.json" "$here/tests/browser/package-lock.json" "$bt/"
+  (cd "$bt" && npm ci --silent --no-audit --no-fund)
+fi
+echo "install-deps: ok (tokenizer in $tok, uPlot in $up, puppeteer-core in $bt)"

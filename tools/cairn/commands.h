@@ -73,6 +73,7 @@ void register_train_command(CLI::App& app);       // cmd_train.cpp
 void register_generate_command(CLI::App& app);    // cmd_generate.cpp
 void register_run_command(CLI::App& app);         // cmd_run.cpp: launch and supervise workers
 void register_master_command(CLI::App& app);      // cmd_master.cpp: the elastic job master
+void register_dashboard_command(CLI::App& app);   // cmd_dashboard.cpp: a run's live dashboard
 void register_ckpt_command(CLI::App& app);        // cmd_ckpt.cpp: export, import, inspect
 void register_node_check_command(CLI::App& app);  // cmd_node_check.cpp: one node's check
 void register_plan_command(CLI::App& app);        // cmd_plan.cpp: the planner's search

@@ -89,6 +89,7 @@ int main(int argc, char** argv) {
   app.parse_complete_callback([&] { cairn::core::init_logging({log_level, "", ""}); });
   cairn::cli::register_data_command(app);
   cairn::cli::register_master_command(app);
+  cairn::cli::register_dashboard_command(app);
 #ifdef CAIRN_FRONT
   // Listed for `cairn --help` only: a command word among them was exec'd above.
   for (const cairn::cli::TorchCommand& c : cairn::cli::kTorchCommands)

@@ -1,0 +1,331 @@
+// A run directory read while it grows (see run_view.h).
+#include "cairn/dashboard/run_view.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "cairn/dashboard/prometheus.h"
+#include "cairn/elastic/goodput.h"
+
+#ifndef CAIRN_VERSION
+#define CAIRN_VERSION "unknown"
+#endif
+
+namespace cairn::dashboard {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// A line longer than this without its newline is not a JSON-lines row: dropped as unreadable.
+constexpr size_t kLongestLine = size_t(1) << 20;
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+json page(const std::vector<json>& rows, size_t since, size_t limit) {
+  json out = {{"rows", json::array()}, {"total", rows.size()}};
+  const size_t from = std::min(since, rows.size());
+  const size_t to = std::min(rows.size(), from + limit);
+  for (size_t i = from; i < to; ++i) out["rows"].push_back(rows[i]);
+  out["next"] = to;
+  return out;
+}
+
+double number_or(const json& j, const char* key, double fallback) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : fallback;
+}
+
+}  // namespace
+
+size_t JsonLinesTail::refresh() {
+  FILE* f = std::fopen(path_.c_str(), "rbe");
+  if (!f) return 0;  // not written yet
+  struct stat st {};
+  if (::fstat(fileno(f), &st) != 0) {
+    std::fclose(f);
+    return 0;
+  }
+  const uint64_t size = uint64_t(st.st_size);
+  if (size < offset_) {  // replaced by a shorter file: read it again from the start
+    offset_ = 0;
+    partial_.clear();
+    rows_.clear();
+    skipped_ = 0;
+    last_error_.clear();
+  }
+  const size_t before = rows_.size();
+  if (size > offset_ && ::fseeko(f, off_t(offset_), SEEK_SET) == 0) {
+    std::string chunk(size_t(size - offset_), '\0');
+    const size_t got = std::fread(chunk.data(), 1, chunk.size(), f);
+    chunk.resize(got);
+    offset_ += got;
+    size_t start = 0;
+    for (size_t nl; (nl = chunk.find('\n', start)) != std::string::npos; start = nl + 1) {
+      partial_.append(chunk, start, nl - start);
+      std::string line;
+      line.swap(partial_);
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (j.is_object()) {
+        rows_.push_back(std::move(j));
+      } else {
+        ++skipped_;
+        last_error_ = "not a JSON object: " + line.substr(0, 80);
+      }
+    }
+    partial_.append(chunk, start, std::string::npos);
+    if (partial_.size() > kLongestLine) {
+      ++skipped_;
+      last_error_ = "a line of more than 1 MiB without a newline";
+      partial_.clear();
+    }
+  }
+  std::fclose(f);
+  return rows_.size() - before;
+}
+
+RunView::RunView(std::string run_dir)
+    : dir_(std::move(run_dir)),
+      metrics_(dir_ + "/metrics.jsonl"),
+      events_(dir_ + "/events.jsonl") {}
+
+void RunView::refresh() {
+  metrics_.refresh();
+  events_.refresh();
+}
+
+json RunView::metrics(size_t since, size_t limit) {
+  core::MutexLock lock(mu_);
+  refresh();
+  return page(metrics_.rows(), since, limit);
+}
+
+json RunView::events(size_t since, size_t limit) {
+  core::MutexLock lock(mu_);
+  refresh();
+  return page(events_.rows(), since, limit);
+}
+
+json RunView::status() {
+  core::MutexLock lock(mu_);
+  refresh();
+  return status_locked();
+}
+
+json RunView::status_locked() {
+  json s = {{"run_dir", dir_}, {"state", "waiting"}};
+  const std::vector<json>& rows = metrics_.rows();
+  const std::vector<json>& events = events_.rows();
+  int64_t restarts = 0, failures = 0, hangs = 0, world = 0, max_steps = 0;
+  double first_time = 0, end_time = 0;
+  bool started = false, ended = false;
+  const json* goodput = nullptr;
+  for (const json& e : events) {
+    const std::string kind = e.value("event", "");
+    const double t = number_or(e, "time", 0);
+    if (first_time == 0 && t > 0) first_time = t;
+    if (kind == "start" || kind == "agent_start" || kind == "workers_started") {
+      started = true;
+      if (kind != "workers_started") ended = false;
+    }
+    if (kind == "start") max_steps = e.value("max_steps", max_steps);
+    if (e.contains("world_size") && e["world_size"].is_number_integer())
+      world = e["world_size"].get<int64_t>();
+    if (kind == "restart") ++restarts;
+    if (kind == "worker_failed") ++failures;
+    if (kind == "hang") ++hangs;
+    if (kind == "goodput") goodput = &e;
+    if (kind == "agent_end" || (kind == "end" && !s.contains("agent"))) {
+      ended = true;
+      end_time = t;
+      s["end"] = e;
+    }
+    if (kind == "agent_start") s["agent"] = true;
+  }
+  if (started) s["state"] = ended ? "ended" : "running";
+  if (max_steps > 0) s["max_steps"] = max_steps;
+  if (world > 0) s["world_size"] = world;
+  s["restarts"] = restarts;
+  s["failures"] = failures;
+  s["hangs"] = hangs;
+  if (!rows.empty()) {
+    const json& last = rows.back();
+    for (const char* k :
+         {"step", "loss", "lr", "tokens_per_s", "mfu", "grad_norm", "mem_peak_mb", "step_time"})
+      if (last.contains(k)) s[k] = last[k];
+    for (auto it = rows.rbegin(); it != rows.rend(); ++it)
+      if (it->contains("val_loss")) {
+        s["val_loss"] = (*it)["val_loss"];
+        s["val_step"] = (*it)["step"];
+        break;
+      }
+    // ETA: the mean of the last (up to) 20 step times for the steps left.
+    double sum = 0;
+    int n = 0;
+    for (auto it = rows.rbegin(); it != rows.rend() && n < 20; ++it, ++n)
+      sum += number_or(*it, "step_time", 0);
+    const int64_t step = last.value("step", int64_t(0));
+    if (!ended && max_steps > step && n > 0) s["eta_s"] = sum / n * double(max_steps - step);
+  }
+  // Goodput: the agent's own figure once it ended, else the same computation so far.
+  if (goodput && ended) {
+    s["goodput"] = number_or(*goodput, "goodput", 0);
+  } else if (!rows.empty() && first_time > 0) {
+    std::vector<elastic::StepRow> steps;
+    for (const json& r : rows)
+      steps.push_back(
+          {r.value("step", int64_t(0)), number_or(r, "time", 0), number_or(r, "step_time", 0)});
+    std::vector<elastic::TimedEvent> timed;
+    for (const json& e : events)
+      timed.push_back(
+          {e.value("event", ""), number_or(e, "time", 0), number_or(e, "duration_ms", 0)});
+    const elastic::Goodput g =
+        elastic::compute_goodput(steps, timed, first_time, ended ? end_time : unix_now());
+    if (g.wall_s > 0) s["goodput"] = g.goodput();
+  }
+  s["unreadable_lines"] = {{"metrics.jsonl", metrics_.skipped()},
+                           {"events.jsonl", events_.skipped()}};
+  if (!metrics_.last_error().empty()) s["metrics_error"] = metrics_.last_error();
+  if (!events_.last_error().empty()) s["events_error"] = events_.last_error();
+  return s;
+}
+
+std::vector<std::string> RunView::logs() const {
+  std::vector<std::string> out;
+  for (const char* sub : {"", "logs"}) {
+    std::error_code ec;
+    const fs::path d = fs::path(dir_) / sub;
+    for (fs::directory_iterator it(d, ec), end; !ec && it != end; it.increment(ec))
+      if (it->is_regular_file(ec) && it->path().extension() == ".log")
+        out.push_back(*sub ? std::string(sub) + "/" + it->path().filename().string()
+                           : it->path().filename().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Result<std::string> RunView::log_tail(const std::string& name, size_t lines) const {
+  const std::vector<std::string> all = logs();
+  if (std::find(all.begin(), all.end(), name) == all.end()) {
+    std::string known;
+    for (const std::string& l : all) known += (known.empty() ? "" : ", ") + l;
+    return Status::NotFound("no log '" + name + "' in " + dir_ +
+                            (known.empty() ? " (it has none yet)" : "; its logs: " + known));
+  }
+  FILE* f = std::fopen((dir_ + "/" + name).c_str(), "rbe");
+  if (!f) return Status::NotFound("cannot open " + dir_ + "/" + name);
+  struct stat st {};
+  ::fstat(fileno(f), &st);
+  // Enough bytes for the lines asked (at most 1 MiB), from the end.
+  const uint64_t want = std::min<uint64_t>(uint64_t(st.st_size),
+                                           std::min<uint64_t>(uint64_t(1) << 20, lines * 400 + 1));
+  std::string text(want, '\0');
+  ::fseeko(f, off_t(uint64_t(st.st_size) - want), SEEK_SET);
+  text.resize(std::fread(text.data(), 1, text.size(), f));
+  std::fclose(f);
+  std::vector<std::string> all_lines;
+  for (size_t start = 0; start < text.size();) {
+    size_t nl = text.find('\n', start);
+    if (nl == std::string::npos) nl = text.size();
+    all_lines.push_back(text.substr(start, nl - start));
+    start = nl + 1;
+  }
+  // Read from the middle of the file: its first line is a piece.
+  if (want < uint64_t(st.st_size) && !all_lines.empty()) all_lines.erase(all_lines.begin());
+  std::string out;
+  for (size_t i = all_lines.size() > lines ? all_lines.size() - lines : 0; i < all_lines.size();
+       ++i)
+    out += all_lines[i] + "\n";
+  return out;
+}
+
+std::string RunView::prometheus() {
+  core::MutexLock lock(mu_);
+  refresh();
+  const json s = status_locked();
+  const std::vector<json>& rows = metrics_.rows();
+  PromText p;
+  p.family("cairn_build_info", "cairn's version (the value is always 1)", "gauge");
+  p.sample("cairn_build_info", {{"version", CAIRN_VERSION}}, 1);
+  auto gauge = [&](const char* name, const char* help, const char* key, double scale = 1) {
+    if (!s.contains(key) || !s[key].is_number()) return;
+    p.family(name, help, "gauge");
+    p.sample(name, {}, s[key].get<double>() * scale);
+  };
+  gauge("cairn_train_step", "The last step trained", "step");
+  gauge("cairn_max_steps", "The steps the job trains in all", "max_steps");
+  gauge("cairn_train_loss", "Training loss of the last step", "loss");
+  gauge("cairn_validation_loss", "The last validation loss", "val_loss");
+  gauge("cairn_learning_rate", "Learning rate of the last step", "lr");
+  gauge("cairn_gradient_norm", "Global gradient norm of the last step, before clipping",
+        "grad_norm");
+  gauge("cairn_tokens_per_second", "Tokens per second of the last step", "tokens_per_s");
+  gauge("cairn_mfu_ratio", "Model FLOPs utilization of the last step (0-1)", "mfu");
+  gauge("cairn_memory_peak_bytes", "The largest peak resident memory of any rank so far",
+        "mem_peak_mb", 1e6);
+  gauge("cairn_world_size", "Ranks of the job's current round", "world_size");
+  gauge("cairn_eta_seconds", "Time left at the recent step time", "eta_s");
+  gauge("cairn_goodput_ratio", "Productive training time over wall time so far (0-1)", "goodput");
+  double tokens = 0;
+  std::vector<double> step_times;
+  for (const json& r : rows) {
+    const double st = number_or(r, "step_time", 0);
+    tokens += number_or(r, "tokens_per_s", 0) * st;
+    step_times.push_back(st);
+  }
+  p.family("cairn_tokens_total", "Tokens trained, steps trained again after a restart included",
+           "counter");
+  p.sample("cairn_tokens_total", {}, std::round(tokens));
+  p.family("cairn_steps_total", "Steps trained, steps trained again after a restart included",
+           "counter");
+  p.sample("cairn_steps_total", {}, double(rows.size()));
+  p.histogram("cairn_step_duration_seconds", "Duration of a training step (rank 0's clock)",
+              {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}, {{{}, step_times}});
+  p.family("cairn_restarts_total", "Restarts of the job's workers", "counter");
+  p.sample("cairn_restarts_total", {}, s.value("restarts", 0.0));
+  p.family("cairn_hangs_total", "Workers found hung", "counter");
+  p.sample("cairn_hangs_total", {}, s.value("hangs", 0.0));
+  std::map<std::string, double> failures;
+  std::map<std::string, std::vector<double>> saves;
+  double last_success = 0;
+  for (const json& e : events_.rows()) {
+    const std::string kind = e.value("event", "");
+    if (kind == "worker_failed") failures[e.value("diagnosis", "unknown")] += 1;
+    if (kind == "checkpoint_saved")
+      saves[e.value("storage", "unknown")].push_back(number_or(e, "duration_ms", 0) / 1e3);
+    if (kind == "checkpoint_persisted" ||
+        (kind == "checkpoint_saved" && e.value("storage", "") == "disk"))
+      last_success = std::max(last_success, number_or(e, "time", 0));
+  }
+  p.family("cairn_worker_failures_total", "Worker failures by diagnosis", "counter");
+  for (const auto& [why, n] : failures)
+    p.sample("cairn_worker_failures_total", {{"diagnosis", why}}, n);
+  std::vector<PromText::Series> save_series;
+  for (auto& [storage, v] : saves) save_series.push_back({{{"storage", storage}}, v});
+  p.histogram("cairn_checkpoint_save_duration_seconds",
+              "Training's pause for a checkpoint save, by where it went (memory or disk)",
+              {0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30}, save_series);
+  if (last_success > 0) {
+    p.family("cairn_checkpoint_last_success_timestamp_seconds",
+             "When the newest checkpoint reached storage (unix time)", "gauge");
+    p.sample("cairn_checkpoint_last_success_timestamp_seconds", {}, last_success);
+  }
+  p.family("cairn_dashboard_unreadable_lines_total",
+           "Lines of the run directory's JSON-lines files that were not JSON objects", "counter");
+  p.sample("cairn_dashboard_unreadable_lines_total", {{"file", "metrics.jsonl"}},
+           double(metrics_.skipped()));
+  p.sample("cairn_dashboard_unreadable_lines_total", {{"file", "events.jsonl"}},
+           double(events_.skipped()));
+  return p.text();
+}
+
+}  // namespace cairn::dashboard

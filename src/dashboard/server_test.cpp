@@ -1,0 +1,131 @@
+#include "cairn/dashboard/server.h"
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+
+#include "dashboard/dashboard_testing_impl.h"
+
+namespace cairn::dashboard {
+namespace {
+
+using nlohmann::json;
+using testing::TempRunDir;
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_.append("metrics.jsonl",
+                "{\"step\":1,\"loss\":4,\"time\":1}\n{\"step\":2,\"loss\":3,\"time\":2}\n");
+    dir_.append("events.jsonl", "{\"event\":\"start\",\"time\":1,\"max_steps\":5}\n");
+    dir_.append("train.log", "hello\n");
+  }
+  std::unique_ptr<Server> Start(ServerOptions o = {}) {
+    auto s = Server::Start(std::make_shared<RunView>(dir_.path()), std::move(o));
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return s.ok() ? std::move(s).value() : nullptr;
+  }
+  TempRunDir dir_{"server"};
+};
+
+TEST_F(ServerTest, ServesThePageTheApiAndMetrics) {
+  auto server = Start();
+  ASSERT_NE(server, nullptr);
+  EXPECT_GT(server->port(), 0);
+  EXPECT_EQ(server->url(), "http://127.0.0.1:" + std::to_string(server->port()) + "/");
+  httplib::Client c("127.0.0.1", server->port());
+  auto page = c.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_NE(page->body.find("<title>cairn dashboard</title>"), std::string::npos);
+  EXPECT_EQ(page->get_header_value("Content-Type"), "text/html; charset=utf-8");
+  for (const char* asset : {"/dashboard.js", "/dashboard.css", "/uPlot.iife.min.js",
+                            "/uPlot.min.css", "/uPlot.LICENSE"}) {
+    auto r = c.Get(asset);
+    ASSERT_TRUE(r) << asset;
+    EXPECT_EQ(r->status, 200) << asset;
+    EXPECT_GT(r->body.size(), 100u) << asset;
+  }
+  auto status = c.Get("/api/status");
+  ASSERT_TRUE(status);
+  EXPECT_EQ(json::parse(status->body)["step"], 2);
+  auto rows = c.Get("/api/metrics?since=1");
+  ASSERT_TRUE(rows);
+  json j = json::parse(rows->body);
+  EXPECT_EQ(j["rows"].size(), 1u);
+  EXPECT_EQ(j["next"], 2);
+  dir_.append("metrics.jsonl", "{\"step\":3,\"loss\":2,\"time\":3}\n");
+  EXPECT_EQ(json::parse(c.Get("/api/metrics?since=2")->body)["rows"][0]["step"], 3)
+      << "what the job appended since";
+  EXPECT_EQ(json::parse(c.Get("/api/events")->body)["rows"][0]["event"], "start");
+  EXPECT_EQ(json::parse(c.Get("/api/logs")->body)["logs"][0], "train.log");
+  EXPECT_EQ(c.Get("/api/log?name=train.log&lines=5")->body, "hello\n");
+  auto metrics = c.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->get_header_value("Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
+  EXPECT_NE(metrics->body.find("cairn_train_step 3\n"), std::string::npos) << metrics->body;
+}
+
+TEST_F(ServerTest, BadRequestsGetClearErrors) {
+  auto server = Start();
+  ASSERT_NE(server, nullptr);
+  httplib::Client c("127.0.0.1", server->port());
+  struct Case {
+    const char* path;
+    int status;
+    const char* says;
+  } cases[] = {
+      {"/api/metrics?since=abc", 400, "since: 'abc' is not a whole number >= 0"},
+      {"/api/metrics?since=-1", 400, "is not a whole number"},
+      {"/api/metrics?limit=100001", 400, "limit: 100001 is more than the most allowed, 100000"},
+      {"/api/metrics?sinse=3", 400, "unknown parameter 'sinse' (known: limit, since)"},
+      {"/api/status?x=1", 400, "this path takes none"},
+      {"/api/log", 400, "name: missing"},
+      {"/api/log?name=../../etc/passwd", 404, "no log '../../etc/passwd'"},
+      {"/api/log?name=train.log&lines=1e9", 400, "lines: '1e9' is not a whole number"},
+      {"/nothing/here", 404, "no such path: /nothing/here"},
+  };
+  for (const Case& k : cases) {
+    auto r = c.Get(k.path);
+    ASSERT_TRUE(r) << k.path;
+    EXPECT_EQ(r->status, k.status) << k.path;
+    const std::string error = json::parse(r->body, nullptr, false).value("error", "");
+    EXPECT_NE(error.find(k.says), std::string::npos) << k.path << ": " << r->body;
+  }
+}
+
+TEST_F(ServerTest, AwayFromLoopbackEveryRequestNeedsTheToken) {
+  auto refused = Server::Start(std::make_shared<RunView>(dir_.path()), {"0.0.0.0", 0, ""});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("CAIRN_JOB_TOKEN"), std::string::npos);
+  auto server = Start({"0.0.0.0", 0, "s3cret"});
+  ASSERT_NE(server, nullptr);
+  httplib::Client c("127.0.0.1", server->port());
+  for (const char* path : {"/", "/api/status", "/metrics", "/uPlot.iife.min.js"}) {
+    auto r = c.Get(path);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 401) << path;
+  }
+  EXPECT_EQ(c.Get("/api/status?token=wrong")->status, 401);
+  EXPECT_EQ(c.Get("/api/status?token=s3cret")->status, 200);
+  EXPECT_EQ(c.Get("/metrics", {{"Authorization", "Bearer s3cret"}})->status, 200);
+  EXPECT_EQ(c.Get("/metrics", {{"Authorization", "Bearer s3cre"}})->status, 401);
+}
+
+TEST(Server, APortInUseIsAnIoError) {
+  TempRunDir dir("port");
+  auto first = Server::Start(std::make_shared<RunView>(dir.path()), {});
+  ASSERT_TRUE(first.ok());
+  auto second =
+      Server::Start(std::make_shared<RunView>(dir.path()), {"127.0.0.1", (*first)->port(), ""});
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), StatusCode::kIoError);
+  EXPECT_FALSE(is_loopback("10.0.0.1"));
+  EXPECT_TRUE(is_loopback("127.0.0.5"));
+  EXPECT_TRUE(is_loopback("::1"));
+}
+
+}  // namespace
+}  // namespace cairn::dashboard

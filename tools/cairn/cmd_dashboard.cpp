@@ -1,0 +1,89 @@
+// `cairn dashboard RUN_DIR`: serve a run directory's live dashboard, its JSON API and Prometheus
+// metrics until SIGINT or SIGTERM.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "cairn/dashboard/server.h"
+#include "commands.h"
+
+namespace cairn::cli {
+namespace {
+
+struct DashboardFlags {
+  std::string run_dir;
+  std::string bind = "127.0.0.1";
+  int port = 8265;
+};
+
+void run_dashboard(const DashboardFlags& f) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(f.run_dir, ec))
+    throw StatusError(Status::InvalidArgument(
+        "run directory " + f.run_dir +
+        (std::filesystem::exists(f.run_dir, ec) ? " is not a directory" : " does not exist")));
+  dashboard::ServerOptions o;
+  o.bind = f.bind;
+  o.port = f.port;
+  if (const char* t = std::getenv("CAIRN_JOB_TOKEN"); t && !dashboard::is_loopback(f.bind))
+    o.token = t;
+  sigset_t stop_signals, old_mask;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);  // before the server's threads start
+  int sig = 0;
+  {
+    auto server =
+        dashboard::Server::Start(std::make_shared<dashboard::RunView>(f.run_dir), std::move(o));
+    if (!server.ok()) {
+      pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+      throw StatusError(server.status());
+    }
+    std::printf("cairn dashboard: %s (run directory %s)\n", (*server)->url().c_str(),
+                f.run_dir.c_str());
+    std::fflush(stdout);
+    sigwait(&stop_signals, &sig);
+    spdlog::info("dashboard: {} received, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  }
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+}
+
+}  // namespace
+
+void register_dashboard_command(CLI::App& app) {
+  auto f = std::make_shared<DashboardFlags>();
+  auto* cmd = app.add_subcommand(
+      "dashboard", "Serve a run's live dashboard, its JSON API and Prometheus /metrics");
+  cmd->add_option("run_dir", f->run_dir, "the run directory (cairn train/run --run-dir)")
+      ->required();
+  cmd->add_option("--bind", f->bind,
+                  "address to listen on; other than loopback, every request needs "
+                  "$CAIRN_JOB_TOKEN")
+      ->capture_default_str();
+  cmd->add_option("--port", f->port, "port to listen on; 0 picks a free one (printed)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  cmd->footer(
+      "Reads RUN_DIR's metrics.jsonl, events.jsonl and logs as they grow (a finished run too)\n"
+      "and serves, until SIGINT or SIGTERM:\n"
+      "  /                 the page: status, loss / throughput / MFU / lr / gradient norm /\n"
+      "                    step time / memory charts (by step or time), events, log tails\n"
+      "  /api/status       the job at a glance (JSON)\n"
+      "  /api/metrics?since=N&limit=M, /api/events?since=N&limit=M   rows from index N\n"
+      "  /api/logs, /api/log?name=NAME&lines=N   the run's logs and one's last lines\n"
+      "  /metrics          Prometheus text format (cairn_train_loss, cairn_tokens_total, ...)\n"
+      "Nothing in it changes the job. Exit code: 0 after a signal, 2 for bad flags, a missing\n"
+      "run directory or a non-loopback --bind without CAIRN_JOB_TOKEN, 1 when it cannot\n"
+      "listen (port in use).\n"
+      "\nExample:\n"
+      "  cairn train configs/gpt-kjv.yaml --run-dir runs/kjv &\n"
+      "  cairn dashboard runs/kjv --port 8265    # then open http://127.0.0.1:8265/\n"
+      "  curl -s localhost:8265/metrics | grep cairn_train_loss\n");
+  cmd->callback([f] { run_dashboard(*f); });
+}
+
+}  // namespace cairn::cli
