@@ -24,10 +24,7 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 prepare_kjv 200000
 flash_config 500 "{memory_interval: 5, persist_interval: 100}"
 mkdir -p "$work/run"
-"$cairn" dashboard "$work/run" --port 0 > "$work/dash.out" 2>&1 &
-for _ in $(seq 1 100); do grep -q "^cairn dashboard: http" "$work/dash.out" && break; sleep 0.1; done
-url=$(sed -n 's/^cairn dashboard: \(http[^ ]*\) .*/\1/p' "$work/dash.out")
-[ -n "$url" ] || { cat "$work/dash.out"; fail "the dashboard printed no address"; }
+start_dashboard "$work/run"
 
 "$cairn" run --nproc-per-node 2 --max-restarts 2 --run-dir "$work/run" -- \
   "$cairn" train "$work/tiny.yaml" --no-progress --resume-or-start > "$work/run.out" 2>&1 &

@@ -40,11 +40,7 @@ PY
 json_field() { /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 echo "-- the dashboard of a run directory still empty"
-"$cairn" dashboard "$work/run" --port 0 > "$work/dash.out" 2> "$work/dash.err" &
-dash=$!
-for _ in $(seq 1 100); do grep -q "^cairn dashboard: http" "$work/dash.out" && break; sleep 0.1; done
-url=$(sed -n 's/^cairn dashboard: \(http[^ ]*\) .*/\1/p' "$work/dash.out")
-[ -n "$url" ] || { cat "$work/dash.out" "$work/dash.err"; fail "the dashboard printed no address"; }
+start_dashboard "$work/run"
 echo "dashboard at $url"
 [ "$(get /api/status | json_field '["state"]')" = waiting ] || fail "an empty run is not 'waiting'"
 get / | grep -q "<title>cairn dashboard</title>" || fail "no page at /"

@@ -78,6 +78,16 @@ print(s.getsockname()[1])
 s.close()'
 }
 
+# start_dashboard RUN_DIR: starts `cairn dashboard RUN_DIR --port 0` in the background (its
+# output in $work/dash.out) and sets `dash` to its pid and `url` to the address it printed.
+start_dashboard() {
+  "$cairn" dashboard "$1" --port 0 > "$work/dash.out" 2> "$work/dash.err" &
+  dash=$!
+  for _ in $(seq 1 100); do grep -q "^cairn dashboard: http" "$work/dash.out" && break; sleep 0.1; done
+  url=$(sed -n 's/^cairn dashboard: \(http[^ ]*\) .*/\1/p' "$work/dash.out")
+  [ -n "$url" ] || { cat "$work/dash.out" "$work/dash.err"; fail "the dashboard printed no address"; }
+}
+
 # wait_rows RUN_DIR N [PID]: waits (at most 60 s) until RUN_DIR/metrics.jsonl has N rows
 # (returns 0), or until process PID (the run's `cairn run`) has exited (returns 0: the caller
 # checks how it ended). On the timeout it says what it waited for and returns 1.

@@ -301,18 +301,26 @@ TEST(Planner, PreferSimplerPutsTheFewestModelParallelRanksFirstWithinTheMargin) 
   }
 }
 
+// The last layout with `pp` pipeline stages the every-layout search at `world` keeps.
+Candidate KeptLayoutWithPp(const Workload& w, int world, int pp) {
+  auto all = search(w, TwoNodes(), EveryLayout(world));
+  EXPECT_TRUE(all.ok()) << all.status().ToString();
+  const Planned* found = nullptr;
+  if (all.ok())
+    for (const Planned& p : all->best)
+      if (p.candidate.plan.mesh.pp == pp) found = &p;
+  EXPECT_NE(found, nullptr) << "no kept layout with pp=" << pp;
+  return found ? found->candidate
+               : Candidate{parallel::Plan::data_parallel(world, w.model.n_layer), 1};
+}
+
 // GPT-2's tied table: one tensor on a rank that holds both ends (above), a copy on each end
 // of a pipeline: the first stage's embedding and the last stage's head.
 TEST(Planner, APipelinesLastStageHoldsItsOwnCopyOfTheTiedTable) {
   const Workload w = Tiny();
-  auto all = search(w, TwoNodes(), EveryLayout(2));
-  ASSERT_TRUE(all.ok());
-  const Planned* pp2 = nullptr;
-  for (const Planned& p : all->best)
-    if (p.candidate.plan.mesh.pp == 2) pp2 = &p;
-  ASSERT_NE(pp2, nullptr);
+  const Candidate pp2 = KeptLayoutWithPp(w, 2, 2);
   std::vector<Cost> stages;
-  estimate_stages(w, TwoNodes(), pp2->candidate, &stages);
+  estimate_stages(w, TwoNodes(), pp2, &stages);
   ASSERT_EQ(stages.size(), 2u);
   double held = 0;
   for (const model::ParamSpec& s : model::param_specs(w.model)) {
@@ -326,22 +334,16 @@ TEST(Planner, APipelinesLastStageHoldsItsOwnCopyOfTheTiedTable) {
 
 TEST(Planner, ThePictureDrawsEachStagesTimeAndMemory) {
   const Workload w = Tiny();
-  SearchOptions o = EveryLayout(4);
-  auto all = search(w, TwoNodes(), o);
-  ASSERT_TRUE(all.ok());
-  const Planned* pp2 = nullptr;
-  for (const Planned& p : all->best)
-    if (p.candidate.plan.mesh.pp == 2) pp2 = &p;
-  ASSERT_NE(pp2, nullptr);
+  const Candidate pp2 = KeptLayoutWithPp(w, 4, 2);
   std::vector<Cost> stages;
-  const Cost whole = estimate_stages(w, TwoNodes(), pp2->candidate, &stages);
+  const Cost whole = estimate_stages(w, TwoNodes(), pp2, &stages);
   ASSERT_EQ(stages.size(), 2u);
   // The plan's cost is its slowest stage's time and its fullest stage's memory.
   EXPECT_DOUBLE_EQ(whole.step_s(), std::max(stages[0].step_s(), stages[1].step_s()));
   EXPECT_DOUBLE_EQ(whole.memory_bytes(),
                    std::max(stages[0].memory_bytes(), stages[1].memory_bytes()));
   const double budget = 2 * whole.memory_bytes();
-  const std::string svg = plan_svg(pp2->candidate, stages, budget, "a <test> & plan");
+  const std::string svg = plan_svg(pp2, stages, budget, "a <test> & plan");
   EXPECT_NE(svg.find("a &lt;test&gt; &amp; plan"), std::string::npos);
   EXPECT_EQ(svg.rfind("</svg>\n"), svg.size() - 7);
   // Each group's bars add up to its stage's share of the panel (380 wide): time against the

@@ -1,14 +1,12 @@
 // `cairn dashboard RUN_DIR`: serve a run directory's live dashboard, its JSON API and Prometheus
 // metrics until SIGINT or SIGTERM.
-#include <signal.h>
-#include <spdlog/spdlog.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 
 #include "cairn/dashboard/server.h"
 #include "commands.h"
+#include "stop_signals.h"
 
 namespace cairn::cli {
 namespace {
@@ -30,26 +28,15 @@ void run_dashboard(const DashboardFlags& f) {
   o.port = f.port;
   if (const char* t = std::getenv("CAIRN_JOB_TOKEN"); t && !dashboard::is_loopback(f.bind))
     o.token = t;
-  sigset_t stop_signals, old_mask;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);  // before the server's threads start
-  int sig = 0;
-  {
+  serve_until_stop_signal("dashboard", [&] {
     auto server =
         dashboard::Server::Start(std::make_shared<dashboard::RunView>(f.run_dir), std::move(o));
-    if (!server.ok()) {
-      pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
-      throw StatusError(server.status());
-    }
+    if (!server.ok()) throw StatusError(server.status());
     std::printf("cairn dashboard: %s (run directory %s)\n", (*server)->url().c_str(),
                 f.run_dir.c_str());
     std::fflush(stdout);
-    sigwait(&stop_signals, &sig);
-    spdlog::info("dashboard: {} received, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
-  }
-  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    return std::move(server).value();
+  });
 }
 
 }  // namespace

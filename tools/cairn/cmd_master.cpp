@@ -1,6 +1,5 @@
 // `cairn master`: run the elastic job master (rendezvous, membership, heartbeats, journal) as its
 // own process until SIGINT or SIGTERM.
-#include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -9,6 +8,7 @@
 #include "cairn/elastic/launch_options.h"
 #include "cairn/elastic/master_server.h"
 #include "commands.h"
+#include "stop_signals.h"
 
 namespace cairn::cli {
 namespace {
@@ -60,28 +60,15 @@ void run_master(const MasterFlags& f) {
   if (o.journal_path.empty())
     spdlog::warn("no --journal: a restarted master will not know the job's nodes and rounds");
 
-  // Signals are taken by sigwait below; block them before gRPC starts its threads, which
-  // inherit the mask.
-  sigset_t stop_signals, old_mask;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
-  int sig = 0;
-  {
+  serve_until_stop_signal("master", [&] {
     auto server = elastic::MasterServer::Start(o);
-    if (!server.ok()) {
-      pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
-      throw StatusError(server.status());
-    }
+    if (!server.ok()) throw StatusError(server.status());
     std::printf("cairn master: listening on %s (nodes %d:%d, unit %d, %s)\n",
                 (*server)->address().c_str(), o.rdzv.min_nodes, o.rdzv.max_nodes, o.rdzv.node_unit,
                 o.tls_cert_path.empty() ? "plaintext" : "TLS");
     std::fflush(stdout);
-    sigwait(&stop_signals, &sig);
-    spdlog::info("master: {} received, shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
-  }
-  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+    return std::move(server).value();
+  });
 }
 
 }  // namespace
