@@ -127,7 +127,7 @@ json RunView::status_locked() {
   const std::vector<json>& events = events_.rows();
   int64_t restarts = 0, failures = 0, hangs = 0, world = 0, max_steps = 0;
   double first_time = 0, end_time = 0;
-  bool started = false, ended = false;
+  bool started = false, ended = false, under_agent = false;
   const json* goodput = nullptr;
   for (const json& e : events) {
     const std::string kind = e.value("event", "");
@@ -144,13 +144,15 @@ json RunView::status_locked() {
     if (kind == "worker_failed") ++failures;
     if (kind == "hang") ++hangs;
     if (kind == "goodput") goodput = &e;
-    if (kind == "agent_end" || (kind == "end" && !s.contains("agent"))) {
+    // Under `cairn run` the job ends with its agent, not with a worker's `end`.
+    if (kind == "agent_end" || (kind == "end" && !under_agent)) {
       ended = true;
       end_time = t;
       s["end"] = e;
     }
-    if (kind == "agent_start") s["agent"] = true;
+    under_agent = under_agent || kind == "agent_start";
   }
+  if (under_agent) s["agent"] = true;
   if (started) s["state"] = ended ? "ended" : "running";
   if (max_steps > 0) s["max_steps"] = max_steps;
   if (world > 0) s["world_size"] = world;

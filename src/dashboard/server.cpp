@@ -14,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "cairn/core/secret.h"
 #include "dashboard/assets_impl.h"
 
 namespace cairn::dashboard {
@@ -29,14 +30,6 @@ void reply_error(httplib::Response& res, int code, const std::string& message) {
 void reply_json(httplib::Response& res, const json& j) {
   res.set_header("Cache-Control", "no-store");
   res.set_content(j.dump(), "application/json");
-}
-
-// Compares in time independent of where the strings differ.
-bool same_token(const std::string& given, const std::string& token) {
-  if (token.empty() || given.size() != token.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < token.size(); ++i) diff |= static_cast<unsigned char>(given[i] ^ token[i]);
-  return diff == 0;
 }
 
 // A request's parameters, checked: only `known` ones, each a whole number in [0, max].
@@ -93,9 +86,9 @@ struct Server::Impl {
     if (options.token.empty()) return true;
     const std::string auth = req.get_header_value("Authorization");
     const std::string bearer = "Bearer ";
-    if (auth.rfind(bearer, 0) == 0 && same_token(auth.substr(bearer.size()), options.token))
+    if (auth.rfind(bearer, 0) == 0 && core::same_secret(auth.substr(bearer.size()), options.token))
       return true;
-    return req.has_param("token") && same_token(req.get_param_value("token"), options.token);
+    return req.has_param("token") && core::same_secret(req.get_param_value("token"), options.token);
   }
 
   // Registers GET `path`: checks the token, then runs `serve`.

@@ -82,10 +82,12 @@ const ModelShape::Held& ModelShape::params(int tp) {
   Held h;
   for (const model::ParamSpec& s : specs_) {
     const double n = held(s, tp);
-    if (s.layer == 0) h.largest_block = std::max(h.largest_block, n);
-    if (s.layer < 0) h.largest_edge = std::max(h.largest_edge, n);
-    if (s.layer == 0) h.block += n;
+    if (s.layer == 0) {
+      h.block += n;
+      h.largest_block = std::max(h.largest_block, n);
+    }
     if (s.layer >= 0) continue;
+    h.largest_edge = std::max(h.largest_edge, n);
     if (s.role == model::ParamRole::kTokenEmbedding) {
       h.first += n;
       if (!w_.model.is_llama()) {  // GPT-2's tied head: a copy on the last stage
@@ -232,7 +234,8 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     // Transients: a checkpointed block recomputed; the head's chunk of logits and the scaled
     // copies of its kept gradients; the embedding's dense table gradient; received activations;
     // the buckets in flight (each at least the largest parameter).
-    const double head = last ? 4 * std::min(tokens, 256.0) * V / tp + head_kept : 0;
+    const double logits_chunk = last ? 4 * std::min(tokens, 256.0) * V / tp : 0;
+    const double head = last ? logits_chunk + head_kept : 0;
     const double embedding_grad = first ? table : 0;
     const double bucket =
         std::max(double(8 << 20), bytes_of(std::max(blocks > 0 ? held.largest_block : 0,
@@ -240,10 +243,9 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     // ZeRO-3 gathers one stage of the model at a time (parameters and their whole gradient,
     // the all-gather's own output besides): the largest it runs, a block or the embedding /
     // head with its vocabulary table.
-    const double gathered =
-        l.zero >= 3
-            ? 3 * bytes_of(std::max({held.block, first ? held.first : 0.0, last ? held.last : 0.0}))
-            : 0;
+    const double largest_part =
+        bytes_of(std::max({held.block, first ? held.first : 0.0, last ? held.last : 0.0}));
+    const double gathered = l.zero >= 3 ? 3 * largest_part : 0;
     // ZeRO-1 and 2 take the updated parameters back after the step: a bucket's all-gather
     // output and this rank's shard of it, in a heap the step's activations left in pieces
     // (measured additive here).
@@ -254,8 +256,8 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     // The heap a step leaves in pieces: after a few steps glibc's heap holds about one more
     // block of the largest size the step allocates and frees (measured here: resident memory
     // climbs by such blocks over the first steps, then stays; bench/planner.py).
-    const double largest_transient = std::max({last ? 4 * std::min(tokens, 256.0) * V / tp : 0.0,
-                                               first || last ? table : 0.0, bucket, gathered / 3});
+    const double largest_transient = std::max(
+        {logits_chunk, first || last ? table : 0.0, bucket, l.zero >= 3 ? largest_part : 0.0});
     const double base_buffers = std::max(head, embedding_grad) + gathered + 2 * bucket + regather +
                                 (pp > 1 ? 2 * boundary : 0) + largest_transient +
                                 cluster.runtime_bytes;

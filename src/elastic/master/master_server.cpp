@@ -14,6 +14,7 @@
 #include "cairn.grpc.pb.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/mutex.h"
+#include "cairn/core/secret.h"
 #include "cairn/elastic/journal.h"
 #include "cairn/elastic/master_client.h"
 #include "cairn/elastic/rdzv_codec.h"
@@ -28,15 +29,6 @@ namespace {
 double steady_now() {
   using namespace std::chrono;
   return duration<double>(steady_clock::now().time_since_epoch()).count();
-}
-
-// Compares without an early exit, so the time taken does not reveal how much of a guess matched.
-bool same_token(grpc::string_ref given, const std::string& token) {
-  if (token.empty()) return false;
-  unsigned char diff = given.size() == token.size() ? 0 : 1;
-  for (size_t i = 0; i < given.size(); ++i)
-    diff |= static_cast<unsigned char>(given.data()[i] ^ token[i % token.size()]);
-  return diff == 0;
 }
 
 std::string describe(const RdzvEvent& event) {
@@ -288,7 +280,9 @@ struct MasterServer::Impl final : public v1::Master::Service {
   bool token_ok(grpc::ServerContext* ctx, const char* method) {
     const auto& md = ctx->client_metadata();
     auto it = md.find(kJobTokenMetadataKey);
-    if (it != md.end() && same_token(it->second, options.job_token)) return true;
+    if (it != md.end() && core::same_secret(std::string_view(it->second.data(), it->second.size()),
+                                            options.job_token))
+      return true;
     rejected.fetch_add(1);
     spdlog::warn("master: rejected {} from {}: {}", method, ctx->peer(),
                  it == md.end() ? "no job token" : "wrong job token");
