@@ -2,8 +2,9 @@
 # The dashboard in a real browser: headless Debian chromium, driven by puppeteer-core (pinned in
 # tests/browser/package-lock.json; scripts/install-deps.sh installs it), opens the dashboard of a
 # running 2-worker job on the KJV corpus, waits for the loss chart to draw at least 20 steps,
-# then (after this script kills a worker) for the failure and the restart on the event
-# timeline, and takes a screenshot, kept as BUILD/test-artifacts/dashboard.png. It fails on any
+# and each rank's forward + backward time and the plan's picture (plan.svg) to show, then (after
+# this script kills a worker) for the failure and the restart on the event timeline, and takes
+# a screenshot, kept as BUILD/test-artifacts/dashboard.png. It fails on any
 # JavaScript error, failed request or error banner on the page.
 # Usage: dashboard_browser_test.sh CAIRN_BINARY
 set -euo pipefail
@@ -24,6 +25,10 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 prepare_kjv 200000
 flash_config 500 "{memory_interval: 5, persist_interval: 100}"
 mkdir -p "$work/run"
+# A plan's picture in the run directory (as parallel.plan=auto writes one): the page shows it.
+"$cairn" plan "$work/tiny.yaml" --cluster "$src/configs/clusters/a100-128x8.json" --world 2 \
+  --out "$work/run/plan.json" > "$work/plan.out" 2>&1 || { cat "$work/plan.out"; fail "cairn plan"; }
+[ -s "$work/run/plan.svg" ] || fail "cairn plan --out wrote no plan.svg"
 start_dashboard "$work/run"
 
 "$cairn" run --nproc-per-node 2 --max-restarts 2 --run-dir "$work/run" -- \

@@ -23,6 +23,9 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+// A rank this many times slower than the median of the others is shown as a straggler.
+constexpr double kStragglerRatio = 1.5;
+
 // A line longer than this without its newline is not a JSON-lines row: dropped as unreadable.
 constexpr size_t kLongestLine = size_t(1) << 20;
 
@@ -42,6 +45,82 @@ json page(const std::vector<json>& rows, size_t since, size_t limit) {
 double number_or(const json& j, const char* key, double fallback) {
   auto it = j.find(key);
   return it != j.end() && it->is_number() ? it->get<double>() : fallback;
+}
+
+// Membership as the elastic master recorded it (its master_* events): every node's latest
+// state (joined, member, left, dropped, excluded), when it got there, its failures, and how
+// many rounds completed. Nothing when the run had no master.
+void membership(const std::vector<json>& events, json& s) {
+  std::map<std::string, json> nodes;
+  int64_t rounds = 0;
+  for (const json& e : events) {
+    const std::string kind = e.value("event", "");
+    if (kind.rfind("master_", 0) != 0) continue;
+    const double t = number_or(e, "time", 0);
+    auto set = [&](const std::string& id, const std::string& state, const std::string& reason) {
+      if (id.empty()) return;
+      json& n = nodes[id];
+      n["id"] = id;
+      n["state"] = state;
+      n["since"] = t;
+      if (!reason.empty())
+        n["reason"] = reason;
+      else
+        n.erase("reason");
+      if (!n.contains("failures")) n["failures"] = 0;
+    };
+    if (kind == "master_node_joined" && e.contains("node") && e["node"].is_object()) {
+      set(e["node"].value("id", ""), "joined", "");
+      if (e["node"].contains("host")) nodes[e["node"].value("id", "")]["host"] = e["node"]["host"];
+    } else if (kind == "master_round_completed" && e.contains("round") && e["round"].is_object()) {
+      ++rounds;
+      for (const json& m : e["round"].value("members", json::array()))
+        if (m.is_object()) set(m.value("id", ""), "member", "");
+    } else if (kind == "master_node_removed") {
+      set(e.value("node_id", ""), e.value("reason", "removed"), "");
+    } else if (kind == "master_node_excluded") {
+      set(e.value("node_id", ""), "excluded", e.value("reason", ""));
+    } else if (kind == "master_failure") {
+      const std::string id = e.value("node_id", "");
+      if (nodes.count(id)) nodes[id]["failures"] = nodes[id].value("failures", 0) + 1;
+    }
+  }
+  if (nodes.empty() && rounds == 0) return;
+  json list = json::array();
+  for (auto& [id, n] : nodes) list.push_back(std::move(n));
+  s["nodes"] = std::move(list);
+  s["rounds"] = rounds;
+}
+
+// Each rank's forward and backward seconds over the last (up to) 10 steps that have them, and
+// the slowest rank against the median of the others: a straggler is 1.5 times slower.
+void ranks(const std::vector<json>& rows, json& s) {
+  std::vector<double> sum;
+  int n = 0;
+  for (auto it = rows.rbegin(); it != rows.rend() && n < 10; ++it) {
+    auto r = it->find("rank_compute_s");
+    if (r == it->end() || !r->is_array() || r->empty()) continue;
+    if (sum.empty()) sum.assign(r->size(), 0);
+    if (r->size() != sum.size()) break;  // another world: only the newest one's steps
+    for (size_t i = 0; i < sum.size(); ++i)
+      sum[i] += (*r)[i].is_number() ? (*r)[i].get<double>() : 0;
+    ++n;
+  }
+  if (n == 0) return;
+  for (double& v : sum) v /= n;
+  s["rank_compute_s"] = sum;
+  if (sum.size() < 2) return;
+  const size_t slowest = size_t(std::max_element(sum.begin(), sum.end()) - sum.begin());
+  std::vector<double> others;
+  for (size_t i = 0; i < sum.size(); ++i)
+    if (i != slowest) others.push_back(sum[i]);
+  std::sort(others.begin(), others.end());
+  const size_t k = others.size();
+  const double median = k % 2 ? others[k / 2] : (others[k / 2 - 1] + others[k / 2]) / 2;
+  if (!(median > 0)) return;
+  s["slowest_rank"] = slowest;
+  s["slowest_ratio"] = sum[slowest] / median;
+  if (sum[slowest] / median >= kStragglerRatio) s["straggler"] = slowest;
 }
 
 }  // namespace
@@ -140,6 +219,9 @@ json RunView::status_locked() {
     if (kind == "start") max_steps = e.value("max_steps", max_steps);
     if (e.contains("world_size") && e["world_size"].is_number_integer())
       world = e["world_size"].get<int64_t>();
+    if (kind == "master_round_completed" && e.contains("round") && e["round"].is_object())
+      world = number_or(e["round"], "world_size", double(world));
+    if (kind == "rendezvous") s["rendezvous_s"] = number_or(e, "duration_ms", 0) / 1e3;
     if (kind == "restart") ++restarts;
     if (kind == "worker_failed") ++failures;
     if (kind == "hang") ++hangs;
@@ -153,6 +235,8 @@ json RunView::status_locked() {
     under_agent = under_agent || kind == "agent_start";
   }
   if (under_agent) s["agent"] = true;
+  membership(events, s);
+  ranks(rows, s);
   if (started) s["state"] = ended ? "ended" : "running";
   if (max_steps > 0) s["max_steps"] = max_steps;
   if (world > 0) s["world_size"] = world;
@@ -194,6 +278,8 @@ json RunView::status_locked() {
         elastic::compute_goodput(steps, timed, first_time, ended ? end_time : unix_now());
     if (g.wall_s > 0) s["goodput"] = g.goodput();
   }
+  std::error_code ec;
+  s["plan_picture"] = fs::is_regular_file(dir_ + "/plan.svg", ec);
   s["unreadable_lines"] = {{"metrics.jsonl", metrics_.skipped()},
                            {"events.jsonl", events_.skipped()}};
   if (!metrics_.last_error().empty()) s["metrics_error"] = metrics_.last_error();
@@ -250,6 +336,22 @@ Result<std::string> RunView::log_tail(const std::string& name, size_t lines) con
   return out;
 }
 
+Result<std::string> RunView::plan_picture() const {
+  const std::string path = dir_ + "/plan.svg";
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec)
+    return Status::NotFound("no plan picture in " + dir_ +
+                            " (one is written when parallel.plan=auto chooses the layout)");
+  if (size > kLongestLine * 8) return Status::InvalidArgument(path + " is larger than 8 MiB");
+  FILE* f = std::fopen(path.c_str(), "rbe");
+  if (!f) return Status::NotFound("cannot open " + path);
+  std::string text(size, '\0');
+  text.resize(std::fread(text.data(), 1, text.size(), f));
+  std::fclose(f);
+  return text;
+}
+
 std::string RunView::prometheus() {
   core::MutexLock lock(mu_);
   refresh();
@@ -277,12 +379,23 @@ std::string RunView::prometheus() {
   gauge("cairn_world_size", "Ranks of the job's current round", "world_size");
   gauge("cairn_eta_seconds", "Time left at the recent step time", "eta_s");
   gauge("cairn_goodput_ratio", "Productive training time over wall time so far (0-1)", "goodput");
+  gauge("cairn_rank_compute_imbalance_ratio",
+        "The slowest rank's forward and backward time over the median of the others' (recent "
+        "steps)",
+        "slowest_ratio");
+  gauge("cairn_rounds", "Rounds the elastic master completed", "rounds");
   double tokens = 0;
   std::vector<double> step_times;
+  std::vector<PromText::Series> compute;  // by rank
   for (const json& r : rows) {
     const double st = number_or(r, "step_time", 0);
     tokens += number_or(r, "tokens_per_s", 0) * st;
     step_times.push_back(st);
+    if (auto c = r.find("rank_compute_s"); c != r.end() && c->is_array())
+      for (size_t i = 0; i < c->size(); ++i) {
+        if (compute.size() <= i) compute.push_back({{{"rank", std::to_string(i)}}, {}});
+        if ((*c)[i].is_number()) compute[i].observations.push_back((*c)[i].get<double>());
+      }
   }
   p.family("cairn_tokens_total", "Tokens trained, steps trained again after a restart included",
            "counter");
@@ -292,6 +405,10 @@ std::string RunView::prometheus() {
   p.sample("cairn_steps_total", {}, double(rows.size()));
   p.histogram("cairn_step_duration_seconds", "Duration of a training step (rank 0's clock)",
               {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}, {{{}, step_times}});
+  p.histogram("cairn_step_compute_duration_seconds",
+              "A rank's time in the forward and backward passes of a step (a straggler's is "
+              "longer than the others')",
+              {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}, compute);
   p.family("cairn_restarts_total", "Restarts of the job's workers", "counter");
   p.sample("cairn_restarts_total", {}, s.value("restarts", 0.0));
   p.family("cairn_hangs_total", "Workers found hung", "counter");
@@ -299,8 +416,20 @@ std::string RunView::prometheus() {
   std::map<std::string, double> failures;
   std::map<std::string, std::vector<double>> saves;
   double last_success = 0;
+  std::vector<double> rendezvous;  // the agent's, or else the master's (round opened to completed)
+  std::vector<double> master_rounds;
+  double opened = 0;
   for (const json& e : events_.rows()) {
     const std::string kind = e.value("event", "");
+    if (kind == "rendezvous") rendezvous.push_back(number_or(e, "duration_ms", 0) / 1e3);
+    // A round gathers from the first join (or the opening, for a round of rejoining members)
+    // after the previous one completed; the master's first round has no opening event.
+    if ((kind == "master_round_opened" || kind == "master_node_joined") && opened == 0)
+      opened = number_or(e, "time", 0);
+    if (kind == "master_round_completed" && opened > 0) {
+      master_rounds.push_back(std::max(0.0, number_or(e, "time", 0) - opened));
+      opened = 0;
+    }
     if (kind == "worker_failed") failures[e.value("diagnosis", "unknown")] += 1;
     if (kind == "checkpoint_saved")
       saves[e.value("storage", "unknown")].push_back(number_or(e, "duration_ms", 0) / 1e3);
@@ -316,6 +445,17 @@ std::string RunView::prometheus() {
   p.histogram("cairn_checkpoint_save_duration_seconds",
               "Training's pause for a checkpoint save, by where it went (memory or disk)",
               {0.001, 0.01, 0.05, 0.1, 0.5, 1, 5, 30}, save_series);
+  p.histogram("cairn_rendezvous_duration_seconds",
+              "How long a rendezvous took: an agent's wait for its round's world (else the "
+              "master's, from the first join after the previous round to the round's completion)",
+              {0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300},
+              {{{}, rendezvous.empty() ? master_rounds : rendezvous}});
+  if (s.contains("nodes")) {
+    std::map<std::string, double> by_state;
+    for (const json& n : s["nodes"]) by_state[n.value("state", "unknown")] += 1;
+    p.family("cairn_nodes", "Nodes the elastic master knows, by their latest state", "gauge");
+    for (const auto& [state, count] : by_state) p.sample("cairn_nodes", {{"state", state}}, count);
+  }
   if (last_success > 0) {
     p.family("cairn_checkpoint_last_success_timestamp_seconds",
              "When the newest checkpoint reached storage (unix time)", "gauge");

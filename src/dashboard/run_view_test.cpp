@@ -132,6 +132,88 @@ TEST(RunView, PrometheusTextCountsTokensAndSteps) {
   EXPECT_NE(t.find("cairn_build_info{version=\""), std::string::npos);
 }
 
+TEST(RunView, TheSlowestRankStandsOut) {
+  TempRunDir d("ranks");
+  RunView v(d.path());
+  // Ranks 0 and 2 even, rank 1 three times slower in the recent steps; an older world of 2
+  // ranks is not mixed in.
+  d.append("metrics.jsonl", "{\"step\":1,\"rank_compute_s\":[9,9]}\n");
+  for (int s = 2; s <= 4; ++s)
+    d.append("metrics.jsonl",
+             "{\"step\":" + std::to_string(s) + ",\"rank_compute_s\":[0.2,0.6,0.2]}\n");
+  nlohmann::json s = v.status();
+  ASSERT_EQ(s["rank_compute_s"].size(), 3u) << s.dump();
+  EXPECT_DOUBLE_EQ(s["rank_compute_s"][1].get<double>(), 0.6);
+  EXPECT_EQ(s["slowest_rank"], 1);
+  EXPECT_DOUBLE_EQ(s["slowest_ratio"].get<double>(), 3.0);
+  EXPECT_EQ(s["straggler"], 1);
+  const std::string t = v.prometheus();
+  EXPECT_NE(t.find("cairn_step_compute_duration_seconds_count{rank=\"1\"} 4\n"), std::string::npos)
+      << t;
+  EXPECT_NE(t.find("cairn_step_compute_duration_seconds_bucket{rank=\"0\",le=\"0.25\"} 3\n"),
+            std::string::npos)
+      << t;
+  const size_t at = t.find("\ncairn_rank_compute_imbalance_ratio ");
+  ASSERT_NE(at, std::string::npos) << t;
+  EXPECT_NEAR(std::stod(t.substr(at + 36)), 3.0, 1e-9);
+  // Evenly loaded ranks: a slowest one, no straggler.
+  d.append("metrics.jsonl", std::string(10, ' ') + "\n");
+  for (int s = 5; s <= 14; ++s)
+    d.append("metrics.jsonl",
+             "{\"step\":" + std::to_string(s) + ",\"rank_compute_s\":[0.2,0.21,0.2]}\n");
+  s = v.status();
+  EXPECT_LT(s["slowest_ratio"].get<double>(), 1.1);
+  EXPECT_FALSE(s.contains("straggler")) << s.dump();
+}
+
+TEST(RunView, MembershipFromTheMastersEvents) {
+  TempRunDir d("members");
+  RunView v(d.path());
+  EXPECT_FALSE(v.status().contains("nodes")) << "no master, no membership";
+  d.append("events.jsonl",
+           "{\"event\":\"master_start\",\"time\":1,\"min_nodes\":1,\"max_nodes\":3}\n"
+           "{\"event\":\"master_node_joined\",\"time\":2,\"node\":{\"id\":\"a\","
+           "\"host\":\"10.0.0.1\"}}\n"
+           "{\"event\":\"master_node_joined\",\"time\":2,\"node\":{\"id\":\"b\"}}\n"
+           "{\"event\":\"master_round_opened\",\"time\":2,\"number\":1}\n"
+           "{\"event\":\"master_round_completed\",\"time\":5,\"round\":{\"number\":1,"
+           "\"world_size\":4,\"members\":[{\"id\":\"a\"},{\"id\":\"b\"}]}}\n"
+           "{\"event\":\"master_failure\",\"time\":6,\"node_id\":\"b\",\"rank\":3}\n"
+           "{\"event\":\"master_node_removed\",\"time\":7,\"node_id\":\"b\",\"reason\":"
+           "\"dropped\"}\n"
+           "{\"event\":\"master_node_joined\",\"time\":8,\"node\":{\"id\":\"c\"}}\n"
+           "{\"event\":\"master_node_excluded\",\"time\":9,\"node_id\":\"c\",\"reason\":"
+           "\"failed the node check\"}\n"
+           "{\"event\":\"master_round_opened\",\"time\":10,\"number\":2}\n"
+           "{\"event\":\"master_round_completed\",\"time\":10.5,\"round\":{\"number\":2,"
+           "\"world_size\":2,\"members\":[{\"id\":\"a\"}]}}\n");
+  nlohmann::json s = v.status();
+  ASSERT_EQ(s["nodes"].size(), 3u) << s.dump();
+  EXPECT_EQ(s["nodes"][0]["id"], "a");
+  EXPECT_EQ(s["nodes"][0]["state"], "member");
+  EXPECT_EQ(s["nodes"][0]["host"], "10.0.0.1");
+  EXPECT_EQ(s["nodes"][1]["state"], "dropped");
+  EXPECT_EQ(s["nodes"][1]["failures"], 1);
+  EXPECT_EQ(s["nodes"][1]["since"], 7);
+  EXPECT_EQ(s["nodes"][2]["state"], "excluded");
+  EXPECT_EQ(s["nodes"][2]["reason"], "failed the node check");
+  EXPECT_EQ(s["rounds"], 2);
+  EXPECT_EQ(s["world_size"], 2);
+  std::string t = v.prometheus();
+  EXPECT_NE(t.find("cairn_nodes{state=\"member\"} 1\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("cairn_nodes{state=\"excluded\"} 1\n"), std::string::npos) << t;
+  // The master's rounds gathered from the first join after the previous round: 2 to 5 and
+  // 8 (c's join) to 10.5.
+  EXPECT_NE(t.find("cairn_rendezvous_duration_seconds_sum 5.5\n"), std::string::npos) << t;
+  // An agent's own rendezvous, when there is one, is what the metric counts.
+  d.append("events.jsonl",
+           "{\"event\":\"rendezvous\",\"time\":11,\"duration_ms\":250,\"world_size\":2}\n");
+  EXPECT_DOUBLE_EQ(v.status()["rendezvous_s"].get<double>(), 0.25);
+  t = v.prometheus();
+  EXPECT_NE(t.find("cairn_rendezvous_duration_seconds_sum 0.25\n"), std::string::npos) << t;
+  EXPECT_NE(t.find("cairn_rendezvous_duration_seconds_count 1\n"), std::string::npos) << t;
+}
+
 TEST(RunView, LogTailsOnlyOfTheRunsOwnLogs) {
   TempRunDir d("logs");
   d.append("train.log", "one\ntwo\nthree\n");

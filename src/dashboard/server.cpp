@@ -116,7 +116,27 @@ struct Server::Impl {
     get("/api/status", [this](const httplib::Request& req, httplib::Response& res) {
       Params p(req, {});
       if (!p.error().empty()) return reply_error(res, 400, p.error());
-      reply_json(res, view->status());
+      json s = view->status();
+      s["control"] = bool(options.stop_job);
+      reply_json(res, s);
+    });
+    get("/api/stop", [](const httplib::Request&, httplib::Response& res) {
+      reply_error(res, 405, "/api/stop takes POST");
+    });
+    http.Post("/api/stop", [this](const httplib::Request& req, httplib::Response& res) {
+      if (!authorized(req)) return reply_error(res, 401, "this dashboard needs the job's token");
+      if (!options.stop_job)
+        return reply_error(res, 403,
+                           "this dashboard only reads: start it with --dashboard-control to "
+                           "allow stopping the job");
+      if (req.get_header_value("X-Cairn-Request") != "stop")
+        return reply_error(res, 400, "/api/stop needs the header 'X-Cairn-Request: stop'");
+      Params p(req, {});
+      if (!p.error().empty()) return reply_error(res, 400, p.error());
+      if (Status s = options.stop_job(req.remote_addr); !s.ok())
+        return reply_error(res, 409, s.message());
+      res.status = 202;
+      reply_json(res, json{{"stopping", true}});
     });
     for (const char* which : {"metrics", "events"}) {
       const bool metrics = std::string(which) == "metrics";
@@ -144,6 +164,18 @@ struct Server::Impl {
       res.set_header("Cache-Control", "no-store");
       res.set_content(*tail, "text/plain; charset=utf-8");
     });
+    get("/plan.svg", [this](const httplib::Request& req, httplib::Response& res) {
+      Params p(req, {});
+      if (!p.error().empty()) return reply_error(res, 400, p.error());
+      Result<std::string> svg = view->plan_picture();
+      if (!svg.ok())
+        return reply_error(res, svg.status().code() == StatusCode::kNotFound ? 404 : 500,
+                           svg.status().message());
+      res.set_header("Cache-Control", "no-store");
+      // A picture, never a document that runs anything.
+      res.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'");
+      res.set_content(*svg, "image/svg+xml");
+    });
     get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
       res.set_content(view->prometheus(), "text/plain; version=0.0.4; charset=utf-8");
     });
@@ -152,7 +184,7 @@ struct Server::Impl {
         reply_error(res, 404,
                     "no such path: " + req.path +
                         " (paths: /, /api/status, /api/metrics, /api/events, /api/logs, "
-                        "/api/log, /metrics)");
+                        "/api/log, /plan.svg, /metrics, POST /api/stop)");
     });
     http.set_exception_handler(
         [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {

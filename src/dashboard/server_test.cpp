@@ -112,6 +112,66 @@ TEST_F(ServerTest, AwayFromLoopbackEveryRequestNeedsTheToken) {
   EXPECT_EQ(c.Get("/api/status?token=s3cret")->status, 200);
   EXPECT_EQ(c.Get("/metrics", {{"Authorization", "Bearer s3cret"}})->status, 200);
   EXPECT_EQ(c.Get("/metrics", {{"Authorization", "Bearer s3cre"}})->status, 401);
+  EXPECT_EQ(c.Post("/api/stop", {{"X-Cairn-Request", "stop"}}, "", "text/plain")->status, 401);
+}
+
+TEST_F(ServerTest, ThePlanPictureWhenTheRunHasOne) {
+  auto server = Start();
+  ASSERT_NE(server, nullptr);
+  httplib::Client c("127.0.0.1", server->port());
+  EXPECT_FALSE(json::parse(c.Get("/api/status")->body)["plan_picture"].get<bool>());
+  auto none = c.Get("/plan.svg");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 404);
+  EXPECT_NE(none->body.find("parallel.plan=auto"), std::string::npos) << none->body;
+  dir_.append("plan.svg", "<svg xmlns=\"http://www.w3.org/2000/svg\"></svg>\n");
+  EXPECT_TRUE(json::parse(c.Get("/api/status")->body)["plan_picture"].get<bool>());
+  auto svg = c.Get("/plan.svg");
+  ASSERT_TRUE(svg);
+  EXPECT_EQ(svg->status, 200);
+  EXPECT_EQ(svg->get_header_value("Content-Type"), "image/svg+xml");
+  EXPECT_NE(svg->get_header_value("Content-Security-Policy").find("default-src 'none'"),
+            std::string::npos);
+  EXPECT_EQ(svg->body, "<svg xmlns=\"http://www.w3.org/2000/svg\"></svg>\n");
+  EXPECT_EQ(c.Get("/plan.svg?x=1")->status, 400);
+}
+
+TEST_F(ServerTest, StoppingTheJobOnlyWithControlAndTheHeader) {
+  {
+    auto reader = Start();
+    ASSERT_NE(reader, nullptr);
+    httplib::Client c("127.0.0.1", reader->port());
+    EXPECT_FALSE(json::parse(c.Get("/api/status")->body)["control"].get<bool>());
+    auto r = c.Post("/api/stop", {{"X-Cairn-Request", "stop"}}, "", "text/plain");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 403);
+    EXPECT_NE(r->body.find("--dashboard-control"), std::string::npos) << r->body;
+  }
+  std::vector<std::string> asked;
+  ServerOptions o;
+  o.stop_job = [&](const std::string& who) {
+    asked.push_back(who);
+    return asked.size() == 1 ? Status::Ok() : Status::FailedPrecondition("already stopping");
+  };
+  auto server = Start(o);
+  ASSERT_NE(server, nullptr);
+  httplib::Client c("127.0.0.1", server->port());
+  EXPECT_TRUE(json::parse(c.Get("/api/status")->body)["control"].get<bool>());
+  EXPECT_EQ(c.Get("/api/stop")->status, 405);
+  auto plain = c.Post("/api/stop", "", "text/plain");
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->status, 400) << "a cross-site form cannot send the header";
+  EXPECT_NE(plain->body.find("X-Cairn-Request: stop"), std::string::npos) << plain->body;
+  EXPECT_TRUE(asked.empty());
+  auto r = c.Post("/api/stop", {{"X-Cairn-Request", "stop"}}, "", "text/plain");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 202);
+  EXPECT_TRUE(json::parse(r->body)["stopping"].get<bool>());
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0], "127.0.0.1");
+  auto again = c.Post("/api/stop", {{"X-Cairn-Request", "stop"}}, "", "text/plain");
+  EXPECT_EQ(again->status, 409);
+  EXPECT_NE(again->body.find("already stopping"), std::string::npos);
 }
 
 TEST(Server, APortInUseIsAnIoError) {

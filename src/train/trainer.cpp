@@ -570,10 +570,12 @@ Result<std::optional<double>> Trainer::Impl::train_step(MicroBatchSource& source
   engine->zero_grad();
   // --debug-slowdown stretches the forward and the backward pass alike.
   const bool slowed = rank == run.testing.debug_slowdown_rank && run.testing.debug_slowdown > 1;
+  compute_s = 0;
   auto stretch = [&](Clock::time_point since) {
     if (slowed)
       std::this_thread::sleep_for(
           std::chrono::duration<double>(seconds_since(since) * (run.testing.debug_slowdown - 1)));
+    compute_s += seconds_since(since);
   };
   double loss_sum = 0;
   int64_t trained = 0;  // micro-batches of this rank that are not padding
@@ -656,11 +658,21 @@ Result<std::optional<double>> Trainer::Impl::train_step(MicroBatchSource& source
 Status Trainer::Impl::after_step(double loss, double lr, double step_time, const StepRecord& record,
                                  int64_t stop_at, StepMetrics& metrics, RunSummary* sum) {
   nlohmann::json row = metrics.row(step, loss, lr, step_time);
-  // The largest resident memory of any rank so far (a job runs out of memory on its fullest
-  // rank), shared-memory checkpoint slots it wrote included.
-  auto peak = torch::tensor({double(core::peak_resident_bytes()) / 1e6}, torch::kDouble);
-  if (group) group->allreduce_max(peak);
-  row["mem_peak_mb"] = peak.item<double>();
+  // Every rank's seconds of forward and backward, and the largest resident memory of any rank
+  // so far (a job runs out of memory on its fullest rank), shared-memory checkpoint slots it
+  // wrote included: one all-gather of two numbers per rank.
+  auto mine = torch::tensor({double(core::peak_resident_bytes()) / 1e6, compute_s}, torch::kDouble);
+  torch::Tensor all = mine;
+  if (group) {
+    all = torch::empty({2 * world}, torch::kDouble);
+    group->allgather(all, mine);
+  }
+  all = all.view({-1, 2});
+  row["mem_peak_mb"] = all.select(1, 0).max().item<double>();
+  std::vector<double> compute(size_t(all.size(0)));
+  for (size_t r = 0; r < compute.size(); ++r)
+    compute[r] = std::round(all[int64_t(r)][1].item<double>() * 1e4) / 1e4;
+  row["rank_compute_s"] = compute;
   row["grad_norm"] = grad_norm;
   for (const auto& [key, value] : engine->take_step_stats()) row[key] = value;
   if (!record.micro_batches_per_rank.empty()) row["micro_batches"] = record.micro_batches_per_rank;

@@ -56,6 +56,9 @@ struct Trainer::Impl {
   std::unique_ptr<data::TokenStream> stream;                 // data.stream: train.stream
   std::shared_ptr<model::LanguageModel> model;
   double grad_norm = 0;  // the last step's global gradient norm, before clipping
+  // The last step's seconds in this rank's forward and backward passes (a rank that waits less
+  // than the others for their collectives is the one the others wait for).
+  double compute_s = 0;
   parallel::Plan plan;
   std::optional<AutoPlan> auto_plan;         // parallel.plan=auto: the planner's choice
   std::unique_ptr<comm::MeshGroups> groups;  // the plan's process groups

@@ -190,6 +190,10 @@ TEST_F(TrainerTest, LossFallsAndLogsAreWritten) {
     EXPECT_GT(j.value("grad_norm", 0.0), 0) << line;
     EXPECT_TRUE(std::isfinite(j.value("grad_norm", 0.0))) << line;
     EXPECT_GT(j.value("mem_peak_mb", 0.0), 50) << "a process with libtorch loaded: " << line;
+    ASSERT_TRUE(j.contains("rank_compute_s")) << line;
+    ASSERT_EQ(j["rank_compute_s"].size(), 1u) << line;
+    EXPECT_GT(j["rank_compute_s"][0].get<double>(), 0) << line;
+    EXPECT_LE(j["rank_compute_s"][0].get<double>(), j.value("step_time", 0.0) + 1e-3) << line;
     with_val += j.contains("val_loss");
   }
   EXPECT_EQ(rows, 40);

@@ -46,6 +46,16 @@ async function waitFor(page, what, predicate, arg) {
     }, Number(minRows));
     const charted = await page.evaluate(() => Number(document.body.dataset.rows));
     console.log('charted ' + charted);
+    // Every rank's forward + backward time, one line per rank (a straggler stands out).
+    await waitFor(page, 'the per-rank time chart with both ranks', () => {
+      const chart = document.querySelector('#chart-rc');
+      return chart !== null && chart.querySelector('canvas') !== null &&
+          chart.textContent.includes('rank 0') && chart.textContent.includes('rank 1');
+    });
+    await waitFor(page, 'the plan picture', () => {
+      const img = document.querySelector('#planpic');
+      return !document.querySelector('#plan').hidden && img.complete && img.naturalWidth > 200;
+    });
     await waitFor(page, 'a worker failure and a restart on the timeline', () =>
       document.querySelector('#events tr[data-event="worker_failed"]') !== null &&
       document.querySelector('#events tr[data-event="restart"]') !== null);

@@ -11,13 +11,13 @@
 namespace cairn::cli {
 namespace {
 
-struct DashboardFlags {
+struct DashboardCommandFlags {
   std::string run_dir;
   std::string bind = "127.0.0.1";
   int port = 8265;
 };
 
-void run_dashboard(const DashboardFlags& f) {
+void run_dashboard(const DashboardCommandFlags& f) {
   std::error_code ec;
   if (!std::filesystem::is_directory(f.run_dir, ec))
     throw StatusError(Status::InvalidArgument(
@@ -42,7 +42,7 @@ void run_dashboard(const DashboardFlags& f) {
 }  // namespace
 
 void register_dashboard_command(CLI::App& app) {
-  auto f = std::make_shared<DashboardFlags>();
+  auto f = std::make_shared<DashboardCommandFlags>();
   auto* cmd = app.add_subcommand(
       "dashboard", "Serve a run's live dashboard, its JSON API and Prometheus /metrics");
   cmd->add_option("run_dir", f->run_dir, "the run directory (cairn train/run --run-dir)")
@@ -62,8 +62,11 @@ void register_dashboard_command(CLI::App& app) {
       "  /api/status       the job at a glance (JSON)\n"
       "  /api/metrics?since=N&limit=M, /api/events?since=N&limit=M   rows from index N\n"
       "  /api/logs, /api/log?name=NAME&lines=N   the run's logs and one's last lines\n"
+      "  /plan.svg         the plan's picture, when the run has one (parallel.plan=auto)\n"
       "  /metrics          Prometheus text format (cairn_train_loss, cairn_tokens_total, ...)\n"
-      "Nothing in it changes the job. Exit code: 0 after a signal, 2 for bad flags, a missing\n"
+      "Nothing in it changes the job (`cairn run --dashboard-port P --dashboard-control` serves\n"
+      "the same page inside the job, with a stop button). Exit code: 0 after a signal, 2 for bad "
+      "flags, a missing\n"
       "run directory or a non-loopback --bind without CAIRN_JOB_TOKEN, 1 when it cannot\n"
       "listen (port in use).\n"
       "\nExample:\n"

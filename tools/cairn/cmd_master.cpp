@@ -5,9 +5,11 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "cairn/core/fs.h"
 #include "cairn/elastic/launch_options.h"
 #include "cairn/elastic/master_server.h"
 #include "commands.h"
+#include "dashboard_flags.h"
 #include "stop_signals.h"
 
 namespace cairn::cli {
@@ -28,6 +30,8 @@ struct MasterFlags {
   double network_check_timeout_s = 60;
   std::string tls_cert;
   std::string tls_key;
+  std::string run_dir;
+  DashboardFlags dashboard;
 };
 
 void run_master(const MasterFlags& f) {
@@ -57,6 +61,10 @@ void run_master(const MasterFlags& f) {
   o.journal_path = f.journal;
   o.tls_cert_path = f.tls_cert;
   o.tls_key_path = f.tls_key;
+  if (!f.run_dir.empty()) {
+    if (Status s = core::make_dirs(f.run_dir); !s.ok()) throw StatusError(s);
+    o.events_path = f.run_dir + "/events.jsonl";
+  }
   if (o.journal_path.empty())
     spdlog::warn("no --journal: a restarted master will not know the job's nodes and rounds");
 
@@ -67,7 +75,9 @@ void run_master(const MasterFlags& f) {
                 (*server)->address().c_str(), o.rdzv.min_nodes, o.rdzv.max_nodes, o.rdzv.node_unit,
                 o.tls_cert_path.empty() ? "plaintext" : "TLS");
     std::fflush(stdout);
-    return std::move(server).value();
+    auto dashboard = start_dashboard(f.dashboard, f.run_dir, o.job_token, "cairn master");
+    if (!dashboard.ok()) throw StatusError(dashboard.status());
+    return std::make_pair(std::move(server).value(), std::move(dashboard).value());
   });
 }
 
@@ -116,6 +126,12 @@ void register_master_command(CLI::App& app) {
       ->needs(check);
   cmd->add_option("--tls-cert", f->tls_cert, "PEM certificate chain: serve TLS (with --tls-key)");
   cmd->add_option("--tls-key", f->tls_key, "PEM private key of --tls-cert");
+  auto* run_dir = cmd->add_option(
+      "--run-dir", f->run_dir,
+      "directory for the master's events.jsonl (nodes joining, dropped, excluded; rounds), "
+      "which its dashboard shows");
+  add_dashboard_flags(*cmd, &f->dashboard, /*with_control=*/false);
+  cmd->get_option("--dashboard-port")->needs(run_dir);
   cmd->footer(
       "Serves cairn.v1.Master over gRPC until SIGINT or SIGTERM. A round completes at once when\n"
       "MAX nodes have joined, or with at least MIN after --rdzv-wait seconds; ranks are sorted by\n"
@@ -125,7 +141,9 @@ void register_master_command(CLI::App& app) {
       "\nExample:\n"
       "  export CAIRN_JOB_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n')\n"
       "  cairn master --port 29400 --nnodes 2:4 --journal runs/master.journal\n"
-      "  cairn master --port 29400 --nnodes 2:4 --network-check --exclude-straggler");
+      "  cairn master --port 29400 --nnodes 2:4 --network-check --exclude-straggler\n"
+      "  # membership over time on a dashboard (http://127.0.0.1:8266/):\n"
+      "  cairn master --port 29400 --nnodes 1:4 --run-dir runs/master --dashboard-port 8266");
   cmd->callback([f] { run_master(*f); });
 }
 

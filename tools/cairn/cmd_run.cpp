@@ -5,12 +5,14 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <thread>
 
 #include "cairn/ckpt/persist.h"
 #include "cairn/core/fs.h"
+#include "cairn/core/json_lines.h"
 #include "cairn/core/log.h"
 #include "cairn/elastic/agent.h"
 #include "cairn/elastic/flash_slots.h"
@@ -18,6 +20,7 @@
 #include "cairn/elastic/rendezvous.h"
 #include "cairn/elastic/worker_env.h"
 #include "commands.h"
+#include "dashboard_flags.h"
 #include "launch_flags.h"
 #include "orphans_at_start.h"
 #include "run_elastic.h"
@@ -90,7 +93,20 @@ int usable_cores() {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-void run_run(elastic::LaunchFlags& flags, const CLI::App& cmd) {
+// --dashboard-control's stop: what SIGTERM does (the workers checkpoint at the next step
+// boundary and exit; the agent persists what they left in memory), recorded as an event.
+Status stop_from_dashboard(const std::string& run_dir, const std::string& requester) {
+  int none = 0;
+  if (!g_interrupt.signal.compare_exchange_strong(none, SIGTERM))
+    return Status::FailedPrecondition("the job is already stopping");
+  g_interrupt.count.fetch_add(1);
+  core::EventLog(run_dir + "/events.jsonl")
+      .write("stop_requested", {{"by", "dashboard"}, {"requester", requester}});
+  spdlog::warn("the dashboard ({}) asked the job to stop: SIGTERM to the workers", requester);
+  return Status::Ok();
+}
+
+void run_run(elastic::LaunchFlags& flags, const DashboardFlags& dash, const CLI::App& cmd) {
   collect_unknown_flags(cmd, &flags);
   auto options = elastic::resolve_launch_options(flags);
   if (!options.ok()) throw StatusError(options.status());
@@ -139,6 +155,13 @@ void run_run(elastic::LaunchFlags& flags, const CLI::App& cmd) {
     env["CAIRN_MASTER_ADDR"] = elastic_run.master_address;
     env["CAIRN_JOB_TOKEN"] = elastic_run.job_token;
   }
+
+  std::string token = elastic_run.job_token;
+  if (const char* t = std::getenv("CAIRN_JOB_TOKEN"); token.empty() && t) token = t;
+  auto dashboard = start_dashboard(
+      dash, run_dir, token, "cairn run",
+      [run_dir](const std::string& requester) { return stop_from_dashboard(run_dir, requester); });
+  if (!dashboard.ok()) throw StatusError(dashboard.status());
 
   elastic::AgentOptions ao;
   ao.command = command;
@@ -209,6 +232,9 @@ void register_run_command(CLI::App& app) {
       "  cairn run --nproc-per-node 2 -- cairn train configs/gpt-kjv.yaml\n"
       "  cairn run --nproc-per-node 4 --max-restarts 3 -- /usr/bin/python3 train.py --lr 3e-4\n"
       "  cairn run --nproc-per-node 2 -- /bin/sh -c 'echo rank $RANK of $WORLD_SIZE'\n"
+      "  # with the live dashboard at http://127.0.0.1:8265/, allowed to stop the job:\n"
+      "  cairn run --nproc-per-node 2 --dashboard-port 8265 --dashboard-control \\\n"
+      "      -- cairn train configs/gpt-kjv.yaml --resume-or-start\n"
       "  # two machines, run on each (node 0 at 10.0.0.1):\n"
       "  cairn run --nnodes 2 --node-rank 0 --rdzv-endpoint 10.0.0.1:29400 --nproc-per-node 2 \\\n"
       "      -- cairn train configs/gpt-kjv.yaml\n"
@@ -221,7 +247,9 @@ void register_run_command(CLI::App& app) {
       "\\\n"
       "      --resume-or-start --set ckpt.dir=/shared/ckpt --set ckpt.memory_interval=1");
   add_launch_flags(*cmd, flags.get());
-  cmd->callback([flags, cmd] { run_run(*flags, *cmd); });
+  auto dash = std::make_shared<DashboardFlags>();
+  add_dashboard_flags(*cmd, dash.get(), /*with_control=*/true);
+  cmd->callback([flags, dash, cmd] { run_run(*flags, *dash, *cmd); });
 }
 
 }  // namespace cairn::cli

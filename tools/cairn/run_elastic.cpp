@@ -116,6 +116,7 @@ Result<ElasticRun> start_elastic(const elastic::LaunchOptions& o, const std::str
     mo.listen_address = "0.0.0.0:" + std::to_string(o.master_port);
     mo.job_token = token;
     mo.journal_path = run_dir + "/master.journal";
+    mo.events_path = run_dir + "/events.jsonl";  // the run's dashboard shows membership
     mo.rdzv.min_nodes = o.min_nodes;
     mo.rdzv.max_nodes = o.max_nodes;
     mo.rdzv.wait_s = o.rdzv_wait_s;

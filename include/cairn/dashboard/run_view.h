@@ -57,6 +57,9 @@ class RunView {
   std::vector<std::string> logs() const;
   // The last `lines` lines of log `name` (one of logs(); anything else is NotFound).
   Result<std::string> log_tail(const std::string& name, size_t lines) const;
+  // The picture of the run's plan (plan.svg: per-stage predicted time and memory breakdown,
+  // written when parallel.plan=auto chose the layout). NotFound without one.
+  Result<std::string> plan_picture() const;
   // The Prometheus text exposition (format 0.0.4) of the job's metrics.
   std::string prometheus();
 

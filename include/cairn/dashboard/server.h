@@ -8,15 +8,22 @@
 //   GET /api/events?since=N&limit=M    events.jsonl the same way
 //   GET /api/logs                {"logs": [names]}
 //   GET /api/log?name=NAME&lines=N     the last N lines (default 200, at most 10000)
+//   GET /plan.svg                the run's plan picture (parallel.plan=auto), 404 without one
 //   GET /metrics                 Prometheus' text format
+//   POST /api/stop               only with ServerOptions::stop_job (--dashboard-control): asks
+//                                the job to stop cleanly, with a checkpoint; 202 once asked
 //
 // Bound to loopback by default. Bound to any other address it needs a token (the job's
 // CAIRN_JOB_TOKEN), which every request must carry: `Authorization: Bearer TOKEN` or
-// `?token=TOKEN` (the page passes on the one in its own address). Nothing changes the job.
-// Errors are JSON {"error": "..."}: 400 for a bad parameter, 401 without the token, 404 for
-// an unknown path or log.
+// `?token=TOKEN` (the page passes on the one in its own address). Nothing else changes the
+// job. /api/stop also needs the header `X-Cairn-Request: stop`, which a page of another site
+// cannot send without the server's consent (a CORS preflight it never gets), so that a web page
+// cannot stop a job on this machine's loopback. Errors are JSON {"error": "..."}: 400 for a bad
+// parameter or a missing header, 401 without the token, 403 for /api/stop without control,
+// 404 for an unknown path or log, 405 for a GET of /api/stop.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -29,6 +36,9 @@ struct ServerOptions {
   std::string bind = "127.0.0.1";
   int port = 0;       // 0: a free port the kernel picks
   std::string token;  // required when `bind` is not a loopback address
+  // Set: POST /api/stop calls it with the requester's address (it must return at once; the
+  // job stops on its own time). Unset: the dashboard only reads.
+  std::function<Status(const std::string& requester)> stop_job;
 };
 
 // True for 127.0.0.0/8, ::1 and "localhost".

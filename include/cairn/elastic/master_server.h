@@ -18,6 +18,10 @@ struct MasterServerOptions {
   std::string listen_address = "0.0.0.0:0";  // "host:port"; port 0 picks a free one
   std::string job_token;                     // REQUIRES: non-empty; agents send the same
   std::string journal_path;  // empty: no journal (state is lost when the master stops)
+  // Empty: none. Else the membership events (nodes joined, removed, excluded; rounds opened and
+  // completed; failures reported) are appended to this events.jsonl as "master_<type>" rows,
+  // the journal's records with their unix time, for the dashboard.
+  std::string events_path;
   RdzvParams rdzv;
   // Check the nodes of every round that has a node not yet checked (same incarnation) before its
   // workers start: CheckNode (see elastic/node_check.h). Off: CheckNode answers "proceed".

@@ -80,12 +80,14 @@ function makeChart(chart, rows) {
   chart.plot = new uPlot(opts, chartData(chart, rows), el);
 }
 
-// Micro-batches per rank (dynamic sharding): one series per rank, made when the rows have it.
-function rankChart(rows) {
-  const ranks = rows.reduce((n, r) => Math.max(n, (r.micro_batches || []).length), 0);
+// A chart with one series per rank from an array-valued key of the rows (rank_compute_s: each
+// rank's forward and backward seconds, where a straggler stands out; micro_batches: dynamic
+// sharding's micro-batches per rank), made when the rows have it.
+function rankChart(id, key, title, rows) {
+  const ranks = rows.reduce((n, r) => Math.max(n, (r[key] || []).length), 0);
   if (ranks === 0) return null;
-  return {id: 'mb', title: 'Micro-batches per rank', series: [...Array(ranks).keys()].map((i) => ({
-    label: 'rank ' + i, get: (r) => (r.micro_batches ? r.micro_batches[i] : null),
+  return {id: id, title: title, series: [...Array(ranks).keys()].map((i) => ({
+    label: 'rank ' + i, get: (r) => (r[key] ? r[key][i] : null),
     stroke: PALETTE[i % PALETTE.length]}))};
 }
 
@@ -93,8 +95,9 @@ let charts = [];
 function drawCharts(rebuild) {
   const rows = plotRows();
   const wanted = CHARTS.filter((c) => rows.some((r) => c.series.some((s) => r[s.key] != null)));
-  const mb = rankChart(rows);
-  if (mb) wanted.push(mb);
+  for (const c of [rankChart('rc', 'rank_compute_s', 'Forward + backward per rank (s)', rows),
+                   rankChart('mb', 'micro_batches', 'Micro-batches per rank', rows)])
+    if (c) wanted.push(c);
   const ids = (list) => list.map((c) => c.id + ':' + c.series.length).join(',');
   if (rebuild || ids(wanted) !== ids(charts)) {
     charts.forEach((c) => c.plot && c.plot.destroy());
@@ -134,12 +137,21 @@ function drawFacts() {
     ['hangs', s.hangs ?? 0],
     ['peak memory', s.mem_peak_mb == null ? '–' : fmt(s.mem_peak_mb, 0) + ' MB'],
   ];
+  if (s.slowest_rank != null)
+    facts.push([s.straggler != null ? 'straggler' : 'slowest rank',
+                s.slowest_rank + ' (' + fmt(s.slowest_ratio, 2) + '× the median)',
+                s.straggler != null ? 'warn' : '']);
+  if (s.rendezvous_s != null) facts.push(['last rendezvous', fmt(s.rendezvous_s, 2) + ' s']);
+  if (s.nodes) {
+    facts.push(['nodes in the round', s.nodes.filter((n) => n.state === 'member').length]);
+    facts.push(['rounds', s.rounds]);
+  }
   const bad = s.unreadable_lines || {};
   const unreadable = (bad['metrics.jsonl'] || 0) + (bad['events.jsonl'] || 0);
   if (unreadable) facts.push(['unreadable lines', unreadable]);
-  $('facts').replaceChildren(...facts.map(([name, value]) => {
+  $('facts').replaceChildren(...facts.map(([name, value, extra]) => {
     const d = document.createElement('div');
-    d.className = 'fact';
+    d.className = 'fact' + (extra ? ' ' + extra : '');
     const b = document.createElement('b');
     b.textContent = value;
     const l = document.createElement('span');
@@ -149,7 +161,67 @@ function drawFacts() {
   }));
 }
 
-const BAD = new Set(['worker_failed', 'hang', 'checkpoint_persist_failed', 'checkpoint_skipped']);
+// The elastic master's view (its master_* events): every node's latest state, and the world
+// size of each round over time.
+let worldPlot = null;
+function drawMembership() {
+  const s = state.status;
+  $('membership').hidden = !s.nodes;
+  if (!s.nodes) return;
+  $('nodes').querySelector('tbody').replaceChildren(...s.nodes.map((n) => {
+    const tr = document.createElement('tr');
+    tr.className = n.state === 'member' ? '' : (n.state === 'joined' ? 'ckpt' : 'bad');
+    tr.dataset.node = n.id;
+    for (const c of [n.id, n.host || '', n.state + (n.reason ? ': ' + n.reason : ''),
+                     n.failures, n.since ? new Date(n.since * 1000).toLocaleTimeString() : ''])
+      tr.appendChild(Object.assign(document.createElement('td'), {textContent: String(c)}));
+    return tr;
+  }));
+  const rounds = state.events.filter((e) => e.event === 'master_round_completed' && e.round);
+  if (rounds.length === 0) return;
+  const data = [rounds.map((e) => e.time), rounds.map((e) => e.round.world_size)];
+  data[0].push(Date.now() / 1000);  // the latest world holds until now
+  data[1].push(data[1][data[1].length - 1]);
+  if (!worldPlot) {
+    const el = $('world');
+    worldPlot = new uPlot({
+      title: 'World size per round', width: Math.max(440, el.clientWidth - 8), height: 180,
+      scales: {x: {time: true}, y: {range: (u, min, max) => [0, max + 1]}},
+      series: [{label: 'time'}, {label: 'ranks', stroke: '#1f77b4', width: 2,
+                                 paths: uPlot.paths.stepped({align: 1})}],
+      axes: [{}, {size: 48}],
+    }, data, el);
+  } else {
+    worldPlot.setData(data);
+  }
+}
+
+// The plan's picture (plan.svg), once the run has one.
+function drawPlan() {
+  if (!state.status.plan_picture || !$('plan').hidden) return;
+  $('planpic').src = apiUrl('/plan.svg').toString();
+  $('plan').hidden = false;
+}
+
+// --dashboard-control: a button that asks the job to stop (with a checkpoint).
+function drawControl() {
+  const b = $('stop');
+  b.hidden = !state.status.control || state.status.state === 'ended';
+}
+$('stop').addEventListener('click', async () => {
+  if (!confirm('Stop the job? The workers save a checkpoint at the next step and exit.')) return;
+  try {
+    const r = await fetch(apiUrl('/api/stop'), {method: 'POST', headers: {'X-Cairn-Request': 'stop'}});
+    const body = await r.json();
+    if (!r.ok) throw new Error('/api/stop: ' + r.status + ' ' + (body.error || ''));
+    $('stop').disabled = true;
+    $('stop').textContent = 'stopping…';
+  } catch (err) {
+    showError(String(err.message || err));
+  }
+});
+
+const BAD = new Set(['worker_failed', 'master_node_excluded', 'hang', 'checkpoint_persist_failed', 'checkpoint_skipped']);
 function eventDetails(e) {
   const skip = new Set(['event', 'time', 'command', 'pids', 'plan']);
   return Object.entries(e).filter(([k]) => !skip.has(k)).map(([k, v]) => {
@@ -222,6 +294,9 @@ async function poll() {
   try {
     const grew = await pollData();
     drawFacts();
+    drawMembership();
+    drawPlan();
+    drawControl();
     if (grew || tick === 0) drawCharts(false);
     if (tick % 2 === 0) await pollLogs();
     showError('');

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -186,6 +187,7 @@ class Agent {
   std::unique_ptr<RoundServices> services_;  // of the current round
   std::vector<int> services_ranks_;          // the ranks services_ was started for
   int node_rank_ = 0;
+  double rdzv_ms_ = 0;  // how long the latest rendezvous took
   double start_time_ = core::unix_time();
   Rendezvous& rdzv_;
   const AgentOptions& o_;
@@ -290,6 +292,11 @@ Result<std::unique_ptr<WorkerGroup>> Agent::start_round(int round, int restarts,
                                   {"run_id", world.run_id},
                                   {"max_restarts", o_.max_restarts},
                                   {"command", o_.command}});
+  events_.write("rendezvous", {{"round", round},
+                               {"world_size", world.world_size()},
+                               {"nnodes", world.num_nodes},
+                               {"node_rank", world.node_rank},
+                               {"duration_ms", rdzv_ms_}});
   node_rank_ = world.node_rank;
   ranks_.clear();
   for (int i = 0; i < world.nproc_per_node; ++i) ranks_.push_back(world.global_rank(i));
@@ -440,8 +447,12 @@ Result<AgentResult> Agent::run() {
   int restarts = 0;  // after failures; a round also ends when membership changes
   for (int round = 0;; ++round) {
     if (interrupt_signal()) return finish(interrupted(nullptr, restarts));
+    const auto rdzv_start = std::chrono::steady_clock::now();
     auto world = rdzv_.next_round(round, o_.rendezvous_timeout_s);
     if (!world.ok()) return fail(world.status().WithContext("rendezvous"));
+    rdzv_ms_ =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - rdzv_start)
+            .count();
     auto group = start_round(round, restarts, *world);
     if (!group.ok()) return fail(group.status());
     RoundEnd end = supervise(**group, *world, restarts);

@@ -95,6 +95,7 @@ TEST(Agent, AllWorkersSucceed) {
   EXPECT_EQ(events.front()["world_size"], 3);
   EXPECT_EQ(events.front()["command"][0], "/bin/sh");
   EXPECT_EQ(count_events(events, "workers_started"), 1);
+  EXPECT_EQ(count_events(events, "rendezvous"), 1);
   EXPECT_EQ(events.back()["event"], "agent_end");
   EXPECT_EQ(events.back()["exit_code"], 0);
   EXPECT_GT(events.back()["time"].get<double>(), 1.6e9);
@@ -135,6 +136,7 @@ TEST(Agent, FailingWorkerIsRestartedUpToTheLimit) {
       << r->summary;
   auto events = events_of(f.dir.path());
   EXPECT_EQ(count_events(events, "workers_started"), 3);
+  EXPECT_EQ(count_events(events, "rendezvous"), 3);  // one per round, restarts included
   EXPECT_EQ(count_events(events, "worker_failed"), 3);
   EXPECT_EQ(count_events(events, "restart"), 2);
   EXPECT_EQ(events.back()["exit_code"], 3);

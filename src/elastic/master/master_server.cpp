@@ -13,6 +13,7 @@
 
 #include "cairn.grpc.pb.h"
 #include "cairn/core/fs.h"
+#include "cairn/core/json_lines.h"
 #include "cairn/core/mutex.h"
 #include "cairn/core/secret.h"
 #include "cairn/elastic/journal.h"
@@ -341,6 +342,13 @@ struct MasterServer::Impl final : public v1::Master::Service {
       spdlog::info("master: {}", describe(e));
       nlohmann::json j = event_to_json(e);
       j["at"] = at;
+      if (event_log) {
+        nlohmann::json fields = j;
+        fields.erase("type");
+        fields.erase("at");
+        fields["time"] = at;
+        event_log->write("master_" + j.value("type", std::string("unknown")), fields);
+      }
       records.push_back(std::move(j));
     }
     if (!journal) return Status::Ok();
@@ -378,6 +386,8 @@ struct MasterServer::Impl final : public v1::Master::Service {
   core::Mutex shard_mu;
   ShardService shards CAIRN_GUARDED_BY(shard_mu);
   std::unique_ptr<Journal> journal CAIRN_GUARDED_BY(mu);
+  // options.events_path, when given; set before the server and the ticker start.
+  std::unique_ptr<core::EventLog> event_log;
   Status journal_error CAIRN_GUARDED_BY(mu);  // set once
   bool stopping CAIRN_GUARDED_BY(mu) = false;
   core::CondVar cv;
@@ -428,6 +438,13 @@ Result<std::unique_ptr<MasterServer>> MasterServer::Start(const MasterServerOpti
   if (!options.journal_path.empty())
     CAIRN_RETURN_IF_ERROR(impl->open_journal(options.journal_path));
 
+  if (!options.events_path.empty()) {
+    impl->event_log = std::make_unique<core::EventLog>(options.events_path);
+    impl->event_log->write("master_start", {{"min_nodes", options.rdzv.min_nodes},
+                                            {"max_nodes", options.rdzv.max_nodes},
+                                            {"node_unit", options.rdzv.node_unit},
+                                            {"journal", options.journal_path}});
+  }
   std::shared_ptr<grpc::ServerCredentials> creds;
   if (!options.tls_cert_path.empty()) {
     auto cert = core::read_file(options.tls_cert_path);

@@ -13,8 +13,10 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 
 #include "cairn.grpc.pb.h"
+#include "cairn/core/json_lines.h"
 #include "cairn/elastic/master_client.h"
 #include "cairn/elastic/master_rendezvous.h"
 #include "cairn/elastic/master_server.h"
@@ -197,7 +199,10 @@ TEST(MasterServer, BadRequestsAreRejectedWithTheReason) {
 
 TEST(MasterServer, SilentNodeIsDroppedAndTheSurvivorsGetASmallerWorld) {
   Deadline guard(60);
-  auto server = start(server_options({2, 3, 1, 0.5, 0.6}));
+  ScratchDir dir("master-events");
+  MasterServerOptions so = server_options({2, 3, 1, 0.5, 0.6});
+  so.events_path = dir.path() + "/events.jsonl";  // membership for the dashboard
+  auto server = start(so);
   ASSERT_TRUE(server);
   auto a = node(*server, "a"), b = node(*server, "b"), c = node(*server, "c");
   auto w = rendezvous({a.get(), b.get(), c.get()}, 0);
@@ -214,6 +219,24 @@ TEST(MasterServer, SilentNodeIsDroppedAndTheSurvivorsGetASmallerWorld) {
   EXPECT_EQ(st.round.number, 2);
   EXPECT_EQ(st.counters.nodes_dropped, 1);
   EXPECT_EQ(st.nodes.size(), 2u);
+  // The events file tells the same story in order, each row with its time.
+  std::vector<std::string> kinds;
+  std::vector<int> worlds;
+  std::set<std::string> joined;
+  std::string dropped;
+  for (const nlohmann::json& e : core::read_json_lines(so.events_path)) {
+    EXPECT_GT(e.value("time", 0.0), 1.6e9) << e.dump();
+    kinds.push_back(e.value("event", ""));
+    if (kinds.back() == "master_round_completed") worlds.push_back(e["round"]["world_size"]);
+    if (kinds.back() == "master_node_joined") joined.insert(e["node"].value("id", ""));
+    if (kinds.back() == "master_node_removed")
+      dropped = e.value("node_id", "") + ":" + e.value("reason", "");
+  }
+  ASSERT_FALSE(kinds.empty());
+  EXPECT_EQ(kinds.front(), "master_start");
+  EXPECT_EQ(joined, (std::set<std::string>{"a", "b", "c"})) << "a and b joined twice";
+  EXPECT_EQ(worlds, (std::vector<int>{3, 2}));
+  EXPECT_EQ(dropped, "c:dropped");
 }
 
 TEST(MasterServer, RestartedMasterResumesFromItsJournal) {

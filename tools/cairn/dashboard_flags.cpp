@@ -1,0 +1,44 @@
+// The dashboard inside `cairn run` and `cairn master` (see dashboard_flags.h).
+#include "dashboard_flags.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+
+namespace cairn::cli {
+
+void add_dashboard_flags(CLI::App& cmd, DashboardFlags* f, bool with_control) {
+  auto* port = cmd.add_option("--dashboard-port", f->port,
+                              "serve the live dashboard, its JSON API and Prometheus /metrics "
+                              "on this port (0 picks a free one; the address is printed)")
+                   ->check(CLI::Range(0, 65535));
+  cmd.add_option("--dashboard-bind", f->bind,
+                 "the dashboard's address; other than loopback, every request needs the job's "
+                 "token")
+      ->capture_default_str()
+      ->needs(port);
+  if (with_control)
+    cmd.add_flag("--dashboard-control", f->control,
+                 "let the dashboard stop the job (POST /api/stop, a button on the page): the "
+                 "workers get SIGTERM, save a checkpoint at the next step boundary and exit")
+        ->needs(port);
+}
+
+Result<std::unique_ptr<dashboard::Server>> start_dashboard(
+    const DashboardFlags& f, const std::string& run_dir, const std::string& token,
+    const std::string& who, std::function<Status(const std::string&)> stop_job) {
+  if (f.port < 0) return std::unique_ptr<dashboard::Server>();
+  dashboard::ServerOptions o;
+  o.bind = f.bind;
+  o.port = f.port;
+  if (!dashboard::is_loopback(f.bind)) o.token = token;
+  if (f.control) o.stop_job = std::move(stop_job);
+  auto server = dashboard::Server::Start(std::make_shared<dashboard::RunView>(run_dir), o);
+  if (!server.ok()) return server.status().WithContext("--dashboard-port");
+  spdlog::info("dashboard: {}{}", (*server)->url(), f.control ? " (it can stop the job)" : "");
+  std::printf("%s: dashboard at %s\n", who.c_str(), (*server)->url().c_str());
+  std::fflush(stdout);
+  return server;
+}
+
+}  // namespace cairn::cli
