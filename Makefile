@@ -27,14 +27,12 @@ $(DATA)/train.bin:
 
 data: build $(DATA)/train.bin
 
-# The demo's dashboard runs beside the job (open the address it prints) and stops with it.
+# The demo's job serves its own dashboard (open the address it prints; its Stop button saves a
+# checkpoint and ends the job).
 demo: build data
 	rm -rf $(RUN)
-	mkdir -p $(RUN)
-	$(CAIRN) dashboard $(RUN) --port $(DASHBOARD_PORT) & dash=$$!; \
-	$(CAIRN) run --nproc-per-node 2 --run-dir $(RUN) -- \
-	  $(CAIRN) train configs/gpt-kjv.yaml --set data.path=$(DATA); rc=$$?; \
-	kill $$dash 2>/dev/null; wait $$dash 2>/dev/null; exit $$rc
+	$(CAIRN) run --nproc-per-node 2 --run-dir $(RUN) --dashboard-port $(DASHBOARD_PORT) \
+	  --dashboard-control -- $(CAIRN) train configs/gpt-kjv.yaml --set data.path=$(DATA)
 	$(CAIRN) generate --ckpt $(RUN)/ckpt --prompt "In the beginning" --max-tokens 80 --seed 1
 
 bench: build data
