@@ -17,6 +17,8 @@ packages=(
   libcpp-httplib-dev prometheus
   # the dashboard's browser test: Debian's chromium (puppeteer-core drives it, below)
   chromium
+  # the Slurm test: a controller, two node daemons and munge, started by the test itself
+  slurmctld slurmd slurm-client munge
   # Tools the tests call (a missing one fails its test, never skips it): /usr/bin/python3;
   # ip netns (iproute2); openssl (the master's TLS test); ps, pgrep, kill (procps); unshare
   # (util-linux) and mount; timeout, shuf, od, dd, mktemp, tail --pid (coreutils); xargs, find
@@ -46,7 +48,7 @@ fi
 
 # Every command the tests call must now be there.
 tools=(/usr/bin/python3 ip openssl ps pgrep unshare mount timeout shuf od dd mktemp xargs cmp diff
-       awk gdb bible node npm prometheus promtool chromium)
+       awk gdb bible node npm prometheus promtool chromium munged slurmctld slurmd sbatch scontrol)
 for t in "${tools[@]}"; do
   command -v "$t" >/dev/null || { echo "install-deps: $t is still missing after installing the packages" >&2; exit 1; }
 done

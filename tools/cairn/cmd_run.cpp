@@ -18,6 +18,7 @@
 #include "cairn/elastic/flash_slots.h"
 #include "cairn/elastic/launch_options.h"
 #include "cairn/elastic/rendezvous.h"
+#include "cairn/elastic/slurm.h"
 #include "cairn/elastic/worker_env.h"
 #include "commands.h"
 #include "dashboard_flags.h"
@@ -38,7 +39,7 @@ extern "C" void on_agent_signal(int sig) {
   g_interrupt.count.fetch_add(1);
 }
 
-constexpr int kForwardedSignals[] = {SIGINT, SIGTERM, SIGHUP};
+constexpr int kForwardedSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGUSR1};
 
 // Installs the agent's handlers for its lifetime; restores the previous ones on destruction.
 class AgentSignals {
@@ -108,10 +109,15 @@ Status stop_from_dashboard(const std::string& run_dir, const std::string& reques
 
 void run_run(elastic::LaunchFlags& flags, const DashboardFlags& dash, const CLI::App& cmd) {
   collect_unknown_flags(cmd, &flags);
+  elastic::Env env = elastic::env_from_environ(environ);
+  if (elastic::wants_slurm(flags, env)) {  // inside srun: the allocation gives the nodes
+    auto slurm = elastic::slurm_launch_flags(flags, env);
+    if (!slurm.ok()) throw StatusError(slurm.status());
+    flags = std::move(slurm).value();
+  }
   auto options = elastic::resolve_launch_options(flags);
   if (!options.ok()) throw StatusError(options.status());
 
-  elastic::Env env = elastic::env_from_environ(environ);
   std::vector<std::string> command = elastic::resolve_self_command(options->command, self_exe());
   auto exe = elastic::find_executable(command[0], env.count("PATH") ? env["PATH"] : "");
   if (!exe.ok()) throw StatusError(exe.status());
@@ -224,10 +230,11 @@ void register_run_command(CLI::App& app) {
       "The agent persists its workers' in-memory checkpoints in the background (cairn train's\n"
       "ckpt.persist_interval), and after a failure or a signal writes what they left in memory\n"
       "to storage before restarting or exiting; it removes the segments when the job ends.\n"
-      "SIGINT (Ctrl-C), SIGTERM and SIGHUP are forwarded to the workers, SIGKILL follows after\n"
+      "SIGINT (Ctrl-C), SIGTERM and SIGHUP are forwarded to the workers (SIGUSR1, a scheduler's\n"
+      "notice, as SIGTERM: they checkpoint and stop), SIGKILL follows after\n"
       "--grace-period (a second Ctrl-C kills at once). Exit code: 0 when every worker exits 0;\n"
       "the first failed worker's code (128+signal if killed) when no restart is left; 128+signal\n"
-      "(130, 143) when cairn run itself was interrupted; 2 for bad flags.\n"
+      "(130, 143, 138) when cairn run itself was interrupted; 2 for bad flags.\n"
       "\nExamples:\n"
       "  cairn run --nproc-per-node 2 -- cairn train configs/gpt-kjv.yaml\n"
       "  cairn run --nproc-per-node 4 --max-restarts 3 -- /usr/bin/python3 train.py --lr 3e-4\n"
@@ -245,7 +252,10 @@ void register_run_command(CLI::App& app) {
       "  CAIRN_JOB_TOKEN=secret cairn run --rdzv-backend cairn --rdzv-endpoint 10.0.0.1:29400 \\\n"
       "      --nnodes 1:4 --node-id node-01 --max-restarts 10 -- cairn train configs/gpt-kjv.yaml "
       "\\\n"
-      "      --resume-or-start --set ckpt.dir=/shared/ckpt --set ckpt.memory_interval=1");
+      "      --resume-or-start --set ckpt.dir=/shared/ckpt --set ckpt.memory_interval=1\n"
+      "  # inside a Slurm job, one per node (deploy/slurm/cairn.sbatch does this):\n"
+      "  srun --ntasks-per-node=1 cairn run --rdzv-backend slurm --nproc-per-node 8 \\\n"
+      "      -- cairn train configs/gpt-kjv.yaml --resume-or-start --set ckpt.dir=/shared/ckpt");
   add_launch_flags(*cmd, flags.get());
   auto dash = std::make_shared<DashboardFlags>();
   add_dashboard_flags(*cmd, dash.get(), /*with_control=*/true);

@@ -184,6 +184,7 @@ void run_train(const TrainArgs& a) {
   }
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
+  std::signal(SIGUSR1, on_signal);  // a scheduler's notice (Slurm's --signal): checkpoint, stop
   collect_orphans_at_start(run.run_dir);
   auto trainer = train::Trainer::Create(*config, run);
   if (!trainer.ok()) throw StatusError(trainer.status());
@@ -231,8 +232,8 @@ void register_train_command(CLI::App& app) {
       "The run directory holds config.yaml, metrics.jsonl, events.jsonl, train.log and ckpt/.\n"
       "Checkpoints go to shared memory first (a pause of milliseconds) and to ckpt/ in the\n"
       "background: ckpt.memory_interval, ckpt.persist_interval, ckpt.keep_last, ckpt.keep_every.\n"
-      "Ctrl-C (SIGINT) or SIGTERM saves a checkpoint at the next step boundary and exits 130 or\n"
-      "143; --resume continues from it.\n"
+      "Ctrl-C (SIGINT), SIGTERM or SIGUSR1 (a scheduler's notice) saves a checkpoint at the next\n"
+      "step boundary and exits 130, 143 or 138; --resume continues from it.\n"
       "Freed large blocks stay in the process's heap for the next step (faster steps, a resident\n"
       "peak heap); CAIRN_MALLOC_DEFAULTS=1 keeps glibc's allocator settings.");
   cmd->add_option("config", args->config, "job config (YAML)");

@@ -60,9 +60,11 @@ void add_launch_flags(CLI::App& cmd, LaunchFlags* f) {
       ->option_text("HOST:PORT");
   cmd.add_option("--rdzv-backend,--rdzv_backend", f->rdzv_backend,
                  "rendezvous kind: 'static' (default: a fixed set of nodes, each given its "
-                 "--node-rank) or 'cairn' (nodes join the elastic master at --rdzv-endpoint; "
-                 "scale down and up)")
-      ->option_text("static|cairn");
+                 "--node-rank), 'cairn' (nodes join the elastic master at --rdzv-endpoint; "
+                 "scale down and up) or 'slurm' (inside srun, the default when $SLURM_JOB_ID "
+                 "is set and no endpoint is given: the allocation's nodes, node 0's agent "
+                 "running the elastic master, the job id as run id)")
+      ->option_text("static|cairn|slurm");
   cmd.add_option("--rdzv-id,--rdzv_id", f->rdzv_id,
                  "job id for TORCHELASTIC_RUN_ID (default: the run directory's name)")
       ->option_text("ID");

@@ -248,10 +248,13 @@ AgentResult Agent::interrupted(WorkerGroup* group, int restarts) {
   r.exit_code = agent_exit_code(std::nullopt, r.interrupt_signal);
   const std::string sig = signal_name(r.interrupt_signal);
   if (group != nullptr && group->num_running() > 0) {
-    spdlog::warn("received {}: forwarding it to {} worker(s), SIGKILL after {:g} s", sig,
-                 group->num_running(), o_.grace_period_s);
+    // SIGUSR1 is a scheduler's notice (Slurm's --signal before the time limit or a
+    // preemption): the workers get SIGTERM, on which they checkpoint and stop.
+    const int to_workers = r.interrupt_signal == SIGUSR1 ? SIGTERM : r.interrupt_signal;
+    spdlog::warn("received {}: sending {} to {} worker(s), SIGKILL after {:g} s", sig,
+                 signal_name(to_workers), group->num_running(), o_.grace_period_s);
     for (const WorkerExit& e :
-         group->stop(r.interrupt_signal, o_.grace_period_s, [this] { return hurry(); }))
+         group->stop(to_workers, o_.grace_period_s, [this] { return hurry(); }))
       spdlog::info("rank {} stopped: {}", e.rank, e.status.ToString());
   }
   r.summary = "interrupted by " + sig + "; workers stopped";

@@ -121,8 +121,9 @@ Status resolve_nodes(const LaunchFlags& f, LaunchOptions* o) {
 Status resolve_rendezvous(const LaunchFlags& f, LaunchOptions* o) {
   if (f.rdzv_backend && *f.rdzv_backend != "static" && *f.rdzv_backend != "cairn")
     return bad_flag("--rdzv-backend", *f.rdzv_backend,
-                    "'static' (nodes given by --node-rank and --rdzv-endpoint) or 'cairn' (nodes "
-                    "join the elastic master at --rdzv-endpoint)");
+                    "'static' (nodes given by --node-rank and --rdzv-endpoint), 'cairn' (nodes "
+                    "join the elastic master at --rdzv-endpoint) or 'slurm' (inside srun: the "
+                    "allocation's nodes, node 0 running the master)");
   o->elastic = f.rdzv_backend && *f.rdzv_backend == "cairn";
   if (!o->elastic && (f.node_id || f.node_host || f.job_token || f.embed_master || f.rdzv_wait ||
                       f.heartbeat_timeout))

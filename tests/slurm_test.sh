@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# cairn on a real Slurm cluster built on this machine: Debian's munged, slurmctld and two
+# slurmd (nodes n1 and n2, on loopback ports of their own), in a private mount namespace whose
+# /etc/hosts names the nodes. deploy/slurm/cairn.sbatch runs the small GPT-2 on the KJV corpus
+# as a 2-node job (cairn run --rdzv-backend slurm: node 0's agent runs the elastic master):
+#   1. uninterrupted, to the end;
+#   2. sent SIGUSR1 mid-run (scancel --batch, as --signal=B:USR1@N does before the time limit):
+#      the workers checkpoint and stop, the script requeues the job, the second run
+#      (SLURM_RESTART_COUNT 1) resumes from that checkpoint and finishes;
+# and checks that both end with the same model (digest of the final checkpoint) and the same
+# loss at every step. Everything it starts is stopped at the end (scontrol shutdown, then
+# lib.sh's cleanup of every process naming the test's directory).
+# Usage: slurm_test.sh CAIRN_BINARY (as root: slurmd and the mount namespace need it)
+set -euo pipefail
+if [ -z "${CAIRN_SLURM_NAMESPACE:-}" ]; then
+  [ "$(id -u)" = 0 ] || { echo "FAIL: the Slurm test runs as root (slurmd, mount namespace)" >&2; exit 1; }
+  exec unshare --mount --propagation private env CAIRN_SLURM_NAMESPACE=1 bash "$0" "$@"
+fi
+cairn=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+src=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+agent=
+source "$src/tests/lib.sh"
+slurm_cleanup() {
+  local rc=$?
+  if [ -f "$work/slurm.conf" ]; then
+    SLURM_CONF=$work/slurm.conf timeout 10 scancel --full --quiet --user root 2> /dev/null || true
+    SLURM_CONF=$work/slurm.conf timeout 10 scontrol shutdown 2> /dev/null || true
+    sleep 1
+  fi
+  # slurmstepd's command line does not name $work: its job's processes do, and it exits with them.
+  test_cleanup "$rc"
+}
+trap slurm_cleanup EXIT
+require munged slurmctld slurmd sbatch scontrol sinfo scancel getent mount
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+
+printf '127.0.0.1 localhost\n127.0.0.1 n1\n127.0.0.1 n2\n' > "$work/hosts"
+mount --bind "$work/hosts" /etc/hosts
+getent hosts n2 > /dev/null || fail "the namespace's /etc/hosts does not name n2"
+
+echo "-- a Slurm cluster: munged, slurmctld, slurmd n1 and n2"
+mkdir -p "$work/state" "$work/spool" "$work/log"
+head -c 1024 /dev/urandom > "$work/munge.key"
+chmod 600 "$work/munge.key"
+munged --force --socket="$work/munge.sock" --key-file="$work/munge.key" \
+  --pid-file="$work/munged.pid" --log-file="$work/log/munged.log" --seed-file="$work/munge.seed"
+ctld_port=$(free_port); d_port=$(free_port); n1_port=$(free_port); n2_port=$(free_port)
+cat > "$work/slurm.conf" <<CONF
+ClusterName=cairntest
+SlurmctldHost=localhost(127.0.0.1)
+SlurmctldPort=$ctld_port
+SlurmdPort=$d_port
+AuthType=auth/munge
+AuthInfo=socket=$work/munge.sock
+StateSaveLocation=$work/state
+SlurmdSpoolDir=$work/spool/%n
+SlurmctldPidFile=$work/slurmctld.pid
+SlurmdPidFile=$work/slurmd-%n.pid
+SlurmctldLogFile=$work/log/slurmctld.log
+SlurmdLogFile=$work/log/slurmd-%n.log
+SlurmUser=root
+SlurmdUser=root
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SchedulerType=sched/builtin
+SelectType=select/linear
+ReturnToService=2
+MpiDefault=none
+JobCompType=jobcomp/none
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+SlurmdParameters=config_overrides
+KillWait=10
+NodeName=n1 NodeHostname=localhost NodeAddr=127.0.0.1 Port=$n1_port CPUs=2 RealMemory=4000
+NodeName=n2 NodeHostname=localhost NodeAddr=127.0.0.1 Port=$n2_port CPUs=2 RealMemory=4000
+PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP
+CONF
+export SLURM_CONF=$work/slurm.conf
+slurmctld -f "$SLURM_CONF"
+slurmd -f "$SLURM_CONF" -N n1
+slurmd -f "$SLURM_CONF" -N n2
+# both_idle: waits (30 s at most) until both nodes are idle (a finished job's nodes are
+# 'completing' for a moment).
+both_idle() {
+  for _ in $(seq 1 150); do
+    [ "$(sinfo -h -o '%T %D' 2> /dev/null)" = "idle 2" ] && return 0
+    sleep 0.2
+  done
+  sinfo; tail "$work"/log/*.log; fail "the 2 nodes are not idle"
+}
+both_idle
+sinfo
+
+prepare_kjv 200000
+flash_config 150 "{memory_interval: 5, persist_interval: 50}"
+export CAIRN=$cairn NPROC=1 MAX_RESTARTS=1
+
+# submit NAME [EXTRA sbatch FLAGS]: submits the job from $work/NAME; prints its id.
+submit() {
+  mkdir -p "$work/$1"
+  (cd "$work/$1" && sbatch --parsable --nodes=2 --output="$work/$1/slurm.out" \
+     "$src/deploy/slurm/cairn.sbatch" "$work/tiny.yaml")
+}
+state() { scontrol show job "$1" 2> /dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'; }
+# wait_state JOB STATE SECONDS
+wait_state() {
+  for _ in $(seq 1 $(($3 * 5))); do
+    [ "$(state "$1")" = "$2" ] && return 0
+    sleep 0.2
+  done
+  scontrol show job "$1"
+  for f in "$work"/*/slurm.out; do echo "== $f"; tail -n 30 "$f"; done
+  for f in "$work"/log/slurm*.log; do echo "== $f"; tail -n 15 "$f"; done
+  fail "job $1 is $(state "$1"), not $2, after $3 s"
+}
+final_digest() {  # final_digest CKPT_DIR: the model digest of its step-150 checkpoint
+  "$cairn" ckpt inspect "$1/step-00000150" --digest | sed -n 's/^digest *//p'
+}
+
+echo "-- 1. the uninterrupted job"
+ref=$(submit ref)
+wait_state "$ref" COMPLETED 240
+grep -q "exited 0\|all 1 worker" "$work/ref/runs/slurm-$ref/n1/logs/agent.log" || fail "no clean end"
+ref_digest=$(final_digest "$work/ref/runs/slurm-$ref/ckpt")
+[ -n "$ref_digest" ] || fail "no digest of the reference's final checkpoint"
+echo "reference: $ref_digest"
+
+echo "-- 2. SIGUSR1 mid-run: checkpoint, requeue, resume"
+both_idle
+job=$(submit pre)
+run=$work/pre/runs/slurm-$job
+wait_state "$job" RUNNING 60
+wait_rows "$run/n1" 40 || fail "job $job trained no 40 steps"
+scancel --batch --signal=USR1 "$job"
+for _ in $(seq 1 300); do
+  [ "$(scontrol show job "$job" | sed -n 's/.*Restarts=\([0-9]*\).*/\1/p')" -ge 1 ] && break
+  sleep 0.2
+done
+[ "$(scontrol show job "$job" | sed -n 's/.*Restarts=\([0-9]*\).*/\1/p')" -ge 1 ] ||
+  { tail -n 20 "$work/pre/slurm.out"; fail "the job was not requeued"; }
+stopped=$(tail -n 1 "$run/n1/metrics.jsonl" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["step"])')
+[ "$stopped" -lt 150 ] || fail "the job ended before the signal could stop it"
+grep -q '"event":"agent_end"' "$run/n1/events.jsonl" || fail "node 0's agent did not end"
+grep '"event":"agent_end"' "$run/n1/events.jsonl" | tail -n 1 | grep -q '"signal":"SIGUSR1"' ||
+  fail "node 0's agent did not stop for SIGUSR1"
+# A requeued job waits 2 minutes before it may start again; the test does not.
+scontrol update JobId="$job" StartTime=now
+wait_state "$job" COMPLETED 240
+grep -q "run 1," "$work/pre/slurm.out" || { cat "$work/pre/slurm.out"; fail "no second run (SLURM_RESTART_COUNT 1)"; }
+resumed=$(grep '"event":"start"' "$run/n1/events.jsonl" | tail -n 1 |
+  /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["step"])')
+newest_before=$stopped
+[ "$resumed" = "$newest_before" ] ||
+  fail "the second run resumed from step $resumed, the first stopped at $stopped"
+echo "stopped at step $stopped, requeued, resumed from step $resumed"
+digest=$(final_digest "$run/ckpt")
+[ "$digest" = "$ref_digest" ] || fail "final model $digest differs from the uninterrupted $ref_digest"
+compare "$work/ref/runs/slurm-$ref/n1" "$run/n1" || fail "the losses differ from the uninterrupted run"
+echo "same final model ($digest) and losses as the uninterrupted job"
+echo PASS
