@@ -19,6 +19,8 @@ packages=(
   chromium
   # the Slurm test: a controller, two node daemons and munge, started by the test itself
   slurmctld slurmd slurm-client munge
+  # the packages: the man page from --help; dpkg-shlibdeps computes the .deb's dependencies
+  help2man dpkg-dev
   # Tools the tests call (a missing one fails its test, never skips it): /usr/bin/python3;
   # ip netns (iproute2); openssl (the master's TLS test); ps, pgrep, kill (procps); unshare
   # (util-linux) and mount; timeout, shuf, od, dd, mktemp, tail --pid (coreutils); xargs, find
@@ -48,7 +50,7 @@ fi
 
 # Every command the tests call must now be there.
 tools=(/usr/bin/python3 ip openssl ps pgrep unshare mount timeout shuf od dd mktemp xargs cmp diff
-       awk gdb bible node npm prometheus promtool chromium munged slurmctld slurmd sbatch scontrol)
+       awk gdb bible node npm prometheus promtool chromium munged slurmctld slurmd sbatch scontrol help2man dpkg-shlibdeps)
 for t in "${tools[@]}"; do
   command -v "$t" >/dev/null || { echo "install-deps: $t is still missing after installing the packages" >&2; exit 1; }
 done

@@ -18,29 +18,7 @@ for f in bin/cairn bin/cairn-torch include/cairn/parallel/plan.h lib/cmake/cairn
 done
 "$prefix/bin/cairn" --version | grep -qx "cairn [0-9.]*" || fail "the installed cairn does not run"
 
-mkdir "$work/consumer"
-cat > "$work/consumer/CMakeLists.txt" <<'CMAKE'
-cmake_minimum_required(VERSION 3.25)
-project(consumer CXX)
-set(CMAKE_CXX_STANDARD 17)
-find_package(cairn 0.9 REQUIRED)
-add_executable(consumer main.cpp)
-target_link_libraries(consumer PRIVATE cairn::cairn_parallel)
-CMAKE
-cat > "$work/consumer/main.cpp" <<'CPP'
-#include <cstdio>
-
-#include "cairn/model/config.h"
-#include "cairn/parallel/plan.h"
-
-int main() {
-  cairn::model::ModelConfig m;
-  cairn::parallel::Plan plan = cairn::parallel::Plan::data_parallel(2, m.n_layer, 1);
-  const cairn::Status s = plan.validate(m, 2);
-  std::printf("%s: %s\n", plan.summary().c_str(), s.ok() ? "valid" : s.message().c_str());
-  return s.ok() ? 0 : 1;
-}
-CPP
+cp -r "$(dirname "$0")/package_consumer" "$work/consumer"
 cmake -S "$work/consumer" -B "$work/consumer/build" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" \
   -DCMAKE_BUILD_TYPE=Release > "$work/configure.log" 2>&1 || { cat "$work/configure.log"; fail "find_package(cairn)"; }
 ninja -C "$work/consumer/build" > "$work/build.log" 2>&1 || { cat "$work/build.log"; fail "building against the package"; }

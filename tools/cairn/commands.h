@@ -9,6 +9,10 @@
 
 namespace cairn::cli {
 
+// `cairn --version`: "cairn V\ncommit C\nlibtorch T\nbuild B" (generated at build time by
+// cmake/version_info.cmake).
+const char* version_text();
+
 // Number checks with short messages (CLI11's PositiveNumber prints DBL_MAX in 309 digits).
 // `strict`: the value must be greater than `min`, else at least `min`.
 inline CLI::Validator number_from(double min, bool strict) {
@@ -52,6 +56,7 @@ inline constexpr TorchCommand kTorchCommands[] = {
      "in-memory checkpoints of dead processes (gc)"},
     {"node-check", "One node's part of the node check (run by `cairn run --network-check`)"},
     {"plan", "Search the fastest parallel layout of a job on a cluster (cost model)"},
+    {"completion", "Print a bash completion script of every command and flag"},
 };
 // OpenMP's wait policy for cairn's training processes. With libgomp's default (spin, then
 // yield) the OpenMP threads that finish an element-wise kernel keep spinning while OpenBLAS's
@@ -77,5 +82,6 @@ void register_dashboard_command(CLI::App& app);   // cmd_dashboard.cpp: a run's 
 void register_ckpt_command(CLI::App& app);        // cmd_ckpt.cpp: export, import, inspect
 void register_node_check_command(CLI::App& app);  // cmd_node_check.cpp: one node's check
 void register_plan_command(CLI::App& app);        // cmd_plan.cpp: the planner's search
+void register_completion_command(CLI::App& app);  // cmd_completion.cpp: bash completion
 
 }  // namespace cairn::cli

@@ -80,7 +80,8 @@ int main(int argc, char** argv) {
       "  cairn generate --ckpt runs/<time>/ckpt --prompt 'In the beginning'\n",
       "cairn"};  // the name in usage lines, whichever of the two binaries prints them
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string("cairn ") + CAIRN_VERSION);
+  app.set_version_flag("--version", cairn::cli::version_text(),
+                       "print the version, git commit, libtorch version and build type");
   // Options of `cairn` itself (--log-level) are also taken after the subcommand.
   app.fallthrough();
   std::string log_level = "info";
@@ -101,6 +102,7 @@ int main(int argc, char** argv) {
   cairn::cli::register_ckpt_command(app);
   cairn::cli::register_node_check_command(app);
   cairn::cli::register_plan_command(app);
+  cairn::cli::register_completion_command(app);
 #endif
   // `cairn bogus`: name the unknown command instead of CLI11's "A subcommand is required".
   if (const std::string a = command_word(argc, argv); !a.empty()) {
