@@ -32,6 +32,9 @@ packages=(
 # elsewhere (e.g. NodeSource) is used when present, since Debian's npm conflicts with it.
 command -v node >/dev/null || packages+=(nodejs)
 command -v npm >/dev/null || packages+=(npm)
+# kubectl builds deploy/k8s's kustomizations in a test; Debian's kubernetes-client, unless a
+# kubectl is already installed.
+command -v kubectl >/dev/null || packages+=(kubernetes-client)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -50,7 +53,7 @@ fi
 
 # Every command the tests call must now be there.
 tools=(/usr/bin/python3 ip openssl ps pgrep unshare mount timeout shuf od dd mktemp xargs cmp diff
-       awk gdb bible node npm prometheus promtool chromium munged slurmctld slurmd sbatch scontrol help2man dpkg-shlibdeps)
+       awk gdb bible node npm prometheus promtool chromium munged slurmctld slurmd sbatch scontrol help2man dpkg-shlibdeps kubectl)
 for t in "${tools[@]}"; do
   command -v "$t" >/dev/null || { echo "install-deps: $t is still missing after installing the packages" >&2; exit 1; }
 done
@@ -106,14 +109,22 @@ if ! up_check; then
     exit 1
   fi
 fi
-# puppeteer-core for the dashboard's browser test, installed from tests/browser's lock file
-# (npm ci checks every package's integrity hash), again only when the lock file changed.
+# npm packages of the tests, each installed from its lock file under tests/ (npm ci checks every
+# package's integrity hash), again only when the lock file changed.
+#   npm_ci_from DIR CACHE MODULE: tests/DIR's package-lock.json into CACHE, MODULE among them
+npm_ci_from() {
+  if ! cmp -s "$here/tests/$1/package-lock.json" "$2/package-lock.json" ||
+     [ ! -d "$2/node_modules/$3" ]; then
+    echo "install-deps: installing $3 (tests/$1/package-lock.json)"
+    mkdir -p "$2"
+    cp "$here/tests/$1/package.json" "$here/tests/$1/package-lock.json" "$2/"
+    (cd "$2" && npm ci --silent --no-audit --no-fund)
+  fi
+}
+# puppeteer-core drives chromium in the dashboard's browser test.
 bt=$cache/browser-test
-if ! cmp -s "$here/tests/browser/package-lock.json" "$bt/package-lock.json" ||
-   [ ! -d "$bt/node_modules/puppeteer-core" ]; then
-  echo "install-deps: installing puppeteer-core (tests/browser/package-lock.json)"
-  mkdir -p "$bt"
-  cp "$here/tests/browser/package.json" "$here/tests/browser/package-lock.json" "$bt/"
-  (cd "$bt" && npm ci --silent --no-audit --no-fund)
-fi
-echo "install-deps: ok (tokenizer in $tok, uPlot in $up, puppeteer-core in $bt)"
+npm_ci_from browser "$bt" puppeteer-core
+# kubernetes-models validates deploy/k8s against the Kubernetes API schemas.
+kt=$cache/k8s-test
+npm_ci_from k8s "$kt" kubernetes-models
+echo "install-deps: ok (tokenizer in $tok, uPlot in $up, puppeteer-core in $bt, kubernetes-models in $kt)"

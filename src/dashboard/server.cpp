@@ -120,6 +120,12 @@ struct Server::Impl {
       s["control"] = bool(options.stop_job);
       reply_json(res, s);
     });
+    // Liveness for a probe (Kubernetes' httpGet cannot carry the token): says nothing of the
+    // job, only that the process serving it answers.
+    http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+      res.set_header("Cache-Control", "no-store");
+      res.set_content("ok\n", "text/plain; charset=utf-8");
+    });
     get("/api/stop", [](const httplib::Request&, httplib::Response& res) {
       reply_error(res, 405, "/api/stop takes POST");
     });
@@ -184,7 +190,7 @@ struct Server::Impl {
         reply_error(res, 404,
                     "no such path: " + req.path +
                         " (paths: /, /api/status, /api/metrics, /api/events, /api/logs, "
-                        "/api/log, /plan.svg, /metrics, POST /api/stop)");
+                        "/api/log, /plan.svg, /metrics, /healthz, POST /api/stop)");
     });
     http.set_exception_handler(
         [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {

@@ -113,6 +113,11 @@ TEST_F(ServerTest, AwayFromLoopbackEveryRequestNeedsTheToken) {
   EXPECT_EQ(c.Get("/metrics", {{"Authorization", "Bearer s3cret"}})->status, 200);
   EXPECT_EQ(c.Get("/metrics", {{"Authorization", "Bearer s3cre"}})->status, 401);
   EXPECT_EQ(c.Post("/api/stop", {{"X-Cairn-Request", "stop"}}, "", "text/plain")->status, 401);
+  // A liveness probe needs no token and learns nothing of the job.
+  auto health = c.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(health->body, "ok\n");
 }
 
 TEST_F(ServerTest, ThePlanPictureWhenTheRunHasOne) {

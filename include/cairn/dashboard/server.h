@@ -10,6 +10,7 @@
 //   GET /api/log?name=NAME&lines=N     the last N lines (default 200, at most 10000)
 //   GET /plan.svg                the run's plan picture (parallel.plan=auto), 404 without one
 //   GET /metrics                 Prometheus' text format
+//   GET /healthz                 "ok": the process answers (no token needed, nothing of the job)
 //   POST /api/stop               only with ServerOptions::stop_job (--dashboard-control): asks
 //                                the job to stop cleanly, with a checkpoint; 202 once asked
 //
