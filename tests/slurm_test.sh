@@ -8,7 +8,10 @@
 #      the workers checkpoint and stop, the script requeues the job, the second run
 #      (SLURM_RESTART_COUNT 1) resumes from that checkpoint and finishes;
 # and checks that both end with the same model (digest of the final checkpoint) and the same
-# loss at every step. Everything it starts is stopped at the end (scontrol shutdown, then
+# loss at every step;
+#   3. with `sbatch --no-kill` and `--nnodes 1:2`, node n2's agent and worker killed mid-run:
+#      the master drops n2 and n1 finishes the job alone (world size 1) from the checkpoint.
+# Everything it starts is stopped at the end (scontrol shutdown, then
 # lib.sh's cleanup of every process naming the test's directory).
 # Usage: slurm_test.sh CAIRN_BINARY (as root: slurmd and the mount namespace need it)
 set -euo pipefail
@@ -98,8 +101,10 @@ export CAIRN=$cairn NPROC=1 MAX_RESTARTS=1
 
 # submit NAME [EXTRA sbatch FLAGS]: submits the job from $work/NAME; prints its id.
 submit() {
-  mkdir -p "$work/$1"
-  (cd "$work/$1" && sbatch --parsable --nodes=2 --output="$work/$1/slurm.out" \
+  local name=$1
+  shift
+  mkdir -p "$work/$name"
+  (cd "$work/$name" && sbatch --parsable --nodes=2 --output="$work/$name/slurm.out" "$@" \
      "$src/deploy/slurm/cairn.sbatch" "$work/tiny.yaml")
 }
 state() { scontrol show job "$1" 2> /dev/null | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p'; }
@@ -158,4 +163,33 @@ digest=$(final_digest "$run/ckpt")
 [ "$digest" = "$ref_digest" ] || fail "final model $digest differs from the uninterrupted $ref_digest"
 compare "$work/ref/runs/slurm-$ref/n1" "$run/n1" || fail "the losses differ from the uninterrupted run"
 echo "same final model ($digest) and losses as the uninterrupted job"
+
+echo "-- 3. a node lost under --no-kill: the job goes on at the smaller world"
+both_idle
+export CAIRN_RUN_FLAGS="--nnodes 1:2 --heartbeat-timeout 3 --rdzv-wait 1"
+job=$(submit lost --no-kill)
+run=$work/lost/runs/slurm-$job
+wait_state "$job" RUNNING 60
+wait_rows "$run/n1" 40 || fail "job $job trained no 40 steps"
+# Node n2 dies: its agent and its worker, at once.
+victims=$(worker_pids "$run/n2")
+[ -n "$victims" ] || fail "no worker on n2"
+victims="$victims $(ps -o ppid= -p $victims | tr -d ' ')"
+kill -9 $victims
+# The job ends FAILED or COMPLETED (srun reports the killed task's exit); the work must be done.
+for _ in $(seq 1 1200); do
+  case "$(state "$job")" in COMPLETED | FAILED) break ;; esac
+  sleep 0.2
+done
+agent_end=$(grep '"event":"agent_end"' "$run/n1/events.jsonl" | tail -n 1)
+echo "$agent_end" | grep -q '"exit_code":0' || fail "node n1's agent did not finish the job: $agent_end"
+[ "$(tail -n 1 "$run/n1/metrics.jsonl" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["step"])')" = 150 ] ||
+  fail "the job did not reach step 150 on the remaining node"
+grep '"event":"workers_started"' "$run/n1/events.jsonl" | tail -n 1 | grep -q '"world_size":1' ||
+  fail "node n1 did not go on at world size 1"
+grep '"event":"master_node_removed"' "$run/n1/events.jsonl" | grep -q '"node_id":"n2"' ||
+  fail "the master did not drop n2"
+resumed=$(grep '"event":"start"' "$run/n1/events.jsonl" | tail -n 1 |
+  /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["step"])')
+echo "n2 lost after step 40; n1 resumed alone from step $resumed and finished step 150 (job $(state "$job"))"
 echo PASS

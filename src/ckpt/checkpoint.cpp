@@ -280,13 +280,30 @@ Result<bool> try_commit(const std::string& root, int64_t step, int world,
   }
   // Exactly one committer: whoever creates the lock file. The lock stays until the directory
   // has its final name, so that a rank that read every part while another was committing finds
-  // either the lock (EEXIST) or no directory at all (ENOENT: committed), never a second chance.
-  int lock = ::open((dir + "/commit.lock").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  // either the lock (EEXIST) or no directory at all (ENOENT: committed). One more case: a
+  // rank that looked the directory up before the committer renamed it can create its lock in
+  // the renamed directory after the committer removed its own. The lock is therefore taken
+  // through a descriptor of the directory, and whoever takes it checks that the parts are still
+  // there (the committer removes them before renaming): if not, the step is committed and the
+  // lock is taken back out of the same directory, under whatever name it now has.
+  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0) {
+    if (errno == ENOENT) return false;
+    return errno_status("cannot open", dir);
+  }
+  const int lock = ::openat(dir_fd, "commit.lock", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (lock < 0) {
-    if (errno == EEXIST || errno == ENOENT) return false;
+    const int e = errno;
+    ::close(dir_fd);
+    if (e == EEXIST || e == ENOENT) return false;
+    errno = e;
     return errno_status("cannot create", dir + "/commit.lock");
   }
   ::close(lock);
+  const bool committed = ::faccessat(dir_fd, part_file_name(0).c_str(), F_OK, 0) != 0;
+  if (committed) ::unlinkat(dir_fd, "commit.lock", 0);
+  ::close(dir_fd);
+  if (committed) return false;
   // Merge the shards of each tensor, in rank order.
   std::map<std::string, nlohmann::json> merged;
   std::vector<std::string> order;
