@@ -13,8 +13,9 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libicu-dev bible-kjv gdb clang-format clang
-  # the dashboard: its HTTP server; Prometheus (its test scrapes it; promtool checks /metrics)
-  libcpp-httplib-dev prometheus
+  # the dashboard: its HTTP server, the Prometheus client library (the /metrics text); Prometheus
+  # itself (its test scrapes it; promtool checks /metrics)
+  libcpp-httplib-dev prometheus-cpp-dev prometheus
   # the dashboard's browser test: Debian's chromium (puppeteer-core drives it, below)
   chromium
   # the Slurm test: a controller, two node daemons and munge, started by the test itself

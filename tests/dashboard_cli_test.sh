@@ -117,7 +117,7 @@ assert len(starts) == 2 and starts[1]["step"] > 0, [s["step"] for s in starts]' 
 for kind in worker_failed restart checkpoint_persisted agent_end; do
   echo "$events" | grep -q "\"event\":\"$kind\"" || fail "no $kind event in /api/events"
 done
-get /metrics | grep -q '^cairn_restarts_total [1-9]' || fail "cairn_restarts_total is not above 0"
+get /metrics | grep -q '^cairn_restarts_total{reason="killed"} [1-9]' || fail "cairn_restarts_total{reason=killed} is not above 0"
 get /api/logs | grep -q '"logs/agent.log"' || fail "the agent's log is not listed"
 get "/api/log?name=logs/agent.log&lines=5" | grep -q . || fail "the agent's log tail is empty"
 

@@ -1,16 +1,27 @@
-// Prometheus' text format (see prometheus.h).
+// Prometheus' text format (see prometheus.h), on prometheus-cpp's registry and serializer.
 #include "cairn/dashboard/prometheus.h"
 
-#include <algorithm>
-#include <cmath>
-#include <cstdio>
-#include <cstdlib>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <map>
+#include <sstream>
 
 namespace cairn::dashboard {
+namespace {
 
-void PromText::family(const std::string& name, const std::string& help, const std::string& type) {
+std::map<std::string, std::string> label_map(const Labels& labels) {
+  return std::map<std::string, std::string>(labels.begin(), labels.end());
+}
+
+// prometheus-cpp 1.0 writes HELP text as it is: backslash and newline are escaped here, as the
+// format wants them.
+std::string help_text(const std::string& help) {
   std::string h;
-  for (char c : help) {  // HELP text escapes backslash and newline only
+  for (char c : help) {
     if (c == '\\')
       h += "\\\\";
     else if (c == '\n')
@@ -18,72 +29,54 @@ void PromText::family(const std::string& name, const std::string& help, const st
     else
       h += c;
   }
-  out_ += "# HELP " + name + " " + h + "\n# TYPE " + name + " " + type + "\n";
+  return h;
 }
 
-void PromText::sample(const std::string& name, const Labels& labels, double value) {
-  out_ += name;
-  if (!labels.empty()) {
-    out_ += "{";
-    for (size_t i = 0; i < labels.size(); ++i) {
-      if (i) out_ += ",";
-      out_ += labels[i].first + "=\"" + escape(labels[i].second) + "\"";
-    }
-    out_ += "}";
-  }
-  out_ += " " + number(value) + "\n";
+}  // namespace
+
+struct PromText::Impl {
+  prometheus::Registry registry;
+  prometheus::Family<prometheus::Counter>* counters = nullptr;  // the current family: one of
+  prometheus::Family<prometheus::Gauge>* gauges = nullptr;      // these two
+};
+
+PromText::PromText() : impl_(std::make_unique<Impl>()) {}
+PromText::~PromText() = default;
+
+void PromText::family(const std::string& name, const std::string& help, const std::string& type) {
+  impl_->counters = nullptr;
+  impl_->gauges = nullptr;
+  if (type == "counter")
+    impl_->counters =
+        &prometheus::BuildCounter().Name(name).Help(help_text(help)).Register(impl_->registry);
+  else
+    impl_->gauges =
+        &prometheus::BuildGauge().Name(name).Help(help_text(help)).Register(impl_->registry);
+}
+
+void PromText::sample(const Labels& labels, double value) {
+  if (impl_->counters)
+    impl_->counters->Add(label_map(labels)).Increment(value);
+  else if (impl_->gauges)
+    impl_->gauges->Add(label_map(labels)).Set(value);
 }
 
 void PromText::histogram(const std::string& name, const std::string& help,
                          const std::vector<double>& bounds, const std::vector<Series>& series) {
-  family(name, help, "histogram");
+  impl_->counters = nullptr;
+  impl_->gauges = nullptr;
+  auto& family =
+      prometheus::BuildHistogram().Name(name).Help(help_text(help)).Register(impl_->registry);
   for (const Series& s : series) {
-    std::vector<double> sorted = s.observations;
-    std::sort(sorted.begin(), sorted.end());
-    double sum = 0;
-    for (double v : sorted) sum += v;
-    for (double b : bounds) {
-      Labels l = s.labels;
-      l.emplace_back("le", number(b));
-      const auto n = std::upper_bound(sorted.begin(), sorted.end(), b) - sorted.begin();
-      sample(name + "_bucket", l, double(n));
-    }
-    Labels inf = s.labels;
-    inf.emplace_back("le", "+Inf");
-    sample(name + "_bucket", inf, double(sorted.size()));
-    sample(name + "_sum", s.labels, sum);
-    sample(name + "_count", s.labels, double(sorted.size()));
+    prometheus::Histogram& h = family.Add(label_map(s.labels), bounds);
+    for (double v : s.observations) h.Observe(v);
   }
 }
 
-std::string PromText::escape(const std::string& value) {
-  std::string out;
-  for (char c : value) {
-    if (c == '\\')
-      out += "\\\\";
-    else if (c == '"')
-      out += "\\\"";
-    else if (c == '\n')
-      out += "\\n";
-    else
-      out += c;
-  }
-  return out;
-}
-
-std::string PromText::number(double v) {
-  if (std::isnan(v)) return "NaN";
-  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
-  char buf[32];
-  if (v == std::floor(v) && std::fabs(v) < 1e15) {  // a count or whole figure: no exponent
-    std::snprintf(buf, sizeof(buf), "%.0f", v);
-    return buf;
-  }
-  for (int precision = 6; precision <= 17; ++precision) {  // the shortest that reads back
-    std::snprintf(buf, sizeof(buf), "%.*g", precision, v);
-    if (std::strtod(buf, nullptr) == v) break;
-  }
-  return buf;
+std::string PromText::text() const {
+  std::ostringstream out;
+  prometheus::TextSerializer().Serialize(out, impl_->registry.Collect());
+  return out.str();
 }
 
 }  // namespace cairn::dashboard

@@ -359,11 +359,11 @@ std::string RunView::prometheus() {
   const std::vector<json>& rows = metrics_.rows();
   PromText p;
   p.family("cairn_build_info", "cairn's version (the value is always 1)", "gauge");
-  p.sample("cairn_build_info", {{"version", CAIRN_VERSION}}, 1);
+  p.sample({{"version", CAIRN_VERSION}}, 1);
   auto gauge = [&](const char* name, const char* help, const char* key, double scale = 1) {
     if (!s.contains(key) || !s[key].is_number()) return;
     p.family(name, help, "gauge");
-    p.sample(name, {}, s[key].get<double>() * scale);
+    p.sample({}, s[key].get<double>() * scale);
   };
   gauge("cairn_train_step", "The last step trained", "step");
   gauge("cairn_max_steps", "The steps the job trains in all", "max_steps");
@@ -399,21 +399,21 @@ std::string RunView::prometheus() {
   }
   p.family("cairn_tokens_total", "Tokens trained, steps trained again after a restart included",
            "counter");
-  p.sample("cairn_tokens_total", {}, std::round(tokens));
+  p.sample({}, std::round(tokens));
   p.family("cairn_steps_total", "Steps trained, steps trained again after a restart included",
            "counter");
-  p.sample("cairn_steps_total", {}, double(rows.size()));
+  p.sample({}, double(rows.size()));
   p.histogram("cairn_step_duration_seconds", "Duration of a training step (rank 0's clock)",
               {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}, {{{}, step_times}});
   p.histogram("cairn_step_compute_duration_seconds",
               "A rank's time in the forward and backward passes of a step (a straggler's is "
               "longer than the others')",
               {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}, compute);
-  p.family("cairn_restarts_total", "Restarts of the job's workers", "counter");
-  p.sample("cairn_restarts_total", {}, s.value("restarts", 0.0));
   p.family("cairn_hangs_total", "Workers found hung", "counter");
-  p.sample("cairn_hangs_total", {}, s.value("hangs", 0.0));
+  p.sample({}, s.value("hangs", 0.0));
   std::map<std::string, double> failures;
+  std::map<std::string, double> restarts;  // by the diagnosis of the failure restarted from
+  std::string last_failure;
   std::map<std::string, std::vector<double>> saves;
   double last_success = 0;
   std::vector<double> rendezvous;  // the agent's, or else the master's (round opened to completed)
@@ -430,7 +430,11 @@ std::string RunView::prometheus() {
       master_rounds.push_back(std::max(0.0, number_or(e, "time", 0) - opened));
       opened = 0;
     }
-    if (kind == "worker_failed") failures[e.value("diagnosis", "unknown")] += 1;
+    if (kind == "worker_failed") {
+      last_failure = e.value("diagnosis", "unknown");
+      failures[last_failure] += 1;
+    }
+    if (kind == "restart") restarts[last_failure.empty() ? "unknown" : last_failure] += 1;
     if (kind == "checkpoint_saved")
       saves[e.value("storage", "unknown")].push_back(number_or(e, "duration_ms", 0) / 1e3);
     if (kind == "checkpoint_persisted" ||
@@ -438,8 +442,11 @@ std::string RunView::prometheus() {
       last_success = std::max(last_success, number_or(e, "time", 0));
   }
   p.family("cairn_worker_failures_total", "Worker failures by diagnosis", "counter");
-  for (const auto& [why, n] : failures)
-    p.sample("cairn_worker_failures_total", {{"diagnosis", why}}, n);
+  for (const auto& [why, n] : failures) p.sample({{"diagnosis", why}}, n);
+  p.family("cairn_restarts_total",
+           "Restarts of the job's workers, by the diagnosis of the failure they restarted from",
+           "counter");
+  for (const auto& [why, n] : restarts) p.sample({{"reason", why}}, n);
   std::vector<PromText::Series> save_series;
   for (auto& [storage, v] : saves) save_series.push_back({{{"storage", storage}}, v});
   p.histogram("cairn_checkpoint_save_duration_seconds",
@@ -454,19 +461,17 @@ std::string RunView::prometheus() {
     std::map<std::string, double> by_state;
     for (const json& n : s["nodes"]) by_state[n.value("state", "unknown")] += 1;
     p.family("cairn_nodes", "Nodes the elastic master knows, by their latest state", "gauge");
-    for (const auto& [state, count] : by_state) p.sample("cairn_nodes", {{"state", state}}, count);
+    for (const auto& [state, count] : by_state) p.sample({{"state", state}}, count);
   }
   if (last_success > 0) {
     p.family("cairn_checkpoint_last_success_timestamp_seconds",
              "When the newest checkpoint reached storage (unix time)", "gauge");
-    p.sample("cairn_checkpoint_last_success_timestamp_seconds", {}, last_success);
+    p.sample({}, last_success);
   }
   p.family("cairn_dashboard_unreadable_lines_total",
            "Lines of the run directory's JSON-lines files that were not JSON objects", "counter");
-  p.sample("cairn_dashboard_unreadable_lines_total", {{"file", "metrics.jsonl"}},
-           double(metrics_.skipped()));
-  p.sample("cairn_dashboard_unreadable_lines_total", {{"file", "events.jsonl"}},
-           double(events_.skipped()));
+  p.sample({{"file", "metrics.jsonl"}}, double(metrics_.skipped()));
+  p.sample({{"file", "events.jsonl"}}, double(events_.skipped()));
   return p.text();
 }
 

@@ -104,7 +104,7 @@ TEST(RunView, UnderAnAgentTheJobEndsWithTheAgent) {
   const std::string text = v.prometheus();
   EXPECT_NE(text.find("cairn_worker_failures_total{diagnosis=\"killed\"} 1\n"), std::string::npos)
       << text;
-  EXPECT_NE(text.find("cairn_restarts_total 1\n"), std::string::npos);
+  EXPECT_NE(text.find("cairn_restarts_total{reason=\"killed\"} 1\n"), std::string::npos) << text;
 }
 
 TEST(RunView, PrometheusTextCountsTokensAndSteps) {

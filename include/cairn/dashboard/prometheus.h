@@ -1,10 +1,11 @@
-// Prometheus' text exposition format (version 0.0.4), written: metric families with their HELP
-// and TYPE lines, samples with escaped label values, histograms with cumulative buckets, +Inf,
-// _sum and _count. Debian has no Prometheus client library for C++; `promtool check metrics`
-// checks what this writes (tests/dashboard_cli_test.sh).
+// Prometheus' text exposition format (version 0.0.4), written with Debian's prometheus-cpp:
+// families of gauges and counters with their samples, histograms from their observations.
+// A PromText is built afresh for each scrape (the dashboard's metrics are read from the run
+// directory, not kept in the process). `promtool check metrics` checks what it writes
+// (tests/dashboard_cli_test.sh).
 #pragma once
 
-#include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,10 +16,15 @@ using Labels = std::vector<std::pair<std::string, std::string>>;
 
 class PromText {
  public:
-  // Starts a family: `type` is counter, gauge or histogram. A counter's name ends in _total.
+  PromText();
+  ~PromText();
+  PromText(const PromText&) = delete;
+  PromText& operator=(const PromText&) = delete;
+
+  // Starts a family: `type` is "counter" (its name ends in _total) or "gauge".
   void family(const std::string& name, const std::string& help, const std::string& type);
-  // A sample of the current family, by its full name (the family's, or e.g. NAME_bucket).
-  void sample(const std::string& name, const Labels& labels, double value);
+  // A sample of the current family; a counter's value must be >= 0.
+  void sample(const Labels& labels, double value);
   // A whole histogram family from the observations of each of its label sets: cumulative
   // counts at `bounds` (ascending), +Inf, _sum and _count.
   struct Series {
@@ -27,16 +33,12 @@ class PromText {
   };
   void histogram(const std::string& name, const std::string& help,
                  const std::vector<double>& bounds, const std::vector<Series>& series);
-  const std::string& text() const { return out_; }
-
-  // A label value as the format wants it: backslash, double quote and newline escaped.
-  static std::string escape(const std::string& value);
-  // A sample value: a whole number below 1e15 as digits, else the shortest decimal that reads
-  // back exactly; +Inf, -Inf or NaN.
-  static std::string number(double v);
+  // Every family with at least one sample, serialized.
+  std::string text() const;
 
  private:
-  std::string out_;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace cairn::dashboard
