@@ -18,10 +18,5 @@ for f in bin/cairn bin/cairn-torch include/cairn/parallel/plan.h lib/cmake/cairn
 done
 "$prefix/bin/cairn" --version | grep -qx "cairn [0-9.]*" || fail "the installed cairn does not run"
 
-cp -r "$(dirname "$0")/package_consumer" "$work/consumer"
-cmake -S "$work/consumer" -B "$work/consumer/build" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" \
-  -DCMAKE_BUILD_TYPE=Release > "$work/configure.log" 2>&1 || { cat "$work/configure.log"; fail "find_package(cairn)"; }
-ninja -C "$work/consumer/build" > "$work/build.log" 2>&1 || { cat "$work/build.log"; fail "building against the package"; }
-out=$("$work/consumer/build/consumer")
-[ "$out" = "pp=1 dp=2 cp=1 tp=1, ZeRO-1, 4 blocks: valid" ] || fail "consumer printed: $out"
+build_consumer "$prefix"
 echo ok

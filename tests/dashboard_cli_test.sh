@@ -21,22 +21,8 @@ prepare_kjv 200000
 flash_config 400 "{memory_interval: 5, persist_interval: 50}"
 mkdir -p "$work/run"
 
-# get PATH: the dashboard's response body; fails on an HTTP error unless CODE is given as $2
-# (then prints the body of that error and fails on any other status).
-get() {
-  /usr/bin/python3 - "$url" "$1" "${2:-200}" <<'PY'
-import sys, urllib.request, urllib.error
-base, path, want = sys.argv[1].rstrip("/"), sys.argv[2], int(sys.argv[3])
-try:
-    r = urllib.request.urlopen(base + path, timeout=10)
-    code, body = r.status, r.read().decode()
-except urllib.error.HTTPError as e:
-    code, body = e.code, e.read().decode()
-if code != want:
-    sys.exit(f"GET {path}: HTTP {code}, wanted {want}: {body[:300]}")
-sys.stdout.write(body)
-PY
-}
+# get PATH [CODE]: the dashboard's response body; fails unless it answers CODE (default 200).
+get() { http_request GET "$url" "$1" "${2:-200}"; }
 json_field() { /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
 echo "-- the dashboard of a run directory still empty"

@@ -23,28 +23,9 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 prepare_kjv 200000
 flash_config 300 "{memory_interval: 5, persist_interval: 100, dir: $work/ckpt}"
 
-# get URL PATH [CODE]: the body of GET URL/PATH, which must answer CODE (default 200).
-# post URL PATH CODE [HEADER]: the same for a POST with an empty body.
-http() {
-  /usr/bin/python3 - "$@" <<'PY'
-import sys, urllib.request, urllib.error
-method, base, path, want = sys.argv[1], sys.argv[2].rstrip("/"), sys.argv[3], int(sys.argv[4])
-req = urllib.request.Request(base + path, method=method, data=b"" if method == "POST" else None)
-if len(sys.argv) > 5:
-    k, v = sys.argv[5].split(": ", 1)
-    req.add_header(k, v)
-try:
-    r = urllib.request.urlopen(req, timeout=10)
-    code, body = r.status, r.read().decode()
-except urllib.error.HTTPError as e:
-    code, body = e.code, e.read().decode()
-if code != want:
-    sys.exit(f"{method} {path}: HTTP {code}, wanted {want}: {body[:300]}")
-sys.stdout.write(body)
-PY
-}
-get() { http GET "$1" "$2" "${3:-200}"; }
-post() { http POST "$@"; }
+# get URL PATH [CODE] and post URL PATH CODE [HEADER]: lib.sh's http_request.
+get() { http_request GET "$1" "$2" "${3:-200}"; }
+post() { http_request POST "$@"; }
 json_field() { /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 # dashboard_url FILE WHO: the address `WHO: dashboard at URL` printed in FILE (waits 20 s).
 dashboard_url() {
@@ -129,20 +110,19 @@ members() { get "$murl" /api/status | /usr/bin/python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 print(s.get("world_size", 0), " ".join(n["id"] + ":" + n["state"] for n in s.get("nodes", [])))'; }
-seen=""
-for _ in $(seq 1 150); do
-  seen=$(members)
-  [ "$seen" = "4 node-a:member node-b:member" ] && break
-  sleep 0.2
-done
-[ "$seen" = "4 node-a:member node-b:member" ] || fail "the master's dashboard shows '$seen'"
+# until_members WANT SECONDS: waits until members prints WANT.
+until_members() {
+  local seen=""
+  for _ in $(seq 1 $(($2 * 5))); do
+    seen=$(members)
+    [ "$seen" = "$1" ] && return 0
+    sleep 0.2
+  done
+  fail "the master's dashboard shows '$seen', not '$1'"
+}
+until_members "4 node-a:member node-b:member" 30
 { kill -9 "$node_b"; wait "$node_b"; } 2> /dev/null || true
-for _ in $(seq 1 200); do
-  seen=$(members)
-  [ "$seen" = "2 node-a:member node-b:dropped" ] && break
-  sleep 0.2
-done
-[ "$seen" = "2 node-a:member node-b:dropped" ] || fail "after node-b's loss the dashboard shows '$seen'"
+until_members "2 node-a:member node-b:dropped" 40
 get "$murl" /metrics > "$work/mmetrics.txt"
 promtool check metrics < "$work/mmetrics.txt" || fail "promtool rejects the master's /metrics"
 grep -q '^cairn_nodes{state="dropped"} 1$' "$work/mmetrics.txt" || fail "no dropped node in /metrics"

@@ -75,10 +75,5 @@ YAML
 [ "$(wc -l < "$work/run/metrics.jsonl")" = 5 ] || fail "the packaged cairn did not train 5 steps"
 
 echo "-- find_package(cairn) against the unpacked cairn-dev"
-cp -r "$(dirname "$0")/package_consumer" "$work/consumer"
-cmake -S "$work/consumer" -B "$work/consumer/build" -G Ninja -DCMAKE_PREFIX_PATH="$root/usr" \
-  -DCMAKE_BUILD_TYPE=Release > "$work/configure.log" 2>&1 || { cat "$work/configure.log"; fail "find_package(cairn)"; }
-ninja -C "$work/consumer/build" > "$work/build.log" 2>&1 || { cat "$work/build.log"; fail "building the consumer"; }
-out=$("$work/consumer/build/consumer")
-[ "$out" = "pp=1 dp=2 cp=1 tp=1, ZeRO-1, 4 blocks: valid" ] || fail "consumer printed: $out"
+build_consumer "$root/usr"
 echo PASS

@@ -78,6 +78,41 @@ print(s.getsockname()[1])
 s.close()'
 }
 
+# http_request METHOD URL PATH CODE [HEADER]: the body of METHOD URL/PATH (a POST sends an empty
+# body; HEADER as "Name: value"); fails naming the status and body unless it answers CODE.
+http_request() {
+  /usr/bin/python3 - "$@" <<'PY'
+import sys, urllib.request, urllib.error
+method, base, path, want = sys.argv[1], sys.argv[2].rstrip("/"), sys.argv[3], int(sys.argv[4])
+req = urllib.request.Request(base + path, method=method, data=b"" if method == "POST" else None)
+if len(sys.argv) > 5:
+    k, v = sys.argv[5].split(": ", 1)
+    req.add_header(k, v)
+try:
+    r = urllib.request.urlopen(req, timeout=10)
+    code, body = r.status, r.read().decode()
+except urllib.error.HTTPError as e:
+    code, body = e.code, e.read().decode()
+if code != want:
+    sys.exit(f"{method} {path}: HTTP {code}, wanted {want}: {body[:300]}")
+sys.stdout.write(body)
+PY
+}
+
+# build_consumer PREFIX: builds tests/package_consumer against the cairn package installed
+# under PREFIX (find_package(cairn)) in $work/consumer and checks what it prints.
+build_consumer() {
+  local out
+  cp -r "$(dirname "${BASH_SOURCE[0]}")/package_consumer" "$work/consumer"
+  cmake -S "$work/consumer" -B "$work/consumer/build" -G Ninja -DCMAKE_PREFIX_PATH="$1" \
+    -DCMAKE_BUILD_TYPE=Release > "$work/configure.log" 2>&1 ||
+    { cat "$work/configure.log"; fail "find_package(cairn) under $1"; }
+  ninja -C "$work/consumer/build" > "$work/build.log" 2>&1 ||
+    { cat "$work/build.log"; fail "building against the package under $1"; }
+  out=$("$work/consumer/build/consumer")
+  [ "$out" = "pp=1 dp=2 cp=1 tp=1, ZeRO-1, 4 blocks: valid" ] || fail "consumer printed: $out"
+}
+
 # start_dashboard RUN_DIR: starts `cairn dashboard RUN_DIR --port 0` in the background (its
 # output in $work/dash.out) and sets `dash` to its pid and `url` to the address it printed.
 start_dashboard() {
