@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
@@ -182,6 +183,17 @@ Result<std::unique_ptr<ShmSlot>> ShmSlot::Open(const std::string& name, bool pop
   if (::fstat(fd, &st) != 0 || st.st_size < kHeaderBytes) {
     ::close(fd);
     return Status::Corrupt("shared memory " + name + " is smaller than a slot header");
+  }
+  // Slots are created 0600 by their writer: one that another user owns, or that others may
+  // write, is not this job's checkpoint (and could be changed under the reader).
+  if (st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
+    ::close(fd);
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", unsigned(st.st_mode & 07777));
+    return Status::FailedPrecondition("shared memory " + name + " is owned by uid " +
+                                      std::to_string(st.st_uid) + " with mode " + mode +
+                                      "; a checkpoint slot must be this user's (uid " +
+                                      std::to_string(::geteuid()) + ") with mode 0600");
   }
   // With `populate`, one call maps every page instead of a page fault per 4 KiB later.
   void* base = ::mmap(nullptr, size_t(st.st_size), PROT_READ | PROT_WRITE,

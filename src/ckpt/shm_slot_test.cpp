@@ -110,6 +110,29 @@ TEST(ShmSlot, GarbageSegmentIsRejected) {
   EXPECT_THAT(r.status().message(), HasSubstr("not a cairn checkpoint slot"));
 }
 
+// A slot others may write, or another user's, is refused before it is mapped; the writer's own
+// (0600) opens.
+TEST(ShmSlot, OnlyThisUsersPrivateSlotsAreOpened) {
+  auto owner = ShmSlot::Create(Name("perm"), 1 << 16);
+  ASSERT_TRUE(owner.ok()) << owner.status().ToString();
+  ASSERT_TRUE(ShmSlot::Open(Name("perm")).ok());
+  const std::string path = "/dev/shm" + Name("perm");
+  ASSERT_EQ(::chmod(path.c_str(), 0666), 0);
+  auto shared = ShmSlot::Open(Name("perm"));
+  ASSERT_FALSE(shared.ok());
+  EXPECT_EQ(shared.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(shared.status().message(), HasSubstr("with mode 0666; a checkpoint slot must be"));
+  ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
+  ASSERT_TRUE(ShmSlot::Open(Name("perm")).ok());
+  // Another user's slot: the tests run as root (make test), which can give it away.
+  ASSERT_EQ(::geteuid(), 0u) << "this test gives a segment to another user: run it as root";
+  ASSERT_EQ(::chown(path.c_str(), 65534, 65534), 0);
+  auto foreign = ShmSlot::Open(Name("perm"));
+  ASSERT_FALSE(foreign.ok());
+  EXPECT_THAT(foreign.status().message(), HasSubstr("is owned by uid 65534"));
+  ASSERT_EQ(::chown(path.c_str(), 0, 0), 0);
+}
+
 // The persist hand-off: a requested slot is never overwritten until a persister finished it.
 TEST(ShmSlot, PersistHandOff) {
   auto writer = ShmSlot::Create(Name("hand"), 1 << 16);
