@@ -26,7 +26,6 @@ flash_config 300 "{memory_interval: 5, persist_interval: 100, dir: $work/ckpt}"
 # get URL PATH [CODE] and post URL PATH CODE [HEADER]: lib.sh's http_request.
 get() { http_request GET "$1" "$2" "${3:-200}"; }
 post() { http_request POST "$@"; }
-json_field() { /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 # dashboard_url FILE WHO: the address `WHO: dashboard at URL` printed in FILE (waits 20 s).
 dashboard_url() {
   for _ in $(seq 1 200); do grep -q "^$2: dashboard at http" "$1" 2>/dev/null && break; sleep 0.1; done
@@ -68,7 +67,7 @@ agent=
 [ $rc = 143 ] || { tail -n 20 "$work/run.out"; fail "a stopped job exits 143 like SIGTERM, got $rc"; }
 grep '"event":"stop_requested"' "$work/run/events.jsonl" | grep -q '"by":"dashboard"' ||
   fail "no stop_requested event"
-last=$(tail -n 1 "$work/run/metrics.jsonl" | json_field '["step"]')
+last=$(last_step "$work/run")
 newest=$(ls "$work/ckpt" | sed -n 's/^step-0*\([0-9][0-9]*\)$/\1/p' | sort -n | tail -n 1)
 [ "$last" -lt 300 ] || fail "the job was not stopped before its end (step $last)"
 [ "$newest" = "$last" ] || { ls "$work/ckpt"; fail "newest checkpoint $newest, last step trained $last"; }
@@ -76,9 +75,9 @@ echo "stopped at step $last with its checkpoint on disk"
 "$cairn" run --nproc-per-node 2 --run-dir "$work/run" -- \
   "$cairn" train "$work/tiny.yaml" --no-progress --resume-or-start > "$work/run2.out" 2>&1 ||
   { tail -n 20 "$work/run2.out"; fail "the resumed job failed"; }
-grep '"event":"start"' "$work/run/events.jsonl" | tail -n 1 | grep -q "\"step\":$last[,}]" ||
+[ "$(start_step "$work/run")" = "$last" ] ||
   fail "the resumed job did not start from step $last"
-[ "$(tail -n 1 "$work/run/metrics.jsonl" | json_field '["step"]')" = 300 ] || fail "not at 300"
+[ "$(last_step "$work/run")" = 300 ] || fail "not at 300"
 
 echo "-- a dashboard without --dashboard-control only reads"
 "$cairn" run --nproc-per-node 1 --run-dir "$work/ro" --dashboard-port 0 -- /bin/sleep 30 \

@@ -138,6 +138,16 @@ wait_rows() {
   return 1
 }
 
+# last_step RUN_DIR: the step of RUN_DIR/metrics.jsonl's last row.
+# start_step RUN_DIR: the step the newest start event of RUN_DIR/events.jsonl started from.
+last_step() {
+  tail -n 1 "$1/metrics.jsonl" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["step"])'
+}
+start_step() {
+  grep '"event":"start"' "$1/events.jsonl" | tail -n 1 |
+    /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["step"])'
+}
+
 # worker_pids RUN_DIR: the live workers of the newest round of `cairn run --run-dir RUN_DIR`,
 # as its workers_started event names them (a warm standby beside them is not one of them, and
 # an activated standby's /proc/PID/environ has no RANK).

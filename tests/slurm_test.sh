@@ -144,7 +144,7 @@ for _ in $(seq 1 300); do
 done
 [ "$(scontrol show job "$job" | sed -n 's/.*Restarts=\([0-9]*\).*/\1/p')" -ge 1 ] ||
   { tail -n 20 "$work/pre/slurm.out"; fail "the job was not requeued"; }
-stopped=$(tail -n 1 "$run/n1/metrics.jsonl" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["step"])')
+stopped=$(last_step "$run/n1")
 [ "$stopped" -lt 150 ] || fail "the job ended before the signal could stop it"
 grep -q '"event":"agent_end"' "$run/n1/events.jsonl" || fail "node 0's agent did not end"
 grep '"event":"agent_end"' "$run/n1/events.jsonl" | tail -n 1 | grep -q '"signal":"SIGUSR1"' ||
@@ -153,8 +153,7 @@ grep '"event":"agent_end"' "$run/n1/events.jsonl" | tail -n 1 | grep -q '"signal
 scontrol update JobId="$job" StartTime=now
 wait_state "$job" COMPLETED 240
 grep -q "run 1," "$work/pre/slurm.out" || { cat "$work/pre/slurm.out"; fail "no second run (SLURM_RESTART_COUNT 1)"; }
-resumed=$(grep '"event":"start"' "$run/n1/events.jsonl" | tail -n 1 |
-  /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["step"])')
+resumed=$(start_step "$run/n1")
 newest_before=$stopped
 [ "$resumed" = "$newest_before" ] ||
   fail "the second run resumed from step $resumed, the first stopped at $stopped"
@@ -183,13 +182,12 @@ for _ in $(seq 1 1200); do
 done
 agent_end=$(grep '"event":"agent_end"' "$run/n1/events.jsonl" | tail -n 1)
 echo "$agent_end" | grep -q '"exit_code":0' || fail "node n1's agent did not finish the job: $agent_end"
-[ "$(tail -n 1 "$run/n1/metrics.jsonl" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["step"])')" = 150 ] ||
+[ "$(last_step "$run/n1")" = 150 ] ||
   fail "the job did not reach step 150 on the remaining node"
 grep '"event":"workers_started"' "$run/n1/events.jsonl" | tail -n 1 | grep -q '"world_size":1' ||
   fail "node n1 did not go on at world size 1"
 grep '"event":"master_node_removed"' "$run/n1/events.jsonl" | grep -q '"node_id":"n2"' ||
   fail "the master did not drop n2"
-resumed=$(grep '"event":"start"' "$run/n1/events.jsonl" | tail -n 1 |
-  /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["step"])')
+resumed=$(start_step "$run/n1")
 echo "n2 lost after step 40; n1 resumed alone from step $resumed and finished step 150 (job $(state "$job"))"
 echo PASS

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 
+#include "cairn/core/fs.h"
 #include "cairn/dashboard/prometheus.h"
 #include "cairn/elastic/goodput.h"
 
@@ -344,12 +345,7 @@ Result<std::string> RunView::plan_picture() const {
     return Status::NotFound("no plan picture in " + dir_ +
                             " (one is written when parallel.plan=auto chooses the layout)");
   if (size > kLongestLine * 8) return Status::InvalidArgument(path + " is larger than 8 MiB");
-  FILE* f = std::fopen(path.c_str(), "rbe");
-  if (!f) return Status::NotFound("cannot open " + path);
-  std::string text(size, '\0');
-  text.resize(std::fread(text.data(), 1, text.size(), f));
-  std::fclose(f);
-  return text;
+  return core::read_file(path);
 }
 
 std::string RunView::prometheus() {

@@ -667,11 +667,15 @@ Status Trainer::Impl::after_step(double loss, double lr, double step_time, const
     all = torch::empty({2 * world}, torch::kDouble);
     group->allgather(all, mine);
   }
-  all = all.view({-1, 2});
-  row["mem_peak_mb"] = all.select(1, 0).max().item<double>();
-  std::vector<double> compute(size_t(all.size(0)));
-  for (size_t r = 0; r < compute.size(); ++r)
-    compute[r] = std::round(all[int64_t(r)][1].item<double>() * 1e4) / 1e4;
+  // Read in place: (peak MB, seconds) per rank, no tensor made per number.
+  const double* pairs = all.data_ptr<double>();
+  double peak_mb = 0;
+  std::vector<double> compute(size_t(all.numel() / 2));
+  for (size_t r = 0; r < compute.size(); ++r) {
+    peak_mb = std::max(peak_mb, pairs[2 * r]);
+    compute[r] = std::round(pairs[2 * r + 1] * 1e4) / 1e4;
+  }
+  row["mem_peak_mb"] = peak_mb;
   row["rank_compute_s"] = compute;
   row["grad_norm"] = grad_norm;
   for (const auto& [key, value] : engine->take_step_stats()) row[key] = value;
