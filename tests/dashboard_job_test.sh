@@ -94,7 +94,7 @@ rc=0; "$cairn" master --port 0 --dashboard-port 0 > "$work/m0.out" 2>&1 || rc=$?
 [ $rc = 2 ] && grep -q -- "--run-dir" "$work/m0.out" || { cat "$work/m0.out"; fail "no --run-dir: exit $rc"; }
 export CAIRN_JOB_TOKEN=dashboard-test-token
 mport=$(free_port)
-"$cairn" master --port "$mport" --nnodes 1:2 --rdzv-wait 2 --heartbeat-timeout 3 \
+"$cairn" master --host 127.0.0.1 --port "$mport" --nnodes 1:2 --rdzv-wait 2 --heartbeat-timeout 3 \
   --run-dir "$work/master" --dashboard-port 0 > "$work/master.out" 2>&1 &
 master=$!
 murl=$(dashboard_url "$work/master.out" "cairn master")

@@ -8,6 +8,8 @@
 # With PLAN=auto (parallel.plan=auto, TP ranks per host) the planner picks the layout at each
 # start: the world's change is re-planned (events.jsonl "plan": replanned, the previous world's
 # plan and the new one), the machine profiled once and the profile reused.
+# The master serves mutual TLS (every agent shows a certificate of the job's CA); an agent
+# without one, or one that trusts another CA, is refused, and no log holds the job token.
 # Needs root (ip netns). Usage: elastic_netns_test.sh CAIRN [TP [PLAN]]
 set -euo pipefail
 cairn=$1
@@ -65,9 +67,12 @@ if [ "$plan" = auto ]; then
   plan_flags=(--plan auto --plan-cache "$work/cache")
 fi
 
+make_certs "$work/tls" IP:$net.1
+tls=(--tls-ca "$work/tls/ca.pem" --tls-cert "$work/tls/node.pem" --tls-key "$work/tls/node.key")
 start_master() {
   ip netns exec ${ns}m "$cairn" master --host $net.1 --port 29400 --nnodes 1:2 --rdzv-wait 2 \
-    --heartbeat-timeout 5 --journal "$work/master.journal" >> "$work/master.out" 2>&1 &
+    --heartbeat-timeout 5 --journal "$work/master.journal" --tls-cert "$work/tls/node.pem" \
+    --tls-key "$work/tls/node.key" --tls-client-ca "$work/tls/ca.pem" >> "$work/master.out" 2>&1 &
   master=$!
   pids+=($master)
 }
@@ -77,8 +82,33 @@ wait_master() {  # wait_master SECONDS PATTERN: waits until master.out has a lin
   cat "$work/master.out"; fail "the master did not log '$2' within $1 s"
 }
 wait_master 30 "serving on"
+grep -q "client certificates required" "$work/master.out" || fail "the master does not ask for client certificates"
+
+echo "-- agents the master must refuse: plaintext, no client certificate, another CA"
+refused() {  # refused NAME WHAT FLAGS...: an agent of host a with FLAGS exits 1, its log says WHAT
+  local name=$1 what=$2; shift 2
+  local rc=0
+  timeout -k 5 60 ip netns exec ${ns}a "$cairn" run --rdzv-backend cairn \
+    --rdzv-endpoint $net.1:29400 --node-id intruder "$@" --run-dir "$work/$name" -- true \
+    > "$work/$name.out" 2>&1 || rc=$?
+  [ $rc -ne 0 ] || fail "the agent with $name was let in"
+  grep -q "$what" "$work/$name.out" || { cat "$work/$name.out"; fail "$name: no '$what' in its error"; }
+}
+if [ "$tp" = 1 ]; then  # once is enough: the tp variants run the same master
+  refused plaintext "in plaintext" --nnodes 1:2
+  refused wrong-ca "TLS handshake with the master" --nnodes 1:2 --tls-ca "$work/tls/other-ca.pem" \
+    --tls-cert "$work/tls/node.pem" --tls-key "$work/tls/node.key"
+  # The master closes the handshake: the agent waits (saying why) until --rdzv-timeout.
+  refused no-client-cert "within 4 s: .*Socket closed" --nnodes 1:2 --rdzv-timeout 4 \
+    --tls-ca "$work/tls/ca.pem"
+  refused other-ca "within 4 s: .*Socket closed" --nnodes 1:2 --rdzv-timeout 4 \
+    --tls-ca "$work/tls/ca.pem" --tls-cert "$work/tls/other.pem" --tls-key "$work/tls/other.key"
+  ! grep -q "intruder" "$work/master.out" || fail "a refused agent reached the master's service"
+fi
+
 start_host() {  # start_host a|b: this host's agent in its namespace
   ip netns exec $ns$1 "$cairn" run --rdzv-backend cairn --rdzv-endpoint $net.1:29400 --nnodes 1:2 \
+    "${tls[@]}" \
     --heartbeat-timeout 5 --node-id host-$1 --max-restarts 5 --grace-period 3 --run-dir "$work/$1" \
     --nproc-per-node $tp -- \
     "$cairn" train "$work/job.yaml" --no-progress --resume-or-start "${plan_flags[@]}" \
@@ -132,6 +162,7 @@ rc=0; wait "$agent_b" || rc=$?
 [ $rc -eq 0 ] || { tail -30 "$work/b.out"; fail "host b's agent exited $rc"; }
 [ "$(cat "$work/ckpt/latest")" = "$last" ] || fail "the job did not reach step $total"
 "$cairn" ckpt inspect "$work/ckpt" --verify > /dev/null || fail "the final checkpoint does not verify"
+! grep -rl "$CAIRN_JOB_TOKEN" "$work"/*.out "$work"/a "$work"/b || fail "the job token is in a log"
 grep -q "\"rank-0000$((w2 - 1)).bin\"" "$work/ckpt/$last/manifest.json" ||
   fail "the last step was not trained at world $w2"
 # Every step of the final trajectory was trained (rows of the surviving run, steps 1..total).

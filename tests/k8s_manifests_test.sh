@@ -45,6 +45,7 @@ broken disk-shm '/medium: Memory/d' "/dev/shm: an emptyDir in memory"
 broken other-service 's/--rdzv-endpoint=cairn-master:29400/--rdzv-endpoint=elsewhere:29400/' \
   "the workers meet at the master's Service"
 broken no-secret 's/secretKeyRef:/configMapKeyRef:/' "CAIRN_JOB_TOKEN from a Secret"
+broken plaintext '/--tls-ca=/d' "TLS to the master"
 echo "-- the manifests' command lines run (as the pods would, on loopback)"
 # Each container's command and args as the manifest has them, with the Service name and the
 # shared volume mapped to this machine, and the training command replaced by /bin/true.
@@ -52,10 +53,15 @@ mapfile -t mcmd < <(validate "$work/cpu-demo.yaml" --command Deployment/cairn-ma
 mapfile -t wcmd < <(validate "$work/cpu-demo.yaml" --command Job/cairn-workers)
 [ "${mcmd[0]}" = cairn ] && [ "${wcmd[0]}" = cairn ] || fail "the containers do not run cairn"
 export CAIRN_JOB_TOKEN=k8s-test-token NODE_INDEX=0 POD_IP=127.0.0.1
+# The Secret cairn-tls as the README makes it: a certificate naming the Service (and loopback).
+make_certs "$work/certs" DNS:cairn-master IP:127.0.0.1
+mkdir -p "$work/tls"
+cp "$work/certs/ca.pem" "$work/tls/ca.crt"; cp "$work/certs/node.pem" "$work/tls/tls.crt"
+cp "$work/certs/node.key" "$work/tls/tls.key"
 mport=$(free_port); dport=$(free_port); wport=$(free_port)
 args=()
 for a in "${mcmd[@]:1}"; do
-  a=${a//\/shared/$work/shared}; a=${a/--port=29400/--port=$mport}; a=${a/--dashboard-port=8266/--dashboard-port=$dport}
+  a=${a//\/shared/$work/shared}; a=${a//\/etc\/cairn\/tls/$work/tls}; a=${a/--port=29400/--port=$mport}; a=${a/--dashboard-port=8266/--dashboard-port=$dport}
   args+=("$a")
 done
 "$cairn" "${args[@]}" > "$work/master.out" 2>&1 &
@@ -67,11 +73,13 @@ for a in "${wcmd[@]:1}"; do
   [ "$a" = "--" ] && break
   a=${a/cairn-master:29400/127.0.0.1:$mport}; a=${a/--dashboard-port=8265/--dashboard-port=$wport}
   a=${a/\$(NODE_INDEX)/$NODE_INDEX}; a=${a/\$(POD_IP)/$POD_IP}; a=${a//\/run\/cairn/$work/run}
+  a=${a//\/etc\/cairn\/tls/$work/tls}
   args+=("$a")
 done
 timeout 60 "$cairn" "${args[@]}" -- /bin/sh -c 'echo "worker rank $RANK of $WORLD_SIZE"' \
   > "$work/worker.out" 2>&1 || { cat "$work/worker.out"; fail "the workers' cairn run failed"; }
 grep -q "worker rank 1 of 2" "$work/worker.out" || { cat "$work/worker.out"; fail "no 2 workers"; }
+grep -q "client certificates required" "$work/master.out" || fail "the master does not serve mutual TLS"
 grep -q '"node_id":"worker-0"\|"id":"worker-0"' "$work/shared/master/run/events.jsonl" ||
   fail "the master did not see node worker-0"
 echo PASS

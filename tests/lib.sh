@@ -232,3 +232,27 @@ test_cleanup() {
   fi
   return $rc
 }
+
+# make_certs DIR SAN...: a job CA (DIR/ca.pem, ca.key) and, signed by it, DIR/node.pem + node.key
+# for the subject alternative names SAN... (e.g. IP:10.0.0.1 DNS:localhost), usable by the
+# master (server) and by every node (client certificate for mutual TLS); DIR/other-ca.pem and
+# DIR/other.pem + other.key from a second, unrelated CA.
+make_certs() {
+  local dir=$1; shift
+  require openssl
+  mkdir -p "$dir"
+  local san; san=$(IFS=,; echo "$*")
+  for ca in ca other-ca; do
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=cairn-test-$ca" \
+      -keyout "$dir/$ca.key" -out "$dir/$ca.pem" 2>> "$dir/openssl.log"
+  done
+  printf 'subjectAltName=%s\n' "$san" > "$dir/san.ext"
+  for leaf in node:ca other:other-ca; do
+    local name=${leaf%%:*} ca=${leaf#*:}
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=cairn-test-$name" -keyout "$dir/$name.key" \
+      -out "$dir/$name.csr" 2>> "$dir/openssl.log"
+    openssl x509 -req -days 2 -in "$dir/$name.csr" -CA "$dir/$ca.pem" -CAkey "$dir/$ca.key" \
+      -CAcreateserial -extfile "$dir/san.ext" -out "$dir/$name.pem" 2>> "$dir/openssl.log"
+  done
+  chmod 600 "$dir"/*.key
+}

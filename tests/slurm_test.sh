@@ -98,6 +98,9 @@ sinfo
 prepare_kjv 200000
 flash_config 150 "{memory_interval: 5, persist_interval: 50}"
 export CAIRN=$cairn NPROC=1 MAX_RESTARTS=1
+# Parts 1 and 2 with mutual TLS between the nodes and node 0's master; part 3 in plaintext.
+make_certs "$work/tls" DNS:n1 DNS:n2
+export CAIRN_TLS_DIR=$work/tls
 
 # submit NAME [EXTRA sbatch FLAGS]: submits the job from $work/NAME; prints its id.
 submit() {
@@ -127,6 +130,8 @@ echo "-- 1. the uninterrupted job"
 ref=$(submit ref)
 wait_state "$ref" COMPLETED 240
 grep -q "exited 0\|all 1 worker" "$work/ref/runs/slurm-$ref/n1/logs/agent.log" || fail "no clean end"
+grep -q "client certificates required" "$work/ref/runs/slurm-$ref/n1/logs/agent.log" ||
+  fail "node 0's master did not serve mutual TLS"
 ref_digest=$(final_digest "$work/ref/runs/slurm-$ref/ckpt")
 [ -n "$ref_digest" ] || fail "no digest of the reference's final checkpoint"
 echo "reference: $ref_digest"
@@ -166,6 +171,7 @@ echo "same final model ($digest) and losses as the uninterrupted job"
 echo "-- 3. a node lost under --no-kill: the job goes on at the smaller world"
 both_idle
 export CAIRN_RUN_FLAGS="--nnodes 1:2 --heartbeat-timeout 3 --rdzv-wait 1"
+unset CAIRN_TLS_DIR
 job=$(submit lost --no-kill)
 run=$work/lost/runs/slurm-$job
 wait_state "$job" RUNNING 60

@@ -14,6 +14,7 @@
 #include <set>
 #include <thread>
 
+#include "cairn/core/net.h"
 #include "cairn/core/secret.h"
 #include "dashboard/assets_impl.h"
 
@@ -66,12 +67,6 @@ class Params {
 };
 
 }  // namespace
-
-bool is_loopback(const std::string& address) {
-  if (address == "localhost" || address == "::1") return true;
-  in_addr a{};
-  return ::inet_pton(AF_INET, address.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
-}
 
 struct Server::Impl {
   std::shared_ptr<RunView> view;
@@ -209,7 +204,7 @@ struct Server::Impl {
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<Server>> Server::Start(std::shared_ptr<RunView> view, ServerOptions o) {
-  if (!is_loopback(o.bind) && o.token.empty())
+  if (!core::is_loopback_host(o.bind) && o.token.empty())
     return Status::InvalidArgument("the dashboard on " + o.bind +
                                    " (not loopback) needs the job's token: set CAIRN_JOB_TOKEN");
   if (o.port < 0 || o.port > 65535)

@@ -187,9 +187,6 @@ TEST(Server, APortInUseIsAnIoError) {
       Server::Start(std::make_shared<RunView>(dir.path()), {"127.0.0.1", (*first)->port(), ""});
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), StatusCode::kIoError);
-  EXPECT_FALSE(is_loopback("10.0.0.1"));
-  EXPECT_TRUE(is_loopback("127.0.0.5"));
-  EXPECT_TRUE(is_loopback("::1"));
 }
 
 }  // namespace

@@ -25,7 +25,7 @@ std::string broadcast_string(const std::string& s, comm::Group* group) {
 }  // namespace
 
 Result<std::unique_ptr<DynamicData>> DynamicData::Open(const DynamicDataOptions& o) {
-  if (o.master.empty())
+  if (o.client.address.empty())
     return Status::InvalidArgument(
         "data.sharding: dynamic takes its shards from the elastic master, and this worker knows "
         "none (CAIRN_MASTER_ADDR is not set): run it under `cairn run --rdzv-backend cairn`");
@@ -51,8 +51,7 @@ Result<std::unique_ptr<DynamicData>> DynamicData::Open(const DynamicDataOptions&
     d->params_.num_epochs = (o.max_steps * o.global_batch_size + usable - 1) / usable + 1;
   }
   elastic::ShardClientOptions co;
-  co.client.address = o.master;
-  co.client.job_token = o.job_token;
+  co.client = o.client;
   co.dataset = o.dataset;
   co.worker = "rank-" + std::to_string(o.rank);
   co.params = d->params_;

@@ -30,8 +30,8 @@ class Group;
 namespace cairn::train {
 
 struct DynamicDataOptions {
-  std::string master;       // host:port of the elastic master (CAIRN_MASTER_ADDR)
-  std::string job_token;    // CAIRN_JOB_TOKEN
+  // The elastic master: address, token and TLS files (elastic::master_client_from_env).
+  elastic::MasterClientOptions client;
   std::string dataset;      // the train file's path
   int64_t num_samples = 0;  // of the train file; the tail short of a micro-batch is left out
   int64_t micro_batch_size = 1;

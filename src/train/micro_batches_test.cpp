@@ -323,8 +323,8 @@ class DynamicBatchesTest : public ::testing::Test {
     m->sampler = std::make_unique<data::LocalSampler>(file_.get(), kT, kSeed);
     CAIRN_ASSIGN_OR_RETURN(m->log, RunLog::Open(dir_ + "/run", rank == 0));
     DynamicDataOptions d;
-    d.master = master_->address();
-    d.job_token = kToken;
+    d.client.address = master_->address();
+    d.client.job_token = kToken;
     d.dataset = "train.bin/test";
     d.num_samples = m->sampler->num_samples();
     d.micro_batch_size = kB;

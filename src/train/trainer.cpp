@@ -26,6 +26,7 @@
 #include "cairn/data/local_sampler.h"
 #include "cairn/data/token_file.h"
 #include "cairn/elastic/flash_slots.h"
+#include "cairn/elastic/master_client.h"
 #include "cairn/elastic/progress.h"
 #include "cairn/model/config.h"
 #include "cairn/model/language_model.h"
@@ -296,8 +297,7 @@ Status Trainer::Impl::open_data() {
           "ranks train different numbers of micro-batches per step); the plan is " +
           plan.summary());
     DynamicDataOptions d;
-    if (const char* m = std::getenv("CAIRN_MASTER_ADDR")) d.master = m;
-    if (const char* t = std::getenv("CAIRN_JOB_TOKEN")) d.job_token = t;
+    d.client = elastic::master_client_from_env();
     if (stream) {
       d.dataset =
           "train.stream/T" + std::to_string(o.seq_len) + "/B" + std::to_string(o.micro_batch_size);

@@ -49,6 +49,12 @@ function cairnChecks() {
   const portOf = (c, name) => (c.ports || []).find((p) => p.name === name)?.containerPort;
   const tokenFromSecret = (c) => (c.env || []).some((e) => e.name === 'CAIRN_JOB_TOKEN' &&
       e.valueFrom?.secretKeyRef?.name && e.valueFrom.secretKeyRef.key);
+  // The files a flag names come from a mounted Secret.
+  const fromSecret = (c, podSpec, flag) => {
+    const file = arg(c, flag);
+    const mount = file && (c.volumeMounts || []).find((v) => file.startsWith(v.mountPath + '/'));
+    return Boolean(mount && (podSpec.volumes || []).find((v) => v.name === mount.name)?.secret?.secretName);
+  };
   for (const o of objects)
     need(!namespace || o.metadata?.namespace === namespace,
          `${o.kind}/${o.metadata?.name}: not in namespace ${namespace}`);
@@ -71,6 +77,10 @@ function cairnChecks() {
        'the master: --dashboard-port is its dashboard port');
   need(arg(m, '--journal')?.startsWith('/shared/'), 'the master: its journal on the shared volume');
   need(m.livenessProbe?.httpGet?.path === '/healthz', 'the master: liveness on /healthz');
+  const mSpec = master.spec.template.spec;
+  need(['--tls-cert', '--tls-key', '--tls-client-ca'].every((f) => fromSecret(m, mSpec, f)) &&
+       !(m.args || []).includes('--insecure'),
+       'the master: mutual TLS (--tls-cert, --tls-key, --tls-client-ca) from a Secret');
   const sPorts = Object.fromEntries(service.spec.ports.map((p) => [p.name, p.port]));
   need(sPorts.rdzv === portOf(m, 'rdzv') && sPorts.dashboard === portOf(m, 'dashboard'),
        'the Service exposes the master\'s rdzv and dashboard ports');
@@ -89,6 +99,9 @@ function cairnChecks() {
   need(maxNodes === job.spec.parallelism && arg(m, '--nnodes') === arg(w, '--nnodes'),
        'the master\'s and the workers\' --nnodes agree with the Job\'s parallelism');
   need(tokenFromSecret(w), 'the workers: CAIRN_JOB_TOKEN from a Secret');
+  need(['--tls-ca', '--tls-cert', '--tls-key'].every((f) => fromSecret(w, spec, f)) &&
+       !(w.args || []).includes('--insecure'),
+       'the workers: TLS to the master (--tls-ca, --tls-cert, --tls-key) from a Secret');
   need(String(portOf(w, 'dashboard')) === arg(w, '--dashboard-port') &&
        arg(w, '--dashboard-bind') === '0.0.0.0', 'the workers: the dashboard on its port, all addresses');
   need(w.livenessProbe?.httpGet?.path === '/healthz' && w.livenessProbe.httpGet.port === 'dashboard',

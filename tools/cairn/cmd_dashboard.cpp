@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "cairn/core/net.h"
 #include "cairn/dashboard/server.h"
 #include "commands.h"
 #include "stop_signals.h"
@@ -26,7 +27,7 @@ void run_dashboard(const DashboardCommandFlags& f) {
   dashboard::ServerOptions o;
   o.bind = f.bind;
   o.port = f.port;
-  if (const char* t = std::getenv("CAIRN_JOB_TOKEN"); t && !dashboard::is_loopback(f.bind))
+  if (const char* t = std::getenv("CAIRN_JOB_TOKEN"); t && !core::is_loopback_host(f.bind))
     o.token = t;
   serve_until_stop_signal("dashboard", [&] {
     auto server =

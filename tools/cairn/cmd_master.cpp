@@ -30,6 +30,8 @@ struct MasterFlags {
   double network_check_timeout_s = 60;
   std::string tls_cert;
   std::string tls_key;
+  std::string tls_client_ca;
+  bool insecure = false;
   std::string run_dir;
   DashboardFlags dashboard;
 };
@@ -61,6 +63,8 @@ void run_master(const MasterFlags& f) {
   o.journal_path = f.journal;
   o.tls_cert_path = f.tls_cert;
   o.tls_key_path = f.tls_key;
+  o.tls_client_ca_path = f.tls_client_ca;
+  o.insecure = f.insecure;
   if (!f.run_dir.empty()) {
     if (Status s = core::make_dirs(f.run_dir); !s.ok()) throw StatusError(s);
     o.events_path = f.run_dir + "/events.jsonl";
@@ -73,7 +77,9 @@ void run_master(const MasterFlags& f) {
     if (!server.ok()) throw StatusError(server.status());
     std::printf("cairn master: listening on %s (nodes %d:%d, unit %d, %s)\n",
                 (*server)->address().c_str(), o.rdzv.min_nodes, o.rdzv.max_nodes, o.rdzv.node_unit,
-                o.tls_cert_path.empty() ? "plaintext" : "TLS");
+                o.tls_cert_path.empty()          ? "plaintext"
+                : o.tls_client_ca_path.empty() ? "TLS"
+                                               : "TLS, client certificates required");
     std::fflush(stdout);
     auto dashboard = start_dashboard(f.dashboard, f.run_dir, o.job_token, "cairn master");
     if (!dashboard.ok()) throw StatusError(dashboard.status());
@@ -124,8 +130,19 @@ void register_master_command(CLI::App& app) {
       ->check(CLI::Range(1.0, 86400.0))
       ->capture_default_str()
       ->needs(check);
-  cmd->add_option("--tls-cert", f->tls_cert, "PEM certificate chain: serve TLS (with --tls-key)");
-  cmd->add_option("--tls-key", f->tls_key, "PEM private key of --tls-cert");
+  auto* cert = cmd->add_option("--tls-cert", f->tls_cert,
+                               "PEM certificate chain: serve TLS (with --tls-key)");
+  cmd->add_option("--tls-key", f->tls_key, "PEM private key of --tls-cert")->needs(cert);
+  cert->needs(cmd->get_option("--tls-key"));
+  cmd->add_option("--tls-client-ca", f->tls_client_ca,
+                  "PEM CA certificates: every client must present a certificate they sign "
+                  "(mutual TLS)")
+      ->needs(cert);
+  cmd->add_flag("--insecure", f->insecure,
+                "serve plaintext on an address other machines reach (job tokens cross the "
+                "network unencrypted; a warning is logged). Without TLS and without this, only "
+                "a loopback --host is accepted")
+      ->excludes(cert);
   auto* run_dir = cmd->add_option(
       "--run-dir", f->run_dir,
       "directory for the master's events.jsonl (nodes joining, dropped, excluded; rounds), "
@@ -140,10 +157,14 @@ void register_master_command(CLI::App& app) {
       "corrupt journal).\n"
       "\nExample:\n"
       "  export CAIRN_JOB_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n')\n"
-      "  cairn master --port 29400 --nnodes 2:4 --journal runs/master.journal\n"
-      "  cairn master --port 29400 --nnodes 2:4 --network-check --exclude-straggler\n"
+      "  cairn master --port 29400 --nnodes 2:4 --journal runs/master.journal \\\n"
+      "    --tls-cert master.pem --tls-key master.key --tls-client-ca ca.pem\n"
+      "  cairn master --host 127.0.0.1 --port 29400 --nnodes 2:4 --network-check\n"
       "  # membership over time on a dashboard (http://127.0.0.1:8266/):\n"
-      "  cairn master --port 29400 --nnodes 1:4 --run-dir runs/master --dashboard-port 8266");
+      "  cairn master --port 29400 --nnodes 1:4 --insecure --run-dir runs/master \\\n"
+      "    --dashboard-port 8266\n"
+      "Without TLS the master only listens on loopback unless --insecure is given (the README's\n"
+      "'TLS' section makes the certificates with openssl).");
   cmd->callback([f] { run_master(*f); });
 }
 

@@ -158,11 +158,11 @@ void run_run(elastic::LaunchFlags& flags, const DashboardFlags& dash, const CLI:
     rendezvous = elastic_run.rendezvous.get();
     env["CAIRN_BIND_HOST"] = elastic_run.node_host;
     // The workers' own calls to the master (the shard service of data.sharding: dynamic).
-    env["CAIRN_MASTER_ADDR"] = elastic_run.master_address;
-    env["CAIRN_JOB_TOKEN"] = elastic_run.job_token;
+    for (const auto& [name, value] : elastic::master_client_env(elastic_run.client))
+      env[name] = value;
   }
 
-  std::string token = elastic_run.job_token;
+  std::string token = elastic_run.client.job_token;
   if (const char* t = std::getenv("CAIRN_JOB_TOKEN"); token.empty() && t) token = t;
   auto dashboard = start_dashboard(
       dash, run_dir, token, "cairn run",
@@ -175,6 +175,7 @@ void run_run(elastic::LaunchFlags& flags, const DashboardFlags& dash, const CLI:
   ao.monitor_interval_s = options->monitor_interval_s;
   ao.grace_period_s = options->grace_period_s;
   ao.hang_timeout_s = options->hang_timeout_s;
+  ao.rendezvous_timeout_s = options->rdzv_timeout_s;
   // Standbys park at the top of cairn's main; another program would simply run early.
   std::error_code same_error;
   ao.standby = options->standby && std::filesystem::equivalent(command[0], self_exe(), same_error);

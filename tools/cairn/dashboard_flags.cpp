@@ -5,6 +5,8 @@
 
 #include <cstdio>
 
+#include "cairn/core/net.h"
+
 namespace cairn::cli {
 
 void add_dashboard_flags(CLI::App& cmd, DashboardFlags* f, bool with_control) {
@@ -31,7 +33,7 @@ Result<std::unique_ptr<dashboard::Server>> start_dashboard(
   dashboard::ServerOptions o;
   o.bind = f.bind;
   o.port = f.port;
-  if (!dashboard::is_loopback(f.bind)) o.token = token;
+  if (!core::is_loopback_host(f.bind)) o.token = token;
   if (f.control) o.stop_job = std::move(stop_job);
   auto server = dashboard::Server::Start(std::make_shared<dashboard::RunView>(run_dir), o);
   if (!server.ok()) return server.status().WithContext("--dashboard-port");

@@ -22,6 +22,21 @@ void add_elastic_flags(CLI::App& cmd, LaunchFlags* f) {
   cmd.add_option("--job-token,--job_token", f->job_token,
                  "--rdzv-backend cairn: the job's token (default: $CAIRN_JOB_TOKEN)")
       ->option_text("TOKEN");
+  cmd.add_option("--tls-ca", f->tls_ca,
+                 "--rdzv-backend cairn: TLS to the master, whose certificate these PEM CA "
+                 "certificates must sign (the workers' calls too)")
+      ->option_text("FILE");
+  cmd.add_option("--tls-cert", f->tls_cert,
+                 "--rdzv-backend cairn: this node's PEM certificate, shown to a master that asks "
+                 "for one (mutual TLS); with --embed-master also the master's certificate")
+      ->option_text("FILE");
+  cmd.add_option("--tls-key", f->tls_key, "the private key of --tls-cert")->option_text("FILE");
+  cmd.add_flag("--tls-verify-clients", f->tls_verify_clients,
+               "embedded master: every node must present a certificate --tls-ca signs");
+  cmd.add_flag("--insecure", f->insecure,
+               "--rdzv-backend cairn: talk to (or, with --embed-master, serve) a master off "
+               "loopback in plaintext; the job token crosses the network unencrypted (a warning "
+               "is logged). Without TLS and without this, only a loopback endpoint is accepted");
   cmd.add_flag("--embed-master,--embed_master", f->embed_master,
                "--rdzv-backend cairn: run the elastic master inside this agent, listening on "
                "the --rdzv-endpoint port");
@@ -84,6 +99,10 @@ void add_launch_flags(CLI::App& cmd, LaunchFlags* f) {
                  "seconds from SIGTERM to SIGKILL when stopping workers (default 10)")
       ->option_text("SECONDS");
   add_elastic_flags(cmd, f);
+  cmd.add_option("--rdzv-timeout,--rdzv_timeout", f->rdzv_timeout,
+                 "longest wait for a round's world (all nodes, or the master, to answer) before "
+                 "the agent gives up with the reason it kept waiting (default 900)")
+      ->option_text("SECONDS");
   cmd.add_option("--hang-timeout,--hang_timeout", f->hang_timeout,
                  "a worker that reported step progress and then none for this long is hung: "
                  "its stacks are logged and the group restarted (default 600; 0 = off)")

@@ -241,6 +241,40 @@ TEST(LaunchOptions, ElasticBackend) {
             std::string::npos);
 }
 
+TEST(LaunchOptions, TlsToTheMaster) {
+  const std::vector<std::string> cairn = {"--rdzv-backend", "cairn", "--rdzv-endpoint", "h:1"};
+  auto with = [&](std::vector<std::string> more) {
+    std::vector<std::string> args = cairn;
+    args.insert(args.end(), more.begin(), more.end());
+    args.insert(args.end(), {"--", "p"});
+    return args;
+  };
+  auto o = parse(with({"--embed-master", "--tls-ca", "ca.pem", "--tls-cert", "n.pem",
+                       "--tls-key", "n.key", "--tls-verify-clients"}));
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->tls_ca_path, "ca.pem");
+  EXPECT_EQ(o->tls_cert_path, "n.pem");
+  EXPECT_EQ(o->tls_key_path, "n.key");
+  EXPECT_TRUE(o->tls_verify_clients);
+  EXPECT_FALSE(o->insecure);
+  o = parse(with({"--insecure"}));
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_TRUE(o->insecure);
+  EXPECT_NE(error_of(with({"--tls-cert", "n.pem", "--tls-ca", "c"})).find("go together"),
+            std::string::npos);
+  EXPECT_NE(error_of(with({"--tls-cert", "n.pem", "--tls-key", "k"})).find("needs --tls-ca"),
+            std::string::npos);
+  EXPECT_NE(error_of(with({"--tls-ca", "c", "--insecure"})).find("exclude each other"),
+            std::string::npos);
+  EXPECT_NE(error_of(with({"--tls-ca", "c", "--embed-master"})).find("embedded master's"),
+            std::string::npos);
+  EXPECT_NE(error_of(with({"--tls-ca", "c", "--tls-verify-clients"})).find("--embed-master"),
+            std::string::npos);
+  EXPECT_NE(error_of(with({"--tls-ca", ""})).find("--tls-ca"), std::string::npos);
+  EXPECT_NE(error_of({"--insecure", "--", "p"}).find("need --rdzv-backend cairn"),
+            std::string::npos);
+}
+
 TEST(LaunchOptions, NetworkCheckConfiguresTheEmbeddedMaster) {
   auto o =
       parse({"--rdzv-backend", "cairn", "--rdzv-endpoint", "h:1", "--embed-master",

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cairn/core/fs.h"
+#include "cairn/core/net.h"
 #include "cairn/elastic/process.h"
 #include "cairn/elastic/worker_env.h"
 
@@ -93,6 +94,13 @@ Result<elastic::NodeCheckResult> run_node_check(const elastic::CheckAssignment& 
   return r;
 }
 
+std::string absolute(const std::string& path) {
+  if (path.empty()) return path;
+  std::error_code ec;
+  auto p = std::filesystem::absolute(path, ec);
+  return ec ? path : p.string();
+}
+
 }  // namespace
 
 std::string self_exe() {
@@ -113,7 +121,15 @@ Result<ElasticRun> start_elastic(const elastic::LaunchOptions& o, const std::str
         "node and the master use the same one)");
   if (o.embed_master) {
     elastic::MasterServerOptions mo;
-    mo.listen_address = "0.0.0.0:" + std::to_string(o.master_port);
+    // A loopback endpoint: the job stays on this machine, and so does the master.
+    const bool loopback = core::is_loopback_host(o.master_host);
+    const std::string any = o.master_host.find(':') != std::string::npos ? "[::]" : "0.0.0.0";
+    mo.listen_address = (loopback ? (o.master_host == "::1" ? "[::1]" : "127.0.0.1") : any) + ":" +
+                        std::to_string(o.master_port);
+    mo.tls_cert_path = absolute(o.tls_cert_path);
+    mo.tls_key_path = absolute(o.tls_key_path);
+    if (o.tls_verify_clients) mo.tls_client_ca_path = absolute(o.tls_ca_path);
+    mo.insecure = o.insecure;
     mo.job_token = token;
     mo.journal_path = run_dir + "/master.journal";
     mo.events_path = run_dir + "/events.jsonl";  // the run's dashboard shows membership
@@ -141,6 +157,11 @@ Result<ElasticRun> start_elastic(const elastic::LaunchOptions& o, const std::str
   elastic::MasterRendezvousOptions ro;
   ro.client.address = o.master_host + ":" + std::to_string(o.master_port);
   ro.client.job_token = token;
+  // Absolute: the workers, which get the same files, may change directory.
+  ro.client.tls_ca_path = absolute(o.tls_ca_path);
+  ro.client.tls_cert_path = absolute(o.tls_cert_path);
+  ro.client.tls_key_path = absolute(o.tls_key_path);
+  ro.client.insecure = o.insecure;
   ro.node_id = node_id;
   ro.host = e.node_host;
   ro.nproc_per_node = o.nproc_per_node;
@@ -153,8 +174,7 @@ Result<ElasticRun> start_elastic(const elastic::LaunchOptions& o, const std::str
     return run_node_check(a, host, run_dir, a.timeout_s);
   };
   CAIRN_ASSIGN_OR_RETURN(e.rendezvous, elastic::MasterRendezvous::Open(ro));
-  e.master_address = ro.client.address;
-  e.job_token = token;
+  e.client = ro.client;
   spdlog::info("node {} ({}) joins the elastic master at {}", node_id, e.node_host,
                ro.client.address);
   return e;

@@ -15,8 +15,9 @@ struct ElasticRun {
   std::unique_ptr<elastic::MasterServer> master;  // with --embed-master
   std::unique_ptr<elastic::MasterRendezvous> rendezvous;
   std::string node_host;       // what the workers bind to (CAIRN_BIND_HOST)
-  std::string master_address;  // host:port of the master (CAIRN_MASTER_ADDR for the workers)
-  std::string job_token;       // the job's token (CAIRN_JOB_TOKEN for the workers)
+  // The connection to the master (address, token, TLS), handed on to the workers
+  // (elastic::master_client_env).
+  elastic::MasterClientOptions client;
 };
 
 // This binary's path (for commands that start cairn again: workers, the node check).

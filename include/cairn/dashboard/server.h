@@ -42,9 +42,6 @@ struct ServerOptions {
   std::function<Status(const std::string& requester)> stop_job;
 };
 
-// True for 127.0.0.0/8, ::1 and "localhost".
-bool is_loopback(const std::string& address);
-
 class Server {
  public:
   // Binds and serves on a thread of its own until stop() or destruction. InvalidArgument for a

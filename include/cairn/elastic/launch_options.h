@@ -24,6 +24,11 @@ struct LaunchFlags {
   std::optional<std::string> rdzv_wait;          // --rdzv-wait SECONDS (embedded master)
   std::optional<std::string> heartbeat_timeout;  // --heartbeat-timeout SECONDS (embedded master)
   bool embed_master = false;                     // --embed-master
+  std::optional<std::string> tls_ca;             // --tls-ca FILE (cairn backend)
+  std::optional<std::string> tls_cert;           // --tls-cert FILE
+  std::optional<std::string> tls_key;            // --tls-key FILE
+  bool tls_verify_clients = false;               // --tls-verify-clients (embedded master)
+  bool insecure = false;                         // --insecure (cairn backend)
   bool network_check = false;                    // --network-check (embedded master)
   bool exclude_straggler = false;                // --exclude-straggler (embedded master)
   std::optional<std::string> network_check_timeout;  // --network-check-timeout SECONDS
@@ -34,6 +39,7 @@ struct LaunchFlags {
   std::optional<std::string> monitor_interval;  // --monitor-interval SECONDS
   std::optional<std::string> grace_period;      // --grace-period SECONDS
   std::optional<std::string> hang_timeout;      // --hang-timeout SECONDS
+  std::optional<std::string> rdzv_timeout;      // --rdzv-timeout SECONDS
   std::optional<std::string> run_dir;           // --run-dir DIR
   bool standalone = false;                      // --standalone
   bool no_standby = false;                      // --no-standby
@@ -62,6 +68,15 @@ struct LaunchOptions {
   std::string node_id;              // elastic: stable name of this node (default: host name)
   std::string node_host;            // elastic: address other nodes reach this node at ("" = auto)
   std::string job_token;            // elastic: the job's token ("" = CAIRN_JOB_TOKEN)
+  // elastic: TLS to the master. tls_ca_path verifies the master's certificate; tls_cert_path and
+  // tls_key_path are this node's certificate (shown to a master that asks for one) and, with
+  // embed_master, the embedded master's own. tls_verify_clients: the embedded master requires
+  // client certificates signed by tls_ca_path (mutual TLS). insecure: plaintext off loopback.
+  std::string tls_ca_path;
+  std::string tls_cert_path;
+  std::string tls_key_path;
+  bool tls_verify_clients = false;
+  bool insecure = false;
   double rdzv_wait_s = 10;          // embedded master: wait at >= min nodes for more
   double heartbeat_timeout_s = 30;  // embedded master: a node silent this long is dropped
   bool network_check = false;       // embedded master: check the nodes before a round starts
@@ -74,6 +89,7 @@ struct LaunchOptions {
   double monitor_interval_s = 0.1;   // longest sleep between checks of the workers
   double grace_period_s = 10.0;      // SIGTERM → SIGKILL delay when stopping workers
   double hang_timeout_s = 600.0;     // no step progress for this long = hung; 0 = off
+  double rdzv_timeout_s = 900.0;     // longest wait for the world of one round
   std::string run_dir;               // empty: the CLI picks runs/<time>
   bool standby = true;               // warm standby workers when the command is cairn itself
   std::vector<std::string> command;  // the worker command, non-empty

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cairn/core/status.h"
@@ -26,7 +27,21 @@ struct MasterClientOptions {
   double initial_backoff_s = 0.05;  // first sleep between attempts; doubles up to max_backoff_s
   double max_backoff_s = 2.0;
   std::string tls_ca_path;  // PEM roots that sign the master's certificate; empty: plaintext
+  // Both or neither: this client's PEM certificate chain and key, for a master that asks for
+  // one (mutual TLS). REQUIRES: tls_ca_path.
+  std::string tls_cert_path;
+  std::string tls_key_path;
+  // Plaintext to a master that is not on loopback sends the job token in the clear: refused
+  // unless this is set (Open then logs a warning).
+  bool insecure = false;
 };
+
+// How an agent hands its connection to the master on to its workers (the shard service of
+// data.sharding: dynamic): CAIRN_MASTER_ADDR, CAIRN_JOB_TOKEN, CAIRN_MASTER_TLS_CA,
+// CAIRN_MASTER_TLS_CERT, CAIRN_MASTER_TLS_KEY and CAIRN_MASTER_INSECURE=1; empty fields are left
+// out. master_client_from_env reads them back (other fields at their defaults).
+std::vector<std::pair<std::string, std::string>> master_client_env(const MasterClientOptions& o);
+MasterClientOptions master_client_from_env();
 
 struct JoinReply {
   std::optional<Round> round;  // set when this node is a member of a round newer than last_round

@@ -30,6 +30,13 @@ struct MasterServerOptions {
   // Both or neither: serve TLS with this PEM certificate chain and private key.
   std::string tls_cert_path;
   std::string tls_key_path;
+  // With TLS: every client must present a certificate these PEM roots sign (mutual TLS);
+  // empty: clients are not asked for one (the job token still is).
+  std::string tls_client_ca_path;
+  // Serving plaintext on an address other machines reach lets job tokens cross the network in
+  // the clear: refused unless this is set (the server then logs a warning). A loopback listen
+  // address needs neither TLS nor this.
+  bool insecure = false;
   double tick_interval_s = 0.5;      // how often heartbeat timeouts and waits are checked
   double shutdown_deadline_s = 2.0;  // in-flight calls get this long when the server stops
   // Larger requests are refused by gRPC. Shard snapshots (RestoreShards) are the largest:

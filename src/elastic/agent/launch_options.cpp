@@ -116,6 +116,37 @@ Status resolve_nodes(const LaunchFlags& f, LaunchOptions* o) {
   return Status::Ok();
 }
 
+// The elastic backend's TLS flags (files are read when the connection is made, not here).
+Status resolve_tls(const LaunchFlags& f, LaunchOptions* o) {
+  for (const auto& [flag, value] : {std::pair{"--tls-ca", &f.tls_ca},
+                                    std::pair{"--tls-cert", &f.tls_cert},
+                                    std::pair{"--tls-key", &f.tls_key}})
+    if (*value && (*value)->empty()) return bad_flag(flag, "", "expected a PEM file");
+  if (bool(f.tls_cert) != bool(f.tls_key))
+    return Status::InvalidArgument("--tls-cert and --tls-key go together (the certificate and "
+                                   "its private key)");
+  if (f.insecure && (f.tls_ca || f.tls_cert))
+    return Status::InvalidArgument("--insecure (plaintext) and --tls-ca / --tls-cert exclude "
+                                   "each other");
+  if (f.tls_cert && !f.tls_ca)
+    return Status::InvalidArgument(
+        "--tls-cert needs --tls-ca: the CA certificate that signs the master's certificate");
+  if (f.tls_ca && f.embed_master && !f.tls_cert)
+    return Status::InvalidArgument(
+        "--tls-ca with --embed-master needs --tls-cert and --tls-key: the embedded master's "
+        "certificate");
+  if (f.tls_verify_clients && !(f.embed_master && f.tls_ca))
+    return Status::InvalidArgument(
+        "--tls-verify-clients configures the embedded master: use it with --embed-master, "
+        "--tls-ca, --tls-cert and --tls-key (or pass --tls-client-ca to `cairn master`)");
+  o->tls_ca_path = f.tls_ca.value_or("");
+  o->tls_cert_path = f.tls_cert.value_or("");
+  o->tls_key_path = f.tls_key.value_or("");
+  o->tls_verify_clients = f.tls_verify_clients;
+  o->insecure = f.insecure;
+  return Status::Ok();
+}
+
 // --rdzv-backend and what the elastic one takes: node id and host, job token, embedded master and
 // its node check.
 Status resolve_rendezvous(const LaunchFlags& f, LaunchOptions* o) {
@@ -126,10 +157,12 @@ Status resolve_rendezvous(const LaunchFlags& f, LaunchOptions* o) {
                     "allocation's nodes, node 0 running the master)");
   o->elastic = f.rdzv_backend && *f.rdzv_backend == "cairn";
   if (!o->elastic && (f.node_id || f.node_host || f.job_token || f.embed_master || f.rdzv_wait ||
-                      f.heartbeat_timeout))
+                      f.heartbeat_timeout || f.tls_ca || f.tls_cert || f.tls_key ||
+                      f.tls_verify_clients || f.insecure))
     return Status::InvalidArgument(
-        "--node-id, --node-host, --job-token, --embed-master, --rdzv-wait and --heartbeat-timeout "
-        "need --rdzv-backend cairn");
+        "--node-id, --node-host, --job-token, --embed-master, --rdzv-wait, --heartbeat-timeout, "
+        "--tls-ca, --tls-cert, --tls-key, --tls-verify-clients and --insecure need --rdzv-backend "
+        "cairn");
   if (o->elastic) {
     if (!f.rdzv_endpoint)
       return Status::InvalidArgument(
@@ -146,6 +179,7 @@ Status resolve_rendezvous(const LaunchFlags& f, LaunchOptions* o) {
     }
     if (f.node_host) o->node_host = *f.node_host;
     if (f.job_token) o->job_token = *f.job_token;
+    CAIRN_RETURN_IF_ERROR(resolve_tls(f, o));
     if (f.rdzv_wait) {
       CAIRN_ASSIGN_OR_RETURN(o->rdzv_wait_s, parse_seconds("--rdzv-wait", *f.rdzv_wait, 0, 86400));
     }
@@ -187,6 +221,10 @@ Status resolve_supervision(const LaunchFlags& f, LaunchOptions* o) {
   if (f.hang_timeout) {
     CAIRN_ASSIGN_OR_RETURN(o->hang_timeout_s,
                            parse_seconds("--hang-timeout", *f.hang_timeout, 0, 7 * 24 * 3600));
+  }
+  if (f.rdzv_timeout) {
+    CAIRN_ASSIGN_OR_RETURN(o->rdzv_timeout_s,
+                           parse_seconds("--rdzv-timeout", *f.rdzv_timeout, 1, 7 * 24 * 3600));
   }
   if (f.grace_period) {
     CAIRN_ASSIGN_OR_RETURN(o->grace_period_s,

@@ -3,14 +3,17 @@
 #include "cairn/elastic/master_client.h"
 
 #include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <random>
 #include <thread>
 
 #include "cairn.grpc.pb.h"
 #include "cairn/core/fs.h"
+#include "cairn/core/net.h"
 #include "elastic/deadline_impl.h"
 #include "elastic/master/rpc_convert_impl.h"
 
@@ -23,10 +26,45 @@ double jitter() {
   return std::uniform_real_distribution<double>(0.5, 1.0)(gen);
 }
 
+// gRPC reports a failed verification of the server's certificate as UNAVAILABLE with OpenSSL's
+// reason in the message (gRPC 1.51).
+bool tls_verification_failed(const grpc::Status& s) {
+  const std::string& m = s.error_message();
+  return m.find("Ssl handshake failed") != std::string::npos ||
+         m.find("not in peer certificate") != std::string::npos ||
+         m.find("certificate verify failed") != std::string::npos;
+}
+
 }  // namespace
+
+std::vector<std::pair<std::string, std::string>> master_client_env(const MasterClientOptions& o) {
+  std::vector<std::pair<std::string, std::string>> env = {{"CAIRN_MASTER_ADDR", o.address},
+                                                          {"CAIRN_JOB_TOKEN", o.job_token}};
+  if (!o.tls_ca_path.empty()) env.emplace_back("CAIRN_MASTER_TLS_CA", o.tls_ca_path);
+  if (!o.tls_cert_path.empty()) env.emplace_back("CAIRN_MASTER_TLS_CERT", o.tls_cert_path);
+  if (!o.tls_key_path.empty()) env.emplace_back("CAIRN_MASTER_TLS_KEY", o.tls_key_path);
+  if (o.insecure) env.emplace_back("CAIRN_MASTER_INSECURE", "1");
+  return env;
+}
+
+MasterClientOptions master_client_from_env() {
+  auto get = [](const char* name) {
+    const char* v = std::getenv(name);
+    return std::string(v ? v : "");
+  };
+  MasterClientOptions o;
+  o.address = get("CAIRN_MASTER_ADDR");
+  o.job_token = get("CAIRN_JOB_TOKEN");
+  o.tls_ca_path = get("CAIRN_MASTER_TLS_CA");
+  o.tls_cert_path = get("CAIRN_MASTER_TLS_CERT");
+  o.tls_key_path = get("CAIRN_MASTER_TLS_KEY");
+  o.insecure = get("CAIRN_MASTER_INSECURE") == "1";
+  return o;
+}
 
 struct MasterClient::Impl {
   MasterClientOptions o;
+  bool tls = false;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::Master::Stub> rpc;
 
@@ -50,7 +88,19 @@ struct MasterClient::Impl {
                             std::chrono::duration_cast<std::chrono::system_clock::duration>(
                                 std::chrono::duration<double>(limit));
       const auto attempt_start = Clock::now();
-      const bool connected = channel->WaitForConnected(deadline);
+      // With TLS the wait is cut short when a connection attempt has failed, so that the call
+      // below can report a certificate the handshake refused at once instead of after the
+      // attempt's whole deadline.
+      bool connected = false;
+      for (;;) {
+        const auto slice =
+            tls ? std::min(deadline, std::chrono::system_clock::now() + std::chrono::milliseconds(200))
+                : deadline;
+        connected = channel->WaitForConnected(slice);
+        if (connected || slice >= deadline ||
+            channel->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE)
+          break;
+      }
       grpc::ClientContext ctx;
       ctx.AddMetadata(kJobTokenMetadataKey, o.job_token);
       ctx.set_deadline(
@@ -58,6 +108,14 @@ struct MasterClient::Impl {
       resp->Clear();
       grpc::Status s = (rpc.get()->*method)(&ctx, req, resp);
       if (s.ok()) return Status::Ok();
+      // The master's certificate failed this client's verification: a configuration error that
+      // retrying cannot fix.
+      if (s.error_code() == grpc::StatusCode::UNAVAILABLE && tls_verification_failed(s))
+        return Status::FailedPrecondition(
+            std::string(what) + ": the TLS handshake with the master at " + o.address +
+            " failed: " + s.error_message() +
+            " (is the master's certificate signed by the --tls-ca file, and does it name the "
+            "host the master is reached at?)");
       if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
           !(!connected && s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED))
         return rpc::from_grpc(s, what, o.address);
@@ -87,13 +145,41 @@ Result<std::unique_ptr<MasterClient>> MasterClient::Open(const MasterClientOptio
         "client timeouts: call_timeout_s > 0, retry_total_s >= 0, 0 < initial_backoff_s <= "
         "max_backoff_s");
   std::shared_ptr<grpc::ChannelCredentials> creds;
+  if (options.tls_cert_path.empty() != options.tls_key_path.empty())
+    return Status::InvalidArgument(
+        "a client certificate needs both its certificate and its private key file (got only the " +
+        std::string(options.tls_cert_path.empty() ? "key" : "certificate") + ")");
   if (!options.tls_ca_path.empty()) {
     auto roots = core::read_file(options.tls_ca_path);
     if (!roots.ok()) return roots.status().WithContext("TLS root certificates");
     grpc::SslCredentialsOptions ssl;
     ssl.pem_root_certs = std::move(roots).value();
+    if (!options.tls_cert_path.empty()) {
+      auto cert = core::read_file(options.tls_cert_path);
+      if (!cert.ok()) return cert.status().WithContext("TLS client certificate");
+      auto key = core::read_file(options.tls_key_path);
+      if (!key.ok()) return key.status().WithContext("TLS client private key");
+      ssl.pem_cert_chain = std::move(cert).value();
+      ssl.pem_private_key = std::move(key).value();
+    }
     creds = grpc::SslCredentials(ssl);
+  } else if (!options.tls_cert_path.empty()) {
+    return Status::InvalidArgument(
+        "a client certificate is for a TLS connection: give the master's CA certificate too");
   } else {
+    const std::string host = core::host_of(options.address);
+    if (!core::is_loopback_host(host)) {
+      if (!options.insecure)
+        return Status::InvalidArgument(
+            "the job token would cross the network in plaintext to the master at " +
+            options.address +
+            ": give the CA certificate that signs the master's (--tls-ca), or --insecure to "
+            "accept that");
+      spdlog::warn(
+          "plaintext connection to the master at {} (--insecure): the job token and the job's "
+          "membership cross the network unencrypted",
+          options.address);
+    }
     creds = grpc::InsecureChannelCredentials();
   }
   // Reconnect about as fast as we retry, so a restarted master is found within one backoff.
@@ -105,6 +191,7 @@ Result<std::unique_ptr<MasterClient>> MasterClient::Open(const MasterClientOptio
               std::max(initial_ms, int(options.max_backoff_s * 1000)));
   auto impl = std::make_unique<Impl>();
   impl->o = options;
+  impl->tls = !options.tls_ca_path.empty();
   args.SetMaxReceiveMessageSize(16 << 20);  // shard snapshots
   impl->channel = grpc::CreateCustomChannel(options.address, creds, args);
   impl->rpc = v1::Master::NewStub(impl->channel);

@@ -155,11 +155,12 @@ Result<World> MasterRendezvous::next_round(int round, double timeout_s) {
                       impl_->o.incarnation};
   int64_t last_round = master_round();
   std::string why = "no answer from the master yet";
+  auto next_warning = Clock::now();
   for (;;) {
     const double left = seconds_until(deadline);
     if (left <= 0)
-      return Status::Timeout("rendezvous: no round including node " + node.node_id + " within " +
-                             std::to_string(timeout_s) + " s: " + why);
+      return Status::Timeout(fmt::format("no round including node {} within {:g} s: {}",
+                                         node.node_id, timeout_s, why));
     auto reply = impl_->client->join(node, last_round, left);
     if (!reply.ok()) {
       // An unreachable master may come back (it journals its state) until the deadline.
@@ -167,6 +168,12 @@ Result<World> MasterRendezvous::next_round(int round, double timeout_s) {
           reply.status().code() != StatusCode::kTimeout)
         return reply.status().WithContext("rendezvous");
       why = reply.status().message();
+      // Say why the wait goes on (an unreachable master, a refused certificate) every 30 s.
+      if (Clock::now() >= next_warning) {
+        spdlog::warn("node {} still waiting for the master ({:.0f} s left): {}", node.node_id,
+                     std::max(0.0, seconds_until(deadline)), why);
+        next_warning = Clock::now() + std::chrono::seconds(30);
+      }
       continue;
     }
     if (reply->round) {

@@ -152,6 +152,8 @@ Result<LaunchFlags> slurm_launch_flags(LaunchFlags f, const Env& env) {
   if (!f.node_id) f.node_id = name;
   if (!f.rdzv_endpoint) f.rdzv_endpoint = hosts[0] + ":" + std::to_string(slurm_master_port(job));
   if (node == 0) f.embed_master = true;
+  // One command line for every node: the master's flags only mean something on node 0.
+  if (node != 0) f.tls_verify_clients = false;
   if (!f.rdzv_id) f.rdzv_id = "slurm-" + std::to_string(job);
   if (!f.run_dir) f.run_dir = "runs/slurm-" + std::to_string(job) + "/" + name;
   return f;

@@ -83,6 +83,21 @@ TEST(Slurm, TheHeadNodeRunsTheMasterAndEveryNodeMeetsThere) {
   EXPECT_TRUE(resolved->elastic);
   EXPECT_EQ(resolved->max_nodes, 3);
   EXPECT_EQ(resolved->master_host, "gpu07");
+  // Mutual TLS on one command line: node 0's master verifies clients, the others only connect.
+  f.tls_ca = "ca.pem";
+  f.tls_cert = "node.pem";
+  f.tls_key = "node.key";
+  f.tls_verify_clients = true;
+  for (const char* node : {"0", "2"}) {
+    auto tls = resolve_launch_options(*slurm_launch_flags(f, job(node, "gpu07")));
+    ASSERT_TRUE(tls.ok()) << node << ": " << tls.status().ToString();
+    EXPECT_EQ(tls->tls_verify_clients, std::string(node) == "0");
+    EXPECT_EQ(tls->tls_ca_path, "ca.pem");
+  }
+  f.tls_ca.reset();
+  f.tls_cert.reset();
+  f.tls_key.reset();
+  f.tls_verify_clients = false;
   // What the user gives wins: an endpoint, a node range (elastic), a run directory.
   f.rdzv_endpoint = "10.0.0.1:29400";
   f.nnodes = "2:3";

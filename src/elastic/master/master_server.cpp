@@ -14,6 +14,7 @@
 #include "cairn.grpc.pb.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/json_lines.h"
+#include "cairn/core/net.h"
 #include "cairn/core/mutex.h"
 #include "cairn/core/secret.h"
 #include "cairn/elastic/journal.h"
@@ -418,6 +419,16 @@ Status validate(const MasterServerOptions& o) {
     return Status::InvalidArgument(
         "TLS needs both a certificate and a private key file (got only the " +
         std::string(o.tls_cert_path.empty() ? "key" : "certificate") + ")");
+  if (!o.tls_client_ca_path.empty() && o.tls_cert_path.empty())
+    return Status::InvalidArgument(
+        "client certificates (mutual TLS) need the master to serve TLS: give its certificate and "
+        "key too");
+  if (o.tls_cert_path.empty() && !o.insecure &&
+      !core::is_loopback_host(core::host_of(o.listen_address)))
+    return Status::InvalidArgument(
+        "serving plaintext on " + o.listen_address +
+        " lets job tokens cross the network in the clear: give a TLS certificate and key "
+        "(--tls-cert, --tls-key), listen on loopback, or pass --insecure to accept that");
   if (!(o.tick_interval_s > 0) || !(o.shutdown_deadline_s >= 0) || o.max_message_bytes < 1024)
     return Status::InvalidArgument(
         "tick_interval_s must be > 0, shutdown_deadline_s >= 0, max_message_bytes >= 1024");
@@ -451,10 +462,23 @@ Result<std::unique_ptr<MasterServer>> MasterServer::Start(const MasterServerOpti
     if (!cert.ok()) return cert.status().WithContext("TLS certificate");
     auto key = core::read_file(options.tls_key_path);
     if (!key.ok()) return key.status().WithContext("TLS private key");
-    grpc::SslServerCredentialsOptions ssl;
+    grpc::SslServerCredentialsOptions ssl(
+        options.tls_client_ca_path.empty()
+            ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+            : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
     ssl.pem_key_cert_pairs.push_back({*key, *cert});
+    if (!options.tls_client_ca_path.empty()) {
+      auto roots = core::read_file(options.tls_client_ca_path);
+      if (!roots.ok()) return roots.status().WithContext("TLS client CA certificates");
+      ssl.pem_root_certs = std::move(roots).value();
+    }
     creds = grpc::SslServerCredentials(ssl);
   } else {
+    if (!core::is_loopback_host(impl->host))
+      spdlog::warn(
+          "master: serving plaintext on {} (--insecure): job tokens cross the network "
+          "unencrypted",
+          options.listen_address);
     creds = grpc::InsecureServerCredentials();
   }
   grpc::ServerBuilder builder;
@@ -473,7 +497,9 @@ Result<std::unique_ptr<MasterServer>> MasterServer::Start(const MasterServerOpti
   }
   impl->ticker = std::thread([p = impl.get()] { p->tick_loop(); });
   spdlog::info("master: serving on {}:{}{}", impl->host, impl->port,
-               options.tls_cert_path.empty() ? " (plaintext)" : " (TLS)");
+               options.tls_cert_path.empty()          ? " (plaintext)"
+               : options.tls_client_ca_path.empty() ? " (TLS)"
+                                                    : " (TLS, client certificates required)");
   return std::unique_ptr<MasterServer>(new MasterServer(std::move(impl)));
 }
 

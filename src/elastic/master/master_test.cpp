@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 #include <future>
 #include <map>
 #include <mutex>
@@ -588,28 +589,42 @@ TEST(MasterServer, OptionsAreValidated) {
   EXPECT_EQ(MasterServer::Start(o).status().code(), StatusCode::kFailedPrecondition);
 }
 
-TEST(MasterServer, ServesTlsWhenGivenACertificate) {
-  Deadline guard(60);
-  ScratchDir dir("master_tls");
+// Runs `cmd` (openssl) in `dir`; its output goes to openssl.log, shown on failure.
+void openssl(const ScratchDir& dir, const std::string& cmd) {
+  const std::string full = "cd " + dir.path() + " && " + cmd + " >>openssl.log 2>&1";
+  ASSERT_EQ(std::system(full.c_str()), 0)
+      << "openssl failed: " << cmd << "\n" << testing::slurp(dir / "openssl.log");
+}
+
+// A CA ("name"-ca.pem/.key) and, signed by it, a certificate "name"-leaf.pem/.key for
+// localhost and 127.0.0.1 (usable by servers and clients).
+void make_ca_and_leaf(const ScratchDir& dir, const std::string& name) {
   // openssl is a test prerequisite (scripts/install-deps.sh installs it): without it this
   // test fails, naming it, instead of skipping.
   ASSERT_EQ(std::system("command -v openssl >/dev/null 2>&1"), 0)
       << "openssl is not installed (scripts/install-deps.sh installs it): it makes the "
-         "test certificate";
-  const std::string cmd =
-      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost -addext "
-      "subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout " +
-      (dir / "key.pem") + " -out " + (dir / "cert.pem") + " >" + (dir / "openssl.log") + " 2>&1";
-  ASSERT_EQ(std::system(cmd.c_str()), 0)
-      << "openssl could not make the test certificate: " << cmd << "\n"
-      << testing::slurp(dir / "openssl.log");
+         "test certificates";
+  openssl(dir, "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=" + name +
+                   "-ca -keyout " + name + "-ca.key -out " + name + "-ca.pem");
+  openssl(dir, "openssl req -newkey rsa:2048 -nodes -subj /CN=" + name + " -keyout " + name +
+                   "-leaf.key -out " + name + "-leaf.csr");
+  std::ofstream(dir / (name + "-san.ext")) << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
+  openssl(dir, "openssl x509 -req -days 1 -in " + name + "-leaf.csr -CA " + name +
+                   "-ca.pem -CAkey " + name + "-ca.key -CAcreateserial -extfile " + name +
+                   "-san.ext -out " + name + "-leaf.pem");
+}
+
+TEST(MasterServer, ServesTlsWhenGivenACertificate) {
+  Deadline guard(60);
+  ScratchDir dir("master_tls");
+  make_ca_and_leaf(dir, "job");
   MasterServerOptions o = server_options({1, 1, 1, 0, 5});
-  o.tls_cert_path = dir / "cert.pem";
-  o.tls_key_path = dir / "key.pem";
+  o.tls_cert_path = dir / "job-leaf.pem";
+  o.tls_key_path = dir / "job-leaf.key";
   auto server = start(o);
   ASSERT_TRUE(server);
   MasterClientOptions co = client_options(server->address());
-  co.tls_ca_path = dir / "cert.pem";
+  co.tls_ca_path = dir / "job-ca.pem";
   auto client = MasterClient::Open(co).value();
   auto j = client->join({"a", "127.0.0.1", 1, 1234, 1}, 0);
   ASSERT_TRUE(j.ok()) << j.status().ToString();
@@ -617,6 +632,82 @@ TEST(MasterServer, ServesTlsWhenGivenACertificate) {
   // A plaintext client cannot talk to it.
   auto plain = MasterClient::Open(client_options(server->address(), 0.3)).value();
   EXPECT_FALSE(plain->get_status().ok());
+  // Nor one that trusts another CA (the master's certificate is not verified).
+  make_ca_and_leaf(dir, "other");
+  co.tls_ca_path = dir / "other-ca.pem";
+  co.retry_total_s = 0.3;
+  auto wrong_ca = MasterClient::Open(co).value();
+  // Refused at once, naming the handshake: retrying does not fix a certificate.
+  auto refused = wrong_ca->get_status();
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition) << refused.status().ToString();
+  EXPECT_NE(refused.status().message().find("TLS handshake"), std::string::npos);
+}
+
+TEST(MasterServer, MutualTlsRefusesClientsWithoutACertificateOfTheCa) {
+  Deadline guard(60);
+  ScratchDir dir("master_mtls");
+  make_ca_and_leaf(dir, "job");
+  make_ca_and_leaf(dir, "other");
+  MasterServerOptions o = server_options({1, 1, 1, 0, 5});
+  o.tls_cert_path = dir / "job-leaf.pem";
+  o.tls_key_path = dir / "job-leaf.key";
+  o.tls_client_ca_path = dir / "job-ca.pem";
+  auto server = start(o);
+  ASSERT_TRUE(server);
+  MasterClientOptions co = client_options(server->address(), 0.3);
+  co.tls_ca_path = dir / "job-ca.pem";
+  // No client certificate: the handshake fails, nothing reaches the service.
+  auto anonymous = MasterClient::Open(co).value();
+  EXPECT_FALSE(anonymous->get_status().ok());
+  // A certificate another CA signed: refused as well.
+  co.tls_cert_path = dir / "other-leaf.pem";
+  co.tls_key_path = dir / "other-leaf.key";
+  auto stranger = MasterClient::Open(co).value();
+  EXPECT_FALSE(stranger->get_status().ok());
+  // The job's certificate: served.
+  co.tls_cert_path = dir / "job-leaf.pem";
+  co.tls_key_path = dir / "job-leaf.key";
+  co.retry_total_s = 5;
+  auto member = MasterClient::Open(co).value();
+  auto st = member->get_status();
+  EXPECT_TRUE(st.ok()) << st.status().ToString();
+  // With a certificate but a wrong token: still refused by the token check.
+  co.job_token = "not-the-token";
+  auto wrong_token = MasterClient::Open(co).value();
+  auto denied = wrong_token->get_status();
+  EXPECT_NE(denied.status().message().find("rejected the job token"), std::string::npos)
+      << denied.status().ToString();
+}
+
+TEST(MasterServer, PlaintextOffLoopbackNeedsInsecure) {
+  // The server: plaintext on an address other machines reach is refused without `insecure`.
+  MasterServerOptions o = server_options({1, 1, 1, 0, 5});
+  o.listen_address = "0.0.0.0:0";
+  auto refused = MasterServer::Start(o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("--insecure"), std::string::npos)
+      << refused.status().ToString();
+  o.insecure = true;
+  auto server = start(o);
+  ASSERT_TRUE(server);
+  o.insecure = false;
+  o.tls_client_ca_path = "ca.pem";
+  EXPECT_NE(MasterServer::Start(o).status().message().find("mutual TLS"), std::string::npos);
+  // The client: the same rule for where the token is sent.
+  MasterClientOptions co = client_options("10.0.0.1:29400");
+  auto client = MasterClient::Open(co);
+  ASSERT_FALSE(client.ok());
+  EXPECT_NE(client.status().message().find("plaintext"), std::string::npos)
+      << client.status().ToString();
+  co.insecure = true;
+  EXPECT_TRUE(MasterClient::Open(co).ok());
+  co = client_options("[::1]:29400");
+  EXPECT_TRUE(MasterClient::Open(co).ok());
+  co.tls_cert_path = "cert.pem";
+  EXPECT_NE(MasterClient::Open(co).status().message().find("private key"), std::string::npos);
+  co.tls_key_path = "key.pem";
+  EXPECT_NE(MasterClient::Open(co).status().message().find("CA certificate"), std::string::npos);
 }
 
 }  // namespace
