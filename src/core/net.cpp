@@ -16,8 +16,8 @@ bool is_loopback_host(std::string_view host) {
 std::string host_of(std::string_view address) {
   if (!address.empty() && address.front() == '[') {
     const size_t close = address.find(']');
-    return std::string(address.substr(1, close == std::string_view::npos ? std::string_view::npos
-                                                                          : close - 1));
+    return std::string(
+        address.substr(1, close == std::string_view::npos ? std::string_view::npos : close - 1));
   }
   const size_t colon = address.rfind(':');
   // Two colons or more without brackets: a bare IPv6 address.

@@ -1,6 +1,8 @@
 // Process facts from /proc.
 #include "cairn/core/proc.h"
 
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -87,6 +89,17 @@ bool process_alive(int pid, uint64_t start_time) {
   std::string f;
   if (!stat_fields(pid, &f) || f.empty() || f[0] == 'Z' || f[0] == 'X') return false;
   return start_time == 0 || process_start_time(pid) == start_time;
+}
+
+int64_t raise_open_files_limit() {
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) != 0) return -1;
+  if (r.rlim_cur < r.rlim_max) {
+    rlimit raised = r;
+    raised.rlim_cur = r.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) r = raised;
+  }
+  return r.rlim_cur == RLIM_INFINITY ? INT64_MAX : int64_t(r.rlim_cur);
 }
 
 }  // namespace cairn::core

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,6 +37,16 @@ TEST(Proc, NoSuchProcess) {
   EXPECT_FALSE(process_alive(0, 0));
   EXPECT_FALSE(process_alive(-5, 0));
   EXPECT_EQ(process_start_time(0), 0u);
+}
+
+TEST(Proc, OpenFilesLimitIsRaisedToTheHardLimit) {
+  rlimit before{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &before), 0);
+  const int64_t now = raise_open_files_limit();
+  rlimit after{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &after), 0);
+  EXPECT_EQ(after.rlim_cur, after.rlim_max);
+  EXPECT_GE(now, int64_t(before.rlim_cur == RLIM_INFINITY ? INT64_MAX : before.rlim_cur));
 }
 
 TEST(Proc, AvailableMemoryIsRead) {

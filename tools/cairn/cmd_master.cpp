@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "cairn/core/fs.h"
+#include "cairn/core/proc.h"
 #include "cairn/elastic/launch_options.h"
 #include "cairn/elastic/master_server.h"
 #include "commands.h"
@@ -72,12 +73,17 @@ void run_master(const MasterFlags& f) {
   if (o.journal_path.empty())
     spdlog::warn("no --journal: a restarted master will not know the job's nodes and rounds");
 
+  // Every node holds a connection or two; thousands of nodes need more than the usual 1024 files.
+  const int64_t files = core::raise_open_files_limit();
+  if (files >= 0 && files < 4 * int64_t(o.rdzv.max_nodes) + 64)
+    spdlog::warn("at most {} open files (ulimit -n): fewer than {} nodes' connections need", files,
+                 o.rdzv.max_nodes);
   serve_until_stop_signal("master", [&] {
     auto server = elastic::MasterServer::Start(o);
     if (!server.ok()) throw StatusError(server.status());
     std::printf("cairn master: listening on %s (nodes %d:%d, unit %d, %s)\n",
                 (*server)->address().c_str(), o.rdzv.min_nodes, o.rdzv.max_nodes, o.rdzv.node_unit,
-                o.tls_cert_path.empty()          ? "plaintext"
+                o.tls_cert_path.empty()        ? "plaintext"
                 : o.tls_client_ca_path.empty() ? "TLS"
                                                : "TLS, client certificates required");
     std::fflush(stdout);

@@ -249,8 +249,8 @@ TEST(LaunchOptions, TlsToTheMaster) {
     args.insert(args.end(), {"--", "p"});
     return args;
   };
-  auto o = parse(with({"--embed-master", "--tls-ca", "ca.pem", "--tls-cert", "n.pem",
-                       "--tls-key", "n.key", "--tls-verify-clients"}));
+  auto o = parse(with({"--embed-master", "--tls-ca", "ca.pem", "--tls-cert", "n.pem", "--tls-key",
+                       "n.key", "--tls-verify-clients"}));
   ASSERT_TRUE(o.ok()) << o.status().ToString();
   EXPECT_EQ(o->tls_ca_path, "ca.pem");
   EXPECT_EQ(o->tls_cert_path, "n.pem");

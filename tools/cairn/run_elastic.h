@@ -14,7 +14,7 @@ namespace cairn::cli {
 struct ElasticRun {
   std::unique_ptr<elastic::MasterServer> master;  // with --embed-master
   std::unique_ptr<elastic::MasterRendezvous> rendezvous;
-  std::string node_host;       // what the workers bind to (CAIRN_BIND_HOST)
+  std::string node_host;  // what the workers bind to (CAIRN_BIND_HOST)
   // The connection to the master (address, token, TLS), handed on to the workers
   // (elastic::master_client_env).
   elastic::MasterClientOptions client;

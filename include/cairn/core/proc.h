@@ -26,4 +26,8 @@ int64_t peak_resident_bytes();
 // (v2) memory limit when one is set. NotFound when neither can be read.
 Result<int64_t> available_memory_bytes();
 
+// Raises this process's soft limit of open files to its hard limit (a server holding many
+// connections needs more than the usual 1024) and returns the soft limit now in force.
+int64_t raise_open_files_limit();
+
 }  // namespace cairn::core

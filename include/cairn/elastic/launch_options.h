@@ -65,9 +65,9 @@ struct LaunchOptions {
   // this agent with embed_master, else by `cairn master`); node ranks come from the master.
   bool elastic = false;
   bool embed_master = false;
-  std::string node_id;              // elastic: stable name of this node (default: host name)
-  std::string node_host;            // elastic: address other nodes reach this node at ("" = auto)
-  std::string job_token;            // elastic: the job's token ("" = CAIRN_JOB_TOKEN)
+  std::string node_id;    // elastic: stable name of this node (default: host name)
+  std::string node_host;  // elastic: address other nodes reach this node at ("" = auto)
+  std::string job_token;  // elastic: the job's token ("" = CAIRN_JOB_TOKEN)
   // elastic: TLS to the master. tls_ca_path verifies the master's certificate; tls_cert_path and
   // tls_key_path are this node's certificate (shown to a master that asks for one) and, with
   // embed_master, the embedded master's own. tls_verify_clients: the embedded master requires
@@ -77,10 +77,10 @@ struct LaunchOptions {
   std::string tls_key_path;
   bool tls_verify_clients = false;
   bool insecure = false;
-  double rdzv_wait_s = 10;          // embedded master: wait at >= min nodes for more
-  double heartbeat_timeout_s = 30;  // embedded master: a node silent this long is dropped
-  bool network_check = false;       // embedded master: check the nodes before a round starts
-  bool exclude_straggler = false;   // embedded master: exclude nodes the check finds slow
+  double rdzv_wait_s = 10;              // embedded master: wait at >= min nodes for more
+  double heartbeat_timeout_s = 30;      // embedded master: a node silent this long is dropped
+  bool network_check = false;           // embedded master: check the nodes before a round starts
+  bool exclude_straggler = false;       // embedded master: exclude nodes the check finds slow
   double network_check_timeout_s = 60;  // one node's check (matmul + all-reduce)
   std::string master_host;           // from --rdzv-endpoint or --master-addr; empty when standalone
   int master_port = 0;               // 0 when standalone

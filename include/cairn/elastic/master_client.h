@@ -18,6 +18,8 @@
 namespace cairn::elastic {
 
 inline constexpr char kJobTokenMetadataKey[] = "x-cairn-job-token";
+// Trailing metadata of a call the master refused for its client's rate: milliseconds to wait.
+inline constexpr char kRetryAfterMetadataKey[] = "x-cairn-retry-after-ms";
 
 struct MasterClientOptions {
   std::string address;              // "host:port" of the master

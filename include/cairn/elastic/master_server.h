@@ -42,6 +42,14 @@ struct MasterServerOptions {
   // Larger requests are refused by gRPC. Shard snapshots (RestoreShards) are the largest:
   // about 3 bytes per done shard of an unfinished epoch.
   int max_message_bytes = 16 << 20;
+  // Per client address: calls per second with the token (bursts of twice that); past it a call
+  // is refused with RESOURCE_EXHAUSTED and a retry hint the client waits out. An agent makes
+  // about 6 calls a second, each of its workers one or two per step (data.sharding: dynamic).
+  double max_calls_per_s = 1000;
+  int max_threads = 128;                // threads serving calls at once
+  int max_streams_per_connection = 32;  // concurrent calls on one connection
+  double handshake_timeout_s = 10;      // a connection silent (or garbled) this long is closed
+  double max_connection_idle_s = 600;   // a connection with no call this long is closed
 };
 
 // Owns the gRPC server and its threads; the destructor shuts them down (in-flight calls are
@@ -61,7 +69,8 @@ class MasterServer {
   std::string address() const;  // "host:port" with the bound port
   // A copy of the rendezvous state's status, as GetStatus returns it.
   RdzvStatus status() const;
-  int64_t rejected_calls() const;
+  int64_t rejected_calls() const;   // calls refused for their token
+  int64_t throttled_calls() const;  // calls refused for their client's rate
   // Records replayed from the journal on Start.
   int64_t replayed_records() const;
 

@@ -118,16 +118,18 @@ Status resolve_nodes(const LaunchFlags& f, LaunchOptions* o) {
 
 // The elastic backend's TLS flags (files are read when the connection is made, not here).
 Status resolve_tls(const LaunchFlags& f, LaunchOptions* o) {
-  for (const auto& [flag, value] : {std::pair{"--tls-ca", &f.tls_ca},
-                                    std::pair{"--tls-cert", &f.tls_cert},
-                                    std::pair{"--tls-key", &f.tls_key}})
+  for (const auto& [flag, value] :
+       {std::pair{"--tls-ca", &f.tls_ca}, std::pair{"--tls-cert", &f.tls_cert},
+        std::pair{"--tls-key", &f.tls_key}})
     if (*value && (*value)->empty()) return bad_flag(flag, "", "expected a PEM file");
   if (bool(f.tls_cert) != bool(f.tls_key))
-    return Status::InvalidArgument("--tls-cert and --tls-key go together (the certificate and "
-                                   "its private key)");
+    return Status::InvalidArgument(
+        "--tls-cert and --tls-key go together (the certificate and "
+        "its private key)");
   if (f.insecure && (f.tls_ca || f.tls_cert))
-    return Status::InvalidArgument("--insecure (plaintext) and --tls-ca / --tls-cert exclude "
-                                   "each other");
+    return Status::InvalidArgument(
+        "--insecure (plaintext) and --tls-ca / --tls-cert exclude "
+        "each other");
   if (f.tls_cert && !f.tls_ca)
     return Status::InvalidArgument(
         "--tls-cert needs --tls-ca: the CA certificate that signs the master's certificate");

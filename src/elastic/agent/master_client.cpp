@@ -35,6 +35,21 @@ bool tls_verification_failed(const grpc::Status& s) {
          m.find("certificate verify failed") != std::string::npos;
 }
 
+// Seconds to wait before retrying a call the master refused as busy: its retry hint for a client
+// over its rate, a short pause when it had no thread free; -1 for any other outcome.
+double busy_retry_after(const grpc::Status& s, const grpc::ClientContext& ctx) {
+  if (s.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) return -1;
+  const auto& md = ctx.GetServerTrailingMetadata();
+  if (auto it = md.find(kRetryAfterMetadataKey); it != md.end()) {
+    const std::string ms(it->second.data(), it->second.size());
+    char* end = nullptr;
+    const double v = std::strtod(ms.c_str(), &end);
+    if (end != ms.c_str() && v >= 0) return std::min(v, 10000.0) / 1000;
+  }
+  if (s.error_message().find("Threadpool Exhausted") != std::string::npos) return 0.05;
+  return -1;
+}
+
 }  // namespace
 
 std::vector<std::pair<std::string, std::string>> master_client_env(const MasterClientOptions& o) {
@@ -93,9 +108,9 @@ struct MasterClient::Impl {
       // attempt's whole deadline.
       bool connected = false;
       for (;;) {
-        const auto slice =
-            tls ? std::min(deadline, std::chrono::system_clock::now() + std::chrono::milliseconds(200))
-                : deadline;
+        const auto slice = tls ? std::min(deadline, std::chrono::system_clock::now() +
+                                                        std::chrono::milliseconds(200))
+                               : deadline;
         connected = channel->WaitForConnected(slice);
         if (connected || slice >= deadline ||
             channel->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE)
@@ -116,10 +131,17 @@ struct MasterClient::Impl {
             " failed: " + s.error_message() +
             " (is the master's certificate signed by the --tls-ca file, and does it name the "
             "host the master is reached at?)");
-      if (s.error_code() != grpc::StatusCode::UNAVAILABLE &&
+      // A busy master (this client over its rate, or no thread free) asks for a later retry.
+      const double busy_pause = busy_retry_after(s, ctx);
+      if (s.error_code() != grpc::StatusCode::UNAVAILABLE && busy_pause < 0 &&
           !(!connected && s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED))
         return rpc::from_grpc(s, what, o.address);
       const double left = seconds_until(give_up);
+      if (busy_pause >= 0 && left > 0) {
+        std::this_thread::sleep_for(
+            std::chrono::duration<double>(std::min(busy_pause * (2 - jitter()), left)));
+        continue;
+      }
       if (left <= 0)
         return Status::PeerLost(std::string(what) + ": master " + o.address + " unavailable for " +
                                 std::to_string(budget_s) + " s (" + std::to_string(attempt) +

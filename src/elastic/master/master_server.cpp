@@ -10,17 +10,19 @@
 #include <map>
 #include <optional>
 #include <thread>
+#include <unordered_map>
 
 #include "cairn.grpc.pb.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/json_lines.h"
-#include "cairn/core/net.h"
 #include "cairn/core/mutex.h"
+#include "cairn/core/net.h"
 #include "cairn/core/secret.h"
 #include "cairn/elastic/journal.h"
 #include "cairn/elastic/master_client.h"
 #include "cairn/elastic/rdzv_codec.h"
 #include "elastic/master/check_coordinator_impl.h"
+#include "elastic/master/rate_limit_impl.h"
 #include "elastic/master/rpc_convert_impl.h"
 #include "elastic/master/rpc_log_impl.h"
 #include "elastic/master/shard_service_impl.h"
@@ -72,7 +74,10 @@ std::string describe(const RdzvEvent& event) {
 
 struct MasterServer::Impl final : public v1::Master::Service {
   explicit Impl(const MasterServerOptions& o)
-      : options(o), state(o.rdzv), checks(o.network_check, o.node_check) {}
+      : options(o),
+        state(o.rdzv),
+        checks(o.network_check, o.node_check),
+        call_budget({o.max_calls_per_s, 2.0 * o.max_calls_per_s, 4096}) {}
 
   // --- the service -----------------------------------------------------------------------
   grpc::Status Join(grpc::ServerContext* ctx, const v1::JoinRequest* req,
@@ -267,9 +272,7 @@ struct MasterServer::Impl final : public v1::Master::Service {
   // Like serve() for the shard service: its own lock and nothing to journal.
   template <class Body>
   grpc::Status serve_shards(grpc::ServerContext* ctx, const char* method, Body&& body) {
-    if (!token_ok(ctx, method))
-      return {grpc::StatusCode::UNAUTHENTICATED,
-              std::string("missing or wrong job token (metadata ") + kJobTokenMetadataKey + ")"};
+    if (grpc::Status a = admit(ctx, method); !a.ok()) return a;
     core::MutexLock lock(shard_mu);
     try {
       return body();
@@ -279,16 +282,57 @@ struct MasterServer::Impl final : public v1::Master::Service {
     }
   }
 
-  bool token_ok(grpc::ServerContext* ctx, const char* method) {
+  // The token check and the caller's call budget. OK to serve; UNAUTHENTICATED for a missing or
+  // wrong token (logged at most once per 10 s per address, with the count since, so that a
+  // flood of bad calls cannot flood the log); RESOURCE_EXHAUSTED with a retry hint
+  // (kRetryAfterMetadataKey, milliseconds) for an address over its rate.
+  grpc::Status admit(grpc::ServerContext* ctx, const char* method) {
     const auto& md = ctx->client_metadata();
     auto it = md.find(kJobTokenMetadataKey);
-    if (it != md.end() && core::same_secret(std::string_view(it->second.data(), it->second.size()),
-                                            options.job_token))
-      return true;
-    rejected.fetch_add(1);
-    spdlog::warn("master: rejected {} from {}: {}", method, ctx->peer(),
-                 it == md.end() ? "no job token" : "wrong job token");
-    return false;
+    const bool token_ok =
+        it != md.end() && core::same_secret(std::string_view(it->second.data(), it->second.size()),
+                                            options.job_token);
+    const std::string peer = peer_host(ctx->peer());
+    const double now = steady_now();
+    if (!token_ok) {
+      rejected.fetch_add(1);
+      int64_t quiet = 0;
+      bool log = false;
+      {
+        core::MutexLock lock(limits_mu);
+        log = rejected_log.allow(peer, now);
+        int64_t& n = rejected_since_log[peer];
+        if (log) {
+          quiet = n;
+          rejected_since_log.erase(peer);
+        } else if (rejected_since_log.size() <= 4096) {
+          ++n;
+        }
+      }
+      if (log)
+        spdlog::warn("master: rejected {} from {}: {}{}", method, ctx->peer(),
+                     it == md.end() ? "no job token" : "wrong job token",
+                     quiet ? " (and " + std::to_string(quiet) + " calls since the last message)"
+                           : std::string());
+      return {grpc::StatusCode::UNAUTHENTICATED,
+              std::string("missing or wrong job token (metadata ") + kJobTokenMetadataKey + ")"};
+    }
+    double retry_s = 0;
+    bool allowed = false;
+    {
+      core::MutexLock lock(limits_mu);
+      allowed = call_budget.allow(peer, now, &retry_s);
+    }
+    if (!allowed) {
+      throttled.fetch_add(1);
+      const int retry_ms = std::max(1, int(retry_s * 1000));
+      ctx->AddTrailingMetadata(kRetryAfterMetadataKey, std::to_string(retry_ms));
+      return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+              "rate limit: more than " + std::to_string(options.max_calls_per_s) +
+                  " calls per second from " + peer + "; retry after " + std::to_string(retry_ms) +
+                  " ms"};
+    }
+    return grpc::Status::OK;
   }
 
   // --- plumbing ----------------------------------------------------------------------------
@@ -318,9 +362,7 @@ struct MasterServer::Impl final : public v1::Master::Service {
   // Checks the token, runs `body` under the lock, journals what it changed before answering.
   template <class Body>
   grpc::Status serve(grpc::ServerContext* ctx, const char* method, Body&& body) {
-    if (!token_ok(ctx, method))
-      return {grpc::StatusCode::UNAUTHENTICATED,
-              std::string("missing or wrong job token (metadata ") + kJobTokenMetadataKey + ")"};
+    if (grpc::Status a = admit(ctx, method); !a.ok()) return a;
     core::MutexLock lock(mu);
     if (!journal_error.ok()) return unavailable();
     grpc::Status s = body();
@@ -393,6 +435,12 @@ struct MasterServer::Impl final : public v1::Master::Service {
   bool stopping CAIRN_GUARDED_BY(mu) = false;
   core::CondVar cv;
   std::atomic<int64_t> rejected{0};
+  std::atomic<int64_t> throttled{0};
+  core::Mutex limits_mu;
+  RateLimiter call_budget CAIRN_GUARDED_BY(limits_mu);
+  // One log line per address per 10 s for rejected tokens; the calls in between are counted.
+  RateLimiter rejected_log CAIRN_GUARDED_BY(limits_mu){{0.1, 1, 4096}};
+  std::unordered_map<std::string, int64_t> rejected_since_log CAIRN_GUARDED_BY(limits_mu);
   int64_t replayed = 0;
   int port = 0;
   std::string host;
@@ -432,6 +480,11 @@ Status validate(const MasterServerOptions& o) {
   if (!(o.tick_interval_s > 0) || !(o.shutdown_deadline_s >= 0) || o.max_message_bytes < 1024)
     return Status::InvalidArgument(
         "tick_interval_s must be > 0, shutdown_deadline_s >= 0, max_message_bytes >= 1024");
+  if (!(o.max_calls_per_s >= 1) || o.max_threads < 4 || o.max_streams_per_connection < 1 ||
+      !(o.handshake_timeout_s > 0) || !(o.max_connection_idle_s > 0))
+    return Status::InvalidArgument(
+        "limits: max_calls_per_s >= 1, max_threads >= 4, max_streams_per_connection >= 1, "
+        "handshake_timeout_s > 0, max_connection_idle_s > 0");
   return validate_rdzv_params(o.rdzv).WithContext("rendezvous parameters");
 }
 
@@ -484,6 +537,18 @@ Result<std::unique_ptr<MasterServer>> MasterServer::Start(const MasterServerOpti
   grpc::ServerBuilder builder;
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a second master must fail to bind
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  // Limits that keep one client from starving the others: threads serving calls (past them a
+  // call is refused with RESOURCE_EXHAUSTED, which clients retry), concurrent calls on one
+  // connection, a connection's time to finish its handshake (one that sends nothing or garbage
+  // is closed), and connections idle for long.
+  grpc::ResourceQuota quota("cairn-master");
+  quota.SetMaxThreads(options.max_threads);
+  builder.SetResourceQuota(quota);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_streams_per_connection);
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                             int(options.handshake_timeout_s * 1000));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             int(options.max_connection_idle_s * 1000));
   builder.AddListeningPort(options.listen_address, creds, &impl->port);
   builder.RegisterService(impl.get());
   impl->server = builder.BuildAndStart();
@@ -497,7 +562,7 @@ Result<std::unique_ptr<MasterServer>> MasterServer::Start(const MasterServerOpti
   }
   impl->ticker = std::thread([p = impl.get()] { p->tick_loop(); });
   spdlog::info("master: serving on {}:{}{}", impl->host, impl->port,
-               options.tls_cert_path.empty()          ? " (plaintext)"
+               options.tls_cert_path.empty()        ? " (plaintext)"
                : options.tls_client_ca_path.empty() ? " (TLS)"
                                                     : " (TLS, client certificates required)");
   return std::unique_ptr<MasterServer>(new MasterServer(std::move(impl)));
@@ -530,6 +595,7 @@ RdzvStatus MasterServer::status() const {
 }
 
 int64_t MasterServer::rejected_calls() const { return impl_->rejected.load(); }
+int64_t MasterServer::throttled_calls() const { return impl_->throttled.load(); }
 
 int64_t MasterServer::replayed_records() const { return impl_->replayed; }
 
