@@ -135,7 +135,9 @@ Result<torch::Tensor> read_tensor(const std::string& dir, const TensorEntry& e,
     auto it = fds->find(s.file);
     if (it == fds->end()) {
       std::string p = dir + "/" + s.file;
-      int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+      int fd = ::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd < 0 && errno == ELOOP)
+        return Status::Corrupt(p + ": a symbolic link, not a data file (links are not followed)");
       if (fd < 0)
         return Status::Corrupt(p + ": data file is missing (" + std::strerror(errno) + ")");
       CAIRN_RETURN_IF_ERROR(check_data_header(fd, p));
@@ -199,7 +201,8 @@ Result<SaveInfo> save_checkpoint(const std::string& root, int64_t step,
 }
 
 Result<nlohmann::json> read_manifest(const std::string& step_dir) {
-  auto text = core::read_file(step_dir + "/manifest.json");
+  // Nothing inside a checkpoint is read through a link: its directory may be shared storage.
+  auto text = core::read_file_under(step_dir, "manifest.json");
   if (!text.ok()) {
     if (text.status().code() == StatusCode::kNotFound)
       return Status::Corrupt(step_dir + ": no manifest.json (incomplete checkpoint)");
@@ -243,6 +246,8 @@ Result<SaveInfo> write_rank_part(const std::string& root, int64_t step, int rank
   auto t0 = Clock::now();
   std::string dir = root + "/" + parts_dir_name(step);
   CAIRN_RETURN_IF_ERROR(core::make_dirs(dir));
+  // A link planted in its place would send this rank's data elsewhere.
+  CAIRN_RETURN_IF_ERROR(core::require_real_directory(dir));
   nlohmann::json entries = nlohmann::json::array();
   int64_t bytes = 0;
   std::string data = dir + "/" + data_file_name(rank);
@@ -381,6 +386,10 @@ Result<LoadedCheckpoint> load_latest(const std::string& root, std::vector<std::s
   for (auto it = steps.rbegin(); it != steps.rend(); ++it)
     if (*it != latest_step) candidates.push_back(root + "/" + step_dir_name(*it));
   for (auto& c : candidates) {
+    if (Status real = core::require_real_directory(c); !real.ok()) {
+      if (skipped) skipped->push_back(real.ToString());
+      continue;
+    }
     auto r = load_checkpoint(c);
     if (r.ok()) return r;
     if (skipped) skipped->push_back(r.status().ToString());

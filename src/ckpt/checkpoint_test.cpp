@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "cairn/core/fs.h"
+#include "ckpt/format_impl.h"
 
 namespace fs = std::filesystem;
 
@@ -113,6 +114,44 @@ TEST_F(CheckpointTest, MissingShardFile) {
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(r.status().message(), HasSubstr("data file is missing"));
   EXPECT_EQ(load_latest(root_, nullptr).status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(CheckpointTest, LinksInsideTheCheckpointDirectoryAreNotFollowed) {
+  const std::string one = Save(1, 1);
+  const std::string two = Save(2, 2);
+  const std::string outside = root_ + "-outside";
+  fs::remove_all(outside);
+  fs::create_directories(outside);
+  // A data file replaced by a link (to a valid one elsewhere): refused, the previous step used.
+  fs::copy_file(two + "/rank-00000.bin", outside + "/rank-00000.bin");
+  fs::remove(two + "/rank-00000.bin");
+  fs::create_symlink(outside + "/rank-00000.bin", two + "/rank-00000.bin");
+  std::vector<std::string> skipped;
+  auto r = load_latest(root_, &skipped);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->step, 1);
+  ASSERT_EQ(skipped.size(), 1u);
+  EXPECT_THAT(skipped[0], HasSubstr("symbolic link"));
+  // A newer step directory that is a link to a copy elsewhere: skipped, named.
+  fs::copy(one, outside + "/step-00000009");
+  fs::create_symlink(outside + "/step-00000009", root_ + "/step-00000009");
+  skipped.clear();
+  r = load_latest(root_, &skipped);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->step, 1);
+  EXPECT_THAT(skipped, ::testing::Contains(HasSubstr("step-00000009 is a symbolic link")));
+  // A link planted where a rank would write its part: refused, nothing written through it.
+  fs::create_directories(outside + "/victim");
+  fs::create_symlink(outside + "/victim", root_ + "/" + parts_dir_name(3));
+  auto part = write_rank_part(root_, 3, 0, State(3), nlohmann::json::object());
+  ASSERT_FALSE(part.ok());
+  EXPECT_THAT(part.status().message(), HasSubstr("symbolic link"));
+  EXPECT_TRUE(fs::is_empty(outside + "/victim"));
+  // A manifest that is a link is not read either.
+  fs::remove(two + "/manifest.json");
+  fs::create_symlink(one + "/manifest.json", two + "/manifest.json");
+  EXPECT_FALSE(load_checkpoint(two).ok());
+  fs::remove_all(outside);
 }
 
 TEST_F(CheckpointTest, HalfWrittenDirectoryIsIgnored) {

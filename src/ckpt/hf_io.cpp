@@ -21,6 +21,28 @@ Status export_hf(const std::string& out_dir, const model::ModelConfig& config,
                                  hf_config_json(config, options).dump(2) + "\n");
 }
 
+namespace {
+
+// `dir`/`name` when it resolves inside `dir`, or, for a HuggingFace hub cache snapshot
+// (<repo>/snapshots/<revision>/, whose files link to <repo>/blobs/), inside its repository
+// folder. A link elsewhere is refused, naming where it points.
+Status check_stays_in_folder(const std::string& dir, const std::string& name) {
+  std::error_code ec;
+  const fs::path file = fs::path(dir) / name;
+  if (!fs::is_symlink(file, ec)) return Status::Ok();
+  const fs::path target = fs::canonical(file, ec);
+  if (ec) return Status::NotFound(file.string() + ": a link to a missing file");
+  fs::path root = fs::canonical(dir, ec);
+  if (root.parent_path().filename() == "snapshots") root = root.parent_path().parent_path();
+  const auto rel = target.lexically_relative(root);
+  if (!rel.empty() && *rel.begin() != "..") return Status::Ok();
+  return Status::InvalidArgument(file.string() + " links to " + target.string() +
+                                 ", outside the folder being imported (" + root.string() +
+                                 "); copy the file in instead");
+}
+
+}  // namespace
+
 Result<HfModel> read_hf(const std::string& dir) {
   if (!fs::is_directory(dir)) return Status::NotFound(dir + ": no such directory");
   const std::string config_path = dir + "/config.json";
@@ -37,6 +59,8 @@ Result<HfModel> read_hf(const std::string& dir) {
                                  "model.safetensors");
     return Status::NotFound(weights_path + ": no such file");
   }
+  CAIRN_RETURN_IF_ERROR(check_stays_in_folder(dir, "config.json"));
+  CAIRN_RETURN_IF_ERROR(check_stays_in_folder(dir, "model.safetensors"));
   auto text = core::read_file(config_path);
   if (!text.ok()) return text.status();
   HfModel out;

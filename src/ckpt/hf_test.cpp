@@ -346,6 +346,37 @@ TEST_F(HfFolderTest, ExportThenReadGivesTheSameModel) {
   EXPECT_THAT(again.status().message(), HasSubstr("already holds checkpoints"));
 }
 
+TEST_F(HfFolderTest, LinksOutOfTheFolderAreRefusedButAHubCacheSnapshotReads) {
+  const auto c = LlamaConfig();
+  const auto params = Params(c, 5);
+  ASSERT_TRUE(export_hf(dir_ + "/real", c, params, {}).ok());
+  // A folder whose weights link somewhere else entirely: refused, naming the target.
+  fs::create_directories(dir_ + "/linked");
+  fs::copy_file(dir_ + "/real/config.json", dir_ + "/linked/config.json");
+  fs::create_symlink(dir_ + "/real/model.safetensors", dir_ + "/linked/model.safetensors");
+  auto r = read_hf(dir_ + "/linked");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("outside the folder being imported"));
+  // The hub cache's layout: snapshots/<rev>/ files link to ../../blobs/ in the same repository.
+  const std::string repo = dir_ + "/models--org--tiny";
+  fs::create_directories(repo + "/blobs");
+  fs::create_directories(repo + "/snapshots/abc123");
+  fs::copy_file(dir_ + "/real/model.safetensors", repo + "/blobs/1111");
+  fs::copy_file(dir_ + "/real/config.json", repo + "/blobs/2222");
+  fs::create_symlink("../../blobs/1111", repo + "/snapshots/abc123/model.safetensors");
+  fs::create_symlink("../../blobs/2222", repo + "/snapshots/abc123/config.json");
+  auto cached = read_hf(repo + "/snapshots/abc123");
+  ASSERT_TRUE(cached.ok()) << cached.status().ToString();
+  ExpectSameTensors(cached->params, params);
+  // ...but not a link from a snapshot out of its repository.
+  fs::remove(repo + "/snapshots/abc123/model.safetensors");
+  fs::create_symlink(dir_ + "/real/model.safetensors",
+                     repo + "/snapshots/abc123/model.safetensors");
+  EXPECT_THAT(read_hf(repo + "/snapshots/abc123").status().message(),
+              HasSubstr("outside the folder being imported"));
+}
+
 TEST_F(HfFolderTest, DamagedOrForeignFoldersGetClearErrors) {
   const auto c = Gpt2Config();
   const std::string hf = dir_ + "/hf";

@@ -46,6 +46,94 @@ Result<std::string> read_file(const std::string& path) {
   return ss.str();
 }
 
+bool is_contained_relative_path(const std::string& relative) {
+  if (relative.empty() || relative.front() == '/') return false;
+  size_t start = 0;
+  while (start <= relative.size()) {
+    size_t end = relative.find('/', start);
+    if (end == std::string::npos) end = relative.size();
+    if (relative.compare(start, end - start, "..") == 0 && end - start == 2) return false;
+    start = end + 1;
+  }
+  return true;
+}
+
+Result<int> open_under(const std::string& root, const std::string& relative) {
+  const std::string path = root + "/" + relative;
+  if (!is_contained_relative_path(relative))
+    return Status::InvalidArgument(path + ": '" + relative + "' leaves " + root);
+  int dir = ::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) {
+    if (errno == ENOENT) return Status::NotFound(root + ": no such directory");
+    return errno_status("cannot open directory", root);
+  }
+  size_t start = 0;
+  for (;;) {
+    size_t end = relative.find('/', start);
+    const bool last = end == std::string::npos;
+    const std::string part = relative.substr(start, last ? std::string::npos : end - start);
+    if (part.empty() || part == ".") {
+      if (last) break;
+      start = end + 1;
+      continue;
+    }
+    const int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (last ? 0 : O_DIRECTORY);
+    const int next = ::openat(dir, part.c_str(), flags);
+    const int err = errno;
+    ::close(dir);
+    if (next < 0) {
+      if (err == ELOOP || (err == ENOTDIR && !last))
+        return Status::InvalidArgument(path + ": '" + part +
+                                       "' is a symbolic link (or not a directory); links are not "
+                                       "followed out of " +
+                                       root);
+      if (err == ENOENT) return Status::NotFound(path + ": no such file");
+      errno = err;
+      return errno_status("cannot open", path);
+    }
+    dir = next;
+    if (last) break;
+    start = end + 1;
+  }
+  struct stat st {};
+  if (::fstat(dir, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(dir);
+    return Status::InvalidArgument(path + " is not a regular file");
+  }
+  return dir;
+}
+
+Result<std::string> read_file_under(const std::string& root, const std::string& relative) {
+  CAIRN_ASSIGN_OR_RETURN(const int fd, open_under(root, relative));
+  struct stat st {};
+  ::fstat(fd, &st);
+  std::string out(size_t(st.st_size), '\0');
+  size_t done = 0;
+  while (done < out.size()) {
+    const ssize_t n = ::read(fd, out.data() + done, out.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += size_t(n);
+  }
+  ::close(fd);
+  if (done != out.size()) return errno_status("cannot read", root + "/" + relative);
+  return out;
+}
+
+Status require_real_directory(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return Status::NotFound(path + ": no such directory");
+    return errno_status("cannot stat", path);
+  }
+  if (S_ISLNK(st.st_mode))
+    return Status::InvalidArgument(path +
+                                   " is a symbolic link; cairn does not follow links it did not "
+                                   "make (files written there would land elsewhere)");
+  if (!S_ISDIR(st.st_mode)) return Status::InvalidArgument(path + " is not a directory");
+  return Status::Ok();
+}
+
 Status fsync_dir(const std::string& dir) {
   int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
   if (fd < 0) return errno_status("cannot open directory", dir);

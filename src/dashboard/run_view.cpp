@@ -1,7 +1,9 @@
 // A run directory read while it grows (see run_view.h).
 #include "cairn/dashboard/run_view.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -127,8 +129,13 @@ void ranks(const std::vector<json>& rows, json& s) {
 }  // namespace
 
 size_t JsonLinesTail::refresh() {
-  FILE* f = std::fopen(path_.c_str(), "rbe");
-  if (!f) return 0;  // not written yet
+  const int fd = ::open(path_.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return 0;  // not written yet (or a link, which is not followed)
+  FILE* f = ::fdopen(fd, "rb");
+  if (!f) {
+    ::close(fd);
+    return 0;
+  }
   struct stat st {};
   if (::fstat(fileno(f), &st) != 0) {
     std::fclose(f);
@@ -294,7 +301,8 @@ std::vector<std::string> RunView::logs() const {
     std::error_code ec;
     const fs::path d = fs::path(dir_) / sub;
     for (fs::directory_iterator it(d, ec), end; !ec && it != end; it.increment(ec))
-      if (it->is_regular_file(ec) && it->path().extension() == ".log")
+      if (it->symlink_status(ec).type() == fs::file_type::regular &&
+          it->path().extension() == ".log")
         out.push_back(*sub ? std::string(sub) + "/" + it->path().filename().string()
                            : it->path().filename().string());
   }
@@ -310,8 +318,14 @@ Result<std::string> RunView::log_tail(const std::string& name, size_t lines) con
     return Status::NotFound("no log '" + name + "' in " + dir_ +
                             (known.empty() ? " (it has none yet)" : "; its logs: " + known));
   }
-  FILE* f = std::fopen((dir_ + "/" + name).c_str(), "rbe");
-  if (!f) return Status::NotFound("cannot open " + dir_ + "/" + name);
+  // Listed names only, and no link followed: a run directory others can write to cannot make
+  // the dashboard serve a file from elsewhere.
+  CAIRN_ASSIGN_OR_RETURN(const int fd, core::open_under(dir_, name));
+  FILE* f = ::fdopen(fd, "rb");
+  if (!f) {
+    ::close(fd);
+    return Status::NotFound("cannot open " + dir_ + "/" + name);
+  }
   struct stat st {};
   ::fstat(fileno(f), &st);
   // Enough bytes for the lines asked (at most 1 MiB), from the end.
@@ -345,7 +359,7 @@ Result<std::string> RunView::plan_picture() const {
     return Status::NotFound("no plan picture in " + dir_ +
                             " (one is written when parallel.plan=auto chooses the layout)");
   if (size > kLongestLine * 8) return Status::InvalidArgument(path + " is larger than 8 MiB");
-  return core::read_file(path);
+  return core::read_file_under(dir_, "plan.svg");
 }
 
 std::string RunView::prometheus() {

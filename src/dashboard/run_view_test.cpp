@@ -235,5 +235,25 @@ TEST(RunView, LogTailsOnlyOfTheRunsOwnLogs) {
   }
 }
 
+TEST(RunView, LinksInTheRunDirectoryAreNotFollowed) {
+  TempRunDir d("links");
+  d.append("train.log", "mine\n");
+  const std::string secret = d.path() + "-secret.txt";
+  { std::ofstream(secret) << "not the run's\n"; }
+  std::filesystem::create_symlink(secret, d.path() + "/stolen.log");
+  std::filesystem::create_symlink(secret, d.path() + "/plan.svg");
+  std::filesystem::create_symlink(secret, d.path() + "/metrics.jsonl");
+  RunView v(d.path());
+  // Not listed, not served, not parsed.
+  EXPECT_EQ(v.logs(), (std::vector<std::string>{"train.log"}));
+  EXPECT_FALSE(v.log_tail("stolen.log", 5).ok());
+  auto plan = v.plan_picture();
+  ASSERT_FALSE(plan.ok());
+  EXPECT_NE(plan.status().message().find("symbolic link"), std::string::npos)
+      << plan.status().ToString();
+  EXPECT_EQ(v.status().dump().find("not the run"), std::string::npos);
+  std::filesystem::remove(secret);
+}
+
 }  // namespace
 }  // namespace cairn::dashboard
