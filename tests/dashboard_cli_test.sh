@@ -123,6 +123,8 @@ rc=0; "$cairn" dashboard "$work/nope" > "$work/e1" 2>&1 || rc=$?
 [ $rc = 2 ] && grep -q "does not exist" "$work/e1" || { cat "$work/e1"; fail "missing run dir: exit $rc"; }
 rc=0; env -u CAIRN_JOB_TOKEN "$cairn" dashboard "$work/run" --bind 0.0.0.0 > "$work/e2" 2>&1 || rc=$?
 [ $rc = 2 ] && grep -q "CAIRN_JOB_TOKEN" "$work/e2" || { cat "$work/e2"; fail "no token: exit $rc"; }
+rc=0; CAIRN_JOB_TOKEN=t "$cairn" dashboard "$work/run" --bind 0.0.0.0 > "$work/e4" 2>&1 || rc=$?
+[ $rc = 2 ] && grep -q -- "--dashboard-insecure\|plain HTTP" "$work/e4" || { cat "$work/e4"; fail "token over plain HTTP: exit $rc"; }
 rc=0; timeout 10 "$cairn" dashboard "$work/run" --port "$dash_port" > "$work/e3" 2>&1 || rc=$?
 [ $rc = 1 ] && grep -q "cannot listen" "$work/e3" || { cat "$work/e3"; fail "port in use: exit $rc"; }
 

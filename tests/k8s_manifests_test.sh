@@ -46,6 +46,7 @@ broken other-service 's/--rdzv-endpoint=cairn-master:29400/--rdzv-endpoint=elsew
   "the workers meet at the master's Service"
 broken no-secret 's/secretKeyRef:/configMapKeyRef:/' "CAIRN_JOB_TOKEN from a Secret"
 broken plaintext '/--tls-ca=/d' "TLS to the master"
+broken http-probe '/scheme: HTTPS/d' "liveness on /healthz over HTTPS"
 echo "-- the manifests' command lines run (as the pods would, on loopback)"
 # Each container's command and args as the manifest has them, with the Service name and the
 # shared volume mapped to this machine, and the training command replaced by /bin/true.
@@ -66,7 +67,7 @@ for a in "${mcmd[@]:1}"; do
 done
 "$cairn" "${args[@]}" > "$work/master.out" 2>&1 &
 for _ in $(seq 1 100); do grep -q "dashboard at" "$work/master.out" && break; sleep 0.1; done
-/usr/bin/python3 -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:$dport/healthz', timeout=5).read() != b'ok\\n')" ||
+/usr/bin/python3 -c "import ssl,urllib.request,sys; c=ssl.create_default_context(cafile='$work/tls/ca.crt'); sys.exit(urllib.request.urlopen('https://127.0.0.1:$dport/healthz', timeout=5, context=c).read() != b'ok\\n')" ||
   { cat "$work/master.out"; fail "the master's /healthz (its liveness probe) does not answer"; }
 args=()
 for a in "${wcmd[@]:1}"; do

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <httplib.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include "cairn/core/fs.h"
 #include "cairn/core/net.h"
 #include "cairn/core/secret.h"
 #include "dashboard/assets_impl.h"
@@ -69,9 +71,11 @@ class Params {
 }  // namespace
 
 struct Server::Impl {
+  explicit Impl(std::unique_ptr<httplib::Server> s) : server(std::move(s)) {}
   std::shared_ptr<RunView> view;
   ServerOptions options;
-  httplib::Server http;
+  std::unique_ptr<httplib::Server> server;  // an httplib::SSLServer with TLS
+  httplib::Server& http = *server;          // REQUIRES: server set (Impl is built with one)
   std::thread thread;
   int port = 0;
   std::atomic<bool> stopped{false};
@@ -209,7 +213,36 @@ Result<std::unique_ptr<Server>> Server::Start(std::shared_ptr<RunView> view, Ser
                                    " (not loopback) needs the job's token: set CAIRN_JOB_TOKEN");
   if (o.port < 0 || o.port > 65535)
     return Status::InvalidArgument("--port " + std::to_string(o.port) + " is not in 0..65535");
-  auto impl = std::make_unique<Impl>();
+  if (o.tls_cert_path.empty() != o.tls_key_path.empty())
+    return Status::InvalidArgument("the dashboard's TLS needs both a certificate and its key");
+  const bool tls = !o.tls_cert_path.empty();
+  if (!tls && !core::is_loopback_host(o.bind) && !o.insecure)
+    return Status::InvalidArgument(
+        "the dashboard on " + o.bind +
+        " (not loopback) would take the job's token over plain HTTP: give a certificate "
+        "(--dashboard-tls-cert, --dashboard-tls-key), bind to loopback, or pass "
+        "--dashboard-insecure to accept that");
+  std::unique_ptr<httplib::Server> http;
+  if (tls) {
+    for (const std::string* f : {&o.tls_cert_path, &o.tls_key_path})
+      if (auto text = core::read_file(*f); !text.ok())
+        return text.status().WithContext("the dashboard's TLS");
+    auto ssl =
+        std::make_unique<httplib::SSLServer>(o.tls_cert_path.c_str(), o.tls_key_path.c_str());
+    if (!ssl->is_valid())
+      return Status::InvalidArgument("the dashboard's TLS: " + o.tls_cert_path + " and " +
+                                     o.tls_key_path +
+                                     " are not a PEM certificate and its private key");
+    http = std::move(ssl);
+  } else {
+    if (!core::is_loopback_host(o.bind))
+      spdlog::warn(
+          "dashboard on {} over plain HTTP (--dashboard-insecure): the job's token "
+          "crosses the network unencrypted",
+          o.bind);
+    http = std::make_unique<httplib::Server>();
+  }
+  auto impl = std::make_unique<Impl>(std::move(http));
   impl->view = std::move(view);
   impl->options = std::move(o);
   impl->routes();
@@ -255,8 +288,10 @@ std::string Server::url() const {
     char name[256] = {};
     host = ::gethostname(name, sizeof(name) - 1) == 0 && name[0] ? name : "127.0.0.1";
   }
-  std::string u = "http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) +
-                  ":" + std::to_string(impl_->port) + "/";
+  const bool tls = !impl_->options.tls_cert_path.empty();
+  std::string u = (tls ? "https://" : "http://") +
+                  (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+                  std::to_string(impl_->port) + "/";
   if (!impl_->options.token.empty()) u += "?token=" + impl_->options.token;
   return u;
 }

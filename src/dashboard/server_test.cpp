@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 #include "dashboard/dashboard_testing_impl.h"
@@ -100,7 +101,16 @@ TEST_F(ServerTest, AwayFromLoopbackEveryRequestNeedsTheToken) {
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(refused.status().message().find("CAIRN_JOB_TOKEN"), std::string::npos);
-  auto server = Start({"0.0.0.0", 0, "s3cret"});
+  // With a token but without TLS: the token would cross the network in plaintext.
+  ServerOptions o;
+  o.bind = "0.0.0.0";
+  o.token = "s3cret";
+  refused = Server::Start(std::make_shared<RunView>(dir_.path()), o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("--dashboard-insecure"), std::string::npos)
+      << refused.status().ToString();
+  o.insecure = true;
+  auto server = Start(o);
   ASSERT_NE(server, nullptr);
   httplib::Client c("127.0.0.1", server->port());
   for (const char* path : {"/", "/api/status", "/metrics", "/uPlot.iife.min.js"}) {
@@ -118,6 +128,47 @@ TEST_F(ServerTest, AwayFromLoopbackEveryRequestNeedsTheToken) {
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 200);
   EXPECT_EQ(health->body, "ok\n");
+}
+
+TEST_F(ServerTest, OverTlsTheTokenNeverTravelsInTheClear) {
+  // openssl is a test prerequisite (scripts/install-deps.sh installs it).
+  ASSERT_EQ(std::system("command -v openssl >/dev/null 2>&1"), 0) << "openssl is not installed";
+  const std::string d = dir_.path();
+  const std::string cmd =
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+      "-addext subjectAltName=IP:127.0.0.1 -keyout " +
+      d + "/key.pem -out " + d + "/cert.pem >" + d + "/openssl.log 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  ServerOptions o;
+  o.bind = "0.0.0.0";
+  o.token = "s3cret";
+  o.tls_cert_path = d + "/cert.pem";
+  o.tls_key_path = d + "/key.pem";
+  auto server = Start(o);
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(server->url().rfind("https://", 0), 0u) << server->url();
+  httplib::SSLClient c("127.0.0.1", server->port());
+  c.set_ca_cert_path((d + "/cert.pem").c_str());
+  c.enable_server_certificate_verification(true);
+  auto status = c.Get("/api/status", {{"Authorization", "Bearer s3cret"}});
+  ASSERT_TRUE(status) << httplib::to_string(status.error());
+  EXPECT_EQ(status->status, 200);
+  EXPECT_EQ(c.Get("/api/status")->status, 401);
+  // A plaintext client gets no answer from the TLS port.
+  httplib::Client plain("127.0.0.1", server->port());
+  plain.set_connection_timeout(2);
+  plain.set_read_timeout(2);
+  auto r = plain.Get("/healthz");
+  EXPECT_TRUE(!r || r->status != 200);
+  // Files that are not a certificate and its key: refused, named.
+  o.tls_key_path = d + "/cert.pem";
+  auto bad = Server::Start(std::make_shared<RunView>(d), o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("not a PEM certificate and its private key"),
+            std::string::npos)
+      << bad.status().ToString();
+  o.tls_key_path.clear();
+  EXPECT_FALSE(Server::Start(std::make_shared<RunView>(d), o).ok());
 }
 
 TEST_F(ServerTest, ThePlanPictureWhenTheRunHasOne) {

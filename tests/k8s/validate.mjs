@@ -76,7 +76,10 @@ function cairnChecks() {
   need(String(portOf(m, 'dashboard')) === arg(m, '--dashboard-port'),
        'the master: --dashboard-port is its dashboard port');
   need(arg(m, '--journal')?.startsWith('/shared/'), 'the master: its journal on the shared volume');
-  need(m.livenessProbe?.httpGet?.path === '/healthz', 'the master: liveness on /healthz');
+  need(m.livenessProbe?.httpGet?.path === '/healthz' && m.livenessProbe.httpGet.scheme === 'HTTPS',
+       'the master: liveness on /healthz over HTTPS');
+  need(['--dashboard-tls-cert', '--dashboard-tls-key'].every((f) => fromSecret(m, master.spec.template.spec, f)),
+       'the master: its dashboard over HTTPS (--dashboard-tls-cert, --dashboard-tls-key) from a Secret');
   const mSpec = master.spec.template.spec;
   need(['--tls-cert', '--tls-key', '--tls-client-ca'].every((f) => fromSecret(m, mSpec, f)) &&
        !(m.args || []).includes('--insecure'),
@@ -104,8 +107,11 @@ function cairnChecks() {
        'the workers: TLS to the master (--tls-ca, --tls-cert, --tls-key) from a Secret');
   need(String(portOf(w, 'dashboard')) === arg(w, '--dashboard-port') &&
        arg(w, '--dashboard-bind') === '0.0.0.0', 'the workers: the dashboard on its port, all addresses');
-  need(w.livenessProbe?.httpGet?.path === '/healthz' && w.livenessProbe.httpGet.port === 'dashboard',
-       'the workers: liveness on the agent\'s /healthz');
+  need(w.livenessProbe?.httpGet?.path === '/healthz' && w.livenessProbe.httpGet.port === 'dashboard' &&
+       w.livenessProbe.httpGet.scheme === 'HTTPS',
+       'the workers: liveness on the agent\'s /healthz over HTTPS');
+  need(['--dashboard-tls-cert', '--dashboard-tls-key'].every((f) => fromSecret(w, spec, f)),
+       'the workers: the dashboard over HTTPS (--dashboard-tls-cert, --dashboard-tls-key) from a Secret');
   const shmMount = (w.volumeMounts || []).find((v) => v.mountPath === '/dev/shm');
   const shm = shmMount && (spec.volumes || []).find((v) => v.name === shmMount.name);
   const gib = (q) => { const m = /^(\d+)(Gi|Mi)$/.exec(q || ''); return m ? Number(m[1]) / (m[2] === 'Mi' ? 1024 : 1) : 0; };

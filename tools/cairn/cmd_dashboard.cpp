@@ -16,6 +16,9 @@ struct DashboardCommandFlags {
   std::string run_dir;
   std::string bind = "127.0.0.1";
   int port = 8265;
+  std::string tls_cert;
+  std::string tls_key;
+  bool insecure = false;
 };
 
 void run_dashboard(const DashboardCommandFlags& f) {
@@ -27,6 +30,9 @@ void run_dashboard(const DashboardCommandFlags& f) {
   dashboard::ServerOptions o;
   o.bind = f.bind;
   o.port = f.port;
+  o.tls_cert_path = f.tls_cert;
+  o.tls_key_path = f.tls_key;
+  o.insecure = f.insecure;
   if (const char* t = std::getenv("CAIRN_JOB_TOKEN"); t && !core::is_loopback_host(f.bind))
     o.token = t;
   serve_until_stop_signal("dashboard", [&] {
@@ -55,6 +61,14 @@ void register_dashboard_command(CLI::App& app) {
   cmd->add_option("--port", f->port, "port to listen on; 0 picks a free one (printed)")
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
+  auto* cert = cmd->add_option("--tls-cert", f->tls_cert,
+                               "serve HTTPS with this PEM certificate chain (with --tls-key)");
+  cmd->add_option("--tls-key", f->tls_key, "the private key of --tls-cert")->needs(cert);
+  cert->needs(cmd->get_option("--tls-key"));
+  cmd->add_flag("--insecure", f->insecure,
+                "serve plain HTTP on a --bind other than loopback (the token crosses the network "
+                "unencrypted)")
+      ->excludes(cert);
   cmd->footer(
       "Reads RUN_DIR's metrics.jsonl, events.jsonl and logs as they grow (a finished run too)\n"
       "and serves, until SIGINT or SIGTERM:\n"
@@ -69,11 +83,15 @@ void register_dashboard_command(CLI::App& app) {
       "Nothing in it changes the job (`cairn run --dashboard-port P --dashboard-control` serves\n"
       "the same page inside the job, with a stop button).\n"
       "Exit code: 0 after a signal, 2 for bad flags, a missing run directory or a non-loopback\n"
-      "--bind without CAIRN_JOB_TOKEN, 1 when it cannot listen (port in use).\n"
+      "--bind without CAIRN_JOB_TOKEN (or without --tls-cert and without --insecure), 1 when it\n"
+      "cannot listen (port in use).\n"
       "\nExample:\n"
       "  cairn train configs/gpt-kjv.yaml --run-dir runs/kjv &\n"
       "  cairn dashboard runs/kjv --port 8265    # then open http://127.0.0.1:8265/\n"
-      "  curl -s localhost:8265/metrics | grep cairn_train_loss\n");
+      "  curl -s localhost:8265/metrics | grep cairn_train_loss\n"
+      "  # for other machines: HTTPS and the job's token (certificates: README, 'TLS')\n"
+      "  CAIRN_JOB_TOKEN=... cairn dashboard runs/kjv --bind 0.0.0.0 --tls-cert tls/node.pem \\\n"
+      "    --tls-key tls/node.key\n");
   cmd->callback([f] { run_dashboard(*f); });
 }
 

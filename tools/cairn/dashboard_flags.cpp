@@ -19,6 +19,18 @@ void add_dashboard_flags(CLI::App& cmd, DashboardFlags* f, bool with_control) {
                  "token")
       ->capture_default_str()
       ->needs(port);
+  auto* cert = cmd.add_option("--dashboard-tls-cert", f->tls_cert,
+                              "serve the dashboard over HTTPS with this PEM certificate chain "
+                              "(with --dashboard-tls-key)")
+                   ->needs(port);
+  cmd.add_option("--dashboard-tls-key", f->tls_key, "the private key of --dashboard-tls-cert")
+      ->needs(cert);
+  cert->needs(cmd.get_option("--dashboard-tls-key"));
+  cmd.add_flag("--dashboard-insecure", f->insecure,
+               "serve plain HTTP on a --dashboard-bind other than loopback (the token crosses "
+               "the network unencrypted)")
+      ->needs(port)
+      ->excludes(cert);
   if (with_control)
     cmd.add_flag("--dashboard-control", f->control,
                  "let the dashboard stop the job (POST /api/stop, a button on the page): the "
@@ -34,6 +46,9 @@ Result<std::unique_ptr<dashboard::Server>> start_dashboard(
   o.bind = f.bind;
   o.port = f.port;
   if (!core::is_loopback_host(f.bind)) o.token = token;
+  o.tls_cert_path = f.tls_cert;
+  o.tls_key_path = f.tls_key;
+  o.insecure = f.insecure;
   if (f.control) o.stop_job = std::move(stop_job);
   auto server = dashboard::Server::Start(std::make_shared<dashboard::RunView>(run_dir), o);
   if (!server.ok()) return server.status().WithContext("--dashboard-port");

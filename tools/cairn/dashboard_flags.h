@@ -15,10 +15,14 @@ namespace cairn::cli {
 struct DashboardFlags {
   int port = -1;  // -1: no dashboard
   std::string bind = "127.0.0.1";
-  bool control = false;  // POST /api/stop stops the job (cairn run only)
+  bool control = false;   // POST /api/stop stops the job (cairn run only)
+  std::string tls_cert;   // --dashboard-tls-cert: serve HTTPS
+  std::string tls_key;    // --dashboard-tls-key
+  bool insecure = false;  // --dashboard-insecure: plain HTTP off loopback
 };
 
-// Adds --dashboard-port and --dashboard-bind, and --dashboard-control when `control` is given.
+// Adds --dashboard-port, --dashboard-bind, --dashboard-tls-cert/--dashboard-tls-key and
+// --dashboard-insecure, and --dashboard-control when `with_control` is given.
 void add_dashboard_flags(CLI::App& cmd, DashboardFlags* flags, bool with_control);
 
 // Starts the dashboard over `run_dir` when --dashboard-port was given (null otherwise) and

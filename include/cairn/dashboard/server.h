@@ -37,6 +37,12 @@ struct ServerOptions {
   std::string bind = "127.0.0.1";
   int port = 0;       // 0: a free port the kernel picks
   std::string token;  // required when `bind` is not a loopback address
+  // Both or neither: serve HTTPS with this PEM certificate chain and private key.
+  std::string tls_cert_path;
+  std::string tls_key_path;
+  // Off loopback without TLS the token would cross the network in plaintext: refused unless
+  // this is set (a warning is logged then).
+  bool insecure = false;
   // Set: POST /api/stop calls it with the requester's address (it must return at once; the
   // job stops on its own time). Unset: the dashboard only reads.
   std::function<Status(const std::string& requester)> stop_job;
@@ -45,11 +51,12 @@ struct ServerOptions {
 class Server {
  public:
   // Binds and serves on a thread of its own until stop() or destruction. InvalidArgument for a
-  // non-loopback address without a token; IoError when the address cannot be bound.
+  // non-loopback address without a token, or without TLS and without `insecure`, and for TLS
+  // files that cannot be used; IoError when the address cannot be bound.
   static Result<std::unique_ptr<Server>> Start(std::shared_ptr<RunView> view, ServerOptions o);
   ~Server();
   int port() const;
-  // http://ADDRESS:PORT/ (with ?token= when one is needed).
+  // http(s)://ADDRESS:PORT/ (with ?token= when one is needed).
   std::string url() const;
   void stop();
 
