@@ -6,7 +6,7 @@ RUN ?= runs/demo
 DASHBOARD_PORT ?= 8265
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo data bench clean
+.PHONY: all deps build test demo data bench clean test-asan test-tsan
 
 all: build
 
@@ -19,6 +19,24 @@ build: deps
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j2 --timeout 900
+
+# The unit tests under sanitizers, each in a build directory of its own. ASan+UBSan: every unit
+# test. TSan: the modules whose threads are cairn's own (the agent, the master and its gRPC
+# handlers, the persister, standbys, the dashboard server); libtorch's and OpenMP's threads are
+# not instrumented, so the torch-heavy modules would only report their internals.
+TSAN_TESTS := core_tests elastic_tests elastic_rpc_tests dashboard_tests ckpt_tests
+test-asan: deps
+	cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAIRN_SANITIZE=address
+	ninja -C $(BUILD)-asan
+	cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/sanitizers/lsan.supp \
+	  UBSAN_OPTIONS=print_stacktrace=1 ctest -L unit --output-on-failure -j2 --timeout 1800
+
+test-tsan: deps
+	cmake -S . -B $(BUILD)-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAIRN_SANITIZE=thread
+	ninja -C $(BUILD)-tsan $(TSAN_TESTS)
+	cd $(BUILD)-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/sanitizers/tsan.supp \
+	  ctest -R '^($(subst $(eval) ,|,$(TSAN_TESTS)))$$' --output-on-failure -j2 --timeout 1800
 
 $(DATA)/train.bin:
 	mkdir -p $(dir $(DATA))

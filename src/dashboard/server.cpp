@@ -292,7 +292,8 @@ std::string Server::url() const {
   std::string u = (tls ? "https://" : "http://") +
                   (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
                   std::to_string(impl_->port) + "/";
-  if (!impl_->options.token.empty()) u += "?token=" + impl_->options.token;
+  // The token is never part of it: the address is printed and logged.
+  if (!impl_->options.token.empty()) u += "?token=$CAIRN_JOB_TOKEN";
   return u;
 }
 

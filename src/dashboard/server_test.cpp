@@ -147,6 +147,9 @@ TEST_F(ServerTest, OverTlsTheTokenNeverTravelsInTheClear) {
   auto server = Start(o);
   ASSERT_NE(server, nullptr);
   EXPECT_EQ(server->url().rfind("https://", 0), 0u) << server->url();
+  // The printed address names the variable, never the token.
+  EXPECT_NE(server->url().find("?token=$CAIRN_JOB_TOKEN"), std::string::npos) << server->url();
+  EXPECT_EQ(server->url().find("s3cret"), std::string::npos) << server->url();
   httplib::SSLClient c("127.0.0.1", server->port());
   c.set_ca_cert_path((d + "/cert.pem").c_str());
   c.enable_server_certificate_verification(true);

@@ -56,7 +56,8 @@ class Server {
   static Result<std::unique_ptr<Server>> Start(std::shared_ptr<RunView> view, ServerOptions o);
   ~Server();
   int port() const;
-  // http(s)://ADDRESS:PORT/ (with ?token= when one is needed).
+  // http(s)://ADDRESS:PORT/, with "?token=$CAIRN_JOB_TOKEN" (literally: the token itself is
+  // never printed or logged) when one is needed.
   std::string url() const;
   void stop();
 
