@@ -283,6 +283,38 @@ TEST(MasterServer, RestartedMasterResumesFromItsJournal) {
   EXPECT_EQ(server->status().counters.nodes_dropped, 0);
 }
 
+TEST(MasterServer, AMasterThatDiesWhileARoundFormsFinishesItAfterItsRestart) {
+  Deadline guard(60);
+  ScratchDir dir("master_mid_round");
+  MasterServerOptions o = server_options({2, 2, 1, 0, 5}, dir / "master.journal");
+  auto server = start(o);
+  ASSERT_TRUE(server);
+  const std::string address = server->address();
+  auto a = node(*server, "a");
+  auto first = std::async(std::launch::async, [&] { return a->next_round(0, 20); });
+  // a has joined and waits for a second node when the master dies.
+  ASSERT_TRUE(wait_until([&] { return server->status().nodes.size() == 1; }, 10));
+  ASSERT_TRUE(server->status().open);
+  server.reset();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  o.listen_address = address;
+  server = start(o);
+  ASSERT_TRUE(server);
+  EXPECT_GT(server->replayed_records(), 0);
+  EXPECT_EQ(server->status().nodes.size(), 1u) << "the journal forgot the waiting node";
+  // b arrives at the restarted master; the round completes with both, a keeping its wait.
+  auto b = node(*server, "b");
+  auto wb = b->next_round(0, 20);
+  auto wa = first.get();
+  ASSERT_TRUE(wa.ok()) << wa.status().ToString();
+  ASSERT_TRUE(wb.ok()) << wb.status().ToString();
+  EXPECT_EQ(wa->num_nodes, 2);
+  EXPECT_EQ(wa->node_rank, 0);
+  EXPECT_EQ(wb->node_rank, 1);
+  EXPECT_EQ(wa->master_port, wb->master_port);
+  EXPECT_EQ(server->status().counters.rounds_completed, 1);
+}
+
 // Sends `bytes` on a fresh TCP connection to 127.0.0.1:port and closes it.
 void send_raw(int port, const std::string& bytes) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
