@@ -6,7 +6,7 @@ RUN ?= runs/demo
 DASHBOARD_PORT ?= 8265
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo data bench clean test-asan test-tsan
+.PHONY: all deps build test demo data bench clean test-asan test-tsan fuzz
 
 all: build
 
@@ -42,6 +42,13 @@ test-tsan: deps
 	ninja -C $(BUILD)-tsan $(TSAN_TESTS)
 	cd $(BUILD)-tsan && TSAN_OPTIONS=halt_on_error=1:die_after_fork=0:ignore_noninstrumented_modules=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/sanitizers/tsan.supp \
 	  $(TSAN_FILTER) ctest -R '^($(subst $(eval) ,|,$(TSAN_TESTS)))$$' --output-on-failure -j2 --timeout 1800
+
+# Every parser of outside input under libFuzzer + ASan + UBSan (fuzz/, built with clang alone):
+# each target for 1,000,000 executions or 10 minutes, one at a time, over a copy of its seeds.
+fuzz: deps
+	cmake -S fuzz -B $(BUILD)/fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang
+	ninja -C $(BUILD)/fuzz
+	fuzz/run.sh $(BUILD)/fuzz full
 
 $(DATA)/train.bin:
 	mkdir -p $(dir $(DATA))

@@ -13,6 +13,9 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libicu-dev bible-kjv gdb clang-format clang
+  # libFuzzer and the sanitizers' runtimes of clang 14 (Debian 12's clang), which clang only
+  # recommends: the fuzz targets (make fuzz, tests/fuzz_test.sh)
+  libclang-rt-14-dev
   # the dashboard: its HTTP server, the Prometheus client library (the /metrics text); Prometheus
   # itself (its test scrapes it; promtool checks /metrics)
   libcpp-httplib-dev prometheus-cpp-dev prometheus
@@ -26,7 +29,7 @@ packages=(
   # ip netns (iproute2); openssl (the master's TLS test); ps, pgrep, kill (procps); unshare
   # (util-linux) and mount; timeout, shuf, od, dd, mktemp, tail --pid (coreutils); xargs, find
   # (findutils); cmp, diff (diffutils); awk (mawk); clang-format (the format test); clang++
-  # (the thread-safety analysis test).
+  # (the thread-safety analysis test, the fuzz targets).
   python3 iproute2 openssl procps util-linux mount coreutils findutils diffutils mawk
 )
 # Node.js runs the reference tokenizer in tests and npm fetches its files; a node from
@@ -54,10 +57,14 @@ fi
 
 # Every command the tests call must now be there.
 tools=(/usr/bin/python3 ip openssl ps pgrep unshare mount timeout shuf od dd mktemp xargs cmp diff
-       awk gdb bible node npm prometheus promtool chromium munged slurmctld slurmd sbatch scontrol help2man dpkg-shlibdeps kubectl)
+       awk gdb clang++ bible node npm prometheus promtool chromium munged slurmctld slurmd sbatch scontrol help2man dpkg-shlibdeps kubectl)
 for t in "${tools[@]}"; do
   command -v "$t" >/dev/null || { echo "install-deps: $t is still missing after installing the packages" >&2; exit 1; }
 done
+
+# The fuzz targets link clang's libFuzzer runtime.
+fuzzer_rt=$(clang++ -print-file-name="libclang_rt.fuzzer-$(uname -m).a")
+[ -f "$fuzzer_rt" ] || { echo "install-deps: clang's libFuzzer runtime ($fuzzer_rt) is still missing" >&2; exit 1; }
 
 # libtorch must use OpenBLAS (pthread flavour); reference BLAS is ~16x slower for matmul.
 if command -v update-alternatives >/dev/null; then

@@ -1,8 +1,10 @@
 #include "cairn/ckpt/checkpoint.h"
 
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -205,6 +207,57 @@ TEST_F(CheckpointTest, ManifestLyingAboutSizesIsCorrupt) {
   j["tensors"][0]["shards"][0]["file"] = "../../etc/passwd";
   ASSERT_TRUE(core::write_file_atomic(dir + "/manifest.json", j.dump()).ok());
   EXPECT_THAT(load_checkpoint(dir).status().message(), HasSubstr("bad file name"));
+}
+
+// Found by fuzz/ckpt_header_fuzz: a header's payload size was added to the header's 64 bytes,
+// so a payload of 2^64 - 1 bytes wrapped round and passed as present in any file.
+TEST(CheckpointFormat, DataHeaderWithAPayloadPastAnyFileIsTruncated) {
+  const std::string path =
+      (fs::temp_directory_path() / ("cairn_ckpt_header_" + std::to_string(getpid()) + ".bin"))
+          .string();
+  DataHeader h = make_data_header(0, 0);
+  h.payload_bytes = ~uint64_t{0};
+  std::string bytes(reinterpret_cast<const char*>(&h), sizeof(h));
+  bytes += std::string(40, 'x');
+  ASSERT_TRUE(core::write_file_atomic(path, bytes).ok());
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  const Status s = check_data_header(fd, path);
+  ::close(fd);
+  fs::remove(path);
+  EXPECT_EQ(s.code(), StatusCode::kCorrupt);
+  EXPECT_THAT(s.message(), HasSubstr("truncated: 104 bytes, header says 64 + a payload of "
+                                     "18446744073709551615"));
+}
+
+// Found by fuzz/ckpt_manifest_fuzz: numbers that are fractions or past int64 were converted
+// (undefined behaviour), and a shape's element count could overflow int64.
+TEST(CheckpointFormat, ManifestNumbersThatDoNotFitAreCorrupt) {
+  auto entries = [](nlohmann::json shape, nlohmann::json slice, nlohmann::json offset,
+                    nlohmann::json bytes) {
+    nlohmann::json j = {{"tensors",
+                         {{{"name", "w"},
+                           {"dtype", "float32"},
+                           {"shape", shape},
+                           {"shards",
+                            {{{"slice", slice},
+                              {"file", "rank-00000.bin"},
+                              {"offset", offset},
+                              {"bytes", bytes},
+                              {"xxh3", "0"}}}}}}}};
+    return parse_entries(j, "ckpt/step-00000001").status();
+  };
+  EXPECT_TRUE(entries({4}, {{0, 4}}, 64, 16).ok());
+  for (const Status& s : {entries({4}, {{0, 4}}, 4.9e19, 16), entries({4}, {{0, 4}}, 64, 16.0),
+                          entries({4.5}, {{0, 4}}, 64, 16), entries({4}, {{0, 4.0}}, 64, 16),
+                          entries({4}, {{0, 4}}, nlohmann::json(uint64_t{1} << 63), 16)}) {
+    EXPECT_EQ(s.code(), StatusCode::kCorrupt) << s.ToString();
+  }
+  const int64_t big = int64_t{1} << 40;
+  Status s = entries({big, big}, {{0, big}, {0, big}}, 64, 0);
+  EXPECT_THAT(s.message(), HasSubstr("shape too large"));
+  s = entries({4}, {{0, 4}}, INT64_MAX - 8, 16);
+  EXPECT_THAT(s.message(), HasSubstr("shard size or offset is wrong"));
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 
@@ -30,10 +31,12 @@ Status check_data_header(int fd, const std::string& path) {
     return Status::Unsupported(path + ": data file version " + std::to_string(h.version) +
                                " is newer than this cairn reads (" + std::to_string(kDataVersion) +
                                ")");
+  // The payload as the header says it, without adding to it: any 64-bit value may be there.
   off_t size = ::lseek(fd, 0, SEEK_END);
-  if (size < 0 || uint64_t(size) < kDataHeaderBytes + h.payload_bytes)
+  if (size < kDataHeaderBytes || uint64_t(size - kDataHeaderBytes) < h.payload_bytes)
     return Status::Corrupt(path + ": truncated: " + std::to_string(size) + " bytes, header says " +
-                           std::to_string(kDataHeaderBytes + h.payload_bytes));
+                           std::to_string(kDataHeaderBytes) + " + a payload of " +
+                           std::to_string(h.payload_bytes));
   return Status::Ok();
 }
 
@@ -106,7 +109,7 @@ Status validate_manifest(const nlohmann::json& j, const std::string& where) {
   if (!j.contains("format") || j["format"] != kFormatName) return bad("not a cairn checkpoint");
   if (!j.contains("format_version") || !j["format_version"].is_number_integer())
     return bad("missing format_version");
-  int v = j["format_version"].get<int>();
+  const int64_t v = j["format_version"].get<int64_t>();
   if (v > kManifestVersion)
     return Status::Unsupported(where + "/manifest.json: format version " + std::to_string(v) +
                                " is newer than this cairn reads (" +
@@ -119,6 +122,18 @@ Status validate_manifest(const nlohmann::json& j, const std::string& where) {
   return Status::Ok();
 }
 
+namespace {
+
+// `v` as an int64: a JSON integer that fits (not a fraction, nor a number past 2^63 - 1).
+bool int64_of(const nlohmann::json& v, int64_t* out) {
+  if (!v.is_number_integer()) return false;
+  if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)) return false;
+  *out = v.get<int64_t>();
+  return true;
+}
+
+}  // namespace
+
 Result<std::vector<TensorEntry>> parse_entries(const nlohmann::json& j, const std::string& where) {
   std::vector<TensorEntry> out;
   std::string ctx = where + "/manifest.json";
@@ -130,34 +145,46 @@ Result<std::vector<TensorEntry>> parse_entries(const nlohmann::json& j, const st
         return Status::Corrupt(ctx + ": tensor '" + e.name + "': " + why);
       };
       if (!parse_dtype(t.at("dtype").get<std::string>(), &e.dtype)) return bad("unknown dtype");
-      e.shape = t.at("shape").get<std::vector<int64_t>>();
-      int64_t numel = 1;
-      for (int64_t d : e.shape) {
-        if (d < 0 || d > (int64_t(1) << 40)) return bad("bad dimension");
-        numel *= d;
+      const auto& shape = t.at("shape");
+      if (!shape.is_array()) return bad("shape is not a list");
+      // The tensor's bytes must fit an int64 (the loader allocates them): so must every
+      // partial product of its dimensions, and then every shard's.
+      const int64_t item = int64_t(c10::elementSize(e.dtype));
+      int64_t numel = 1, bytes = 0;
+      for (const auto& v : shape) {
+        int64_t d = 0;
+        if (!int64_of(v, &d) || d < 0 || d > (int64_t(1) << 40))
+          return bad("bad dimension " + v.dump());
+        if (__builtin_mul_overflow(numel, d, &numel)) return bad("shape too large");
+        e.shape.push_back(d);
       }
+      if (__builtin_mul_overflow(numel, item, &bytes)) return bad("shape too large");
       int64_t covered = 0;
-      int64_t item = int64_t(c10::elementSize(e.dtype));
       for (auto& s : t.at("shards")) {
         ShardEntry sh;
         sh.file = s.at("file").get<std::string>();
         if (sh.file.empty() || sh.file.find('/') != std::string::npos || sh.file[0] == '.')
           return bad("bad file name '" + sh.file + "'");
-        sh.offset = s.at("offset").get<int64_t>();
-        sh.bytes = s.at("bytes").get<int64_t>();
+        if (!int64_of(s.at("offset"), &sh.offset) || !int64_of(s.at("bytes"), &sh.bytes))
+          return bad("shard offset or size is not an integer");
         sh.xxh3 = s.at("xxh3").get<std::string>();
         auto slice = s.at("slice");
         if (!slice.is_array() || slice.size() != e.shape.size())
           return bad("slice rank differs from shape");
-        int64_t n = 1;
+        int64_t n = 1;  // at most numel: each extent is at most its dimension
         for (size_t d = 0; d < slice.size(); ++d) {
-          int64_t b = slice[d].at(0).get<int64_t>(), en = slice[d].at(1).get<int64_t>();
+          int64_t b = 0, en = 0;
+          if (!slice[d].is_array() || slice[d].size() != 2 || !int64_of(slice[d][0], &b) ||
+              !int64_of(slice[d][1], &en))
+            return bad("slice " + slice[d].dump() + " is not [begin, end]");
           if (b < 0 || en < b || en > e.shape[d]) return bad("slice outside the shape");
           sh.slice.emplace_back(b, en);
           n *= en - b;
         }
-        if (sh.offset < kDataHeaderBytes || n * item != sh.bytes)
+        if (sh.offset < kDataHeaderBytes || n * item != sh.bytes ||
+            sh.offset > INT64_MAX - sh.bytes)
           return bad("shard size or offset is wrong");
+        if (n > numel - covered) return bad("shards cover more than the tensor");
         covered += n;
         e.shards.push_back(std::move(sh));
       }

@@ -1,5 +1,6 @@
 // HuggingFace config.json <-> model::ModelConfig for GPT2LMHeadModel and LlamaForCausalLM.
 #include <cmath>
+#include <string>
 
 #include "cairn/ckpt/hf.h"
 
@@ -24,6 +25,15 @@ class Keys {
     *out = def;
     return has(key) ? integer(key, out) : Status::Ok();
   }
+  // An integer within the range model_spec() allows `model_key` (the sizes cairn builds).
+  Status size(const char* key, const char* model_key, int64_t* out) const {
+    CAIRN_RETURN_IF_ERROR(integer(key, out));
+    return in_range(key, model_key, *out);
+  }
+  Status size_or(const char* key, const char* model_key, int64_t def, int64_t* out) const {
+    *out = def;
+    return has(key) ? size(key, model_key, out) : Status::Ok();
+  }
   Status number_or(const char* key, double def, double* out) const {
     *out = def;
     if (!has(key)) return Status::Ok();
@@ -44,6 +54,15 @@ class Keys {
     if (!j_.at(key).is_string()) return mistyped(key, "a string");
     *out = j_.at(key).get<std::string>();
     return Status::Ok();
+  }
+  Status in_range(const char* key, const char* model_key, int64_t v) const {
+    static const core::ConfigSpec spec = model::model_spec();
+    const core::Field* f = spec.find(model_key);
+    if (v >= f->min && v <= f->max) return Status::Ok();
+    return Status::InvalidArgument(origin_ + ": '" + key + "' is " + std::to_string(v) +
+                                   ", outside the " + std::to_string(int64_t(f->min)) + " to " +
+                                   std::to_string(int64_t(f->max)) + " cairn allows (" + model_key +
+                                   ")");
   }
   // kUnsupported unless `key` is absent or equal to `want`.
   Status require(const char* key, const nlohmann::json& want, const std::string& why) const {
@@ -68,16 +87,16 @@ class Keys {
 Status gpt2_from(const Keys& k, const std::string& origin, HfConfig* out) {
   model::ModelConfig& c = out->model;
   c.arch = "gpt2";
-  CAIRN_RETURN_IF_ERROR(k.integer("n_embd", &c.n_embd));
-  CAIRN_RETURN_IF_ERROR(k.integer("n_layer", &c.n_layer));
-  CAIRN_RETURN_IF_ERROR(k.integer("n_head", &c.n_head));
-  CAIRN_RETURN_IF_ERROR(k.integer("vocab_size", &c.vocab_size));
+  CAIRN_RETURN_IF_ERROR(k.size("n_embd", "model.n_embd", &c.n_embd));
+  CAIRN_RETURN_IF_ERROR(k.size("n_layer", "model.n_layer", &c.n_layer));
+  CAIRN_RETURN_IF_ERROR(k.size("n_head", "model.n_head", &c.n_head));
+  CAIRN_RETURN_IF_ERROR(k.size("vocab_size", "model.vocab_size", &c.vocab_size));
   if (k.has("n_positions"))
-    CAIRN_RETURN_IF_ERROR(k.integer("n_positions", &c.block_size));
+    CAIRN_RETURN_IF_ERROR(k.size("n_positions", "model.block_size", &c.block_size));
   else
-    CAIRN_RETURN_IF_ERROR(k.integer("n_ctx", &c.block_size));
+    CAIRN_RETURN_IF_ERROR(k.size("n_ctx", "model.block_size", &c.block_size));
   int64_t inner = 0;
-  CAIRN_RETURN_IF_ERROR(k.integer_or("n_inner", 0, &inner));
+  CAIRN_RETURN_IF_ERROR(k.size_or("n_inner", "model.ffn_hidden", 0, &inner));
   c.ffn_hidden = inner == 4 * c.n_embd ? 0 : inner;
   CAIRN_RETURN_IF_ERROR(k.number_or("layer_norm_epsilon", 1e-5, &c.norm_eps));
   CAIRN_RETURN_IF_ERROR(k.number_or("initializer_range", 0.02, &c.init_std));
@@ -100,22 +119,23 @@ Status gpt2_from(const Keys& k, const std::string& origin, HfConfig* out) {
 Status llama_from(const Keys& k, const std::string& origin, HfConfig* out) {
   model::ModelConfig& c = out->model;
   c.arch = "llama";
-  CAIRN_RETURN_IF_ERROR(k.integer("hidden_size", &c.n_embd));
-  CAIRN_RETURN_IF_ERROR(k.integer("num_hidden_layers", &c.n_layer));
-  CAIRN_RETURN_IF_ERROR(k.integer("num_attention_heads", &c.n_head));
-  CAIRN_RETURN_IF_ERROR(k.integer("vocab_size", &c.vocab_size));
-  CAIRN_RETURN_IF_ERROR(k.integer("max_position_embeddings", &c.block_size));
-  CAIRN_RETURN_IF_ERROR(k.integer("intermediate_size", &c.ffn_hidden));
+  CAIRN_RETURN_IF_ERROR(k.size("hidden_size", "model.n_embd", &c.n_embd));
+  CAIRN_RETURN_IF_ERROR(k.size("num_hidden_layers", "model.n_layer", &c.n_layer));
+  CAIRN_RETURN_IF_ERROR(k.size("num_attention_heads", "model.n_head", &c.n_head));
+  CAIRN_RETURN_IF_ERROR(k.size("vocab_size", "model.vocab_size", &c.vocab_size));
+  CAIRN_RETURN_IF_ERROR(k.size("max_position_embeddings", "model.block_size", &c.block_size));
+  CAIRN_RETURN_IF_ERROR(k.size("intermediate_size", "model.ffn_hidden", &c.ffn_hidden));
   int64_t kv = 0;
-  CAIRN_RETURN_IF_ERROR(k.integer_or("num_key_value_heads", c.n_head, &kv));
+  CAIRN_RETURN_IF_ERROR(k.size_or("num_key_value_heads", "model.n_kv_head", c.n_head, &kv));
   c.n_kv_head = kv == c.n_head ? 0 : kv;
   CAIRN_RETURN_IF_ERROR(k.number_or("rms_norm_eps", 1e-6, &c.norm_eps));
   CAIRN_RETURN_IF_ERROR(k.number_or("rope_theta", 10000.0, &c.rope_theta));
   CAIRN_RETURN_IF_ERROR(k.number_or("initializer_range", 0.02, &c.init_std));
-  if (c.n_head > 0 && k.has("head_dim")) {
+  if (k.has("head_dim")) {
     int64_t head_dim = 0;
     CAIRN_RETURN_IF_ERROR(k.integer("head_dim", &head_dim));
-    if (head_dim * c.n_head != c.n_embd)
+    // n_head and n_embd are in range: the product cannot overflow.
+    if (head_dim < 1 || head_dim > c.n_embd || head_dim * c.n_head != c.n_embd)
       return Status::Unsupported(origin + ": head_dim " + std::to_string(head_dim) +
                                  " is not hidden_size / num_attention_heads; cairn's LLaMA "
                                  "needs num_attention_heads * head_dim == hidden_size");

@@ -309,6 +309,32 @@ TEST(HfConfig, BadConfigsAreRejectedByKey) {
               HasSubstr("not a JSON object"));
 }
 
+// Found by fuzz/hf_config_fuzz: sizes were used before any bound (4 * n_embd, 8 * hidden_size,
+// head_dim * heads overflowed int64); now every size is held to model_spec()'s range first.
+TEST(HfConfig, SizesOutsideCairnsRangesAreRejectedBeforeAnyArithmetic) {
+  auto status = [](nlohmann::json j) { return model_config_from_hf(j, "d/config.json").status(); };
+  const int64_t huge = int64_t{1} << 62;
+  auto j = hf_config_json(Gpt2Config(), {});
+  j["n_embd"] = huge;
+  EXPECT_EQ(status(j).code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(status(j).message(),
+              HasSubstr("d/config.json: 'n_embd' is 4611686018427387904, outside the 1 to 65536 "
+                        "cairn allows (model.n_embd)"));
+  j = hf_config_json(Gpt2Config(), {});
+  j["n_inner"] = -1;
+  EXPECT_THAT(status(j).message(), HasSubstr("'n_inner' is -1"));
+  j = hf_config_json(LlamaConfig(), {});
+  j["hidden_size"] = huge;
+  EXPECT_THAT(status(j).message(), HasSubstr("'hidden_size' is 4611686018427387904"));
+  j = hf_config_json(LlamaConfig(), {});
+  j["head_dim"] = huge;
+  EXPECT_EQ(status(j).code(), StatusCode::kUnsupported);
+  EXPECT_THAT(status(j).message(), HasSubstr("head_dim 4611686018427387904"));
+  j = hf_config_json(LlamaConfig(), {});
+  j["vocab_size"] = nlohmann::json(~uint64_t{0});
+  EXPECT_EQ(status(j).code(), StatusCode::kInvalidArgument);
+}
+
 class HfFolderTest : public ::testing::Test {
  protected:
   void SetUp() override {

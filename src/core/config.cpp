@@ -68,6 +68,39 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   return prev[b.size()];
 }
 
+// Whether `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past
+// U+10FFFF): what YAML text is made of, and what to_yaml() can write back unchanged.
+bool is_utf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = 0;  // continuation bytes
+    uint32_t cp = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      n = 1, cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      n = 2, cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      n = 3, cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (s.size() - i <= n) return false;
+    for (size_t k = 1; k <= n; ++k) {
+      const unsigned char d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+      return false;
+    i += n + 1;
+  }
+  return true;
+}
+
 // Parses `text` as the field's type and checks its range; returns the canonical form.
 Result<std::string> canonical(const Field& f, const std::string& text) {
   auto bad = [&](const std::string& why) {
@@ -130,6 +163,8 @@ Result<std::string> canonical(const Field& f, const std::string& text) {
       return bad("is not true or false");
     }
     case FieldType::kString: {
+      // A --set value can hold any bytes; the run directory's config.yaml only UTF-8.
+      if (!is_utf8(text)) return bad("is not valid UTF-8");
       if (!f.choices.empty() &&
           std::find(f.choices.begin(), f.choices.end(), text) == f.choices.end()) {
         std::string allowed;
@@ -160,7 +195,12 @@ Status flatten(const YAML::Node& node, const std::string& prefix, const std::str
                std::vector<std::pair<std::string, std::string>>* out) {
   if (node.IsMap()) {
     for (auto it = node.begin(); it != node.end(); ++it) {
-      std::string k = it->first.as<std::string>();
+      // A key is a name: not a list, a map or empty (YAML allows them all as keys).
+      if (!it->first.IsScalar())
+        return Status::InvalidArgument(origin + ": a key " +
+                                       (prefix.empty() ? "" : "under '" + prefix + "' ") +
+                                       "is not a name but a list, a map or nothing");
+      std::string k = it->first.Scalar();
       CAIRN_RETURN_IF_ERROR(
           flatten(it->second, prefix.empty() ? k : prefix + "." + k, origin, out));
     }

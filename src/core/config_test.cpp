@@ -117,5 +117,37 @@ TEST(Config, YamlRoundTrip) {
   EXPECT_EQ(again->values(), cfg->values());
 }
 
+// Found by fuzz/config_fuzz: a key that is a map, a list or nothing threw out of
+// load_config_text (yaml-cpp's conversion of the key to a string).
+TEST(Config, KeysThatAreNotNamesAreRejected) {
+  for (const char* yaml :
+       {"? {a: 1}\n: 2\n", "[1, 2]: 3\n", "model: {? [a]: 1}\n", "? :\x04:::\x04"}) {
+    auto cfg = load_config_text(yaml, TestSpec(), {}, "x.yaml");
+    ASSERT_FALSE(cfg.ok()) << yaml;
+    EXPECT_EQ(cfg.status().code(), StatusCode::kInvalidArgument) << yaml;
+  }
+  auto nested = load_config_text("model: {? [a]: 1}\n", TestSpec(), {}, "x.yaml");
+  EXPECT_THAT(nested.status().message(),
+              HasSubstr("x.yaml: a key under 'model' is not a name but a list, a map or nothing"));
+}
+
+// Found by fuzz/config_fuzz: a string that is not UTF-8 loaded, but the run directory's
+// config.yaml wrote it with replacement characters, so it read back as another value.
+TEST(Config, StringsMustBeUtf8SoThatConfigYamlReadsBack) {
+  auto yaml = load_config_text("data:\n  path: data\xd1\x94\x95\x82\n", TestSpec(), {});
+  ASSERT_FALSE(yaml.ok());
+  EXPECT_THAT(yaml.status().message(), HasSubstr("data.path: "));
+  EXPECT_THAT(yaml.status().message(), HasSubstr("is not valid UTF-8"));
+  for (const char* bad : {"\xff", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "ab\xe2\x82"}) {
+    auto o = load_config_text("", TestSpec(), {std::string("data.path=") + bad});
+    EXPECT_FALSE(o.ok()) << bad;
+  }
+  auto good = load_config_text("", TestSpec(), {"data.path=d\xd1\x94 \xf0\x9f\x98\x80"});
+  ASSERT_TRUE(good.ok()) << good.status().ToString();
+  auto again = load_config_text(good->to_yaml(), TestSpec(), {});
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->values(), good->values());
+}
+
 }  // namespace
 }  // namespace cairn::core

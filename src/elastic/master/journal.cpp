@@ -12,6 +12,7 @@
 #include <filesystem>
 
 #include "cairn/core/fs.h"
+#include "elastic/master/journal_impl.h"
 
 namespace cairn::elastic {
 namespace {
@@ -60,24 +61,12 @@ std::string journal_line(const nlohmann::json& record) {
   return hash_hex(text) + " " + text;
 }
 
-Result<std::unique_ptr<Journal>> Journal::Open(const std::string& path, const RecordFn& on_record) {
-  std::string data;
-  auto existing = core::read_file(path);
-  if (existing.ok()) {
-    data = std::move(existing).value();
-  } else if (existing.status().code() != StatusCode::kNotFound) {
-    return existing.status();
-  }
-  if (data.empty()) {
-    const auto parent = std::filesystem::path(path).parent_path().string();
-    if (!parent.empty()) CAIRN_RETURN_IF_ERROR(core::make_dirs(parent));
-  }
-
-  // Replay: every line must be good except possibly the last, which a crash may have torn.
+Result<JournalReplay> replay_journal(std::string_view data, const std::string& path,
+                                     const Journal::RecordFn& on_record) {
+  // Every line must be good except possibly the last, which a crash may have torn.
+  JournalReplay out;
   size_t pos = 0;
   int64_t number = 0;
-  int64_t replayed = 0;
-  std::string torn;
   while (pos < data.size()) {
     const size_t nl = data.find('\n', pos);
     const bool last = nl == std::string::npos || nl + 1 == data.size();
@@ -96,7 +85,7 @@ Result<std::unique_ptr<Journal>> Journal::Open(const std::string& path, const Re
                                std::to_string(data.size() - nl - 1) +
                                " bytes of later records follow it: the journal is corrupt, not "
                                "torn by a crash; restore it or start a new job");
-      torn = why;
+      out.torn = why;
       break;
     }
     if (number == 0) {
@@ -104,22 +93,40 @@ Result<std::unique_ptr<Journal>> Journal::Open(const std::string& path, const Re
     } else if (Status s = on_record(record); !s.ok()) {
       return s.WithContext(path + ": record " + std::to_string(number));
     } else {
-      ++replayed;
+      ++out.replayed;
     }
     ++number;
     pos = nl + 1;
   }
+  out.good_bytes = pos;
+  return out;
+}
+
+Result<std::unique_ptr<Journal>> Journal::Open(const std::string& path, const RecordFn& on_record) {
+  std::string data;
+  auto existing = core::read_file(path);
+  if (existing.ok()) {
+    data = std::move(existing).value();
+  } else if (existing.status().code() != StatusCode::kNotFound) {
+    return existing.status();
+  }
+  if (data.empty()) {
+    const auto parent = std::filesystem::path(path).parent_path().string();
+    if (!parent.empty()) CAIRN_RETURN_IF_ERROR(core::make_dirs(parent));
+  }
+  CAIRN_ASSIGN_OR_RETURN(JournalReplay replay, replay_journal(data, path, on_record));
+  const size_t pos = replay.good_bytes;
 
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return core::errno_status("cannot open journal", path);
   std::unique_ptr<Journal> j(new Journal(path, fd));
-  j->replayed_ = replayed;
-  if (!torn.empty()) {
+  j->replayed_ = replay.replayed;
+  if (!replay.torn.empty()) {
     j->dropped_tail_bytes_ = int64_t(data.size() - pos);
     spdlog::warn(
         "journal {}: dropping a damaged last record ({} bytes at byte {}: {}), as left "
         "by a crash during a write",
-        path, j->dropped_tail_bytes_, pos, torn);
+        path, j->dropped_tail_bytes_, pos, replay.torn);
     if (::ftruncate(fd, off_t(pos)) != 0 || ::fsync(fd) != 0)
       return core::errno_status("cannot cut the torn record off journal", path);
   }

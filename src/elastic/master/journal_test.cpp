@@ -187,6 +187,39 @@ TEST(JournalCodec, BadRecordsAreCorrupt) {
   EXPECT_FALSE(event_from_json(json::object()).ok());
 }
 
+// Found by fuzz/journal_fuzz: a fraction or an out-of-range number where an integer field was
+// expected was converted anyway (undefined behaviour for 1.8e58 as uint64_t).
+TEST(JournalCodec, NumbersThatDoNotFitTheFieldAreCorrupt) {
+  const json node = {
+      {"id", "a"}, {"host", "ha"}, {"nproc", 2}, {"store_port", 29411}, {"incarnation", 1}};
+  ASSERT_TRUE(event_from_json({{"type", "node_joined"}, {"node", node}}).ok());
+  for (const auto& [field, value] :
+       std::vector<std::pair<const char*, json>>{{"incarnation", 1.8e58},
+                                                 {"incarnation", -1},
+                                                 {"nproc", 1e300},
+                                                 {"nproc", 2.5},
+                                                 {"nproc", int64_t{1} << 40},
+                                                 {"store_port", "29411"}}) {
+    json bad = node;
+    bad[field] = value;
+    auto e = event_from_json({{"type", "node_joined"}, {"node", bad}});
+    ASSERT_FALSE(e.ok()) << field << " " << value.dump();
+    EXPECT_EQ(e.status().code(), StatusCode::kCorrupt);
+    EXPECT_NE(e.status().message().find(std::string("'") + field + "'"), std::string::npos)
+        << e.status().message();
+  }
+  auto opened = event_from_json(
+      {{"type", "round_opened"}, {"number", 1e19}, {"restart", false}, {"reason", "r"}});
+  EXPECT_EQ(opened.status().code(), StatusCode::kCorrupt);
+  auto failure = event_from_json({{"type", "failure"},
+                                  {"node_id", "a"},
+                                  {"rank", -1},
+                                  {"signaled", true},
+                                  {"code", 4294967305.0},
+                                  {"diagnosis", "crash"}});
+  EXPECT_EQ(failure.status().code(), StatusCode::kCorrupt);
+}
+
 TEST(JournalCodec, StateSurvivesTheJournal) {
   ScratchDir dir("journal");
   const std::string path = dir / "j";

@@ -1,10 +1,39 @@
 // JSON encoding of rendezvous events for the journal.
 #include "cairn/elastic/rdzv_codec.h"
 
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
 namespace cairn::elastic {
 namespace {
 
 using nlohmann::json;
+
+// A field that is not what the record needs: named by what() and returned as kCorrupt.
+struct BadField : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// j[key] as T: a JSON integer within T's range (a fraction, a string or a number out of range
+// throws BadField rather than being cut to fit).
+template <class T>
+T int_at(const json& j, const char* key) {
+  const json& v = j.at(key);
+  if (v.is_number_unsigned()) {
+    const uint64_t u = v.get<uint64_t>();
+    if (u <= uint64_t(std::numeric_limits<T>::max())) return T(u);
+  } else if (v.is_number_integer()) {
+    const int64_t i = v.get<int64_t>();
+    if (i >= int64_t(std::numeric_limits<T>::min()) &&
+        (i < 0 || uint64_t(i) <= uint64_t(std::numeric_limits<T>::max())))
+      return T(i);
+  }
+  throw BadField(std::string("'") + key + "' is " + v.dump() + ", not an integer in [" +
+                 std::to_string(std::numeric_limits<T>::min()) + ", " +
+                 std::to_string(std::numeric_limits<T>::max()) + "]");
+}
 
 template <class... Ts>
 struct Overloaded : Ts... {
@@ -25,9 +54,9 @@ NodeInfo node_from(const json& j) {
   NodeInfo n;
   n.node_id = j.at("id").get<std::string>();
   n.host = j.at("host").get<std::string>();
-  n.nproc = j.at("nproc").get<int>();
-  n.store_port = j.at("store_port").get<int>();
-  n.incarnation = j.at("incarnation").get<uint64_t>();
+  n.nproc = int_at<int>(j, "nproc");
+  n.store_port = int_at<int>(j, "store_port");
+  n.incarnation = int_at<uint64_t>(j, "incarnation");
   return n;
 }
 
@@ -48,14 +77,14 @@ json round_json(const Round& r) {
 
 Round round_from(const json& j) {
   Round r;
-  r.number = j.at("number").get<int64_t>();
+  r.number = int_at<int64_t>(j, "number");
   for (const auto& m : j.at("members"))
     r.members.push_back({m.at("id").get<std::string>(), m.at("host").get<std::string>(),
-                         m.at("nproc").get<int>(), m.at("node_rank").get<int>(),
-                         m.at("rank_base").get<int>()});
-  r.world_size = j.at("world_size").get<int>();
+                         int_at<int>(m, "nproc"), int_at<int>(m, "node_rank"),
+                         int_at<int>(m, "rank_base")});
+  r.world_size = int_at<int>(j, "world_size");
   r.master_addr = j.at("master_addr").get<std::string>();
-  r.master_port = j.at("master_port").get<int>();
+  r.master_port = int_at<int>(j, "master_port");
   return r;
 }
 
@@ -111,15 +140,15 @@ Result<RdzvEvent> event_from_json(const json& j) {
                                                          : RemoveReason::kExcluded});
     }
     if (type == "round_opened")
-      return RdzvEvent(RoundOpened{j.at("number").get<int64_t>(), j.at("restart").get<bool>(),
+      return RdzvEvent(RoundOpened{int_at<int64_t>(j, "number"), j.at("restart").get<bool>(),
                                    j.at("reason").get<std::string>()});
     if (type == "round_completed") return RdzvEvent(RoundCompleted{round_from(j.at("round"))});
     if (type == "failure") {
       FailureReport f;
       f.node_id = j.at("node_id").get<std::string>();
-      f.rank = j.at("rank").get<int>();
+      f.rank = int_at<int>(j, "rank");
       f.exit.signaled = j.at("signaled").get<bool>();
-      f.exit.code = j.at("code").get<int>();
+      f.exit.code = int_at<int>(j, "code");
       f.diagnosis = j.at("diagnosis").get<std::string>();
       return RdzvEvent(FailureReported{std::move(f)});
     }
@@ -127,6 +156,8 @@ Result<RdzvEvent> event_from_json(const json& j) {
       return RdzvEvent(
           NodeExcluded{j.at("node_id").get<std::string>(), j.at("reason").get<std::string>()});
   } catch (const json::exception& e) {
+    return Status::Corrupt(type + " record " + j.dump() + ": " + e.what());
+  } catch (const BadField& e) {
     return Status::Corrupt(type + " record " + j.dump() + ": " + e.what());
   }
   return Status::Corrupt("record of unknown type '" + type +
