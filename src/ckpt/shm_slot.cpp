@@ -155,6 +155,18 @@ Result<std::unique_ptr<ShmSlot>> ShmSlot::Create(const std::string& name, int64_
     ::shm_unlink(name.c_str());
     return s;
   }
+  // Every page now, or a clear error now: a page of a full /dev/shm (filled since the check
+  // above, or by another process at once) first touched through the mapping is a SIGBUS, in
+  // the writer or in whoever maps the slot next.
+  if (int e = ::posix_fallocate(fd, 0, total); e != 0) {
+    ::close(fd);
+    ::shm_unlink(name.c_str());
+    return Status::FailedPrecondition(
+        "/dev/shm has no room for the checkpoint slot " + name + " of " + std::to_string(total) +
+        " bytes (" + std::strerror(e) +
+        "); enlarge it (e.g. docker run --shm-size), or set ckpt.memory_interval=0 to write "
+        "storage checkpoints directly");
+  }
   struct stat created;
   uint64_t inode = ::fstat(fd, &created) == 0 ? uint64_t(created.st_ino) : 0;
   void* base = ::mmap(nullptr, size_t(total), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -183,6 +195,14 @@ Result<std::unique_ptr<ShmSlot>> ShmSlot::Open(const std::string& name, bool pop
   if (::fstat(fd, &st) != 0 || st.st_size < kHeaderBytes) {
     ::close(fd);
     return Status::Corrupt("shared memory " + name + " is smaller than a slot header");
+  }
+  // A header its creator has not allocated (it died between sizing and allocating the segment)
+  // is not read through a mapping: that would allocate it, and on a full /dev/shm kill this
+  // process with SIGBUS.
+  if (::lseek(fd, 0, SEEK_DATA) != 0) {
+    ::close(fd);
+    return Status::Corrupt("shared memory " + name +
+                           " has no slot header (its creator stopped before writing one)");
   }
   // Slots are created 0600 by their writer: one that another user owns, or that others may
   // write, is not this job's checkpoint (and could be changed under the reader).

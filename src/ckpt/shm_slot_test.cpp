@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -102,12 +103,41 @@ TEST(ShmSlot, RefusesWhenDevShmIsTooSmall) {
 TEST(ShmSlot, GarbageSegmentIsRejected) {
   int fd = ::shm_open(Name("junk").c_str(), O_CREAT | O_RDWR, 0600);
   ASSERT_GE(fd, 0);
-  ASSERT_EQ(::ftruncate(fd, 8192), 0);
+  std::string junk(8192, 'x');
+  ASSERT_EQ(::write(fd, junk.data(), junk.size()), ssize_t(junk.size()));
   ::close(fd);
   auto r = ShmSlot::Open(Name("junk"));
   ::shm_unlink(Name("junk").c_str());
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(r.status().message(), HasSubstr("not a cairn checkpoint slot"));
+}
+
+// A slot is allocated whole when it is created: a page first touched through the mapping of a
+// full /dev/shm would be a SIGBUS instead of an error.
+TEST(ShmSlot, CreateAllocatesEveryPage) {
+  auto slot = ShmSlot::Create(Name("alloc"), 3 << 20);
+  ASSERT_TRUE(slot.ok()) << slot.status().ToString();
+  struct stat st;
+  ASSERT_EQ(::stat(("/dev/shm" + Name("alloc")).c_str(), &st), 0);
+  EXPECT_GE(int64_t(st.st_blocks) * 512, int64_t(st.st_size));
+}
+
+// A segment whose creator died between sizing and allocating it is refused without reading it
+// through a mapping (a read fault allocates the page: on a full /dev/shm, a SIGBUS).
+TEST(ShmSlot, SegmentWithoutAnAllocatedHeaderIsNotTouched) {
+  const std::string path = "/dev/shm" + Name("sparse");
+  int fd = ::shm_open(Name("sparse").c_str(), O_CREAT | O_RDWR, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, 1 << 20), 0);
+  ::close(fd);
+  auto r = ShmSlot::Open(Name("sparse"), /*populate=*/true);
+  struct stat st;
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  ::shm_unlink(Name("sparse").c_str());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kCorrupt);
+  EXPECT_THAT(r.status().message(), HasSubstr("has no slot header"));
+  EXPECT_EQ(st.st_blocks, 0) << "the header page was faulted in";
 }
 
 // A slot others may write, or another user's, is refused before it is mapped; the writer's own

@@ -91,6 +91,11 @@ bool process_alive(int pid, uint64_t start_time) {
   return start_time == 0 || process_start_time(pid) == start_time;
 }
 
+bool process_stopped(int pid) {
+  std::string f;
+  return stat_fields(pid, &f) && !f.empty() && (f[0] == 'T' || f[0] == 't');
+}
+
 int64_t raise_open_files_limit() {
   rlimit r{};
   if (::getrlimit(RLIMIT_NOFILE, &r) != 0) return -1;

@@ -1,6 +1,7 @@
 #include "cairn/core/proc.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -31,6 +32,25 @@ TEST(Proc, AnExitedChildIsDeadEvenAsAZombie) {
   ::waitpid(child, &status, 0);
   EXPECT_FALSE(process_alive(child, start));
   EXPECT_EQ(process_start_time(child), 0u);
+}
+
+TEST(Proc, AStoppedChildIsStoppedUntilContinued) {
+  pid_t child = ::fork();
+  if (child == 0) {
+    for (;;) ::pause();
+  }
+  EXPECT_FALSE(process_stopped(child));
+  ::kill(child, SIGSTOP);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, WUNTRACED), child);  // the stop has taken effect
+  EXPECT_TRUE(process_stopped(child));
+  ::kill(child, SIGCONT);
+  for (int i = 0; i < 200 && process_stopped(child); ++i) ::usleep(10000);
+  EXPECT_FALSE(process_stopped(child));
+  ::kill(child, SIGKILL);
+  ::waitpid(child, &status, 0);
+  EXPECT_FALSE(process_stopped(child)) << "no such process";
+  EXPECT_FALSE(process_stopped(0));
 }
 
 TEST(Proc, NoSuchProcess) {

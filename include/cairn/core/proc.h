@@ -17,6 +17,10 @@ uint64_t process_start_time(int pid);
 // started then (a recycled pid is another process). A zombie counts as dead.
 bool process_alive(int pid, uint64_t start_time);
 
+// True when `pid` names a process stopped by a signal (SIGSTOP, SIGTSTP: /proc/PID/stat state
+// 'T') or held by a tracer ('t').
+bool process_stopped(int pid);
+
 // This process's resident memory now (VmRSS) and its high-water mark since it started (VmHWM),
 // in bytes; 0 when /proc cannot be read. Shared memory this process has touched counts.
 int64_t resident_bytes();

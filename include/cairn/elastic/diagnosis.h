@@ -15,6 +15,7 @@ enum class FailureKind {
   kOutOfMemory,  // an allocation failed (or the OOM killer's SIGKILL, when the log says so)
   kCrash,        // SIGSEGV, SIGBUS, SIGABRT, SIGILL, SIGFPE
   kPeerLost,     // a collective failed because another rank went away or timed out
+  kMasterLost,   // the elastic master restarted (it forgot the job's dataset) or went away
   kKilled,       // SIGKILL or SIGTERM from outside (an operator, the OOM killer, a scheduler)
   kHang,         // no progress for the hang timeout (set by the agent's hang detector)
   kError,        // any other non-zero exit

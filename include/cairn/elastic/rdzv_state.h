@@ -39,7 +39,8 @@ struct RdzvParams {
   double wait_s = 10.0;               // wait after reaching min_nodes for more nodes to come
   double heartbeat_timeout_s = 30.0;  // a node silent this long is dropped
   // A node whose workers failed this many times (crashes, hangs, allocation failures, errors;
-  // not a lost peer, a kill from outside or a user error) is faulty: dropped and refused from
+  // not a lost peer or a restarted master, a kill from outside or a user error; a hung worker
+  // that waits for others in a collective is a lost peer) is faulty: dropped and refused from
   // then on. 0 = never.
   int max_node_failures = 3;
 };

@@ -12,6 +12,7 @@
 
 #include "cairn/core/fs.h"
 #include "cairn/core/json_lines.h"
+#include "cairn/core/proc.h"
 #include "cairn/elastic/diagnosis.h"
 #include "cairn/elastic/flash_slots.h"
 #include "cairn/elastic/goodput.h"
@@ -64,9 +65,10 @@ class Agent {
   struct RoundEnd {
     std::vector<WorkerExit> failures;
     std::vector<double> failure_times;
-    std::vector<int> hung;   // global ranks the hang detector killed
-    std::string round_over;  // set when the rendezvous ended the round
-    int finished = 0;        // workers that exited 0
+    std::vector<int> hung;          // global ranks the hang detector killed
+    std::vector<int> hung_waiting;  // those of `hung` blocked in a collective, waiting for peers
+    std::string round_over;         // set when the rendezvous ended the round
+    int finished = 0;               // workers that exited 0
   };
   // The round's services (kept across a restart in place) and its workers.
   Result<std::unique_ptr<WorkerGroup>> start_round(int round, int restarts, const World& world);
@@ -148,7 +150,10 @@ class Agent {
     return s;
   }
   std::vector<WorkerSpec> worker_specs(const World& world) const;
-  std::vector<int> detect_hangs(WorkerGroup& group, const World& world, double round_start);
+  // Kills the hung workers; returns their global ranks, and in *waiting those whose main thread
+  // was blocked in a collective (waiting for other ranks: a consequence, not the cause).
+  std::vector<int> detect_hangs(WorkerGroup& group, const World& world, double round_start,
+                                std::vector<int>* waiting);
   // What each local standby should fault in: its worker's anonymous resident memory after a
   // step (its heap), all of them together at most a quarter of the memory available now.
   static std::vector<int64_t> prefault_sizes(const WorkerGroup& group) {
@@ -212,8 +217,12 @@ std::vector<WorkerSpec> Agent::worker_specs(const World& world) const {
 }
 
 // Every local worker that reported progress in this round but none for the hang timeout: its
-// stacks are dumped, then it is killed (its exit, diagnosed as a hang, ends the round).
-std::vector<int> Agent::detect_hangs(WorkerGroup& group, const World& world, double round_start) {
+// stacks are dumped, then it is killed (its exit, diagnosed as a hang, ends the round). One
+// hung rank holds up every other in the next collective, so their hang detectors fire too: a
+// worker whose main thread waits in a collective, and that is not stopped, is reported as
+// waiting for its peers, which does not count against its node.
+std::vector<int> Agent::detect_hangs(WorkerGroup& group, const World& world, double round_start,
+                                     std::vector<int>* waiting) {
   std::vector<int> hung;
   const double now = core::unix_time();
   for (int local = 0; local < world.nproc_per_node; ++local) {
@@ -227,14 +236,23 @@ std::vector<int> Agent::detect_hangs(WorkerGroup& group, const World& world, dou
         "stacks, then restarting",
         rank, pid, now - p->unix_time, p->step);
     std::string file = o_.run_dir + "/logs/hang-rank-" + std::to_string(rank) + ".txt";
+    const bool stopped = core::process_stopped(pid);  // before gdb stops it
     std::string stacks = dump_stacks(pid, 60.0);
     (void)core::write_file_atomic(file, stacks);
-    spdlog::error("stacks of rank {} (also in {}):\n{}", rank, file, stacks);
+    const bool on_peers = !stopped && main_thread_waits_in_collective(stacks, pid);
+    spdlog::error("stacks of rank {} (also in {}){}:\n{}", rank, file,
+                  stopped    ? "; it was stopped (SIGSTOP)"
+                  : on_peers ? "; it waits for other ranks in a collective"
+                             : "",
+                  stacks);
     events_.write("hang", {{"rank", rank},
                            {"pid", pid},
                            {"last_step", p->step},
                            {"silent_s", now - p->unix_time},
+                           {"stopped", stopped},
+                           {"waiting_for_peers", on_peers},
                            {"stacks", file}});
+    if (on_peers) waiting->push_back(rank);
     group.signal_one(local, SIGKILL);
     hung.push_back(rank);
   }
@@ -349,10 +367,13 @@ Agent::RoundEnd Agent::supervise(WorkerGroup& group, const World& world, int res
   // Only worth it when another round can come: restarts left, or membership that can change.
   bool standbys_filled =
       !o_.standby || !(may_restart(restarts, o_.max_restarts) || rdzv_.follows_membership());
+  // A worker the hang detector killed is a failure even when the round ends meanwhile (a
+  // peer's agent may end it first): the loop goes on until its exit is collected, so that the
+  // hang is recorded and handed to the rendezvous.
   while (end.failures.empty() && group.num_running() > 0 && !interrupt_signal() &&
-         end.round_over.empty()) {
+         (end.round_over.empty() || !end.hung.empty())) {
     if (o_.hang_timeout_s > 0 && end.hung.empty())
-      end.hung = detect_hangs(group, world, round_start);
+      end.hung = detect_hangs(group, world, round_start, &end.hung_waiting);
     // Standbys start once every local worker has stepped, so their start does not compete
     // with the round's own (on a small node, that would slow the recovery they are for).
     if (!standbys_filled && all_stepped(world, round_start)) {
@@ -394,11 +415,20 @@ std::optional<AgentResult> Agent::handle_failure(WorkerGroup& group, const Round
   for (size_t i = 0; i < end.failures.size(); ++i) {
     const WorkerExit& e = end.failures[i];
     diagnoses.push_back(diagnose(e.status, group.tail(e.local_rank)));
-    if (std::find(end.hung.begin(), end.hung.end(), e.rank) != end.hung.end())
+    auto has = [&](const std::vector<int>& ranks) {
+      return std::find(ranks.begin(), ranks.end(), e.rank) != ranks.end();
+    };
+    const std::string stacks_at = o_.run_dir + "/logs/hang-rank-" + std::to_string(e.rank) + ".txt";
+    if (has(end.hung_waiting))
+      diagnoses.back() = {FailureKind::kPeerLost, true,
+                          "no progress for " + fmt::format("{:g}", o_.hang_timeout_s) +
+                              " s (--hang-timeout), blocked in a collective waiting for other "
+                              "ranks; stacks in " +
+                              stacks_at};
+    else if (has(end.hung))
       diagnoses.back() = {FailureKind::kHang, true,
                           "no progress for " + fmt::format("{:g}", o_.hang_timeout_s) +
-                              " s (--hang-timeout); stacks in " + o_.run_dir + "/logs/hang-rank-" +
-                              std::to_string(e.rank) + ".txt"};
+                              " s (--hang-timeout); stacks in " + stacks_at};
     json j = exit_fields(e);
     j["round"] = round;
     j["time"] = end.failure_times[i];

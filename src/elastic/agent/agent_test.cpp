@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "cairn/elastic/process.h"
+#include "cairn/elastic/progress.h"
 #include "elastic/testing_impl.h"
 
 namespace cairn::elastic {
@@ -222,6 +223,61 @@ TEST(Agent, SecondInterruptSkipsTheGracePeriod) {
   ASSERT_TRUE(r.ok());
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 15);
   EXPECT_EQ(r->exit_code, 130);
+}
+
+// Ends the round once, right after the hang detector wrote its event (a peer's agent reported
+// first: the master opened the next round); records the failures it is handed.
+class RoundEndsAtTheHang : public FakeRendezvous {
+ public:
+  RoundEndsAtTheHang(int nproc, std::string events) : FakeRendezvous(nproc), events_(events) {}
+  bool round_over(std::string* reason) override {
+    if (ended_ || slurp(events_).find("\"event\":\"hang\"") == std::string::npos) return false;
+    ended_ = true;
+    *reason = "round 2 is gathering";
+    return true;
+  }
+  bool follows_membership() const override { return true; }
+  void worker_failed(int rank, const ExitStatus& exit, const std::string& diagnosis) override {
+    failures.push_back(diagnosis);
+  }
+  std::vector<std::string> failures;
+
+ private:
+  std::string events_;
+  bool ended_ = false;
+};
+
+TEST(Agent, AHangIsAFailureEvenWhenTheRoundEndsAtOnce) {
+  Deadline d(120);
+  AgentFixture f;
+  RoundEndsAtTheHang rdzv(1, f.dir / "events.jsonl");
+  // The first start reports a step (below, for it) and then nothing: hung.
+  AgentOptions o = f.options(
+      "if [ $TORCHELASTIC_RESTART_COUNT = 0 ]; then echo ready; exec sleep 60; fi; exit 0");
+  o.hang_timeout_s = 1;
+  o.max_restarts = 3;
+  std::thread reporter([&] {
+    for (int i = 0; i < 400 && lines_of(slurp(f.dir / "echo.txt")).empty(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    auto p = ProgressWriter::Open(f.dir.path(), 0);
+    if (p.ok()) (*p)->report(1);
+  });
+  auto r = run_agent(rdzv, o);
+  reporter.join();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->exit_code, 0);
+  EXPECT_EQ(r->restarts, 1);
+  ASSERT_EQ(rdzv.failures.size(), 1u);
+  EXPECT_EQ(rdzv.failures[0].rfind("hang: no progress for 1 s", 0), 0u) << rdzv.failures[0];
+  auto events = events_of(f.dir.path());
+  EXPECT_EQ(count_events(events, "hang"), 1);
+  EXPECT_EQ(count_events(events, "round_over"), 0);
+  for (const auto& e : events)
+    if (e["event"] == "worker_failed") {
+      EXPECT_EQ(e["diagnosis"], "hang");
+      EXPECT_EQ(e["signal"], "SIGKILL");
+    }
+  EXPECT_EQ(count_events(events, "worker_failed"), 1);
 }
 
 TEST(Agent, RendezvousFailureIsAnError) {

@@ -27,6 +27,10 @@ constexpr Marker kMarkers[] = {
     {"std::bad_alloc", FailureKind::kOutOfMemory, "an allocation failed"},
     {"MemoryError", FailureKind::kOutOfMemory, "an allocation failed"},
     {"out of memory", FailureKind::kOutOfMemory, "an allocation failed"},
+    {"cairn: error: peer lost", FailureKind::kPeerLost, "another rank went away"},
+    // The shard service's answer to a worker after the master restarted (its datasets come
+    // back from the trainers' checkpoint when they restart).
+    {"is not known to the master", FailureKind::kMasterLost, "the master restarted"},
     {"Connection closed by peer", FailureKind::kPeerLost, "another rank went away"},
     {"Connection reset by peer", FailureKind::kPeerLost, "another rank went away"},
     {"collective timed out", FailureKind::kPeerLost, "a collective timed out"},
@@ -54,6 +58,8 @@ const char* failure_kind_name(FailureKind k) {
       return "crash";
     case FailureKind::kPeerLost:
       return "peer_lost";
+    case FailureKind::kMasterLost:
+      return "master_lost";
     case FailureKind::kKilled:
       return "killed";
     case FailureKind::kHang:

@@ -43,6 +43,26 @@ TEST(Diagnosis, CrashesKillsAndLostPeersAreRestartable) {
   EXPECT_THAT(other.reason, HasSubstr("exit code 7: rank 1 is broken"));
 }
 
+// A worker's typed PeerLost error (e.g. rank 0 could not take a snapshot the others wait for)
+// and the shard service's answer after the master restarted are consequences, not the node's
+// failure: the master does not count them against it.
+TEST(Diagnosis, LostPeersAndARestartedMasterAreNamed) {
+  auto peer = diagnose(ExitStatus::Exited(1),
+                       {"cairn: error: peer lost: checkpoint at step 219: rank 0 could not take "
+                        "the shard service's snapshot"});
+  EXPECT_EQ(peer.kind, FailureKind::kPeerLost);
+  EXPECT_TRUE(peer.restartable);
+  auto master = diagnose(
+      ExitStatus::Exited(1),
+      {"cairn: error: internal error: GetShards at master 10.0.0.1:29400: gRPC status 5: dataset "
+       "train.bin/60343-tokens/T32/B4 is not known to the master (create it first; a restarted "
+       "master forgets datasets: the trainers restore them from their checkpoint)"});
+  EXPECT_EQ(master.kind, FailureKind::kMasterLost);
+  EXPECT_TRUE(master.restartable);
+  EXPECT_THAT(master.reason, HasSubstr("the master restarted"));
+  EXPECT_EQ(std::string(failure_kind_name(FailureKind::kMasterLost)), "master_lost");
+}
+
 // The newest line decides: a user error printed after a peer message wins, and the reverse.
 TEST(Diagnosis, NewestMatchingLineDecides) {
   EXPECT_EQ(

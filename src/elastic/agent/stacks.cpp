@@ -81,4 +81,23 @@ std::string dump_stacks(pid_t pid, double timeout_s) {
   return out.empty() ? "gdb printed nothing; the kernel's view:\n" + kernel_view(pid) : out;
 }
 
+bool main_thread_waits_in_collective(const std::string& stacks, pid_t pid) {
+  // gdb heads each thread "Thread N (Thread 0x... (LWP TID) "name"):" (a process without
+  // threads: "Thread N (process PID ..."), then one "#K ..." line per frame, then a blank line.
+  const std::string lwp = "(LWP " + std::to_string(pid) + ")";
+  const std::string process = "(process " + std::to_string(pid);
+  std::istringstream in(stacks);
+  bool main = false;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("Thread ", 0) == 0) {
+      main = line.find(lwp) != std::string::npos || line.find(process) != std::string::npos;
+      continue;
+    }
+    if (main && line.rfind("#", 0) == 0 &&
+        line.find("cairn::comm::Pending::wait") != std::string::npos)
+      return true;
+  }
+  return false;
+}
+
 }  // namespace cairn::elastic

@@ -33,5 +33,45 @@ TEST(Stacks, DumpsEveryThreadOfAStuckProcess) {
     EXPECT_THAT(s, ::testing::HasSubstr("thread ")) << s;
 }
 
+// gdb's text for a worker (pid 7310) whose main thread waits for its peers in an all-reduce,
+// while another of its threads is in a frame of the same name (which does not count).
+constexpr char kWaitingWorker[] = R"(Thread 3 (Thread 0x7ff12deb66c0 (LWP 8129) "cairn-torch"):
+#0  0x00007ff148926f36 in epoll_wait (epfd=8) at epoll_wait.c:30
+#1  0x00005623019c8bda in cairn::comm::Pending::wait () at src/comm/group.cpp:98
+
+Thread 1 (Thread 0x7ff12e9f8240 (LWP 7310) "cairn-torch"):
+#0  __futex_abstimed_wait_common64 (private=0) at ./nptl/futex-internal.c:57
+#6  0x00007ff14cec290e in c10d::Work::wait(std::chrono::duration<long>) () from libtorch_cpu.so
+#7  0x00005623019c8bda in cairn::comm::Pending::wait () at src/comm/group.cpp:98
+#8  0x00005623019be2d5 in cairn::parallel::DataParallel::finish_backward () at data_parallel.cpp:264
+)";
+
+TEST(Stacks, AMainThreadInACollectiveWaitsForItsPeers) {
+  EXPECT_TRUE(main_thread_waits_in_collective(kWaitingWorker, 7310));
+  // Another pid's main thread is not in the text; thread 3 (8129) is not a main thread.
+  EXPECT_FALSE(main_thread_waits_in_collective(kWaitingWorker, 7311));
+  EXPECT_FALSE(main_thread_waits_in_collective(kWaitingWorker, 812));
+}
+
+TEST(Stacks, AMainThreadComputingIsNotWaiting) {
+  const std::string computing = R"(Thread 2 (Thread 0x7ff1 (LWP 8128) "cairn-torch"):
+#0  0x00007ff14891a26f in __GI___poll () at poll.c:29
+#1  0x00005623019c8bda in cairn::comm::Pending::wait () at src/comm/group.cpp:98
+
+Thread 1 (Thread 0x7ff2 (LWP 7310) "cairn-torch"):
+#0  0x00007fe7162da4ed in sgemm_kernel_HASWELL () from libopenblas.so.0
+#1  0x00005623018ebfad in cairn::train::Trainer::Impl::train_step () at trainer.cpp:600
+)";
+  EXPECT_FALSE(main_thread_waits_in_collective(computing, 7310));
+  EXPECT_TRUE(main_thread_waits_in_collective(
+      "Thread 1 (process 42 \"w\"):\n#3  0x1 in cairn::comm::Pending::wait () at group.cpp:98\n",
+      42));
+  // The kernel's view (no gdb) cannot tell.
+  EXPECT_FALSE(main_thread_waits_in_collective(
+      "gdb is not installed (...); the kernel's view of pid 7310:\nthread 7310 (cairn-torch) "
+      "waiting in futex_wait_queue\n",
+      7310));
+}
+
 }  // namespace
 }  // namespace cairn::elastic

@@ -34,7 +34,7 @@ Status check_text(const std::string& what, const std::string& value, size_t max_
 }  // namespace
 
 bool failure_counts_against_node(const std::string& diagnosis) {
-  for (const char* kind : {"peer_lost", "killed", "user_error"})
+  for (const char* kind : {"peer_lost", "master_lost", "killed", "user_error"})
     if (diagnosis.rfind(kind, 0) == 0) return false;
   return true;
 }

@@ -434,6 +434,7 @@ TEST(RdzvState, RepeatedFailuresMarkANodeFaulty) {
   ASSERT_TRUE(a.round);
   EXPECT_EQ(ids(*a.round), Ids({"a"}));
   EXPECT_FALSE(failure_counts_against_node("user_error: bad input"));
+  EXPECT_FALSE(failure_counts_against_node("master_lost: the master restarted: ..."));
   EXPECT_TRUE(failure_counts_against_node("hang: no progress"));
 }
 

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstring>
 
 #include "cairn/core/fs.h"
@@ -50,6 +51,14 @@ Result<std::unique_ptr<ProgressWriter>> ProgressWriter::Open(const std::string& 
     ::close(fd);
     return s;
   }
+  // The page is allocated now, or the error is reported now: a page of a full /dev/shm first
+  // touched through the mapping would kill this process (and a reader of it) with SIGBUS.
+  if (int e = ::posix_fallocate(fd, 0, kBytes); e != 0) {
+    errno = e;
+    Status s = core::errno_status("cannot allocate shared memory (is /dev/shm full?)", name);
+    ::close(fd);
+    return s;
+  }
   void* base = ::mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   ::close(fd);
   if (base == MAP_FAILED) return core::errno_status("cannot map shared memory", name);
@@ -75,7 +84,9 @@ std::optional<Progress> read_progress(const std::string& run_dir, int rank) {
   int fd = ::shm_open(name.c_str(), O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) return std::nullopt;
   struct stat st;
-  if (::fstat(fd, &st) != 0 || size_t(st.st_size) < kBytes) {
+  // A page its writer has not allocated yet (it died first) is not read through a mapping:
+  // that would allocate it, and on a full /dev/shm kill the reader (the agent) with SIGBUS.
+  if (::fstat(fd, &st) != 0 || size_t(st.st_size) < kBytes || ::lseek(fd, 0, SEEK_DATA) != 0) {
     ::close(fd);
     return std::nullopt;
   }
