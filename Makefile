@@ -6,7 +6,7 @@ RUN ?= runs/demo
 DASHBOARD_PORT ?= 8265
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test demo data bench clean test-asan test-tsan fuzz
+.PHONY: all deps build test demo data bench clean test-asan test-tsan soak fuzz
 
 all: build
 
@@ -19,6 +19,11 @@ build: deps
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j2 --timeout 900
+
+# The soak test (tests/soak): a 2-node elastic job through 110 seeded faults, about 30 minutes,
+# as root; not part of `make test`. CAIRN_SOAK_SEED=N replays a run's fault schedule.
+soak: build
+	cd $(BUILD) && ctest -C soak -L soak -V --timeout 2700
 
 # The unit tests under sanitizers, each in a build directory of its own. ASan+UBSan: every unit
 # test. TSan: the modules whose threads are cairn's own (the agent, the master and its gRPC

@@ -142,9 +142,14 @@ inject() {
       # The bind reaches the nodes' mount namespaces (`ip netns exec` makes slaves of this one)
       # read-write: each is remounted read-only in place.
       mark; mount --bind -o ro "$dir/ckpt" "$dir/ckpt"
-      local n=0
+      local n=0 try
       for pid in $(node_mount_pids); do
-        nsenter --mount="/proc/$pid/ns/mnt" mount -o remount,bind,ro "$dir/ckpt" && n=$((n + 1))
+        # EBUSY while a file there is open for writing (a persist under way): again.
+        for try in $(seq 1 100); do
+          nsenter --mount="/proc/$pid/ns/mnt" mount -o remount,bind,ro "$dir/ckpt" 2>/dev/null &&
+            { n=$((n + 1)); break; }
+          sleep 0.05
+        done
       done
       sleep_ms "$ms"
       umount "$dir/ckpt" 2>/dev/null || { sleep 1; umount "$dir/ckpt" 2>/dev/null; } || umount -l "$dir/ckpt"

@@ -166,6 +166,29 @@ def check(work, steps, samples):
     return 1 if problems else 0
 
 
+def stack_dumps(work):
+    """Seconds the hang detector spent on each stack dump (gdb), from the agents' logs."""
+    import datetime
+    out = []
+    for run in ("det", "dyn"):
+        for h in "ab":
+            path = f"{work}/{run}/{h}.out"
+            if not os.path.exists(path):
+                continue
+            start = None
+            for line in open(path, errors="replace"):
+                if not line.startswith("[agent] "):
+                    continue
+                stamp = line[8:31]
+                if "made no progress for" in line:
+                    start = stamp
+                elif "error stacks of rank" in line and start:
+                    t = [datetime.datetime.strptime(x, "%Y-%m-%d %H:%M:%S.%f") for x in (start, stamp)]
+                    out.append((t[1] - t[0]).total_seconds())
+                    start = None
+    return out
+
+
 def wall(d):
     return float(open(f"{d}/t_end").read()) - float(open(f"{d}/t_start").read())
 
@@ -213,6 +236,7 @@ def summary(work, steps, samples, seed, digest, seconds):
     ro = [f for run in ("det", "dyn") for f in faults(f"{work}/{run}") if f["kind"] == "ckpt_ro"]
     persist_failed = [e for run in ("det", "dyn") for h in "ab" for e in jsonl(f"{work}/{run}/{h}/events.jsonl")
                       if e.get("event") == "checkpoint_persist_failed"]
+    dumps = stack_dumps(work)
     while_ro = [e for e in persist_failed if any(f["injected"] <= e["time"] <= f["healed"] + 1 for f in ro)]
     lines = len(jsonl(f"{work}/dyn/merged/samples.jsonl"))
     out += ["",
@@ -222,6 +246,9 @@ def summary(work, steps, samples, seed, digest, seconds):
             f"once ({samples - steps * 8} left over, fewer than a step; {lines} samples lines for {steps} "
             f"steps, {lines - steps} retrained after rollbacks)",
             f"- corrupted checkpoints: {corrupted} corrupted, {skipped} skipped by a loading worker",
+            f"- the hang detector dumped stacks (gdb) {len(dumps)} times, median "
+            f"{fmt(statistics.median(dumps) if dumps else None)} s, worst {fmt(max(dumps) if dumps else None)} s "
+            f"(part of the hang and long-partition recoveries)",
             f"- storage read-only {len(ro)} times: {len(while_ro)} persists failed meanwhile "
             f"({len(persist_failed)} in all), later steps persisted again",
             f"- failures the master charged to a node: {len(blamed)} ({blamed.count('hang')} after a hang, "

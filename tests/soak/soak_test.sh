@@ -18,7 +18,7 @@
 # Usage: soak_test.sh CAIRN
 #   CAIRN_SOAK_SEED=N    replays the schedule printed as "seed N"
 #   CAIRN_SOAK_FAULTS=N  faults over both runs (default 110: 6/11 in run 1, the rest in run 2)
-#   CAIRN_SOAK_STEPS=N   steps of each run (default 2400; the data is cut to one epoch of them)
+#   CAIRN_SOAK_STEPS=N   about the steps of each run (default 1000: the data is one epoch of them)
 #   KEEP=1               keep the work directory
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -72,7 +72,7 @@ export CAIRN_JOB_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 seed=${CAIRN_SOAK_SEED:-$RANDOM}
 nfaults=${CAIRN_SOAK_FAULTS:-110}
-steps=${CAIRN_SOAK_STEPS:-2400}
+steps=${CAIRN_SOAK_STEPS:-1000}
 n1=$((nfaults * 6 / 11)); n2=$((nfaults - n1))
 echo "seed $seed (CAIRN_SOAK_SEED=$seed replays this schedule); $nfaults faults: $n1 in run 1, $n2 in run 2"
 echo "work directory $work"
@@ -230,7 +230,7 @@ run_job() {
 
 RANDOM=$seed  # the schedule is drawn from the seed alone
 { make_schedule det "$n1" 30 $((steps - 60)); make_schedule dyn "$n2" 30 $((steps - 60)); } > "$work/schedule.tsv"
-echo "   schedule: $(cut -f3 "$work/schedule.tsv" | sort | uniq -c | awk '{ printf "%s%s %d", NR > 1 ? ", " : "", $2, $1 }')"
+echo "   schedule: $(cut -f3 "$work/schedule.tsv" | sort | uniq -c | awk '{ printf "%s%s %d", (NR > 1 ? ", " : ""), $2, $1 }')"
 
 echo "-- reference: $steps steps uninterrupted (2 nodes, deterministic sharding)"
 run_job ref 0
