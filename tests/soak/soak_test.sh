@@ -99,7 +99,7 @@ tls=(--tls-ca "$work/tls/ca.pem" --tls-cert "$work/tls/node.pem" --tls-key "$wor
 
 # One epoch of the data is about CAIRN_SOAK_STEPS steps of 8 samples of 32 tokens; the runs
 # train exactly one epoch (what dynamic sharding hands out once).
-prepare_kjv $((steps * 8 * 32 * 46 / 10)) || fail "preparing the KJV data failed"
+prepare_kjv $((steps * 8 * 32 * 4)) || fail "preparing the KJV data failed"
 tokens=$(/usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['train']['tokens'])" "$work/data/meta.json")
 samples=$(( (tokens - 1) / 32 ))
 steps=$((samples / 8))
@@ -131,13 +131,14 @@ wait_log() {  # wait_log SECONDS FILE PATTERN
   for _ in $(seq 1 $(($1 * 10))); do grep -q "$3" "$2" 2>/dev/null && return 0; sleep 0.1; done
   evidence; fail "no '$3' in $2 within $1 s"
 }
-# newest STEP: the newest step row of the job (rank 0 appends them to its node's run
-# directory, and rank 0 may be either node), as "STEP TIME"; "0 0" before the first.
+# newest: the newest step row of the job (rank 0 appends them to its node's run directory, and
+# rank 0 may be either node), as "STEP TIME"; "0 0" before the first. A line being appended
+# (no closing brace yet) is not read.
 newest() {
   local f best_t=0 best_s=0 line s t
   for f in "$dir"/a/metrics.jsonl "$dir"/b/metrics.jsonl; do
     [ -s "$f" ] || continue
-    line=$(tail -n 1 "$f")
+    line=$(tail -n 2 "$f" | grep '}$' | tail -n 1)
     s=$(echo "$line" | sed -n 's/.*"step":\([0-9]*\).*/\1/p')
     t=$(echo "$line" | sed -n 's/.*"time":\([0-9.]*\).*/\1/p')
     [ -n "$s" ] && [ -n "$t" ] || continue

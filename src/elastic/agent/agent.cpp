@@ -225,12 +225,22 @@ std::vector<int> Agent::detect_hangs(WorkerGroup& group, const World& world, dou
                                      std::vector<int>* waiting) {
   std::vector<int> hung;
   const double now = core::unix_time();
+  // When one local worker is over the timeout, a stopped local worker is taken with it even if
+  // its own silence is a little shorter: it is the cause, the others wait for it.
+  bool any_over = false;
+  for (int local = 0; local < world.nproc_per_node; ++local) {
+    auto p = read_progress(o_.run_dir, world.global_rank(local));
+    if (p && group.pid(local) != 0 && p->unix_time >= round_start &&
+        now - p->unix_time > o_.hang_timeout_s)
+      any_over = true;
+  }
+  if (!any_over) return hung;
   for (int local = 0; local < world.nproc_per_node; ++local) {
     const int rank = world.global_rank(local);
     auto p = read_progress(o_.run_dir, rank);
     const pid_t pid = group.pid(local);
-    if (!p || pid == 0 || p->unix_time < round_start || now - p->unix_time <= o_.hang_timeout_s)
-      continue;
+    if (!p || pid == 0 || p->unix_time < round_start) continue;
+    if (now - p->unix_time <= o_.hang_timeout_s && !core::process_stopped(pid)) continue;
     spdlog::error(
         "rank {} (pid {}) made no progress for {:.0f} s after step {}: dumping its "
         "stacks, then restarting",
