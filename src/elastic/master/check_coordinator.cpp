@@ -78,7 +78,7 @@ void CheckCoordinator::start(RdzvState& state, double now) {
   // Nodes that come meanwhile wait for the check to end instead of ending the round under it.
   state.hold_growth(true, now);
   const std::string id = std::to_string(round.number) + "." + std::to_string(++check_serial_) +
-                         "." + std::to_string(uint32_t(core::unix_time() * 1000));
+                         "." + std::to_string(uint32_t(uint64_t(core::unix_time() * 1000)));
   check_.emplace(std::move(members), id, params_, now);
   spdlog::info("master: node check {} of round {} begins ({} nodes)", id, round.number,
                round.members.size());
