@@ -18,7 +18,8 @@
 # Usage: soak_test.sh CAIRN
 #   CAIRN_SOAK_SEED=N    replays the schedule printed as "seed N"
 #   CAIRN_SOAK_FAULTS=N  faults over both runs (default 110: 6/11 in run 1, the rest in run 2)
-#   CAIRN_SOAK_STEPS=N   about the steps of each run (default 1000: the data is one epoch of them)
+#   CAIRN_SOAK_STEPS=N   about the steps of each run (default 22 per fault of run 1 + 100;
+#                        the data is one epoch of them)
 #   KEEP=1               keep the work directory
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -72,8 +73,10 @@ export CAIRN_JOB_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
 seed=${CAIRN_SOAK_SEED:-$RANDOM}
 nfaults=${CAIRN_SOAK_FAULTS:-110}
-steps=${CAIRN_SOAK_STEPS:-1000}
 n1=$((nfaults * 6 / 11)); n2=$((nfaults - n1))
+# About 22 steps per fault of run 1: a fault lets the job go on ~15 steps (while storage is
+# read-only, a partition is short, /dev/shm is freed), plus the way to its planned step.
+steps=${CAIRN_SOAK_STEPS:-$((n1 * 22 + 100))}
 echo "seed $seed (CAIRN_SOAK_SEED=$seed replays this schedule); $nfaults faults: $n1 in run 1, $n2 in run 2"
 echo "work directory $work"
 
