@@ -380,10 +380,24 @@ Agent::RoundEnd Agent::supervise(WorkerGroup& group, const World& world, int res
   // A worker the hang detector killed is a failure even when the round ends meanwhile (a
   // peer's agent may end it first): the loop goes on until its exit is collected, so that the
   // hang is recorded and handed to the rendezvous.
-  while (end.failures.empty() && group.num_running() > 0 && !interrupt_signal() &&
-         (end.round_over.empty() || !end.hung.empty())) {
-    if (o_.hang_timeout_s > 0 && end.hung.empty())
+  // Every rank the hang detector killed is collected before the round ends: its exit carries
+  // the diagnosis, and a peer it held up (killed first, while the hung rank's stacks were
+  // dumped) must not be the only failure on record. SIGKILL ends them; the bound is for safety.
+  double hung_at = 0;
+  auto hung_uncollected = [&] {
+    if (end.hung.empty() || core::unix_time() - hung_at > 10.0) return false;
+    for (int rank : end.hung)
+      if (std::none_of(end.failures.begin(), end.failures.end(),
+                       [&](const WorkerExit& e) { return e.rank == rank; }))
+        return true;
+    return false;
+  };
+  while ((end.failures.empty() || hung_uncollected()) && group.num_running() > 0 &&
+         !interrupt_signal() && (end.round_over.empty() || !end.hung.empty())) {
+    if (o_.hang_timeout_s > 0 && end.hung.empty()) {
       end.hung = detect_hangs(group, world, round_start, &end.hung_waiting);
+      if (!end.hung.empty()) hung_at = core::unix_time();
+    }
     // Standbys start once every local worker has stepped, so their start does not compete
     // with the round's own (on a small node, that would slow the recovery they are for).
     if (!standbys_filled && all_stepped(world, round_start)) {

@@ -5,6 +5,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -278,6 +279,44 @@ TEST(Agent, AHangIsAFailureEvenWhenTheRoundEndsAtOnce) {
       EXPECT_EQ(e["signal"], "SIGKILL");
     }
   EXPECT_EQ(count_events(events, "worker_failed"), 1);
+}
+
+// Rank 1 stops itself (SIGSTOP) after its step, rank 0 only sleeps: both are over the hang
+// timeout, both killed, and each exit is collected with its diagnosis before the round ends
+// (rank 0's exit alone, collected while rank 1's stacks were dumped, once hid the stopped one).
+TEST(Agent, EveryRankTheHangDetectorKillsIsRecorded) {
+  Deadline d(120);
+  AgentFixture f;
+  FakeRendezvous rdzv(2);
+  AgentOptions o = f.options(
+      "if [ $TORCHELASTIC_RESTART_COUNT = 0 ]; then echo ready; sleep 0.5; "
+      "if [ $RANK = 1 ]; then kill -STOP $$; fi; exec sleep 60; fi; exit 0");
+  o.hang_timeout_s = 1;
+  o.max_restarts = 1;
+  std::thread reporter([&] {
+    for (int i = 0; i < 400 && lines_of(slurp(f.dir / "echo.txt")).size() < 2; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    for (int rank = 0; rank < 2; ++rank) {
+      auto p = ProgressWriter::Open(f.dir.path(), rank);
+      if (p.ok()) (*p)->report(1);
+    }
+  });
+  auto r = run_agent(rdzv, o);
+  reporter.join();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->exit_code, 0);
+  EXPECT_EQ(r->restarts, 1);
+  auto events = events_of(f.dir.path());
+  EXPECT_EQ(count_events(events, "hang"), 2);
+  std::set<int> failed;
+  for (const auto& e : events)
+    if (e["event"] == "worker_failed") {
+      EXPECT_EQ(e["diagnosis"], "hang") << e.dump();
+      failed.insert(e["rank"].get<int>());
+    }
+  EXPECT_EQ(failed, (std::set<int>{0, 1}));
+  for (const auto& e : events)
+    if (e["event"] == "hang" && e["rank"] == 1) EXPECT_TRUE(e["stopped"].get<bool>());
 }
 
 TEST(Agent, RendezvousFailureIsAnError) {
