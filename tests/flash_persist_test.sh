@@ -14,7 +14,8 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 require unshare mount
 
 prepare_kjv 200000
-flash_config 20 '{persist_interval: 4, memory_interval: 1, keep_last: 2, keep_every: 8}'
+# persist_duty 1: every interval persisted (storage's pace is the trainer unit test's)
+flash_config 20 '{persist_interval: 4, memory_interval: 1, keep_last: 2, keep_every: 8, persist_duty: 1}'
 count() { grep -c "$1" "$2" || true; }
 
 echo "-- world 2: the agent persists both ranks' parts in the background, one commit per step"

@@ -13,7 +13,7 @@ cat > "$work/tiny.yaml" <<YAML
 model: {arch: gpt2, n_layer: 2, n_head: 2, n_embd: 32, vocab_size: 50304, block_size: 32}
 train: {micro_batch_size: 4, global_batch_size: 8, seq_len: 32, max_steps: 30, lr: 3.0e-3,
         warmup_steps: 5, eval_interval: 10, eval_batches: 2}
-ckpt: {persist_interval: 10}
+ckpt: {persist_interval: 10, persist_duty: 1}  # every interval on storage (the fallback below needs 20)
 data: {path: $work/data}
 YAML
 

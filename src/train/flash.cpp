@@ -16,6 +16,9 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+// A quarter of headroom so that small growth of the state (e.g. metadata) still fits.
+int64_t headroom(int64_t bytes_needed) { return bytes_needed + bytes_needed / 4 + (1 << 20); }
+
 }  // namespace
 
 std::vector<std::string> FlashSlots::names() const {
@@ -38,9 +41,7 @@ Result<ckpt::ShmSlot*> FlashSlots::slot(int index, int64_t bytes_needed) {
     }
   }
   s.reset();
-  // A quarter of headroom so that small growth of the state (e.g. metadata) still fits.
-  auto created = ckpt::ShmSlot::Create(name, bytes_needed + bytes_needed / 4 + (1 << 20),
-                                       /*unlink_on_close=*/false);
+  auto created = ckpt::ShmSlot::Create(name, headroom(bytes_needed), /*unlink_on_close=*/false);
   if (!created.ok()) return created.status();
   s = std::move(created).value();
   if (owner_pid_ > 0) s->set_owner(owner_pid_);
@@ -50,12 +51,63 @@ Result<ckpt::ShmSlot*> FlashSlots::slot(int index, int64_t bytes_needed) {
 
 FlashSlots::~FlashSlots() {
   if (copier_.joinable()) copier_.join();
+  if (preparer_.joinable()) preparer_.join();
+}
+
+void FlashSlots::prepare(int64_t bytes_needed) {
+  if (preparer_.joinable()) return;
+  ready_steps();  // slots an earlier process of this rank left are kept (they may be restored)
+  std::vector<std::pair<int, std::string>> todo;
+  for (int i = 0; i < elastic::kFlashSlotsPerRank; ++i)
+    if (!slots_[size_t(i)]) {
+      in_preparation_[size_t(i)] = true;
+      todo.emplace_back(i, elastic::flash_slot_name(run_dir_, rank_, i));
+    }
+  if (todo.empty()) return;
+  prepared_.store(false);
+  preparer_ = std::thread([this, todo, bytes_needed] {
+    // At training's priority: a nice thread got so little of the cores that saves were
+    // skipped for 12 steps instead of 3.
+    for (const auto& [index, name] : todo) {
+      auto created = ckpt::ShmSlot::Create(name, headroom(bytes_needed), /*unlink_on_close=*/false);
+      if (!created.ok()) break;  // a save meets the same error, with its context, and says it
+      if (owner_pid_ > 0) (*created)->set_owner(owner_pid_);
+      (*created)->touch_pages();
+      made_[size_t(index)] = std::move(created).value();
+    }
+    prepared_.store(true, std::memory_order_release);
+  });
+}
+
+void FlashSlots::adopt_prepared(bool wait) {
+  if (!preparer_.joinable() || (!wait && !prepared_.load(std::memory_order_acquire))) return;
+  preparer_.join();
+  for (int i = 0; i < elastic::kFlashSlotsPerRank; ++i) {
+    in_preparation_[size_t(i)] = false;
+    if (!made_[size_t(i)]) continue;
+    spdlog::info("in-memory checkpoint slot /dev/shm{} ({} MB)", made_[size_t(i)]->name(),
+                 made_[size_t(i)]->capacity() >> 20);
+    slots_[size_t(i)] = std::move(made_[size_t(i)]);
+  }
+}
+
+bool FlashSlots::preparing() {
+  adopt_prepared(/*wait=*/false);
+  return preparer_.joinable();
+}
+
+bool FlashSlots::persist_in_flight() {
+  ready_steps();
+  for (auto& s : slots_)
+    if (s && s->persist_pending()) return true;
+  return false;
 }
 
 Result<ckpt::ShmSlot*> FlashSlots::free_slot(int64_t bytes_needed, double timeout_s,
                                              double* waited_s) {
-  ready_steps();  // opens slots left by an earlier process of this rank
   auto t0 = Clock::now();
+  adopt_prepared(/*wait=*/true);
+  ready_steps();  // opens slots left by an earlier process of this rank
   int index = -1;
   for (int64_t polls = 0;; ++polls) {
     // The older of the slots that are free (empty counts as oldest).
@@ -115,6 +167,7 @@ Result<ckpt::ShmWriteInfo> FlashSlots::finish() {
 }
 
 bool FlashSlots::has_free_slot() {
+  if (preparing()) return false;
   ready_steps();
   for (auto& s : slots_)
     if (!s || !s->persist_pending()) return true;
@@ -156,16 +209,17 @@ Status FlashSlots::wait_persisted(int64_t step, double timeout_s) {
 
 std::array<int64_t, 2> FlashSlots::ready_steps() {
   std::array<int64_t, 2> steps{-1, -1};
+  adopt_prepared(/*wait=*/false);
   for (int i = 0; i < elastic::kFlashSlotsPerRank; ++i) {
     auto& slot = slots_[size_t(i)];
-    if (!slot) {
+    if (!slot && !in_preparation_[size_t(i)]) {
       auto opened =
           ckpt::ShmSlot::Open(elastic::flash_slot_name(run_dir_, rank_, i), /*populate=*/true);
       if (!opened.ok()) continue;
       slot = std::move(opened).value();
       if (owner_pid_ > 0) slot->set_owner(owner_pid_);
     }
-    steps[size_t(i)] = slot->ready_step();
+    if (slot) steps[size_t(i)] = slot->ready_step();
   }
   return steps;
 }

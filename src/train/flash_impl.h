@@ -6,6 +6,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -62,8 +63,19 @@ class FlashSlots {
   // until the next save or the destruction of this object.
   Result<ckpt::ShmSnapshot> view(int64_t step);
   std::vector<std::string> names() const;
+  // Creates in the background the slots this rank has not got yet, sized for `bytes_needed`,
+  // and writes their pages once (ckpt::ShmSlot::touch_pages): the first saves then neither
+  // create a slot nor pay for fresh memory while training waits for their copy. Saves adopt
+  // the slots when ready (a save that needs one before waits for it). Once, after a restore.
+  void prepare(int64_t bytes_needed);
+  // True while prepare()'s slots are not ready yet.
+  bool preparing();
+  // True when one of this rank's slots is asked to be, or is being, persisted.
+  bool persist_in_flight();
 
  private:
+  // Takes the prepared slots when the preparer is done (or, with `wait`, once it is).
+  void adopt_prepared(bool wait);
   Result<ckpt::ShmSlot*> slot(int index, int64_t bytes_needed);
   // Chooses (waiting while both are being persisted) and sizes the slot for the next save.
   Result<ckpt::ShmSlot*> free_slot(int64_t bytes_needed, double timeout_s, double* waited_s);
@@ -71,6 +83,10 @@ class FlashSlots {
   int rank_;
   int owner_pid_;
   std::array<std::unique_ptr<ckpt::ShmSlot>, 2> slots_;
+  std::thread preparer_;
+  std::atomic<bool> prepared_{false};                   // the preparer is done
+  std::array<std::unique_ptr<ckpt::ShmSlot>, 2> made_;  // its slots, until adopted
+  std::array<bool, 2> in_preparation_{};                // indices it creates
   std::thread copier_;
   Result<ckpt::ShmWriteInfo> copied_ = Status::Internal("no copy");
   std::vector<ckpt::NamedTensor> copying_;  // kept alive for the copier

@@ -72,6 +72,12 @@ core::ConfigSpec train_spec() {
       .add_int("ckpt.keep_last", 3, 0, 1 << 20, "checkpoints kept on storage; 0 = all")
       .add_int("ckpt.keep_every", 0, 0, kBig,
                "also keep every checkpoint whose step is a multiple of this; 0 = none")
+      .add_float("ckpt.persist_duty", 0.2, 0.001, 1,
+                 "the largest share of the time storage writes may take while training: an "
+                 "interval persist due sooner after the last one (or while it is still being "
+                 "written) is deferred to the first save after that, its state kept in memory; "
+                 "steps ckpt.keep_every keeps are never deferred; 1 = every interval is "
+                 "persisted, training waits when storage is slower")
       .add_float("ckpt.persist_timeout", 600, 0.1, 1e7,
                  "seconds a save may wait for both slots' persists to finish before failing")
       .add_int("parallel.zero_stage", 0, 0, 3,
@@ -167,6 +173,7 @@ Result<TrainOptions> train_options_from(const core::Config& c) {
   o.keep_last = c.get_int("ckpt.keep_last");
   o.keep_every = c.get_int("ckpt.keep_every");
   o.persist_timeout_s = c.get_float("ckpt.persist_timeout");
+  o.persist_duty = c.get_float("ckpt.persist_duty");
   o.activation_checkpointing = c.get_bool("train.activation_checkpointing");
   o.zero_stage = c.get_int("parallel.zero_stage");
   o.bucket_mb = c.get_int("parallel.bucket_mb");

@@ -134,6 +134,15 @@ double Trainer::Impl::sum_over_ranks(double v) {
   return t.item<double>();
 }
 
+std::vector<double> Trainer::Impl::sum_over_ranks(std::vector<double> v) {
+  if (!group) return v;
+  auto t = torch::tensor(v, torch::kDouble);
+  group->allreduce(t);
+  auto a = t.accessor<double, 1>();
+  for (size_t i = 0; i < v.size(); ++i) v[i] = a[int64_t(i)];
+  return v;
+}
+
 std::pair<torch::Tensor, torch::Tensor> Trainer::Impl::shard_batch(const elastic::Shard& shard) {
   const int64_t B = shard.size(), T = opt.seq_len;
   auto x = torch::empty({B, T}, torch::kLong);
@@ -517,6 +526,7 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
   CAIRN_RETURN_IF_ERROR(impl->open_run_files());
   if (impl->auto_plan) impl->record_auto_plan();
   CAIRN_RETURN_IF_ERROR(impl->resume_or_init());
+  impl->prepare_slots();
   if (run.testing.measure_peak) impl->measure_peak();
   return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
 }

@@ -124,6 +124,15 @@ std::pair<std::vector<ckpt::NamedTensor>, nlohmann::json> Trainer::Impl::partiti
   return {std::move(mine), std::move(table)};
 }
 
+void Trainer::Impl::prepare_slots() {
+  if (opt.memory_interval <= 0 && opt.persist_interval <= 0) return;
+  auto [mine, table] = partition(state_share());
+  nlohmann::json state = state_json("memory");
+  state["partition"] = table;
+  state["persist"] = ckpt::to_json(persist_target());
+  flash->prepare(ckpt::ShmSlot::bytes_needed(mine, state));
+}
+
 Status Trainer::Impl::checkpoint(bool persist, const char* reason, bool overlap) {
   const bool again = pending_save && pending_save->step == step;
   CAIRN_RETURN_IF_ERROR(finish_checkpoint());
@@ -138,20 +147,52 @@ Status Trainer::Impl::checkpoint(bool persist, const char* reason, bool overlap)
                                     {"reason", reason}});
     return Status::Ok();
   }
-  // A memory-only save when both slots are still being persisted would stall training until
-  // storage catches up: skip it instead, on every rank alike (agreed by one all-reduce).
-  if (!persist && !direct_persist) {
-    const double free = sum_over_ranks(flash->has_free_slot() ? 1.0 : 0.0);
-    if (free < double(world)) {
+  // Storage sets the pace of interval persists: one that comes while the previous persist is
+  // still being written (or the slots are still being prepared) would stall training until it
+  // is done, so it is deferred to the first save after that. A memory-only save when no slot is
+  // free is skipped. Decided on every rank alike, by one all-reduce.
+  // Never deferred: the steps ckpt.keep_every keeps, and every one with ckpt.persist_duty=1.
+  const bool interval_persist = persist && std::strcmp(reason, "interval") == 0 &&
+                                opt.persist_duty < 1 &&
+                                !(opt.keep_every > 0 && step % opt.keep_every == 0);
+  const double now = std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+  if (!pacer) pacer.emplace(opt.persist_duty);
+  if (!direct_persist) pacer->observe(flash->persist_in_flight(), now);
+  if ((interval_persist || !persist) && !direct_persist) {
+    const bool preparing = flash->preparing();
+    const std::vector<double> sums =
+        sum_over_ranks({flash->has_free_slot() ? 1.0 : 0.0,
+                        preparing || !pacer->may_start(now) ? 1.0 : 0.0, preparing ? 1.0 : 0.0});
+    const bool all_free = sums[0] == double(world), storage_busy = sums[1] > 0;
+    if (interval_persist && storage_busy) {
+      persist = false;
+      persist_owed = true;
+      ++deferred_persists;
+      reason = "memory";
+      const char* why = sums[2] > 0 ? "the in-memory slots are still being prepared"
+                        : flash->persist_in_flight() ? "the previous persist is still being written"
+                                                     : "ckpt.persist_duty";
+      if (sums[2] == 0 && (deferred_persists == 1 || deferred_persists % 100 == 0))
+        spdlog::info(
+            "the persist of step {} is deferred ({}; the last took {:.1f} s, {} deferred so "
+            "far): the first save after it may start is persisted",
+            step, why, pacer->last_busy_s(), deferred_persists);
+      log->event("checkpoint_persist_deferred", {{"step", step}, {"reason", why}});
+    } else if (!persist && persist_owed && !storage_busy) {
+      persist = true;  // the deferred persist
+      persist_owed = false;
+      reason = "interval";
+    }
+    if (!persist && !all_free) {
       ++skipped_saves;
-      if (skipped_saves == 1 || skipped_saves % 100 == 0)
+      const char* why = sums[2] > 0 ? "the in-memory slots are still being prepared"
+                                    : "both slots are still being persisted";
+      if (sums[2] == 0 && (skipped_saves == 1 || skipped_saves % 100 == 0))
         spdlog::warn(
-            "in-memory checkpoint of step {} skipped: both slots are still being "
-            "persisted (storage is slower than ckpt.persist_interval; {} skipped so far)",
-            step, skipped_saves);
-      log->event("checkpoint_skipped", {{"step", step},
-                                        {"storage", "memory"},
-                                        {"reason", "both slots are still being persisted"}});
+            "in-memory checkpoint of step {} skipped: {} (storage is slower than "
+            "ckpt.persist_interval; {} skipped so far)",
+            step, why, skipped_saves);
+      log->event("checkpoint_skipped", {{"step", step}, {"storage", "memory"}, {"reason", why}});
       return Status::Ok();
     }
   }
@@ -172,6 +213,7 @@ Status Trainer::Impl::checkpoint(bool persist, const char* reason, bool overlap)
             "({} so far); raise it or use faster storage",
             step, started->waited_s, slow_storage_waits);
       pending_save = PendingSave{step, seconds_since(t0), started->waited_s, persist, reason};
+      if (persist) pacer->requested(now);
       return overlap ? Status::Ok() : finish_checkpoint();
     }
     // /dev/shm too small: storage checkpoints are still possible, written directly.

@@ -30,6 +30,7 @@
 #include "cairn/train/trainer.h"
 #include "train/dynamic_data_impl.h"
 #include "train/flash_impl.h"
+#include "train/persist_pacer_impl.h"
 
 namespace cairn::train {
 
@@ -70,7 +71,12 @@ struct Trainer::Impl {
   std::unique_ptr<ckpt::SlotPersister> persister;
   int64_t skipped_saves = 0;       // memory saves skipped because no slot was free
   int64_t slow_storage_waits = 0;  // persisted saves that waited for a slot
-  bool direct_persist = false;     // /dev/shm too small: storage checkpoints written directly
+  // An interval persist came while the previous one was still being written: the next save
+  // after it is done is persisted instead (storage sets the pace, training does not wait).
+  bool persist_owed = false;
+  int64_t deferred_persists = 0;
+  std::optional<PersistPacer> pacer;  // ckpt.persist_duty
+  bool direct_persist = false;        // /dev/shm too small: storage checkpoints written directly
   int64_t num_params = 0;
   comm::Group* group = nullptr;  // every rank of the job; null in one process
   int world = 1, rank = 0;
@@ -123,6 +129,10 @@ struct Trainer::Impl {
   std::vector<int64_t> gather_consumed();
   // Sum of `v` over ranks (v itself in one process).
   double sum_over_ranks(double v);
+  // Element-wise sums over every rank, in one all-reduce.
+  std::vector<double> sum_over_ranks(std::vector<double> v);
+  // Starts preparing this rank's in-memory slots for the state's size (FlashSlots::prepare).
+  void prepare_slots();
   // Sum of `v` over the data-parallel ranks of this rank's coordinates along the other axes
   // (their ranks hold the same value). REQUIRES: build_engine() made the groups.
   double sum_over_data(double v);

@@ -585,7 +585,8 @@ TEST_F(TrainerTest, ResumesFromSharedMemory) {
 // persister thread; retention keeps the newest keep_last plus every keep_every-th step; each
 // save and persist is an event with its bytes and milliseconds.
 TEST_F(TrainerTest, PersistsInTheBackgroundWithRetention) {
-  auto cfg = Config("gpt2", {"ckpt.persist_interval=3", "ckpt.keep_last=2", "ckpt.keep_every=6"});
+  auto cfg = Config("gpt2", {"ckpt.persist_interval=3", "ckpt.keep_last=2", "ckpt.keep_every=6",
+                             "ckpt.persist_duty=1"});
   auto t = Trainer::Create(cfg, Run("persist"));
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   ASSERT_TRUE((*t)->run().ok());
@@ -612,6 +613,44 @@ TEST_F(TrainerTest, PersistsInTheBackgroundWithRetention) {
   auto resumed = Trainer::Create(cfg, Run("persist", true));
   ASSERT_TRUE(resumed.ok());
   EXPECT_EQ((*resumed)->step(), 20);
+}
+
+// Storage sets the pace: with a persist asked for every step but at most a fifth of the time
+// for storage writes, persists are deferred (at least four steps pass after one is seen done,
+// since its busy time counts up to that step), training never waits for a slot, the steps
+// ckpt.keep_every keeps are persisted all the same, and the end is persisted.
+TEST_F(TrainerTest, PersistsArePacedByStorage) {
+  auto cfg = Config("gpt2", {"ckpt.persist_interval=1", "ckpt.memory_interval=1",
+                             "ckpt.keep_last=1", "ckpt.keep_every=5", "ckpt.persist_duty=0.2"});
+  RunOptions run = Run("paced");
+  run.testing.debug_slowdown_rank = 0;  // steps of some milliseconds: a persist spans one
+  run.testing.debug_slowdown = 20;
+  auto t = Trainer::Create(cfg, run);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  ASSERT_TRUE((*t)->run().ok());
+  EXPECT_EQ(ckpt::list_steps(dir_ + "/paced/ckpt"), (std::vector<int64_t>{5, 10, 15, 20}));
+  std::ifstream events(dir_ + "/paced/events.jsonl");
+  int deferred = 0;
+  std::vector<int64_t> persisted;
+  for (std::string line; std::getline(events, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j["event"] == "checkpoint_persist_deferred") {
+      ++deferred;
+      EXPECT_TRUE(j["reason"] == "ckpt.persist_duty" ||
+                  j["reason"] == "the previous persist is still being written" ||
+                  j["reason"] == "the in-memory slots are still being prepared")
+          << j.dump();
+    }
+    if (j["event"] == "checkpoint_saved") {
+      // Only the steps ckpt.keep_every keeps may wait for a slot (and only on slow storage).
+      if (j["step"].get<int64_t>() % 5 != 0) EXPECT_LT(j.value("waited_ms", 0.0), 20.0) << j.dump();
+      if (j["persist"] == true) persisted.push_back(j["step"].get<int64_t>());
+    }
+  }
+  EXPECT_GE(deferred, 8) << "20 persists asked for, at most one in five steps' time may run";
+  EXPECT_LE(persisted.size(), 12u);
+  ASSERT_FALSE(persisted.empty());
+  EXPECT_EQ(persisted.back(), 20);
 }
 
 // In-memory checkpoints at world 2 hold half of the state each; restoring puts it back

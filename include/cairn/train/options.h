@@ -34,6 +34,7 @@ struct TrainOptions {
   int64_t keep_last = 3;           // checkpoints kept on storage; 0 = all
   int64_t keep_every = 0;          // also keep steps divisible by this; 0 = none
   double persist_timeout_s = 600;  // longest wait for a free slot or a final persist
+  double persist_duty = 0.2;       // largest share of time storage writes may take
   bool activation_checkpointing = false;
   int64_t zero_stage = 0;             // parallel.zero_stage
   int64_t bucket_mb = 8;              // parallel.bucket_mb
