@@ -17,6 +17,10 @@ shares the cores with forward and backward. So the same training runs --rounds t
 checkpoints and with a memory save every step, alternately, and the added step time per save
 (mean step time with saves minus without) is printed next to one single-threaded memcpy of the
 same bytes (ckpt_bench), with their ratio; the worst pause is printed as well as the median.
+A run of --persist-steps under `cairn run` with a persist asked for every 3 steps shows what
+persisting costs: storage sets the pace (ckpt.persist_duty), so the bench prints how many were
+done and deferred beside the mean step time. Restoring from memory is compared with one memcpy
+plus building the model (build_ms of a fresh run's start event).
 
 Settings: cairn's worker gets OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = --threads (default: every
 core) and train.threads; the peer (this process: torch.save / torch.load) the same torch and
@@ -110,12 +114,30 @@ def step_times(run, first, last):
 def plain_run(a, tmp, memory, round_):
     """The same training without persists: step times with a memory save every `memory` steps
     (0: no checkpoints at all), and its memory saves."""
-    cfg = write_config(a, tmp, a.timed_steps + 2, memory=memory, persist=0)
+    cfg = write_config(a, tmp, a.timed_steps + 4, memory=memory, persist=0)
     run = os.path.join(tmp, f"plain{memory}-{round_}")
     subprocess.run([a.cairn, "--log-level", "warn", "train", cfg, "--no-progress", "--run-dir", run],
                    env=benchlib.side_env(a.threads), check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return step_times(run, 3, a.timed_steps + 2), events(run, "checkpoint_saved")
+    return step_times(run, 5, a.timed_steps + 4), events(run, "checkpoint_saved")
+
+
+def persist_run(a, tmp):
+    """Under `cairn run` (its agent persists): a memory save every step and a persist asked for
+    every 3 steps, paced by storage (ckpt.persist_duty, default). Step times, the saves, and the
+    persists done and deferred."""
+    cfg = write_config(a, tmp, a.persist_steps + 2, memory=1, persist=3)
+    run = os.path.join(tmp, "paced")
+    subprocess.run([a.cairn, "run", "--nproc-per-node", "1", "--run-dir", run, "--",
+                    a.cairn, "--log-level", "warn", "train", cfg, "--no-progress"],
+                   env=benchlib.side_env(a.threads), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = a.persist_steps + 2
+    persisted = [e for e in events(run, "checkpoint_persisted")
+                 if e.get("committed") and e["step"] < last]
+    deferred = [e for e in events(run, "checkpoint_persist_deferred") if e["step"] < last]
+    saves = [e for e in events(run, "checkpoint_saved") if e["step"] < last]
+    return step_times(run, 5, last - 1), persisted, deferred, saves
 
 
 def peer_side(manifest, tmp, repeats):
@@ -149,8 +171,11 @@ def main():
     p.add_argument("--n-layer", type=int, default=8)
     p.add_argument("--n-embd", type=int, default=512)
     p.add_argument("--steps", type=int, default=8, help="memory saves timed before the kill")
-    p.add_argument("--timed-steps", type=int, default=20,
-                   help="steps whose times are compared with and without memory saves")
+    p.add_argument("--timed-steps", type=int, default=24,
+                   help="steps whose times are compared with and without memory saves (from step 5: "
+                        "the slots are prepared during the first steps, once)")
+    p.add_argument("--persist-steps", type=int, default=60,
+                   help="steps of the run with a persist asked for every 3 steps")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2,
                    help="runs without and with a memory save every step, alternately, each")
@@ -167,13 +192,16 @@ def main():
                                          "bench", "ckpt_bench")
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(a.data))) as tmp:
         saves, loaded, persisted, from_disk, run = cairn_side(a, tmp)
-        with_persists = step_times(run, 3, a.steps)
-        without, with_saves, plain_saves = [], [], []
+        with_persists, paced_persisted, paced_deferred, paced_saves = persist_run(a, tmp)
+        without, with_saves, plain_saves, build_ms = [], [], [], []
         for r in range(a.rounds):  # alternately, so that the machine's drift hits both alike
             for memory in ((0, 1) if r % 2 == 0 else (1, 0)):
                 times, saved = plain_run(a, tmp, memory, r)
                 (with_saves if memory else without).extend(times)
-                plain_saves += saved[1:]  # the first save creates the slot
+                plain_saves += saved
+                fresh = benchlib.start_event(os.path.join(tmp, f"plain{memory}-{r}"))
+                if "build_ms" in fresh:
+                    build_ms.append(fresh["build_ms"])
         start = benchlib.start_event(run)
         step_dir = os.path.join(run, "ckpt", open(os.path.join(run, "ckpt", "latest")).read().strip())
         floor = json.loads(subprocess.run([bench, step_dir, str(a.repeats)], check=True,
@@ -182,7 +210,7 @@ def main():
         peer_save, peer_load = peer_side(manifest, tmp, a.repeats)
 
     mb = floor["bytes"] / 1e6
-    steady_saves = saves[1:] + plain_saves  # every save but the ones that created a slot
+    steady_saves = saves + plain_saves + paced_saves  # slots are prepared before the first save
     steady = [s["duration_ms"] for s in steady_saves]
     copies = [s["copy_ms"] for s in steady_saves if "copy_ms" in s]
     pause = statistics.median(steady)
@@ -197,7 +225,7 @@ def main():
           f"+ AdamW moments + RNG)")
     print(f"  raw memcpy, one thread, same bytes : {memcpy_ms:8.1f} ms  ({mb / floor['memcpy_s'] / 1e3:.1f} GB/s)")
     print(f"  cairn memory save, training pause  : {pause:8.1f} ms  median of {len(steady)} "
-          f"(min {min(steady):.1f}; first save {saves[0]['duration_ms']:.0f} ms creates the slot)")
+          f"(min {min(steady):.1f}; every save of the runs below)")
     print(f"  ... worst pause                    : {max(steady):8.1f} ms")
     if copies:
         print(f"  cairn background copy (copy_ms)    : {statistics.median(copies):8.1f} ms  median of "
@@ -209,8 +237,13 @@ def main():
     print(f"  ... with a memory save every step  : {statistics.mean(with_saves) * 1e3:8.1f} ms  "
           f"(mean of {len(with_saves)}; median {statistics.median(with_saves) * 1e3:.1f})")
     print(f"  overhead: added step time per save : {added:8.1f} ms  ({added / base:+.1%} of a step)")
-    print(f"  ... and a persist every 3 steps    : {statistics.mean(with_persists) * 1e3:8.1f} ms  "
-          f"({statistics.mean(with_persists) * 1e3 / base - 1:+.0%}; the persister shares the cores)")
+    paced = statistics.mean(with_persists) * 1e3
+    print(f"  ... and a persist asked every 3    : {paced:8.1f} ms  (mean of {len(with_persists)}; "
+          f"{paced / base - 1:+.1%} vs no checkpoints, {paced / (base + added) - 1:+.1%} vs memory saves only; "
+          f"target +10%)")
+    print(f"      persists done / deferred       : {len(paced_persisted)} / {len(paced_deferred)} in "
+          f"{a.persist_steps} steps (ckpt.persist_duty 0.2: storage writes at most a fifth of the time; "
+          f"one every {a.persist_steps / max(1, len(paced_persisted)):.1f} steps)")
     print(f"  torch.save + fsync (python3-torch) : {peer_save * 1e3:8.1f} ms")
     if persisted:
         print(f"  cairn persist in the background    : {statistics.median(p['duration_ms'] for p in persisted):8.1f} ms"
@@ -221,6 +254,11 @@ def main():
     print(f"  ratio torch.save / pause           : {peer_save * 1e3 / pause:8.1f}x  (target >= 20)")
     if loaded:
         print(f"  cairn restore from shared memory   : {loaded[0]['duration_ms']:8.1f} ms  (restarted worker, into the model)")
+        if build_ms:
+            b = statistics.median(build_ms)
+            print(f"  ... building the model, fresh run  : {b:8.1f} ms  (median of {len(build_ms)}: engine and "
+                  f"initialization, build_ms of the start event)")
+            print(f"  ratio restore / (memcpy + build)   : {loaded[0]['duration_ms'] / (memcpy_ms + b):8.2f}x  (target <= 2)")
     print(f"  cairn restore from disk            : {from_disk[-1]['duration_ms']:8.1f} ms  (verified, xxh3 per shard)"
           if from_disk else "  cairn restore from disk: not observed")
     print(f"  torch.load (python3-torch)         : {peer_load * 1e3:8.1f} ms")

@@ -108,7 +108,7 @@ grep -q "resumed from .*step-0*$mem (step $mem)" "$work/k9c.err" || { cat "$work
 echo "-- slots of a killed run: cairn ckpt gc persists and removes them; so does the next cairn train"
 orphan_run() {  # orphan_run DIR: a run killed with -9 after 8 steps; prints its pid
   "$cairn" train "$work/tiny.yaml" --run-dir "$1" --no-progress --max-steps 100000 \
-    --set ckpt.memory_interval=1 > /dev/null 2>&1 &
+    --set ckpt.memory_interval=1 --set ckpt.persist_interval=0 > /dev/null 2>&1 &  # 2 slots
   local p=$!
   wait_rows "$1" 8
   kill -9 $p; wait $p 2>/dev/null || true

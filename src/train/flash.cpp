@@ -58,7 +58,7 @@ void FlashSlots::prepare(int64_t bytes_needed) {
   if (preparer_.joinable()) return;
   ready_steps();  // slots an earlier process of this rank left are kept (they may be restored)
   std::vector<std::pair<int, std::string>> todo;
-  for (int i = 0; i < elastic::kFlashSlotsPerRank; ++i)
+  for (int i = 0; i < in_use_; ++i)
     if (!slots_[size_t(i)]) {
       in_preparation_[size_t(i)] = true;
       todo.emplace_back(i, elastic::flash_slot_name(run_dir_, rank_, i));
@@ -69,6 +69,7 @@ void FlashSlots::prepare(int64_t bytes_needed) {
     // At training's priority: a nice thread got so little of the cores that saves were
     // skipped for 12 steps instead of 3.
     for (const auto& [index, name] : todo) {
+      if (stop_preparing_.load()) break;
       auto created = ckpt::ShmSlot::Create(name, headroom(bytes_needed), /*unlink_on_close=*/false);
       if (!created.ok()) break;  // a save meets the same error, with its context, and says it
       if (owner_pid_ > 0) (*created)->set_owner(owner_pid_);
@@ -91,6 +92,14 @@ void FlashSlots::adopt_prepared(bool wait) {
   }
 }
 
+void FlashSlots::stop_preparing() {
+  if (!preparer_.joinable()) return;
+  stop_preparing_.store(true);
+  preparer_.join();
+  for (auto& m : made_) m.reset();
+  in_preparation_.fill(false);
+}
+
 bool FlashSlots::preparing() {
   adopt_prepared(/*wait=*/false);
   return preparer_.joinable();
@@ -110,9 +119,9 @@ Result<ckpt::ShmSlot*> FlashSlots::free_slot(int64_t bytes_needed, double timeou
   ready_steps();  // opens slots left by an earlier process of this rank
   int index = -1;
   for (int64_t polls = 0;; ++polls) {
-    // The older of the slots that are free (empty counts as oldest).
+    // The oldest of the slots that are free (empty counts as oldest).
     int64_t best = INT64_MAX;
-    for (int i = 0; i < elastic::kFlashSlotsPerRank; ++i) {
+    for (int i = 0; i < in_use_; ++i) {
       auto& s = slots_[size_t(i)];
       if (s && s->persist_pending()) continue;
       int64_t st = s ? s->ready_step() : -1;
@@ -120,7 +129,7 @@ Result<ckpt::ShmSlot*> FlashSlots::free_slot(int64_t bytes_needed, double timeou
     }
     if (index >= 0) break;
     if (seconds_since(t0) > timeout_s)
-      return Status::Timeout("both in-memory checkpoint slots are still being persisted after " +
+      return Status::Timeout("every in-memory checkpoint slot is still being persisted after " +
                              std::to_string(int(timeout_s)) +
                              " s (ckpt.persist_timeout); is storage writable and the persister "
                              "(cairn run) alive?");
@@ -169,8 +178,8 @@ Result<ckpt::ShmWriteInfo> FlashSlots::finish() {
 bool FlashSlots::has_free_slot() {
   if (preparing()) return false;
   ready_steps();
-  for (auto& s : slots_)
-    if (!s || !s->persist_pending()) return true;
+  for (int i = 0; i < in_use_; ++i)
+    if (!slots_[size_t(i)] || !slots_[size_t(i)]->persist_pending()) return true;
   return false;
 }
 
@@ -207,8 +216,9 @@ Status FlashSlots::wait_persisted(int64_t step, double timeout_s) {
   }
 }
 
-std::array<int64_t, 2> FlashSlots::ready_steps() {
-  std::array<int64_t, 2> steps{-1, -1};
+std::array<int64_t, elastic::kFlashSlotsPerRank> FlashSlots::ready_steps() {
+  std::array<int64_t, elastic::kFlashSlotsPerRank> steps;
+  steps.fill(-1);
   adopt_prepared(/*wait=*/false);
   for (int i = 0; i < elastic::kFlashSlotsPerRank; ++i) {
     auto& slot = slots_[size_t(i)];

@@ -22,13 +22,18 @@ class PersistPacer {
   // What the slots say at `now`: whether a persist is still asked for or being written. The end
   // of one is seen at the first observation after it (a save boundary), so its busy time is
   // counted up to there.
+  // A persist this pacer did not ask for (left pending by an earlier process of the rank) counts
+  // from when it is first seen.
   void observe(bool in_flight, double now) {
+    if (!in_flight_ && in_flight) requested_at_ = now;
     if (in_flight_ && !in_flight) {
       busy_s_ = now - requested_at_;
       ended_at_ = now;
     }
     in_flight_ = in_flight;
   }
+  // How long the persist in flight has been (0 when none is).
+  double in_flight_for(double now) const { return in_flight_ ? now - requested_at_ : 0; }
   // Whether a persist may start at `now`.
   bool may_start(double now) const {
     if (in_flight_) return false;

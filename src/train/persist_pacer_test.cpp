@@ -61,5 +61,18 @@ TEST(PersistPacer, AnEndSeenOnlyLaterCountsUpToThere) {
   EXPECT_TRUE(p.may_start(6));
 }
 
+// A persist left pending by an earlier process (restarted from memory) is timed from when it
+// is first seen, not from the clock's origin: it does not hold the next one back for long.
+TEST(PersistPacer, APersistItDidNotAskForCountsFromWhenItIsSeen) {
+  PersistPacer p(0.5);
+  p.observe(true, 1000);
+  EXPECT_FALSE(p.may_start(1000.5));
+  EXPECT_DOUBLE_EQ(p.in_flight_for(1001), 1);
+  p.observe(false, 1002);
+  EXPECT_DOUBLE_EQ(p.last_busy_s(), 2);
+  EXPECT_TRUE(p.may_start(1004));
+  EXPECT_EQ(p.in_flight_for(1004), 0);
+}
+
 }  // namespace
 }  // namespace cairn::train

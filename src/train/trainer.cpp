@@ -385,7 +385,8 @@ Status Trainer::Impl::open_run_files() {
   }
   // The slots' owner removes them: the agent (our parent) when it persists for us, else we do.
   flash = std::make_unique<FlashSlots>(run.run_dir, rank,
-                                       run.agent_persists ? int(::getppid()) : int(::getpid()));
+                                       run.agent_persists ? int(::getppid()) : int(::getpid()),
+                                       /*in_use=*/o.persist_interval > 0 ? 3 : 2);
   if (run.report_progress) {
     auto p = elastic::ProgressWriter::Open(run.run_dir, rank);
     if (!p.ok()) return p.status().WithContext("progress report for the hang detector");
@@ -443,7 +444,11 @@ Status Trainer::Impl::resume_or_init() {
   }
   // Nothing restored: the same initialization build_model gives (parameters are views into
   // the engine's buckets, so this initializes them in place, identically on every rank).
-  if (defer_init && !restored) cairn::model::init_parameters(*model, mcfg, o.seed);
+  if (defer_init && !restored) {
+    const auto init_start = Clock::now();
+    cairn::model::init_parameters(*model, mcfg, o.seed);
+    build_s += seconds_since(init_start);
+  }
   // The shard service goes back to what the restored checkpoint saw (or to the start).
   if (dynamic) CAIRN_RETURN_IF_ERROR(dynamic->restore(restored_shards, group));
   return Status::Ok();
@@ -522,12 +527,14 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
         n, dw, per, per * dw - n, 100.0 * double(per * dw - n) / double(per * dw), n);
   }
   CAIRN_RETURN_IF_ERROR(impl->open_data());
+  const auto build_start = Clock::now();
   CAIRN_RETURN_IF_ERROR(impl->build_engine());
+  impl->build_s = seconds_since(build_start);
   CAIRN_RETURN_IF_ERROR(impl->open_run_files());
   if (impl->auto_plan) impl->record_auto_plan();
   CAIRN_RETURN_IF_ERROR(impl->resume_or_init());
-  impl->prepare_slots();
   if (run.testing.measure_peak) impl->measure_peak();
+  impl->prepare_slots();  // after the GEMM peak: its background work would halve it
   return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
 }
 
@@ -546,6 +553,7 @@ StepMetrics Trainer::Impl::log_start() {
                        {"omp_wait_policy", omp_wait_policy ? omp_wait_policy : "default"},
                        {"device", opt.device},
                        {"world_size", world},
+                       {"build_ms", build_s * 1e3},
                        {"zero_stage", plan.zero_stage},
                        {"plan", plan.to_json()},
                        {"bytes_per_param",

@@ -147,10 +147,13 @@ Status Trainer::Impl::checkpoint(bool persist, const char* reason, bool overlap)
                                     {"reason", reason}});
     return Status::Ok();
   }
-  // Storage sets the pace of interval persists: one that comes while the previous persist is
-  // still being written (or the slots are still being prepared) would stall training until it
-  // is done, so it is deferred to the first save after that. A memory-only save when no slot is
-  // free is skipped. Decided on every rank alike, by one all-reduce.
+  // Storage sets the pace of interval persists: one due while the previous persist is still
+  // being written, within ckpt.persist_duty of it, or while the slots are being prepared is
+  // deferred to the first save after that (writing storage slows training even from an idle
+  // thread; a persist still in flight after ckpt.persist_timeout is not waited around: the
+  // save then waits for a slot and fails at that timeout). A memory-only save when no slot is
+  // free is skipped. Decided on every rank alike, by one all-reduce (ranks that write storage
+  // directly take part with nothing in flight).
   // Never deferred: the steps ckpt.keep_every keeps, and every one with ckpt.persist_duty=1.
   const bool interval_persist = persist && std::strcmp(reason, "interval") == 0 &&
                                 opt.persist_duty < 1 &&
@@ -158,11 +161,13 @@ Status Trainer::Impl::checkpoint(bool persist, const char* reason, bool overlap)
   const double now = std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
   if (!pacer) pacer.emplace(opt.persist_duty);
   if (!direct_persist) pacer->observe(flash->persist_in_flight(), now);
-  if ((interval_persist || !persist) && !direct_persist) {
-    const bool preparing = flash->preparing();
+  if (interval_persist || !persist) {
+    const bool preparing = !direct_persist && flash->preparing();
+    const bool stuck = pacer->in_flight_for(now) > opt.persist_timeout_s;
+    const bool hold = !direct_persist && !stuck && (preparing || !pacer->may_start(now));
     const std::vector<double> sums =
-        sum_over_ranks({flash->has_free_slot() ? 1.0 : 0.0,
-                        preparing || !pacer->may_start(now) ? 1.0 : 0.0, preparing ? 1.0 : 0.0});
+        sum_over_ranks({direct_persist || flash->has_free_slot() ? 1.0 : 0.0, hold ? 1.0 : 0.0,
+                        preparing ? 1.0 : 0.0});
     const bool all_free = sums[0] == double(world), storage_busy = sums[1] > 0;
     if (interval_persist && storage_busy) {
       persist = false;
@@ -180,9 +185,9 @@ Status Trainer::Impl::checkpoint(bool persist, const char* reason, bool overlap)
       log->event("checkpoint_persist_deferred", {{"step", step}, {"reason", why}});
     } else if (!persist && persist_owed && !storage_busy) {
       persist = true;  // the deferred persist
-      persist_owed = false;
       reason = "interval";
     }
+    if (persist) persist_owed = false;
     if (!persist && !all_free) {
       ++skipped_saves;
       const char* why = sums[2] > 0 ? "the in-memory slots are still being prepared"
@@ -447,6 +452,7 @@ Status Trainer::Impl::restore(const ckpt::LoadedCheckpoint& c) {
 }
 
 void Trainer::Impl::release_slots(const char* reason) {
+  if (flash) flash->stop_preparing();  // nothing is created after the slots are removed
   if (persister && flash && !run.keep_slots) {
     auto saved = persister->persist_unsaved(reason);
     if (!saved.ok()) {
@@ -471,20 +477,22 @@ void Trainer::Impl::release_slots(const char* reason) {
 
 Result<bool> Trainer::Impl::restore_from_memory() {
   auto t0 = std::chrono::steady_clock::now();
-  auto mine = flash->ready_steps();
-  auto all = torch::tensor({double(mine[0]), double(mine[1])}, torch::kDouble);
+  constexpr int kSlots = elastic::kFlashSlotsPerRank;
+  const auto mine = flash->ready_steps();
+  auto all = torch::empty({kSlots}, torch::kDouble);
+  for (int i = 0; i < kSlots; ++i) all[i] = double(mine[size_t(i)]);
   if (group) {
-    auto gathered = torch::empty({2 * world}, torch::kDouble);
+    auto gathered = torch::empty({kSlots * world}, torch::kDouble);
     group->allgather(gathered, all);
     all = gathered;
   }
   const double* v = all.data_ptr<double>();
-  int64_t common = -1;
+  int64_t common = -1;  // the newest step every rank holds complete
   for (int64_t i = 0; i < all.numel(); ++i) {
     if (v[i] < 0 || int64_t(v[i]) <= common) continue;
     bool everywhere = true;
     for (int r = 0; r < world && everywhere; ++r)
-      everywhere = v[2 * r] == v[i] || v[2 * r + 1] == v[i];
+      everywhere = std::find(v + kSlots * r, v + kSlots * (r + 1), v[i]) != v + kSlots * (r + 1);
     if (everywhere) common = int64_t(v[i]);
   }
   const int64_t on_storage = ckpt::newest_complete_step(ckpt_dir);
@@ -507,6 +515,8 @@ Result<bool> Trainer::Impl::restore_from_memory() {
                          assemble(std::move(snap->tensors), snap->state["partition"], common));
   c.state = std::move(snap->state);
   for (auto& [name, t] : c.tensors) c.bytes += int64_t(t.nbytes());
+  const double located_ms =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() * 1e3;
   Status restored = restore(c);
   restored_from_memory = restored.ok();
   c.tensors.clear();
@@ -515,7 +525,10 @@ Result<bool> Trainer::Impl::restore_from_memory() {
   double ms = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() * 1e3;
   log->event("checkpoint_loaded",
              {{"step", c.step}, {"bytes", c.bytes}, {"duration_ms", ms}, {"source", "memory"}});
-  spdlog::info("resumed from shared memory (step {}) in {:.0f} ms", c.step, ms);
+  spdlog::info(
+      "resumed from shared memory (step {}) in {:.0f} ms ({:.0f} ms to find, map and "
+      "assemble it)",
+      c.step, ms, located_ms);
   return true;
 }
 

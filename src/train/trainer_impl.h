@@ -71,13 +71,15 @@ struct Trainer::Impl {
   std::unique_ptr<ckpt::SlotPersister> persister;
   int64_t skipped_saves = 0;       // memory saves skipped because no slot was free
   int64_t slow_storage_waits = 0;  // persisted saves that waited for a slot
-  // An interval persist came while the previous one was still being written: the next save
-  // after it is done is persisted instead (storage sets the pace, training does not wait).
+  // An interval persist was deferred (the previous one still being written, or within
+  // ckpt.persist_duty of it): the first save after it may start is persisted instead.
   bool persist_owed = false;
   int64_t deferred_persists = 0;
   std::optional<PersistPacer> pacer;  // ckpt.persist_duty
   bool direct_persist = false;        // /dev/shm too small: storage checkpoints written directly
   int64_t num_params = 0;
+  // Building the model and its engine, and initializing it when nothing was restored.
+  double build_s = 0;
   comm::Group* group = nullptr;  // every rank of the job; null in one process
   int world = 1, rank = 0;
   torch::Device device = torch::kCPU;  // train.device: the model, its state and the batches

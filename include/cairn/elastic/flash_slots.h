@@ -1,4 +1,5 @@
-// Names of the shared-memory segments that hold a run's in-memory checkpoints (two per rank),
+// Names of the shared-memory segments that hold a run's in-memory checkpoints (up to three per
+// rank: two that saves alternate between, and a third when storage is written from one of them),
 // shared by the workers that fill them and the agent that removes them when the job ends.
 #pragma once
 
@@ -7,7 +8,7 @@
 
 namespace cairn::elastic {
 
-inline constexpr int kFlashSlotsPerRank = 2;
+inline constexpr int kFlashSlotsPerRank = 3;
 
 // "/cairn-<hash of the absolute run directory>-r<rank>-<index>": unique per run directory on a
 // machine, the same in every process of the run.
