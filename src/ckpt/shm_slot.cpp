@@ -377,7 +377,7 @@ void ShmSlot::requeue_persist() {
 void ShmSlot::touch_pages() {
   const long page = ::sysconf(_SC_PAGESIZE);
   volatile char* data = static_cast<char*>(base_) + kHeaderBytes;
-  for (int64_t at = 0; at < capacity_; at += page) data[at] = 0;
+  for (int64_t at = 0; at < capacity_; at += page) data[at] = data[at];
 }
 
 void ShmSlot::set_owner(int pid) {

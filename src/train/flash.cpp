@@ -58,16 +58,22 @@ void FlashSlots::prepare(int64_t bytes_needed) {
   if (preparer_.joinable()) return;
   ready_steps();  // slots an earlier process of this rank left are kept (they may be restored)
   std::vector<std::pair<int, std::string>> todo;
+  std::vector<ckpt::ShmSlot*> existing;  // left by an earlier process: their pages are touched
   for (int i = 0; i < in_use_; ++i)
     if (!slots_[size_t(i)]) {
       in_preparation_[size_t(i)] = true;
       todo.emplace_back(i, elastic::flash_slot_name(run_dir_, rank_, i));
+    } else {
+      existing.push_back(slots_[size_t(i)].get());  // not destroyed before adopt_prepared
     }
-  if (todo.empty()) return;
   prepared_.store(false);
-  preparer_ = std::thread([this, todo, bytes_needed] {
+  preparer_ = std::thread([this, todo, existing, bytes_needed] {
     // At training's priority: a nice thread got so little of the cores that saves were
     // skipped for 12 steps instead of 3.
+    for (ckpt::ShmSlot* slot : existing) {
+      if (stop_preparing_.load()) break;
+      slot->touch_pages();
+    }
     for (const auto& [index, name] : todo) {
       if (stop_preparing_.load()) break;
       auto created = ckpt::ShmSlot::Create(name, headroom(bytes_needed), /*unlink_on_close=*/false);
