@@ -210,8 +210,12 @@ def main():
         peer_save, peer_load = peer_side(manifest, tmp, a.repeats)
 
     mb = floor["bytes"] / 1e6
-    steady_saves = saves + plain_saves + paced_saves  # slots are prepared before the first save
+    every_save = saves + plain_saves + paced_saves  # slots are prepared before the first save
+    # The last save of a run is not overlapped with a step (the run waits for it, then persists).
+    final = [s for s in every_save if s.get("reason") in ("end", "stop", "interrupted")]
+    steady_saves = [s for s in every_save if s not in final]
     steady = [s["duration_ms"] for s in steady_saves]
+    worst = max(steady_saves, key=lambda s: s["duration_ms"])
     copies = [s["copy_ms"] for s in steady_saves if "copy_ms" in s]
     pause = statistics.median(steady)
     memcpy_ms = floor["memcpy_s"] * 1e3
@@ -226,7 +230,11 @@ def main():
     print(f"  raw memcpy, one thread, same bytes : {memcpy_ms:8.1f} ms  ({mb / floor['memcpy_s'] / 1e3:.1f} GB/s)")
     print(f"  cairn memory save, training pause  : {pause:8.1f} ms  median of {len(steady)} "
           f"(min {min(steady):.1f}; every save of the runs below)")
-    print(f"  ... worst pause                    : {max(steady):8.1f} ms")
+    print(f"  ... worst pause                    : {max(steady):8.1f} ms  (step {worst['step']}, "
+          f"{worst.get('reason')}, waited {worst.get('waited_ms', 0):.0f} ms for a slot)")
+    if final:
+        print(f"  final saves (the run waits)        : {statistics.median(s['duration_ms'] for s in final):8.1f} ms"
+              f"  median of {len(final)}, max {max(s['duration_ms'] for s in final):.1f}")
     if copies:
         print(f"  cairn background copy (copy_ms)    : {statistics.median(copies):8.1f} ms  median of "
               f"{len(copies)}, max {max(copies):.1f} (a thread of its own, overlapping forward and backward)")
