@@ -24,7 +24,7 @@ echo "-- world 2: the agent persists both ranks' parts in the background, one co
 ev="$work/a/events.jsonl"
 # Steps 4, 8, 12, 16 and the end (20): two parts each, the second one commits.
 [ "$(count '"event":"checkpoint_persisted"' "$ev")" -eq 10 ] || { grep persist "$ev"; fail "expected 10 persisted parts"; }
-[ "$(count '"committed":true' "$ev")" -eq 5 ] || fail "expected 5 commits"
+[ "$(count '"committed":true' "$ev")" -eq 5 ] || { grep persist "$ev"; fail "expected 5 commits"; }
 grep '"event":"checkpoint_saved"' "$ev" | grep '"duration_ms"' > /dev/null || fail "saves carry no pause"
 ls "$work/a/ckpt" | grep '^step-' > /dev/null || fail "no checkpoint"
 [ "$(ls -d "$work"/a/ckpt/step-* | xargs -n1 basename | tr '\n' ' ')" = "step-00000008 step-00000016 step-00000020 " ] ||

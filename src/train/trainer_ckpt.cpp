@@ -133,6 +133,59 @@ void Trainer::Impl::prepare_slots() {
   flash->prepare(ckpt::ShmSlot::bytes_needed(mine, state));
 }
 
+bool Trainer::Impl::pace_save(bool* persist, const char** reason, double now) {
+  // Storage sets the pace of interval persists: one due while the previous persist is still
+  // being written, within ckpt.persist_duty of it, or while the slots are being prepared is
+  // deferred to the first save after that (writing storage slows training even from an idle
+  // thread; a persist still in flight after ckpt.persist_timeout is not waited around: the
+  // save then waits for a slot and fails at that timeout). A memory-only save when no slot is
+  // free is skipped. Decided on every rank alike, by one all-reduce (ranks that write storage
+  // directly take part with nothing in flight).
+  // Never deferred: the steps ckpt.keep_every keeps, and every one with ckpt.persist_duty=1.
+  const bool interval_persist = *persist && std::strcmp(*reason, "interval") == 0 &&
+                                opt.persist_duty < 1 &&
+                                !(opt.keep_every > 0 && step % opt.keep_every == 0);
+  if (!interval_persist && *persist) return true;
+  const bool preparing = !direct_persist && flash->preparing();
+  const bool stuck = pacer->in_flight_for(now) > opt.persist_timeout_s;
+  const bool hold = !direct_persist && !stuck && (preparing || !pacer->may_start(now));
+  const std::vector<double> sums =
+      sum_over_ranks({direct_persist || flash->has_free_slot() ? 1.0 : 0.0, hold ? 1.0 : 0.0,
+                      preparing ? 1.0 : 0.0});
+  const bool all_free = sums[0] == double(world), storage_busy = sums[1] > 0;
+  if (interval_persist && storage_busy) {
+    *persist = false;
+    persist_owed = true;
+    ++deferred_persists;
+    *reason = "memory";
+    const char* why = sums[2] > 0                  ? "the in-memory slots are still being prepared"
+                      : flash->persist_in_flight() ? "the previous persist is still being written"
+                                                   : "ckpt.persist_duty";
+    if (sums[2] == 0 && (deferred_persists == 1 || deferred_persists % 100 == 0))
+      spdlog::info(
+          "the persist of step {} is deferred ({}; the last took {:.1f} s, {} deferred so "
+          "far): the first save after it may start is persisted",
+          step, why, pacer->last_busy_s(), deferred_persists);
+    log->event("checkpoint_persist_deferred", {{"step", step}, {"reason", why}});
+  } else if (!*persist && persist_owed && !storage_busy) {
+    *persist = true;  // the deferred persist
+    *reason = "interval";
+  }
+  if (!*persist && !all_free) {
+    ++skipped_saves;
+    const char* why = sums[2] > 0 ? "the in-memory slots are still being prepared"
+                                  : "every slot in use is still being persisted";
+    if (sums[2] == 0 && (skipped_saves == 1 || skipped_saves % 100 == 0))
+      spdlog::warn(
+          "in-memory checkpoint of step {} skipped: {} (storage is slower than "
+          "ckpt.persist_interval; {} skipped so far)",
+          step, why, skipped_saves);
+    log->event("checkpoint_skipped", {{"step", step}, {"storage", "memory"}, {"reason", why}});
+    return false;
+  }
+  return true;
+}
+
 Status Trainer::Impl::checkpoint(bool persist, const char* reason, bool overlap) {
   const bool again = pending_save && pending_save->step == step;
   CAIRN_RETURN_IF_ERROR(finish_checkpoint());
@@ -147,60 +200,11 @@ Status Trainer::Impl::checkpoint(bool persist, const char* reason, bool overlap)
                                     {"reason", reason}});
     return Status::Ok();
   }
-  // Storage sets the pace of interval persists: one due while the previous persist is still
-  // being written, within ckpt.persist_duty of it, or while the slots are being prepared is
-  // deferred to the first save after that (writing storage slows training even from an idle
-  // thread; a persist still in flight after ckpt.persist_timeout is not waited around: the
-  // save then waits for a slot and fails at that timeout). A memory-only save when no slot is
-  // free is skipped. Decided on every rank alike, by one all-reduce (ranks that write storage
-  // directly take part with nothing in flight).
-  // Never deferred: the steps ckpt.keep_every keeps, and every one with ckpt.persist_duty=1.
-  const bool interval_persist = persist && std::strcmp(reason, "interval") == 0 &&
-                                opt.persist_duty < 1 &&
-                                !(opt.keep_every > 0 && step % opt.keep_every == 0);
   const double now = std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
   if (!pacer) pacer.emplace(opt.persist_duty);
   if (!direct_persist) pacer->observe(flash->persist_in_flight(), now);
-  if (interval_persist || !persist) {
-    const bool preparing = !direct_persist && flash->preparing();
-    const bool stuck = pacer->in_flight_for(now) > opt.persist_timeout_s;
-    const bool hold = !direct_persist && !stuck && (preparing || !pacer->may_start(now));
-    const std::vector<double> sums =
-        sum_over_ranks({direct_persist || flash->has_free_slot() ? 1.0 : 0.0, hold ? 1.0 : 0.0,
-                        preparing ? 1.0 : 0.0});
-    const bool all_free = sums[0] == double(world), storage_busy = sums[1] > 0;
-    if (interval_persist && storage_busy) {
-      persist = false;
-      persist_owed = true;
-      ++deferred_persists;
-      reason = "memory";
-      const char* why = sums[2] > 0 ? "the in-memory slots are still being prepared"
-                        : flash->persist_in_flight() ? "the previous persist is still being written"
-                                                     : "ckpt.persist_duty";
-      if (sums[2] == 0 && (deferred_persists == 1 || deferred_persists % 100 == 0))
-        spdlog::info(
-            "the persist of step {} is deferred ({}; the last took {:.1f} s, {} deferred so "
-            "far): the first save after it may start is persisted",
-            step, why, pacer->last_busy_s(), deferred_persists);
-      log->event("checkpoint_persist_deferred", {{"step", step}, {"reason", why}});
-    } else if (!persist && persist_owed && !storage_busy) {
-      persist = true;  // the deferred persist
-      reason = "interval";
-    }
-    if (persist) persist_owed = false;
-    if (!persist && !all_free) {
-      ++skipped_saves;
-      const char* why = sums[2] > 0 ? "the in-memory slots are still being prepared"
-                                    : "both slots are still being persisted";
-      if (sums[2] == 0 && (skipped_saves == 1 || skipped_saves % 100 == 0))
-        spdlog::warn(
-            "in-memory checkpoint of step {} skipped: {} (storage is slower than "
-            "ckpt.persist_interval; {} skipped so far)",
-            step, why, skipped_saves);
-      log->event("checkpoint_skipped", {{"step", step}, {"storage", "memory"}, {"reason", why}});
-      return Status::Ok();
-    }
-  }
+  if (!pace_save(&persist, &reason, now)) return Status::Ok();
+  if (persist) persist_owed = false;
   if (dynamic) {
     CAIRN_ASSIGN_OR_RETURN(shards_state, dynamic->snapshot(step, group));
   }

@@ -133,6 +133,10 @@ struct Trainer::Impl {
   double sum_over_ranks(double v);
   // Element-wise sums over every rank, in one all-reduce.
   std::vector<double> sum_over_ranks(std::vector<double> v);
+  // Collective for interval persists and memory saves (one all-reduce, on every rank alike):
+  // defers an interval persist or pays a deferred one (changing *persist and *reason), and
+  // returns false when the save is to be skipped. `now`: steady seconds; the pacer observed.
+  bool pace_save(bool* persist, const char** reason, double now);
   // Starts preparing this rank's in-memory slots for the state's size (FlashSlots::prepare).
   void prepare_slots();
   // Sum of `v` over the data-parallel ranks of this rank's coordinates along the other axes

@@ -5,8 +5,8 @@
 #include <signal.h>
 
 #include <chrono>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "cairn/elastic/process.h"
