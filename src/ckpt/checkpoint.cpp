@@ -26,7 +26,6 @@ double since(Clock::time_point t0) {
 }
 
 using core::errno_status;
-using core::write_all;
 
 Status pread_all(int fd, void* data, size_t n, int64_t offset, const std::string& path) {
   char* p = static_cast<char*>(data);

@@ -111,8 +111,7 @@ bool FlashSlots::preparing() {
   return preparer_.joinable();
 }
 
-bool FlashSlots::persist_in_flight() {
-  ready_steps();
+bool FlashSlots::persist_in_flight() {  // the slots were opened by the restore and prepare()
   for (auto& s : slots_)
     if (s && s->persist_pending()) return true;
   return false;

@@ -93,8 +93,8 @@ class FlashSlots {
   int in_use_;
   std::array<std::unique_ptr<ckpt::ShmSlot>, elastic::kFlashSlotsPerRank> slots_;
   std::thread preparer_;
-  std::atomic<bool> prepared_{false};
-  std::atomic<bool> stop_preparing_{false};  // the preparer is done
+  std::atomic<bool> prepared_{false};        // the preparer is done
+  std::atomic<bool> stop_preparing_{false};  // asks the preparer to stop between slots
   std::array<std::unique_ptr<ckpt::ShmSlot>, elastic::kFlashSlotsPerRank>
       made_;                                                        // its slots, until adopted
   std::array<bool, elastic::kFlashSlotsPerRank> in_preparation_{};  // indices it creates

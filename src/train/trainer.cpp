@@ -372,39 +372,6 @@ Status Trainer::Impl::build_engine() {
   return Status::Ok();
 }
 
-Status Trainer::Impl::open_run_files() {
-  const TrainOptions& o = opt;
-  CAIRN_ASSIGN_OR_RETURN(log, RunLog::Open(run.run_dir, /*writer=*/rank == 0));
-  if (rank == 0)
-    CAIRN_RETURN_IF_ERROR(core::write_file_atomic(run.run_dir + "/config.yaml", config.to_yaml()));
-
-  {
-    std::string dir = o.ckpt_dir.empty() ? run.run_dir + "/ckpt" : o.ckpt_dir;
-    ckpt_dir = std::filesystem::absolute(dir).lexically_normal().string();
-    while (ckpt_dir.size() > 1 && ckpt_dir.back() == '/') ckpt_dir.pop_back();
-  }
-  // The slots' owner removes them: the agent (our parent) when it persists for us, else we do.
-  flash = std::make_unique<FlashSlots>(run.run_dir, rank,
-                                       run.agent_persists ? int(::getppid()) : int(::getpid()),
-                                       /*in_use=*/o.persist_interval > 0 ? 3 : 2);
-  if (run.report_progress) {
-    auto p = elastic::ProgressWriter::Open(run.run_dir, rank);
-    if (!p.ok()) return p.status().WithContext("progress report for the hang detector");
-    progress = std::move(p).value();
-  }
-  if (!run.agent_persists) {
-    ckpt::SlotPersisterOptions po;
-    po.slots[rank] = flash->names();
-    // Every rank's persister reports (the RunLog writes rank 0's lines only).
-    po.on_event = [events = std::make_shared<core::EventLog>(run.run_dir + "/events.jsonl")](
-                      const std::string& event, const nlohmann::json& fields) {
-      events->write(event, fields);
-    };
-    CAIRN_ASSIGN_OR_RETURN(persister, ckpt::SlotPersister::Start(std::move(po)));
-  }
-  return Status::Ok();
-}
-
 Status Trainer::Impl::resume_or_init() {
   const TrainOptions& o = opt;
   if (run.resume) {

@@ -226,6 +226,18 @@ TEST(Agent, SecondInterruptSkipsTheGracePeriod) {
   EXPECT_EQ(r->exit_code, 130);
 }
 
+// Once `ranks` workers echoed "ready", reports step 1 for ranks 0..ranks-1 (their progress).
+std::thread report_a_step_when_ready(AgentFixture& f, int ranks) {
+  return std::thread([&f, ranks] {
+    for (int i = 0; i < 400 && lines_of(slurp(f.dir / "echo.txt")).size() < size_t(ranks); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    for (int rank = 0; rank < ranks; ++rank) {
+      auto p = ProgressWriter::Open(f.dir.path(), rank);
+      if (p.ok()) (*p)->report(1);
+    }
+  });
+}
+
 // Ends the round once, right after the hang detector wrote its event (a peer's agent reported
 // first: the master opened the next round); records the failures it is handed.
 class RoundEndsAtTheHang : public FakeRendezvous {
@@ -257,12 +269,7 @@ TEST(Agent, AHangIsAFailureEvenWhenTheRoundEndsAtOnce) {
       "if [ $TORCHELASTIC_RESTART_COUNT = 0 ]; then echo ready; exec sleep 60; fi; exit 0");
   o.hang_timeout_s = 1;
   o.max_restarts = 3;
-  std::thread reporter([&] {
-    for (int i = 0; i < 400 && lines_of(slurp(f.dir / "echo.txt")).empty(); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    auto p = ProgressWriter::Open(f.dir.path(), 0);
-    if (p.ok()) (*p)->report(1);
-  });
+  std::thread reporter = report_a_step_when_ready(f, 1);
   auto r = run_agent(rdzv, o);
   reporter.join();
   ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -293,14 +300,7 @@ TEST(Agent, EveryRankTheHangDetectorKillsIsRecorded) {
       "if [ $RANK = 1 ]; then kill -STOP $$; fi; exec sleep 60; fi; exit 0");
   o.hang_timeout_s = 1;
   o.max_restarts = 1;
-  std::thread reporter([&] {
-    for (int i = 0; i < 400 && lines_of(slurp(f.dir / "echo.txt")).size() < 2; ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(25));
-    for (int rank = 0; rank < 2; ++rank) {
-      auto p = ProgressWriter::Open(f.dir.path(), rank);
-      if (p.ok()) (*p)->report(1);
-    }
-  });
+  std::thread reporter = report_a_step_when_ready(f, 2);
   auto r = run_agent(rdzv, o);
   reporter.join();
   ASSERT_TRUE(r.ok()) << r.status().ToString();
