@@ -112,7 +112,7 @@ Result<Entry> parse_entry(const std::string& name, const json& v, int64_t data_s
   const bool empty = std::find(e.shape.begin(), e.shape.end(), 0) != e.shape.end();
   if (too_big && !empty) return bad("shape " + sh->dump() + " holds more bytes than the file");
   const int64_t want = empty ? 0 : numel * e.dtype->itemsize;
-  if (too_big || want > data_size || want != e.end - e.begin)
+  if (want > data_size || want != e.end - e.begin)
     return bad("shape " + sh->dump() + " of " + dname + " needs " + std::to_string(want) +
                " bytes but data_offsets " + off->dump() + " span " +
                std::to_string(e.end - e.begin));
@@ -195,6 +195,7 @@ Result<SafetensorsContents> decode_safetensors(std::string_view bytes, const std
       }
       continue;
     }
+    if (name.empty()) return bad("a tensor has an empty name");
     auto e = parse_entry(name, value, data_size);
     if (!e.ok()) return e.status().WithContext(origin);
     entries.push_back(std::move(e).value());

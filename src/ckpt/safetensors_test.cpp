@@ -187,6 +187,26 @@ TEST(Safetensors, OverlappingTensors) {
                   .ok());
 }
 
+TEST(Safetensors, EmptyTensorNameIsCorrupt) {
+  // The writer refuses an empty name, so a reader that took one would load a file it cannot
+  // write back (found by fuzz/safetensors_fuzz).
+  auto st = DecodeStatus(R"({"":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 4);
+  EXPECT_EQ(st.code(), StatusCode::kCorrupt);
+  EXPECT_THAT(st.message(), HasSubstr("empty name"));
+}
+
+TEST(Safetensors, EmptyTensorInAFileWithoutData) {
+  // A shape with a zero holds no bytes, whatever its other dimensions and however small the
+  // data section (found by fuzz/safetensors_fuzz: such a file was written but not read back).
+  auto st = DecodeStatus(R"({"a":{"dtype":"BOOL","shape":[1,1,0,2],"data_offsets":[0,0]}})", 0);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  auto encoded = encode_safetensors({{"a", torch::zeros({3, 0, 2}, torch::kBool)}}, {});
+  ASSERT_TRUE(encoded.ok());
+  auto decoded = decode_safetensors(*encoded, "t.safetensors");
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  EXPECT_EQ(decoded->tensors.at("a").sizes(), torch::IntArrayRef({3, 0, 2}));
+}
+
 TEST(Safetensors, BadMetadata) {
   EXPECT_THAT(DecodeStatus(R"({"__metadata__":{"k":1}})", 0).message(), HasSubstr("not a string"));
   EXPECT_THAT(DecodeStatus(R"({"__metadata__":["x"]})", 0).message(),
