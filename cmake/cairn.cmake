@@ -47,15 +47,23 @@ function(cairn_check_listed dir)
 endfunction()
 
 # cairn_module_files(<name> SOURCES ... [TESTS ...] DEPS ... [TORCH] [TEST_DEPS ...]
-#                    [NO_TORCH_SOURCES ...]): a module from the listed sources of the current
-# directory; TESTS (the *_test.cpp files) form its gtest binary. NO_TORCH_SOURCES names the
-# files of a TORCH module that include no torch header (directly or through ours): they skip
-# the torch precompiled header, whose load alone costs ~8 s of compile per file.
+#                    [NO_TORCH_SOURCES ...] [BASE_SOURCES ... BASE_DEPS ...]): a module from the
+# listed sources of the current directory; TESTS (the *_test.cpp files) form its gtest binary.
+# NO_TORCH_SOURCES names the files of a TORCH module that include no torch header (directly or
+# through ours): they skip the torch precompiled header, whose load alone costs ~8 s of compile
+# per file. BASE_SOURCES form a second, torch-free library cairn_<name>_base (linked by
+# cairn_<name>; DEPS of its own in BASE_DEPS): what the `cairn` front binary, which never loads
+# libtorch, may use of a TORCH module.
 function(cairn_module_files name)
-  cmake_parse_arguments(M "TORCH" "" "SOURCES;TESTS;DEPS;TEST_DEPS;NO_TORCH_SOURCES" ${ARGN})
-  cairn_check_listed(${CMAKE_CURRENT_SOURCE_DIR} ${M_SOURCES} ${M_TESTS})
+  cmake_parse_arguments(M "TORCH" "" "SOURCES;TESTS;DEPS;TEST_DEPS;NO_TORCH_SOURCES;BASE_SOURCES;BASE_DEPS"
+                        ${ARGN})
+  cairn_check_listed(${CMAKE_CURRENT_SOURCE_DIR} ${M_SOURCES} ${M_TESTS} ${M_BASE_SOURCES})
   if(M_NO_TORCH_SOURCES)
     set_source_files_properties(${M_NO_TORCH_SOURCES} PROPERTIES SKIP_PRECOMPILE_HEADERS ON)
+  endif()
+  if(M_BASE_SOURCES)
+    cairn_module(${name}_base SOURCES ${M_BASE_SOURCES} DEPS ${M_BASE_DEPS})
+    list(APPEND M_DEPS cairn_${name}_base)
   endif()
   if(M_TORCH)
     cairn_module(${name} SOURCES ${M_SOURCES} DEPS ${M_DEPS} TORCH)

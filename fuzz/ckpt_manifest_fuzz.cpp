@@ -2,7 +2,8 @@
 // then parse_entries), without the data files. What the loader does with accepted entries must
 // be safe: it allocates each tensor from its shape and preads each shard's `bytes` at `offset`
 // into the shard's slice of it, so every accepted number must be in range without overflow, the
-// bytes must be exactly the slice's, and the shards' elements must add up to the tensor's.
+// bytes must be exactly the slice's, and the shards must cover the tensor exactly once.
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -16,7 +17,9 @@ using cairn::ckpt::ShardEntry;
 using cairn::ckpt::TensorEntry;
 
 void check_entry(const TensorEntry& e) {
-  const __int128 item = int64_t(c10::elementSize(e.dtype));
+  const __int128 item = e.itemsize;
+  FUZZ_CHECK(cairn::ckpt::dtype_itemsize(e.dtype) == e.itemsize && e.itemsize > 0,
+             e.name + ": dtype '" + e.dtype + "' without its size");
   __int128 numel = 1;
   for (int64_t d : e.shape) {
     FUZZ_CHECK(d >= 0, e.name + ": negative dimension");
@@ -41,6 +44,15 @@ void check_entry(const TensorEntry& e) {
     covered += n;
   }
   FUZZ_CHECK(covered == numel, e.name + ": shards do not add up to the tensor");
+  // ... and share no element (so every element is read once: no gap is left unread).
+  for (size_t a = 0; a < e.shards.size(); ++a)
+    for (size_t b = a + 1; b < e.shards.size(); ++b) {
+      bool shared = true;
+      for (size_t d = 0; d < e.shape.size() && shared; ++d)
+        shared = std::max(e.shards[a].slice[d].first, e.shards[b].slice[d].first) <
+                 std::min(e.shards[a].slice[d].second, e.shards[b].slice[d].second);
+      FUZZ_CHECK(!shared || e.shape.empty(), e.name + ": shards overlap");
+    }
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 
 #include "cairn/core/fs.h"
 #include "ckpt/format_impl.h"
+#include "ckpt/torch_dtype_impl.h"
 
 namespace fs = std::filesystem;
 
@@ -209,7 +210,7 @@ Status write_data_file(const std::string& path, int rank, const std::vector<Name
 // Reads one tensor from its shards, verifying each checksum. `fds` caches open files.
 Result<torch::Tensor> read_tensor(const std::string& dir, const TensorEntry& e,
                                   std::map<std::string, int>* fds) {
-  auto opts = torch::TensorOptions().dtype(e.dtype);
+  auto opts = torch::TensorOptions().dtype(torch_dtype(e.dtype));
   torch::Tensor global = torch::empty(e.shape, opts);
   for (auto& s : e.shards) {
     auto it = fds->find(s.file);
@@ -278,20 +279,6 @@ Result<SaveInfo> save_checkpoint(const std::string& root, int64_t step,
     return s;
   }
   return SaveInfo{final_dir, bytes, since(t0)};
-}
-
-Result<nlohmann::json> read_manifest(const std::string& step_dir) {
-  // Nothing inside a checkpoint is read through a link: its directory may be shared storage.
-  auto text = core::read_file_under(step_dir, "manifest.json");
-  if (!text.ok()) {
-    if (text.status().code() == StatusCode::kNotFound)
-      return Status::Corrupt(step_dir + ": no manifest.json (incomplete checkpoint)");
-    return text.status();
-  }
-  auto j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Status::Corrupt(step_dir + "/manifest.json: not valid JSON");
-  CAIRN_RETURN_IF_ERROR(validate_manifest(j, step_dir));
-  return j;
 }
 
 Result<LoadedCheckpoint> load_checkpoint(const std::string& step_dir) {
@@ -436,18 +423,6 @@ Result<bool> try_commit(const std::string& root, int64_t step, int world,
   return true;
 }
 
-std::vector<int64_t> list_steps(const std::string& root) {
-  std::vector<int64_t> steps;
-  std::error_code ec;
-  for (auto& e : fs::directory_iterator(root, ec)) {
-    int64_t step = 0;
-    if (e.is_directory() && parse_step_dir_name(e.path().filename().string(), &step))
-      steps.push_back(step);
-  }
-  std::sort(steps.begin(), steps.end());
-  return steps;
-}
-
 Result<LoadedCheckpoint> load_latest(const std::string& root, std::vector<std::string>* skipped) {
   if (!fs::is_directory(root)) return Status::NotFound(root + ": no checkpoint directory");
   std::vector<std::string> candidates;
@@ -480,15 +455,6 @@ Result<LoadedCheckpoint> load_latest(const std::string& root, std::vector<std::s
 Result<LoadedCheckpoint> load_any(const std::string& path, std::vector<std::string>* skipped) {
   if (fs::exists(path + "/manifest.json")) return load_checkpoint(path);
   return load_latest(path, skipped);
-}
-
-int64_t read_latest_step(const std::string& root) {
-  auto latest = core::read_file(root + "/latest");
-  if (!latest.ok()) return -1;
-  std::string name = *latest;
-  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
-  int64_t step = -1;
-  return parse_step_dir_name(name, &step) ? step : -1;
 }
 
 Status prune_checkpoints(const std::string& root, int keep_last, int keep_every) {

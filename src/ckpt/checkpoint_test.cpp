@@ -12,6 +12,7 @@
 
 #include "cairn/core/fs.h"
 #include "ckpt/format_impl.h"
+#include "ckpt/torch_dtype_impl.h"
 
 namespace fs = std::filesystem;
 
@@ -53,6 +54,20 @@ class CheckpointTest : public ::testing::Test {
   }
   std::string root_;
 };
+
+// The torch-free format layer (dtype names and sizes) and libtorch's types agree.
+TEST(CheckpointDtypes, NamesAndSizesMatchLibtorch) {
+  for (torch::ScalarType t :
+       {torch::kFloat, torch::kDouble, torch::kHalf, torch::kBFloat16, torch::kLong, torch::kInt,
+        torch::kShort, torch::kByte, torch::kChar, torch::kBool}) {
+    const std::string name = dtype_name(t);
+    EXPECT_EQ(dtype_itemsize(name), int64_t(c10::elementSize(t))) << name;
+    EXPECT_EQ(torch_dtype(name), t) << name;
+  }
+  EXPECT_EQ(dtype_itemsize("complex64"), 0);
+  torch::ScalarType t;
+  EXPECT_FALSE(parse_dtype("complex64", &t));
+}
 
 TEST_F(CheckpointTest, RoundTripIsExact) {
   std::string dir = Save(7, 1.5f);
@@ -258,6 +273,37 @@ TEST(CheckpointFormat, ManifestNumbersThatDoNotFitAreCorrupt) {
   EXPECT_THAT(s.message(), HasSubstr("shape too large"));
   s = entries({4}, {{0, 4}}, INT64_MAX - 8, 16);
   EXPECT_THAT(s.message(), HasSubstr("shard size or offset is wrong"));
+}
+
+// Shards that add up to the tensor's elements but share some leave others unread (they would
+// keep torch::empty's garbage): corrupt, whichever dimension they split.
+TEST(CheckpointFormat, OverlappingShardsAreCorrupt) {
+  auto entries = [](nlohmann::json shape, std::vector<nlohmann::json> slices) {
+    nlohmann::json shards = nlohmann::json::array();
+    int64_t offset = 64;
+    for (auto& slice : slices) {
+      int64_t n = 4;
+      for (auto& d : slice) n *= d[1].get<int64_t>() - d[0].get<int64_t>();
+      shards.push_back({{"slice", slice},
+                        {"file", "rank-00000.bin"},
+                        {"offset", offset},
+                        {"bytes", n},
+                        {"xxh3", "0"}});
+      offset += n;
+    }
+    nlohmann::json j = {
+        {"tensors", {{{"name", "w"}, {"dtype", "float32"}, {"shape", shape}, {"shards", shards}}}}};
+    return parse_entries(j, "ckpt/step-00000001").status();
+  };
+  EXPECT_TRUE(entries({4}, {{{2, 4}}, {{0, 2}}}).ok());
+  EXPECT_TRUE(entries({4, 6}, {{{0, 2}, {0, 3}}, {{0, 2}, {3, 6}}, {{2, 4}, {0, 6}}}).ok());
+  EXPECT_TRUE(entries({4}, {{{0, 4}}, {{2, 2}}}).ok()) << "an empty shard shares nothing";
+  Status s = entries({4}, {{{0, 2}}, {{1, 3}}});
+  EXPECT_EQ(s.code(), StatusCode::kCorrupt);
+  EXPECT_THAT(s.message(), HasSubstr("shards 0 and 1 overlap"));
+  s = entries({4, 6}, {{{0, 4}, {0, 3}}, {{0, 2}, {2, 5}}, {{2, 4}, {3, 6}}});
+  EXPECT_EQ(s.code(), StatusCode::kCorrupt) << "12 + 6 + 6 elements of 24, two sharing column 2";
+  EXPECT_THAT(s.message(), HasSubstr("overlap"));
 }
 
 }  // namespace

@@ -1,12 +1,19 @@
-// Checkpoint format helpers: header, names, manifest validation.
+// Checkpoint format helpers: header, names, manifest validation, finding step directories.
+// Torch-free (cairn_ckpt_base).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 
+#include "cairn/ckpt/layout.h"
+#include "cairn/core/fs.h"
 #include "ckpt/format_impl.h"
+
+namespace fs = std::filesystem;
 
 namespace cairn::ckpt {
 
@@ -47,27 +54,16 @@ std::string hex64(uint64_t v) {
 }
 
 namespace {
-const std::pair<torch::ScalarType, const char*> kDtypes[] = {
-    {torch::kFloat, "float32"},     {torch::kDouble, "float64"}, {torch::kHalf, "float16"},
-    {torch::kBFloat16, "bfloat16"}, {torch::kLong, "int64"},     {torch::kInt, "int32"},
-    {torch::kShort, "int16"},       {torch::kByte, "uint8"},     {torch::kChar, "int8"},
-    {torch::kBool, "bool"},
+const std::pair<const char*, int64_t> kDtypeSizes[] = {
+    {"float32", 4}, {"float64", 8}, {"float16", 2}, {"bfloat16", 2}, {"int64", 8},
+    {"int32", 4},   {"int16", 2},   {"uint8", 1},   {"int8", 1},     {"bool", 1},
 };
 }  // namespace
 
-std::string dtype_name(torch::ScalarType t) {
-  for (auto& [k, n] : kDtypes)
-    if (k == t) return n;
-  TORCH_CHECK(false, "checkpoint: unsupported dtype ", t);
-}
-
-bool parse_dtype(const std::string& name, torch::ScalarType* out) {
-  for (auto& [k, n] : kDtypes)
-    if (name == n) {
-      *out = k;
-      return true;
-    }
-  return false;
+int64_t dtype_itemsize(const std::string& name) {
+  for (auto& [n, size] : kDtypeSizes)
+    if (name == n) return size;
+  return 0;
 }
 
 std::string step_dir_name(int64_t step) {
@@ -132,6 +128,51 @@ bool int64_of(const nlohmann::json& v, int64_t* out) {
   return true;
 }
 
+// "" when no two shards of `e` (slices inside its shape) share an element, else which two do.
+// A sweep along the dimension whose shard starts are most varied: each shard is compared
+// with the shards still open at its start there (few for the layouts cairn writes: a split
+// along one or two dimensions).
+std::string overlapping_shards(const TensorEntry& e) {
+  const size_t n = e.shards.size(), rank = e.shape.size();
+  if (n < 2 || rank == 0) return "";  // a 0-dimensional tensor's one element: one shard
+  auto empty = [&](const ShardEntry& s) {
+    for (auto& [b, en] : s.slice)
+      if (b == en) return true;
+    return false;
+  };
+  size_t dim = 0, most = 0;
+  for (size_t d = 0; d < rank; ++d) {
+    std::vector<int64_t> starts;
+    for (auto& s : e.shards) starts.push_back(s.slice[d].first);
+    std::sort(starts.begin(), starts.end());
+    const size_t distinct = size_t(std::unique(starts.begin(), starts.end()) - starts.begin());
+    if (distinct > most) most = distinct, dim = d;
+  }
+  std::vector<size_t> order;
+  for (size_t i = 0; i < n; ++i)
+    if (!empty(e.shards[i])) order.push_back(i);
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return e.shards[a].slice[dim].first < e.shards[b].slice[dim].first;
+  });
+  std::vector<size_t> open;
+  for (size_t i : order) {
+    const ShardEntry& s = e.shards[i];
+    open.erase(std::remove_if(
+                   open.begin(), open.end(),
+                   [&](size_t j) { return e.shards[j].slice[dim].second <= s.slice[dim].first; }),
+               open.end());
+    for (size_t j : open) {
+      bool shared = true;
+      for (size_t d = 0; d < rank && shared; ++d)
+        shared = std::max(s.slice[d].first, e.shards[j].slice[d].first) <
+                 std::min(s.slice[d].second, e.shards[j].slice[d].second);
+      if (shared) return "shards " + std::to_string(j) + " and " + std::to_string(i) + " overlap";
+    }
+    open.push_back(i);
+  }
+  return "";
+}
+
 }  // namespace
 
 Result<std::vector<TensorEntry>> parse_entries(const nlohmann::json& j, const std::string& where) {
@@ -144,12 +185,14 @@ Result<std::vector<TensorEntry>> parse_entries(const nlohmann::json& j, const st
       auto bad = [&](const std::string& why) {
         return Status::Corrupt(ctx + ": tensor '" + e.name + "': " + why);
       };
-      if (!parse_dtype(t.at("dtype").get<std::string>(), &e.dtype)) return bad("unknown dtype");
+      e.dtype = t.at("dtype").get<std::string>();
+      e.itemsize = dtype_itemsize(e.dtype);
+      if (e.itemsize == 0) return bad("unknown dtype '" + e.dtype + "'");
       const auto& shape = t.at("shape");
       if (!shape.is_array()) return bad("shape is not a list");
       // The tensor's bytes must fit an int64 (the loader allocates them): so must every
       // partial product of its dimensions, and then every shard's.
-      const int64_t item = int64_t(c10::elementSize(e.dtype));
+      const int64_t item = e.itemsize;
       int64_t numel = 1, bytes = 0;
       for (const auto& v : shape) {
         int64_t d = 0;
@@ -189,12 +232,49 @@ Result<std::vector<TensorEntry>> parse_entries(const nlohmann::json& j, const st
         e.shards.push_back(std::move(sh));
       }
       if (covered != numel) return bad("shards do not cover the tensor");
+      // As many elements as the tensor and no two shards sharing one: each element once.
+      if (const std::string overlap = overlapping_shards(e); !overlap.empty()) return bad(overlap);
       out.push_back(std::move(e));
     }
   } catch (const nlohmann::json::exception& ex) {
     return Status::Corrupt(ctx + ": malformed tensor entry: " + ex.what());
   }
   return out;
+}
+
+Result<nlohmann::json> read_manifest(const std::string& step_dir) {
+  // Nothing inside a checkpoint is read through a link: its directory may be shared storage.
+  auto text = core::read_file_under(step_dir, "manifest.json");
+  if (!text.ok()) {
+    if (text.status().code() == StatusCode::kNotFound)
+      return Status::Corrupt(step_dir + ": no manifest.json (incomplete checkpoint)");
+    return text.status();
+  }
+  auto j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status::Corrupt(step_dir + "/manifest.json: not valid JSON");
+  CAIRN_RETURN_IF_ERROR(validate_manifest(j, step_dir));
+  return j;
+}
+
+std::vector<int64_t> list_steps(const std::string& root) {
+  std::vector<int64_t> steps;
+  std::error_code ec;
+  for (auto& e : fs::directory_iterator(root, ec)) {
+    int64_t step = 0;
+    if (e.is_directory() && parse_step_dir_name(e.path().filename().string(), &step))
+      steps.push_back(step);
+  }
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
+int64_t read_latest_step(const std::string& root) {
+  auto latest = core::read_file(root + "/latest");
+  if (!latest.ok()) return -1;
+  std::string name = *latest;
+  while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
+  int64_t step = -1;
+  return parse_step_dir_name(name, &step) ? step : -1;
 }
 
 }  // namespace cairn::ckpt

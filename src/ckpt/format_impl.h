@@ -1,7 +1,7 @@
 // Private pieces of the checkpoint format: data-file header, names, manifest validation.
+// Torch-free (the front binary's `cairn ckpt inspect`); torch_dtype_impl.h maps dtype names to
+// libtorch's.
 #pragma once
-
-#include <torch/types.h>
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "cairn/ckpt/checkpoint.h"
+#include "cairn/ckpt/layout.h"
 #include "cairn/core/status.h"
 
 namespace cairn::ckpt {
@@ -37,8 +37,9 @@ DataHeader make_data_header(int rank, int64_t payload_bytes);
 Status check_data_header(int fd, const std::string& path);
 
 std::string hex64(uint64_t v);
-std::string dtype_name(torch::ScalarType t);
-bool parse_dtype(const std::string& name, torch::ScalarType* out);
+// Bytes per element of a manifest dtype name ("float32": 4), 0 for a name the format does not
+// define.
+int64_t dtype_itemsize(const std::string& name);
 
 std::string step_dir_name(int64_t step);  // "step-00000042"
 bool parse_step_dir_name(const std::string& name, int64_t* step);
@@ -56,7 +57,8 @@ struct ShardEntry {
 
 struct TensorEntry {
   std::string name;
-  torch::ScalarType dtype = torch::kFloat;
+  std::string dtype;  // a name dtype_itemsize() knows
+  int64_t itemsize = 0;
   std::vector<int64_t> shape;
   std::vector<ShardEntry> shards;
 };

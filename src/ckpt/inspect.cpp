@@ -1,5 +1,6 @@
 // Describing a checkpoint without trusting it: manifest and data files are validated the way
-// the loader validates them; the model digest is computed from verified tensors only.
+// the loader validates them, and with `verify` every shard's checksum is checked as loading
+// checks it. Torch-free (cairn_ckpt_base).
 #include "cairn/ckpt/inspect.h"
 
 #include <fcntl.h>
@@ -8,11 +9,13 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <vector>
 
-#include "cairn/ckpt/checkpoint.h"
+#include "cairn/ckpt/layout.h"
 #include "cairn/core/fs.h"
 #include "ckpt/format_impl.h"
 
@@ -20,9 +23,6 @@ namespace fs = std::filesystem;
 
 namespace cairn::ckpt {
 namespace {
-
-static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
-              "model_digest hashes in-memory bytes as little-endian");
 
 // Checks one data file's header and that it holds every shard the manifest places in it.
 // Returns its size.
@@ -47,6 +47,43 @@ Result<int64_t> check_data_file(const std::string& dir, const std::string& file,
   return size;
 }
 
+// Reads one shard and checks its checksum, with load_checkpoint()'s error for a mismatch.
+Status verify_shard(const std::string& dir, const TensorEntry& e, const ShardEntry& sh) {
+  const std::string path = dir + "/" + sh.file;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0 && errno == ELOOP)
+    return Status::Corrupt(path + ": a symbolic link, not a data file (links are not followed)");
+  if (fd < 0)
+    return Status::Corrupt(path + ": data file is missing (" + std::strerror(errno) + ")");
+  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> state(XXH3_createState(),
+                                                                 &XXH3_freeState);
+  if (!state) {
+    ::close(fd);
+    return Status::Internal("cannot allocate a checksum state");
+  }
+  XXH3_64bits_reset(state.get());
+  constexpr int64_t kChunk = 8 << 20;
+  std::vector<char> buf(size_t(std::min(kChunk, std::max<int64_t>(sh.bytes, 1))));
+  Status s;
+  for (int64_t done = 0; done < sh.bytes && s.ok();) {
+    const int64_t want = std::min<int64_t>(int64_t(buf.size()), sh.bytes - done);
+    const ssize_t n = ::pread(fd, buf.data(), size_t(want), off_t(sh.offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0)
+      s = core::errno_status("cannot read", path);
+    else if (n == 0)
+      s = Status::Corrupt(path + ": truncated in tensor '" + e.name + "'");
+    else
+      XXH3_64bits_update(state.get(), buf.data(), size_t(n));
+    done += n > 0 ? n : 0;
+  }
+  ::close(fd);
+  if (!s.ok()) return s;
+  if (hex64(XXH3_64bits_digest(state.get())) != sh.xxh3)
+    return Status::Corrupt(path + ": checksum mismatch in tensor '" + e.name + "'");
+  return Status::Ok();
+}
+
 Result<CheckpointSummary> describe(const std::string& dir, const InspectOptions& o) {
   CAIRN_ASSIGN_OR_RETURN(nlohmann::json manifest, read_manifest(dir));
   CAIRN_ASSIGN_OR_RETURN(std::vector<TensorEntry> entries, parse_entries(manifest, dir));
@@ -68,15 +105,15 @@ Result<CheckpointSummary> describe(const std::string& dir, const InspectOptions&
     out.file_bytes.push_back(size);
   }
   for (auto& e : entries) {
-    TensorSummary t{e.name, dtype_name(e.dtype), e.shape, 0, int64_t(e.shards.size())};
+    TensorSummary t{e.name, e.dtype, e.shape, 0, int64_t(e.shards.size())};
     for (auto& sh : e.shards) t.bytes += sh.bytes;
     out.bytes += t.bytes;
     out.tensors.push_back(std::move(t));
   }
-  if (o.verify || o.digest) {
-    CAIRN_ASSIGN_OR_RETURN(LoadedCheckpoint loaded, load_checkpoint(dir));
+  if (o.verify) {
+    for (auto& e : entries)
+      for (auto& sh : e.shards) CAIRN_RETURN_IF_ERROR(verify_shard(dir, e, sh));
     out.verified = true;
-    if (o.digest) out.digest = model_digest(loaded.tensors);
   }
   return out;
 }
@@ -120,31 +157,6 @@ Result<CheckpointSummary> inspect_checkpoint(const std::string& path, const Insp
     if (skipped) skipped->push_back(r.status().ToString());
   }
   return Status::NotFound(path + ": no complete checkpoint");
-}
-
-std::string model_digest(const std::map<std::string, torch::Tensor>& tensors) {
-  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> state(XXH3_createState(),
-                                                                 &XXH3_freeState);
-  TORCH_CHECK(state, "model_digest: out of memory");
-  XXH3_128bits_reset(state.get());
-  auto put = [&](const void* p, size_t n) { XXH3_128bits_update(state.get(), p, n); };
-  auto put_u64 = [&](uint64_t v) { put(&v, sizeof(v)); };
-  auto put_text = [&](const std::string& s) {
-    put_u64(s.size());
-    put(s.data(), s.size());
-  };
-  for (auto& [name, tensor] : tensors) {
-    if (name.compare(0, 6, "model.") != 0) continue;
-    const torch::Tensor t = tensor.detach().to(torch::kCPU).contiguous();
-    put_text(name);
-    put_text(dtype_name(t.scalar_type()));
-    put_u64(uint64_t(t.dim()));
-    for (int64_t d : t.sizes()) put(&d, sizeof(d));
-    put_u64(t.nbytes());
-    put(t.data_ptr(), t.nbytes());
-  }
-  const XXH128_hash_t h = XXH3_128bits_digest(state.get());
-  return "xxh3-128:" + hex64(h.high64) + hex64(h.low64);
 }
 
 }  // namespace cairn::ckpt

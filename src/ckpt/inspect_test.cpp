@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "cairn/ckpt/checkpoint.h"
+#include "cairn/ckpt/digest.h"
 #include "cairn/core/fs.h"
 #include "ckpt/format_impl.h"
 
@@ -41,11 +42,15 @@ class InspectTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return r.ok() ? r->path : "";
   }
+  // As `cairn ckpt inspect [--digest]`: with digest, verified and digested.
   static Result<CheckpointSummary> Inspect(const std::string& path, bool digest,
                                            std::vector<std::string>* skipped = nullptr) {
     InspectOptions o;
-    o.digest = digest;
-    return inspect_checkpoint(path, o, skipped);
+    o.verify = digest;
+    auto s = inspect_checkpoint(path, o, skipped);
+    if (!s.ok() || !digest) return s;
+    CAIRN_ASSIGN_OR_RETURN(s->digest, checkpoint_model_digest(s->path));
+    return s;
   }
   std::string root_;
 };

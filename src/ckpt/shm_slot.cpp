@@ -17,6 +17,7 @@
 #include "cairn/core/fs.h"
 #include "cairn/core/proc.h"
 #include "ckpt/format_impl.h"
+#include "ckpt/torch_dtype_impl.h"
 
 namespace cairn::ckpt {
 namespace {

@@ -14,7 +14,7 @@
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include "cairn/ckpt/checkpoint.h"
-#include "cairn/ckpt/inspect.h"
+#include "cairn/ckpt/digest.h"
 #include "cairn/ckpt/shm_slot.h"
 #include "cairn/comm/group.h"
 #include "cairn/data/token_file.h"

@@ -42,18 +42,23 @@ inline CLI::Validator non_negative() { return number_from(0, /*strict=*/false); 
 // The commands that need libtorch. `cairn` itself is a small front binary without torch (help,
 // --version, data, master start in milliseconds); it execs `cairn-torch`, installed beside it,
 // for these, with the same arguments (main.cpp). Their one-line descriptions live here so that
-// the front's `cairn --help` lists them too.
+// the front's `cairn --help` lists them too. Those marked `front_parses` have their flags
+// registered in the front as well (torch_commands.h): it answers their --help, parse errors,
+// `train --describe` and `ckpt inspect` itself and execs cairn-torch only after parsing.
 struct TorchCommand {
   const char* name;
   const char* description;
+  bool front_parses = false;
 };
 inline constexpr TorchCommand kTorchCommands[] = {
-    {"train", "Train a model from a YAML config (one process, or every worker of `cairn run`)"},
+    {"train", "Train a model from a YAML config (one process, or every worker of `cairn run`)",
+     true},
     {"generate", "Continue a prompt with a trained model"},
     {"run", "Start and supervise this node's workers with torchrun's flags and environment"},
     {"ckpt",
      "Inspect checkpoints; export them to and import them from HuggingFace format; clean up "
-     "in-memory checkpoints of dead processes (gc)"},
+     "in-memory checkpoints of dead processes (gc)",
+     true},
     {"node-check", "One node's part of the node check (run by `cairn run --network-check`)"},
     {"plan", "Search the fastest parallel layout of a job on a cluster (cost model)"},
     {"completion", "Print a bash completion script of every command and flag"},
@@ -74,12 +79,12 @@ inline const char* torch_command_description(const std::string& name) {
 }
 
 void register_data_command(CLI::App& app);        // cmd_data.cpp: encode, decode, prepare
-void register_train_command(CLI::App& app);       // cmd_train.cpp
+void register_train_command(CLI::App& app);       // cmd_train.cpp (cairn-torch)
 void register_generate_command(CLI::App& app);    // cmd_generate.cpp
 void register_run_command(CLI::App& app);         // cmd_run.cpp: launch and supervise workers
 void register_master_command(CLI::App& app);      // cmd_master.cpp: the elastic job master
 void register_dashboard_command(CLI::App& app);   // cmd_dashboard.cpp: a run's live dashboard
-void register_ckpt_command(CLI::App& app);        // cmd_ckpt.cpp: export, import, inspect
+void register_ckpt_command(CLI::App& app);        // cmd_ckpt.cpp (cairn-torch): export, import, ...
 void register_node_check_command(CLI::App& app);  // cmd_node_check.cpp: one node's check
 void register_plan_command(CLI::App& app);        // cmd_plan.cpp: the planner's search
 void register_completion_command(CLI::App& app);  // cmd_completion.cpp: bash completion

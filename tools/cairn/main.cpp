@@ -1,7 +1,8 @@
 // cairn's main, built twice:
-//   cairn        (CAIRN_FRONT) the command users type. No libtorch: help, --version, data and
-//                master start in milliseconds. For the commands that need torch
-//                (kTorchCommands) it execs cairn-torch from its own directory, same arguments.
+//   cairn        (CAIRN_FRONT) the command users type. No libtorch: help, --version, data,
+//                master, `train --describe` and `ckpt inspect` start in milliseconds. For the
+//                commands that need torch (kTorchCommands) it execs cairn-torch from its own
+//                directory, same arguments (after parsing their flags, for train and ckpt).
 //   cairn-torch  every command; what workers and warm standbys run.
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -20,6 +21,7 @@
 #include "cairn/core/status.h"
 #include "cairn/elastic/standby.h"
 #include "commands.h"
+#include "torch_commands.h"
 
 namespace {
 
@@ -66,7 +68,7 @@ int main(int argc, char** argv) {
   const std::string word = command_word(argc, argv);
   // `run` only supervises; its workers get the wait policy when they are cairn (cmd_run.cpp).
   for (const cairn::cli::TorchCommand& c : cairn::cli::kTorchCommands)
-    if (word == c.name) return exec_torch_binary(argv, /*trains=*/word != "run");
+    if (word == c.name && !c.front_parses) return exec_torch_binary(argv, /*trains=*/word != "run");
 #else
   // A warm standby of `cairn run` waits here for its rank's environment (standby.h).
   cairn::elastic::await_activation_if_standby();
@@ -92,9 +94,19 @@ int main(int argc, char** argv) {
   cairn::cli::register_master_command(app);
   cairn::cli::register_dashboard_command(app);
 #ifdef CAIRN_FRONT
-  // Listed for `cairn --help` only: a command word among them was exec'd above.
+  // Parsed here, run by cairn-torch (torch_commands.h).
+  auto in_torch_binary = [argv](bool trains) {
+    exec_torch_binary(argv, trains);
+    throw CLI::RuntimeError(1);  // exec failed; exec_torch_binary said why
+  };
+  cairn::cli::add_train_command(
+      app, [in_torch_binary](const cairn::cli::TrainArgs&) { in_torch_binary(true); });
+  auto ckpt_in_torch = [in_torch_binary](const auto&) { in_torch_binary(false); };
+  cairn::cli::add_ckpt_command(
+      app, {ckpt_in_torch, ckpt_in_torch, ckpt_in_torch, ckpt_in_torch, ckpt_in_torch});
+  // The others are listed for `cairn --help` only: a command word among them was exec'd above.
   for (const cairn::cli::TorchCommand& c : cairn::cli::kTorchCommands)
-    app.add_subcommand(c.name, c.description);
+    if (!c.front_parses) app.add_subcommand(c.name, c.description);
 #else
   cairn::cli::register_train_command(app);
   cairn::cli::register_generate_command(app);

@@ -18,11 +18,10 @@
 #include <string>
 #include <vector>
 
+#include "cairn/ckpt/layout.h"
 #include "cairn/core/status.h"
 
 namespace cairn::ckpt {
-
-inline constexpr int kManifestVersion = 1;
 
 struct NamedTensor {
   std::string name;
@@ -68,8 +67,6 @@ struct LoadedCheckpoint {
   nlohmann::json manifest;
 };
 
-// Reads and validates a manifest (format, version, structure) without reading data files.
-Result<nlohmann::json> read_manifest(const std::string& step_dir);
 // Loads and verifies one step directory.
 Result<LoadedCheckpoint> load_checkpoint(const std::string& step_dir);
 // Loads the newest complete, verified checkpoint under `root`: the one `latest` names, else
@@ -82,10 +79,5 @@ Result<LoadedCheckpoint> load_any(const std::string& path, std::vector<std::stri
 // every step divisible by `keep_every` (when > 0) and the one `latest` names; also removes
 // unfinished parts of steps older than `latest`.
 Status prune_checkpoints(const std::string& root, int keep_last, int keep_every = 0);
-// The step `latest` names, or -1.
-int64_t read_latest_step(const std::string& root);
-
-// Step numbers of the step-<N> directories under root, ascending.
-std::vector<int64_t> list_steps(const std::string& root);
 
 }  // namespace cairn::ckpt

@@ -1,9 +1,7 @@
 // Looking into checkpoints from the shell: what a step directory holds (manifest, state,
-// tensor table) and a content digest of its model that does not depend on how the
-// checkpoint was laid out (shards, files, offsets, tensor order, optimizer state).
+// tensor table), its checksums verified on request. Torch-free: `cairn ckpt inspect` runs in
+// the front binary; the model digest (digest.h) needs libtorch.
 #pragma once
-
-#include <torch/types.h>
 
 #include <cstdint>
 #include <map>
@@ -38,12 +36,11 @@ struct CheckpointSummary {
   std::vector<TensorSummary> tensors;  // manifest order
   int64_t bytes = 0;                   // sum of tensor bytes
   bool verified = false;               // every shard's size and checksum was checked
-  std::string digest;                  // model_digest(), when asked for
+  std::string digest;                  // model_digest() (digest.h), when the caller adds it
 };
 
 struct InspectOptions {
   bool verify = false;  // read every shard and check its checksum (as loading does)
-  bool digest = false;  // compute model_digest(); implies verify
 };
 
 // Describes `path`: a step directory, or a checkpoint root whose newest usable step is
@@ -59,13 +56,5 @@ Result<CheckpointSummary> inspect_checkpoint(const std::string& path, const Insp
 // key (config_yaml only counted unless show_config), then a table of tensors, then, if
 // computed, a line "digest  xxh3-128:<32 hex digits>".
 std::string format_summary(const CheckpointSummary& summary, bool show_config);
-
-// A digest of the tensors named "model.*" (others are ignored): XXH3-128 over, for each such
-// tensor in ascending name order, the little-endian u64 lengths and bytes of its name and of
-// its dtype name ("float32"), u64 number of dimensions, i64 sizes, u64 byte count and its
-// elements in contiguous row-major little-endian order. Returned as "xxh3-128:" + 32 lowercase
-// hex digits (high 64 bits first). Equal for two checkpoints exactly when their model
-// parameters have the same names, dtypes, shapes and values.
-std::string model_digest(const std::map<std::string, torch::Tensor>& tensors);
 
 }  // namespace cairn::ckpt

@@ -12,6 +12,7 @@
 #include "cairn/core/status.h"
 #include "cairn/model/config.h"
 #include "cairn/parallel/plan.h"
+#include "cairn/train/spec.h"
 
 namespace cairn::train {
 
@@ -75,10 +76,6 @@ struct TrainOptions {
 // thread. That path is not tested: no GPU was available.
 Result<torch::Device> resolve_device(const std::string& spec);
 
-// train.*, data.*, parallel.* and ckpt.* keys.
-core::ConfigSpec train_spec();
-// Every key a job config may hold: model_spec() + train_spec().
-core::ConfigSpec job_spec();
 // Reads and cross-checks the options (e.g. global batch divisible by micro batch).
 Result<TrainOptions> train_options_from(const core::Config& config);
 
