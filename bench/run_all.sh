@@ -94,6 +94,11 @@ echo "== tokenizer (tokenizer_bench)"
 kjv="$(dirname "$data")/kjv.txt"
 if [ -f "$kjv" ]; then "$build/bench/tokenizer_bench" "$kjv"; else "$build/bench/tokenizer_bench"; fi
 
+echo "== start-up of the commands without libtorch (bench/startup.py)"
+# README (Development): "32-35 ms against 0.71-0.79 s" (front against cairn-torch for help,
+# train --help, train --describe, ckpt inspect) and torchrun's --help.
+"$py" bench/startup.py --cairn "$cairn" --data "$data"
+
 echo "== fused kernels (model_bench)"
 # Not quoted in the README: fused loss and attention kernels vs plain torch compositions.
 "$build/bench/model_bench"
