@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <thread>
 
 #include "cairn/core/fs.h"
 #include "ckpt/format_impl.h"
@@ -123,10 +124,12 @@ void SlotPersister::loop() {
   // Background work: training has the cores first. SCHED_IDLE runs this thread only on a core
   // nobody else wants (nice 10 still took a tenth of a busy core, and more while training
   // waited in the kernel); its I/O is of the idle class too.
-  sched_param idle{};
-  if (::sched_setscheduler(0, SCHED_IDLE, &idle) != 0)
-    ::setpriority(PRIO_PROCESS, pid_t(::syscall(SYS_gettid)), kPersisterNice);
-  ::syscall(SYS_ioprio_set, 1 /*IOPRIO_WHO_PROCESS*/, 0, (3 << 13) /*IOPRIO_CLASS_IDLE*/);
+  if (o_.idle_priority) {
+    sched_param idle{};
+    if (::sched_setscheduler(0, SCHED_IDLE, &idle) != 0)
+      ::setpriority(PRIO_PROCESS, pid_t(::syscall(SYS_gettid)), kPersisterNice);
+    ::syscall(SYS_ioprio_set, 1 /*IOPRIO_WHO_PROCESS*/, 0, (3 << 13) /*IOPRIO_CLASS_IDLE*/);
+  }
   const auto interval = std::chrono::duration<double>(o_.poll_interval_s);
   for (;;) {
     poll_once();
@@ -174,6 +177,8 @@ int SlotPersister::poll_once() {
     for (ShmSlot* slot : slots) {
       if (slot->persist_state() != kPersistRequested || !slot->claim_persist()) continue;
       const int64_t step = slot->ready_step();
+      if (o_.testing_write_delay_s > 0)
+        std::this_thread::sleep_for(std::chrono::duration<double>(o_.testing_write_delay_s));
       auto info = write_slot(slot);
       slot->finish_persist(info.ok());
       if (!info.ok()) {

@@ -690,6 +690,9 @@ Status Trainer::Impl::after_step(double loss, double lr, double step_time, const
   if (!last && (persist || memory)) {
     Status s = checkpoint(persist, persist ? "interval" : "memory", /*overlap=*/true);
     if (!s.ok()) return s.WithContext("checkpoint at step " + std::to_string(step));
+  } else if (!last) {
+    Status s = between_saves();
+    if (!s.ok()) return s.WithContext("deferred checkpoint at step " + std::to_string(step));
   }
   return Status::Ok();
 }

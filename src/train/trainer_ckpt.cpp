@@ -147,6 +147,8 @@ Status Trainer::Impl::open_run_files() {
   if (!run.agent_persists) {
     ckpt::SlotPersisterOptions po;
     po.slots[rank] = flash->names();
+    po.testing_write_delay_s = run.testing.slow_storage_s;
+    po.idle_priority = run.testing.slow_storage_s <= 0;
     // Every rank's persister reports (the RunLog writes rank 0's lines only).
     po.on_event = [events = std::make_shared<core::EventLog>(run.run_dir + "/events.jsonl")](
                       const std::string& event, const nlohmann::json& fields) {
@@ -189,6 +191,7 @@ bool Trainer::Impl::pace_save(bool* persist, const char** reason, double now) {
   if (interval_persist && storage_busy) {
     *persist = false;
     persist_owed = true;
+    owed_step = step;
     ++deferred_persists;
     *reason = "memory";
     const char* why = sums[2] > 0                  ? "the in-memory slots are still being prepared"
@@ -217,6 +220,38 @@ bool Trainer::Impl::pace_save(bool* persist, const char** reason, double now) {
     return false;
   }
   return true;
+}
+
+Status Trainer::Impl::between_saves() {
+  if (!pacer || direct_persist) return Status::Ok();
+  const double now = std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+  // Seen at every step, not only at saves: a persist's busy time is not stretched to the next
+  // save (which with sparse saves made every other persist look too long and be deferred).
+  pacer->observe(flash->persist_in_flight(), now);
+  // With ckpt.memory_interval=0 a deferred persist would wait for the next persist interval:
+  // it is paid from the slot that holds its step (no new copy) as soon as storage may start
+  // one. Every rank decides alike, by one all-reduce per step while it is owed.
+  if (!persist_owed || opt.memory_interval > 0) return Status::Ok();
+  CAIRN_RETURN_IF_ERROR(finish_checkpoint());
+  const bool stuck = pacer->in_flight_for(now) > opt.persist_timeout_s;
+  const bool hold = !stuck && (flash->preparing() || !pacer->may_start(now));
+  const std::array<int64_t, elastic::kFlashSlotsPerRank> held = flash->ready_steps();
+  const bool holds = std::find(held.begin(), held.end(), owed_step) != held.end();
+  const std::vector<double> sums = sum_over_ranks({hold ? 1.0 : 0.0, holds ? 1.0 : 0.0});
+  if (sums[0] > 0) return Status::Ok();
+  persist_owed = false;
+  if (sums[1] < double(world)) return Status::Ok();  // overwritten: the next interval persists
+  auto t0 = Clock::now();
+  if (!flash->request_persist(owed_step))
+    return Status::Internal("the slot of step " + std::to_string(owed_step) + " went away");
+  pacer->requested(now);
+  log->event("checkpoint_saved", {{"step", owed_step},
+                                  {"bytes", 0},
+                                  {"duration_ms", seconds_since(t0) * 1e3},
+                                  {"storage", "memory"},
+                                  {"persist", true},
+                                  {"reason", "deferred"}});
+  return Status::Ok();
 }
 
 Status Trainer::Impl::checkpoint(bool persist, const char* reason, bool overlap) {

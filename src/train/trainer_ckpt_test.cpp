@@ -1,5 +1,7 @@
 // The trainer's checkpoints: in memory, persisted in the background and paced by storage,
 // partitioned over ranks, and what a resume picks.
+#include <set>
+
 #include "train/trainer_testing_impl.h"
 
 namespace cairn::train {
@@ -104,6 +106,42 @@ TEST_F(TrainerTest, PersistsArePacedByStorage) {
   EXPECT_LE(persisted.size(), 12u);
   ASSERT_FALSE(persisted.empty());
   EXPECT_EQ(persisted.back(), 20);
+}
+
+// With no memory saves between persist intervals, a persist deferred because storage is still
+// busy is paid from the slot of its step as soon as storage may start one, not at the next
+// interval. Storage is made slow (0.3 s a part) so that a persist spans several intervals; of
+// the many persists in 300 steps, those whose storage frees between two intervals are paid
+// from their slot (one freeing exactly at an interval step is paid by that step's own save).
+TEST_F(TrainerTest, DeferredPersistIsPaidFromItsSlotBetweenIntervals) {
+  auto cfg =
+      Config("gpt2", {"ckpt.persist_interval=5", "ckpt.memory_interval=0", "ckpt.keep_last=0",
+                      "ckpt.persist_duty=0.9", "train.max_steps=300", "train.eval_interval=0"});
+  RunOptions run = Run("owed");
+  run.testing.slow_storage_s = 0.3;
+  auto t = Trainer::Create(cfg, run);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  ASSERT_TRUE((*t)->run().ok());
+  std::ifstream events(dir_ + "/owed/events.jsonl");
+  std::set<int64_t> deferred, paid;
+  std::string trace;  // the checkpoint events, printed on failure
+  for (std::string line; std::getline(events, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j["event"].get<std::string>().rfind("checkpoint", 0) == 0) trace += line + "\n";
+    if (j["event"] == "checkpoint_persist_deferred") deferred.insert(j["step"].get<int64_t>());
+    if (j["event"] == "checkpoint_saved" && j["reason"] == "deferred") {
+      const int64_t step = j["step"].get<int64_t>();
+      EXPECT_TRUE(deferred.count(step)) << "paid a persist that was not deferred: " << j.dump();
+      EXPECT_EQ(j["persist"], true);
+      paid.insert(step);
+    }
+  }
+  ASSERT_FALSE(deferred.empty()) << "a 0.3 s persist must outlast 5 steps:\n" << trace;
+  ASSERT_FALSE(paid.empty()) << "no deferred persist was paid between intervals:\n" << trace;
+  const std::vector<int64_t> on_storage = ckpt::list_steps(dir_ + "/owed/ckpt");
+  for (int64_t step : paid)
+    EXPECT_TRUE(std::count(on_storage.begin(), on_storage.end(), step)) << "step " << step;
+  EXPECT_EQ(on_storage.back(), 300);
 }
 
 // In-memory checkpoints at world 2 hold half of the state each; restoring puts it back

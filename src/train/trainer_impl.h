@@ -74,6 +74,7 @@ struct Trainer::Impl {
   // An interval persist was deferred (the previous one still being written, or within
   // ckpt.persist_duty of it): the first save after it may start is persisted instead.
   bool persist_owed = false;
+  int64_t owed_step = -1;  // the newest step whose interval persist was deferred
   int64_t deferred_persists = 0;
   std::optional<PersistPacer> pacer;  // ckpt.persist_duty
   bool direct_persist = false;        // /dev/shm too small: storage checkpoints written directly
@@ -137,6 +138,9 @@ struct Trainer::Impl {
   // defers an interval persist or pays a deferred one (changing *persist and *reason), and
   // returns false when the save is to be skipped. `now`: steady seconds; the pacer observed.
   bool pace_save(bool* persist, const char** reason, double now);
+  // After a step that saves nothing: the pacer sees how the persist in flight is doing, and with
+  // no memory saves between persist intervals an owed persist is paid from the slot of its step.
+  Status between_saves();
   // Starts preparing this rank's in-memory slots for the state's size (FlashSlots::prepare).
   void prepare_slots();
   // Sum of `v` over the data-parallel ranks of this rank's coordinates along the other axes

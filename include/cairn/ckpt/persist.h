@@ -56,6 +56,10 @@ int64_t newest_complete_step(const std::string& root);
 struct SlotPersisterOptions {
   std::map<int, std::vector<std::string>> slots;  // rank → names of its slots
   double poll_interval_s = 0.02;                  // longest delay before a request is seen
+  // The thread runs at SCHED_IDLE and idle I/O priority (training has the cores first); false
+  // for tests whose machine may be too busy to give an idle thread any time.
+  bool idle_priority = true;
+  double testing_write_delay_s = 0;  // tests: storage this much slower for each part written
   // Called (from the persister's thread) with "checkpoint_persisted" or
   // "checkpoint_persist_failed" and the event's fields.
   std::function<void(const std::string& event, const nlohmann::json& fields)> on_event;

@@ -58,6 +58,8 @@ struct RunOptions {
                                    // machine; false: broadcast them as across machines
     int debug_slowdown_rank = -1;  // this rank's micro-batches take
     double debug_slowdown = 1;     // this many times as long (it sleeps the rest)
+    double slow_storage_s = 0;     // > 0: the trainer's own persister takes this much longer
+                                   // a part, at normal priority (a busy machine cannot starve it)
   } testing;
 };
 
