@@ -34,7 +34,7 @@ class FlashSlots {
  public:
   // `owner_pid` (when > 0) is recorded in the slots this object opens or creates as the process
   // that removes them (the agent, or the trainer itself when it runs alone).
-  // `in_use` slots (2, or 3 when saves are persisted) are written; all are read.
+  // `in_use` slots (2, or 3 when a persist may hold one) are written; all are read.
   FlashSlots(std::string run_dir, int rank, int owner_pid = 0, int in_use = 2)
       : run_dir_(std::move(run_dir)), rank_(rank), owner_pid_(owner_pid), in_use_(in_use) {}
   ~FlashSlots();  // joins a copy in progress

@@ -136,9 +136,14 @@ Status Trainer::Impl::open_run_files() {
     while (ckpt_dir.size() > 1 && ckpt_dir.back() == '/') ckpt_dir.pop_back();
   }
   // The slots' owner removes them: the agent (our parent) when it persists for us, else we do.
-  flash = std::make_unique<FlashSlots>(run.run_dir, rank,
-                                       run.agent_persists ? int(::getppid()) : int(::getpid()),
-                                       /*in_use=*/o.persist_interval > 0 ? 3 : 2);
+  // A third slot whenever one may be held by a persist: interval persists, and under an agent
+  // the persist of the newest step it queues after a failure. With two, every save went into
+  // the one free slot, overwriting the newest complete checkpoint: a kill during that copy
+  // went back to the held step (bench/recovery.py lost 6 steps so, the agent's persist of the
+  // step restored from being starved by the restarted workers at idle priority).
+  flash = std::make_unique<FlashSlots>(
+      run.run_dir, rank, run.agent_persists ? int(::getppid()) : int(::getpid()),
+      /*in_use=*/o.persist_interval > 0 || run.agent_persists ? 3 : 2);
   if (run.report_progress) {
     auto p = elastic::ProgressWriter::Open(run.run_dir, rank);
     if (!p.ok()) return p.status().WithContext("progress report for the hang detector");

@@ -123,8 +123,9 @@ void run_import(const ImportArgs& a) {
 // `ckpt inspect --digest`: the summary, then the digest of the model loaded and verified.
 void run_inspect_digest(const InspectArgs& a) {
   std::vector<std::string> skipped;
-  auto summary = take(ckpt::inspect_checkpoint(a.path, {/*verify=*/true}, &skipped));
+  auto inspected = ckpt::inspect_checkpoint(a.path, {/*verify=*/true}, &skipped);
   for (auto& s : skipped) spdlog::warn("skipping broken checkpoint: {}", s);
+  auto summary = take(std::move(inspected));
   summary.digest = take(ckpt::checkpoint_model_digest(summary.path));
   std::cout << ckpt::format_summary(summary, a.config) << std::flush;
 }

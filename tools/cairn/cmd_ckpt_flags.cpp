@@ -16,8 +16,8 @@ namespace {
 void run_inspect(const InspectArgs& a) {
   std::vector<std::string> skipped;
   auto summary = ckpt::inspect_checkpoint(a.path, {a.verify}, &skipped);
-  if (!summary.ok()) throw StatusError(summary.status());
   for (auto& s : skipped) spdlog::warn("skipping broken checkpoint: {}", s);
+  if (!summary.ok()) throw StatusError(summary.status());
   std::cout << ckpt::format_summary(*summary, a.config) << std::flush;
 }
 
