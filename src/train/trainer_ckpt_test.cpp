@@ -144,6 +144,32 @@ TEST_F(TrainerTest, DeferredPersistIsPaidFromItsSlotBetweenIntervals) {
   EXPECT_EQ(on_storage.back(), 300);
 }
 
+// Under an agent (which persists the newest step after a failure, holding its slot meanwhile)
+// a rank writes three slots, as with interval persists; alone, without persists, two.
+TEST_F(TrainerTest, ThreeSlotsWhenAnAgentPersists) {
+  for (bool agent : {false, true}) {
+    const std::string name = agent ? "agent" : "alone";
+    auto cfg = Config("gpt2", {"ckpt.memory_interval=1", "train.max_steps=8"});
+    RunOptions run = Run(name, /*resume=*/false, /*stop_after=*/4);  // the slots are kept
+    run.agent_persists = agent;
+    std::unique_ptr<ckpt::SlotPersister> persister;  // the agent's part, here
+    if (agent) {
+      ckpt::SlotPersisterOptions po;
+      for (int i = 0; i < elastic::kFlashSlotsPerRank; ++i)
+        po.slots[0].push_back(elastic::flash_slot_name(run.run_dir, 0, i));
+      auto p = ckpt::SlotPersister::Start(std::move(po));
+      ASSERT_TRUE(p.ok()) << p.status().ToString();
+      persister = std::move(p).value();
+    }
+    auto t = Trainer::Create(cfg, run);
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    ASSERT_TRUE((*t)->run().ok());
+    persister.reset();
+    EXPECT_EQ(elastic::unlink_flash_slots(run.run_dir, {0}), agent ? 3 : 2) << name;
+    EXPECT_EQ(ckpt::list_steps(run.run_dir + "/ckpt").back(), 4) << name;
+  }
+}
+
 // In-memory checkpoints at world 2 hold half of the state each; restoring puts it back
 // together (mapping the other rank's slot, or by broadcast as across machines) and continues
 // exactly like the uninterrupted run, for DDP, ZeRO-3 and tp2 (each rank's slices: pieces put

@@ -15,6 +15,7 @@
 
 #include "cairn/ckpt/checkpoint.h"
 #include "cairn/ckpt/digest.h"
+#include "cairn/ckpt/persist.h"
 #include "cairn/ckpt/shm_slot.h"
 #include "cairn/comm/group.h"
 #include "cairn/data/token_file.h"
