@@ -35,6 +35,18 @@ slurm_cleanup() {
   test_cleanup "$rc"
 }
 trap slurm_cleanup EXIT
+# A command that fails outside `fail` (set -e) still says where, and what Slurm and the jobs
+# said: the test once ended silently right after a requeue.
+slurm_err() {
+  local rc=$? line=$1 cmd=$2
+  echo "FAIL: line $line: '$cmd' exited $rc" >&2
+  [ -n "${job:-}" ] && scontrol show job "$job" >&2 2> /dev/null
+  for f in "$work"/*/slurm.out "$work"/log/slurm*.log; do
+    [ -f "$f" ] && { echo "== $f" >&2; tail -n 20 "$f" >&2; }
+  done
+  return 0
+}
+trap 'slurm_err "$LINENO" "$BASH_COMMAND"' ERR
 require munged slurmctld slurmd sbatch scontrol sinfo scancel getent mount
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
