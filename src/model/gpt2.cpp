@@ -80,14 +80,22 @@ class Gpt2Block : public torch::nn::Module {
 
 class Gpt2Model : public LanguageModel {
  public:
-  explicit Gpt2Model(const ModelConfig& c) : LanguageModel(c) {
-    wte_ = register_module("wte", std::make_shared<Embedding>(c.vocab_size, c.n_embd));
-    wpe_ = register_module("wpe", std::make_shared<Embedding>(c.block_size, c.n_embd));
+  Gpt2Model(const ModelConfig& c, const ModelPart& part) : LanguageModel(c) {
+    {
+      PlaceholderScope tied_table(!part.embedding && !part.head);
+      wte_ = register_module("wte", std::make_shared<Embedding>(c.vocab_size, c.n_embd));
+    }
+    {
+      PlaceholderScope positions(!part.embedding);
+      wpe_ = register_module("wpe", std::make_shared<Embedding>(c.block_size, c.n_embd));
+    }
     auto list = register_module("h", torch::nn::ModuleList());
     for (int64_t i = 0; i < c.n_layer; ++i) {
+      PlaceholderScope block(!part.holds_block(i));
       blocks_.push_back(std::make_shared<Gpt2Block>(c, seam_));
       list->push_back(blocks_.back());
     }
+    PlaceholderScope head(!part.head);
     ln_f_ = register_module("ln_f", std::make_shared<LayerNorm>(c.n_embd, c.norm_eps));
   }
 
@@ -117,8 +125,8 @@ class Gpt2Model : public LanguageModel {
 
 }  // namespace
 
-std::shared_ptr<LanguageModel> make_gpt2(const ModelConfig& config) {
-  return std::make_shared<Gpt2Model>(config);
+std::shared_ptr<LanguageModel> make_gpt2(const ModelConfig& config, const ModelPart& part) {
+  return std::make_shared<Gpt2Model>(config, part);
 }
 
 }  // namespace cairn::model

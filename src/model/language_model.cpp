@@ -195,14 +195,18 @@ double LanguageModel::flops_per_token(int64_t seq_len) const {
   return 6 * n_matmul + 12.0 * c.n_layer * seq_len * C;
 }
 
-std::shared_ptr<LanguageModel> build_model_uninitialized(const ModelConfig& config) {
+std::shared_ptr<LanguageModel> build_model_uninitialized(const ModelConfig& config,
+                                                         const ModelPart& part) {
   const Status st = validate(config);
   TORCH_CHECK(st.ok(), "build_model: ", st.message());
-  return config.is_llama() ? make_llama(config) : make_gpt2(config);
+  TORCH_CHECK(part.blocks.empty() || int64_t(part.blocks.size()) == config.n_layer,
+              "build_model: a part of ", part.blocks.size(), " blocks for ", config.n_layer);
+  return config.is_llama() ? make_llama(config, part) : make_gpt2(config, part);
 }
 
-std::shared_ptr<LanguageModel> build_model(const ModelConfig& config, uint64_t seed) {
-  auto model = build_model_uninitialized(config);
+std::shared_ptr<LanguageModel> build_model(const ModelConfig& config, uint64_t seed,
+                                           const ModelPart& part) {
+  auto model = build_model_uninitialized(config, part);
   init_parameters(*model, config, seed);
   return model;
 }
@@ -212,6 +216,7 @@ void init_parameters(LanguageModel& model, const ModelConfig& config, uint64_t s
   const double resid_std = config.init_std / std::sqrt(2.0 * config.n_layer);
   torch::NoGradGuard no_grad;
   const std::vector<ParamSpec> specs = param_specs(config);
+  torch::Tensor scratch;  // a placeholder's draws, so that the next parameter's are the same
   for (auto& item : model.named_parameters()) {
     auto& p = item.value();
     const ParamSpec* spec = find_spec(specs, item.key());
@@ -227,8 +232,15 @@ void init_parameters(LanguageModel& model, const ModelConfig& config, uint64_t s
       case ParamRole::kNormWeight:
         p.fill_(1.0);
         break;
-      default:
-        p.normal_(0.0, spec->residual_out ? resid_std : config.init_std, gen);
+      default: {
+        const double std = spec->residual_out ? resid_std : config.init_std;
+        if (p.numel() > 0) {
+          p.normal_(0.0, std, gen);
+        } else {
+          if (!scratch.defined()) scratch = torch::empty({0});
+          scratch.resize_(spec->shape).normal_(0.0, std, gen);
+        }
+      }
     }
   }
 }

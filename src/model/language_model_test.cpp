@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <set>
 #include <string>
 
@@ -285,6 +286,51 @@ TEST(LanguageModel, BuildRejectsInvalidConfig) {
   ModelConfig c = Gpt2Small();
   c.n_head = 5;
   EXPECT_THROW(build_model(c, 0), c10::Error);
+  ModelPart part;
+  part.blocks = {true};  // one flag for two blocks
+  EXPECT_THROW(build_model(Gpt2Small(), 0, part), c10::Error);
+}
+
+// A part (a pipeline stage's) holds the whole model's values for its parameters and
+// placeholders for the rest, built initialized or initialized after a deferred build.
+TEST_P(LanguageModelTest, APartHoldsTheWholeModelsValuesOfItsParameters) {
+  const ModelConfig c = Config();
+  auto whole = build_model(c, 7);
+  std::map<std::string, torch::Tensor> want;
+  for (auto& p : whole->named_parameters()) want[p.key()] = p.value();
+  const bool gpt2 = c.arch == "gpt2";
+  for (int first = 0; first < 2; ++first) {
+    ModelPart part;
+    part.blocks = {first == 1, first == 0};  // stage 0: block 1 only; stage 1: block 0 only
+    part.embedding = first == 1;
+    part.head = first == 0;
+    for (bool deferred : {false, true}) {
+      SCOPED_TRACE(std::string(deferred ? "deferred" : "built") + " part " +
+                   std::to_string(first));
+      auto m = deferred ? build_model_uninitialized(c, part) : build_model(c, 7, part);
+      if (deferred) init_parameters(*m, c, 7);
+      int64_t held = 0;
+      for (auto& p : m->named_parameters()) {
+        const std::string& n = p.key();
+        const bool block0 = n.rfind(gpt2 ? "h.0." : "layers.0.", 0) == 0;
+        const bool block1 = n.rfind(gpt2 ? "h.1." : "layers.1.", 0) == 0;
+        const bool embedding = n == "wpe.weight" || n == "tok_embeddings.weight";
+        const bool head = n == "ln_f.weight" || n == "ln_f.bias" || n == "norm.weight" ||
+                          n == "output.weight";
+        const bool held_here = (block0 && part.blocks[0]) || (block1 && part.blocks[1]) ||
+                               (embedding && part.embedding) || (head && part.head) ||
+                               (n == "wte.weight" && (part.embedding || part.head));
+        if (held_here) {
+          EXPECT_TRUE(p.value().equal(want.at(n))) << n;
+          held += p.value().numel();
+        } else {
+          EXPECT_EQ(p.value().numel(), 0) << n << " is not a placeholder";
+        }
+      }
+      EXPECT_EQ(m->num_params(), held);
+      EXPECT_LT(held, whole->num_params());
+    }
+  }
 }
 
 }  // namespace

@@ -9,6 +9,20 @@
 
 namespace cairn::model {
 
+// While one is alive (on this thread), the layers built create placeholders instead of their
+// parameters: empty tensors under the same names, taking no memory (a model part another
+// rank holds, ModelPart in language_model.h). `on` false makes it a no-op.
+class PlaceholderScope {
+ public:
+  explicit PlaceholderScope(bool on);
+  ~PlaceholderScope();
+  PlaceholderScope(const PlaceholderScope&) = delete;
+  PlaceholderScope& operator=(const PlaceholderScope&) = delete;
+
+ private:
+  bool was_;
+};
+
 // y = x W^T + b. weight (out, in), bias (out) or none.
 class Linear : public torch::nn::Module {
  public:

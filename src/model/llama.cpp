@@ -112,14 +112,19 @@ class LlamaBlock : public torch::nn::Module {
 
 class LlamaModel : public LanguageModel {
  public:
-  explicit LlamaModel(const ModelConfig& c) : LanguageModel(c) {
-    tok_embeddings_ =
-        register_module("tok_embeddings", std::make_shared<Embedding>(c.vocab_size, c.n_embd));
+  LlamaModel(const ModelConfig& c, const ModelPart& part) : LanguageModel(c) {
+    {
+      PlaceholderScope embedding(!part.embedding);
+      tok_embeddings_ =
+          register_module("tok_embeddings", std::make_shared<Embedding>(c.vocab_size, c.n_embd));
+    }
     auto list = register_module("layers", torch::nn::ModuleList());
     for (int64_t i = 0; i < c.n_layer; ++i) {
+      PlaceholderScope block(!part.holds_block(i));
       blocks_.push_back(std::make_shared<LlamaBlock>(c, seam_));
       list->push_back(blocks_.back());
     }
+    PlaceholderScope head(!part.head);
     norm_ = register_module("norm", std::make_shared<RMSNorm>(c.n_embd, c.norm_eps));
     output_ = register_module("output", std::make_shared<Linear>(c.n_embd, c.vocab_size, false));
   }
@@ -150,8 +155,8 @@ class LlamaModel : public LanguageModel {
 
 }  // namespace
 
-std::shared_ptr<LanguageModel> make_llama(const ModelConfig& config) {
-  return std::make_shared<LlamaModel>(config);
+std::shared_ptr<LanguageModel> make_llama(const ModelConfig& config, const ModelPart& part) {
+  return std::make_shared<LlamaModel>(config, part);
 }
 
 }  // namespace cairn::model

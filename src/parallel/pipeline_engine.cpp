@@ -96,9 +96,11 @@ class PipelineEngine : public Engine {
         tied.emplace_back(p.key(), p.value());
         own_[p.key()] = p.value();
       } else if (vs % P_ == stage_) {
+        TORCH_CHECK(p.value().numel() > 0, "pipeline stage ", stage_, ": parameter ", p.key(),
+                    " is another part's placeholder (build the model with model_part())");
         chunks_[size_t(vs / P_)].params.emplace_back(p.key(), p.value());
         own_[p.key()] = p.value();
-      } else {  // another stage's: free it
+      } else if (p.value().numel() > 0) {  // another stage's, built whole: free it
         torch::NoGradGuard no_grad;
         p.value().set_data(torch::empty({0}, p.value().options()));
       }
@@ -600,6 +602,24 @@ class PipelineEngine : public Engine {
 };
 
 }  // namespace
+
+model::ModelPart model_part(const Plan& plan, int64_t n_layer, int pp_rank) {
+  model::ModelPart part;
+  const int P = plan.mesh.pp, V = P * plan.pipeline.virtual_stages;
+  if (P <= 1) return part;
+  std::vector<int64_t> bounds{0};
+  bounds.insert(bounds.end(), plan.pipeline.cuts.begin(), plan.pipeline.cuts.end());
+  bounds.push_back(n_layer);
+  TORCH_CHECK(int(bounds.size()) == V + 1, "model_part: ", plan.pipeline.cuts.size(),
+              " cuts for ", V, " virtual stages");
+  part.blocks.assign(size_t(n_layer), false);
+  for (int vs = pp_rank; vs < V; vs += P)
+    for (int64_t i = bounds[size_t(vs)]; i < bounds[size_t(vs + 1)]; ++i)
+      part.blocks[size_t(i)] = true;
+  part.embedding = pp_rank == 0;
+  part.head = pp_rank == (V - 1) % P;
+  return part;
+}
 
 Result<std::unique_ptr<Engine>> make_pipeline_engine(std::shared_ptr<model::LanguageModel> model,
                                                      const Plan& plan,

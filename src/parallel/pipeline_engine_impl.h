@@ -26,8 +26,8 @@ struct StageGroups {
   std::shared_ptr<ContextCommStats> cp_stats;
 };
 
-// `model` is whole and initialized alike on every rank; the engine keeps this rank's chunks'
-// parameters (its tp slices of them) and frees the others. DDP or ZeRO-1/2 over stage.dp.
+// `model` is whole or this rank's model_part(), initialized alike on every rank; the engine
+// keeps this rank's chunks' parameters (its tp slices of them) and frees any others. DDP or ZeRO-1/2 over stage.dp.
 Result<std::unique_ptr<Engine>> make_pipeline_engine(std::shared_ptr<model::LanguageModel> model,
                                                      const Plan& plan,
                                                      const comm::MeshGroups& groups,

@@ -491,6 +491,7 @@ void shard_for_tensor_parallel(model::LanguageModel& model, comm::Group* tp,
   for (auto& item : model.named_parameters()) {
     const model::ParamSpec* spec = model::find_spec(specs, item.key());
     TORCH_CHECK(spec, "shard_for_tensor_parallel: no spec for ", item.key());
+    if (item.value().numel() == 0) continue;  // a placeholder of a part another rank holds
     item.value().set_data(tp_slice(item.value(), *spec, c, tp->rank(), tp->size()));
   }
   model.set_tensor_parallel(make_tensor_parallel_hooks(c, tp, sequence_parallel));

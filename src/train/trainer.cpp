@@ -359,12 +359,15 @@ Status Trainer::Impl::build_engine() {
   // A resume usually loads every parameter: initialize only if nothing was restored (below).
   // ZeRO-3 shards the parameters when the engine is made, so it initializes first.
   // A model for another device is built and initialized on the CPU, then moved.
+  // A pipeline stage builds only its part: another stage's parameters are never allocated.
   defer_init = run.resume && !plan.shards_parameters() && device.is_cpu();
-  model = defer_init ? cairn::model::build_model_uninitialized(mcfg)
-                     : cairn::model::build_model(mcfg, o.seed);
-  if (!device.is_cpu()) model->to(device);
-  num_params = model->num_params();  // before ZeRO-3 releases the parameters
   CAIRN_ASSIGN_OR_RETURN(comm::Mesh mesh, comm::Mesh::Create(plan.mesh, world, plan.order));
+  const model::ModelPart part =
+      parallel::model_part(plan, mcfg.n_layer, mesh.coord(rank, comm::Axis::kPipeline));
+  model = defer_init ? cairn::model::build_model_uninitialized(mcfg, part)
+                     : cairn::model::build_model(mcfg, o.seed, part);
+  if (!device.is_cpu()) model->to(device);
+  num_params = count_params(mcfg);  // the whole model's, whatever this rank holds
   CAIRN_ASSIGN_OR_RETURN(comm::MeshGroups built, comm::MeshGroups::Create(group, mesh));
   groups = std::make_unique<comm::MeshGroups>(std::move(built));
   CAIRN_ASSIGN_OR_RETURN(engine, parallel::parallelize(model, plan, *groups,

@@ -109,17 +109,29 @@ class LanguageModel : public torch::nn::Module {
   std::vector<bool> checkpointed_;  // per block
 };
 
+// The parts of a model one rank holds (a pipeline stage's); the others are placeholders:
+// parameters under the same names, empty (numel() == 0), taking no memory. Whole by default.
+struct ModelPart {
+  std::vector<bool> blocks;  // per block; empty: every block
+  bool embedding = true;     // the token (gpt2: and position) embeddings
+  bool head = true;          // the final norm and the output head (gpt2: the tied token table)
+  bool holds_block(int64_t i) const { return blocks.empty() || blocks.at(size_t(i)); }
+};
+
 // Builds the architecture config.arch names and initializes it deterministically from seed,
 // by each parameter's spec (param_specs.h): weights normal(0, init_std), residual output
 // projections (gpt2 attn.c_proj and mlp.c_proj, llama attention.wo and feed_forward.w2)
 // normal(0, init_std / sqrt(2 * n_layer)), biases 0, norm weights 1. Uses a private generator:
 // neither reads nor advances the global RNG. Parameters are float32 on the CPU. Throws c10::Error
-// if validate(config) fails.
-std::shared_ptr<LanguageModel> build_model(const ModelConfig& config, uint64_t seed);
+// if validate(config) fails. A part's parameters get the values the whole model's have.
+std::shared_ptr<LanguageModel> build_model(const ModelConfig& config, uint64_t seed,
+                                           const ModelPart& part = {});
 // The model without cairn's initialization (libtorch's module defaults), for a caller that
 // loads every parameter next; init_parameters(model, config, seed) later gives exactly what
-// build_model(config, seed) would have.
-std::shared_ptr<LanguageModel> build_model_uninitialized(const ModelConfig& config);
+// build_model(config, seed) would have (placeholders stay empty: the generator draws their
+// values into a scratch tensor, so the held parameters' values do not depend on the part).
+std::shared_ptr<LanguageModel> build_model_uninitialized(const ModelConfig& config,
+                                                         const ModelPart& part = {});
 void init_parameters(LanguageModel& model, const ModelConfig& config, uint64_t seed);
 
 }  // namespace cairn::model

@@ -21,6 +21,7 @@
 
 namespace cairn::model {
 class LanguageModel;
+struct ModelPart;
 }
 namespace cairn::comm {
 class MeshGroups;
@@ -109,9 +110,16 @@ class Engine {
 // the job) and returns the engine that trains it with AdamW (`adam`). Applies the plan's
 // per-block activation checkpointing to the model. Checks plan.validate() against the model
 // and that the groups' mesh is the plan's. Layouts this version cannot carry out yet (per-block
-// tp or cp kinds, zb-h1 with ZeRO-2) are kUnsupported, naming what.
+// tp or cp kinds) are kUnsupported, naming what. The model is whole, or under pp > 1 built
+// with this rank's model_part().
 Result<std::unique_ptr<Engine>> parallelize(std::shared_ptr<model::LanguageModel> model,
                                             const Plan& plan, const comm::MeshGroups& groups,
                                             AdamHyper adam);
+
+// The part of the model the ranks at pipeline coordinate `pp_rank` train under `plan` (the
+// whole model at pp 1): their chunks' blocks, the embedding on the first stage, the final norm
+// and head on the last (and GPT-2's tied table there too). Built with it
+// (model::build_model(config, seed, part)), a rank never holds another stage's parameters.
+model::ModelPart model_part(const Plan& plan, int64_t n_layer, int pp_rank);
 
 }  // namespace cairn::parallel
