@@ -95,8 +95,29 @@ struct DataParallel::Impl {
     in_flight.clear();
   }
 
+  // reduce_on_flush: the gradients made since the last flush, by bucket, reduced.
+  void flush() CAIRN_REQUIRES(mu) {
+    drain();  // the previous flush's: one round of staging buffers at a time
+    for (Param& p : params) {
+      if (!p.tensor.grad().defined()) continue;
+      Flat& f = flats[size_t(p.bucket)];
+      if (!f.staging.defined()) f.staging = torch::zeros({f.plan.numel}, buffers);
+      f.staging.narrow(0, p.slot.offset, p.slot.numel).copy_(p.tensor.grad().reshape({-1}));
+      p.tensor.mutable_grad() = torch::Tensor();
+    }
+    for (size_t b = 0; b < flats.size(); ++b) {
+      Flat& f = flats[b];
+      if (!f.staging.defined()) continue;
+      InFlight x{int(b), f.staging, {}};
+      x.work = group->allreduce_async(x.staging);
+      in_flight.push_back(std::move(x));
+      f.staging = torch::Tensor();
+    }
+  }
+
   void on_grad_ready(int param_index) {
     core::MutexLock lock(mu);
+    if (shard_grads && options.reduce_on_flush) return;  // flush() takes them
     if (!group || (!sync && !shard_grads)) return;
     Param& p = params[size_t(param_index)];
     Flat& f = flats[size_t(p.bucket)];
@@ -233,6 +254,10 @@ void DataParallel::scale_grads(double factor) {
 
 void DataParallel::set_sync(bool on) {
   core::MutexLock lock(impl_->mu);
+  if (impl_->shard_grads && impl_->options.reduce_on_flush) {
+    impl_->sync = on;
+    return;
+  }
   // ZeRO-2 reduces every micro-batch (no full gradient is kept between them).
   if (impl_->shard_grads) impl_->drain();
   impl_->sync = on;
@@ -249,9 +274,13 @@ void DataParallel::finish_backward() {
   {
     core::MutexLock lock(m.mu);
     TORCH_CHECK(m.sync, "finish_backward without set_sync(true)");
-    // Parameters that got no gradient this step: send their buckets anyway, in order.
-    for (auto& f : m.flats) f.pending = 0;
-    m.launch_ready();
+    if (m.shard_grads && m.options.reduce_on_flush) {
+      m.flush();  // what came since the last flush
+    } else {
+      // Parameters that got no gradient this step: send their buckets anyway, in order.
+      for (auto& f : m.flats) f.pending = 0;
+      m.launch_ready();
+    }
     m.sync = false;
   }
   const double inv = 1.0 / double(m.world());
@@ -275,6 +304,14 @@ double DataParallel::clip_grad_norm(double max_norm) {
 
 void DataParallel::clip_to(double norm, double max_norm) {
   impl_->optimizer->clip_to(norm, max_norm);
+}
+
+void DataParallel::flush_grads() {
+  Impl& m = *impl_;
+  TORCH_CHECK(m.options.reduce_on_flush, "flush_grads without options.reduce_on_flush");
+  if (!m.shard_grads) return;
+  core::MutexLock lock(m.mu);
+  m.flush();
 }
 
 bool DataParallel::shards_gradients() const { return impl_->shard_grads; }

@@ -59,7 +59,10 @@ std::vector<torch::Tensor> Reference(int steps, int accum) {
 }
 
 // Runs `world` ranks as threads; rank r takes rows [r * 12 / world, ...) in `accum` micro-batches.
-std::vector<std::vector<torch::Tensor>> RunData(int world, int accum, int zero_stage, int steps) {
+// With `flush`, gradients are reduced by flush_grads() after the first micro-batch and by
+// finish_backward() for the rest (options.reduce_on_flush).
+std::vector<std::vector<torch::Tensor>> RunData(int world, int accum, int zero_stage, int steps,
+                                                bool flush = false) {
   auto store = c10::make_intrusive<c10d::HashStore>();
   std::vector<std::vector<torch::Tensor>> out(static_cast<size_t>(world));
   std::vector<std::thread> threads;
@@ -72,6 +75,7 @@ std::vector<std::vector<torch::Tensor>> RunData(int world, int accum, int zero_s
       o.zero_stage = zero_stage;
       o.bucket_bytes = 64;  // several buckets
       o.adam = {0.9, 0.95, 1e-8, 0.1};
+      o.reduce_on_flush = flush;
       DataParallel dp(net.named(), Decay, group.get(), o);
       dp.broadcast_parameters();
       const int rows = 12 / world / accum;
@@ -81,6 +85,7 @@ std::vector<std::vector<torch::Tensor>> RunData(int world, int accum, int zero_s
         for (int a = 0; a < accum; ++a) {
           dp.set_sync(a == accum - 1);
           (net.loss(x.narrow(0, (r * accum + a) * rows, rows)) / accum).backward();
+          if (flush && a == 0) dp.flush_grads();
         }
         dp.finish_backward();
         dp.step(1e-2);
@@ -119,6 +124,19 @@ TEST(DataParallel, AccumulationWithSync) {
     auto got = RunData(2, 2, stage, 3);
     for (size_t i = 0; i < ref.size(); ++i)
       EXPECT_TRUE(torch::allclose(got[0][i], ref[i], 1e-5, 1e-6)) << "stage " << stage;
+  }
+}
+
+// Reduced when the caller says (a pipeline's weight passes) rather than as autograd makes the
+// gradients: the same training, ZeRO-2 included, whatever the flushes' points.
+TEST(DataParallel, GradientsReducedOnFlushMatchOneProcess) {
+  auto ref = Reference(3, 3);
+  for (int stage : {0, 1, 2}) {
+    auto got = RunData(2, 3, stage, 3, /*flush=*/true);
+    for (int r = 0; r < 2; ++r)
+      for (size_t i = 0; i < ref.size(); ++i)
+        EXPECT_TRUE(torch::allclose(got[size_t(r)][i], ref[i], 1e-5, 1e-6))
+            << "stage " << stage << " rank " << r << " param " << i;
   }
 }
 

@@ -63,6 +63,7 @@ class PipelineEngine : public Engine {
         stage_(pp->rank()),
         v_(plan.pipeline.virtual_stages),
         kind_(plan.pipeline.schedule),
+        zero_stage_(plan.zero_stage),
         specs_(model::param_specs(model_->config())),
         grads_(model_->config(), tp_, sp_) {
     if (tp_) shard_for_tensor_parallel(*model_, tp_, sp_);
@@ -108,9 +109,13 @@ class PipelineEngine : public Engine {
     auto decays = [specs = specs_](const std::string& name, const torch::Tensor&) {
       return model::find_spec(specs, name)->decays;
     };
+    // zb-h1 under ZeRO-2: a chunk's gradients are reduced after each of its weight passes
+    // (they are whole then), not as autograd makes them in the input-gradient pass.
+    DataParallelOptions chunk_options = o;
+    chunk_options.reduce_on_flush = flush_after_weight_pass();
     for (Chunk& c : chunks_) {
       if (c.params.empty()) continue;
-      c.dp = std::make_unique<DataParallel>(c.params, decays, dp_, o);
+      c.dp = std::make_unique<DataParallel>(c.params, decays, dp_, chunk_options);
       c.dp->broadcast_parameters();
     }
     if (!tied.empty()) {
@@ -156,7 +161,7 @@ class PipelineEngine : public Engine {
       if (a.op == PipeOp::kForward)
         forward(a);
       else if (a.op == PipeOp::kBackwardWeight)
-        weight_grads_.run(a.micro * v_ + a.chunk);
+        weight_pass(a);
       else
         backward(a, int(k) == last_backward_[size_t(a.chunk)]);
       heap_peak = std::max(heap_peak, core::heap_bytes_in_use());
@@ -544,6 +549,16 @@ class PipelineEngine : public Engine {
     in_flight_[{a.micro, a.chunk}] = std::move(f);
   }
 
+  bool flush_after_weight_pass() const {
+    return kind_ == PipelineSchedule::kZeroBubbleH1 && zero_stage_ == 2;
+  }
+  // zb-h1: the projections' weight gradients of a micro-batch's backward through a chunk.
+  void weight_pass(const PipeAction& a) {
+    weight_grads_.run(a.micro * v_ + a.chunk);
+    Chunk& chunk = chunks_[size_t(a.chunk)];
+    if (chunk.dp && flush_after_weight_pass()) chunk.dp->flush_grads();
+  }
+
   void backward(const PipeAction& a, bool last_of_chunk) {
     const int vs = vs_of(a), V = P_ * v_;
     auto it = in_flight_.find({a.micro, a.chunk});
@@ -571,6 +586,7 @@ class PipelineEngine : public Engine {
   StageGroups sg_;
   int P_, stage_, v_;
   PipelineSchedule kind_;
+  int zero_stage_;
   std::vector<model::ParamSpec> specs_;
   TpGradients grads_;
   std::vector<int64_t> bounds_;  // virtual stage vs holds blocks [bounds_[vs], bounds_[vs + 1])
@@ -626,11 +642,6 @@ Result<std::unique_ptr<Engine>> make_pipeline_engine(std::shared_ptr<model::Lang
                                                      const comm::MeshGroups& groups,
                                                      DataParallelOptions options,
                                                      StageGroups stage) {
-  if (plan.pipeline.schedule == PipelineSchedule::kZeroBubbleH1 && plan.zero_stage == 2)
-    return Status::Unsupported(
-        "plan: the zb-h1 schedule with ZeRO-2: ZeRO-2 reduces each micro-batch's gradients as "
-        "its backward ends, before zb-h1's weight passes add theirs; use zero_stage 0 or 1 "
-        "with zb-h1");
   return std::unique_ptr<Engine>(std::make_unique<PipelineEngine>(
       std::move(model), plan, groups.get(comm::Axis::kPipeline), std::move(stage), options));
 }

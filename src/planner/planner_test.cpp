@@ -171,7 +171,6 @@ Brute BruteForce(const Workload& w, const Cluster& c, int world, double budget) 
                         if (pp == 1 && (s != 0 || v != 1)) continue;
                         if ((v == 2) != (sched == PipelineSchedule::kInterleaved)) continue;
                         if (cp == 1 && kind != ContextParallelKind::kRing) continue;
-                        if (zero == 2 && sched == PipelineSchedule::kZeroBubbleH1) continue;
                         if (pp > 1 && !parallel::schedule_unfit({sched, pp, m, v}).empty())
                           continue;
                         if (cp > 1 && kind == ContextParallelKind::kRing && w.seq_len % (2 * cp))

@@ -132,7 +132,6 @@ Result<SearchResult> search(const Workload& w, const Cluster& cluster,
             for (int zero = 0; zero <= 3; ++zero) {
               if (zero > 0 && dp * cp == 1) break;
               if (zero == 3 && pp > 1) break;
-              if (zero == 2 && schedule == PipelineSchedule::kZeroBubbleH1) continue;
               for (int sp = 0; sp <= (tp > 1 ? 1 : 0); ++sp)
                 for (ContextParallelKind kind : kinds) {
                   Layout l;

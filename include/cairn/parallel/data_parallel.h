@@ -39,6 +39,9 @@ struct DataParallelOptions {
                                             // 2 = + gradients sharded
   int64_t bucket_bytes = int64_t(8) << 20;  // gradient bucket size
   AdamHyper adam;
+  // ZeRO-2: reduce the gradients when flush_grads() is called instead of as autograd makes
+  // them, for a schedule whose weight gradients come in a later pass of their own (zb-h1).
+  bool reduce_on_flush = false;
 };
 
 struct MemoryReport {
@@ -70,6 +73,11 @@ class DataParallel {
   void set_sync(bool on);
   // After the synced backward: waits for every bucket and averages gradients over ranks.
   void finish_backward();
+  // With options.reduce_on_flush under ZeRO-2: starts reducing every gradient made since the
+  // last call (the buckets holding one, in order) and frees them; this rank keeps its shard of
+  // the sums. Collective over the group (every rank calls it at the same points); a no-op when
+  // gradients are not sharded (they accumulate in the buckets until finish_backward).
+  void flush_grads();
   // Multiplies the gradients (this rank's shards under ZeRO-2) by `factor`.
   void scale_grads(double factor);
   // Scales gradients so their global norm is at most max_norm; returns the norm before.
