@@ -8,6 +8,9 @@
 # With PLAN=auto (parallel.plan=auto, TP ranks per host) the planner picks the layout at each
 # start: the world's change is re-planned (events.jsonl "plan": replanned, the previous world's
 # plan and the new one), the machine profiled once and the profile reused.
+# With PLAN=pp (parallel.pp=2, TP ranks per host) each host holds a whole pipeline's stages or
+# shares them with the other: pp2 x dp2 on 4 ranks, pp2 on the 2 left, pp2 x dp2 again, each
+# start building its stage's part and loading its tensors from the same checkpoints.
 # The master serves mutual TLS (every agent shows a certificate of the job's CA); an agent
 # without one, or one that trusts another CA, is refused, and no log holds the job token.
 # Needs root (ip netns). Usage: elastic_netns_test.sh CAIRN [TP [PLAN]]
@@ -62,6 +65,9 @@ parallel: {tp: $tp}
 data: {path: $work/data}
 YAML
 plan_flags=()
+if [ "$plan" = pp ]; then
+  sed -i 's/^parallel: .*$/parallel: {pp: 2}/' "$work/job.yaml"
+fi
 if [ "$plan" = auto ]; then
   sed -i 's/^parallel: .*$/parallel: {}/' "$work/job.yaml"
   plan_flags=(--plan auto --plan-cache "$work/cache")
@@ -201,6 +207,22 @@ for s in starts:
 profiled = [e for e in plans if e["plan"]["profile_s"] > 0]
 assert len(profiled) == 1, f"the machine was profiled {len(profiled)} times"
 print("   plans:", ", ".join(f'world {e["world"]}: {e["plan"]["summary"]}' for e in plans))
+PY
+fi
+if [ "$plan" = pp ]; then
+  echo "-- every start trained a 2-stage pipeline, data-parallel over what the world held"
+  cat "$work"/a/events.jsonl "$work"/b/events.jsonl > "$work/events.all"
+  /usr/bin/python3 - "$work/events.all" "$w1" "$w2" <<'PY' || fail "the pipeline did not follow the world"
+import json, sys
+w1, w2 = int(sys.argv[2]), int(sys.argv[3])
+starts = [json.loads(l) for l in open(sys.argv[1])]
+starts = [e for e in starts if e.get("event") == "start"]
+worlds = [s["world_size"] for s in starts]
+assert w1 in worlds and w2 in worlds, worlds
+for s in starts:
+    m = s["plan"]["mesh"]
+    assert m["pp"] == 2 and m["dp"] == s["world_size"] // 2, s["plan"]
+print("   starts at worlds", worlds)
 PY
 fi
 echo "PASS"
