@@ -1,6 +1,6 @@
 """Pipeline parallelism on this machine: a GPT-2 whose blocks outweigh its head (16 layers,
 d=384), trained by cairn at pp 2 and pp 4 with each schedule (gpipe, 1f1b, interleaved with 2
-chunks per rank, zb-h1), each row with its step time, the bubble cairn measured (the seconds each
+chunks per rank, zb-h1) and pp 2 x tp 2 with sequence parallelism (1f1b), each row with its step time, the bubble cairn measured (the seconds each
 stage was blocked on its neighbours / its step time, mean and worst stage) next to the
 schedule's formula ((p-1)/(m+p-1) for gpipe and 1f1b, (p-1)/(v m+p-1) interleaved,
 (p-1)/(3m+p-1) zb-h1, for m micro-batches), each stage's activation memory (the most its
@@ -41,8 +41,9 @@ def formula(schedule, p, m, v):
     return (p - 1) / (m + p - 1)
 
 
-def run_cairn(a, pp, schedule, tmp, env):
-    name = f"pp{pp}-{schedule}"
+def run_cairn(a, pp, schedule, tmp, env, tp=1):
+    name = f"pp{pp}-tp{tp}-{schedule}"
+    ranks = pp * tp
     cfg = os.path.join(tmp, name + ".yaml")
     with open(cfg, "w") as f:
         f.write(f"""model: {{arch: gpt2, n_layer: {N_LAYER}, n_head: {N_HEAD}, n_embd: {N_EMBD},
@@ -51,13 +52,13 @@ train: {{micro_batch_size: {MICRO}, global_batch_size: {BATCH}, seq_len: {SEQ},
         max_steps: {a.steps + a.warmup}, eval_interval: 0, eval_batches: 1, warmup_steps: 2,
         threads: {a.threads}}}
 ckpt: {{persist_interval: 0, memory_interval: 0}}
-parallel: {{pp: {pp}, pp_schedule: {schedule}}}
+parallel: {{pp: {pp}, pp_schedule: {schedule}, tp: {tp}, sequence_parallel: {str(tp > 1).lower()}}}
 data: {{path: {os.path.abspath(a.data)}}}
 """)
     run = os.path.join(tmp, name)
     train = [a.cairn, "--log-level", "warn", "train", cfg, "--no-progress"]
-    args = train + ["--run-dir", run] if pp == 1 else \
-        [a.cairn, "run", "--nproc-per-node", str(pp), "--run-dir", run, "--"] + train
+    args = train + ["--run-dir", run] if ranks == 1 else \
+        [a.cairn, "run", "--nproc-per-node", str(ranks), "--run-dir", run, "--"] + train
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rc, rss_mb = benchlib.wait_rusage(proc)
     if rc:
@@ -97,6 +98,8 @@ def main():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--pp", default="2,4", help="pipeline sizes")
     p.add_argument("--schedules", default="gpipe,1f1b,interleaved,zb-h1")
+    p.add_argument("--tp", default="2", help="tensor-parallel sizes of the pp2 1f1b rows with tp "
+                   "(sequence parallelism on), '' for none")
     a = p.parse_args()
     env = benchlib.side_env(a.threads, benchlib.CAIRN_TUNING_ENV)
     print(benchlib.machine_line())
@@ -126,6 +129,14 @@ def main():
                       f" {base / r['step']:8.2f}x {100 * r['bubble']:6.1f}% {100 * r['bubble_max']:5.1f}%"
                       f" {100 * formula(schedule, pp, m, v):7.1f}% {act:>26s} {r['rss']:12.0f}")
                 sys.stdout.flush()
+        for tp in [int(x) for x in a.tp.split(",") if x]:
+            r = run_cairn(a, 2, "1f1b", tmp, env, tp)
+            act = " ".join(f"{x:.0f}" for x in r["act"])
+            label = f"pp2 x tp{tp} (sp) 1f1b"
+            print(f"  {label:26s} {blocks_per_stage(r['start']):>14s} {r['step']:7.3f}"
+                  f" {base / r['step']:8.2f}x {100 * r['bubble']:6.1f}% {100 * r['bubble_max']:5.1f}%"
+                  f" {100 * formula('1f1b', 2, BATCH // MICRO, 1):7.1f}% {act:>26s} {r['rss']:12.0f}")
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":

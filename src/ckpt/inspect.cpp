@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -47,38 +48,54 @@ Result<int64_t> check_data_file(const std::string& dir, const std::string& file,
   return size;
 }
 
+// The checkpoint's data files, each opened once (links not followed) and closed at the end.
+class DataFiles {
+ public:
+  explicit DataFiles(std::string dir) : dir_(std::move(dir)) {}
+  ~DataFiles() {
+    for (auto& [file, fd] : fds_) ::close(fd);
+  }
+  DataFiles(const DataFiles&) = delete;
+  DataFiles& operator=(const DataFiles&) = delete;
+  std::string path(const std::string& file) const { return dir_ + "/" + file; }
+  Result<int> open(const std::string& file) {
+    if (auto it = fds_.find(file); it != fds_.end()) return it->second;
+    const std::string p = path(file);
+    const int fd = ::open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == ELOOP)
+      return Status::Corrupt(p + ": a symbolic link, not a data file (links are not followed)");
+    if (fd < 0) return Status::Corrupt(p + ": data file is missing (" + std::strerror(errno) + ")");
+    fds_.emplace(file, fd);
+    return fd;
+  }
+
+ private:
+  std::string dir_;
+  std::map<std::string, int> fds_;
+};
+
 // Reads one shard and checks its checksum, with load_checkpoint()'s error for a mismatch.
-Status verify_shard(const std::string& dir, const TensorEntry& e, const ShardEntry& sh) {
-  const std::string path = dir + "/" + sh.file;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0 && errno == ELOOP)
-    return Status::Corrupt(path + ": a symbolic link, not a data file (links are not followed)");
-  if (fd < 0)
-    return Status::Corrupt(path + ": data file is missing (" + std::strerror(errno) + ")");
+// `buf` is reused between shards.
+Status verify_shard(DataFiles& files, const TensorEntry& e, const ShardEntry& sh,
+                    std::vector<char>& buf) {
+  CAIRN_ASSIGN_OR_RETURN(const int fd, files.open(sh.file));
+  const std::string path = files.path(sh.file);
   std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> state(XXH3_createState(),
                                                                  &XXH3_freeState);
-  if (!state) {
-    ::close(fd);
-    return Status::Internal("cannot allocate a checksum state");
-  }
+  if (!state) return Status::Internal("cannot allocate a checksum state");
   XXH3_64bits_reset(state.get());
   constexpr int64_t kChunk = 8 << 20;
-  std::vector<char> buf(size_t(std::min(kChunk, std::max<int64_t>(sh.bytes, 1))));
-  Status s;
-  for (int64_t done = 0; done < sh.bytes && s.ok();) {
+  const size_t need = size_t(std::min(kChunk, std::max<int64_t>(sh.bytes, 1)));
+  if (buf.size() < need) buf.resize(need);
+  for (int64_t done = 0; done < sh.bytes;) {
     const int64_t want = std::min<int64_t>(int64_t(buf.size()), sh.bytes - done);
     const ssize_t n = ::pread(fd, buf.data(), size_t(want), off_t(sh.offset + done));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0)
-      s = core::errno_status("cannot read", path);
-    else if (n == 0)
-      s = Status::Corrupt(path + ": truncated in tensor '" + e.name + "'");
-    else
-      XXH3_64bits_update(state.get(), buf.data(), size_t(n));
-    done += n > 0 ? n : 0;
+    if (n < 0) return core::errno_status("cannot read", path);
+    if (n == 0) return Status::Corrupt(path + ": truncated in tensor '" + e.name + "'");
+    XXH3_64bits_update(state.get(), buf.data(), size_t(n));
+    done += n;
   }
-  ::close(fd);
-  if (!s.ok()) return s;
   if (hex64(XXH3_64bits_digest(state.get())) != sh.xxh3)
     return Status::Corrupt(path + ": checksum mismatch in tensor '" + e.name + "'");
   return Status::Ok();
@@ -111,8 +128,10 @@ Result<CheckpointSummary> describe(const std::string& dir, const InspectOptions&
     out.tensors.push_back(std::move(t));
   }
   if (o.verify) {
+    DataFiles files(dir);
+    std::vector<char> buf;
     for (auto& e : entries)
-      for (auto& sh : e.shards) CAIRN_RETURN_IF_ERROR(verify_shard(dir, e, sh));
+      for (auto& sh : e.shards) CAIRN_RETURN_IF_ERROR(verify_shard(files, e, sh, buf));
     out.verified = true;
   }
   return out;

@@ -187,8 +187,7 @@ bool Trainer::Impl::pace_save(bool* persist, const char** reason, double now) {
                                 !(opt.keep_every > 0 && step % opt.keep_every == 0);
   if (!interval_persist && *persist) return true;
   const bool preparing = !direct_persist && flash->preparing();
-  const bool stuck = pacer->in_flight_for(now) > opt.persist_timeout_s;
-  const bool hold = !direct_persist && !stuck && (preparing || !pacer->may_start(now));
+  const bool hold = !direct_persist && storage_holds(now, preparing);
   const std::vector<double> sums =
       sum_over_ranks({direct_persist || flash->has_free_slot() ? 1.0 : 0.0, hold ? 1.0 : 0.0,
                       preparing ? 1.0 : 0.0});
@@ -227,6 +226,11 @@ bool Trainer::Impl::pace_save(bool* persist, const char** reason, double now) {
   return true;
 }
 
+bool Trainer::Impl::storage_holds(double now, bool preparing) const {
+  const bool stuck = pacer->in_flight_for(now) > opt.persist_timeout_s;
+  return !stuck && (preparing || !pacer->may_start(now));
+}
+
 Status Trainer::Impl::between_saves() {
   if (!pacer || direct_persist) return Status::Ok();
   const double now = std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
@@ -238,8 +242,7 @@ Status Trainer::Impl::between_saves() {
   // one. Every rank decides alike, by one all-reduce per step while it is owed.
   if (!persist_owed || opt.memory_interval > 0) return Status::Ok();
   CAIRN_RETURN_IF_ERROR(finish_checkpoint());
-  const bool stuck = pacer->in_flight_for(now) > opt.persist_timeout_s;
-  const bool hold = !stuck && (flash->preparing() || !pacer->may_start(now));
+  const bool hold = storage_holds(now, flash->preparing());
   const std::array<int64_t, elastic::kFlashSlotsPerRank> held = flash->ready_steps();
   const bool holds = std::find(held.begin(), held.end(), owed_step) != held.end();
   const std::vector<double> sums = sum_over_ranks({hold ? 1.0 : 0.0, holds ? 1.0 : 0.0});

@@ -138,6 +138,10 @@ struct Trainer::Impl {
   // defers an interval persist or pays a deferred one (changing *persist and *reason), and
   // returns false when the save is to be skipped. `now`: steady seconds; the pacer observed.
   bool pace_save(bool* persist, const char** reason, double now);
+  // Whether this rank's storage holds a new persist back at `now`: its slots still being
+  // prepared (`preparing`), or the pacer asks to wait; never for a persist in flight past
+  // ckpt.persist_timeout (that one is not waited around). Local; callers sum it over ranks.
+  bool storage_holds(double now, bool preparing) const;
   // After a step that saves nothing: the pacer sees how the persist in flight is doing, and with
   // no memory saves between persist intervals an owed persist is paid from the slot of its step.
   Status between_saves();
