@@ -12,9 +12,15 @@ namespace cairn::elastic {
 // that gdb gives user-space stacks. Never fails: the text says what could not be read.
 std::string dump_stacks(pid_t pid, double timeout_s);
 
-// True when `stacks` (dump_stacks' gdb text) shows the main thread of `pid` blocked in one of
-// cairn's collectives (comm::Pending::wait): waiting for other ranks rather than hung itself.
-// False for the kernel's view, or when the main thread is not found. Pure.
-bool main_thread_waits_in_collective(const std::string& stacks, pid_t pid);
+// What the main thread of a silent worker waits for, read from its stacks.
+enum class MainThreadWait {
+  kNothing,     // not blocked on anyone (computing, stuck itself), or not found
+  kCollective,  // one of cairn's collectives (comm::Pending::wait): other ranks
+  kMaster,      // the elastic master: a call to it (MasterClient) or the shard client's wait
+                // for its next shards (ShardClient)
+};
+// From `stacks` (dump_stacks' gdb text) of `pid`: the innermost of the main thread's frames that
+// is a collective's wait or a master call decides. kNothing for the kernel's view. Pure.
+MainThreadWait main_thread_waits_for(const std::string& stacks, pid_t pid);
 
 }  // namespace cairn::elastic

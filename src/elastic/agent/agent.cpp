@@ -67,6 +67,7 @@ class Agent {
     std::vector<double> failure_times;
     std::vector<int> hung;          // global ranks the hang detector killed
     std::vector<int> hung_waiting;  // those of `hung` blocked in a collective, waiting for peers
+    std::vector<int> hung_on_master;  // those of `hung` blocked in a call to the master
     std::string round_over;         // set when the rendezvous ended the round
     int finished = 0;               // workers that exited 0
   };
@@ -150,10 +151,11 @@ class Agent {
     return s;
   }
   std::vector<WorkerSpec> worker_specs(const World& world) const;
-  // Kills the hung workers; returns their global ranks, and in *waiting those whose main thread
-  // was blocked in a collective (waiting for other ranks: a consequence, not the cause).
+  // Kills the hung workers; returns their global ranks, in *waiting those whose main thread
+  // was blocked in a collective (waiting for other ranks: a consequence, not the cause) and in
+  // *on_master those blocked in a call to the master (unreachable: not the node's fault).
   std::vector<int> detect_hangs(WorkerGroup& group, const World& world, double round_start,
-                                std::vector<int>* waiting);
+                                std::vector<int>* waiting, std::vector<int>* on_master);
   // What each local standby should fault in: its worker's anonymous resident memory after a
   // step (its heap), all of them together at most a quarter of the memory available now.
   static std::vector<int64_t> prefault_sizes(const WorkerGroup& group) {
@@ -220,9 +222,10 @@ std::vector<WorkerSpec> Agent::worker_specs(const World& world) const {
 // stacks are dumped, then it is killed (its exit, diagnosed as a hang, ends the round). One
 // hung rank holds up every other in the next collective, so their hang detectors fire too: a
 // worker whose main thread waits in a collective, and that is not stopped, is reported as
-// waiting for its peers, which does not count against its node.
+// waiting for its peers, and one whose main thread waits for the master to answer (a node cut
+// off from it: the shard service's calls) as the master lost; neither counts against its node.
 std::vector<int> Agent::detect_hangs(WorkerGroup& group, const World& world, double round_start,
-                                     std::vector<int>* waiting) {
+                                     std::vector<int>* waiting, std::vector<int>* on_master) {
   std::vector<int> hung;
   const double now = core::unix_time();
   // When one local worker is over the timeout, a stopped local worker is taken with it even if
@@ -249,10 +252,14 @@ std::vector<int> Agent::detect_hangs(WorkerGroup& group, const World& world, dou
     const bool stopped = core::process_stopped(pid);  // before gdb stops it
     std::string stacks = dump_stacks(pid, 60.0);
     (void)core::write_file_atomic(file, stacks);
-    const bool on_peers = !stopped && main_thread_waits_in_collective(stacks, pid);
+    const MainThreadWait wait =
+        stopped ? MainThreadWait::kNothing : main_thread_waits_for(stacks, pid);
+    const bool on_peers = wait == MainThreadWait::kCollective;
+    const bool master = wait == MainThreadWait::kMaster;
     spdlog::error("stacks of rank {} (also in {}){}:\n{}", rank, file,
                   stopped    ? "; it was stopped (SIGSTOP)"
                   : on_peers ? "; it waits for other ranks in a collective"
+                  : master   ? "; it waits for the elastic master to answer"
                              : "",
                   stacks);
     events_.write("hang", {{"rank", rank},
@@ -261,8 +268,10 @@ std::vector<int> Agent::detect_hangs(WorkerGroup& group, const World& world, dou
                            {"silent_s", now - p->unix_time},
                            {"stopped", stopped},
                            {"waiting_for_peers", on_peers},
+                           {"waiting_for_master", master},
                            {"stacks", file}});
     if (on_peers) waiting->push_back(rank);
+    if (master) on_master->push_back(rank);
     group.signal_one(local, SIGKILL);
     hung.push_back(rank);
   }
@@ -395,7 +404,7 @@ Agent::RoundEnd Agent::supervise(WorkerGroup& group, const World& world, int res
   while ((end.failures.empty() || hung_uncollected()) && group.num_running() > 0 &&
          !interrupt_signal() && (end.round_over.empty() || !end.hung.empty())) {
     if (o_.hang_timeout_s > 0 && end.hung.empty()) {
-      end.hung = detect_hangs(group, world, round_start, &end.hung_waiting);
+      end.hung = detect_hangs(group, world, round_start, &end.hung_waiting, &end.hung_on_master);
       if (!end.hung.empty()) hung_at = core::unix_time();
     }
     // Standbys start once every local worker has stepped, so their start does not compete
@@ -448,6 +457,12 @@ std::optional<AgentResult> Agent::handle_failure(WorkerGroup& group, const Round
                           "no progress for " + fmt::format("{:g}", o_.hang_timeout_s) +
                               " s (--hang-timeout), blocked in a collective waiting for other "
                               "ranks; stacks in " +
+                              stacks_at};
+    else if (has(end.hung_on_master))
+      diagnoses.back() = {FailureKind::kMasterLost, true,
+                          "no progress for " + fmt::format("{:g}", o_.hang_timeout_s) +
+                              " s (--hang-timeout), blocked in a call to the elastic master "
+                              "(unreachable or slow); stacks in " +
                               stacks_at};
     else if (has(end.hung))
       diagnoses.back() = {FailureKind::kHang, true,

@@ -81,9 +81,10 @@ std::string dump_stacks(pid_t pid, double timeout_s) {
   return out.empty() ? "gdb printed nothing; the kernel's view:\n" + kernel_view(pid) : out;
 }
 
-bool main_thread_waits_in_collective(const std::string& stacks, pid_t pid) {
+MainThreadWait main_thread_waits_for(const std::string& stacks, pid_t pid) {
   // gdb heads each thread "Thread N (Thread 0x... (LWP TID) "name"):" (a process without
-  // threads: "Thread N (process PID ..."), then one "#K ..." line per frame, then a blank line.
+  // threads: "Thread N (process PID ..."), then one "#K ..." line per frame (innermost first),
+  // then a blank line.
   const std::string lwp = "(LWP " + std::to_string(pid) + ")";
   const std::string process = "(process " + std::to_string(pid);
   std::istringstream in(stacks);
@@ -93,11 +94,14 @@ bool main_thread_waits_in_collective(const std::string& stacks, pid_t pid) {
       main = line.find(lwp) != std::string::npos || line.find(process) != std::string::npos;
       continue;
     }
-    if (main && line.rfind("#", 0) == 0 &&
-        line.find("cairn::comm::Pending::wait") != std::string::npos)
-      return true;
+    if (!main || line.rfind("#", 0) != 0) continue;
+    if (line.find("cairn::comm::Pending::wait") != std::string::npos)
+      return MainThreadWait::kCollective;
+    if (line.find("cairn::elastic::MasterClient::") != std::string::npos ||
+        line.find("cairn::elastic::ShardClient::") != std::string::npos)
+      return MainThreadWait::kMaster;
   }
-  return false;
+  return MainThreadWait::kNothing;
 }
 
 }  // namespace cairn::elastic
