@@ -305,8 +305,7 @@ TEST_P(LanguageModelTest, APartHoldsTheWholeModelsValuesOfItsParameters) {
     part.embedding = first == 1;
     part.head = first == 0;
     for (bool deferred : {false, true}) {
-      SCOPED_TRACE(std::string(deferred ? "deferred" : "built") + " part " +
-                   std::to_string(first));
+      SCOPED_TRACE(std::string(deferred ? "deferred" : "built") + " part " + std::to_string(first));
       auto m = deferred ? build_model_uninitialized(c, part) : build_model(c, 7, part);
       if (deferred) init_parameters(*m, c, 7);
       int64_t held = 0;
@@ -315,8 +314,8 @@ TEST_P(LanguageModelTest, APartHoldsTheWholeModelsValuesOfItsParameters) {
         const bool block0 = n.rfind(gpt2 ? "h.0." : "layers.0.", 0) == 0;
         const bool block1 = n.rfind(gpt2 ? "h.1." : "layers.1.", 0) == 0;
         const bool embedding = n == "wpe.weight" || n == "tok_embeddings.weight";
-        const bool head = n == "ln_f.weight" || n == "ln_f.bias" || n == "norm.weight" ||
-                          n == "output.weight";
+        const bool head =
+            n == "ln_f.weight" || n == "ln_f.bias" || n == "norm.weight" || n == "output.weight";
         const bool held_here = (block0 && part.blocks[0]) || (block1 && part.blocks[1]) ||
                                (embedding && part.embedding) || (head && part.head) ||
                                (n == "wte.weight" && (part.embedding || part.head));

@@ -626,8 +626,8 @@ model::ModelPart model_part(const Plan& plan, int64_t n_layer, int pp_rank) {
   std::vector<int64_t> bounds{0};
   bounds.insert(bounds.end(), plan.pipeline.cuts.begin(), plan.pipeline.cuts.end());
   bounds.push_back(n_layer);
-  TORCH_CHECK(int(bounds.size()) == V + 1, "model_part: ", plan.pipeline.cuts.size(),
-              " cuts for ", V, " virtual stages");
+  TORCH_CHECK(int(bounds.size()) == V + 1, "model_part: ", plan.pipeline.cuts.size(), " cuts for ",
+              V, " virtual stages");
   part.blocks.assign(size_t(n_layer), false);
   for (int vs = pp_rank; vs < V; vs += P)
     for (int64_t i = bounds[size_t(vs)]; i < bounds[size_t(vs + 1)]; ++i)

@@ -27,7 +27,8 @@ struct StageGroups {
 };
 
 // `model` is whole or this rank's model_part(), initialized alike on every rank; the engine
-// keeps this rank's chunks' parameters (its tp slices of them) and frees any others. DDP or ZeRO-1/2 over stage.dp.
+// keeps this rank's chunks' parameters (its tp slices of them) and frees any others. DDP or
+// ZeRO-1/2 over stage.dp.
 Result<std::unique_ptr<Engine>> make_pipeline_engine(std::shared_ptr<model::LanguageModel> model,
                                                      const Plan& plan,
                                                      const comm::MeshGroups& groups,

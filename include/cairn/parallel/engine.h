@@ -22,7 +22,7 @@
 namespace cairn::model {
 class LanguageModel;
 struct ModelPart;
-}
+}  // namespace cairn::model
 namespace cairn::comm {
 class MeshGroups;
 }

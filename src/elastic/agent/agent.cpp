@@ -65,11 +65,11 @@ class Agent {
   struct RoundEnd {
     std::vector<WorkerExit> failures;
     std::vector<double> failure_times;
-    std::vector<int> hung;          // global ranks the hang detector killed
-    std::vector<int> hung_waiting;  // those of `hung` blocked in a collective, waiting for peers
+    std::vector<int> hung;            // global ranks the hang detector killed
+    std::vector<int> hung_waiting;    // those of `hung` blocked in a collective, waiting for peers
     std::vector<int> hung_on_master;  // those of `hung` blocked in a call to the master
-    std::string round_over;         // set when the rendezvous ended the round
-    int finished = 0;               // workers that exited 0
+    std::string round_over;           // set when the rendezvous ended the round
+    int finished = 0;                 // workers that exited 0
   };
   // The round's services (kept across a restart in place) and its workers.
   Result<std::unique_ptr<WorkerGroup>> start_round(int round, int restarts, const World& world);

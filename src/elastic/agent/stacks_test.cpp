@@ -68,10 +68,11 @@ TEST(Stacks, AMainThreadInAMasterCallWaitsForTheMaster) {
   EXPECT_EQ(main_thread_waits_for(on_master, 7310), W::kMaster);
   EXPECT_EQ(main_thread_waits_for(on_master, 8129), W::kNothing);
   // Between polls for shards the shard client sleeps in its own frame: waiting all the same.
-  EXPECT_EQ(main_thread_waits_for("Thread 1 (process 42 \"w\"):\n#2  0x1 in "
-                                  "cairn::elastic::ShardClient::next () at rpc_shard_client.cpp:40\n",
-                                  42),
-            W::kMaster);
+  EXPECT_EQ(
+      main_thread_waits_for("Thread 1 (process 42 \"w\"):\n#2  0x1 in "
+                            "cairn::elastic::ShardClient::next () at rpc_shard_client.cpp:40\n",
+                            42),
+      W::kMaster);
 }
 
 TEST(Stacks, AMainThreadComputingIsNotWaiting) {
@@ -90,10 +91,12 @@ Thread 1 (Thread 0x7ff2 (LWP 7310) "cairn-torch"):
                 42),
             W::kCollective);
   // The kernel's view (no gdb) cannot tell.
-  EXPECT_EQ(main_thread_waits_for(
-      "gdb is not installed (...); the kernel's view of pid 7310:\nthread 7310 (cairn-torch) "
-      "waiting in futex_wait_queue\n",
-      7310), W::kNothing);
+  EXPECT_EQ(
+      main_thread_waits_for(
+          "gdb is not installed (...); the kernel's view of pid 7310:\nthread 7310 (cairn-torch) "
+          "waiting in futex_wait_queue\n",
+          7310),
+      W::kNothing);
 }
 
 }  // namespace
