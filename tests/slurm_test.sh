@@ -167,11 +167,14 @@ grep -q '"event":"agent_end"' "$run/n1/events.jsonl" || fail "node 0's agent did
 grep '"event":"agent_end"' "$run/n1/events.jsonl" | tail -n 1 | grep -q '"signal":"SIGUSR1"' ||
   fail "node 0's agent did not stop for SIGUSR1"
 # A requeued job waits 2 minutes before it may start again; the test does not, but it waits
-# until the first run is gone from both nodes: started while a node still tore it down, slurmd
-# refused the launch ("already killed, do not launch batch job") and the job failed. (One that
-# started again already refuses the update: harmless, the wait below judges the job.)
+# until the first run is gone from both nodes and 3 s more: slurmd revokes the first run's
+# credential with a time in whole seconds, and a launch within that second (or while a node still
+# tore the run down) is refused ("Job credential revoked", "already killed, do not launch batch
+# job") and the job fails. (One that started again already refuses the update: harmless, the
+# wait below judges the job.)
 wait_state "$job" PENDING 60
 both_idle
+sleep 3
 scontrol update JobId="$job" StartTime=now 2> /dev/null || true
 wait_state "$job" COMPLETED 240
 grep -q "run 1," "$work/pre/slurm.out" || { cat "$work/pre/slurm.out"; fail "no second run (SLURM_RESTART_COUNT 1)"; }
