@@ -29,6 +29,7 @@ struct MasterFlags {
   bool network_check = false;
   bool exclude_straggler = false;
   double network_check_timeout_s = 60;
+  double max_calls_per_s = 1000;
   std::string tls_cert;
   std::string tls_key;
   std::string tls_client_ca;
@@ -62,6 +63,7 @@ void run_master(const MasterFlags& f) {
   o.node_check.exclude_stragglers = f.exclude_straggler;
   o.node_check.timeout_s = f.network_check_timeout_s;
   o.journal_path = f.journal;
+  o.max_calls_per_s = f.max_calls_per_s;
   o.tls_cert_path = f.tls_cert;
   o.tls_key_path = f.tls_key;
   o.tls_client_ca_path = f.tls_client_ca;
@@ -136,6 +138,11 @@ void register_master_command(CLI::App& app) {
       ->check(CLI::Range(1.0, 86400.0))
       ->capture_default_str()
       ->needs(check);
+  cmd->add_option("--max-calls-per-s", f->max_calls_per_s,
+                  "calls per second one client address may make before it is told to retry "
+                  "later (raise it when many nodes reach the master through one NAT address)")
+      ->check(CLI::Range(1.0, 1e9))
+      ->capture_default_str();
   auto* cert = cmd->add_option("--tls-cert", f->tls_cert,
                                "PEM certificate chain: serve TLS (with --tls-key)");
   cmd->add_option("--tls-key", f->tls_key, "PEM private key of --tls-cert")->needs(cert);

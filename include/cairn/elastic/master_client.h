@@ -102,7 +102,10 @@ class MasterClient {
   // an attempt ran past its deadline, kInvalidArgument when the master rejected the request or
   // the job token (the message says which, with the master's reason), kFailedPrecondition when
   // the master refused in its current state, kInternal otherwise.
-  Result<JoinReply> join(const NodeInfo& node, int64_t last_round, double budget_s = -1);
+  // With `only_self` the round holds only this node's entry, with Round::num_members and
+  // Round::nproc_differs set: a reply of constant size at any number of nodes.
+  Result<JoinReply> join(const NodeInfo& node, int64_t last_round, double budget_s = -1,
+                         bool only_self = false);
   Result<HeartbeatReply> heartbeat(const std::string& node_id, int64_t round, int64_t last_step,
                                    double budget_s = -1);
   // True when the master knew the node.

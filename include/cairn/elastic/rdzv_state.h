@@ -21,6 +21,8 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
+#include <unordered_map>
 #include <optional>
 #include <set>
 #include <string>
@@ -92,6 +94,14 @@ struct Round {
   int world_size = 0;                // sum of the members' nproc
   std::string master_addr;           // host of node rank 0, which serves the c10d store
   int master_port = 0;               // the store_port node rank 0 joined with
+  // Set by the master in a reply holding only the asking node's entry (`members` is then that
+  // entry alone): the number of members, and in words how two members' nproc differ (empty
+  // when every member runs the same number of workers).
+  int num_members = 0;
+  std::string nproc_differs;
+
+  // The number of members, whether `members` holds them all or only one.
+  int size() const { return num_members > 0 ? num_members : int(members.size()); }
 
   // The member with `node_id`, or nullptr.
   const RoundMember* find(const std::string& node_id) const;
@@ -143,7 +153,9 @@ using RdzvEvent = std::variant<NodeJoined, NodeRemoved, RoundOpened, RoundComple
                                FailureReported, NodeExcluded>;
 
 struct JoinResult {
-  std::optional<Round> round;  // set when the node is a member of a completed round it has not seen
+  // Set when the node is a member of a completed round it has not seen: the state's own copy,
+  // shared (a join copies nothing of the round's size).
+  std::shared_ptr<const Round> round;
   int64_t open_round = 0;      // the round being gathered (0 if none) while waiting
   int candidates = 0;          // nodes joined for it so far
   std::string reason;          // why the node waits
@@ -210,6 +222,10 @@ class RdzvState {
   std::vector<RdzvEvent> take_events();
 
   const Round& round() const { return round_; }
+  // The member `node_id` of the latest completed round, or nullptr. O(1).
+  const RoundMember* member(const std::string& node_id) const;
+  // How two members of the latest round differ in nproc, in words; empty if none do.
+  const std::string& nproc_differs() const { return nproc_differs_; }
   bool open() const { return open_; }
   int64_t open_round() const { return open_ ? round_.number + 1 : 0; }
   const RdzvCounters& counters() const { return counters_; }
@@ -234,11 +250,20 @@ class RdzvState {
   int usable(int count) const;
   void try_complete(double now);
   void maybe_grow(double now);
-  bool is_member(const std::string& node_id) const { return round_.find(node_id) != nullptr; }
+  bool is_member(const std::string& node_id) const { return member_index_.count(node_id) > 0; }
+  int candidate_count() const { return candidates_; }
 
   RdzvParams params_;
   std::map<std::string, Node> nodes_;
   Round round_;
+  std::shared_ptr<const Round> shared_round_;  // round_, for join replies
+  // Kept with the round and the nodes so that a join, a heartbeat or an incomplete round's
+  // check costs O(log N), not O(N): the members' positions in round_, the nodes that are
+  // candidates, and the members known but not (yet) candidates of the open round.
+  std::unordered_map<std::string, size_t> member_index_;
+  std::string nproc_differs_;
+  int candidates_ = 0;
+  int members_away_ = 0;
   bool open_ = true;  // round 1 is being gathered from the start
   std::string open_reason_ = "first round";
   bool hold_growth_ = false;

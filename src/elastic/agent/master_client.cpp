@@ -225,10 +225,12 @@ MasterClient::~MasterClient() = default;
 
 const std::string& MasterClient::address() const { return impl_->o.address; }
 
-Result<JoinReply> MasterClient::join(const NodeInfo& node, int64_t last_round, double budget_s) {
+Result<JoinReply> MasterClient::join(const NodeInfo& node, int64_t last_round, double budget_s,
+                                     bool only_self) {
   v1::JoinRequest req;
   rpc::to_proto(node, req.mutable_node());
   req.set_last_round(last_round);
+  req.set_only_self(only_self);
   v1::JoinResponse resp;
   CAIRN_RETURN_IF_ERROR(impl_->call("Join", &v1::Master::Stub::Join, req, &resp, budget_s));
   JoinReply r;

@@ -161,7 +161,7 @@ Result<World> MasterRendezvous::next_round(int round, double timeout_s) {
     if (left <= 0)
       return Status::Timeout(fmt::format("no round including node {} within {:g} s: {}",
                                          node.node_id, timeout_s, why));
-    auto reply = impl_->client->join(node, last_round, left);
+    auto reply = impl_->client->join(node, last_round, left, /*only_self=*/true);
     if (!reply.ok()) {
       // An unreachable master may come back (it journals its state) until the deadline.
       if (reply.status().code() != StatusCode::kPeerLost &&
@@ -182,6 +182,9 @@ Result<World> MasterRendezvous::next_round(int round, double timeout_s) {
       if (!me)
         return Status::Internal("master returned round " + std::to_string(r.number) +
                                 " without node " + node.node_id);
+      if (!r.nproc_differs.empty())
+        return Status::Unsupported("round " + std::to_string(r.number) + ": " + r.nproc_differs +
+                                   "; every node must use the same --nproc-per-node");
       for (const auto& m : r.members)
         if (m.nproc != me->nproc)
           return Status::Unsupported("round " + std::to_string(r.number) + ": node " + m.node_id +
@@ -189,7 +192,7 @@ Result<World> MasterRendezvous::next_round(int round, double timeout_s) {
                                      me->node_id + " " + std::to_string(me->nproc) +
                                      "; every node must use the same --nproc-per-node");
       World w;
-      w.num_nodes = int(r.members.size());
+      w.num_nodes = r.size();
       w.node_rank = me->node_rank;
       w.nproc_per_node = me->nproc;
       w.master_addr = r.master_addr;

@@ -171,4 +171,59 @@ Status Journal::append(const std::vector<nlohmann::json>& records) {
   return Status::Ok();
 }
 
+uint64_t GroupCommit::enqueue(std::vector<nlohmann::json> records) {
+  core::MutexLock lock(mu_);
+  enqueued_ += records.size();
+  if (journal_) {
+    for (auto& r : records) pending_.push_back(std::move(r));
+  } else {
+    durable_ = enqueued_;
+  }
+  return enqueued_;
+}
+
+Status GroupCommit::wait(uint64_t ticket) {
+  core::MutexLock lock(mu_);
+  while (durable_ < ticket && error_.ok()) {
+    if (writing_) {
+      cv_.wait(mu_);
+      continue;
+    }
+    // This caller writes the group: everything queued so far, its own records among them.
+    writing_ = true;
+    std::vector<nlohmann::json> group = std::exchange(pending_, {});
+    const uint64_t upto = enqueued_;
+    mu_.unlock();
+    Status s = journal_->append(group);
+    mu_.lock();
+    writing_ = false;
+    if (s.ok()) {
+      durable_ = upto;
+      ++writes_;
+    } else {
+      error_ = s;
+      spdlog::error("{}; the records after the last durable one are refused, and so is every "
+                    "call waiting for them",
+                    s.ToString());
+    }
+    cv_.notify_all();
+  }
+  return durable_ >= ticket ? Status::Ok() : error_;
+}
+
+Status GroupCommit::error() const {
+  core::MutexLock lock(mu_);
+  return error_;
+}
+
+int64_t GroupCommit::writes() const {
+  core::MutexLock lock(mu_);
+  return writes_;
+}
+
+int64_t GroupCommit::written() const {
+  core::MutexLock lock(mu_);
+  return int64_t(durable_);
+}
+
 }  // namespace cairn::elastic

@@ -51,8 +51,13 @@ std::string describe(const RdzvEvent& event) {
       return "round " + std::to_string(e.number) + " opened: " + e.reason;
     }
     std::string operator()(const RoundCompleted& e) const {
+      // The first members by name; a round of thousands is one line of reasonable length.
+      constexpr size_t kNamed = 16;
       std::string ids;
-      for (const auto& m : e.round.members) ids += (ids.empty() ? "" : " ") + m.node_id;
+      for (size_t i = 0; i < std::min(kNamed, e.round.members.size()); ++i)
+        ids += (ids.empty() ? "" : " ") + e.round.members[i].node_id;
+      if (e.round.members.size() > kNamed)
+        ids += " and " + std::to_string(e.round.members.size() - kNamed) + " more";
       return "round " + std::to_string(e.round.number) +
              " completed: " + std::to_string(e.round.members.size()) + " nodes [" + ids +
              "], world size " + std::to_string(e.round.world_size) + ", store " +
@@ -85,7 +90,10 @@ struct MasterServer::Impl final : public v1::Master::Service {
     return serve(ctx, "Join", [&]() CAIRN_REQUIRES(mu) -> grpc::Status {
       auto r = state.join(rpc::from_proto(req->node()), req->last_round(), steady_now());
       if (!r.ok()) return rpc::to_grpc(r.status());
-      if (r->round) {
+      if (r->round && req->only_self()) {
+        rpc::to_proto_only(*r->round, state.member(req->node().node_id()), state.nproc_differs(),
+                           resp->mutable_round());
+      } else if (r->round) {
         rpc::to_proto(*r->round, resp->mutable_round());
       } else {
         v1::Waiting* w = resp->mutable_waiting();
@@ -347,6 +355,7 @@ struct MasterServer::Impl final : public v1::Master::Service {
           return state.replay(event, now);
         }));
     replayed = journal->replayed();
+    commits = std::make_unique<GroupCommit>(journal.get());
     if (replayed > 0)
       spdlog::info("master: replayed {} journal records from {}: round {}, {} nodes known{}",
                    replayed, path, state.round().number, state.status(now).nodes.size(),
@@ -356,29 +365,37 @@ struct MasterServer::Impl final : public v1::Master::Service {
 
   void close_journal() CAIRN_EXCLUDES(mu) {
     core::MutexLock lock(mu);
+    commits.reset();
     journal.reset();
   }
 
-  // Checks the token, runs `body` under the lock, journals what it changed before answering.
+  // Checks the token, runs `body` under the lock and queues what it changed for the journal;
+  // answers once everything queued up to then is on disk (a group commit: concurrent calls share
+  // one write and fsync, none waits for the disk while holding the lock).
   template <class Body>
   grpc::Status serve(grpc::ServerContext* ctx, const char* method, Body&& body) {
     if (grpc::Status a = admit(ctx, method); !a.ok()) return a;
-    core::MutexLock lock(mu);
-    if (!journal_error.ok()) return unavailable();
-    grpc::Status s = body();
-    Status c = commit_locked();
-    return c.ok() ? s : unavailable();
+    grpc::Status s;
+    uint64_t ticket = 0;
+    {
+      core::MutexLock lock(mu);
+      if (Status e = commits->error(); !e.ok()) return unavailable(e);
+      s = body();
+      ticket = queue_locked();
+    }
+    Status c = commits->wait(ticket);
+    return c.ok() ? s : unavailable(c);
   }
 
-  grpc::Status unavailable() const CAIRN_REQUIRES(mu) {
+  static grpc::Status unavailable(const Status& journal_error) {
     return {grpc::StatusCode::UNAVAILABLE, "the master stopped serving after its journal failed (" +
                                                journal_error.message() + "); restart it"};
   }
 
-  // Journals the state's new events.
-  Status commit_locked() CAIRN_REQUIRES(mu) {
+  // Queues the state's new events for the journal; returns the ticket to wait for before
+  // answering (it covers everything queued so far, which the caller may have seen).
+  uint64_t queue_locked() CAIRN_REQUIRES(mu) {
     std::vector<RdzvEvent> events = state.take_events();
-    if (events.empty()) return Status::Ok();
     std::vector<nlohmann::json> records;
     const double at = core::unix_time();
     for (const auto& e : events) {
@@ -394,26 +411,21 @@ struct MasterServer::Impl final : public v1::Master::Service {
       }
       records.push_back(std::move(j));
     }
-    if (!journal) return Status::Ok();
-    Status s = journal->append(records);
-    if (!s.ok()) {
-      journal_error = s;
-      spdlog::error("master: {}; refusing every call from now on", s.ToString());
-    }
-    return s;
+    return commits->enqueue(std::move(records));
   }
 
   void tick_loop() {
     core::MutexLock lock(mu);
     while (!stopping) {
       cv.wait_for(mu, std::chrono::duration<double>(options.tick_interval_s));
-      if (stopping || !journal_error.ok()) continue;
+      if (stopping || !commits->error().ok()) continue;
       const double now = steady_now();
       state.tick(now);
       checks.tick(state, now);
-      (void)commit_locked();
-      // The shard service has its own lock; rendezvous calls need not wait for it.
+      const uint64_t ticket = queue_locked();
+      // The journal write and the shard service (its own lock): rendezvous calls need not wait.
       mu.unlock();
+      (void)commits->wait(ticket);
       {
         core::MutexLock shard_lock(shard_mu);
         shards.tick(now);
@@ -429,9 +441,11 @@ struct MasterServer::Impl final : public v1::Master::Service {
   core::Mutex shard_mu;
   ShardService shards CAIRN_GUARDED_BY(shard_mu);
   std::unique_ptr<Journal> journal CAIRN_GUARDED_BY(mu);
+  // Set before the server and the ticker start (over `journal`, or writing nothing without one);
+  // destroyed before it.
+  std::unique_ptr<GroupCommit> commits;
   // options.events_path, when given; set before the server and the ticker start.
   std::unique_ptr<core::EventLog> event_log;
-  Status journal_error CAIRN_GUARDED_BY(mu);  // set once
   bool stopping CAIRN_GUARDED_BY(mu) = false;
   core::CondVar cv;
   std::atomic<int64_t> rejected{0};
@@ -501,6 +515,8 @@ Result<std::unique_ptr<MasterServer>> MasterServer::Start(const MasterServerOpti
       options.journal_path.empty() || std::filesystem::exists(options.journal_path, ec);
   if (!options.journal_path.empty())
     CAIRN_RETURN_IF_ERROR(impl->open_journal(options.journal_path));
+  else
+    impl->commits = std::make_unique<GroupCommit>(nullptr);
 
   if (!options.events_path.empty()) {
     impl->event_log = std::make_unique<core::EventLog>(options.events_path);

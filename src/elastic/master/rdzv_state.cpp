@@ -77,6 +77,11 @@ Status validate_node_info(const NodeInfo& n) {
   return Status::Ok();
 }
 
+const RoundMember* RdzvState::member(const std::string& node_id) const {
+  auto it = member_index_.find(node_id);
+  return it == member_index_.end() ? nullptr : &round_.members[it->second];
+}
+
 const RoundMember* Round::find(const std::string& node_id) const {
   for (const auto& m : members)
     if (m.node_id == node_id) return &m;
@@ -106,12 +111,22 @@ void RdzvState::apply(const RdzvEvent& event, double now) {
           [&](const NodeJoined& e) {
             auto [it, inserted] = nodes_.try_emplace(e.node.node_id);
             if (inserted) ++counters_.nodes_joined;
+            if (!it->second.candidate) {
+              ++candidates_;
+              if (!inserted && is_member(e.node.node_id)) --members_away_;
+            }
             it->second.info = e.node;
             it->second.last_seen = now;
             it->second.candidate = true;
           },
           [&](const NodeRemoved& e) {
-            nodes_.erase(e.node_id);
+            if (auto it = nodes_.find(e.node_id); it != nodes_.end()) {
+              if (it->second.candidate)
+                --candidates_;
+              else if (is_member(e.node_id))
+                --members_away_;
+              nodes_.erase(it);
+            }
             ++(e.reason == RemoveReason::kLeft ? counters_.nodes_left : counters_.nodes_dropped);
           },
           [&](const RoundOpened& e) {
@@ -123,12 +138,26 @@ void RdzvState::apply(const RdzvEvent& event, double now) {
           },
           [&](const RoundCompleted& e) {
             round_ = e.round;
+            shared_round_ = std::make_shared<const Round>(round_);
             open_ = false;
             open_reason_.clear();
             min_since_.reset();
-            for (const auto& m : round_.members) {
+            member_index_.clear();
+            nproc_differs_.clear();
+            members_away_ = 0;
+            for (size_t i = 0; i < round_.members.size(); ++i) {
+              const RoundMember& m = round_.members[i];
+              member_index_[m.node_id] = i;
+              const RoundMember& first = round_.members[0];
+              if (nproc_differs_.empty() && m.nproc != first.nproc)
+                nproc_differs_ = "node " + m.node_id + " runs " + std::to_string(m.nproc) +
+                                 " workers and node " + first.node_id + " " +
+                                 std::to_string(first.nproc);
               auto it = nodes_.find(m.node_id);
-              if (it != nodes_.end()) it->second.candidate = false;
+              if (it == nodes_.end()) continue;
+              if (it->second.candidate) --candidates_;
+              it->second.candidate = false;
+              ++members_away_;
             }
             ++counters_.rounds_completed;
           },
@@ -227,7 +256,7 @@ Result<JoinResult> RdzvState::join(const NodeInfo& node, int64_t last_round, dou
     it->second.last_seen = now;
     // A member fetching the round it was given (it polled while the round completed).
     if (!open_ && is_member(node.node_id) && round_.number > last_round && it->second.info == node)
-      return JoinResult{round_, 0, 0, ""};
+      return JoinResult{shared_round_, 0, 0, ""};
   }
   if (it == nodes_.end() || !it->second.candidate || it->second.info != node)
     emit(NodeJoined{node}, now);
@@ -239,10 +268,10 @@ Result<JoinResult> RdzvState::join(const NodeInfo& node, int64_t last_round, dou
     }
   }
   try_complete(now);
-  if (!open_ && is_member(node.node_id)) return JoinResult{round_, 0, 0, ""};
+  if (!open_ && is_member(node.node_id)) return JoinResult{shared_round_, 0, 0, ""};
   JoinResult r;
   r.open_round = open_round();
-  for (const auto& [id, n] : nodes_) r.candidates += n.candidate ? 1 : 0;
+  r.candidates = candidates_;
   if (open_)
     r.reason = "round " + std::to_string(r.open_round) + " is gathering (" + open_reason_ +
                "): " + std::to_string(r.candidates) + " node(s) joined, min " +
@@ -309,8 +338,7 @@ void RdzvState::report_failure(const FailureReport& report) {
 
 void RdzvState::maybe_grow(double now) {
   if (open_ || hold_growth_) return;
-  int waiting = 0;
-  for (const auto& [id, n] : nodes_) waiting += n.candidate ? 1 : 0;
+  const int waiting = candidates_;
   const int members = int(round_.members.size());
   if (usable(members + waiting) > members)
     open_next(std::to_string(waiting) + " waiting node(s) let the world grow from " +
@@ -352,8 +380,8 @@ std::vector<const RdzvState::Node*> RdzvState::ordered_candidates() const {
 
 void RdzvState::try_complete(double now) {
   if (!open_) return;
-  std::vector<const Node*> candidates = ordered_candidates();
-  const int n = usable(int(candidates.size()));
+  // Decided from counts (O(1)); the candidates are listed only for the round that completes.
+  const int n = usable(candidates_);
   if (n < params_.min_nodes) {
     min_since_.reset();
     return;
@@ -364,12 +392,10 @@ void RdzvState::try_complete(double now) {
     // Members of the previous round that are alive are on their way back (stopping their
     // workers at a step boundary, persisting): wait for them, up to one heartbeat timeout since
     // the round opened, so that they keep their ranks and the world does not shrink for nothing.
-    if (open_since_ && now - *open_since_ < params_.heartbeat_timeout_s)
-      for (const auto& m : round_.members) {
-        auto it = nodes_.find(m.node_id);
-        if (it != nodes_.end() && !it->second.candidate) return;
-      }
+    if (open_since_ && now - *open_since_ < params_.heartbeat_timeout_s && members_away_ > 0)
+      return;
   }
+  std::vector<const Node*> candidates = ordered_candidates();
   Round r;
   r.number = round_.number + 1;
   for (int i = 0; i < n; ++i) {

@@ -28,6 +28,21 @@ void to_proto(const Round& in, v1::Round* out) {
   out->set_world_size(in.world_size);
   out->set_master_addr(in.master_addr);
   out->set_master_port(in.master_port);
+  out->set_num_members(in.size());
+  out->set_nproc_differs(in.nproc_differs);
+}
+
+void to_proto_only(const Round& in, const RoundMember* self, const std::string& nproc_differs,
+                   v1::Round* out) {
+  Round r;
+  r.number = in.number;
+  if (self) r.members.push_back(*self);
+  r.world_size = in.world_size;
+  r.master_addr = in.master_addr;
+  r.master_port = in.master_port;
+  r.num_members = in.size();
+  r.nproc_differs = nproc_differs;
+  to_proto(r, out);
 }
 
 Round from_proto(const v1::Round& in) {
@@ -38,6 +53,8 @@ Round from_proto(const v1::Round& in) {
   r.world_size = in.world_size();
   r.master_addr = in.master_addr();
   r.master_port = in.master_port();
+  r.num_members = in.num_members();
+  r.nproc_differs = in.nproc_differs();
   return r;
 }
 

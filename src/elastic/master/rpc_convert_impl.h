@@ -16,6 +16,10 @@ void to_proto(const NodeInfo& in, v1::NodeSpec* out);
 NodeInfo from_proto(const v1::NodeSpec& in);
 
 void to_proto(const Round& in, v1::Round* out);
+// The round as a reply to one member: its own entry only (`self`, none if null), the number of
+// members, and a member whose nproc differs (see v1::JoinRequest.only_self).
+void to_proto_only(const Round& in, const RoundMember* self, const std::string& nproc_differs,
+                   v1::Round* out);
 Round from_proto(const v1::Round& in);
 
 void to_proto(const FailureReport& in, v1::ReportFailureRequest* out);
