@@ -20,6 +20,7 @@
 // share the machine's cores with the master).
 //
 // usage: control_plane [--cairn PATH] [--nodes 256,1024,...] [--clients P] [--heartbeat-s S]
+//                      [--keep]   (keep the master's log, journal and events of each size)
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
@@ -204,11 +205,16 @@ class Clients {
     cv_.notify_one();
   }
 
-  static double retry_after_s(const grpc::ClientContext& ctx, double fallback) {
+  // As MasterClient: the master's retry hint, 50 ms (jittered) when it had no thread free, else
+  // the node's next poll.
+  double retry_after_s(const grpc::ClientContext& ctx, const grpc::Status& s, double fallback) {
+    if (s.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) return fallback;
     const auto& md = ctx.GetServerTrailingMetadata();
     auto it = md.find(cairn::elastic::kRetryAfterMetadataKey);
-    if (it == md.end()) return fallback;
-    return std::atof(std::string(it->second.data(), it->second.size()).c_str()) / 1000.0;
+    thread_local std::mt19937 rng{std::random_device{}()};
+    const double jitter = 1.0 + 0.5 * std::uniform_real_distribution<double>(-1, 1)(rng);
+    if (it == md.end()) return 0.05 * jitter;
+    return std::atof(std::string(it->second.data(), it->second.size()).c_str()) / 1000.0 * jitter;
   }
 
   void failed(const grpc::Status& s) {
@@ -243,7 +249,7 @@ class Clients {
         sh_->join_latency.add(now - c->sent);
         if (!s.ok()) {
           failed(s);
-          schedule(i, now + retry_after_s(c->ctx, kJoinPollS));
+          schedule(i, now + retry_after_s(c->ctx, s, kJoinPollS));
         } else if (c->resp.has_round()) {
           n.round = c->resp.round().number();
           sh_->got_at(nodes_)[i].store(now);
@@ -271,7 +277,7 @@ class Clients {
           const double now = unix_now();
           if (!s.ok()) {
             failed(s);
-            schedule(i, now + retry_after_s(c->ctx, 1.0 / hz));
+            schedule(i, now + retry_after_s(c->ctx, s, 1.0 / hz));
           } else {
             sh_->heartbeats.fetch_add(1);
             (capacity ? sh_->capacity_latency : sh_->heartbeat_latency).add(now - c->sent);
@@ -400,7 +406,7 @@ struct Row {
   int64_t journal_bytes = 0;
 };
 
-Row run(const std::string& cairn, int n, int processes, double heartbeat_s) {
+Row run(const std::string& cairn, int n, int processes, double heartbeat_s, bool keep) {
   Row row;
   row.nodes = n;
   const int total = n + 1;  // one spare
@@ -497,7 +503,10 @@ Row run(const std::string& cairn, int n, int processes, double heartbeat_s) {
   if (::stat((dir + "/master.journal").c_str(), &st) == 0) row.journal_bytes = st.st_size;
   sh->~Shared();
   ::munmap(mem, Shared::bytes(total));
-  std::filesystem::remove_all(dir);
+  if (keep)
+    std::printf("(kept %s: the master's log, journal and events)\n", dir.c_str());
+  else
+    std::filesystem::remove_all(dir);
   return row;
 }
 
@@ -516,6 +525,7 @@ int main(int argc, char** argv) {
   std::vector<int> sizes = {256, 1024, 2048, 4096, 8192};
   int processes = 4;
   double heartbeat_s = 5;
+  bool keep = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has = i + 1 < argc;
@@ -528,12 +538,14 @@ int main(int argc, char** argv) {
       while (std::getline(ss, t, ',')) sizes.push_back(std::atoi(t.c_str()));
     } else if (a == "--clients" && has) {
       processes = std::atoi(argv[++i]);
+    } else if (a == "--keep") {
+      keep = true;
     } else if (a == "--heartbeat-s" && has) {
       heartbeat_s = std::atof(argv[++i]);
     } else {
       std::fprintf(stderr,
                    "usage: control_plane [--cairn PATH] [--nodes 256,1024,...] [--clients P] "
-                   "[--heartbeat-s S]\n");
+                   "[--heartbeat-s S] [--keep]\n");
       return 2;
     }
   }
@@ -558,7 +570,7 @@ int main(int argc, char** argv) {
               "cap p99", "join p99", "errors", "cpu s", "master MB", "journal", "client", "SIGTERM");
   std::fflush(stdout);
   for (int n : sizes) {
-    Row r = run(cairn, n, processes, heartbeat_s);
+    Row r = run(cairn, n, processes, heartbeat_s, keep);
     std::printf(
         "%6d %8s %8.0f %6.1fms %7.1fms %8s %8s %9.0f %6.1fms %6.1fms %6.1fms %7lld %8.1f %9.0f "
         "%7.0fK %7.1f %7s\n",

@@ -11,9 +11,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cairn/core/mutex.h"
@@ -61,24 +63,35 @@ class Journal {
 // "<hash> <json>" for one record; exposed for tests that build damaged files.
 std::string journal_line(const nlohmann::json& record);
 
-// Group commit: many threads' records share one write and one fsync. A caller enqueues its
+// Group commit: many callers' records share one write and one fsync. A caller enqueues its
 // records where it made the change they record (under its own lock, so the records keep the
-// changes' order) and gets a ticket; wait(ticket) returns once every record up to that ticket is
-// on disk. The first waiter finding no write under way writes everything queued so far, while
-// later ones queue behind it and are served by the next write: N concurrent callers cost far
-// fewer than N fsyncs, and no caller returns before its records are durable. Thread-safe.
+// changes' order) and gets a ticket; when_durable(ticket, done) runs `done` once every record up
+// to that ticket is on disk (wait() blocks instead). A writer thread writes everything queued
+// since its last write in one group, so N concurrent callers cost far fewer than N fsyncs, and
+// no caller hears "done" before its records are durable (leveldb's write path, with the waiting
+// callers completed by the writer instead of blocking threads). Thread-safe.
 class GroupCommit {
  public:
+  using Done = std::function<void(const Status&)>;
+
   // `journal` may be null: nothing is written and every ticket is durable at once. The journal
   // must outlive this.
-  explicit GroupCommit(Journal* journal) : journal_(journal) {}
+  explicit GroupCommit(Journal* journal);
+  // Writes what is queued and completes every caller before returning.
+  ~GroupCommit();
+  GroupCommit(const GroupCommit&) = delete;
+  GroupCommit& operator=(const GroupCommit&) = delete;
 
   // Queues `records` (in order, after everything queued before) and returns the ticket that
-  // covers them and everything before them. No records: the newest ticket.
+  // covers them and everything before them. No records: 0, which is always durable.
   uint64_t enqueue(std::vector<nlohmann::json> records) CAIRN_EXCLUDES(mu_);
 
-  // Ok once every record up to `ticket` is durable. After a failed write, the journal's error
-  // for every ticket not yet durable (and every later one): the master must stop answering.
+  // Runs `done` with Ok once every record up to `ticket` is durable: at once (on this thread)
+  // when it is already, else on the writer's thread. After a failed write, `done` gets the
+  // journal's error for every ticket not yet durable, and for every later one: the master must
+  // stop answering.
+  void when_durable(uint64_t ticket, Done done) CAIRN_EXCLUDES(mu_);
+  // Blocks until when_durable would run `done`; returns what it would get.
   Status wait(uint64_t ticket) CAIRN_EXCLUDES(mu_);
 
   Status error() const CAIRN_EXCLUDES(mu_);
@@ -86,15 +99,20 @@ class GroupCommit {
   int64_t written() const CAIRN_EXCLUDES(mu_);  // records written so far
 
  private:
+  void writer_loop() CAIRN_EXCLUDES(mu_);
+
   Journal* const journal_;
   mutable core::Mutex mu_;
-  core::CondVar cv_;
+  core::CondVar work_;     // records queued, or stopping
+  core::CondVar durable_changed_;
   std::vector<nlohmann::json> pending_ CAIRN_GUARDED_BY(mu_);
+  std::multimap<uint64_t, Done> waiting_ CAIRN_GUARDED_BY(mu_);  // by ticket
   uint64_t enqueued_ CAIRN_GUARDED_BY(mu_) = 0;  // tickets: one per record
   uint64_t durable_ CAIRN_GUARDED_BY(mu_) = 0;
-  bool writing_ CAIRN_GUARDED_BY(mu_) = false;
   Status error_ CAIRN_GUARDED_BY(mu_);
   int64_t writes_ CAIRN_GUARDED_BY(mu_) = 0;
+  bool stopping_ CAIRN_GUARDED_BY(mu_) = false;
+  std::thread writer_;  // with a journal
 };
 
 }  // namespace cairn::elastic

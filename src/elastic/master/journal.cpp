@@ -171,44 +171,91 @@ Status Journal::append(const std::vector<nlohmann::json>& records) {
   return Status::Ok();
 }
 
-uint64_t GroupCommit::enqueue(std::vector<nlohmann::json> records) {
-  core::MutexLock lock(mu_);
-  enqueued_ += records.size();
-  if (journal_) {
-    for (auto& r : records) pending_.push_back(std::move(r));
-  } else {
-    durable_ = enqueued_;
+GroupCommit::GroupCommit(Journal* journal) : journal_(journal) {
+  if (journal_) writer_ = std::thread([this] { writer_loop(); });
+}
+
+GroupCommit::~GroupCommit() {
+  {
+    core::MutexLock lock(mu_);
+    stopping_ = true;
   }
-  return enqueued_;
+  work_.notify_all();
+  if (writer_.joinable()) writer_.join();
+}
+
+uint64_t GroupCommit::enqueue(std::vector<nlohmann::json> records) {
+  if (records.empty()) return 0;
+  uint64_t ticket = 0;
+  {
+    core::MutexLock lock(mu_);
+    enqueued_ += records.size();
+    ticket = enqueued_;
+    if (!journal_) {
+      durable_ = enqueued_;
+      return ticket;
+    }
+    for (auto& r : records) pending_.push_back(std::move(r));
+  }
+  work_.notify_one();
+  return ticket;
+}
+
+void GroupCommit::when_durable(uint64_t ticket, Done done) {
+  Status s;
+  {
+    core::MutexLock lock(mu_);
+    if (durable_ < ticket && error_.ok()) {
+      waiting_.emplace(ticket, std::move(done));
+      return;
+    }
+    s = durable_ >= ticket ? Status::Ok() : error_;
+  }
+  done(s);
 }
 
 Status GroupCommit::wait(uint64_t ticket) {
   core::MutexLock lock(mu_);
-  while (durable_ < ticket && error_.ok()) {
-    if (writing_) {
-      cv_.wait(mu_);
-      continue;
-    }
-    // This caller writes the group: everything queued so far, its own records among them.
-    writing_ = true;
+  durable_changed_.wait(mu_, [&]() CAIRN_REQUIRES(mu_) {
+    return durable_ >= ticket || !error_.ok();
+  });
+  return durable_ >= ticket ? Status::Ok() : error_;
+}
+
+void GroupCommit::writer_loop() {
+  core::MutexLock lock(mu_);
+  for (;;) {
+    work_.wait(mu_, [&]() CAIRN_REQUIRES(mu_) { return stopping_ || !pending_.empty(); });
+    if (pending_.empty()) break;  // stopping, and everything is written
+    // One group: everything queued since the last write.
     std::vector<nlohmann::json> group = std::exchange(pending_, {});
     const uint64_t upto = enqueued_;
-    mu_.unlock();
-    Status s = journal_->append(group);
-    mu_.lock();
-    writing_ = false;
-    if (s.ok()) {
-      durable_ = upto;
-      ++writes_;
-    } else {
-      error_ = s;
-      spdlog::error("{}; the records after the last durable one are refused, and so is every "
-                    "call waiting for them",
-                    s.ToString());
+    Status s;
+    if (error_.ok()) {
+      mu_.unlock();
+      s = journal_->append(group);
+      mu_.lock();
+      if (s.ok()) {
+        durable_ = upto;
+        ++writes_;
+      } else {
+        error_ = s;
+        spdlog::error("{}; the records after the last durable one are refused, and so is every "
+                      "call waiting for them",
+                      s.ToString());
+      }
     }
-    cv_.notify_all();
+    durable_changed_.notify_all();
+    // Complete the callers whose records are durable now (all of them after a failure).
+    std::vector<std::pair<Done, Status>> ready;
+    auto end = error_.ok() ? waiting_.upper_bound(durable_) : waiting_.end();
+    for (auto it = waiting_.begin(); it != end; ++it)
+      ready.emplace_back(std::move(it->second), it->first <= durable_ ? Status::Ok() : error_);
+    waiting_.erase(waiting_.begin(), end);
+    mu_.unlock();
+    for (auto& [done, status] : ready) done(status);
+    mu_.lock();
   }
-  return durable_ >= ticket ? Status::Ok() : error_;
 }
 
 Status GroupCommit::error() const {

@@ -77,7 +77,7 @@ std::string describe(const RdzvEvent& event) {
 
 }  // namespace
 
-struct MasterServer::Impl final : public v1::Master::Service {
+struct MasterServer::Impl final : public v1::Master::CallbackService {
   explicit Impl(const MasterServerOptions& o)
       : options(o),
         state(o.rdzv),
@@ -85,11 +85,12 @@ struct MasterServer::Impl final : public v1::Master::Service {
         call_budget({o.max_calls_per_s, 2.0 * o.max_calls_per_s, 4096}) {}
 
   // --- the service -----------------------------------------------------------------------
-  grpc::Status Join(grpc::ServerContext* ctx, const v1::JoinRequest* req,
-                    v1::JoinResponse* resp) override {
+  grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* ctx, const v1::JoinRequest* req,
+                                      v1::JoinResponse* resp) override {
     return serve(ctx, "Join", [&]() CAIRN_REQUIRES(mu) -> grpc::Status {
       auto r = state.join(rpc::from_proto(req->node()), req->last_round(), steady_now());
       if (!r.ok()) return rpc::to_grpc(r.status());
+      hands_round = r->round != nullptr;
       if (r->round && req->only_self()) {
         rpc::to_proto_only(*r->round, state.member(req->node().node_id()), state.nproc_differs(),
                            resp->mutable_round());
@@ -105,8 +106,8 @@ struct MasterServer::Impl final : public v1::Master::Service {
     });
   }
 
-  grpc::Status Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
-                         v1::HeartbeatResponse* resp) override {
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx, const v1::HeartbeatRequest* req,
+                                      v1::HeartbeatResponse* resp) override {
     return serve(ctx, "Heartbeat", [&]() CAIRN_REQUIRES(mu) {
       HeartbeatResult r =
           state.heartbeat(req->node_id(), req->round(), req->last_step(), steady_now());
@@ -117,16 +118,16 @@ struct MasterServer::Impl final : public v1::Master::Service {
     });
   }
 
-  grpc::Status Leave(grpc::ServerContext* ctx, const v1::LeaveRequest* req,
-                     v1::LeaveResponse* resp) override {
+  grpc::ServerUnaryReactor* Leave(grpc::CallbackServerContext* ctx, const v1::LeaveRequest* req,
+                                      v1::LeaveResponse* resp) override {
     return serve(ctx, "Leave", [&]() CAIRN_REQUIRES(mu) {
       resp->set_was_known(state.leave(req->node_id(), steady_now()));
       return grpc::Status::OK;
     });
   }
 
-  grpc::Status ReportFailure(grpc::ServerContext* ctx, const v1::ReportFailureRequest* req,
-                             v1::ReportFailureResponse*) override {
+  grpc::ServerUnaryReactor* ReportFailure(grpc::CallbackServerContext* ctx, const v1::ReportFailureRequest* req,
+                                      v1::ReportFailureResponse*) override {
     return serve(ctx, "ReportFailure", [&]() CAIRN_REQUIRES(mu) {
       // A report names its node and how the worker ended; anything less is not journaled.
       if (req->node_id().empty())
@@ -143,16 +144,16 @@ struct MasterServer::Impl final : public v1::Master::Service {
     });
   }
 
-  grpc::Status GetStatus(grpc::ServerContext* ctx, const v1::GetStatusRequest*,
-                         v1::GetStatusResponse* resp) override {
+  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx, const v1::GetStatusRequest*,
+                                      v1::GetStatusResponse* resp) override {
     return serve(ctx, "GetStatus", [&]() CAIRN_REQUIRES(mu) {
       rpc::to_proto(state.status(steady_now()), rejected.load(), resp);
       return grpc::Status::OK;
     });
   }
 
-  grpc::Status CheckNode(grpc::ServerContext* ctx, const v1::CheckNodeRequest* req,
-                         v1::CheckNodeResponse* resp) override {
+  grpc::ServerUnaryReactor* CheckNode(grpc::CallbackServerContext* ctx, const v1::CheckNodeRequest* req,
+                                      v1::CheckNodeResponse* resp) override {
     return serve(ctx, "CheckNode", [&]() CAIRN_REQUIRES(mu) {
       CheckQuery q;
       q.node_id = req->node_id();
@@ -203,8 +204,8 @@ struct MasterServer::Impl final : public v1::Master::Service {
   }
 
   // --- the shard service (ShardService; this only converts) -----------------------------
-  grpc::Status CreateDataset(grpc::ServerContext* ctx, const v1::CreateDatasetRequest* req,
-                             v1::CreateDatasetResponse* resp) override {
+  grpc::ServerUnaryReactor* CreateDataset(grpc::CallbackServerContext* ctx, const v1::CreateDatasetRequest* req,
+                                      v1::CreateDatasetResponse* resp) override {
     return serve_shards(ctx, "CreateDataset", [&]() CAIRN_REQUIRES(shard_mu) -> grpc::Status {
       auto created = shards.create(req->dataset(), rpc::from_proto(req->params()));
       if (!created.ok()) return rpc::to_grpc(created.status());
@@ -213,8 +214,8 @@ struct MasterServer::Impl final : public v1::Master::Service {
     });
   }
 
-  grpc::Status GetShards(grpc::ServerContext* ctx, const v1::GetShardsRequest* req,
-                         v1::GetShardsResponse* resp) override {
+  grpc::ServerUnaryReactor* GetShards(grpc::CallbackServerContext* ctx, const v1::GetShardsRequest* req,
+                                      v1::GetShardsResponse* resp) override {
     return serve_shards(ctx, "GetShards", [&]() CAIRN_REQUIRES(shard_mu) -> grpc::Status {
       ShardRequest q;
       q.worker = req->worker();
@@ -247,15 +248,15 @@ struct MasterServer::Impl final : public v1::Master::Service {
     });
   }
 
-  grpc::Status ReleaseShards(grpc::ServerContext* ctx, const v1::ReleaseShardsRequest* req,
-                             v1::ReleaseShardsResponse*) override {
+  grpc::ServerUnaryReactor* ReleaseShards(grpc::CallbackServerContext* ctx, const v1::ReleaseShardsRequest* req,
+                                      v1::ReleaseShardsResponse*) override {
     return serve_shards(ctx, "ReleaseShards", [&]() CAIRN_REQUIRES(shard_mu) -> grpc::Status {
       return rpc::to_grpc(shards.release(req->dataset(), req->worker()));
     });
   }
 
-  grpc::Status GetShardSnapshot(grpc::ServerContext* ctx, const v1::ShardSnapshotRequest* req,
-                                v1::ShardSnapshot* resp) override {
+  grpc::ServerUnaryReactor* GetShardSnapshot(grpc::CallbackServerContext* ctx, const v1::ShardSnapshotRequest* req,
+                                      v1::ShardSnapshot* resp) override {
     return serve_shards(ctx, "GetShardSnapshot", [&]() CAIRN_REQUIRES(shard_mu) -> grpc::Status {
       auto snapshot = shards.snapshot(req->dataset(), req->max_step());
       if (!snapshot.ok()) return rpc::to_grpc(snapshot.status());
@@ -263,15 +264,15 @@ struct MasterServer::Impl final : public v1::Master::Service {
     });
   }
 
-  grpc::Status RestoreShards(grpc::ServerContext* ctx, const v1::RestoreShardsRequest* req,
-                             v1::RestoreShardsResponse*) override {
+  grpc::ServerUnaryReactor* RestoreShards(grpc::CallbackServerContext* ctx, const v1::RestoreShardsRequest* req,
+                                      v1::RestoreShardsResponse*) override {
     return serve_shards(ctx, "RestoreShards", [&]() CAIRN_REQUIRES(shard_mu) -> grpc::Status {
       return rpc::to_grpc(shards.restore(req->dataset(), rpc::from_proto(req->snapshot())));
     });
   }
 
-  grpc::Status ExtendDataset(grpc::ServerContext* ctx, const v1::ExtendDatasetRequest* req,
-                             v1::ExtendDatasetResponse*) override {
+  grpc::ServerUnaryReactor* ExtendDataset(grpc::CallbackServerContext* ctx, const v1::ExtendDatasetRequest* req,
+                                      v1::ExtendDatasetResponse*) override {
     return serve_shards(ctx, "ExtendDataset", [&]() CAIRN_REQUIRES(shard_mu) -> grpc::Status {
       return rpc::to_grpc(shards.extend(req->dataset(), req->num_samples(), req->finished()));
     });
@@ -279,22 +280,28 @@ struct MasterServer::Impl final : public v1::Master::Service {
 
   // Like serve() for the shard service: its own lock and nothing to journal.
   template <class Body>
-  grpc::Status serve_shards(grpc::ServerContext* ctx, const char* method, Body&& body) {
-    if (grpc::Status a = admit(ctx, method); !a.ok()) return a;
-    core::MutexLock lock(shard_mu);
-    try {
-      return body();
-    } catch (const std::exception& e) {
-      spdlog::error("master: {} failed: {}", method, e.what());
-      return {grpc::StatusCode::INTERNAL, std::string(method) + " failed: " + e.what()};
+  grpc::ServerUnaryReactor* serve_shards(grpc::CallbackServerContext* ctx, const char* method,
+                                         Body&& body) {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    grpc::Status s = admit(ctx, method);
+    if (s.ok()) {
+      core::MutexLock lock(shard_mu);
+      try {
+        s = body();
+      } catch (const std::exception& e) {
+        spdlog::error("master: {} failed: {}", method, e.what());
+        s = {grpc::StatusCode::INTERNAL, std::string(method) + " failed: " + e.what()};
+      }
     }
+    reactor->Finish(s);
+    return reactor;
   }
 
   // The token check and the caller's call budget. OK to serve; UNAUTHENTICATED for a missing or
   // wrong token (logged at most once per 10 s per address, with the count since, so that a
   // flood of bad calls cannot flood the log); RESOURCE_EXHAUSTED with a retry hint
   // (kRetryAfterMetadataKey, milliseconds) for an address over its rate.
-  grpc::Status admit(grpc::ServerContext* ctx, const char* method) {
+  grpc::Status admit(grpc::ServerContextBase* ctx, const char* method) {
     const auto& md = ctx->client_metadata();
     auto it = md.find(kJobTokenMetadataKey);
     const bool token_ok =
@@ -370,21 +377,40 @@ struct MasterServer::Impl final : public v1::Master::Service {
   }
 
   // Checks the token, runs `body` under the lock and queues what it changed for the journal;
-  // answers once everything queued up to then is on disk (a group commit: concurrent calls share
-  // one write and fsync, none waits for the disk while holding the lock).
+  // answers once its own records are on disk and, when it hands out a round, that round's
+  // record too (a group commit: concurrent calls share one write and fsync, none waits for the
+  // disk while holding the lock). A reply that changed nothing and hands out no round (a
+  // heartbeat acknowledged, "still waiting") does not wait: should the master crash before
+  // records it reflects are written, the restarted master's answers only make a node join
+  // again, which it does after any restart of the master.
+  //
+  // Served on gRPC's callback threads without blocking one: the reply is finished here, or by
+  // the journal's writer once the records it waits for are written.
   template <class Body>
-  grpc::Status serve(grpc::ServerContext* ctx, const char* method, Body&& body) {
-    if (grpc::Status a = admit(ctx, method); !a.ok()) return a;
+  grpc::ServerUnaryReactor* serve(grpc::CallbackServerContext* ctx, const char* method,
+                                  Body&& body) {
+    grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+    if (grpc::Status a = admit(ctx, method); !a.ok()) {
+      reactor->Finish(a);
+      return reactor;
+    }
     grpc::Status s;
     uint64_t ticket = 0;
     {
       core::MutexLock lock(mu);
-      if (Status e = commits->error(); !e.ok()) return unavailable(e);
+      if (Status e = commits->error(); !e.ok()) {
+        reactor->Finish(unavailable(e));
+        return reactor;
+      }
+      hands_round = false;
       s = body();
       ticket = queue_locked();
+      if (hands_round) ticket = std::max(ticket, round_ticket);
     }
-    Status c = commits->wait(ticket);
-    return c.ok() ? s : unavailable(c);
+    commits->when_durable(ticket, [reactor, s](const Status& c) {
+      reactor->Finish(c.ok() ? s : unavailable(c));
+    });
+    return reactor;
   }
 
   static grpc::Status unavailable(const Status& journal_error) {
@@ -393,9 +419,11 @@ struct MasterServer::Impl final : public v1::Master::Service {
   }
 
   // Queues the state's new events for the journal; returns the ticket to wait for before
-  // answering (it covers everything queued so far, which the caller may have seen).
+  // answering (0, nothing to wait for, when there were none).
   uint64_t queue_locked() CAIRN_REQUIRES(mu) {
     std::vector<RdzvEvent> events = state.take_events();
+    if (events.empty()) return 0;
+    bool completes = false;
     std::vector<nlohmann::json> records;
     const double at = core::unix_time();
     for (const auto& e : events) {
@@ -410,8 +438,11 @@ struct MasterServer::Impl final : public v1::Master::Service {
         event_log->write("master_" + j.value("type", std::string("unknown")), fields);
       }
       records.push_back(std::move(j));
+      completes = completes || std::holds_alternative<RoundCompleted>(e);
     }
-    return commits->enqueue(std::move(records));
+    const uint64_t ticket = commits->enqueue(std::move(records));
+    if (completes) round_ticket = ticket;
+    return ticket;
   }
 
   void tick_loop() {
@@ -444,6 +475,8 @@ struct MasterServer::Impl final : public v1::Master::Service {
   // Set before the server and the ticker start (over `journal`, or writing nothing without one);
   // destroyed before it.
   std::unique_ptr<GroupCommit> commits;
+  uint64_t round_ticket CAIRN_GUARDED_BY(mu) = 0;  // covers the latest RoundCompleted record
+  bool hands_round CAIRN_GUARDED_BY(mu) = false;   // the call being served returns a round
   // options.events_path, when given; set before the server and the ticker start.
   std::unique_ptr<core::EventLog> event_log;
   bool stopping CAIRN_GUARDED_BY(mu) = false;
