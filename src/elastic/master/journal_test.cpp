@@ -4,7 +4,18 @@
 
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <fstream>
+#include <future>
+#include <mutex>
+#include <numeric>
+#include <thread>
 
 #include "cairn/elastic/rdzv_codec.h"
 #include "elastic/master/master_testing_impl.h"
@@ -247,6 +258,173 @@ TEST(JournalCodec, StateSurvivesTheJournal) {
   EXPECT_EQ(r.round().members[0].node_id, "a");
   EXPECT_EQ(r.round().world_size, 4);
   EXPECT_FALSE(r.open());
+}
+
+// --- group commit ---------------------------------------------------------------------------
+
+// The records' "seq" fields, in file order.
+std::vector<int64_t> seqs_in(const std::string& path) {
+  std::vector<json> seen;
+  auto j = open(path, &seen);
+  EXPECT_TRUE(j.ok()) << j.status().ToString();
+  std::vector<int64_t> out;
+  for (const auto& r : seen) out.push_back(r.value("seq", int64_t(-1)));
+  return out;
+}
+
+// Threads make changes in one order under their own lock and enqueue their records there; each
+// hears "durable" (wait or when_durable) only once its records are written, and the file keeps
+// the changes' order. The writes are fewer than the records: concurrent callers share them.
+TEST(GroupCommit, CallersHearOfDurableRecordsOnlyAndTheOrderIsKept) {
+  ScratchDir dir("group_commit");
+  const std::string path = dir / "journal";
+  constexpr int kThreads = 8, kEach = 200;
+  int64_t writes = 0;
+  {
+    std::vector<json> seen;
+    auto j = open(path, &seen);
+    ASSERT_TRUE(j.ok());
+    GroupCommit commits(j->get());
+    std::mutex state;  // the master's lock
+    int64_t next = 0;
+    std::atomic<int> early{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t)
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kEach; ++i) {
+          uint64_t ticket = 0;
+          {
+            std::lock_guard<std::mutex> lock(state);
+            ticket = commits.enqueue({json{{"seq", next++}}});
+          }
+          if (t % 2 == 0) {
+            ASSERT_TRUE(commits.wait(ticket).ok());
+            if (commits.written() < int64_t(ticket)) early.fetch_add(1);
+          } else {
+            std::promise<void> heard;
+            commits.when_durable(ticket, [&](const Status& s) {
+              EXPECT_TRUE(s.ok()) << s.ToString();
+              if (commits.written() < int64_t(ticket)) early.fetch_add(1);
+              heard.set_value();
+            });
+            heard.get_future().wait();
+          }
+        }
+      });
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(early.load(), 0);
+    EXPECT_EQ(commits.written(), kThreads * kEach);
+    writes = commits.writes();
+    std::printf("%d records in %lld writes\n", kThreads * kEach, static_cast<long long>(writes));
+  }
+  std::vector<int64_t> expected(kThreads * kEach);
+  std::iota(expected.begin(), expected.end(), 0);
+  EXPECT_EQ(seqs_in(path), expected);
+  EXPECT_GE(writes, 1);
+  EXPECT_LT(writes, kThreads * kEach);
+}
+
+TEST(GroupCommit, WithoutAJournalEveryTicketIsDurableAtOnce) {
+  GroupCommit commits(nullptr);
+  EXPECT_EQ(commits.enqueue({}), 0u);
+  const uint64_t t = commits.enqueue({json{{"a", 1}}, json{{"b", 2}}});
+  EXPECT_EQ(t, 2u);
+  bool heard = false;
+  commits.when_durable(t, [&](const Status& s) { heard = s.ok(); });
+  EXPECT_TRUE(heard);  // at once, on this thread
+  EXPECT_TRUE(commits.wait(t).ok());
+  EXPECT_EQ(commits.writes(), 0);
+}
+
+// A write that fails (here: over the file size limit) fails its callers and every later one,
+// while records written before stay durable and their callers hear so.
+TEST(GroupCommit, AFailedWriteFailsItsCallersAndEveryLaterOne) {
+  ScratchDir dir("group_commit_fail");
+  const std::string path = dir / "journal";
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    // In a child: the file size limit is the process's.
+    std::vector<json> seen;
+    auto j = open(path, &seen);
+    if (!j.ok()) _exit(10);
+    GroupCommit commits(j->get());
+    const uint64_t first = commits.enqueue({json{{"seq", 0}}});
+    if (!commits.wait(first).ok()) _exit(11);
+    ::signal(SIGXFSZ, SIG_IGN);
+    struct stat st {};
+    ::stat(path.c_str(), &st);
+    rlimit limit{rlim_t(st.st_size + 10), rlim_t(st.st_size + 10)};
+    if (::setrlimit(RLIMIT_FSIZE, &limit) != 0) _exit(12);
+    const uint64_t big = commits.enqueue({json{{"seq", 1}, {"pad", std::string(1000, 'x')}}});
+    Status s = commits.wait(big);
+    if (s.ok() || s.message().find("journal") == std::string::npos) _exit(13);
+    const uint64_t later = commits.enqueue({json{{"seq", 2}}});
+    Status heard = Status::Ok();
+    commits.when_durable(later, [&](const Status& e) { heard = e; });
+    if (heard.ok() || commits.error().ok()) _exit(14);
+    if (!commits.wait(first).ok()) _exit(15);  // written before the failure
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(seqs_in(path), std::vector<int64_t>{0});  // the failed write was cut off
+}
+
+// A master killed in the middle of a burst: every record a caller heard was durable is in the
+// journal after the restart, and the journal holds a prefix of the changes, in order.
+TEST(GroupCommit, AKillMidBurstKeepsEveryAcknowledgedRecord) {
+  ScratchDir dir("group_commit_kill");
+  const std::string path = dir / "journal";
+  int acks[2];
+  ASSERT_EQ(::pipe(acks), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(acks[0]);
+    std::vector<json> seen;
+    auto j = open(path, &seen);
+    if (!j.ok()) _exit(10);
+    GroupCommit commits(j->get());
+    std::mutex state, pipe;
+    int64_t next = 0;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+      threads.emplace_back([&] {
+        for (;;) {
+          uint64_t ticket = 0;
+          int64_t seq = 0;
+          {
+            std::lock_guard<std::mutex> lock(state);
+            seq = next++;
+            ticket = commits.enqueue({json{{"seq", seq}, {"pad", std::string(200, 'p')}}});
+          }
+          if (!commits.wait(ticket).ok()) _exit(11);
+          std::lock_guard<std::mutex> lock(pipe);
+          if (::write(acks[1], &seq, sizeof seq) != sizeof seq) _exit(12);
+        }
+      });
+    for (auto& th : threads) th.join();
+    _exit(0);
+  }
+  ::close(acks[1]);
+  std::vector<int64_t> acked;
+  int64_t seq = 0;
+  while (acked.size() < 2000 && ::read(acks[0], &seq, sizeof seq) == sizeof seq)
+    acked.push_back(seq);
+  ::kill(pid, SIGKILL);
+  while (::read(acks[0], &seq, sizeof seq) == sizeof seq) acked.push_back(seq);  // sent before
+  ::close(acks[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the writer exited on its own: " << status;
+  ASSERT_GE(acked.size(), 2000u);
+
+  const std::vector<int64_t> on_disk = seqs_in(path);
+  for (size_t i = 0; i < on_disk.size(); ++i) ASSERT_EQ(on_disk[i], int64_t(i)) << "record " << i;
+  for (int64_t a : acked) EXPECT_LT(a, int64_t(on_disk.size())) << "acknowledged record lost";
 }
 
 }  // namespace

@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -525,6 +528,79 @@ TEST(RdzvState, GrowthWaitsForTheLiveMembersOfThePreviousRound) {
   auto c = join(s, "c", 0, 19.7);
   ASSERT_TRUE(c.round) << c.reason << " open=" << s.open() << " round=" << s.round().number;
   EXPECT_EQ(ids(*c.round), Ids({"a", "c"}));
+}
+
+// --- per-request work independent of the job's size --------------------------------------------
+
+// Seconds per call of `op` (the least of 5 runs of `reps` calls, so that a busy machine's
+// interruptions do not count).
+template <class Op>
+double seconds_per_call(int reps, Op op) {
+  double best = 1e9;
+  for (int run = 0; run < 5; ++run) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < reps; ++i) op(i);
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+                              .count() / reps);
+  }
+  return best;
+}
+
+struct CallCosts {
+  double member_poll = 0;     // a member fetching the round it was given
+  double heartbeat = 0;       // a member's heartbeat
+  double spare_join = 0;      // a node beyond max polling as a spare
+  double candidate_join = 0;  // a candidate polling while the round gathers
+};
+
+// The costs of the calls a job of `members` nodes makes, in a round that completed and in one
+// that is gathering.
+CallCosts costs_at(int members) {
+  auto id = [](int i) {
+    char b[24];
+    std::snprintf(b, sizeof b, "node-%06d", i);
+    return std::string(b);
+  };
+  CallCosts c;
+  {
+    RdzvState s(params(members, members, 1, 0, 1e9));
+    for (int i = 0; i < members; ++i) join(s, id(i), 0, 1);
+    EXPECT_EQ(s.round().members.size(), size_t(members));
+    join(s, "spare", 0, 1);
+    s.take_events();
+    c.member_poll =
+        seconds_per_call(2000, [&](int i) { (void)s.join(node(id(i % members)), 0, 2); });
+    c.heartbeat = seconds_per_call(
+        2000, [&](int i) { (void)s.heartbeat(id(i % members), s.round().number, i, 2); });
+    c.spare_join = seconds_per_call(2000, [&](int) { (void)s.join(node("spare"), 0, 2); });
+    EXPECT_TRUE(s.take_events().empty());  // polls change nothing
+  }
+  {
+    RdzvState s(params(members + 1, members + 1, 1, 0, 1e9));  // never full
+    for (int i = 0; i < members; ++i) join(s, id(i), 0, 1);
+    EXPECT_TRUE(s.open());
+    c.candidate_join =
+        seconds_per_call(2000, [&](int i) { (void)s.join(node(id(i % members)), 0, 2); });
+  }
+  return c;
+}
+
+// Each call's cost may grow like log N (a map lookup), not like N: at 10,000 members within 20x
+// of 10 members (a linear scan would make it about 1,000x; log N about 4x).
+TEST(RdzvState, ACallCostsAboutTheSameAtTenAndTenThousandMembers) {
+  const CallCosts small = costs_at(10);
+  const CallCosts large = costs_at(10000);
+  const std::pair<const char*, std::pair<double, double>> rows[] = {
+      {"member poll", {small.member_poll, large.member_poll}},
+      {"heartbeat", {small.heartbeat, large.heartbeat}},
+      {"spare join", {small.spare_join, large.spare_join}},
+      {"candidate join", {small.candidate_join, large.candidate_join}},
+  };
+  for (const auto& [what, t] : rows) {
+    std::printf("%-15s 10 members: %6.2f us  10,000 members: %6.2f us  ratio %.1f\n", what,
+                t.first * 1e6, t.second * 1e6, t.second / t.first);
+    EXPECT_LT(t.second / t.first, 20.0) << what;
+  }
 }
 
 }  // namespace
