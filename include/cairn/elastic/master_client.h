@@ -112,7 +112,8 @@ class MasterClient {
   Result<bool> leave(const std::string& node_id, double budget_s = -1);
   // Retried, like every call, only on UNAVAILABLE (the request did not get through).
   Status report_failure(const FailureReport& report, double budget_s = -1);
-  Result<MasterStatus> get_status(double budget_s = -1);
+  // Every page of the status (`page_size` nodes per call; 0: the master's default), put together.
+  Result<MasterStatus> get_status(double budget_s = -1, int page_size = 0);
   // The node check of `round` (see elastic/node_check.h); `report` answers the assignment the
   // previous reply gave (check id, check round, result).
   // The shard service (see elastic/shard_state.h). create_dataset is true when it created the

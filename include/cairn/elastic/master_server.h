@@ -1,5 +1,6 @@
 // The elastic job master (`cairn master`, or embedded in an agent): serves cairn.v1.Master over
-// gRPC around an RdzvState, journals every durable change before answering, and on Start replays
+// gRPC around an RdzvState, journals every durable change before answering (group-committed:
+// concurrent calls share one write and fsync), and on Start replays
 // the journal, so a restarted master resumes the job's membership and rounds. No gRPC types in
 // this header.
 #pragma once
@@ -13,6 +14,10 @@
 #include "cairn/elastic/rdzv_state.h"
 
 namespace cairn::elastic {
+
+// GetStatus pages: the nodes per page by default, and the most a caller may ask for.
+inline constexpr size_t kStatusPage = 1000;
+inline constexpr int kMaxStatusPage = 10000;
 
 struct MasterServerOptions {
   std::string listen_address = "0.0.0.0:0";  // "host:port"; port 0 picks a free one

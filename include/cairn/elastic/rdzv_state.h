@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <limits>
 #include <map>
 #include <memory>
 #include <unordered_map>
@@ -182,6 +183,7 @@ struct RdzvStatus {
   int64_t open_round = 0;
   std::string open_reason;
   std::vector<NodeStatus> nodes;  // sorted by node id
+  std::string next_after;         // a paged status: the `after` of the next page ("": the last)
   RdzvCounters counters;
   std::vector<FailureReport> recent_failures;  // oldest first
 };
@@ -230,7 +232,11 @@ class RdzvState {
   int64_t open_round() const { return open_ ? round_.number + 1 : 0; }
   const RdzvCounters& counters() const { return counters_; }
   const RdzvParams& params() const { return params_; }
-  RdzvStatus status(double now) const;
+  // The status with the nodes whose ids sort after `after` ("": from the first), at most
+  // `limit` of them; next_after is set when more follow. The round's members come only with the
+  // first page (after ""): later pages cost O(limit + log N).
+  RdzvStatus status(double now, const std::string& after = "",
+                    size_t limit = std::numeric_limits<size_t>::max()) const;
   // Joins of unknown nodes are refused beyond this many known nodes.
   size_t max_known_nodes() const;
 

@@ -271,12 +271,24 @@ Status MasterClient::report_failure(const FailureReport& report, double budget_s
   return impl_->call("ReportFailure", &v1::Master::Stub::ReportFailure, req, &resp, budget_s);
 }
 
-Result<MasterStatus> MasterClient::get_status(double budget_s) {
+Result<MasterStatus> MasterClient::get_status(double budget_s, int page_size) {
   v1::GetStatusRequest req;
+  req.set_page_size(page_size);
   v1::GetStatusResponse resp;
   CAIRN_RETURN_IF_ERROR(
       impl_->call("GetStatus", &v1::Master::Stub::GetStatus, req, &resp, budget_s));
-  return rpc::from_proto(resp);
+  MasterStatus out = rpc::from_proto(resp);
+  // The later pages: their nodes (the rest is the first page's; a page is a moment of its own).
+  while (!out.rdzv.next_after.empty()) {
+    req.set_after(out.rdzv.next_after);
+    resp.Clear();
+    CAIRN_RETURN_IF_ERROR(
+        impl_->call("GetStatus", &v1::Master::Stub::GetStatus, req, &resp, budget_s));
+    MasterStatus page = rpc::from_proto(resp);
+    for (auto& n : page.rdzv.nodes) out.rdzv.nodes.push_back(std::move(n));
+    out.rdzv.next_after = page.rdzv.next_after;
+  }
+  return out;
 }
 
 Result<CheckReply> MasterClient::check_node(const std::string& node_id, int64_t round,

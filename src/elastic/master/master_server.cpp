@@ -144,10 +144,17 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
     });
   }
 
-  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx, const v1::GetStatusRequest*,
+  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx,
+                                      const v1::GetStatusRequest* req,
                                       v1::GetStatusResponse* resp) override {
     return serve(ctx, "GetStatus", [&]() CAIRN_REQUIRES(mu) {
-      rpc::to_proto(state.status(steady_now()), rejected.load(), resp);
+      if (req->page_size() < 0 || req->page_size() > kMaxStatusPage)
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            "GetStatus: page_size " + std::to_string(req->page_size()) +
+                                " (0 for the default, at most " + std::to_string(kMaxStatusPage) +
+                                ")");
+      const size_t page = req->page_size() > 0 ? size_t(req->page_size()) : kStatusPage;
+      rpc::to_proto(state.status(steady_now(), req->after(), page), rejected.load(), resp);
       return grpc::Status::OK;
     });
   }

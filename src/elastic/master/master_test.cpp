@@ -378,6 +378,47 @@ TEST(MasterServer, LeaveFailureReportsAndStatus) {
   EXPECT_FALSE(*again);
 }
 
+// GetStatus is paged by node id; the client puts the pages together; a bad page size is refused.
+TEST(MasterServer, StatusIsPagedByNodeId) {
+  Deadline guard(60);
+  auto server = start(server_options({5, 5, 1, 0, 30}));
+  ASSERT_TRUE(server);
+  auto client = MasterClient::Open(client_options(server->address()));
+  ASSERT_TRUE(client.ok());
+  for (const char* id : {"e", "c", "a", "d", "b"})
+    ASSERT_TRUE((*client)->join({id, "127.0.0.1", 1, 29500, 1}, 0).ok());
+  auto whole = (*client)->get_status(-1, 2);
+  ASSERT_TRUE(whole.ok()) << whole.status().ToString();
+  std::vector<std::string> ids;
+  for (const auto& n : whole->rdzv.nodes) ids.push_back(n.node.node_id);
+  EXPECT_EQ(ids, (std::vector<std::string>{"a", "b", "c", "d", "e"}));
+  EXPECT_EQ(whole->rdzv.round.members.size(), 5u);
+  EXPECT_TRUE(whole->rdzv.next_after.empty());
+
+  // One page by hand: two nodes after "b", and where the next page starts.
+  auto stub = v1::Master::NewStub(
+      grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.AddMetadata(kJobTokenMetadataKey, kToken);
+  v1::GetStatusRequest req;
+  req.set_page_size(2);
+  req.set_after("b");
+  v1::GetStatusResponse resp;
+  ASSERT_TRUE(stub->GetStatus(&ctx, req, &resp).ok());
+  ASSERT_EQ(resp.nodes_size(), 2);
+  EXPECT_EQ(resp.nodes(0).node().node_id(), "c");
+  EXPECT_EQ(resp.next_after(), "d");
+  EXPECT_EQ(resp.round().members_size(), 0);  // members come with the first page
+  EXPECT_EQ(resp.round().num_members(), 5);
+
+  grpc::ClientContext bad_ctx;
+  bad_ctx.AddMetadata(kJobTokenMetadataKey, kToken);
+  req.set_page_size(kMaxStatusPage + 1);
+  grpc::Status bad = stub->GetStatus(&bad_ctx, req, &resp);
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(bad.error_message().find("page_size"), std::string::npos);
+}
+
 // The node check over real RPC: c's checks fail (its "network" is broken), so a and b exclude it
 // and train as two; c's agent is told why. A later round of the same nodes is not checked again.
 TEST(MasterServer, NodeCheckExcludesTheBrokenNodeAndTheOthersGoOn) {

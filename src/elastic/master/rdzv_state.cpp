@@ -408,16 +408,31 @@ void RdzvState::try_complete(double now) {
   emit(RoundCompleted{std::move(r)}, now);
 }
 
-RdzvStatus RdzvState::status(double now) const {
+RdzvStatus RdzvState::status(double now, const std::string& after, size_t limit) const {
   RdzvStatus s;
   s.params = params_;
-  s.round = round_;
+  if (after.empty()) {
+    s.round = round_;
+  } else {
+    s.round.number = round_.number;
+    s.round.world_size = round_.world_size;
+    s.round.master_addr = round_.master_addr;
+    s.round.master_port = round_.master_port;
+    s.round.num_members = round_.size();
+  }
   s.open = open_;
   s.open_round = open_round();
   s.open_reason = open_reason_;
-  for (const auto& [id, n] : nodes_)
+  for (auto it = after.empty() ? nodes_.begin() : nodes_.upper_bound(after); it != nodes_.end();
+       ++it) {
+    if (s.nodes.size() == limit) {
+      s.next_after = s.nodes.back().node.node_id;
+      break;
+    }
+    const Node& n = it->second;
     s.nodes.push_back(
-        {n.info, now - n.last_seen, n.last_step, !open_ && is_member(id), n.candidate});
+        {n.info, now - n.last_seen, n.last_step, !open_ && is_member(it->first), n.candidate});
+  }
   s.counters = counters_;
   s.recent_failures.assign(recent_failures_.begin(), recent_failures_.end());
   return s;

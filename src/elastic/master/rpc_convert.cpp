@@ -106,6 +106,7 @@ void to_proto(const RdzvStatus& in, int64_t rejected_calls, v1::GetStatusRespons
   c->set_failures_reported(in.counters.failures_reported);
   c->set_rejected_calls(rejected_calls);
   for (const auto& f : in.recent_failures) to_proto(f, out->add_recent_failures());
+  out->set_next_after(in.next_after);
 }
 
 MasterStatus from_proto(const v1::GetStatusResponse& in) {
@@ -125,6 +126,7 @@ MasterStatus from_proto(const v1::GetStatusResponse& in) {
                 c.rounds_completed(), c.restarts_requested(), c.failures_reported()};
   out.rejected_calls = c.rejected_calls();
   for (const auto& f : in.recent_failures()) s.recent_failures.push_back(from_proto(f));
+  s.next_after = in.next_after();
   return out;
 }
 
