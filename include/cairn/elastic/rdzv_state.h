@@ -204,8 +204,15 @@ class RdzvState {
   // Removes the node; false if unknown. A member leaving opens the next round.
   bool leave(const std::string& node_id, double now);
   // Drops nodes silent for longer than heartbeat_timeout_s and completes the open round when it
-  // may. Call regularly (a fraction of wait_s and of the heartbeat timeout).
+  // may. Call regularly (a fraction of wait_s and of the heartbeat timeout). The time the master
+  // stalled (add_stall) since a node was last seen does not count as the node's silence.
   void tick(double now);
+  // A call from the node that the master refused (it was busy) still shows it alive: its silence
+  // starts again. False (and nothing changes) when the node is not known. Not journaled.
+  bool touch(const std::string& node_id, double now);
+  // The master could not serve for `seconds` (its ticker ran that late): time the nodes could
+  // not be heard in, which heartbeat timeouts do not count. Not journaled.
+  void add_stall(double seconds);
   void report_failure(const FailureReport& report);
   // Excludes the node for good (its joins are refused with `reason`); a member's exclusion opens
   // the next round.
@@ -246,8 +253,10 @@ class RdzvState {
     double last_seen = 0;
     int64_t last_step = -1;
     bool candidate = false;
+    double stalled_at_seen = 0;  // stalled_s_ when last seen
   };
 
+  void seen(Node& n, double now);
   void emit(RdzvEvent event, double now);
   void apply(const RdzvEvent& event, double now);
   void open_next(const std::string& reason, bool restart, double now);
@@ -269,6 +278,7 @@ class RdzvState {
   std::unordered_map<std::string, size_t> member_index_;
   std::string nproc_differs_;
   int candidates_ = 0;
+  double stalled_s_ = 0;  // the master's stalls so far (add_stall)
   int members_away_ = 0;
   bool open_ = true;  // round 1 is being gathered from the start
   std::string open_reason_ = "first round";

@@ -165,6 +165,52 @@ TEST(MasterLimits, AClientOverItsRateIsToldWhenToRetryAndIsServedThen) {
   EXPECT_GE((*server)->throttled_calls(), refused);
 }
 
+// A node whose heartbeats the master refuses (another client at its address floods it over the
+// rate) is not dropped for them: a refused heartbeat still shows the node alive. The flood keeps
+// the budget empty for 2 s, twice the heartbeat timeout.
+TEST(MasterLimits, ANodeWhoseHeartbeatsAreRefusedForRateIsNotDropped) {
+  Deadline guard(120);
+  MasterServerOptions o = options();
+  o.max_calls_per_s = 5;  // bursts of 10
+  o.rdzv = {1, 1, 1, 0, /*heartbeat_timeout_s=*/1.0};
+  o.tick_interval_s = 0.05;
+  auto server = MasterServer::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  auto rpc = v1::Master::NewStub(
+      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+  auto call = [&](auto method, const auto& req, auto* resp) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata(kJobTokenMetadataKey, kToken);
+    return ((*rpc).*method)(&ctx, req, resp);
+  };
+  v1::JoinRequest join;
+  join.mutable_node()->set_node_id("a");
+  join.mutable_node()->set_host("127.0.0.1");
+  join.mutable_node()->set_nproc(1);
+  join.mutable_node()->set_store_port(29500);
+  v1::JoinResponse joined;
+  ASSERT_TRUE(call(&v1::Master::Stub::Join, join, &joined).ok());
+  ASSERT_TRUE(joined.has_round());
+  v1::HeartbeatRequest hb;
+  hb.set_node_id("a");
+  hb.set_round(joined.round().number());
+  int refused = 0, served = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (seconds_since(t0) < 2.0) {
+    v1::GetStatusResponse st;  // the flood from the same address
+    for (int i = 0; i < 20; ++i) (void)call(&v1::Master::Stub::GetStatus, v1::GetStatusRequest(), &st);
+    v1::HeartbeatResponse resp;
+    grpc::Status s = call(&v1::Master::Stub::Heartbeat, hb, &resp);
+    if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) ++refused;
+    if (s.ok()) ++served;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_GE(refused, 10) << "the flood did not keep the heartbeats over the rate";
+  EXPECT_EQ((*server)->status().counters.nodes_dropped, 0)
+      << served << " heartbeats served, " << refused << " refused";
+  ASSERT_EQ((*server)->status().nodes.size(), 1u);
+}
+
 TEST(MasterLimits, SilentGarbledAndOversizedClientsDoNotStopTheMaster) {
   Deadline guard(120);
   MasterServerOptions o = options();

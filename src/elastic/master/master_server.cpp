@@ -87,7 +87,7 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
   // --- the service -----------------------------------------------------------------------
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* ctx, const v1::JoinRequest* req,
                                       v1::JoinResponse* resp) override {
-    return serve(ctx, "Join", [&]() CAIRN_REQUIRES(mu) -> grpc::Status {
+    return serve(ctx, "Join", req->node().node_id(), [&]() CAIRN_REQUIRES(mu) -> grpc::Status {
       auto r = state.join(rpc::from_proto(req->node()), req->last_round(), steady_now());
       if (!r.ok()) return rpc::to_grpc(r.status());
       hands_round = r->round != nullptr;
@@ -108,7 +108,7 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
 
   grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx, const v1::HeartbeatRequest* req,
                                       v1::HeartbeatResponse* resp) override {
-    return serve(ctx, "Heartbeat", [&]() CAIRN_REQUIRES(mu) {
+    return serve(ctx, "Heartbeat", req->node_id(), [&]() CAIRN_REQUIRES(mu) {
       HeartbeatResult r =
           state.heartbeat(req->node_id(), req->round(), req->last_step(), steady_now());
       resp->set_rejoin(r.rejoin);
@@ -120,7 +120,7 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
 
   grpc::ServerUnaryReactor* Leave(grpc::CallbackServerContext* ctx, const v1::LeaveRequest* req,
                                       v1::LeaveResponse* resp) override {
-    return serve(ctx, "Leave", [&]() CAIRN_REQUIRES(mu) {
+    return serve(ctx, "Leave", "", [&]() CAIRN_REQUIRES(mu) {
       resp->set_was_known(state.leave(req->node_id(), steady_now()));
       return grpc::Status::OK;
     });
@@ -128,7 +128,7 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
 
   grpc::ServerUnaryReactor* ReportFailure(grpc::CallbackServerContext* ctx, const v1::ReportFailureRequest* req,
                                       v1::ReportFailureResponse*) override {
-    return serve(ctx, "ReportFailure", [&]() CAIRN_REQUIRES(mu) {
+    return serve(ctx, "ReportFailure", "", [&]() CAIRN_REQUIRES(mu) {
       // A report names its node and how the worker ended; anything less is not journaled.
       if (req->node_id().empty())
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "ReportFailure: node_id is empty");
@@ -147,7 +147,7 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx,
                                       const v1::GetStatusRequest* req,
                                       v1::GetStatusResponse* resp) override {
-    return serve(ctx, "GetStatus", [&]() CAIRN_REQUIRES(mu) {
+    return serve(ctx, "GetStatus", "", [&]() CAIRN_REQUIRES(mu) {
       if (req->page_size() < 0 || req->page_size() > kMaxStatusPage)
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                             "GetStatus: page_size " + std::to_string(req->page_size()) +
@@ -161,7 +161,7 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
 
   grpc::ServerUnaryReactor* CheckNode(grpc::CallbackServerContext* ctx, const v1::CheckNodeRequest* req,
                                       v1::CheckNodeResponse* resp) override {
-    return serve(ctx, "CheckNode", [&]() CAIRN_REQUIRES(mu) {
+    return serve(ctx, "CheckNode", "", [&]() CAIRN_REQUIRES(mu) {
       CheckQuery q;
       q.node_id = req->node_id();
       q.round = req->round();
@@ -393,11 +393,19 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
   //
   // Served on gRPC's callback threads without blocking one: the reply is finished here, or by
   // the journal's writer once the records it waits for are written.
+  //
+  // `node_id` names the node calling, when the call is one (Join, Heartbeat): refused because
+  // the master is busy, the call still shows the node alive, so waiting on a busy master does
+  // not count against it.
   template <class Body>
   grpc::ServerUnaryReactor* serve(grpc::CallbackServerContext* ctx, const char* method,
-                                  Body&& body) {
+                                  const std::string& node_id, Body&& body) {
     grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
     if (grpc::Status a = admit(ctx, method); !a.ok()) {
+      if (a.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED && !node_id.empty()) {
+        core::MutexLock lock(mu);
+        state.touch(node_id, steady_now());
+      }
       reactor->Finish(a);
       return reactor;
     }
@@ -455,9 +463,18 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
   void tick_loop() {
     core::MutexLock lock(mu);
     while (!stopping) {
+      const double due = steady_now() + options.tick_interval_s;
       cv.wait_for(mu, std::chrono::duration<double>(options.tick_interval_s));
       if (stopping || !commits->error().ok()) continue;
       const double now = steady_now();
+      // A tick later than one more interval means the master could not run (no CPU, its lock
+      // held): nodes could not be heard meanwhile either, and that time is not their silence.
+      if (now - due > options.tick_interval_s) {
+        state.add_stall(now - due);
+        spdlog::warn("master: stalled for {:.2f} s (its ticker ran late); heartbeat timeouts do "
+                     "not count that time",
+                     now - due);
+      }
       state.tick(now);
       checks.tick(state, now);
       const uint64_t ticket = queue_locked();

@@ -116,7 +116,7 @@ void RdzvState::apply(const RdzvEvent& event, double now) {
               if (!inserted && is_member(e.node.node_id)) --members_away_;
             }
             it->second.info = e.node;
-            it->second.last_seen = now;
+            seen(it->second, now);
             it->second.candidate = true;
           },
           [&](const NodeRemoved& e) {
@@ -253,7 +253,7 @@ Result<JoinResult> RdzvState::join(const NodeInfo& node, int64_t last_round, dou
                                       " nodes are known already (the limit for max_nodes " +
                                       std::to_string(params_.max_nodes) + ")");
   if (it != nodes_.end()) {
-    it->second.last_seen = now;
+    seen(it->second, now);
     // A member fetching the round it was given (it polled while the round completed).
     if (!open_ && is_member(node.node_id) && round_.number > last_round && it->second.info == node)
       return JoinResult{shared_round_, 0, 0, ""};
@@ -293,7 +293,7 @@ HeartbeatResult RdzvState::heartbeat(const std::string& node_id, int64_t round, 
     return r;
   }
   Node& n = it->second;
-  n.last_seen = now;
+  seen(n, now);
   n.last_step = step;
   if (open_ && !n.candidate) {
     r.rejoin = true;
@@ -313,10 +313,28 @@ bool RdzvState::leave(const std::string& node_id, double now) {
   return true;
 }
 
+void RdzvState::seen(Node& n, double now) {
+  n.last_seen = now;
+  n.stalled_at_seen = stalled_s_;
+}
+
+bool RdzvState::touch(const std::string& node_id, double now) {
+  auto it = nodes_.find(node_id);
+  if (it == nodes_.end()) return false;
+  seen(it->second, now);
+  return true;
+}
+
+void RdzvState::add_stall(double seconds) {
+  if (seconds > 0) stalled_s_ += seconds;
+}
+
 void RdzvState::tick(double now) {
+  // Silence is counted without the time the master itself stalled since the node was last seen.
   std::vector<std::string> silent;
   for (const auto& [id, n] : nodes_)
-    if (now - n.last_seen > params_.heartbeat_timeout_s) silent.push_back(id);
+    if (now - n.last_seen - (stalled_s_ - n.stalled_at_seen) > params_.heartbeat_timeout_s)
+      silent.push_back(id);
   for (const auto& id : silent) remove(id, RemoveReason::kDropped, now);
   try_complete(now);
 }

@@ -603,5 +603,26 @@ TEST(RdzvState, ACallCostsAboutTheSameAtTenAndTenThousandMembers) {
   }
 }
 
+// Waiting on a busy master does not count against a node: a refused call (touch) restarts its
+// silence, and the time the master stalled is not counted as silence.
+TEST(RdzvState, TimeTheMasterCouldNotListenIsNotANodesSilence) {
+  RdzvState s(params(2, 2, 1, 0, /*hb=*/5));
+  join(s, "a", 0, 0);
+  join(s, "b", 0, 0);
+  ASSERT_EQ(s.round().members.size(), 2u);
+  s.tick(4);
+  EXPECT_TRUE(s.touch("a", 4));  // its heartbeat was refused: the master was busy
+  EXPECT_FALSE(s.touch("nobody", 4));
+  s.add_stall(3);  // and then the master stalled for 3 s
+  s.tick(8);       // b: 8 s since seen, 3 of them the master's: 5, not over the timeout
+  EXPECT_NE(s.node("b"), nullptr);
+  EXPECT_NE(s.node("a"), nullptr);
+  s.tick(8.5);  // b: 5.5 s of its own silence
+  EXPECT_EQ(s.node("b"), nullptr);
+  EXPECT_NE(s.node("a"), nullptr);  // 4.5 s since the refused call, 3 of them stalled
+  s.tick(12.5);                     // a: 8.5 - 3 = 5.5
+  EXPECT_EQ(s.node("a"), nullptr);
+}
+
 }  // namespace
 }  // namespace cairn::elastic
