@@ -23,6 +23,7 @@
 //                      [--keep]   (keep the master's log, journal and events of each size)
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -52,6 +53,7 @@
 
 #include "cairn.grpc.pb.h"
 #include "cairn/elastic/master_client.h"
+#include "cairn/elastic/shard_client.h"
 
 namespace {
 
@@ -107,10 +109,16 @@ struct Shared {
   std::atomic<int> ready{0};
   std::atomic<int> phase{kWait};
   std::atomic<int> dead{-1};  // the node told to stop calling
+  std::atomic<int> terminating{0};  // the master was sent SIGTERM: failures are expected
   std::atomic<int64_t> joins{0}, heartbeats{0}, errors{0}, exhausted{0}, outstanding{0};
   std::atomic<double> client_cpu_s{0};
   Histogram join_latency, heartbeat_latency, capacity_latency;
   std::atomic<int64_t> capacity_calls{0};
+  // the shard phase: ranks on the step-quota path
+  pthread_barrier_t barrier;
+  std::atomic<int> shard_ready{0}, shard_stop{0}, shard_quit{0};
+  std::atomic<int64_t> shard_calls{0}, shard_steps{0};
+  Histogram shard_latency;
   // per node: the round it holds (0: none) and when it got it (unix seconds)
   std::atomic<int64_t>* round() { return reinterpret_cast<std::atomic<int64_t>*>(this + 1); }
   std::atomic<double>* got_at(int nodes) {
@@ -218,6 +226,7 @@ class Clients {
   }
 
   void failed(const grpc::Status& s) {
+    if (sh_->terminating.load()) return;
     if (sh_->errors.fetch_add(1) < 3)
       std::fprintf(stderr, "control_plane: a call failed: %d %s\n", int(s.error_code()),
                    s.error_message().c_str());
@@ -304,6 +313,58 @@ class Clients {
   using Due = std::pair<double, int>;
   std::priority_queue<Due, std::vector<Due>, std::greater<Due>> due_;
 };
+
+// --- a rank of the shard phase -----------------------------------------------------------------
+// What the trainer does with `data.sharding: dynamic` (as bench/shard_bench's step path): take
+// the step's shards (ShardClient::next_for_step) until none is left for this rank, report them
+// done before the step's collective (a process-shared barrier), and go on to the next step.
+constexpr int kRanks = 8;
+constexpr int kQuota = 16;  // shards per step over the ranks
+
+void shard_rank(Shared* sh, const std::string& address, int rank) {
+  cairn::elastic::ShardClientOptions co;
+  co.client.address = address;
+  co.client.job_token = kToken;
+  co.dataset = "control-plane";
+  co.worker = "rank-" + std::to_string(rank);
+  co.params.shard_size = 4;
+  co.params.num_samples = 1 << 20;
+  co.params.num_epochs = 1000;
+  co.params.seed = 1;
+  co.params.lease_s = 600;
+  co.params.max_attempts = 1000;
+  co.prefetch = 1;
+  auto client = cairn::elastic::ShardClient::Open(co);
+  if (!client.ok()) die("shard client: " + client.status().ToString());
+  sh->shard_ready.fetch_add(1);
+  pthread_barrier_wait(&sh->barrier);
+  for (int64_t step = 1;; ++step) {
+    cairn::elastic::StepQuota q{step, rank, kRanks, kQuota};
+    std::vector<cairn::elastic::Shard> took;
+    for (;;) {
+      const double t = unix_now();
+      auto shard = (*client)->next_for_step(q);
+      sh->shard_latency.add(unix_now() - t);
+      sh->shard_calls.fetch_add(1);
+      if (!shard.ok()) die("next_for_step: " + shard.status().ToString());
+      if (!*shard) break;
+      took.push_back(**shard);
+    }
+    for (const auto& shard : took) (*client)->done(shard, step);
+    if (!took.empty()) {
+      const double t = unix_now();
+      if (cairn::Status st = (*client)->flush(); !st.ok()) die("flush: " + st.ToString());
+      sh->shard_latency.add(unix_now() - t);
+      sh->shard_calls.fetch_add(1);
+    }
+    if (pthread_barrier_wait(&sh->barrier) == PTHREAD_BARRIER_SERIAL_THREAD) {
+      sh->shard_quit.store(sh->shard_stop.load());
+      sh->shard_steps.fetch_add(1);
+    }
+    pthread_barrier_wait(&sh->barrier);
+    if (sh->shard_quit.load()) return;
+  }
+}
 
 // --- the parent ------------------------------------------------------------------------------
 struct Master {
@@ -401,6 +462,7 @@ struct Row {
   double hb_rate = 0, hb_p50_ms = 0, hb_p99_ms = 0;
   double cap_rate = 0, cap_p50_ms = 0, cap_p99_ms = 0;
   double join_p99_ms = 0;
+  double shard_rate = 0, shard_p50_ms = 0, shard_p99_ms = 0;
   int64_t errors = 0, exhausted = 0;
   double master_cpu_s = 0, master_mb = 0, client_cpu_s = 0, sigterm_s = -1;
   int64_t journal_bytes = 0;
@@ -416,6 +478,11 @@ Row run(const std::string& cairn, int n, int processes, double heartbeat_s, bool
                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) die("mmap failed");
   auto* sh = new (mem) Shared();
+  pthread_barrierattr_t attr;
+  pthread_barrierattr_init(&attr);
+  pthread_barrierattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_barrier_init(&sh->barrier, &attr, kRanks);
+  pthread_barrierattr_destroy(&attr);
   std::vector<pid_t> clients;
   for (int p = 0; p < processes; ++p) {
     pid_t pid = ::fork();
@@ -474,7 +541,36 @@ Row run(const std::string& cairn, int n, int processes, double heartbeat_s, bool
       }
     }
   }
-  // 4. capacity: heartbeats at 4 Hz
+  // 4. the shard phase, while every node heartbeats at 1 Hz
+  {
+    std::vector<pid_t> ranks;
+    for (int r = 0; r < kRanks; ++r) {
+      pid_t pid = ::fork();
+      if (pid < 0) die("fork failed");
+      if (pid == 0) {
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        shard_rank(sh, m.address, r);
+        _exit(0);
+      }
+      ranks.push_back(pid);
+    }
+    if (!wait_until([&] { return sh->shard_ready.load() == kRanks; }, 60))
+      die("the shard ranks did not connect");
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // past the first steps
+    const int64_t c0 = sh->shard_calls.load();
+    const double t = unix_now();
+    std::this_thread::sleep_for(std::chrono::duration<double>(heartbeat_s));
+    row.shard_rate = double(sh->shard_calls.load() - c0) / (unix_now() - t);
+    sh->shard_stop.store(1);
+    for (pid_t pid : ranks) {
+      int status = 0;
+      ::waitpid(pid, &status, 0);
+      if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) die("a shard rank failed");
+    }
+    row.shard_p50_ms = 1e3 * sh->shard_latency.quantile(0.5);
+    row.shard_p99_ms = 1e3 * sh->shard_latency.quantile(0.99);
+  }
+  // 5. capacity: heartbeats at 4 Hz
   sh->phase.store(kCapacity);
   std::this_thread::sleep_for(std::chrono::seconds(1));  // the cadence settles
   const int64_t c0 = sh->capacity_calls.load();
@@ -486,8 +582,11 @@ Row run(const std::string& cairn, int n, int processes, double heartbeat_s, bool
   row.join_p99_ms = 1e3 * sh->join_latency.quantile(0.99);
   row.master_cpu_s = master_cpu_s(m.pid);
   row.master_mb = master_peak_mb(m.pid);
-  // 5. SIGTERM under that load
+  // 6. SIGTERM under that load
+  row.errors = sh->errors.load();
+  row.exhausted = sh->exhausted.load();
   const double ts = unix_now();
+  sh->terminating.store(1);
   ::kill(m.pid, SIGTERM);
   int status = 0;
   if (wait_until([&] { return ::waitpid(m.pid, &status, WNOHANG) == m.pid; }, 30))
@@ -497,8 +596,7 @@ Row run(const std::string& cairn, int n, int processes, double heartbeat_s, bool
   sh->phase.store(kStop);
   for (pid_t pid : clients) ::waitpid(pid, &status, 0);
   row.client_cpu_s = sh->client_cpu_s.load();
-  row.errors = sh->errors.load();
-  row.exhausted = sh->exhausted.load();
+  pthread_barrier_destroy(&sh->barrier);
   struct stat st {};
   if (::stat((dir + "/master.journal").c_str(), &st) == 0) row.journal_bytes = st.st_size;
   sh->~Shared();
@@ -565,26 +663,46 @@ int main(int argc, char** argv) {
       "(%.0f s)\n\n",
       std::thread::hardware_concurrency(), cairn.c_str(), kHeartbeatTimeoutS, "/tmp", processes,
       kNodesPerChannel, kJoinPollS, heartbeat_s, heartbeat_s);
-  std::printf("%6s %8s %8s %8s %9s %8s %8s %9s %8s %8s %8s %7s %8s %9s %8s %7s %7s\n", "nodes",
-              "round s", "hb/s", "hb p50", "hb p99", "loss s", "reform", "cap hb/s", "cap p50",
-              "cap p99", "join p99", "errors", "cpu s", "master MB", "journal", "client", "SIGTERM");
-  std::fflush(stdout);
+  std::vector<Row> rows;
   for (int n : sizes) {
-    Row r = run(cairn, n, processes, heartbeat_s, keep);
-    std::printf(
-        "%6d %8s %8.0f %6.1fms %7.1fms %8s %8s %9.0f %6.1fms %6.1fms %6.1fms %7lld %8.1f %9.0f "
-        "%7.0fK %7.1f %7s\n",
-        r.nodes, seconds_or_dash(r.first_round_s).c_str(), r.hb_rate, r.hb_p50_ms, r.hb_p99_ms,
-        seconds_or_dash(r.detect_s).c_str(), seconds_or_dash(r.reform_s).c_str(), r.cap_rate,
-        r.cap_p50_ms, r.cap_p99_ms, r.join_p99_ms, static_cast<long long>(r.errors),
-        r.master_cpu_s, r.master_mb, double(r.journal_bytes) / 1024.0, r.client_cpu_s,
-        seconds_or_dash(r.sigterm_s).c_str());
-    std::fflush(stdout);
+    std::fprintf(stderr, "control_plane: %d nodes...\n", n);
+    rows.push_back(run(cairn, n, processes, heartbeat_s, keep));
+    const Row& r = rows.back();
+    std::fprintf(stderr, "control_plane: %d nodes: first round %s s, re-form %s s\n", n,
+                 seconds_or_dash(r.first_round_s).c_str(), seconds_or_dash(r.reform_s).c_str());
   }
+  std::printf("rounds (targets at 4,096 nodes: first round < 5 s, re-form after a loss < 5 s)\n");
+  std::printf("%6s %10s %10s %10s %10s %8s\n", "nodes", "round s", "loss s", "re-form s",
+              "join p99", "errors");
+  for (const Row& r : rows)
+    std::printf("%6d %10s %10s %10s %8.1fms %8lld\n", r.nodes,
+                seconds_or_dash(r.first_round_s).c_str(), seconds_or_dash(r.detect_s).c_str(),
+                seconds_or_dash(r.reform_s).c_str(), r.join_p99_ms,
+                static_cast<long long>(r.errors));
+  std::printf(
+      "\nload (targets: 10,000 heartbeats/s with p99 < 50 ms; 10,000 shard calls/s)\n");
+  std::printf("%6s %10s %8s %8s %12s %8s %8s %12s %8s %8s\n", "nodes", "hb/s 1 Hz", "p50",
+              "p99", "hb/s 4 Hz", "p50", "p99", "shard/s", "p50", "p99");
+  for (const Row& r : rows)
+    std::printf("%6d %10.0f %6.1fms %6.1fms %12.0f %6.1fms %6.1fms %12.0f %6.2fms %6.2fms\n",
+                r.nodes, r.hb_rate, r.hb_p50_ms, r.hb_p99_ms, r.cap_rate, r.cap_p50_ms,
+                r.cap_p99_ms, r.shard_rate, r.shard_p50_ms, r.shard_p99_ms);
+  std::printf("\nthe master (target: under 1 GB at 8,192 nodes; SIGTERM honoured within 2 s)\n");
+  std::printf("%6s %12s %10s %12s %14s %10s\n", "nodes", "master cpu s", "peak MB",
+              "journal KB", "clients cpu s", "SIGTERM s");
+  for (const Row& r : rows)
+    std::printf("%6d %12.1f %10.0f %12.0f %14.1f %10s\n", r.nodes, r.master_cpu_s, r.master_mb,
+                double(r.journal_bytes) / 1024.0, r.client_cpu_s,
+                seconds_or_dash(r.sigterm_s).c_str());
   std::printf(
       "\nround s: from the burst of Joins to the last member holding the first round. loss s: "
-      "from a member's last call to the master opening the next round (the heartbeat timeout "
-      "plus its tick). reform: from that opening to the last node holding the new round. cpu s: "
-      "the master's CPU seconds over the whole run; client: the client processes'.\n");
+      "from a member's last call to the master opening the next round (the heartbeat timeout, "
+      "%.0f s, plus its tick). re-form s: from that opening to the last node holding the new "
+      "round. errors: failed calls before the SIGTERM (the clients retry them). hb/s: heartbeats "
+      "served per second, every node at 1 Hz, then at 4 Hz (what the master sustains). shard/s: "
+      "%d ranks on the step-quota path (%d shards a step), each call to next_for_step or flush "
+      "counted, while the nodes heartbeat at 1 Hz. master cpu s: its CPU seconds over the whole "
+      "run; clients cpu s: the simulated agents' (same cores).\n",
+      kHeartbeatTimeoutS, kRanks, kQuota);
   return 0;
 }

@@ -88,6 +88,12 @@ echo "== shard service (shard_bench)"
 # 16": table 1; table 2 is the step-quota path training takes.
 "$build/bench/shard_bench" 3
 
+echo "== the master at scale (control_plane)"
+# README (The master at scale): the table of first round, re-form after a loss, heartbeats/s
+# at 1 and 4 Hz, shard calls/s, the master's CPU seconds, peak MB and SIGTERM time for 256 to
+# 8,192 simulated nodes: its three tables.
+"$build/bench/control_plane" --cairn "$cairn" --heartbeat-s 5
+
 echo "== tokenizer (tokenizer_bench)"
 # Not quoted in the README: cairn's encoder vs Encoder.js, best of 3 each.
 kjv="$(dirname "$data")/kjv.txt"

@@ -51,7 +51,6 @@ struct MasterServerOptions {
   // is refused with RESOURCE_EXHAUSTED and a retry hint the client waits out. An agent makes
   // about 6 calls a second, each of its workers one or two per step (data.sharding: dynamic).
   double max_calls_per_s = 1000;
-  int max_threads = 128;                // threads serving calls at once
   int max_streams_per_connection = 32;  // concurrent calls on one connection
   double handshake_timeout_s = 10;      // a connection silent (or garbled) this long is closed
   double max_connection_idle_s = 600;   // a connection with no call this long is closed

@@ -551,10 +551,10 @@ Status validate(const MasterServerOptions& o) {
   if (!(o.tick_interval_s > 0) || !(o.shutdown_deadline_s >= 0) || o.max_message_bytes < 1024)
     return Status::InvalidArgument(
         "tick_interval_s must be > 0, shutdown_deadline_s >= 0, max_message_bytes >= 1024");
-  if (!(o.max_calls_per_s >= 1) || o.max_threads < 4 || o.max_streams_per_connection < 1 ||
+  if (!(o.max_calls_per_s >= 1) || o.max_streams_per_connection < 1 ||
       !(o.handshake_timeout_s > 0) || !(o.max_connection_idle_s > 0))
     return Status::InvalidArgument(
-        "limits: max_calls_per_s >= 1, max_threads >= 4, max_streams_per_connection >= 1, "
+        "limits: max_calls_per_s >= 1, max_streams_per_connection >= 1, "
         "handshake_timeout_s > 0, max_connection_idle_s > 0");
   return validate_rdzv_params(o.rdzv).WithContext("rendezvous parameters");
 }
@@ -610,13 +610,10 @@ Result<std::unique_ptr<MasterServer>> MasterServer::Start(const MasterServerOpti
   grpc::ServerBuilder builder;
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a second master must fail to bind
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
-  // Limits that keep one client from starving the others: threads serving calls (past them a
-  // call is refused with RESOURCE_EXHAUSTED, which clients retry), concurrent calls on one
-  // connection, a connection's time to finish its handshake (one that sends nothing or garbage
-  // is closed), and connections idle for long.
-  grpc::ResourceQuota quota("cairn-master");
-  quota.SetMaxThreads(options.max_threads);
-  builder.SetResourceQuota(quota);
+  // Limits that keep one client from starving the others: concurrent calls on one connection,
+  // a connection's time to finish its handshake (one that sends nothing or garbage is closed),
+  // and connections idle for long. Calls are served with the callback API: no thread per call,
+  // so a burst of thousands of calls queues instead of being refused for want of threads.
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options.max_streams_per_connection);
   builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
                              int(options.handshake_timeout_s * 1000));
