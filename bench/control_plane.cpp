@@ -21,6 +21,11 @@
 //
 // usage: control_plane [--cairn PATH] [--nodes 256,1024,...] [--clients P] [--heartbeat-s S]
 //                      [--keep]   (keep the master's log, journal and events of each size)
+//                      [--kill-master]  (kill -9 the master as the first node gets its round,
+//                                        check that round's record is on disk, restart it from
+//                                        its journal on the same port; the agents go on)
+//                      [--check]  (exit 1 unless every phase completed: rounds formed and
+//                                  re-formed, no call failed, SIGTERM obeyed within 2 s)
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <pthread.h>
@@ -66,8 +71,7 @@ constexpr int kBuckets = 160;  // latency histogram: 10% wide buckets from 10 us
 enum Phase : int { kWait = 0, kJoin, kHeartbeat, kCapacity, kStop };
 
 double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 [[noreturn]] void die(const std::string& what) {
@@ -108,7 +112,7 @@ struct Histogram {
 struct Shared {
   std::atomic<int> ready{0};
   std::atomic<int> phase{kWait};
-  std::atomic<int> dead{-1};  // the node told to stop calling
+  std::atomic<int> dead{-1};        // the node told to stop calling
   std::atomic<int> terminating{0};  // the master was sent SIGTERM: failures are expected
   std::atomic<int64_t> joins{0}, heartbeats{0}, errors{0}, exhausted{0}, outstanding{0};
   std::atomic<double> client_cpu_s{0};
@@ -150,7 +154,8 @@ class Clients {
       stubs_.push_back(cairn::v1::Master::NewStub(ch));
     }
     state_.resize(size_t(nodes));
-    for (size_t k = 0; k < mine_.size(); ++k) state_[size_t(mine_[k])].channel = k / kNodesPerChannel;
+    for (size_t k = 0; k < mine_.size(); ++k)
+      state_[size_t(mine_[k])].channel = k / kNodesPerChannel;
   }
 
   void run() {
@@ -373,9 +378,14 @@ struct Master {
   std::string dir;
 };
 
-Master start_master(const std::string& cairn, const std::string& dir, int nodes) {
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
+// The master on `port` (0: a free one); `fresh` empties `dir` first (else the master replays
+// the journal there).
+Master start_master(const std::string& cairn, const std::string& dir, int nodes, int port = 0,
+                    bool fresh = true) {
+  if (fresh) {
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+  }
   int out[2];
   if (::pipe(out) != 0) die("pipe failed");
   pid_t pid = ::fork();
@@ -384,17 +394,18 @@ Master start_master(const std::string& cairn, const std::string& dir, int nodes)
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     ::dup2(out[1], 1);
     const std::string log = dir + "/master.log";
-    const int err = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int err = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (err >= 0) ::dup2(err, 2);
     ::setenv("CAIRN_JOB_TOKEN", kToken, 1);
     const std::string nn = std::to_string(nodes) + ":" + std::to_string(nodes);
     const std::string timeout = std::to_string(kHeartbeatTimeoutS);
     const std::string journal = dir + "/master.journal";
     const std::string run_dir = dir + "/run";
-    ::execl(cairn.c_str(), cairn.c_str(), "master", "--host", "127.0.0.1", "--port", "0",
-            "--nnodes", nn.c_str(), "--journal", journal.c_str(), "--heartbeat-timeout",
-            timeout.c_str(), "--max-calls-per-s", "1000000000", "--run-dir", run_dir.c_str(),
-            static_cast<char*>(nullptr));
+    const std::string port_arg = std::to_string(port);
+    ::execl(cairn.c_str(), cairn.c_str(), "master", "--host", "127.0.0.1", "--port",
+            port_arg.c_str(), "--nnodes", nn.c_str(), "--journal", journal.c_str(),
+            "--heartbeat-timeout", timeout.c_str(), "--max-calls-per-s", "1000000000", "--run-dir",
+            run_dir.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   ::close(out[1]);
@@ -465,10 +476,30 @@ struct Row {
   double shard_rate = 0, shard_p50_ms = 0, shard_p99_ms = 0;
   int64_t errors = 0, exhausted = 0;
   double master_cpu_s = 0, master_mb = 0, client_cpu_s = 0, sigterm_s = -1;
+  // --kill-master: the master killed as the first node got its round, restarted from its
+  // journal; whether that round was in the journal (it had been heard of), and whether the
+  // restarted master listened again
+  bool killed = false, round_was_durable = false;
   int64_t journal_bytes = 0;
 };
 
-Row run(const std::string& cairn, int n, int processes, double heartbeat_s, bool keep) {
+// Whether the journal in `dir` holds the completion of round `number`.
+bool journal_completes(const std::string& dir, int64_t number) {
+  std::ifstream f(dir + "/master.journal");
+  std::string line;
+  while (std::getline(f, line)) {
+    const size_t space = line.find(' ');
+    if (space == std::string::npos) continue;
+    auto j = nlohmann::json::parse(line.substr(space + 1), nullptr, false);
+    if (j.is_object() && j.value("type", "") == "round_completed" &&
+        j["round"].value("number", int64_t(0)) == number)
+      return true;
+  }
+  return false;
+}
+
+Row run(const std::string& cairn, int n, int processes, double heartbeat_s, bool keep,
+        bool kill_master) {
   Row row;
   row.nodes = n;
   const int total = n + 1;  // one spare
@@ -508,11 +539,23 @@ Row run(const std::string& cairn, int n, int processes, double heartbeat_s, bool
   // 1. everybody joins at once
   const double t0 = unix_now();
   sh->phase.store(kJoin);
+  if (kill_master && wait_until([&] { return holding(1) >= 1; }, 300)) {
+    // A node heard of round 1: its record must be on disk. Kill -9, check, restart.
+    ::kill(m.pid, SIGKILL);
+    int status = 0;
+    ::waitpid(m.pid, &status, 0);
+    row.killed = true;
+    row.round_was_durable = journal_completes(dir, 1);
+    const std::string port = m.address.substr(m.address.rfind(':') + 1);
+    m = start_master(cairn, dir, n, std::atoi(port.c_str()), /*fresh=*/false);
+  }
   if (wait_until([&] { return holding(1) >= n; }, 300)) {
     double last = 0;
     for (int i = 0; i < total; ++i) last = std::max(last, sh->got_at(total)[i].load());
     row.first_round_s = last - t0;
   }
+  // Calls failed while the killed master was down; the count starts again once it is back.
+  if (row.killed) sh->errors.store(0);
   // 2. heartbeats at 1 Hz
   sh->phase.store(kHeartbeat);
   const int64_t hb0 = sh->heartbeats.load();
@@ -623,7 +666,7 @@ int main(int argc, char** argv) {
   std::vector<int> sizes = {256, 1024, 2048, 4096, 8192};
   int processes = 4;
   double heartbeat_s = 5;
-  bool keep = false;
+  bool keep = false, kill_master = false, check = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has = i + 1 < argc;
@@ -638,18 +681,23 @@ int main(int argc, char** argv) {
       processes = std::atoi(argv[++i]);
     } else if (a == "--keep") {
       keep = true;
+    } else if (a == "--kill-master") {
+      kill_master = true;
+    } else if (a == "--check") {
+      check = true;
     } else if (a == "--heartbeat-s" && has) {
       heartbeat_s = std::atof(argv[++i]);
     } else {
       std::fprintf(stderr,
                    "usage: control_plane [--cairn PATH] [--nodes 256,1024,...] [--clients P] "
-                   "[--heartbeat-s S] [--keep]\n");
+                   "[--heartbeat-s S] [--keep] [--kill-master] [--check]\n");
       return 2;
     }
   }
   for (int n : sizes)
     if (n < 2 || n > 65536) die("--nodes: each size must be in 2..65536");
-  if (processes < 1 || processes > 64 || !(heartbeat_s > 0)) die("--clients 1..64, --heartbeat-s > 0");
+  if (processes < 1 || processes > 64 || !(heartbeat_s > 0))
+    die("--clients 1..64, --heartbeat-s > 0");
   if (::access(cairn.c_str(), X_OK) != 0) die("no cairn binary at " + cairn + " (--cairn PATH)");
   rlimit fl{};
   if (::getrlimit(RLIMIT_NOFILE, &fl) == 0) {
@@ -666,7 +714,7 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   for (int n : sizes) {
     std::fprintf(stderr, "control_plane: %d nodes...\n", n);
-    rows.push_back(run(cairn, n, processes, heartbeat_s, keep));
+    rows.push_back(run(cairn, n, processes, heartbeat_s, keep, kill_master));
     const Row& r = rows.back();
     std::fprintf(stderr, "control_plane: %d nodes: first round %s s, re-form %s s\n", n,
                  seconds_or_dash(r.first_round_s).c_str(), seconds_or_dash(r.reform_s).c_str());
@@ -679,17 +727,16 @@ int main(int argc, char** argv) {
                 seconds_or_dash(r.first_round_s).c_str(), seconds_or_dash(r.detect_s).c_str(),
                 seconds_or_dash(r.reform_s).c_str(), r.join_p99_ms,
                 static_cast<long long>(r.errors));
-  std::printf(
-      "\nload (targets: 10,000 heartbeats/s with p99 < 50 ms; 10,000 shard calls/s)\n");
-  std::printf("%6s %10s %8s %8s %12s %8s %8s %12s %8s %8s\n", "nodes", "hb/s 1 Hz", "p50",
-              "p99", "hb/s 4 Hz", "p50", "p99", "shard/s", "p50", "p99");
+  std::printf("\nload (targets: 10,000 heartbeats/s with p99 < 50 ms; 10,000 shard calls/s)\n");
+  std::printf("%6s %10s %8s %8s %12s %8s %8s %12s %8s %8s\n", "nodes", "hb/s 1 Hz", "p50", "p99",
+              "hb/s 4 Hz", "p50", "p99", "shard/s", "p50", "p99");
   for (const Row& r : rows)
     std::printf("%6d %10.0f %6.1fms %6.1fms %12.0f %6.1fms %6.1fms %12.0f %6.2fms %6.2fms\n",
                 r.nodes, r.hb_rate, r.hb_p50_ms, r.hb_p99_ms, r.cap_rate, r.cap_p50_ms,
                 r.cap_p99_ms, r.shard_rate, r.shard_p50_ms, r.shard_p99_ms);
   std::printf("\nthe master (target: under 1 GB at 8,192 nodes; SIGTERM honoured within 2 s)\n");
-  std::printf("%6s %12s %10s %12s %14s %10s\n", "nodes", "master cpu s", "peak MB",
-              "journal KB", "clients cpu s", "SIGTERM s");
+  std::printf("%6s %12s %10s %12s %14s %10s\n", "nodes", "master cpu s", "peak MB", "journal KB",
+              "clients cpu s", "SIGTERM s");
   for (const Row& r : rows)
     std::printf("%6d %12.1f %10.0f %12.0f %14.1f %10s\n", r.nodes, r.master_cpu_s, r.master_mb,
                 double(r.journal_bytes) / 1024.0, r.client_cpu_s,
@@ -704,5 +751,25 @@ int main(int argc, char** argv) {
       "counted, while the nodes heartbeat at 1 Hz. master cpu s: its CPU seconds over the whole "
       "run; clients cpu s: the simulated agents' (same cores).\n",
       kHeartbeatTimeoutS, kRanks, kQuota);
+  int failed = 0;
+  for (const Row& r : rows) {
+    auto fail = [&](const std::string& why) {
+      std::printf("CHECK FAILED at %d nodes: %s\n", r.nodes, why.c_str());
+      ++failed;
+    };
+    if (kill_master) {
+      std::printf("%d nodes: master killed as round 1 was first heard of; its record was %s\n",
+                  r.nodes, r.round_was_durable ? "in the journal" : "NOT in the journal");
+      if (!r.killed) fail("the master was not killed (no node got a round)");
+      if (r.killed && !r.round_was_durable) fail("a round was heard of before it was durable");
+    }
+    if (!check) continue;
+    if (r.first_round_s < 0) fail("the first round did not form");
+    if (r.reform_s < 0) fail("no round re-formed after the loss of a node");
+    if (r.errors > 0) fail(std::to_string(r.errors) + " calls failed");
+    if (r.sigterm_s < 0 || r.sigterm_s > 2) fail("SIGTERM took " + seconds_or_dash(r.sigterm_s));
+    if (!(r.shard_rate > 0)) fail("no shard was handed out");
+  }
+  if (failed > 0) return 1;
   return 0;
 }

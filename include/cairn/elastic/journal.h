@@ -103,11 +103,11 @@ class GroupCommit {
 
   Journal* const journal_;
   mutable core::Mutex mu_;
-  core::CondVar work_;     // records queued, or stopping
+  core::CondVar work_;  // records queued, or stopping
   core::CondVar durable_changed_;
   std::vector<nlohmann::json> pending_ CAIRN_GUARDED_BY(mu_);
   std::multimap<uint64_t, Done> waiting_ CAIRN_GUARDED_BY(mu_);  // by ticket
-  uint64_t enqueued_ CAIRN_GUARDED_BY(mu_) = 0;  // tickets: one per record
+  uint64_t enqueued_ CAIRN_GUARDED_BY(mu_) = 0;                  // tickets: one per record
   uint64_t durable_ CAIRN_GUARDED_BY(mu_) = 0;
   Status error_ CAIRN_GUARDED_BY(mu_);
   int64_t writes_ CAIRN_GUARDED_BY(mu_) = 0;

@@ -23,10 +23,10 @@
 #include <limits>
 #include <map>
 #include <memory>
-#include <unordered_map>
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <variant>
 #include <vector>
 
@@ -157,9 +157,9 @@ struct JoinResult {
   // Set when the node is a member of a completed round it has not seen: the state's own copy,
   // shared (a join copies nothing of the round's size).
   std::shared_ptr<const Round> round;
-  int64_t open_round = 0;      // the round being gathered (0 if none) while waiting
-  int candidates = 0;          // nodes joined for it so far
-  std::string reason;          // why the node waits
+  int64_t open_round = 0;  // the round being gathered (0 if none) while waiting
+  int candidates = 0;      // nodes joined for it so far
+  std::string reason;      // why the node waits
 };
 
 struct HeartbeatResult {

@@ -216,9 +216,8 @@ void GroupCommit::when_durable(uint64_t ticket, Done done) {
 
 Status GroupCommit::wait(uint64_t ticket) {
   core::MutexLock lock(mu_);
-  durable_changed_.wait(mu_, [&]() CAIRN_REQUIRES(mu_) {
-    return durable_ >= ticket || !error_.ok();
-  });
+  durable_changed_.wait(mu_,
+                        [&]() CAIRN_REQUIRES(mu_) { return durable_ >= ticket || !error_.ok(); });
   return durable_ >= ticket ? Status::Ok() : error_;
 }
 
@@ -240,9 +239,10 @@ void GroupCommit::writer_loop() {
         ++writes_;
       } else {
         error_ = s;
-        spdlog::error("{}; the records after the last durable one are refused, and so is every "
-                      "call waiting for them",
-                      s.ToString());
+        spdlog::error(
+            "{}; the records after the last durable one are refused, and so is every "
+            "call waiting for them",
+            s.ToString());
       }
     }
     durable_changed_.notify_all();

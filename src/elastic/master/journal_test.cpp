@@ -3,7 +3,6 @@
 #include "cairn/elastic/journal.h"
 
 #include <gtest/gtest.h>
-
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>

@@ -26,6 +26,7 @@ namespace {
 
 using testing::CapturedLog;
 using testing::Deadline;
+using testing::ScratchDir;
 using testing::wait_until;
 
 constexpr char kToken[] = "limits-test-token";
@@ -198,7 +199,8 @@ TEST(MasterLimits, ANodeWhoseHeartbeatsAreRefusedForRateIsNotDropped) {
   const auto t0 = std::chrono::steady_clock::now();
   while (seconds_since(t0) < 2.0) {
     v1::GetStatusResponse st;  // the flood from the same address
-    for (int i = 0; i < 20; ++i) (void)call(&v1::Master::Stub::GetStatus, v1::GetStatusRequest(), &st);
+    for (int i = 0; i < 20; ++i)
+      (void)call(&v1::Master::Stub::GetStatus, v1::GetStatusRequest(), &st);
     v1::HeartbeatResponse resp;
     grpc::Status s = call(&v1::Master::Stub::Heartbeat, hb, &resp);
     if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) ++refused;
@@ -209,6 +211,49 @@ TEST(MasterLimits, ANodeWhoseHeartbeatsAreRefusedForRateIsNotDropped) {
   EXPECT_EQ((*server)->status().counters.nodes_dropped, 0)
       << served << " heartbeats served, " << refused << " refused";
   ASSERT_EQ((*server)->status().nodes.size(), 1u);
+}
+
+// Stopping the master under load (what SIGTERM does in `cairn master`) takes its shutdown
+// deadline at most, plus a little: calls in flight do not hold it.
+TEST(MasterLimits, AMasterUnderLoadStopsWithinItsShutdownDeadline) {
+  Deadline guard(120);
+  ScratchDir dir("master_stop_under_load");
+  MasterServerOptions o = options();
+  o.rdzv = {64, 64, 1, 0, 30};  // never full: every Join stays a poll
+  o.journal_path = dir / "journal";
+  o.shutdown_deadline_s = 1.0;
+  o.max_calls_per_s = 1e9;
+  auto server = MasterServer::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  const std::string address = (*server)->address();
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> served{0};
+  std::vector<std::thread> load;
+  for (int t = 0; t < 8; ++t)
+    load.emplace_back([&, t] {
+      auto rpc =
+          v1::Master::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+      for (int i = 0; !stop.load(); ++i) {
+        grpc::ClientContext ctx;
+        ctx.AddMetadata(kJobTokenMetadataKey, kToken);
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+        v1::JoinRequest req;
+        req.mutable_node()->set_node_id("n" + std::to_string(t) + "-" + std::to_string(i % 7));
+        req.mutable_node()->set_host("127.0.0.1");
+        req.mutable_node()->set_nproc(1);
+        req.mutable_node()->set_store_port(29500);
+        req.set_only_self(true);
+        v1::JoinResponse resp;
+        if (rpc->Join(&ctx, req, &resp).ok()) served.fetch_add(1);
+      }
+    });
+  ASSERT_TRUE(wait_until([&] { return served.load() > 500; }, 30)) << served.load();
+  const auto t0 = std::chrono::steady_clock::now();
+  server->reset();
+  const double took = seconds_since(t0);
+  stop.store(true);
+  for (auto& th : load) th.join();
+  EXPECT_LT(took, o.shutdown_deadline_s + 1.0) << "stopping took " << took << " s";
 }
 
 TEST(MasterLimits, SilentGarbledAndOversizedClientsDoNotStopTheMaster) {

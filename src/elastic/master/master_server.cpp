@@ -86,7 +86,7 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
 
   // --- the service -----------------------------------------------------------------------
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* ctx, const v1::JoinRequest* req,
-                                      v1::JoinResponse* resp) override {
+                                 v1::JoinResponse* resp) override {
     return serve(ctx, "Join", req->node().node_id(), [&]() CAIRN_REQUIRES(mu) -> grpc::Status {
       auto r = state.join(rpc::from_proto(req->node()), req->last_round(), steady_now());
       if (!r.ok()) return rpc::to_grpc(r.status());
@@ -106,7 +106,8 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
     });
   }
 
-  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx, const v1::HeartbeatRequest* req,
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx,
+                                      const v1::HeartbeatRequest* req,
                                       v1::HeartbeatResponse* resp) override {
     return serve(ctx, "Heartbeat", req->node_id(), [&]() CAIRN_REQUIRES(mu) {
       HeartbeatResult r =
@@ -119,15 +120,16 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
   }
 
   grpc::ServerUnaryReactor* Leave(grpc::CallbackServerContext* ctx, const v1::LeaveRequest* req,
-                                      v1::LeaveResponse* resp) override {
+                                  v1::LeaveResponse* resp) override {
     return serve(ctx, "Leave", "", [&]() CAIRN_REQUIRES(mu) {
       resp->set_was_known(state.leave(req->node_id(), steady_now()));
       return grpc::Status::OK;
     });
   }
 
-  grpc::ServerUnaryReactor* ReportFailure(grpc::CallbackServerContext* ctx, const v1::ReportFailureRequest* req,
-                                      v1::ReportFailureResponse*) override {
+  grpc::ServerUnaryReactor* ReportFailure(grpc::CallbackServerContext* ctx,
+                                          const v1::ReportFailureRequest* req,
+                                          v1::ReportFailureResponse*) override {
     return serve(ctx, "ReportFailure", "", [&]() CAIRN_REQUIRES(mu) {
       // A report names its node and how the worker ended; anything less is not journaled.
       if (req->node_id().empty())
@@ -159,7 +161,8 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
     });
   }
 
-  grpc::ServerUnaryReactor* CheckNode(grpc::CallbackServerContext* ctx, const v1::CheckNodeRequest* req,
+  grpc::ServerUnaryReactor* CheckNode(grpc::CallbackServerContext* ctx,
+                                      const v1::CheckNodeRequest* req,
                                       v1::CheckNodeResponse* resp) override {
     return serve(ctx, "CheckNode", "", [&]() CAIRN_REQUIRES(mu) {
       CheckQuery q;
@@ -211,8 +214,9 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
   }
 
   // --- the shard service (ShardService; this only converts) -----------------------------
-  grpc::ServerUnaryReactor* CreateDataset(grpc::CallbackServerContext* ctx, const v1::CreateDatasetRequest* req,
-                                      v1::CreateDatasetResponse* resp) override {
+  grpc::ServerUnaryReactor* CreateDataset(grpc::CallbackServerContext* ctx,
+                                          const v1::CreateDatasetRequest* req,
+                                          v1::CreateDatasetResponse* resp) override {
     return serve_shards(ctx, "CreateDataset", [&]() CAIRN_REQUIRES(shard_mu) -> grpc::Status {
       auto created = shards.create(req->dataset(), rpc::from_proto(req->params()));
       if (!created.ok()) return rpc::to_grpc(created.status());
@@ -221,7 +225,8 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
     });
   }
 
-  grpc::ServerUnaryReactor* GetShards(grpc::CallbackServerContext* ctx, const v1::GetShardsRequest* req,
+  grpc::ServerUnaryReactor* GetShards(grpc::CallbackServerContext* ctx,
+                                      const v1::GetShardsRequest* req,
                                       v1::GetShardsResponse* resp) override {
     return serve_shards(ctx, "GetShards", [&]() CAIRN_REQUIRES(shard_mu) -> grpc::Status {
       ShardRequest q;
@@ -255,15 +260,17 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
     });
   }
 
-  grpc::ServerUnaryReactor* ReleaseShards(grpc::CallbackServerContext* ctx, const v1::ReleaseShardsRequest* req,
-                                      v1::ReleaseShardsResponse*) override {
+  grpc::ServerUnaryReactor* ReleaseShards(grpc::CallbackServerContext* ctx,
+                                          const v1::ReleaseShardsRequest* req,
+                                          v1::ReleaseShardsResponse*) override {
     return serve_shards(ctx, "ReleaseShards", [&]() CAIRN_REQUIRES(shard_mu) -> grpc::Status {
       return rpc::to_grpc(shards.release(req->dataset(), req->worker()));
     });
   }
 
-  grpc::ServerUnaryReactor* GetShardSnapshot(grpc::CallbackServerContext* ctx, const v1::ShardSnapshotRequest* req,
-                                      v1::ShardSnapshot* resp) override {
+  grpc::ServerUnaryReactor* GetShardSnapshot(grpc::CallbackServerContext* ctx,
+                                             const v1::ShardSnapshotRequest* req,
+                                             v1::ShardSnapshot* resp) override {
     return serve_shards(ctx, "GetShardSnapshot", [&]() CAIRN_REQUIRES(shard_mu) -> grpc::Status {
       auto snapshot = shards.snapshot(req->dataset(), req->max_step());
       if (!snapshot.ok()) return rpc::to_grpc(snapshot.status());
@@ -271,15 +278,17 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
     });
   }
 
-  grpc::ServerUnaryReactor* RestoreShards(grpc::CallbackServerContext* ctx, const v1::RestoreShardsRequest* req,
-                                      v1::RestoreShardsResponse*) override {
+  grpc::ServerUnaryReactor* RestoreShards(grpc::CallbackServerContext* ctx,
+                                          const v1::RestoreShardsRequest* req,
+                                          v1::RestoreShardsResponse*) override {
     return serve_shards(ctx, "RestoreShards", [&]() CAIRN_REQUIRES(shard_mu) -> grpc::Status {
       return rpc::to_grpc(shards.restore(req->dataset(), rpc::from_proto(req->snapshot())));
     });
   }
 
-  grpc::ServerUnaryReactor* ExtendDataset(grpc::CallbackServerContext* ctx, const v1::ExtendDatasetRequest* req,
-                                      v1::ExtendDatasetResponse*) override {
+  grpc::ServerUnaryReactor* ExtendDataset(grpc::CallbackServerContext* ctx,
+                                          const v1::ExtendDatasetRequest* req,
+                                          v1::ExtendDatasetResponse*) override {
     return serve_shards(ctx, "ExtendDataset", [&]() CAIRN_REQUIRES(shard_mu) -> grpc::Status {
       return rpc::to_grpc(shards.extend(req->dataset(), req->num_samples(), req->finished()));
     });
@@ -422,9 +431,8 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
       ticket = queue_locked();
       if (hands_round) ticket = std::max(ticket, round_ticket);
     }
-    commits->when_durable(ticket, [reactor, s](const Status& c) {
-      reactor->Finish(c.ok() ? s : unavailable(c));
-    });
+    commits->when_durable(
+        ticket, [reactor, s](const Status& c) { reactor->Finish(c.ok() ? s : unavailable(c)); });
     return reactor;
   }
 
@@ -471,9 +479,10 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
       // held): nodes could not be heard meanwhile either, and that time is not their silence.
       if (now - due > options.tick_interval_s) {
         state.add_stall(now - due);
-        spdlog::warn("master: stalled for {:.2f} s (its ticker ran late); heartbeat timeouts do "
-                     "not count that time",
-                     now - due);
+        spdlog::warn(
+            "master: stalled for {:.2f} s (its ticker ran late); heartbeat timeouts do "
+            "not count that time",
+            now - due);
       }
       state.tick(now);
       checks.tick(state, now);

@@ -540,8 +540,8 @@ double seconds_per_call(int reps, Op op) {
   for (int run = 0; run < 5; ++run) {
     const auto t0 = std::chrono::steady_clock::now();
     for (int i = 0; i < reps; ++i) op(i);
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-                              .count() / reps);
+    best = std::min(
+        best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps);
   }
   return best;
 }
