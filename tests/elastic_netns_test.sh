@@ -182,9 +182,10 @@ assert not missing, f"steps never trained: {missing[:10]}"
 assert all(math.isfinite(r["loss"]) for r in rows)
 print(f"   {len(rows)} step rows for {total} steps ({len(rows) - total} trained again after rollbacks)")
 PY
+# Both hosts' events, for the checks of a planned or pipelined job.
+cat "$work"/a/events.jsonl "$work"/b/events.jsonl > "$work/events.all"
 if [ "$plan" = auto ]; then
   echo "-- every start planned for its world; each change of world re-planned"
-  cat "$work"/a/events.jsonl "$work"/b/events.jsonl > "$work/events.all"
   /usr/bin/python3 - "$work/events.all" "$w1" "$w2" <<'PY' || fail "the plans do not follow the world"
 import json, sys
 w1, w2 = int(sys.argv[2]), int(sys.argv[3])
@@ -211,7 +212,6 @@ PY
 fi
 if [ "$plan" = pp ]; then
   echo "-- every start trained a 2-stage pipeline, data-parallel over what the world held"
-  cat "$work"/a/events.jsonl "$work"/b/events.jsonl > "$work/events.all"
   /usr/bin/python3 - "$work/events.all" "$w1" "$w2" <<'PY' || fail "the pipeline did not follow the world"
 import json, sys
 w1, w2 = int(sys.argv[2]), int(sys.argv[3])

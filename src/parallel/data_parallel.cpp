@@ -66,16 +66,31 @@ struct DataParallel::Impl {
     return out;
   }
 
+  // ZeRO-2: moves the parameter's gradient into its bucket's staging buffer and frees it.
+  void stage(Param& p) CAIRN_REQUIRES(mu) {
+    Flat& f = flats[size_t(p.bucket)];
+    if (!f.staging.defined()) f.staging = torch::zeros({f.plan.numel}, buffers);
+    f.staging.narrow(0, p.slot.offset, p.slot.numel).copy_(p.tensor.grad().reshape({-1}));
+    p.tensor.mutable_grad() = torch::Tensor();
+  }
+
+  // ZeRO-2: starts the all-reduce of the bucket's staging buffer (zeros when nothing was staged)
+  // and hands the buffer to it. Gloo has no reduce-scatter: the bucket is all-reduced and each
+  // rank keeps its shard (drain()).
+  void launch_staged(int bucket) CAIRN_REQUIRES(mu) {
+    Flat& f = flats[size_t(bucket)];
+    if (!f.staging.defined()) f.staging = torch::zeros({f.plan.numel}, buffers);
+    InFlight x{bucket, f.staging, {}};
+    x.work = group->allreduce_async(x.staging);
+    in_flight.push_back(std::move(x));
+    f.staging = torch::Tensor();
+  }
+
   void launch_ready() CAIRN_REQUIRES(mu) {
     while (next_launch < int(flats.size()) && flats[size_t(next_launch)].pending == 0) {
       Flat& f = flats[size_t(next_launch)];
       if (shard_grads) {
-        // Gloo has no reduce-scatter: the bucket is all-reduced and each rank keeps its shard.
-        if (!f.staging.defined()) f.staging = torch::zeros({f.plan.numel}, buffers);
-        InFlight x{next_launch, f.staging, {}};
-        x.work = group->allreduce_async(x.staging);
-        in_flight.push_back(std::move(x));
-        f.staging = torch::Tensor();
+        launch_staged(next_launch);
       } else {
         f.work = group->allreduce_async(f.grad);
       }
@@ -98,21 +113,10 @@ struct DataParallel::Impl {
   // reduce_on_flush: the gradients made since the last flush, by bucket, reduced.
   void flush() CAIRN_REQUIRES(mu) {
     drain();  // the previous flush's: one round of staging buffers at a time
-    for (Param& p : params) {
-      if (!p.tensor.grad().defined()) continue;
-      Flat& f = flats[size_t(p.bucket)];
-      if (!f.staging.defined()) f.staging = torch::zeros({f.plan.numel}, buffers);
-      f.staging.narrow(0, p.slot.offset, p.slot.numel).copy_(p.tensor.grad().reshape({-1}));
-      p.tensor.mutable_grad() = torch::Tensor();
-    }
-    for (size_t b = 0; b < flats.size(); ++b) {
-      Flat& f = flats[b];
-      if (!f.staging.defined()) continue;
-      InFlight x{int(b), f.staging, {}};
-      x.work = group->allreduce_async(x.staging);
-      in_flight.push_back(std::move(x));
-      f.staging = torch::Tensor();
-    }
+    for (Param& p : params)
+      if (p.tensor.grad().defined()) stage(p);
+    for (size_t b = 0; b < flats.size(); ++b)
+      if (flats[b].staging.defined()) launch_staged(int(b));
   }
 
   void on_grad_ready(int param_index) {
@@ -120,14 +124,8 @@ struct DataParallel::Impl {
     if (shard_grads && options.reduce_on_flush) return;  // flush() takes them
     if (!group || (!sync && !shard_grads)) return;
     Param& p = params[size_t(param_index)];
-    Flat& f = flats[size_t(p.bucket)];
-    if (shard_grads) {
-      // Move the gradient into the bucket's staging buffer and free it.
-      if (!f.staging.defined()) f.staging = torch::zeros({f.plan.numel}, buffers);
-      f.staging.narrow(0, p.slot.offset, p.slot.numel).copy_(p.tensor.grad().reshape({-1}));
-      p.tensor.mutable_grad() = torch::Tensor();
-    }
-    if (--f.pending == 0) launch_ready();
+    if (shard_grads) stage(p);
+    if (--flats[size_t(p.bucket)].pending == 0) launch_ready();
   }
 };
 

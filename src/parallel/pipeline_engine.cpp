@@ -46,6 +46,27 @@ namespace {
 constexpr int kTiedTag = 1 << 29;  // the tied table's gradient between first and last stage
 constexpr int kEvalTag = 1 << 30;  // validation's activations, by virtual stage
 
+// Which virtual stage holds what: the one rule both model_part() (what a rank builds) and the
+// engine (what a rank trains) follow. Virtual stage vs holds blocks [bounds[vs], bounds[vs + 1]);
+// the embeddings are the first virtual stage's, the final norm and the head the last's; virtual
+// stage vs runs on pipeline rank vs % pp.
+std::vector<int64_t> stage_bounds(const Plan& plan, int64_t n_layer) {
+  std::vector<int64_t> bounds{0};
+  bounds.insert(bounds.end(), plan.pipeline.cuts.begin(), plan.pipeline.cuts.end());
+  bounds.push_back(n_layer);
+  const int V = plan.mesh.pp * plan.pipeline.virtual_stages;
+  TORCH_CHECK(int(bounds.size()) == V + 1, "pipeline: ", plan.pipeline.cuts.size(), " cuts for ",
+              V, " virtual stages");
+  return bounds;
+}
+
+int virtual_stage_of_block(const std::vector<int64_t>& bounds, int64_t block) {
+  return int(std::upper_bound(bounds.begin(), bounds.end(), block) - bounds.begin()) - 1;
+}
+
+constexpr int kEmbeddingStage = 0;
+int head_stage(int virtual_stages) { return virtual_stages - 1; }
+
 // "<param>.exp_avg" / "<param>.exp_avg_sq" -> "<param>"
 std::string param_of(const std::string& state) { return state.substr(0, state.rfind('.')); }
 
@@ -69,9 +90,7 @@ class PipelineEngine : public Engine {
     if (tp_) shard_for_tensor_parallel(*model_, tp_, sp_);
     const int64_t L = model_->config().n_layer;
     const int V = P_ * v_;
-    bounds_.push_back(0);
-    for (int64_t c : plan.pipeline.cuts) bounds_.push_back(c);
-    bounds_.push_back(L);
+    bounds_ = stage_bounds(plan, L);
     std::unordered_map<const void*, int64_t> block_of;
     for (int64_t i = 0; i < L; ++i)
       for (auto& p : model_->layer_module(i)->parameters()) block_of[p.unsafeGetTensorImpl()] = i;
@@ -83,17 +102,16 @@ class PipelineEngine : public Engine {
       const void* impl = p.value().unsafeGetTensorImpl();
       const model::ParamSpec* spec = model::find_spec(specs_, p.key());
       TORCH_CHECK(spec, "no spec for parameter ", p.key());
-      int vs = V - 1;  // the final norm and an untied head
+      int vs = head_stage(V);  // the final norm and an untied head
       if (auto it = block_of.find(impl); it != block_of.end())
-        vs =
-            int(std::upper_bound(bounds_.begin(), bounds_.end(), it->second) - bounds_.begin()) - 1;
+        vs = virtual_stage_of_block(bounds_, it->second);
       else if (spec->role == model::ParamRole::kTokenEmbedding ||
                spec->role == model::ParamRole::kPositionEmbedding)
-        vs = 0;
+        vs = kEmbeddingStage;
       owner_[p.key()] = vs % P_;
       const bool tied_head = impl == head && spec->role == model::ParamRole::kTokenEmbedding;
       if (tied_head) tied_name_ = p.key();
-      if (tied_head && (stage_ == 0 || stage_ == (V - 1) % P_)) {
+      if (tied_head && (stage_ == kEmbeddingStage % P_ || stage_ == head_stage(V) % P_)) {
         tied.emplace_back(p.key(), p.value());
         own_[p.key()] = p.value();
       } else if (vs % P_ == stage_) {
@@ -623,17 +641,12 @@ model::ModelPart model_part(const Plan& plan, int64_t n_layer, int pp_rank) {
   model::ModelPart part;
   const int P = plan.mesh.pp, V = P * plan.pipeline.virtual_stages;
   if (P <= 1) return part;
-  std::vector<int64_t> bounds{0};
-  bounds.insert(bounds.end(), plan.pipeline.cuts.begin(), plan.pipeline.cuts.end());
-  bounds.push_back(n_layer);
-  TORCH_CHECK(int(bounds.size()) == V + 1, "model_part: ", plan.pipeline.cuts.size(), " cuts for ",
-              V, " virtual stages");
+  const std::vector<int64_t> bounds = stage_bounds(plan, n_layer);
   part.blocks.assign(size_t(n_layer), false);
-  for (int vs = pp_rank; vs < V; vs += P)
-    for (int64_t i = bounds[size_t(vs)]; i < bounds[size_t(vs + 1)]; ++i)
-      part.blocks[size_t(i)] = true;
-  part.embedding = pp_rank == 0;
-  part.head = pp_rank == (V - 1) % P;
+  for (int64_t i = 0; i < n_layer; ++i)
+    part.blocks[size_t(i)] = virtual_stage_of_block(bounds, i) % P == pp_rank;
+  part.embedding = kEmbeddingStage % P == pp_rank;
+  part.head = head_stage(V) % P == pp_rank;
   return part;
 }
 
