@@ -55,8 +55,8 @@ std::vector<int64_t> stage_bounds(const Plan& plan, int64_t n_layer) {
   bounds.insert(bounds.end(), plan.pipeline.cuts.begin(), plan.pipeline.cuts.end());
   bounds.push_back(n_layer);
   const int V = plan.mesh.pp * plan.pipeline.virtual_stages;
-  TORCH_CHECK(int(bounds.size()) == V + 1, "pipeline: ", plan.pipeline.cuts.size(), " cuts for ",
-              V, " virtual stages");
+  TORCH_CHECK(int(bounds.size()) == V + 1, "pipeline: ", plan.pipeline.cuts.size(), " cuts for ", V,
+              " virtual stages");
   return bounds;
 }
 
