@@ -84,7 +84,8 @@ void register_completion_command(CLI::App& app) {
       "\nExample:\n  source <(cairn completion bash)   # or install it:\n"
       "  cairn completion bash > /etc/bash_completion.d/cairn\n");
   CLI::App* root = &app;
-  cmd->callback([root] { print_bash(*root); });
+  // The option writes into *shell while CLI11 parses: the callback keeps it alive.
+  cmd->callback([root, shell] { print_bash(*root); });
 }
 
 }  // namespace cairn::cli
