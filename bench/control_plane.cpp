@@ -457,6 +457,19 @@ double round_opened_at(const std::string& dir, int64_t number) {
   return 0;
 }
 
+// Runs `body` in a child process that dies with this one; returns the child's pid.
+template <class Body>
+pid_t fork_child(Body&& body) {
+  pid_t pid = ::fork();
+  if (pid < 0) die("fork failed");
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    body();
+    _exit(0);
+  }
+  return pid;
+}
+
 template <class Pred>
 bool wait_until(Pred pred, double timeout_s) {
   const double end = unix_now() + timeout_s;
@@ -515,19 +528,11 @@ Row run(const std::string& cairn, int n, int processes, double heartbeat_s, bool
   pthread_barrier_init(&sh->barrier, &attr, kRanks);
   pthread_barrierattr_destroy(&attr);
   std::vector<pid_t> clients;
-  for (int p = 0; p < processes; ++p) {
-    pid_t pid = ::fork();
-    if (pid < 0) die("fork failed");
-    if (pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      {
-        Clients c(sh, total, p, processes, m.address);
-        c.run();
-      }
-      _exit(0);
-    }
-    clients.push_back(pid);
-  }
+  for (int p = 0; p < processes; ++p)
+    clients.push_back(fork_child([&] {
+      Clients c(sh, total, p, processes, m.address);
+      c.run();
+    }));
   if (!wait_until([&] { return sh->ready.load() == processes; }, 120))
     die("the client processes did not connect");
 
@@ -587,16 +592,8 @@ Row run(const std::string& cairn, int n, int processes, double heartbeat_s, bool
   // 4. the shard phase, while every node heartbeats at 1 Hz
   {
     std::vector<pid_t> ranks;
-    for (int r = 0; r < kRanks; ++r) {
-      pid_t pid = ::fork();
-      if (pid < 0) die("fork failed");
-      if (pid == 0) {
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-        shard_rank(sh, m.address, r);
-        _exit(0);
-      }
-      ranks.push_back(pid);
-    }
+    for (int r = 0; r < kRanks; ++r)
+      ranks.push_back(fork_child([&] { shard_rank(sh, m.address, r); }));
     if (!wait_until([&] { return sh->shard_ready.load() == kRanks; }, 60))
       die("the shard ranks did not connect");
     std::this_thread::sleep_for(std::chrono::milliseconds(500));  // past the first steps

@@ -87,10 +87,9 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
   // --- the service -----------------------------------------------------------------------
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* ctx, const v1::JoinRequest* req,
                                  v1::JoinResponse* resp) override {
-    return serve(ctx, "Join", req->node().node_id(), [&]() CAIRN_REQUIRES(mu) -> grpc::Status {
+    return serve(ctx, "Join", req->node().node_id(), [&]() CAIRN_REQUIRES(mu) -> Reply {
       auto r = state.join(rpc::from_proto(req->node()), req->last_round(), steady_now());
       if (!r.ok()) return rpc::to_grpc(r.status());
-      hands_round = r->round != nullptr;
       if (r->round && req->only_self()) {
         rpc::to_proto_only(*r->round, state.member(req->node().node_id()), state.nproc_differs(),
                            resp->mutable_round());
@@ -102,7 +101,7 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
         w->set_candidates(r->candidates);
         w->set_reason(r->reason);
       }
-      return grpc::Status::OK;
+      return Reply{grpc::Status::OK, /*hands_round=*/r->round != nullptr};
     });
   }
 
@@ -406,6 +405,13 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
   // `node_id` names the node calling, when the call is one (Join, Heartbeat): refused because
   // the master is busy, the call still shows the node alive, so waiting on a busy master does
   // not count against it.
+  // What a call's body answers: its status, and whether the reply hands out a round.
+  struct Reply {
+    Reply(grpc::Status s, bool h = false) : status(std::move(s)), hands_round(h) {}  // NOLINT
+    grpc::Status status;
+    bool hands_round;
+  };
+
   template <class Body>
   grpc::ServerUnaryReactor* serve(grpc::CallbackServerContext* ctx, const char* method,
                                   const std::string& node_id, Body&& body) {
@@ -420,17 +426,20 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
     }
     grpc::Status s;
     uint64_t ticket = 0;
+    bool to_log = false;
     {
       core::MutexLock lock(mu);
       if (Status e = commits->error(); !e.ok()) {
         reactor->Finish(unavailable(e));
         return reactor;
       }
-      hands_round = false;
-      s = body();
+      Reply reply = body();
+      s = std::move(reply.status);
       ticket = queue_locked();
-      if (hands_round) ticket = std::max(ticket, round_ticket);
+      if (reply.hands_round) ticket = std::max(ticket, round_ticket);
+      to_log = !log_pending.empty();
     }
+    if (to_log) flush_log();
     commits->when_durable(
         ticket, [reactor, s](const Status& c) { reactor->Finish(c.ok() ? s : unavailable(c)); });
     return reactor;
@@ -450,22 +459,35 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
     std::vector<nlohmann::json> records;
     const double at = core::unix_time();
     for (const auto& e : events) {
-      spdlog::info("master: {}", describe(e));
       nlohmann::json j = event_to_json(e);
       j["at"] = at;
-      if (event_log) {
-        nlohmann::json fields = j;
-        fields.erase("type");
-        fields.erase("at");
-        fields["time"] = at;
-        event_log->write("master_" + j.value("type", std::string("unknown")), fields);
-      }
+      log_pending.push_back({describe(e), j});
       records.push_back(std::move(j));
       completes = completes || std::holds_alternative<RoundCompleted>(e);
     }
     const uint64_t ticket = commits->enqueue(std::move(records));
     if (completes) round_ticket = ticket;
     return ticket;
+  }
+
+  // Writes the log lines and events.jsonl lines queued so far, in the order they were queued,
+  // without holding `mu`: a slow log or run directory does not hold up the rendezvous.
+  void flush_log() CAIRN_EXCLUDES(mu, log_mu) {
+    core::MutexLock out(log_mu);
+    std::vector<LogLine> lines;
+    {
+      core::MutexLock lock(mu);
+      lines.swap(log_pending);
+    }
+    for (const LogLine& l : lines) {
+      spdlog::info("master: {}", l.text);
+      if (!event_log) continue;
+      nlohmann::json fields = l.record;
+      fields.erase("type");
+      fields.erase("at");
+      fields["time"] = l.record["at"];
+      event_log->write("master_" + l.record.value("type", std::string("unknown")), fields);
+    }
   }
 
   void tick_loop() {
@@ -489,6 +511,7 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
       const uint64_t ticket = queue_locked();
       // The journal write and the shard service (its own lock): rendezvous calls need not wait.
       mu.unlock();
+      flush_log();
       (void)commits->wait(ticket);
       {
         core::MutexLock shard_lock(shard_mu);
@@ -509,7 +532,14 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
   // destroyed before it.
   std::unique_ptr<GroupCommit> commits;
   uint64_t round_ticket CAIRN_GUARDED_BY(mu) = 0;  // covers the latest RoundCompleted record
-  bool hands_round CAIRN_GUARDED_BY(mu) = false;   // the call being served returns a round
+  // The state's events for the log and events.jsonl, queued under `mu` in the state's order;
+  // flush_log() writes them. `log_mu` is taken before `mu`.
+  struct LogLine {
+    std::string text;       // for the log
+    nlohmann::json record;  // the journal record: type, at and the event's fields
+  };
+  std::vector<LogLine> log_pending CAIRN_GUARDED_BY(mu);
+  core::Mutex log_mu;
   // options.events_path, when given; set before the server and the ticker start.
   std::unique_ptr<core::EventLog> event_log;
   bool stopping CAIRN_GUARDED_BY(mu) = false;

@@ -396,7 +396,7 @@ TEST(MasterServer, StatusIsPagedByNodeId) {
   EXPECT_TRUE(whole->rdzv.next_after.empty());
 
   // One page by hand: two nodes after "b", and where the next page starts.
-  auto stub = v1::Master::NewStub(
+  auto rpc = v1::Master::NewStub(
       grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   ctx.AddMetadata(kJobTokenMetadataKey, kToken);
@@ -404,7 +404,7 @@ TEST(MasterServer, StatusIsPagedByNodeId) {
   req.set_page_size(2);
   req.set_after("b");
   v1::GetStatusResponse resp;
-  ASSERT_TRUE(stub->GetStatus(&ctx, req, &resp).ok());
+  ASSERT_TRUE(rpc->GetStatus(&ctx, req, &resp).ok());
   ASSERT_EQ(resp.nodes_size(), 2);
   EXPECT_EQ(resp.nodes(0).node().node_id(), "c");
   EXPECT_EQ(resp.next_after(), "d");
@@ -414,7 +414,7 @@ TEST(MasterServer, StatusIsPagedByNodeId) {
   grpc::ClientContext bad_ctx;
   bad_ctx.AddMetadata(kJobTokenMetadataKey, kToken);
   req.set_page_size(kMaxStatusPage + 1);
-  grpc::Status bad = stub->GetStatus(&bad_ctx, req, &resp);
+  grpc::Status bad = rpc->GetStatus(&bad_ctx, req, &resp);
   EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(bad.error_message().find("page_size"), std::string::npos);
 }
