@@ -31,11 +31,15 @@ Goodput: productive time over wall time (launch of `cairn run` to the SIGTERM th
 run; exit code 143 is expected), two ways. As logged: each step of the final trajectory counted
 once, by its own step_time (which includes the checkpoint's pause and whatever the background
 copy slowed it by). Against a run without checkpoints: each step of the final trajectory counted
-once at the mean step_time of a short run of the same job with no checkpoints (run just
-before, --reference-steps steps), so that time lost to saving counts as lost. Every other
+once at the mean step_time of short runs of the same job with no checkpoints (--reference-steps
+steps, run just before and just after, and averaged: the machine is shared and its speed drifts;
+both are printed and a drift over 10% is flagged), so that time lost to saving counts as lost. Every other
 second is downtime, attributed to startup, the phases of each recovery, work lost (the step in
 progress at a kill and steps recomputed after a rollback), time between steps (outside
 step_time) and the step in progress at the SIGTERM.
+
+--hogs N starts N busy-looping processes at the workers' priority while either side's kills are
+timed: recovery on a loaded machine (the steady-state and goodput runs are not loaded).
 
 --duration 0 skips the goodput run. Targets (printed, not asserted): recovery within 2 s and
 at least 2x faster than the peer; goodput at least 95%.
@@ -620,6 +624,9 @@ def main():
     p.add_argument("--reference-steps", type=int, default=20,
                    help="steps of the goodput run's reference without checkpoints")
     p.add_argument("--timeout", type=float, default=300, help="longest wait for any one thing")
+    p.add_argument("--hogs", type=int, default=0,
+                   help="busy-looping processes at the workers' priority while the kills are timed "
+                        "(both sides): recovery on a loaded machine")
     a = p.parse_args()
     a.cairn = os.path.abspath(a.cairn)
     a.threads = a.threads or max(1, benchlib.cores() // a.world)
@@ -627,7 +634,8 @@ def main():
           f"OpenMP and OpenBLAS")
     print(f"recovery: GPT-2 {a.n_layer} layers, d={a.n_embd}, vocab 50304, global batch {a.batch} x "
           f"{a.seq_len} (micro-batch {a.micro_batch}), fp32; {a.kills} SIGKILLs of one worker, "
-          f"{a.warm_steps} steps after each (re)start")
+          f"{a.warm_steps} steps after each (re)start"
+          + (f"; {a.hogs} busy-looping process(es) share the cores while the kills are timed" if a.hogs else ""))
     sys.stdout.flush()
     # A SIGTERM to this script unwinds through the cleanup below like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -648,20 +656,39 @@ def main():
                     print(f"cleanup: {e}", file=sys.stderr)
 
 
+class Hogs:
+    """`n` processes that busy-loop at this script's priority while the block runs."""
+
+    def __init__(self, n):
+        self.n, self.procs = n, []
+
+    def __enter__(self):
+        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.n)]
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+        return False
+
+
 def run_all(a, tmp, track):
     # 1. cairn
     cj = track(CairnJob(a, tmp, "cairn", max_restarts=a.kills + 1))
-    cj.start()
-    ckills = kill_cycles(cj, a, a.timeout)
-    rc = cj.stop()
+    with Hogs(a.hogs):
+        cj.start()
+        ckills = kill_cycles(cj, a, a.timeout)
+        rc = cj.stop()
     cj.cleanup()
     crec = recoveries(cj, ckills, cairn_phases)
     cstep = steady_step(cj.rows(), ckills)
     # 2. the peer
     pj = track(PeerJob(a, tmp, "peer", a.peer_save_every))
-    pj.start()
-    pkills = kill_cycles(pj, a, a.timeout)
-    pj.stop()
+    with Hogs(a.hogs):
+        pj.start()
+        pkills = kill_cycles(pj, a, a.timeout)
+        pj.stop()
     pj.cleanup()
     prec = recoveries(pj, pkills, peer_phases)
     pstep = steady_step(pj.rows(), pkills)
@@ -706,18 +733,27 @@ def run_all(a, tmp, track):
     print(f"  load average now {loadavg():.1f}")
     sys.stdout.flush()
 
-    # 3. goodput, after a reference run of the same job without checkpoints
+    # 3. goodput, between two reference runs of the same job without checkpoints: the machine
+    # is shared, so its speed is measured on both sides of the run and the drift printed
     if a.duration > 0:
         n_kills = int((a.duration - 1e-9) // a.kill_every)
-        _, ref = baseline(track(CairnJob(a, tmp, "goodput-ref", max_restarts=n_kills + 2, memory_interval=0)),
-                          a.reference_steps + 2, a.timeout)
+
+        def reference(name):
+            return baseline(track(CairnJob(a, tmp, name, max_restarts=n_kills + 2, memory_interval=0)),
+                            a.reference_steps + 2, a.timeout)[1]
+
+        before = reference("goodput-ref")
         g = goodput(track(CairnJob(a, tmp, "goodput", max_restarts=n_kills + 2)), a)
-        print_goodput(a, g, ref, a.reference_steps)
+        after = reference("goodput-ref-after")
+        print_goodput(a, g, (before, after), a.reference_steps)
 
 
-def print_goodput(a, g, ref_step, ref_steps):
+def print_goodput(a, g, refs, ref_steps):
+    """refs: the mean step_time without checkpoints measured just before and just after the run."""
     wall, prod = g["wall"], g["productive"]
     gp = prod / wall
+    ref_step = statistics.mean(refs)
+    drift = max(refs) / min(refs) - 1
     honest = g["steps"] * ref_step / wall
     print(f"goodput: cairn, {wall:.0f} s of wall time, a worker killed every {a.kill_every:.0f} s "
           f"({g['kills']} kills), {g['steps']} distinct steps; cairn run exited {g['rc']} "
@@ -735,10 +771,16 @@ def print_goodput(a, g, ref_step, ref_steps):
     print(f"  warm standbys: {g['from_standby']} of {g['restarts']} restarts started every worker from a standby")
     print(f"  goodput as logged (each final step at its own step_time): {gp:.1%}  "
           f"(target >= 95%: {'met' if gp >= 0.95 else 'MISSED'})")
+    lo, hi = (g["steps"] * r / wall for r in sorted(refs))
     print(f"  goodput against a run without checkpoints: {honest:.1%}  ({g['steps']} steps x "
           f"{ref_step * 1e3:.0f} ms, the mean step_time of {ref_steps} steps of the same job without "
-          f"checkpoints just before; the steps' own mean was {prod / max(1, g['steps']) * 1e3:.0f} ms, so "
-          f"checkpointing cost {prod - g['steps'] * ref_step:+.1f} s inside the steps)")
+          f"checkpoints, {refs[0] * 1e3:.0f} ms just before and {refs[1] * 1e3:.0f} ms just after the run; "
+          f"{lo:.1%} to {hi:.1%} with either alone; the steps' own mean was "
+          f"{prod / max(1, g['steps']) * 1e3:.0f} ms, so checkpointing cost "
+          f"{prod - g['steps'] * ref_step:+.1f} s inside the steps)")
+    if drift > 0.10:
+        print(f"  WARNING: the machine's speed drifted by {drift:.0%} between the two references; "
+              f"the figure against a run without checkpoints is not reliable, the one as logged is")
     print(f"  load average now {loadavg():.1f}")
 
 
