@@ -18,8 +18,8 @@ echo "== training throughput (bench/train_throughput.py)"
 # batch 8x128, one process) went from 1.05-1.18 s to 0.77-0.87 s; peak RSS grows by about 25%
 # (898 to 1124 MB)": the line "cairn's allocator setting" (and cairn vs the peer, not quoted).
 "$py" bench/train_throughput.py --cairn "$cairn" --data "$data" --seq-len 128 --batch 8
-# README (Benchmarks): "cairn 1,350-1,359 tokens/s (MFU 73-78%) against PyTorch's 744-1,164
-# with cairn's settings ..., 1.16x ...; 3.6-3.8x against PyTorch on its defaults": the default
+# README (Benchmarks): "cairn 1,377-1,493 tokens/s (MFU 40%) against PyTorch's 1,621-1,705
+# with cairn's settings ..., 0.85-0.88x ...; 1.23-1.28x against PyTorch on its defaults": the default
 # model (4 layers, d=256, batch 8x256), lines "cairn", "peer, cairn's settings", the ratios.
 "$py" bench/train_throughput.py --cairn "$cairn" --data "$data"
 
@@ -69,9 +69,8 @@ echo "== flash checkpoints (bench/ckpt.py)"
 
 echo "== recovery and goodput (bench/recovery.py, $runs runs)"
 # README (Flash checkpoints, How it works): "from kill -9 of a worker to the first step the
-# restarted workers finish, a median over 5 kills of 1.98-2.05 s in three runs ..., against
-# 5.71-7.75 s for PyTorch DDP ... in the same runs (2.87-3.70x)", the per-kill phases
-# ("detecting the exit 0.05 s, stopping the other worker 0.12 s, ...") and the step time with
+# restarted workers finish, a median over 5 kills of 0.87 s against 2.02 s for PyTorch DDP
+# ... (2.32x)", the per-kill phases ("detecting the exit 0.03 s, ...") and the step time with
 # and without checkpoints: the "recovery median", phase and "without kills" lines of each run.
 for i in $(seq 1 $((runs - 1))); do
   echo "-- run $i of $runs"
@@ -81,6 +80,9 @@ echo "-- run $runs of $runs, with the goodput run"
 # ... and "A 10-minute run with a worker killed every minute (9 kills, 701 steps): goodput
 # 96.1% as logged, 1.22 s of downtime per kill": the goodput lines of this last run.
 "$py" bench/recovery.py --cairn "$cairn" --data "$data" --kills 5 --duration 600 --kill-every 60
+echo "-- on a loaded machine: two busy-looping processes beside the workers"
+# README: "On a loaded machine (--hogs 2 ...) cairn's median was 1.61 s": the recovery median.
+"$py" bench/recovery.py --cairn "$cairn" --data "$data" --kills 5 --duration 0 --hogs 2 --baseline-steps 0
 
 echo "== shard service (shard_bench)"
 # README (Data sharding): "the master serves 13,400-14,600 shard requests/s from 4-16 clients
