@@ -102,7 +102,7 @@ void bench_head_loss(int iters) {
     h.mutable_grad() = torch::Tensor();
     w.mutable_grad() = torch::Tensor();
   };
-  for (int64_t chunk : {128, 256, 512}) {
+  for (int64_t chunk : {256, 512, 1024, 2048}) {
     auto [unfused, fused] = median_ms(
         iters,
         [&] {

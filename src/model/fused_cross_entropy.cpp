@@ -1,7 +1,9 @@
-// Chunked linear + cross-entropy. For each block of n rows the (n, V) logits are computed,
-// turned into log-probabilities in place, read at the targets for the loss, and (when
-// gradients are wanted) turned into softmax - one_hot in place and multiplied back into the
-// (N, C) and (V, C) gradients. Shapes: N rows, C channels, V vocabulary, n rows of a chunk.
+// Chunked linear + cross-entropy. For each block of n rows the (n, V) logits are computed and
+// turned into probabilities in place (one softmax pass: each row's maximum, exponentials and
+// their sum, then the scaling, while the row is in cache); the loss is -log of the target's
+// probability; when gradients are wanted the block becomes softmax - one_hot in place and is
+// multiplied back into the (N, C) and (V, C) gradients. Shapes: N rows, C channels, V
+// vocabulary, n rows of a chunk.
 #include "cairn/model/fused_cross_entropy.h"
 
 #include <torch/torch.h>
@@ -10,6 +12,22 @@
 
 namespace cairn::model {
 namespace {
+
+// Each row's loss, -log p[target], from the chunk's probabilities `p` (n, V). A target whose
+// probability is below float's normal range cannot be read from `p`: those rows (a model far
+// off, e.g. logits tens of units apart) get their loss exactly from their logits, recomputed
+// from hc (n, C) and wt (C, V) as logsumexp - logit[target].
+torch::Tensor row_losses(const torch::Tensor& p, const torch::Tensor& hc, const torch::Tensor& wt,
+                         const torch::Tensor& tc) {
+  auto pt = p.gather(1, tc).squeeze(1);  // (n)
+  auto loss = pt.log().neg_().to(torch::kDouble);
+  auto tiny = pt.lt(std::numeric_limits<float>::min());
+  if (!tiny.any().item<bool>()) return loss;
+  auto rows = tiny.nonzero().squeeze(1);
+  auto z = torch::mm(hc.index_select(0, rows), wt).to(torch::kDouble);  // (k, V)
+  auto exact = z.logsumexp(1).sub_(z.gather(1, tc.index_select(0, rows)).squeeze(1));
+  return loss.index_copy_(0, rows, exact);
+}
 
 class FusedLinearCrossEntropyFn : public torch::autograd::Function<FusedLinearCrossEntropyFn> {
  public:
@@ -35,13 +53,11 @@ class FusedLinearCrossEntropyFn : public torch::autograd::Function<FusedLinearCr
       auto hc = h.narrow(0, r, n);                 // (n, C)
       auto tc = tgt.narrow(0, r, n).unsqueeze(1);  // (n, 1)
       auto vc = valid.narrow(0, r, n);             // (n)
-      auto logp = torch::mm(hc, wt);               // (n, V)
-      if (logp.scalar_type() != torch::kFloat) logp = logp.to(torch::kFloat);
-      at::_log_softmax_out(logp, logp, 1, false);
-      auto picked = logp.gather(1, tc).squeeze(1);  // (n)
-      total.sub_(picked.masked_fill(vc.logical_not(), 0).sum(torch::kDouble));
+      auto g = torch::mm(hc, wt);                  // (n, V) logits
+      if (g.scalar_type() != torch::kFloat) g = g.to(torch::kFloat);
+      at::_softmax_out(g, g, 1, false);  // in place: softmax, (n, V)
+      total.add_(row_losses(g, hc, wt, tc).masked_fill_(vc.logical_not(), 0).sum(torch::kDouble));
       if (!any_grad) continue;
-      auto g = logp.exp_();  // softmax, (n, V)
       g.scatter_add_(1, tc, vc.to(torch::kFloat).neg().unsqueeze(1));
       add_chunk_gradients(g, vc, hc, w, gh, gw, r, inv);
     }

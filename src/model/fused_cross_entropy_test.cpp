@@ -88,6 +88,28 @@ TEST(FusedCrossEntropy, LargeLogitsStayFinite) {
   EXPECT_NEAR(fused.item<double>(), ref.item<double>(), 1e-3);
 }
 
+// Rows whose target probability is below float's range (logits 150 units apart) next to
+// ordinary rows, in chunks of 2: each row's loss comes out exact, and the gradients too.
+TEST(FusedCrossEntropy, ATargetWhoseProbabilityUnderflowsGetsItsExactLoss) {
+  torch::manual_seed(3);
+  auto h0 = torch::randn({6, 4});
+  h0.index_put_({torch::tensor({1, 4})}, torch::full({2, 4}, 40.0));
+  auto w0 = torch::randn({5, 4});
+  w0[2] = torch::full({4}, 1.0);
+  w0[3] = torch::full({4}, -1.0);
+  auto targets = torch::tensor({0, 3, 2, 1, 3, 4}, torch::kLong);  // rows 1, 4: p ~ exp(-320)
+  auto h1 = h0.clone().requires_grad_(true), w1 = w0.clone().requires_grad_(true);
+  auto fused = fused_linear_cross_entropy(h1, w1, targets, 2);
+  fused.backward();
+  auto h2 = h0.clone().requires_grad_(true), w2 = w0.clone().requires_grad_(true);
+  auto ref = F::cross_entropy(h2.to(torch::kDouble).matmul(w2.to(torch::kDouble).t()), targets);
+  ref.backward();
+  EXPECT_GT(ref.item<double>(), 50.0);
+  EXPECT_NEAR(fused.item<double>(), ref.item<double>(), 1e-5 * ref.item<double>());
+  EXPECT_LT(max_diff(h1.grad(), h2.grad().to(torch::kFloat)), 1e-5);
+  EXPECT_LT(max_diff(w1.grad(), w2.grad().to(torch::kFloat)), 1e-5);
+}
+
 TEST(FusedCrossEntropy, AllIgnoredIsNaNLikeTorch) {
   auto h = torch::randn({3, 4}), w = torch::randn({5, 4});
   auto targets = torch::full({3}, -1, torch::kLong);
