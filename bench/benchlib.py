@@ -22,15 +22,16 @@ import time
 CAIRN_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1073741824", "MALLOC_TRIM_THRESHOLD_": "2147483648",
                     "MALLOC_ARENA_MAX": "1"}
 # Everything cairn tunes for its training processes, as environment variables for a peer: the
-# allocator above and OpenMP's passive waiting (the `cairn` front and `cairn run` set
-# OMP_WAIT_POLICY=PASSIVE for training; tools/cairn/commands.h says why).
-CAIRN_TUNING_ENV = dict(CAIRN_MALLOC_ENV, OMP_WAIT_POLICY="PASSIVE")
+# allocator above, OpenMP's passive waiting and OpenBLAS's short spin (the `cairn` front and
+# `cairn run` set OMP_WAIT_POLICY=PASSIVE and OPENBLAS_THREAD_TIMEOUT=4 for training;
+# tools/cairn/commands.h says why).
+CAIRN_TUNING_ENV = dict(CAIRN_MALLOC_ENV, OMP_WAIT_POLICY="PASSIVE", OPENBLAS_THREAD_TIMEOUT="4")
 # Everything that changes threads or the allocator. A driver removes these from its own
 # environment before setting them for a side, so that the caller's shell cannot give the two
 # sides different settings.
 SETTING_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "MALLOC_MMAP_THRESHOLD_",
                 "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES",
-                "CAIRN_MALLOC_DEFAULTS", "OMP_WAIT_POLICY")
+                "CAIRN_MALLOC_DEFAULTS", "OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # <malloc.h>
 
@@ -125,7 +126,8 @@ def cairn_side_line(start, env, precision="fp32", world=1):
     peak = start.get("peak_flops", 0) or 0
     return (f"cairn : {describe_env(env)}; it reports: torch threads {start.get('threads', '?')}, "
             f"BLAS threads {start.get('blas_threads', '?')}, OpenMP waiting "
-            f"{start.get('omp_wait_policy', '?')}; allocator: {cairn_allocator(env)}; "
+            f"{start.get('omp_wait_policy', '?')}, OpenBLAS thread timeout "
+            f"{start.get('openblas_thread_timeout', '?')}; allocator: {cairn_allocator(env)}; "
             f"precision {precision}; GEMM peak {peak / 1e9:.1f} GFLOP/s"
             + (f" over {world} workers measured at once ({peak / world / 1e9:.1f} each)" if world > 1 else ""))
 

@@ -513,6 +513,7 @@ StepMetrics Trainer::Impl::log_start() {
   const double tokens_per_step = double(opt.global_batch_size * opt.seq_len);
   const parallel::MemoryReport mem = engine->memory_report();
   const char* omp_wait_policy = std::getenv("OMP_WAIT_POLICY");
+  const char* blas_timeout = std::getenv("OPENBLAS_THREAD_TIMEOUT");
   log->event("start", {{"step", step},
                        {"max_steps", max_steps},
                        {"params", num_params},
@@ -521,6 +522,7 @@ StepMetrics Trainer::Impl::log_start() {
                        {"threads", torch::get_num_threads()},
                        {"blas_threads", core::blas_num_threads()},
                        {"omp_wait_policy", omp_wait_policy ? omp_wait_policy : "default"},
+                       {"openblas_thread_timeout", blas_timeout ? blas_timeout : "default"},
                        {"device", opt.device},
                        {"world_size", world},
                        {"build_ms", build_s * 1e3},

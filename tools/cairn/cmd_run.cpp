@@ -180,8 +180,9 @@ void run_run(elastic::LaunchFlags& flags, const DashboardFlags& dash, const CLI:
   std::error_code same_error;
   ao.standby = options->standby && std::filesystem::equivalent(command[0], self_exe(), same_error);
   ao.run_dir = run_dir;
-  if (command[0] == self_exe() && env.count(kOmpWaitPolicy) == 0)
-    env[kOmpWaitPolicy] = kCairnOmpWaitPolicy;  // cairn workers (commands.h)
+  if (command[0] == self_exe())
+    for (const auto& v : kTrainingEnv)  // cairn workers (commands.h)
+      if (env.count(v.name) == 0) env[v.name] = v.value;
   ao.base_env = std::move(env);
   ao.num_cores = usable_cores();
   ao.interrupt = &g_interrupt;

@@ -44,7 +44,7 @@ std::string command_word(int argc, char** argv) {
 // standby's descriptor and a worker's signals carry over). Returns only on failure.
 int exec_torch_binary(char** argv, bool trains) {
   if (trains)
-    ::setenv(cairn::cli::kOmpWaitPolicy, cairn::cli::kCairnOmpWaitPolicy, /*overwrite=*/0);
+    for (const auto& v : cairn::cli::kTrainingEnv) ::setenv(v.name, v.value, /*overwrite=*/0);
   std::error_code ec;
   const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
   const std::string torch_binary =
