@@ -10,6 +10,7 @@
 
 #include "cairn/model/attention.h"
 #include "cairn/model/fused_cross_entropy.h"
+#include "cairn/model/head_chunk.h"
 #include "cairn/model/param_specs.h"
 #include "model/arch_impl.h"
 
@@ -157,8 +158,9 @@ torch::Tensor LanguageModel::loss(const torch::Tensor& idx, const torch::Tensor&
 
 torch::Tensor LanguageModel::head_loss(const torch::Tensor& h, const torch::Tensor& targets) {
   if (seam_->hooks) return seam_->hooks->head_loss(h, head_weight(), targets);
-  return fused_linear_cross_entropy(h.reshape({-1, h.size(2)}), head_weight(),
-                                    targets.reshape({-1}));
+  const torch::Tensor& w = head_weight();
+  return fused_linear_cross_entropy(h.reshape({-1, h.size(2)}), w, targets.reshape({-1}),
+                                    head_chunk_rows(w.size(0)));
 }
 
 void LanguageModel::set_activation_checkpointing(bool on) {

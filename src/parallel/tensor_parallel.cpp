@@ -9,6 +9,7 @@
 
 #include "cairn/comm/group.h"
 #include "cairn/model/fused_cross_entropy.h"
+#include "cairn/model/head_chunk.h"
 #include "cairn/model/language_model.h"
 #include "cairn/model/parallel_hooks.h"
 #include "cairn/parallel/plan.h"
@@ -456,7 +457,8 @@ class Hooks : public model::TensorParallelHooks {
                           const torch::Tensor& targets) override {
     auto whole = enter(h);  // (B, T, C): its gradient is summed over the group
     return vocab_parallel_cross_entropy(whole.reshape({-1, whole.size(2)}), head,
-                                        targets.reshape({-1}), vocab_, tp_);
+                                        targets.reshape({-1}), vocab_, tp_,
+                                        model::head_chunk_rows(head.size(0)));
   }
   torch::Tensor logits(const torch::Tensor& h, const torch::Tensor& head) override {
     auto local = torch::linear(enter(h), head);  // (B, T, Vl)

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "cairn/model/head_chunk.h"
 #include "cairn/model/param_specs.h"
 #include "cairn/parallel/pipeline_schedule.h"
 #include "cairn/planner/planner.h"
@@ -234,7 +235,8 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     // Transients: a checkpointed block recomputed; the head's chunk of logits and the scaled
     // copies of its kept gradients; the embedding's dense table gradient; received activations;
     // the buckets in flight (each at least the largest parameter).
-    const double logits_chunk = last ? 4 * std::min(tokens, 256.0) * V / tp : 0;
+    const double head_rows = double(model::head_chunk_rows(int64_t(V / tp)));
+    const double logits_chunk = last ? 4 * std::min(tokens, head_rows) * V / tp : 0;
     const double head = last ? logits_chunk + head_kept : 0;
     const double embedding_grad = first ? table : 0;
     const double bucket =

@@ -7,6 +7,8 @@
 #include <sstream>
 #include <string>
 
+#include "cairn/model/head_chunk.h"
+
 namespace cairn::train {
 namespace {
 
@@ -91,7 +93,8 @@ MemoryEstimate estimate_memory(const MemoryEstimateInput& in) {
   const double saved = in.activation_checkpointing ? L * boundary + block : L * block;
   // Transients: the chunked head + loss (a chunk of logits and its gradient, its vocabulary
   // rows under tp) and the embedding output; ZeRO-3 also gathers one block's parameters.
-  const double head = 2 * 4 * std::min(tokens, 2048.0) * V / 4 / tp + 4 * tokens * C * 2;
+  const double head_rows = double(model::head_chunk_rows(int64_t(V / tp)));
+  const double head = 2 * 4 * std::min(tokens, head_rows) * V / tp + 4 * tokens * C * 2;
   const double gathered = in.zero_stage >= 3 ? 2 * 4 * P / (L > 0 ? L : 1) : 0;
   e.activation_bytes = saved + std::max(head, ring_block) + gathered;
   return e;
