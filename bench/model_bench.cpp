@@ -84,6 +84,19 @@ void bench_model_loss(int iters) {
   std::printf("%-34s %.0f tokens/s fused, %.0f unfused; %.1f GFLOP/s of model FLOPs (fused)\n", "",
               tokens / fused * 1e3, tokens / unfused * 1e3,
               m->flops_per_token(T) * tokens / fused * 1e-6);
+  // Where the fused step's time goes: the blocks forward, the head + loss (its gradients
+  // included: the fused loss computes them in forward), the backward through the blocks.
+  std::vector<double> fwd, head, bwd;
+  for (int i = 0; i < iters; ++i) {
+    zero_grads(*m);
+    torch::Tensor h, loss;
+    fwd.push_back(elapsed_ms([&] { h = m->hidden(idx); }));
+    head.push_back(elapsed_ms([&] { loss = m->head_loss(h, targets); }));
+    bwd.push_back(elapsed_ms([&] { loss.backward(); }));
+  }
+  for (auto* v : {&fwd, &head, &bwd}) std::sort(v->begin(), v->end());
+  std::printf("%-34s medians: blocks forward %.1f ms, head + loss %.1f ms, backward %.1f ms\n", "",
+              fwd[fwd.size() / 2], head[head.size() / 2], bwd[bwd.size() / 2]);
   auto ckpt_step = [&] {
     m->set_activation_checkpointing(true);
     fused_step();
