@@ -14,12 +14,12 @@ cairn="$build/bin/cairn"
 runs=${RECOVERY_RUNS:-5}
 
 echo "== training throughput (bench/train_throughput.py)"
-# README (cairn train and the allocator): "Steps of the demo-sized model (4 layers, d=256,
-# batch 8x128, one process) went from 1.05-1.18 s to 0.77-0.87 s; peak RSS grows by about 25%
-# (898 to 1124 MB)": the line "cairn's allocator setting" (and cairn vs the peer, not quoted).
+# (a shorter sequence: cairn vs the peer and the allocator setting at batch 8 x 128, not quoted)
 "$py" bench/train_throughput.py --cairn "$cairn" --data "$data" --seq-len 128 --batch 8
-# README (Benchmarks): "cairn 1,377-1,493 tokens/s (MFU 40%) against PyTorch's 1,621-1,705
-# with cairn's settings ..., 0.85-0.88x ...; 1.23-1.28x against PyTorch on its defaults": the default
+# README (cairn train and the allocator): "Steps ... go from 1,004-1,011 to 891-893 ms with it;
+# peak RSS from 1,125 to 1,310 MB": the line "cairn's allocator setting".
+# README (Benchmarks): "cairn 2,293-2,299 tokens/s ... against PyTorch's 1,815-1,816 ... with
+# cairn's settings ...: 1.26-1.27x ...; 1.77-1.79x against PyTorch on its defaults": the default
 # model (4 layers, d=256, batch 8x256), lines "cairn", "peer, cairn's settings", the ratios.
 "$py" bench/train_throughput.py --cairn "$cairn" --data "$data"
 
