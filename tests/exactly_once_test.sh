@@ -52,7 +52,7 @@ phase() {
   for k in $(seq 1 "$kills"); do
     rows=0
     [ -f "$run_dir/metrics.jsonl" ] && rows=$(wc -l < "$run_dir/metrics.jsonl")
-    wait_rows "$run_dir" $((rows + 2 + RANDOM % 3)) "$agent" || fail "world $nproc: no progress for kill $k"
+    wait_rows "$run_dir" $((rows + 1 + RANDOM % 2)) "$agent" || fail "world $nproc: no progress for kill $k"
     victims=$(worker_pids "$run_dir")
     [ -n "$victims" ] || { tail -n 30 "$work/run.out"; fail "world $nproc: cairn run ended (or has no workers) before kill $k of $kills"; }
     v=$(echo "$victims" | shuf -n 1)
