@@ -7,6 +7,7 @@ reference line, in one invocation.
 
   /usr/bin/python3 bench/layouts.py --cairn build/bin/cairn --data data/kjv
   /usr/bin/python3 bench/layouts.py --long-only    # just the context-parallel rows
+  /usr/bin/python3 bench/layouts.py --long-only --peer-only   # just cairn vs the peer at --peer-seq
 
 With --long (or --long-only), context parallelism on configs/gpt-kjv-long.yaml (the same model,
 one sequence of --long-seq tokens per step, activation checkpointing off): one process (cp 1),
@@ -168,6 +169,8 @@ def long_section(a):
         print(f"  {'pytorch (peer)':28s} {peer['step_s']:7.3f} {peer['tokens_per_s']:9.0f} {1:8.2f}x")
         print(f"  {'cairn':28s} {step:7.3f} {tps:9.0f} {tps / peer['tokens_per_s']:7.2f}x")
         sys.stdout.flush()
+        if a.peer_only:
+            return
         print(f"\ncairn at {seq} tokens (world = cp; cp 4 runs four workers on {benchlib.cores()} cores)")
         print(f"  {'layout':28s} {'threads':>7s} {'step s':>7s} {'tokens/s':>9s} {'peak RSS MB':>12s}"
               f" {'vs cp1':>7s} {'cp wait s':>10s} {'sent MB':>8s}")
@@ -202,6 +205,8 @@ def main():
     p.add_argument("--long-seq", type=int, default=16384, help="the context-parallel rows' length")
     p.add_argument("--long-steps", type=int, default=2, help="timed steps per context-parallel row")
     p.add_argument("--peer-seq", type=int, default=4096, help="the length of the one-process comparison")
+    p.add_argument("--peer-only", action="store_true",
+                   help="with --long-only: only the one-process comparison with the peer")
     a = p.parse_args()
     if a.long_only:
         print(benchlib.machine_line())

@@ -391,6 +391,13 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
     journal.reset();
   }
 
+  // What a call's body answers: its status, and whether the reply hands out a round.
+  struct Reply {
+    Reply(grpc::Status s, bool h = false) : status(std::move(s)), hands_round(h) {}  // NOLINT
+    grpc::Status status;
+    bool hands_round;
+  };
+
   // Checks the token, runs `body` under the lock and queues what it changed for the journal;
   // answers once its own records are on disk and, when it hands out a round, that round's
   // record too (a group commit: concurrent calls share one write and fsync, none waits for the
@@ -405,13 +412,6 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
   // `node_id` names the node calling, when the call is one (Join, Heartbeat): refused because
   // the master is busy, the call still shows the node alive, so waiting on a busy master does
   // not count against it.
-  // What a call's body answers: its status, and whether the reply hands out a round.
-  struct Reply {
-    Reply(grpc::Status s, bool h = false) : status(std::move(s)), hands_round(h) {}  // NOLINT
-    grpc::Status status;
-    bool hands_round;
-  };
-
   template <class Body>
   grpc::ServerUnaryReactor* serve(grpc::CallbackServerContext* ctx, const char* method,
                                   const std::string& node_id, Body&& body) {
@@ -509,9 +509,10 @@ struct MasterServer::Impl final : public v1::Master::CallbackService {
       state.tick(now);
       checks.tick(state, now);
       const uint64_t ticket = queue_locked();
+      const bool to_log = !log_pending.empty();
       // The journal write and the shard service (its own lock): rendezvous calls need not wait.
       mu.unlock();
-      flush_log();
+      if (to_log) flush_log();
       (void)commits->wait(ticket);
       {
         core::MutexLock shard_lock(shard_mu);
