@@ -126,8 +126,9 @@ struct SplitSequence : torch::autograd::Function<SplitSequence> {
 };
 
 // The vocabulary-parallel fused linear + cross-entropy (see the header), chunk by chunk of
-// rows: the chunk's logits on this rank's rows, each row's maximum reduced over the group, then
-// its sum of exponentials and target logit (one collective of 2n values), its loss; then, when
+// rows: the chunk's logits on this rank's rows and their local softmax, each row's maximum
+// reduced over the group, then its sum of exponentials and target logit (one collective of 2n
+// values), its loss; then, when
 // a gradient is wanted, the same logits turned into softmax - one_hot and multiplied back into
 // the gradients of h (this rank's share) and w (its rows). No logits are recomputed.
 struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossEntropy> {
@@ -160,18 +161,34 @@ struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossE
       auto z = torch::mm(hc, wt);   // (n, Vl)
       if (z.scalar_type() != torch::kFloat) z = z.to(torch::kFloat);
       if (real < Vl) z.narrow(1, real, Vl - real).fill_(neg_inf);  // padding: no probability
-      auto m = real > 0 ? std::get<0>(z.max(1)) : torch::full({n}, neg_inf, fopt);  // (n)
-      if (active(g)) g->allreduce_max(m);  // the row maximum over the whole vocabulary
       auto tc = local_tgt.narrow(0, r, n);
       auto mc = mine.narrow(0, r, n), vc = valid.narrow(0, r, n);
       auto picked = z.gather(1, tc).squeeze(1).masked_fill(mc.logical_not(), 0);  // (n)
-      auto p = z.sub_(m.unsqueeze(1)).exp_();        // (n, Vl): exp(z - max), in place
-      auto sums = torch::stack({p.sum(1), picked});  // (2, n): sum of exponentials, target logit
+      // This rank's softmax in place (one pass per row, the row in cache): p_l = exp(z - m_l)
+      // / s_l with m_l the row's local maximum and s_l = 1 / p_l at that maximum. The whole
+      // vocabulary's softmax is then p_l scaled by f = s_l exp(m_l - M) / S (M the maximum over
+      // the group, S the sum of every rank's s_l exp(m_l - M)): three passes over the chunk
+      // (maximum, softmax, scaling) instead of one per element-wise operation.
+      torch::Tensor m, share;  // (n)
+      if (real > 0) {
+        auto [mx, arg] = z.max(1);
+        at::_softmax_out(z, z, 1, false);
+        m = mx;
+        share = z.gather(1, arg.unsqueeze(1)).squeeze(1).reciprocal_();  // s_l
+      } else {  // a rank holding padding only: no probability, nothing to the sums
+        m = torch::full({n}, neg_inf, fopt);
+        share = torch::zeros({n}, fopt);
+        z.zero_();
+      }
+      auto big = m.clone();
+      if (active(g)) g->allreduce_max(big);  // M, the row maximum over the whole vocabulary
+      share.mul_(m.sub_(big).exp_());         // s_l exp(m_l - M)
+      auto sums = torch::stack({share, picked});  // (2, n): sum of exponentials, target logit
       if (active(g)) g->allreduce(sums);
       auto s = sums[0], t = sums[1];
-      total.add_(s.log().add_(m).sub_(t).masked_fill_(vc.logical_not(), 0).sum(torch::kDouble));
+      total.add_(s.log().add_(big).sub_(t).masked_fill_(vc.logical_not(), 0).sum(torch::kDouble));
       if (!any_grad) continue;
-      p.div_(s.unsqueeze(1));  // softmax
+      auto p = z.mul_(share.div_(s).unsqueeze(1));  // the whole vocabulary's softmax
       p.scatter_add_(1, tc, mc.to(torch::kFloat).neg().unsqueeze(1));
       model::add_chunk_gradients(p, vc, hc, w, gh, gw, r, inv);
     }

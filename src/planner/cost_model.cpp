@@ -47,7 +47,8 @@ double state_bytes_per_param(int zero_stage, int d) {
 std::string Cost::bottleneck() const {
   const std::pair<const char*, double> terms[] = {
       {"recompute", recompute_s}, {"tp communication", tp_s}, {"cp communication", cp_s},
-      {"dp communication", dp_s}, {"pipeline sends", pp_s},   {"pipeline bubble", bubble_s}};
+      {"dp communication", dp_s}, {"pipeline sends", pp_s},   {"pipeline bubble", bubble_s},
+      {"optimizer", optimizer_s}};
   const char* best = "compute";
   double most = 0.1 * compute_s;
   for (const auto& [name, s] : terms)
@@ -338,6 +339,11 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
         k.dp_s = hidden * (rs + 2 * double(m) * rs);
     }
 
+    // The optimizer step over the parameters this rank updates (its 1/D of them under ZeRO),
+    // memory-bound: the measured time per parameter (none without a model profile).
+    if (w.measured)
+      k.optimizer_s = w.measured->optimizer_per_param * params / (l.zero >= 1 ? double(D) : 1.0);
+
     // Pipeline: each micro-batch's activation in and its gradient out per chunk boundary.
     if (pp > 1) k.pp_s = double(m) * v * 2 * (boundary / pp_link.bandwidth + pp_link.latency);
     all.push_back(k);
@@ -411,7 +417,7 @@ std::string why_faster(const Cost& a, const Cost& b) {
       {"compute", a.compute_s, b.compute_s},      {"recompute", a.recompute_s, b.recompute_s},
       {"tp communication", a.tp_s, b.tp_s},       {"cp communication", a.cp_s, b.cp_s},
       {"dp communication", a.dp_s, b.dp_s},       {"pipeline sends", a.pp_s, b.pp_s},
-      {"pipeline bubble", a.bubble_s, b.bubble_s}};
+      {"pipeline bubble", a.bubble_s, b.bubble_s}, {"optimizer", a.optimizer_s, b.optimizer_s}};
   const char* name = "compute";
   double gain = 0, ta = a.compute_s, tb = b.compute_s;
   for (const auto& [n, x, y] : terms)
@@ -442,6 +448,7 @@ std::string explain(const Candidate& c, const Cost& k) {
   line("dp communication", k.dp_s);
   line("pipeline sends", k.pp_s);
   line("pipeline bubble", k.bubble_s);
+  line("optimizer", k.optimizer_s);
   std::snprintf(buf, sizeof(buf), "  %-18s %10.4f s  (%.0f tokens/s)\n", "step", k.step_s(),
                 k.tokens_per_s);
   o << buf;

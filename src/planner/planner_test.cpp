@@ -331,6 +331,27 @@ TEST(Planner, APipelinesLastStageHoldsItsOwnCopyOfTheTiedTable) {
   EXPECT_GE(stages[1].param_bytes, 4 * 500 * 64) << "the head's table";
 }
 
+TEST(Planner, TheOptimizerStepCostsItsMeasuredTimePerParameterARankUpdates) {
+  Workload w = Tiny();
+  double held = 0;
+  for (const model::ParamSpec& s : model::param_specs(w.model)) {
+    double n = 1;
+    for (int64_t d : s.shape) n *= double(d);
+    held += n;
+  }
+  const Cluster c = TwoNodes();
+  const Candidate ddp{parallel::Plan::data_parallel(2, 4, 0), 4};
+  const Candidate zero1{parallel::Plan::data_parallel(2, 4, 1), 4};
+  EXPECT_EQ(estimate(w, c, ddp).optimizer_s, 0) << "FLOPs alone say nothing of memory traffic";
+  w.measured = MeasuredModel{};
+  w.measured->optimizer_per_param = 2e-9;
+  const Cost k = estimate(w, c, ddp);
+  EXPECT_DOUBLE_EQ(k.optimizer_s, 2e-9 * held);  // every rank updates every parameter
+  EXPECT_DOUBLE_EQ(estimate(w, c, zero1).optimizer_s, 2e-9 * held / 2);  // its shard
+  EXPECT_DOUBLE_EQ(k.step_s(), k.compute_s + k.dp_s + k.optimizer_s);
+  EXPECT_NE(explain(ddp, k).find("optimizer"), std::string::npos);
+}
+
 TEST(Planner, ThePictureDrawsEachStagesTimeAndMemory) {
   const Workload w = Tiny();
   const Candidate pp2 = KeptLayoutWithPp(w, 4, 2);

@@ -79,6 +79,19 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
   auto back = load_model_profile(path, m);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_DOUBLE_EQ(back->block.per_token, p->fit.block.per_token);
+  EXPECT_GT(p->fit.optimizer_per_param, 0);
+  EXPECT_DOUBLE_EQ(back->optimizer_per_param, p->fit.optimizer_per_param);
+  {  // A profile written before optimizer steps were timed is refused, saying what to do.
+    nlohmann::json old = model_profile_to_json(*p, m);
+    old["fit"].erase("optimizer");
+    std::ofstream(dir + "/old.json") << old.dump();
+    EXPECT_NE(load_model_profile(dir + "/old.json", m)
+                  .status()
+                  .message()
+                  .find("fit.optimizer: missing (a profile from before optimizer steps were timed: "
+                        "run cairn plan profile-model again)"),
+              std::string::npos);
+  }
   model::ModelConfig deeper = m;  // the parts are per block: any depth
   deeper.n_layer = 12;
   EXPECT_TRUE(load_model_profile(path, deeper).ok());

@@ -12,6 +12,7 @@
 #include "cairn/core/fs.h"
 #include "cairn/core/malloc_tuning.h"
 #include "cairn/model/language_model.h"
+#include "cairn/parallel/data_parallel.h"
 #include "cairn/planner/profile.h"
 
 namespace cairn::planner {
@@ -74,6 +75,32 @@ Timed time_part(model::LanguageModel& m, const std::string& part, int64_t batch,
   // (they run throughout), without the pauses another tenant of the machine adds now and then.
   return {*std::min_element(fwd.begin(), fwd.end()), *std::min_element(bwd.begin(), bwd.end()),
           median(act)};
+}
+
+// Seconds per parameter of the trainer's optimizer step over `m`'s parameters (one process's
+// DataParallel: the gradients' norm and clipping, AdamW, zeroing), the fastest of repetitions
+// for about `seconds` (at least 3 after one warm-up). Takes over the model's parameters.
+double time_optimizer(model::LanguageModel& m, double seconds) {
+  parallel::DataParallel::NamedParams params;
+  int64_t n = 0;
+  for (const auto& p : m.named_parameters()) {
+    params.emplace_back(p.key(), p.value());
+    n += p.value().numel();
+  }
+  parallel::DataParallel dp(
+      std::move(params), [](const std::string&, const torch::Tensor&) { return true; }, nullptr,
+      parallel::DataParallelOptions{});
+  std::vector<double> times;
+  const auto start = Clock::now();
+  for (int rep = 0; rep < 1000; ++rep) {
+    if (rep > 3 && since(start) > seconds) break;
+    const auto t0 = Clock::now();
+    dp.clip_grad_norm(1.0);
+    dp.step(1e-4);
+    dp.zero_grad();
+    if (rep > 0) times.push_back(since(t0));
+  }
+  return *std::min_element(times.begin(), times.end()) / double(std::max<int64_t>(n, 1));
 }
 
 double num(const json& j, const std::string& where, const char* key) {
@@ -172,6 +199,7 @@ Result<ModelProfile> profile_model(const model::ModelConfig& config, int ranks,
   const int blas_before = core::blas_num_threads();
   core::set_blas_num_threads(1);  // one core per rank, as the workers run
   std::vector<std::vector<ModelProfile::Point>> per_rank(static_cast<size_t>(ranks));
+  std::vector<double> optimizer(static_cast<size_t>(ranks), 0.0);
   std::vector<std::string> errors(static_cast<size_t>(ranks));
   {
     std::vector<std::thread> threads;
@@ -187,6 +215,7 @@ Result<ModelProfile> profile_model(const model::ModelConfig& config, int ranks,
                 per_rank[size_t(r)].push_back(
                     {part, B, T, t.forward_s, t.backward_s, t.activation_bytes});
               }
+          optimizer[size_t(r)] = time_optimizer(*m, seconds);
         } catch (const std::exception& e) {
           errors[size_t(r)] = e.what();
         }
@@ -223,6 +252,7 @@ Result<ModelProfile> profile_model(const model::ModelConfig& config, int ranks,
   p.fit.head = fit("head", false);
   p.fit.embedding_forward = fit("embedding", true);
   p.fit.head_forward = fit("head", true);
+  p.fit.optimizer_per_param = *std::max_element(optimizer.begin(), optimizer.end());
   return p;
 }
 
@@ -263,7 +293,8 @@ json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& m) {
             {"block_forward", part_json(p.fit.block_forward)},
             {"head", part_json(p.fit.head)},
             {"embedding_forward", part_json(p.fit.embedding_forward)},
-            {"head_forward", part_json(p.fit.head_forward)}}},
+            {"head_forward", part_json(p.fit.head_forward)},
+            {"optimizer", {{"per_param_s", p.fit.optimizer_per_param}}}}},
           {"points", points}};
 }
 
@@ -300,6 +331,13 @@ Result<MeasuredModel> load_model_profile(const std::string& path, const model::M
     part("head", &mm.head);
     part("embedding_forward", &mm.embedding_forward);
     part("head_forward", &mm.head_forward);
+    if (!fit.contains("optimizer"))
+      throw std::runtime_error(
+          "fit.optimizer: missing (a profile from before optimizer steps were timed: run cairn "
+          "plan profile-model again)");
+    mm.optimizer_per_param = num(fit.at("optimizer"), path + ".fit.optimizer", "per_param_s");
+    if (!(mm.optimizer_per_param >= 0))
+      throw std::runtime_error("fit.optimizer: negative time");
     return mm;
   } catch (const std::exception& e) {
     return Status::InvalidArgument(path + ": " + e.what());

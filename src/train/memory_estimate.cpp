@@ -91,10 +91,13 @@ MemoryEstimate estimate_memory(const MemoryEstimateInput& in) {
       ring > 1 ? 3 * 4 * B * heads * std::min(256.0, T / ring) * (T / ring) : 0;
   const double boundary = 4 * tokens * C / (in.sequence_parallel ? tp : 1);  // a block's input
   const double saved = in.activation_checkpointing ? L * boundary + block : L * block;
-  // Transients: the chunked head + loss (a chunk of logits and its gradient, its vocabulary
-  // rows under tp) and the embedding output; ZeRO-3 also gathers one block's parameters.
+  // Transients: the chunked head + loss (one chunk of logits, its vocabulary rows under tp,
+  // turned into its gradient in place; the table's gradient, which the fused loss computes in
+  // forward and keeps for backward) and the embedding output with its gradient; ZeRO-3 also
+  // gathers one block's parameters.
   const double head_rows = double(model::head_chunk_rows(int64_t(V / tp)));
-  const double head = 2 * 4 * std::min(tokens, head_rows) * V / tp + 4 * tokens * C * 2;
+  const double head =
+      4 * std::min(tokens, head_rows) * V / tp + 4 * V * C / tp + 4 * tokens * C * 2;
   const double gathered = in.zero_stage >= 3 ? 2 * 4 * P / (L > 0 ? L : 1) : 0;
   e.activation_bytes = saved + std::max(head, ring_block) + gathered;
   return e;

@@ -73,6 +73,10 @@ struct PartTime {
 struct MeasuredModel {
   PartTime embedding, block, head;                          // forward + backward
   PartTime embedding_forward, block_forward, head_forward;  // forward (what a recompute runs)
+  // Seconds per parameter of one optimizer step over a rank's parameters: the gradients' norm
+  // and clipping, the AdamW update and the zeroing of the gradients (memory-bound: time in
+  // proportion to the parameters a rank updates).
+  double optimizer_per_param = 0;
 };
 
 struct Workload {
@@ -99,7 +103,10 @@ struct Cost {
   double dp_s = 0;         // gradient reduction (and ZeRO gathers) left exposed
   double pp_s = 0;         // activations and gradients sent between stages
   double bubble_s = 0;     // the stage idle in the pipeline's fill and drain
-  double step_s() const { return compute_s + recompute_s + tp_s + cp_s + dp_s + pp_s + bubble_s; }
+  double optimizer_s = 0;  // the update of the rank's parameters (measured model only)
+  double step_s() const {
+    return compute_s + recompute_s + tp_s + cp_s + dp_s + pp_s + bubble_s + optimizer_s;
+  }
   // Per device, on the stage that holds the most.
   double param_bytes = 0, grad_bytes = 0, optimizer_bytes = 0, activation_bytes = 0,
          buffer_bytes = 0;  // buffers: transients and the cluster's runtime_bytes

@@ -61,7 +61,7 @@ struct ModelProfile {
     double activation_bytes = 0;           // block: kept by the forward
   };
   std::vector<Point> points;
-  MeasuredModel fit;
+  MeasuredModel fit;  // fit.optimizer_per_param: the fastest update of the slowest rank
   // Fits fixed + a x tokens + b x tokens x T to (tokens, T, seconds) by least squares with
   // every term >= 0; b = 0 when every point has the same T. REQUIRES: points of at least 2
   // distinct token counts.
@@ -76,7 +76,7 @@ Result<ModelProfile> profile_model(const model::ModelConfig& model, int ranks,
 
 // {"model": {...}, "ranks": n, "fit": {"embedding": {"fixed_s", "per_token_s",
 // "per_token_pos_s"}, "block": ..., "head": ..., and the forwards alone: "embedding_forward",
-// "block_forward", "head_forward"}, "points": [...]}
+// "block_forward", "head_forward", "optimizer": {"per_param_s"}}, "points": [...]}
 nlohmann::json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& model);
 // The fit of a model profile file, checked against the job's model (another model's profile is
 // refused naming the field that differs).
