@@ -59,7 +59,8 @@ Result<Cluster> cluster_from_json(const std::string& text, const std::string& wh
   CAIRN_RETURN_IF_ERROR(
       unknown_keys(j, what,
                    {"name", "source", "nodes", "devices_per_node", "memory_gb", "peak_tflops",
-                    "efficiency", "intra", "inter", "dp_overlap", "runtime_gb", "measured"}));
+                    "efficiency", "intra", "inter", "dp_overlap", "runtime_gb", "cores_per_node",
+                    "measured"}));
   if (auto m = j.find("measured"); m != j.end() && !m->is_object())
     return Status::InvalidArgument(what + ".measured: not an object");
   Cluster c;
@@ -83,6 +84,11 @@ Result<Cluster> cluster_from_json(const std::string& text, const std::string& wh
   double runtime_gb = 0;
   CAIRN_RETURN_IF_ERROR(number(j, what, "runtime_gb", 0, 1e6, false, &runtime_gb));
   c.runtime_bytes = runtime_gb * double(1ull << 30);
+  double cores = 0;
+  CAIRN_RETURN_IF_ERROR(number(j, what, "cores_per_node", 0, 1 << 20, false, &cores));
+  if (cores != double(int64_t(cores)))
+    return Status::InvalidArgument(what + ".cores_per_node: a whole number");
+  c.cores_per_node = int(cores);
   CAIRN_RETURN_IF_ERROR(link(j, what, "intra", &c.intra));
   CAIRN_RETURN_IF_ERROR(link(j, what, "inter", &c.inter));
   c.nodes = int(nodes);

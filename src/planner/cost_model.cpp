@@ -48,7 +48,7 @@ std::string Cost::bottleneck() const {
   const std::pair<const char*, double> terms[] = {
       {"recompute", recompute_s}, {"tp communication", tp_s}, {"cp communication", cp_s},
       {"dp communication", dp_s}, {"pipeline sends", pp_s},   {"pipeline bubble", bubble_s},
-      {"optimizer", optimizer_s}};
+      {"waiting for a core", core_wait_s}, {"optimizer", optimizer_s}};
   const char* best = "compute";
   double most = 0.1 * compute_s;
   for (const auto& [name, s] : terms)
@@ -175,6 +175,18 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
   const Link& dp_link = link_for(cluster, int64_t(l.dp) * cp * tp);
   const Link& pp_link = link_for(cluster, 2 * int64_t(l.dp) * cp * tp);
 
+  // A model profile's part times: those measured at this tp degree (a rank's time with its
+  // slices and collectives), else the whole parts' split evenly over tp.
+  const MeasuredParts* parts = w.measured ? &*w.measured : nullptr;
+  double split = tp;
+  if (w.measured && tp > 1) {
+    auto it = w.measured->tensor_parallel.find(tp);
+    if (it != w.measured->tensor_parallel.end()) {
+      parts = &it->second;
+      split = 1;
+    }
+  }
+
   // One block's activations kept for backward per micro-batch, and a checkpointed block's
   // (its input); the same count as the trainer's start-up memory check.
   const bool ring = l.cp_kind == parallel::ContextParallelKind::kRing && cp > 1;
@@ -211,13 +223,13 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     if (first) cost += sc.embedding;
     if (last) cost += sc.head;
     Cost k;
-    if (w.measured) {  // this machine's times of the parts, split over tp
-      const MeasuredModel& mm = *w.measured;
+    if (parts) {  // this machine's times of the parts
+      const MeasuredParts& mm = *parts;
       k.compute_s =
           double(m) *
           (double(blocks) * mm.block.at(tokens, T) + (first ? mm.embedding.at(tokens, T) : 0) +
            (last ? mm.head.at(tokens, T) : 0)) /
-          tp;
+          split;
     } else {
       k.compute_s = double(m) * tokens * cost / tp / flops;
     }
@@ -284,14 +296,14 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     // Checkpointed blocks run their forward again; under ZeRO-3 every stage does (each
     // gathers its parameters again in backward and recomputes without a kept graph).
     const int64_t again = l.zero >= 3 ? blocks : ckpt;
-    if (w.measured) {
-      const MeasuredModel& mm = *w.measured;
-      k.recompute_s = double(m) * double(again) * mm.block_forward.at(tokens, T) / tp;
+    if (parts) {
+      const MeasuredParts& mm = *parts;
+      k.recompute_s = double(m) * double(again) * mm.block_forward.at(tokens, T) / split;
       if (l.zero >= 3)
         k.recompute_s += double(m) *
                          ((first ? mm.embedding_forward.at(tokens, T) : 0) +
                           (last ? mm.head_forward.at(tokens, T) : 0)) /
-                         tp;
+                         split;
     } else {
       const double extras = l.zero >= 3 ? (first ? sc.embedding : 0) + (last ? sc.head : 0) : 0;
       k.recompute_s = double(m) * tokens * (double(again) * sc.block + extras) / 3 / tp / flops;
@@ -301,7 +313,8 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     // backward (or as many all-gathers + reduce-scatters under sequence parallelism, the same
     // bytes), 2 more in a checkpointed block's recompute; the embedding's 2.
     const double act_bytes = 4 * tokens * C;
-    const double ar = tp > 1 ? allreduce_s(act_bytes, tp, tp_link) : 0;
+    // Measured at this degree: already in the parts' times.
+    const double ar = tp > 1 && split > 1 ? allreduce_s(act_bytes, tp, tp_link) : 0;
     k.tp_s = double(m) * ar * (4.0 * blocks + 2.0 * ckpt + (first ? 2 : 0));
 
     // Context parallelism per block: the ring passes key/value blocks (cp - 1 hops forward; in
@@ -310,7 +323,7 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     // backward) are exposed.
     if (cp > 1) {
       const double attn_s =  // one block's, fwd + bwd
-          w.measured ? tokens * T * w.measured->block.per_token_pos / tp
+          parts ? tokens * T * parts->block.per_token_pos / split
                      : tokens * 12 * T * C / tp / flops;
       double comm = 0;
       if (ring) {
@@ -355,8 +368,27 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
   auto busy = [](const Cost& k) { return k.compute_s + k.recompute_s + k.tp_s + k.cp_s; };
   double busy_sum = 0;
   for (const Cost& k : all) busy_sum += busy(k);
+  // Devices sharing fewer cores (a profile of more ranks than this machine has cores): the
+  // parts were timed with every rank running, each on share = cores / devices of a core. A rank
+  // that waits gives its core to the others, so a stage takes the longer of its own path at a
+  // core's full speed (its busy time and bubble x share) and the node's work over its cores
+  // (every stage holds the same number of ranks: the mean stage's busy time at the shared
+  // speed, scaled by the part of the node the job fills); core_wait_s is the difference.
+  const int per_node = cluster.devices_per_node;
+  const bool shared = cluster.cores_per_node > 0 && cluster.cores_per_node < per_node;
+  const double share = shared ? double(cluster.cores_per_node) / per_node : 1;
+  const double world = double(pp) * l.dp * cp * tp;
+  const double node_floor = busy_sum / pp * std::min(world, double(per_node)) / per_node;
   for (Cost& k : all) {
     k.bubble_s = pp > 1 ? pipe.idle_per_busy * (busy_sum - busy(k)) / (pp - 1) : 0;
+    if (shared) {
+      k.compute_s *= share;
+      k.recompute_s *= share;
+      k.tp_s *= share;
+      k.cp_s *= share;
+      k.bubble_s *= share;
+      k.core_wait_s = std::max(0.0, node_floor - (busy(k) + k.bubble_s));
+    }
     if (stages) stages->push_back(k);
     if (k.step_s() > worst_step) {
       worst_step = k.step_s();
@@ -417,7 +449,8 @@ std::string why_faster(const Cost& a, const Cost& b) {
       {"compute", a.compute_s, b.compute_s},      {"recompute", a.recompute_s, b.recompute_s},
       {"tp communication", a.tp_s, b.tp_s},       {"cp communication", a.cp_s, b.cp_s},
       {"dp communication", a.dp_s, b.dp_s},       {"pipeline sends", a.pp_s, b.pp_s},
-      {"pipeline bubble", a.bubble_s, b.bubble_s}, {"optimizer", a.optimizer_s, b.optimizer_s}};
+      {"pipeline bubble", a.bubble_s, b.bubble_s}, {"optimizer", a.optimizer_s, b.optimizer_s},
+      {"waiting for a core", a.core_wait_s, b.core_wait_s}};
   const char* name = "compute";
   double gain = 0, ta = a.compute_s, tb = b.compute_s;
   for (const auto& [n, x, y] : terms)
@@ -448,6 +481,7 @@ std::string explain(const Candidate& c, const Cost& k) {
   line("dp communication", k.dp_s);
   line("pipeline sends", k.pp_s);
   line("pipeline bubble", k.bubble_s);
+  line("waiting for a core", k.core_wait_s);
   line("optimizer", k.optimizer_s);
   std::snprintf(buf, sizeof(buf), "  %-18s %10.4f s  (%.0f tokens/s)\n", "step", k.step_s(),
                 k.tokens_per_s);

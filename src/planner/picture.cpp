@@ -55,6 +55,7 @@ constexpr Part kTime[] = {{"compute", "#4878d0"},
                           {"dp", "#956cb4"},
                           {"pipeline sends", "#8c613c"},
                           {"pipeline bubble", "#bbbbbb"},
+                          {"waiting for a core", "#dddddd"},
                           {"optimizer", "#6acc64"}};
 constexpr Part kMemory[] = {{"parameters", "#4878d0"},
                             {"gradients", "#6acc64"},
@@ -95,7 +96,8 @@ std::string plan_svg(const Candidate& c, const std::vector<Cost>& stages, double
     const double y = top + row * s;
     o << "<text x=\"10\" y=\"" << num(y + bar - 4) << "\">stage " << s << "</text>\n";
     const double times[] = {k.compute_s, k.recompute_s, k.tp_s, k.cp_s,
-                            k.dp_s,      k.pp_s,        k.bubble_s, k.optimizer_s};
+                            k.dp_s,      k.pp_s,        k.bubble_s, k.core_wait_s,
+                            k.optimizer_s};
     static_assert(std::size(times) == std::size(kTime));
     double x = x_time;
     o << "<g class=\"time\" data-stage=\"" << s << "\" data-step-s=\"" << fmt("%.6g", k.step_s())

@@ -352,6 +352,38 @@ TEST(Planner, TheOptimizerStepCostsItsMeasuredTimePerParameterARankUpdates) {
   EXPECT_NE(explain(ddp, k).find("optimizer"), std::string::npos);
 }
 
+// Two devices on one core: a pipeline stage that waits gives the core to the other, so the
+// step is the node's work (the stages' mean busy time at the shared speed) or a stage's own
+// path at the full speed, whichever is longer; without a pipeline nothing changes.
+TEST(Planner, RanksSharingCoresFillEachOthersBubbles) {
+  const Workload w = Tiny();
+  Cluster own = TwoNodes();
+  Cluster shared = own;
+  shared.cores_per_node = 1;
+  const Candidate dp2{parallel::Plan::data_parallel(2, w.model.n_layer), 4};
+  const Cost a = estimate(w, own, dp2), b = estimate(w, shared, dp2);
+  EXPECT_NEAR(b.step_s(), a.step_s(), 1e-12 * a.step_s());
+  EXPECT_NEAR(b.compute_s, a.compute_s / 2, 1e-15);
+  EXPECT_NEAR(b.core_wait_s, a.compute_s / 2, 1e-15);
+
+  const Candidate pp2 = KeptLayoutWithPp(w, 2, 2);
+  std::vector<Cost> alone, sharing;
+  estimate_stages(w, own, pp2, &alone);
+  estimate_stages(w, shared, pp2, &sharing);
+  ASSERT_EQ(alone.size(), 2u);
+  ASSERT_EQ(sharing.size(), 2u);
+  auto busy = [](const Cost& k) { return k.compute_s + k.recompute_s + k.tp_s + k.cp_s; };
+  const double mean = (busy(alone[0]) + busy(alone[1])) / 2;
+  for (size_t s = 0; s < 2; ++s) {
+    const double own_path = (busy(alone[s]) + alone[s].bubble_s) / 2;
+    EXPECT_NEAR(busy(sharing[s]) + sharing[s].bubble_s + sharing[s].core_wait_s,
+                std::max(own_path, mean), 1e-12 * mean)
+        << "stage " << s;
+    EXPECT_NEAR(sharing[s].bubble_s, alone[s].bubble_s / 2, 1e-15) << "stage " << s;
+  }
+  EXPECT_LT(estimate(w, shared, pp2).step_s(), estimate(w, own, pp2).step_s());
+}
+
 TEST(Planner, ThePictureDrawsEachStagesTimeAndMemory) {
   const Workload w = Tiny();
   const Candidate pp2 = KeptLayoutWithPp(w, 4, 2);
@@ -411,6 +443,15 @@ TEST(Planner, ClusterFilesNameWhatIsWrong) {
   bad = good;
   bad.replace(bad.find("\"nodes\": 2"), 10, "\"nodes\": 2.5");
   EXPECT_NE(error(bad).find("whole numbers"), std::string::npos) << error(bad);
+  EXPECT_EQ(c->cores_per_node, 0) << "devices compute on their own unless told";
+  bad = good;
+  bad.replace(bad.find("\"nodes\": 2"), 10, "\"nodes\": 2, \"cores_per_node\": 1.5");
+  EXPECT_NE(error(bad).find("a.json.cores_per_node: a whole number"), std::string::npos)
+      << error(bad);
+  std::string two = good;
+  two.replace(two.find("\"nodes\": 2"), 10, "\"nodes\": 2, \"cores_per_node\": 2");
+  ASSERT_EQ(error(two), "ok");
+  EXPECT_EQ(cluster_from_json(two, "a.json")->cores_per_node, 2);
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 // Hardware profile (profile.h).
+#include <sched.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -110,6 +111,11 @@ Result<HardwareProfile> profile_hardware(int ranks, double seconds) {
   p.runtime_bytes =
       double(core::resident_bytes());  // the binary and libtorch loaded, no tensor yet
   p.ranks = ranks;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  p.cores = ::sched_getaffinity(0, sizeof(set), &set) == 0
+                ? CPU_COUNT(&set)
+                : int(std::max(1u, std::thread::hardware_concurrency()));
   p.gemm_n = 1024;
   const int blas_before = core::blas_num_threads();
   core::set_blas_num_threads(1);  // one core per rank, as the workers run
@@ -179,7 +185,8 @@ nlohmann::json profile_to_cluster(const HardwareProfile& p, const std::string& n
                              {"gemm_fp32_gflops", p.gemm_fp32_flops / 1e9},
                              {"gemm_bf16_gflops", p.gemm_bf16_flops / 1e9},
                              {"memcpy_gb_per_s", p.memcpy_bytes_per_s / 1e9},
-                             {"runtime_mb", p.runtime_bytes / 1e6}};
+                             {"runtime_mb", p.runtime_bytes / 1e6},
+                             {"cores", p.cores}};
   nlohmann::json table = nlohmann::json::array();
   for (const auto& pt : p.collectives)
     table.push_back({{"op", pt.op}, {"bytes", pt.bytes}, {"us", pt.seconds * 1e6}});
@@ -189,6 +196,7 @@ nlohmann::json profile_to_cluster(const HardwareProfile& p, const std::string& n
                          " ranks as threads of one process, GEMM and collectives on all at once"},
           {"nodes", 1},
           {"devices_per_node", p.ranks},
+          {"cores_per_node", p.cores},
           {"memory_gb", p.memory_bytes / double(1ull << 30)},
           {"peak_tflops", p.gemm_fp32_flops / 1e12},
           {"efficiency", efficiency},

@@ -43,6 +43,8 @@ TEST(ProfileHw, AShortProfileGivesACluster) {
   EXPECT_EQ(c->devices(), 2);
   EXPECT_DOUBLE_EQ(c->efficiency, 0.4);
   EXPECT_NEAR(c->peak_flops, p->gemm_fp32_flops, 1e-6 * p->gemm_fp32_flops);
+  EXPECT_GE(p->cores, 1);
+  EXPECT_EQ(c->cores_per_node, p->cores) << "the cores the ranks share, for the cost model";
   EXPECT_FALSE(profile_hardware(1, 0.1).ok());
 }
 
@@ -66,11 +68,16 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
   const model::ModelConfig m = testing::Tiny().model;
   auto p = profile_model(m, 2, {1, 2}, {16, 32}, 0.01);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
-  ASSERT_EQ(p->points.size(), 3u * 2u * 2u);  // 3 parts x 2 lengths x 2 sizes
+  // 3 parts x 2 lengths x 2 sizes, alone and tensor-parallel over the 2 ranks.
+  ASSERT_EQ(profiled_tp_degrees(m, 2), std::vector<int>{2});
+  ASSERT_EQ(p->points.size(), 2u * 3u * 2u * 2u);
   for (const auto& pt : p->points) {
-    EXPECT_GT(pt.forward_s, 0) << pt.part;
-    EXPECT_GT(pt.backward_s, 0) << pt.part;
+    EXPECT_GT(pt.forward_s, 0) << pt.part << " tp " << pt.tp;
+    EXPECT_GT(pt.backward_s, 0) << pt.part << " tp " << pt.tp;
   }
+  ASSERT_EQ(p->fit.tensor_parallel.count(2), 1u);
+  EXPECT_GT(p->fit.tensor_parallel.at(2).block.at(64, 32), 0);
+  EXPECT_TRUE(profiled_tp_degrees(m, 3).empty()) << "the heads do not split in 3";
   EXPECT_GT(p->fit.block.at(64, 32), 0);
   const std::string dir = ::testing::TempDir() + "/profile_model_test";
   std::filesystem::create_directories(dir);
@@ -81,6 +88,19 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
   EXPECT_DOUBLE_EQ(back->block.per_token, p->fit.block.per_token);
   EXPECT_GT(p->fit.optimizer_per_param, 0);
   EXPECT_DOUBLE_EQ(back->optimizer_per_param, p->fit.optimizer_per_param);
+  ASSERT_EQ(back->tensor_parallel.count(2), 1u);
+  EXPECT_DOUBLE_EQ(back->tensor_parallel.at(2).head.per_token,
+                   p->fit.tensor_parallel.at(2).head.per_token);
+  {  // A tp degree that is not one is named.
+    nlohmann::json bad = model_profile_to_json(*p, m);
+    bad["fit"]["tensor_parallel"]["one"] = bad["fit"]["tensor_parallel"]["2"];
+    std::ofstream(dir + "/bad.json") << bad.dump();
+    EXPECT_NE(load_model_profile(dir + "/bad.json", m)
+                  .status()
+                  .message()
+                  .find("fit.tensor_parallel: key \"one\" is not a tp degree of at least 2"),
+              std::string::npos);
+  }
   {  // A profile written before optimizer steps were timed is refused, saying what to do.
     nlohmann::json old = model_profile_to_json(*p, m);
     old["fit"].erase("optimizer");
@@ -131,6 +151,26 @@ TEST(ProfileModel, TheCostModelTakesItsComputeFromTheProfile) {
       2 * (mm.embedding.at(tokens, 64) + 4 * mm.block.at(tokens, 64) + mm.head.at(tokens, 64)),
       1e-12);
   EXPECT_EQ(k.recompute_s, 0);
+
+  // tp 2: without a measurement at that degree, the whole parts split in two plus the tp
+  // collectives; with one, its times as measured (their collectives in them), none added.
+  Candidate tp2{parallel::Plan::data_parallel(2, w.model.n_layer, 0), 4};
+  tp2.plan.mesh = comm::MeshShape{1, 1, 1, 2};
+  for (auto& layer : tp2.plan.layers) layer.tp = 2;
+  const Cost even = estimate(w, c, tp2);
+  EXPECT_NEAR(even.compute_s, k.compute_s / 2, 1e-12);
+  EXPECT_GT(even.tp_s, 0);
+  MeasuredParts at2;
+  at2.embedding = {2e-3, 1e-6, 0};
+  at2.block = {3e-3, 3e-6, 1e-8};
+  at2.head = {4e-3, 3e-6, 0};
+  w.measured->tensor_parallel[2] = at2;
+  const Cost measured = estimate(w, c, tp2);
+  EXPECT_NEAR(
+      measured.compute_s,
+      2 * (at2.embedding.at(tokens, 64) + 4 * at2.block.at(tokens, 64) + at2.head.at(tokens, 64)),
+      1e-12);
+  EXPECT_EQ(measured.tp_s, 0);
 }
 
 }  // namespace

@@ -7,12 +7,15 @@
 #include <set>
 #include <stdexcept>
 #include <thread>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include "cairn/core/blas_threads.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/malloc_tuning.h"
 #include "cairn/model/language_model.h"
+#include "cairn/comm/group.h"
 #include "cairn/parallel/data_parallel.h"
+#include "cairn/parallel/tensor_parallel.h"
 #include "cairn/planner/profile.h"
 
 namespace cairn::planner {
@@ -34,18 +37,27 @@ struct Timed {
   double forward_s = 0, backward_s = 0, activation_bytes = 0;
 };
 
+// Whether every rank of `tp` (null: this rank alone) says stop: the ranks of a tensor-parallel
+// group repeat together, their collectives paired.
+bool all_stop(bool stop, comm::Group* tp) {
+  if (!tp) return stop;
+  auto t = torch::tensor({stop ? 1.0f : 0.0f});
+  tp->allreduce_max(t);
+  return t.item<float>() > 0;
+}
+
 // One part's forward and backward at (batch, seq), repeated for about `seconds` (at least 3
 // times after one warm-up): the fastest of each. Activation bytes: the heap's growth over the
-// forward (median).
+// forward (median). Under tensor parallelism (`tp`), `m` holds this rank's slices.
 Timed time_part(model::LanguageModel& m, const std::string& part, int64_t batch, int64_t seq,
-                double seconds) {
+                double seconds, comm::Group* tp) {
   const int64_t C = m.config().n_embd, V = m.config().vocab_size;
   auto idx = torch::randint(V, {batch, seq}, torch::kLong);
   auto x = torch::randn({batch, seq, C});
   std::vector<double> fwd, bwd, act;
   const auto start = Clock::now();
   for (int rep = 0; rep < 1000; ++rep) {
-    if (rep > 3 && since(start) > seconds) break;
+    if (all_stop(rep > 3 && since(start) > seconds, tp)) break;
     m.zero_grad();
     auto in = x.detach().requires_grad_(part != "embedding");
     const int64_t heap = core::heap_bytes_in_use();
@@ -174,6 +186,95 @@ PartTime ModelProfile::fit_part(const std::vector<std::array<double, 3>>& points
   return best;
 }
 
+namespace {
+
+// Every part at every (B, T) on `ranks` threads at once, in groups of `tp` ranks that run the
+// parts tensor-parallel (tp 1: each rank alone): the points of the slowest rank. With
+// `optimizer`, each rank also times the optimizer step (tp 1 only); the slowest is returned.
+Result<std::vector<ModelProfile::Point>> time_ranks(const model::ModelConfig& one, int ranks,
+                                                    int tp, const std::vector<int64_t>& batches,
+                                                    const std::vector<int64_t>& seqs,
+                                                    double seconds, double* optimizer) {
+  std::vector<std::vector<ModelProfile::Point>> per_rank(static_cast<size_t>(ranks));
+  std::vector<double> opt(static_cast<size_t>(ranks), 0.0);
+  std::vector<std::string> errors(static_cast<size_t>(ranks));
+  std::vector<c10::intrusive_ptr<c10d::Store>> stores;
+  for (int g = 0; g < ranks / tp; ++g) stores.push_back(c10::make_intrusive<c10d::HashStore>());
+  {
+    std::vector<std::thread> threads;
+    for (int r = 0; r < ranks; ++r)
+      threads.emplace_back([&, r] {
+        try {
+          torch::set_num_threads(1);
+          auto m = model::build_model(one, 1234);
+          std::unique_ptr<comm::Group> group;
+          if (tp > 1) {
+            group = comm::Group::Create(stores[size_t(r / tp)], r % tp, tp, comm::GroupOptions{});
+            parallel::shard_for_tensor_parallel(*m, group.get(), /*sequence_parallel=*/false);
+          }
+          for (const char* part : {"embedding", "block", "head"})
+            for (int64_t T : seqs)
+              for (int64_t B : batches) {
+                const Timed t = time_part(*m, part, B, T, seconds, group.get());
+                per_rank[size_t(r)].push_back(
+                    {part, B, T, t.forward_s, t.backward_s, t.activation_bytes, tp});
+              }
+          if (optimizer) opt[size_t(r)] = time_optimizer(*m, seconds);
+        } catch (const std::exception& e) {
+          errors[size_t(r)] = e.what();
+        }
+      });
+    for (auto& t : threads) t.join();
+  }
+  for (const std::string& e : errors)
+    if (!e.empty()) return Status::Internal("profile-model: " + e);
+  // The slowest rank's time at each point (a step waits for the slowest); rank 0's memory
+  // (the heap is the process's: the ranks' allocations overlap, so the least is the closest).
+  std::vector<ModelProfile::Point> points;
+  for (size_t i = 0; i < per_rank[0].size(); ++i) {
+    ModelProfile::Point pt = per_rank[0][i];
+    for (const auto& rank : per_rank) {  // every rank measured the same points in order
+      pt.forward_s = std::max(pt.forward_s, rank[i].forward_s);
+      pt.backward_s = std::max(pt.backward_s, rank[i].backward_s);
+      pt.activation_bytes = std::min(pt.activation_bytes, rank[i].activation_bytes);
+    }
+    points.push_back(pt);
+  }
+  if (optimizer) *optimizer = *std::max_element(opt.begin(), opt.end());
+  return points;
+}
+
+// The six fits of one tp degree's points.
+MeasuredParts fit_parts(const std::vector<ModelProfile::Point>& points, int tp) {
+  auto fit = [&](const std::string& part, bool forward_only) {
+    // Only a block attends: the embedding's and the head's times do not grow with the
+    // sequence beyond its tokens (fitted with one T, no position term).
+    std::vector<std::array<double, 3>> pts;
+    for (const auto& pt : points)
+      if (pt.part == part && pt.tp == tp)
+        pts.push_back({double(pt.batch * pt.seq), part == "block" ? double(pt.seq) : 0.0,
+                       pt.forward_s + (forward_only ? 0 : pt.backward_s)});
+    return ModelProfile::fit_part(pts);
+  };
+  MeasuredParts f;
+  f.embedding = fit("embedding", false);
+  f.block = fit("block", false);
+  f.block_forward = fit("block", true);
+  f.head = fit("head", false);
+  f.embedding_forward = fit("embedding", true);
+  f.head_forward = fit("head", true);
+  return f;
+}
+
+}  // namespace
+
+std::vector<int> profiled_tp_degrees(const model::ModelConfig& config, int ranks) {
+  std::vector<int> out;
+  for (int t = 2; t <= ranks; ++t)
+    if (ranks % t == 0 && parallel::tp_unfit(config, t).empty()) out.push_back(t);
+  return out;
+}
+
 Result<ModelProfile> profile_model(const model::ModelConfig& config, int ranks,
                                    const std::vector<int64_t>& batches,
                                    const std::vector<int64_t>& seqs, double seconds) {
@@ -198,61 +299,24 @@ Result<ModelProfile> profile_model(const model::ModelConfig& config, int ranks,
   p.ranks = ranks;
   const int blas_before = core::blas_num_threads();
   core::set_blas_num_threads(1);  // one core per rank, as the workers run
-  std::vector<std::vector<ModelProfile::Point>> per_rank(static_cast<size_t>(ranks));
-  std::vector<double> optimizer(static_cast<size_t>(ranks), 0.0);
-  std::vector<std::string> errors(static_cast<size_t>(ranks));
-  {
-    std::vector<std::thread> threads;
-    for (int r = 0; r < ranks; ++r)
-      threads.emplace_back([&, r] {
-        try {
-          torch::set_num_threads(1);
-          auto m = model::build_model(one, 1234);
-          for (const char* part : {"embedding", "block", "head"})
-            for (int64_t T : seqs)
-              for (int64_t B : batches) {
-                const Timed t = time_part(*m, part, B, T, seconds);
-                per_rank[size_t(r)].push_back(
-                    {part, B, T, t.forward_s, t.backward_s, t.activation_bytes});
-              }
-          optimizer[size_t(r)] = time_optimizer(*m, seconds);
-        } catch (const std::exception& e) {
-          errors[size_t(r)] = e.what();
-        }
-      });
-    for (auto& t : threads) t.join();
+  double optimizer = 0;
+  auto alone = time_ranks(one, ranks, 1, batches, seqs, seconds, &optimizer);
+  std::vector<int> tps = profiled_tp_degrees(config, ranks);
+  std::vector<std::vector<ModelProfile::Point>> split;
+  Status status = alone.status();
+  for (int t : tps) {
+    if (!status.ok()) break;
+    auto pts = time_ranks(one, ranks, t, batches, seqs, seconds, nullptr);
+    status = pts.status();
+    if (pts.ok()) split.push_back(std::move(*pts));
   }
   core::set_blas_num_threads(blas_before);
-  for (const std::string& e : errors)
-    if (!e.empty()) return Status::Internal("profile-model: " + e);
-  // The slowest rank's time at each point (a step waits for the slowest); rank 0's memory
-  // (the heap is the process's: the ranks' allocations overlap, so the least is the closest).
-  for (size_t i = 0; i < per_rank[0].size(); ++i) {
-    ModelProfile::Point pt = per_rank[0][i];
-    for (const auto& rank : per_rank) {  // every rank measured the same points in order
-      pt.forward_s = std::max(pt.forward_s, rank[i].forward_s);
-      pt.backward_s = std::max(pt.backward_s, rank[i].backward_s);
-      pt.activation_bytes = std::min(pt.activation_bytes, rank[i].activation_bytes);
-    }
-    p.points.push_back(pt);
-  }
-  auto fit = [&](const std::string& part, bool forward_only) {
-    // Only a block attends: the embedding's and the head's times do not grow with the
-    // sequence beyond its tokens (fitted with one T, no position term).
-    std::vector<std::array<double, 3>> pts;
-    for (const auto& pt : p.points)
-      if (pt.part == part)
-        pts.push_back({double(pt.batch * pt.seq), part == "block" ? double(pt.seq) : 0.0,
-                       pt.forward_s + (forward_only ? 0 : pt.backward_s)});
-    return ModelProfile::fit_part(pts);
-  };
-  p.fit.embedding = fit("embedding", false);
-  p.fit.block = fit("block", false);
-  p.fit.block_forward = fit("block", true);
-  p.fit.head = fit("head", false);
-  p.fit.embedding_forward = fit("embedding", true);
-  p.fit.head_forward = fit("head", true);
-  p.fit.optimizer_per_param = *std::max_element(optimizer.begin(), optimizer.end());
+  CAIRN_RETURN_IF_ERROR(status);
+  p.points = std::move(*alone);
+  for (auto& pts : split) p.points.insert(p.points.end(), pts.begin(), pts.end());
+  static_cast<MeasuredParts&>(p.fit) = fit_parts(p.points, 1);
+  for (int t : tps) p.fit.tensor_parallel[t] = fit_parts(p.points, t);
+  p.fit.optimizer_per_param = optimizer;
   return p;
 }
 
@@ -282,7 +346,16 @@ json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& m) {
                       {"seq", pt.seq},
                       {"forward_us", pt.forward_s * 1e6},
                       {"backward_us", pt.backward_s * 1e6},
-                      {"activation_bytes", pt.activation_bytes}});
+                      {"activation_bytes", pt.activation_bytes},
+                      {"tp", pt.tp}});
+  json tensor_parallel = json::object();
+  for (const auto& [t, f] : p.fit.tensor_parallel)
+    tensor_parallel[std::to_string(t)] = {{"embedding", part_json(f.embedding)},
+                                          {"block", part_json(f.block)},
+                                          {"block_forward", part_json(f.block_forward)},
+                                          {"head", part_json(f.head)},
+                                          {"embedding_forward", part_json(f.embedding_forward)},
+                                          {"head_forward", part_json(f.head_forward)}};
   return {{"model", model_json(m)},
           {"ranks", p.ranks},
           {"source", "measured by cairn plan profile-model: " + std::to_string(p.ranks) +
@@ -294,7 +367,8 @@ json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& m) {
             {"head", part_json(p.fit.head)},
             {"embedding_forward", part_json(p.fit.embedding_forward)},
             {"head_forward", part_json(p.fit.head_forward)},
-            {"optimizer", {{"per_param_s", p.fit.optimizer_per_param}}}}},
+            {"optimizer", {{"per_param_s", p.fit.optimizer_per_param}}},
+            {"tensor_parallel", tensor_parallel}}},
           {"points", points}};
 }
 
@@ -316,26 +390,45 @@ Result<MeasuredModel> load_model_profile(const std::string& path, const model::M
     }
     MeasuredModel mm;
     const json& fit = j.at("fit");
-    auto part = [&](const char* name, PartTime* t) {
-      const std::string where = path + ".fit." + name;
-      const json& f = fit.at(name);
-      t->fixed = num(f, where, "fixed_s");
-      t->per_token = num(f, where, "per_token_s");
-      t->per_token_pos = num(f, where, "per_token_pos_s");
-      if (!(t->fixed >= 0 && t->per_token >= 0 && t->per_token_pos >= 0))
-        throw std::runtime_error(where + ": negative time");
+    auto parts = [&](const json& f, const std::string& where, MeasuredParts* out) {
+      auto part = [&](const char* name, PartTime* t) {
+        const std::string at = where + "." + name;
+        const json& x = f.at(name);
+        t->fixed = num(x, at, "fixed_s");
+        t->per_token = num(x, at, "per_token_s");
+        t->per_token_pos = num(x, at, "per_token_pos_s");
+        if (!(t->fixed >= 0 && t->per_token >= 0 && t->per_token_pos >= 0))
+          throw std::runtime_error(at + ": negative time");
+      };
+      part("embedding", &out->embedding);
+      part("block", &out->block);
+      part("block_forward", &out->block_forward);
+      part("head", &out->head);
+      part("embedding_forward", &out->embedding_forward);
+      part("head_forward", &out->head_forward);
     };
-    part("embedding", &mm.embedding);
-    part("block", &mm.block);
-    part("block_forward", &mm.block_forward);
-    part("head", &mm.head);
-    part("embedding_forward", &mm.embedding_forward);
-    part("head_forward", &mm.head_forward);
+    parts(fit, "fit", &mm);
+    if (fit.contains("tensor_parallel")) {
+      const json& tps = fit.at("tensor_parallel");
+      if (!tps.is_object()) throw std::runtime_error("fit.tensor_parallel: not an object");
+      for (auto it = tps.begin(); it != tps.end(); ++it) {
+        int t = 0;
+        const std::string& key = it.key();
+        if (key.empty() || key.size() > 4 ||
+            key.find_first_not_of("0123456789") != std::string::npos ||
+            (t = std::stoi(key)) < 2)
+          throw std::runtime_error("fit.tensor_parallel: key \"" + key +
+                                   "\" is not a tp degree of at least 2");
+        if (!it->is_object())
+          throw std::runtime_error("fit.tensor_parallel." + key + ": not an object");
+        parts(*it, "fit.tensor_parallel." + key, &mm.tensor_parallel[t]);
+      }
+    }
     if (!fit.contains("optimizer"))
       throw std::runtime_error(
           "fit.optimizer: missing (a profile from before optimizer steps were timed: run cairn "
           "plan profile-model again)");
-    mm.optimizer_per_param = num(fit.at("optimizer"), path + ".fit.optimizer", "per_param_s");
+    mm.optimizer_per_param = num(fit.at("optimizer"), "fit.optimizer", "per_param_s");
     if (!(mm.optimizer_per_param >= 0))
       throw std::runtime_error("fit.optimizer: negative time");
     return mm;

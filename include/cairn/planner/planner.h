@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,6 +48,11 @@ struct Cluster {
   Link intra, inter;         // within a node, across nodes
   double dp_overlap = 0.5;   // fraction of the gradient all-reduce hidden behind backward
   double runtime_bytes = 0;  // per device before any tensor: the framework's code and context
+  // CPU cores a node's devices share (a profile of ranks on this machine), 0 when each device
+  // computes on its own. With fewer cores than devices, a rank that waits (a pipeline's fill
+  // and drain) gives its core to the others: the cost model counts the node's work as well as
+  // each rank's critical path.
+  int cores_per_node = 0;
   int devices() const { return nodes * devices_per_node; }
 };
 
@@ -54,8 +60,8 @@ struct Cluster {
 //  "peak_tflops": 312, "efficiency": 0.45, "intra": {"gb_per_s": 300, "latency_us": 3},
 //  "inter": {"gb_per_s": 25, "latency_us": 10}, "dp_overlap": 0.6}
 // Every key but "source", "dp_overlap", "runtime_gb" (memory a worker holds before its first
-// tensor, counted in every plan's buffers) and "measured" (profile-hw's tables, kept for the
-// reader) is required; unknown keys and values out of range are refused naming the key.
+// tensor, counted in every plan's buffers), "cores_per_node" and "measured" (profile-hw's
+// tables, kept for the reader) is required; unknown keys and values out of range are refused naming the key.
 Result<Cluster> cluster_from_json(const std::string& text, const std::string& what);
 Result<Cluster> load_cluster(const std::string& path);
 
@@ -70,9 +76,14 @@ struct PartTime {
 
 // A model's parts timed on this machine (`cairn plan profile-model`), each rank of the
 // profile's running at once.
-struct MeasuredModel {
+struct MeasuredParts {
   PartTime embedding, block, head;                          // forward + backward
   PartTime embedding_forward, block_forward, head_forward;  // forward (what a recompute runs)
+};
+struct MeasuredModel : MeasuredParts {  // the parts on one rank each (tp 1)
+  // The parts run tensor-parallel, by tp degree: a rank's time with its slices and its
+  // collectives (the tp traffic is in these times, not costed again).
+  std::map<int, MeasuredParts> tensor_parallel;
   // Seconds per parameter of one optimizer step over a rank's parameters: the gradients' norm
   // and clipping, the AdamW update and the zeroing of the gradients (memory-bound: time in
   // proportion to the parameters a rank updates).
@@ -103,9 +114,11 @@ struct Cost {
   double dp_s = 0;         // gradient reduction (and ZeRO gathers) left exposed
   double pp_s = 0;         // activations and gradients sent between stages
   double bubble_s = 0;     // the stage idle in the pipeline's fill and drain
+  double core_wait_s = 0;  // waiting for a core the node's other ranks use (cores_per_node)
   double optimizer_s = 0;  // the update of the rank's parameters (measured model only)
   double step_s() const {
-    return compute_s + recompute_s + tp_s + cp_s + dp_s + pp_s + bubble_s + optimizer_s;
+    return compute_s + recompute_s + tp_s + cp_s + dp_s + pp_s + bubble_s + core_wait_s +
+           optimizer_s;
   }
   // Per device, on the stage that holds the most.
   double param_bytes = 0, grad_bytes = 0, optimizer_bytes = 0, activation_bytes = 0,

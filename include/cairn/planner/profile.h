@@ -16,6 +16,7 @@ namespace cairn::planner {
 
 struct HardwareProfile {
   int ranks = 0;
+  int cores = 0;  // the cores this process may run on (its CPU affinity)
   double gemm_fp32_flops = 0;  // per rank, every rank multiplying at once (fp32, n x n)
   double gemm_bf16_flops = 0;
   int64_t gemm_n = 0;
@@ -51,7 +52,9 @@ nlohmann::json profile_to_cluster(const HardwareProfile& p, const std::string& n
 // thread each, as workers share the cores) at a few micro-batch sizes and sequence lengths,
 // the fastest repetition of the slowest rank at each, and fitted: time = fixed + a x tokens
 // (+ b x tokens x T for a block, which attends). Activation memory per block is the heap's
-// growth over the forward (kept for backward).
+// growth over the forward (kept for backward). The parts are timed again tensor-parallel for
+// every tp degree of profiled_tp_degrees (the ranks in groups of tp, each group over its own
+// in-process Gloo group), and the optimizer step once per rank.
 struct ModelProfile {
   int ranks = 0;
   struct Point {
@@ -59,6 +62,7 @@ struct ModelProfile {
     int64_t batch = 0, seq = 0;
     double forward_s = 0, backward_s = 0;  // the fastest repetition, the slowest rank's
     double activation_bytes = 0;           // block: kept by the forward
+    int tp = 1;                            // run tensor-parallel over this many ranks
   };
   std::vector<Point> points;
   MeasuredModel fit;  // fit.optimizer_per_param: the fastest update of the slowest rank
@@ -68,6 +72,10 @@ struct ModelProfile {
   static PartTime fit_part(const std::vector<std::array<double, 3>>& points);
 };
 
+// The tp degrees a profile of `ranks` ranks times: every t > 1 dividing `ranks` that the
+// model's heads and MLP split into.
+std::vector<int> profiled_tp_degrees(const model::ModelConfig& model, int ranks);
+
 // Measures `model` (one block stands for all) at micro-batch sizes `batches` and sequence
 // lengths `seqs` (each <= model.block_size).
 Result<ModelProfile> profile_model(const model::ModelConfig& model, int ranks,
@@ -76,7 +84,8 @@ Result<ModelProfile> profile_model(const model::ModelConfig& model, int ranks,
 
 // {"model": {...}, "ranks": n, "fit": {"embedding": {"fixed_s", "per_token_s",
 // "per_token_pos_s"}, "block": ..., "head": ..., and the forwards alone: "embedding_forward",
-// "block_forward", "head_forward", "optimizer": {"per_param_s"}}, "points": [...]}
+// "block_forward", "head_forward", "optimizer": {"per_param_s"}, "tensor_parallel": {"2": {the
+// six parts}, ...}}, "points": [...]}
 nlohmann::json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& model);
 // The fit of a model profile file, checked against the job's model (another model's profile is
 // refused naming the field that differs).
