@@ -181,8 +181,8 @@ struct VocabParallelCrossEntropy : torch::autograd::Function<VocabParallelCrossE
         z.zero_();
       }
       auto big = m.clone();
-      if (active(g)) g->allreduce_max(big);  // M, the row maximum over the whole vocabulary
-      share.mul_(m.sub_(big).exp_());         // s_l exp(m_l - M)
+      if (active(g)) g->allreduce_max(big);       // M, the row maximum over the whole vocabulary
+      share.mul_(m.sub_(big).exp_());             // s_l exp(m_l - M)
       auto sums = torch::stack({share, picked});  // (2, n): sum of exponentials, target logit
       if (active(g)) g->allreduce(sums);
       auto s = sums[0], t = sums[1];

@@ -56,11 +56,10 @@ Result<Cluster> cluster_from_json(const std::string& text, const std::string& wh
     return Status::InvalidArgument(what + ": not JSON: " + e.what());
   }
   if (!j.is_object()) return Status::InvalidArgument(what + ": not a JSON object");
-  CAIRN_RETURN_IF_ERROR(
-      unknown_keys(j, what,
-                   {"name", "source", "nodes", "devices_per_node", "memory_gb", "peak_tflops",
-                    "efficiency", "intra", "inter", "dp_overlap", "runtime_gb", "cores_per_node",
-                    "measured"}));
+  CAIRN_RETURN_IF_ERROR(unknown_keys(
+      j, what,
+      {"name", "source", "nodes", "devices_per_node", "memory_gb", "peak_tflops", "efficiency",
+       "intra", "inter", "dp_overlap", "runtime_gb", "cores_per_node", "measured"}));
   if (auto m = j.find("measured"); m != j.end() && !m->is_object())
     return Status::InvalidArgument(what + ".measured: not an object");
   Cluster c;

@@ -45,10 +45,14 @@ double state_bytes_per_param(int zero_stage, int d) {
 }
 
 std::string Cost::bottleneck() const {
-  const std::pair<const char*, double> terms[] = {
-      {"recompute", recompute_s}, {"tp communication", tp_s}, {"cp communication", cp_s},
-      {"dp communication", dp_s}, {"pipeline sends", pp_s},   {"pipeline bubble", bubble_s},
-      {"waiting for a core", core_wait_s}, {"optimizer", optimizer_s}};
+  const std::pair<const char*, double> terms[] = {{"recompute", recompute_s},
+                                                  {"tp communication", tp_s},
+                                                  {"cp communication", cp_s},
+                                                  {"dp communication", dp_s},
+                                                  {"pipeline sends", pp_s},
+                                                  {"pipeline bubble", bubble_s},
+                                                  {"waiting for a core", core_wait_s},
+                                                  {"optimizer", optimizer_s}};
   const char* best = "compute";
   double most = 0.1 * compute_s;
   for (const auto& [name, s] : terms)
@@ -324,7 +328,7 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     if (cp > 1) {
       const double attn_s =  // one block's, fwd + bwd
           parts ? tokens * T * parts->block.per_token_pos / split
-                     : tokens * 12 * T * C / tp / flops;
+                : tokens * 12 * T * C / tp / flops;
       double comm = 0;
       if (ring) {
         const double kv = 2 * 4 * tokens * KVd / tp;
@@ -446,10 +450,14 @@ Cost estimate_stages(const Workload& w, const Cluster& cluster, const Candidate&
 
 std::string why_faster(const Cost& a, const Cost& b) {
   const std::tuple<const char*, double, double> terms[] = {
-      {"compute", a.compute_s, b.compute_s},      {"recompute", a.recompute_s, b.recompute_s},
-      {"tp communication", a.tp_s, b.tp_s},       {"cp communication", a.cp_s, b.cp_s},
-      {"dp communication", a.dp_s, b.dp_s},       {"pipeline sends", a.pp_s, b.pp_s},
-      {"pipeline bubble", a.bubble_s, b.bubble_s}, {"optimizer", a.optimizer_s, b.optimizer_s},
+      {"compute", a.compute_s, b.compute_s},
+      {"recompute", a.recompute_s, b.recompute_s},
+      {"tp communication", a.tp_s, b.tp_s},
+      {"cp communication", a.cp_s, b.cp_s},
+      {"dp communication", a.dp_s, b.dp_s},
+      {"pipeline sends", a.pp_s, b.pp_s},
+      {"pipeline bubble", a.bubble_s, b.bubble_s},
+      {"optimizer", a.optimizer_s, b.optimizer_s},
       {"waiting for a core", a.core_wait_s, b.core_wait_s}};
   const char* name = "compute";
   double gain = 0, ta = a.compute_s, tb = b.compute_s;

@@ -95,9 +95,8 @@ std::string plan_svg(const Candidate& c, const std::vector<Cost>& stages, double
     const Cost& k = stages[size_t(s)];
     const double y = top + row * s;
     o << "<text x=\"10\" y=\"" << num(y + bar - 4) << "\">stage " << s << "</text>\n";
-    const double times[] = {k.compute_s, k.recompute_s, k.tp_s, k.cp_s,
-                            k.dp_s,      k.pp_s,        k.bubble_s, k.core_wait_s,
-                            k.optimizer_s};
+    const double times[] = {k.compute_s, k.recompute_s, k.tp_s,        k.cp_s,       k.dp_s,
+                            k.pp_s,      k.bubble_s,    k.core_wait_s, k.optimizer_s};
     static_assert(std::size(times) == std::size(kTime));
     double x = x_time;
     o << "<g class=\"time\" data-stage=\"" << s << "\" data-step-s=\"" << fmt("%.6g", k.step_s())

@@ -9,11 +9,11 @@
 #include <thread>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
+#include "cairn/comm/group.h"
 #include "cairn/core/blas_threads.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/malloc_tuning.h"
 #include "cairn/model/language_model.h"
-#include "cairn/comm/group.h"
 #include "cairn/parallel/data_parallel.h"
 #include "cairn/parallel/tensor_parallel.h"
 #include "cairn/planner/profile.h"
@@ -415,8 +415,7 @@ Result<MeasuredModel> load_model_profile(const std::string& path, const model::M
         int t = 0;
         const std::string& key = it.key();
         if (key.empty() || key.size() > 4 ||
-            key.find_first_not_of("0123456789") != std::string::npos ||
-            (t = std::stoi(key)) < 2)
+            key.find_first_not_of("0123456789") != std::string::npos || (t = std::stoi(key)) < 2)
           throw std::runtime_error("fit.tensor_parallel: key \"" + key +
                                    "\" is not a tp degree of at least 2");
         if (!it->is_object())
@@ -429,8 +428,7 @@ Result<MeasuredModel> load_model_profile(const std::string& path, const model::M
           "fit.optimizer: missing (a profile from before optimizer steps were timed: run cairn "
           "plan profile-model again)");
     mm.optimizer_per_param = num(fit.at("optimizer"), "fit.optimizer", "per_param_s");
-    if (!(mm.optimizer_per_param >= 0))
-      throw std::runtime_error("fit.optimizer: negative time");
+    if (!(mm.optimizer_per_param >= 0)) throw std::runtime_error("fit.optimizer: negative time");
     return mm;
   } catch (const std::exception& e) {
     return Status::InvalidArgument(path + ": " + e.what());

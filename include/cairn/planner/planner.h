@@ -61,7 +61,8 @@ struct Cluster {
 //  "inter": {"gb_per_s": 25, "latency_us": 10}, "dp_overlap": 0.6}
 // Every key but "source", "dp_overlap", "runtime_gb" (memory a worker holds before its first
 // tensor, counted in every plan's buffers), "cores_per_node" and "measured" (profile-hw's
-// tables, kept for the reader) is required; unknown keys and values out of range are refused naming the key.
+// tables, kept for the reader) is required; unknown keys and values out of range are refused
+// naming the key.
 Result<Cluster> cluster_from_json(const std::string& text, const std::string& what);
 Result<Cluster> load_cluster(const std::string& path);
 

@@ -16,7 +16,7 @@ namespace cairn::planner {
 
 struct HardwareProfile {
   int ranks = 0;
-  int cores = 0;  // the cores this process may run on (its CPU affinity)
+  int cores = 0;               // the cores this process may run on (its CPU affinity)
   double gemm_fp32_flops = 0;  // per rank, every rank multiplying at once (fp32, n x n)
   double gemm_bf16_flops = 0;
   int64_t gemm_n = 0;
