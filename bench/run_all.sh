@@ -25,19 +25,22 @@ echo "== training throughput (bench/train_throughput.py)"
 
 echo "== data parallel (bench/ddp.py)"
 # README (Data parallelism and ZeRO): the table's bytes/parameter/rank at world 2 (16,
-# 4+4+8/d, 4+4/d+8/d, 16/d); cairn DDP vs PyTorch DDP tokens/s is not quoted.
+# 4+4+8/d, 4+4/d+8/d, 16/d); "cairn 2,182 and 2,238 tokens/s against PyTorch's 1,334 and 1,317
+# ...: 1.64x and 1.70x": the lines "cairn DDP", "pytorch DDP, cairn's allocator" and the ratios.
 "$py" bench/ddp.py --cairn "$cairn" --data "$data" --world 2
 
 echo "== parallel layouts (bench/layouts.py)"
 # README (Tensor parallelism): each layout's step time, tokens/s, peak RSS and bytes per
-# parameter against its formula at world 2, with PyTorch DDP as the reference line.
+# parameter against its formula at world 2; "PyTorch DDP 1,870 and 1,377 tokens/s ..., cairn
+# dp2 2,741 and 2,930 (1.47x and 2.13x)" and the other layouts' ratios: the "vs peer" column.
 "$py" bench/layouts.py --cairn "$cairn" --data "$data" --world4
 
 echo "== context parallelism (bench/layouts.py --long-only)"
 # README (Context parallelism): the table of step time, tokens/s, peak RSS per rank, blocked
 # seconds and MB sent per step for one process, cp2/cp4 ring (with and without overlap),
-# ulysses and 2d at 16,384 tokens; "72.3 against 6.3 s per step (11.5x)": the 4,096-token
-# lines "pytorch (peer)" and "cairn". Needs a validation split of at least one sequence.
+# ulysses and 2d at 16,384 tokens; "4.87 and 4.69 s per step for the peer against 2.28 and
+# 2.36 s for cairn (2.13x and 1.98x)": the 4,096-token lines "pytorch (peer)" and "cairn"
+# (`--peer-only` runs just those). Needs a validation split of at least one sequence.
 if [ ! -f "${data}-long/val.bin" ]; then
   "$cairn" data prepare --input "$(dirname "$data")/kjv.txt" --out "${data}-long" --val-fraction 0.05
 fi
@@ -48,15 +51,17 @@ echo "== planner search time (bench/planner_search.sh)"
 bash bench/planner_search.sh "$cairn"
 
 echo "== planner predictions against measurements (bench/planner.py)"
-# README (Automatic parallelism): the predicted-against-measured figures (median time error,
-# memory error range, the planner's choice against the best measured layout) at world 2.
-"$py" bench/planner.py --cairn "$cairn" --data "$data"
+# README (Automatic parallelism): the predicted-against-measured table and figures (median time
+# error, memory error range, the planner's choice against the best measured layout, in turns)
+# at world 2 and 4.
+"$py" bench/planner.py --cairn "$cairn" --data "$data" --world4
 
 echo "== pipeline parallelism (bench/pipeline.py)"
 # README (Pipeline parallelism): the table of step time, measured bubble (mean and worst stage)
 # against the schedule's formula, activation MB per stage and peak RSS for pp2 and pp4 with
-# gpipe, 1f1b, interleaved and zb-h1, against cairn's one process (and the PyTorch peer's one
-# process, which has no pipeline).
+# gpipe, 1f1b, interleaved and zb-h1, against cairn's one process; "PyTorch's one process 6.76
+# and 6.65 s per step against cairn's 5.61 and 5.50 s (1.21x)": the lines "pytorch, one
+# process" and "cairn, one process" (`--pp 2 --schedules 1f1b --tp ''` runs just those and pp2).
 "$py" bench/pipeline.py --cairn "$cairn" --data "$data"
 
 echo "== flash checkpoints (bench/ckpt.py)"
