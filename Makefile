@@ -30,10 +30,11 @@ soak: build
 # handlers, the persister, standbys, the dashboard server); libtorch's and OpenMP's threads are
 # not instrumented, so the torch-heavy modules would only report their internals.
 TSAN_TESTS := core_tests elastic_tests elastic_rpc_tests dashboard_tests ckpt_tests
-# A sanitizer brings its own allocator: the tests of glibc malloc's tuning do not apply. Under
+# A sanitizer brings its own allocator: the tests of glibc malloc's tuning do not apply, nor
+# the standby's prefault test (a standby keeps the pages glibc's heap keeps after a free). Under
 # TSan a child forked from a threaded test binary cannot start threads of its own (TSan's
 # limit), which the shared-memory writer-crash test's child needs.
-SAN_FILTER := GTEST_FILTER=-MallocTuning.*:HeapInUse.*
+SAN_FILTER := GTEST_FILTER=-MallocTuning.*:HeapInUse.*:StandbyPool.StandbyFaultsInTheHeapItIsAskedForAndKeepsIt
 TSAN_FILTER := $(SAN_FILTER):ShmSlot.SurvivesWriterCrash
 test-asan: deps
 	cmake -S . -B $(BUILD)-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAIRN_SANITIZE=address
