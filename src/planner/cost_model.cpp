@@ -180,14 +180,27 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
   const Link& pp_link = link_for(cluster, 2 * int64_t(l.dp) * cp * tp);
 
   // A model profile's part times: those measured at this tp degree (a rank's time with its
-  // slices and collectives), else the whole parts' split evenly over tp.
+  // slices and collectives) or at this cp kind and degree without tp (a rank's time on its
+  // share of each sequence, its exchanges included), else the whole parts' split evenly over
+  // tp (cp is in `tokens`) with the collectives modelled.
   const MeasuredParts* parts = w.measured ? &*w.measured : nullptr;
   double split = tp;
+  bool measured_cp = false;
   if (w.measured && tp > 1) {
     auto it = w.measured->tensor_parallel.find(tp);
     if (it != w.measured->tensor_parallel.end()) {
       parts = &it->second;
       split = 1;
+    }
+  }
+  if (w.measured && cp > 1 && tp == 1 &&
+      (l.cp_kind == parallel::ContextParallelKind::kRing ||
+       l.cp_kind == parallel::ContextParallelKind::kUlysses)) {
+    auto it =
+        w.measured->context_parallel.find(parallel::cp_kind_name(l.cp_kind) + std::to_string(cp));
+    if (it != w.measured->context_parallel.end()) {
+      parts = &it->second;
+      measured_cp = true;
     }
   }
 
@@ -338,7 +351,7 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
         const double qkvo = 4 * tokens * (2 * C + 2 * KVd) / tp;
         comm = 2 * alltoall_s(qkvo, cp, cp_link);
       }
-      k.cp_s = double(m) * comm * double(blocks + ckpt);
+      k.cp_s = measured_cp ? 0 : double(m) * comm * double(blocks + ckpt);
     }
 
     // Data parallelism over dp x cp: the gradients reduced (all-reduce: reduce-scatter and

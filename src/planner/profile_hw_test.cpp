@@ -68,15 +68,24 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
   const model::ModelConfig m = testing::Tiny().model;
   auto p = profile_model(m, 2, {1, 2}, {16, 32}, 0.01);
   ASSERT_TRUE(p.ok()) << p.status().ToString();
-  // 3 parts x 2 lengths x 2 sizes, alone and tensor-parallel over the 2 ranks.
+  // 3 parts x 2 lengths x 2 sizes, alone, tensor-parallel over the 2 ranks and
+  // context-parallel (ring, Ulysses).
   ASSERT_EQ(profiled_tp_degrees(m, 2), std::vector<int>{2});
-  ASSERT_EQ(p->points.size(), 2u * 3u * 2u * 2u);
+  const std::vector<std::pair<std::string, int>> cps = {{"ring", 2}, {"ulysses", 2}};
+  ASSERT_EQ(profiled_cp_splits(m, 2, {16, 32}), cps);
+  EXPECT_EQ(profiled_cp_splits(m, 2, {6, 32}),
+            (std::vector<std::pair<std::string, int>>{{"ulysses", 2}}))
+      << "a ring needs 2 cp chunks in every length, Ulysses cp";
+  ASSERT_EQ(p->points.size(), 4u * 3u * 2u * 2u);
   for (const auto& pt : p->points) {
     EXPECT_GT(pt.forward_s, 0) << pt.part << " tp " << pt.tp;
     EXPECT_GT(pt.backward_s, 0) << pt.part << " tp " << pt.tp;
   }
   ASSERT_EQ(p->fit.tensor_parallel.count(2), 1u);
   EXPECT_GT(p->fit.tensor_parallel.at(2).block.at(64, 32), 0);
+  ASSERT_EQ(p->fit.context_parallel.size(), 2u);
+  EXPECT_GT(p->fit.context_parallel.at("ring2").block.at(32, 32), 0);
+  EXPECT_GT(p->fit.context_parallel.at("ulysses2").block.at(32, 32), 0);
   EXPECT_TRUE(profiled_tp_degrees(m, 3).empty()) << "the heads do not split in 3";
   EXPECT_GT(p->fit.block.at(64, 32), 0);
   const std::string dir = ::testing::TempDir() + "/profile_model_test";
@@ -91,6 +100,19 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
   ASSERT_EQ(back->tensor_parallel.count(2), 1u);
   EXPECT_DOUBLE_EQ(back->tensor_parallel.at(2).head.per_token,
                    p->fit.tensor_parallel.at(2).head.per_token);
+  ASSERT_EQ(back->context_parallel.count("ulysses2"), 1u);
+  EXPECT_DOUBLE_EQ(back->context_parallel.at("ulysses2").block.per_token,
+                   p->fit.context_parallel.at("ulysses2").block.per_token);
+  {  // A cp split that is not one is named.
+    nlohmann::json bad = model_profile_to_json(*p, m);
+    bad["fit"]["context_parallel"]["2d2"] = bad["fit"]["context_parallel"]["ring2"];
+    std::ofstream(dir + "/badcp.json") << bad.dump();
+    EXPECT_NE(load_model_profile(dir + "/badcp.json", m)
+                  .status()
+                  .message()
+                  .find("fit.context_parallel: key \"2d2\" is not ring or ulysses"),
+              std::string::npos);
+  }
   {  // A tp degree that is not one is named.
     nlohmann::json bad = model_profile_to_json(*p, m);
     bad["fit"]["tensor_parallel"]["one"] = bad["fit"]["tensor_parallel"]["2"];
@@ -171,6 +193,20 @@ TEST(ProfileModel, TheCostModelTakesItsComputeFromTheProfile) {
       2 * (at2.embedding.at(tokens, 64) + 4 * at2.block.at(tokens, 64) + at2.head.at(tokens, 64)),
       1e-12);
   EXPECT_EQ(measured.tp_s, 0);
+
+  // cp 2 Ulysses: the parts measured on a rank's half of each sequence, its all-to-alls in
+  // them.
+  Candidate ulysses{parallel::Plan::data_parallel(2, w.model.n_layer, 0), 4};
+  ulysses.plan.mesh = comm::MeshShape{1, 1, 2, 1};
+  for (auto& layer : ulysses.plan.layers) layer.cp_kind = parallel::ContextParallelKind::kUlysses;
+  EXPECT_GT(estimate(w, c, ulysses).cp_s, 0) << "modelled from the link without a measurement";
+  w.measured->context_parallel["ulysses2"] = at2;
+  const Cost rc = estimate(w, c, ulysses);
+  EXPECT_NEAR(rc.compute_s,
+              2 * (at2.embedding.at(tokens / 2, 64) + 4 * at2.block.at(tokens / 2, 64) +
+                   at2.head.at(tokens / 2, 64)),
+              1e-12);
+  EXPECT_EQ(rc.cp_s, 0);
 }
 
 }  // namespace

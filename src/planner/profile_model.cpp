@@ -14,7 +14,9 @@
 #include "cairn/core/fs.h"
 #include "cairn/core/malloc_tuning.h"
 #include "cairn/model/language_model.h"
+#include "cairn/parallel/context_parallel.h"
 #include "cairn/parallel/data_parallel.h"
+#include "cairn/parallel/plan.h"
 #include "cairn/parallel/tensor_parallel.h"
 #include "cairn/planner/profile.h"
 
@@ -37,27 +39,28 @@ struct Timed {
   double forward_s = 0, backward_s = 0, activation_bytes = 0;
 };
 
-// Whether every rank of `tp` (null: this rank alone) says stop: the ranks of a tensor-parallel
-// group repeat together, their collectives paired.
-bool all_stop(bool stop, comm::Group* tp) {
-  if (!tp) return stop;
+// Whether every rank of `group` (null: this rank alone) says stop: the ranks of a tensor- or
+// context-parallel group repeat together, their collectives paired.
+bool all_stop(bool stop, comm::Group* group) {
+  if (!group) return stop;
   auto t = torch::tensor({stop ? 1.0f : 0.0f});
-  tp->allreduce_max(t);
+  group->allreduce_max(t);
   return t.item<float>() > 0;
 }
 
 // One part's forward and backward at (batch, seq), repeated for about `seconds` (at least 3
 // times after one warm-up): the fastest of each. Activation bytes: the heap's growth over the
-// forward (median). Under tensor parallelism (`tp`), `m` holds this rank's slices.
+// forward (median). Under tensor or context parallelism over `group`, `m` holds this rank's
+// slices or its hooks, and `seq` is the rank's share of each sequence.
 Timed time_part(model::LanguageModel& m, const std::string& part, int64_t batch, int64_t seq,
-                double seconds, comm::Group* tp) {
+                double seconds, comm::Group* group) {
   const int64_t C = m.config().n_embd, V = m.config().vocab_size;
   auto idx = torch::randint(V, {batch, seq}, torch::kLong);
   auto x = torch::randn({batch, seq, C});
   std::vector<double> fwd, bwd, act;
   const auto start = Clock::now();
   for (int rep = 0; rep < 1000; ++rep) {
-    if (all_stop(rep > 3 && since(start) > seconds, tp)) break;
+    if (all_stop(rep > 3 && since(start) > seconds, group)) break;
     m.zero_grad();
     auto in = x.detach().requires_grad_(part != "embedding");
     const int64_t heap = core::heap_bytes_in_use();
@@ -188,18 +191,29 @@ PartTime ModelProfile::fit_part(const std::vector<std::array<double, 3>>& points
 
 namespace {
 
-// Every part at every (B, T) on `ranks` threads at once, in groups of `tp` ranks that run the
-// parts tensor-parallel (tp 1: each rank alone): the points of the slowest rank. With
-// `optimizer`, each rank also times the optimizer step (tp 1 only); the slowest is returned.
+// How the parts of one profile pass are split: alone (tp = cp = 1), tensor-parallel over tp
+// ranks, or context-parallel over cp ranks of one kind (ring or ulysses).
+struct Split {
+  int tp = 1, cp = 1;
+  parallel::ContextParallelKind kind = parallel::ContextParallelKind::kNone;
+  int degree() const { return tp * cp; }
+};
+
+// Every part at every (B, T) on `ranks` threads at once, in groups of split.degree() ranks
+// that run the parts tensor- or context-parallel (each rank alone when 1): the points of the
+// slowest rank. With `optimizer`, each rank also times the optimizer step; the slowest is
+// returned.
 Result<std::vector<ModelProfile::Point>> time_ranks(const model::ModelConfig& one, int ranks,
-                                                    int tp, const std::vector<int64_t>& batches,
+                                                    const Split& split,
+                                                    const std::vector<int64_t>& batches,
                                                     const std::vector<int64_t>& seqs,
                                                     double seconds, double* optimizer) {
+  const int g = split.degree();
   std::vector<std::vector<ModelProfile::Point>> per_rank(static_cast<size_t>(ranks));
   std::vector<double> opt(static_cast<size_t>(ranks), 0.0);
   std::vector<std::string> errors(static_cast<size_t>(ranks));
   std::vector<c10::intrusive_ptr<c10d::Store>> stores;
-  for (int g = 0; g < ranks / tp; ++g) stores.push_back(c10::make_intrusive<c10d::HashStore>());
+  for (int k = 0; k < ranks / g; ++k) stores.push_back(c10::make_intrusive<c10d::HashStore>());
   {
     std::vector<std::thread> threads;
     for (int r = 0; r < ranks; ++r)
@@ -208,16 +222,26 @@ Result<std::vector<ModelProfile::Point>> time_ranks(const model::ModelConfig& on
           torch::set_num_threads(1);
           auto m = model::build_model(one, 1234);
           std::unique_ptr<comm::Group> group;
-          if (tp > 1) {
-            group = comm::Group::Create(stores[size_t(r / tp)], r % tp, tp, comm::GroupOptions{});
+          std::shared_ptr<model::ContextParallelHooks> hooks;
+          if (g > 1)
+            group = comm::Group::Create(stores[size_t(r / g)], r % g, g, comm::GroupOptions{});
+          if (split.tp > 1)
             parallel::shard_for_tensor_parallel(*m, group.get(), /*sequence_parallel=*/false);
+          if (split.cp > 1) {
+            const bool ring = split.kind == parallel::ContextParallelKind::kRing;
+            hooks = parallel::make_context_parallel_hooks(ring ? nullptr : group.get(),
+                                                          ring ? group.get() : nullptr);
+            m->set_context_parallel(hooks);
           }
           for (const char* part : {"embedding", "block", "head"})
             for (int64_t T : seqs)
               for (int64_t B : batches) {
-                const Timed t = time_part(*m, part, B, T, seconds, group.get());
-                per_rank[size_t(r)].push_back(
-                    {part, B, T, t.forward_s, t.backward_s, t.activation_bytes, tp});
+                const Timed t = time_part(*m, part, B, T / split.cp, seconds, group.get());
+                ModelProfile::Point pt{part,    B, T, t.forward_s, t.backward_s, t.activation_bytes,
+                                       split.tp};
+                pt.cp = split.cp;
+                pt.cp_kind = split.cp > 1 ? parallel::cp_kind_name(split.kind) : "";
+                per_rank[size_t(r)].push_back(pt);
               }
           if (optimizer) opt[size_t(r)] = time_optimizer(*m, seconds);
         } catch (const std::exception& e) {
@@ -244,15 +268,17 @@ Result<std::vector<ModelProfile::Point>> time_ranks(const model::ModelConfig& on
   return points;
 }
 
-// The six fits of one tp degree's points.
-MeasuredParts fit_parts(const std::vector<ModelProfile::Point>& points, int tp) {
+// The six fits of one split's points, in the tokens a rank holds (B T / cp) and the whole
+// sequence's length T.
+MeasuredParts fit_parts(const std::vector<ModelProfile::Point>& points, int tp, int cp,
+                        const std::string& cp_kind) {
   auto fit = [&](const std::string& part, bool forward_only) {
     // Only a block attends: the embedding's and the head's times do not grow with the
     // sequence beyond its tokens (fitted with one T, no position term).
     std::vector<std::array<double, 3>> pts;
     for (const auto& pt : points)
-      if (pt.part == part && pt.tp == tp)
-        pts.push_back({double(pt.batch * pt.seq), part == "block" ? double(pt.seq) : 0.0,
+      if (pt.part == part && pt.tp == tp && pt.cp == cp && pt.cp_kind == cp_kind)
+        pts.push_back({double(pt.batch * pt.seq / pt.cp), part == "block" ? double(pt.seq) : 0.0,
                        pt.forward_s + (forward_only ? 0 : pt.backward_s)});
     return ModelProfile::fit_part(pts);
   };
@@ -272,6 +298,26 @@ std::vector<int> profiled_tp_degrees(const model::ModelConfig& config, int ranks
   std::vector<int> out;
   for (int t = 2; t <= ranks; ++t)
     if (ranks % t == 0 && parallel::tp_unfit(config, t).empty()) out.push_back(t);
+  return out;
+}
+
+std::vector<std::pair<std::string, int>> profiled_cp_splits(const model::ModelConfig& config,
+                                                            int ranks,
+                                                            const std::vector<int64_t>& seqs) {
+  std::vector<std::pair<std::string, int>> out;
+  for (int c = 2; c <= ranks; ++c) {
+    if (ranks % c != 0) continue;
+    bool ring = true, ulysses = parallel::ulysses_unfit(config, 1, c).empty();
+    for (int64_t T : seqs) {
+      parallel::ContextSplit r, u;
+      r.ring = c;
+      u.ulysses = c;
+      ring &= parallel::context_unfit(T, r).empty();
+      ulysses &= parallel::context_unfit(T, u).empty();
+    }
+    if (ring) out.emplace_back("ring", c);
+    if (ulysses) out.emplace_back("ulysses", c);
+  }
   return out;
 }
 
@@ -300,22 +346,25 @@ Result<ModelProfile> profile_model(const model::ModelConfig& config, int ranks,
   const int blas_before = core::blas_num_threads();
   core::set_blas_num_threads(1);  // one core per rank, as the workers run
   double optimizer = 0;
-  auto alone = time_ranks(one, ranks, 1, batches, seqs, seconds, &optimizer);
-  std::vector<int> tps = profiled_tp_degrees(config, ranks);
-  std::vector<std::vector<ModelProfile::Point>> split;
-  Status status = alone.status();
-  for (int t : tps) {
-    if (!status.ok()) break;
-    auto pts = time_ranks(one, ranks, t, batches, seqs, seconds, nullptr);
+  std::vector<Split> splits = {Split{}};
+  const std::vector<int> tps = profiled_tp_degrees(config, ranks);
+  for (int t : tps) splits.push_back(Split{t, 1, parallel::ContextParallelKind::kNone});
+  const auto cps = profiled_cp_splits(config, ranks, seqs);
+  for (const auto& [kind, c] : cps) splits.push_back(Split{1, c, *parallel::parse_cp_kind(kind)});
+  Status status = Status::Ok();
+  for (const Split& split : splits) {
+    auto pts = time_ranks(one, ranks, split, batches, seqs, seconds,
+                          split.degree() == 1 ? &optimizer : nullptr);
     status = pts.status();
-    if (pts.ok()) split.push_back(std::move(*pts));
+    if (!status.ok()) break;
+    p.points.insert(p.points.end(), pts->begin(), pts->end());
   }
   core::set_blas_num_threads(blas_before);
   CAIRN_RETURN_IF_ERROR(status);
-  p.points = std::move(*alone);
-  for (auto& pts : split) p.points.insert(p.points.end(), pts.begin(), pts.end());
-  static_cast<MeasuredParts&>(p.fit) = fit_parts(p.points, 1);
-  for (int t : tps) p.fit.tensor_parallel[t] = fit_parts(p.points, t);
+  static_cast<MeasuredParts&>(p.fit) = fit_parts(p.points, 1, 1, "");
+  for (int t : tps) p.fit.tensor_parallel[t] = fit_parts(p.points, t, 1, "");
+  for (const auto& [kind, c] : cps)
+    p.fit.context_parallel[kind + std::to_string(c)] = fit_parts(p.points, 1, c, kind);
   p.fit.optimizer_per_param = optimizer;
   return p;
 }
@@ -347,15 +396,20 @@ json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& m) {
                       {"forward_us", pt.forward_s * 1e6},
                       {"backward_us", pt.backward_s * 1e6},
                       {"activation_bytes", pt.activation_bytes},
-                      {"tp", pt.tp}});
-  json tensor_parallel = json::object();
-  for (const auto& [t, f] : p.fit.tensor_parallel)
-    tensor_parallel[std::to_string(t)] = {{"embedding", part_json(f.embedding)},
-                                          {"block", part_json(f.block)},
-                                          {"block_forward", part_json(f.block_forward)},
-                                          {"head", part_json(f.head)},
-                                          {"embedding_forward", part_json(f.embedding_forward)},
-                                          {"head_forward", part_json(f.head_forward)}};
+                      {"tp", pt.tp},
+                      {"cp", pt.cp},
+                      {"cp_kind", pt.cp_kind}});
+  auto parts = [](const MeasuredParts& f) -> json {
+    return {{"embedding", part_json(f.embedding)},
+            {"block", part_json(f.block)},
+            {"block_forward", part_json(f.block_forward)},
+            {"head", part_json(f.head)},
+            {"embedding_forward", part_json(f.embedding_forward)},
+            {"head_forward", part_json(f.head_forward)}};
+  };
+  json tensor_parallel = json::object(), context_parallel = json::object();
+  for (const auto& [t, f] : p.fit.tensor_parallel) tensor_parallel[std::to_string(t)] = parts(f);
+  for (const auto& [k, f] : p.fit.context_parallel) context_parallel[k] = parts(f);
   return {{"model", model_json(m)},
           {"ranks", p.ranks},
           {"source", "measured by cairn plan profile-model: " + std::to_string(p.ranks) +
@@ -368,7 +422,8 @@ json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& m) {
             {"embedding_forward", part_json(p.fit.embedding_forward)},
             {"head_forward", part_json(p.fit.head_forward)},
             {"optimizer", {{"per_param_s", p.fit.optimizer_per_param}}},
-            {"tensor_parallel", tensor_parallel}}},
+            {"tensor_parallel", tensor_parallel},
+            {"context_parallel", context_parallel}}},
           {"points", points}};
 }
 
@@ -421,6 +476,24 @@ Result<MeasuredModel> load_model_profile(const std::string& path, const model::M
         if (!it->is_object())
           throw std::runtime_error("fit.tensor_parallel." + key + ": not an object");
         parts(*it, "fit.tensor_parallel." + key, &mm.tensor_parallel[t]);
+      }
+    }
+    if (fit.contains("context_parallel")) {
+      const json& cps = fit.at("context_parallel");
+      if (!cps.is_object()) throw std::runtime_error("fit.context_parallel: not an object");
+      for (auto it = cps.begin(); it != cps.end(); ++it) {
+        const std::string& key = it.key();
+        const size_t digits = key.find_first_of("0123456789");
+        const std::string kind = key.substr(0, digits);
+        if ((kind != "ring" && kind != "ulysses") || digits == std::string::npos ||
+            key.size() - digits > 4 ||
+            key.find_first_not_of("0123456789", digits) != std::string::npos ||
+            std::stoi(key.substr(digits)) < 2)
+          throw std::runtime_error("fit.context_parallel: key \"" + key +
+                                   "\" is not ring or ulysses and a degree of at least 2");
+        if (!it->is_object())
+          throw std::runtime_error("fit.context_parallel." + key + ": not an object");
+        parts(*it, "fit.context_parallel." + key, &mm.context_parallel[key]);
       }
     }
     if (!fit.contains("optimizer"))

@@ -124,11 +124,13 @@ void run_profile_model(const ModelProfileArgs& a) {
                a.config.c_str(), a.ranks);
   const planner::ModelProfile p =
       take(planner::profile_model(m, a.ranks, batches, seqs, a.seconds));
-  std::printf("| part | tp | micro-batch | seq | forward us | backward us | activations MB |\n");
-  std::printf("|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "| part | tp | cp | micro-batch | seq | forward us | backward us | activations MB |\n");
+  std::printf("|---|---|---|---|---|---|---|---|\n");
   for (const auto& pt : p.points)
-    std::printf("| %s | %d | %lld | %lld | %.0f | %.0f | %.2f |\n", pt.part.c_str(), pt.tp,
-                (long long)pt.batch, (long long)pt.seq, pt.forward_s * 1e6, pt.backward_s * 1e6,
+    std::printf("| %s | %d | %s | %lld | %lld | %.0f | %.0f | %.2f |\n", pt.part.c_str(), pt.tp,
+                pt.cp > 1 ? (pt.cp_kind + std::to_string(pt.cp)).c_str() : "1", (long long)pt.batch,
+                (long long)pt.seq, pt.forward_s * 1e6, pt.backward_s * 1e6,
                 pt.activation_bytes / 1e6);
   auto lines = [](const std::string& tp, const planner::MeasuredParts& f) {
     auto line = [&](const char* name, const planner::PartTime& t) {
@@ -143,6 +145,7 @@ void run_profile_model(const ModelProfileArgs& a) {
   };
   lines("", p.fit);
   for (const auto& [t, f] : p.fit.tensor_parallel) lines(" tp" + std::to_string(t), f);
+  for (const auto& [k, f] : p.fit.context_parallel) lines(" " + k, f);
   std::printf("fit optimizer     %.4f ns per parameter\n", p.fit.optimizer_per_param * 1e9);
   const std::string text = planner::model_profile_to_json(p, m).dump(1) + "\n";
   if (a.out.empty()) {
@@ -334,9 +337,11 @@ void register_plan_command(CLI::App& app) {
   mprof->footer(
       "\nEach part is timed on --ranks threads at once (one thread each, as the workers share "
       "the\ncores); time = fixed + a x tokens + b x tokens x sequence length, fitted by least "
-      "squares.\nThe parts are timed again tensor-parallel at every tp that divides --ranks and "
-      "the model\n(groups of tp ranks, their collectives included), and one optimizer step per "
-      "rank.\nExample:\n  cairn plan profile-model configs/gpt-kjv.yaml --ranks 2 --out "
+      "squares.\nThe parts are timed again tensor-parallel at every tp, and context-parallel "
+      "(ring, "
+      "Ulysses) at\nevery cp, that divides --ranks and fits the model (groups of ranks, their "
+      "collectives\nincluded), and one optimizer step per rank.\nExample:\n  cairn plan "
+      "profile-model configs/gpt-kjv.yaml --ranks 2 --out "
       "kjv-model.json\n  cairn plan configs/gpt-kjv.yaml --cluster here.json --model-profile "
       "kjv-model.json\n");
   mprof->callback([ma] { run_profile_model(*ma); });

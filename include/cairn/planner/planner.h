@@ -85,6 +85,9 @@ struct MeasuredModel : MeasuredParts {  // the parts on one rank each (tp 1)
   // The parts run tensor-parallel, by tp degree: a rank's time with its slices and its
   // collectives (the tp traffic is in these times, not costed again).
   std::map<int, MeasuredParts> tensor_parallel;
+  // The parts run context-parallel without tp, by kind and degree ("ring2", "ulysses2"): a
+  // rank's time on its share of each sequence (tokens B T / cp), its exchanges included.
+  std::map<std::string, MeasuredParts> context_parallel;
   // Seconds per parameter of one optimizer step over a rank's parameters: the gradients' norm
   // and clipping, the AdamW update and the zeroing of the gradients (memory-bound: time in
   // proportion to the parameters a rank updates).

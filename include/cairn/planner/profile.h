@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cairn/core/status.h"
@@ -53,8 +54,9 @@ nlohmann::json profile_to_cluster(const HardwareProfile& p, const std::string& n
 // the fastest repetition of the slowest rank at each, and fitted: time = fixed + a x tokens
 // (+ b x tokens x T for a block, which attends). Activation memory per block is the heap's
 // growth over the forward (kept for backward). The parts are timed again tensor-parallel for
-// every tp degree of profiled_tp_degrees (the ranks in groups of tp, each group over its own
-// in-process Gloo group), and the optimizer step once per rank.
+// every tp degree of profiled_tp_degrees and context-parallel for every split of
+// profiled_cp_splits (the ranks in groups, each group over its own in-process Gloo group), and
+// the optimizer step once per rank.
 struct ModelProfile {
   int ranks = 0;
   struct Point {
@@ -63,6 +65,8 @@ struct ModelProfile {
     double forward_s = 0, backward_s = 0;  // the fastest repetition, the slowest rank's
     double activation_bytes = 0;           // block: kept by the forward
     int tp = 1;                            // run tensor-parallel over this many ranks
+    int cp = 1;           // run context-parallel over this many ranks (seq: the whole sequence)
+    std::string cp_kind;  // "ring" | "ulysses" when cp > 1
   };
   std::vector<Point> points;
   MeasuredModel fit;  // fit.optimizer_per_param: the fastest update of the slowest rank
@@ -75,6 +79,11 @@ struct ModelProfile {
 // The tp degrees a profile of `ranks` ranks times: every t > 1 dividing `ranks` that the
 // model's heads and MLP split into.
 std::vector<int> profiled_tp_degrees(const model::ModelConfig& model, int ranks);
+// The context-parallel splits it times, ("ring" | "ulysses", cp): every cp > 1 dividing `ranks`
+// of each kind that splits every length of `seqs` (and, for Ulysses, the heads).
+std::vector<std::pair<std::string, int>> profiled_cp_splits(const model::ModelConfig& model,
+                                                            int ranks,
+                                                            const std::vector<int64_t>& seqs);
 
 // Measures `model` (one block stands for all) at micro-batch sizes `batches` and sequence
 // lengths `seqs` (each <= model.block_size).
@@ -85,7 +94,8 @@ Result<ModelProfile> profile_model(const model::ModelConfig& model, int ranks,
 // {"model": {...}, "ranks": n, "fit": {"embedding": {"fixed_s", "per_token_s",
 // "per_token_pos_s"}, "block": ..., "head": ..., and the forwards alone: "embedding_forward",
 // "block_forward", "head_forward", "optimizer": {"per_param_s"}, "tensor_parallel": {"2": {the
-// six parts}, ...}}, "points": [...]}
+// six parts}, ...}, "context_parallel": {"ring2": {the six parts}, "ulysses2": ...}}, "points":
+// [...]}
 nlohmann::json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& model);
 // The fit of a model profile file, checked against the job's model (another model's profile is
 // refused naming the field that differs).
