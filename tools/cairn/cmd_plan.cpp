@@ -289,9 +289,9 @@ void register_plan_command(CLI::App& app) {
   cmd->footer(
       "\nThe cost model: compute at the cluster's peak x efficiency, recompute of checkpointed "
       "blocks,\ntensor-parallel collectives, context-parallel traffic left exposed, the "
-      "gradient reduction\nleft exposed, pipeline sends and bubble, the optimizer step (with "
-      "--model-profile); memory: parameters, "
-      "gradients and AdamW state by\nZeRO stage, activations in flight by schedule, "
+      "gradient reduction\nleft exposed, pipeline sends and bubble, waiting for cores that "
+      "ranks share (cores_per_node),\nthe optimizer step (with --model-profile); memory: "
+      "parameters, gradients and AdamW state\nby ZeRO stage, activations in flight by schedule, "
       "buffers. Blocks are checkpointed only as\nneeded to fit the budget.\n\nExamples:\n"
       "  cairn plan configs/gpt-kjv.yaml --cluster configs/clusters/a100-128x8.json --world 64\n"
       "  cairn plan configs/gpt-96l.yaml --cluster configs/clusters/a100-128x8.json --top 10 "
