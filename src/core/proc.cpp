@@ -1,14 +1,17 @@
 // Process facts from /proc.
 #include "cairn/core/proc.h"
 
+#include <sched.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 
 namespace cairn::core {
 namespace {
@@ -49,6 +52,12 @@ int64_t status_kib_field(const char* name) {
 }  // namespace
 
 int64_t resident_bytes() { return status_kib_field("VmRSS"); }
+
+int usable_cores() {
+  cpu_set_t set;
+  if (::sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
+  return int(std::max(1u, std::thread::hardware_concurrency()));
+}
 int64_t peak_resident_bytes() { return status_kib_field("VmHWM"); }
 
 Result<int64_t> available_memory_bytes() {

@@ -45,18 +45,11 @@ double state_bytes_per_param(int zero_stage, int d) {
 }
 
 std::string Cost::bottleneck() const {
-  const std::pair<const char*, double> terms[] = {{"recompute", recompute_s},
-                                                  {"tp communication", tp_s},
-                                                  {"cp communication", cp_s},
-                                                  {"dp communication", dp_s},
-                                                  {"pipeline sends", pp_s},
-                                                  {"pipeline bubble", bubble_s},
-                                                  {"waiting for a core", core_wait_s},
-                                                  {"optimizer", optimizer_s}};
+  const auto all = terms();
   const char* best = "compute";
   double most = 0.1 * compute_s;
-  for (const auto& [name, s] : terms)
-    if (s > most) {
+  for (size_t i = 1; i < all.size(); ++i)  // besides compute
+    if (const auto& [name, s] = all[i]; s > most) {
       best = name;
       most = s;
     }
@@ -462,22 +455,13 @@ Cost estimate_stages(const Workload& w, const Cluster& cluster, const Candidate&
 }
 
 std::string why_faster(const Cost& a, const Cost& b) {
-  const std::tuple<const char*, double, double> terms[] = {
-      {"compute", a.compute_s, b.compute_s},
-      {"recompute", a.recompute_s, b.recompute_s},
-      {"tp communication", a.tp_s, b.tp_s},
-      {"cp communication", a.cp_s, b.cp_s},
-      {"dp communication", a.dp_s, b.dp_s},
-      {"pipeline sends", a.pp_s, b.pp_s},
-      {"pipeline bubble", a.bubble_s, b.bubble_s},
-      {"optimizer", a.optimizer_s, b.optimizer_s},
-      {"waiting for a core", a.core_wait_s, b.core_wait_s}};
+  const auto ta_all = a.terms(), tb_all = b.terms();
   const char* name = "compute";
   double gain = 0, ta = a.compute_s, tb = b.compute_s;
-  for (const auto& [n, x, y] : terms)
-    if (y - x > gain) {
+  for (size_t i = 0; i < ta_all.size(); ++i)
+    if (const double x = ta_all[i].second, y = tb_all[i].second; y - x > gain) {
       gain = y - x;
-      name = n;
+      name = ta_all[i].first;
       ta = x;
       tb = y;
     }
@@ -495,15 +479,7 @@ std::string explain(const Candidate& c, const Cost& k) {
     o << buf;
   };
   o << c.plan.summary() << ", micro-batch " << c.micro_batch << "\n";
-  line("compute", k.compute_s);
-  line("recompute", k.recompute_s);
-  line("tp communication", k.tp_s);
-  line("cp communication", k.cp_s);
-  line("dp communication", k.dp_s);
-  line("pipeline sends", k.pp_s);
-  line("pipeline bubble", k.bubble_s);
-  line("waiting for a core", k.core_wait_s);
-  line("optimizer", k.optimizer_s);
+  for (const auto& [name, s] : k.terms()) line(name, s);
   std::snprintf(buf, sizeof(buf), "  %-18s %10.4f s  (%.0f tokens/s)\n", "step", k.step_s(),
                 k.tokens_per_s);
   o << buf;

@@ -95,18 +95,17 @@ std::string plan_svg(const Candidate& c, const std::vector<Cost>& stages, double
     const Cost& k = stages[size_t(s)];
     const double y = top + row * s;
     o << "<text x=\"10\" y=\"" << num(y + bar - 4) << "\">stage " << s << "</text>\n";
-    const double times[] = {k.compute_s, k.recompute_s, k.tp_s,        k.cp_s,       k.dp_s,
-                            k.pp_s,      k.bubble_s,    k.core_wait_s, k.optimizer_s};
-    static_assert(std::size(times) == std::size(kTime));
+    const auto terms = k.terms();  // kTime names them shorter, in the same order
+    static_assert(std::tuple_size_v<decltype(terms)> == std::size(kTime));
     double x = x_time;
     o << "<g class=\"time\" data-stage=\"" << s << "\" data-step-s=\"" << fmt("%.6g", k.step_s())
       << "\">\n";
     for (size_t i = 0; i < std::size(kTime); ++i) {
-      const double w = panel * times[i] / time_max;
+      const double w = panel * terms[i].second / time_max;
       if (w <= 0) continue;
       o << "<rect x=\"" << num(x) << "\" y=\"" << num(y) << "\" width=\"" << fmt("%.2f", w)
         << "\" height=\"" << num(bar) << "\" fill=\"" << kTime[i].color << "\"><title>"
-        << kTime[i].name << " " << fmt("%.4g", times[i]) << " s</title></rect>\n";
+        << kTime[i].name << " " << fmt("%.4g", terms[i].second) << " s</title></rect>\n";
       x += w;
     }
     o << "</g>\n";

@@ -1,5 +1,4 @@
 // Hardware profile (profile.h).
-#include <sched.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -111,11 +110,7 @@ Result<HardwareProfile> profile_hardware(int ranks, double seconds) {
   p.runtime_bytes =
       double(core::resident_bytes());  // the binary and libtorch loaded, no tensor yet
   p.ranks = ranks;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  p.cores = ::sched_getaffinity(0, sizeof(set), &set) == 0
-                ? CPU_COUNT(&set)
-                : int(std::max(1u, std::thread::hardware_concurrency()));
+  p.cores = core::usable_cores();
   p.gemm_n = 1024;
   const int blas_before = core::blas_num_threads();
   core::set_blas_num_threads(1);  // one core per rank, as the workers run

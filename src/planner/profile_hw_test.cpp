@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "cairn/core/fs.h"
 #include "cairn/planner/profile.h"
@@ -103,37 +104,28 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
   ASSERT_EQ(back->context_parallel.count("ulysses2"), 1u);
   EXPECT_DOUBLE_EQ(back->context_parallel.at("ulysses2").block.per_token,
                    p->fit.context_parallel.at("ulysses2").block.per_token);
-  {  // A cp split that is not one is named.
-    nlohmann::json bad = model_profile_to_json(*p, m);
-    bad["fit"]["context_parallel"]["2d2"] = bad["fit"]["context_parallel"]["ring2"];
-    std::ofstream(dir + "/badcp.json") << bad.dump();
-    EXPECT_NE(load_model_profile(dir + "/badcp.json", m)
-                  .status()
-                  .message()
-                  .find("fit.context_parallel: key \"2d2\" is not ring or ulysses"),
-              std::string::npos);
-  }
-  {  // A tp degree that is not one is named.
-    nlohmann::json bad = model_profile_to_json(*p, m);
-    bad["fit"]["tensor_parallel"]["one"] = bad["fit"]["tensor_parallel"]["2"];
-    std::ofstream(dir + "/bad.json") << bad.dump();
-    EXPECT_NE(load_model_profile(dir + "/bad.json", m)
-                  .status()
-                  .message()
-                  .find("fit.tensor_parallel: key \"one\" is not a tp degree of at least 2"),
-              std::string::npos);
-  }
-  {  // A profile written before optimizer steps were timed is refused, saying what to do.
-    nlohmann::json old = model_profile_to_json(*p, m);
-    old["fit"].erase("optimizer");
-    std::ofstream(dir + "/old.json") << old.dump();
-    EXPECT_NE(load_model_profile(dir + "/old.json", m)
-                  .status()
-                  .message()
-                  .find("fit.optimizer: missing (a profile from before optimizer steps were timed: "
-                        "run cairn plan profile-model again)"),
-              std::string::npos);
-  }
+  // Why the profile, changed by `edit`, is refused.
+  auto refusal = [&](const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json j = model_profile_to_json(*p, m);
+    edit(j);
+    std::ofstream(dir + "/edited.json") << j.dump();
+    return std::string(load_model_profile(dir + "/edited.json", m).status().message());
+  };
+  // A cp split that is not one is named.
+  EXPECT_NE(refusal([](nlohmann::json& j) {
+              j["fit"]["context_parallel"]["2d2"] = j["fit"]["context_parallel"]["ring2"];
+            }).find("fit.context_parallel: key \"2d2\" is not ring or ulysses"),
+            std::string::npos);
+  // A tp degree that is not one is named.
+  EXPECT_NE(refusal([](nlohmann::json& j) {
+              j["fit"]["tensor_parallel"]["one"] = j["fit"]["tensor_parallel"]["2"];
+            }).find("fit.tensor_parallel: key \"one\" is not a tp degree of at least 2"),
+            std::string::npos);
+  // A profile written before optimizer steps were timed is refused, saying what to do.
+  EXPECT_NE(refusal([](nlohmann::json& j) { j["fit"].erase("optimizer"); })
+                .find("fit.optimizer: missing (a profile from before optimizer steps were timed: "
+                      "run cairn plan profile-model again)"),
+            std::string::npos);
   model::ModelConfig deeper = m;  // the parts are per block: any depth
   deeper.n_layer = 12;
   EXPECT_TRUE(load_model_profile(path, deeper).ok());

@@ -1,5 +1,4 @@
 // `cairn run`: start and supervise this node's workers with torchrun's flags and environment.
-#include <sched.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -8,12 +7,12 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
-#include <thread>
 
 #include "cairn/ckpt/persist.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/json_lines.h"
 #include "cairn/core/log.h"
+#include "cairn/core/proc.h"
 #include "cairn/elastic/agent.h"
 #include "cairn/elastic/flash_slots.h"
 #include "cairn/elastic/launch_options.h"
@@ -86,12 +85,6 @@ std::string default_run_dir() {
   std::time_t t = std::time(nullptr);
   std::strftime(buf, sizeof(buf), "runs/%Y%m%d-%H%M%S", std::localtime(&t));
   return buf;
-}
-
-int usable_cores() {
-  cpu_set_t set;
-  if (::sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
-  return std::max(1u, std::thread::hardware_concurrency());
 }
 
 // --dashboard-control's stop: what SIGTERM does (the workers checkpoint at the next step
@@ -184,7 +177,7 @@ void run_run(elastic::LaunchFlags& flags, const DashboardFlags& dash, const CLI:
     for (const auto& v : kTrainingEnv)  // cairn workers (commands.h)
       if (env.count(v.name) == 0) env[v.name] = v.value;
   ao.base_env = std::move(env);
-  ao.num_cores = usable_cores();
+  ao.num_cores = core::usable_cores();
   ao.interrupt = &g_interrupt;
   // This node's agent persists its workers' in-memory checkpoints (cairn train sees
   // CAIRN_AGENT_PERSISTS and starts no persister of its own).

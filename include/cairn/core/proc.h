@@ -21,6 +21,10 @@ bool process_alive(int pid, uint64_t start_time);
 // 'T') or held by a tracer ('t').
 bool process_stopped(int pid);
 
+// The cores this process may run on (its CPU affinity; the hardware's count when it cannot be
+// read), at least 1.
+int usable_cores();
+
 // This process's resident memory now (VmRSS) and its high-water mark since it started (VmHWM),
 // in bytes; 0 when /proc cannot be read. Shared memory this process has touched counts.
 int64_t resident_bytes();

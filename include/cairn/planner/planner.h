@@ -20,10 +20,12 @@
 // else the network's. Units: bytes, seconds, FLOP/s.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cairn/core/status.h"
@@ -123,6 +125,18 @@ struct Cost {
   double step_s() const {
     return compute_s + recompute_s + tp_s + cp_s + dp_s + pp_s + bubble_s + core_wait_s +
            optimizer_s;
+  }
+  // The terms of step_s with their names, compute first, in the order --explain prints them.
+  std::array<std::pair<const char*, double>, 9> terms() const {
+    return {{{"compute", compute_s},
+             {"recompute", recompute_s},
+             {"tp communication", tp_s},
+             {"cp communication", cp_s},
+             {"dp communication", dp_s},
+             {"pipeline sends", pp_s},
+             {"pipeline bubble", bubble_s},
+             {"waiting for a core", core_wait_s},
+             {"optimizer", optimizer_s}}};
   }
   // Per device, on the stage that holds the most.
   double param_bytes = 0, grad_bytes = 0, optimizer_bytes = 0, activation_bytes = 0,
