@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cairn/core/block_cache.h"
+
 namespace cairn::core {
 
 AllocatorSetting keep_freed_memory() {
@@ -29,7 +31,8 @@ AllocatorSetting keep_freed_memory() {
 
 int64_t heap_bytes_in_use() {
   const struct mallinfo2 m = ::mallinfo2();
-  return int64_t(m.uordblks) + int64_t(m.hblkhd);
+  // Blocks the process's block cache keeps are malloc's "in use" but hold nothing.
+  return int64_t(m.uordblks) + int64_t(m.hblkhd) - process_block_cache().stats().free_bytes;
 }
 
 }  // namespace cairn::core

@@ -9,7 +9,7 @@
 
 #include "cairn/core/config.h"
 #include "cairn/core/fs.h"
-#include "cairn/core/malloc_tuning.h"
+#include "cairn/model/block_cache_allocator.h"
 #include "cairn/model/config.h"
 #include "cairn/planner/planner.h"
 #include "cairn/planner/profile.h"
@@ -64,7 +64,7 @@ struct ProfileArgs {
 };
 
 void run_profile(const ProfileArgs& a) {
-  core::keep_freed_memory();  // before the first tensor: the allocator training runs with
+  model::use_training_allocator();  // before the first tensor: the allocator training runs with
   std::fprintf(stderr, "profiling %d ranks (GEMM, memory copy, collectives 4 KiB - 16 MiB)...\n",
                a.ranks);
   const planner::HardwareProfile p = take(planner::profile_hardware(a.ranks, a.seconds));
@@ -109,7 +109,7 @@ struct ModelProfileArgs {
 void run_profile_model(const ModelProfileArgs& a) {
   if (a.config.empty())
     throw StatusError(Status::InvalidArgument("cairn plan profile-model needs a CONFIG"));
-  core::keep_freed_memory();  // before the first tensor: the allocator training runs with
+  model::use_training_allocator();  // before the first tensor: the allocator training runs with
   auto config = take(core::load_config_file(a.config, train::job_spec(), a.overrides));
   const train::TrainOptions o = take(train::train_options_from(config));
   const model::ModelConfig m = take(model::model_config_from(config));

@@ -11,8 +11,8 @@
 #include "cairn/core/config.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/log.h"
-#include "cairn/core/malloc_tuning.h"
 #include "cairn/elastic/flash_slots.h"
+#include "cairn/model/block_cache_allocator.h"
 #include "cairn/train/options.h"
 #include "cairn/train/trainer.h"
 #include "commands.h"
@@ -86,7 +86,7 @@ std::string done_line(const train::RunSummary& s) {
 
 void run_train(const TrainArgs& a) {
   if (a.config.empty()) throw StatusError(Status::InvalidArgument("a CONFIG file is required"));
-  const std::string allocator = core::keep_freed_memory().description;  // before the first tensor
+  const std::string allocator = model::use_training_allocator();  // before the first tensor
   std::vector<std::string> overrides = a.overrides;
   if (a.max_steps > 0) overrides.push_back("train.max_steps=" + std::to_string(a.max_steps));
   if (!a.plan.empty()) overrides.push_back("parallel.plan=" + a.plan);

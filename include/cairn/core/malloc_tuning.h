@@ -28,8 +28,9 @@ struct AllocatorSetting {
 AllocatorSetting keep_freed_memory();
 
 // Bytes the allocator has handed out and not taken back (glibc's mallinfo2: heap blocks in use
-// plus mmapped blocks): what the process's tensors and other objects hold right now, unlike the
-// resident size, which keeps freed memory.
+// plus mmapped blocks, less the blocks process_block_cache() keeps for reuse): what the
+// process's tensors and other objects hold right now, unlike the resident size, which keeps
+// freed memory.
 int64_t heap_bytes_in_use();
 
 }  // namespace cairn::core

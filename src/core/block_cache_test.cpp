@@ -1,0 +1,128 @@
+#include "cairn/core/block_cache.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+namespace cairn::core {
+namespace {
+
+constexpr size_t kMiB = size_t(1) << 20;
+
+TEST(BlockCache, AFreedLargeBlockServesTheNextRequestItFits) {
+  BlockCache cache;
+  void* a = cache.allocate(8 * kMiB);
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a) % BlockCache::kAlignment, 0u);
+  std::memset(a, 1, 8 * kMiB);
+  cache.deallocate(a);
+  EXPECT_EQ(cache.stats().free_bytes, int64_t(8 * kMiB));
+  EXPECT_EQ(cache.stats().live_bytes, 0);
+  // Smaller but more than half: the same block, counted at its whole size.
+  void* b = cache.allocate(5 * kMiB);
+  EXPECT_EQ(b, a);
+  EXPECT_EQ(cache.stats().live_bytes, int64_t(8 * kMiB));
+  EXPECT_EQ(cache.stats().hits, 1);
+  EXPECT_EQ(cache.stats().misses, 1);
+  cache.deallocate(b);
+  // Half or less would waste more than it takes: a new block.
+  void* c = cache.allocate(4 * kMiB - 1);
+  EXPECT_NE(c, a);
+  EXPECT_EQ(cache.stats().misses, 2);
+  cache.deallocate(c);
+}
+
+TEST(BlockCache, TheSmallestFittingBlockIsTaken) {
+  BlockCache cache;
+  void* big = cache.allocate(16 * kMiB);
+  void* mid = cache.allocate(10 * kMiB);
+  cache.deallocate(big);
+  cache.deallocate(mid);
+  EXPECT_EQ(cache.allocate(9 * kMiB), mid);
+  EXPECT_EQ(cache.allocate(9 * kMiB), big);
+  EXPECT_EQ(cache.stats().live_bytes, int64_t(26 * kMiB));
+}
+
+TEST(BlockCache, SmallBlocksAreNotKept) {
+  BlockCache cache;
+  void* p = cache.allocate(BlockCache::kMinBytes - 1);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % BlockCache::kAlignment, 0u);
+  EXPECT_EQ(cache.stats().live_bytes, 0);
+  cache.deallocate(p);
+  EXPECT_EQ(cache.stats().free_bytes, 0);
+  void* z = cache.allocate(0);
+  EXPECT_NE(z, nullptr);
+  cache.deallocate(z);
+  cache.deallocate(nullptr);
+}
+
+// A step that repeats itself (the same sizes in the same order) allocates only in its first
+// run; its kept blocks total what was live at once.
+TEST(BlockCache, ARepeatedStepStopsAllocating) {
+  BlockCache cache;
+  auto step = [&] {
+    void* logits = cache.allocate(128 * kMiB);
+    void* table = cache.allocate(38 * kMiB);
+    cache.deallocate(logits);
+    void* act = cache.allocate(3 * kMiB);
+    void* last_chunk = cache.allocate(77 * kMiB);  // the last, shorter chunk of logits
+    cache.deallocate(last_chunk);
+    cache.deallocate(act);
+    cache.deallocate(table);
+  };
+  step();
+  const BlockCache::Stats first = cache.stats();
+  for (int i = 0; i < 5; ++i) step();
+  const BlockCache::Stats after = cache.stats();
+  EXPECT_EQ(after.misses, first.misses);
+  EXPECT_EQ(after.released, 0);
+  EXPECT_EQ(after.free_bytes, first.free_bytes);
+  EXPECT_EQ(after.free_bytes, int64_t((128 + 38 + 3) * kMiB));
+  // The last chunk took the logits' block: counted at its size, beside the table and act.
+  EXPECT_EQ(after.peak_live_bytes, int64_t((128 + 38 + 3) * kMiB));
+}
+
+// Requests that never repeat (growing sizes) do not pile up: the blocks held, live and kept,
+// never exceed twice the most ever live at once.
+TEST(BlockCache, KeptBlocksStayBoundedByThePeakLive) {
+  BlockCache cache;
+  for (size_t i = 0; i < 40; ++i) {
+    void* p = cache.allocate((4 + 3 * i) * kMiB);
+    void* q = cache.allocate((200 + 50 * i) * kMiB / 10);
+    cache.deallocate(p);
+    cache.deallocate(q);
+    const BlockCache::Stats s = cache.stats();
+    EXPECT_LE(s.live_bytes + s.free_bytes, 2 * s.peak_live_bytes) << "after round " << i;
+  }
+  EXPECT_GT(cache.stats().released, 0);
+  cache.release_free();
+  EXPECT_EQ(cache.stats().free_bytes, 0);
+}
+
+TEST(BlockCache, ThreadsShareIt) {
+  BlockCache cache;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&cache, t] {
+      for (int i = 0; i < 200; ++i) {
+        const size_t n = (size_t(1 + (i + t) % 3)) * 2 * kMiB;
+        auto* p = static_cast<unsigned char*>(cache.allocate(n));
+        ASSERT_NE(p, nullptr);
+        p[0] = p[n - 1] = static_cast<unsigned char>(t);
+        EXPECT_EQ(p[0], p[n - 1]);
+        cache.deallocate(p);
+      }
+    });
+  for (auto& th : threads) th.join();
+  const BlockCache::Stats s = cache.stats();
+  EXPECT_EQ(s.live_bytes, 0);
+  EXPECT_EQ(s.hits + s.misses, 800);
+  EXPECT_LE(s.free_bytes, 2 * s.peak_live_bytes);
+}
+
+}  // namespace
+}  // namespace cairn::core

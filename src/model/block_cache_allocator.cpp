@@ -1,0 +1,57 @@
+// libtorch's CPU allocator on the process's block cache (see block_cache_allocator.h).
+#include "cairn/model/block_cache_allocator.h"
+
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
+#include <c10/util/Exception.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "cairn/core/block_cache.h"
+#include "cairn/core/malloc_tuning.h"
+
+namespace cairn::model {
+namespace {
+
+void release(void* p) { core::process_block_cache().deallocate(p); }
+
+class BlockCacheAllocator final : public c10::Allocator {
+ public:
+  c10::DataPtr allocate(size_t n) const override {
+    void* p = core::process_block_cache().allocate(n);
+    TORCH_CHECK(p != nullptr, "out of memory: could not allocate ", n, " bytes for a tensor");
+    return {p, p, &release, c10::Device(c10::DeviceType::CPU)};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return &release; }
+};
+
+std::atomic<bool> installed{false};
+
+}  // namespace
+
+std::string install_block_cache_allocator() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    static BlockCacheAllocator* allocator = new BlockCacheAllocator();  // never destroyed
+    // Above the default allocator's priority (0), so nothing registered later at 0 replaces it.
+    c10::SetCPUAllocator(allocator, 1);
+    installed = true;
+  });
+  return "tensors of at least 1 MiB freed in a step are kept to serve the next";
+}
+
+std::string use_training_allocator() {
+  const core::AllocatorSetting glibc = core::keep_freed_memory();
+  if (const char* d = std::getenv("CAIRN_MALLOC_DEFAULTS"); d && std::strcmp(d, "1") == 0)
+    return glibc.description;
+  if (const char* d = std::getenv("CAIRN_BLOCK_CACHE"); d && std::strcmp(d, "0") == 0)
+    return glibc.description + "; no block cache (CAIRN_BLOCK_CACHE=0)";
+  return glibc.description + "; " + install_block_cache_allocator();
+}
+
+bool block_cache_allocator_installed() { return installed; }
+
+}  // namespace cairn::model
