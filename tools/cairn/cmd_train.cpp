@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "cairn/comm/group.h"
+#include "cairn/core/block_cache.h"
 #include "cairn/core/config.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/log.h"
@@ -171,6 +172,14 @@ void run_train(const TrainArgs& a) {
   auto summary = (*trainer)->run();
   if (!summary.ok()) throw StatusError(summary.status());
   if (rank == 0) spdlog::info("{}", done_line(*summary));
+  if (model::block_cache_allocator_installed()) {
+    const core::BlockCache::Stats c = core::process_block_cache().stats();
+    spdlog::info(
+        "block cache: tensors of 1 MiB or more peaked at {:.0f} MB live, {:.0f} MB held now "
+        "({:.0f} live, {:.0f} kept); {} requests served by kept blocks, {} new, {} handed back",
+        c.peak_live_bytes / 1e6, (c.live_bytes + c.free_bytes) / 1e6, c.live_bytes / 1e6,
+        c.free_bytes / 1e6, c.hits, c.misses, c.released);
+  }
   if (summary->interrupted) {
     const int sig = g_signal.load();
     // Like a process ended by the signal (130 for SIGINT, 143 for SIGTERM); not an error.
