@@ -255,12 +255,13 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     // its table and of its input, which the fused loss computes in forward for backward.
     const double table = bytes_of(V * C / tp);
     const double head_kept = last ? table + 4 * tokens * C : 0;
-    // Transients: a checkpointed block recomputed; the head's chunk of logits and the scaled
-    // copies of its kept gradients; the embedding's dense table gradient; received activations;
-    // the buckets in flight (each at least the largest parameter).
+    // Transients: a checkpointed block recomputed; the head's chunk of logits in forward, or in
+    // backward the scaled copies of its kept gradients (the chunk is gone by then: the larger of
+    // the two); the embedding's dense table gradient; received activations; the buckets in
+    // flight (each at least the largest parameter).
     const double head_rows = double(model::head_chunk_rows(int64_t(V / tp)));
     const double logits_chunk = last ? 4 * std::min(tokens, head_rows) * V / tp : 0;
-    const double head = last ? logits_chunk + head_kept : 0;
+    const double head = last ? std::max(logits_chunk, head_kept) : 0;
     const double embedding_grad = first ? table : 0;
     const double bucket =
         std::max(double(8 << 20), bytes_of(std::max(blocks > 0 ? held.largest_block : 0,
@@ -271,28 +272,31 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     const double largest_part =
         bytes_of(std::max({held.block, first ? held.first : 0.0, last ? held.last : 0.0}));
     const double gathered = l.zero >= 3 ? 3 * largest_part : 0;
-    // ZeRO-1 and 2 take the updated parameters back after the step: a bucket's all-gather
-    // output and this rank's shard of it, in a heap the step's activations left in pieces
-    // (measured additive here).
-    const double regather = (l.zero == 1 || l.zero == 2) && D > 1 ? bucket * (1 + 1.0 / D) : 0;
+    // ZeRO-1 and 2 take the updated parameters back after the step in bucket-sized all-gathers:
+    // blocks the step's activations have freed by then, which the block cache hands them (not
+    // counted: measured at or below plain data parallelism's peak here, bench/planner.py).
     // ZeRO-2 stages each bucket's whole gradient for its reduction until backward ends: they
     // grow as the activations are freed, so the larger of the two counts.
     const double staged = l.zero == 2 && D > 1 ? bytes_of(params) : 0;
-    // The heap a step leaves in pieces: after a few steps glibc's heap holds about one more
-    // block of the largest size the step allocates and frees (measured here: resident memory
-    // climbs by such blocks over the first steps, then stays; bench/planner.py).
+    // A block of the largest size the step allocates and frees, held besides: the block cache
+    // (core/block_cache.h) keeps it while the step's other phases take blocks of other sizes
+    // (measured here: bench/planner.py; glibc's heap without the cache grew by such blocks).
     const double largest_transient = std::max(
         {logits_chunk, first || last ? table : 0.0, bucket, l.zero >= 3 ? largest_part : 0.0});
-    const double base_buffers = std::max(head, embedding_grad) + gathered + 2 * bucket + regather +
+    const double base_buffers = std::max(head, embedding_grad) + gathered + 2 * bucket +
                                 (pp > 1 ? 2 * boundary : 0) + largest_transient +
                                 cluster.runtime_bytes;
+    // ZeRO-3 keeps no graph from forward to backward: each stage keeps its input and runs
+    // again in backward (the head's kept gradients included), as checkpointed blocks do.
+    const bool recomputes_all = l.zero >= 3;
     auto activations = [&](int64_t ckpt) {
+      if (recomputes_all) return std::max(staged, in_flight * double(blocks) * boundary);
       return std::max(staged, in_flight * (double(blocks - ckpt) * block_act +
                                            double(ckpt) * boundary + head_kept));
     };
     int64_t ckpt = 0;
     const double fixed = k.param_bytes + k.grad_bytes + k.optimizer_bytes + base_buffers;
-    if (budget > 0 && fixed + activations(0) > budget && blocks > 0) {
+    if (!recomputes_all && budget > 0 && fixed + activations(0) > budget && blocks > 0) {
       // The fewest checkpointed blocks that fit (each saves the same and costs the same).
       const double save = in_flight * (block_act - boundary);
       const double over = fixed + activations(0) + block_act - budget;
@@ -302,7 +306,7 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     if (checkpointed) (*checkpointed)[size_t(s)] = int(ckpt);
     if (!checkpointed && l.checkpointed) ckpt = (*l.checkpointed)[size_t(s)];
     k.activation_bytes = activations(ckpt);
-    k.buffer_bytes = base_buffers + (ckpt > 0 ? block_act : 0);
+    k.buffer_bytes = base_buffers + (ckpt > 0 || (recomputes_all && blocks > 0) ? block_act : 0);
     // Checkpointed blocks run their forward again; under ZeRO-3 every stage does (each
     // gathers its parameters again in backward and recomputes without a kept graph).
     const int64_t again = l.zero >= 3 ? blocks : ckpt;
