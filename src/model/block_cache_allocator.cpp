@@ -30,6 +30,19 @@ class BlockCacheAllocator final : public c10::Allocator {
 
 std::atomic<bool> installed{false};
 
+// A sanitizer must see every free: kept blocks would hide a tensor's use after free.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
 }  // namespace
 
 std::string install_block_cache_allocator() {
@@ -45,6 +58,7 @@ std::string install_block_cache_allocator() {
 
 std::string use_training_allocator() {
   const core::AllocatorSetting glibc = core::keep_freed_memory();
+  if (kSanitized) return glibc.description + "; no block cache under a sanitizer";
   if (const char* d = std::getenv("CAIRN_MALLOC_DEFAULTS"); d && std::strcmp(d, "1") == 0)
     return glibc.description;
   if (const char* d = std::getenv("CAIRN_BLOCK_CACHE"); d && std::strcmp(d, "0") == 0)

@@ -14,7 +14,8 @@ std::string install_block_cache_allocator();
 
 // The allocator training processes run with: glibc's settings (core::keep_freed_memory, unless
 // the user chose them) and the block cache as libtorch's CPU allocator. CAIRN_BLOCK_CACHE=0
-// leaves the cache out, CAIRN_MALLOC_DEFAULTS=1 both. Returns what was done, for the log.
+// leaves the cache out, CAIRN_MALLOC_DEFAULTS=1 both; so does a build with a sanitizer. Returns
+// what was done, for the log.
 std::string use_training_allocator();
 
 // True once install_block_cache_allocator has run in this process.
