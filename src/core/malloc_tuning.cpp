@@ -16,7 +16,7 @@ AllocatorSetting keep_freed_memory() {
     if (std::getenv(v) != nullptr) return {false, std::string("allocator left as set by ") + v};
   if (const char* t = std::getenv("GLIBC_TUNABLES"); t && std::strstr(t, "glibc.malloc."))
     return {false, "allocator left as set by GLIBC_TUNABLES"};
-  if (const char* d = std::getenv("CAIRN_MALLOC_DEFAULTS"); d && std::strcmp(d, "1") == 0)
+  if (malloc_defaults_requested())
     return {false, "allocator left at glibc's defaults (CAIRN_MALLOC_DEFAULTS=1)"};
   const bool mmap_ok = ::mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1;
   const bool trim_ok = ::mallopt(M_TRIM_THRESHOLD, 0x7fffffff) == 1;
@@ -27,6 +27,11 @@ AllocatorSetting keep_freed_memory() {
                      std::string(mmap_ok ? "set" : "refused") + ", trim threshold " +
                      std::string(trim_ok ? "set" : "refused") + ", arena limit " +
                      std::string(arena_ok ? "set" : "refused") + ")"};
+}
+
+bool malloc_defaults_requested() {
+  const char* d = std::getenv("CAIRN_MALLOC_DEFAULTS");
+  return d != nullptr && std::strcmp(d, "1") == 0;
 }
 
 int64_t heap_bytes_in_use() {

@@ -17,13 +17,17 @@ namespace cairn::model {
 namespace {
 
 void release(void* p) { core::process_block_cache().deallocate(p); }
+// Blocks below the cache's threshold come straight from malloc (block_cache.h): freed without
+// the cache's lock and lookup, which most of a step's many small tensors would otherwise take.
+void release_small(void* p) { std::free(p); }
 
 class BlockCacheAllocator final : public c10::Allocator {
  public:
   c10::DataPtr allocate(size_t n) const override {
     void* p = core::process_block_cache().allocate(n);
     TORCH_CHECK(p != nullptr, "out of memory: could not allocate ", n, " bytes for a tensor");
-    return {p, p, &release, c10::Device(c10::DeviceType::CPU)};
+    return {p, p, n < core::BlockCache::kMinBytes ? &release_small : &release,
+            c10::Device(c10::DeviceType::CPU)};
   }
   c10::DeleterFnPtr raw_deleter() const override { return &release; }
 };
@@ -59,8 +63,7 @@ std::string install_block_cache_allocator() {
 std::string use_training_allocator() {
   const core::AllocatorSetting glibc = core::keep_freed_memory();
   if (kSanitized) return glibc.description + "; no block cache under a sanitizer";
-  if (const char* d = std::getenv("CAIRN_MALLOC_DEFAULTS"); d && std::strcmp(d, "1") == 0)
-    return glibc.description;
+  if (core::malloc_defaults_requested()) return glibc.description;
   if (const char* d = std::getenv("CAIRN_BLOCK_CACHE"); d && std::strcmp(d, "0") == 0)
     return glibc.description + "; no block cache (CAIRN_BLOCK_CACHE=0)";
   return glibc.description + "; " + install_block_cache_allocator();

@@ -309,7 +309,7 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     k.buffer_bytes = base_buffers + (ckpt > 0 || (recomputes_all && blocks > 0) ? block_act : 0);
     // Checkpointed blocks run their forward again; under ZeRO-3 every stage does (each
     // gathers its parameters again in backward and recomputes without a kept graph).
-    const int64_t again = l.zero >= 3 ? blocks : ckpt;
+    const int64_t again = recomputes_all ? blocks : ckpt;
     if (parts) {
       const MeasuredParts& mm = *parts;
       k.recompute_s = double(m) * double(again) * mm.block_forward.at(tokens, T) / split;

@@ -45,7 +45,8 @@ class BlockCache {
   // At least `n` bytes aligned to kAlignment, or nullptr when malloc has none (n = 0 gives a
   // valid pointer, as malloc may).
   void* allocate(size_t n);
-  // Returns a block from allocate (nullptr is ignored).
+  // Returns a block from allocate (nullptr is ignored). A block of fewer than kMinBytes comes
+  // straight from malloc and may be handed to free() instead.
   void deallocate(void* p);
   // Hands every kept free block back to malloc.
   void release_free();

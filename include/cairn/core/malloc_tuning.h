@@ -27,6 +27,10 @@ struct AllocatorSetting {
 };
 AllocatorSetting keep_freed_memory();
 
+// True when the user asked for glibc's allocator as it comes (CAIRN_MALLOC_DEFAULTS=1): no
+// settings of cairn's, and no block cache.
+bool malloc_defaults_requested();
+
 // Bytes the allocator has handed out and not taken back (glibc's mallinfo2: heap blocks in use
 // plus mmapped blocks, less the blocks process_block_cache() keeps for reuse): what the
 // process's tensors and other objects hold right now, unlike the resident size, which keeps
