@@ -7,10 +7,11 @@ measured against the best measured layout.
 
   /usr/bin/python3 bench/planner.py --cairn build/bin/cairn --data data/kjv [--world4]
 
-How: `cairn plan profile-hw --ranks W` measures the machine (collectives over loopback, the
-resident memory of a process before any tensor) and `cairn plan profile-model --ranks W` times
-the model's embedding, one block and head forward and backward on W threads at once (one
-thread each, as the workers run), fitted in tokens and sequence length; `cairn plan
+How: `cairn plan profile-hw --ranks W` measures the machine (collectives over loopback, how
+much of an all-reduce hides behind compute running on every rank, the resident memory of a
+process before any tensor) and `cairn plan profile-model --ranks W` times the model's
+embedding, one block and head forward and backward on W threads at once (one thread each, as
+the workers run; the median of repetitions), fitted in tokens and sequence length; `cairn plan
 --evaluate --model-profile` then predicts each layout from those two files alone: nothing is
 calibrated on a training run. Measured: the mean step time of --steps steps after --warmup
 and the peak resident memory of the fullest rank while it trained (metrics.jsonl's
@@ -115,7 +116,8 @@ def world_section(a, world, tmp, env):
         if prof.returncode:
             raise SystemExit(f"cairn plan {cmd[0]} failed:\n{prof.stdout}")
         for line in prof.stdout.splitlines():
-            if line.startswith(("GEMM", "memory copy", "all-reduce fit", "fit ")):
+            if line.startswith(("GEMM", "memory copy", "all-reduce fit", "all-reduce hidden",
+                                "fit ")):
                 print("profile: " + line)
     print(f"  {'layout':16s} {'pred s':>8s} {'meas s':>8s} {'err':>7s} {'pred GiB':>9s} "
           f"{'meas GiB':>9s} {'err':>7s} {'end GiB':>8s}  largest term besides compute (predicted)")

@@ -123,6 +123,15 @@ echo "broken" > "$work/cache/$(basename "$(ls "$work/cache"/hw-*-2ranks.json)")"
   --no-progress --plan auto --plan-cache "$work/cache" --max-steps 1 > "$work/auto3.out" 2>&1 ||
   { tail -30 "$work/auto3.out"; fail "--plan auto with a broken cached profile failed"; }
 grep -q "profiling the machine again" "$work/auto3.out" || fail "a broken profile was not replaced"
+# A profile written before the overlap was measured (no dp_overlap) is measured again too.
+hw=$(ls "$work/cache"/hw-*-2ranks.json)
+/usr/bin/python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert "dp_overlap" in j; del j["dp_overlap"]; json.dump(j, open(sys.argv[1], "w"))' "$hw"
+"$cairn" run --nproc-per-node 2 --run-dir "$work/auto4" -- "$cairn" train "$work/tiny.yaml" \
+  --no-progress --plan auto --plan-cache "$work/cache" --max-steps 1 > "$work/auto4.out" 2>&1 ||
+  { tail -30 "$work/auto4.out"; fail "--plan auto with a profile without dp_overlap failed"; }
+grep -q "no measured dp_overlap; profiling the machine again" "$work/auto4.out" ||
+  fail "a profile without a measured overlap was not measured again"
+grep -q '"dp_overlap"' "$hw" || fail "the new profile has no dp_overlap"
 
 echo "-- bad input exits 2 naming what is wrong"
 expect_exit2() {  # expect_exit2 PATTERN ARGS...

@@ -57,7 +57,7 @@ std::string install_block_cache_allocator() {
     c10::SetCPUAllocator(allocator, 1);
     installed = true;
   });
-  return "tensors of at least 1 MiB freed in a step are kept to serve the next";
+  return "tensors of at least 256 KiB freed in a step are kept to serve the next";
 }
 
 std::string use_training_allocator() {

@@ -81,12 +81,8 @@ const ModelShape::Held& ModelShape::params(int tp) {
   Held h;
   for (const model::ParamSpec& s : specs_) {
     const double n = held(s, tp);
-    if (s.layer == 0) {
-      h.block += n;
-      h.largest_block = std::max(h.largest_block, n);
-    }
+    if (s.layer == 0) h.block += n;
     if (s.layer >= 0) continue;
-    h.largest_edge = std::max(h.largest_edge, n);
     if (s.role == model::ParamRole::kTokenEmbedding) {
       h.first += n;
       if (!w_.model.is_llama()) {  // GPT-2's tied head: a copy on the last stage
@@ -215,6 +211,8 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
   double worst_step = -1, worst_bytes = -1;
   std::vector<Cost> all;  // per pp rank, before the bubble
   all.reserve(size_t(pp));
+  std::vector<double> forward_s;  // per pp rank: its compute's forward passes
+  forward_s.reserve(size_t(pp));
   if (checkpointed) checkpointed->assign(size_t(pp), 0);
   for (int s = 0; s < pp; ++s) {
     // This rank's chunks: virtual stages s, s + pp, ...
@@ -243,6 +241,13 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     } else {
       k.compute_s = double(m) * tokens * cost / tp / flops;
     }
+    // Its forward passes alone (a backward costs twice a forward in FLOPs).
+    forward_s.push_back(parts ? double(m) *
+                                    (double(blocks) * parts->block_forward.at(tokens, T) +
+                                     (first ? parts->embedding_forward.at(tokens, T) : 0) +
+                                     (last ? parts->head_forward.at(tokens, T) : 0)) /
+                                    split
+                              : k.compute_s / 3);
     // Memory without checkpointing.
     const double params = double(blocks) * held.block + (first ? held.first : 0) +
                           (last ? held.last - (first ? held.tied : 0) : 0);
@@ -257,15 +262,13 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     const double head_kept = last ? table + 4 * tokens * C : 0;
     // Transients: a checkpointed block recomputed; the head's chunk of logits in forward, or in
     // backward the scaled copies of its kept gradients (the chunk is gone by then: the larger of
-    // the two); the embedding's dense table gradient; received activations; the buckets in
-    // flight (each at least the largest parameter).
+    // the two); the embedding's dense table gradient; received activations. Data parallelism
+    // adds no buffer: the gradients are views into its buckets (counted as gradients), which
+    // it all-reduces in place.
     const double head_rows = double(model::head_chunk_rows(int64_t(V / tp)));
     const double logits_chunk = last ? 4 * std::min(tokens, head_rows) * V / tp : 0;
     const double head = last ? std::max(logits_chunk, head_kept) : 0;
     const double embedding_grad = first ? table : 0;
-    const double bucket =
-        std::max(double(8 << 20), bytes_of(std::max(blocks > 0 ? held.largest_block : 0,
-                                                    first || last ? held.largest_edge : 0)));
     // ZeRO-3 gathers one stage of the model at a time (parameters and their whole gradient,
     // the all-gather's own output besides): the largest it runs, a block or the embedding /
     // head with its vocabulary table.
@@ -281,11 +284,15 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     // A block of the largest size the step allocates and frees, held besides: the block cache
     // (core/block_cache.h) keeps it while the step's other phases take blocks of other sizes
     // (measured here: bench/planner.py; glibc's heap without the cache grew by such blocks).
-    const double largest_transient = std::max(
-        {logits_chunk, first || last ? table : 0.0, bucket, l.zero >= 3 ? largest_part : 0.0});
-    const double base_buffers = std::max(head, embedding_grad) + gathered + 2 * bucket +
-                                (pp > 1 ? 2 * boundary : 0) + largest_transient +
-                                cluster.runtime_bytes;
+    const double largest_transient =
+        std::max({logits_chunk, first || last ? table : 0.0, l.zero >= 3 ? largest_part : 0.0});
+    // ZeRO-3 reduces each stage's gradients in buffers of its own (`gathered`); its forward
+    // holds a gathered stage and the head's chunk of logits, its backward the gathered stage,
+    // its gradient and the reduction's buffer: the larger phase counts.
+    const double working =
+        l.zero >= 3 ? std::max(largest_part + head, gathered) : std::max(head, embedding_grad);
+    const double base_buffers =
+        working + (pp > 1 ? 2 * boundary : 0) + largest_transient + cluster.runtime_bytes;
     // ZeRO-3 keeps no graph from forward to backward: each stage keeps its input and runs
     // again in backward (the head's kept gradients included), as checkpointed blocks do.
     const bool recomputes_all = l.zero >= 3;
@@ -351,19 +358,21 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
       k.cp_s = measured_cp ? 0 : double(m) * comm * double(blocks + ckpt);
     }
 
-    // Data parallelism over dp x cp: the gradients reduced (all-reduce: reduce-scatter and
-    // all-gather), hidden behind backward by the cluster's overlap; ZeRO-1/2 gather the
-    // updated parameters after the step (exposed), ZeRO-3 gathers them forward and backward.
+    // Data parallelism over dp x cp: the gradients reduced by an all-reduce (ZeRO's
+    // reduce-scatter too: comm::Group reduce-scatters by an all-reduce, Gloo having none),
+    // hidden behind backward by the cluster's overlap; ZeRO-1/2 gather the updated parameters
+    // after the step (exposed), ZeRO-3 gathers them forward and backward.
     if (D > 1) {
       const double g = bytes_of(params);
-      const double rs = allgather_s(g, D, dp_link);
+      const double ar = allreduce_s(g, D, dp_link);
+      const double ag = allgather_s(g, D, dp_link);
       const double hidden = 1 - cluster.dp_overlap;
       if (l.zero == 0)
-        k.dp_s = hidden * allreduce_s(g, D, dp_link);
+        k.dp_s = hidden * ar;
       else if (l.zero <= 2)
-        k.dp_s = hidden * rs + rs;
+        k.dp_s = hidden * ar + ag;
       else
-        k.dp_s = hidden * (rs + 2 * double(m) * rs);
+        k.dp_s = hidden * (ar + 2 * double(m) * ag);
     }
 
     // The optimizer step over the parameters this rank updates (its 1/D of them under ZeRO),
@@ -393,8 +402,22 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
   const double share = shared ? double(cluster.cores_per_node) / per_node : 1;
   const double world = double(pp) * l.dp * cp * tp;
   const double node_floor = busy_sum / pp * std::min(world, double(per_node)) / per_node;
-  for (Cost& k : all) {
+  // A zero-bubble schedule fills the balanced pipeline's fill and drain with weight passes,
+  // but a stage still waits for one micro-batch's forward through the stages before it and, at
+  // the end, for their backward of the last micro-batch, less its own last weight pass (which
+  // runs meanwhile): behind fast stages a slow one (a head alone on the last) waits as long as
+  // under 1F1B. The other schedules' idle time already covers this (their idle fraction of
+  // the others' work is at least the stages before this one's share of one micro-batch).
+  const bool zero_bubble = l.schedule == parallel::PipelineSchedule::kZeroBubbleH1;
+  double before = 0;  // one micro-batch's forward and backward on the stages before this one
+  for (size_t s = 0; s < all.size(); ++s) {
+    Cost& k = all[s];
     k.bubble_s = pp > 1 ? pipe.idle_per_busy * (busy_sum - busy(k)) / (pp - 1) : 0;
+    if (pp > 1 && zero_bubble) {
+      const double own_weight_pass = (busy(k) - forward_s[s]) / 2 / double(m);
+      k.bubble_s = std::max(k.bubble_s, before - own_weight_pass);
+      before += busy(k) / double(m);
+    }
     if (shared) {
       k.compute_s *= share;
       k.recompute_s *= share;

@@ -22,9 +22,6 @@ class ModelShape {
   struct Held {
     double block = 0, first = 0, last = 0;
     double tied = 0;  // of `last`, the copy of the first stage's table (GPT-2's tied head)
-    // The largest single parameter of a block, and of the first and last stages' own (a
-    // bucket holds at least one parameter).
-    double largest_block = 0, largest_edge = 0;
   };
   const Held& params(int tp);
   // balanced_cuts of the blocks into `chunks` virtual stages.

@@ -209,13 +209,24 @@ Brute BruteForce(const Workload& w, const Cluster& c, int world, double budget) 
 TEST(Planner, TheSearchFindsTheBruteForceOptimum) {
   Cluster c = TwoNodes();
   int binding = 0;  // cases where the budget made the optimum checkpoint blocks
-  for (const std::string arch : {"gpt2", "llama"})
+  // With a measured time per micro-batch besides the time per token, a smaller micro-batch
+  // costs time too: then a tight budget makes the optimum checkpoint blocks rather than shrink
+  // its micro-batches or recompute every stage (ZeRO-3), which cost more.
+  Workload timed = Tiny();
+  timed.measured = MeasuredModel{};
+  timed.measured->embedding = {1e-3, 0.1e-6, 0};
+  timed.measured->embedding_forward = {0.5e-3, 0.05e-6, 0};
+  timed.measured->block = {3e-3, 3e-6, 0};
+  timed.measured->block_forward = {1e-3, 1e-6, 0};
+  timed.measured->head = {3e-3, 6e-6, 0};
+  timed.measured->head_forward = {1e-3, 4e-6, 0};
+  for (const auto& [arch, w] : std::vector<std::pair<std::string, Workload>>{
+           {"gpt2", Tiny()}, {"llama", Tiny("llama")}, {"gpt2 timed", timed}})
     for (int world : {2, 4}) {
-      const Workload w = Tiny(arch);
       const Brute free = BruteForce(w, c, world, 1e30);
       ASSERT_GT(free.best, 0);
-      // No limit; a little below what the unconstrained optimum needs; just above the least
-      // any plan needs; below it (nothing fits).
+      // No limit; below what the unconstrained optimum needs (a little, and more); just above
+      // the least any plan needs; below it (nothing fits).
       SearchOptions o;
       o.world = world;
       o.top = 3;
@@ -223,8 +234,8 @@ TEST(Planner, TheSearchFindsTheBruteForceOptimum) {
       auto unconstrained = search(w, c, o);
       ASSERT_TRUE(unconstrained.ok());
       const double free_memory = unconstrained->best.front().cost.memory_bytes();
-      for (double budget :
-           {1e30, 0.97 * free_memory, 1.02 * free.least_memory, 0.98 * free.least_memory}) {
+      for (double budget : {1e30, 0.97 * free_memory, 0.9 * free_memory, 0.8 * free_memory,
+                            1.02 * free.least_memory, 0.98 * free.least_memory}) {
         SCOPED_TRACE(arch + " world " + std::to_string(world) + " budget " +
                      std::to_string(budget / 1e6) + " MB");
         const Brute want = BruteForce(w, c, world, budget);
@@ -331,6 +342,40 @@ TEST(Planner, APipelinesLastStageHoldsItsOwnCopyOfTheTiedTable) {
   EXPECT_GE(stages[1].param_bytes, 4 * 500 * 64) << "the head's table";
 }
 
+// A zero-bubble schedule hides the fill and drain of balanced stages, not the wait of a slow
+// last stage (a large head) for one micro-batch's forward and backward through the stages
+// before it, less its own last weight pass: there it waits as under 1F1B.
+TEST(Planner, AZeroBubbleScheduleStillWaitsForTheStagesBeforeASlowOne) {
+  Workload w = Tiny();
+  w.measured = MeasuredModel{};
+  w.measured->block = {0, 3e-6, 0};
+  w.measured->block_forward = {0, 1e-6, 0};
+  w.measured->embedding = {0, 20e-6, 0};
+  w.measured->embedding_forward = {0, 10e-6, 0};
+  w.measured->head = {0, 200e-6, 0};  // the head's stage is the slow one
+  w.measured->head_forward = {0, 198e-6, 0};
+  Candidate c = KeptLayoutWithPp(w, 2, 2);
+  const Cluster cl = TwoNodes();
+  const double m = double(w.global_batch / (c.micro_batch * c.plan.mesh.dp));
+  c.plan.pipeline.schedule = PipelineSchedule::kOneFOneB;
+  std::vector<Cost> one_f_one_b, zero_bubble;
+  estimate_stages(w, cl, c, &one_f_one_b);
+  c.plan.pipeline.schedule = PipelineSchedule::kZeroBubbleH1;
+  estimate_stages(w, cl, c, &zero_bubble);
+  ASSERT_EQ(zero_bubble.size(), 2u);
+  const Cost& first = zero_bubble[0];
+  const Cost& last = zero_bubble[1];
+  ASSERT_GT(last.compute_s, 5 * first.compute_s);
+  // Per token: the last stage's blocks and head, forward 1 + 198 of 3 + 200 us.
+  const double blocks = double(w.model.n_layer - c.plan.pipeline.cuts.at(0));
+  const double last_forward = last.compute_s * (blocks * 1 + 198) / (blocks * 3 + 200);
+  const double want = first.compute_s / m - (last.compute_s - last_forward) / 2 / m;
+  ASSERT_GT(want, 0);
+  EXPECT_NEAR(last.bubble_s, want, 1e-9 * want);
+  EXPECT_NEAR(one_f_one_b[1].bubble_s, first.compute_s / m, 1e-9 * first.compute_s);
+  EXPECT_LT(last.bubble_s, one_f_one_b[1].bubble_s);
+}
+
 TEST(Planner, TheOptimizerStepCostsItsMeasuredTimePerParameterARankUpdates) {
   Workload w = Tiny();
   double held = 0;
@@ -350,6 +395,31 @@ TEST(Planner, TheOptimizerStepCostsItsMeasuredTimePerParameterARankUpdates) {
   EXPECT_DOUBLE_EQ(estimate(w, c, zero1).optimizer_s, 2e-9 * held / 2);  // its shard
   EXPECT_DOUBLE_EQ(k.step_s(), k.compute_s + k.dp_s + k.optimizer_s);
   EXPECT_NE(explain(ddp, k).find("optimizer"), std::string::npos);
+}
+
+// Data-parallel traffic by ZeRO stage, by hand: the gradients' all-reduce (ZeRO's reduce-scatter
+// is one here) hidden behind backward by the cluster's overlap, ZeRO-1/2's all-gather of the
+// updated parameters exposed after the step.
+TEST(Planner, DataParallelTrafficByZeroStage) {
+  const Workload w = Tiny();
+  double held = 0;
+  for (const model::ParamSpec& s : model::param_specs(w.model)) {
+    double n = 1;
+    for (int64_t d : s.shape) n *= double(d);
+    held += n;
+  }
+  Cluster c = TwoNodes();
+  const Link& link = c.intra;
+  const double ar = allreduce_s(4 * held, 2, link), ag = allgather_s(4 * held, 2, link);
+  for (double overlap : {0.0, 0.5, 1.0}) {
+    c.dp_overlap = overlap;
+    EXPECT_DOUBLE_EQ(estimate(w, c, {parallel::Plan::data_parallel(2, 4, 0), 4}).dp_s,
+                     (1 - overlap) * ar);
+    for (int zero : {1, 2})
+      EXPECT_DOUBLE_EQ(estimate(w, c, {parallel::Plan::data_parallel(2, 4, zero), 4}).dp_s,
+                       (1 - overlap) * ar + ag)
+          << zero;
+  }
 }
 
 // Two devices on one core: a pipeline stage that waits gives the core to the other, so the

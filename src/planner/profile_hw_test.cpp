@@ -46,6 +46,9 @@ TEST(ProfileHw, AShortProfileGivesACluster) {
   EXPECT_NEAR(c->peak_flops, p->gemm_fp32_flops, 1e-6 * p->gemm_fp32_flops);
   EXPECT_GE(p->cores, 1);
   EXPECT_EQ(c->cores_per_node, p->cores) << "the cores the ranks share, for the cost model";
+  EXPECT_GE(p->dp_overlap, 0);
+  EXPECT_LE(p->dp_overlap, 1);
+  EXPECT_DOUBLE_EQ(c->dp_overlap, p->dp_overlap) << "the measured overlap, not the default";
   EXPECT_FALSE(profile_hardware(1, 0.1).ok());
 }
 
@@ -125,6 +128,11 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
   EXPECT_NE(refusal([](nlohmann::json& j) { j["fit"].erase("optimizer"); })
                 .find("fit.optimizer: missing (a profile from before optimizer steps were timed: "
                       "run cairn plan profile-model again)"),
+            std::string::npos);
+  // A profile of the fastest repetitions (written before the median was kept) likewise.
+  EXPECT_NE(refusal([](nlohmann::json& j) {
+              j.erase("statistic");
+            }).find("statistic: not \"median\" (a profile of the fastest repetitions"),
             std::string::npos);
   model::ModelConfig deeper = m;  // the parts are per block: any depth
   deeper.n_layer = 12;

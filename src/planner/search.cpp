@@ -130,7 +130,9 @@ Result<SearchResult> search(const Workload& w, const Cluster& cluster,
           for (auto [schedule, v] : schedules) {
             if (pp > 1 && !parallel::schedule_unfit({schedule, pp, m, v}).empty()) continue;
             for (int zero = 0; zero <= 3; ++zero) {
-              if (zero > 0 && dp * cp == 1) break;
+              // ZeRO-1/2 over one rank are plain data parallelism; ZeRO-3 over one still runs
+              // every stage again in backward and needs no buckets: less memory, more time.
+              if (zero > 0 && zero < 3 && dp * cp == 1) continue;
               if (zero == 3 && pp > 1) break;
               for (int sp = 0; sp <= (tp > 1 ? 1 : 0); ++sp)
                 for (ContextParallelKind kind : kinds) {

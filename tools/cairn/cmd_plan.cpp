@@ -80,6 +80,8 @@ void run_profile(const ProfileArgs& a) {
     std::printf("| %s | %.0f | %.1f |\n", pt.op.c_str(), pt.bytes, pt.seconds * 1e6);
   std::printf("all-reduce fit: %.3f GB/s, %.1f us per message\n", p.link.bandwidth / 1e9,
               p.link.latency * 1e6);
+  std::printf("all-reduce hidden behind compute on every rank at once: %.0f%%\n",
+              100 * p.dp_overlap);
   const std::string name =
       a.name.empty() ? "this machine, " + std::to_string(a.ranks) + " ranks (measured)" : a.name;
   const std::string text = planner::profile_to_cluster(p, name, a.efficiency).dump(1) + "\n";
@@ -300,7 +302,9 @@ void register_plan_command(CLI::App& app) {
       "  cairn plan profile-model configs/gpt-kjv.yaml --out kjv-model.json   # and the model\n");
   auto pa = std::make_shared<ProfileArgs>();
   CLI::App* prof = cmd->add_subcommand(
-      "profile-hw", "Measure this machine (GEMM, memory copy, collectives) as a cluster file");
+      "profile-hw",
+      "Measure this machine (GEMM, memory copy, collectives, all-reduce hidden behind compute) "
+      "as a cluster file");
   prof->add_option("--ranks", pa->ranks, "ranks (devices) to measure together")
       ->check(CLI::Range(2, 1024));
   prof->add_option("--seconds", pa->seconds, "about how long each measurement repeats")
@@ -312,7 +316,9 @@ void register_plan_command(CLI::App& app) {
   prof->add_option("--name", pa->name, "the cluster's name in the file");
   prof->add_option("--out", pa->out, "write the cluster file here (default: print it)");
   prof->footer(
-      "\nExample:\n  cairn plan profile-hw --ranks 2 --out this-machine.json\n"
+      "\nEvery rank runs at once, as workers share the machine. dp_overlap is the fraction of an "
+      "8 MiB\nall-reduce hidden behind GEMMs on every rank (what data parallelism hides behind "
+      "backward).\nExample:\n  cairn plan profile-hw --ranks 2 --out this-machine.json\n"
       "  cairn plan configs/gpt-kjv.yaml --cluster this-machine.json\n");
   prof->callback([pa] { run_profile(*pa); });
   auto ma = std::make_shared<ModelProfileArgs>();
@@ -336,8 +342,9 @@ void register_plan_command(CLI::App& app) {
   mprof->add_option("--out", ma->out, "write the profile here (default: print it)");
   mprof->footer(
       "\nEach part is timed on --ranks threads at once (one thread each, as the workers share "
-      "the\ncores); time = fixed + a x tokens + b x tokens x sequence length, fitted by least "
-      "squares.\nThe parts are timed again tensor-parallel at every tp, and context-parallel "
+      "the\ncores), the median of its repetitions; time = fixed + a x tokens + b x tokens x "
+      "sequence\nlength, fitted by least squares.\nThe parts are timed again tensor-parallel at "
+      "every tp, and context-parallel "
       "(ring, "
       "Ulysses) at\nevery cp, that divides --ranks and fits the model (groups of ranks, their "
       "collectives\nincluded), and one optimizer step per rank.\nExample:\n  cairn plan "

@@ -25,7 +25,7 @@ namespace cairn::core {
 
 class BlockCache {
  public:
-  static constexpr size_t kMinBytes = size_t(1) << 20;
+  static constexpr size_t kMinBytes = size_t(1) << 18;
   static constexpr size_t kAlignment = 64;
 
   struct Stats {

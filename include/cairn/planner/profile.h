@@ -31,6 +31,8 @@ struct HardwareProfile {
     double seconds = 0;  // median
   };
   std::vector<Point> collectives;
+  double dp_overlap = 0;  // the fraction of an 8 MiB all-reduce hidden behind GEMMs on every
+                          // rank at once (what data parallelism hides behind backward)
   Link link;  // fitted to the all-reduces: time = 2 (n-1)/n bytes / bandwidth + 2 (n-1) latency
 };
 
@@ -51,7 +53,7 @@ nlohmann::json profile_to_cluster(const HardwareProfile& p, const std::string& n
 // `cairn plan profile-model`: a model's parts (the embedding, one block, the head and loss)
 // timed forward and backward on `ranks` threads at once (each its own copy of the part, one
 // thread each, as workers share the cores) at a few micro-batch sizes and sequence lengths,
-// the fastest repetition of the slowest rank at each, and fitted: time = fixed + a x tokens
+// the median repetition of the slowest rank at each, and fitted: time = fixed + a x tokens
 // (+ b x tokens x T for a block, which attends). Activation memory per block is the heap's
 // growth over the forward (kept for backward). The parts are timed again tensor-parallel for
 // every tp degree of profiled_tp_degrees and context-parallel for every split of
@@ -62,14 +64,14 @@ struct ModelProfile {
   struct Point {
     std::string part;  // embedding | block | head
     int64_t batch = 0, seq = 0;
-    double forward_s = 0, backward_s = 0;  // the fastest repetition, the slowest rank's
+    double forward_s = 0, backward_s = 0;  // the median repetition, the slowest rank's
     double activation_bytes = 0;           // block: kept by the forward
     int tp = 1;                            // run tensor-parallel over this many ranks
     int cp = 1;           // run context-parallel over this many ranks (seq: the whole sequence)
     std::string cp_kind;  // "ring" | "ulysses" when cp > 1
   };
   std::vector<Point> points;
-  MeasuredModel fit;  // fit.optimizer_per_param: the fastest update of the slowest rank
+  MeasuredModel fit;  // fit.optimizer_per_param: the median update of the slowest rank
   // Fits fixed + a x tokens + b x tokens x T to (tokens, T, seconds) by least squares with
   // every term >= 0; b = 0 when every point has the same T. REQUIRES: points of at least 2
   // distinct token counts.
