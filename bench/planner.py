@@ -58,7 +58,9 @@ LAYOUTS = {
         ("pp=2 dp=2 1f1b", {"parallel.pp": 2}),
         ("tp=4", {"parallel.tp": 4}),
         ("pp=2 tp=2", {"parallel.pp": 2, "parallel.tp": 2}),
-        ("pp=4 1f1b", {"parallel.pp": 4})],
+        ("pp=4 1f1b", {"parallel.pp": 4}),
+        ("tp=2 cp=2 ring", {"parallel.tp": 2, "parallel.cp": 2}),
+        ("cp=4 ring", {"parallel.cp": 4})],
 }
 
 

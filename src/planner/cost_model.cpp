@@ -382,6 +382,10 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
 
     // Pipeline: each micro-batch's activation in and its gradient out per chunk boundary.
     if (pp > 1) k.pp_s = double(m) * v * 2 * (boundary / pp_link.bandwidth + pp_link.latency);
+    // A tied table (GPT-2's) on a pipeline's first and last stage: after backward each sends
+    // the other its gradient of it, both ways at once, and adds the one it receives.
+    if (pp > 1 && held.tied > 0 && (first || last))
+      k.pp_s += bytes_of(held.tied) / pp_link.bandwidth + pp_link.latency;
     all.push_back(k);
   }
   // The bubble: a stage idles while the others fill and drain the pipeline, i.e. for the

@@ -376,6 +376,28 @@ TEST(Planner, AZeroBubbleScheduleStillWaitsForTheStagesBeforeASlowOne) {
   EXPECT_LT(last.bubble_s, one_f_one_b[1].bubble_s);
 }
 
+// A pipeline sends each micro-batch's activation forward and its gradient back per boundary;
+// GPT-2's first and last stages also swap their gradients of the tied table after backward
+// (LLaMA's head is its own).
+TEST(Planner, APipelinesSendsAndTheTiedTablesExchange) {
+  for (const std::string arch : {"gpt2", "llama"}) {
+    const Workload w = Tiny(arch);
+    const Candidate pp2 = KeptLayoutWithPp(w, 2, 2);
+    ASSERT_EQ(pp2.plan.mesh.dp, 1);
+    ASSERT_EQ(pp2.plan.pipeline.virtual_stages, 1);  // one boundary each way per micro-batch
+    const Cluster c = TwoNodes();
+    std::vector<Cost> stages;
+    estimate_stages(w, c, pp2, &stages);
+    ASSERT_EQ(stages.size(), 2u);
+    const double m = double(w.global_batch / pp2.micro_batch);
+    const double boundary = 4.0 * double(pp2.micro_batch * w.seq_len * w.model.n_embd);
+    const Link& link = c.intra;  // the 2 stages within a node of 2 devices
+    double want = m * 2 * (boundary / link.bandwidth + link.latency);
+    if (arch == "gpt2") want += 4.0 * 500 * 64 / link.bandwidth + link.latency;  // the table
+    for (const Cost& k : stages) EXPECT_NEAR(k.pp_s, want, 1e-9 * want) << arch;
+  }
+}
+
 TEST(Planner, TheOptimizerStepCostsItsMeasuredTimePerParameterARankUpdates) {
   Workload w = Tiny();
   double held = 0;
