@@ -211,8 +211,10 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
   double worst_step = -1, worst_bytes = -1;
   std::vector<Cost> all;  // per pp rank, before the bubble
   all.reserve(size_t(pp));
-  std::vector<double> forward_s;  // per pp rank: its compute's forward passes
-  forward_s.reserve(size_t(pp));
+  // Per pp rank: its compute's forward passes (a zero-bubble schedule's bound needs them).
+  const bool zero_bubble = pp > 1 && l.schedule == parallel::PipelineSchedule::kZeroBubbleH1;
+  std::vector<double> forward_s;
+  if (zero_bubble) forward_s.reserve(size_t(pp));
   if (checkpointed) checkpointed->assign(size_t(pp), 0);
   for (int s = 0; s < pp; ++s) {
     // This rank's chunks: virtual stages s, s + pp, ...
@@ -242,12 +244,13 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
       k.compute_s = double(m) * tokens * cost / tp / flops;
     }
     // Its forward passes alone (a backward costs twice a forward in FLOPs).
-    forward_s.push_back(parts ? double(m) *
-                                    (double(blocks) * parts->block_forward.at(tokens, T) +
-                                     (first ? parts->embedding_forward.at(tokens, T) : 0) +
-                                     (last ? parts->head_forward.at(tokens, T) : 0)) /
-                                    split
-                              : k.compute_s / 3);
+    if (zero_bubble)
+      forward_s.push_back(parts ? double(m) *
+                                      (double(blocks) * parts->block_forward.at(tokens, T) +
+                                       (first ? parts->embedding_forward.at(tokens, T) : 0) +
+                                       (last ? parts->head_forward.at(tokens, T) : 0)) /
+                                      split
+                                : k.compute_s / 3);
     // Memory without checkpointing.
     const double params = double(blocks) * held.block + (first ? held.first : 0) +
                           (last ? held.last - (first ? held.tied : 0) : 0);
@@ -412,12 +415,11 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
   // runs meanwhile): behind fast stages a slow one (a head alone on the last) waits as long as
   // under 1F1B. The other schedules' idle time already covers this (their idle fraction of
   // the others' work is at least the stages before this one's share of one micro-batch).
-  const bool zero_bubble = l.schedule == parallel::PipelineSchedule::kZeroBubbleH1;
   double before = 0;  // one micro-batch's forward and backward on the stages before this one
   for (size_t s = 0; s < all.size(); ++s) {
     Cost& k = all[s];
     k.bubble_s = pp > 1 ? pipe.idle_per_busy * (busy_sum - busy(k)) / (pp - 1) : 0;
-    if (pp > 1 && zero_bubble) {
+    if (zero_bubble) {
       const double own_weight_pass = (busy(k) - forward_s[s]) / 2 / double(m);
       k.bubble_s = std::max(k.bubble_s, before - own_weight_pass);
       before += busy(k) / double(m);

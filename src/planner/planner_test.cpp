@@ -24,6 +24,17 @@ using parallel::PipelineSchedule;
 using testing::Tiny;
 using testing::TwoNodes;
 
+// The model's parameters, every tensor once (param_specs: the model's own list).
+double ParamsOf(const Workload& w) {
+  double held = 0;
+  for (const model::ParamSpec& s : model::param_specs(w.model)) {
+    double n = 1;
+    for (int64_t d : s.shape) n *= double(d);
+    held += n;
+  }
+  return held;
+}
+
 // Every layout of `world` devices that the search keeps, fastest first (no memory limit).
 SearchOptions EveryLayout(int world) {
   SearchOptions o;
@@ -119,12 +130,7 @@ TEST(Planner, OneDeviceCostsItsParametersAndCompute) {
   Cluster c = TwoNodes();
   Candidate one{parallel::Plan::data_parallel(1, 4), 8};
   const Cost k = estimate(w, c, one);
-  double held = 0;
-  for (const model::ParamSpec& s : model::param_specs(w.model)) {
-    double n = 1;
-    for (int64_t d : s.shape) n *= double(d);
-    held += n;
-  }
+  const double held = ParamsOf(w);
   // GPT-2's tied table counts once: one stage holds both ends here (one tensor, as the model
   // builds it); the last stage of a pipeline holds its own copy.
   EXPECT_DOUBLE_EQ(k.param_bytes, 4 * held);
@@ -332,12 +338,7 @@ TEST(Planner, APipelinesLastStageHoldsItsOwnCopyOfTheTiedTable) {
   std::vector<Cost> stages;
   estimate_stages(w, TwoNodes(), pp2, &stages);
   ASSERT_EQ(stages.size(), 2u);
-  double held = 0;
-  for (const model::ParamSpec& s : model::param_specs(w.model)) {
-    double n = 1;
-    for (int64_t d : s.shape) n *= double(d);
-    held += n;
-  }
+  const double held = ParamsOf(w);
   EXPECT_DOUBLE_EQ(stages[0].param_bytes + stages[1].param_bytes, 4 * (held + 500 * 64));
   EXPECT_GE(stages[1].param_bytes, 4 * 500 * 64) << "the head's table";
 }
@@ -400,12 +401,7 @@ TEST(Planner, APipelinesSendsAndTheTiedTablesExchange) {
 
 TEST(Planner, TheOptimizerStepCostsItsMeasuredTimePerParameterARankUpdates) {
   Workload w = Tiny();
-  double held = 0;
-  for (const model::ParamSpec& s : model::param_specs(w.model)) {
-    double n = 1;
-    for (int64_t d : s.shape) n *= double(d);
-    held += n;
-  }
+  const double held = ParamsOf(w);
   const Cluster c = TwoNodes();
   const Candidate ddp{parallel::Plan::data_parallel(2, 4, 0), 4};
   const Candidate zero1{parallel::Plan::data_parallel(2, 4, 1), 4};
@@ -424,12 +420,7 @@ TEST(Planner, TheOptimizerStepCostsItsMeasuredTimePerParameterARankUpdates) {
 // updated parameters exposed after the step.
 TEST(Planner, DataParallelTrafficByZeroStage) {
   const Workload w = Tiny();
-  double held = 0;
-  for (const model::ParamSpec& s : model::param_specs(w.model)) {
-    double n = 1;
-    for (int64_t d : s.shape) n *= double(d);
-    held += n;
-  }
+  const double held = ParamsOf(w);
   Cluster c = TwoNodes();
   const Link& link = c.intra;
   const double ar = allreduce_s(4 * held, 2, link), ag = allgather_s(4 * held, 2, link);

@@ -11,15 +11,14 @@
 #include "cairn/core/blas_threads.h"
 #include "cairn/core/proc.h"
 #include "cairn/planner/profile.h"
+#include "planner/profile_impl.h"
 
 namespace cairn::planner {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
+using profiling::Clock;
+using profiling::median;
+using profiling::since;
 
 // The median seconds of `fn` over repetitions lasting about `budget` (at least 3).
 template <typename Fn>
@@ -31,8 +30,7 @@ double median_s(double budget, Fn&& fn) {
     fn();
     t.push_back(since(s));
   }
-  std::nth_element(t.begin(), t.begin() + long(t.size() / 2), t.end());
-  return t[t.size() / 2];
+  return median(std::move(t));
 }
 
 double gemm_flops(int64_t n, torch::ScalarType dtype, double seconds) {
@@ -79,8 +77,7 @@ double collective_s(comm::Group& g, const std::string& op, int64_t bytes, double
     step();
     times.push_back(since(s));
   }
-  std::nth_element(times.begin(), times.begin() + long(times.size() / 2), times.end());
-  return times[times.size() / 2];
+  return median(std::move(times));
 }
 
 // The fraction of a data-parallel bucket's all-reduce that runs hidden behind compute, with
@@ -101,8 +98,7 @@ double overlap_fraction(comm::Group& g, int reps) {
       fn();
       times.push_back(since(s));
     }
-    std::nth_element(times.begin(), times.begin() + long(times.size() / 2), times.end());
-    return times[times.size() / 2];
+    return median(std::move(times));
   };
   const double comm_s = median_of([&] { g.allreduce(t); });
   const double mm_s = median_of([&] { c = torch::mm(a, b); });

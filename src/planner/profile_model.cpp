@@ -19,21 +19,15 @@
 #include "cairn/parallel/plan.h"
 #include "cairn/parallel/tensor_parallel.h"
 #include "cairn/planner/profile.h"
+#include "planner/profile_impl.h"
 
 namespace cairn::planner {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using json = nlohmann::json;
-
-double since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-double median(std::vector<double> v) {
-  std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
-  return v[v.size() / 2];
-}
+using profiling::Clock;
+using profiling::median;
+using profiling::since;
 
 struct Timed {
   double forward_s = 0, backward_s = 0, activation_bytes = 0;
