@@ -62,6 +62,12 @@ Result<Cluster> cluster_from_json(const std::string& text, const std::string& wh
        "intra", "inter", "dp_overlap", "runtime_gb", "cores_per_node", "measured"}));
   if (auto m = j.find("measured"); m != j.end() && !m->is_object())
     return Status::InvalidArgument(what + ".measured: not an object");
+  // A described cluster may leave the overlap at its default; a measured one was written
+  // before profile-hw measured it.
+  if (j.contains("measured") && !j.contains("dp_overlap"))
+    return Status::InvalidArgument(what +
+                                   ": a measured profile without dp_overlap (written before "
+                                   "profile-hw measured it): run cairn plan profile-hw again");
   Cluster c;
   auto name = j.find("name");
   if (name == j.end() || !name->is_string())

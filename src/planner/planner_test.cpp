@@ -535,6 +535,14 @@ TEST(Planner, ClusterFilesNameWhatIsWrong) {
   two.replace(two.find("\"nodes\": 2"), 10, "\"nodes\": 2, \"cores_per_node\": 2");
   ASSERT_EQ(error(two), "ok");
   EXPECT_EQ(cluster_from_json(two, "a.json")->cores_per_node, 2);
+  // A measured profile names its overlap; one without was written before it was measured.
+  std::string measured = good;
+  measured.replace(measured.find("\"nodes\": 2"), 10, "\"nodes\": 2, \"measured\": {}");
+  EXPECT_NE(error(measured).find("a.json: a measured profile without dp_overlap"),
+            std::string::npos)
+      << error(measured);
+  measured.replace(measured.find("\"nodes\": 2"), 10, "\"nodes\": 2, \"dp_overlap\": 0.1");
+  EXPECT_EQ(error(measured), "ok");
 }
 
 }  // namespace

@@ -50,23 +50,13 @@ std::string broadcast_text(comm::Group& g, std::string text) {
   return std::string(static_cast<const char*>(bytes.data_ptr()), size_t(bytes.numel()));
 }
 
-bool profile_has_overlap(const std::string& path) {
-  auto text = core::read_file(path);
-  if (!text.ok()) return false;
-  const nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  return j.is_object() && j.contains("dp_overlap");
-}
-
 // This machine's profile for `ranks` ranks: the cached one, else measured now and cached.
 Result<planner::Cluster> machine_profile(const AutoPlanOptions& a, int ranks, AutoPlan* out) {
   out->profile_path = profile_cache_path(a.cache_dir, ranks);
   if (std::filesystem::exists(out->profile_path)) {
     auto c = planner::load_cluster(out->profile_path);
-    // A profile written before the overlap was measured holds the default: measured again.
-    if (c.ok() && !profile_has_overlap(out->profile_path))
-      c = Status::InvalidArgument(out->profile_path + ": no measured dp_overlap");
     if (c.ok()) return c;
-    // A cache is only a cache: a broken one is measured again and replaced.
+    // A cache is only a cache: a broken or outdated one is measured again and replaced.
     spdlog::warn("{}; profiling the machine again", c.status().ToString());
   }
   spdlog::info("parallel.plan=auto: no profile of this machine for {} ranks in {}: measuring it",
