@@ -37,6 +37,7 @@ void* BlockCache::allocate(size_t n) {
   live_.emplace(p, size);
   stats_.live_bytes += int64_t(size);
   if (stats_.live_bytes > stats_.peak_live_bytes) stats_.peak_live_bytes = stats_.live_bytes;
+  stats_.peak_held_bytes = std::max(stats_.peak_held_bytes, stats_.live_bytes + stats_.free_bytes);
   return p;
 }
 
@@ -63,12 +64,22 @@ void BlockCache::deallocate(void* p) {
       const size_t size = it->second;
       live_.erase(it);
       stats_.live_bytes -= int64_t(size);
+      if (!keeping_) {
+        std::free(p);
+        return;
+      }
       stats_.free_bytes += int64_t(size);
       free_.emplace(size, Kept{p, ++clock_});
       return;
     }
   }
   std::free(p);  // a small block
+}
+
+void BlockCache::set_keeping(bool on) {
+  MutexLock lock(mu_);
+  keeping_ = on;
+  if (!on) release_free_locked();
 }
 
 void BlockCache::release_free() {

@@ -103,6 +103,31 @@ TEST(BlockCache, KeptBlocksStayBoundedByThePeakLive) {
   EXPECT_EQ(cache.stats().free_bytes, 0);
 }
 
+// While a job is built its freed blocks are of sizes no step asks for: with keeping off they go
+// back to malloc, and a later request smaller than one of them takes a block of its own size.
+TEST(BlockCache, NotKeepingHandsBackTheKeptBlocksAndEachFreedOne) {
+  BlockCache cache;
+  void* whole = cache.allocate(8 * kMiB);
+  cache.deallocate(whole);
+  EXPECT_EQ(cache.stats().free_bytes, int64_t(8 * kMiB));
+  EXPECT_EQ(cache.stats().peak_held_bytes, int64_t(8 * kMiB));
+  cache.set_keeping(false);
+  EXPECT_EQ(cache.stats().free_bytes, 0) << "the kept block is handed back";
+  EXPECT_EQ(cache.stats().released, 1);
+  void* again = cache.allocate(8 * kMiB);
+  cache.deallocate(again);
+  EXPECT_EQ(cache.stats().free_bytes, 0) << "freed while not keeping: not kept";
+  EXPECT_EQ(cache.stats().live_bytes, 0);
+  cache.set_keeping(true);
+  // A slice of the whole (5 of 8 MiB) gets a block of its size, not a kept 8 MiB one.
+  void* slice = cache.allocate(5 * kMiB);
+  EXPECT_EQ(cache.stats().live_bytes, int64_t(5 * kMiB));
+  EXPECT_EQ(cache.stats().hits, 0);
+  cache.deallocate(slice);
+  EXPECT_EQ(cache.stats().free_bytes, int64_t(5 * kMiB)) << "kept again once building is over";
+  EXPECT_EQ(cache.stats().peak_held_bytes, int64_t(8 * kMiB));
+}
+
 TEST(BlockCache, ThreadsShareIt) {
   BlockCache cache;
   std::vector<std::thread> threads;

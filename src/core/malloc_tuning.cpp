@@ -40,4 +40,6 @@ int64_t heap_bytes_in_use() {
   return int64_t(m.uordblks) + int64_t(m.hblkhd) - process_block_cache().stats().free_bytes;
 }
 
+void return_free_heap() { ::malloc_trim(0); }
+
 }  // namespace cairn::core

@@ -59,6 +59,7 @@ int usable_cores() {
   return int(std::max(1u, std::thread::hardware_concurrency()));
 }
 int64_t peak_resident_bytes() { return status_kib_field("VmHWM"); }
+int64_t file_resident_bytes() { return status_kib_field("RssFile"); }
 
 Result<int64_t> available_memory_bytes() {
   int64_t avail = -1;

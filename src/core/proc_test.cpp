@@ -92,5 +92,20 @@ TEST(Proc, ResidentMemoryGrowsWithTouchedPagesAndThePeakStays) {
   EXPECT_GE(peak_resident_bytes(), during - (1 << 20)) << "the high-water mark keeps the peak";
 }
 
+// The file-backed part: this binary's and its libraries' pages, counted in the whole and not
+// grown by anonymous memory.
+TEST(Proc, FileBackedResidentMemoryIsPartOfTheWhole) {
+  const int64_t file = file_resident_bytes();
+  ASSERT_GT(file, 0) << "a process runs code from files";
+  EXPECT_LE(file, resident_bytes());
+  const size_t n = 32 << 20;
+  void* m = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(m, MAP_FAILED);
+  volatile char* p = static_cast<char*>(m);
+  for (size_t i = 0; i < n; i += 4096) p[i] = 1;
+  EXPECT_LT(file_resident_bytes(), file + int64_t(n) / 2) << "anonymous pages are not files'";
+  ::munmap(m, n);
+}
+
 }  // namespace
 }  // namespace cairn::core

@@ -278,24 +278,37 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     const double largest_part =
         bytes_of(std::max({held.block, first ? held.first : 0.0, last ? held.last : 0.0}));
     const double gathered = l.zero >= 3 ? 3 * largest_part : 0;
-    // ZeRO-1 and 2 take the updated parameters back after the step in bucket-sized all-gathers:
-    // blocks the step's activations have freed by then, which the block cache hands them (not
-    // counted: measured at or below plain data parallelism's peak here, bench/planner.py).
+    // ZeRO-1 and 2 take the updated parameters back after the step in all-gathers into the
+    // flat buffers they hold (counted as parameters) from a copy of this rank's shard (below).
     // ZeRO-2 stages each bucket's whole gradient for its reduction until backward ends: they
     // grow as the activations are freed, so the larger of the two counts.
     const double staged = l.zero == 2 && D > 1 ? bytes_of(params) : 0;
-    // A block of the largest size the step allocates and frees, held besides: the block cache
-    // (core/block_cache.h) keeps it while the step's other phases take blocks of other sizes
-    // (measured here: bench/planner.py; glibc's heap without the cache grew by such blocks).
-    const double largest_transient =
-        std::max({logits_chunk, first || last ? table : 0.0, l.zero >= 3 ? largest_part : 0.0});
+    // Blocks the block cache (core/block_cache.h) keeps from backward's end, idle while
+    // forward peaks: the table-sized gradients backward ends with fit none of forward's
+    // requests (a request takes a kept block of at least its size and at most twice it) but
+    // the head's gradient it keeps. GPT-2's tied table ends backward with the embedding's
+    // gradient, the head's (or the one the other end of a pipeline sends) and their sum: two
+    // idle where the embedding is, one on the head's stage alone. An untied table leaves the
+    // embedding's gradient idle, and the head's is taken again. Measured by the cache's peak
+    // held against its peak live bytes (bench/planner.py): 77-86 MB for a 39 MB table on one
+    // rank, 42 for a 19 MB one, 20 for a 10 MB one; 38-39 on the head's stage alone. ZeRO-1
+    // and 2 keep besides the copy of this rank's updated shard of the largest flat buffer (the
+    // table's) that their all-gather after the step sends (96-100 MB measured).
+    const bool tied = held.tied > 0;
+    const double kept_tables = first ? (tied ? 2 : 1) : last && tied ? 1 : 0;
+    const double shard_copy = (l.zero == 1 || l.zero == 2) && D > 1
+                                  ? (first || last ? table : bytes_of(params)) / double(D)
+                                  : 0;
+    const double idle_kept = kept_tables * table + shard_copy;
     // ZeRO-3 reduces each stage's gradients in buffers of its own (`gathered`); its forward
     // holds a gathered stage and the head's chunk of logits, its backward the gathered stage,
     // its gradient and the reduction's buffer: the larger phase counts.
     const double working =
         l.zero >= 3 ? std::max(largest_part + head, gathered) : std::max(head, embedding_grad);
-    const double base_buffers =
-        working + (pp > 1 ? 2 * boundary : 0) + largest_transient + cluster.runtime_bytes;
+    // The process before any tensor: the runtime the hardware profile measured and the code
+    // the model's kernels page in (the model profile's).
+    const double runtime = cluster.runtime_bytes + (w.measured ? w.measured->code_bytes : 0);
+    const double base_buffers = working + (pp > 1 ? 2 * boundary : 0) + idle_kept + runtime;
     // ZeRO-3 keeps no graph from forward to backward: each stage keeps its input and runs
     // again in backward (the head's kept gradients included), as checkpointed blocks do.
     const bool recomputes_all = l.zero >= 3;

@@ -343,6 +343,44 @@ TEST(Planner, APipelinesLastStageHoldsItsOwnCopyOfTheTiedTable) {
   EXPECT_GE(stages[1].param_bytes, 4 * 500 * 64) << "the head's table";
 }
 
+// Besides parameters, state and activations a rank holds blocks the block cache keeps idle
+// while forward peaks: the table-sized gradients backward ends with (two where GPT-2's
+// embedding is, one on its head's stage alone, one for an untied embedding), ZeRO-1/2's copy
+// of this rank's shard of the table; and the code a model profile measured.
+TEST(Planner, BuffersCountTheIdleKeptTablesTheShardCopyAndTheCode) {
+  Workload w = Tiny();
+  Cluster c = TwoNodes();
+  const double table = 4.0 * 500 * 64;
+  Candidate dp{parallel::Plan::data_parallel(2, 4), 4};
+  const Cost z0 = estimate(w, c, dp);
+  dp.plan.zero_stage = 1;
+  const Cost z1 = estimate(w, c, dp);
+  dp.plan.zero_stage = 2;
+  const Cost z2 = estimate(w, c, dp);
+  EXPECT_DOUBLE_EQ(z1.buffer_bytes - z0.buffer_bytes, table / 2);
+  EXPECT_DOUBLE_EQ(z2.buffer_bytes - z0.buffer_bytes, table / 2);
+  // The code: its bytes, as measured (the times are the profile's, memory no other way).
+  w.measured = MeasuredModel{};
+  const Cost no_code = estimate(w, c, dp);
+  w.measured->code_bytes = 3e6;
+  EXPECT_DOUBLE_EQ(estimate(w, c, dp).buffer_bytes - no_code.buffer_bytes, 3e6);
+  // Where the ends of the table are: the first stage keeps two, the head's one; an untied
+  // model's first stage one and its head's none (the same stages otherwise, so the same
+  // difference of one table on each).
+  std::vector<Cost> tied, untied;
+  const Workload g = Tiny(), l = Tiny("llama");
+  Candidate pp = KeptLayoutWithPp(g, 2, 2);
+  pp.plan.zero_stage = 0;
+  estimate_stages(g, c, pp, &tied);
+  Candidate lpp = pp;
+  lpp.plan.layers.resize(size_t(l.model.n_layer));
+  estimate_stages(l, c, lpp, &untied);
+  ASSERT_EQ(tied.size(), 2u);
+  ASSERT_EQ(untied.size(), 2u);
+  EXPECT_DOUBLE_EQ(tied[0].buffer_bytes - untied[0].buffer_bytes, table);
+  EXPECT_DOUBLE_EQ(tied[1].buffer_bytes - untied[1].buffer_bytes, table);
+}
+
 // A zero-bubble schedule hides the fill and drain of balanced stages, not the wait of a slow
 // last stage (a large head) for one micro-batch's forward and backward through the stages
 // before it, less its own last weight pass: there it waits as under 1F1B.

@@ -101,6 +101,8 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
   EXPECT_DOUBLE_EQ(back->block.per_token, p->fit.block.per_token);
   EXPECT_GT(p->fit.optimizer_per_param, 0);
   EXPECT_DOUBLE_EQ(back->optimizer_per_param, p->fit.optimizer_per_param);
+  EXPECT_GE(p->fit.code_bytes, 0) << "pages the kernels brought in (none if already resident)";
+  EXPECT_DOUBLE_EQ(back->code_bytes, p->fit.code_bytes);
   ASSERT_EQ(back->tensor_parallel.count(2), 1u);
   EXPECT_DOUBLE_EQ(back->tensor_parallel.at(2).head.per_token,
                    p->fit.tensor_parallel.at(2).head.per_token);
@@ -128,6 +130,15 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
   EXPECT_NE(refusal([](nlohmann::json& j) { j["fit"].erase("optimizer"); })
                 .find("fit.optimizer: missing (a profile from before optimizer steps were timed: "
                       "run cairn plan profile-model again)"),
+            std::string::npos);
+  // One written before the code its kernels page in was measured, and a negative one.
+  EXPECT_NE(refusal([](nlohmann::json& j) { j["fit"].erase("code_bytes"); })
+                .find("fit.code_bytes: missing (a profile from before the code its kernels page "
+                      "in was measured: run cairn plan profile-model again)"),
+            std::string::npos);
+  EXPECT_NE(refusal([](nlohmann::json& j) {
+              j["fit"]["code_bytes"] = -1;
+            }).find("fit.code_bytes: negative"),
             std::string::npos);
   // A profile of the fastest repetitions (written before the median was kept) likewise.
   EXPECT_NE(refusal([](nlohmann::json& j) {

@@ -13,6 +13,7 @@
 #include "cairn/core/blas_threads.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/malloc_tuning.h"
+#include "cairn/core/proc.h"
 #include "cairn/model/language_model.h"
 #include "cairn/parallel/context_parallel.h"
 #include "cairn/parallel/data_parallel.h"
@@ -343,6 +344,7 @@ Result<ModelProfile> profile_model(const model::ModelConfig& config, int ranks,
   CAIRN_RETURN_IF_ERROR(model::validate(one));
   ModelProfile p;
   p.ranks = ranks;
+  const int64_t code_before = core::file_resident_bytes();
   const int blas_before = core::blas_num_threads();
   core::set_blas_num_threads(1);  // one core per rank, as the workers run
   double optimizer = 0;
@@ -361,6 +363,7 @@ Result<ModelProfile> profile_model(const model::ModelConfig& config, int ranks,
   }
   core::set_blas_num_threads(blas_before);
   CAIRN_RETURN_IF_ERROR(status);
+  p.fit.code_bytes = double(std::max<int64_t>(0, core::file_resident_bytes() - code_before));
   static_cast<MeasuredParts&>(p.fit) = fit_parts(p.points, 1, 1, "");
   for (int t : tps) p.fit.tensor_parallel[t] = fit_parts(p.points, t, 1, "");
   for (const auto& [kind, c] : cps)
@@ -423,6 +426,7 @@ json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& m) {
             {"embedding_forward", part_json(p.fit.embedding_forward)},
             {"head_forward", part_json(p.fit.head_forward)},
             {"optimizer", {{"per_param_s", p.fit.optimizer_per_param}}},
+            {"code_bytes", p.fit.code_bytes},
             {"tensor_parallel", tensor_parallel},
             {"context_parallel", context_parallel}}},
           {"points", points}};
@@ -507,6 +511,12 @@ Result<MeasuredModel> load_model_profile(const std::string& path, const model::M
           "plan profile-model again)");
     mm.optimizer_per_param = num(fit.at("optimizer"), "fit.optimizer", "per_param_s");
     if (!(mm.optimizer_per_param >= 0)) throw std::runtime_error("fit.optimizer: negative time");
+    if (!fit.contains("code_bytes"))
+      throw std::runtime_error(
+          "fit.code_bytes: missing (a profile from before the code its kernels page in was "
+          "measured: run cairn plan profile-model again)");
+    mm.code_bytes = num(fit, "fit", "code_bytes");
+    if (!(mm.code_bytes >= 0)) throw std::runtime_error("fit.code_bytes: negative");
     return mm;
   } catch (const std::exception& e) {
     return Status::InvalidArgument(path + ": " + e.what());

@@ -20,8 +20,10 @@
 #include "cairn/ckpt/persist.h"
 #include "cairn/comm/group.h"
 #include "cairn/core/blas_threads.h"
+#include "cairn/core/block_cache.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/json_lines.h"
+#include "cairn/core/malloc_tuning.h"
 #include "cairn/core/proc.h"
 #include "cairn/data/local_sampler.h"
 #include "cairn/data/token_file.h"
@@ -497,6 +499,16 @@ Result<std::unique_ptr<Trainer>> Trainer::Create(const core::Config& config, Run
         n, dw, per, per * dw - n, 100.0 * double(per * dw - n) / double(per * dw), n);
   }
   CAIRN_RETURN_IF_ERROR(impl->open_data());
+  // Building frees blocks of sizes no step asks for (whole parameters before their slices or
+  // shards, initial values): freed straight to malloc, not kept by the block cache for the
+  // optimizer state to take in larger blocks; their pages go back to the kernel once built.
+  core::process_block_cache().set_keeping(false);
+  struct KeepWhenBuilt {
+    ~KeepWhenBuilt() {
+      core::process_block_cache().set_keeping(true);
+      core::return_free_heap();
+    }
+  } keep_when_built;
   const auto build_start = Clock::now();
   CAIRN_RETURN_IF_ERROR(impl->build_engine());
   impl->build_s = seconds_since(build_start);

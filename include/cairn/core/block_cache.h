@@ -35,6 +35,7 @@ class BlockCache {
     int64_t hits = 0;             // large requests served from kept blocks
     int64_t misses = 0;           // large requests that took a new block from malloc
     int64_t released = 0;         // kept blocks handed back to malloc
+    int64_t peak_held_bytes = 0;  // the most live_bytes + free_bytes has been
   };
 
   BlockCache() = default;
@@ -50,6 +51,12 @@ class BlockCache {
   void deallocate(void* p);
   // Hands every kept free block back to malloc.
   void release_free();
+  // Whether freed blocks are kept (on by default). Off hands back the kept ones and frees the
+  // others as they come: for a phase whose freed blocks are of sizes the steps do not ask for
+  // (building a job: whole parameters before their slices or shards were taken), each of
+  // which would otherwise serve a later request of down to half its size, and hold it in a
+  // block twice as large for the job's life.
+  void set_keeping(bool on);
   Stats stats() const;
 
  private:
@@ -64,6 +71,7 @@ class BlockCache {
   std::unordered_map<void*, size_t> live_ CAIRN_GUARDED_BY(mu_);  // large blocks out: their size
   std::multimap<size_t, Kept> free_ CAIRN_GUARDED_BY(mu_);        // kept blocks by size
   uint64_t clock_ CAIRN_GUARDED_BY(mu_) = 0;
+  bool keeping_ CAIRN_GUARDED_BY(mu_) = true;
   Stats stats_ CAIRN_GUARDED_BY(mu_);
 };
 

@@ -37,4 +37,8 @@ bool malloc_defaults_requested();
 // freed memory.
 int64_t heap_bytes_in_use();
 
+// Hands the heap's free pages back to the kernel (glibc's malloc_trim): after a phase whose
+// freed memory the steps will not reuse, such as building a job.
+void return_free_heap();
+
 }  // namespace cairn::core

@@ -29,6 +29,9 @@ int usable_cores();
 // in bytes; 0 when /proc cannot be read. Shared memory this process has touched counts.
 int64_t resident_bytes();
 int64_t peak_resident_bytes();
+// The file-backed part of the resident memory now (RssFile): the binary's and its libraries'
+// pages that have run (and mapped files read), in bytes; 0 when /proc cannot be read.
+int64_t file_resident_bytes();
 
 // Bytes this process can still use: MemAvailable from /proc/meminfo, lowered by a cgroup
 // (v2) memory limit when one is set. NotFound when neither can be read.

@@ -94,6 +94,10 @@ struct MeasuredModel : MeasuredParts {  // the parts on one rank each (tp 1)
   // and clipping, the AdamW update and the zeroing of the gradients (memory-bound: time in
   // proportion to the parameters a rank updates).
   double optimizer_per_param = 0;
+  // Code the parts' kernels paged in while they ran (the growth of the profiling process's
+  // file-backed resident memory): a training worker holds it besides the runtime a hardware
+  // profile measures before any kernel has run.
+  double code_bytes = 0;
 };
 
 struct Workload {
