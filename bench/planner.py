@@ -1,5 +1,5 @@
 """The planner's predictions against measurements on this machine: for every layout of the demo
-GPT-2 (configs/gpt-kjv.yaml: 4 blocks, d=192, micro-batch 8, global batch 16, sequences of 128)
+GPT-2 (configs/gpt-kjv.yaml: 4 blocks, d=192, micro-batch 8 (4 at dp=4, which 16 sequences a step allow), global batch 16, sequences of 128)
 at world 2 (and 4 with --world4), the step time and memory per rank `cairn plan --evaluate`
 predicts next to what `cairn run ... cairn train` measures, the errors, and the layout the
 planner chooses (`cairn plan --micro-batch 8 --prefer-simpler 0.05`, as `--plan auto` plans)
@@ -60,7 +60,17 @@ LAYOUTS = {
         ("pp=2 tp=2", {"parallel.pp": 2, "parallel.tp": 2}),
         ("pp=4 1f1b", {"parallel.pp": 4}),
         ("tp=2 cp=2 ring", {"parallel.tp": 2, "parallel.cp": 2}),
-        ("cp=4 ring", {"parallel.cp": 4})],
+        ("cp=4 ring", {"parallel.cp": 4}),
+        ("dp=4 mb4", {"train.micro_batch_size": 4}),
+        ("dp=4 ZeRO-1 mb4", {"parallel.zero_stage": 1, "train.micro_batch_size": 4}),
+        ("dp=4 ZeRO-3 mb4", {"parallel.zero_stage": 3, "train.micro_batch_size": 4}),
+        ("dp=2 tp=2 ZeRO-1", {"parallel.tp": 2, "parallel.zero_stage": 1}),
+        ("dp=2 tp=2 sp", {"parallel.tp": 2, "parallel.sequence_parallel": "true"}),
+        ("cp=4 ulysses", {"parallel.cp": 4, "parallel.cp_kind": "ulysses"}),
+        ("cp=4 2d", {"parallel.cp": 4, "parallel.cp_kind": "2d", "parallel.cp_ulysses": 2}),
+        ("tp=2 cp=2 ulysses", {"parallel.tp": 2, "parallel.cp": 2, "parallel.cp_kind": "ulysses"}),
+        ("pp=2 cp=2 ring", {"parallel.pp": 2, "parallel.cp": 2}),
+        ("pp=2 dp=2 zb-h1", {"parallel.pp": 2, "parallel.pp_schedule": "zb-h1"})],
 }
 
 
