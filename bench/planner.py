@@ -129,7 +129,7 @@ def world_section(a, world, tmp, env):
             raise SystemExit(f"cairn plan {cmd[0]} failed:\n{prof.stdout}")
         for line in prof.stdout.splitlines():
             if line.startswith(("GEMM", "memory copy", "all-reduce fit", "all-reduce hidden",
-                                "fit ")):
+                                "code the kernels", "fit ")):
                 print("profile: " + line)
     print(f"  {'layout':16s} {'pred s':>8s} {'meas s':>8s} {'err':>7s} {'pred GiB':>9s} "
           f"{'meas GiB':>9s} {'err':>7s} {'end GiB':>8s}  largest term besides compute (predicted)")

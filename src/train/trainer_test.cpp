@@ -1,5 +1,9 @@
 #include "cairn/train/trainer.h"
 
+#include <filesystem>
+#include <fstream>
+
+#include "cairn/core/block_cache.h"
 #include "train/trainer_testing_impl.h"
 
 namespace cairn::train {
@@ -80,6 +84,29 @@ TEST_F(TrainerTest, LossFallsAndLogsAreWritten) {
 }
 
 // Gradient accumulation: 2 micro-batches of 4 follow the same trajectory as 1 of 8.
+// Building a job frees blocks its steps never ask for again: the block cache does not keep
+// them, and keeps again once the job is built, whether building succeeded or not.
+TEST_F(TrainerTest, TheBlockCacheKeepsAgainOnceTheJobIsBuilt) {
+  core::BlockCache& cache = core::process_block_cache();
+  auto kept_after = [&cache] {
+    cache.release_free();
+    void* p = cache.allocate(size_t(1) << 20);
+    cache.deallocate(p);
+    const bool kept = cache.stats().free_bytes >= int64_t(1) << 20;
+    cache.release_free();
+    return kept;
+  };
+  auto t = Trainer::Create(Config("gpt2", {"train.max_steps=1"}), Run("keeps"));
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_TRUE(kept_after()) << "built";
+  // Refused after building began: the checkpoint to resume from is not one.
+  const std::string broken = dir_ + "/broken";
+  std::filesystem::create_directories(broken + "/ckpt/step-00000001");
+  std::ofstream(broken + "/ckpt/step-00000001/model.safetensors") << "not a checkpoint";
+  auto r = Trainer::Create(Config("gpt2", {"train.max_steps=1"}), Run("broken", true));
+  EXPECT_TRUE(kept_after()) << "after " << (r.ok() ? "a fresh start" : r.status().ToString());
+}
+
 TEST_F(TrainerTest, AccumulationMatchesOneBigBatch) {
   auto a = Trainer::Create(Config("gpt2", {"train.micro_batch_size=8"}), Run("acc1", false, 5));
   auto b = Trainer::Create(Config("gpt2"), Run("acc2", false, 5));

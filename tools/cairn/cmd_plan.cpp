@@ -149,6 +149,8 @@ void run_profile_model(const ModelProfileArgs& a) {
   for (const auto& [t, f] : p.fit.tensor_parallel) lines(" tp" + std::to_string(t), f);
   for (const auto& [k, f] : p.fit.context_parallel) lines(" " + k, f);
   std::printf("fit optimizer     %.4f ns per parameter\n", p.fit.optimizer_per_param * 1e9);
+  std::printf("code the kernels paged in: %.1f MB (a worker holds it besides the runtime)\n",
+              p.fit.code_bytes / 1e6);
   const std::string text = planner::model_profile_to_json(p, m).dump(1) + "\n";
   if (a.out.empty()) {
     std::printf("%s", text.c_str());
@@ -347,7 +349,9 @@ void register_plan_command(CLI::App& app) {
       "every tp, and context-parallel "
       "(ring, "
       "Ulysses) at\nevery cp, that divides --ranks and fits the model (groups of ranks, their "
-      "collectives\nincluded), and one optimizer step per rank.\nExample:\n  cairn plan "
+      "collectives\nincluded), and one optimizer step per rank. The growth of its file-backed "
+      "resident memory\nmeanwhile is the code the kernels page in (code_bytes), which a worker "
+      "holds besides the\nruntime profile-hw measures.\nExample:\n  cairn plan "
       "profile-model configs/gpt-kjv.yaml --ranks 2 --out "
       "kjv-model.json\n  cairn plan configs/gpt-kjv.yaml --cluster here.json --model-profile "
       "kjv-model.json\n");
