@@ -1,6 +1,6 @@
 """The planner's predictions against measurements on this machine: for every layout of the demo
-GPT-2 (configs/gpt-kjv.yaml: 4 blocks, d=192, micro-batch 8 (4 at dp=4, which 16 sequences a step allow), global batch 16, sequences of 128)
-at world 2 (and 4 with --world4), the step time and memory per rank `cairn plan --evaluate`
+GPT-2 (configs/gpt-kjv.yaml: 4 blocks, d=192, micro-batch 8 (4 at dp=4, which 16 sequences a
+step allow), global batch 16, sequences of 128) at world 2 (and 4 with --world4), the step time and memory per rank `cairn plan --evaluate`
 predicts next to what `cairn run ... cairn train` measures, the errors, and the layout the
 planner chooses (`cairn plan --micro-batch 8 --prefer-simpler 0.05`, as `--plan auto` plans)
 measured against the best measured layout.

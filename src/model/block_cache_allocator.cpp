@@ -57,7 +57,8 @@ std::string install_block_cache_allocator() {
     c10::SetCPUAllocator(allocator, 1);
     installed = true;
   });
-  return "tensors of at least 256 KiB freed in a step are kept to serve the next";
+  return "tensors of at least " + std::to_string(core::BlockCache::kMinBytes >> 10) +
+         " KiB freed in a step are kept to serve the next";
 }
 
 std::string use_training_allocator() {

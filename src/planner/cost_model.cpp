@@ -159,6 +159,7 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
   const double flops = cluster.peak_flops * cluster.efficiency;
   const parallel::StageCosts& sc = shape.costs();
   const ModelShape::Held& held = shape.params(tp);
+  const bool tied = held.tied > 0;  // GPT-2's table: the embedding's and the head's
   const std::vector<int64_t>& cuts = shape.cuts(pp * v);
   const ModelShape::Pipe& pipe = shape.pipe(l.schedule, pp, int(m), v);
 
@@ -294,7 +295,6 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     // rank, 42 for a 19 MB one, 20 for a 10 MB one; 38-39 on the head's stage alone. ZeRO-1
     // and 2 keep besides the copy of this rank's updated shard of the largest flat buffer (the
     // table's) that their all-gather after the step sends (96-100 MB measured).
-    const bool tied = held.tied > 0;
     const double kept_tables = first ? (tied ? 2 : 1) : last && tied ? 1 : 0;
     const double shard_copy = (l.zero == 1 || l.zero == 2) && D > 1
                                   ? (first || last ? table : bytes_of(params)) / double(D)
@@ -400,7 +400,7 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     if (pp > 1) k.pp_s = double(m) * v * 2 * (boundary / pp_link.bandwidth + pp_link.latency);
     // A tied table (GPT-2's) on a pipeline's first and last stage: after backward each sends
     // the other its gradient of it, both ways at once, and adds the one it receives.
-    if (pp > 1 && held.tied > 0 && (first || last))
+    if (pp > 1 && tied && (first || last))
       k.pp_s += bytes_of(held.tied) / pp_link.bandwidth + pp_link.latency;
     all.push_back(k);
   }

@@ -175,11 +175,12 @@ void run_train(const TrainArgs& a) {
   if (model::block_cache_allocator_installed()) {
     const core::BlockCache::Stats c = core::process_block_cache().stats();
     spdlog::info(
-        "block cache: tensors of 256 KiB or more peaked at {:.0f} MB live, {:.0f} MB held (live "
+        "block cache: tensors of {} KiB or more peaked at {:.0f} MB live, {:.0f} MB held (live "
         "and kept); {:.0f} MB held now ({:.0f} live, {:.0f} kept); {} requests served by kept "
         "blocks, {} new, {} handed back",
-        c.peak_live_bytes / 1e6, c.peak_held_bytes / 1e6, (c.live_bytes + c.free_bytes) / 1e6,
-        c.live_bytes / 1e6, c.free_bytes / 1e6, c.hits, c.misses, c.released);
+        core::BlockCache::kMinBytes >> 10, c.peak_live_bytes / 1e6, c.peak_held_bytes / 1e6,
+        (c.live_bytes + c.free_bytes) / 1e6, c.live_bytes / 1e6, c.free_bytes / 1e6, c.hits,
+        c.misses, c.released);
   }
   if (summary->interrupted) {
     const int sig = g_signal.load();

@@ -2,7 +2,9 @@
 // answered here, without libtorch.
 #include <iostream>
 #include <memory>
+#include <string>
 
+#include "cairn/core/block_cache.h"
 #include "cairn/train/spec.h"
 #include "commands.h"
 #include "torch_commands.h"
@@ -43,7 +45,9 @@ void add_train_command(CLI::App& app, std::function<void(const TrainArgs&)> run)
       "Ctrl-C (SIGINT), SIGTERM or SIGUSR1 (a scheduler's notice) saves a checkpoint at the next\n"
       "step boundary and exits 130, 143 or 138; --resume continues from it.\n"
       "Freed large blocks stay in the process's heap for the next step (faster steps, a resident\n"
-      "peak heap), and tensors of 256 KiB or more freed in a step serve the next (memory stays at\n"
+      "peak heap), and tensors of " +
+      std::to_string(core::BlockCache::kMinBytes >> 10) +
+      " KiB or more freed in a step serve the next (memory stays at\n"
       "what the first step reached); CAIRN_BLOCK_CACHE=0 turns the latter off,\n"
       "CAIRN_MALLOC_DEFAULTS=1 both.");
   cmd->add_option("config", args->config, "job config (YAML)");
