@@ -6,14 +6,16 @@ planner chooses (`cairn plan --micro-batch 8 --prefer-simpler 0.05`, as `--plan 
 measured against the best measured layout.
 
   /usr/bin/python3 bench/planner.py --cairn build/bin/cairn --data data/kjv [--world4]
+      [--config configs/llama-kjv.yaml]
 
 How: `cairn plan profile-hw --ranks W` measures the machine (collectives over loopback, how
 much of an all-reduce hides behind compute running on every rank, the resident memory of a
 process before any tensor) and `cairn plan profile-model --ranks W` times the model's
 embedding, one block and head forward and backward on W threads at once (one thread each, as
-the workers run; the median of repetitions), fitted in tokens and sequence length; `cairn plan
+the workers run; the median of repetitions, every split in turn three times and each point
+the median of its rounds), fitted in tokens and sequence length; `cairn plan
 --evaluate --model-profile` then predicts each layout from those two files alone: nothing is
-calibrated on a training run. Measured: the mean step time of --steps steps after --warmup
+calibrated on a training run. Measured: the median step time of --steps steps after --warmup
 and the peak resident memory of the fullest rank while it trained (metrics.jsonl's
 mem_peak_mb: the kernel's high-water mark, max over ranks; the prediction counts the
 profile's runtime memory plus parameters, gradients, optimizer state, activations and
@@ -38,7 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import benchlib  # noqa: E402
 
-CONFIG = os.path.join(HERE, "..", "configs", "gpt-kjv.yaml")
+GPT = os.path.join(HERE, "..", "configs", "gpt-kjv.yaml")
 
 # (label, --set keys) per world; dp fills what the model-parallel axes leave.
 LAYOUTS = {
@@ -63,6 +65,7 @@ LAYOUTS = {
         ("cp=4 ring", {"parallel.cp": 4}),
         ("dp=4 mb4", {"train.micro_batch_size": 4}),
         ("dp=4 ZeRO-1 mb4", {"parallel.zero_stage": 1, "train.micro_batch_size": 4}),
+        ("dp=4 ZeRO-2 mb4", {"parallel.zero_stage": 2, "train.micro_batch_size": 4}),
         ("dp=4 ZeRO-3 mb4", {"parallel.zero_stage": 3, "train.micro_batch_size": 4}),
         ("dp=2 tp=2 ZeRO-1", {"parallel.tp": 2, "parallel.zero_stage": 1}),
         ("dp=2 tp=2 sp", {"parallel.tp": 2, "parallel.sequence_parallel": "true"}),
@@ -70,7 +73,9 @@ LAYOUTS = {
         ("cp=4 2d", {"parallel.cp": 4, "parallel.cp_kind": "2d", "parallel.cp_ulysses": 2}),
         ("tp=2 cp=2 ulysses", {"parallel.tp": 2, "parallel.cp": 2, "parallel.cp_kind": "ulysses"}),
         ("pp=2 cp=2 ring", {"parallel.pp": 2, "parallel.cp": 2}),
-        ("pp=2 dp=2 zb-h1", {"parallel.pp": 2, "parallel.pp_schedule": "zb-h1"})],
+        ("pp=2 dp=2 zb-h1", {"parallel.pp": 2, "parallel.pp_schedule": "zb-h1"}),
+        ("pp=2 dp=2 interl.", {"parallel.pp": 2, "parallel.pp_schedule": "interleaved",
+                               "parallel.pp_virtual": 2})],
 }
 
 
@@ -82,12 +87,12 @@ def sets_args(sets):
 
 
 def evaluate(a, cluster, model, world, sets):
-    """cairn plan --evaluate: {term: seconds}, step s, memory GiB."""
-    out = subprocess.run([a.cairn, "plan", CONFIG, "--cluster", cluster, "--model-profile", model,
+    """cairn plan --evaluate: {term: seconds}, step s, memory GiB; or None, why not, None."""
+    out = subprocess.run([a.cairn, "plan", a.config, "--cluster", cluster, "--model-profile", model,
                           "--evaluate", "--world", str(world)] + sets_args(sets), stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
     if out.returncode:
-        raise SystemExit(f"cairn plan --evaluate {sets} failed:\n{out.stdout}")
+        return None, out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "no output", None
     terms = {}
     for line in out.stdout.splitlines():
         m = re.match(r"^  ([a-z ]+?)\s+([0-9.e+-]+) s", line)
@@ -98,13 +103,13 @@ def evaluate(a, cluster, model, world, sets):
 
 
 def measure(a, world, sets, tmp, name, env, plan_file=None):
-    """cairn run ... cairn train: (mean step s, training peak GiB, whole-life peak GiB)."""
+    """cairn run ... cairn train: (median step s, training peak GiB, whole-life peak GiB)."""
     run = os.path.join(tmp, name)
     keys = dict(sets, **{"train.max_steps": a.steps + a.warmup, "train.eval_interval": 0,
                          "train.threads": 1, "ckpt.persist_interval": 0,
                          "ckpt.memory_interval": 0, "data.path": os.path.abspath(a.data)})
     cmd = [a.cairn, "run", "--nproc-per-node", str(world), "--run-dir", run, "--", a.cairn,
-           "--log-level", "warn", "train", CONFIG, "--no-progress"] + sets_args(keys)
+           "--log-level", "warn", "train", a.config, "--no-progress"] + sets_args(keys)
     if plan_file:
         cmd += ["--plan", plan_file]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -114,7 +119,7 @@ def measure(a, world, sets, tmp, name, env, plan_file=None):
     rows = [r for r in benchlib.read_jsonl(os.path.join(run, "metrics.jsonl")) if "step_time" in r]
     times = [r["step_time"] for r in rows[a.warmup:]]
     peak_mb = max(r["mem_peak_mb"] for r in rows)
-    return sum(times) / len(times), peak_mb * 1e6 / 2**30, rss_mb * 1e6 / 2**30
+    return statistics.median(times), peak_mb * 1e6 / 2**30, rss_mb * 1e6 / 2**30
 
 
 def world_section(a, world, tmp, env):
@@ -122,20 +127,23 @@ def world_section(a, world, tmp, env):
     hw = os.path.join(tmp, f"here-{world}.json")
     model = os.path.join(tmp, f"model-{world}.json")
     for cmd in (["profile-hw", "--ranks", str(world), "--seconds", "0.3", "--out", hw],
-                ["profile-model", CONFIG, "--ranks", str(world), "--out", model]):
+                ["profile-model", a.config, "--ranks", str(world), "--out", model]):
         prof = subprocess.run([a.cairn, "plan"] + cmd, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
         if prof.returncode:
             raise SystemExit(f"cairn plan {cmd[0]} failed:\n{prof.stdout}")
         for line in prof.stdout.splitlines():
             if line.startswith(("GEMM", "memory copy", "all-reduce fit", "all-reduce hidden",
-                                "code the kernels", "fit ")):
+                                "code the kernels", "heap its", "fit ")):
                 print("profile: " + line)
     print(f"  {'layout':16s} {'pred s':>8s} {'meas s':>8s} {'err':>7s} {'pred GiB':>9s} "
           f"{'meas GiB':>9s} {'err':>7s} {'end GiB':>8s}  largest term besides compute (predicted)")
     results = []
     for label, sets in LAYOUTS[world]:
         terms, pred_s, pred_mem = evaluate(a, hw, model, world, sets)
+        if terms is None:  # a layout this model cannot take (e.g. tp above its kv heads)
+            print(f"  {label:16s} not a layout of this model: {pred_s}")
+            continue
         meas_s, meas_mem, end_mem = measure(a, world, sets, tmp, f"w{world}-{len(results)}", env)
         t_err = pred_s / meas_s - 1
         m_err = pred_mem / meas_mem - 1
@@ -151,7 +159,7 @@ def world_section(a, world, tmp, env):
           f"{100 * max(r[6] for r in results):+.1f}% over {len(results)} layouts")
     # The planner's choice at this micro-batch size, measured.
     plan = os.path.join(tmp, f"plan-{world}.json")
-    out = subprocess.run([a.cairn, "plan", CONFIG, "--cluster", hw, "--model-profile", model,
+    out = subprocess.run([a.cairn, "plan", a.config, "--cluster", hw, "--model-profile", model,
                           "--world", str(world), "--micro-batch", "8", "--prefer-simpler", "0.05",
                           "--top", "3", "--out", plan],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -178,16 +186,21 @@ def main():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cairn", default="build/bin/cairn")
     p.add_argument("--data", default="data/kjv")
+    p.add_argument("--config", default=GPT,
+                   help="the model (e.g. configs/llama-kjv.yaml); a layout it cannot take is "
+                        "named and skipped")
     p.add_argument("--steps", type=int, default=6)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=3,
+                   help="steps not timed (a ZeRO-1 worker's third step is still 8%% slow)")
     p.add_argument("--world4", action="store_true", help="also world 4 (oversubscribes 2 cores)")
     p.add_argument("--rounds", type=int, default=2,
                    help="runs each of the planner's choice and the best layout, in turns")
     a = p.parse_args()
     env = benchlib.side_env(1, benchlib.CAIRN_TUNING_ENV)
     print(benchlib.machine_line())
-    print(f"cairn: {benchlib.describe_env(env)}, train.threads=1, fp32; configs/gpt-kjv.yaml; "
-          f"mean of {a.steps} steps after {a.warmup}; no peer (see the docstring)")
+    print(f"cairn: {benchlib.describe_env(env)}, train.threads=1, fp32; "
+          f"{os.path.relpath(a.config)}; "
+          f"median of {a.steps} steps after {a.warmup}; no peer (see the docstring)")
     with tempfile.TemporaryDirectory() as tmp:
         world_section(a, 2, tmp, env)
         if a.world4:

@@ -170,12 +170,18 @@ int SlotPersister::poll_once() {
   core::MutexLock lock(mu_);
   int written = 0;
   for (auto& [rank, names] : o_.slots) {
-    // Oldest first, so that `latest` moves forward.
-    std::vector<ShmSlot*> slots = slots_of(rank);
-    std::sort(slots.begin(), slots.end(),
-              [](ShmSlot* a, ShmSlot* b) { return a->ready_step() < b->ready_step(); });
-    for (ShmSlot* slot : slots) {
-      if (slot->persist_state() != kPersistRequested || !slot->claim_persist()) continue;
+    // Oldest first, so that `latest` moves forward: chosen again before each write, since the
+    // trainer fills slots with newer steps meanwhile. (An order sorted before a slow write went
+    // stale: a step persisted after a newer one that another rank had already committed found
+    // its other parts pruned with that commit, and was never committed.) At most as many
+    // writes as the rank has slots, so that a rank whose requests keep coming starves no other.
+    for (size_t left = names.size(); left > 0; --left) {
+      ShmSlot* slot = nullptr;
+      for (ShmSlot* s : slots_of(rank))
+        if (s->persist_state() == kPersistRequested &&
+            (slot == nullptr || s->ready_step() < slot->ready_step()))
+          slot = s;
+      if (slot == nullptr || !slot->claim_persist()) break;
       const int64_t step = slot->ready_step();
       if (o_.testing_write_delay_s > 0)
         std::this_thread::sleep_for(std::chrono::duration<double>(o_.testing_write_delay_s));

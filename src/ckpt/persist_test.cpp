@@ -105,6 +105,42 @@ TEST_F(PersistTest, BackgroundPersistCommitsWhenEveryPartIsDurable) {
   EXPECT_TRUE(events_[1].second.contains("duration_ms"));
 }
 
+// While one part is written slowly the trainer fills two more slots, the newer step into the
+// slot that held the older one: they are written oldest first all the same (an order sorted
+// before the write wrote step 12 before 8, and with another rank's commit of 12 pruning its
+// part of 8, step 8 was never committed).
+TEST_F(PersistTest, SlotsFilledDuringASlowWriteGoOldestFirst) {
+  auto third = ShmSlot::Create(SlotName(0, 2), 1 << 16);
+  ASSERT_TRUE(third.ok());
+  SlotPersisterOptions o = Options();
+  o.slots[0].push_back(SlotName(0, 2));
+  o.testing_write_delay_s = 1.0;
+  auto write_third = [&](int64_t step, bool persist) {
+    PersistTarget t{root_, 0, 2, 0, 0};
+    nlohmann::json state = {{"step", step}, {"persist", to_json(t)}};
+    std::vector<NamedTensor> part = {{"w", torch::full({3, 4}, float(step))}};
+    ASSERT_TRUE((*third)->write(step, part, state, 1, persist).ok());
+  };
+  Write(0, 1, 5, false);
+  write_third(6, false);
+  Write(0, 0, 4, true);
+  auto p = SlotPersister::Start(o);
+  ASSERT_TRUE(p.ok());
+  ASSERT_TRUE(WaitFor([&] { return slots_[0][0]->persist_state() == kPersistRunning; }));
+  Write(0, 1, 12, true);  // the slot sorted before the third one gets the newer step
+  write_third(8, true);
+  ASSERT_TRUE(WaitFor([&] {
+    return slots_[0][1]->persist_state() == kPersistDone &&
+           (*third)->persist_state() == kPersistDone;
+  }));
+  p->reset();
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<int64_t> order;
+  for (const auto& [event, fields] : events_)
+    if (event == "checkpoint_persisted") order.push_back(fields["step"].get<int64_t>());
+  EXPECT_EQ(order, (std::vector<int64_t>{4, 8, 12}));
+}
+
 // Retention after each commit: the newest keep_last, plus every keep_every-th step.
 TEST_F(PersistTest, RetentionKeepsLastAndEveryNth) {
   for (int64_t step = 2; step <= 12; step += 2) {

@@ -1,11 +1,27 @@
 // Large heap blocks kept for reuse (see block_cache.h).
 #include "cairn/core/block_cache.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <iterator>
 
 namespace cairn::core {
+namespace {
+
+// Large blocks are mappings of their own, not malloc's: one handed back returns its pages to
+// the kernel at once, and none of them sits in malloc's heap, where a block handed back
+// would stay resident as a hole the small allocations split, and a kept one would pin the
+// small blocks freed below it as holes too.
+void* map_block(size_t n) {
+  void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
+void unmap_block(void* p, size_t n) { ::munmap(p, n); }
+
+}  // namespace
 
 BlockCache::~BlockCache() { release_free(); }
 
@@ -27,10 +43,12 @@ void* BlockCache::allocate(size_t n) {
     ++stats_.hits;
   } else {
     trim_for(n);
-    if (::posix_memalign(&p, kAlignment, n) != 0) {
+    p = map_block(n);
+    if (p == nullptr) {
       // Hand back every kept block and try once more before failing.
       release_free_locked();
-      if (::posix_memalign(&p, kAlignment, n) != 0) return nullptr;
+      p = map_block(n);
+      if (p == nullptr) return nullptr;
     }
     ++stats_.misses;
   }
@@ -48,7 +66,7 @@ void BlockCache::trim_for(size_t n) {
     auto oldest = free_.begin();
     for (auto it = std::next(free_.begin()); it != free_.end(); ++it)
       if (it->second.freed_at < oldest->second.freed_at) oldest = it;
-    std::free(oldest->second.ptr);
+    unmap_block(oldest->second.ptr, oldest->first);
     stats_.free_bytes -= int64_t(oldest->first);
     ++stats_.released;
     free_.erase(oldest);
@@ -65,7 +83,7 @@ void BlockCache::deallocate(void* p) {
       live_.erase(it);
       stats_.live_bytes -= int64_t(size);
       if (!keeping_) {
-        std::free(p);
+        unmap_block(p, size);
         return;
       }
       stats_.free_bytes += int64_t(size);
@@ -89,7 +107,7 @@ void BlockCache::release_free() {
 
 void BlockCache::release_free_locked() {
   for (auto& [size, kept] : free_) {
-    std::free(kept.ptr);
+    unmap_block(kept.ptr, size);
     ++stats_.released;
   }
   free_.clear();

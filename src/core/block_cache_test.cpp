@@ -3,9 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
+
+#include "cairn/core/malloc_tuning.h"
+#include "cairn/core/proc.h"
 
 namespace cairn::core {
 namespace {
@@ -147,6 +152,35 @@ TEST(BlockCache, ThreadsShareIt) {
   EXPECT_EQ(s.live_bytes, 0);
   EXPECT_EQ(s.hits + s.misses, 800);
   EXPECT_LE(s.free_bytes, 2 * s.peak_live_bytes);
+}
+
+// In a fresh process with the workers' allocator settings (malloc keeps every freed byte): kept
+// blocks handed back give their pages to the kernel at once, below a small allocation made
+// after them too. Were they pieces of malloc's heap, they would stay resident as its holes.
+TEST(BlockCache, BlocksHandedBackLeaveTheResidentMemory) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        if (!keep_freed_memory().keeps_freed) std::_Exit(2);
+        BlockCache cache;
+        const size_t n = 4 * kMiB;
+        const size_t count = 16;
+        std::vector<void*> blocks;
+        for (size_t i = 0; i < count; ++i) {
+          blocks.push_back(cache.allocate(n + i * kMiB / 8));  // sizes no request reuses
+          std::memset(blocks.back(), 1, n);
+        }
+        void* small = std::malloc(1024);  // above them, were they in the heap
+        for (void* b : blocks) cache.deallocate(b);
+        const int64_t kept = resident_bytes();
+        cache.release_free();
+        const int64_t gone = kept - resident_bytes();
+        std::fprintf(stderr, "handing back %zu MiB left %lld bytes resident\n", count * n / kMiB,
+                     static_cast<long long>(int64_t(count * n) - gone));
+        std::free(small);
+        std::_Exit(gone > int64_t(count * n) * 3 / 4 ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "handing back");
 }
 
 }  // namespace

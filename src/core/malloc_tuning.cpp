@@ -36,9 +36,12 @@ bool malloc_defaults_requested() {
 
 int64_t heap_bytes_in_use() {
   const struct mallinfo2 m = ::mallinfo2();
-  // Blocks the process's block cache keeps are malloc's "in use" but hold nothing.
-  return int64_t(m.uordblks) + int64_t(m.hblkhd) - process_block_cache().stats().free_bytes;
+  // The block cache's large blocks are mappings of its own, outside malloc's counts: the ones
+  // handed out count, the ones it keeps hold nothing.
+  return int64_t(m.uordblks) + int64_t(m.hblkhd) + process_block_cache().stats().live_bytes;
 }
+
+int64_t heap_size_bytes() { return int64_t(::mallinfo2().arena); }
 
 void return_free_heap() { ::malloc_trim(0); }
 

@@ -7,7 +7,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <vector>
 
+#include "cairn/core/block_cache.h"
 #include "cairn/core/proc.h"
 
 namespace cairn::core {
@@ -82,6 +84,40 @@ TEST(HeapInUse, CountsWhatIsAllocatedUntilFreed) {
   EXPECT_GE(heap_bytes_in_use() - before, int64_t(n));
   std::free(p);
   EXPECT_LT(heap_bytes_in_use() - before, int64_t(n / 2));
+}
+
+// In a fresh process with the workers' settings: the heap's size grows by the small blocks
+// allocated (and the holes between them) and does not shrink when they are freed.
+TEST(HeapSize, GrowsWithSmallAllocationsAndKeepsTheirRoom) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        if (!keep_freed_memory().keeps_freed) std::_Exit(2);
+        const int64_t before = heap_size_bytes();
+        std::vector<void*> small;
+        for (int i = 0; i < 1000; ++i) small.push_back(std::malloc(16 << 10));
+        const int64_t grown = heap_size_bytes() - before;
+        for (void* p : small) std::free(p);
+        const int64_t kept = heap_size_bytes() - before;
+        std::fprintf(stderr, "heap grew by %lld bytes, %lld after the frees\n",
+                     static_cast<long long>(grown), static_cast<long long>(kept));
+        std::_Exit(grown >= 1000 * (16 << 10) && kept == grown ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "heap grew by");
+}
+
+// The block cache's large blocks are mappings of their own: handed out they count, kept they
+// do not.
+TEST(HeapInUse, CountsTheBlockCachesBlocksHandedOut) {
+  BlockCache& cache = process_block_cache();
+  const int64_t before = heap_bytes_in_use();
+  const size_t n = 8 << 20;
+  void* p = cache.allocate(n);
+  ASSERT_NE(p, nullptr);
+  EXPECT_GE(heap_bytes_in_use() - before, int64_t(n));
+  cache.deallocate(p);
+  EXPECT_LT(heap_bytes_in_use() - before, int64_t(n / 2));
+  cache.release_free();
 }
 
 }  // namespace

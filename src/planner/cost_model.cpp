@@ -305,9 +305,10 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     // its gradient and the reduction's buffer: the larger phase counts.
     const double working =
         l.zero >= 3 ? std::max(largest_part + head, gathered) : std::max(head, embedding_grad);
-    // The process before any tensor: the runtime the hardware profile measured and the code
-    // the model's kernels page in (the model profile's).
-    const double runtime = cluster.runtime_bytes + (w.measured ? w.measured->code_bytes : 0);
+    // The process before any tensor: the runtime the hardware profile measured; the code the
+    // model's kernels page in and the heap their small allocations grow (the model profile's).
+    const double runtime =
+        cluster.runtime_bytes + (w.measured ? w.measured->code_bytes + w.measured->heap_bytes : 0);
     const double base_buffers = working + (pp > 1 ? 2 * boundary : 0) + idle_kept + runtime;
     // ZeRO-3 keeps no graph from forward to backward: each stage keeps its input and runs
     // again in backward (the head's kept gradients included), as checkpointed blocks do.

@@ -364,6 +364,9 @@ TEST(Planner, BuffersCountTheIdleKeptTablesTheShardCopyAndTheCode) {
   const Cost no_code = estimate(w, c, dp);
   w.measured->code_bytes = 3e6;
   EXPECT_DOUBLE_EQ(estimate(w, c, dp).buffer_bytes - no_code.buffer_bytes, 3e6);
+  // And the heap the small allocations grow, besides.
+  w.measured->heap_bytes = 5e6;
+  EXPECT_DOUBLE_EQ(estimate(w, c, dp).buffer_bytes - no_code.buffer_bytes, 8e6);
   // Where the ends of the table are: the first stage keeps two, the head's one; an untied
   // model's first stage one and its head's none (the same stages otherwise, so the same
   // difference of one table on each).

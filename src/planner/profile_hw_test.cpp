@@ -12,6 +12,7 @@
 #include "cairn/core/fs.h"
 #include "cairn/planner/profile.h"
 #include "planner/planner_testing_impl.h"
+#include "planner/profile_impl.h"
 
 namespace cairn::planner {
 namespace {
@@ -103,6 +104,9 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
   EXPECT_DOUBLE_EQ(back->optimizer_per_param, p->fit.optimizer_per_param);
   EXPECT_GE(p->fit.code_bytes, 0) << "pages the kernels brought in (none if already resident)";
   EXPECT_DOUBLE_EQ(back->code_bytes, p->fit.code_bytes);
+  EXPECT_DOUBLE_EQ(back->heap_bytes, p->fit.heap_bytes);
+  EXPECT_EQ(p->rounds, kProfileRounds);
+  EXPECT_EQ(model_profile_to_json(*p, m).at("rounds"), kProfileRounds);
   ASSERT_EQ(back->tensor_parallel.count(2), 1u);
   EXPECT_DOUBLE_EQ(back->tensor_parallel.at(2).head.per_token,
                    p->fit.tensor_parallel.at(2).head.per_token);
@@ -140,6 +144,15 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
               j["fit"]["code_bytes"] = -1;
             }).find("fit.code_bytes: negative"),
             std::string::npos);
+  // One written before the heap its small allocations grow was measured, and a negative one.
+  EXPECT_NE(refusal([](nlohmann::json& j) { j["fit"].erase("heap_bytes"); })
+                .find("fit.heap_bytes: missing (a profile from before the heap its small "
+                      "allocations grow was measured: run cairn plan profile-model again)"),
+            std::string::npos);
+  EXPECT_NE(refusal([](nlohmann::json& j) {
+              j["fit"]["heap_bytes"] = -1;
+            }).find("fit.heap_bytes: negative"),
+            std::string::npos);
   // A profile of the fastest repetitions (written before the median was kept) likewise.
   EXPECT_NE(refusal([](nlohmann::json& j) {
               j.erase("statistic");
@@ -163,7 +176,42 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
   EXPECT_NE(profile_model(m, 2, {1, 2}, {128}, 0.01).status().message().find("sequence length 128"),
             std::string::npos);
   EXPECT_FALSE(profile_model(m, 2, {1}, {16}, 0.01).ok());  // one token count: nothing to fit
+  EXPECT_NE(profile_model(m, 2, {1, 2}, {16}, 0.01, 0)
+                .status()
+                .message()
+                .find("--rounds must be at least 1"),
+            std::string::npos);
   std::filesystem::remove_all(dir);
+}
+
+// A round the machine was slow in is dropped: each point's times are the median of its
+// rounds', the points' order and shapes those of the rounds.
+TEST(ProfileModel, EachPointIsTheMedianOfItsRounds) {
+  auto point = [](const char* part, int64_t batch, double f, double b, double act) {
+    ModelProfile::Point p;
+    p.part = part;
+    p.batch = batch;
+    p.seq = 32;
+    p.forward_s = f;
+    p.backward_s = b;
+    p.activation_bytes = act;
+    return p;
+  };
+  const std::vector<std::vector<ModelProfile::Point>> rounds = {
+      {point("block", 1, 1.0, 2.0, 100), point("head", 2, 5.0, 6.0, 300)},
+      {point("block", 1, 3.0, 7.0, 100), point("head", 2, 9.0, 8.0, 300)},  // a slow round
+      {point("block", 1, 1.2, 2.2, 120), point("head", 2, 5.5, 6.5, 300)}};
+  const auto got = median_of_rounds(rounds);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].part, "block");
+  EXPECT_EQ(got[1].batch, 2);
+  EXPECT_DOUBLE_EQ(got[0].forward_s, 1.2);
+  EXPECT_DOUBLE_EQ(got[0].backward_s, 2.2);
+  EXPECT_DOUBLE_EQ(got[0].activation_bytes, 100);
+  EXPECT_DOUBLE_EQ(got[1].forward_s, 5.5);
+  EXPECT_DOUBLE_EQ(got[1].backward_s, 6.5);
+  // One round: its own times.
+  EXPECT_DOUBLE_EQ(median_of_rounds({rounds[1]})[1].forward_s, 9.0);
 }
 
 TEST(ProfileModel, TheCostModelTakesItsComputeFromTheProfile) {

@@ -6,6 +6,17 @@
 #include <chrono>
 #include <vector>
 
+#include "cairn/planner/profile.h"
+
+namespace cairn::planner {
+
+// A model profile's points from its rounds (each round the same points in the same order):
+// each time and activation size the median of its rounds'. REQUIRES: at least one round.
+std::vector<ModelProfile::Point> median_of_rounds(
+    const std::vector<std::vector<ModelProfile::Point>>& by_round);
+
+}  // namespace cairn::planner
+
 namespace cairn::planner::profiling {
 
 using Clock = std::chrono::steady_clock;

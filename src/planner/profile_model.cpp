@@ -43,8 +43,8 @@ bool all_stop(bool stop, comm::Group* group) {
   return t.item<float>() > 0;
 }
 
-// One part's forward and backward at (batch, seq), repeated for about `seconds` (at least 3
-// times after one warm-up): the median of each. Activation bytes: the heap's growth over the
+// One part's forward and backward at (batch, seq), repeated for about `seconds` (at least
+// twice after one warm-up): the median of each. Activation bytes: the heap's growth over the
 // forward (median). Under tensor or context parallelism over `group`, `m` holds this rank's
 // slices or its hooks, and `seq` is the rank's share of each sequence.
 Timed time_part(model::LanguageModel& m, const std::string& part, int64_t batch, int64_t seq,
@@ -55,7 +55,7 @@ Timed time_part(model::LanguageModel& m, const std::string& part, int64_t batch,
   std::vector<double> fwd, bwd, act;
   const auto start = Clock::now();
   for (int rep = 0; rep < 1000; ++rep) {
-    if (all_stop(rep > 3 && since(start) > seconds, group)) break;
+    if (all_stop(rep > 2 && since(start) > seconds, group)) break;
     m.zero_grad();
     auto in = x.detach().requires_grad_(part != "embedding");
     const int64_t heap = core::heap_bytes_in_use();
@@ -90,7 +90,7 @@ Timed time_part(model::LanguageModel& m, const std::string& part, int64_t batch,
 
 // Seconds per parameter of the trainer's optimizer step over `m`'s parameters (one process's
 // DataParallel: the gradients' norm and clipping, AdamW, zeroing), the median of repetitions
-// for about `seconds` (at least 3 after one warm-up). Takes over the model's parameters.
+// for about `seconds` (at least twice after one warm-up). Takes over the model's parameters.
 double time_optimizer(model::LanguageModel& m, double seconds) {
   parallel::DataParallel::NamedParams params;
   int64_t n = 0;
@@ -104,7 +104,7 @@ double time_optimizer(model::LanguageModel& m, double seconds) {
   std::vector<double> times;
   const auto start = Clock::now();
   for (int rep = 0; rep < 1000; ++rep) {
-    if (rep > 3 && since(start) > seconds) break;
+    if (rep > 2 && since(start) > seconds) break;
     const auto t0 = Clock::now();
     dp.clip_grad_norm(1.0);
     dp.step(1e-4);
@@ -122,6 +122,23 @@ double num(const json& j, const std::string& where, const char* key) {
 }
 
 }  // namespace
+
+std::vector<ModelProfile::Point> median_of_rounds(
+    const std::vector<std::vector<ModelProfile::Point>>& by_round) {
+  std::vector<ModelProfile::Point> out = by_round.at(0);
+  for (size_t i = 0; i < out.size(); ++i) {
+    std::vector<double> fwd, bwd, act;
+    for (const auto& points : by_round) {
+      fwd.push_back(points.at(i).forward_s);
+      bwd.push_back(points.at(i).backward_s);
+      act.push_back(points.at(i).activation_bytes);
+    }
+    out[i].forward_s = median(fwd);
+    out[i].backward_s = median(bwd);
+    out[i].activation_bytes = median(act);
+  }
+  return out;
+}
 
 PartTime ModelProfile::fit_part(const std::vector<std::array<double, 3>>& points) {
   // Non-negative least squares on the columns [1, tokens, tokens x T] (the last only when T
@@ -324,8 +341,9 @@ std::vector<std::pair<std::string, int>> profiled_cp_splits(const model::ModelCo
 
 Result<ModelProfile> profile_model(const model::ModelConfig& config, int ranks,
                                    const std::vector<int64_t>& batches,
-                                   const std::vector<int64_t>& seqs, double seconds) {
+                                   const std::vector<int64_t>& seqs, double seconds, int rounds) {
   if (ranks < 1) return Status::InvalidArgument("profile-model: --ranks must be at least 1");
+  if (rounds < 1) return Status::InvalidArgument("profile-model: --rounds must be at least 1");
   if (batches.empty() || seqs.empty())
     return Status::InvalidArgument("profile-model: no micro-batch sizes or sequence lengths");
   for (int64_t T : seqs)
@@ -344,7 +362,9 @@ Result<ModelProfile> profile_model(const model::ModelConfig& config, int ranks,
   CAIRN_RETURN_IF_ERROR(model::validate(one));
   ModelProfile p;
   p.ranks = ranks;
+  p.rounds = rounds;
   const int64_t code_before = core::file_resident_bytes();
+  const int64_t heap_before = core::heap_size_bytes();
   const int blas_before = core::blas_num_threads();
   core::set_blas_num_threads(1);  // one core per rank, as the workers run
   double optimizer = 0;
@@ -353,17 +373,31 @@ Result<ModelProfile> profile_model(const model::ModelConfig& config, int ranks,
   for (int t : tps) splits.push_back(Split{t, 1, parallel::ContextParallelKind::kNone});
   const auto cps = profiled_cp_splits(config, ranks, seqs);
   for (const auto& [kind, c] : cps) splits.push_back(Split{1, c, *parallel::parse_cp_kind(kind)});
+  // Every split in turn, `rounds` times, each point about seconds / rounds a round; a point's
+  // times are the median of its rounds'. A shared machine slows down for a while: taken in
+  // turns, that while slows one round of every split alike, and the median drops it, where
+  // one split after another it moved one split's times alone (a tp=2 block measured 39 and
+  // 56 ms in two profiles of one hour, the block alone 41 and 46).
   Status status = Status::Ok();
-  for (const Split& split : splits) {
-    auto pts = time_ranks(one, ranks, split, batches, seqs, seconds,
-                          split.degree() == 1 ? &optimizer : nullptr);
-    status = pts.status();
-    if (!status.ok()) break;
-    p.points.insert(p.points.end(), pts->begin(), pts->end());
-  }
+  std::vector<std::vector<ModelProfile::Point>> by_round(static_cast<size_t>(rounds));
+  std::vector<double> optimizers;
+  for (int round = 0; round < rounds && status.ok(); ++round)
+    for (const Split& split : splits) {
+      double opt = 0;
+      auto pts = time_ranks(one, ranks, split, batches, seqs, seconds / rounds,
+                            split.degree() == 1 ? &opt : nullptr);
+      status = pts.status();
+      if (!status.ok()) break;
+      if (split.degree() == 1) optimizers.push_back(opt);
+      auto& points = by_round[static_cast<size_t>(round)];
+      points.insert(points.end(), pts->begin(), pts->end());
+    }
   core::set_blas_num_threads(blas_before);
   CAIRN_RETURN_IF_ERROR(status);
+  p.points = median_of_rounds(by_round);
+  optimizer = median(optimizers);
   p.fit.code_bytes = double(std::max<int64_t>(0, core::file_resident_bytes() - code_before));
+  p.fit.heap_bytes = double(std::max<int64_t>(0, core::heap_size_bytes() - heap_before));
   static_cast<MeasuredParts&>(p.fit) = fit_parts(p.points, 1, 1, "");
   for (int t : tps) p.fit.tensor_parallel[t] = fit_parts(p.points, t, 1, "");
   for (const auto& [kind, c] : cps)
@@ -415,7 +449,8 @@ json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& m) {
   for (const auto& [k, f] : p.fit.context_parallel) context_parallel[k] = parts(f);
   return {{"model", model_json(m)},
           {"ranks", p.ranks},
-          {"statistic", "median"},  // of the repetitions, per point
+          {"statistic", "median"},  // of the repetitions, per point (of its rounds' medians)
+          {"rounds", p.rounds},
           {"source", "measured by cairn plan profile-model: " + std::to_string(p.ranks) +
                          " ranks as threads of one process, one thread each, all at once"},
           {"fit",
@@ -427,6 +462,7 @@ json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& m) {
             {"head_forward", part_json(p.fit.head_forward)},
             {"optimizer", {{"per_param_s", p.fit.optimizer_per_param}}},
             {"code_bytes", p.fit.code_bytes},
+            {"heap_bytes", p.fit.heap_bytes},
             {"tensor_parallel", tensor_parallel},
             {"context_parallel", context_parallel}}},
           {"points", points}};
@@ -517,6 +553,12 @@ Result<MeasuredModel> load_model_profile(const std::string& path, const model::M
           "measured: run cairn plan profile-model again)");
     mm.code_bytes = num(fit, "fit", "code_bytes");
     if (!(mm.code_bytes >= 0)) throw std::runtime_error("fit.code_bytes: negative");
+    if (!fit.contains("heap_bytes"))
+      throw std::runtime_error(
+          "fit.heap_bytes: missing (a profile from before the heap its small allocations grow "
+          "was measured: run cairn plan profile-model again)");
+    mm.heap_bytes = num(fit, "fit", "heap_bytes");
+    if (!(mm.heap_bytes >= 0)) throw std::runtime_error("fit.heap_bytes: negative");
     return mm;
   } catch (const std::exception& e) {
     return Status::InvalidArgument(path + ": " + e.what());

@@ -105,6 +105,7 @@ struct ModelProfileArgs {
   std::vector<int64_t> batches;
   std::vector<int64_t> seqs;
   double seconds = 0.2;
+  int rounds = planner::kProfileRounds;
   std::string out;
 };
 
@@ -125,7 +126,7 @@ void run_profile_model(const ModelProfileArgs& a) {
   std::fprintf(stderr, "profiling %s's embedding, one block and head on %d ranks at once...\n",
                a.config.c_str(), a.ranks);
   const planner::ModelProfile p =
-      take(planner::profile_model(m, a.ranks, batches, seqs, a.seconds));
+      take(planner::profile_model(m, a.ranks, batches, seqs, a.seconds, a.rounds));
   std::printf(
       "| part | tp | cp | micro-batch | seq | forward us | backward us | activations MB |\n");
   std::printf("|---|---|---|---|---|---|---|---|\n");
@@ -151,6 +152,8 @@ void run_profile_model(const ModelProfileArgs& a) {
   std::printf("fit optimizer     %.4f ns per parameter\n", p.fit.optimizer_per_param * 1e9);
   std::printf("code the kernels paged in: %.1f MB (a worker holds it besides the runtime)\n",
               p.fit.code_bytes / 1e6);
+  std::printf("heap its small allocations grew: %.1f MB (at most what a worker's grows by)\n",
+              p.fit.heap_bytes / 1e6);
   const std::string text = planner::model_profile_to_json(p, m).dump(1) + "\n";
   if (a.out.empty()) {
     std::printf("%s", text.c_str());
@@ -339,19 +342,29 @@ void register_plan_command(CLI::App& app) {
   mprof->add_option("--seq", ma->seqs, "sequence lengths (default: train.seq_len and half)")
       ->delimiter(',')
       ->check(positive());
-  mprof->add_option("--seconds", ma->seconds, "about how long each point repeats")
+  mprof
+      ->add_option("--seconds", ma->seconds,
+                   "about how long each point repeats, over all its rounds")
       ->check(positive());
+  mprof
+      ->add_option("--rounds", ma->rounds,
+                   "times every split is measured in turn (a point: the median of its rounds)")
+      ->check(CLI::Range(1, 100));
   mprof->add_option("--out", ma->out, "write the profile here (default: print it)");
   mprof->footer(
       "\nEach part is timed on --ranks threads at once (one thread each, as the workers share "
-      "the\ncores), the median of its repetitions; time = fixed + a x tokens + b x tokens x "
+      "the\ncores), the median of its repetitions; every split in turn, --rounds times, each point "
+      "the\nmedian of its rounds (a machine slowed for a while slows one round of every split, "
+      "not\none split); time = fixed + a x tokens + b x tokens x "
       "sequence\nlength, fitted by least squares.\nThe parts are timed again tensor-parallel at "
       "every tp, and context-parallel "
       "(ring, "
       "Ulysses) at\nevery cp, that divides --ranks and fits the model (groups of ranks, their "
       "collectives\nincluded), and one optimizer step per rank. The growth of its file-backed "
-      "resident memory\nmeanwhile is the code the kernels page in (code_bytes), which a worker "
-      "holds besides the\nruntime profile-hw measures.\nExample:\n  cairn plan "
+      "resident memory\nmeanwhile is the code the kernels page in (code_bytes), and the growth of "
+      "malloc's heap\nwhat their allocations below the block cache's threshold take "
+      "(heap_bytes): a worker\nholds both besides the runtime profile-hw measures.\nExample:\n  "
+      "cairn plan "
       "profile-model configs/gpt-kjv.yaml --ranks 2 --out "
       "kjv-model.json\n  cairn plan configs/gpt-kjv.yaml --cluster here.json --model-profile "
       "kjv-model.json\n");

@@ -31,11 +31,16 @@ AllocatorSetting keep_freed_memory();
 // settings of cairn's, and no block cache.
 bool malloc_defaults_requested();
 
-// Bytes the allocator has handed out and not taken back (glibc's mallinfo2: heap blocks in use
-// plus mmapped blocks, less the blocks process_block_cache() keeps for reuse): what the
+// Bytes the allocators have handed out and not taken back (glibc's mallinfo2: heap blocks in
+// use plus mmapped blocks, and the large blocks process_block_cache() has handed out): what the
 // process's tensors and other objects hold right now, unlike the resident size, which keeps
 // freed memory.
 int64_t heap_bytes_in_use();
+
+// Bytes malloc's heaps hold from the system, in use or free (glibc's mallinfo2 arena): with
+// cairn's settings they never shrink while a job runs, so their growth over a phase is what its
+// small allocations and the holes between them took at most.
+int64_t heap_size_bytes();
 
 // Hands the heap's free pages back to the kernel (glibc's malloc_trim): after a phase whose
 // freed memory the steps will not reuse, such as building a job.

@@ -98,6 +98,10 @@ struct MeasuredModel : MeasuredParts {  // the parts on one rank each (tp 1)
   // file-backed resident memory): a training worker holds it besides the runtime a hardware
   // profile measures before any kernel has run.
   double code_bytes = 0;
+  // The growth of malloc's heap while the parts ran (core::heap_size_bytes): their small
+  // allocations (below the block cache's threshold) and the holes between them. The profile's
+  // ranks are threads of one process sharing the heap, so at most what one worker's grows by.
+  double heap_bytes = 0;
 };
 
 struct Workload {

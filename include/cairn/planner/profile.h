@@ -61,6 +61,7 @@ nlohmann::json profile_to_cluster(const HardwareProfile& p, const std::string& n
 // the optimizer step once per rank.
 struct ModelProfile {
   int ranks = 0;
+  int rounds = 1;  // times every split was measured in turn (a point: the median of its rounds)
   struct Point {
     std::string part;  // embedding | block | head
     int64_t batch = 0, seq = 0;
@@ -88,10 +89,13 @@ std::vector<std::pair<std::string, int>> profiled_cp_splits(const model::ModelCo
                                                             const std::vector<int64_t>& seqs);
 
 // Measures `model` (one block stands for all) at micro-batch sizes `batches` and sequence
-// lengths `seqs` (each <= model.block_size).
+// lengths `seqs` (each <= model.block_size), every split in turn `rounds` times (each point
+// about seconds / rounds a round).
+inline constexpr int kProfileRounds = 3;
 Result<ModelProfile> profile_model(const model::ModelConfig& model, int ranks,
                                    const std::vector<int64_t>& batches,
-                                   const std::vector<int64_t>& seqs, double seconds);
+                                   const std::vector<int64_t>& seqs, double seconds,
+                                   int rounds = kProfileRounds);
 
 // {"model": {...}, "ranks": n, "fit": {"embedding": {"fixed_s", "per_token_s",
 // "per_token_pos_s"}, "block": ..., "head": ..., and the forwards alone: "embedding_forward",
