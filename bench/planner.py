@@ -75,7 +75,7 @@ LAYOUTS = {
         ("pp=2 cp=2 ring", {"parallel.pp": 2, "parallel.cp": 2}),
         ("pp=2 dp=2 zb-h1", {"parallel.pp": 2, "parallel.pp_schedule": "zb-h1"}),
         ("pp=2 dp=2 interl.", {"parallel.pp": 2, "parallel.pp_schedule": "interleaved",
-                               "parallel.pp_virtual": 2})],
+                               "parallel.pp_virtual": 2, "train.micro_batch_size": 4})],
 }
 
 
