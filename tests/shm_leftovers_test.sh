@@ -11,12 +11,27 @@
 # pid is gone. A unit test's segment is unheld only for the moments between creating, mapping
 # and removing it. Leftovers are listed, not removed: they may be another job's orphaned
 # checkpoint, which the next cairn process persists and removes (`cairn ckpt gc` lists them).
-# Usage: shm_leftovers_test.sh
+#
+# Segments that were there before the tests began are not theirs (a run killed earlier on a
+# machine whose /dev/shm outlives it): the fixture's setup test `shm_baseline` records them
+# (name, inode, modification time) with --record FILE, and --check FILE names them apart,
+# uncounted, unless one was written again since.
+# Usage: shm_leftovers_test.sh --record FILE | --check FILE
 set -euo pipefail
-exec /usr/bin/python3 - <<'PY'
-import os, re, sys, time
+if [[ $# -ne 2 || ( "$1" != --record && "$1" != --check ) ]]; then
+  echo "usage: $0 --record FILE | --check FILE" >&2
+  exit 2
+fi
+exec /usr/bin/python3 - "$1" "$2" <<'PY'
+import json, os, re, sys, time
 
 SHM = "/dev/shm/"
+MODE, BASELINE = sys.argv[1], sys.argv[2]
+
+
+def identity(name):
+    st = os.stat(SHM + name)
+    return [st.st_ino, st.st_mtime_ns]
 
 
 def segments():
@@ -57,9 +72,42 @@ def creator_alive(name):
     return bool(m) and os.path.exists(f"/proc/{m.group(1)}")
 
 
+if MODE == "--record":
+    before = {}
+    for n in segments():
+        try:
+            before[n] = identity(n)
+        except FileNotFoundError:
+            pass
+    tmp = BASELINE + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(before, f)
+    os.replace(tmp, BASELINE)
+    print(f"{len(before)} /dev/shm/cairn* segment(s) there before the tests: {BASELINE}")
+    sys.exit(0)
+
+try:
+    with open(BASELINE) as f:
+        before = json.load(f)
+except FileNotFoundError:
+    print(f"no baseline {BASELINE} (shm_baseline did not run): every segment counts")
+    before = {}
+
+
+def preexisting(name):
+    try:
+        return before.get(name) == identity(name)
+    except FileNotFoundError:
+        return False
+
+
+old = sorted(n for n in segments() if preexisting(n))
+if old:
+    print(f"{len(old)} segment(s) there before the tests began, not counted: " + ", ".join(old))
+
 suspects = None
 for _ in range(11):  # 5 s
-    now = {n for n in segments() - held() if not creator_alive(n)}
+    now = {n for n in segments() - held() if not creator_alive(n) and not preexisting(n)}
     suspects = now if suspects is None else suspects & now
     if not suspects:
         print("no /dev/shm/cairn* segment left behind")

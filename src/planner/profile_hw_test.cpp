@@ -135,24 +135,21 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
                 .find("fit.optimizer: missing (a profile from before optimizer steps were timed: "
                       "run cairn plan profile-model again)"),
             std::string::npos);
-  // One written before the code its kernels page in was measured, and a negative one.
-  EXPECT_NE(refusal([](nlohmann::json& j) { j["fit"].erase("code_bytes"); })
-                .find("fit.code_bytes: missing (a profile from before the code its kernels page "
-                      "in was measured: run cairn plan profile-model again)"),
-            std::string::npos);
-  EXPECT_NE(refusal([](nlohmann::json& j) {
-              j["fit"]["code_bytes"] = -1;
-            }).find("fit.code_bytes: negative"),
-            std::string::npos);
-  // One written before the heap its small allocations grow was measured, and a negative one.
-  EXPECT_NE(refusal([](nlohmann::json& j) { j["fit"].erase("heap_bytes"); })
-                .find("fit.heap_bytes: missing (a profile from before the heap its small "
-                      "allocations grow was measured: run cairn plan profile-model again)"),
-            std::string::npos);
-  EXPECT_NE(refusal([](nlohmann::json& j) {
-              j["fit"]["heap_bytes"] = -1;
-            }).find("fit.heap_bytes: negative"),
-            std::string::npos);
+  // One written before the code its kernels page in (or the heap its small allocations grow)
+  // was measured, and a negative one.
+  for (const auto& [key, what] :
+       {std::pair<std::string, std::string>{"code_bytes", "the code its kernels page in"},
+        {"heap_bytes", "the heap its small allocations grow"}}) {
+    EXPECT_NE(refusal([&](nlohmann::json& j) { j["fit"].erase(key); })
+                  .find("fit." + key + ": missing (a profile from before " + what +
+                        " was measured: run cairn plan profile-model again)"),
+              std::string::npos)
+        << key;
+    EXPECT_NE(
+        refusal([&](nlohmann::json& j) { j["fit"][key] = -1; }).find("fit." + key + ": negative"),
+        std::string::npos)
+        << key;
+  }
   // A profile of the fastest repetitions (written before the median was kept) likewise.
   EXPECT_NE(refusal([](nlohmann::json& j) {
               j.erase("statistic");

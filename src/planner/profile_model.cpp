@@ -121,6 +121,17 @@ double num(const json& j, const std::string& where, const char* key) {
   return it->get<double>();
 }
 
+// fit.<key>: bytes a profile measures, refused when missing (a profile from before `what` was
+// measured) or negative.
+double measured_bytes(const json& fit, const char* key, const std::string& what) {
+  if (!fit.contains(key))
+    throw std::runtime_error(std::string("fit.") + key + ": missing (a profile from before " +
+                             what + " was measured: run cairn plan profile-model again)");
+  const double bytes = num(fit, "fit", key);
+  if (!(bytes >= 0)) throw std::runtime_error(std::string("fit.") + key + ": negative");
+  return bytes;
+}
+
 }  // namespace
 
 std::vector<ModelProfile::Point> median_of_rounds(
@@ -547,18 +558,8 @@ Result<MeasuredModel> load_model_profile(const std::string& path, const model::M
           "plan profile-model again)");
     mm.optimizer_per_param = num(fit.at("optimizer"), "fit.optimizer", "per_param_s");
     if (!(mm.optimizer_per_param >= 0)) throw std::runtime_error("fit.optimizer: negative time");
-    if (!fit.contains("code_bytes"))
-      throw std::runtime_error(
-          "fit.code_bytes: missing (a profile from before the code its kernels page in was "
-          "measured: run cairn plan profile-model again)");
-    mm.code_bytes = num(fit, "fit", "code_bytes");
-    if (!(mm.code_bytes >= 0)) throw std::runtime_error("fit.code_bytes: negative");
-    if (!fit.contains("heap_bytes"))
-      throw std::runtime_error(
-          "fit.heap_bytes: missing (a profile from before the heap its small allocations grow "
-          "was measured: run cairn plan profile-model again)");
-    mm.heap_bytes = num(fit, "fit", "heap_bytes");
-    if (!(mm.heap_bytes >= 0)) throw std::runtime_error("fit.heap_bytes: negative");
+    mm.code_bytes = measured_bytes(fit, "code_bytes", "the code its kernels page in");
+    mm.heap_bytes = measured_bytes(fit, "heap_bytes", "the heap its small allocations grow");
     return mm;
   } catch (const std::exception& e) {
     return Status::InvalidArgument(path + ": " + e.what());
