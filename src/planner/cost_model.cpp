@@ -198,11 +198,12 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
   // (its input); the same count as the trainer's start-up memory check.
   const bool ring = l.cp_kind == parallel::ContextParallelKind::kRing && cp > 1;
   const double ulysses = l.cp_kind == parallel::ContextParallelKind::kUlysses ? cp : 1;
-  const double whole_per = tp > 1 && !l.sp ? 6 : 6.0 / tp;
+  const model::BlockSaved per = model::block_saved_values(mc);
+  const double whole_per = tp > 1 && !l.sp ? per.whole : per.whole / tp;
   const double heads = H / tp / ulysses;
   const double scores = ring ? 0 : 2 * mb * heads * T * T;
   const double block_act =
-      4 * tokens * C * (whole_per + (11 + (ring ? 4 : 0)) / double(tp)) + scores;
+      4 * tokens * C * (whole_per + (per.split + (ring ? 4 : 0)) / double(tp)) + scores;
   const double boundary = 4 * tokens * C / (l.sp ? tp : 1);
 
   const int D = l.dp * cp;  // ranks holding the same parameters
@@ -279,37 +280,27 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     const double largest_part =
         bytes_of(std::max({held.block, first ? held.first : 0.0, last ? held.last : 0.0}));
     const double gathered = l.zero >= 3 ? 3 * largest_part : 0;
-    // ZeRO-1 and 2 take the updated parameters back after the step in all-gathers into the
-    // flat buffers they hold (counted as parameters) from a copy of this rank's shard (below).
     // ZeRO-2 stages each bucket's whole gradient for its reduction until backward ends: they
     // grow as the activations are freed, so the larger of the two counts.
     const double staged = l.zero == 2 && D > 1 ? bytes_of(params) : 0;
-    // Blocks the block cache (core/block_cache.h) keeps from backward's end, idle while
-    // forward peaks: the table-sized gradients backward ends with fit none of forward's
-    // requests (a request takes a kept block of at least its size and at most twice it) but
-    // the head's gradient it keeps. GPT-2's tied table ends backward with the embedding's
-    // gradient, the head's (or the one the other end of a pipeline sends) and their sum: two
-    // idle where the embedding is, one on the head's stage alone. An untied table leaves the
-    // embedding's gradient idle, and the head's is taken again. Measured by the cache's peak
-    // held against its peak live bytes (bench/planner.py): 77-86 MB for a 39 MB table on one
-    // rank, 42 for a 19 MB one, 20 for a 10 MB one; 38-39 on the head's stage alone. ZeRO-1
-    // and 2 keep besides the copy of this rank's updated shard of the largest flat buffer (the
-    // table's) that their all-gather after the step sends (96-100 MB measured).
-    const double kept_tables = first ? (tied ? 2 : 1) : last && tied ? 1 : 0;
-    const double shard_copy = (l.zero == 1 || l.zero == 2) && D > 1
-                                  ? (first || last ? table : bytes_of(params)) / double(D)
-                                  : 0;
-    const double idle_kept = kept_tables * table + shard_copy;
+    // No block sits idle beside these: the block cache (core/block_cache.h) holds no more than
+    // the most bytes live at once, so the table-sized gradients backward ends with, the
+    // buckets ZeRO-2 staged and the copy of this rank's shard ZeRO-1/2 all-gather after the
+    // step are handed back when forward's requests need the room.
     // ZeRO-3 reduces each stage's gradients in buffers of its own (`gathered`); its forward
-    // holds a gathered stage and the head's chunk of logits, its backward the gathered stage,
-    // its gradient and the reduction's buffer: the larger phase counts.
-    const double working =
-        l.zero >= 3 ? std::max(largest_part + head, gathered) : std::max(head, embedding_grad);
+    // (and backward's recompute) holds a gathered stage and, on the head's, a chunk of logits
+    // beside the gradients the fused loss accumulates meanwhile (under ZeRO-3 not kept from
+    // forward to backward, so not in flight; measured: one table more than the chunk alone),
+    // its backward the gathered stage, its gradient and the reduction's buffer: the larger
+    // phase counts.
+    const double head_zero3 = last ? logits_chunk + head_kept : 0;
+    const double working = l.zero >= 3 ? std::max(largest_part + head_zero3, gathered)
+                                       : std::max(head, embedding_grad);
     // The process before any tensor: the runtime the hardware profile measured; the code the
     // model's kernels page in and the heap their small allocations grow (the model profile's).
     const double runtime =
         cluster.runtime_bytes + (w.measured ? w.measured->code_bytes + w.measured->heap_bytes : 0);
-    const double base_buffers = working + (pp > 1 ? 2 * boundary : 0) + idle_kept + runtime;
+    const double base_buffers = working + (pp > 1 ? 2 * boundary : 0) + runtime;
     // ZeRO-3 keeps no graph from forward to backward: each stage keeps its input and runs
     // again in backward (the head's kept gradients included), as checkpointed blocks do.
     const bool recomputes_all = l.zero >= 3;
@@ -331,6 +322,18 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     if (!checkpointed && l.checkpointed) ckpt = (*l.checkpointed)[size_t(s)];
     k.activation_bytes = activations(ckpt);
     k.buffer_bytes = base_buffers + (ckpt > 0 || (recomputes_all && blocks > 0) ? block_act : 0);
+    // Backward's end on the embedding's stage, its activations gone: the embedding's dense
+    // table gradient and, for a tied table, the head's gradient of it (waiting in autograd's
+    // buffer for the embedding's, or sent by a pipeline's other end) and their sum; on a stage
+    // with the head too, the scaled copy of the fused loss's kept gradient besides; ZeRO-2's
+    // staged gradients, whole until then. It outgrows forward's peak where activations are
+    // small (cp=4: 42 MB over it, measured). ZeRO-3's working set covers its backward.
+    if (first && !recomputes_all) {
+      const double tables = tied ? (last ? 4 : 3) : 1;
+      const double end = staged + tables * table;
+      const double forward = k.activation_bytes + working;
+      if (end > forward) k.buffer_bytes += end - forward;
+    }
     // Checkpointed blocks run their forward again; under ZeRO-3 every stage does (each
     // gathers its parameters again in backward and recomputes without a kept graph).
     const int64_t again = recomputes_all ? blocks : ckpt;

@@ -11,6 +11,7 @@
 
 #include "cairn/comm/group.h"
 #include "cairn/core/blas_threads.h"
+#include "cairn/core/block_cache.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/malloc_tuning.h"
 #include "cairn/core/proc.h"
@@ -378,6 +379,9 @@ Result<ModelProfile> profile_model(const model::ModelConfig& config, int ranks,
   const int64_t heap_before = core::heap_size_bytes();
   const int blas_before = core::blas_num_threads();
   core::set_blas_num_threads(1);  // one core per rank, as the workers run
+  // Each part alone sets a peak far below a step's: kept blocks up to twice it, as a step
+  // keeps the part's blocks (core::BlockCache::set_hold_to_peak).
+  core::process_block_cache().set_hold_to_peak(false);
   double optimizer = 0;
   std::vector<Split> splits = {Split{}};
   const std::vector<int> tps = profiled_tp_degrees(config, ranks);
@@ -404,6 +408,7 @@ Result<ModelProfile> profile_model(const model::ModelConfig& config, int ranks,
       points.insert(points.end(), pts->begin(), pts->end());
     }
   core::set_blas_num_threads(blas_before);
+  core::process_block_cache().set_hold_to_peak(true);
   CAIRN_RETURN_IF_ERROR(status);
   p.points = median_of_rounds(by_round);
   optimizer = median(optimizers);

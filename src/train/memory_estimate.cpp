@@ -72,19 +72,21 @@ MemoryEstimate estimate_memory(const MemoryEstimateInput& in) {
   const double cp = double(in.cp > 0 ? in.cp : 1);
   const double ring = double(in.cp_ring > 0 ? in.cp_ring : 1), ulysses = cp / ring;
   const double tokens = B * T / cp;
-  // One block's saved activations (fp32): ~68 bytes per token and channel (inputs of the
-  // norms, projections, MLP and residuals; 4 more with a ring, its fp32 copies of q, k, v and
-  // the output) plus what attention keeps of the scores. Under tp, 6 of the 17 values (the
-  // norms' inputs and outputs, the residuals) stay whole without sequence parallelism; the
-  // heads' scores and the rest are split. causal_attention keeps the probabilities of the
-  // causal triangle, 2 bytes per head per pair (fp32, half the pairs), for the heads it runs:
-  // H / tp over the whole sequence in one process, H / (tp cp) under Ulysses. Ring attention
-  // keeps none: it recomputes each block's scores in backward from the saved log-sum-exp.
-  const double whole_per = tp > 1 && !in.sequence_parallel ? 6 : 6 / tp;
+  // One block's saved activations (fp32): the values model::block_saved_values counts per
+  // token and channel (GPT-2's 17: inputs of the norms, projections, MLP and residuals; 4
+  // more with a ring, its fp32 copies of q, k, v and the output) plus what attention keeps of
+  // the scores. Under tp, the `whole` ones (the norms' inputs and outputs, the residuals) stay
+  // whole without sequence parallelism; the heads' scores and the rest are split. causal_attention
+  // keeps the probabilities of the causal triangle, 2 bytes per head per pair (fp32, half the
+  // pairs), for the heads it runs: H / tp over the whole sequence in one process, H / (tp cp) under
+  // Ulysses. Ring attention keeps none: it recomputes each block's scores in backward from the
+  // saved log-sum-exp.
+  const model::BlockSaved per = model::block_saved_values(c);
+  const double whole_per = tp > 1 && !in.sequence_parallel ? per.whole : per.whole / tp;
   const double heads = H / tp / ulysses;  // the heads each rank's attention runs
   const double ring_copies = ring > 1 ? 4 : 0;
   const double scores = ring > 1 ? 0 : 2 * B * heads * T * T;
-  const double block = 4 * tokens * C * (whole_per + (11 + ring_copies) / tp) + scores;
+  const double block = 4 * tokens * C * (whole_per + (per.split + ring_copies) / tp) + scores;
   // Attention's transients: a ring tile's scores, probabilities and their gradient (three fp32
   // tables of up to 256 query rows by the T / ring keys of a block, per head).
   const double ring_block =

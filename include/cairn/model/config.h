@@ -31,6 +31,19 @@ struct ModelConfig {
   int64_t ffn_dim() const;
 };
 
+// The values one block saves for backward per token (fp32), in units of n_embd C: `whole` stay
+// whole under tensor parallelism without sequence parallelism, `split` are divided by tp. GPT-2
+// (ffn width F): 6 whole (the norms' inputs and outputs, the residuals) and 3 + 2 F / C split
+// (q, k and v; the MLP's two F-wide values). LLaMA saves one more value per RMSNorm (its
+// normalized input, for the weight's gradient), q and the rotated k and v of the key/value
+// width K, and four F-wide values (w1's and w3's outputs, silu's, their product): 8 whole and
+// 1 + (2 K + 4 F) / C split. The memory checks (train::estimate_memory, the planner's cost
+// model) count a block with it.
+struct BlockSaved {
+  double whole = 0, split = 0;
+};
+BlockSaved block_saved_values(const ModelConfig& c);
+
 // The `model.*` keys, with defaults equal to ModelConfig's, ranges and docs.
 core::ConfigSpec model_spec();
 
