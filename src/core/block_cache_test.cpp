@@ -65,6 +65,20 @@ TEST(BlockCache, SmallBlocksAreNotKept) {
   cache.deallocate(nullptr);
 }
 
+// The head's step of ARepeatedStepStopsAllocating with the activation asked for before the
+// last chunk of logits, which then finds the logits' block handed back or kept depending on
+// set_hold_to_peak.
+void step_asking_for_the_activation_first(BlockCache& cache) {
+  void* logits = cache.allocate(128 * kMiB);
+  void* table = cache.allocate(38 * kMiB);
+  cache.deallocate(logits);
+  void* act = cache.allocate(3 * kMiB);
+  void* last_chunk = cache.allocate(77 * kMiB);
+  cache.deallocate(last_chunk);
+  cache.deallocate(act);
+  cache.deallocate(table);
+}
+
 // A step that repeats itself (the same sizes in the same order), each request fitting a block
 // freed before it, allocates only in its first run; its kept blocks total what was live at
 // once.
@@ -99,16 +113,7 @@ TEST(BlockCache, ARepeatedStepStopsAllocating) {
 // was live at once.
 TEST(BlockCache, AStepThatWouldHoldMoreThanItsPeakMapsAgain) {
   BlockCache cache;
-  auto step = [&] {
-    void* logits = cache.allocate(128 * kMiB);
-    void* table = cache.allocate(38 * kMiB);
-    cache.deallocate(logits);
-    void* act = cache.allocate(3 * kMiB);
-    void* last_chunk = cache.allocate(77 * kMiB);
-    cache.deallocate(last_chunk);
-    cache.deallocate(act);
-    cache.deallocate(table);
-  };
+  auto step = [&] { step_asking_for_the_activation_first(cache); };
   step();
   step();
   std::vector<int64_t> mapped;
@@ -167,16 +172,7 @@ TEST(BlockCache, ABlockNoRequestFitsIsNotIdleAtThePeak) {
 TEST(BlockCache, NotHoldingToThePeakKeepsWhatAStepWouldMapAgain) {
   BlockCache cache;
   cache.set_hold_to_peak(false);
-  auto step = [&] {
-    void* logits = cache.allocate(128 * kMiB);
-    void* table = cache.allocate(38 * kMiB);
-    cache.deallocate(logits);
-    void* act = cache.allocate(3 * kMiB);
-    void* last_chunk = cache.allocate(77 * kMiB);
-    cache.deallocate(last_chunk);
-    cache.deallocate(act);
-    cache.deallocate(table);
-  };
+  auto step = [&] { step_asking_for_the_activation_first(cache); };
   step();
   const int64_t misses = cache.stats().misses;
   for (int i = 0; i < 3; ++i) step();
