@@ -21,7 +21,7 @@ namespace {
 // 547 ms in 4 KiB pages and 9 ms in huge ones on the machine this was measured on (a virtual
 // machine, whose page faults are dear). That is what lets the cache hand back the blocks no
 // request is taking (trim_for) instead of keeping them for a request that may never come.
-constexpr size_t kHugePage = size_t(2) << 20;
+constexpr size_t kHugePage = BlockCache::kHugePageBytes;
 
 void* map_block(size_t n) {
   void* p = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

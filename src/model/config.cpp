@@ -18,8 +18,8 @@ int64_t ModelConfig::ffn_dim() const {
 
 BlockSaved block_saved_values(const ModelConfig& c) {
   const double C = double(c.n_embd), F = double(c.ffn_dim());
-  if (c.is_llama()) return {8, 1 + (4 * F + 2 * double(c.kv_heads() * c.head_dim())) / C};
-  return {6, 3 + 2 * F / C};
+  if (c.is_llama()) return {8, 1 + (4 * F + 2 * double(c.kv_heads() * c.head_dim())) / C, 4, 1};
+  return {6, 3 + 2 * F / C, 2, 3};
 }
 
 core::ConfigSpec model_spec() {

@@ -126,5 +126,29 @@ TEST(ModelConfig, MissingKeysAreReported) {
   EXPECT_THAT(c.status().message(), HasSubstr("model"));
 }
 
+// A block's saved values per token in units of C, and the tensors they are in: GPT-2 with
+// F = 4C saves 6 whole and 3 + 8 split, of which 2 F-wide tensors and q, k and v as views
+// of one 3C-wide tensor; a LLaMA of C = 64, K = 32 (2 of 4 heads), F = 192 saves 8 whole and
+// 1 + (64 + 768) / 64 = 14 split, of which 4 F-wide tensors and none wider than C besides.
+TEST(ModelConfig, BlockSavedValuesAndTheirTensors) {
+  ModelConfig g;
+  g.n_embd = 64;
+  g.n_head = 4;
+  const BlockSaved gs = block_saved_values(g);
+  EXPECT_DOUBLE_EQ(gs.whole, 6);
+  EXPECT_DOUBLE_EQ(gs.split, 11);
+  EXPECT_EQ(gs.wide, 2);
+  EXPECT_DOUBLE_EQ(gs.widest, 3);
+  ModelConfig l = g;
+  l.arch = "llama";
+  l.n_kv_head = 2;
+  ASSERT_EQ(l.ffn_dim(), 192);
+  const BlockSaved ls = block_saved_values(l);
+  EXPECT_DOUBLE_EQ(ls.whole, 8);
+  EXPECT_DOUBLE_EQ(ls.split, 14);
+  EXPECT_EQ(ls.wide, 4);
+  EXPECT_DOUBLE_EQ(ls.widest, 1);
+}
+
 }  // namespace
 }  // namespace cairn::model

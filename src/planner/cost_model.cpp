@@ -6,6 +6,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "cairn/core/block_cache.h"
 #include "cairn/model/head_chunk.h"
 #include "cairn/model/param_specs.h"
 #include "cairn/parallel/pipeline_schedule.h"
@@ -205,6 +206,19 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
   const double block_act =
       4 * tokens * C * (whole_per + (per.split + (ring ? 4 : 0)) / double(tp)) + scores;
   const double boundary = 4 * tokens * C / (l.sp ? tp : 1);
+  // Of those, the bytes in tensors under the block cache's huge-page size: freed in backward,
+  // such blocks stay kept until the next step's forward takes them again (the cache hands them
+  // back only while the kept ones alone exceed the peak), so they are resident beside what
+  // backward ends with. `each` is one tensor's bytes, `all` the values' together.
+  const double huge = double(core::BlockCache::kHugePageBytes);
+  auto small = [&](double each, double all) { return each < huge ? all : 0.0; };
+  const double F = double(mc.ffn_dim());
+  const double narrow = per.split - per.wide * F / C;  // the split values not F wide
+  const double block_small =
+      small(4 * tokens * C * whole_per / per.whole, 4 * tokens * C * whole_per) +
+      small(4 * tokens * F / tp, 4 * tokens * F * per.wide / tp) +
+      small(4 * tokens * C * per.widest / tp, 4 * tokens * C * narrow / tp) +
+      (ring ? small(4 * tokens * C / tp, 4 * tokens * C * 4 / tp) : 0) + small(scores / 2, scores);
 
   const int D = l.dp * cp;  // ranks holding the same parameters
   const double per_param = state_bytes_per_param(l.zero, D);
@@ -309,31 +323,54 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
       return std::max(staged, in_flight * (double(blocks - ckpt) * block_act +
                                            double(ckpt) * boundary + head_kept));
     };
+    // Backward's end on the embedding's stage, its activations freed: the embedding's dense
+    // table gradient and, for a tied table, the head's gradient of it (waiting in autograd's
+    // buffer for the embedding's, or received from a pipeline's other end); on a stage with
+    // the head too, their sum, the last table asked for, which the kept block of the head's
+    // chunk of logits (freed in its backward) serves when no larger than twice a table (the
+    // cache's best fit); ZeRO-2's staged gradients, whole until then; and, still resident,
+    // the kept blocks of forward's activations under the huge-page size. It outgrows
+    // forward's peak where the activations are in small tensors. Measured above the
+    // parameters, gradients and optimizer state at backward's end, live and kept together,
+    // against what this counts: cp=4 146 MB (2 tables 77, the chunk 52, 17 of activations),
+    // pp=2 x cp=2's first stage 143 (2 tables 77 + 66), pp=2 x dp=2's first stage 108 (77 +
+    // 23). ZeRO-3's working set covers its backward. What it adds to forward's peak:
+    const bool chunk_serves = logits_chunk >= table && logits_chunk <= 2 * table;
+    const double end_tables = !tied   ? table
+                              : !last ? 2 * table
+                                      : 2 * table + (chunk_serves ? logits_chunk : table);
+    auto backward_end = [&](int64_t ckpt) {
+      if (!first || recomputes_all) return 0.0;
+      const double kept = in_flight * (double(blocks - ckpt) * block_small +
+                                       double(ckpt) * small(boundary, boundary)) +
+                          (last ? small(4 * tokens * C, 4 * tokens * C) : 0);
+      return std::max(0.0, staged + end_tables + kept - (activations(ckpt) + working));
+    };
+    // Beyond the parameters, their state and the fixed buffers, with `ckpt` checkpointed
+    // blocks (one recomputed at a time).
+    auto beyond = [&](int64_t ckpt) {
+      return activations(ckpt) + backward_end(ckpt) +
+             (ckpt > 0 || (recomputes_all && blocks > 0) ? block_act : 0);
+    };
     int64_t ckpt = 0;
     const double fixed = k.param_bytes + k.grad_bytes + k.optimizer_bytes + base_buffers;
-    if (!recomputes_all && budget > 0 && fixed + activations(0) > budget && blocks > 0) {
-      // The fewest checkpointed blocks that fit (each saves the same and costs the same).
-      const double save = in_flight * (block_act - boundary);
-      const double over = fixed + activations(0) + block_act - budget;
-      ckpt = save > 0 ? std::min<int64_t>(blocks, int64_t(std::ceil(over / save))) : blocks;
-      ckpt = std::max<int64_t>(ckpt, 1);
+    if (!recomputes_all && budget > 0 && fixed + beyond(0) > budget && blocks > 0) {
+      // The fewest checkpointed blocks that fit, or all: each saves the same and costs the
+      // same, and the bytes beyond fall as more are checkpointed.
+      int64_t lo = 1, hi = blocks;
+      while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (fixed + beyond(mid) <= budget)
+          hi = mid;
+        else
+          lo = mid + 1;
+      }
+      ckpt = lo;
     }
     if (checkpointed) (*checkpointed)[size_t(s)] = int(ckpt);
     if (!checkpointed && l.checkpointed) ckpt = (*l.checkpointed)[size_t(s)];
     k.activation_bytes = activations(ckpt);
-    k.buffer_bytes = base_buffers + (ckpt > 0 || (recomputes_all && blocks > 0) ? block_act : 0);
-    // Backward's end on the embedding's stage, its activations gone: the embedding's dense
-    // table gradient and, for a tied table, the head's gradient of it (waiting in autograd's
-    // buffer for the embedding's, or sent by a pipeline's other end) and their sum; on a stage
-    // with the head too, the scaled copy of the fused loss's kept gradient besides; ZeRO-2's
-    // staged gradients, whole until then. It outgrows forward's peak where activations are
-    // small (cp=4: 42 MB over it, measured). ZeRO-3's working set covers its backward.
-    if (first && !recomputes_all) {
-      const double tables = tied ? (last ? 4 : 3) : 1;
-      const double end = staged + tables * table;
-      const double forward = k.activation_bytes + working;
-      if (end > forward) k.buffer_bytes += end - forward;
-    }
+    k.buffer_bytes = base_buffers + beyond(ckpt) - k.activation_bytes;
     // Checkpointed blocks run their forward again; under ZeRO-3 every stage does (each
     // gathers its parameters again in backward and recomputes without a kept graph).
     const int64_t again = recomputes_all ? blocks : ckpt;

@@ -39,6 +39,9 @@ class BlockCache {
  public:
   static constexpr size_t kMinBytes = size_t(1) << 16;  // 64 KiB
   static constexpr size_t kAlignment = 64;
+  // Blocks of this size or more are mapped in transparent huge pages and handed back first;
+  // smaller kept blocks go only while the kept ones alone exceed the peak (see trim_for).
+  static constexpr size_t kHugePageBytes = size_t(2) << 20;
 
   struct Stats {
     int64_t live_bytes = 0;       // large blocks handed out and not yet returned

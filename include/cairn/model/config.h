@@ -38,9 +38,14 @@ struct ModelConfig {
 // normalized input, for the weight's gradient), q and the rotated k and v of the key/value
 // width K, and four F-wide values (w1's and w3's outputs, silu's, their product): 8 whole and
 // 1 + (2 K + 4 F) / C split. The memory checks (train::estimate_memory, the planner's cost
-// model) count a block with it.
+// model) count a block with it. Of the split values, `wide` are F-wide tensors of their own
+// and the widest of the others is `widest` C wide (GPT-2's q, k and v are views of one 3C-wide
+// tensor; LLaMA's are tensors of their own): which tensors are under the block cache's
+// huge-page size, and so kept rather than handed back (core/block_cache.h), follows from them.
 struct BlockSaved {
   double whole = 0, split = 0;
+  int wide = 0;
+  double widest = 0;
 };
 BlockSaved block_saved_values(const ModelConfig& c);
 
