@@ -372,7 +372,9 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
     k.activation_bytes = activations(ckpt);
     k.buffer_bytes = base_buffers + beyond(ckpt) - k.activation_bytes;
     // Checkpointed blocks run their forward again; under ZeRO-3 every stage does (each
-    // gathers its parameters again in backward and recomputes without a kept graph).
+    // gathers its parameters again in backward and recomputes without a kept graph): its
+    // first forward runs without autograd, the head's then computing no gradients in its
+    // fused loss (measured: head_no_grad, where its forward with autograd is nearly all of it).
     const int64_t again = recomputes_all ? blocks : ckpt;
     if (parts) {
       const MeasuredParts& mm = *parts;
@@ -380,7 +382,7 @@ Cost estimate_layout(ModelShape& shape, const Cluster& cluster, const Layout& l,
       if (l.zero >= 3)
         k.recompute_s += double(m) *
                          ((first ? mm.embedding_forward.at(tokens, T) : 0) +
-                          (last ? mm.head_forward.at(tokens, T) : 0)) /
+                          (last ? mm.head_no_grad.at(tokens, T) : 0)) /
                          split;
     } else {
       const double extras = l.zero >= 3 ? (first ? sc.embedding : 0) + (last ? sc.head : 0) : 0;

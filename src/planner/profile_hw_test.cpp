@@ -85,6 +85,11 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
   for (const auto& pt : p->points) {
     EXPECT_GT(pt.forward_s, 0) << pt.part << " tp " << pt.tp;
     EXPECT_GT(pt.backward_s, 0) << pt.part << " tp " << pt.tp;
+    // The head's forward without autograd, timed for it alone.
+    if (pt.part == "head")
+      EXPECT_GT(pt.no_grad_s, 0) << "tp " << pt.tp << " cp " << pt.cp;
+    else
+      EXPECT_EQ(pt.no_grad_s, 0) << pt.part;
   }
   ASSERT_EQ(p->fit.tensor_parallel.count(2), 1u);
   EXPECT_GT(p->fit.tensor_parallel.at(2).block.at(64, 32), 0);
@@ -100,6 +105,9 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
   auto back = load_model_profile(path, m);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_DOUBLE_EQ(back->block.per_token, p->fit.block.per_token);
+  EXPECT_GT(p->fit.head_no_grad.at(64, 32), 0);
+  EXPECT_DOUBLE_EQ(back->head_no_grad.per_token, p->fit.head_no_grad.per_token);
+  EXPECT_DOUBLE_EQ(back->head_no_grad.fixed, p->fit.head_no_grad.fixed);
   EXPECT_GT(p->fit.optimizer_per_param, 0);
   EXPECT_DOUBLE_EQ(back->optimizer_per_param, p->fit.optimizer_per_param);
   EXPECT_GE(p->fit.code_bytes, 0) << "pages the kernels brought in (none if already resident)";
@@ -113,6 +121,8 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
   ASSERT_EQ(back->context_parallel.count("ulysses2"), 1u);
   EXPECT_DOUBLE_EQ(back->context_parallel.at("ulysses2").block.per_token,
                    p->fit.context_parallel.at("ulysses2").block.per_token);
+  EXPECT_DOUBLE_EQ(back->context_parallel.at("ring2").head_no_grad.per_token,
+                   p->fit.context_parallel.at("ring2").head_no_grad.per_token);
   // Why the profile, changed by `edit`, is refused.
   auto refusal = [&](const std::function<void(nlohmann::json&)>& edit) {
     nlohmann::json j = model_profile_to_json(*p, m);
@@ -129,6 +139,15 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
   EXPECT_NE(refusal([](nlohmann::json& j) {
               j["fit"]["tensor_parallel"]["one"] = j["fit"]["tensor_parallel"]["2"];
             }).find("fit.tensor_parallel: key \"one\" is not a tp degree of at least 2"),
+            std::string::npos);
+  // One written before the head's forward without autograd was timed, at any split.
+  EXPECT_NE(refusal([](nlohmann::json& j) { j["fit"].erase("head_no_grad"); })
+                .find("fit.head_no_grad: missing (a profile from before the head's forward "
+                      "without autograd was timed: run cairn plan profile-model again)"),
+            std::string::npos);
+  EXPECT_NE(refusal([](nlohmann::json& j) {
+              j["fit"]["tensor_parallel"]["2"].erase("head_no_grad");
+            }).find("fit.tensor_parallel.2.head_no_grad: missing"),
             std::string::npos);
   // A profile written before optimizer steps were timed is refused, saying what to do.
   EXPECT_NE(refusal([](nlohmann::json& j) { j["fit"].erase("optimizer"); })
@@ -184,7 +203,8 @@ TEST(ProfileModel, AShortProfileLoadsForItsModelOnly) {
 // A round the machine was slow in is dropped: each point's times are the median of its
 // rounds', the points' order and shapes those of the rounds.
 TEST(ProfileModel, EachPointIsTheMedianOfItsRounds) {
-  auto point = [](const char* part, int64_t batch, double f, double b, double act) {
+  auto point = [](const char* part, int64_t batch, double f, double b, double act,
+                  double no_grad = 0) {
     ModelProfile::Point p;
     p.part = part;
     p.batch = batch;
@@ -192,12 +212,13 @@ TEST(ProfileModel, EachPointIsTheMedianOfItsRounds) {
     p.forward_s = f;
     p.backward_s = b;
     p.activation_bytes = act;
+    p.no_grad_s = no_grad;
     return p;
   };
   const std::vector<std::vector<ModelProfile::Point>> rounds = {
-      {point("block", 1, 1.0, 2.0, 100), point("head", 2, 5.0, 6.0, 300)},
-      {point("block", 1, 3.0, 7.0, 100), point("head", 2, 9.0, 8.0, 300)},  // a slow round
-      {point("block", 1, 1.2, 2.2, 120), point("head", 2, 5.5, 6.5, 300)}};
+      {point("block", 1, 1.0, 2.0, 100), point("head", 2, 5.0, 6.0, 300, 2.0)},
+      {point("block", 1, 3.0, 7.0, 100), point("head", 2, 9.0, 8.0, 300, 4.0)},  // a slow round
+      {point("block", 1, 1.2, 2.2, 120), point("head", 2, 5.5, 6.5, 300, 1.5)}};
   const auto got = median_of_rounds(rounds);
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].part, "block");
@@ -207,6 +228,7 @@ TEST(ProfileModel, EachPointIsTheMedianOfItsRounds) {
   EXPECT_DOUBLE_EQ(got[0].activation_bytes, 100);
   EXPECT_DOUBLE_EQ(got[1].forward_s, 5.5);
   EXPECT_DOUBLE_EQ(got[1].backward_s, 6.5);
+  EXPECT_DOUBLE_EQ(got[1].no_grad_s, 2.0);
   // One round: its own times.
   EXPECT_DOUBLE_EQ(median_of_rounds({rounds[1]})[1].forward_s, 9.0);
 }
@@ -263,6 +285,32 @@ TEST(ProfileModel, TheCostModelTakesItsComputeFromTheProfile) {
                    at2.head.at(tokens / 2, 64)),
               1e-12);
   EXPECT_EQ(rc.cp_s, 0);
+}
+
+// ZeRO-3 keeps no graph: its forward runs every stage without autograd, its backward runs
+// each again with it. What it adds is that first forward: the embedding's and the blocks'
+// forwards and the head's without autograd, whose fused loss then computes no gradients (its
+// forward with autograd is nearly the whole head).
+TEST(ProfileModel, ZeroThreeRunsTheHeadsForwardWithoutAutogradAgain) {
+  Workload w = testing::Tiny();
+  const Cluster c = testing::TwoNodes();
+  MeasuredModel mm;
+  mm.embedding = {1e-3, 1e-6, 0};
+  mm.embedding_forward = {0.5e-3, 0.5e-6, 0};
+  mm.block = {2e-3, 4e-6, 0};
+  mm.block_forward = {1e-3, 1e-6, 0};
+  mm.head = {3e-3, 9e-6, 0};
+  mm.head_forward = {2e-3, 8e-6, 0};
+  mm.head_no_grad = {1e-3, 3e-6, 0};
+  w.measured = mm;
+  Candidate z3{parallel::Plan::data_parallel(2, w.model.n_layer, 3), 4};
+  const Cost k = estimate(w, c, z3);
+  // One micro-batch of 4 x 64 tokens on each of the 2 ranks.
+  const double tokens = 4 * 64;
+  EXPECT_NEAR(k.recompute_s,
+              mm.embedding_forward.at(tokens, 64) + 4 * mm.block_forward.at(tokens, 64) +
+                  mm.head_no_grad.at(tokens, 64),
+              1e-12);
 }
 
 }  // namespace

@@ -32,7 +32,7 @@ using profiling::median;
 using profiling::since;
 
 struct Timed {
-  double forward_s = 0, backward_s = 0, activation_bytes = 0;
+  double forward_s = 0, backward_s = 0, activation_bytes = 0, no_grad_s = 0;
 };
 
 // Whether every rank of `group` (null: this rank alone) says stop: the ranks of a tensor- or
@@ -45,15 +45,16 @@ bool all_stop(bool stop, comm::Group* group) {
 }
 
 // One part's forward and backward at (batch, seq), repeated for about `seconds` (at least
-// twice after one warm-up): the median of each. Activation bytes: the heap's growth over the
-// forward (median). Under tensor or context parallelism over `group`, `m` holds this rank's
-// slices or its hooks, and `seq` is the rank's share of each sequence.
+// twice after one warm-up): the median of each; the head's forward without autograd besides.
+// Activation bytes: the heap's growth over the forward (median). Under tensor or context
+// parallelism over `group`, `m` holds this rank's slices or its hooks, and `seq` is the rank's
+// share of each sequence.
 Timed time_part(model::LanguageModel& m, const std::string& part, int64_t batch, int64_t seq,
                 double seconds, comm::Group* group) {
   const int64_t C = m.config().n_embd, V = m.config().vocab_size;
   auto idx = torch::randint(V, {batch, seq}, torch::kLong);
   auto x = torch::randn({batch, seq, C});
-  std::vector<double> fwd, bwd, act;
+  std::vector<double> fwd, bwd, act, no_grad;
   const auto start = Clock::now();
   for (int rep = 0; rep < 1000; ++rep) {
     if (all_stop(rep > 2 && since(start) > seconds, group)) break;
@@ -77,16 +78,24 @@ Timed time_part(model::LanguageModel& m, const std::string& part, int64_t batch,
     else
       out.backward(torch::ones_like(out));
     const double b = since(t0);
+    double n = 0;
+    if (part == "head") {
+      torch::NoGradGuard off;
+      t0 = Clock::now();
+      m.head_loss(m.final_norm(in), idx);
+      n = since(t0);
+    }
     if (rep == 0) continue;  // warm-up
     fwd.push_back(f);
     bwd.push_back(b);
     act.push_back(kept);
+    no_grad.push_back(n);
   }
   // The median of the repetitions: what a step pays. The fastest would be the one whose
   // collectives found every peer ready at once; under tensor or context parallelism that is
   // up to a third below the median on this machine (a block's forward: 7.3 ms fastest, 11.7
   // ms median at tp=2), and a training step pays the typical wait.
-  return {median(fwd), median(bwd), median(act)};
+  return {median(fwd), median(bwd), median(act), median(no_grad)};
 }
 
 // Seconds per parameter of the trainer's optimizer step over `m`'s parameters (one process's
@@ -139,8 +148,9 @@ std::vector<ModelProfile::Point> median_of_rounds(
     const std::vector<std::vector<ModelProfile::Point>>& by_round) {
   std::vector<ModelProfile::Point> out = by_round.at(0);
   for (size_t i = 0; i < out.size(); ++i) {
-    std::vector<double> fwd, bwd, act;
+    std::vector<double> fwd, bwd, act, no_grad;
     for (const auto& points : by_round) {
+      no_grad.push_back(points.at(i).no_grad_s);
       fwd.push_back(points.at(i).forward_s);
       bwd.push_back(points.at(i).backward_s);
       act.push_back(points.at(i).activation_bytes);
@@ -148,6 +158,7 @@ std::vector<ModelProfile::Point> median_of_rounds(
     out[i].forward_s = median(fwd);
     out[i].backward_s = median(bwd);
     out[i].activation_bytes = median(act);
+    out[i].no_grad_s = median(no_grad);
   }
   return out;
 }
@@ -268,6 +279,7 @@ Result<std::vector<ModelProfile::Point>> time_ranks(const model::ModelConfig& on
                                        t.forward_s,
                                        t.backward_s,
                                        t.activation_bytes,
+                                       t.no_grad_s,
                                        split.tp,
                                        split.cp,
                                        split.cp > 1 ? parallel::cp_kind_name(split.kind) : ""};
@@ -290,6 +302,7 @@ Result<std::vector<ModelProfile::Point>> time_ranks(const model::ModelConfig& on
     for (const auto& rank : per_rank) {  // every rank measured the same points in order
       pt.forward_s = std::max(pt.forward_s, rank[i].forward_s);
       pt.backward_s = std::max(pt.backward_s, rank[i].backward_s);
+      pt.no_grad_s = std::max(pt.no_grad_s, rank[i].no_grad_s);
       pt.activation_bytes = std::min(pt.activation_bytes, rank[i].activation_bytes);
     }
     points.push_back(pt);
@@ -298,27 +311,31 @@ Result<std::vector<ModelProfile::Point>> time_ranks(const model::ModelConfig& on
   return points;
 }
 
-// The six fits of one split's points, in the tokens a rank holds (B T / cp) and the whole
+// The seven fits of one split's points, in the tokens a rank holds (B T / cp) and the whole
 // sequence's length T.
 MeasuredParts fit_parts(const std::vector<ModelProfile::Point>& points, int tp, int cp,
                         const std::string& cp_kind) {
-  auto fit = [&](const std::string& part, bool forward_only) {
+  enum Phases { kBoth, kForward, kNoGrad };
+  auto fit = [&](const std::string& part, Phases phases) {
     // Only a block attends: the embedding's and the head's times do not grow with the
     // sequence beyond its tokens (fitted with one T, no position term).
     std::vector<std::array<double, 3>> pts;
     for (const auto& pt : points)
       if (pt.part == part && pt.tp == tp && pt.cp == cp && pt.cp_kind == cp_kind)
         pts.push_back({double(pt.batch * pt.seq / pt.cp), part == "block" ? double(pt.seq) : 0.0,
-                       pt.forward_s + (forward_only ? 0 : pt.backward_s)});
+                       phases == kNoGrad
+                           ? pt.no_grad_s
+                           : pt.forward_s + (phases == kForward ? 0 : pt.backward_s)});
     return ModelProfile::fit_part(pts);
   };
   MeasuredParts f;
-  f.embedding = fit("embedding", false);
-  f.block = fit("block", false);
-  f.block_forward = fit("block", true);
-  f.head = fit("head", false);
-  f.embedding_forward = fit("embedding", true);
-  f.head_forward = fit("head", true);
+  f.embedding = fit("embedding", kBoth);
+  f.block = fit("block", kBoth);
+  f.block_forward = fit("block", kForward);
+  f.head = fit("head", kBoth);
+  f.embedding_forward = fit("embedding", kForward);
+  f.head_forward = fit("head", kForward);
+  f.head_no_grad = fit("head", kNoGrad);
   return f;
 }
 
@@ -449,6 +466,7 @@ json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& m) {
                       {"forward_us", pt.forward_s * 1e6},
                       {"backward_us", pt.backward_s * 1e6},
                       {"activation_bytes", pt.activation_bytes},
+                      {"no_grad_us", pt.no_grad_s * 1e6},
                       {"tp", pt.tp},
                       {"cp", pt.cp},
                       {"cp_kind", pt.cp_kind}});
@@ -458,7 +476,8 @@ json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& m) {
             {"block_forward", part_json(f.block_forward)},
             {"head", part_json(f.head)},
             {"embedding_forward", part_json(f.embedding_forward)},
-            {"head_forward", part_json(f.head_forward)}};
+            {"head_forward", part_json(f.head_forward)},
+            {"head_no_grad", part_json(f.head_no_grad)}};
   };
   json tensor_parallel = json::object(), context_parallel = json::object();
   for (const auto& [t, f] : p.fit.tensor_parallel) tensor_parallel[std::to_string(t)] = parts(f);
@@ -476,6 +495,7 @@ json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& m) {
             {"head", part_json(p.fit.head)},
             {"embedding_forward", part_json(p.fit.embedding_forward)},
             {"head_forward", part_json(p.fit.head_forward)},
+            {"head_no_grad", part_json(p.fit.head_no_grad)},
             {"optimizer", {{"per_param_s", p.fit.optimizer_per_param}}},
             {"code_bytes", p.fit.code_bytes},
             {"heap_bytes", p.fit.heap_bytes},
@@ -505,6 +525,12 @@ Result<MeasuredModel> load_model_profile(const std::string& path, const model::M
     auto parts = [&](const json& f, const std::string& where, MeasuredParts* out) {
       auto part = [&](const char* name, PartTime* t) {
         const std::string at = where + "." + name;
+        if (!f.contains(name))
+          throw std::runtime_error(at + ": missing (a profile from before " +
+                                   (std::string(name) == "head_no_grad"
+                                        ? "the head's forward without autograd was timed"
+                                        : "this part was timed") +
+                                   ": run cairn plan profile-model again)");
         const json& x = f.at(name);
         t->fixed = num(x, at, "fixed_s");
         t->per_token = num(x, at, "per_token_s");
@@ -518,6 +544,7 @@ Result<MeasuredModel> load_model_profile(const std::string& path, const model::M
       part("head", &out->head);
       part("embedding_forward", &out->embedding_forward);
       part("head_forward", &out->head_forward);
+      part("head_no_grad", &out->head_no_grad);
     };
     parts(fit, "fit", &mm);
     if (fit.contains("tensor_parallel")) {

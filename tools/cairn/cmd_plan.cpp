@@ -145,6 +145,7 @@ void run_profile_model(const ModelProfileArgs& a) {
     line("block forward", f.block_forward);
     line("head", f.head);
     line("head forward", f.head_forward);
+    line("head no-grad", f.head_no_grad);
   };
   lines("", p.fit);
   for (const auto& [t, f] : p.fit.tensor_parallel) lines(" tp" + std::to_string(t), f);

@@ -82,6 +82,10 @@ struct PartTime {
 struct MeasuredParts {
   PartTime embedding, block, head;                          // forward + backward
   PartTime embedding_forward, block_forward, head_forward;  // forward (what a recompute runs)
+  // The head's forward without autograd: the logits and the loss, no gradients (the fused loss
+  // computes them in forward only with grad mode on). What ZeRO-3's forward runs, which keeps
+  // no graph and runs every stage again with it in backward.
+  PartTime head_no_grad;
 };
 struct MeasuredModel : MeasuredParts {  // the parts on one rank each (tp 1)
   // The parts run tensor-parallel, by tp degree: a rank's time with its slices and its

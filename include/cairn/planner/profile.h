@@ -67,6 +67,7 @@ struct ModelProfile {
     int64_t batch = 0, seq = 0;
     double forward_s = 0, backward_s = 0;  // the median repetition, the slowest rank's
     double activation_bytes = 0;           // block: kept by the forward
+    double no_grad_s = 0;                  // head: its forward without autograd (else 0)
     int tp = 1;                            // run tensor-parallel over this many ranks
     int cp = 1;           // run context-parallel over this many ranks (seq: the whole sequence)
     std::string cp_kind;  // "ring" | "ulysses" when cp > 1
@@ -99,8 +100,9 @@ Result<ModelProfile> profile_model(const model::ModelConfig& model, int ranks,
 
 // {"model": {...}, "ranks": n, "fit": {"embedding": {"fixed_s", "per_token_s",
 // "per_token_pos_s"}, "block": ..., "head": ..., and the forwards alone: "embedding_forward",
-// "block_forward", "head_forward", "optimizer": {"per_param_s"}, "tensor_parallel": {"2": {the
-// six parts}, ...}, "context_parallel": {"ring2": {the six parts}, "ulysses2": ...}}, "points":
+// "block_forward", "head_forward", the head's without autograd: "head_no_grad", "optimizer":
+// {"per_param_s"}, "tensor_parallel": {"2": {the seven parts}, ...}, "context_parallel": {"ring2":
+// {the seven parts}, "ulysses2": ...}}, "points":
 // [...]}
 nlohmann::json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& model);
 // The fit of a model profile file, checked against the job's model (another model's profile is
