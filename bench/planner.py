@@ -2,8 +2,9 @@
 GPT-2 (configs/gpt-kjv.yaml: 4 blocks, d=192, micro-batch 8 (4 at dp=4, which 16 sequences a
 step allow), global batch 16, sequences of 128) at world 2 (and 4 with --world4), the step time and memory per rank `cairn plan --evaluate`
 predicts next to what `cairn run ... cairn train` measures, the errors, and the layout the
-planner chooses (`cairn plan --micro-batch 8 --prefer-simpler 0.05`, as `--plan auto` plans)
-measured against the best measured layout.
+planner chooses, its micro-batch size its own (`cairn plan --prefer-simpler 0.05`; `--plan
+auto` plans so at the job's micro-batch size, on which the data order depends), measured
+against the best measured layout of the table, the two in turns.
 
   /usr/bin/python3 bench/planner.py --cairn build/bin/cairn --data data/kjv [--world4]
       [--config configs/llama-kjv.yaml]
@@ -21,7 +22,10 @@ mem_peak_mb: the kernel's high-water mark, max over ranks; the prediction counts
 profile's runtime memory plus parameters, gradients, optimizer state, activations and
 buffers). "end GiB" is the largest worker's peak over its whole life (rusage), which adds the
 final validation and the final checkpoint copied into shared memory (host memory beside the
-device's on a GPU machine; not what the planner budgets). Every worker runs with OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = train.threads =
+device's on a GPU machine; not what the planner budgets). "GEMM" is the fp32 GFLOP/s the
+run's ranks measured together as it started (metrics' MFU divides by it): how fast the shared
+machine was during that run, beside the profile's "GEMM ... per rank, all at once" (times the
+ranks), which the predictions rest on; a step time error follows a drift between the two. Every worker runs with OMP_NUM_THREADS = OPENBLAS_NUM_THREADS = train.threads =
 1, cairn's allocator settings, fp32, one layout at a time.
 
 There is no peer in this bench: the planners cairn is measured against (Galvatron's search,
@@ -119,7 +123,14 @@ def measure(a, world, sets, tmp, name, env, plan_file=None):
     rows = [r for r in benchlib.read_jsonl(os.path.join(run, "metrics.jsonl")) if "step_time" in r]
     times = [r["step_time"] for r in rows[a.warmup:]]
     peak_mb = max(r["mem_peak_mb"] for r in rows)
-    return statistics.median(times), peak_mb * 1e6 / 2**30, rss_mb * 1e6 / 2**30
+    # The GEMM peak the run measured at its start: how fast the shared machine was meanwhile.
+    starts = [r for r in benchlib.read_jsonl(os.path.join(run, "events.jsonl"))
+              if r.get("event") == "start"]
+    gemm = starts[-1].get("peak_flops", 0) / 1e9 if starts else 0
+    # What the run was (its plan, shapes and settings), without what varies between runs.
+    what = {k: v for k, v in (starts[-1] if starts else {}).items()
+            if k not in ("peak_flops", "build_ms", "time")}
+    return statistics.median(times), peak_mb * 1e6 / 2**30, rss_mb * 1e6 / 2**30, gemm, what
 
 
 def world_section(a, world, tmp, env):
@@ -137,48 +148,58 @@ def world_section(a, world, tmp, env):
                                 "code the kernels", "heap its", "fit ")):
                 print("profile: " + line)
     print(f"  {'layout':16s} {'pred s':>8s} {'meas s':>8s} {'err':>7s} {'pred GiB':>9s} "
-          f"{'meas GiB':>9s} {'err':>7s} {'end GiB':>8s}  largest term besides compute (predicted)")
+          f"{'meas GiB':>9s} {'err':>7s} {'end GiB':>8s} {'GEMM':>6s}  "
+          f"largest term besides compute (predicted)")
     results = []
     for label, sets in LAYOUTS[world]:
         terms, pred_s, pred_mem = evaluate(a, hw, model, world, sets)
         if terms is None:  # a layout this model cannot take (e.g. tp above its kv heads)
             print(f"  {label:16s} not a layout of this model: {pred_s}")
             continue
-        meas_s, meas_mem, end_mem = measure(a, world, sets, tmp, f"w{world}-{len(results)}", env)
+        meas_s, meas_mem, end_mem, gemm, _ = measure(a, world, sets, tmp,
+                                                     f"w{world}-{len(results)}", env)
         t_err = pred_s / meas_s - 1
         m_err = pred_mem / meas_mem - 1
         big = max((k for k in terms if k not in ("step", "compute")), key=lambda k: terms[k])
         results.append((label, pred_s, meas_s, t_err, pred_mem, meas_mem, m_err))
         print(f"  {label:16s} {pred_s:8.3f} {meas_s:8.3f} {100 * t_err:+6.1f}% {pred_mem:9.3f} "
-              f"{meas_mem:9.3f} {100 * m_err:+6.1f}% {end_mem:8.3f}  {big} {terms[big]:.3f} s")
+              f"{meas_mem:9.3f} {100 * m_err:+6.1f}% {end_mem:8.3f} {gemm:6.0f}  {big} "
+              f"{terms[big]:.3f} s")
         sys.stdout.flush()
     print(f"median |time error| {100 * statistics.median(abs(r[3]) for r in results):.1f}% "
           f"(max {100 * max(abs(r[3]) for r in results):.1f}%); memory: median error "
           f"{100 * statistics.median(r[6] for r in results):+.1f}%, most under "
           f"{100 * min(r[6] for r in results):+.1f}%, most over "
           f"{100 * max(r[6] for r in results):+.1f}% over {len(results)} layouts")
-    # The planner's choice at this micro-batch size, measured.
+    # The planner's choice, its micro-batch size its own (as the table's dp=4 rows), measured.
     plan = os.path.join(tmp, f"plan-{world}.json")
     out = subprocess.run([a.cairn, "plan", a.config, "--cluster", hw, "--model-profile", model,
-                          "--world", str(world), "--micro-batch", "8", "--prefer-simpler", "0.05",
+                          "--world", str(world), "--prefer-simpler", "0.05",
                           "--top", "3", "--out", plan],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if out.returncode:
         raise SystemExit(f"cairn plan failed:\n{out.stdout}")
     row = next(l for l in out.stdout.splitlines() if l.startswith("| 1 |"))
-    chosen = row.split("|")[2].strip()
+    chosen, chosen_mb = row.split("|")[2].strip(), int(row.split("|")[3])
     # Against the best measured layout of the table, both measured again in turns (a shared
     # machine drifts by more than the differences between the fastest layouts).
     best = min(results, key=lambda r: r[2])
     best_sets = dict(LAYOUTS[world])[best[0]]
     chosen_s, best_s = [], []
     for i in range(a.rounds):
-        chosen_s.append(measure(a, world, {}, tmp, f"w{world}-chosen-{i}", env, plan_file=plan)[0])
-        best_s.append(measure(a, world, best_sets, tmp, f"w{world}-best-{i}", env)[0])
+        got = measure(a, world, {"train.micro_batch_size": chosen_mb}, tmp,
+                      f"w{world}-chosen-{i}", env, plan_file=plan)
+        chosen_s.append(got[0])
+        chosen_run = got[4]
+        got = measure(a, world, best_sets, tmp, f"w{world}-best-{i}", env)
+        best_s.append(got[0])
+        best_run = got[4]
     c, b = statistics.median(chosen_s), statistics.median(best_s)
-    print(f"planner's choice: {chosen}: {c:.3f} s/step; the best measured layout of the table, "
-          f"{best[0]}: {b:.3f} s/step (each the median of {a.rounds} runs in turns): the choice is "
-          f"{100 * (c / b - 1):+.1f}%")
+    print(f"planner's choice: {chosen}, micro-batch {chosen_mb}: {c:.3f} s/step; the best "
+          f"measured layout of the table, {best[0]}: {b:.3f} s/step (each the median of "
+          f"{a.rounds} runs in turns): the choice is {100 * (c / b - 1):+.1f}%"
+          + (" (the two ran the same plan, shapes and settings: the difference is the machine's "
+             "spread between runs)" if chosen_run == best_run else ""))
 
 
 def main():
