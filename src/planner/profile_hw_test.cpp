@@ -241,6 +241,9 @@ TEST(ProfileModel, TheCostModelTakesItsComputeFromTheProfile) {
   mm.block = {2e-3, 4e-6, 1e-8};
   mm.block_forward = {1e-3, 1e-6, 0};
   mm.head = {3e-3, 5e-6, 0};
+  mm.embedding_forward = {0.5e-3, 0.5e-6, 0};
+  mm.head_forward = {2e-3, 4e-6, 0};
+  mm.head_no_grad = {1e-3, 2e-6, 0};
   w.measured = mm;
   Candidate one{parallel::Plan::data_parallel(1, w.model.n_layer, 0), 4};
   const Cost k = estimate(w, c, one);
@@ -251,6 +254,17 @@ TEST(ProfileModel, TheCostModelTakesItsComputeFromTheProfile) {
       2 * (mm.embedding.at(tokens, 64) + 4 * mm.block.at(tokens, 64) + mm.head.at(tokens, 64)),
       1e-12);
   EXPECT_EQ(k.recompute_s, 0);
+
+  // ZeRO-3 keeps no graph: its forward runs every stage without autograd, its backward runs
+  // each again with it. What it adds is that first forward: the embedding's and the blocks'
+  // forwards and the head's without autograd, whose fused loss then computes no gradients (its
+  // forward with autograd is nearly the whole head). One micro-batch on each of 2 ranks.
+  const Cost z3 =
+      estimate(w, c, Candidate{parallel::Plan::data_parallel(2, w.model.n_layer, 3), 4});
+  EXPECT_NEAR(z3.recompute_s,
+              mm.embedding_forward.at(tokens, 64) + 4 * mm.block_forward.at(tokens, 64) +
+                  mm.head_no_grad.at(tokens, 64),
+              1e-12);
 
   // tp 2: without a measurement at that degree, the whole parts split in two plus the tp
   // collectives; with one, its times as measured (their collectives in them), none added.
@@ -285,32 +299,6 @@ TEST(ProfileModel, TheCostModelTakesItsComputeFromTheProfile) {
                    at2.head.at(tokens / 2, 64)),
               1e-12);
   EXPECT_EQ(rc.cp_s, 0);
-}
-
-// ZeRO-3 keeps no graph: its forward runs every stage without autograd, its backward runs
-// each again with it. What it adds is that first forward: the embedding's and the blocks'
-// forwards and the head's without autograd, whose fused loss then computes no gradients (its
-// forward with autograd is nearly the whole head).
-TEST(ProfileModel, ZeroThreeRunsTheHeadsForwardWithoutAutogradAgain) {
-  Workload w = testing::Tiny();
-  const Cluster c = testing::TwoNodes();
-  MeasuredModel mm;
-  mm.embedding = {1e-3, 1e-6, 0};
-  mm.embedding_forward = {0.5e-3, 0.5e-6, 0};
-  mm.block = {2e-3, 4e-6, 0};
-  mm.block_forward = {1e-3, 1e-6, 0};
-  mm.head = {3e-3, 9e-6, 0};
-  mm.head_forward = {2e-3, 8e-6, 0};
-  mm.head_no_grad = {1e-3, 3e-6, 0};
-  w.measured = mm;
-  Candidate z3{parallel::Plan::data_parallel(2, w.model.n_layer, 3), 4};
-  const Cost k = estimate(w, c, z3);
-  // One micro-batch of 4 x 64 tokens on each of the 2 ranks.
-  const double tokens = 4 * 64;
-  EXPECT_NEAR(k.recompute_s,
-              mm.embedding_forward.at(tokens, 64) + 4 * mm.block_forward.at(tokens, 64) +
-                  mm.head_no_grad.at(tokens, 64),
-              1e-12);
 }
 
 }  // namespace
