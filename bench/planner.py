@@ -13,8 +13,11 @@ How: `cairn plan profile-hw --ranks W` measures the machine (collectives over lo
 much of an all-reduce hides behind compute running on every rank, the resident memory of a
 process before any tensor) and `cairn plan profile-model --ranks W` times the model's
 embedding, one block and head forward and backward on W threads at once (one thread each, as
-the workers run; the median of repetitions, every split in turn three times and each point
-the median of its rounds), fitted in tokens and sequence length; `cairn plan
+the workers run; the median of repetitions), fitted in tokens and sequence length. Its three
+rounds are spread over the runs (one before the first layout, one amid, one after the last;
+`profile-model --merge` makes them one profile, each point the median of the three), so a
+while the shared machine was slow or fast moves one round, not every prediction; the errors
+of each round alone are printed too. `cairn plan
 --evaluate --model-profile` then predicts each layout from those two files alone: nothing is
 calibrated on a training run. Measured: the median step time of --steps steps after --warmup
 and the peak resident memory of the fullest rank while it trained (metrics.jsonl's
@@ -133,31 +136,66 @@ def measure(a, world, sets, tmp, name, env, plan_file=None):
     return statistics.median(times), peak_mb * 1e6 / 2**30, rss_mb * 1e6 / 2**30, gemm, what
 
 
+def profile(a, world, tmp, env, cmd):
+    """cairn plan <cmd>: its output lines (raises on failure)."""
+    prof = subprocess.run([a.cairn, "plan"] + cmd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    if prof.returncode:
+        raise SystemExit(f"cairn plan {cmd[0]} failed:\n{prof.stdout}")
+    return prof.stdout.splitlines()
+
+
+def print_profile(lines):
+    for line in lines:
+        if line.startswith(("GEMM", "memory copy", "all-reduce fit", "all-reduce hidden",
+                            "code the kernels", "heap its", "fit ")):
+            print("profile: " + line)
+
+
 def world_section(a, world, tmp, env):
     print(f"\n== world {world}: {world} workers on {benchlib.cores()} cores")
     hw = os.path.join(tmp, f"here-{world}.json")
+    print_profile(profile(a, world, tmp, env, ["profile-hw", "--ranks", str(world), "--seconds",
+                                               "0.3", "--out", hw]))
+    # The model profile's rounds spread over the runs: one round before the first layout, one
+    # after half of them, one after the last (each with a third of profile-model's default
+    # time a point, so the three are one default profile's measuring), merged into one profile,
+    # each point the median of the three. A shared machine slow for minutes moves the one
+    # round it slowed, where one profile taken before the runs carried it into every
+    # prediction, and fast for minutes the same.
+    rounds = []
+
+    def model_round():
+        path = os.path.join(tmp, f"model-{world}-{len(rounds)}.json")
+        profile(a, world, tmp, env, ["profile-model", a.config, "--ranks", str(world),
+                                     "--rounds", "1", "--seconds", f"{0.2 / 3:.4f}",
+                                     "--out", path])
+        rounds.append(path)
+
+    model_round()
+    layouts = []  # (label, sets, run) of every layout the model takes
+    for label, sets in LAYOUTS[world]:
+        terms, why, _ = evaluate(a, hw, rounds[0], world, sets)
+        if terms is None:  # a layout this model cannot take (e.g. tp above its kv heads)
+            print(f"  {label:16s} not a layout of this model: {why}")
+            continue
+        layouts.append((label, sets))
+    runs = []
+    for i, (label, sets) in enumerate(layouts):
+        if i == len(layouts) // 2:
+            model_round()
+        runs.append(measure(a, world, sets, tmp, f"w{world}-{i}", env))
+        print(f"  measured {label}: {runs[-1][0]:.3f} s/step", file=sys.stderr)
+    model_round()
     model = os.path.join(tmp, f"model-{world}.json")
-    for cmd in (["profile-hw", "--ranks", str(world), "--seconds", "0.3", "--out", hw],
-                ["profile-model", a.config, "--ranks", str(world), "--out", model]):
-        prof = subprocess.run([a.cairn, "plan"] + cmd, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
-        if prof.returncode:
-            raise SystemExit(f"cairn plan {cmd[0]} failed:\n{prof.stdout}")
-        for line in prof.stdout.splitlines():
-            if line.startswith(("GEMM", "memory copy", "all-reduce fit", "all-reduce hidden",
-                                "code the kernels", "heap its", "fit ")):
-                print("profile: " + line)
+    print_profile(profile(a, world, tmp, env, ["profile-model", a.config, "--merge"] + rounds
+                          + ["--out", model]))
     print(f"  {'layout':16s} {'pred s':>8s} {'meas s':>8s} {'err':>7s} {'pred GiB':>9s} "
           f"{'meas GiB':>9s} {'err':>7s} {'end GiB':>8s} {'GEMM':>6s}  "
           f"largest term besides compute (predicted)")
     results = []
-    for label, sets in LAYOUTS[world]:
+    for (label, sets), (meas_s, meas_mem, end_mem, gemm, _) in zip(layouts, runs):
         terms, pred_s, pred_mem = evaluate(a, hw, model, world, sets)
-        if terms is None:  # a layout this model cannot take (e.g. tp above its kv heads)
-            print(f"  {label:16s} not a layout of this model: {pred_s}")
-            continue
-        meas_s, meas_mem, end_mem, gemm, _ = measure(a, world, sets, tmp,
-                                                     f"w{world}-{len(results)}", env)
         t_err = pred_s / meas_s - 1
         m_err = pred_mem / meas_mem - 1
         big = max((k for k in terms if k not in ("step", "compute")), key=lambda k: terms[k])
@@ -165,12 +203,21 @@ def world_section(a, world, tmp, env):
         print(f"  {label:16s} {pred_s:8.3f} {meas_s:8.3f} {100 * t_err:+6.1f}% {pred_mem:9.3f} "
               f"{meas_mem:9.3f} {100 * m_err:+6.1f}% {end_mem:8.3f} {gemm:6.0f}  {big} "
               f"{terms[big]:.3f} s")
-        sys.stdout.flush()
     print(f"median |time error| {100 * statistics.median(abs(r[3]) for r in results):.1f}% "
           f"(max {100 * max(abs(r[3]) for r in results):.1f}%); memory: median error "
           f"{100 * statistics.median(r[6] for r in results):+.1f}%, most under "
           f"{100 * min(r[6] for r in results):+.1f}%, most over "
           f"{100 * max(r[6] for r in results):+.1f}% over {len(results)} layouts")
+    # What each round alone would have predicted: the machine's drift over the runs.
+    alone = []
+    for path in rounds:
+        errs = [evaluate(a, hw, path, world, sets)[1] / run[0] - 1
+                for (_, sets), run in zip(layouts, runs)]
+        alone.append(f"{100 * statistics.median(abs(e) for e in errs):.1f}% "
+                     f"(mean error {100 * statistics.mean(errs):+.1f}%)")
+    print("each round alone (before, amid, after the runs): median |time error| "
+          + ", ".join(alone))
+    sys.stdout.flush()
     # The planner's choice, its micro-batch size its own (as the table's dp=4 rows), measured.
     plan = os.path.join(tmp, f"plan-{world}.json")
     out = subprocess.run([a.cairn, "plan", a.config, "--cluster", hw, "--model-profile", model,

@@ -3,12 +3,13 @@
 # devices; the table, the explanation and the plan file are written; the plan trains under
 # `cairn run` with 4 workers and follows the one-process run on the KJV corpus (loss per step
 # and validation loss to 1e-5 relative), whatever layout won. `cairn plan profile-hw` measures
-# this machine into a cluster file that plans. The winner's picture (SVG) has each stage's time
-# and memory; --evaluate costs the config's own layout. `cairn train --plan auto` profiles the
-# machine once (cached), plans, trains like one process, and a resume at another world re-plans
-# (events.jsonl). Bad input stops with exit 2 naming
-# what is wrong: a cluster file's unknown key or out-of-range value, more devices than the
-# cluster has, a budget no layout fits (with the least any needs).
+# this machine into a cluster file that plans; two short `profile-model`s merge into one that
+# plans, and what cannot merge (one file, a cut one, other sizes) exits 2 naming why. The
+# winner's picture (SVG) has each stage's time and memory; --evaluate costs the config's own
+# layout. `cairn train --plan auto` profiles the machine once (cached), plans, trains like one
+# process, and a resume at another world re-plans (events.jsonl). Bad input stops with exit 2
+# naming what is wrong: a cluster file's unknown key or out-of-range value, more devices than
+# the cluster has, a budget no layout fits (with the least any needs).
 # Usage: plan_cli_test.sh CAIRN_BINARY
 set -euo pipefail
 cairn=$1
@@ -83,6 +84,37 @@ grep -q "on 2 devices of this machine, 2 ranks (measured)" "$work/here.out" ||
   { cat "$work/here.out"; fail "the measured cluster was not used"; }
 rc=0; "$cairn" plan profile-hw --ranks 1 > "$work/bad.out" 2>&1 || rc=$?
 [ $rc -eq 2 ] || fail "profile-hw --ranks 1 should exit 2, got $rc"
+
+echo "-- profile-model: two short profiles merged into one (each point the median); it plans"
+for k in a b; do
+  "$cairn" plan profile-model "$work/tiny.yaml" --ranks 2 --batch 1,2 --seconds 0.01 --rounds 1 \
+    --out "$work/model-$k.json" > "$work/model-$k.out" 2>&1 ||
+    { cat "$work/model-$k.out"; fail "profile-model failed"; }
+done
+"$cairn" plan profile-model "$work/tiny.yaml" --merge "$work/model-a.json" "$work/model-b.json" \
+  --out "$work/model.json" > "$work/merge.out" 2>&1 ||
+  { cat "$work/merge.out"; fail "profile-model --merge failed"; }
+grep -q "^fit block  *tp2 " "$work/merge.out" || { cat "$work/merge.out"; fail "the merge printed no tp fit"; }
+grep -q '"merged": 2' "$work/model.json" || fail "the merged profile does not say it was merged"
+"$cairn" plan "$work/tiny.yaml" --cluster "$work/here.json" --model-profile "$work/model.json" \
+  --top 1 > "$work/merged-plan.out" 2>&1 ||
+  { cat "$work/merged-plan.out"; fail "planning with the merged profile failed"; }
+merge_exit2() {  # merge_exit2 PATTERN ARGS...: profile-model exits 2 naming what is wrong
+  local pattern=$1; shift
+  local rc=0
+  "$cairn" plan profile-model "$work/tiny.yaml" "$@" > "$work/bad.out" 2>&1 || rc=$?
+  [ $rc -eq 2 ] || { cat "$work/bad.out"; fail "profile-model $* should exit 2, got $rc"; }
+  grep -q -- "$pattern" "$work/bad.out" || { cat "$work/bad.out"; fail "no '$pattern' for $*"; }
+}
+merge_exit2 "needs at least two profiles, got 1" --merge "$work/model-a.json"
+merge_exit2 "excludes" --merge "$work/model-a.json" "$work/model-b.json" --rounds 2
+head -c 300 "$work/model-b.json" > "$work/cut.json"
+merge_exit2 "cut.json: not a JSON object" --merge "$work/model-a.json" "$work/cut.json"
+"$cairn" plan profile-model "$work/tiny.yaml" --ranks 2 --batch 1,4 --seconds 0.01 --rounds 1 \
+  --out "$work/model-c.json" > "$work/model-c.out" 2>&1 ||
+  { cat "$work/model-c.out"; fail "profile-model at other sizes failed"; }
+merge_exit2 "model-c.json: no point .* at micro-batch 2 .*, which .*model-a.json has" \
+  --merge "$work/model-a.json" "$work/model-c.json"
 
 echo "-- --plan auto: profiles the machine once, plans, trains like one process; a resume at"
 echo "   another world re-plans"

@@ -5,6 +5,7 @@
 // model's compute is the profile's times.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -299,6 +300,131 @@ TEST(ProfileModel, TheCostModelTakesItsComputeFromTheProfile) {
                    at2.head.at(tokens / 2, 64)),
               1e-12);
   EXPECT_EQ(rc.cp_s, 0);
+}
+
+// Profiles taken at other times, merged: each point the median of the profiles' (the slow
+// one dropped), every split fitted again from those, the optimizer step the median, the code
+// and heap the largest; what cannot be merged is refused naming the file and the difference.
+TEST(ProfileModel, MergedProfilesTakeEachPointsMedian) {
+  const model::ModelConfig m = testing::Tiny().model;
+  const std::string dir = ::testing::TempDir() + "/profile_merge_test";
+  std::filesystem::create_directories(dir);
+  // time = slow x (fixed + per token x tokens): a part's fits recover fixed and per token.
+  const double fixed[3] = {1e-3, 2e-3, 5e-3}, per_token[3] = {1e-6, 4e-6, 9e-6};
+  const char* parts[3] = {"embedding", "block", "head"};
+  auto profile = [&](double slow, double optimizer, double code, int ranks = 2) {
+    ModelProfile p;
+    p.ranks = ranks;
+    p.fit.optimizer_per_param = optimizer;
+    p.fit.code_bytes = code;
+    p.fit.heap_bytes = 2 * code;
+    for (int tp : {1, 2})
+      for (int i = 0; i < 3; ++i)
+        for (int64_t batch : {1, 4}) {
+          ModelProfile::Point pt;
+          pt.part = parts[i];
+          pt.batch = batch;
+          pt.seq = 32;
+          pt.tp = tp;
+          const double t = slow * (fixed[i] + per_token[i] * double(batch * 32)) / tp;
+          pt.forward_s = t / 3;
+          pt.backward_s = 2 * t / 3;
+          pt.no_grad_s = i == 2 ? t / 4 : 0;
+          pt.activation_bytes = slow * 1000;
+          p.points.push_back(pt);
+        }
+    // Points in another order than the first file's: a merge pairs them by name.
+    if (slow > 2) std::reverse(p.points.begin(), p.points.end());
+    return model_profile_to_json(p, m);
+  };
+  auto write = [&](const std::string& name, const nlohmann::json& j) {
+    std::ofstream(dir + "/" + name) << j.dump();
+    return dir + "/" + name;
+  };
+  const std::vector<std::string> three = {write("a.json", profile(1.0, 3e-9, 10)),
+                                          write("b.json", profile(3.0, 9e-9, 30)),  // slow
+                                          write("c.json", profile(1.2, 4e-9, 20))};
+  auto merged = merge_model_profiles(three, m);
+  ASSERT_TRUE(merged.ok()) << merged.status().ToString();
+  EXPECT_EQ(merged->merged, 3);
+  EXPECT_EQ(merged->ranks, 2);
+  EXPECT_EQ(merged->rounds, 3);  // each file one round
+  ASSERT_EQ(merged->points.size(), 12u);
+  for (const auto& pt : merged->points) EXPECT_DOUBLE_EQ(pt.activation_bytes, 1200) << pt.part;
+  // The median profile's times, 1.2 x the fast one's, at every split.
+  const MeasuredParts& alone = merged->fit;
+  const MeasuredParts& tp2 = merged->fit.tensor_parallel.at(2);
+  for (const MeasuredParts* f : {&alone, &tp2}) {
+    const double tp = f == &alone ? 1 : 2;
+    EXPECT_NEAR(f->block.fixed, 1.2 * fixed[1] / tp, 1e-12);
+    EXPECT_NEAR(f->block.per_token, 1.2 * per_token[1] / tp, 1e-15);
+    EXPECT_NEAR(f->head.per_token, 1.2 * per_token[2] / tp, 1e-15);
+    EXPECT_NEAR(f->head_forward.fixed, 1.2 * fixed[2] / tp / 3, 1e-12);
+    EXPECT_NEAR(f->head_no_grad.per_token, 1.2 * per_token[2] / tp / 4, 1e-15);
+    EXPECT_NEAR(f->embedding.fixed, 1.2 * fixed[0] / tp, 1e-12);
+  }
+  EXPECT_DOUBLE_EQ(merged->fit.optimizer_per_param, 4e-9);
+  EXPECT_DOUBLE_EQ(merged->fit.code_bytes, 30);
+  EXPECT_DOUBLE_EQ(merged->fit.heap_bytes, 60);
+  // Written, it says so and loads for the planner.
+  const nlohmann::json j = model_profile_to_json(*merged, m);
+  EXPECT_EQ(j.at("merged"), 3);
+  EXPECT_NE(j.at("source").get<std::string>().find("merged by cairn plan profile-model --merge "
+                                                   "from 3 profiles"),
+            std::string::npos);
+  auto back = load_model_profile(write("merged.json", j), m);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_DOUBLE_EQ(back->block.per_token, merged->fit.block.per_token);
+  // Refusals.
+  auto refusal = [&](const std::vector<std::string>& paths) {
+    return std::string(merge_model_profiles(paths, m).status().message());
+  };
+  EXPECT_NE(refusal({three[0]}).find("needs at least two profiles, got 1"), std::string::npos);
+  EXPECT_NE(refusal({three[0], write("w4.json", profile(1, 1e-9, 1, 4))})
+                .find("w4.json: a profile of 4 ranks, " + three[0] +
+                      "'s of 2: merge profiles of one world"),
+            std::string::npos);
+  nlohmann::json fewer = profile(1, 1e-9, 1);
+  fewer["points"].erase(0);  // the embedding at micro-batch 1, alone
+  EXPECT_NE(refusal({three[0], write("fewer.json", fewer)})
+                .find("fewer.json: no point embedding at micro-batch 1 x seq 32, tp 1, cp 1, "
+                      "which " +
+                      three[0] +
+                      " has (merge profiles taken with the same --ranks, --batch "
+                      "and --seq)"),
+            std::string::npos);
+  nlohmann::json more = profile(1, 1e-9, 1);
+  more["points"].push_back(more["points"][0]);
+  more["points"].back()["batch"] = 8;
+  EXPECT_NE(refusal({three[0], write("more.json", more)})
+                .find("more.json: a point embedding at micro-batch 8 x seq 32, tp 1, cp 1, which " +
+                      three[0] + " has not"),
+            std::string::npos);
+  more["points"].back()["batch"] = 1;
+  EXPECT_NE(refusal({three[0], write("twice.json", more)})
+                .find("twice.json: points: embedding at micro-batch 1 x seq 32, tp 1, cp 1 twice"),
+            std::string::npos);
+  nlohmann::json bad = profile(1, 1e-9, 1);
+  bad["points"][3]["forward_us"] = -5;
+  EXPECT_NE(refusal({three[0], write("bad.json", bad)})
+                .find("bad.json: points[3].forward_us: negative or not finite"),
+            std::string::npos);
+  bad = profile(1, 1e-9, 1);
+  bad["points"][2]["cp_kind"] = "ring";
+  EXPECT_NE(refusal({three[0], write("kind.json", bad)})
+                .find("kind.json: points[2].cp_kind: \"ring\" at cp 1"),
+            std::string::npos);
+  bad = profile(1, 1e-9, 1);
+  bad.erase("points");
+  EXPECT_NE(
+      refusal({three[0], write("none.json", bad)}).find("none.json: points: missing or empty"),
+      std::string::npos);
+  model::ModelConfig wider = m;
+  wider.n_embd = 128;
+  EXPECT_NE(std::string(merge_model_profiles(three, wider).status().message())
+                .find("a.json: a profile of another model (model.n_embd 64"),
+            std::string::npos);
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

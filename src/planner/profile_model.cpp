@@ -339,6 +339,20 @@ MeasuredParts fit_parts(const std::vector<ModelProfile::Point>& points, int tp, 
   return f;
 }
 
+// The fits of every split `p`'s points hold: alone, each tp degree, each cp kind and degree.
+void fit_every_split(ModelProfile* p) {
+  std::set<int> tps;
+  std::set<std::pair<std::string, int>> cps;
+  for (const auto& pt : p->points) {
+    if (pt.tp > 1) tps.insert(pt.tp);
+    if (pt.cp > 1) cps.insert({pt.cp_kind, pt.cp});
+  }
+  static_cast<MeasuredParts&>(p->fit) = fit_parts(p->points, 1, 1, "");
+  for (int t : tps) p->fit.tensor_parallel[t] = fit_parts(p->points, t, 1, "");
+  for (const auto& [kind, c] : cps)
+    p->fit.context_parallel[kind + std::to_string(c)] = fit_parts(p->points, 1, c, kind);
+}
+
 }  // namespace
 
 std::vector<int> profiled_tp_degrees(const model::ModelConfig& config, int ranks) {
@@ -431,10 +445,7 @@ Result<ModelProfile> profile_model(const model::ModelConfig& config, int ranks,
   optimizer = median(optimizers);
   p.fit.code_bytes = double(std::max<int64_t>(0, core::file_resident_bytes() - code_before));
   p.fit.heap_bytes = double(std::max<int64_t>(0, core::heap_size_bytes() - heap_before));
-  static_cast<MeasuredParts&>(p.fit) = fit_parts(p.points, 1, 1, "");
-  for (int t : tps) p.fit.tensor_parallel[t] = fit_parts(p.points, t, 1, "");
-  for (const auto& [kind, c] : cps)
-    p.fit.context_parallel[kind + std::to_string(c)] = fit_parts(p.points, 1, c, kind);
+  fit_every_split(&p);  // the splits timed: each has its points
   p.fit.optimizer_per_param = optimizer;
   return p;
 }
@@ -458,6 +469,8 @@ json model_json(const model::ModelConfig& m) {
 }  // namespace
 
 json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& m) {
+  const std::string measured =
+      std::to_string(p.ranks) + " ranks as threads of one process, one thread each, all at once";
   json points = json::array();
   for (const auto& pt : p.points)
     points.push_back({{"part", pt.part},
@@ -486,8 +499,12 @@ json model_profile_to_json(const ModelProfile& p, const model::ModelConfig& m) {
           {"ranks", p.ranks},
           {"statistic", "median"},  // of the repetitions, per point (of its rounds' medians)
           {"rounds", p.rounds},
-          {"source", "measured by cairn plan profile-model: " + std::to_string(p.ranks) +
-                         " ranks as threads of one process, one thread each, all at once"},
+          {"source", p.merged > 1
+                         ? "merged by cairn plan profile-model --merge from " +
+                               std::to_string(p.merged) +
+                               " profiles (each point the median of theirs), each of " + measured
+                         : "measured by cairn plan profile-model: " + measured},
+          {"merged", p.merged},
           {"fit",
            {{"embedding", part_json(p.fit.embedding)},
             {"block", part_json(p.fit.block)},
@@ -596,6 +613,127 @@ Result<MeasuredModel> load_model_profile(const std::string& path, const model::M
   } catch (const std::exception& e) {
     return Status::InvalidArgument(path + ": " + e.what());
   }
+}
+
+namespace {
+
+// A point's part, shape and split: what two profiles' points must agree on to be merged.
+std::string point_name(const ModelProfile::Point& p) {
+  return p.part + " at micro-batch " + std::to_string(p.batch) + " x seq " + std::to_string(p.seq) +
+         ", tp " + std::to_string(p.tp) + ", cp " + (p.cp > 1 ? p.cp_kind : "") +
+         std::to_string(p.cp);
+}
+
+ModelProfile::Point point_from_json(const json& x, const std::string& where) {
+  if (!x.is_object()) throw std::runtime_error(where + ": not an object");
+  auto text = [&](const char* key) {
+    auto it = x.find(key);
+    if (it == x.end() || !it->is_string())
+      throw std::runtime_error(where + "." + key + ": missing or not a string");
+    return it->get<std::string>();
+  };
+  auto count = [&](const char* key) {
+    const double v = num(x, where, key);
+    if (!(v >= 1 && v <= 1e9 && v == std::floor(v)))
+      throw std::runtime_error(where + "." + key + ": not a whole number of at least 1");
+    return int64_t(v);
+  };
+  auto seconds = [&](const char* key) {
+    const double us = num(x, where, key);
+    if (!(us >= 0 && std::isfinite(us)))
+      throw std::runtime_error(where + "." + key + ": negative or not finite");
+    return us / 1e6;
+  };
+  ModelProfile::Point p;
+  p.part = text("part");
+  if (p.part != "embedding" && p.part != "block" && p.part != "head")
+    throw std::runtime_error(where + ".part: \"" + p.part + "\" is not embedding, block or head");
+  p.batch = count("batch");
+  p.seq = count("seq");
+  p.tp = int(count("tp"));
+  p.cp = int(count("cp"));
+  p.cp_kind = text("cp_kind");
+  const bool kind = p.cp_kind == "ring" || p.cp_kind == "ulysses";
+  if (p.cp > 1 ? !kind : !p.cp_kind.empty())
+    throw std::runtime_error(where + ".cp_kind: \"" + p.cp_kind + "\" at cp " +
+                             std::to_string(p.cp) + " (ring or ulysses above 1, else empty)");
+  p.forward_s = seconds("forward_us");
+  p.backward_s = seconds("backward_us");
+  p.no_grad_s = seconds("no_grad_us");
+  p.activation_bytes = num(x, where, "activation_bytes");  // the heap's growth: may be < 0
+  if (!std::isfinite(p.activation_bytes))
+    throw std::runtime_error(where + ".activation_bytes: not finite");
+  return p;
+}
+
+}  // namespace
+
+Result<ModelProfile> merge_model_profiles(const std::vector<std::string>& paths,
+                                          const model::ModelConfig& m) {
+  if (paths.size() < 2)
+    return Status::InvalidArgument("profile-model --merge: needs at least two profiles, got " +
+                                   std::to_string(paths.size()));
+  ModelProfile out;
+  out.rounds = 0;
+  out.merged = int(paths.size());
+  std::vector<std::vector<ModelProfile::Point>> by_profile;
+  std::vector<double> optimizers;
+  for (const std::string& path : paths) {
+    // The whole file checked as the planner loads it: the model, the fits, their format.
+    CAIRN_ASSIGN_OR_RETURN(MeasuredModel fit, load_model_profile(path, m));
+    CAIRN_ASSIGN_OR_RETURN(std::string text, core::read_file(path));
+    const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    try {
+      const double ranks = num(j, "profile", "ranks"), rounds = num(j, "profile", "rounds");
+      if (!(ranks >= 1 && ranks <= 1024 && ranks == std::floor(ranks)))
+        throw std::runtime_error("ranks: not a whole number in [1, 1024]");
+      if (!(rounds >= 1 && rounds <= 1e6 && rounds == std::floor(rounds)))
+        throw std::runtime_error("rounds: not a whole number of at least 1");
+      const auto pts = j.find("points");
+      if (pts == j.end() || !pts->is_array() || pts->empty())
+        throw std::runtime_error("points: missing or empty (the measurements a merge takes)");
+      std::vector<ModelProfile::Point> points;
+      for (size_t i = 0; i < pts->size(); ++i)
+        points.push_back(point_from_json((*pts)[i], "points[" + std::to_string(i) + "]"));
+      std::sort(points.begin(), points.end(),
+                [](const auto& a, const auto& b) { return point_name(a) < point_name(b); });
+      for (size_t i = 1; i < points.size(); ++i)
+        if (point_name(points[i]) == point_name(points[i - 1]))
+          throw std::runtime_error("points: " + point_name(points[i]) + " twice");
+      if (by_profile.empty()) {
+        out.ranks = int(ranks);
+      } else {
+        if (int(ranks) != out.ranks)
+          throw std::runtime_error("a profile of " + std::to_string(int(ranks)) + " ranks, " +
+                                   paths[0] + "'s of " + std::to_string(out.ranks) +
+                                   ": merge profiles of one world");
+        const auto& first = by_profile[0];
+        for (size_t i = 0; i < std::max(first.size(), points.size()); ++i) {
+          if (i < first.size() && i < points.size() &&
+              point_name(first[i]) == point_name(points[i]))
+            continue;
+          const bool missing = i < first.size() &&
+                               (i >= points.size() || point_name(first[i]) < point_name(points[i]));
+          throw std::runtime_error(
+              (missing ? "no point " + point_name(first[i]) + ", which " + paths[0] + " has"
+                       : "a point " + point_name(points[i]) + ", which " + paths[0] + " has not") +
+              " (merge profiles taken with the same --ranks, --batch and --seq)");
+        }
+      }
+      by_profile.push_back(std::move(points));
+      out.rounds += int(rounds);
+    } catch (const std::exception& e) {
+      return Status::InvalidArgument(path + ": " + e.what());
+    }
+    optimizers.push_back(fit.optimizer_per_param);
+    // A worker holds the most any profile saw.
+    out.fit.code_bytes = std::max(out.fit.code_bytes, fit.code_bytes);
+    out.fit.heap_bytes = std::max(out.fit.heap_bytes, fit.heap_bytes);
+  }
+  out.points = median_of_rounds(by_profile);
+  fit_every_split(&out);
+  out.fit.optimizer_per_param = median(optimizers);
+  return out;
 }
 
 }  // namespace cairn::planner

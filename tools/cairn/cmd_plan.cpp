@@ -106,6 +106,7 @@ struct ModelProfileArgs {
   std::vector<int64_t> seqs;
   double seconds = 0.2;
   int rounds = planner::kProfileRounds;
+  std::vector<std::string> merge;
   std::string out;
 };
 
@@ -116,17 +117,24 @@ void run_profile_model(const ModelProfileArgs& a) {
   auto config = take(core::load_config_file(a.config, train::job_spec(), a.overrides));
   const train::TrainOptions o = take(train::train_options_from(config));
   const model::ModelConfig m = take(model::model_config_from(config));
-  // Default shapes: the job's micro-batch size and half of it (and 1), at train.seq_len and
-  // half of it.
-  std::vector<int64_t> batches = a.batches, seqs = a.seqs;
-  if (batches.empty())
-    for (int64_t b : {int64_t(1), std::max<int64_t>(1, o.micro_batch_size / 2), o.micro_batch_size})
-      if (std::find(batches.begin(), batches.end(), b) == batches.end()) batches.push_back(b);
-  if (seqs.empty()) seqs = {std::max<int64_t>(1, o.seq_len / 2), o.seq_len};
-  std::fprintf(stderr, "profiling %s's embedding, one block and head on %d ranks at once...\n",
-               a.config.c_str(), a.ranks);
-  const planner::ModelProfile p =
-      take(planner::profile_model(m, a.ranks, batches, seqs, a.seconds, a.rounds));
+  planner::ModelProfile p;
+  if (!a.merge.empty()) {
+    p = take(planner::merge_model_profiles(a.merge, m));
+    std::fprintf(stderr, "merged %zu profiles of %s: each point the median of theirs\n",
+                 a.merge.size(), a.config.c_str());
+  } else {
+    // Default shapes: the job's micro-batch size and half of it (and 1), at train.seq_len and
+    // half of it.
+    std::vector<int64_t> batches = a.batches, seqs = a.seqs;
+    if (batches.empty())
+      for (int64_t b :
+           {int64_t(1), std::max<int64_t>(1, o.micro_batch_size / 2), o.micro_batch_size})
+        if (std::find(batches.begin(), batches.end(), b) == batches.end()) batches.push_back(b);
+    if (seqs.empty()) seqs = {std::max<int64_t>(1, o.seq_len / 2), o.seq_len};
+    std::fprintf(stderr, "profiling %s's embedding, one block and head on %d ranks at once...\n",
+                 a.config.c_str(), a.ranks);
+    p = take(planner::profile_model(m, a.ranks, batches, seqs, a.seconds, a.rounds));
+  }
   std::printf(
       "| part | tp | cp | micro-batch | seq | forward us | backward us | activations MB |\n");
   std::printf("|---|---|---|---|---|---|---|---|\n");
@@ -351,6 +359,12 @@ void register_plan_command(CLI::App& app) {
       ->add_option("--rounds", ma->rounds,
                    "times every split is measured in turn (a point: the median of its rounds)")
       ->check(CLI::Range(1, 100));
+  CLI::Option* merge =
+      mprof->add_option("--merge", ma->merge,
+                        "measure nothing: merge these profiles of the model (taken at other times, "
+                        "same --ranks, --batch and --seq), each point the median of theirs");
+  for (const char* measuring : {"--ranks", "--batch", "--seq", "--seconds", "--rounds"})
+    merge->excludes(mprof->get_option(measuring));
   mprof->add_option("--out", ma->out, "write the profile here (default: print it)");
   mprof->footer(
       "\nEach part is timed on --ranks threads at once (one thread each, as the workers share "
@@ -368,7 +382,9 @@ void register_plan_command(CLI::App& app) {
       "cairn plan "
       "profile-model configs/gpt-kjv.yaml --ranks 2 --out "
       "kjv-model.json\n  cairn plan configs/gpt-kjv.yaml --cluster here.json --model-profile "
-      "kjv-model.json\n");
+      "kjv-model.json\nA shared machine slows down for minutes at a time: profiles taken at other "
+      "times,\nmerged, drop a slow one (each point the median of the profiles'):\n  cairn plan "
+      "profile-model configs/gpt-kjv.yaml --merge a.json b.json c.json --out kjv-model.json\n");
   mprof->callback([ma] { run_profile_model(*ma); });
   cmd->require_subcommand(0, 1);
   cmd->callback([a, cmd] {

@@ -62,6 +62,7 @@ nlohmann::json profile_to_cluster(const HardwareProfile& p, const std::string& n
 struct ModelProfile {
   int ranks = 0;
   int rounds = 1;  // times every split was measured in turn (a point: the median of its rounds)
+  int merged = 1;  // profiles it was merged from (merge_model_profiles), else 1
   struct Point {
     std::string part;  // embedding | block | head
     int64_t batch = 0, seq = 0;
@@ -108,5 +109,14 @@ nlohmann::json model_profile_to_json(const ModelProfile& p, const model::ModelCo
 // The fit of a model profile file, checked against the job's model (another model's profile is
 // refused naming the field that differs).
 Result<MeasuredModel> load_model_profile(const std::string& path, const model::ModelConfig& model);
+
+// Profiles of one model and world taken at different times (each a file load_model_profile
+// takes, with its points), merged: each point the median of the profiles' (as the rounds of
+// one profile), every split fitted again, the optimizer step the median, the code and heap
+// the largest. A machine slow while one profile ran moves one of them, and the median drops
+// it. Refused, naming the file and what differs: fewer than two, another model, another
+// world, another set of points (other --batch or --seq).
+Result<ModelProfile> merge_model_profiles(const std::vector<std::string>& paths,
+                                          const model::ModelConfig& model);
 
 }  // namespace cairn::planner
