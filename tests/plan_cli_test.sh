@@ -7,9 +7,10 @@
 # plans, and what cannot merge (one file, a cut one, other sizes) exits 2 naming why. The
 # winner's picture (SVG) has each stage's time and memory; --evaluate costs the config's own
 # layout. `cairn train --plan auto` profiles the machine once (cached), plans, trains like one
-# process, and a resume at another world re-plans (events.jsonl). Bad input stops with exit 2
-# naming what is wrong: a cluster file's unknown key or out-of-range value, more devices than
-# the cluster has, a budget no layout fits (with the least any needs).
+# process, checks its predictions against the steps, and a resume at another world re-plans
+# and checks again (events.jsonl). Bad input stops with exit 2 naming what is wrong: a cluster
+# file's unknown key or out-of-range value, more devices than the cluster has, a budget no
+# layout fits (with the least any needs).
 # Usage: plan_cli_test.sh CAIRN_BINARY
 set -euo pipefail
 cairn=$1
@@ -140,7 +141,17 @@ assert plans[0]["previous"] is None and not plans[0]["replanned"]
 assert plans[1]["replanned"] and plans[1]["previous"]["world"] == 2
 assert plans[1]["previous"]["summary"] == plans[0]["plan"]["summary"]
 assert plans[0]["plan"]["profile_s"] > 0 and plans[1]["plan"]["profile_s"] > 0  # 2, then 4 ranks
+# Each start checked its plan at its last step: steps 4-6 of 1-6, then 10-12 of 7-12.
+checks = [e for e in map(json.loads, open(sys.argv[1])) if e.get("event") == "plan_check"]
+assert [c["world"] for c in checks] == [2, 4], checks
+assert [(c["first_step"], c["last_step"]) for c in checks] == [(4, 6), (10, 12)], checks
+for c, p in zip(checks, plans):
+    assert c["summary"] == p["plan"]["summary"] and c["predicted_step_s"] == p["plan"]["step_s"]
+    assert c["predicted_memory_bytes"] == p["plan"]["memory_bytes"] and c["memory_bytes"] > 0
+    assert c["step_s"] > 0 and abs(c["step_error"] - (c["predicted_step_s"] / c["step_s"] - 1)) < 1e-9
 PY
+grep -q "parallel.plan=auto: steps 4-6 took .* s/step (the median; predicted" "$work/auto.out" ||
+  { tail -30 "$work/auto.out"; fail "the plan's check was not printed"; }
 "$cairn" run --nproc-per-node 2 --run-dir "$work/auto2" -- "$cairn" train "$work/tiny.yaml" \
   --no-progress --plan auto --plan-cache "$work/cache" --max-steps 1 > "$work/auto2.out" 2>&1 ||
   { tail -30 "$work/auto2.out"; fail "a second --plan auto at 2 ranks failed"; }

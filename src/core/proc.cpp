@@ -60,6 +60,14 @@ int usable_cores() {
 }
 int64_t peak_resident_bytes() { return status_kib_field("VmHWM"); }
 int64_t file_resident_bytes() { return status_kib_field("RssFile"); }
+int64_t shared_resident_bytes() { return status_kib_field("RssShmem"); }
+
+bool reset_peak_resident() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+  f.flush();
+  return bool(f);
+}
 
 Result<int64_t> available_memory_bytes() {
   int64_t avail = -1;

@@ -13,7 +13,10 @@
 #include <filesystem>
 
 #include "cairn/comm/group.h"
+#include "cairn/core/block_cache.h"
 #include "cairn/core/fs.h"
+#include "cairn/core/malloc_tuning.h"
+#include "cairn/core/proc.h"
 #include "cairn/planner/planner.h"
 #include "cairn/planner/profile.h"
 
@@ -172,6 +175,34 @@ nlohmann::json AutoPlan::to_json() const {
           {"profile", profile_path},  {"model_profile", model_profile_path}};
 }
 
+nlohmann::json PlanCheck::to_json() const {
+  return {{"first_step", first_step},
+          {"last_step", last_step},
+          {"step_s", step_s},
+          {"predicted_step_s", predicted_step_s},
+          {"step_error", step_error()},
+          {"memory_bytes", memory_bytes},
+          {"predicted_memory_bytes", predicted_memory_bytes},
+          {"memory_error", memory_error()}};
+}
+
+std::optional<PlanCheck> check_plan(const AutoPlan& plan, const std::vector<double>& step_s,
+                                    int64_t first_step, double peak_bytes, bool last) {
+  if (!(plan.step_s > 0 && plan.memory_bytes > 0 && peak_bytes > 0)) return std::nullopt;
+  const int64_t timed = int64_t(step_s.size()) - kPlanCheckWarmup;
+  if (timed < (last ? kPlanCheckLeast : kPlanCheckSteps)) return std::nullopt;
+  std::vector<double> t(step_s.begin() + kPlanCheckWarmup, step_s.end());
+  std::sort(t.begin(), t.end());
+  PlanCheck c;
+  c.first_step = first_step + kPlanCheckWarmup;
+  c.last_step = first_step + int64_t(step_s.size()) - 1;
+  c.step_s = t.size() % 2 ? t[t.size() / 2] : (t[t.size() / 2 - 1] + t[t.size() / 2]) / 2;
+  c.predicted_step_s = plan.step_s;
+  c.memory_bytes = peak_bytes;
+  c.predicted_memory_bytes = plan.memory_bytes;
+  return c;
+}
+
 std::string default_cache_dir() {
   if (const char* d = std::getenv("CAIRN_CACHE_DIR"); d && *d) return d;
   if (const char* d = std::getenv("XDG_CACHE_HOME"); d && *d) return std::string(d) + "/cairn";
@@ -197,6 +228,16 @@ Result<AutoPlan> auto_plan(const TrainOptions& o, const model::ModelConfig& m, c
   std::string text;
   if (group->rank() == 0) {
     auto d = decide(o, m, world, a);
+    // The profile's tensors are gone: their kept blocks and heap go back to the kernel, and
+    // the job's peak memory is its own from here.
+    if (d.ok() && d->profile_s > 0) {
+      core::process_block_cache().release_free();
+      core::return_free_heap();
+      if (!core::reset_peak_resident())
+        spdlog::warn(
+            "parallel.plan=auto: the peak memory could not be reset after profiling: "
+            "rank 0's mem_peak_mb includes the profile's");
+    }
     text = (d.ok() ? d->to_json() : nlohmann::json{{"error", d.status().ToString()}}).dump();
   }
   text = broadcast_text(*group, text);

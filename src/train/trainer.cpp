@@ -662,20 +662,23 @@ Status Trainer::Impl::after_step(double loss, double lr, double step_time, const
   nlohmann::json row = metrics.row(step, loss, lr, step_time);
   // Every rank's seconds of forward and backward, and the largest resident memory of any rank
   // so far (a job runs out of memory on its fullest rank), shared-memory checkpoint slots it
-  // wrote included: one all-gather of two numbers per rank.
-  auto mine = torch::tensor({double(core::peak_resident_bytes()) / 1e6, compute_s}, torch::kDouble);
+  // wrote included, and without them (mapped whole from the start: what the planner budgets
+  // is the rest): one all-gather of three numbers per rank.
+  const double hwm = double(core::peak_resident_bytes()), shm = core::shared_resident_bytes();
+  auto mine = torch::tensor({hwm / 1e6, compute_s, (hwm - shm) / 1e6}, torch::kDouble);
   torch::Tensor all = mine;
   if (group) {
-    all = torch::empty({2 * world}, torch::kDouble);
+    all = torch::empty({3 * world}, torch::kDouble);
     group->allgather(all, mine);
   }
-  // Read in place: (peak MB, seconds) per rank, no tensor made per number.
-  const double* pairs = all.data_ptr<double>();
-  double peak_mb = 0;
-  std::vector<double> compute(size_t(all.numel() / 2));
+  // Read in place: (peak MB, seconds, peak MB less shared memory) per rank.
+  const double* v = all.data_ptr<double>();
+  double peak_mb = 0, own_mb = 0;
+  std::vector<double> compute(size_t(all.numel() / 3));
   for (size_t r = 0; r < compute.size(); ++r) {
-    peak_mb = std::max(peak_mb, pairs[2 * r]);
-    compute[r] = std::round(pairs[2 * r + 1] * 1e4) / 1e4;
+    peak_mb = std::max(peak_mb, v[3 * r]);
+    compute[r] = std::round(v[3 * r + 1] * 1e4) / 1e4;
+    own_mb = std::max(own_mb, v[3 * r + 2]);
   }
   row["mem_peak_mb"] = peak_mb;
   row["rank_compute_s"] = compute;
@@ -704,6 +707,7 @@ Status Trainer::Impl::after_step(double loss, double lr, double step_time, const
   // The last step of this invocation is persisted by finish_run.
   const bool persist = opt.persist_interval > 0 && step % opt.persist_interval == 0;
   const bool memory = opt.memory_interval > 0 && step % opt.memory_interval == 0;
+  if (auto_plan) check_auto_plan(step_time, own_mb, last, !last && (persist || memory));
   if (!last && (persist || memory)) {
     Status s = checkpoint(persist, persist ? "interval" : "memory", /*overlap=*/true);
     if (!s.ok()) return s.WithContext("checkpoint at step " + std::to_string(step));

@@ -89,6 +89,13 @@ struct Trainer::Impl {
   int data_world = 1, data_rank = 0;
   std::unique_ptr<RunLog> log;
   void record_auto_plan();  // events.jsonl "plan": the previous auto plan of the run and this one
+  // events.jsonl "plan_check" (check_plan), once a start: this start's step times so far and
+  // the fullest rank's peak before the start's first checkpoint (`saves`: this step's is
+  // next), whose copy in shared memory is host memory the planner does not budget.
+  void check_auto_plan(double step_s, double peak_mb, bool last, bool saves);
+  std::vector<double> plan_step_s;
+  double plan_peak_mb = 0;
+  bool plan_peak_done = false, plan_checked = false;
   int64_t step = 0;
   int64_t max_steps = 0;
   double peak_flops = 0;

@@ -47,4 +47,40 @@ void Trainer::Impl::record_auto_plan() {
                       {"replanned", !previous.is_null() && previous.value("world", 0) != world}});
 }
 
+void Trainer::Impl::check_auto_plan(double step_s, double peak_mb, bool last, bool saves) {
+  if (plan_checked) return;
+  plan_step_s.push_back(step_s);
+  if (!plan_peak_done) plan_peak_mb = peak_mb;  // the high-water mark: it only grows
+  plan_peak_done |= saves;
+  const int64_t first = step - int64_t(plan_step_s.size()) + 1;
+  const std::optional<PlanCheck> c =
+      check_plan(*auto_plan, plan_step_s, first, plan_peak_mb * 1e6, last);
+  if (!c) return;
+  plan_checked = true;
+  nlohmann::json event = c->to_json();
+  event["world"] = world;
+  event["summary"] = auto_plan->plan.summary();
+  log->event("plan_check", event);
+  if (rank != 0) return;
+  spdlog::info(
+      "parallel.plan=auto: steps {}-{} took {:.3g} s/step (the median; predicted {:.3g}, "
+      "{:+.1f}%), the fullest rank {:.3f} GiB (predicted {:.3f}, {:+.1f}%)",
+      c->first_step, c->last_step, c->step_s, c->predicted_step_s, 100 * c->step_error(),
+      c->memory_bytes / double(1ull << 30), c->predicted_memory_bytes / double(1ull << 30),
+      100 * c->memory_error());
+  // A start that profiled did so in rank 0's process, which keeps some of what that paged in
+  // (81 MB more for the demo than a start from the cached profiles): not the plan's error.
+  if (auto_plan->profile_s > 0)
+    spdlog::info(
+        "parallel.plan=auto: rank 0 profiled before training, and keeps some of what that "
+        "paged in: a start from the cached profiles checks memory without it");
+  else if (c->memory_error() < -0.05)
+    spdlog::warn(
+        "parallel.plan=auto: the fullest rank holds {:.1f}% more than the plan predicted: "
+        "profile this machine and the model again (remove {} and {}) before a job sized to "
+        "the memory",
+        100 * (c->memory_bytes / c->predicted_memory_bytes - 1), auto_plan->profile_path,
+        auto_plan->model_profile_path);
+}
+
 }  // namespace cairn::train

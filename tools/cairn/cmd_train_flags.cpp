@@ -68,7 +68,8 @@ void add_train_command(CLI::App& app, std::function<void(const TrainArgs&)> run)
   cmd->add_option("--plan", args->plan,
                   "same as --set parallel.plan=: a plan file (cairn plan --out), or auto: the "
                   "planner's fastest layout for the job's world (the machine is profiled once, "
-                  "then the profile is reused)")
+                  "then the profile is reused; after 3 + 20 steps the prediction is checked "
+                  "against them: events.jsonl plan_check)")
       ->option_text("FILE|auto");
   cmd->add_option("--plan-cache", args->plan_cache,
                   "with --plan auto: where hardware profiles are kept (default "

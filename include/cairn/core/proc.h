@@ -32,6 +32,12 @@ int64_t peak_resident_bytes();
 // The file-backed part of the resident memory now (RssFile): the binary's and its libraries'
 // pages that have run (and mapped files read), in bytes; 0 when /proc cannot be read.
 int64_t file_resident_bytes();
+// Starts the high-water mark (VmHWM) again from the resident memory now (/proc/self/clear_refs
+// "5"): a profile run in this process before training is not the job's peak. False when the
+// kernel refuses.
+bool reset_peak_resident();
+// Resident shared memory (RssShmem): the shared-memory checkpoint slots this process mapped.
+int64_t shared_resident_bytes();
 
 // Bytes this process can still use: MemAvailable from /proc/meminfo, lowered by a cgroup
 // (v2) memory limit when one is set. NotFound when neither can be read.

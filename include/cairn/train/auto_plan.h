@@ -13,11 +13,14 @@
 //   broadcast to every rank (one decision, whatever each rank's clock or cache)
 //
 // An elastic restart at another world plans again (milliseconds with the profile cached); the
-// trainer records the previous and the new plan in events.jsonl ("plan").
+// trainer records the previous and the new plan in events.jsonl ("plan"), and then how the
+// plan's predictions held in the steps that followed ("plan_check": check_plan).
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "cairn/core/status.h"
 #include "cairn/model/config.h"
@@ -49,6 +52,30 @@ struct AutoPlan {
   std::string model_profile_path;  // the model's (cairn plan profile-model's format)
   nlohmann::json to_json() const;  // for events.jsonl
 };
+
+// A plan's predictions against the start that trains it: the median step time after the
+// start's first kPlanCheckWarmup steps (building, pages touched the first time and the
+// allocator's growth are not a step's) and the fullest rank's peak resident memory (the
+// kernel's high-water mark, what the planner budgets). Errors as the planner's bench gives
+// them: predicted / measured - 1, so a negative memory error is an under-prediction.
+struct PlanCheck {
+  int64_t first_step = 0, last_step = 0;  // the steps timed (1-based, as metrics.jsonl's)
+  double step_s = 0, predicted_step_s = 0;
+  double memory_bytes = 0, predicted_memory_bytes = 0;
+  double step_error() const { return predicted_step_s / step_s - 1; }
+  double memory_error() const { return predicted_memory_bytes / memory_bytes - 1; }
+  nlohmann::json to_json() const;  // for events.jsonl
+};
+inline constexpr int kPlanCheckWarmup = 3;
+inline constexpr int kPlanCheckSteps = 20;  // timed steps a check waits for
+inline constexpr int kPlanCheckLeast = 3;   // ... or, at a start's last step, at least these
+
+// `plan` checked against this start's step times so far (`step_s`, the first of them step
+// `first_step`) and the fullest rank's peak so far: nullopt until kPlanCheckSteps steps are
+// timed after the warmup (or kPlanCheckLeast at the start's `last` step), and for a plan
+// without predictions (one rank).
+std::optional<PlanCheck> check_plan(const AutoPlan& plan, const std::vector<double>& step_s,
+                                    int64_t first_step, double peak_bytes, bool last);
 
 // $CAIRN_CACHE_DIR, else $XDG_CACHE_HOME/cairn, else $HOME/.cache/cairn, else /tmp/cairn-cache.
 std::string default_cache_dir();
