@@ -141,6 +141,12 @@ void BlockCache::release_free_locked() {
   stats_.free_bytes = 0;
 }
 
+void BlockCache::reset_peaks() {
+  MutexLock lock(mu_);
+  stats_.peak_live_bytes = stats_.live_bytes;
+  stats_.peak_held_bytes = stats_.live_bytes + stats_.free_bytes;
+}
+
 BlockCache::Stats BlockCache::stats() const {
   MutexLock lock(mu_);
   return stats_;

@@ -166,6 +166,40 @@ TEST(BlockCache, ABlockNoRequestFitsIsNotIdleAtThePeak) {
   EXPECT_GT(cache.stats().released, 0) << "the bucket's block, or activations' for it";
 }
 
+// A phase with a larger peak than the steps after it (rank 0's profile before training): the
+// cache would go on holding up to that peak, a block no request fits kept beside the live
+// ones; once its peaks start again, the steps hold no more than their own peak.
+TEST(BlockCache, ResetPeaksBoundsTheStepsByTheirOwnPeak) {
+  auto step = [](BlockCache& cache) {
+    cache.deallocate(cache.allocate(8 * kMiB));
+    void* small = cache.allocate(3 * kMiB);  // the 8 MiB block is more than twice it
+    const BlockCache::Stats s = cache.stats();
+    cache.deallocate(small);
+    return s.live_bytes + s.free_bytes;
+  };
+  for (const bool reset : {false, true}) {
+    BlockCache cache;
+    std::vector<void*> phase;
+    for (int i = 0; i < 10; ++i) phase.push_back(cache.allocate(20 * kMiB));
+    for (void* p : phase) cache.deallocate(p);
+    cache.release_free();
+    EXPECT_EQ(cache.stats().peak_live_bytes, int64_t(200 * kMiB));
+    if (reset) {
+      cache.reset_peaks();
+      EXPECT_EQ(cache.stats().peak_live_bytes, 0);
+      EXPECT_EQ(cache.stats().peak_held_bytes, 0);
+    }
+    for (int i = 0; i < 3; ++i) {
+      const int64_t held = step(cache);
+      if (reset)
+        EXPECT_EQ(held, int64_t(3 * kMiB)) << "step " << i << ": the 8 MiB block handed back";
+      else
+        EXPECT_EQ(held, int64_t(11 * kMiB)) << "step " << i << ": the profile's peak allows it";
+    }
+    if (reset) EXPECT_EQ(cache.stats().peak_held_bytes, int64_t(8 * kMiB));
+  }
+}
+
 // Not holding to the peak (a part of a step timed alone), the step that maps blocks again
 // when held to it (AStepThatWouldHoldMoreThanItsPeakMapsAgain) keeps them and stops
 // allocating.

@@ -232,6 +232,7 @@ Result<AutoPlan> auto_plan(const TrainOptions& o, const model::ModelConfig& m, c
     // the job's peak memory is its own from here.
     if (d.ok() && d->profile_s > 0) {
       core::process_block_cache().release_free();
+      core::process_block_cache().reset_peaks();
       core::return_free_heap();
       if (!core::reset_peak_resident())
         spdlog::warn(

@@ -68,13 +68,7 @@ void Trainer::Impl::check_auto_plan(double step_s, double peak_mb, bool last, bo
       c->first_step, c->last_step, c->step_s, c->predicted_step_s, 100 * c->step_error(),
       c->memory_bytes / double(1ull << 30), c->predicted_memory_bytes / double(1ull << 30),
       100 * c->memory_error());
-  // A start that profiled did so in rank 0's process, which keeps some of what that paged in
-  // (81 MB more for the demo than a start from the cached profiles): not the plan's error.
-  if (auto_plan->profile_s > 0)
-    spdlog::info(
-        "parallel.plan=auto: rank 0 profiled before training, and keeps some of what that "
-        "paged in: a start from the cached profiles checks memory without it");
-  else if (c->memory_error() < -0.05)
+  if (c->memory_error() < -0.05)
     spdlog::warn(
         "parallel.plan=auto: the fullest rank holds {:.1f}% more than the plan predicted: "
         "profile this machine and the model again (remove {} and {}) before a job sized to "

@@ -79,6 +79,10 @@ class BlockCache {
   // every repetition that a step keeps (the demo's head timed 21.5 ms + 770 us a token so,
   // against 13.9 ms + 681 us).
   void set_hold_to_peak(bool on);
+  // Starts the peaks (peak_live_bytes, peak_held_bytes) again from what is held now: for a
+  // phase whose blocks the steps after it do not ask for (the planner's profile in rank 0's
+  // process), whose peak would otherwise let the cache keep that many bytes for the job's life.
+  void reset_peaks();
   Stats stats() const;
 
  private:
