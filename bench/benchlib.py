@@ -63,8 +63,18 @@ def cpu_model():
     return "unknown CPU"
 
 
+def huge_pages():
+    """The kernel's transparent huge page mode (the bracketed word), or "not available"."""
+    try:
+        text = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+        return text[text.index("[") + 1:text.index("]")]
+    except (OSError, ValueError):
+        return "not available"
+
+
 def machine_line():
-    return f"machine: {cores()} cores ({cpu_model()}), load average {loadavg():.1f}"
+    return (f"machine: {cores()} cores ({cpu_model()}), load average {loadavg():.1f}, "
+            f"transparent huge pages {huge_pages()}")
 
 
 def python_with_torch():

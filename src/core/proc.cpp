@@ -69,6 +69,16 @@ bool reset_peak_resident() {
   return bool(f);
 }
 
+std::string transparent_hugepage_mode(const std::string& path) {
+  std::ifstream f(path);
+  std::string text;
+  if (!f || !std::getline(f, text)) return "";
+  const size_t open = text.find('['), close = text.find(']');
+  if (open == std::string::npos || close == std::string::npos || close < open) return "";
+  const std::string mode = text.substr(open + 1, close - open - 1);
+  return mode == "always" || mode == "madvise" || mode == "never" ? mode : "";
+}
+
 Result<int64_t> available_memory_bytes() {
   int64_t avail = -1;
   std::ifstream meminfo("/proc/meminfo");

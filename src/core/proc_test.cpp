@@ -7,8 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 namespace cairn::core {
 namespace {
@@ -105,6 +107,30 @@ TEST(Proc, FileBackedResidentMemoryIsPartOfTheWhole) {
   for (size_t i = 0; i < n; i += 4096) p[i] = 1;
   EXPECT_LT(file_resident_bytes(), file + int64_t(n) / 2) << "anonymous pages are not files'";
   ::munmap(m, n);
+}
+
+// The bracketed word of the kernel's file; anything else is "unknown" ("").
+TEST(Proc, TransparentHugePageModeIsTheBracketedWord) {
+  const std::string path = ::testing::TempDir() + "/thp_enabled";
+  auto mode_of = [&](const char* text) {
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    EXPECT_NE(f, nullptr);
+    std::fputs(text, f);
+    std::fclose(f);
+    return transparent_hugepage_mode(path);
+  };
+  EXPECT_EQ(mode_of("always [madvise] never\n"), "madvise");
+  EXPECT_EQ(mode_of("always madvise [never]\n"), "never");
+  EXPECT_EQ(mode_of("[always] madvise never\n"), "always");
+  EXPECT_EQ(mode_of("always madvise never\n"), "") << "no bracket";
+  EXPECT_EQ(mode_of("always [sometimes] never\n"), "") << "a word not known";
+  EXPECT_EQ(mode_of("] always [madvise\n"), "") << "brackets the wrong way round";
+  EXPECT_EQ(mode_of(""), "") << "empty";
+  std::remove(path.c_str());
+  EXPECT_EQ(transparent_hugepage_mode(path), "") << "missing";
+  // This machine's own: one of the three words, or "" (a kernel without them).
+  const std::string here = transparent_hugepage_mode();
+  EXPECT_TRUE(here == "always" || here == "madvise" || here == "never" || here.empty()) << here;
 }
 
 }  // namespace

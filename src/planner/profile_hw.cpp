@@ -143,6 +143,7 @@ Result<HardwareProfile> profile_hardware(int ranks, double seconds) {
       double(core::resident_bytes());  // the binary and libtorch loaded, no tensor yet
   p.ranks = ranks;
   p.cores = core::usable_cores();
+  p.huge_pages = core::transparent_hugepage_mode();
   p.gemm_n = 1024;
   const int blas_before = core::blas_num_threads();
   core::set_blas_num_threads(1);  // one core per rank, as the workers run
@@ -210,13 +211,15 @@ nlohmann::json profile_to_cluster(const HardwareProfile& p, const std::string& n
                                   double efficiency) {
   nlohmann::json link = {{"gb_per_s", p.link.bandwidth / 1e9},
                          {"latency_us", p.link.latency * 1e6}};
-  nlohmann::json measured = {{"ranks", p.ranks},
-                             {"gemm_n", p.gemm_n},
-                             {"gemm_fp32_gflops", p.gemm_fp32_flops / 1e9},
-                             {"gemm_bf16_gflops", p.gemm_bf16_flops / 1e9},
-                             {"memcpy_gb_per_s", p.memcpy_bytes_per_s / 1e9},
-                             {"runtime_mb", p.runtime_bytes / 1e6},
-                             {"cores", p.cores}};
+  nlohmann::json measured = {
+      {"ranks", p.ranks},
+      {"gemm_n", p.gemm_n},
+      {"gemm_fp32_gflops", p.gemm_fp32_flops / 1e9},
+      {"gemm_bf16_gflops", p.gemm_bf16_flops / 1e9},
+      {"memcpy_gb_per_s", p.memcpy_bytes_per_s / 1e9},
+      {"runtime_mb", p.runtime_bytes / 1e6},
+      {"cores", p.cores},
+      {"transparent_hugepages", p.huge_pages.empty() ? "not available" : p.huge_pages}};
   nlohmann::json table = nlohmann::json::array();
   for (const auto& pt : p.collectives)
     table.push_back({{"op", pt.op}, {"bytes", pt.bytes}, {"us", pt.seconds * 1e6}});

@@ -105,6 +105,8 @@ double time_optimizer(model::LanguageModel& m, double seconds) {
   parallel::DataParallel::NamedParams params;
   int64_t n = 0;
   for (const auto& p : m.named_parameters()) {
+    // A step's every parameter has a gradient: zeros where no part was timed before.
+    if (!p.value().grad().defined()) p.value().mutable_grad() = torch::zeros_like(p.value());
     params.emplace_back(p.key(), p.value());
     n += p.value().numel();
   }
@@ -235,12 +237,13 @@ struct Split {
   int degree() const { return tp * cp; }
 };
 
-// Every part at every (B, T) on `ranks` threads at once, in groups of split.degree() ranks
-// that run the parts tensor- or context-parallel (each rank alone when 1): the points of the
-// slowest rank. With `optimizer`, each rank also times the optimizer step; the slowest is
-// returned.
+// Every one of `parts` at every (B, T) on `ranks` threads at once, in groups of
+// split.degree() ranks that run the parts tensor- or context-parallel (each rank alone when
+// 1): the points of the slowest rank. With `optimizer`, each rank also times the optimizer
+// step; the slowest is returned.
 Result<std::vector<ModelProfile::Point>> time_ranks(const model::ModelConfig& one, int ranks,
                                                     const Split& split,
+                                                    const std::vector<std::string>& parts,
                                                     const std::vector<int64_t>& batches,
                                                     const std::vector<int64_t>& seqs,
                                                     double seconds, double* optimizer) {
@@ -269,7 +272,7 @@ Result<std::vector<ModelProfile::Point>> time_ranks(const model::ModelConfig& on
                                                           ring ? group.get() : nullptr);
             m->set_context_parallel(hooks);
           }
-          for (const char* part : {"embedding", "block", "head"})
+          for (const std::string& part : parts)
             for (int64_t T : seqs)
               for (int64_t B : batches) {
                 const Timed t = time_part(*m, part, B, T / split.cp, seconds, group.get());
@@ -419,25 +422,33 @@ Result<ModelProfile> profile_model(const model::ModelConfig& config, int ranks,
   for (int t : tps) splits.push_back(Split{t, 1, parallel::ContextParallelKind::kNone});
   const auto cps = profiled_cp_splits(config, ranks, seqs);
   for (const auto& [kind, c] : cps) splits.push_back(Split{1, c, *parallel::parse_cp_kind(kind)});
-  // Every split in turn, `rounds` times, each point about seconds / rounds a round; a point's
-  // times are the median of its rounds'. A shared machine slows down for a while: taken in
-  // turns, that while slows one round of every split alike, and the median drops it, where
-  // one split after another it moved one split's times alone (a tp=2 block measured 39 and
-  // 56 ms in two profiles of one hour, the block alone 41 and 46).
+  // Every part in turn, `rounds` times, and each part under every split, its points about
+  // seconds / rounds each; a point's times are the median of its rounds'. A shared machine
+  // slows down for minutes at a time: taken split after split, such a while moved one split's
+  // times alone (a tp=2 block measured 39 and 56 ms in two profiles of one hour, the block
+  // alone 41 and 46; in one merged LLaMA profile the block alone took 56 us a token where
+  // others measured 34, context parallelism as usual, and the planner chose cp=2 over dp=2,
+  // 6.3% slower). Each part under every split in turn, the splits the planner compares are
+  // measured seconds apart, and a slow while slows them alike; across rounds the median drops
+  // it. (Every point under every split in turn cost a third more time: each split's models
+  // are built again for each call.)
   Status status = Status::Ok();
   std::vector<std::vector<ModelProfile::Point>> by_round(static_cast<size_t>(rounds));
   std::vector<double> optimizers;
-  for (int round = 0; round < rounds && status.ok(); ++round)
-    for (const Split& split : splits) {
-      double opt = 0;
-      auto pts = time_ranks(one, ranks, split, batches, seqs, seconds / rounds,
-                            split.degree() == 1 ? &opt : nullptr);
-      status = pts.status();
-      if (!status.ok()) break;
-      if (split.degree() == 1) optimizers.push_back(opt);
-      auto& points = by_round[static_cast<size_t>(round)];
-      points.insert(points.end(), pts->begin(), pts->end());
-    }
+  for (int round = 0; round < rounds && status.ok(); ++round) {
+    auto& points = by_round[static_cast<size_t>(round)];
+    for (const char* part : {"embedding", "block", "head"})
+      for (const Split& split : splits) {
+        if (!status.ok()) break;
+        auto pts = time_ranks(one, ranks, split, {part}, batches, seqs, seconds / rounds, nullptr);
+        status = pts.status();
+        if (status.ok()) points.insert(points.end(), pts->begin(), pts->end());
+      }
+    if (!status.ok()) break;
+    double opt = 0;  // the optimizer step: each rank alone, no point
+    status = time_ranks(one, ranks, Split{}, {}, {}, {}, seconds / rounds, &opt).status();
+    optimizers.push_back(opt);
+  }
   core::set_blas_num_threads(blas_before);
   core::process_block_cache().set_hold_to_peak(true);
   CAIRN_RETURN_IF_ERROR(status);

@@ -82,6 +82,12 @@ void run_profile(const ProfileArgs& a) {
               p.link.latency * 1e6);
   std::printf("all-reduce hidden behind compute on every rank at once: %.0f%%\n",
               100 * p.dp_overlap);
+  std::printf("transparent huge pages: %s%s\n",
+              p.huge_pages.empty() ? "not available" : p.huge_pages.c_str(),
+              p.huge_pages == "never" || p.huge_pages.empty()
+                  ? " (training's large tensors are faulted in 4 KiB at a time: slower steps "
+                    "than the model profile predicts)"
+                  : "");
   const std::string name =
       a.name.empty() ? "this machine, " + std::to_string(a.ranks) + " ranks (measured)" : a.name;
   const std::string text = planner::profile_to_cluster(p, name, a.efficiency).dump(1) + "\n";
@@ -332,7 +338,10 @@ void register_plan_command(CLI::App& app) {
   prof->footer(
       "\nEvery rank runs at once, as workers share the machine. dp_overlap is the fraction of an "
       "8 MiB\nall-reduce hidden behind GEMMs on every rank (what data parallelism hides behind "
-      "backward).\nExample:\n  cairn plan profile-hw --ranks 2 --out this-machine.json\n"
+      "backward).\nIt also records the kernel's transparent huge page mode: at never, training's "
+      "large "
+      "tensors are\nfaulted in 4 KiB at a time and steps run slower than planned.\nExample:\n"
+      "  cairn plan profile-hw --ranks 2 --out this-machine.json\n"
       "  cairn plan configs/gpt-kjv.yaml --cluster this-machine.json\n");
   prof->callback([pa] { run_profile(*pa); });
   auto ma = std::make_shared<ModelProfileArgs>();

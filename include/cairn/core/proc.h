@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "cairn/core/status.h"
 
@@ -42,6 +43,13 @@ int64_t shared_resident_bytes();
 // Bytes this process can still use: MemAvailable from /proc/meminfo, lowered by a cgroup
 // (v2) memory limit when one is set. NotFound when neither can be read.
 Result<int64_t> available_memory_bytes();
+
+// The kernel's transparent huge page mode: "always", "madvise" or "never", the bracketed word
+// of `path` (/sys/kernel/mm/transparent_hugepage/enabled); "" when it cannot be read or holds
+// no such word (a kernel built without them). Under "never" or "" the block cache's large
+// blocks are faulted in 4 KiB at a time (see block_cache.h).
+std::string transparent_hugepage_mode(
+    const std::string& path = "/sys/kernel/mm/transparent_hugepage/enabled");
 
 // Raises this process's soft limit of open files to its hard limit (a server holding many
 // connections needs more than the usual 1024) and returns the soft limit now in force.

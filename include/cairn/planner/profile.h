@@ -25,6 +25,8 @@ struct HardwareProfile {
   double memory_bytes = 0;        // available now / ranks
   double runtime_bytes = 0;       // this process's resident memory before profiling (the
                                   // binary, libtorch): what a worker holds before any tensor
+  std::string huge_pages;         // the kernel's transparent huge page mode (core::
+                                  // transparent_hugepage_mode): a step's time depends on it
   struct Point {
     std::string op;  // allreduce | allgather | all_to_all | sendrecv
     double bytes = 0;
