@@ -33,20 +33,26 @@ bool stat_fields(int pid, std::string* out) {
   return true;
 }
 
-// A "Name:   N kB" line of /proc/self/status, in bytes (0 when absent).
-int64_t status_kib_field(const char* name) {
+// The "Name:   N kB" lines of /proc/self/status for `count` names, in bytes, in one read
+// (0 for a name absent or when the file cannot be read).
+void status_kib_fields(const char* const* names, int64_t* out, size_t count) {
+  std::fill(out, out + count, 0);
   FILE* f = std::fopen("/proc/self/status", "re");
-  if (!f) return 0;
+  if (!f) return;
   char line[256];
-  const size_t n = std::strlen(name);
-  long long kib = 0;
   while (std::fgets(line, sizeof(line), f))
-    if (std::strncmp(line, name, n) == 0 && line[n] == ':') {
-      kib = std::strtoll(line + n + 1, nullptr, 10);
-      break;
+    for (size_t i = 0; i < count; ++i) {
+      const size_t n = std::strlen(names[i]);
+      if (std::strncmp(line, names[i], n) == 0 && line[n] == ':')
+        out[i] = int64_t(std::strtoll(line + n + 1, nullptr, 10)) * 1024;
     }
   std::fclose(f);
-  return int64_t(kib) * 1024;
+}
+
+int64_t status_kib_field(const char* name) {
+  int64_t bytes = 0;
+  status_kib_fields(&name, &bytes, 1);
+  return bytes;
 }
 
 }  // namespace
@@ -60,7 +66,13 @@ int usable_cores() {
 }
 int64_t peak_resident_bytes() { return status_kib_field("VmHWM"); }
 int64_t file_resident_bytes() { return status_kib_field("RssFile"); }
-int64_t shared_resident_bytes() { return status_kib_field("RssShmem"); }
+
+PeakResident peak_and_shared_resident() {
+  const char* const names[] = {"VmHWM", "RssShmem"};
+  int64_t bytes[2];
+  status_kib_fields(names, bytes, 2);
+  return {bytes[0], bytes[1]};
+}
 
 bool reset_peak_resident() {
   std::ofstream f("/proc/self/clear_refs");

@@ -109,6 +109,25 @@ TEST(Proc, FileBackedResidentMemoryIsPartOfTheWhole) {
   ::munmap(m, n);
 }
 
+// Both read at once: shared memory this process touched counts in RssShmem and in the peak;
+// the peak starts again from the resident memory once reset.
+TEST(Proc, PeakAndSharedResidentMemoryAndTheirReset) {
+  const size_t n = 64 << 20;
+  void* s = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(s, MAP_FAILED);
+  const PeakResident before = peak_and_shared_resident();
+  std::memset(s, 1, n);
+  const PeakResident touched = peak_and_shared_resident();
+  EXPECT_GE(touched.shared, before.shared + int64_t(n) * 3 / 4);
+  EXPECT_GE(touched.peak, touched.shared);
+  EXPECT_EQ(touched.peak, peak_resident_bytes()) << "the same field as read alone";
+  ::munmap(s, n);
+  EXPECT_LE(peak_and_shared_resident().shared, touched.shared - int64_t(n) * 3 / 4);
+  EXPECT_GE(peak_resident_bytes(), touched.peak - (1 << 20)) << "the high-water mark keeps it";
+  ASSERT_TRUE(reset_peak_resident());
+  EXPECT_LE(peak_resident_bytes(), touched.peak - int64_t(n) / 2) << "started again lower";
+}
+
 // The bracketed word of the kernel's file; anything else is "unknown" ("").
 TEST(Proc, TransparentHugePageModeIsTheBracketedWord) {
   const std::string path = ::testing::TempDir() + "/thp_enabled";

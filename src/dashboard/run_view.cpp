@@ -11,8 +11,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <utility>
 
 #include "cairn/core/fs.h"
+#include "cairn/core/median.h"
 #include "cairn/dashboard/prometheus.h"
 #include "cairn/elastic/goodput.h"
 
@@ -117,9 +119,7 @@ void ranks(const std::vector<json>& rows, json& s) {
   std::vector<double> others;
   for (size_t i = 0; i < sum.size(); ++i)
     if (i != slowest) others.push_back(sum[i]);
-  std::sort(others.begin(), others.end());
-  const size_t k = others.size();
-  const double median = k % 2 ? others[k / 2] : (others[k / 2 - 1] + others[k / 2]) / 2;
+  const double median = core::median(std::move(others));
   if (!(median > 0)) return;
   s["slowest_rank"] = slowest;
   s["slowest_ratio"] = sum[slowest] / median;

@@ -16,6 +16,7 @@
 #include "cairn/core/block_cache.h"
 #include "cairn/core/fs.h"
 #include "cairn/core/malloc_tuning.h"
+#include "cairn/core/median.h"
 #include "cairn/core/proc.h"
 #include "cairn/planner/planner.h"
 #include "cairn/planner/profile.h"
@@ -191,12 +192,10 @@ std::optional<PlanCheck> check_plan(const AutoPlan& plan, const std::vector<doub
   if (!(plan.step_s > 0 && plan.memory_bytes > 0 && peak_bytes > 0)) return std::nullopt;
   const int64_t timed = int64_t(step_s.size()) - kPlanCheckWarmup;
   if (timed < (last ? kPlanCheckLeast : kPlanCheckSteps)) return std::nullopt;
-  std::vector<double> t(step_s.begin() + kPlanCheckWarmup, step_s.end());
-  std::sort(t.begin(), t.end());
   PlanCheck c;
   c.first_step = first_step + kPlanCheckWarmup;
   c.last_step = first_step + int64_t(step_s.size()) - 1;
-  c.step_s = t.size() % 2 ? t[t.size() / 2] : (t[t.size() / 2 - 1] + t[t.size() / 2]) / 2;
+  c.step_s = core::median({step_s.begin() + kPlanCheckWarmup, step_s.end()});
   c.predicted_step_s = plan.step_s;
   c.memory_bytes = peak_bytes;
   c.predicted_memory_bytes = plan.memory_bytes;

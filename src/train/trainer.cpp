@@ -662,10 +662,10 @@ Status Trainer::Impl::after_step(double loss, double lr, double step_time, const
   nlohmann::json row = metrics.row(step, loss, lr, step_time);
   // Every rank's seconds of forward and backward, and the largest resident memory of any rank
   // so far (a job runs out of memory on its fullest rank), shared-memory checkpoint slots it
-  // wrote included, and without them (mapped whole from the start: what the planner budgets
-  // is the rest): one all-gather of three numbers per rank.
-  const double hwm = double(core::peak_resident_bytes()), shm = core::shared_resident_bytes();
-  auto mine = torch::tensor({hwm / 1e6, compute_s, (hwm - shm) / 1e6}, torch::kDouble);
+  // wrote included, and without them (mapped whole from the start: the planner budgets the
+  // rest): one all-gather of three numbers per rank, both memories from one read of /proc.
+  const core::PeakResident m = core::peak_and_shared_resident();
+  auto mine = torch::tensor({m.peak / 1e6, compute_s, (m.peak - m.shared) / 1e6}, torch::kDouble);
   torch::Tensor all = mine;
   if (group) {
     all = torch::empty({3 * world}, torch::kDouble);

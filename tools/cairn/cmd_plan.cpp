@@ -339,8 +339,7 @@ void register_plan_command(CLI::App& app) {
       "\nEvery rank runs at once, as workers share the machine. dp_overlap is the fraction of an "
       "8 MiB\nall-reduce hidden behind GEMMs on every rank (what data parallelism hides behind "
       "backward).\nIt also records the kernel's transparent huge page mode: at never, training's "
-      "large "
-      "tensors are\nfaulted in 4 KiB at a time and steps run slower than planned.\nExample:\n"
+      "large tensors are\nfaulted in 4 KiB at a time and steps run slower than planned.\nExample:\n"
       "  cairn plan profile-hw --ranks 2 --out this-machine.json\n"
       "  cairn plan configs/gpt-kjv.yaml --cluster this-machine.json\n");
   prof->callback([pa] { run_profile(*pa); });

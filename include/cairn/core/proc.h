@@ -37,8 +37,13 @@ int64_t file_resident_bytes();
 // "5"): a profile run in this process before training is not the job's peak. False when the
 // kernel refuses.
 bool reset_peak_resident();
-// Resident shared memory (RssShmem): the shared-memory checkpoint slots this process mapped.
-int64_t shared_resident_bytes();
+// The high-water mark (VmHWM) and the resident shared memory (RssShmem: the shared-memory
+// checkpoint slots this process mapped), in bytes, in one read of /proc/self/status (a
+// training step takes both); 0 each when it cannot be read.
+struct PeakResident {
+  int64_t peak = 0, shared = 0;
+};
+PeakResident peak_and_shared_resident();
 
 // Bytes this process can still use: MemAvailable from /proc/meminfo, lowered by a cgroup
 // (v2) memory limit when one is set. NotFound when neither can be read.

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "cairn/core/median.h"
+
 namespace cairn::elastic {
 namespace {
 
@@ -15,12 +17,6 @@ std::string seconds(double s) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.3f s", s);
   return buf;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 }  // namespace
@@ -226,7 +222,7 @@ void NodeCheck::decide() {
     for (const auto& [other, u] : v.elapsed_s)
       if (other != id) others.push_back(u);
     if (others.empty()) continue;
-    const double med = median(others);
+    const double med = core::median(others);
     if (t > params_.straggler_ratio * med) {
       v.stragglers.push_back(id);
       if (params_.exclude_stragglers) {
